@@ -1,0 +1,78 @@
+"""The cluster description every node and the CLI share: `<run-dir>/cluster.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUILDS = ("legacy", "sp4", "reroute")
+
+
+@dataclass(frozen=True)
+class Settings:
+    servers: tuple[str, ...] = ("ex1", "ex2")
+    mta_build: str = "legacy"
+    replication_lag_ms: int = 2000
+    replication_jitter_ms: int = 500
+    retry_ms: int = 1000
+    expire_ms: int = 60000
+    request_timeout_ms: int = 3000
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["servers"] = list(self.servers)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Settings":
+        d = dict(d)
+        d["servers"] = tuple(d["servers"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    run_dir: Path
+    settings: Settings
+    nodes: dict[str, dict[str, Any]]  # name -> {"kind", "server"?, "endpoints", "pid"?, "log"}
+
+    def endpoint(self, node: str, which: str = "router") -> str:
+        try:
+            return self.nodes[node]["endpoints"][which]
+        except KeyError:
+            raise KeyError(f"no node '{node}' with a {which} endpoint in the cluster") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": self.nodes}
+
+    def save(self) -> None:
+        write_atomic(self.run_dir / "cluster.json", json.dumps(self.to_json(), indent=2).encode())
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "ClusterConfig":
+        data = json.loads((run_dir / "cluster.json").read_text())
+        return cls(Path(data["run_dir"]), Settings.from_json(data["settings"]), data["nodes"])
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves either the old or the new content: tmp, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,97 @@
+"""What every node core takes in and gives back (the sans-I/O contract of h11/h2).
+
+A core is fed events with the current time and returns a list of actions. It owns no socket,
+clock or file; the runtime (nodes.runtime) executes the actions in order, so an action that
+persists state runs before the reply that follows it in the list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import Frame
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """A frame that arrived on the node's ROUTER; answer it with Reply(peer=..., re=frame.id)."""
+
+    peer: bytes
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Response:
+    """A frame that answers one this node sent (frame.re names it)."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A frame from a subscription (the directory's change feed)."""
+
+    frame: Frame
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send a request to another node by name; `id` lets the core match the answer."""
+
+    to: str
+    type: str
+    body: dict[str, Any]
+    id: str
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    peer: bytes
+    re: str
+    type: str
+    body: dict[str, Any]
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
+class Publish:
+    type: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Log:
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    level: str = "info"
+
+
+def log(event: str, level: str = "info", **fields: Any) -> Log:
+    return Log(event, fields, level)
+
+
+def error(req: Request, reason: str) -> list:
+    """The answer to a request a node refuses: an error reply and a log line saying why."""
+    return [
+        Reply(req.peer, req.frame.id, "error", {"reason": reason}, req.frame.trace),
+        log("request.refused", level="warning", type=req.frame.type, src=req.frame.src, reason=reason),
+    ]
+
+
+class Ids:
+    """Request ids unique to one run of one node: `<node>.<boot>.<n>`."""
+
+    def __init__(self, node: str, boot: str):
+        self._prefix = f"{node}.{boot}."
+        self._n = 0
+
+    def next(self) -> str:
+        self._n += 1
+        return f"{self._prefix}{self._n}"

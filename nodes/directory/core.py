@@ -1,0 +1,145 @@
+"""The directory: the authoritative recipients, a USN per change, a change feed.
+
+State is a map alias -> recipient and the highest USN given out. Every accepted change gets
+the next USN, is persisted (PersistDirectory) before it is answered, and is published on the
+feed (the ZeroMQ guide's Clone pattern: snapshot on request, then ordered updates, plus a
+heartbeat carrying the current USN so a subscriber can see that it missed one).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import Publish, Reply, Request, error, log
+
+ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+HEARTBEAT_S = 0.5
+
+
+@dataclass(frozen=True)
+class PersistDirectory:
+    """Write the whole directory (recipients and USN) durably before what follows."""
+
+    state: dict[str, Any]
+
+
+def valid_alias(alias: str) -> bool:
+    return bool(ALIAS_RE.match(alias))
+
+
+class DirectoryCore:
+    def __init__(self, servers: list[str], state: dict[str, Any] | None = None):
+        self.servers = list(servers)
+        state = state or {}
+        self.usn: int = state.get("usn", 0)
+        self.recipients: dict[str, dict[str, Any]] = state.get("recipients", {})
+        self.ready = True
+        self._next_beat = 0.0
+
+    # --- the core contract ------------------------------------------------------------------
+
+    def start(self, now: float) -> list:
+        self._next_beat = now
+        return [log("directory.loaded", usn=self.usn, recipients=len(self.recipients))]
+
+    def next_wakeup(self) -> float:
+        return self._next_beat
+
+    def tick(self, now: float) -> list:
+        self._next_beat = now + HEARTBEAT_S
+        return [Publish("dir.heartbeat", {"usn": self.usn})]
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {"usn": self.usn, "recipients": len(self.recipients)}
+
+    def on_event(self, event: Any, now: float) -> list:
+        if not isinstance(event, Request):
+            return []
+        handler = {
+            "dir.add": self._add,
+            "dir.modify": self._modify,
+            "dir.lookup": self._lookup,
+            "dir.snapshot": self._snapshot,
+        }.get(event.frame.type)
+        if handler is None:
+            return error(event, f"the directory does not handle '{event.frame.type}'")
+        return handler(event, event.frame.body)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _add(self, req: Request, body: dict[str, Any]) -> list:
+        alias = body["alias"]
+        if not valid_alias(alias):
+            return error(req, f"'{alias}' is not a valid alias (lower-case letters, digits, . _ -; at most 64)")
+        if alias in self.recipients:
+            return error(req, f"user '{alias}' already exists")
+        entry = {
+            "alias": alias,
+            "display_name": body["display_name"] or alias,
+            "home_server": body["home_server"],
+            "alternate": body["alternate"],
+            "deliver_to_both": body["deliver_to_both"],
+        }
+        problem = self._check(entry)
+        if problem:
+            return error(req, problem)
+        return self._commit(req, entry, "added")
+
+    def _modify(self, req: Request, body: dict[str, Any]) -> list:
+        alias, changes = body["alias"], body["changes"]
+        current = self.recipients.get(alias)
+        if current is None:
+            return error(req, f"unknown user '{alias}'")
+        allowed = {"home_server": str, "alternate": (str, type(None)), "deliver_to_both": bool, "display_name": str}
+        for key, value in changes.items():
+            if key not in allowed:
+                return error(req, f"cannot change '{key}' (can change: {', '.join(allowed)})")
+            if not isinstance(value, allowed[key]):
+                return error(req, f"'{key}' has the wrong type")
+        entry = {k: v for k, v in current.items() if k != "usn"}
+        entry.update(changes)
+        problem = self._check(entry)
+        if problem:
+            return error(req, problem)
+        return self._commit(req, entry, "modified", changes=changes)
+
+    def _check(self, entry: dict[str, Any]) -> str | None:
+        if entry["home_server"] not in self.servers:
+            return f"unknown server '{entry['home_server']}' (servers: {', '.join(self.servers)})"
+        alt = entry["alternate"]
+        if alt is not None:
+            if alt == entry["alias"]:
+                return "a user cannot be its own alternate recipient"
+            if alt not in self.recipients:
+                return f"unknown alternate recipient '{alt}'"
+        if entry["deliver_to_both"] and alt is None:
+            return "deliver-to-both needs an alternate recipient"
+        return None
+
+    def _commit(self, req: Request, entry: dict[str, Any], how: str, **extra: Any) -> list:
+        self.usn += 1
+        entry = {**entry, "usn": self.usn}
+        self.recipients[entry["alias"]] = entry
+        return [
+            PersistDirectory({"usn": self.usn, "recipients": self.recipients}),
+            Publish("dir.change", {"usn": self.usn, "recipient": entry}),
+            Reply(req.peer, req.frame.id, "dir.changed", {"usn": self.usn, "recipient": entry}),
+            log(f"directory.{how}", usn=self.usn, alias=entry["alias"], home_server=entry["home_server"],
+                alternate=entry["alternate"], deliver_to_both=entry["deliver_to_both"], **extra),
+        ]
+
+    def _lookup(self, req: Request, body: dict[str, Any]) -> list:
+        entry = self.recipients.get(body["alias"])
+        return [
+            Reply(req.peer, req.frame.id, "dir.entry", {"recipient": entry, "usn": self.usn}, req.frame.trace),
+            log("directory.lookup", alias=body["alias"], found=entry is not None, src=req.frame.src, usn=self.usn),
+        ]
+
+    def _snapshot(self, req: Request, body: dict[str, Any]) -> list:
+        return [
+            Reply(req.peer, req.frame.id, "dir.snapshot_reply",
+                  {"usn": self.usn, "recipients": list(self.recipients.values())}),
+            log("directory.snapshot", usn=self.usn, src=req.frame.src),
+        ]

@@ -1,0 +1,59 @@
+"""structlog configuration for every node, in one place.
+
+Each event goes to two places: a JSON line in `<run-dir>/logs/<node>.jsonl` (the record that
+`xcon logs` and `xcon check` read) and a readable line on stderr (the node's console).
+Every line has ts (epoch seconds), node, level, event, lamport.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+
+class JsonLinesFile:
+    """A structlog processor that appends the event as one JSON line and passes it on."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # line buffered: a line is in the file as soon as it is logged, so a reader of the
+        # merged logs (xcon check) after `xcon wait` sees every event
+        self._file = open(path, "a", buffering=1, encoding="utf-8")
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        self._file.write(json.dumps(event_dict, default=_jsonable, separators=(",", ":")) + "\n")
+        return event_dict
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def configure(node: str, log_file: Path, lamport: Callable[[], int]) -> structlog.typing.FilteringBoundLogger:
+    """Configure structlog for this process and return the node's logger."""
+
+    def add_header(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        ordered = {"ts": round(time.time(), 6), "node": node, "level": method, "event": event_dict.pop("event")}
+        ordered["lamport"] = lamport()
+        ordered.update(event_dict)
+        return ordered
+
+    structlog.configure(
+        processors=[
+            add_header,
+            JsonLinesFile(log_file),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    return structlog.get_logger()

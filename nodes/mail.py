@@ -1,0 +1,153 @@
+"""Mail as bytes: RFC 5322 messages, RFC 3464 non-delivery reports, and reading both back.
+
+Pure functions: the time comes in as an argument, nothing is read from a clock or a disk.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.utils import formatdate
+from typing import Any
+
+DOMAIN = "xcon.test"
+
+# RFC 3463 enhanced status codes for the final failures an MTA can reach
+STATUS = {
+    "moved": ("5.1.6", "mailbox has moved: not on the server the directory cache names"),
+    "unknown": ("5.1.1", "no such recipient in the directory"),
+    "expired": ("5.4.7", "delivery time expired"),
+    "loop": ("5.4.6", "routing loop detected"),
+    "gone": ("5.1.1", "no mailbox for this recipient on its home server"),
+}
+
+
+def address(alias: str) -> str:
+    return f"{alias}@{DOMAIN}"
+
+
+def alias_of(addr: str) -> str:
+    addr = addr.strip().strip("<>")
+    if ";" in addr:  # "rfc822; bob@xcon.test"
+        addr = addr.split(";", 1)[1].strip()
+    return addr.split("@", 1)[0]
+
+
+def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body: str, now: float) -> bytes:
+    """An RFC 5322 message with xcon's message id in X-Xcon-Msg-Id."""
+    lines = [
+        f"From: {address(sender)}",
+        f"To: {', '.join(address(r) for r in recipients)}",
+        f"Subject: {_one_line(subject)}",
+        f"Date: {formatdate(now)}",
+        f"Message-ID: <{msg_id}@{DOMAIN}>",
+        f"X-Xcon-Msg-Id: {msg_id}",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        body,
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def compose_ndr(
+    ndr_id: str,
+    reporting_server: str,
+    original: bytes,
+    original_msg_id: str,
+    originator: str,
+    failures: list[tuple[str, str]],
+    arrival: float,
+    now: float,
+) -> bytes:
+    """An RFC 3464 delivery status notification (multipart/report; report-type=delivery-status).
+
+    `failures` is [(recipient alias, reason key of STATUS)]; one per-recipient block each,
+    with Final-Recipient, Action: failed, Status and Diagnostic-Code. The original's headers
+    travel in a text/rfc822-headers part.
+    """
+    boundary = f"=_xcon_ndr_{ndr_id}"
+    headers = original.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    original_subject = _header(original, "Subject") or ""
+    explanation = ["Your message could not be delivered to these recipients:", ""]
+    blocks = []
+    for rcpt, reason in failures:
+        status, text = STATUS[reason]
+        explanation.append(f"  {address(rcpt)}: {text}")
+        blocks += [
+            "",
+            f"Final-Recipient: rfc822; {address(rcpt)}",
+            "Action: failed",
+            f"Status: {status}",
+            f"Diagnostic-Code: X-Xcon; {text}",
+            f"Last-Attempt-Date: {formatdate(now)}",
+        ]
+    lines = [
+        f"From: Mail Delivery System <postmaster@{reporting_server}.{DOMAIN}>",
+        f"To: {address(originator)}",
+        f"Subject: Undeliverable: {_one_line(original_subject)}",
+        f"Date: {formatdate(now)}",
+        f"Message-ID: <{ndr_id}@{DOMAIN}>",
+        f"X-Xcon-Msg-Id: {ndr_id}",
+        f"X-Xcon-Ndr-For: {original_msg_id}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        "This is a delivery status notification (RFC 3464).",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        *explanation,
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns; {reporting_server}.{DOMAIN}",
+        f"X-Xcon-Original-Msg-Id: {original_msg_id}",
+        f"Arrival-Date: {formatdate(arrival)}",
+        *blocks,
+        "",
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "",
+        headers,
+        "",
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def summarize(raw: bytes) -> dict[str, Any]:
+    """What `xcon mailbox` shows of a message; an NDR is recognised by its RFC 3464 structure."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    summary: dict[str, Any] = {
+        "msg_id": msg.get("X-Xcon-Msg-Id", ""),
+        "from": alias_of(msg.get("From", "")),
+        "subject": msg.get("Subject", ""),
+        "ndr": False,
+        "ndr_for": None,
+        "failed": [],
+    }
+    if msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status":
+        summary["ndr"] = True
+        summary["ndr_for"] = msg.get("X-Xcon-Ndr-For")
+        for part in msg.walk():
+            if part.get_content_type() != "message/delivery-status":
+                continue
+            for block in part.get_payload():  # the parser yields one Message per field group
+                if block.get("Final-Recipient") and (block.get("Action") or "").strip().lower() == "failed":
+                    summary["failed"].append(alias_of(block["Final-Recipient"]))
+    return summary
+
+
+def _header(raw: bytes, name: str) -> str | None:
+    msg = email.message_from_bytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=email.policy.compat32)
+    return msg.get(name)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

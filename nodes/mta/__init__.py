@@ -1,0 +1,1 @@
+"""The MTA node of one server."""

@@ -1,0 +1,25 @@
+"""The MTA node process: `python -m nodes.mta --run-dir D --name mta.<server>`."""
+
+from __future__ import annotations
+
+from ..runtime import Runtime, boot_id, node_args
+from .core import MtaCore
+from .queue import PersistMessage, RetireMessage
+from .spool import Spool
+
+
+def main() -> None:
+    args = node_args("mta")
+    server = args.config.nodes[args.name]["server"]
+    spool = Spool(args.run_dir / "mta" / server)
+    queued, seen = spool.load()
+    core = MtaCore(server, args.config.settings, boot_id(), queued, seen)
+    executors = {
+        PersistMessage: lambda a: spool.persist(a.msg_id, a.record),
+        RetireMessage: lambda a: spool.retire(a.msg_id, a.hops),
+    }
+    Runtime(args.name, args.config, core, executors, subscribe_to="directory").run()
+
+
+if __name__ == "__main__":
+    main()

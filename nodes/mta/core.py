@@ -1,0 +1,442 @@
+"""The MTA of one server: accept, expand alternates, route, defer, retry, report.
+
+Routing uses the directory cache (nodes.mta.cache), which learns of a Move User's new home
+only after the replication lag. When the store answers "not_here" for a mailbox the cache
+still homes on this server, the three builds part ways (../shared/DESIGN.md):
+
+  legacy   reports are per message: if any recipient of the message was delivered, the failure
+           of another sends no NDR. The pair is lost and nobody knows (KB Q248839).
+  sp4      reports are per recipient: every final failure sends an RFC 3464 NDR.
+  reroute  asks the directory itself, past the cache, and reroutes to the new home; an NDR
+           only when the recipient really cannot be reached.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..config import BUILDS, Settings
+from ..core import Feed, Ids, Reply, Request, Response, Send, error, log
+from ..mail import compose, compose_ndr
+from .cache import DirectoryCache
+from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
+
+MSG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+MAX_HOPS = 6
+MAX_RECIPIENTS = 500
+DIRECTORY = "directory"
+
+
+class MtaCore:
+    def __init__(
+        self,
+        server: str,
+        settings: Settings,
+        boot: str,
+        queued: list[QueuedMessage] | None = None,
+        seen: dict[str, dict[str, int]] | None = None,
+    ):
+        if settings.mta_build not in BUILDS:
+            raise ValueError(f"unknown MTA build '{settings.mta_build}'")
+        self.server = server
+        self.build = settings.mta_build
+        self.retry_s = settings.retry_ms / 1000
+        self.expire_s = settings.expire_ms / 1000
+        self.timeout_s = settings.request_timeout_ms / 1000
+        # each MTA draws its own jitter from the cluster seed
+        self.cache = DirectoryCache(settings.replication_lag_ms, settings.replication_jitter_ms,
+                                    settings.seed * 1000 + sum(map(ord, server)))
+        self.ids = Ids(f"mta.{server}", boot)
+        self._msg_ids = Ids(server, boot)
+        self.queue: dict[str, QueuedMessage] = {m.msg_id: m for m in queued or []}
+        # msg_id -> {rcpt: hops} of the pairs this MTA finished; a transfer of a pair with no more
+        # hops than that is a retransmission, one with more is the pair coming back after a reroute
+        self.seen: dict[str, dict[str, int]] = dict(seen or {})
+        self.requests: dict[str, tuple[str, str]] = {}  # request id -> (msg_id, rcpt)
+        self._snapshot_req: str | None = None
+        self._snapshot_deadline = 0.0
+        self._wake: float | None = None
+        self.directory_usn = 0  # as last heard in a heartbeat
+
+    @property
+    def ready(self) -> bool:
+        return self.cache.initialized
+
+    # --- the core contract ------------------------------------------------------------------
+
+    def start(self, now: float) -> list:
+        return [self._ask_snapshot(now), log("mta.starting", build=self.build, queued=len(self.queue))]
+
+    def next_wakeup(self) -> float | None:
+        return self._wake
+
+    def status(self, now: float) -> dict[str, Any]:
+        pairs = [p for m in self.queue.values() for p in m.pairs.values() if not p.final]
+        return {
+            "server": self.server,
+            "build": self.build,
+            "ready": self.ready,
+            "cache_usn": self.cache.usn,
+            "received_usn": self.cache.received_usn,
+            "directory_usn": self.directory_usn,
+            "pending_changes": self.cache.pending_count(),
+            "messages": len(self.queue),
+            "open_pairs": len(pairs),
+            "deferred": sum(p.state == "deferred" for p in pairs),
+            "in_flight": sum(p.state in WAITING for p in pairs),
+        }
+
+    def on_event(self, event: Any, now: float) -> list:
+        if isinstance(event, Request):
+            handler = {
+                "mta.submit": self._submit,
+                "mta.transfer": self._transfer_in,
+                "store.released": self._released,
+            }.get(event.frame.type)
+            if handler is None:
+                return error(event, f"the MTA does not handle '{event.frame.type}'")
+            if not self.ready:
+                return error(event, f"mta.{self.server} is starting: its directory cache is not loaded yet")
+            return handler(event, event.frame.body, now)
+        if isinstance(event, Feed):
+            return self._feed(event.frame.type, event.frame.body, now)
+        if isinstance(event, Response):
+            return self._response(event.frame, now)
+        return []
+
+    def tick(self, now: float) -> list:
+        actions: list = []
+        for entry in self.cache.apply_due(now):
+            actions.append(log("mta.cache_applied", usn=entry["usn"], alias=entry["alias"],
+                               home_server=entry["home_server"], alternate=entry["alternate"]))
+        if self._snapshot_req and now >= self._snapshot_deadline:
+            actions.append(self._ask_snapshot(now))
+        for msg in list(self.queue.values()):
+            for pair in list(msg.pairs.values()):
+                if pair.state in WAITING and now >= pair.deadline:
+                    self.requests.pop(pair.request or "", None)
+                    actions += self._defer(msg, pair, now, f"no answer within {self.timeout_s:g}s")
+                elif pair.state in ("deferred", "queued") and now >= msg.accepted_at + self.expire_s:
+                    actions += self._fail(msg, [pair], "expired", now)
+                elif pair.state == "deferred" and now >= pair.next_at:
+                    actions.append(log("mta.retry", msg_id=msg.msg_id, rcpt=pair.rcpt, reason="retry timer"))
+                    actions += self._route(msg, pair, now)
+            actions += self._retire_if_done(msg)
+        self._recompute_wake()
+        return actions
+
+    # --- accepting --------------------------------------------------------------------------
+
+    def _submit(self, req: Request, body: dict[str, Any], now: float) -> list:
+        sender, recipients = body["sender"], list(dict.fromkeys(body["recipients"]))
+        if not recipients:
+            return error(req, "a message needs at least one recipient")
+        if len(recipients) > MAX_RECIPIENTS:
+            return error(req, f"at most {MAX_RECIPIENTS} recipients per message")
+        for alias in [sender, *recipients]:
+            if self.cache.get(alias) is None:
+                return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)")
+        msg_id = body["msg_id"] or self._msg_ids.next()
+        if not MSG_ID_RE.match(msg_id):
+            return error(req, f"'{msg_id[:80]}' is not a valid message id")
+        known = self.queue.get(msg_id)
+        if known is not None or msg_id in self.seen:
+            # a retried submission: accepted already, say so again (idempotent by message id)
+            rcpts = list(known.pairs) if known else sorted(self.seen[msg_id])
+            return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id)]
+        msg = QueuedMessage(msg_id, sender, compose(msg_id, sender, recipients, body["subject"], body["body"], now), now)
+        for pair in self._expand(recipients):
+            msg.pairs[pair.rcpt] = pair
+        self.queue[msg_id] = msg
+        actions: list = [
+            PersistMessage(msg.msg_id, msg.to_record()),  # durable before the acknowledgement
+            Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": list(msg.pairs)}, msg_id),
+            log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=list(msg.pairs),
+                alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn),
+        ]
+        for pair in list(msg.pairs.values()):
+            actions += self._route(msg, pair, now)
+        return actions
+
+    def _expand(self, recipients: list[str]) -> list[Pair]:
+        """Alternate-recipient expansion, one level: deliver-to-both keeps the primary and adds
+        the alternate; otherwise the alternate replaces the primary."""
+        pairs: dict[str, Pair] = {}
+        for alias in recipients:
+            entry = self.cache.get(alias)
+            alt = entry["alternate"] if entry else None
+            if alt and self.cache.get(alt) is not None:
+                if entry["deliver_to_both"]:
+                    pairs.setdefault(alias, Pair(alias))
+                pairs.setdefault(alt, Pair(alt, alt_of=alias))
+            else:
+                pairs.setdefault(alias, Pair(alias))
+        return list(pairs.values())
+
+    def _transfer_in(self, req: Request, body: dict[str, Any], now: float) -> list:
+        msg_id = body["msg_id"]
+        if not MSG_ID_RE.match(msg_id):
+            return error(req, f"'{msg_id[:80]}' is not a valid message id")
+        incoming = []
+        for r in body["rcpts"]:
+            if not (isinstance(r.get("alias"), str) and isinstance(r.get("hops"), int)
+                    and isinstance(r.get("alt_of"), (str, type(None))) and isinstance(r.get("hint"), (dict, type(None)))):
+                return error(req, "mta.transfer: each rcpt needs alias (str), alt_of (str|nil), hint (map|nil), hops (int)")
+            incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=r["hint"], hops=r["hops"]))
+        msg = self.queue.get(msg_id)
+        fresh = [p for p in incoming if p.hops > self._known_hops(msg_id, msg, p.rcpt)]
+        ack = Reply(req.peer, req.frame.id, "mta.transfer_ack",
+                    {"msg_id": msg_id, "rcpts": [p.rcpt for p in incoming]}, msg_id)
+        if not fresh:
+            return [ack, log("mta.transfer_duplicate", msg_id=msg_id, rcpts=[p.rcpt for p in incoming], src=req.frame.src)]
+        if msg is None:
+            msg = QueuedMessage(msg_id, body["sender"], body["raw"], body["accepted_at"], body["ndr_for"],
+                                list(body["ndr_rcpts"]))
+            self.queue[msg_id] = msg
+        for pair in fresh:
+            msg.pairs[pair.rcpt] = pair
+        actions: list = [
+            PersistMessage(msg.msg_id, msg.to_record()),  # durable before the peer is told it may forget
+            ack,
+            log("mta.transfer_in", msg_id=msg_id, rcpts=[p.rcpt for p in fresh], src=req.frame.src,
+                hops=max(p.hops for p in fresh)),
+        ]
+        for pair in fresh:
+            actions += self._route(msg, pair, now)
+        return actions
+
+    def _known_hops(self, msg_id: str, msg: QueuedMessage | None, rcpt: str) -> int:
+        """The hop count at which this MTA last took the pair on (-1: never)."""
+        held = msg.pairs.get(rcpt) if msg else None
+        return max(held.hops if held else -1, self.seen.get(msg_id, {}).get(rcpt, -1))
+
+    def _released(self, req: Request, body: dict[str, Any], now: float) -> list:
+        mailbox = body["mailbox"]
+        actions: list = [Reply(req.peer, req.frame.id, "ok", {}), log("mta.released", mailbox=mailbox)]
+        for msg in list(self.queue.values()):
+            pair = msg.pairs.get(mailbox)
+            if pair is not None and pair.state == "deferred":
+                actions.append(log("mta.retry", msg_id=msg.msg_id, rcpt=mailbox, reason="mailbox released",
+                                   cache_usn=self.cache.usn))
+                actions += self._route(msg, pair, now)
+        return actions
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def _entry(self, pair: Pair) -> tuple[dict[str, Any] | None, str]:
+        """The freshest entry known for the pair's recipient: the cache's, or the hint's when newer."""
+        cached = self.cache.get(pair.rcpt)
+        if pair.hint and (cached is None or pair.hint["usn"] > cached["usn"]):
+            return pair.hint, "hint"
+        return cached, "cache"
+
+    def _route(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
+        entry, via = self._entry(pair)
+        if entry is None:
+            return self._fail(msg, [pair], "unknown", now)
+        home = entry["home_server"]
+        pair.attempts += 1
+        request = self.ids.next()
+        routed = log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=home, via=via,
+                     entry_usn=entry["usn"], cache_usn=self.cache.usn, attempt=pair.attempts)
+        if home == self.server:
+            self._await(msg, pair, "delivering", request, now)
+            return [routed, Send(f"store.{self.server}", "store.deliver",
+                                 {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw,
+                                  "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts}, request, msg.msg_id)]
+        if pair.hops >= MAX_HOPS:
+            return [routed, *self._fail(msg, [pair], "loop", now)]
+        self._await(msg, pair, "transferring", request, now)
+        return [routed, Send(f"mta.{home}", "mta.transfer",
+                             {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
+                              "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
+                              "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
+                                         "hops": pair.hops + 1}]},
+                             request, msg.msg_id)]
+
+    def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:
+        pair.state, pair.request, pair.deadline = state, request, now + self.timeout_s
+        self.requests[request] = (msg.msg_id, pair.rcpt)
+        self._wake_at(pair.deadline)
+
+    def _response(self, frame: Any, now: float) -> list:
+        if frame.type == "dir.snapshot_reply":
+            return self._snapshot(frame, now)
+        located = self._locate(frame.re)
+        if located is None:
+            return [log("mta.late_answer", level="debug", re=frame.re, type=frame.type)]
+        msg, pair = located
+        self.requests.pop(frame.re, None)
+        pair.request = None
+        body = frame.body
+        if frame.type == "error":
+            return self._defer(msg, pair, now, f"{frame.src}: {body['reason']}")
+        if frame.type == "store.result" and pair.state == "delivering":
+            outcome = body["outcome"]
+            if outcome in ("delivered", "duplicate"):
+                pair.state = "delivered"
+                return [log("mta.delivered", msg_id=msg.msg_id, rcpt=pair.rcpt, duplicate=outcome == "duplicate"),
+                        *self._progress(msg)]
+            if outcome == "deferred":
+                return self._defer(msg, pair, now, body["reason"])
+            return self._not_here(msg, pair, now)
+        if frame.type == "mta.transfer_ack" and pair.state == "transferring":
+            pair.state = "transferred"
+            return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]
+        if frame.type == "dir.entry" and pair.state == "resolving":
+            return self._resolved(msg, pair, body["recipient"], now)
+        return self._defer(msg, pair, now, f"unexpected answer '{frame.type}' from {frame.src}")
+
+    def _locate(self, request: str | None) -> tuple[QueuedMessage, Pair] | None:
+        msg_id, rcpt = self.requests.get(request or "", ("", ""))
+        msg = self.queue.get(msg_id)
+        pair = msg.pairs.get(rcpt) if msg else None
+        if pair is None or pair.request != request:
+            return None
+        return msg, pair
+
+    def _not_here(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
+        """The store has no such mailbox. The heart of KB Q248839."""
+        entry, via = self._entry(pair)
+        facts = {"msg_id": msg.msg_id, "rcpt": pair.rcpt, "cache_usn": self.cache.usn,
+                 "entry_usn": entry["usn"] if entry else None, "directory_usn": self.directory_usn}
+        if entry is not None and entry["home_server"] != self.server:
+            # the cache caught up while the store answered: route to the new home
+            return [log("mta.rerouted", reason="cache updated", home_server=entry["home_server"], **facts),
+                    *self._route(msg, pair, now)]
+        if self.build == "reroute":
+            request = self.ids.next()
+            self._await(msg, pair, "resolving", request, now)
+            return [log("mta.not_homed", action="ask directory", cache_home=self.server, **facts),
+                    Send(DIRECTORY, "dir.lookup", {"alias": pair.rcpt}, request, msg.msg_id)]
+        return [log("mta.not_homed", action="fail", cache_home=self.server, **facts),
+                *self._fail(msg, [pair], "moved", now)]
+
+    def _resolved(self, msg: QueuedMessage, pair: Pair, entry: dict[str, Any] | None, now: float) -> list:
+        if entry is None:
+            return self._fail(msg, [pair], "unknown", now)
+        if entry["home_server"] == self.server:
+            return self._fail(msg, [pair], "gone", now)
+        pair.hint = entry
+        return [log("mta.rerouted", msg_id=msg.msg_id, rcpt=pair.rcpt, reason="directory lookup",
+                    home_server=entry["home_server"], entry_usn=entry["usn"], cache_usn=self.cache.usn),
+                *self._route(msg, pair, now)]
+
+    def _defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str) -> list:
+        pair.state, pair.reason, pair.request = "deferred", reason, None
+        pair.next_at = now + self.retry_s
+        self._wake_at(min(pair.next_at, msg.accepted_at + self.expire_s))
+        return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(self.retry_s * 1000))]
+
+    # --- final failures and reports ---------------------------------------------------------
+
+    def _fail(self, msg: QueuedMessage, pairs: list[Pair], reason: str, now: float) -> list:
+        for pair in pairs:
+            pair.state, pair.reason, pair.request = "failed", reason, None
+        rcpts = [p.rcpt for p in pairs]
+        delivered = msg.delivered_to()
+        if msg.ndr_for is not None:
+            return [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="none",
+                        why="no report is sent about a report", ndr_for=msg.ndr_for) for r in rcpts] + self._progress(msg)
+        if self.build == "legacy" and delivered:
+            # per-message report tracking: the message counts as reported once any copy arrived
+            return [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="none",
+                        why=f"legacy per-message report: already delivered to {', '.join(delivered)}",
+                        cache_usn=self.cache.usn) for r in rcpts] + self._progress(msg)
+        ndr_id = f"{msg.msg_id}.ndr.{'+'.join(sorted(rcpts))}"[:200]
+        raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
+                          msg.accepted_at, now)
+        fresh = ndr_id not in self.queue and ndr_id not in self.seen
+        actions: list = []
+        if fresh:
+            ndr = QueuedMessage(ndr_id, f"postmaster.{self.server}", raw, now, msg.msg_id, rcpts,
+                                {msg.sender: Pair(msg.sender)})
+            self.queue[ndr_id] = ndr
+            actions.append(PersistMessage(ndr_id, ndr.to_record()))  # the report is durable first
+        actions += [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="ndr",
+                        ndr_id=ndr_id, cache_usn=self.cache.usn) for r in rcpts]
+        actions += [log("mta.ndr_queued", msg_id=ndr_id, ndr_for=msg.msg_id, rcpts=rcpts, to=msg.sender)]
+        actions += self._progress(msg)
+        if fresh:
+            actions += self._route(ndr, ndr.pairs[msg.sender], now)
+        return actions
+
+    def _progress(self, msg: QueuedMessage) -> list:
+        """Persist a pair's final state, and retire the message once every pair is final."""
+        retired = self._retire_if_done(msg)
+        return retired or [PersistMessage(msg.msg_id, msg.to_record())]
+
+    def _retire_if_done(self, msg: QueuedMessage) -> list:
+        if not msg.done or msg.msg_id not in self.queue:
+            return []
+        del self.queue[msg.msg_id]
+        hops = {p.rcpt: p.hops for p in msg.pairs.values()}
+        self.seen.setdefault(msg.msg_id, {}).update(hops)
+        return [RetireMessage(msg.msg_id, hops),
+                log("mta.retired", level="debug", msg_id=msg.msg_id,
+                    outcome={p.rcpt: p.state for p in msg.pairs.values()})]
+
+    # --- the directory feed (Clone pattern) -------------------------------------------------
+
+    def _ask_snapshot(self, now: float) -> Send:
+        self._snapshot_req = self.ids.next()
+        self._snapshot_deadline = now + self.timeout_s
+        self._wake_at(self._snapshot_deadline)
+        return Send(DIRECTORY, "dir.snapshot", {}, self._snapshot_req)
+
+    def _snapshot(self, frame: Any, now: float) -> list:
+        if frame.re != self._snapshot_req:
+            return []
+        self._snapshot_req = None
+        first = not self.cache.initialized
+        scheduled = self.cache.load_snapshot(frame.body["usn"], frame.body["recipients"], now)
+        self.directory_usn = max(self.directory_usn, frame.body["usn"])
+        self._wake_at(self.cache.next_apply())
+        actions: list = [log("mta.snapshot", usn=frame.body["usn"], first=first, scheduled=len(scheduled))]
+        if first:
+            actions.append(log("mta.ready", cache_usn=self.cache.usn, queued=len(self.queue)))
+            for msg in list(self.queue.values()):  # recovered from disk: route again
+                for pair in list(msg.pairs.values()):
+                    if pair.state == "queued":
+                        actions += self._route(msg, pair, now)
+        return actions
+
+    def _feed(self, type_: str, body: dict[str, Any], now: float) -> list:
+        if type_ == "dir.heartbeat":
+            self.directory_usn = max(self.directory_usn, body["usn"])
+            if self.cache.initialized and body["usn"] > self.cache.received_usn and self._snapshot_req is None:
+                return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),
+                        self._ask_snapshot(now)]
+            return []
+        if type_ != "dir.change":
+            return []
+        self.directory_usn = max(self.directory_usn, body["usn"])
+        outcome = self.cache.receive(body["usn"], body["recipient"], now)
+        if outcome == "gap" and self._snapshot_req is None:
+            return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),
+                    self._ask_snapshot(now)]
+        if outcome == "scheduled":
+            self._wake_at(self.cache.next_apply())
+            return [log("mta.change_received", usn=body["usn"], alias=body["recipient"]["alias"],
+                        apply_in_ms=int((self.cache.last_scheduled() - now) * 1000))]
+        return []
+
+    # --- wake-ups ---------------------------------------------------------------------------
+
+    def _wake_at(self, at: float | None) -> None:
+        if at is not None and (self._wake is None or at < self._wake):
+            self._wake = at
+
+    def _recompute_wake(self) -> None:
+        times = [self.cache.next_apply()]
+        if self._snapshot_req:
+            times.append(self._snapshot_deadline)
+        for msg in self.queue.values():
+            for p in msg.pairs.values():
+                if p.state in WAITING:
+                    times.append(p.deadline)
+                elif p.state == "deferred":
+                    times.append(min(p.next_at, msg.accepted_at + self.expire_s))
+        times = [t for t in times if t is not None]
+        self._wake = min(times) if times else None

@@ -1,0 +1,93 @@
+"""The MTA's queue entries: a message and the state of each of its (message, recipient) pairs.
+
+Pair states:
+  queued       ready to route
+  resolving    (reroute build) asking the directory past the cache
+  delivering   waiting for the store's answer
+  transferring waiting for the peer MTA's acknowledgement
+  deferred     waiting until `next_at` (mailbox locked, a timeout, a peer error)
+  delivered    final: in the mailbox
+  transferred  final here: the peer MTA made it durable and owns it now
+  failed       final: undeliverable (with or without an NDR, as the build decides)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+
+@dataclass(frozen=True)
+class PersistMessage:
+    """Make the message and its pairs' states durable before the actions that follow."""
+
+    msg_id: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetireMessage:
+    """Every pair is final: drop the queue file, remember (msg_id, rcpt) to refuse duplicates."""
+
+    msg_id: str
+    hops: dict[str, int]  # rcpt -> the hop count at which this MTA took the pair on
+
+
+FINAL = frozenset({"delivered", "transferred", "failed"})
+WAITING = frozenset({"resolving", "delivering", "transferring"})
+
+
+@dataclass
+class Pair:
+    rcpt: str
+    alt_of: str | None = None  # set when this pair is an alternate recipient's copy
+    state: str = "queued"
+    hint: dict[str, Any] | None = None  # the freshest directory entry known beside the cache
+    hops: int = 0
+    attempts: int = 0
+    next_at: float = 0.0
+    reason: str = ""
+    request: str | None = None
+    deadline: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+
+@dataclass
+class QueuedMessage:
+    msg_id: str
+    sender: str
+    raw: bytes
+    accepted_at: float
+    ndr_for: str | None = None  # set on an NDR: the message it reports on
+    ndr_rcpts: list[str] = field(default_factory=list)
+    pairs: dict[str, Pair] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return all(p.final for p in self.pairs.values())
+
+    def delivered_to(self) -> list[str]:
+        return [p.rcpt for p in self.pairs.values() if p.state == "delivered"]
+
+    def to_record(self) -> dict[str, Any]:
+        """What is persisted: everything but the in-flight bookkeeping, which a restart redoes."""
+        record = asdict(self)
+        record["pairs"] = [
+            {k: v for k, v in asdict(p).items() if k in ("rcpt", "alt_of", "state", "hint", "hops", "attempts", "reason")}
+            for p in self.pairs.values()
+        ]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "QueuedMessage":
+        pairs = {}
+        for p in record["pairs"]:
+            pair = Pair(**p)
+            if not pair.final:
+                pair.state = "queued"  # whatever was in flight is retried; the peer and store dedupe
+            pairs[pair.rcpt] = pair
+        return cls(**{**record, "pairs": pairs})

@@ -1,0 +1,221 @@
+"""The thin ZeroMQ shell around a node core.
+
+One loop: poll the sockets until the core's next wake-up, decode what arrived, hand it to the
+core with the current time, execute the actions it returns in order. The shell owns the
+sockets, the clock, the Lamport counter, the logger and (through `executors`) the disk.
+
+Sockets: a ROUTER for requests; one DEALER per peer node it talks to (replies come back on it);
+optionally a SUB (the MTA's view of the directory feed) and a PUB (the directory's feed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+from protocol import Frame, ProtocolError, decode, encode
+
+from . import logs
+from .config import ClusterConfig
+from .core import Feed, Log, Publish, Reply, Request, Response, Send
+
+MAX_POLL_MS = 100
+
+
+class Runtime:
+    def __init__(
+        self,
+        name: str,
+        config: ClusterConfig,
+        core: Any,
+        executors: dict[type, Callable[[Any], list]] | None = None,
+        subscribe_to: str | None = None,
+        publish: bool = False,
+    ):
+        self.name = name
+        self.config = config
+        self.core = core
+        self.executors = executors or {}
+        self.clock = 0
+        self.log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
+        self._stopping = False
+        self._ids = 0
+        self.ctx = zmq.Context.instance()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.bind(config.endpoint(name))
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.dealers: dict[str, zmq.Socket] = {}
+        self.pub = None
+        if publish:
+            self.pub = self.ctx.socket(zmq.PUB)
+            self.pub.linger = 0
+            self.pub.bind(config.endpoint(name, "pub"))
+        self.sub = None
+        if subscribe_to:
+            self.sub = self.ctx.socket(zmq.SUB)
+            self.sub.linger = 0
+            self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+            self.sub.connect(config.endpoint(subscribe_to, "pub"))
+            self.poller.register(self.sub, zmq.POLLIN)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self.execute(self.core.start(time.time()))
+        self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
+        while not self._stopping:
+            wake = self.core.next_wakeup()
+            now = time.time()
+            timeout = MAX_POLL_MS if wake is None else max(0, min(MAX_POLL_MS, int((wake - now) * 1000) + 1))
+            for sock, _ in self.poller.poll(timeout):
+                self._drain(sock)
+            now = time.time()
+            wake = self.core.next_wakeup()
+            if wake is not None and wake <= now:
+                self.execute(self.core.tick(now))
+        self.log.info("node.stopped", reason="signal")
+        for sock in [self.router, self.pub, self.sub, *self.dealers.values()]:
+            if sock is not None:
+                sock.close(0)
+
+    def _stop(self, signum: int, _frame: Any) -> None:
+        self._stopping = True
+
+    def _drain(self, sock: zmq.Socket) -> None:
+        """Take every message waiting on `sock`, so a busy socket cannot starve the timers."""
+        for _ in range(1000):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if sock is self.router:
+                self._on_request(parts)
+            else:
+                self._on_other(sock, parts)
+
+    def _on_request(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self.log.warning("frame.rejected", reason=f"expected 1 frame part, got {len(parts) - 1}")
+            if len(parts) >= 2:
+                self._send_error(parts[0], "", f"expected 1 frame part, got {len(parts) - 1}")
+            return
+        peer, data = parts
+        try:
+            frame = decode(data)
+        except ProtocolError as exc:
+            self.log.warning("frame.rejected", reason=str(exc), size=len(data))
+            self._send_error(peer, exc.frame_id or "", str(exc))
+            return
+        self._tick_clock(frame)
+        if frame.type == "ping":
+            self._reply(Reply(peer, frame.id, "pong", {"node": self.name, "ready": bool(self.core.ready), "pid": os.getpid()}))
+        elif frame.type == "status":
+            self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": self.core.status(time.time())}))
+        else:
+            self.execute(self.core.on_event(Request(peer, frame), time.time()))
+
+    def _on_other(self, sock: zmq.Socket, parts: list[bytes]) -> None:
+        try:
+            frame = decode(parts[-1])
+        except ProtocolError as exc:
+            self.log.warning("frame.rejected", reason=str(exc), via="sub" if sock is self.sub else "dealer")
+            return
+        self._tick_clock(frame)
+        event = Feed(frame) if sock is self.sub else Response(frame)
+        self.execute(self.core.on_event(event, time.time()))
+
+    def _tick_clock(self, frame: Frame) -> None:
+        self.clock = max(self.clock, frame.clock) + 1
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def execute(self, actions: list) -> None:
+        """Run actions in order; a node-specific action may return more actions to run."""
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            kind = type(action)
+            if kind is Log:
+                getattr(self.log, action.level)(action.event, **action.fields)
+            elif kind is Send:
+                self._send(action)
+            elif kind is Reply:
+                self._reply(action)
+            elif kind is Publish:
+                self.clock += 1
+                self.pub.send(encode(Frame(action.type, self._next_id(), self.name, self.clock, action.body)))
+            elif kind in self.executors:
+                queue[:0] = self.executors[kind](action) or []
+            else:
+                raise TypeError(f"{self.name}: no executor for action {action!r}")
+
+    def _send(self, action: Send) -> None:
+        sock = self.dealers.get(action.to)
+        if sock is None:
+            try:
+                endpoint = self.config.endpoint(action.to)
+            except KeyError as exc:
+                self.log.error("send.unknown_node", to=action.to, reason=str(exc))
+                return
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            # a peer that is down must not make this node block: queue a bounded amount, then drop
+            sock.sndhwm = 10000
+            sock.connect(endpoint)
+            self.poller.register(sock, zmq.POLLIN)
+            self.dealers[action.to] = sock
+        self.clock += 1
+        frame = Frame(action.type, action.id, self.name, self.clock, action.body, action.trace)
+        try:
+            sock.send(encode(frame), zmq.NOBLOCK)
+        except zmq.Again:
+            self.log.warning("send.dropped", to=action.to, type=action.type, reason="peer queue full")
+
+    def _reply(self, action: Reply) -> None:
+        self.clock += 1
+        frame = Frame(action.type, self._next_id(), self.name, self.clock, action.body, action.trace, action.re)
+        try:
+            self.router.send_multipart([action.peer, encode(frame)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.log.warning("reply.dropped", re=action.re, reason=str(exc))
+
+    def _send_error(self, peer: bytes, re: str, reason: str) -> None:
+        self._reply(Reply(peer, re, "error", {"reason": reason}))
+
+    def _next_id(self) -> str:
+        self._ids += 1
+        return f"{self.name}.r{self._ids}"
+
+
+def node_args(kind: str) -> argparse.Namespace:
+    """Command line of every node process: `python -m nodes.<kind> --run-dir D --name N`."""
+    parser = argparse.ArgumentParser(prog=f"python -m nodes.{kind}", description=f"run one xcon {kind} node")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    try:
+        args.config = ClusterConfig.load(args.run_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"{kind}: cannot read {args.run_dir}/cluster.json: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.name not in args.config.nodes:
+        print(f"{kind}: no node named '{args.name}' in {args.run_dir}/cluster.json", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
+def boot_id() -> str:
+    """A short id for this run of a node, so request ids never repeat across restarts."""
+    return secrets.token_hex(3)

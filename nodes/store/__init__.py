@@ -1,0 +1,1 @@
+"""The store node (Information Store of one server)."""

@@ -1,0 +1,44 @@
+"""The store node process: `python -m nodes.store --run-dir D --name store.<server>`."""
+
+from __future__ import annotations
+
+from ..core import Reply
+from ..mail import summarize
+from ..runtime import Runtime, boot_id, node_args
+from .core import (
+    CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, StoreCore, WriteMessage, msg_id_of,
+)
+from .maildir import Maildirs
+
+
+def main() -> None:
+    args = node_args("store")
+    server = args.config.nodes[args.name]["server"]
+    maildirs = Maildirs(args.run_dir / "stores" / server)
+    mailboxes, locked = maildirs.load()
+    core = StoreCore(server, mailboxes, locked, boot_id())
+
+    def list_mailbox(a: ListMailbox) -> list:
+        messages = [{"name": n, **summarize(maildirs.read(a.mailbox, n))} for n in maildirs.names(a.mailbox)]
+        return [Reply(a.peer, a.re, "store.listing", {"mailbox": a.mailbox, "messages": messages})]
+
+    def export_page(a: ExportPage) -> list:
+        names = [n for n in maildirs.names(a.mailbox) if n > a.after]
+        page = names[: a.limit]
+        messages = [{"name": n, "msg_id": msg_id_of(n) or "", "raw": maildirs.read(a.mailbox, n)} for n in page]
+        more = page[-1] if len(names) > len(page) else None
+        return [Reply(a.peer, a.re, "store.exported", {"mailbox": a.mailbox, "messages": messages, "next": more})]
+
+    executors = {
+        CreateMailbox: lambda a: maildirs.create(a.mailbox),
+        WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw),
+        DeleteMailbox: lambda a: maildirs.delete(a.mailbox),
+        PersistLocks: lambda a: maildirs.save_locks(a.locked),
+        ListMailbox: list_mailbox,
+        ExportPage: export_page,
+    }
+    Runtime(args.name, args.config, core, executors).run()
+
+
+if __name__ == "__main__":
+    main()

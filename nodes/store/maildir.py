@@ -1,0 +1,83 @@
+"""Maildir I/O for one store: `<run-dir>/stores/<server>/<mailbox>/{tmp,new,cur}`.
+
+Messages are written the Maildir way: into tmp/, fsync, rename into new/, fsync of new/, so a
+reader never sees half a message and a crash leaves either nothing or the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..config import fsync_dir, write_atomic
+from .core import msg_id_of
+
+LOCKS_FILE = "locks.json"
+
+
+class Maildirs:
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> tuple[dict[str, set[str]], set[str]]:
+        """Every mailbox with the message ids in it, and the locked set, as on disk."""
+        mailboxes: dict[str, set[str]] = {}
+        for box in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            ids = set()
+            for sub in ("new", "cur"):
+                for f in (box / sub).iterdir() if (box / sub).is_dir() else []:
+                    msg_id = msg_id_of(f.name.split(":", 1)[0])
+                    if msg_id:
+                        ids.add(msg_id)
+            mailboxes[box.name] = ids
+        locks_path = self.root / LOCKS_FILE
+        locked = set(json.loads(locks_path.read_text())) if locks_path.exists() else set()
+        return mailboxes, locked
+
+    def create(self, mailbox: str) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (self.root / mailbox / sub).mkdir(parents=True, exist_ok=True)
+        fsync_dir(self.root)
+
+    def write(self, mailbox: str, name: str, raw: bytes) -> None:
+        box = self.root / mailbox
+        if not (box / "new").is_dir():
+            self.create(mailbox)
+        tmp = box / "tmp" / name
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, box / "new" / name)
+        fsync_dir(box / "new")
+
+    def delete(self, mailbox: str) -> None:
+        box = self.root / mailbox
+        if box.exists():
+            # rename first so a crash mid-delete never leaves a half mailbox that looks whole
+            doomed = self.root / f".deleting.{mailbox}"
+            os.rename(box, doomed)
+            fsync_dir(self.root)
+            shutil.rmtree(doomed)
+
+    def save_locks(self, locked: tuple[str, ...]) -> None:
+        write_atomic(self.root / LOCKS_FILE, json.dumps(list(locked)).encode())
+
+    def names(self, mailbox: str) -> list[str]:
+        box = self.root / mailbox
+        names = []
+        for sub in ("new", "cur"):
+            if (box / sub).is_dir():
+                names += [f.name for f in (box / sub).iterdir()]
+        return sorted(names)
+
+    def read(self, mailbox: str, name: str) -> bytes:
+        box = self.root / mailbox
+        for sub in ("new", "cur"):
+            path = box / sub / name
+            if path.exists():
+                return path.read_bytes()
+        raise FileNotFoundError(f"{mailbox}/{name}")

@@ -1,0 +1,1 @@
+"""The move orchestrator node and the xcon command line."""

@@ -1,0 +1,87 @@
+"""Talking to nodes from the CLI, tests and scenarios: one request, one answer, a deadline.
+
+The ZeroMQ guide's Lazy Pirate client: a DEALER per node; if no answer comes in time the
+socket is thrown away (so a late answer can't be mistaken for the next one) and the caller
+gets a ClusterError it can print as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import zmq
+
+from nodes.config import ClusterConfig
+from protocol import Frame, ProtocolError, decode, encode
+
+
+class ClusterError(Exception):
+    """An error a user can act on; the CLI prints str(err) as one line."""
+
+
+class Client:
+    def __init__(self, config: ClusterConfig, timeout: float = 5.0):
+        self.config = config
+        self.timeout = timeout
+        self.ctx = zmq.Context.instance()
+        self._socks: dict[str, zmq.Socket] = {}
+        self._src = f"cli.{os.getpid()}"
+        self._clock = 0
+
+    def request(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
+                trace: str | None = None) -> Frame:
+        """Send one request and return the answer; an `error` answer raises ClusterError(reason)."""
+        frame = self.ask(node, type_, body, timeout, trace)
+        if frame.type == "error":
+            raise ClusterError(frame.body["reason"])
+        return frame
+
+    def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
+            trace: str | None = None) -> Frame:
+        """Like request, but hands back an `error` answer instead of raising."""
+        if node not in self.config.nodes:
+            raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.config.nodes))})")
+        sock = self._socket(node)
+        self._clock += 1
+        rid = uuid.uuid4().hex
+        sock.send(encode(Frame(type_, rid, self._src, self._clock, body or {}, trace)))
+        deadline = (timeout if timeout is not None else self.timeout) * 1000
+        while deadline > 0:
+            if not sock.poll(min(deadline, 100)):
+                deadline -= 100
+                continue
+            try:
+                reply = decode(sock.recv())
+            except ProtocolError as exc:
+                raise ClusterError(f"{node} sent a malformed answer: {exc}") from None
+            self._clock = max(self._clock, reply.clock) + 1
+            if reply.re == rid:
+                return reply
+        self._drop(node)
+        raise ClusterError(f"{node} did not answer within {timeout or self.timeout:g}s (is the cluster up? try `xcon status`)")
+
+    def _socket(self, node: str) -> zmq.Socket:
+        sock = self._socks.get(node)
+        if sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.connect(self.config.endpoint(node))
+            self._socks[node] = sock
+        return sock
+
+    def _drop(self, node: str) -> None:
+        sock = self._socks.pop(node, None)
+        if sock is not None:
+            sock.close(0)
+
+    def close(self) -> None:
+        for node in list(self._socks):
+            self._drop(node)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

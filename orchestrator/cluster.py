@@ -1,0 +1,313 @@
+"""Starting, stopping and driving a cluster: what `xcon` commands and the tests call.
+
+`start` picks free loopback ports, writes `<run-dir>/cluster.json`, starts every node as its
+own OS process (in its own session, so it outlives the CLI) and returns once each answers
+`ping` with ready=true. `Cluster` wraps a running cluster with the operations of the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nodes.config import ClusterConfig, Settings
+from nodes.directory.core import valid_alias
+
+from .client import Client, ClusterError
+
+STATE_DIRS = ("logs", "stores", "mta", "directory", "orchestrator")
+MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
+
+
+def node_names(servers: tuple[str, ...]) -> list[str]:
+    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
+
+
+def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
+    """True if `pid` runs and (when run_dir is given) is a node of that run directory."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if run_dir is None:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except OSError:
+        return False
+    return status != "Z" and str(run_dir).encode() in cmdline
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def running_config(run_dir: Path) -> ClusterConfig:
+    """The cluster of run_dir if any of its nodes runs, else ClusterError saying what to do."""
+    run_dir = run_dir.resolve()
+    if not (run_dir / "cluster.json").exists():
+        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)")
+    try:
+        config = ClusterConfig.load(run_dir)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+    if not any(pid_alive(n.get("pid"), run_dir) for n in config.nodes.values()):
+        raise ClusterError(f"no cluster is running in {run_dir} (start one with `xcon up`)")
+    return config
+
+
+def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster":
+    run_dir = run_dir.resolve()
+    if (run_dir / "cluster.json").exists():
+        old = ClusterConfig.load(run_dir)
+        if any(pid_alive(n.get("pid"), run_dir) for n in old.nodes.values()):
+            raise ClusterError(f"a cluster is already running in {run_dir} (stop it with `xcon down`)")
+    for name in STATE_DIRS:  # a fresh run: only what xcon itself wrote there is removed
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    names = node_names(settings.servers)
+    ports = iter(_free_ports(len(names) + 1))
+    nodes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        kind, _, server = name.partition(".")
+        endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
+        if kind == "directory":
+            endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
+        nodes[name] = {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
+                       **({"server": server} if server else {})}
+    config = ClusterConfig(run_dir, settings, nodes)
+    config.save()
+    procs = {}
+    for name, node in nodes.items():
+        console = open(run_dir / "logs" / f"{name}.console", "ab")
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(run_dir), "--name", name],
+            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        console.close()
+        node["pid"] = procs[name].pid
+    config.save()
+    cluster = Cluster(config)
+    try:
+        cluster.wait_ready(procs, timeout)
+    except BaseException:
+        stop(run_dir)
+        raise
+    return cluster
+
+
+def stop(run_dir: Path, grace: float = 5.0) -> list[str]:
+    """Stop every node: SIGTERM, then SIGKILL after `grace` seconds. Returns the names stopped."""
+    run_dir = run_dir.resolve()
+    if not (run_dir / "cluster.json").exists():
+        raise ClusterError(f"no cluster in {run_dir}")
+    config = ClusterConfig.load(run_dir)
+    live = {n: d["pid"] for n, d in config.nodes.items() if pid_alive(d.get("pid"), run_dir)}
+    for pid in live.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + grace
+    while time.time() < deadline and any(pid_alive(p, run_dir) for p in live.values()):
+        _reap()
+        time.sleep(0.02)
+    for pid in live.values():
+        if pid_alive(pid, run_dir):
+            os.kill(pid, signal.SIGKILL)
+    _reap()
+    for node in config.nodes.values():
+        node.pop("pid", None)
+    config.save()
+    return sorted(live)
+
+
+def _reap() -> None:
+    """Collect exited children of this process (nodes started by `start` in this process)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+class Cluster:
+    def __init__(self, config: ClusterConfig, timeout: float = 5.0):
+        self.config = config
+        self.client = Client(config, timeout)
+
+    @classmethod
+    def attach(cls, run_dir: Path) -> "Cluster":
+        return cls(running_config(run_dir))
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return self.config.settings.servers
+
+    @property
+    def mtas(self) -> list[str]:
+        return [f"mta.{s}" for s in self.servers]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def wait_ready(self, procs: dict[str, subprocess.Popen], timeout: float) -> None:
+        deadline = time.time() + timeout
+        waiting = set(procs)
+        while waiting:
+            for name in sorted(waiting):
+                if procs[name].poll() is not None:
+                    tail = _tail(self.config.run_dir / "logs" / f"{name}.console")
+                    raise ClusterError(f"{name} exited with code {procs[name].returncode} while starting: {tail}")
+                try:
+                    if self.client.request(name, "ping", timeout=0.2).body["ready"]:
+                        waiting.discard(name)
+                except ClusterError:
+                    pass
+            if time.time() > deadline:
+                raise ClusterError(f"nodes not ready after {timeout:g}s: {', '.join(sorted(waiting))}")
+
+    # --- users --------------------------------------------------------------------------
+
+    def add_user(self, alias: str, server: str, alternate: str | None = None, deliver_to_both: bool = False,
+                 display_name: str = "", wait: bool = True) -> dict[str, Any]:
+        """Create the mailbox on its home store, then the directory entry. With `wait`, return
+        once every MTA's cache holds the new entry."""
+        if not valid_alias(alias):
+            raise ClusterError(f"'{alias}' is not a valid alias (lower-case letters, digits, . _ -; at most 64)")
+        if server not in self.servers:
+            raise ClusterError(f"unknown server '{server}' (servers: {', '.join(self.servers)})")
+        if self.lookup(alias) is not None:
+            raise ClusterError(f"user '{alias}' already exists")
+        if alternate is not None and self.lookup(alternate) is None:
+            raise ClusterError(f"unknown alternate recipient '{alternate}'")
+        if deliver_to_both and alternate is None:
+            raise ClusterError("--deliver-to-both needs --alternate")
+        self.client.request(f"store.{server}", "store.create", {"mailbox": alias})
+        reply = self.client.request("directory", "dir.add", {
+            "alias": alias, "display_name": display_name or alias, "home_server": server,
+            "alternate": alternate, "deliver_to_both": deliver_to_both})
+        if wait:
+            self.wait_replicated(reply.body["usn"])
+        return reply.body["recipient"]
+
+    def set_user(self, alias: str, changes: dict[str, Any], wait: bool = True) -> dict[str, Any]:
+        if self.lookup(alias) is None:
+            raise ClusterError(f"unknown user '{alias}'")
+        reply = self.client.request("directory", "dir.modify", {"alias": alias, "changes": changes})
+        if wait:
+            self.wait_replicated(reply.body["usn"])
+        return reply.body["recipient"]
+
+    def lookup(self, alias: str) -> dict[str, Any] | None:
+        return self.client.request("directory", "dir.lookup", {"alias": alias}).body["recipient"]
+
+    def wait_replicated(self, usn: int, timeout: float = 60.0) -> None:
+        """Return once every MTA's directory cache has applied `usn`."""
+        deadline = time.time() + timeout
+        for mta in self.mtas:
+            while self.status_of(mta)["cache_usn"] < usn:
+                if time.time() > deadline:
+                    raise ClusterError(f"{mta} has not applied USN {usn} after {timeout:g}s")
+                time.sleep(0.02)
+
+    # --- mail ---------------------------------------------------------------------------
+
+    def send(self, sender: str, to: list[str], subject: str = "", body: str = "",
+             msg_id: str | None = None) -> dict[str, Any]:
+        """Submit to the originator's home MTA; returns {"msg_id", "rcpts"} once accepted."""
+        entry = self.lookup(sender)
+        if entry is None:
+            raise ClusterError(f"unknown user '{sender}'")
+        reply = self.client.request(f"mta.{entry['home_server']}", "mta.submit", {
+            "msg_id": msg_id, "sender": sender, "recipients": to, "subject": subject, "body": body})
+        return {**reply.body, "mta": f"mta.{entry['home_server']}"}
+
+    def mailbox(self, alias: str) -> dict[str, Any]:
+        entry = self.lookup(alias)
+        if entry is None:
+            raise ClusterError(f"unknown user '{alias}'")
+        server = entry["home_server"]
+        listing = self.client.request(f"store.{server}", "store.list", {"mailbox": alias})
+        return {"alias": alias, "server": server, "messages": listing.body["messages"]}
+
+    # --- moves --------------------------------------------------------------------------
+
+    def move(self, alias: str, target: str, workaround: bool = False, copy_delay_ms: int = 0,
+             wait: bool = True, timeout: float = 600.0) -> dict[str, Any]:
+        started = self.client.request("orchestrator", "orch.move", {
+            "alias": alias, "target": target, "workaround": workaround, "copy_delay_ms": copy_delay_ms})
+        move_id = started.body["move_id"]
+        if not wait:
+            return self.move_state(move_id)
+        return self.wait_move(move_id, timeout)
+
+    def move_state(self, move_id: str) -> dict[str, Any]:
+        return self.client.request("orchestrator", "orch.move_status", {"move_id": move_id}).body["move"]
+
+    def wait_move(self, move_id: str, timeout: float = 600.0, step: str | None = None) -> dict[str, Any]:
+        """Wait until the move ends (or reaches `step`)."""
+        deadline = time.time() + timeout
+        while True:
+            state = self.move_state(move_id)
+            if state["step"] in ("done", "failed") or state["step"] == step:
+                return state
+            if time.time() > deadline:
+                raise ClusterError(f"move {move_id} still in step {state['step']} after {timeout:g}s")
+            time.sleep(0.02)
+
+    # --- watching -----------------------------------------------------------------------
+
+    def status_of(self, node: str) -> dict[str, Any]:
+        return self.client.request(node, "status", timeout=2.0).body["status"]
+
+    def status(self) -> dict[str, Any]:
+        nodes = {}
+        for name, node in self.config.nodes.items():
+            alive = pid_alive(node.get("pid"), self.config.run_dir)
+            info: dict[str, Any] = {"alive": alive, "pid": node.get("pid")}
+            if alive:
+                try:
+                    info["status"] = self.status_of(name)
+                except ClusterError as exc:
+                    info["error"] = str(exc)
+            nodes[name] = info
+        return {"run_dir": str(self.config.run_dir), "settings": self.config.settings.to_json(), "nodes": nodes}
+
+    def quiet(self) -> bool:
+        """No move runs and no MTA holds an unfinished (message, recipient) pair."""
+        if self.status_of("orchestrator")["active"]:
+            return False
+        return all(self.status_of(m)["open_pairs"] == 0 for m in self.mtas)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        deadline = time.time() + timeout
+        while not self.quiet():
+            if time.time() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no console output)"

@@ -1,0 +1,51 @@
+"""Reading the nodes' JSON-lines logs back: one merged timeline of every node."""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def log_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "logs").glob("*.jsonl"))
+
+
+def read_file(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                if bad is not None:
+                    bad.append(f"{path.name}:{n}")
+                continue
+            if isinstance(event, dict) and "event" in event:
+                yield event
+
+
+def merged(run_dir: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every node's events in one stream, ordered by time, then Lamport clock.
+
+    Each file is already in time order (one process appends to it), so a k-way merge keeps
+    memory flat however long the logs are."""
+    streams = [read_file(p, bad) for p in log_files(run_dir)]
+    key = lambda e: (e.get("ts", 0), e.get("lamport", 0))  # noqa: E731
+    return heapq.merge(*streams, key=key)
+
+
+def matches(event: dict[str, Any], node: str | None = None, msg: str | None = None,
+            pattern: str | None = None) -> bool:
+    if node and not fnmatch.fnmatchcase(event.get("node", ""), node):
+        return False
+    if pattern and not fnmatch.fnmatchcase(event.get("event", ""), pattern):
+        return False
+    if msg and msg not in (event.get("msg_id"), event.get("ndr_for"), event.get("trace")):
+        return False
+    return True
+
+
+def filtered(events: Iterable[dict[str, Any]], **criteria: Any) -> Iterator[dict[str, Any]]:
+    return (e for e in events if matches(e, **criteria))

@@ -1,0 +1,301 @@
+"""Move User as a journaled sequence of steps (the orchestrator's pure core).
+
+    resolve            ask the directory where the user lives
+    clear_alternate    (workaround) remove the alternate recipient ...
+    await_replication  ... and wait until every MTA's cache holds that change
+    lock               source store: deliveries now answer "deferred: mailbox locked"
+    copy               export pages from the source, import them on the target, at the copy rate
+    set_home           directory: home_server := target (a new USN, published on the feed)
+    release            source store: delete the mailbox and unlock; it tells its MTA
+    restore_alternate  (workaround) put the alternate back
+    done | failed
+
+Each step is journaled (JournalStep) before it is acted on. A failure before set_home rolls
+back: the source is unlocked, a partial copy on the target deleted, a cleared alternate restored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nodes.core import Ids, Reply, Request, Response, Send, error, log
+
+EXPORT_PAGE = 100
+POLL_S = 0.05
+REPLICATION_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class JournalStep:
+    record: dict[str, Any]
+
+
+@dataclass
+class Move:
+    move_id: str
+    alias: str
+    target: str
+    workaround: bool
+    copy_delay_ms: int
+    source: str = ""
+    step: str = "resolve"
+    started_at: float = 0.0
+    finished_at: float | None = None
+    error: str | None = None
+    saved: dict[str, Any] | None = None  # the alternate settings the workaround cleared
+    wait_usn: int = 0
+    wait_until: float = 0.0
+    cursor: str = ""
+    more: bool = True
+    copied: int = 0
+    rolling_back: bool = False
+    undo: list[str] = field(default_factory=list)
+    request: str | None = None
+    deadline: float = 0.0
+    timer: float | None = None
+    pending_mtas: list[str] = field(default_factory=list)
+    requester: tuple[bytes, str] | None = None
+
+    def public(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("request", "deadline", "timer", "requester", "pending_mtas", "cursor", "more", "wait_until", "undo"):
+            d.pop(k)
+        return d
+
+
+class MoveCore:
+    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000):
+        self.servers = list(servers)
+        self.ids = Ids("orchestrator", boot)
+        self.timeout_s = timeout_ms / 1000
+        self.moves: dict[str, Move] = {}
+        self.ready = True
+
+    # --- the core contract ------------------------------------------------------------------
+
+    def start(self, now: float) -> list:
+        return [log("orchestrator.ready", servers=self.servers)]
+
+    def next_wakeup(self) -> float | None:
+        times = [t for m in self.active() for t in (m.timer, m.deadline if m.request else None) if t is not None]
+        return min(times) if times else None
+
+    def active(self) -> list[Move]:
+        return [m for m in self.moves.values() if m.step not in ("done", "failed")]
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {"active": [m.public() for m in self.active()],
+                "finished": sum(m.step in ("done", "failed") for m in self.moves.values())}
+
+    def on_event(self, event: Any, now: float) -> list:
+        if isinstance(event, Request):
+            if event.frame.type == "orch.move":
+                return self._start_move(event, event.frame.body, now)
+            if event.frame.type == "orch.move_status":
+                move = self.moves.get(event.frame.body["move_id"])
+                if move is None:
+                    return error(event, f"unknown move '{event.frame.body['move_id']}'")
+                return [Reply(event.peer, event.frame.id, "orch.move_state", {"move": move.public()})]
+            return error(event, f"the orchestrator does not handle '{event.frame.type}'")
+        if isinstance(event, Response):
+            for move in self.active():
+                if move.request == event.frame.re:
+                    move.request = None
+                    return self._answer(move, event.frame, now)
+        return []
+
+    def tick(self, now: float) -> list:
+        actions: list = []
+        for move in self.active():
+            if move.request and now >= move.deadline:
+                move.request = None
+                actions += self._problem(move, f"no answer within {self.timeout_s:g}s in step {move.step}", now)
+            elif move.timer is not None and now >= move.timer:
+                move.timer = None
+                actions += self._on_timer(move, now)
+        return actions
+
+    # --- starting -------------------------------------------------------------------------
+
+    def _start_move(self, req: Request, body: dict[str, Any], now: float) -> list:
+        alias, target = body["alias"], body["target"]
+        if target not in self.servers:
+            return error(req, f"unknown server '{target}' (servers: {', '.join(self.servers)})")
+        if any(m.alias == alias for m in self.active()):
+            return error(req, f"'{alias}' is already being moved")
+        if not 0 <= body["copy_delay_ms"] <= 600_000:
+            return error(req, "copy delay must be between 0 and 600000 ms")
+        move = Move(self.ids.next().replace("orchestrator.", "move."), alias, target, body["workaround"],
+                    body["copy_delay_ms"], started_at=now, requester=(req.peer, req.frame.id))
+        self.moves[move.move_id] = move
+        return [log("move.requested", move_id=move.move_id, alias=alias, target=target, workaround=move.workaround),
+                *self._request(move, "directory", "dir.lookup", {"alias": alias}, now)]
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _enter(self, move: Move, step: str, now: float, **facts: Any) -> list:
+        move.step = step
+        record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
+                  "target": move.target, "saved": move.saved, **facts}
+        return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
+                                         mailbox=move.alias, source=move.source, target=move.target, **facts)]
+
+    def _request(self, move: Move, to: str, type_: str, body: dict[str, Any], now: float) -> list:
+        move.request = self.ids.next()
+        move.deadline = now + self.timeout_s
+        return [Send(to, type_, body, move.request, move.move_id)]
+
+    def _answer(self, move: Move, frame: Any, now: float) -> list:
+        if frame.type == "error":
+            return self._problem(move, f"{frame.src}: {frame.body['reason']}", now)
+        body = frame.body
+        step = move.step
+        if step == "resolve":
+            return self._resolved(move, body["recipient"], now)
+        if step == "clear_alternate":
+            move.wait_usn = body["usn"]
+            move.wait_until = now + REPLICATION_WAIT_S
+            return [*self._enter(move, "await_replication", now, usn=move.wait_usn), *self._poll_mtas(move, now)]
+        if step == "await_replication":
+            return self._replication_answer(move, frame, now)
+        if step == "lock":
+            return [*self._enter(move, "copy", now), *self._export(move, now)]
+        if step == "copy":
+            if frame.type == "store.exported":
+                move.cursor = body["messages"][-1]["name"] if body["messages"] else move.cursor
+                move.more = body["next"] is not None
+                return self._request(move, f"store.{move.target}", "store.import",
+                                     {"mailbox": move.alias, "messages": body["messages"]}, now)
+            count = body["count"]
+            move.copied += count
+            # the copy rate: each page takes copy_delay per message (at least one), mailbox locked
+            move.timer = now + max(1, count) * move.copy_delay_ms / 1000
+            return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, total=move.copied)]
+        if step == "set_home":
+            return [*self._enter(move, "release", now, usn=body["usn"]),
+                    *self._request(move, f"store.{move.source}", "store.delete",
+                                   {"mailbox": move.alias, "release": True}, now)]
+        if step == "release":
+            return self._after_release(move, now)
+        if step == "restore_alternate":
+            return self._finish(move, now, usn=body["usn"])
+        if step.startswith("rollback"):
+            return self._rollback(move, now)
+        return []
+
+    def _resolved(self, move: Move, entry: dict[str, Any] | None, now: float) -> list:
+        peer, re = move.requester or (b"", "")
+        if entry is None:
+            del self.moves[move.move_id]
+            return [Reply(peer, re, "error", {"reason": f"unknown user '{move.alias}'"}),
+                    log("move.refused", move_id=move.move_id, alias=move.alias, reason="unknown user")]
+        move.source = entry["home_server"]
+        if move.source == move.target:
+            del self.moves[move.move_id]
+            return [Reply(peer, re, "error", {"reason": f"'{move.alias}' is already on {move.target}"}),
+                    log("move.refused", move_id=move.move_id, alias=move.alias, reason="already there")]
+        actions: list = [Reply(peer, re, "orch.move_started", {"move_id": move.move_id, "source": move.source}),
+                         log("move.started", move_id=move.move_id, alias=move.alias, mailbox=move.alias,
+                             source=move.source, target=move.target, workaround=move.workaround)]
+        if move.workaround and entry["alternate"] is not None:
+            move.saved = {"alternate": entry["alternate"], "deliver_to_both": entry["deliver_to_both"]}
+            return actions + self._enter(move, "clear_alternate", now, cleared=move.saved) + self._request(
+                move, "directory", "dir.modify",
+                {"alias": move.alias, "changes": {"alternate": None, "deliver_to_both": False}}, now)
+        return actions + self._lock(move, now)
+
+    def _lock(self, move: Move, now: float) -> list:
+        return self._enter(move, "lock", now) + self._request(
+            move, f"store.{move.source}", "store.lock", {"mailbox": move.alias}, now)
+
+    def _poll_mtas(self, move: Move, now: float) -> list:
+        move.pending_mtas = [f"mta.{s}" for s in self.servers]
+        return self._request(move, move.pending_mtas[0], "status", {}, now)
+
+    def _replication_answer(self, move: Move, frame: Any, now: float) -> list:
+        usn = frame.body["status"].get("cache_usn", 0)
+        if usn >= move.wait_usn:
+            move.pending_mtas.pop(0)
+            if not move.pending_mtas:
+                return [log("move.replicated", move_id=move.move_id, usn=move.wait_usn), *self._lock(move, now)]
+            return self._request(move, move.pending_mtas[0], "status", {}, now)
+        if now >= move.wait_until:
+            return self._problem(move, f"{frame.src} did not apply USN {move.wait_usn} in {REPLICATION_WAIT_S:g}s", now)
+        move.timer = now + POLL_S  # not there yet: ask the same MTA again shortly
+        return []
+
+    def _on_timer(self, move: Move, now: float) -> list:
+        if move.step == "set_home":
+            return self._request(move, "directory", "dir.modify",
+                                 {"alias": move.alias, "changes": {"home_server": move.target}}, now)
+        if move.step == "release":
+            return self._request(move, f"store.{move.source}", "store.delete",
+                                 {"mailbox": move.alias, "release": True}, now)
+        if move.step == "restore_alternate":
+            return self._request(move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)
+        if move.step == "await_replication":
+            return self._request(move, move.pending_mtas[0], "status", {}, now)
+        if move.step == "copy":
+            if move.more:
+                return self._export(move, now)
+            return self._enter(move, "set_home", now, copied=move.copied) + self._request(
+                move, "directory", "dir.modify", {"alias": move.alias, "changes": {"home_server": move.target}}, now)
+        return []
+
+    def _export(self, move: Move, now: float) -> list:
+        return self._request(move, f"store.{move.source}", "store.export",
+                             {"mailbox": move.alias, "after": move.cursor, "limit": EXPORT_PAGE}, now)
+
+    def _after_release(self, move: Move, now: float) -> list:
+        if move.saved is not None:
+            return self._enter(move, "restore_alternate", now, restored=move.saved) + self._request(
+                move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)
+        return self._finish(move, now)
+
+    def _finish(self, move: Move, now: float, **facts: Any) -> list:
+        move.finished_at = now
+        return [*self._enter(move, "done", now, copied=move.copied, **facts),
+                log("move.done", move_id=move.move_id, alias=move.alias, mailbox=move.alias, source=move.source,
+                    target=move.target, copied=move.copied, seconds=round(now - move.started_at, 3))]
+
+    # --- failures -------------------------------------------------------------------------
+
+    def _problem(self, move: Move, reason: str, now: float) -> list:
+        if move.step == "resolve":
+            peer, re = move.requester or (b"", "")
+            del self.moves[move.move_id]
+            return [Reply(peer, re, "error", {"reason": reason}), log("move.refused", move_id=move.move_id, reason=reason)]
+        if move.step == "release" and "no mailbox" in reason:
+            return self._after_release(move, now)  # an earlier try of this step got there
+        if move.step in ("set_home", "release", "restore_alternate"):
+            # from set_home on the move must finish, not roll back: the directory may already name
+            # the target. Retry the step in a second.
+            move.timer = now + 1.0
+            return [log("move.retry_step", level="warning", move_id=move.move_id, step=move.step, reason=reason)]
+        if move.error is None:
+            move.error = reason
+        return [log("move.problem", level="warning", move_id=move.move_id, step=move.step, reason=reason),
+                *self._rollback(move, now)]
+
+    def _rollback(self, move: Move, now: float) -> list:
+        """Undo, in reverse, what the move did before set_home; each undo step is journaled."""
+        if not move.rolling_back:
+            move.rolling_back = True
+            move.timer = None
+            if move.step == "copy":  # the lock is ours only once it was granted
+                move.undo += ["rollback_target", "rollback_unlock"]
+            if move.saved is not None:
+                move.undo.append("rollback_alternate")
+        if not move.undo:
+            move.finished_at = now
+            return [*self._enter(move, "failed", now, reason=move.error),
+                    log("move.failed", level="warning", move_id=move.move_id, alias=move.alias, reason=move.error)]
+        step = move.undo.pop(0)
+        actions = self._enter(move, step, now)
+        if step == "rollback_target":
+            return actions + self._request(move, f"store.{move.target}", "store.delete",
+                                           {"mailbox": move.alias, "release": False}, now)
+        if step == "rollback_unlock":
+            return actions + self._request(move, f"store.{move.source}", "store.unlock", {"mailbox": move.alias}, now)
+        return actions + self._request(move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)

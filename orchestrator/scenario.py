@@ -1,0 +1,156 @@
+"""`xcon scenario q248839`: the KB's conditions on a fresh cluster per case, and the verdict.
+
+The conditions: bob (on ex1) has carol as alternate recipient with deliver-to-both. alice (on
+ex2) writes to bob while Move User takes bob's mailbox from ex1 to ex2. The message reaches
+ex1's MTA, goes to carol, and is deferred for bob because his mailbox is locked. The move ends;
+ex1's store tells its MTA the mailbox was released; the MTA retries at once, while its cache
+(replication lag) still says bob lives on ex1.
+
+Nothing here steers the outcome: the scenario only waits on events (the lock, the deferral,
+the end of the move, empty queues) and reads mailboxes and logs afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nodes.config import Settings
+
+from . import check as checker
+from . import cluster as cl
+from . import logread
+from .client import ClusterError
+
+# case -> (build, workaround, expected (alternate delivered, primary delivered, NDR to originator), KB says)
+CASES: dict[str, tuple[str, bool, tuple[bool, bool, bool], str]] = {
+    "legacy": ("legacy", False, (True, False, False),
+               "SP3: alternate gets it, primary's copy silently dropped, no NDR"),
+    "sp4": ("sp4", False, (True, False, True), "SP4 fix: the failure for the primary is reported by an NDR"),
+    "reroute": ("reroute", False, (True, True, False), "beyond the KB: the MTA asks the directory and reroutes"),
+    "legacy+workaround": ("legacy", True, (False, False, True),
+                         "KB workaround: no alternate during the move, so the failure is reported"),
+}
+
+LAG_MS = 1000
+COPY_DELAY_MS = 1000
+
+
+@dataclass
+class CaseResult:
+    case: str
+    build: str
+    workaround: bool
+    alternate_delivered: bool | None = None
+    primary_delivered: bool | None = None
+    ndr_to_originator: bool | None = None
+    expected: tuple[bool, bool, bool] = (False, False, False)
+    kb: str = ""
+    check: dict[str, Any] = field(default_factory=dict)
+    msg_id: str = ""
+    seconds: float = 0.0
+    run_dir: str = ""
+    error: str | None = None
+
+    @property
+    def observed(self) -> tuple:
+        return (self.alternate_delivered, self.primary_delivered, self.ndr_to_originator)
+
+    @property
+    def matches(self) -> bool:
+        if self.error or self.observed != self.expected:
+            return False
+        # the invariant must break exactly where the KB says mail is lost, and nowhere else
+        lost = self.check.get("counts", {}).get("lost", 0)
+        others = sum(self.check.get("counts", {}).get(k, 0) for k in ("pending", "duplicated", "both"))
+        silent_loss = self.expected == (True, False, False)
+        return others == 0 and lost == (1 if silent_loss else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "matches": self.matches}
+
+
+def run_case(case: str, run_dir: Path, seed: int = 0) -> CaseResult:
+    build, workaround, expected, kb = CASES[case]
+    result = CaseResult(case, build, workaround, expected=expected, kb=kb, run_dir=str(run_dir))
+    t0 = time.time()
+    settings = Settings(("ex1", "ex2"), build, replication_lag_ms=LAG_MS, replication_jitter_ms=200,
+                        retry_ms=500, expire_ms=60_000, seed=seed)
+    cluster = cl.start(run_dir, settings)
+    try:
+        cluster.add_user("carol", "ex1", wait=False)
+        cluster.add_user("alice", "ex2", wait=False)
+        bob = cluster.add_user("bob", "ex1", alternate="carol", deliver_to_both=True, wait=False)
+        cluster.wait_replicated(bob["usn"])
+        cluster.send("alice", ["bob"], "before the move", "bob's mailbox has mail to move")
+        if not cluster.wait(30):
+            raise ClusterError("the first message was not delivered in 30 s")
+        started = cluster.move("bob", "ex2", workaround=workaround, copy_delay_ms=COPY_DELAY_MS, wait=False)
+        cluster.wait_move(started["move_id"], timeout=60, step="copy")  # the mailbox is locked now
+        sent = cluster.send("alice", ["bob"], "during the move", "will bob ever see this?")
+        result.msg_id = sent["msg_id"]
+        _wait_for_event(run_dir, "mta.ex1", "mta.deferred", sent["msg_id"], "bob", timeout=30)
+        moved = cluster.wait_move(started["move_id"], timeout=120)
+        if moved["step"] != "done":
+            raise ClusterError(f"the move failed: {moved['error']}")
+        if not cluster.wait(60):
+            raise ClusterError("queues did not drain in 60 s")
+        has = lambda alias: any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox(alias)["messages"])  # noqa: E731
+        result.alternate_delivered = has("carol")
+        result.primary_delivered = has("bob")
+        result.ndr_to_originator = any(m["ndr"] and m["ndr_for"] == sent["msg_id"] and "bob" in m["failed"]
+                                       for m in cluster.mailbox("alice")["messages"])
+    except ClusterError as exc:
+        result.error = str(exc)
+    finally:
+        cluster.close()
+        cl.stop(run_dir)
+    result.check = checker.check(logread.merged(run_dir)).to_json()
+    result.seconds = round(time.time() - t0, 2)
+    return result
+
+
+def _wait_for_event(run_dir: Path, node: str, event: str, msg_id: str, rcpt: str, timeout: float) -> None:
+    """Wait until `node` has logged `event` for (msg_id, rcpt): the scenario's proof of a state."""
+    path = run_dir / "logs" / f"{node}.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for e in logread.read_file(path):
+            if e["event"] == event and e.get("msg_id") == msg_id and e.get("rcpt") == rcpt:
+                return
+        time.sleep(0.02)
+    raise ClusterError(f"{node} did not log {event} for {msg_id} -> {rcpt} within {timeout:g}s")
+
+
+def run_cases(root: Path, cases: list[str], progress: Console | None = None) -> list[CaseResult]:
+    results = []
+    for case in cases:
+        if progress:
+            progress.print(f"[dim]running case {case} ...[/dim]")
+        results.append(run_case(case, root / case.replace("+", "-")))
+    return results
+
+
+def render(results: list[CaseResult], console: Console) -> None:
+    yes = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
+    table = Table(title="KB Q248839: a message to bob (alternate carol, deliver to both) during Move User")
+    for col in ("case", "alternate delivered?", "primary delivered?", "NDR to originator?", "check",
+                "matches the KB?", "what the KB says", "s"):
+        table.add_column(col)
+    for r in results:
+        c = r.check.get("counts", {})
+        verdict = f"{c.get('lost', 0)} lost" if c.get("lost") else "clean"
+        match = "[green]yes[/green]" if r.matches else f"[red]NO[/red]{': ' + r.error if r.error else ''}"
+        table.add_row(r.case, yes(r.alternate_delivered), yes(r.primary_delivered), yes(r.ndr_to_originator),
+                      verdict, match, r.kb, f"{r.seconds:.1f}")
+    console.print(table)
+    for r in results:
+        if r.check.get("violations"):
+            v = r.check["violations"][0]
+            console.print(f"{r.case}: {v['outcome']} pair {v['msg_id']} -> {v['rcpt']} "
+                          f"(logs: {r.run_dir}/logs, `xcon logs --run-dir {r.run_dir} --msg {v['msg_id']}`)")

@@ -1,0 +1,151 @@
+"""Every wire message of xcon, declared once (the Maelstrom habit: one page is the protocol).
+
+A message type is a name and its body fields. Each field has a type from the small set below;
+`Opt(t)` admits nil. Nodes import these names; nothing else invents a message shape.
+Bump VERSION when a field changes meaning or a required field is added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field type: `kind` is one of str, int, float, bool, bytes, list, map, any."""
+
+    kind: str
+    of: "Field | None" = None  # element type of a list
+    optional: bool = False
+
+    def describe(self) -> str:
+        base = f"list of {self.of.describe()}" if self.kind == "list" and self.of else self.kind
+        return f"{base} or nil" if self.optional else base
+
+
+STR = Field("str")
+INT = Field("int")
+FLOAT = Field("float")
+BOOL = Field("bool")
+BYTES = Field("bytes")
+MAP = Field("map")
+ANY = Field("any")
+
+
+def ListOf(of: Field) -> Field:
+    return Field("list", of)
+
+
+def Opt(f: Field) -> Field:
+    return Field(f.kind, f.of, optional=True)
+
+
+# A recipient as the directory holds it (and as a cache or a transfer hint carries it).
+RECIPIENT_FIELDS = {
+    "alias": STR,
+    "display_name": STR,
+    "home_server": STR,
+    "alternate": Opt(STR),
+    "deliver_to_both": BOOL,
+    "usn": INT,
+}
+
+MESSAGES: dict[str, dict[str, Field]] = {
+    # --- any node ---
+    "ping": {},
+    "pong": {"node": STR, "ready": BOOL, "pid": INT},
+    "status": {},
+    "status_reply": {"node": STR, "status": MAP},
+    "error": {"reason": STR},
+    "ok": {},
+    # --- directory (ROUTER: lookups, snapshot, changes; PUB: change feed) ---
+    "dir.add": {
+        "alias": STR,
+        "display_name": STR,
+        "home_server": STR,
+        "alternate": Opt(STR),
+        "deliver_to_both": BOOL,
+    },
+    # `changes` may set home_server (str), alternate (str or nil), deliver_to_both (bool).
+    "dir.modify": {"alias": STR, "changes": MAP},
+    "dir.changed": {"usn": INT, "recipient": MAP},
+    "dir.lookup": {"alias": STR},
+    "dir.entry": {"recipient": Opt(MAP), "usn": INT},
+    "dir.snapshot": {},
+    "dir.snapshot_reply": {"usn": INT, "recipients": ListOf(MAP)},
+    # published on the feed (the Clone pattern: one update per USN, plus a heartbeat with the USN)
+    "dir.change": {"usn": INT, "recipient": MAP},
+    "dir.heartbeat": {"usn": INT},
+    # --- store (one per server) ---
+    "store.create": {"mailbox": STR},
+    "store.deliver": {
+        "msg_id": STR,
+        "mailbox": STR,
+        "raw": BYTES,
+        "ndr_for": Opt(STR),
+        "ndr_rcpts": ListOf(STR),
+    },
+    # outcome: delivered | duplicate | deferred | not_here
+    "store.result": {"msg_id": STR, "mailbox": STR, "outcome": STR, "reason": STR},
+    "store.list": {"mailbox": STR},
+    "store.listing": {"mailbox": STR, "messages": ListOf(MAP)},
+    "store.lock": {"mailbox": STR},
+    "store.unlock": {"mailbox": STR},
+    "store.export": {"mailbox": STR, "after": STR, "limit": INT},
+    # messages: [{"name": str, "msg_id": str, "raw": bytes}], next: cursor or nil when done
+    "store.exported": {"mailbox": STR, "messages": ListOf(MAP), "next": Opt(STR)},
+    "store.import": {"mailbox": STR, "messages": ListOf(MAP)},
+    "store.imported": {"mailbox": STR, "count": INT},
+    # delete the mailbox; with release, unlock and tell the MTA so it retries at once
+    "store.delete": {"mailbox": STR, "release": BOOL},
+    "store.released": {"mailbox": STR},
+    # --- mta (one per server) ---
+    "mta.submit": {
+        "msg_id": Opt(STR),
+        "sender": STR,
+        "recipients": ListOf(STR),
+        "subject": STR,
+        "body": STR,
+    },
+    "mta.accepted": {"msg_id": STR, "rcpts": ListOf(STR)},
+    # a peer MTA hands over responsibility for some (message, recipient) pairs
+    "mta.transfer": {
+        "msg_id": STR,
+        "sender": STR,
+        "raw": BYTES,
+        "accepted_at": FLOAT,
+        "ndr_for": Opt(STR),
+        "ndr_rcpts": ListOf(STR),
+        # [{"alias": str, "alt_of": str|nil, "hint": recipient map|nil, "hops": int}]
+        "rcpts": ListOf(MAP),
+    },
+    "mta.transfer_ack": {"msg_id": STR, "rcpts": ListOf(STR)},
+    # --- orchestrator ---
+    "orch.move": {"alias": STR, "target": STR, "workaround": BOOL, "copy_delay_ms": INT},
+    "orch.move_started": {"move_id": STR, "source": STR},
+    "orch.move_status": {"move_id": STR},
+    "orch.move_state": {"move": MAP},
+}
+
+# Every message a node may receive that is an answer to one it sent.
+REPLIES = frozenset(
+    {
+        "pong",
+        "status_reply",
+        "error",
+        "ok",
+        "dir.changed",
+        "dir.entry",
+        "dir.snapshot_reply",
+        "store.result",
+        "store.listing",
+        "store.exported",
+        "store.imported",
+        "mta.accepted",
+        "mta.transfer_ack",
+        "orch.move_started",
+        "orch.move_state",
+    }
+)
