@@ -1,0 +1,85 @@
+"""Move User as journaled steps, driven by hand."""
+
+from __future__ import annotations
+
+from orchestrator.move import JournalStep, MoveCore
+
+from .helpers import recipient, replies, request, response, sends
+
+
+def drive(core: MoveCore, first: list, answers: dict, now: float = 1.0) -> list[str]:
+    """Answer each request the core sends with answers[type](send) until it stops asking;
+    fire timers as they come. Returns the journaled steps in order."""
+    steps, actions = [], first
+    for _ in range(200):
+        steps += [a.record["step"] for a in actions if isinstance(a, JournalStep)]
+        out = sends(actions)
+        if out:
+            send = out[0]
+            actions = core.on_event(response(send, *answers[send.type](send)), now)
+        elif core.next_wakeup() is not None:
+            now = core.next_wakeup()
+            actions = core.tick(now)
+        else:
+            return steps
+    raise AssertionError("the move never ended")
+
+
+def answers(alternate="carol", fail_import=False):
+    return {
+        "dir.lookup": lambda s: ("dir.entry", {"recipient": recipient("bob", "ex1", 3, alternate, bool(alternate)), "usn": 3}),
+        "dir.modify": lambda s: ("dir.changed", {"usn": 4, "recipient": recipient("bob", "ex2", 4)}),
+        "status": lambda s: ("status_reply", {"node": s.to, "status": {"cache_usn": 4}}),
+        "store.lock": lambda s: ("ok", {}),
+        "store.unlock": lambda s: ("ok", {}),
+        "store.export": lambda s: ("store.exported", {"mailbox": "bob", "next": None, "messages": [
+            {"name": "1.m1.xcon", "msg_id": "m1", "raw": b"r"}]}),
+        "store.import": (lambda s: ("error", {"reason": "disk full"})) if fail_import
+        else (lambda s: ("store.imported", {"mailbox": "bob", "count": 1})),
+        "store.delete": lambda s: ("ok", {}),
+    }
+
+
+def start(core, workaround):
+    return core.on_event(request("orch.move", {"alias": "bob", "target": "ex2", "workaround": workaround,
+                                               "copy_delay_ms": 100}), 1.0)
+
+
+def test_a_move_runs_its_steps_in_order():
+    core = MoveCore(["ex1", "ex2"], "b")
+    assert drive(core, start(core, False), answers()) == ["lock", "copy", "set_home", "release", "done"]
+
+
+def test_the_workaround_clears_waits_and_restores():
+    core = MoveCore(["ex1", "ex2"], "b")
+    steps = drive(core, start(core, True), answers())
+    assert steps == ["clear_alternate", "await_replication", "lock", "copy", "set_home", "release",
+                     "restore_alternate", "done"]
+
+
+def test_a_failed_copy_rolls_back_and_unlocks():
+    core = MoveCore(["ex1", "ex2"], "b")
+    steps = drive(core, start(core, True), answers(fail_import=True))
+    assert steps[-4:] == ["rollback_target", "rollback_unlock", "rollback_alternate", "failed"]
+    (move,) = core.moves.values()
+    assert "disk full" in move.error
+
+
+def test_each_step_is_journaled_before_its_request():
+    core = MoveCore(["ex1", "ex2"], "b")
+    actions = start(core, False)
+    actions = core.on_event(response(sends(actions)[0], *answers()["dir.lookup"](None)), 1.0)
+    journal = next(i for i, a in enumerate(actions) if isinstance(a, JournalStep))
+    assert journal < actions.index(sends(actions, "store.lock")[0])
+
+
+def test_bad_moves_are_refused():
+    core = MoveCore(["ex1", "ex2"], "b")
+    bad = core.on_event(request("orch.move", {"alias": "bob", "target": "ex9", "workaround": False,
+                                              "copy_delay_ms": 0}), 1.0)
+    assert replies(bad)[0].type == "error" and "ex9" in replies(bad)[0].body["reason"]
+    started = start(core, False)
+    again = start(core, False)
+    assert "already being moved" in replies(again)[0].body["reason"]
+    unknown = core.on_event(response(sends(started)[0], "dir.entry", {"recipient": None, "usn": 1}), 1.0)
+    assert replies(unknown)[0].body["reason"] == "unknown user 'bob'" and not core.moves

@@ -1,0 +1,239 @@
+"""KB Q248839's mechanism in the MTA core alone: no processes, no sockets, a clock we choose."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodes.config import Settings
+from nodes.core import Feed
+from nodes.mail import summarize
+from nodes.mta.core import MAX_HOPS, MtaCore
+from nodes.mta.queue import PersistMessage, QueuedMessage, RetireMessage
+
+from .helpers import events, frame, recipient, replies, request, response, sends
+
+DIRECTORY = [
+    recipient("carol", "ex1", 1),
+    recipient("alice", "ex2", 2),
+    recipient("bob", "ex1", 3, alternate="carol", both=True),
+    recipient("dave", "ex1", 4, alternate="carol", both=False),
+]
+
+
+def make_mta(build: str, lag_ms: int = 1000, server: str = "ex1", **kw) -> MtaCore:
+    settings = Settings(("ex1", "ex2"), build, replication_lag_ms=lag_ms, replication_jitter_ms=0,
+                        retry_ms=kw.pop("retry_ms", 5000), expire_ms=kw.pop("expire_ms", 10_000),
+                        request_timeout_ms=2000)
+    mta = MtaCore(server, settings, "boot", **kw)
+    snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
+    mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
+    assert mta.ready
+    return mta
+
+
+def submit(mta: MtaCore, to: list[str], now: float = 1.0, sender: str = "alice") -> tuple[str, list]:
+    actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": sender, "recipients": to,
+                                                  "subject": "s", "body": "b"}), now)
+    accepted = [r for r in replies(actions) if r.type == "mta.accepted"]
+    assert accepted, actions
+    return accepted[0].body["msg_id"], actions
+
+
+def store_answer(mta: MtaCore, send, outcome: str, now: float) -> list:
+    body = {"msg_id": send.body["msg_id"], "mailbox": send.body["mailbox"], "outcome": outcome,
+            "reason": "mailbox locked" if outcome == "deferred" else ""}
+    return mta.on_event(response(send, "store.result", body), now)
+
+
+def bob_deferred_then_released(build: str, release_at: float) -> tuple[MtaCore, str, list]:
+    """The KB's conditions: bob (alternate carol, deliver to both) is being moved ex1 -> ex2.
+    The directory's change reaches ex1's feed at t=2.0; with a 1 s lag the cache applies it at 3.0.
+    The store releases bob's mailbox at `release_at`; returns the actions of the retry's answer."""
+    mta = make_mta(build)
+    msg_id, actions = submit(mta, ["bob"])
+    by_box = {s.body["mailbox"]: s for s in sends(actions, "store.deliver")}
+    assert set(by_box) == {"bob", "carol"}  # deliver to both
+    store_answer(mta, by_box["carol"], "delivered", 1.01)
+    deferred = store_answer(mta, by_box["bob"], "deferred", 1.01)
+    assert events(deferred, "mta.deferred")
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("bob", "ex2", 5, "carol", True)})), 2.0)
+    mta.tick(release_at)
+    retry = mta.on_event(request("store.released", {"mailbox": "bob"}, src="store.ex1"), release_at)
+    return mta, msg_id, retry
+
+
+def test_legacy_drops_the_primary_silently_when_the_cache_is_stale():
+    mta, msg_id, retry = bob_deferred_then_released("legacy", release_at=2.05)
+    resend = sends(retry, "store.deliver")
+    assert [s.body["mailbox"] for s in resend] == ["bob"], "the retry still goes to ex1's store: stale cache"
+    final = store_answer(mta, resend[0], "not_here", 2.06)
+    failed = events(final, "mta.failed")
+    assert [f.fields["report"] for f in failed] == ["none"]
+    assert "already delivered to carol" in failed[0].fields["why"]
+    assert not sends(final), "no NDR goes anywhere"
+    assert mta.status(2.1)["open_pairs"] == 0, "the MTA believes it is done: the loss is silent"
+    assert any(isinstance(a, RetireMessage) for a in final)
+
+
+@pytest.mark.parametrize("build", ["legacy", "sp4", "reroute"])
+def test_no_loss_when_the_cache_caught_up_before_the_retry(build):
+    mta, msg_id, retry = bob_deferred_then_released(build, release_at=3.5)
+    transfer = sends(retry, "mta.transfer")
+    assert [s.to for s in transfer] == ["mta.ex2"], "the cache knows the new home: route there"
+    assert transfer[0].body["rcpts"][0]["alias"] == "bob"
+
+
+def test_sp4_sends_an_ndr_naming_the_primary():
+    mta, msg_id, retry = bob_deferred_then_released("sp4", release_at=2.05)
+    final = store_answer(mta, sends(retry, "store.deliver")[0], "not_here", 2.06)
+    assert [f.fields["report"] for f in events(final, "mta.failed")] == ["ndr"]
+    persisted = [a for a in final if isinstance(a, PersistMessage)]
+    ndr_transfer = sends(final, "mta.transfer")
+    assert len(ndr_transfer) == 1 and ndr_transfer[0].to == "mta.ex2", "the NDR travels to alice's server"
+    # the NDR is made durable before it is routed
+    assert final.index(persisted[0]) < final.index(ndr_transfer[0])
+    body = ndr_transfer[0].body
+    assert body["ndr_for"] == msg_id and body["rcpts"][0]["alias"] == "alice"
+    summary = summarize(body["raw"])
+    assert summary["ndr"] and summary["ndr_for"] == msg_id and summary["failed"] == ["bob"]
+    raw = body["raw"].decode()
+    for field in ("multipart/report", "report-type=delivery-status", "Final-Recipient: rfc822; bob@",
+                  "Action: failed", "Status: 5.1.6", "Diagnostic-Code:", "text/rfc822-headers",
+                  f"X-Xcon-Msg-Id: {msg_id}"):
+        assert field in raw, field
+
+
+def test_reroute_asks_the_directory_and_transfers_to_the_new_home():
+    mta, msg_id, retry = bob_deferred_then_released("reroute", release_at=2.05)
+    final = store_answer(mta, sends(retry, "store.deliver")[0], "not_here", 2.06)
+    lookup = sends(final, "dir.lookup")
+    assert lookup and lookup[0].body == {"alias": "bob"} and not events(final, "mta.failed")
+    answer = mta.on_event(response(lookup[0], "dir.entry",
+                                   {"recipient": recipient("bob", "ex2", 5, "carol", True), "usn": 5}), 2.07)
+    transfer = sends(answer, "mta.transfer")
+    assert transfer[0].to == "mta.ex2"
+    assert transfer[0].body["rcpts"][0]["hint"]["usn"] == 5, "the fresher entry travels with the transfer"
+    done = mta.on_event(response(transfer[0], "mta.transfer_ack", {"msg_id": msg_id, "rcpts": ["bob"]}), 2.08)
+    assert events(done, "mta.transferred") and mta.status(2.1)["open_pairs"] == 0
+
+
+def test_reroute_ndrs_when_the_directory_says_the_mailbox_is_here_but_it_is_not():
+    mta, msg_id, retry = bob_deferred_then_released("reroute", release_at=2.05)
+    final = store_answer(mta, sends(retry, "store.deliver")[0], "not_here", 2.06)
+    answer = mta.on_event(response(sends(final, "dir.lookup")[0], "dir.entry",
+                                   {"recipient": recipient("bob", "ex1", 3, "carol", True), "usn": 5}), 2.07)
+    assert [f.fields["report"] for f in events(answer, "mta.failed")] == ["ndr"]
+
+
+def test_legacy_sends_an_ndr_when_nothing_of_the_message_was_delivered():
+    """The KB's workaround works because of this: without an alternate, nothing was delivered."""
+    mta = make_mta("legacy")
+    msg_id, actions = submit(mta, ["carol"])
+    final = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
+    assert [f.fields["report"] for f in events(final, "mta.failed")] == ["ndr"]
+
+
+def test_alternate_without_deliver_to_both_replaces_the_primary():
+    mta = make_mta("sp4")
+    _, actions = submit(mta, ["dave"])
+    assert [s.body["mailbox"] for s in sends(actions, "store.deliver")] == ["carol"]
+    accepted = events(actions, "mta.accepted")[0].fields
+    assert accepted["rcpts"] == ["carol"] and accepted["alt_of"] == {"carol": "dave"}
+
+
+def test_submission_is_durable_before_it_is_acknowledged():
+    mta = make_mta("sp4")
+    _, actions = submit(mta, ["bob"])
+    persist = next(i for i, a in enumerate(actions) if isinstance(a, PersistMessage))
+    ack = next(i for i, a in enumerate(actions) if a in replies(actions))
+    assert persist < ack
+
+
+def test_unknown_recipient_is_refused_at_submission():
+    mta = make_mta("sp4")
+    actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["zed"],
+                                                  "subject": "", "body": ""}), 1.0)
+    assert replies(actions)[0].type == "error" and "zed" in replies(actions)[0].body["reason"]
+    assert mta.status(1.0)["messages"] == 0
+
+
+def test_a_retried_submission_is_accepted_once():
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-1", "sender": "alice", "recipients": ["carol"], "subject": "", "body": ""}
+    first = mta.on_event(request("mta.submit", body), 1.0)
+    again = mta.on_event(request("mta.submit", body), 1.1)
+    assert replies(again)[0].type == "mta.accepted" and not sends(again)
+    assert len(sends(first, "store.deliver")) == 1
+
+
+def test_transfer_retransmission_is_acknowledged_but_not_taken_twice():
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-2", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None,
+            "ndr_rcpts": [], "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
+    first = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    store_answer(mta, sends(first, "store.deliver")[0], "delivered", 1.1)
+    again = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.2)
+    assert replies(again)[0].type == "mta.transfer_ack" and not sends(again)
+    # the same pair coming back after a reroute (one more hop) is a new hand-off, not a duplicate
+    back = mta.on_event(request("mta.transfer", {**body, "rcpts": [{**body["rcpts"][0], "hops": 3}]}), 1.3)
+    assert sends(back, "store.deliver")
+
+
+def test_deferred_pair_expires_into_an_ndr():
+    mta = make_mta("sp4", expire_ms=2000, retry_ms=500)
+    msg_id, actions = submit(mta, ["carol"], now=1.0)
+    store_answer(mta, sends(actions, "store.deliver")[0], "deferred", 1.1)
+    while mta.next_wakeup() is not None and mta.next_wakeup() < 3.0:
+        now = mta.next_wakeup()
+        for s in sends(mta.tick(now), "store.deliver"):
+            store_answer(mta, s, "deferred", now)
+    expired = mta.tick(3.01)
+    assert [(f.fields["reason"], f.fields["report"]) for f in events(expired, "mta.failed")] == [("expired", "ndr")]
+
+
+def test_a_request_without_answer_is_deferred_and_retried():
+    mta = make_mta("sp4", retry_ms=500)
+    _, actions = submit(mta, ["carol"], now=1.0)
+    assert sends(actions, "store.deliver")
+    timed_out = mta.tick(3.5)  # request timeout is 2 s
+    assert events(timed_out, "mta.deferred")
+    assert sends(mta.tick(4.1), "store.deliver"), "retried after retry_ms"
+
+
+def test_a_routing_loop_ends_in_an_ndr():
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-3", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
+            "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex2", 9), "hops": MAX_HOPS}]}
+    actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    assert [f.fields["reason"] for f in events(actions, "mta.failed")] == ["loop"]
+
+
+def test_no_ndr_is_sent_about_an_ndr():
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-4.ndr.bob", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
+            "ndr_for": "m-4", "ndr_rcpts": ["bob"],
+            "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
+    actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    final = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
+    assert [f.fields["report"] for f in events(final, "mta.failed")] == ["none"] and not sends(final)
+
+
+def test_recovered_queue_is_routed_once_the_cache_is_loaded():
+    msg = QueuedMessage("m-5", "alice", b"raw", 0.5)
+    from nodes.mta.queue import Pair
+    msg.pairs["carol"] = Pair("carol", state="delivering")
+    restored = QueuedMessage.from_record(msg.to_record())
+    assert restored.pairs["carol"].state == "queued"
+    settings = Settings(("ex1", "ex2"), "sp4", replication_jitter_ms=0)
+    mta = MtaCore("ex1", settings, "boot", queued=[restored])
+    snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
+    actions = mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 1.0)
+    assert [s.body["mailbox"] for s in sends(actions, "store.deliver")] == ["carol"]
+
+
+def test_requests_before_the_cache_is_loaded_are_refused():
+    mta = MtaCore("ex1", Settings(), "boot")
+    mta.start(0.0)
+    actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
+                                                  "subject": "", "body": ""}), 0.1)
+    assert replies(actions)[0].type == "error" and "starting" in replies(actions)[0].body["reason"]

@@ -1,0 +1,70 @@
+"""The store and directory cores: the states and refusals the move and the MTA rely on."""
+
+from __future__ import annotations
+
+from nodes.directory.core import DirectoryCore, PersistDirectory
+from nodes.store.core import StoreCore, WriteMessage, msg_id_of
+
+from .helpers import events, replies, request, sends
+
+
+def deliver(store, msg_id="m1", mailbox="bob", now=1.0):
+    actions = store.on_event(request("store.deliver", {"msg_id": msg_id, "mailbox": mailbox, "raw": b"r",
+                                                       "ndr_for": None, "ndr_rcpts": []}), now)
+    return actions, replies(actions)[0].body.get("outcome")
+
+
+def test_store_delivery_outcomes():
+    store = StoreCore("ex1", {"bob": set()}, set(), "b")
+    actions, outcome = deliver(store)
+    assert outcome == "delivered" and any(isinstance(a, WriteMessage) for a in actions)
+    actions, outcome = deliver(store)
+    assert outcome == "duplicate" and not any(isinstance(a, WriteMessage) for a in actions)
+    assert deliver(store, mailbox="zed")[1] == "not_here"
+    store.on_event(request("store.lock", {"mailbox": "bob"}), 2.0)
+    assert deliver(store, msg_id="m2")[1] == "deferred"
+
+
+def test_store_refuses_invalid_states():
+    store = StoreCore("ex1", {"bob": set()}, set(), "b")
+    for type_, body in [("store.unlock", {"mailbox": "bob"}), ("store.lock", {"mailbox": "zed"}),
+                        ("store.create", {"mailbox": "bob"}), ("store.delete", {"mailbox": "zed", "release": True}),
+                        ("store.lock", {"mailbox": "../etc"})]:
+        actions = store.on_event(request(type_, body), 1.0)
+        assert replies(actions)[0].type == "error", (type_, body)
+    assert store.status(1.0) == {"mailboxes": {"bob": 0}, "locked": []}
+
+
+def test_delete_with_release_tells_the_mta():
+    store = StoreCore("ex1", {"bob": {"m1"}}, {"bob"}, "b")
+    actions = store.on_event(request("store.delete", {"mailbox": "bob", "release": True}), 1.0)
+    released = sends(actions, "store.released")
+    assert released and released[0].to == "mta.ex1" and "bob" not in store.mailboxes
+
+
+def test_import_is_idempotent():
+    store = StoreCore("ex2", {}, set(), "b")
+    page = {"mailbox": "bob", "messages": [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"r"}]}
+    first = store.on_event(request("store.import", page), 1.0)
+    again = store.on_event(request("store.import", page), 1.1)
+    assert replies(first)[0].body["count"] == 1 and replies(again)[0].body["count"] == 0
+    assert msg_id_of("1000.ex2.ab.3.ndr.bob+carol.xcon") == "ex2.ab.3.ndr.bob+carol"
+
+
+def test_directory_usn_grows_and_changes_are_validated():
+    d = DirectoryCore(["ex1", "ex2"])
+    add = lambda alias, **kw: d.on_event(request("dir.add", {"alias": alias, "display_name": "", "home_server": "ex1",  # noqa: E731
+                                                            "alternate": None, "deliver_to_both": False, **kw}), 1.0)
+    assert replies(add("carol"))[0].body["usn"] == 1
+    actions = add("bob", alternate="carol", deliver_to_both=True)
+    assert replies(actions)[0].body["usn"] == 2
+    persist = [a for a in actions if isinstance(a, PersistDirectory)]
+    assert persist and actions.index(persist[0]) < actions.index(replies(actions)[0]), "durable before answered"
+    for bad in [add("carol"), add("x", home_server="ex9"), add("y", alternate="nobody"), add("z", deliver_to_both=True),
+                add("Bad Alias")]:
+        assert replies(bad)[0].type == "error"
+    modify = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"home_server": "ex2"}}), 2.0)
+    assert replies(modify)[0].body["recipient"]["home_server"] == "ex2" and d.usn == 3
+    wrong = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"usn": 99}}), 2.0)
+    assert replies(wrong)[0].type == "error" and d.usn == 3
+    assert events(modify, "directory.modified")
