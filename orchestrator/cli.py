@@ -195,8 +195,7 @@ def user_add(cluster: cl.Cluster, alias: str, server: str, alternate: str | None
 @click.option("--deliver-to-both/--no-deliver-to-both", default=None, help="Deliver to both the user and the alternate.")
 @click.option("--no-wait", is_flag=True, help="Return without waiting for every MTA's cache to hold the change.")
 @json_option
-@attached
-def user_set(cluster: cl.Cluster, alias: str, alternate: str | None, no_alternate: bool,
+def user_set(run_dir: Path, alias: str, alternate: str | None, no_alternate: bool,
              deliver_to_both: bool | None, no_wait: bool, as_json: bool) -> None:
     """Change ALIAS's alternate recipient or deliver-to-both setting."""
     if alternate and no_alternate:
@@ -212,7 +211,7 @@ def user_set(cluster: cl.Cluster, alias: str, alternate: str | None, no_alternat
         changes["deliver_to_both"] = deliver_to_both
     if not changes:
         raise click.UsageError("nothing to change: give --alternate, --no-alternate or --[no-]deliver-to-both")
-    print_user(cluster.set_user(alias, changes, wait=not no_wait), as_json)
+    attached(lambda cluster: print_user(cluster.set_user(alias, changes, wait=not no_wait), as_json))(run_dir)
 
 
 @user.command("show")

@@ -1,0 +1,70 @@
+"""Fixtures that start real processes. Every process started here is stopped here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from nodes.config import Settings
+from orchestrator import cluster as cl
+from orchestrator import logread
+
+# The seed of the replication jitter: random per run unless XCON_TEST_SEED fixes it.
+SEED = int(os.environ.get("XCON_TEST_SEED", str(int.from_bytes(os.urandom(2), "big"))))
+
+
+def pytest_report_header(config):
+    return f"xcon: replication jitter seed {SEED} (replay with XCON_TEST_SEED={SEED})"
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Callable[..., cl.Cluster]:
+    """Start clusters on fresh run directories; all are stopped at the end of the test."""
+    started: list[tuple[cl.Cluster, Path]] = []
+
+    def make(build: str = "legacy", **settings) -> cl.Cluster:
+        settings.setdefault("seed", SEED)
+        run_dir = tmp_path / f"run{len(started)}"
+        cluster = cl.start(run_dir, Settings(("ex1", "ex2"), build, **settings))
+        started.append((cluster, run_dir))
+        return cluster
+
+    yield make
+    for cluster, run_dir in started:
+        cluster.close()
+        cl.stop(run_dir)
+
+
+def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would (a separate process)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("XCON_DEBUG", None)
+    if run_dir is not None:
+        env["XCON_RUN_DIR"] = str(run_dir)
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"xcon {' '.join(args)} exited {proc.returncode}: {proc.stderr}{proc.stdout}")
+    return proc
+
+
+def xcon_json(*args: str, run_dir: Path) -> object:
+    return json.loads(xcon(*args, "--json", run_dir=run_dir, check=True).stdout)
+
+
+def wait_for_event(run_dir: Path, timeout: float = 30, **fields) -> dict:
+    """Wait until some node has logged an event with these fields (an event, not a sleep)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for e in logread.merged(run_dir):
+            if all(e.get(k) == v for k, v in fields.items()):
+                return e
+        time.sleep(0.05)
+    raise AssertionError(f"no event {fields} within {timeout}s")

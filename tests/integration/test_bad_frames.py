@@ -1,0 +1,108 @@
+"""Malformed frames against real node processes: an error reply naming the problem, a log
+line, and the node keeps serving."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import msgpack
+import pytest
+import zmq
+from xprocess import ProcessStarter
+
+from nodes.config import ClusterConfig, Settings
+from orchestrator.cluster import _free_ports
+from protocol import Frame, decode, encode
+
+from ..conftest import wait_for_event
+
+GARBAGE = [
+    b"",
+    b"\xc1",
+    b"not msgpack at all",
+    msgpack.packb([1, 2, 3]),
+    msgpack.packb({"v": 1, "type": "ping"}),
+    msgpack.packb({"v": 1, "type": "no.such", "id": "g1", "src": "t", "clock": 1, "body": {}}),
+    msgpack.packb({"v": 1, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1, "body": {"alias": 7}}),
+    msgpack.packb({"v": 9, "type": "ping", "id": "g3", "src": "t", "clock": 1, "body": {}}),
+    msgpack.packb({"v": 1, "type": "mta.submit", "id": "g4", "src": "t", "clock": 1,
+                   "body": {"msg_id": None, "sender": "x" * 100_000, "recipients": [[]], "subject": "", "body": ""}}),
+    b"\x91" * 50_000 + b"\xc0",
+]
+
+
+def ask(sock: zmq.Socket, payload: bytes, timeout_ms: int = 3000) -> Frame:
+    sock.send(payload)
+    assert sock.poll(timeout_ms), "the node did not answer"
+    return decode(sock.recv())
+
+
+def valid(type_: str, body: dict) -> bytes:
+    return encode(Frame(type_, uuid.uuid4().hex, "test", 1, body))
+
+
+@pytest.fixture
+def directory_node(xprocess, tmp_path):
+    """One directory node, started by pytest-xprocess from its own cluster.json."""
+    router, pub = _free_ports(2)
+    config = ClusterConfig(tmp_path, Settings(), {"directory": {
+        "kind": "directory", "endpoints": {"router": f"tcp://127.0.0.1:{router}", "pub": f"tcp://127.0.0.1:{pub}"},
+        "log": str(tmp_path / "logs" / "directory.jsonl")}})
+    config.save()
+
+    class Starter(ProcessStarter):
+        pattern = "node.started"
+        timeout = 30
+        terminate_on_interrupt = True
+        args = [sys.executable, "-m", "nodes.directory", "--run-dir", str(tmp_path), "--name", "directory"]
+
+    name = f"directory-{tmp_path.name}"
+    xprocess.ensure(name, Starter)
+    yield config
+    xprocess.getinfo(name).terminate()
+
+
+def test_directory_refuses_garbage_and_keeps_serving(directory_node):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(directory_node.endpoint("directory"))
+    try:
+        for payload in GARBAGE:
+            reply = ask(sock, payload)
+            assert reply.type == "error" and reply.body["reason"], payload[:40]
+        reply = ask(sock, msgpack.packb({"v": 1, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1,
+                                         "body": {"alias": 7}}))
+        assert reply.re == "g2" and "field 'alias' must be str" in reply.body["reason"]
+        added = ask(sock, valid("dir.add", {"alias": "bob", "display_name": "Bob", "home_server": "ex1",
+                                            "alternate": None, "deliver_to_both": False}))
+        assert added.type == "dir.changed" and added.body["usn"] == 1
+        assert ask(sock, valid("dir.lookup", {"alias": "bob"})).body["recipient"]["home_server"] == "ex1"
+        wait_for_event(directory_node.run_dir, event="frame.rejected", node="directory")
+    finally:
+        sock.close()
+
+
+def test_every_node_kind_survives_garbage(cluster_factory):
+    cluster = cluster_factory("sp4", replication_lag_ms=0, replication_jitter_ms=0)
+    ctx = zmq.Context.instance()
+    for node in cluster.config.nodes:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(cluster.config.endpoint(node))
+        try:
+            for payload in GARBAGE:
+                assert ask(sock, payload).type == "error", (node, payload[:40])
+            # a well-formed frame the node does not serve, and one in an invalid state
+            assert ask(sock, valid("orch.move_status", {"move_id": "nope"})).type == "error"
+            pong = ask(sock, valid("ping", {}))
+            assert pong.type == "pong" and pong.body["ready"], node
+        finally:
+            sock.close()
+    assert cluster.client.ask("store.ex1", "store.unlock", {"mailbox": "nobody"}).type == "error"
+    assert cluster.client.ask("store.ex1", "store.import", {"mailbox": "bob", "messages": [{"name": 5}]}).type == "error"
+    # and the cluster still does its job
+    cluster.add_user("alice", "ex1")
+    sent = cluster.send("alice", ["alice"], "still alive")
+    assert cluster.wait(10)
+    assert [m["msg_id"] for m in cluster.mailbox("alice")["messages"]] == [sent["msg_id"]]

@@ -1,0 +1,60 @@
+"""A user's mistakes: one clear line on stderr, a non-zero exit, nothing changed, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..conftest import xcon, xcon_json
+
+
+def one_line_error(proc, code, *needles):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_no_cluster_running(tmp_path):
+    for args in (["status"], ["send", "--from", "a", "--to", "b"], ["move", "bob", "--to", "ex2"], ["wait"],
+                 ["user", "show", "bob"], ["mailbox", "bob"], ["down"], ["check"], ["logs"]):
+        proc = xcon(*args, run_dir=tmp_path / "nothing")
+        one_line_error(proc, 1, "xcon: ")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["up", "--mta-build", "sp5"], "sp5"),
+    (["up", "--servers", "0"], "--servers"),
+    (["move", "bob"], "--to"),
+    (["frobnicate"], "frobnicate"),
+    (["user", "set", "bob"], "nothing to change"),
+    (["scenario", "q248839"], "--all"),
+])
+def test_bad_flags(tmp_path, args, needle):
+    one_line_error(xcon(*args, run_dir=tmp_path), 2, needle)
+
+
+def test_errors_against_a_running_cluster(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        one_line_error(xcon("up", run_dir=run), 1, "already running")
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        one_line_error(xcon("user", "add", "alice", "--server", "ex1", run_dir=run), 1, "already exists")
+        one_line_error(xcon("user", "add", "bob", "--server", "ex7", run_dir=run), 1, "unknown server 'ex7'")
+        one_line_error(xcon("user", "add", "Bob!", "--server", "ex1", run_dir=run), 1, "not a valid alias")
+        one_line_error(xcon("user", "add", "bob", "--server", "ex1", "--alternate", "zed", run_dir=run), 1, "zed")
+        one_line_error(xcon("send", "--from", "alice", "--to", "zed", run_dir=run), 1, "unknown user 'zed'")
+        one_line_error(xcon("send", "--from", "zed", "--to", "alice", run_dir=run), 1, "unknown user 'zed'")
+        one_line_error(xcon("move", "zed", "--to", "ex2", run_dir=run), 1, "unknown user 'zed'")
+        one_line_error(xcon("move", "alice", "--to", "ex1", run_dir=run), 1, "already on ex1")
+        one_line_error(xcon("move", "alice", "--to", "ex9", run_dir=run), 1, "unknown server 'ex9'")
+        one_line_error(xcon("mailbox", "zed", run_dir=run), 1, "unknown user 'zed'")
+        # nothing changed: one user, no message, no move
+        status = xcon_json("status", run_dir=run)
+        assert status["nodes"]["directory"]["status"] == {"usn": 1, "recipients": 1}
+        assert status["nodes"]["orchestrator"]["status"] == {"active": [], "finished": 0}
+        assert all(status["nodes"][m]["status"]["messages"] == 0 for m in ("mta.ex1", "mta.ex2"))
+    finally:
+        xcon("down", run_dir=run, check=True)
