@@ -89,9 +89,9 @@ class Ids:
     """Request ids unique to one run of one node: `<node>.<boot>.<n>`."""
 
     def __init__(self, node: str, boot: str):
-        self._prefix = f"{node}.{boot}."
+        self.prefix = f"{node}.{boot}."
         self._n = 0
 
     def next(self) -> str:
         self._n += 1
-        return f"{self._prefix}{self._n}"
+        return f"{self.prefix}{self._n}"

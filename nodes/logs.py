@@ -44,7 +44,8 @@ def configure(node: str, log_file: Path, lamport: Callable[[], int]) -> structlo
     def add_header(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         ordered = {"ts": round(time.time(), 6), "node": node, "level": method, "event": event_dict.pop("event")}
         ordered["lamport"] = lamport()
-        ordered.update(event_dict)
+        for key, value in event_dict.items():  # the header's fields win over an event's
+            ordered.setdefault(key, value)
         return ordered
 
     structlog.configure(

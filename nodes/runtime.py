@@ -11,6 +11,8 @@ optionally a SUB (the MTA's view of the directory feed) and a PUB (the directory
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import os
 import secrets
 import signal
@@ -26,6 +28,7 @@ from protocol import Frame, ProtocolError, decode, encode
 from . import logs
 from .config import ClusterConfig
 from .core import Feed, Log, Publish, Reply, Request, Response, Send
+from .faults import Faults, LinkRule
 
 MAX_POLL_MS = 100
 
@@ -48,6 +51,11 @@ class Runtime:
         self.log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
         self._stopping = False
         self._ids = 0
+        # faults on this node's outgoing links (nodes/faults.py), and frames they hold back
+        self.faults = Faults(config.settings.seed * 7919 + sum(map(ord, name)))
+        self._held: list[tuple[float, int, zmq.Socket, list[bytes]]] = []
+        self._seq = itertools.count()
+        self._peer_names: dict[bytes, str] = {}  # ROUTER identity -> node name, to fault replies
         self.ctx = zmq.Context.instance()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.linger = 0
@@ -77,11 +85,16 @@ class Runtime:
         self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
         while not self._stopping:
             wake = self.core.next_wakeup()
+            if self._held and (wake is None or self._held[0][0] < wake):
+                wake = self._held[0][0]
             now = time.time()
             timeout = MAX_POLL_MS if wake is None else max(0, min(MAX_POLL_MS, int((wake - now) * 1000) + 1))
             for sock, _ in self.poller.poll(timeout):
                 self._drain(sock)
             now = time.time()
+            while self._held and self._held[0][0] <= now:
+                _, _, sock, parts = heapq.heappop(self._held)
+                self._put(sock, parts)
             wake = self.core.next_wakeup()
             if wake is not None and wake <= now:
                 self.execute(self.core.tick(now))
@@ -119,7 +132,10 @@ class Runtime:
             self._send_error(peer, exc.frame_id or "", str(exc))
             return
         self._tick_clock(frame)
-        if frame.type == "ping":
+        self._peer_names[peer] = frame.src
+        if frame.type.startswith("fault."):
+            self._fault(peer, frame)
+        elif frame.type == "ping":
             self._reply(Reply(peer, frame.id, "pong", {"node": self.name, "ready": bool(self.core.ready), "pid": os.getpid()}))
         elif frame.type == "status":
             self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": self.core.status(time.time())}))
@@ -132,9 +148,30 @@ class Runtime:
         except ProtocolError as exc:
             self.log.warning("frame.rejected", reason=str(exc), via="sub" if sock is self.sub else "dealer")
             return
+        if sock is self.sub and self.faults.feed_cut(time.time()):
+            return  # cut off the directory's feed: the update is lost, as on a broken link
         self._tick_clock(frame)
         event = Feed(frame) if sock is self.sub else Response(frame)
         self.execute(self.core.on_event(event, time.time()))
+
+    def _fault(self, peer: bytes, frame: Frame) -> None:
+        """Fault control frames are the runtime's business: the core never sees them."""
+        body, now = frame.body, time.time()
+        if frame.type == "fault.link":
+            rule = LinkRule(body["delay_ms"], body["jitter_ms"], body["drop"], body["duplicate"], body["reorder"],
+                            now + body["seconds"])
+            self.faults.set_link(body["peer"], rule)
+        elif frame.type == "fault.feed_cut":
+            self.faults.feed_cut_until = now + body["seconds"]
+        elif frame.type == "fault.lag":
+            if not hasattr(self.core, "set_lag"):
+                self._reply(Reply(peer, frame.id, "error", {"reason": f"{self.name} has no replication lag to set"}))
+                return
+            self.core.set_lag(body["lag_ms"], body["jitter_ms"])
+        elif frame.type == "fault.clear":
+            self.faults.clear()
+        self.log.warning("fault.applied", type=frame.type, by=frame.src, **body)
+        self._reply(Reply(peer, frame.id, "ok", {}))
 
     def _tick_clock(self, frame: Frame) -> None:
         self.clock = max(self.clock, frame.clock) + 1
@@ -178,18 +215,27 @@ class Runtime:
             self.dealers[action.to] = sock
         self.clock += 1
         frame = Frame(action.type, action.id, self.name, self.clock, action.body, action.trace)
-        try:
-            sock.send(encode(frame), zmq.NOBLOCK)
-        except zmq.Again:
-            self.log.warning("send.dropped", to=action.to, type=action.type, reason="peer queue full")
+        self._emit(action.to, sock, [encode(frame)])
 
     def _reply(self, action: Reply) -> None:
         self.clock += 1
         frame = Frame(action.type, self._next_id(), self.name, self.clock, action.body, action.trace, action.re)
+        self._emit(self._peer_names.get(action.peer, ""), self.router, [action.peer, encode(frame)])
+
+    def _emit(self, peer: str, sock: zmq.Socket, parts: list[bytes]) -> None:
+        """Send now, or later, twice, or never, as the faults on the link to `peer` say."""
+        now = time.time()
+        for at in self.faults.plan(peer, now):
+            if at <= now:
+                self._put(sock, parts)
+            else:
+                heapq.heappush(self._held, (at, next(self._seq), sock, parts))
+
+    def _put(self, sock: zmq.Socket, parts: list[bytes]) -> None:
         try:
-            self.router.send_multipart([action.peer, encode(frame)], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            self.log.warning("reply.dropped", re=action.re, reason=str(exc))
+            sock.send_multipart(parts, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # a full queue to a dead peer, or an unknown ROUTER identity
+            self.log.warning("send.dropped", reason=str(exc))
 
     def _send_error(self, peer: bytes, re: str, reason: str) -> None:
         self._reply(Reply(peer, re, "error", {"reason": reason}))

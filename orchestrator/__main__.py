@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
+from nodes.config import ClusterConfig
+from nodes.core import log
 from nodes.runtime import Runtime, boot_id, node_args
 
+from .cluster import pid_alive, spawn_node
+from .core import OrchestratorCore
+from .faults import FaultCore, RestartNode, SignalNode
 from .move import JournalStep, MoveCore
 
 
 def main() -> None:
     args = node_args("orchestrator")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # nodes it restarts are reaped by the kernel
     journal_path = args.run_dir / "orchestrator" / "journal.jsonl"
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     journal = open(journal_path, "a", encoding="utf-8")
@@ -23,8 +30,27 @@ def main() -> None:
         os.fsync(journal.fileno())
         return []
 
-    core = MoveCore(list(args.config.settings.servers), boot_id(), args.config.settings.request_timeout_ms)
-    Runtime(args.name, args.config, core, {JournalStep: write_journal}).run()
+    def signal_node(action: SignalNode) -> list:
+        # read the pid afresh: a restarted node has a new one
+        pid = ClusterConfig.load(args.run_dir).nodes[action.node].get("pid")
+        if not pid_alive(pid, args.config.run_dir):
+            return [log("fault.no_process", level="warning", target=action.node, signal=int(action.signum))]
+        os.kill(pid, action.signum)
+        return [log("fault.signalled", target=action.node, pid=pid, signal=int(action.signum))]
+
+    def restart_node(action: RestartNode) -> list:
+        config = ClusterConfig.load(args.run_dir)
+        if pid_alive(config.nodes[action.node].get("pid"), config.run_dir):
+            return [log("fault.restart_refused", level="warning", target=action.node, reason="still running")]
+        proc = spawn_node(config, action.node)
+        return [log("fault.restarted", target=action.node, pid=proc.pid)]
+
+    boot = boot_id()
+    core = OrchestratorCore(
+        MoveCore(list(args.config.settings.servers), boot, args.config.settings.request_timeout_ms),
+        FaultCore(list(args.config.nodes), boot))
+    executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node}
+    Runtime(args.name, args.config, core, executors).run()
 
 
 if __name__ == "__main__":

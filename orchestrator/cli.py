@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,10 +18,13 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from nodes.config import BUILDS, Settings
 
+from . import chaos as chaos_mod
 from . import check as checker
 from . import cluster as cl
 from . import logread
@@ -135,7 +139,9 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
     moves = []
     for name, info in nodes.items():
         s = info.get("status", {})
-        if "error" in info:
+        if not info["alive"]:
+            detail = "-"
+        elif "error" in info:
             detail = info["error"]
         elif name == "directory":
             detail = f"usn {s.get('usn')}, {s.get('recipients')} recipients"
@@ -313,6 +319,84 @@ def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- faults ---------------------------------------------------------------------------------
+
+@xcon.command()
+@run_dir_option
+@click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag", "clear"]))
+@click.argument("node", required=False)
+@click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
+@click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
+              help="How long the fault lasts.")
+@click.option("--delay-ms", type=click.IntRange(0, 600_000), default=100, show_default=True, help="delay: fixed part.")
+@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
+              help="delay: random part; lag: replication jitter.")
+@click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="drop, duplicate, reorder: chance per frame.")
+@click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
+@click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
+@json_option
+@attached
+def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, seconds: float, delay_ms: int,
+          jitter_ms: int, probability: float, lag_ms: int | None, one_way: bool, as_json: bool) -> None:
+    """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
+
+    \b
+    xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --jitter-ms 100 --seconds 30
+    xcon fault drop mta.ex1 --peer mta.ex2 --probability 0.3
+    xcon fault pause mta.ex1 --seconds 2          (SIGSTOP, SIGCONT after 2 s)
+    xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
+    xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
+    xcon fault clear                              (every link rule and feed cut, everywhere)
+    """
+    kind = kind.replace("-", "_")
+    if kind != "clear" and not node:
+        raise click.UsageError(f"'{kind}' needs a NODE")
+    if kind == "lag" and lag_ms is None:
+        raise click.UsageError("lag needs --lag-ms")
+    params: dict[str, Any] = {"seconds": seconds}
+    if kind == "delay":
+        params.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
+    elif kind in ("drop", "duplicate", "reorder"):
+        params["probability"] = probability
+    elif kind == "lag":
+        params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
+    if one_way:
+        params["one_way"] = True
+    cluster.fault(kind, node or "", peer, **params)
+    if as_json:
+        emit_json({"kind": kind, "node": node, "peer": peer, "params": params})
+    else:
+        what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
+                "lag": f"{node} replication lag now {lag_ms} ms"}.get(kind, f"{kind} on {node} <-> {peer}")
+        out.print(what if kind in ("clear", "lag") else f"{what} for {seconds:g}s")
+
+
+@xcon.command()
+@run_dir_option
+@click.argument("node")
+@attached
+def kill(cluster: cl.Cluster, node: str) -> None:
+    """Kill NODE with SIGKILL (logged as a fault)."""
+    if node not in cluster.config.nodes:
+        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+    cluster.fault("kill", node)
+    out.print(f"killed {node}")
+
+
+@xcon.command()
+@run_dir_option
+@click.argument("node")
+@attached
+def restart(cluster: cl.Cluster, node: str) -> None:
+    """Start NODE again after a kill; returns once it is ready."""
+    if node not in cluster.config.nodes:
+        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+    cluster.fault("restart", node)
+    cluster.wait_node_ready(node)
+    out.print(f"restarted {node}")
+
+
 # --- logs -----------------------------------------------------------------------------------
 
 HIDDEN = {"ts", "node", "level", "event", "lamport"}
@@ -329,14 +413,58 @@ def format_event(e: dict[str, Any]) -> str:
 @click.option("--node", help="Only this node (glob: 'mta.*').")
 @click.option("--msg", "msg", help="Only events of this message id (and NDRs about it).")
 @click.option("--event", "pattern", help="Only events matching this glob ('mta.*', '*deferred').")
+@click.option("--export", "export", type=click.Choice(["perfetto"]),
+              help="Write the (filtered) events to FILE in this format instead of printing them.")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, as_json: bool) -> None:
-    """Every node's log merged into one timeline (works on a stopped cluster too)."""
+def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, export: str | None,
+         file: Path | None, as_json: bool) -> None:
+    """Every node's log merged into one timeline (works on a stopped cluster too).
+
+    `xcon logs --export perfetto FILE` writes Chrome trace-event JSON for the Perfetto UI.
+    """
+    run_dir = run_dir.resolve()
+    if bool(export) != bool(file):
+        raise click.UsageError("--export needs a FILE, and a FILE needs --export")
+    if not logread.log_files(run_dir):
+        raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
+    events = logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=pattern)
+    if export:
+        from .trace import perfetto
+        data = perfetto(events)
+        file.write_text(json.dumps(data))
+        click.echo(f"wrote {len(data['traceEvents'])} trace events to {file} (open it at ui.perfetto.dev)")
+        return
+    for e in events:
+        click.echo(json.dumps(e) if as_json else format_event(e))
+
+
+@xcon.command("trace")
+@run_dir_option
+@click.argument("msg_id")
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the story as an SVG sequence diagram (one lane per node).")
+@json_option
+def trace_cmd(run_dir: Path, msg_id: str, svg_file: Path | None, as_json: bool) -> None:
+    """One message's story across every node, in causal order: its hops, the directory changes
+    and cache updates that decided them, the moves and faults around them."""
+    from . import trace as trace_mod
+
     run_dir = run_dir.resolve()
     if not logread.log_files(run_dir):
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
-    for e in logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=pattern):
-        click.echo(json.dumps(e) if as_json else format_event(e))
+    events = trace_mod.story(run_dir, msg_id)
+    if not events:
+        raise ClusterError(f"no events for message '{msg_id}' in {run_dir}/logs")
+    if svg_file:
+        svg_file.write_text(trace_mod.svg(events, msg_id))
+    if as_json:
+        emit_json(events)
+        return
+    for line in trace_mod.render_text(events):
+        click.echo(line)
+    if svg_file:
+        click.echo(f"wrote {svg_file}")
 
 
 @xcon.command("check")
@@ -367,6 +495,99 @@ def check_cmd(run_dir: Path, as_json: bool) -> None:
         out.print("invariant holds" if report.ok else f"[red]invariant broken: {len(report.violations)} pair(s)[/red]")
     if not report.ok:
         sys.exit(1)
+
+
+# --- chaos ----------------------------------------------------------------------------------
+
+@xcon.command()
+@run_dir_option
+@click.option("--trials", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option("--seed", type=int, help="Campaign seed (default: random, printed).")
+@click.option("--replay", type=int, help="Run the one trial with this trial seed (from a campaign's report).")
+@click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True)
+@click.option("--faults", default=",".join(chaos_mod.DEFAULT_FAULTS), show_default=True,
+              help=f"Comma-separated fault kinds to draw from: {', '.join(chaos_mod.FAULTS)}; 'none' for none.")
+@click.option("--users", type=click.IntRange(2, 200), help="Users per world (default: drawn, 3-6).")
+@click.option("--moves", type=click.IntRange(0, 100), help="Moves per world (default: drawn, 1-3).")
+@click.option("--expect-loss", is_flag=True, help="A lost pair is the expected result (legacy): exit 0 if found, 1 if not.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write summary.json, the first broken trial's merged logs and its trace SVG here.")
+@json_option
+def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
+          users: int | None, moves: int | None, expect_loss: bool, report_dir: Path | None, as_json: bool) -> None:
+    """Chaos campaign: random worlds on live clusters, each judged by `xcon check`.
+
+    Each trial draws users, alternates, replication lag, copy speed, moves (concurrent, back and
+    forth, of alternates too), mail in every direction and faults from its seed, runs them on a
+    fresh cluster, and checks the invariant. Exit 1 when an invariant broke (unless --expect-loss).
+    """
+    kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in chaos_mod.FAULTS]
+    if unknown:
+        raise click.UsageError(f"unknown fault kind(s): {', '.join(unknown)} (kinds: {', '.join(chaos_mod.FAULTS)})")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(3), "big")
+    seeds = [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
+    root = run_dir.resolve() / "chaos" / (f"replay-{replay}" if replay is not None else f"campaign-{seed}")
+    if root.exists():
+        shutil.rmtree(root)
+    show = not as_json and sys.stdout.isatty()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=True, disable=not show) as bar:
+        task = bar.add_task(f"{mta_build} seed {seed}", total=len(seeds))
+
+        def advance(r: chaos_mod.TrialResult) -> None:
+            bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
+
+        results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance)
+    totals = chaos_mod.summarize(results)
+    first = next((r for r in results if r.broken), None)
+    flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
+        (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
+    replay_cmd = f"xcon chaos --replay {first.seed} {flags}" if first else None
+    if report_dir:
+        write_chaos_report(report_dir, totals, results, first, replay_cmd)
+    if as_json:
+        emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "totals": totals,
+                   "first_broken": first.to_json() if first else None, "replay": replay_cmd,
+                   "trials": [r.to_json() for r in results]})
+    else:
+        table = Table(title=f"xcon chaos: campaign seed {seed}, faults {', '.join(kinds) or 'none'}")
+        for col in ("build", "trials", "messages", "pairs", "delivered", "NDR", "lost", "duplicated", "pending",
+                    "both", "broken trials", "trials/min"):
+            table.add_column(col, justify="right")
+        t = totals
+        table.add_row(mta_build, str(t["trials"]), str(t["messages"]), str(t["pairs"]), str(t["delivered"]),
+                      str(t["ndr"]), str(t["lost"]), str(t["duplicated"]), str(t["pending"]), str(t["both"]),
+                      str(t["broken_trials"]), str(t["trials_per_minute"]))
+        out.print(table)
+        if first:
+            v = first.violations[0]
+            out.print(f"first broken trial: seed {first.seed}: {v['outcome']} {v['msg_id']} -> {v['rcpt']} "
+                      f"(logs in {first.run_dir})")
+            out.print(f"replay: {replay_cmd}")
+        errors = [r for r in results if r.error]
+        if errors:
+            out.print(f"[yellow]{len(errors)} trial(s) had errors, first: seed {errors[0].seed}: {errors[0].error}[/yellow]")
+    if expect_loss:
+        sys.exit(0 if totals["lost"] else 1)
+    if first:
+        sys.exit(1)
+
+
+def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, first: Any, replay_cmd: str | None) -> None:
+    from . import trace as trace_mod
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "summary.json").write_text(json.dumps(
+        {"totals": totals, "replay": replay_cmd, "trials": [r.to_json() for r in results]}, indent=2))
+    if first:
+        run = Path(first.run_dir)
+        with open(report_dir / "logs.jsonl", "w") as f:
+            for e in logread.merged(run):
+                f.write(json.dumps(e) + "\n")
+        msg_id = first.violations[0]["msg_id"]
+        (report_dir / f"trace-{msg_id}.svg").write_text(trace_mod.svg(trace_mod.story(run, msg_id), msg_id))
 
 
 # --- scenarios ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ own OS process (in its own session, so it outlives the CLI) and returns once eac
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -96,16 +97,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster"
                        **({"server": server} if server else {})}
     config = ClusterConfig(run_dir, settings, nodes)
     config.save()
-    procs = {}
-    for name, node in nodes.items():
-        console = open(run_dir / "logs" / f"{name}.console", "ab")
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(run_dir), "--name", name],
-            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        console.close()
-        node["pid"] = procs[name].pid
+    procs = {name: spawn_node(config, name, save=False) for name in nodes}
     config.save()
     cluster = Cluster(config)
     try:
@@ -114,6 +106,21 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster"
         stop(run_dir)
         raise
     return cluster
+
+
+def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
+    """Start one node's process (in its own session) and record its pid in cluster.json."""
+    node = config.nodes[name]
+    with open(config.run_dir / "logs" / f"{name}.console", "ab") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
+            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    node["pid"] = proc.pid
+    if save:
+        config.save()
+    return proc
 
 
 def stop(run_dir: Path, grace: float = 5.0) -> list[str]:
@@ -273,6 +280,43 @@ class Cluster:
                 raise ClusterError(f"move {move_id} still in step {state['step']} after {timeout:g}s")
             time.sleep(0.02)
 
+    # --- faults ---------------------------------------------------------------------------
+
+    def fault(self, kind: str, node: str, peer: str | None = None, **params: Any) -> None:
+        """Inject a fault through the orchestrator (see orchestrator/faults.py)."""
+        if node == "orchestrator" and kind in ("kill", "restart"):
+            return self._orchestrator_process(kind)
+        self.client.request("orchestrator", "orch.fault", {"kind": kind, "node": node, "peer": peer, "params": params})
+
+    def _orchestrator_process(self, kind: str) -> None:
+        """The orchestrator cannot kill or start itself: the CLI does it, and logs it."""
+        config = ClusterConfig.load(self.config.run_dir)
+        pid = config.nodes["orchestrator"].get("pid")
+        if kind == "kill":
+            if pid_alive(pid, config.run_dir):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            if pid_alive(pid, config.run_dir):
+                raise ClusterError("the orchestrator is running; kill it first")
+            pid = spawn_node(config, "orchestrator").pid
+        self.config = config
+        self.client.close()
+        self.client = Client(config, self.client.timeout)
+        cli_log(config.run_dir, "fault.injected", kind=kind, target="orchestrator", pid=pid)
+        if kind == "restart":
+            self.wait_node_ready("orchestrator")
+
+    def wait_node_ready(self, node: str, timeout: float = 20.0) -> None:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if self.client.ask(node, "ping", timeout=0.5).body.get("ready"):
+                    return
+            except ClusterError:
+                pass
+            if time.time() > deadline:
+                raise ClusterError(f"{node} is not ready {timeout:g} s after its restart")
+
     # --- watching -----------------------------------------------------------------------
 
     def status_of(self, node: str) -> dict[str, Any]:
@@ -304,6 +348,14 @@ class Cluster:
                 return False
             time.sleep(0.05)
         return True
+
+
+def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
+    """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
+    own kill and restart."""
+    line = {"ts": round(time.time(), 6), "node": "cli", "level": "warning", "event": event, "lamport": 0, **fields}
+    with open(run_dir / "logs" / "cli.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -122,7 +122,16 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "rcpts": ListOf(MAP),
     },
     "mta.transfer_ack": {"msg_id": STR, "rcpts": ListOf(STR)},
+    # --- faults, applied by a node's runtime to its own outgoing frames (see nodes/faults.py) ---
+    "fault.link": {"peer": STR, "delay_ms": INT, "jitter_ms": INT, "drop": FLOAT, "duplicate": FLOAT,
+                   "reorder": FLOAT, "seconds": FLOAT},
+    "fault.feed_cut": {"seconds": FLOAT},
+    "fault.lag": {"lag_ms": INT, "jitter_ms": INT},
+    "fault.clear": {},
     # --- orchestrator ---
+    # kind: delay | drop | duplicate | reorder (on the link node<->peer), pause, kill, restart,
+    # feed_cut (an MTA off the directory feed), lag (an MTA's replication lag), clear
+    "orch.fault": {"kind": STR, "node": STR, "peer": Opt(STR), "params": MAP},
     "orch.move": {"alias": STR, "target": STR, "workaround": BOOL, "copy_delay_ms": INT},
     "orch.move_started": {"move_id": STR, "source": STR},
     "orch.move_status": {"move_id": STR},

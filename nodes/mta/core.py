@@ -65,6 +65,10 @@ class MtaCore:
 
     # --- the core contract ------------------------------------------------------------------
 
+    def set_lag(self, lag_ms: int, jitter_ms: int) -> None:
+        """Change the replication lag from now on (a fault a campaign can inject)."""
+        self.cache.set_lag(lag_ms, jitter_ms)
+
     def start(self, now: float) -> list:
         return [self._ask_snapshot(now), log("mta.starting", build=self.build, queued=len(self.queue))]
 
@@ -310,6 +314,11 @@ class MtaCore:
             self._await(msg, pair, "resolving", request, now)
             return [log("mta.not_homed", action="ask directory", cache_home=self.server, **facts),
                     Send(DIRECTORY, "dir.lookup", {"alias": pair.rcpt}, request, msg.msg_id)]
+        if msg.ndr_for is not None:
+            # a report is never dropped for a transient cause: the originator exists and was
+            # moved, so hold the NDR until this MTA's cache learns the new home
+            return [log("mta.not_homed", action="hold report", cache_home=self.server, **facts),
+                    *self._defer(msg, pair, now, "originator's mailbox moved; waiting for the directory cache")]
         return [log("mta.not_homed", action="fail", cache_home=self.server, **facts),
                 *self._fail(msg, [pair], "moved", now)]
 

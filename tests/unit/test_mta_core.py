@@ -208,13 +208,27 @@ def test_a_routing_loop_ends_in_an_ndr():
     assert [f.fields["reason"] for f in events(actions, "mta.failed")] == ["loop"]
 
 
+def test_an_ndr_for_a_moved_originator_is_held_until_the_cache_knows_the_new_home():
+    """Found by chaos: the originator was itself being moved; dropping the NDR lost the report."""
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-6.ndr.bob", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
+            "ndr_for": "m-6", "ndr_rcpts": ["bob"], "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
+    actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    held = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
+    assert not events(held, "mta.failed") and events(held, "mta.deferred")
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("carol", "ex2", 5)})), 1.2)
+    retried = mta.tick(7.0)  # the cache applied carol's new home; the retry timer fired
+    assert [s.to for s in sends(retried, "mta.transfer")] == ["mta.ex2"]
+
+
 def test_no_ndr_is_sent_about_an_ndr():
     mta = make_mta("sp4")
     body = {"msg_id": "m-4.ndr.bob", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
             "ndr_for": "m-4", "ndr_rcpts": ["bob"],
             "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
-    final = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
+    final = mta.on_event(response(sends(actions, "store.deliver")[0], "error", {"reason": "x"}), 1.1)
+    final = mta.tick(30.0)  # expired
     assert [f.fields["report"] for f in events(final, "mta.failed")] == ["none"] and not sends(final)
 
 

@@ -1,0 +1,233 @@
+"""`xcon chaos`: timing campaigns on live clusters, judged by the invariant.
+
+Each trial draws a plausible world from its seed (users, alternates, replication lag, copy
+speed, moves, mail, faults) and runs it on a fresh cluster, then judges the logs with `check`.
+Nothing in a world knows where the KB's window is: moves and messages land where the seed puts
+them. A trial's seed alone replays its world (`xcon chaos --replay SEED`); the processes' own
+timing is real, so a replay reproduces the world, and almost always its outcome.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nodes.config import Settings
+
+from . import check as checker
+from . import cluster as cl
+from . import logread
+from .client import ClusterError
+
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
+FAULTS = ("lag", "pause", "delay", "duplicate", "reorder", "feed_cut", "drop", "kill")
+DEFAULT_FAULTS = ("lag", "pause", "delay", "duplicate", "reorder")
+SCHEDULE_S = 4.0  # moves, mail and faults all start within this many seconds of a trial
+SETTLE_S = 90.0
+
+
+@dataclass
+class World:
+    seed: int
+    build: str
+    servers: tuple[str, ...]
+    users: list[dict[str, Any]]  # alias, home, alternate, deliver_to_both
+    lag_ms: int
+    jitter_ms: int
+    retry_ms: int
+    copy_delay_ms: int
+    events: list[dict[str, Any]]  # {"at": s, "do": "send"|"move"|"fault", ...}, in time order
+
+
+def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for s in servers:
+        out += [(f"mta.{s}", f"store.{s}"), (f"mta.{s}", "directory"), ("orchestrator", f"store.{s}")]
+    out += [(f"mta.{a}", f"mta.{b}") for i, a in enumerate(servers) for b in servers[i + 1:]]
+    return out + [("orchestrator", "directory")]
+
+
+def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
+               moves: int | None = None, servers: int = 2) -> World:
+    """A random but plausible world, the same for the same arguments."""
+    rng = random.Random(seed)
+    names = tuple(f"ex{i}" for i in range(1, servers + 1))
+    n_users = users or rng.randint(3, 6)
+    aliases = NAMES[:n_users] if n_users <= len(NAMES) else [f"user{i}" for i in range(n_users)]
+    people = []
+    for alias in aliases:
+        alternate = rng.choice([a for a in aliases if a != alias]) if rng.random() < 0.5 else None
+        people.append({"alias": alias, "home": rng.choice(names), "alternate": alternate,
+                       "deliver_to_both": bool(alternate) and rng.random() < 0.6})
+    events: list[dict[str, Any]] = []
+    for _ in range(moves or rng.randint(1, 3)):
+        events.append({"at": rng.uniform(0, SCHEDULE_S * 0.6), "do": "move", "alias": rng.choice(aliases),
+                       "pick": rng.random()})  # pick chooses the target among the other servers at that time
+    for _ in range(rng.randint(8, 20)):
+        events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(aliases),
+                       "to": rng.sample(aliases, rng.randint(1, min(3, len(aliases))))})
+    nodes = ["directory", *(f"{k}.{s}" for s in names for k in ("store", "mta"))]
+    for kind in faults:
+        if rng.random() > 0.7:
+            continue
+        at = rng.uniform(0, SCHEDULE_S * 0.8)
+        mta = f"mta.{rng.choice(names)}"
+        if kind == "lag":
+            fault = {"kind": "lag", "node": mta, "lag_ms": rng.randint(100, 3000), "jitter_ms": rng.randint(0, 500)}
+        elif kind == "pause":
+            fault = {"kind": "pause", "node": rng.choice(nodes), "seconds": round(rng.uniform(0.2, 1.5), 3)}
+        elif kind == "feed_cut":
+            fault = {"kind": "feed_cut", "node": mta, "seconds": round(rng.uniform(0.5, 3.0), 3)}
+        elif kind == "kill":
+            fault = {"kind": "kill", "node": rng.choice(nodes), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
+        else:
+            a, b = rng.choice(links(names))
+            fault = {"kind": kind, "node": a, "peer": b, "seconds": round(rng.uniform(1, 4), 3)}
+            if kind == "delay":
+                fault.update(delay_ms=rng.randint(20, 300), jitter_ms=rng.randint(0, 200))
+            else:
+                fault["probability"] = round(rng.uniform(0.1, 0.5), 3)
+        events.append({"at": at, "do": "fault", **fault})
+    events.sort(key=lambda e: e["at"])
+    return World(seed, build, names, people, lag_ms=rng.randint(100, 2500), jitter_ms=rng.randint(0, 800),
+                 retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events)
+
+
+@dataclass
+class TrialResult:
+    seed: int
+    build: str
+    counts: dict[str, int] = field(default_factory=dict)
+    pairs: int = 0
+    messages: int = 0
+    refused: int = 0  # submissions not acknowledged (a paused or killed MTA): not accepted, not owed
+    moves: int = 0
+    faults: int = 0
+    seconds: float = 0.0
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    run_dir: str = ""
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.violations)
+
+    @property
+    def lost(self) -> int:
+        return self.counts.get("lost", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "broken": self.broken}
+
+
+def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
+    result = TrialResult(world.seed, world.build, run_dir=str(run_dir))
+    t0 = time.time()
+    settings = Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
+                        expire_ms=60_000, seed=world.seed)
+    cluster = cl.start(run_dir, settings)
+    cluster.client.timeout = 2.0
+    try:
+        _populate(cluster, world)
+        _play(cluster, world, result)
+        cluster.fault("clear", "")
+        if not cluster.wait(SETTLE_S):
+            result.error = f"did not settle within {SETTLE_S:g}s"
+    except ClusterError as exc:
+        result.error = str(exc)
+    finally:
+        cluster.close()
+        cl.stop(run_dir)
+    report = checker.check(logread.merged(run_dir))
+    result.counts, result.pairs = report.counts, report.pairs
+    result.violations = [v.to_json() for v in report.violations]
+    result.seconds = round(time.time() - t0, 2)
+    if not keep and not result.broken and not result.error:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def _populate(cluster: cl.Cluster, world: World) -> None:
+    for u in world.users:
+        cluster.add_user(u["alias"], u["home"], wait=False)
+    usn = 0
+    for u in world.users:
+        if u["alternate"]:
+            usn = cluster.set_user(u["alias"], {"alternate": u["alternate"], "deliver_to_both": u["deliver_to_both"]},
+                                   wait=False)["usn"]
+    cluster.wait_replicated(usn or len(world.users))
+
+
+def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
+    """Run the world's schedule: each event at its time (the campaign's clock, not a test's wait)."""
+    t0 = time.time()
+    restarts: list[tuple[float, str]] = []
+    for event in world.events:
+        while restarts and restarts[0][0] <= event["at"]:
+            _restart(cluster, restarts.pop(0)[1], t0)
+        delay = t0 + event["at"] - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            if event["do"] == "send":
+                result.messages += 1
+                cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "")
+            elif event["do"] == "move":
+                entry = cluster.lookup(event["alias"])
+                others = [s for s in world.servers if s != entry["home_server"]]
+                target = others[int(event["pick"] * len(others))]
+                cluster.move(event["alias"], target, copy_delay_ms=world.copy_delay_ms, wait=False)
+                result.moves += 1
+            else:
+                params = {k: v for k, v in event.items() if k not in ("at", "do", "kind", "node", "peer", "restart_after")}
+                cluster.fault(event["kind"], event["node"], event.get("peer"), **params)
+                result.faults += 1
+                if event["kind"] == "kill":
+                    restarts.append((event["at"] + event["restart_after"], event["node"]))
+                    restarts.sort()
+        except ClusterError:
+            if event["do"] == "send":
+                result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
+    for _, node in restarts:
+        _restart(cluster, node, t0)
+
+
+def _restart(cluster: cl.Cluster, node: str, t0: float) -> None:
+    try:
+        cluster.fault("restart", node)
+        cluster.wait_node_ready(node)
+    except ClusterError:
+        pass
+
+
+def trial_seeds(seed: int, trials: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(1, 2**31) for _ in range(trials)]
+
+
+def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], users: int | None,
+             moves: int | None, on_trial: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
+    results = []
+    for i, seed in enumerate(seeds):
+        world = draw_world(seed, build, faults, users, moves)
+        result = run_trial(world, root / f"trial-{i:04d}-{seed}")
+        results.append(result)
+        if on_trial:
+            on_trial(result)
+    return results
+
+
+def summarize(results: list[TrialResult]) -> dict[str, Any]:
+    totals: dict[str, Any] = {"trials": len(results), "messages": sum(r.messages for r in results),
+                              "refused": sum(r.refused for r in results), "pairs": sum(r.pairs for r in results)}
+    for key in ("delivered", "ndr", "lost", "pending", "duplicated", "both"):
+        totals[key] = sum(r.counts.get(key, 0) for r in results)
+    totals["broken_trials"] = sum(r.broken for r in results)
+    totals["errors"] = sum(bool(r.error) for r in results)
+    totals["seconds"] = round(sum(r.seconds for r in results), 1)
+    totals["trials_per_minute"] = round(60 * len(results) / totals["seconds"], 2) if totals["seconds"] else 0
+    return totals

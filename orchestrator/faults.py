@@ -1,0 +1,110 @@
+"""Fault injection, controlled at run time by the orchestrator (its pure core for faults).
+
+`orch.fault` names a kind and a node (and for link faults a peer). Link faults are set on both
+ends' runtimes (frames each way) unless params.one_way; a pause is SIGSTOP now and SIGCONT after
+`seconds`; kill is SIGKILL; restart starts the node's process again. Every fault is logged as
+`fault.injected`, so the merged timeline shows cause beside effect.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from nodes.core import Ids, Reply, Request, Send, error, log
+
+LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear")
+SELF = "orchestrator"
+
+
+@dataclass(frozen=True)
+class SignalNode:
+    node: str
+    signum: int
+
+
+@dataclass(frozen=True)
+class RestartNode:
+    node: str
+
+
+class FaultCore:
+    def __init__(self, nodes: list[str], boot: str):
+        self.nodes = list(nodes)
+        self.ids = Ids("orchestrator.faults", boot)
+        self.resume_at: dict[str, float] = {}  # paused node -> when to SIGCONT
+
+    def next_wakeup(self) -> float | None:
+        return min(self.resume_at.values()) if self.resume_at else None
+
+    def tick(self, now: float) -> list:
+        actions: list = []
+        for node, at in list(self.resume_at.items()):
+            if at <= now:
+                del self.resume_at[node]
+                actions += [SignalNode(node, signal.SIGCONT), log("fault.resumed", target=node)]
+        return actions
+
+    def status(self) -> dict[str, Any]:
+        return {"paused": sorted(self.resume_at)}
+
+    def inject(self, req: Request, now: float) -> list:
+        body = req.frame.body
+        kind, node, peer, params = body["kind"], body["node"], body["peer"], body["params"]
+        if kind not in KINDS:
+            return error(req, f"unknown fault '{kind}' (kinds: {', '.join(KINDS)})")
+        if kind != "clear" and node not in self.nodes:
+            return error(req, f"no node '{node}' (nodes: {', '.join(self.nodes)})")
+        try:
+            actions = self._actions(kind, node, peer, params, now)
+        except (KeyError, TypeError, ValueError) as exc:
+            return error(req, f"bad parameters for fault '{kind}': {exc}")
+        return [*actions, Reply(req.peer, req.frame.id, "ok", {}),
+                log("fault.injected", level="warning", kind=kind, target=node, peer=peer, **params)]
+
+    def _actions(self, kind: str, node: str, peer: str | None, params: dict[str, Any], now: float) -> list:
+        seconds = float(params.get("seconds", 10.0))
+        if not 0 < seconds <= 3600:
+            raise ValueError("seconds must be in (0, 3600]")
+        if kind in LINK_KINDS:
+            if peer not in self.nodes or peer == node:
+                raise ValueError(f"a link fault needs --peer, another node (got {peer!r})")
+            rule = {"delay_ms": 0, "jitter_ms": 0, "drop": 0.0, "duplicate": 0.0, "reorder": 0.0, "seconds": seconds}
+            if kind == "delay":
+                rule.update(delay_ms=int(params.get("delay_ms", 100)), jitter_ms=int(params.get("jitter_ms", 0)))
+            else:
+                p = float(params.get("probability", 0.2))
+                if not 0 <= p <= 1:
+                    raise ValueError("probability must be in [0, 1]")
+                rule[kind] = p
+                if kind == "reorder":
+                    rule["jitter_ms"] = int(params.get("jitter_ms", 20))
+            ends = [(node, peer)] if params.get("one_way") else [(node, peer), (peer, node)]
+            return [Send(a, "fault.link", {**rule, "peer": b}, self.ids.next()) for a, b in ends]
+        if kind == "pause":
+            if node == SELF:
+                raise ValueError("the orchestrator cannot pause itself (it would not wake up)")
+            self.resume_at[node] = now + seconds
+            return [SignalNode(node, signal.SIGSTOP)]
+        if kind == "kill":
+            if node == SELF:
+                raise ValueError("kill the orchestrator with `xcon kill orchestrator`, not through itself")
+            self.resume_at.pop(node, None)
+            return [SignalNode(node, signal.SIGKILL)]
+        if kind == "restart":
+            return [RestartNode(node)]
+        if kind == "feed_cut":
+            if not node.startswith("mta."):
+                raise ValueError("only an MTA subscribes to the directory's feed")
+            return [Send(node, "fault.feed_cut", {"seconds": seconds}, self.ids.next())]
+        if kind == "lag":
+            if not node.startswith("mta."):
+                raise ValueError("only an MTA has a replication lag")
+            return [Send(node, "fault.lag", {"lag_ms": int(params["lag_ms"]), "jitter_ms": int(params.get("jitter_ms", 0))},
+                         self.ids.next())]
+        # clear: every link rule and feed cut everywhere, and wake every paused node
+        resumes = [SignalNode(n, signal.SIGCONT) for n in self.resume_at]
+        self.resume_at.clear()
+        return resumes + [Send(n, "fault.clear", {}, self.ids.next()) for n in self.nodes if n != SELF]
