@@ -1,0 +1,77 @@
+"""Worlds, link faults, traces and exports, without processes."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from nodes.faults import Faults, LinkRule
+from orchestrator import chaos, trace
+
+
+def test_a_world_is_a_function_of_its_seed():
+    a = chaos.draw_world(42, "sp4", chaos.DEFAULT_FAULTS)
+    assert a == chaos.draw_world(42, "sp4", chaos.DEFAULT_FAULTS)
+    assert a != chaos.draw_world(43, "sp4", chaos.DEFAULT_FAULTS)
+    assert [e["at"] for e in a.events] == sorted(e["at"] for e in a.events)
+    assert {e["do"] for e in a.events} >= {"send", "move"}
+    assert not [e for e in chaos.draw_world(42, "sp4", ()).events if e["do"] == "fault"]
+
+
+def test_worlds_draw_every_fault_kind_they_are_given():
+    kinds = {e["kind"] for s in range(30) for e in chaos.draw_world(s, "sp4", chaos.FAULTS).events if e["do"] == "fault"}
+    assert kinds == set(chaos.FAULTS)
+
+
+def test_link_faults_plan_drop_duplicate_delay_reorder():
+    f = Faults(1)
+    assert f.plan("x", 10.0) == [10.0]
+    f.set_link("x", LinkRule(drop=1.0))
+    assert f.plan("x", 10.0) == []
+    f.set_link("x", LinkRule(duplicate=1.0))
+    assert len(f.plan("x", 10.0)) == 2
+    f.set_link("x", LinkRule(delay_ms=200, jitter_ms=100))
+    assert all(10.2 <= t <= 10.3 for t in f.plan("x", 10.0))
+    f.set_link("x", LinkRule(reorder=1.0))
+    assert f.plan("x", 10.0)[0] >= 10.05
+    f.set_link("x", LinkRule(drop=1.0, until=11.0))
+    assert f.plan("x", 11.5) == [11.5] and "x" not in f.links
+
+
+EVENTS = [
+    {"ts": 1.0, "node": "mta.ex2", "event": "mta.accepted", "lamport": 10, "msg_id": "m1", "rcpts": ["bob", "carol"],
+     "alt_of": {"carol": "bob"}, "sender": "alice"},
+    {"ts": 1.1, "node": "mta.ex1", "event": "mta.transfer_in", "lamport": 12, "msg_id": "m1", "rcpts": ["bob"],
+     "src": "mta.ex2"},
+    {"ts": 1.2, "node": "store.ex1", "event": "store.deferred", "lamport": 14, "msg_id": "m1", "mailbox": "bob",
+     "reason": "mailbox locked"},
+    {"ts": 1.3, "node": "orchestrator", "event": "fault.injected", "lamport": 15, "kind": "pause", "target": "mta.ex1"},
+    {"ts": 1.4, "node": "directory", "event": "directory.modified", "lamport": 16, "alias": "bob", "usn": 4,
+     "home_server": "ex2"},
+    {"ts": 1.5, "node": "mta.ex1", "event": "mta.failed", "lamport": 20, "msg_id": "m1", "rcpt": "bob", "report": "none",
+     "reason": "moved", "why": "legacy per-message report"},
+    {"ts": 1.6, "node": "directory", "event": "directory.modified", "lamport": 21, "alias": "zed", "usn": 5},
+]
+
+
+def test_story_svg_and_perfetto(tmp_path):
+    (tmp_path / "logs").mkdir()
+    by_node: dict[str, list] = {}
+    for e in EVENTS:
+        by_node.setdefault(e["node"], []).append(e)
+    for node, events in by_node.items():
+        (tmp_path / "logs" / f"{node}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    story = trace.story(tmp_path, "m1")
+    assert [e["event"] for e in story] == ["mta.accepted", "mta.transfer_in", "store.deferred", "fault.injected",
+                                           "directory.modified", "mta.failed"], "zed's change is not part of it"
+    lines = list(trace.render_text(story))
+    assert "mta.ex2 -> mta.ex1" in lines[1] and "mta.ex1 -> store.ex1" in lines[2]
+    svg = trace.svg(story, "m1")
+    root = ET.fromstring(svg)  # well-formed XML
+    texts = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    assert "DROPPED SILENTLY: bob" in texts and "store.ex1" in texts
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}line"))) >= 2 + len(trace.lanes_of(story))
+    perf = trace.perfetto(EVENTS)
+    names = [e for e in perf["traceEvents"] if e["ph"] == "M"]
+    assert len(names) == 5 and sum(e["ph"] == "i" for e in perf["traceEvents"]) == len(EVENTS)
+    assert all(isinstance(e["ts"], int) for e in perf["traceEvents"] if e["ph"] == "i")
