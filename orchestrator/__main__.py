@@ -21,6 +21,13 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # nodes it restarts are reaped by the kernel
     journal_path = args.run_dir / "orchestrator" / "journal.jsonl"
     journal_path.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    if journal_path.exists():
+        for line in journal_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass  # a last line cut short by a crash: its step was never acted on
     journal = open(journal_path, "a", encoding="utf-8")
 
     def write_journal(action: JournalStep) -> list:
@@ -47,7 +54,7 @@ def main() -> None:
 
     boot = boot_id()
     core = OrchestratorCore(
-        MoveCore(list(args.config.settings.servers), boot, args.config.settings.request_timeout_ms),
+        MoveCore(list(args.config.settings.servers), boot, args.config.settings.request_timeout_ms, records),
         FaultCore(list(args.config.nodes), boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node}
     Runtime(args.name, args.config, core, executors).run()

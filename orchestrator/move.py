@@ -12,6 +12,10 @@
 
 Each step is journaled (JournalStep) before it is acted on. A failure before set_home rolls
 back: the source is unlocked, a partial copy on the target deleted, a cleared alternate restored.
+From set_home on a move only goes forward. An orchestrator that restarts reads its journal and
+does the same for every move it finds unfinished (`recover`). A request without an answer is
+sent again (the Lazy Pirate pattern) before the step counts as failed; every request is safe to
+repeat (locks have an owner, imports skip what is there, a repeated delete finds nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from nodes.core import Ids, Reply, Request, Response, Send, error, log
 EXPORT_PAGE = 100
 POLL_S = 0.05
 REPLICATION_WAIT_S = 120.0
+REQUEST_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -53,29 +58,64 @@ class Move:
     undo: list[str] = field(default_factory=list)
     request: str | None = None
     deadline: float = 0.0
+    last: tuple[str, str, dict[str, Any]] | None = None  # the request in flight, to send again
+    tries: int = 0
     timer: float | None = None
     pending_mtas: list[str] = field(default_factory=list)
     requester: tuple[bytes, str] | None = None
 
     def public(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("request", "deadline", "timer", "requester", "pending_mtas", "cursor", "more", "wait_until", "undo"):
+        for k in ("request", "deadline", "timer", "requester", "pending_mtas", "cursor", "more", "wait_until", "undo",
+                  "last", "tries"):
             d.pop(k)
         return d
 
 
 class MoveCore:
-    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000):
+    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None):
         self.servers = list(servers)
         self.ids = Ids("orchestrator", boot)
         self.timeout_s = timeout_ms / 1000
         self.moves: dict[str, Move] = {}
+        self.journal = journal or []
         self.ready = True
 
     # --- the core contract ------------------------------------------------------------------
 
     def start(self, now: float) -> list:
-        return [log("orchestrator.ready", servers=self.servers)]
+        return [log("orchestrator.ready", servers=self.servers), *self.recover(self.journal, now)]
+
+    def recover(self, records: list[dict[str, Any]], now: float) -> list:
+        """Finish what a killed orchestrator left: forward from set_home on, back before it."""
+        last: dict[str, dict[str, Any]] = {}
+        for record in records:
+            last[record["move_id"]] = record
+        actions: list = []
+        for move_id, r in last.items():
+            step = r["step"]
+            if step in ("done", "failed"):
+                continue
+            move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
+                        source=r["source"], step=step, started_at=r.get("started_at", now), saved=r.get("saved"))
+            self.moves[move_id] = move
+            actions.append(log("move.recovered", move_id=move_id, alias=move.alias, mailbox=move.alias, step=step))
+            if step in ("set_home", "release", "restore_alternate"):
+                move.timer = now  # redo the step's request at once
+                continue
+            move.rolling_back = True
+            move.error = f"the orchestrator restarted during step {step}"
+            if step.startswith("rollback_"):
+                order = ["rollback_target", "rollback_unlock", "rollback_alternate"]
+                move.undo = order[order.index(step):]
+            else:
+                move.undo = ["rollback_target", "rollback_unlock"] if step in ("lock", "copy") else []
+            if move.saved is None and "rollback_alternate" in move.undo:
+                move.undo.remove("rollback_alternate")
+            elif move.saved is not None and "rollback_alternate" not in move.undo:
+                move.undo.append("rollback_alternate")
+            actions += self._rollback(move, now)
+        return actions
 
     def next_wakeup(self) -> float | None:
         times = [t for m in self.active() for t in (m.timer, m.deadline if m.request else None) if t is not None]
@@ -110,7 +150,14 @@ class MoveCore:
         for move in self.active():
             if move.request and now >= move.deadline:
                 move.request = None
-                actions += self._problem(move, f"no answer within {self.timeout_s:g}s in step {move.step}", now)
+                if move.last and move.tries < REQUEST_TRIES:
+                    to, type_, body = move.last
+                    actions.append(log("move.request_again", level="warning", move_id=move.move_id, step=move.step,
+                                       to=to, type=type_, attempt=move.tries + 1))
+                    actions += self._request(move, to, type_, body, now, again=True)
+                else:
+                    actions += self._problem(move, f"no answer within {self.timeout_s:g}s in step {move.step} "
+                                                   f"({move.tries} tries)", now)
             elif move.timer is not None and now >= move.timer:
                 move.timer = None
                 actions += self._on_timer(move, now)
@@ -137,13 +184,16 @@ class MoveCore:
     def _enter(self, move: Move, step: str, now: float, **facts: Any) -> list:
         move.step = step
         record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
-                  "target": move.target, "saved": move.saved, **facts}
+                  "target": move.target, "saved": move.saved, "workaround": move.workaround,
+                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at, **facts}
         return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
                                          mailbox=move.alias, source=move.source, target=move.target, **facts)]
 
-    def _request(self, move: Move, to: str, type_: str, body: dict[str, Any], now: float) -> list:
+    def _request(self, move: Move, to: str, type_: str, body: dict[str, Any], now: float, again: bool = False) -> list:
         move.request = self.ids.next()
         move.deadline = now + self.timeout_s
+        move.last = (to, type_, body)
+        move.tries = move.tries + 1 if again else 1
         return [Send(to, type_, body, move.request, move.move_id)]
 
     def _answer(self, move: Move, frame: Any, now: float) -> list:
@@ -207,7 +257,7 @@ class MoveCore:
 
     def _lock(self, move: Move, now: float) -> list:
         return self._enter(move, "lock", now) + self._request(
-            move, f"store.{move.source}", "store.lock", {"mailbox": move.alias}, now)
+            move, f"store.{move.source}", "store.lock", {"mailbox": move.alias, "owner": move.move_id}, now)
 
     def _poll_mtas(self, move: Move, now: float) -> list:
         move.pending_mtas = [f"mta.{s}" for s in self.servers]
@@ -297,5 +347,6 @@ class MoveCore:
             return actions + self._request(move, f"store.{move.target}", "store.delete",
                                            {"mailbox": move.alias, "release": False}, now)
         if step == "rollback_unlock":
-            return actions + self._request(move, f"store.{move.source}", "store.unlock", {"mailbox": move.alias}, now)
+            return actions + self._request(move, f"store.{move.source}", "store.unlock",
+                                           {"mailbox": move.alias, "owner": move.move_id}, now)
         return actions + self._request(move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)

@@ -91,8 +91,9 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "store.result": {"msg_id": STR, "mailbox": STR, "outcome": STR, "reason": STR},
     "store.list": {"mailbox": STR},
     "store.listing": {"mailbox": STR, "messages": ListOf(MAP)},
-    "store.lock": {"mailbox": STR},
-    "store.unlock": {"mailbox": STR},
+    # a lock has an owner (the move's id), so a retried lock or unlock by its owner is harmless
+    "store.lock": {"mailbox": STR, "owner": STR},
+    "store.unlock": {"mailbox": STR, "owner": STR},
     "store.export": {"mailbox": STR, "after": STR, "limit": INT},
     # messages: [{"name": str, "msg_id": str, "raw": bytes}], next: cursor or nil when done
     "store.exported": {"mailbox": STR, "messages": ListOf(MAP), "next": Opt(STR)},

@@ -15,8 +15,8 @@ def main() -> None:
     args = node_args("store")
     server = args.config.nodes[args.name]["server"]
     maildirs = Maildirs(args.run_dir / "stores" / server)
-    mailboxes, locked = maildirs.load()
-    core = StoreCore(server, mailboxes, locked, boot_id())
+    mailboxes, locks = maildirs.load()
+    core = StoreCore(server, mailboxes, locks, boot_id())
 
     def list_mailbox(a: ListMailbox) -> list:
         messages = [{"name": n, **summarize(maildirs.read(a.mailbox, n))} for n in maildirs.names(a.mailbox)]
@@ -33,7 +33,7 @@ def main() -> None:
         CreateMailbox: lambda a: maildirs.create(a.mailbox),
         WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw),
         DeleteMailbox: lambda a: maildirs.delete(a.mailbox),
-        PersistLocks: lambda a: maildirs.save_locks(a.locked),
+        PersistLocks: lambda a: maildirs.save_locks(a.locks),
         ListMailbox: list_mailbox,
         ExportPage: export_page,
     }

@@ -41,7 +41,7 @@ class DeleteMailbox:
 
 @dataclass(frozen=True)
 class PersistLocks:
-    locked: tuple[str, ...]
+    locks: dict[str, str]  # mailbox -> owner
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,16 @@ def msg_id_of(name: str) -> str | None:
 
 
 class StoreCore:
-    def __init__(self, server: str, mailboxes: dict[str, set[str]], locked: set[str], boot: str):
+    def __init__(self, server: str, mailboxes: dict[str, set[str]], locks: dict[str, str], boot: str):
         self.server = server
         self.mta = f"mta.{server}"
         self.mailboxes = mailboxes  # alias -> message ids in it
-        self.locked = set(locked) & set(mailboxes)
+        self.locked = {m: owner for m, owner in locks.items() if m in mailboxes}  # mailbox -> owner
         self.ids = Ids(f"store.{server}", boot)
         self.ready = True
 
     def start(self, now: float) -> list:
-        return [log("store.loaded", mailboxes=len(self.mailboxes), locked=sorted(self.locked))]
+        return [log("store.loaded", mailboxes=len(self.mailboxes), locked=self.locked)]
 
     def next_wakeup(self) -> None:
         return None
@@ -162,20 +162,25 @@ class StoreCore:
         return [ListMailbox(req.peer, req.frame.id, body["mailbox"])]
 
     def _lock(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox = body["mailbox"]
+        mailbox, owner = body["mailbox"], body["owner"]
         if mailbox not in self.mailboxes:
             return error(req, f"no mailbox '{mailbox}' on {self.server}")
-        if mailbox in self.locked:
-            return error(req, f"mailbox '{mailbox}' is already locked")
-        self.locked.add(mailbox)
-        return [PersistLocks(tuple(sorted(self.locked))), self._ok(req), log("store.locked", mailbox=mailbox)]
+        holder = self.locked.get(mailbox)
+        if holder == owner:
+            return [self._ok(req), log("store.lock_repeated", mailbox=mailbox, owner=owner)]
+        if holder is not None:
+            return error(req, f"mailbox '{mailbox}' is already locked by {holder}")
+        self.locked[mailbox] = owner
+        return [PersistLocks(dict(self.locked)), self._ok(req), log("store.locked", mailbox=mailbox, owner=owner)]
 
     def _unlock(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox = body["mailbox"]
+        mailbox, owner = body["mailbox"], body["owner"]
         if mailbox not in self.locked:
             return error(req, f"mailbox '{mailbox}' is not locked")
-        self.locked.discard(mailbox)
-        return [PersistLocks(tuple(sorted(self.locked))), self._ok(req), log("store.unlocked", mailbox=mailbox),
+        if self.locked[mailbox] != owner:
+            return error(req, f"mailbox '{mailbox}' is locked by {self.locked[mailbox]}, not {owner}")
+        del self.locked[mailbox]
+        return [PersistLocks(dict(self.locked)), self._ok(req), log("store.unlocked", mailbox=mailbox, owner=owner),
                 *self._released(mailbox)]
 
     def _export(self, req: Request, body: dict[str, Any], now: float) -> list:
@@ -215,9 +220,8 @@ class StoreCore:
         if mailbox not in self.mailboxes:
             return error(req, f"no mailbox '{mailbox}' on {self.server}")
         count = len(self.mailboxes.pop(mailbox))
-        was_locked = mailbox in self.locked
-        self.locked.discard(mailbox)
-        actions = [DeleteMailbox(mailbox), PersistLocks(tuple(sorted(self.locked))), self._ok(req),
+        was_locked = self.locked.pop(mailbox, None) is not None
+        actions = [DeleteMailbox(mailbox), PersistLocks(dict(self.locked)), self._ok(req),
                    log("store.deleted", mailbox=mailbox, messages=count)]
         if body["release"] and was_locked:
             actions += [log("store.unlocked", mailbox=mailbox), *self._released(mailbox)]

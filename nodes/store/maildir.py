@@ -22,7 +22,7 @@ class Maildirs:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
-    def load(self) -> tuple[dict[str, set[str]], set[str]]:
+    def load(self) -> tuple[dict[str, set[str]], dict[str, str]]:
         """Every mailbox with the message ids in it, and the locked set, as on disk."""
         mailboxes: dict[str, set[str]] = {}
         for box in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -34,8 +34,12 @@ class Maildirs:
                         ids.add(msg_id)
             mailboxes[box.name] = ids
         locks_path = self.root / LOCKS_FILE
-        locked = set(json.loads(locks_path.read_text())) if locks_path.exists() else set()
-        return mailboxes, locked
+        locks = json.loads(locks_path.read_text()) if locks_path.exists() else {}
+        for stale in self.root.glob("*/tmp/*"):  # a write cut short by a crash: never renamed, never seen
+            stale.unlink()
+        for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
+            shutil.rmtree(doomed)
+        return mailboxes, locks
 
     def create(self, mailbox: str) -> None:
         for sub in ("tmp", "new", "cur"):
@@ -63,8 +67,8 @@ class Maildirs:
             fsync_dir(self.root)
             shutil.rmtree(doomed)
 
-    def save_locks(self, locked: tuple[str, ...]) -> None:
-        write_atomic(self.root / LOCKS_FILE, json.dumps(list(locked)).encode())
+    def save_locks(self, locks: dict[str, str]) -> None:
+        write_atomic(self.root / LOCKS_FILE, json.dumps(locks, sort_keys=True).encode())
 
     def names(self, mailbox: str) -> list[str]:
         box = self.root / mailbox

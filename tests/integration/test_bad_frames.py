@@ -99,7 +99,7 @@ def test_every_node_kind_survives_garbage(cluster_factory):
             assert pong.type == "pong" and pong.body["ready"], node
         finally:
             sock.close()
-    assert cluster.client.ask("store.ex1", "store.unlock", {"mailbox": "nobody"}).type == "error"
+    assert cluster.client.ask("store.ex1", "store.unlock", {"mailbox": "nobody", "owner": "x"}).type == "error"
     assert cluster.client.ask("store.ex1", "store.import", {"mailbox": "bob", "messages": [{"name": 5}]}).type == "error"
     # and the cluster still does its job
     cluster.add_user("alice", "ex1")

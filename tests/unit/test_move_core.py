@@ -83,3 +83,35 @@ def test_bad_moves_are_refused():
     assert "already being moved" in replies(again)[0].body["reason"]
     unknown = core.on_event(response(sends(started)[0], "dir.entry", {"recipient": None, "usn": 1}), 1.0)
     assert replies(unknown)[0].body["reason"] == "unknown user 'bob'" and not core.moves
+
+
+def journal_at(step, saved=None):
+    return [{"move_id": "move.x.1", "step": s, "alias": "bob", "source": "ex1", "target": "ex2", "saved": saved,
+             "workaround": saved is not None, "copy_delay_ms": 0, "started_at": 0.5}
+            for s in ("lock", "copy", "set_home", "release")[: ("lock", "copy", "set_home", "release").index(step) + 1]]
+
+
+def test_a_restarted_orchestrator_rolls_back_a_move_killed_before_set_home():
+    core = MoveCore(["ex1", "ex2"], "b", journal=journal_at("copy", saved={"alternate": "carol", "deliver_to_both": True}))
+    steps = drive(core, core.start(1.0), answers())
+    assert steps == ["rollback_target", "rollback_unlock", "rollback_alternate", "failed"]
+    assert "restarted during step copy" in core.moves["move.x.1"].error
+
+
+def test_a_restarted_orchestrator_finishes_a_move_killed_after_set_home():
+    core = MoveCore(["ex1", "ex2"], "b", journal=journal_at("release"))
+    first = core.start(1.0)
+    assert not sends(first)  # the step's request goes out on the next tick
+    steps = drive(core, first, answers())
+    assert steps == ["done"] and core.moves["move.x.1"].step == "done"
+
+
+def test_a_request_without_answer_is_sent_again_before_the_step_fails():
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    lookup = sends(start(core, False))[0]
+    locked = core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 1.0)
+    assert sends(locked, "store.lock")
+    resent = [sends(core.tick(1.0 + 1.01 * i), "store.lock") for i in range(1, 4)]
+    assert all(len(r) == 1 for r in resent), "sent again three times"
+    failed = core.tick(1.0 + 1.01 * 4 + 0.01)
+    assert any(getattr(a, "record", {}).get("step") == "failed" for a in failed)

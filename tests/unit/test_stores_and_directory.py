@@ -15,35 +15,44 @@ def deliver(store, msg_id="m1", mailbox="bob", now=1.0):
 
 
 def test_store_delivery_outcomes():
-    store = StoreCore("ex1", {"bob": set()}, set(), "b")
+    store = StoreCore("ex1", {"bob": set()}, {}, "b")
     actions, outcome = deliver(store)
     assert outcome == "delivered" and any(isinstance(a, WriteMessage) for a in actions)
     actions, outcome = deliver(store)
     assert outcome == "duplicate" and not any(isinstance(a, WriteMessage) for a in actions)
     assert deliver(store, mailbox="zed")[1] == "not_here"
-    store.on_event(request("store.lock", {"mailbox": "bob"}), 2.0)
+    store.on_event(request("store.lock", {"mailbox": "bob", "owner": "move.1"}), 2.0)
     assert deliver(store, msg_id="m2")[1] == "deferred"
 
 
+def test_a_lock_belongs_to_its_owner_and_a_repeat_by_the_owner_is_harmless():
+    store = StoreCore("ex1", {"bob": set()}, {}, "b")
+    lock = lambda owner: replies(store.on_event(request("store.lock", {"mailbox": "bob", "owner": owner}), 1.0))[0]  # noqa: E731
+    unlock = lambda owner: replies(store.on_event(request("store.unlock", {"mailbox": "bob", "owner": owner}), 1.0))[0]  # noqa: E731
+    assert lock("move.1").type == "ok" and lock("move.1").type == "ok"
+    assert lock("move.2").type == "error" and unlock("move.2").type == "error"
+    assert unlock("move.1").type == "ok" and store.locked == {}
+
+
 def test_store_refuses_invalid_states():
-    store = StoreCore("ex1", {"bob": set()}, set(), "b")
-    for type_, body in [("store.unlock", {"mailbox": "bob"}), ("store.lock", {"mailbox": "zed"}),
+    store = StoreCore("ex1", {"bob": set()}, {}, "b")
+    for type_, body in [("store.unlock", {"mailbox": "bob", "owner": "m"}), ("store.lock", {"mailbox": "zed", "owner": "m"}),
                         ("store.create", {"mailbox": "bob"}), ("store.delete", {"mailbox": "zed", "release": True}),
-                        ("store.lock", {"mailbox": "../etc"})]:
+                        ("store.lock", {"mailbox": "../etc", "owner": "m"})]:
         actions = store.on_event(request(type_, body), 1.0)
         assert replies(actions)[0].type == "error", (type_, body)
     assert store.status(1.0) == {"mailboxes": {"bob": 0}, "locked": []}
 
 
 def test_delete_with_release_tells_the_mta():
-    store = StoreCore("ex1", {"bob": {"m1"}}, {"bob"}, "b")
+    store = StoreCore("ex1", {"bob": {"m1"}}, {"bob": "move.1"}, "b")
     actions = store.on_event(request("store.delete", {"mailbox": "bob", "release": True}), 1.0)
     released = sends(actions, "store.released")
     assert released and released[0].to == "mta.ex1" and "bob" not in store.mailboxes
 
 
 def test_import_is_idempotent():
-    store = StoreCore("ex2", {}, set(), "b")
+    store = StoreCore("ex2", {}, {}, "b")
     page = {"mailbox": "bob", "messages": [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"r"}]}
     first = store.on_event(request("store.import", page), 1.0)
     again = store.on_event(request("store.import", page), 1.1)
