@@ -21,6 +21,8 @@ class Settings:
     expire_ms: int = 60000
     request_timeout_ms: int = 3000
     seed: int = 0
+    max_queue: int = 10_000  # messages an MTA holds before it answers "busy"
+    insecure: bool = False  # True: no CURVE, no ZAP (xcon up --insecure)
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)

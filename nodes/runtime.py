@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from protocol import Frame, ProtocolError, decode, encode
+from protocol import MAX_FRAME_BYTES, Frame, ProtocolError, decode, encode
 
 from . import logs
 from .config import ClusterConfig
 from .core import Feed, Log, Publish, Reply, Request, Response, Send
 from .faults import Faults, LinkRule
+from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
 
@@ -57,24 +59,41 @@ class Runtime:
         self._seq = itertools.count()
         self._peer_names: dict[bytes, str] = {}  # ROUTER identity -> node name, to fault replies
         self.ctx = zmq.Context.instance()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.bind(config.endpoint(name))
+        self.security = Security(config.run_dir, config.settings.insecure)
+        self.auth = self.security.authenticator(self.ctx)
         self.poller = zmq.Poller()
-        self.poller.register(self.router, zmq.POLLIN)
+        self.router = self._server(zmq.ROUTER, config.endpoint(name))
+        self.monitors = [self.router.get_monitor_socket(REFUSALS)]
         self.dealers: dict[str, zmq.Socket] = {}
         self.pub = None
         if publish:
-            self.pub = self.ctx.socket(zmq.PUB)
-            self.pub.linger = 0
-            self.pub.bind(config.endpoint(name, "pub"))
+            self.pub = self._server(zmq.PUB, config.endpoint(name, "pub"))
+            self.monitors.append(self.pub.get_monitor_socket(REFUSALS))
+        for mon in self.monitors:
+            self.poller.register(mon, zmq.POLLIN)
         self.sub = None
         if subscribe_to:
             self.sub = self.ctx.socket(zmq.SUB)
             self.sub.linger = 0
+            self.sub.maxmsgsize = 2 * MAX_FRAME_BYTES
+            self.security.client(self.sub)
             self.sub.setsockopt(zmq.SUBSCRIBE, b"")
             self.sub.connect(config.endpoint(subscribe_to, "pub"))
             self.poller.register(self.sub, zmq.POLLIN)
+        if config.settings.insecure:
+            self.log.warning("security.off", reason="cluster started with --insecure: no CURVE, no ZAP, anyone may talk")
+
+    def _server(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.linger = 0
+        # frames between the decoder's limit and this one get an error reply; bigger ones are
+        # refused by the socket itself before they take memory
+        sock.maxmsgsize = 2 * MAX_FRAME_BYTES
+        self.security.server(sock)
+        sock.bind(endpoint)
+        if kind == zmq.ROUTER:
+            self.poller.register(sock, zmq.POLLIN)
+        return sock
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -90,7 +109,10 @@ class Runtime:
             now = time.time()
             timeout = MAX_POLL_MS if wake is None else max(0, min(MAX_POLL_MS, int((wake - now) * 1000) + 1))
             for sock, _ in self.poller.poll(timeout):
-                self._drain(sock)
+                if sock in self.monitors:
+                    self._refused(sock)
+                else:
+                    self._drain(sock)
             now = time.time()
             while self._held and self._held[0][0] <= now:
                 _, _, sock, parts = heapq.heappop(self._held)
@@ -99,9 +121,21 @@ class Runtime:
             if wake is not None and wake <= now:
                 self.execute(self.core.tick(now))
         self.log.info("node.stopped", reason="signal")
-        for sock in [self.router, self.pub, self.sub, *self.dealers.values()]:
+        for sock in [*self.monitors, self.router, self.pub, self.sub, *self.dealers.values()]:
             if sock is not None:
                 sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
+
+    def _refused(self, mon: zmq.Socket) -> None:
+        """A handshake that failed: no keys, wrong keys, or not CURVE at all."""
+        event = recv_monitor_message(mon)
+        names = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "key not admitted",
+                 zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake failed (no or wrong keys)",
+                 zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed"}
+        endpoint = event.get("endpoint", b"")
+        self.log.warning("auth.refused", reason=names.get(event["event"], str(event["event"])), code=event.get("value"),
+                         endpoint=endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint))
 
     def _stop(self, signum: int, _frame: Any) -> None:
         self._stopping = True
@@ -208,6 +242,7 @@ class Runtime:
                 return
             sock = self.ctx.socket(zmq.DEALER)
             sock.linger = 0
+            self.security.client(sock)
             # a peer that is down must not make this node block: queue a bounded amount, then drop
             sock.sndhwm = 10000
             sock.connect(endpoint)

@@ -87,12 +87,23 @@ def xcon() -> None:
 @click.option("--expire-ms", type=click.IntRange(100, 86_400_000), default=Settings.expire_ms, show_default=True,
               help="How long an MTA keeps trying before it gives up on a recipient.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replication jitter.")
+@click.option("--max-queue", type=click.IntRange(1, 10_000_000), default=Settings.max_queue, show_default=True,
+              help="Messages an MTA holds before it answers 'busy, retry'.")
+@click.option("--insecure", is_flag=True, help="No CURVE, no ZAP: any local process may talk to the nodes.")
 @json_option
 def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, replication_jitter_ms: int,
-       retry_ms: int, expire_ms: int, seed: int, as_json: bool) -> None:
-    """Start every node in the background; return when all are ready."""
+       retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool, as_json: bool) -> None:
+    """Start every node in the background; return when all are ready.
+
+    Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
+    key is admitted. Endpoints bind to 127.0.0.1 (cluster.json holds them).
+    """
+    if insecure:
+        click.echo("xcon: WARNING: --insecure: no encryption, no authentication; any process that can reach "
+                   "the ports can submit, move and read mail", err=True)
     settings = Settings(tuple(f"ex{i}" for i in range(1, servers + 1)), mta_build, replication_lag_ms,
-                        replication_jitter_ms, retry_ms, expire_ms, seed=seed)
+                        replication_jitter_ms, retry_ms, expire_ms, seed=seed, max_queue=max_queue,
+                        insecure=insecure)
     t0 = time.time()
     cluster = cl.start(run_dir, settings)
     took = time.time() - t0

@@ -14,6 +14,7 @@ from typing import Any
 import zmq
 
 from nodes.config import ClusterConfig
+from nodes.security import Security
 from protocol import Frame, ProtocolError, decode, encode
 
 
@@ -27,6 +28,10 @@ class Client:
         self.timeout = timeout
         self.ctx = zmq.Context.instance()
         self._socks: dict[str, zmq.Socket] = {}
+        try:
+            self.security = Security(config.run_dir, config.settings.insecure)
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot read the cluster's keys: {exc}") from None
         self._src = f"cli.{os.getpid()}"
         self._clock = 0
 
@@ -67,6 +72,7 @@ class Client:
         if sock is None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.linger = 0
+            self.security.client(sock)
             sock.connect(self.config.endpoint(node))
             self._socks[node] = sock
         return sock

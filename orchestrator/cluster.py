@@ -20,10 +20,11 @@ from typing import Any
 
 from nodes.config import ClusterConfig, Settings
 from nodes.directory.core import valid_alias
+from nodes.security import KEYS, create_keys
 
 from .client import Client, ClusterError
 
-STATE_DIRS = ("logs", "stores", "mta", "directory", "orchestrator")
+STATE_DIRS = ("logs", "stores", "mta", "directory", "orchestrator", KEYS)
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
 
 
@@ -85,6 +86,8 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster"
     for name in STATE_DIRS:  # a fresh run: only what xcon itself wrote there is removed
         shutil.rmtree(run_dir / name, ignore_errors=True)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    if not settings.insecure:
+        create_keys(run_dir)
     names = node_names(settings.servers)
     ports = iter(_free_ports(len(names) + 1))
     nodes: dict[str, dict[str, Any]] = {}

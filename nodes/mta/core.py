@@ -44,6 +44,7 @@ class MtaCore:
         self.retry_s = settings.retry_ms / 1000
         self.expire_s = settings.expire_ms / 1000
         self.timeout_s = settings.request_timeout_ms / 1000
+        self.max_queue = settings.max_queue
         # each MTA draws its own jitter from the cluster seed
         self.cache = DirectoryCache(settings.replication_lag_ms, settings.replication_jitter_ms,
                                     settings.seed * 1000 + sum(map(ord, server)))
@@ -102,6 +103,9 @@ class MtaCore:
                 return error(event, f"the MTA does not handle '{event.frame.type}'")
             if not self.ready:
                 return error(event, f"mta.{self.server} is starting: its directory cache is not loaded yet")
+            if event.frame.type != "store.released" and len(self.queue) >= self.max_queue:
+                # a bounded queue: the sender keeps the message and tries again later
+                return error(event, f"busy: mta.{self.server} holds {len(self.queue)} messages, retry later")
             return handler(event, event.frame.body, now)
         if isinstance(event, Feed):
             return self._feed(event.frame.type, event.frame.body, now)

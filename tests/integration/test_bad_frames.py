@@ -12,6 +12,7 @@ import zmq
 from xprocess import ProcessStarter
 
 from nodes.config import ClusterConfig, Settings
+from nodes.security import Security, create_keys
 from orchestrator.cluster import _free_ports
 from protocol import Frame, decode, encode
 
@@ -50,6 +51,7 @@ def directory_node(xprocess, tmp_path):
         "kind": "directory", "endpoints": {"router": f"tcp://127.0.0.1:{router}", "pub": f"tcp://127.0.0.1:{pub}"},
         "log": str(tmp_path / "logs" / "directory.jsonl")}})
     config.save()
+    create_keys(tmp_path)
 
     class Starter(ProcessStarter):
         pattern = "node.started"
@@ -63,10 +65,17 @@ def directory_node(xprocess, tmp_path):
     xprocess.getinfo(name).terminate()
 
 
-def test_directory_refuses_garbage_and_keeps_serving(directory_node):
+def client(config: ClusterConfig, node: str) -> zmq.Socket:
+    """A raw DEALER with the cluster's keys: the fuzzing side of an authenticated client."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
-    sock.connect(directory_node.endpoint("directory"))
+    Security(config.run_dir, config.settings.insecure).client(sock)
+    sock.connect(config.endpoint(node))
+    return sock
+
+
+def test_directory_refuses_garbage_and_keeps_serving(directory_node):
+    sock = client(directory_node, "directory")
     try:
         for payload in GARBAGE:
             reply = ask(sock, payload)
@@ -85,11 +94,8 @@ def test_directory_refuses_garbage_and_keeps_serving(directory_node):
 
 def test_every_node_kind_survives_garbage(cluster_factory):
     cluster = cluster_factory("sp4", replication_lag_ms=0, replication_jitter_ms=0)
-    ctx = zmq.Context.instance()
     for node in cluster.config.nodes:
-        sock = ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.connect(cluster.config.endpoint(node))
+        sock = client(cluster.config, node)
         try:
             for payload in GARBAGE:
                 assert ask(sock, payload).type == "error", (node, payload[:40])

@@ -1,0 +1,68 @@
+"""CURVE on every socket, and a ZAP handler that admits only the cluster's own key.
+
+`xcon up` creates the cluster's key pair in `<run-dir>/keys/` (a directory and files only their
+owner can read). Every server socket (ROUTER, PUB) is a CURVE server with that key; every client
+(DEALER, SUB, the CLI) presents the cluster's key pair, and the ZAP handler (pyzmq's
+ThreadAuthenticator) admits only public keys found in `<run-dir>/keys/allowed/`. A client without
+the keys, or with other keys, never gets a frame through; each node logs such a refusal
+(`auth.refused`) from its socket monitor. `--insecure` turns all of this off, loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+KEYS = "keys"
+REFUSALS = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+
+def create_keys(run_dir: Path) -> None:
+    keys = run_dir / KEYS
+    shutil.rmtree(keys, ignore_errors=True)
+    (keys / "allowed").mkdir(parents=True)
+    os.chmod(keys, 0o700)
+    public, secret = zmq.auth.create_certificates(str(keys), "cluster")
+    shutil.copy(public, keys / "allowed" / "cluster.key")
+    for path in (public, secret, keys / "allowed" / "cluster.key"):
+        os.chmod(path, 0o600)
+    os.chmod(keys / "allowed", 0o700)
+
+
+class Security:
+    """Applies the cluster's CURVE settings to sockets; a no-op when the cluster is insecure."""
+
+    def __init__(self, run_dir: Path, insecure: bool):
+        self.insecure = insecure
+        self.keys = run_dir / KEYS
+        if not insecure:
+            secret_file = self.keys / "cluster.key_secret"
+            if not secret_file.exists():
+                raise FileNotFoundError(f"{secret_file} is missing (the cluster's keys; was it started with xcon up?)")
+            self.public, self.secret = zmq.auth.load_certificate(str(secret_file))
+
+    def server(self, sock: zmq.Socket) -> None:
+        if not self.insecure:
+            sock.curve_secretkey = self.secret
+            sock.curve_publickey = self.public
+            sock.curve_server = True
+
+    def client(self, sock: zmq.Socket) -> None:
+        if not self.insecure:
+            sock.curve_secretkey = self.secret
+            sock.curve_publickey = self.public
+            sock.curve_serverkey = self.public
+
+    def authenticator(self, ctx: zmq.Context) -> ThreadAuthenticator | None:
+        """Start the ZAP handler; it must run before a server socket binds."""
+        if self.insecure:
+            return None
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(self.keys / "allowed"))
+        return auth
