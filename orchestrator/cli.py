@@ -625,6 +625,39 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, a
         sys.exit(1)
 
 
+@xcon.command()
+@run_dir_option
+@click.option("--quick", is_flag=True, help="Smaller loads (under a minute): for CI and a first look.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as JSON.")
+@json_option
+def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> None:
+    """Measure each workload beside its physical baseline, in the same run, as a ratio."""
+    import platform
+
+    from . import bench as bench_mod
+
+    show = not as_json and sys.stdout.isatty()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,
+                  transient=True, disable=not show) as bar:
+        task = bar.add_task("bench", total=None)
+        rows = bench_mod.run(run_dir.resolve() / "bench", quick, lambda s: bar.update(task, description=s))
+    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    data = {"machine": machine, "quick": quick, "rows": [r.to_json() for r in rows]}
+    if out_file:
+        out_file.write_text(json.dumps(data, indent=2))
+    if as_json:
+        emit_json(data)
+        return
+    table = Table(title=f"xcon bench{' --quick' if quick else ''} on {machine}")
+    for col in ("workload", "figure", "ratio", "xcon", "baseline", "unit", "note"):
+        table.add_column(col, justify="right" if col in ("ratio", "xcon", "baseline") else "left")
+    for r in rows:
+        fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")  # noqa: E731
+        table.add_row(r.workload, r.figure, "-" if r.ratio is None else f"{r.ratio:.2f}", fmt(r.value),
+                      fmt(r.baseline), r.unit, r.note)
+    out.print(table)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     try:

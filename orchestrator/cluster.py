@@ -50,7 +50,7 @@ def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
     return status != "Z" and str(run_dir).encode() in cmdline
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     socks = []
     try:
         for _ in range(n):
@@ -89,7 +89,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster"
     if not settings.insecure:
         create_keys(run_dir)
     names = node_names(settings.servers)
-    ports = iter(_free_ports(len(names) + 1))
+    ports = iter(free_ports(len(names) + 1))
     nodes: dict[str, dict[str, Any]] = {}
     for name in names:
         kind, _, server = name.partition(".")

@@ -13,7 +13,7 @@ from xprocess import ProcessStarter
 
 from nodes.config import ClusterConfig, Settings
 from nodes.security import Security, create_keys
-from orchestrator.cluster import _free_ports
+from orchestrator.cluster import free_ports
 from protocol import Frame, decode, encode
 
 from ..conftest import wait_for_event
@@ -46,7 +46,7 @@ def valid(type_: str, body: dict) -> bytes:
 @pytest.fixture
 def directory_node(xprocess, tmp_path):
     """One directory node, started by pytest-xprocess from its own cluster.json."""
-    router, pub = _free_ports(2)
+    router, pub = free_ports(2)
     config = ClusterConfig(tmp_path, Settings(), {"directory": {
         "kind": "directory", "endpoints": {"router": f"tcp://127.0.0.1:{router}", "pub": f"tcp://127.0.0.1:{pub}"},
         "log": str(tmp_path / "logs" / "directory.jsonl")}})

@@ -1,0 +1,331 @@
+"""`xcon bench`: each workload beside its physical baseline, measured in the same run.
+
+| workload                          | baseline                                                   |
+| submit -> deliver, same server    | raw pyzmq + msgpack chain, 2 hops, same frame size         |
+| submit -> deliver, across servers | the same chain with 3 hops                                 |
+| durable acceptance                | write + fsync of one file per record, same record size     |
+| Move User of N messages           | cp -r of the same Maildir + sync                           |
+| xcon check over N log lines       | jq -c 'select(.event)' over the same files (or json.loads) |
+| cluster start                     | N x python -c 'import zmq, msgpack, structlog'             |
+| memory                            | RSS per node, idle and after the load                      |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+import zmq
+
+from nodes.config import Settings
+from nodes.security import Security
+from protocol import Frame, encode
+
+from . import chaos
+from . import check as checker
+from . import cluster as cl
+from . import logread
+from .cluster import free_ports
+
+
+@dataclass
+class Row:
+    workload: str
+    figure: str
+    value: float
+    baseline: float | None
+    unit: str
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.baseline:
+            return None
+        # for times, smaller is better: the ratio is baseline/value so that 1.0 means "as fast"
+        return self.baseline / self.value if self.unit in ("s", "ms") else self.value / self.baseline
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
+
+
+# --- the raw pipeline ---------------------------------------------------------------------
+
+def raw_pipeline(hops: int, n: int, frame_size: int, window: int) -> tuple[float, float, float]:
+    """msgs/s and p50/p99 ms through a chain of `hops` relay processes."""
+    ports = free_ports(hops + 1)
+    report = f"tcp://127.0.0.1:{ports[-1]}"
+    ctx = zmq.Context.instance()
+    done = ctx.socket(zmq.PULL)
+    done.bind(report)
+    procs = []
+    for i in reversed(range(hops)):
+        nxt = f"tcp://127.0.0.1:{ports[i + 1]}" if i + 1 < hops else "-"
+        procs.append(subprocess.Popen([sys.executable, "-m", "orchestrator.bench_pipe", "relay",
+                                       f"tcp://127.0.0.1:{ports[i]}", nxt, report]))
+    client = ctx.socket(zmq.DEALER)
+    client.linger = 0
+    client.connect(f"tcp://127.0.0.1:{ports[0]}")
+    pad = b"x" * max(0, frame_size - 40)
+    try:
+        time.sleep(0.3)  # let the relays bind; the bench's own warm-up, not a test wait
+        _pipe_run(client, done, 200, pad, window)  # warm-up
+        return _pipe_run(client, done, n, pad, window)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        client.close()
+        done.close()
+
+
+def _pipe_run(client: zmq.Socket, done: zmq.Socket, n: int, pad: bytes, window: int) -> tuple[float, float, float]:
+    sent_at: dict[str, float] = {}
+    latency = []
+    in_flight = finished = i = 0
+    poller = zmq.Poller()
+    poller.register(client, zmq.POLLIN)
+    poller.register(done, zmq.POLLIN)
+    t0 = time.perf_counter()
+    while finished < n:
+        while i < n and in_flight < window:
+            fid = f"f{i}.{t0}"
+            sent_at[fid] = time.perf_counter()
+            client.send(msgpack.packb({"type": "x", "id": fid, "pad": pad}))
+            in_flight += 1
+            i += 1
+        for sock, _ in poller.poll(5000):
+            if sock is client:
+                client.recv()
+                in_flight -= 1
+            else:
+                fid = msgpack.unpackb(done.recv(), raw=False)
+                latency.append((time.perf_counter() - sent_at.pop(fid)) * 1000)
+                finished += 1
+    took = time.perf_counter() - t0
+    return n / took, percentile(latency, 50), percentile(latency, 99)
+
+
+# --- xcon paths -----------------------------------------------------------------------------
+
+def submit_load(cluster: cl.Cluster, mta: str, sender: str, rcpt: str, n: int, window: int,
+                body: str) -> tuple[dict[str, float], float, int]:
+    """Pipelined submissions; returns send times by msg_id, the acceptance rate, and a frame's size."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    Security(cluster.config.run_dir, cluster.config.settings.insecure).client(sock)
+    sock.connect(cluster.config.endpoint(mta))
+    tag = f"{random.randrange(16**6):06x}"
+    sent_at: dict[str, float] = {}
+    in_flight = accepted = i = 0
+    size = 0
+    t0 = time.time()
+    try:
+        while accepted < n:
+            while i < n and in_flight < window:
+                msg_id = f"b{tag}.{i}"
+                data = encode(Frame("mta.submit", msg_id, "bench", 1, {"msg_id": msg_id, "sender": sender,
+                                                                      "recipients": [rcpt], "subject": "bench",
+                                                                      "body": body}))
+                size = len(data)
+                sent_at[msg_id] = time.time()
+                sock.send(data)
+                in_flight += 1
+                i += 1
+            if not sock.poll(10_000):
+                raise RuntimeError(f"{mta} stopped answering after {accepted} acceptances")
+            reply = msgpack.unpackb(sock.recv(), raw=False)
+            if reply["type"] == "error":
+                raise RuntimeError(f"{mta} refused a submission: {reply['body']['reason']}")
+            in_flight -= 1
+            accepted += 1
+        return sent_at, n / (time.time() - t0), size
+    finally:
+        sock.close()
+
+
+def delivery_figures(run_dir: Path, sent_at: dict[str, float], mailbox: str) -> tuple[float, float, float]:
+    delivered = {}
+    for path in logread.log_files(run_dir):
+        if path.name.startswith("store."):
+            for e in logread.read_file(path):
+                if e["event"] == "store.delivered" and e.get("mailbox") == mailbox and e["msg_id"] in sent_at:
+                    delivered[e["msg_id"]] = e["ts"]
+    if len(delivered) != len(sent_at):
+        raise RuntimeError(f"{len(sent_at) - len(delivered)} of {len(sent_at)} messages were not delivered")
+    latency = [(delivered[m] - sent_at[m]) * 1000 for m in sent_at]
+    rate = len(sent_at) / (max(delivered.values()) - min(sent_at.values()))
+    return rate, percentile(latency, 50), percentile(latency, 99)
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def fsync_rate(n: int, size: int, root: Path) -> float:
+    root.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    t0 = time.perf_counter()
+    for i in range(n):
+        with open(root / f"r{i}", "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return n / (time.perf_counter() - t0)
+
+
+def synthetic_logs(root: Path, lines: int) -> None:
+    """Log lines shaped like a cluster's: per message, accepted, routed, delivered (store and MTA)."""
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    files = {n: open(root / "logs" / f"{n}.jsonl", "w") for n in ("mta.ex1", "store.ex1", "directory")}
+    ts, lamport, written, m = 1.8e9, 0, 0, 0
+    while written < lines:
+        m += 1
+        msg = f"ex1.bench.{m}"
+        for node, event, extra in (
+                ("mta.ex1", "mta.accepted", {"sender": "alice", "rcpts": ["bob"], "alt_of": {}, "cache_usn": 3}),
+                ("mta.ex1", "mta.routed", {"rcpt": "bob", "home_server": "ex1", "via": "cache", "entry_usn": 3,
+                                           "cache_usn": 3, "attempt": 1}),
+                ("store.ex1", "store.delivered", {"mailbox": "bob", "file": f"{m}.{msg}.xcon", "size": 300,
+                                                  "ndr_for": None, "ndr_rcpts": []}),
+                ("mta.ex1", "mta.delivered", {"rcpt": "bob", "duplicate": False})):
+            ts += 0.0001
+            lamport += 1
+            files[node].write(json.dumps({"ts": round(ts, 6), "node": node, "level": "info", "event": event,
+                                          "lamport": lamport, "msg_id": msg, **extra}) + "\n")
+            written += 1
+        if m % 500 == 0:
+            files["directory"].write(json.dumps({"ts": ts, "node": "directory", "level": "info",
+                                                 "event": "dir.heartbeat", "lamport": lamport}) + "\n")
+            written += 1
+    for f in files.values():
+        f.close()
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# --- the run --------------------------------------------------------------------------------
+
+def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) -> list[Row]:
+    n = 1500 if quick else 20_000
+    window = 64
+    body = "x" * 200
+    rows: list[Row] = []
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+
+    say("cluster start")
+    py_start = statistics.median(timed(lambda: subprocess.run(
+        [sys.executable, "-c", "import zmq, msgpack, structlog"], check=True)) for _ in range(3))
+    settings = Settings(mta_build="sp4", replication_lag_ms=0, replication_jitter_ms=0, max_queue=10_000_000,
+                        expire_ms=3_600_000)
+    t0 = time.perf_counter()
+    cluster = cl.start(root / "cluster", settings)
+    start_s = time.perf_counter() - t0
+    nodes = len(cluster.config.nodes)
+    rows.append(Row("cluster start", "xcon up to ready", start_s, py_start * nodes, "s",
+                    f"baseline: {nodes} x bare interpreter start with zmq, msgpack, structlog"))
+    try:
+        for alias, server in (("alice", "ex1"), ("bob", "ex1"), ("carol", "ex2")):
+            cluster.add_user(alias, server, wait=False)
+        cluster.wait_replicated(3)
+        pids = {name: node["pid"] for name, node in cluster.config.nodes.items()}
+        idle = {name: rss_kb(pid) for name, pid in pids.items()}
+
+        say("submit -> deliver, same server")
+        sent, accept_rate, frame_size = submit_load(cluster, "mta.ex1", "alice", "bob", n, window, body)
+        cluster.wait(600)
+        rate, p50, p99 = delivery_figures(cluster.config.run_dir, sent, "bob")
+        raw = raw_pipeline(2, n, frame_size, window)
+        rows += [Row("same server (MTA -> store)", "delivered msgs/s", rate, raw[0], "msgs/s",
+                     f"raw 2-hop pipeline, {frame_size} B frames, window {window}"),
+                 Row("same server (MTA -> store)", "p50 latency", p50, raw[1], "ms"),
+                 Row("same server (MTA -> store)", "p99 latency", p99, raw[2], "ms")]
+        fsync = fsync_rate(min(n, 2000), 600, root / "fsync")
+        rows.append(Row("durable acceptance", "accepted submissions/s", accept_rate, fsync, "msgs/s",
+                        "baseline: write + fsync of one 600 B file per record (batch of 1, as the MTA)"))
+
+        say("submit -> deliver, across servers")
+        sent, _, frame_size = submit_load(cluster, "mta.ex1", "alice", "carol", n, window, body)
+        cluster.wait(600)
+        rate, p50, p99 = delivery_figures(cluster.config.run_dir, sent, "carol")
+        raw = raw_pipeline(3, n, frame_size, window)
+        rows += [Row("across servers (MTA -> MTA -> store)", "delivered msgs/s", rate, raw[0], "msgs/s",
+                     f"raw 3-hop pipeline, {frame_size} B frames"),
+                 Row("across servers (MTA -> MTA -> store)", "p50 latency", p50, raw[1], "ms"),
+                 Row("across servers (MTA -> MTA -> store)", "p99 latency", p99, raw[2], "ms")]
+        loaded = {name: rss_kb(pid) for name, pid in pids.items()}
+        for name in pids:
+            rows.append(Row("memory", f"{name} RSS idle -> after {2 * n} msgs", loaded[name] / 1024,
+                            None, "MB", f"idle {idle[name] / 1024:.1f} MB"))
+
+        for size in ((100, 1000) if quick else (100, 1000, 10_000)):
+            say(f"Move User of {size} messages")
+            alias = f"m{size}"
+            cluster.add_user(alias, "ex1", wait=False)
+            raw_msg = (b"From: alice@xcon.test\r\nSubject: bench\r\n\r\n" + b"y" * 300)
+            t_ms = int(time.time() * 1000)
+            for start in range(0, size, 500):
+                page = [{"name": f"{t_ms + i}.b{size}.{i}.xcon", "msg_id": f"b{size}.{i}", "raw": raw_msg}
+                        for i in range(start, min(size, start + 500))]
+                cluster.client.request("store.ex1", "store.import", {"mailbox": alias, "messages": page}, timeout=60)
+            maildir = cluster.config.run_dir / "stores" / "ex1" / alias
+            copy_to = root / f"cp-{size}"
+            cp_s = timed(lambda: (subprocess.run(["cp", "-r", str(maildir), str(copy_to)], check=True),
+                                  subprocess.run(["sync"], check=True)))
+            state = cluster.move(alias, "ex2", copy_delay_ms=0, timeout=900)
+            move_s = state["finished_at"] - state["started_at"]
+            rows.append(Row(f"Move User, {size} messages", "seconds", move_s, cp_s, "s",
+                            f"{size / move_s:.0f} msgs/s; baseline cp -r + sync"))
+    finally:
+        cluster.close()
+        cl.stop(root / "cluster")
+
+    for lines in ((100_000,) if quick else (100_000, 1_000_000)):
+        say(f"xcon check over {lines} lines")
+        logs = root / f"logs-{lines}"
+        synthetic_logs(logs, lines)
+        check_s = timed(lambda: checker.check(logread.merged(logs)))
+        files = [str(p) for p in logread.log_files(logs)]
+        if shutil.which("jq"):
+            base_s, how = timed(lambda: subprocess.run(["jq", "-c", "select(.event)", *files], check=True,
+                                                       stdout=subprocess.DEVNULL)), "jq -c 'select(.event)'"
+        else:
+            base_s, how = timed(lambda: [json.loads(line) for f in files for line in open(f)]), "json.loads loop (no jq)"
+        rows.append(Row(f"xcon check, {lines} lines", "lines/s", lines / check_s, lines / base_s, "lines/s",
+                        f"baseline: {how}"))
+
+    say("chaos trial rate")
+    trials = 2 if quick else 6
+    t0 = time.perf_counter()
+    for seed in chaos.trial_seeds(1, trials):
+        chaos.run_trial(chaos.draw_world(seed, "sp4", ()), root / f"trial-{seed}")
+    rows.append(Row("chaos", "trials/minute", 60 * trials / (time.perf_counter() - t0), None, "trials/min",
+                    "sp4, no faults"))
+    return rows

@@ -1,0 +1,23 @@
+"""`xcon bench --quick` runs end to end and reports every workload (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from ..conftest import xcon
+
+
+def test_bench_quick_reports_every_workload(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = xcon("bench", "--quick", "--out", str(out), "--json", run_dir=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    workloads = {r["workload"] for r in data["rows"]}
+    for expected in ("cluster start", "same server (MTA -> store)", "across servers (MTA -> MTA -> store)",
+                     "durable acceptance", "Move User, 100 messages", "Move User, 1000 messages",
+                     "xcon check, 100000 lines", "memory", "chaos"):
+        assert expected in workloads, expected
+    for r in data["rows"]:
+        assert r["value"] > 0, r
+        if r["baseline"] is not None:
+            assert r["baseline"] > 0 and r["ratio"] > 0, r
