@@ -44,11 +44,20 @@ class Runtime:
         executors: dict[type, Callable[[Any], list]] | None = None,
         subscribe_to: str | None = None,
         publish: bool = False,
+        sync: Callable[[], None] | None = None,
+        deferred: tuple[type, ...] = (),
     ):
         self.name = name
         self.config = config
         self.core = core
         self.executors = executors or {}
+        # Group commit: executors of `deferred` actions write without waiting for the disk; what
+        # the core said after such a write (replies, sends, logs) waits in `_after_sync` until
+        # `sync` has made the whole batch durable at once, at the end of the batch.
+        self.sync = sync
+        self.deferred = deferred
+        self._unsynced = False
+        self._after_sync: list = []
         self.clock = 0
         self.log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
         self._stopping = False
@@ -101,6 +110,7 @@ class Runtime:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         self.execute(self.core.start(time.time()))
+        self.flush()
         self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
         while not self._stopping:
             wake = self.core.next_wakeup()
@@ -113,6 +123,7 @@ class Runtime:
                     self._refused(sock)
                 else:
                     self._drain(sock)
+            self.flush()
             now = time.time()
             while self._held and self._held[0][0] <= now:
                 _, _, sock, parts = heapq.heappop(self._held)
@@ -120,6 +131,7 @@ class Runtime:
             wake = self.core.next_wakeup()
             if wake is not None and wake <= now:
                 self.execute(self.core.tick(now))
+                self.flush()
         self.log.info("node.stopped", reason="signal")
         for sock in [*self.monitors, self.router, self.pub, self.sub, *self.dealers.values()]:
             if sock is not None:
@@ -218,19 +230,38 @@ class Runtime:
         while queue:
             action = queue.pop(0)
             kind = type(action)
-            if kind is Log:
-                getattr(self.log, action.level)(action.event, **action.fields)
-            elif kind is Send:
-                self._send(action)
-            elif kind is Reply:
-                self._reply(action)
-            elif kind is Publish:
-                self.clock += 1
-                self.pub.send(encode(Frame(action.type, self._next_id(), self.name, self.clock, action.body)))
-            elif kind in self.executors:
+            if self._unsynced and kind in (Log, Send, Reply, Publish):
+                self._after_sync.append(action)  # promised only once the batch is on disk
+                continue
+            if kind in self.executors:
                 queue[:0] = self.executors[kind](action) or []
+                self._unsynced = self._unsynced or kind in self.deferred
             else:
-                raise TypeError(f"{self.name}: no executor for action {action!r}")
+                self._output(action)
+
+    def flush(self) -> None:
+        """End of a batch: make its writes durable in one go, then let out what waited for them."""
+        if not self._unsynced:
+            return
+        self.sync()
+        self._unsynced = False
+        held, self._after_sync = self._after_sync, []
+        for action in held:
+            self._output(action)
+
+    def _output(self, action: Any) -> None:
+        kind = type(action)
+        if kind is Log:
+            getattr(self.log, action.level)(action.event, **action.fields)
+        elif kind is Send:
+            self._send(action)
+        elif kind is Reply:
+            self._reply(action)
+        elif kind is Publish:
+            self.clock += 1
+            self.pub.send(encode(Frame(action.type, self._next_id(), self.name, self.clock, action.body)))
+        else:
+            raise TypeError(f"{self.name}: no executor for action {action!r}")
 
     def _send(self, action: Send) -> None:
         sock = self.dealers.get(action.to)

@@ -18,7 +18,8 @@ def main() -> None:
         PersistMessage: lambda a: spool.persist(a.msg_id, a.record),
         RetireMessage: lambda a: spool.retire(a.msg_id, a.hops),
     }
-    Runtime(args.name, args.config, core, executors, subscribe_to="directory").run()
+    Runtime(args.name, args.config, core, executors, subscribe_to="directory",
+            sync=spool.sync, deferred=(PersistMessage, RetireMessage)).run()
 
 
 if __name__ == "__main__":

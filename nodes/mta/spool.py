@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgpack
 
-from ..config import fsync_dir, write_atomic
+from ..config import fsync_dir
 from .queue import QueuedMessage
 
 
@@ -21,6 +21,7 @@ class Spool:
         self.queue_dir = root / "queue"
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self.seen_path = root / "seen.log"
+        self._ops: list[tuple[str, str, dict]] = []
 
     def load(self) -> tuple[list[QueuedMessage], dict[str, dict[str, int]]]:
         queued = [
@@ -36,15 +37,42 @@ class Spool:
                     held[parts[1]] = max(held.get(parts[1], -1), int(parts[2]))
         return queued, seen
 
+    # Group commit (see Runtime.flush): persist and retire only note what to write; `sync` writes
+    # the batch, each queue file by tmp + fsync + rename, the seen lines with one fsync, and the
+    # queue directory with one fsync. Nothing that depends on them leaves the node before.
+
     def persist(self, msg_id: str, record: dict) -> None:
-        write_atomic(self.queue_dir / f"{msg_id}.msgpack", msgpack.packb(record, use_bin_type=True))
+        self._ops.append(("persist", msg_id, record))
 
     def retire(self, msg_id: str, hops: dict[str, int]) -> None:
-        with open(self.seen_path, "a") as f:
-            f.write("".join(f"{msg_id} {r} {h}\n" for r, h in hops.items()))
-            f.flush()
-            os.fsync(f.fileno())
-        path = self.queue_dir / f"{msg_id}.msgpack"
-        if path.exists():
-            path.unlink()
+        self._ops.append(("retire", msg_id, hops))
+
+    def sync(self) -> None:
+        ops, self._ops = self._ops, []
+        final: dict[str, dict | None] = {}  # msg_id -> the record to keep, or None to remove
+        seen_lines = []
+        for op, msg_id, data in ops:
+            if op == "persist":
+                final[msg_id] = data
+            else:
+                final[msg_id] = None
+                seen_lines += [f"{msg_id} {r} {h}\n" for r, h in data.items()]
+        if seen_lines:
+            with open(self.seen_path, "a") as f:
+                f.write("".join(seen_lines))
+                f.flush()
+                os.fsync(f.fileno())
+        for msg_id, record in final.items():
+            path = self.queue_dir / f"{msg_id}.msgpack"
+            if record is None:
+                if path.exists():
+                    path.unlink()
+                continue
+            tmp = self.queue_dir / f".{msg_id}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(msgpack.packb(record, use_bin_type=True))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        if final:
             fsync_dir(self.queue_dir)

@@ -37,7 +37,7 @@ def main() -> None:
         ListMailbox: list_mailbox,
         ExportPage: export_page,
     }
-    Runtime(args.name, args.config, core, executors).run()
+    Runtime(args.name, args.config, core, executors, sync=maildirs.sync, deferred=(WriteMessage,)).run()
 
 
 if __name__ == "__main__":

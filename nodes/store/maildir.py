@@ -20,6 +20,7 @@ LOCKS_FILE = "locks.json"
 class Maildirs:
     def __init__(self, root: Path):
         self.root = root
+        self._pending: list[tuple[Path, Path]] = []
         root.mkdir(parents=True, exist_ok=True)
 
     def load(self) -> tuple[dict[str, set[str]], dict[str, str]]:
@@ -47,18 +48,32 @@ class Maildirs:
         fsync_dir(self.root)
 
     def write(self, mailbox: str, name: str, raw: bytes) -> None:
+        """Write into tmp/ now; `sync` makes it durable and visible (group commit, Runtime.flush)."""
         box = self.root / mailbox
         if not (box / "new").is_dir():
             self.create(mailbox)
         tmp = box / "tmp" / name
         with open(tmp, "wb") as f:
             f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, box / "new" / name)
-        fsync_dir(box / "new")
+        self._pending.append((tmp, box / "new" / name))
+
+    def sync(self) -> None:
+        """fsync every message written since the last sync, rename each into new/, fsync each
+        new/ once: the Maildir way, one batch at a time."""
+        pending, self._pending = self._pending, []
+        for tmp, _ in pending:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for tmp, final in pending:
+            os.rename(tmp, final)
+        for new_dir in {final.parent for _, final in pending}:
+            fsync_dir(new_dir)
 
     def delete(self, mailbox: str) -> None:
+        self.sync()
         box = self.root / mailbox
         if box.exists():
             # rename first so a crash mid-delete never leaves a half mailbox that looks whole
@@ -71,6 +86,7 @@ class Maildirs:
         write_atomic(self.root / LOCKS_FILE, json.dumps(locks, sort_keys=True).encode())
 
     def names(self, mailbox: str) -> list[str]:
+        self.sync()  # a reader sees every message written before it asked
         box = self.root / mailbox
         names = []
         for sub in ("new", "cur"):
