@@ -130,7 +130,6 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     settings = Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
                         expire_ms=60_000, seed=world.seed)
     cluster = cl.start(run_dir, settings)
-    cluster.client.timeout = 2.0
     try:
         _populate(cluster, world)
         _play(cluster, world, result)
@@ -175,7 +174,8 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
         try:
             if event["do"] == "send":
                 result.messages += 1
-                cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "")
+                # a short wait: a paused MTA must not hold up the rest of the schedule
+                cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "", timeout=2.0)
             elif event["do"] == "move":
                 entry = cluster.lookup(event["alias"])
                 others = [s for s in world.servers if s != entry["home_server"]]
