@@ -210,7 +210,8 @@ def trial_seeds(seed: int, trials: int) -> list[int]:
 
 
 def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], users: int | None,
-             moves: int | None, on_trial: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
+             moves: int | None, on_trial: Callable[[TrialResult], None] | None = None,
+             stop_on_break: bool = False) -> list[TrialResult]:
     results = []
     for i, seed in enumerate(seeds):
         world = draw_world(seed, build, faults, users, moves)
@@ -218,6 +219,8 @@ def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], 
         results.append(result)
         if on_trial:
             on_trial(result)
+        if stop_on_break and result.broken:
+            break
     return results
 
 

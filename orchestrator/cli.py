@@ -521,11 +521,13 @@ def check_cmd(run_dir: Path, as_json: bool) -> None:
 @click.option("--users", type=click.IntRange(2, 200), help="Users per world (default: drawn, 3-6).")
 @click.option("--moves", type=click.IntRange(0, 100), help="Moves per world (default: drawn, 1-3).")
 @click.option("--expect-loss", is_flag=True, help="A lost pair is the expected result (legacy): exit 0 if found, 1 if not.")
+@click.option("--stop-on-break", is_flag=True, help="End the campaign at the first trial that breaks the invariant.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write summary.json, the first broken trial's merged logs and its trace SVG here.")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
-          users: int | None, moves: int | None, expect_loss: bool, report_dir: Path | None, as_json: bool) -> None:
+          users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
+          as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters, each judged by `xcon check`.
 
     Each trial draws users, alternates, replication lag, copy speed, moves (concurrent, back and
@@ -550,7 +552,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         def advance(r: chaos_mod.TrialResult) -> None:
             bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
 
-        results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance)
+        results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break)
     totals = chaos_mod.summarize(results)
     first = next((r for r in results if r.broken), None)
     flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \

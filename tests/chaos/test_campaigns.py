@@ -7,12 +7,15 @@ Seeds are random per run and printed in every failure message; XCON_CHAOS_SEED f
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
 import pytest
 
 from orchestrator import chaos
+
+from ..conftest import xcon
 
 pytestmark = pytest.mark.chaos
 
@@ -27,16 +30,24 @@ def describe(result: chaos.TrialResult, build: str, faults=FAULTS) -> str:
 
 
 def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
-    seeds = chaos.trial_seeds(SEED, max(12, TRIALS))
-    for i, seed in enumerate(seeds):
-        result = chaos.run_trial(chaos.draw_world(seed, "legacy", ()), tmp_path / f"t{i}")
-        if result.lost:
-            break
-    else:
-        pytest.fail(f"campaign seed {SEED}: legacy lost nothing in {len(seeds)} trials")
-    assert result.counts["duplicated"] == 0 and result.counts["both"] == 0, describe(result, "legacy", ())
-    replay = chaos.run_trial(chaos.draw_world(result.seed, "legacy", ()), tmp_path / "replay")
-    assert replay.lost, f"campaign seed {SEED}: the replay of {describe(result, 'legacy', ())} lost nothing"
+    """Through the CLI, as a user would: find a loss, write the report, replay the seed."""
+    report = tmp_path / "report"
+    proc = xcon("chaos", "--trials", str(max(12, TRIALS)), "--seed", str(SEED), "--mta-build", "legacy",
+                "--faults", "none", "--expect-loss", "--stop-on-break", "--report", str(report), "--json",
+                run_dir=tmp_path, timeout=600)
+    assert proc.returncode == 0, f"campaign seed {SEED}: legacy lost nothing: {proc.stderr[-500:]}"
+    result = json.loads(proc.stdout)
+    first = result["first_broken"]
+    assert first and first["counts"]["lost"] >= 1 and result["totals"]["duplicated"] == 0, result["totals"]
+    assert result["replay"] == f"xcon chaos --replay {first['seed']} --mta-build legacy --faults none"
+    lost = [v for v in first["violations"] if v["outcome"] == "lost"][0]
+    assert (report / "summary.json").exists() and (report / "logs.jsonl").exists()
+    svg = (report / f"trace-{first['violations'][0]['msg_id']}.svg").read_text()
+    if first["violations"][0]["outcome"] == "lost":
+        assert "DROPPED SILENTLY" in svg
+    assert lost["last_events"][-1]["event"] == "mta.failed"
+    replay = xcon(*result["replay"].split()[1:], "--expect-loss", "--json", run_dir=tmp_path, timeout=300)
+    assert replay.returncode == 0, f"campaign seed {SEED}: the replay of trial {first['seed']} lost nothing"
 
 
 @pytest.mark.parametrize("build", ["sp4", "reroute"])
