@@ -16,11 +16,9 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,13 +28,13 @@ import msgpack
 import zmq
 
 from nodes.config import Settings
-from nodes.security import Security
 from protocol import Frame, encode
 
 from . import chaos
 from . import check as checker
 from . import cluster as cl
 from . import logread
+from .client import dealer
 from .cluster import free_ports
 
 
@@ -127,10 +125,7 @@ def _pipe_run(client: zmq.Socket, done: zmq.Socket, n: int, pad: bytes, window: 
 def submit_load(cluster: cl.Cluster, mta: str, sender: str, rcpt: str, n: int, window: int,
                 body: str) -> tuple[dict[str, float], float, int]:
     """Pipelined submissions; returns send times by msg_id, the acceptance rate, and a frame's size."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 0
-    Security(cluster.config.run_dir, cluster.config.settings.insecure).client(sock)
-    sock.connect(cluster.config.endpoint(mta))
+    sock = dealer(cluster.config, mta)
     tag = f"{random.randrange(16**6):06x}"
     sent_at: dict[str, float] = {}
     in_flight = accepted = i = 0

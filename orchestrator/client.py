@@ -22,6 +22,15 @@ class ClusterError(Exception):
     """An error a user can act on; the CLI prints str(err) as one line."""
 
 
+def dealer(config: ClusterConfig, node: str) -> zmq.Socket:
+    """A DEALER connected to `node` with the cluster's keys (for load and fuzz generators)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    Security(config.run_dir, config.settings.insecure).client(sock)
+    sock.connect(config.endpoint(node))
+    return sock
+
+
 class Client:
     def __init__(self, config: ClusterConfig, timeout: float = 5.0):
         self.config = config

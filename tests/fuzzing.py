@@ -88,8 +88,8 @@ def rss_kb(pid: int) -> int:
 
 def main() -> None:
     from nodes.config import Settings
-    from nodes.security import Security
     from orchestrator import cluster as cl
+    from orchestrator.client import dealer
 
     parser = argparse.ArgumentParser(description="Fuzz every node of a fresh cluster with invalid frames.")
     parser.add_argument("--frames", type=int, default=100_000, help="frames in all, spread over the nodes")
@@ -98,16 +98,10 @@ def main() -> None:
     cluster = cl.start(args.run_dir.resolve(), Settings(mta_build="sp4", replication_lag_ms=0, replication_jitter_ms=0))
     try:
         cluster.add_user("alice", "ex1")
-        security = Security(cluster.config.run_dir, False)
         nodes = list(cluster.config.nodes)
         pids = {n: cluster.config.nodes[n]["pid"] for n in nodes}
         before = {n: rss_kb(p) for n, p in pids.items()}
-        socks = {}
-        for n in nodes:
-            socks[n] = zmq.Context.instance().socket(zmq.DEALER)
-            socks[n].linger = 0
-            security.client(socks[n])
-            socks[n].connect(cluster.config.endpoint(n))
+        socks = {n: dealer(cluster.config, n) for n in nodes}
         t0, sent, errors = time.time(), 0, 0
         per_node = args.frames // len(nodes)
         for n in nodes:

@@ -12,7 +12,8 @@ import zmq
 from xprocess import ProcessStarter
 
 from nodes.config import ClusterConfig, Settings
-from nodes.security import Security, create_keys
+from nodes.security import create_keys
+from orchestrator.client import dealer
 from orchestrator.cluster import free_ports
 from protocol import Frame, decode, encode
 
@@ -65,17 +66,8 @@ def directory_node(xprocess, tmp_path):
     xprocess.getinfo(name).terminate()
 
 
-def client(config: ClusterConfig, node: str) -> zmq.Socket:
-    """A raw DEALER with the cluster's keys: the fuzzing side of an authenticated client."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 0
-    Security(config.run_dir, config.settings.insecure).client(sock)
-    sock.connect(config.endpoint(node))
-    return sock
-
-
 def test_directory_refuses_garbage_and_keeps_serving(directory_node):
-    sock = client(directory_node, "directory")
+    sock = dealer(directory_node, "directory")
     try:
         for payload in GARBAGE:
             reply = ask(sock, payload)
@@ -95,7 +87,7 @@ def test_directory_refuses_garbage_and_keeps_serving(directory_node):
 def test_every_node_kind_survives_garbage(cluster_factory):
     cluster = cluster_factory("sp4", replication_lag_ms=0, replication_jitter_ms=0)
     for node in cluster.config.nodes:
-        sock = client(cluster.config, node)
+        sock = dealer(cluster.config, node)
         try:
             for payload in GARBAGE:
                 assert ask(sock, payload).type == "error", (node, payload[:40])

@@ -4,12 +4,11 @@ is `python -m tests.fuzzing --frames 100000`)."""
 from __future__ import annotations
 
 import pytest
-import zmq
 from hypothesis import HealthCheck, given, settings
 
 from nodes.config import Settings
-from nodes.security import Security
 from orchestrator import cluster as cl
+from orchestrator.client import dealer
 
 from ..fuzzing import ask, frames
 
@@ -21,13 +20,7 @@ def live(tmp_path_factory):
     run = tmp_path_factory.mktemp("fuzz")
     cluster = cl.start(run, Settings(mta_build="sp4", replication_lag_ms=0, replication_jitter_ms=0))
     cluster.add_user("alice", "ex1")
-    security = Security(run, False)
-    socks = {}
-    for node in NODES:
-        socks[node] = zmq.Context.instance().socket(zmq.DEALER)
-        socks[node].linger = 0
-        security.client(socks[node])
-        socks[node].connect(cluster.config.endpoint(node))
+    socks = {node: dealer(cluster.config, node) for node in NODES}
     yield cluster, socks
     for s in socks.values():
         s.close()
