@@ -7,12 +7,12 @@ Every line has ts (epoch seconds), node, level, event, lamport.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 import structlog
 
 
@@ -21,13 +21,24 @@ class JsonLinesFile:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        # line buffered: a line is in the file as soon as it is logged, so a reader of the
-        # merged logs (xcon check) after `xcon wait` sees every event
-        self._file = open(path, "a", buffering=1, encoding="utf-8")
+        # unbuffered, one write per line: a line is in the file as soon as it is logged, so a
+        # reader of the merged logs (xcon check) after `xcon wait` sees every event
+        self._file = open(path, "ab", buffering=0)
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        self._file.write(json.dumps(event_dict, default=_jsonable, separators=(",", ":")) + "\n")
+        # orjson: the JSON line is the per-event cost every node pays; it is several times
+        # faster than json.dumps here
+        self._file.write(orjson.dumps(event_dict, default=_jsonable,
+                                      option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
         return event_dict
+
+
+def console_line(logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+    """The readable console: time, level, event, then the fields (cheaper than ConsoleRenderer)."""
+    ts = event_dict.get("ts", 0.0)
+    head = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+    fields = " ".join(f"{k}={v}" for k, v in event_dict.items() if k not in ("ts", "node", "level", "event"))
+    return f"{head} {method:<7} {event_dict['event']:<24} {fields}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -52,7 +63,7 @@ def configure(node: str, log_file: Path, lamport: Callable[[], int]) -> structlo
         processors=[
             add_header,
             JsonLinesFile(log_file),
-            structlog.dev.ConsoleRenderer(colors=False),
+            console_line,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
