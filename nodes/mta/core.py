@@ -241,6 +241,10 @@ class MtaCore:
 
     def _route(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
         entry, via = self._entry(pair)
+        if pair.handed_to is not None:
+            # an unacknowledged hand-off: the peer may own the pair already, so it goes to that
+            # peer again with what it was sent before; only the peer's answer settles it
+            entry, via = pair.hint, "unacknowledged transfer"
         if entry is None:
             return self._fail(msg, [pair], "unknown", now)
         home = entry["home_server"]
@@ -253,9 +257,10 @@ class MtaCore:
             return [routed, Send(f"store.{self.server}", "store.deliver",
                                  {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw,
                                   "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts}, request, msg.msg_id)]
-        if pair.hops >= MAX_HOPS:
+        if pair.hops >= MAX_HOPS and pair.handed_to is None:
             return [routed, *self._fail(msg, [pair], "loop", now)]
         self._await(msg, pair, "transferring", request, now)
+        pair.handed_to, pair.hint = f"mta.{home}", entry
         return [routed, Send(f"mta.{home}", "mta.transfer",
                              {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
                               "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
@@ -279,6 +284,7 @@ class MtaCore:
         pair.request = None
         body = frame.body
         if frame.type == "error":
+            pair.handed_to = None  # the peer refused it: it does not own the pair
             return self._defer(msg, pair, now, f"{frame.src}: {body['reason']}")
         if frame.type == "store.result" and pair.state == "delivering":
             outcome = body["outcome"]
@@ -290,7 +296,7 @@ class MtaCore:
                 return self._defer(msg, pair, now, body["reason"])
             return self._not_here(msg, pair, now)
         if frame.type == "mta.transfer_ack" and pair.state == "transferring":
-            pair.state = "transferred"
+            pair.state, pair.handed_to = "transferred", None
             return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]
         if frame.type == "dir.entry" and pair.state == "resolving":
             return self._resolved(msg, pair, body["recipient"], now)

@@ -45,6 +45,9 @@ class Pair:
     state: str = "queued"
     hint: dict[str, Any] | None = None  # the freshest directory entry known beside the cache
     hops: int = 0
+    # a transfer sent but not acknowledged: the peer may own the pair already, so it is sent
+    # again to that same peer, never rerouted, until the peer answers (it dedupes by hops)
+    handed_to: str | None = None
     attempts: int = 0
     next_at: float = 0.0
     reason: str = ""
@@ -77,7 +80,8 @@ class QueuedMessage:
         """What is persisted: everything but the in-flight bookkeeping, which a restart redoes."""
         record = asdict(self)
         record["pairs"] = [
-            {k: v for k, v in asdict(p).items() if k in ("rcpt", "alt_of", "state", "hint", "hops", "attempts", "reason")}
+            {k: v for k, v in asdict(p).items() if k in ("rcpt", "alt_of", "state", "hint", "hops", "attempts", "reason",
+                                                          "handed_to")}
             for p in self.pairs.values()
         ]
         return record

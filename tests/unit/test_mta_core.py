@@ -200,6 +200,30 @@ def test_a_request_without_answer_is_deferred_and_retried():
     assert sends(mta.tick(4.1), "store.deliver"), "retried after retry_ms"
 
 
+def test_an_unacknowledged_transfer_goes_to_the_same_peer_again_whatever_the_cache_says():
+    """Found by chaos with drop faults: the peer took the pair but its ack was lost; rerouting
+    the retry by a newer cache made two MTAs own the pair (delivered here, NDR'd there)."""
+    mta = make_mta("sp4", retry_ms=500)
+    msg_id, actions = submit(mta, ["alice"], now=1.0)  # alice lives on ex2
+    first = sends(actions, "mta.transfer")
+    assert [s.to for s in first] == ["mta.ex2"]
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("alice", "ex1", 5)})), 1.1)
+    assert events(mta.tick(3.5), "mta.deferred")  # no answer within 2 s; the cache now says ex1
+    again = sends(mta.tick(4.1), "mta.transfer")
+    assert [(s.to, s.body["rcpts"][0]["hops"]) for s in again] == [("mta.ex2", 1)], "same peer, same hops"
+    acked = mta.on_event(response(again[0], "mta.transfer_ack", {"msg_id": msg_id, "rcpts": ["alice"]}), 4.2)
+    assert events(acked, "mta.transferred") and mta.status(4.3)["open_pairs"] == 0
+
+
+def test_a_refused_transfer_may_be_rerouted():
+    mta = make_mta("sp4", retry_ms=500)
+    msg_id, actions = submit(mta, ["alice"], now=1.0)
+    mta.on_event(response(sends(actions, "mta.transfer")[0], "error", {"reason": "busy"}), 1.1)
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("alice", "ex1", 5)})), 1.2)
+    retry = mta.tick(2.3)
+    assert [s.body["mailbox"] for s in sends(retry, "store.deliver")] == ["alice"]
+
+
 def test_a_routing_loop_ends_in_an_ndr():
     mta = make_mta("sp4")
     body = {"msg_id": "m-3", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
