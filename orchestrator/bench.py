@@ -228,7 +228,7 @@ def timed(fn: Callable[[], Any]) -> float:
 # --- the run --------------------------------------------------------------------------------
 
 def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) -> list[Row]:
-    n = 1500 if quick else 20_000
+    n = 1000 if quick else 20_000
     window = 64
     body = "x" * 200
     rows: list[Row] = []
@@ -317,7 +317,7 @@ def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) ->
                         f"baseline: {how}"))
 
     say("chaos trial rate")
-    trials = 2 if quick else 6
+    trials = 1 if quick else 6
     t0 = time.perf_counter()
     for seed in chaos.trial_seeds(1, trials):
         chaos.run_trial(chaos.draw_world(seed, "sp4", ()), root / f"trial-{seed}")
