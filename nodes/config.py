@@ -23,6 +23,7 @@ class Settings:
     seed: int = 0
     max_queue: int = 10_000  # messages an MTA holds before it answers "busy"
     insecure: bool = False  # True: no CURVE, no ZAP (xcon up --insecure)
+    fsync: bool = True  # False only to measure what durability costs (xcon up --no-fsync)
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)

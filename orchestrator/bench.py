@@ -27,7 +27,7 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
-from nodes.config import Settings
+from nodes.config import ClusterConfig, Settings
 from protocol import Frame, encode
 
 from . import chaos
@@ -275,6 +275,16 @@ def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) ->
                      f"raw 3-hop pipeline, {frame_size} B frames"),
                  Row("across servers (MTA -> MTA -> store)", "p50 latency", p50, raw[1], "ms"),
                  Row("across servers (MTA -> MTA -> store)", "p99 latency", p99, raw[2], "ms")]
+        say("recovery after kill -9 of an MTA")
+        stop_at = len(cluster.config.nodes)
+        cluster.fault("kill", "mta.ex1")
+        t0 = time.perf_counter()
+        cluster.fault("restart", "mta.ex1")
+        cluster.wait_node_ready("mta.ex1")
+        recovery_s = time.perf_counter() - t0
+        pids["mta.ex1"] = ClusterConfig.load(cluster.config.run_dir).nodes["mta.ex1"]["pid"]
+        rows.append(Row("recovery", "MTA kill -9, restart to ready", recovery_s, py_start, "s",
+                        f"baseline: one bare interpreter start; {stop_at} nodes in the cluster"))
         loaded = {name: rss_kb(pid) for name, pid in pids.items()}
         for name in pids:
             rows.append(Row("memory", f"{name} RSS idle -> after {2 * n} msgs", loaded[name] / 1024,
@@ -301,6 +311,22 @@ def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) ->
     finally:
         cluster.close()
         cl.stop(root / "cluster")
+
+    say("durable acceptance with fsync off (same run)")
+    nofsync = cl.start(root / "nofsync", Settings(mta_build="sp4", replication_lag_ms=0, replication_jitter_ms=0,
+                                                 max_queue=10_000_000, expire_ms=3_600_000, fsync=False))
+    try:
+        for alias in ("alice", "bob"):
+            nofsync.add_user(alias, "ex1", wait=False)
+        nofsync.wait_replicated(2)
+        _, off_rate, _ = submit_load(nofsync, "mta.ex1", "alice", "bob", n, window, body)
+        nofsync.wait(600)
+    finally:
+        nofsync.close()
+        cl.stop(root / "nofsync")
+    on = next(r for r in rows if r.workload == "durable acceptance")
+    rows.append(Row("durable acceptance", "accepted/s with fsync off (durability cost)", on.value, off_rate, "msgs/s",
+                    f"ratio = fsync on / off: {off_rate:,.0f}/s without fsync"))
 
     for lines in ((100_000,) if quick else (100_000, 1_000_000)):
         say(f"xcon check over {lines} lines")

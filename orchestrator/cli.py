@@ -90,9 +90,11 @@ def xcon() -> None:
 @click.option("--max-queue", type=click.IntRange(1, 10_000_000), default=Settings.max_queue, show_default=True,
               help="Messages an MTA holds before it answers 'busy, retry'.")
 @click.option("--insecure", is_flag=True, help="No CURVE, no ZAP: any local process may talk to the nodes.")
+@click.option("--no-fsync", is_flag=True,
+              help="Benchmarks only: acknowledge before the disk has it (a crash then loses accepted mail).")
 @json_option
 def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, replication_jitter_ms: int,
-       retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool, as_json: bool) -> None:
+       retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool, no_fsync: bool, as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
@@ -103,7 +105,7 @@ def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, rep
                    "the ports can submit, move and read mail", err=True)
     settings = Settings(tuple(f"ex{i}" for i in range(1, servers + 1)), mta_build, replication_lag_ms,
                         replication_jitter_ms, retry_ms, expire_ms, seed=seed, max_queue=max_queue,
-                        insecure=insecure)
+                        insecure=insecure, fsync=not no_fsync)
     t0 = time.time()
     cluster = cl.start(run_dir, settings)
     took = time.time() - t0

@@ -11,7 +11,7 @@ from .spool import Spool
 def main() -> None:
     args = node_args("mta")
     server = args.config.nodes[args.name]["server"]
-    spool = Spool(args.run_dir / "mta" / server)
+    spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync)
     queued, seen = spool.load()
     core = MtaCore(server, args.config.settings, boot_id(), queued, seen)
     executors = {

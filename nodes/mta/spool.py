@@ -17,7 +17,8 @@ from .queue import QueuedMessage
 
 
 class Spool:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, fsync: bool = True):
+        self.fsync = fsync
         self.queue_dir = root / "queue"
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self.seen_path = root / "seen.log"
@@ -61,7 +62,8 @@ class Spool:
             with open(self.seen_path, "a") as f:
                 f.write("".join(seen_lines))
                 f.flush()
-                os.fsync(f.fileno())
+                if self.fsync:
+                    os.fsync(f.fileno())
         for msg_id, record in final.items():
             path = self.queue_dir / f"{msg_id}.msgpack"
             if record is None:
@@ -72,7 +74,8 @@ class Spool:
             with open(tmp, "wb") as f:
                 f.write(msgpack.packb(record, use_bin_type=True))
                 f.flush()
-                os.fsync(f.fileno())
+                if self.fsync:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
-        if final:
+        if final and self.fsync:
             fsync_dir(self.queue_dir)

@@ -14,7 +14,7 @@ from .maildir import Maildirs
 def main() -> None:
     args = node_args("store")
     server = args.config.nodes[args.name]["server"]
-    maildirs = Maildirs(args.run_dir / "stores" / server)
+    maildirs = Maildirs(args.run_dir / "stores" / server, args.config.settings.fsync)
     mailboxes, locks = maildirs.load()
     core = StoreCore(server, mailboxes, locks, boot_id())
 

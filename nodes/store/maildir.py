@@ -18,8 +18,9 @@ LOCKS_FILE = "locks.json"
 
 
 class Maildirs:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, fsync: bool = True):
         self.root = root
+        self.fsync = fsync
         self._pending: list[tuple[Path, Path]] = []
         root.mkdir(parents=True, exist_ok=True)
 
@@ -61,7 +62,7 @@ class Maildirs:
         """fsync every message written since the last sync, rename each into new/, fsync each
         new/ once: the Maildir way, one batch at a time."""
         pending, self._pending = self._pending, []
-        for tmp, _ in pending:
+        for tmp, _ in pending if self.fsync else ():
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -69,7 +70,7 @@ class Maildirs:
                 os.close(fd)
         for tmp, final in pending:
             os.rename(tmp, final)
-        for new_dir in {final.parent for _, final in pending}:
+        for new_dir in {final.parent for _, final in pending} if self.fsync else ():
             fsync_dir(new_dir)
 
     def delete(self, mailbox: str) -> None:

@@ -15,7 +15,7 @@ def test_bench_quick_reports_every_workload(tmp_path):
     workloads = {r["workload"] for r in data["rows"]}
     for expected in ("cluster start", "same server (MTA -> store)", "across servers (MTA -> MTA -> store)",
                      "durable acceptance", "Move User, 100 messages", "Move User, 1000 messages",
-                     "xcon check, 100000 lines", "memory", "chaos"):
+                     "xcon check, 100000 lines", "memory", "chaos", "recovery"):
         assert expected in workloads, expected
     for r in data["rows"]:
         assert r["value"] > 0, r
