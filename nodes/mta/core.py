@@ -124,6 +124,7 @@ class MtaCore:
             for pair in list(msg.pairs.values()):
                 if pair.state in WAITING and now >= pair.deadline:
                     self.requests.pop(pair.request or "", None)
+                    pair.unconfirmed = pair.unconfirmed or pair.state == "delivering"
                     actions += self._defer(msg, pair, now, f"no answer within {self.timeout_s:g}s")
                 elif pair.state in ("deferred", "queued") and now >= msg.accepted_at + self.expire_s:
                     actions += self._fail(msg, [pair], "expired", now)
@@ -319,7 +320,9 @@ class MtaCore:
             # the cache caught up while the store answered: route to the new home
             return [log("mta.rerouted", reason="cache updated", home_server=entry["home_server"], **facts),
                     *self._route(msg, pair, now)]
-        if self.build == "reroute":
+        if self.build == "reroute" or pair.unconfirmed:
+            # reroute always; any build when an earlier delivery here went unanswered, since the
+            # message may have arrived and left with the mailbox: find where it went first
             request = self.ids.next()
             self._await(msg, pair, "resolving", request, now)
             return [log("mta.not_homed", action="ask directory", cache_home=self.server, **facts),

@@ -48,6 +48,9 @@ class Pair:
     # a transfer sent but not acknowledged: the peer may own the pair already, so it is sent
     # again to that same peer, never rerouted, until the peer answers (it dedupes by hops)
     handed_to: str | None = None
+    # a delivery to the store went unanswered: it may be in the mailbox (and moved with it), so
+    # a later "not here" is not a failure until the directory says where the mailbox went
+    unconfirmed: bool = False
     attempts: int = 0
     next_at: float = 0.0
     reason: str = ""
@@ -81,7 +84,7 @@ class QueuedMessage:
         record = asdict(self)
         record["pairs"] = [
             {k: v for k, v in asdict(p).items() if k in ("rcpt", "alt_of", "state", "hint", "hops", "attempts", "reason",
-                                                          "handed_to")}
+                                                          "handed_to", "unconfirmed")}
             for p in self.pairs.values()
         ]
         return record

@@ -215,6 +215,22 @@ def test_an_unacknowledged_transfer_goes_to_the_same_peer_again_whatever_the_cac
     assert events(acked, "mta.transferred") and mta.status(4.3)["open_pairs"] == 0
 
 
+def test_after_an_unanswered_delivery_not_here_means_find_the_mailbox_not_fail():
+    """Found by chaos with drop faults (sp4, trial seed 2034139792): the store delivered, its
+    answer was dropped, the mailbox moved away with the message; the retry met "not here" and
+    sp4 sent an NDR for a message that was in the mailbox: delivered and reported."""
+    mta = make_mta("sp4", retry_ms=500)
+    msg_id, actions = submit(mta, ["carol"], now=1.0)
+    assert sends(actions, "store.deliver")
+    mta.tick(3.5)  # no answer within 2 s
+    retry = sends(mta.tick(4.1), "store.deliver")
+    answer = store_answer(mta, retry[0], "not_here", 4.2)
+    assert not events(answer, "mta.failed")
+    lookup = sends(answer, "dir.lookup")
+    found = mta.on_event(response(lookup[0], "dir.entry", {"recipient": recipient("carol", "ex2", 9), "usn": 9}), 4.3)
+    assert [s.to for s in sends(found, "mta.transfer")] == ["mta.ex2"], "to the mailbox's new home, which dedupes"
+
+
 def test_a_refused_transfer_may_be_rerouted():
     mta = make_mta("sp4", retry_ms=500)
     msg_id, actions = submit(mta, ["alice"], now=1.0)
