@@ -20,7 +20,6 @@ from nodes.config import Settings
 
 from . import check as checker
 from . import cluster as cl
-from . import logread
 from .client import ClusterError
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
@@ -141,7 +140,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     finally:
         cluster.close()
         cl.stop(run_dir)
-    report = checker.check(logread.merged(run_dir))
+    report = checker.check_run(run_dir)
     result.counts, result.pairs = report.counts, report.pairs
     result.violations = [v.to_json() for v in report.violations]
     result.seconds = round(time.time() - t0, 2)

@@ -9,9 +9,10 @@ reported.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 VIOLATIONS = ("lost", "pending", "duplicated", "both")
 TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
@@ -42,33 +43,31 @@ class Report:
                 "violations": [v.to_json() for v in self.violations]}
 
 
-def check(events: Iterable[dict[str, Any]]) -> Report:
-    accepted: dict[tuple[str, str], dict[str, Any]] = {}
+def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[str, Any]]] | None = None) -> Report:
+    """Judge every accepted pair. A first pass counts; only when something broke does a second
+    pass (over `again()`, or `events` again when it is a list) collect the last events of the
+    broken pairs, so memory stays small however long the logs are."""
+    accepted: dict[tuple[str, str], tuple[str, str | None]] = {}
     delivered: Counter = Counter()
     reported: Counter = Counter()
     gave_up: set[tuple[str, str]] = set()
-    recent: dict[tuple[str, str], deque] = defaultdict(lambda: deque(maxlen=TRACE_EVENTS))
     for e in events:
         name = e["event"]
-        msg_id = e.get("msg_id")
-        if name == "mta.accepted":
-            alt_of = e.get("alt_of") or {}
-            for rcpt in e.get("rcpts", []):
-                accepted[(msg_id, rcpt)] = {"sender": e.get("sender", ""), "alt_of": alt_of.get(rcpt)}
-        elif name == "store.delivered":
+        if name == "store.delivered":
             if e.get("ndr_for"):
-                for rcpt in e.get("ndr_rcpts") or []:
+                for rcpt in e.get("ndr_rcpts") or ():
                     reported[(e["ndr_for"], rcpt)] += 1
             else:
-                delivered[(msg_id, e.get("mailbox"))] += 1
+                delivered[(e.get("msg_id"), e.get("mailbox"))] += 1
+        elif name == "mta.accepted":
+            alt_of = e.get("alt_of") or {}
+            for rcpt in e.get("rcpts", ()):
+                accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
         elif name == "mta.failed" and not e.get("ndr_for"):
-            gave_up.add((msg_id, e.get("rcpt")))
-        rcpt = e.get("rcpt") or e.get("mailbox")
-        if msg_id and rcpt:
-            recent[(msg_id, rcpt)].append(_brief(e))
+            gave_up.add((e.get("msg_id"), e.get("rcpt")))
     counts = Counter({k: 0 for k in ("delivered", "ndr", *VIOLATIONS)})
-    violations = []
-    for key, info in accepted.items():
+    broken: dict[tuple[str, str], PairVerdict] = {}
+    for key, (sender, alt_of) in accepted.items():
         d, n = delivered[key], reported[key]
         if d and n:
             outcome = "both"
@@ -82,9 +81,24 @@ def check(events: Iterable[dict[str, Any]]) -> Report:
             outcome = "lost" if key in gave_up else "pending"
         counts[outcome] += 1
         if outcome in VIOLATIONS:
-            violations.append(PairVerdict(key[0], key[1], info["sender"], info["alt_of"], outcome,
-                                          list(recent.get(key, ()))))
-    return Report(len(accepted), dict(counts), violations, not violations)
+            broken[key] = PairVerdict(key[0], key[1], sender, alt_of, outcome)
+    if broken:
+        recent: dict[tuple[str, str], deque] = {key: deque(maxlen=TRACE_EVENTS) for key in broken}
+        for e in (again() if again else events):
+            rcpt = e.get("rcpt") or e.get("mailbox")
+            slot = recent.get((e.get("msg_id"), rcpt))
+            if slot is not None:
+                slot.append(_brief(e))
+        for key, verdict in broken.items():
+            verdict.last_events = list(recent[key])
+    return Report(len(accepted), dict(counts), list(broken.values()), not broken)
+
+
+def check_run(run_dir: Path, bad: list[str] | None = None) -> Report:
+    """Judge a run directory's logs (read twice only when something broke)."""
+    from . import logread
+
+    return check(logread.merged(run_dir, bad), again=lambda: logread.merged(run_dir))
 
 
 def _brief(e: dict[str, Any]) -> dict[str, Any]:

@@ -490,7 +490,7 @@ def check_cmd(run_dir: Path, as_json: bool) -> None:
     if not logread.log_files(run_dir):
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
     bad: list[str] = []
-    report = checker.check(logread.merged(run_dir, bad))
+    report = checker.check_run(run_dir, bad)
     if as_json:
         emit_json({**report.to_json(), "unreadable_lines": bad})
     else:

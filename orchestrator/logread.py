@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
-import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import orjson
 
 
 def log_files(run_dir: Path) -> list[Path]:
@@ -14,11 +15,11 @@ def log_files(run_dir: Path) -> list[Path]:
 
 
 def read_file(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             try:
-                event = json.loads(line)
-            except ValueError:
+                event = orjson.loads(line)  # the reader's main cost: orjson parses several times faster
+            except orjson.JSONDecodeError:
                 if bad is not None:
                     bad.append(f"{path.name}:{n}")
                 continue

@@ -110,7 +110,7 @@ def run_case(case: str, run_dir: Path, seed: int = 0) -> CaseResult:
     finally:
         cluster.close()
         cl.stop(run_dir)
-    result.check = checker.check(logread.merged(run_dir)).to_json()
+    result.check = checker.check_run(run_dir).to_json()
     result.seconds = round(time.time() - t0, 2)
     return result
 
