@@ -12,11 +12,11 @@ def main() -> None:
     args = node_args("mta")
     server = args.config.nodes[args.name]["server"]
     spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync)
-    queued, seen = spool.load()
-    core = MtaCore(server, args.config.settings, boot_id(), queued, seen)
+    queued, seen, seen_at = spool.load()
+    core = MtaCore(server, args.config.settings, boot_id(), queued, seen, seen_at)
     executors = {
         PersistMessage: lambda a: spool.persist(a.msg_id, a.record),
-        RetireMessage: lambda a: spool.retire(a.msg_id, a.hops),
+        RetireMessage: lambda a: spool.retire(a.msg_id, a.hops, a.accepted_at),
     }
     Runtime(args.name, args.config, core, executors, subscribe_to="directory",
             sync=spool.sync, deferred=(PersistMessage, RetireMessage)).run()

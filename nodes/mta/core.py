@@ -36,6 +36,7 @@ class MtaCore:
         boot: str,
         queued: list[QueuedMessage] | None = None,
         seen: dict[str, dict[str, int]] | None = None,
+        seen_at: dict[str, float] | None = None,
     ):
         if settings.mta_build not in BUILDS:
             raise ValueError(f"unknown MTA build '{settings.mta_build}'")
@@ -54,6 +55,11 @@ class MtaCore:
         # msg_id -> {rcpt: hops} of the pairs this MTA finished; a transfer of a pair with no more
         # hops than that is a retransmission, one with more is the pair coming back after a reroute
         self.seen: dict[str, dict[str, int]] = dict(seen or {})
+        # when each seen message was accepted; forgotten after `remember_s`, by when no peer can
+        # still be retrying it (a sender gives up at expire), so memory does not grow with traffic
+        self.seen_at: dict[str, float] = dict(seen_at or {})
+        self.remember_s = 2 * self.expire_s + 60
+        self._next_prune = 0.0
         self.requests: dict[str, tuple[str, str]] = {}  # request id -> (msg_id, rcpt)
         self._snapshot_req: str | None = None
         self._snapshot_deadline = 0.0
@@ -113,7 +119,16 @@ class MtaCore:
             return self._response(event.frame, now)
         return []
 
+    def _prune_seen(self, now: float) -> None:
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 60
+        for msg_id in [m for m, at in self.seen_at.items() if at + self.remember_s < now]:
+            del self.seen_at[msg_id]
+            self.seen.pop(msg_id, None)
+
     def tick(self, now: float) -> list:
+        self._prune_seen(now)
         actions: list = []
         for entry in self.cache.apply_due(now):
             actions.append(log("mta.cache_applied", usn=entry["usn"], alias=entry["alias"],
@@ -395,7 +410,8 @@ class MtaCore:
         del self.queue[msg.msg_id]
         hops = {p.rcpt: p.hops for p in msg.pairs.values()}
         self.seen.setdefault(msg.msg_id, {}).update(hops)
-        return [RetireMessage(msg.msg_id, hops),
+        self.seen_at[msg.msg_id] = msg.accepted_at
+        return [RetireMessage(msg.msg_id, hops, msg.accepted_at),
                 log("mta.retired", level="debug", msg_id=msg.msg_id,
                     outcome={p.rcpt: p.state for p in msg.pairs.values()})]
 
@@ -451,7 +467,7 @@ class MtaCore:
             self._wake = at
 
     def _recompute_wake(self) -> None:
-        times = [self.cache.next_apply()]
+        times = [self.cache.next_apply(), self._next_prune if self.seen_at else None]
         if self._snapshot_req:
             times.append(self._snapshot_deadline)
         for msg in self.queue.values():

@@ -32,6 +32,7 @@ class RetireMessage:
 
     msg_id: str
     hops: dict[str, int]  # rcpt -> the hop count at which this MTA took the pair on
+    accepted_at: float = 0.0  # when the message was first accepted: the memory is kept for a while after
 
 
 FINAL = frozenset({"delivered", "transferred", "failed"})

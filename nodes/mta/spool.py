@@ -2,7 +2,7 @@
 
 `<run-dir>/mta/<server>/queue/<msg_id>.msgpack` holds a message and its pairs' states, written
 atomically (tmp, fsync, rename, fsync of the directory). `seen.log` lists the (message id,
-recipient, hops) of pairs this MTA finished, one per line, so a retransmitted transfer is refused.
+recipient, hops, accepted at) of pairs this MTA finished, one per line, so a retransmitted transfer is refused.
 """
 
 from __future__ import annotations
@@ -24,19 +24,21 @@ class Spool:
         self.seen_path = root / "seen.log"
         self._ops: list[tuple[str, str, dict]] = []
 
-    def load(self) -> tuple[list[QueuedMessage], dict[str, dict[str, int]]]:
+    def load(self) -> tuple[list[QueuedMessage], dict[str, dict[str, int]], dict[str, float]]:
         queued = [
             QueuedMessage.from_record(msgpack.unpackb(p.read_bytes(), raw=False))
             for p in sorted(self.queue_dir.glob("*.msgpack"))
         ]
         seen: dict[str, dict[str, int]] = {}
+        seen_at: dict[str, float] = {}
         if self.seen_path.exists():
             for line in self.seen_path.read_text().splitlines():
                 parts = line.split(" ")
-                if len(parts) == 3 and parts[2].isdigit():
+                if len(parts) == 4 and parts[2].isdigit():
                     held = seen.setdefault(parts[0], {})
                     held[parts[1]] = max(held.get(parts[1], -1), int(parts[2]))
-        return queued, seen
+                    seen_at[parts[0]] = float(parts[3])
+        return queued, seen, seen_at
 
     # Group commit (see Runtime.flush): persist and retire only note what to write; `sync` writes
     # the batch, each queue file by tmp + fsync + rename, the seen lines with one fsync, and the
@@ -45,8 +47,8 @@ class Spool:
     def persist(self, msg_id: str, record: dict) -> None:
         self._ops.append(("persist", msg_id, record))
 
-    def retire(self, msg_id: str, hops: dict[str, int]) -> None:
-        self._ops.append(("retire", msg_id, hops))
+    def retire(self, msg_id: str, hops: dict[str, int], accepted_at: float) -> None:
+        self._ops.append(("retire", msg_id, (hops, accepted_at)))
 
     def sync(self) -> None:
         ops, self._ops = self._ops, []
@@ -57,7 +59,8 @@ class Spool:
                 final[msg_id] = data
             else:
                 final[msg_id] = None
-                seen_lines += [f"{msg_id} {r} {h}\n" for r, h in data.items()]
+                hops, accepted_at = data
+                seen_lines += [f"{msg_id} {r} {h} {accepted_at}\n" for r, h in hops.items()]
         if seen_lines:
             with open(self.seen_path, "a") as f:
                 f.write("".join(seen_lines))

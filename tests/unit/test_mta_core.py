@@ -179,6 +179,17 @@ def test_transfer_retransmission_is_acknowledged_but_not_taken_twice():
     assert sends(back, "store.deliver")
 
 
+def test_finished_messages_are_forgotten_once_no_peer_can_retry_them():
+    mta = make_mta("sp4", expire_ms=10_000)
+    msg_id, actions = submit(mta, ["carol"], now=1.0)
+    store_answer(mta, sends(actions, "store.deliver")[0], "delivered", 1.1)
+    assert msg_id in mta.seen
+    mta.tick(50.0)
+    assert msg_id in mta.seen, "within 2 x expire + 60 s a retransmission is still refused"
+    mta.tick(1.0 + 2 * 10 + 60 + 61)
+    assert msg_id not in mta.seen and msg_id not in mta.seen_at
+
+
 def test_deferred_pair_expires_into_an_ndr():
     mta = make_mta("sp4", expire_ms=2000, retry_ms=500)
     msg_id, actions = submit(mta, ["carol"], now=1.0)
