@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgpack
 
-from ..config import fsync_dir
+from ..config import SYNC_BATCH, fsync_dir, syncfs
 from .queue import QueuedMessage
 
 
@@ -67,18 +67,26 @@ class Spool:
                 f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())
-        for msg_id, record in final.items():
-            path = self.queue_dir / f"{msg_id}.msgpack"
-            if record is None:
-                if path.exists():
-                    path.unlink()
-                continue
+        writes = {m: r for m, r in final.items() if r is not None}
+        batch = self.fsync and len(writes) >= SYNC_BATCH
+        tmps = []
+        for msg_id, record in writes.items():
             tmp = self.queue_dir / f".{msg_id}.tmp"
             with open(tmp, "wb") as f:
                 f.write(msgpack.packb(record, use_bin_type=True))
                 f.flush()
-                if self.fsync:
+                if self.fsync and not batch:
                     os.fsync(f.fileno())
+            tmps.append((tmp, self.queue_dir / f"{msg_id}.msgpack"))
+        if batch and not syncfs(self.queue_dir):  # one flush for a large batch's data
+            for tmp, _ in tmps:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+        for tmp, path in tmps:
             os.replace(tmp, path)
+        for msg_id in (m for m, r in final.items() if r is None):
+            path = self.queue_dir / f"{msg_id}.msgpack"
+            if path.exists():
+                path.unlink()
         if final and self.fsync:
             fsync_dir(self.queue_dir)

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..config import fsync_dir, write_atomic
+from ..config import SYNC_BATCH, fsync_dir, syncfs, write_atomic
 from .core import msg_id_of
 
 LOCKS_FILE = "locks.json"
@@ -62,7 +62,10 @@ class Maildirs:
         """fsync every message written since the last sync, rename each into new/, fsync each
         new/ once: the Maildir way, one batch at a time."""
         pending, self._pending = self._pending, []
-        for tmp, _ in pending if self.fsync else ():
+        # a large batch (a move's import page, a burst of deliveries): one syncfs for the data,
+        # renames, one syncfs for the directories; a small one: fsync each file and directory
+        batch = self.fsync and len(pending) >= SYNC_BATCH and syncfs(self.root)
+        for tmp, _ in pending if self.fsync and not batch else ():
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -70,6 +73,9 @@ class Maildirs:
                 os.close(fd)
         for tmp, final in pending:
             os.rename(tmp, final)
+        if batch:
+            syncfs(self.root)
+            return
         for new_dir in {final.parent for _, final in pending} if self.fsync else ():
             fsync_dir(new_dir)
 
