@@ -10,6 +10,8 @@ from .core import (
 )
 from .maildir import Maildirs
 
+PAGE_BYTES = 4 * 1024 * 1024
+
 
 def main() -> None:
     args = node_args("store")
@@ -24,9 +26,14 @@ def main() -> None:
 
     def export_page(a: ExportPage) -> list:
         names = [n for n in maildirs.names(a.mailbox) if n > a.after]
-        page = names[: a.limit]
-        messages = [{"name": n, "msg_id": msg_id_of(n) or "", "raw": maildirs.read(a.mailbox, n)} for n in page]
-        more = page[-1] if len(names) > len(page) else None
+        messages, size = [], 0
+        for n in names[: a.limit]:
+            raw = maildirs.read(a.mailbox, n)
+            if messages and size + len(raw) > PAGE_BYTES:
+                break  # a page stays far below the frame limit, however large the messages
+            messages.append({"name": n, "msg_id": msg_id_of(n) or "", "raw": raw})
+            size += len(raw)
+        more = messages[-1]["name"] if len(names) > len(messages) else None
         return [Reply(a.peer, a.re, "store.exported", {"mailbox": a.mailbox, "messages": messages, "next": more})]
 
     executors = {
