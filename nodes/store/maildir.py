@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 from ..config import SYNC_BATCH, fsync_dir, syncfs, write_atomic
@@ -84,10 +86,12 @@ class Maildirs:
         box = self.root / mailbox
         if box.exists():
             # rename first so a crash mid-delete never leaves a half mailbox that looks whole
-            doomed = self.root / f".deleting.{mailbox}"
+            doomed = self.root / f".deleting.{mailbox}.{time.time_ns()}"
             os.rename(box, doomed)
             fsync_dir(self.root)
-            shutil.rmtree(doomed)
+            # the rename is the delete; removing the files can happen after the answer (a start
+            # finishes what a crash interrupted)
+            threading.Thread(target=shutil.rmtree, args=(doomed, True), daemon=True).start()
 
     def save_locks(self, locks: dict[str, str]) -> None:
         write_atomic(self.root / LOCKS_FILE, json.dumps(locks, sort_keys=True).encode())
