@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 from nodes.config import ClusterConfig
 from nodes.core import log
@@ -47,6 +48,9 @@ def main() -> None:
 
     def restart_node(action: RestartNode) -> list:
         config = ClusterConfig.load(args.run_dir)
+        deadline = time.time() + 3.0  # a node killed a moment ago may still be on its way out
+        while pid_alive(config.nodes[action.node].get("pid"), config.run_dir) and time.time() < deadline:
+            time.sleep(0.01)
         if pid_alive(config.nodes[action.node].get("pid"), config.run_dir):
             return [log("fault.restart_refused", level="warning", target=action.node, reason="still running")]
         proc = spawn_node(config, action.node)

@@ -164,12 +164,17 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
     """Run the world's schedule: each event at its time (the campaign's clock, not a test's wait)."""
     t0 = time.time()
     restarts: list[tuple[float, str]] = []
-    for event in world.events:
-        while restarts and restarts[0][0] <= event["at"]:
-            _restart(cluster, restarts.pop(0)[1], t0)
-        delay = t0 + event["at"] - time.time()
+    def until(at: float) -> None:
+        delay = t0 + at - time.time()
         if delay > 0:
             time.sleep(delay)
+
+    for event in world.events:
+        while restarts and restarts[0][0] <= event["at"]:
+            at, node = restarts.pop(0)
+            until(at)  # a killed node stays down for its drawn time, no less
+            _restart(cluster, node, t0)
+        until(event["at"])
         try:
             if event["do"] == "send":
                 result.messages += 1
@@ -191,7 +196,8 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
         except ClusterError:
             if event["do"] == "send":
                 result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
-    for _, node in restarts:
+    for at, node in restarts:
+        until(at)
         _restart(cluster, node, t0)
 
 

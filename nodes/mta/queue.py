@@ -96,6 +96,8 @@ class QueuedMessage:
         for p in record["pairs"]:
             pair = Pair(**p)
             if not pair.final:
-                pair.state = "queued"  # whatever was in flight is retried; the peer and store dedupe
+                # whatever was in flight is retried; the peer and the store dedupe. A delivery may
+                # have happened just before the crash, so the pair is unconfirmed (see Pair)
+                pair.state, pair.unconfirmed = "queued", True
             pairs[pair.rcpt] = pair
         return cls(**{**record, "pairs": pairs})

@@ -288,7 +288,7 @@ def test_recovered_queue_is_routed_once_the_cache_is_loaded():
     from nodes.mta.queue import Pair
     msg.pairs["carol"] = Pair("carol", state="delivering")
     restored = QueuedMessage.from_record(msg.to_record())
-    assert restored.pairs["carol"].state == "queued"
+    assert restored.pairs["carol"].state == "queued" and restored.pairs["carol"].unconfirmed
     settings = Settings(("ex1", "ex2"), "sp4", replication_jitter_ms=0)
     mta = MtaCore("ex1", settings, "boot", queued=[restored])
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
