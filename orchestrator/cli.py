@@ -385,14 +385,18 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, se
         out.print(what if kind in ("clear", "lag") else f"{what} for {seconds:g}s")
 
 
+def known_node(cluster: cl.Cluster, node: str) -> None:
+    if node not in cluster.config.nodes:
+        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+
+
 @xcon.command()
 @run_dir_option
 @click.argument("node")
 @attached
 def kill(cluster: cl.Cluster, node: str) -> None:
     """Kill NODE with SIGKILL (logged as a fault)."""
-    if node not in cluster.config.nodes:
-        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+    known_node(cluster, node)
     cluster.fault("kill", node)
     out.print(f"killed {node}")
 
@@ -403,8 +407,7 @@ def kill(cluster: cl.Cluster, node: str) -> None:
 @attached
 def restart(cluster: cl.Cluster, node: str) -> None:
     """Start NODE again after a kill; returns once it is ready."""
-    if node not in cluster.config.nodes:
-        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+    known_node(cluster, node)
     cluster.fault("restart", node)
     cluster.wait_node_ready(node)
     out.print(f"restarted {node}")
