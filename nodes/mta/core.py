@@ -276,8 +276,11 @@ class MtaCore:
         if pair.hops >= MAX_HOPS and pair.handed_to is None:
             return [routed, *self._fail(msg, [pair], "loop", now)]
         self._await(msg, pair, "transferring", request, now)
+        first_hand_off = pair.handed_to is None
         pair.handed_to, pair.hint = f"mta.{home}", entry
-        return [routed, Send(f"mta.{home}", "mta.transfer",
+        # the hand-off is on disk before the transfer leaves, so a restart sends it to the same peer
+        durable = [PersistMessage(msg.msg_id, msg.to_record())] if first_hand_off else []
+        return [routed, *durable, Send(f"mta.{home}", "mta.transfer",
                              {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
                               "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
                               "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,

@@ -39,3 +39,9 @@ def test_each_outcome():
 def test_clean_history_is_ok():
     assert check([accepted("m1", ["bob"]), delivered("m1", "bob")]).ok
     assert check([]).ok and check([]).pairs == 0
+
+
+def test_a_delivery_whose_log_line_died_with_the_store_counts_once():
+    dup = {"event": "store.duplicate_suppressed", "node": "store.ex1", "msg_id": "m1", "mailbox": "bob"}
+    report = check([accepted("m1", ["bob"]), dup, dup])
+    assert report.ok and report.counts["delivered"] == 1

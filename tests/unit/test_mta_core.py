@@ -242,6 +242,18 @@ def test_after_an_unanswered_delivery_not_here_means_find_the_mailbox_not_fail()
     assert [s.to for s in sends(found, "mta.transfer")] == ["mta.ex2"], "to the mailbox's new home, which dedupes"
 
 
+def test_a_hand_off_is_durable_before_the_transfer_leaves():
+    """Found by chaos (sp4, trial seed 1102199806): the MTA was killed after sending a transfer;
+    restarted without knowing of the hand-off, it rerouted the pair while the peer had taken it."""
+    mta = make_mta("sp4")
+    msg_id, actions = submit(mta, ["alice"], now=1.0)
+    transfer = sends(actions, "mta.transfer")[0]
+    persisted = [a for a in actions if isinstance(a, PersistMessage) and actions.index(a) < actions.index(transfer)]
+    assert persisted[-1].record["pairs"][0]["handed_to"] == "mta.ex2"
+    restored = QueuedMessage.from_record(persisted[-1].record)
+    assert restored.pairs["alice"].handed_to == "mta.ex2"
+
+
 def test_a_refused_transfer_may_be_rerouted():
     mta = make_mta("sp4", retry_ms=500)
     msg_id, actions = submit(mta, ["alice"], now=1.0)
