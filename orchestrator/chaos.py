@@ -173,7 +173,7 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
         while restarts and restarts[0][0] <= event["at"]:
             at, node = restarts.pop(0)
             until(at)  # a killed node stays down for its drawn time, no less
-            _restart(cluster, node, t0)
+            _restart(cluster, node)
         until(event["at"])
         try:
             if event["do"] == "send":
@@ -198,10 +198,10 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
     for at, node in restarts:
         until(at)
-        _restart(cluster, node, t0)
+        _restart(cluster, node)
 
 
-def _restart(cluster: cl.Cluster, node: str, t0: float) -> None:
+def _restart(cluster: cl.Cluster, node: str) -> None:
     try:
         cluster.fault("restart", node)
         cluster.wait_node_ready(node)
