@@ -59,7 +59,9 @@ class Runtime:
         self._unsynced = False
         self._after_sync: list = []
         self.clock = 0
-        self.log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
+        self.log, self._log_sinks = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
+        # frames of this batch, sent by `_ship` once the batch's log lines are written
+        self._outbox: list[tuple[zmq.Socket, list[bytes]]] = []
         self._stopping = False
         self._ids = 0
         # faults on this node's outgoing links (nodes/faults.py), and frames they hold back
@@ -112,6 +114,21 @@ class Runtime:
         self.execute(self.core.start(time.time()))
         self.flush()
         self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
+        self._ship()
+        try:
+            self._loop()
+        finally:
+            self._log_sinks.flush()  # whatever happened, the lines logged so far reach the file
+        self.log.info("node.stopped", reason="signal")
+        self._ship()
+        for sock in [*self.monitors, self.router, self.pub, self.sub, *self.dealers.values()]:
+            if sock is not None:
+                sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
+
+    def _loop(self) -> None:
+        """Poll, handle, commit, send; until a signal asks to stop."""
         while not self._stopping:
             wake = self.core.next_wakeup()
             if self._held and (wake is None or self._held[0][0] < wake):
@@ -132,12 +149,7 @@ class Runtime:
             if wake is not None and wake <= now:
                 self.execute(self.core.tick(now))
                 self.flush()
-        self.log.info("node.stopped", reason="signal")
-        for sock in [*self.monitors, self.router, self.pub, self.sub, *self.dealers.values()]:
-            if sock is not None:
-                sock.close(0)
-        if self.auth is not None:
-            self.auth.stop()
+            self._ship()
 
     def _refused(self, mon: zmq.Socket) -> None:
         """A handshake that failed: no keys, wrong keys, or not CURVE at all."""
@@ -259,7 +271,7 @@ class Runtime:
             self._reply(action)
         elif kind is Publish:
             self.clock += 1
-            self.pub.send(encode(Frame(action.type, self._next_id(), self.name, self.clock, action.body)))
+            self._put(self.pub, [encode(Frame(action.type, self._next_id(), self.name, self.clock, action.body))])
         else:
             raise TypeError(f"{self.name}: no executor for action {action!r}")
 
@@ -298,10 +310,18 @@ class Runtime:
                 heapq.heappush(self._held, (at, next(self._seq), sock, parts))
 
     def _put(self, sock: zmq.Socket, parts: list[bytes]) -> None:
-        try:
-            sock.send_multipart(parts, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # a full queue to a dead peer, or an unknown ROUTER identity
-            self.log.warning("send.dropped", reason=str(exc))
+        self._outbox.append((sock, parts))
+
+    def _ship(self) -> None:
+        """End of a loop turn: write the log lines, then send the frames. A node killed in between
+        has logged what it did but told nobody, never the other way round."""
+        self._log_sinks.flush()
+        outbox, self._outbox = self._outbox, []
+        for sock, parts in outbox:
+            try:
+                sock.send_multipart(parts, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # a full queue to a dead peer, or an unknown ROUTER identity
+                self.log.warning("send.dropped", reason=str(exc))
 
     def _send_error(self, peer: bytes, re: str, reason: str) -> None:
         self._reply(Reply(peer, re, "error", {"reason": reason}))

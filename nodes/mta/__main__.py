@@ -14,6 +14,7 @@ def main() -> None:
     spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync)
     queued, seen, seen_at = spool.load()
     core = MtaCore(server, args.config.settings, boot_id(), queued, seen, seen_at)
+    spool.state = core.durable_state
     executors = {
         PersistMessage: lambda a: spool.persist(a.msg_id, a.record),
         RetireMessage: lambda a: spool.retire(a.msg_id, a.hops, a.accepted_at),

@@ -418,6 +418,11 @@ class MtaCore:
                 log("mta.retired", level="debug", msg_id=msg.msg_id,
                     outcome={p.rcpt: p.state for p in msg.pairs.values()})]
 
+    def durable_state(self) -> tuple[list[dict], list[tuple[str, dict[str, int], float]]]:
+        """What a compaction of the spool writes: the queued messages, and the pairs still remembered."""
+        return ([m.to_record() for m in self.queue.values()],
+                [(msg_id, hops, self.seen_at.get(msg_id, 0.0)) for msg_id, hops in self.seen.items()])
+
     # --- the directory feed (Clone pattern) -------------------------------------------------
 
     def _ask_snapshot(self, now: float) -> Send:

@@ -13,7 +13,7 @@ Pair states:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -81,14 +81,15 @@ class QueuedMessage:
         return [p.rcpt for p in self.pairs.values() if p.state == "delivered"]
 
     def to_record(self) -> dict[str, Any]:
-        """What is persisted: everything but the in-flight bookkeeping, which a restart redoes."""
-        record = asdict(self)
-        record["pairs"] = [
-            {k: v for k, v in asdict(p).items() if k in ("rcpt", "alt_of", "state", "hint", "hops", "attempts", "reason",
-                                                          "handed_to", "unconfirmed")}
-            for p in self.pairs.values()
-        ]
-        return record
+        """What is persisted: everything but the in-flight bookkeeping, which a restart redoes.
+        Written out field by field: dataclasses.asdict (a deep copy) was a tenth of the MTA's time."""
+        return {
+            "msg_id": self.msg_id, "sender": self.sender, "raw": self.raw, "accepted_at": self.accepted_at,
+            "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts),
+            "pairs": [{"rcpt": p.rcpt, "alt_of": p.alt_of, "state": p.state, "hint": p.hint, "hops": p.hops,
+                       "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to,
+                       "unconfirmed": p.unconfirmed} for p in self.pairs.values()],
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "QueuedMessage":

@@ -1,92 +1,147 @@
-"""The MTA's queue on disk, Postfix style: one file per message an operator can list.
+"""The MTA's queue on disk: a write-ahead log.
 
-`<run-dir>/mta/<server>/queue/<msg_id>.msgpack` holds a message and its pairs' states, written
-atomically (tmp, fsync, rename, fsync of the directory). `seen.log` lists the (message id,
-recipient, hops, accepted at) of pairs this MTA finished, one per line, so a retransmitted transfer is refused.
+`<run-dir>/mta/<server>/queue.wal` is a sequence of records, each framed as
+`length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack`:
+
+    ["p", msg_id, record]               the message and its pairs' states; the newest one wins
+    ["r", msg_id, {rcpt: hops}, accepted_at]
+                                        every pair is final: the message leaves the queue, and
+                                        its pairs are remembered so a retransmission is refused
+
+A batch is one append and one fsync (group commit: see Runtime.flush), where a queue file per
+message cost a create, an fsync, a rename, an unlink and a directory fsync. A crash can only
+tear the tail, a batch that was never acknowledged; `load` cuts it off.
+
+The log is compacted when it has grown past both COMPACT_MIN_BYTES and COMPACT_RATIO times what
+it held after the last compaction: it is rewritten from the core's state (the queued messages and
+the pairs it still remembers), tmp + fsync + rename. That is O(1) amortised per record, and what
+the core has forgotten (nodes.mta.core, `remember_s`) leaves the disk too.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
+from typing import Callable, Iterable
 
 import msgpack
 
-from ..config import SYNC_BATCH, fsync_dir, syncfs
+from ..config import fsync_dir
 from .queue import QueuedMessage
+
+HEADER = struct.Struct(">II")
+COMPACT_MIN_BYTES = 8 << 20
+COMPACT_RATIO = 4
+
+# what a compaction writes: the queued messages' records, and (msg_id, {rcpt: hops}, accepted_at)
+# of each remembered message
+State = tuple[Iterable[dict], Iterable[tuple[str, dict[str, int], float]]]
+
+
+def frame(record: list) -> bytes:
+    data = msgpack.packb(record, use_bin_type=True)
+    return HEADER.pack(len(data), zlib.crc32(data)) + data
+
+
+def read_records(data: bytes) -> tuple[list[list], int]:
+    """The whole records in `data`, and the offset where the good part ends."""
+    records, at = [], 0
+    while at + HEADER.size <= len(data):
+        size, crc = HEADER.unpack_from(data, at)
+        body = data[at + HEADER.size:at + HEADER.size + size]
+        if len(body) < size or zlib.crc32(body) != crc:
+            break
+        try:
+            records.append(msgpack.unpackb(body, raw=False))
+        except (ValueError, msgpack.UnpackException):
+            break
+        at += HEADER.size + size
+    return records, at
 
 
 class Spool:
     def __init__(self, root: Path, fsync: bool = True):
         self.fsync = fsync
-        self.queue_dir = root / "queue"
-        self.queue_dir.mkdir(parents=True, exist_ok=True)
-        self.seen_path = root / "seen.log"
-        self._ops: list[tuple[str, str, dict]] = []
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / "queue.wal"
+        self._pending: list[bytes] = []
+        self._file = None
+        self._size = 0
+        self._compacted_size = 0
+        self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
+        self.compactions = 0
 
     def load(self) -> tuple[list[QueuedMessage], dict[str, dict[str, int]], dict[str, float]]:
-        queued = [
-            QueuedMessage.from_record(msgpack.unpackb(p.read_bytes(), raw=False))
-            for p in sorted(self.queue_dir.glob("*.msgpack"))
-        ]
+        existed = self.path.exists()
+        data = self.path.read_bytes() if existed else b""
+        records, good = read_records(data)
+        queued: dict[str, dict] = {}
         seen: dict[str, dict[str, int]] = {}
         seen_at: dict[str, float] = {}
-        if self.seen_path.exists():
-            for line in self.seen_path.read_text().splitlines():
-                parts = line.split(" ")
-                if len(parts) == 4 and parts[2].isdigit():
-                    held = seen.setdefault(parts[0], {})
-                    held[parts[1]] = max(held.get(parts[1], -1), int(parts[2]))
-                    seen_at[parts[0]] = float(parts[3])
-        return queued, seen, seen_at
-
-    # Group commit (see Runtime.flush): persist and retire only note what to write; `sync` writes
-    # the batch, each queue file by tmp + fsync + rename, the seen lines with one fsync, and the
-    # queue directory with one fsync. Nothing that depends on them leaves the node before.
+        for rec in records:
+            if rec[0] == "p":
+                queued[rec[1]] = rec[2]
+            elif rec[0] == "r":
+                _, msg_id, hops, accepted_at = rec
+                queued.pop(msg_id, None)
+                held = seen.setdefault(msg_id, {})
+                for rcpt, h in hops.items():
+                    held[rcpt] = max(held.get(rcpt, -1), h)
+                seen_at[msg_id] = accepted_at
+        self._file = open(self.path, "ab")
+        if not existed and self.fsync:
+            fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
+        if good < len(data):  # a torn tail: a batch that was never acknowledged
+            self._file.truncate(good)
+        self._size = self._compacted_size = good
+        return [QueuedMessage.from_record(r) for r in queued.values()], seen, seen_at
 
     def persist(self, msg_id: str, record: dict) -> None:
-        self._ops.append(("persist", msg_id, record))
+        self._pending.append(frame(["p", msg_id, record]))
 
     def retire(self, msg_id: str, hops: dict[str, int], accepted_at: float) -> None:
-        self._ops.append(("retire", msg_id, (hops, accepted_at)))
+        self._pending.append(frame(["r", msg_id, hops, accepted_at]))
 
     def sync(self) -> None:
-        ops, self._ops = self._ops, []
-        final: dict[str, dict | None] = {}  # msg_id -> the record to keep, or None to remove
-        seen_lines = []
-        for op, msg_id, data in ops:
-            if op == "persist":
-                final[msg_id] = data
-            else:
-                final[msg_id] = None
-                hops, accepted_at = data
-                seen_lines += [f"{msg_id} {r} {h} {accepted_at}\n" for r, h in hops.items()]
-        if seen_lines:
-            with open(self.seen_path, "a") as f:
-                f.write("".join(seen_lines))
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-        writes = {m: r for m, r in final.items() if r is not None}
-        batch = self.fsync and len(writes) >= SYNC_BATCH
-        tmps = []
-        for msg_id, record in writes.items():
-            tmp = self.queue_dir / f".{msg_id}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(msgpack.packb(record, use_bin_type=True))
-                f.flush()
-                if self.fsync and not batch:
-                    os.fsync(f.fileno())
-            tmps.append((tmp, self.queue_dir / f"{msg_id}.msgpack"))
-        if batch and not syncfs(self.queue_dir):  # one flush for a large batch's data
-            for tmp, _ in tmps:
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-        for tmp, path in tmps:
-            os.replace(tmp, path)
-        for msg_id in (m for m, r in final.items() if r is None):
-            path = self.queue_dir / f"{msg_id}.msgpack"
-            if path.exists():
-                path.unlink()
-        if final and self.fsync:
-            fsync_dir(self.queue_dir)
+        """Write the batch with one append and one fsync; compact if the log has grown enough."""
+        if not self._pending:
+            return
+        data, self._pending = b"".join(self._pending), []
+        if self._file is None:
+            self._file = open(self.path, "ab")
+        self._file.write(data)
+        self._file.flush()
+        if self.fsync:
+            os.fdatasync(self._file.fileno())
+        self._size += len(data)
+        if self.state is not None and self._size >= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._compacted_size):
+            self.compact(self.state())
+
+    def compact(self, state: State) -> None:
+        """Rewrite the log as the given state alone: tmp, fsync, rename, fsync of the directory."""
+        records, remembered = state
+        tmp = self.root / ".queue.wal.tmp"
+        size = 0
+        with open(tmp, "wb") as f:
+            for msg_id, hops, accepted_at in remembered:
+                chunk = frame(["r", msg_id, hops, accepted_at])
+                f.write(chunk)
+                size += len(chunk)
+            for record in records:
+                chunk = frame(["p", record["msg_id"], record])
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        if self.fsync:
+            fsync_dir(self.root)
+        if self._file is not None:
+            self._file.close()
+        self._file = open(self.path, "ab")
+        self._size = self._compacted_size = size
+        self.compactions += 1

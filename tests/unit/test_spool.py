@@ -1,0 +1,107 @@
+"""The MTA's write-ahead log: what was synced comes back, a torn tail is cut, compaction keeps state."""
+
+from __future__ import annotations
+
+from nodes.mta import spool as spool_mod
+from nodes.mta.queue import Pair, QueuedMessage
+from nodes.mta.spool import Spool
+
+
+def message(msg_id: str, *rcpts: str, state: str = "queued") -> QueuedMessage:
+    return QueuedMessage(msg_id, "alice", b"raw " + msg_id.encode(), 100.0,
+                         pairs={r: Pair(r, state=state, hops=1) for r in rcpts})
+
+
+def test_synced_batches_come_back_and_retired_messages_are_remembered(tmp_path):
+    s = Spool(tmp_path)
+    assert s.load() == ([], {}, {})
+    s.persist("m1", message("m1", "bob").to_record())
+    s.persist("m2", message("m2", "carol", "dave").to_record())
+    s.sync()
+    s.persist("m1", message("m1", "bob", state="delivered").to_record())
+    s.retire("m1", {"bob": 1}, 100.0)
+    s.sync()
+    queued, seen, seen_at = Spool(tmp_path).load()
+    assert [m.msg_id for m in queued] == ["m2"]
+    assert sorted(queued[0].pairs) == ["carol", "dave"]
+    assert queued[0].raw == b"raw m2"
+    assert seen == {"m1": {"bob": 1}} and seen_at == {"m1": 100.0}
+
+
+def test_a_message_back_after_a_reroute_is_queued_again(tmp_path):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.retire("m1", {"bob": 1}, 100.0)
+    s.persist("m1", message("m1", "bob").to_record())  # back with more hops
+    s.sync()
+    queued, seen, _ = Spool(tmp_path).load()
+    assert [m.msg_id for m in queued] == ["m1"] and seen == {"m1": {"bob": 1}}
+
+
+def test_an_unsynced_batch_is_not_on_disk(tmp_path):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    assert Spool(tmp_path).load() == ([], {}, {})
+
+
+def test_a_torn_tail_is_cut_and_later_appends_are_read(tmp_path):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.sync()
+    whole = (tmp_path / "queue.wal").stat().st_size
+    torn = spool_mod.frame(["p", "m2", message("m2", "carol").to_record()])
+    for cut in (3, 8, len(torn) - 1):  # in the header, at the body, one byte short
+        with open(tmp_path / "queue.wal", "ab") as f:
+            f.write(torn[:cut])
+        again = Spool(tmp_path)
+        queued, _, _ = again.load()
+        assert [m.msg_id for m in queued] == ["m1"], cut
+        assert (tmp_path / "queue.wal").stat().st_size == whole
+    again.persist("m3", message("m3", "dave").to_record())
+    again.sync()
+    assert sorted(m.msg_id for m in Spool(tmp_path).load()[0]) == ["m1", "m3"]
+
+
+def test_a_corrupt_record_ends_the_log_there(tmp_path):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.sync()
+    s.persist("m2", message("m2", "carol").to_record())
+    s.sync()
+    data = bytearray((tmp_path / "queue.wal").read_bytes())
+    data[-2] ^= 0xFF  # a flipped bit in the second record's body: its crc no longer matches
+    (tmp_path / "queue.wal").write_bytes(bytes(data))
+    assert [m.msg_id for m in Spool(tmp_path).load()[0]] == ["m1"]
+
+
+def test_compaction_keeps_the_state_and_drops_the_history(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_mod, "COMPACT_MIN_BYTES", 4096)
+    live = {}
+    remembered = {}
+    s = Spool(tmp_path)
+    s.load()
+    s.state = lambda: ([m.to_record() for m in live.values()],
+                       [(k, hops, at) for k, (hops, at) in remembered.items()])
+    for i in range(200):  # every message goes through three records, and most finish
+        msg = message(f"m{i}", "bob")
+        live[msg.msg_id] = msg
+        s.persist(msg.msg_id, msg.to_record())
+        s.sync()
+        if i % 10:
+            del live[msg.msg_id]
+            s.retire(msg.msg_id, {"bob": 1}, float(i))
+            if i >= 150:  # the core has forgotten the older ones
+                remembered[msg.msg_id] = ({"bob": 1}, float(i))
+            s.sync()
+    assert s.compactions >= 2
+    assert (tmp_path / "queue.wal").stat().st_size < 4 * 4096
+    queued, seen, seen_at = Spool(tmp_path).load()
+    assert sorted(m.msg_id for m in queued) == sorted(live)
+    # every pair finished since the last compaction is in the log; those before it only if remembered
+    assert set(remembered) <= set(seen)
+    assert all(seen_at[k] == at for k, (_, at) in remembered.items())
+    assert not {f"m{i}" for i in range(1, 100) if i % 10} & set(seen)
