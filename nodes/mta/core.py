@@ -13,6 +13,8 @@ still homes on this server, the three builds part ways (../shared/DESIGN.md):
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import re
 from typing import Any
 
@@ -64,6 +66,13 @@ class MtaCore:
         self._snapshot_req: str | None = None
         self._snapshot_deadline = 0.0
         self._wake: float | None = None
+        # (at, seq, msg_id): a message that has a pair's deadline, retry or expiry due then. An
+        # entry may be stale (the pair moved on); tick looks at the message again and finds
+        # nothing to do. Without it, every timer meant a scan of the whole queue.
+        self._timers: list[tuple[float, int, str]] = []
+        self._timer_seq = itertools.count()
+        for msg in self.queue.values():  # recovered: each expires in its time, routed or not
+            self._timer(msg.accepted_at + self.expire_s, msg.msg_id)
         self.directory_usn = 0  # as last heard in a heartbeat
 
     @property
@@ -135,7 +144,10 @@ class MtaCore:
                                home_server=entry["home_server"], alternate=entry["alternate"]))
         if self._snapshot_req and now >= self._snapshot_deadline:
             actions.append(self._ask_snapshot(now))
-        for msg in list(self.queue.values()):
+        due = {}
+        while self._timers and self._timers[0][0] <= now:
+            due[heapq.heappop(self._timers)[2]] = True
+        for msg in [self.queue[m] for m in due if m in self.queue]:
             for pair in list(msg.pairs.values()):
                 if pair.state in WAITING and now >= pair.deadline:
                     self.requests.pop(pair.request or "", None)
@@ -290,7 +302,7 @@ class MtaCore:
     def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:
         pair.state, pair.request, pair.deadline = state, request, now + self.timeout_s
         self.requests[request] = (msg.msg_id, pair.rcpt)
-        self._wake_at(pair.deadline)
+        self._timer(pair.deadline, msg.msg_id)
 
     def _response(self, frame: Any, now: float) -> list:
         if frame.type == "dir.snapshot_reply":
@@ -366,7 +378,7 @@ class MtaCore:
     def _defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str) -> list:
         pair.state, pair.reason, pair.request = "deferred", reason, None
         pair.next_at = now + self.retry_s
-        self._wake_at(min(pair.next_at, msg.accepted_at + self.expire_s))
+        self._timer(min(pair.next_at, msg.accepted_at + self.expire_s), msg.msg_id)
         return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(self.retry_s * 1000))]
 
     # --- final failures and reports ---------------------------------------------------------
@@ -474,15 +486,13 @@ class MtaCore:
         if at is not None and (self._wake is None or at < self._wake):
             self._wake = at
 
+    def _timer(self, at: float, msg_id: str) -> None:
+        heapq.heappush(self._timers, (at, next(self._timer_seq), msg_id))
+        self._wake_at(at)
+
     def _recompute_wake(self) -> None:
-        times = [self.cache.next_apply(), self._next_prune if self.seen_at else None]
-        if self._snapshot_req:
-            times.append(self._snapshot_deadline)
-        for msg in self.queue.values():
-            for p in msg.pairs.values():
-                if p.state in WAITING:
-                    times.append(p.deadline)
-                elif p.state == "deferred":
-                    times.append(min(p.next_at, msg.accepted_at + self.expire_s))
+        times = [self.cache.next_apply(), self._next_prune if self.seen_at else None,
+                 self._snapshot_deadline if self._snapshot_req else None,
+                 self._timers[0][0] if self._timers else None]
         times = [t for t in times if t is not None]
         self._wake = min(times) if times else None

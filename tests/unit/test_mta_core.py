@@ -314,3 +314,24 @@ def test_requests_before_the_cache_is_loaded_are_refused():
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
                                                   "subject": "", "body": ""}), 0.1)
     assert replies(actions)[0].type == "error" and "starting" in replies(actions)[0].body["reason"]
+
+
+def test_timers_wake_only_the_messages_that_are_due():
+    """Deferred at different times, each message is retried at its own time, and only then."""
+    mta = make_mta("sp4", retry_ms=1000)
+    for i in range(50):
+        _, actions = submit(mta, ["carol"], now=1.0 + i / 100)
+        store_answer(mta, sends(actions, "store.deliver")[0], "deferred", 1.0 + i / 100)
+    assert mta.next_wakeup() == pytest.approx(2.0)
+    retried = []
+    for step in range(60):
+        now = 2.005 + step / 100  # between two messages' retry times
+        if mta.next_wakeup() <= now:
+            retried.append((now, len(sends(mta.tick(now), "store.deliver"))))
+    assert sum(n for _, n in retried) == 50, "every deferred message retried once"
+    assert all(n == 1 for _, n in retried), "one message is due per step: none retried early"
+    # what is left are the first deliveries' deadlines (answered: stale) and the retries' (at 4.005
+    # on): waking for a stale one does nothing
+    assert mta.next_wakeup() == pytest.approx(3.0)
+    assert mta.tick(3.5) == []
+    assert mta.next_wakeup() == pytest.approx(4.005)
