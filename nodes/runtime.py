@@ -46,6 +46,7 @@ class Runtime:
         publish: bool = False,
         sync: Callable[[], None] | None = None,
         deferred: tuple[type, ...] = (),
+        stats: Callable[[], dict[str, Any]] | None = None,
     ):
         self.name = name
         self.config = config
@@ -56,6 +57,7 @@ class Runtime:
         # `sync` has made the whole batch durable at once, at the end of the batch.
         self.sync = sync
         self.deferred = deferred
+        self.stats = stats  # the shell's own figures (a disk's), added to the core's status
         self._unsynced = False
         self._after_sync: list = []
         self.clock = 0
@@ -196,7 +198,10 @@ class Runtime:
         elif frame.type == "ping":
             self._reply(Reply(peer, frame.id, "pong", {"node": self.name, "ready": bool(self.core.ready), "pid": os.getpid()}))
         elif frame.type == "status":
-            self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": self.core.status(time.time())}))
+            status = self.core.status(time.time())
+            if self.stats is not None:
+                status = {**status, **self.stats()}
+            self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": status}))
         else:
             self.execute(self.core.on_event(Request(peer, frame), time.time()))
 

@@ -20,7 +20,8 @@ def main() -> None:
         RetireMessage: lambda a: spool.retire(a.msg_id, a.hops, a.accepted_at),
     }
     Runtime(args.name, args.config, core, executors, subscribe_to="directory",
-            sync=spool.sync, deferred=(PersistMessage, RetireMessage)).run()
+            sync=spool.sync, deferred=(PersistMessage, RetireMessage),
+            stats=lambda: {"spool": spool.stats()}).run()
 
 
 if __name__ == "__main__":

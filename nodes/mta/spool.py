@@ -73,6 +73,7 @@ class Spool:
         self._compacted_size = 0
         self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
         self.compactions = 0
+        self.syncs = self.records = self.bytes = 0  # since start: what group commit achieves
 
     def load(self) -> tuple[list[QueuedMessage], dict[str, dict[str, int]], dict[str, float]]:
         existed = self.path.exists()
@@ -109,7 +110,10 @@ class Spool:
         """Write the batch with one append and one fsync; compact if the log has grown enough."""
         if not self._pending:
             return
+        self.syncs += 1
+        self.records += len(self._pending)
         data, self._pending = b"".join(self._pending), []
+        self.bytes += len(data)
         if self._file is None:
             self._file = open(self.path, "ab")
         self._file.write(data)
@@ -119,6 +123,10 @@ class Spool:
         self._size += len(data)
         if self.state is not None and self._size >= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._compacted_size):
             self.compact(self.state())
+
+    def stats(self) -> dict[str, int]:
+        return {"syncs": self.syncs, "records": self.records, "bytes": self.bytes, "compactions": self.compactions,
+                "log_bytes": self._size}
 
     def compact(self, state: State) -> None:
         """Rewrite the log as the given state alone: tmp, fsync, rename, fsync of the directory."""
