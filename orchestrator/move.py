@@ -25,7 +25,7 @@ from typing import Any
 
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
 
-EXPORT_PAGE = 500
+EXPORT_PAGE = 2000
 POLL_S = 0.05
 REPLICATION_WAIT_S = 120.0
 REQUEST_TRIES = 4

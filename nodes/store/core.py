@@ -16,6 +16,7 @@ from ..core import Ids, Reply, Request, Send, error, log
 
 MSG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 MAILBOX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_EXPORT = 5000  # messages per export page; the store also stops a page at PAGE_BYTES
 
 
 # --- actions the store runtime executes (Maildir I/O) ----------------------------------------
@@ -187,8 +188,8 @@ class StoreCore:
         if body["mailbox"] not in self.mailboxes:
             return error(req, f"no mailbox '{body['mailbox']}' on {self.server}")
         limit = body["limit"]
-        if not 1 <= limit <= 1000:
-            return error(req, "export limit must be between 1 and 1000")
+        if not 1 <= limit <= MAX_EXPORT:
+            return error(req, f"export limit must be between 1 and {MAX_EXPORT}")
         return [ExportPage(req.peer, req.frame.id, body["mailbox"], body["after"], limit)]
 
     def _import(self, req: Request, body: dict[str, Any], now: float) -> list:
