@@ -23,6 +23,7 @@ from ..core import Feed, Ids, Reply, Request, Response, Send, error, log
 from ..mail import compose, compose_ndr
 from .cache import DirectoryCache
 from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
+from .seen import Seen
 
 MSG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 MAX_HOPS = 6
@@ -54,13 +55,10 @@ class MtaCore:
         self.ids = Ids(f"mta.{server}", boot)
         self._msg_ids = Ids(server, boot)
         self.queue: dict[str, QueuedMessage] = {m.msg_id: m for m in queued or []}
-        # msg_id -> {rcpt: hops} of the pairs this MTA finished; a transfer of a pair with no more
-        # hops than that is a retransmission, one with more is the pair coming back after a reroute
-        self.seen: dict[str, dict[str, int]] = dict(seen or {})
-        # when each seen message was accepted; forgotten after `remember_s`, by when no peer can
-        # still be retrying it (a sender gives up at expire), so memory does not grow with traffic
-        self.seen_at: dict[str, float] = dict(seen_at or {})
         self.remember_s = 2 * self.expire_s + 60
+        # the pairs this MTA finished: a transfer of a pair with no more hops than remembered is
+        # a retransmission, one with more is the pair coming back after a reroute (nodes.mta.seen)
+        self.seen = Seen(self.remember_s, seen, seen_at)
         self._next_prune = 0.0
         self.requests: dict[str, tuple[str, str]] = {}  # request id -> (msg_id, rcpt)
         self._snapshot_req: str | None = None
@@ -131,10 +129,8 @@ class MtaCore:
     def _prune_seen(self, now: float) -> None:
         if now < self._next_prune:
             return
-        self._next_prune = now + 60
-        for msg_id in [m for m, at in self.seen_at.items() if at + self.remember_s < now]:
-            del self.seen_at[msg_id]
-            self.seen.pop(msg_id, None)
+        self._next_prune = now + 10  # cheap: only what is due is looked at
+        self.seen.prune(now)
 
     def tick(self, now: float) -> list:
         self._prune_seen(now)
@@ -179,7 +175,7 @@ class MtaCore:
         known = self.queue.get(msg_id)
         if known is not None or msg_id in self.seen:
             # a retried submission: accepted already, say so again (idempotent by message id)
-            rcpts = list(known.pairs) if known else sorted(self.seen[msg_id])
+            rcpts = list(known.pairs) if known else sorted(self.seen.hops(msg_id))
             return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id)]
         msg = QueuedMessage(msg_id, sender, compose(msg_id, sender, recipients, body["subject"], body["body"], now), now)
         for pair in self._expand(recipients):
@@ -245,7 +241,7 @@ class MtaCore:
     def _known_hops(self, msg_id: str, msg: QueuedMessage | None, rcpt: str) -> int:
         """The hop count at which this MTA last took the pair on (-1: never)."""
         held = msg.pairs.get(rcpt) if msg else None
-        return max(held.hops if held else -1, self.seen.get(msg_id, {}).get(rcpt, -1))
+        return max(held.hops if held else -1, self.seen.hops(msg_id).get(rcpt, -1))
 
     def _released(self, req: Request, body: dict[str, Any], now: float) -> list:
         mailbox = body["mailbox"]
@@ -424,8 +420,7 @@ class MtaCore:
             return []
         del self.queue[msg.msg_id]
         hops = {p.rcpt: p.hops for p in msg.pairs.values()}
-        self.seen.setdefault(msg.msg_id, {}).update(hops)
-        self.seen_at[msg.msg_id] = msg.accepted_at
+        self.seen.add(msg.msg_id, hops, msg.accepted_at)
         return [RetireMessage(msg.msg_id, hops, msg.accepted_at),
                 log("mta.retired", level="debug", msg_id=msg.msg_id,
                     outcome={p.rcpt: p.state for p in msg.pairs.values()})]
@@ -433,7 +428,7 @@ class MtaCore:
     def durable_state(self) -> tuple[list[dict], list[tuple[str, dict[str, int], float]]]:
         """What a compaction of the spool writes: the queued messages, and the pairs still remembered."""
         return ([m.to_record() for m in self.queue.values()],
-                [(msg_id, hops, self.seen_at.get(msg_id, 0.0)) for msg_id, hops in self.seen.items()])
+                list(self.seen.items()))
 
     # --- the directory feed (Clone pattern) -------------------------------------------------
 
@@ -491,7 +486,7 @@ class MtaCore:
         self._wake_at(at)
 
     def _recompute_wake(self) -> None:
-        times = [self.cache.next_apply(), self._next_prune if self.seen_at else None,
+        times = [self.cache.next_apply(), self._next_prune if len(self.seen) else None,
                  self._snapshot_deadline if self._snapshot_req else None,
                  self._timers[0][0] if self._timers else None]
         times = [t for t in times if t is not None]
