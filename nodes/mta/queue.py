@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class PersistMessage:
     """Make the message and its pairs' states durable before the actions that follow."""
