@@ -331,13 +331,15 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
                         for i in range(start, min(size, start + 500))]
                 cluster.client.request("store.ex1", "store.import", {"mailbox": alias, "messages": page}, timeout=60)
             maildir = cluster.config.run_dir / "stores" / "ex1" / alias
-            copy_to = root / f"cp-{size}"
-            cp_s = timed(lambda: (subprocess.run(["cp", "-r", str(maildir), str(copy_to)], check=True),
-                                  subprocess.run(["sync"], check=True)))
+            # the baseline is the best of three copies (to new directories: deleting one would slow
+            # the next, see `run`); on this VM one copy can take twice as long as the next
+            cp_s = min(timed(lambda: (subprocess.run(["cp", "-r", str(maildir), str(root / f"cp-{size}-{k}")],
+                                                     check=True),
+                                      subprocess.run(["sync"], check=True))) for k in range(3))
             state = cluster.move(alias, "ex2", copy_delay_ms=0, timeout=900)
             move_s = state["finished_at"] - state["started_at"]
             rows.append(Row(f"Move User, {size} messages", "seconds", move_s, cp_s, "s",
-                            f"{size / move_s:.0f} msgs/s; baseline cp -r + sync"))
+                            f"{size / move_s:.0f} msgs/s; baseline: best of 3 cp -r + sync"))
     finally:
         cluster.close()
         cl.stop(root / "cluster")
