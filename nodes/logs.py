@@ -67,12 +67,18 @@ class Sinks:
         self.console.flush()
 
 
+_HEADER_KEYS = frozenset(("ts", "node", "level", "event"))
+_clock = [-1, ""]  # the last whole second rendered, and its text: strftime once a second, not per line
+
+
 def console_line(logger: Any, method: str, event_dict: dict[str, Any]) -> str:
     """The readable console: time, level, event, then the fields (cheaper than ConsoleRenderer)."""
     ts = event_dict.get("ts", 0.0)
-    head = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
-    fields = " ".join(f"{k}={v}" for k, v in event_dict.items() if k not in ("ts", "node", "level", "event"))
-    return f"{head} {method:<7} {event_dict['event']:<24} {fields}"
+    second = int(ts)
+    if second != _clock[0]:
+        _clock[:] = [second, time.strftime("%H:%M:%S", time.localtime(second))]
+    fields = " ".join([f"{k}={v}" for k, v in event_dict.items() if k not in _HEADER_KEYS])
+    return f"{_clock[1]}.{int(ts * 1000) % 1000:03d} {method:<7} {event_dict['event']:<24} {fields}"
 
 
 def _jsonable(value: Any) -> Any:
