@@ -53,7 +53,7 @@ class Row:
         if not self.baseline:
             return None
         # for times, smaller is better: the ratio is baseline/value so that 1.0 means "as fast"
-        return self.baseline / self.value if self.unit in ("s", "ms") else self.value / self.baseline
+        return self.baseline / self.value if self.unit in ("s", "ms", "us") else self.value / self.baseline
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio}
@@ -66,8 +66,18 @@ def percentile(values: list[float], p: float) -> float:
 
 # --- the raw pipeline ---------------------------------------------------------------------
 
-def raw_pipeline(hops: int, n: int, frame_size: int, window: int) -> tuple[float, float, float]:
-    """msgs/s and p50/p99 ms through a chain of `hops` relay processes."""
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (all its threads: ZeroMQ's I/O and CURVE too)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_pipeline(hops: int, n: int, frame_size: int, window: int) -> tuple[float, float, float, float]:
+    """msgs/s, p50/p99 ms, and the relays' CPU microseconds per message, through a chain of
+    `hops` relay processes."""
     ports = free_ports(hops + 1)
     report = f"tcp://127.0.0.1:{ports[-1]}"
     ctx = zmq.Context.instance()
@@ -85,7 +95,9 @@ def raw_pipeline(hops: int, n: int, frame_size: int, window: int) -> tuple[float
     try:
         time.sleep(0.3)  # let the relays bind; the bench's own warm-up, not a test wait
         _pipe_run(client, done, 200, pad, window)  # warm-up
-        return _pipe_run(client, done, n, pad, window)
+        cpu0 = sum(cpu_s(p.pid) for p in procs)
+        figures = _pipe_run(client, done, n, pad, window)
+        return (*figures, (sum(cpu_s(p.pid) for p in procs) - cpu0) / n * 1e6)
     finally:
         for p in procs:
             p.kill()
@@ -277,14 +289,19 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
         def delivery(label: str, rcpt: str, hops: int, note: str) -> float:
             """Rows for one path (submit to alice's MTA, delivered to rcpt); returns the acceptance rate."""
             say(f"submit -> deliver, {label}")
+            cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
             sent, accept_rate, frame_size = submit_load(cluster, "mta.ex1", "alice", rcpt, n, window, body)
             cluster.wait(600)
+            cpu = {name: (cpu_s(pid) - cpu0[name]) / n * 1e6 for name, pid in pids.items()}
             rate, p50, p99 = delivery_figures(cluster.config.run_dir, sent, rcpt)
             raw = raw_pipeline(hops, n, frame_size, window)
+            busy = ", ".join(f"{name} {us:.0f}" for name, us in sorted(cpu.items(), key=lambda kv: -kv[1]) if us >= 1)
             rows.extend([Row(label, "delivered msgs/s", rate, raw[0], "msgs/s",
                              f"raw {hops}-hop pipeline, {frame_size} B frames, window {window}{note}"),
                          Row(label, "p50 latency", p50, raw[1], "ms"),
-                         Row(label, "p99 latency", p99, raw[2], "ms")])
+                         Row(label, "p99 latency", p99, raw[2], "ms"),
+                         Row(label, "CPU per message, all nodes", sum(cpu.values()), raw[3], "us",
+                             f"{busy}; baseline: the raw chain's relays")])
             return accept_rate
 
         before = spool_stats(cluster, "mta.ex1")
