@@ -1,0 +1,44 @@
+"""Cluster.wait: quiet only when two polls in a row see every MTA idle and nothing written between."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nodes.config import ClusterConfig, Settings
+from orchestrator import cluster as cl
+
+
+class Scripted(cl.Cluster):
+    """A cluster whose nodes answer status from a script, one poll (a row of answers) at a time."""
+
+    def __init__(self, polls: list[dict[str, dict]]):
+        self.config = ClusterConfig(Path("/nonexistent"), Settings(), {})
+        self.polls = polls
+        self.asked = 0
+
+    def status_of(self, node: str) -> dict:
+        if node == "orchestrator":
+            self.asked += 1
+            return {"active": False}
+        return self.polls[min(self.asked, len(self.polls)) - 1][node]
+
+
+def mta(open_pairs: int, records: int) -> dict:
+    return {"open_pairs": open_pairs, "spool": {"records": records}}
+
+
+def test_a_pair_handed_between_two_polls_of_one_round_is_not_missed(monkeypatch):
+    monkeypatch.setattr(cl.time, "sleep", lambda s: None)
+    # poll 1: mta.ex1 asked before the transfer reached it, mta.ex2 after it was acknowledged;
+    # poll 2: mta.ex1 took it on meanwhile (one more record), and finished; poll 3: settled
+    c = Scripted([{"mta.ex1": mta(0, 10), "mta.ex2": mta(0, 20)},
+                  {"mta.ex1": mta(0, 12), "mta.ex2": mta(0, 20)},
+                  {"mta.ex1": mta(0, 12), "mta.ex2": mta(0, 20)}])
+    assert c.wait(5.0)
+    assert c.asked == 3, "one poll's idleness alone was taken for quiet"
+
+
+def test_busy_mtas_are_not_quiet(monkeypatch):
+    monkeypatch.setattr(cl.time, "sleep", lambda s: None)
+    c = Scripted([{"mta.ex1": mta(1, 10), "mta.ex2": mta(0, 20)}])
+    assert not c.wait(0.01)
