@@ -21,8 +21,10 @@ class Seen:
         self._by_msg: dict[str, str] = {}
         self._order: deque[str] = deque()
         accepted = accepted or {}
-        for msg_id in sorted(hops or {}, key=lambda m: accepted.get(m, 0.0)):
-            self.add(msg_id, hops[msg_id], accepted.get(msg_id, 0.0))
+        # a restart's whole memory at once, oldest first (the spool's maps hold each message once)
+        for msg_id, held in sorted((hops or {}).items(), key=lambda kv: accepted.get(kv[0], 0.0)):
+            self._by_msg[msg_id] = _entry(accepted.get(msg_id, 0.0), held)
+        self._order.extend(self._by_msg)
 
     def __contains__(self, msg_id: str) -> bool:
         return msg_id in self._by_msg
@@ -47,7 +49,7 @@ class Seen:
             known[rcpt] = max(known.get(rcpt, -1), h)
         if msg_id not in self._by_msg:
             self._order.append(msg_id)
-        self._by_msg[msg_id] = " ".join([repr(accepted_at), *(f"{r}={h}" for r, h in known.items())])
+        self._by_msg[msg_id] = _entry(accepted_at, known)
 
     def prune(self, now: float) -> int:
         """Forget what is past its time; returns how many messages were forgotten."""
@@ -64,3 +66,7 @@ class Seen:
     def items(self) -> Iterator[tuple[str, dict[str, int], float]]:
         for msg_id in self._by_msg:
             yield msg_id, self.hops(msg_id), self.accepted_at(msg_id)
+
+
+def _entry(accepted_at: float, hops: dict[str, int]) -> str:
+    return " ".join([repr(accepted_at), *[f"{r}={h}" for r, h in hops.items()]])
