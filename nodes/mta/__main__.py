@@ -12,8 +12,8 @@ def main() -> None:
     args = node_args("mta")
     server = args.config.nodes[args.name]["server"]
     spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync)
-    queued, seen, seen_at = spool.load()
-    core = MtaCore(server, args.config.settings, boot_id(), queued, seen, seen_at)
+    queued, remembered = spool.load()
+    core = MtaCore(server, args.config.settings, boot_id(), queued, remembered)
     spool.state = core.durable_state
     executors = {
         PersistMessage: lambda a: spool.persist(a.msg_id, a.record),

@@ -38,8 +38,7 @@ class MtaCore:
         settings: Settings,
         boot: str,
         queued: list[QueuedMessage] | None = None,
-        seen: dict[str, dict[str, int]] | None = None,
-        seen_at: dict[str, float] | None = None,
+        remembered: list[tuple[str, dict[str, int], float]] | None = None,
     ):
         if settings.mta_build not in BUILDS:
             raise ValueError(f"unknown MTA build '{settings.mta_build}'")
@@ -58,7 +57,7 @@ class MtaCore:
         self.remember_s = 2 * self.expire_s + 60
         # the pairs this MTA finished: a transfer of a pair with no more hops than remembered is
         # a retransmission, one with more is the pair coming back after a reroute (nodes.mta.seen)
-        self.seen = Seen(self.remember_s, seen, seen_at)
+        self.seen = Seen(self.remember_s, remembered or ())
         self._next_prune = 0.0
         self.requests: dict[str, tuple[str, str]] = {}  # request id -> (msg_id, rcpt)
         self._snapshot_req: str | None = None

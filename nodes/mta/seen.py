@@ -11,20 +11,18 @@ longer, never forgotten early).
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 class Seen:
-    def __init__(self, remember_s: float, hops: dict[str, dict[str, int]] | None = None,
-                 accepted: dict[str, float] | None = None):
+    def __init__(self, remember_s: float, remembered: Iterable[tuple[str, dict[str, int], float]] = ()):
+        """`remembered`: (msg_id, {rcpt: hops}, accepted_at) as the spool read them back; a
+        restart remembers them oldest first."""
         self.remember_s = remember_s
         self._by_msg: dict[str, str] = {}
         self._order: deque[str] = deque()
-        accepted = accepted or {}
-        # a restart's whole memory at once, oldest first (the spool's maps hold each message once)
-        for msg_id, held in sorted((hops or {}).items(), key=lambda kv: accepted.get(kv[0], 0.0)):
-            self._by_msg[msg_id] = _entry(accepted.get(msg_id, 0.0), held)
-        self._order.extend(self._by_msg)
+        for msg_id, hops, accepted_at in sorted(remembered, key=lambda r: r[2]):
+            self.add(msg_id, hops, accepted_at)
 
     def __contains__(self, msg_id: str) -> bool:
         return msg_id in self._by_msg
@@ -49,7 +47,7 @@ class Seen:
             known[rcpt] = max(known.get(rcpt, -1), h)
         if msg_id not in self._by_msg:
             self._order.append(msg_id)
-        self._by_msg[msg_id] = _entry(accepted_at, known)
+        self._by_msg[msg_id] = " ".join([repr(accepted_at), *[f"{r}={h}" for r, h in known.items()]])
 
     def prune(self, now: float) -> int:
         """Forget what is past its time; returns how many messages were forgotten."""
@@ -67,6 +65,3 @@ class Seen:
         for msg_id in self._by_msg:
             yield msg_id, self.hops(msg_id), self.accepted_at(msg_id)
 
-
-def _entry(accepted_at: float, hops: dict[str, int]) -> str:
-    return " ".join([repr(accepted_at), *[f"{r}={h}" for r, h in hops.items()]])

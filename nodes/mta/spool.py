@@ -75,30 +75,27 @@ class Spool:
         self.compactions = 0
         self.syncs = self.records = self.bytes = 0  # since start: what group commit achieves
 
-    def load(self) -> tuple[list[QueuedMessage], dict[str, dict[str, int]], dict[str, float]]:
+    def load(self) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
+        """The queued messages, and each retirement (msg_id, {rcpt: hops}, accepted_at) in log order."""
         existed = self.path.exists()
         data = self.path.read_bytes() if existed else b""
         records, good = read_records(data)
         queued: dict[str, dict] = {}
-        seen: dict[str, dict[str, int]] = {}
-        seen_at: dict[str, float] = {}
+        remembered: list[tuple[str, dict[str, int], float]] = []
         for rec in records:
             if rec[0] == "p":
                 queued[rec[1]] = rec[2]
             elif rec[0] == "r":
                 _, msg_id, hops, accepted_at = rec
                 queued.pop(msg_id, None)
-                held = seen.setdefault(msg_id, {})
-                for rcpt, h in hops.items():
-                    held[rcpt] = max(held.get(rcpt, -1), h)
-                seen_at[msg_id] = accepted_at
+                remembered.append((msg_id, hops, accepted_at))
         self._file = open(self.path, "ab")
         if not existed and self.fsync:
             fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
         if good < len(data):  # a torn tail: a batch that was never acknowledged
             self._file.truncate(good)
         self._size = self._compacted_size = good
-        return [QueuedMessage.from_record(r) for r in queued.values()], seen, seen_at
+        return [QueuedMessage.from_record(r) for r in queued.values()], remembered
 
     def persist(self, msg_id: str, record: dict) -> None:
         self._pending.append(frame(["p", msg_id, record]))
@@ -131,17 +128,11 @@ class Spool:
     def compact(self, state: State) -> None:
         """Rewrite the log as the given state alone: tmp, fsync, rename, fsync of the directory."""
         records, remembered = state
+        data = b"".join([*(frame(["r", msg_id, hops, at]) for msg_id, hops, at in remembered),
+                         *(frame(["p", record["msg_id"], record]) for record in records)])
         tmp = self.root / ".queue.wal.tmp"
-        size = 0
         with open(tmp, "wb") as f:
-            for msg_id, hops, accepted_at in remembered:
-                chunk = frame(["r", msg_id, hops, accepted_at])
-                f.write(chunk)
-                size += len(chunk)
-            for record in records:
-                chunk = frame(["p", record["msg_id"], record])
-                f.write(chunk)
-                size += len(chunk)
+            f.write(data)
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
@@ -151,5 +142,5 @@ class Spool:
         if self._file is not None:
             self._file.close()
         self._file = open(self.path, "ab")
-        self._size = self._compacted_size = size
+        self._size = self._compacted_size = len(data)
         self.compactions += 1

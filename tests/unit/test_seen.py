@@ -32,6 +32,6 @@ def test_an_entry_behind_a_later_one_is_kept_longer_never_forgotten_early():
 
 
 def test_a_restart_rebuilds_it_from_the_spool_in_acceptance_order():
-    seen = Seen(100.0, {"b": {"bob": 2}, "a": {"carol": 1}}, {"b": 50.0, "a": 0.0})
+    seen = Seen(100.0, [("b", {"bob": 2}, 50.0), ("a", {"carol": 1}, 0.0)])
     assert sorted(seen.items()) == [("a", {"carol": 1}, 0.0), ("b", {"bob": 2}, 50.0)]
     assert seen.prune(101.0) == 1 and "b" in seen

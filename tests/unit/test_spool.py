@@ -14,18 +14,18 @@ def message(msg_id: str, *rcpts: str, state: str = "queued") -> QueuedMessage:
 
 def test_synced_batches_come_back_and_retired_messages_are_remembered(tmp_path):
     s = Spool(tmp_path)
-    assert s.load() == ([], {}, {})
+    assert s.load() == ([], [])
     s.persist("m1", message("m1", "bob").to_record())
     s.persist("m2", message("m2", "carol", "dave").to_record())
     s.sync()
     s.persist("m1", message("m1", "bob", state="delivered").to_record())
     s.retire("m1", {"bob": 1}, 100.0)
     s.sync()
-    queued, seen, seen_at = Spool(tmp_path).load()
+    queued, remembered = Spool(tmp_path).load()
     assert [m.msg_id for m in queued] == ["m2"]
     assert sorted(queued[0].pairs) == ["carol", "dave"]
     assert queued[0].raw == b"raw m2"
-    assert seen == {"m1": {"bob": 1}} and seen_at == {"m1": 100.0}
+    assert remembered == [("m1", {"bob": 1}, 100.0)]
 
 
 def test_a_message_back_after_a_reroute_is_queued_again(tmp_path):
@@ -35,15 +35,15 @@ def test_a_message_back_after_a_reroute_is_queued_again(tmp_path):
     s.retire("m1", {"bob": 1}, 100.0)
     s.persist("m1", message("m1", "bob").to_record())  # back with more hops
     s.sync()
-    queued, seen, _ = Spool(tmp_path).load()
-    assert [m.msg_id for m in queued] == ["m1"] and seen == {"m1": {"bob": 1}}
+    queued, remembered = Spool(tmp_path).load()
+    assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m1", {"bob": 1}, 100.0)]
 
 
 def test_an_unsynced_batch_is_not_on_disk(tmp_path):
     s = Spool(tmp_path)
     s.load()
     s.persist("m1", message("m1", "bob").to_record())
-    assert Spool(tmp_path).load() == ([], {}, {})
+    assert Spool(tmp_path).load() == ([], [])
 
 
 def test_a_torn_tail_is_cut_and_later_appends_are_read(tmp_path):
@@ -57,7 +57,7 @@ def test_a_torn_tail_is_cut_and_later_appends_are_read(tmp_path):
         with open(tmp_path / "queue.wal", "ab") as f:
             f.write(torn[:cut])
         again = Spool(tmp_path)
-        queued, _, _ = again.load()
+        queued, _ = again.load()
         assert [m.msg_id for m in queued] == ["m1"], cut
         assert (tmp_path / "queue.wal").stat().st_size == whole
     again.persist("m3", message("m3", "dave").to_record())
@@ -99,7 +99,9 @@ def test_compaction_keeps_the_state_and_drops_the_history(tmp_path, monkeypatch)
             s.sync()
     assert s.compactions >= 2
     assert (tmp_path / "queue.wal").stat().st_size < 4 * 4096
-    queued, seen, seen_at = Spool(tmp_path).load()
+    queued, retired = Spool(tmp_path).load()
+    seen = {msg_id: hops for msg_id, hops, _ in retired}
+    seen_at = {msg_id: at for msg_id, _, at in retired}
     assert sorted(m.msg_id for m in queued) == sorted(live)
     # every pair finished since the last compaction is in the log; those before it only if remembered
     assert set(remembered) <= set(seen)
