@@ -79,16 +79,10 @@ def ask(sock: zmq.Socket, payload: bytes, timeout_ms: int = 5000):
     return decode(sock.recv())
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def main() -> None:
     from nodes.config import Settings
     from orchestrator import cluster as cl
+    from orchestrator.bench import rss_kb
     from orchestrator.client import dealer
 
     parser = argparse.ArgumentParser(description="Fuzz every node of a fresh cluster with invalid frames.")
