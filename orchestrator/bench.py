@@ -68,11 +68,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used so far (all its threads: ZeroMQ's I/O and CURVE too)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = cl.proc_stat(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_pipeline(hops: int, n: int, frame_size: int, window: int) -> tuple[float, float, float, float]:

@@ -32,6 +32,15 @@ def node_names(servers: tuple[str, ...]) -> list[str]:
     return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first, then ppid, ... utime at
+    11, stime at 12), or None for a process that is gone. The name may hold ") ", hence rsplit."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
     """True if `pid` runs and (when run_dir is given) is a node of that run directory."""
     if not pid:
@@ -44,10 +53,10 @@ def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
         return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
     except OSError:
         return False
-    return status != "Z" and str(run_dir).encode() in cmdline
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and str(run_dir).encode() in cmdline
 
 
 def free_ports(n: int) -> list[int]:
