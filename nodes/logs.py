@@ -67,7 +67,8 @@ class Sinks:
         self.console.flush()
 
 
-_HEADER_KEYS = frozenset(("ts", "node", "level", "event"))
+_HEADER_KEYS = frozenset(("ts", "node", "level", "event", "lamport"))  # an event cannot override these
+_CONSOLE_LEAD = frozenset(("ts", "node", "level", "event"))  # the console prints these first, its own way
 _clock = [-1, ""]  # the last whole second rendered, and its text: strftime once a second, not per line
 
 
@@ -77,7 +78,7 @@ def console_line(logger: Any, method: str, event_dict: dict[str, Any]) -> str:
     second = int(ts)
     if second != _clock[0]:
         _clock[:] = [second, time.strftime("%H:%M:%S", time.localtime(second))]
-    fields = " ".join([f"{k}={v}" for k, v in event_dict.items() if k not in _HEADER_KEYS])
+    fields = " ".join([f"{k}={v}" for k, v in event_dict.items() if k not in _CONSOLE_LEAD])
     return f"{_clock[1]}.{int(ts * 1000) % 1000:03d} {method:<7} {event_dict['event']:<24} {fields}"
 
 
@@ -89,25 +90,49 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def configure(node: str, log_file: Path,
-              lamport: Callable[[], int]) -> tuple[structlog.typing.FilteringBoundLogger, Sinks]:
-    """Configure structlog for this process; return the node's logger, and its sinks to flush."""
+class NodeLog:
+    """A node's log: `log`, a structlog logger for the runtime's own events, and `emit`, which
+    runs the same processors for the cores' Log actions without a bound logger in between.
 
-    def add_header(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        ordered = {"ts": round(time.time(), 6), "node": node, "level": method, "event": event_dict.pop("event")}
-        ordered["lamport"] = lamport()
-        for key, value in event_dict.items():  # the header's fields win over an event's
-            ordered.setdefault(key, value)
+    Each event passes the same pieces in the same order (header, JSON line, console line); `emit`
+    only skips structlog's per-call machinery (copying the context, merging keywords, dispatching
+    on the level), which was 4 of the 11 us an event cost, at about nine events per message."""
+
+    def __init__(self, node: str, log_file: Path, lamport: Callable[[], int]):
+        self.node, self.lamport = node, lamport
+        self.sinks = Sinks(JsonLinesFile(log_file), Console())
+        structlog.configure(
+            processors=[self.add_header, self.sinks.json_file, console_line],
+            logger_factory=lambda *args: self.sinks.console,
+            cache_logger_on_first_use=True,
+        )
+        self.log: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+
+    def header(self, level: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """ts, node, level, event, lamport first, then the event's fields; the header wins a clash."""
+        ordered = {"ts": round(time.time(), 6), "node": self.node, "level": level, "event": event,
+                   "lamport": self.lamport()}
+        if _HEADER_KEYS.isdisjoint(fields):
+            ordered.update(fields)
+        else:
+            for key, value in fields.items():
+                ordered.setdefault(key, value)
         return ordered
 
-    sinks = Sinks(JsonLinesFile(log_file), Console())
-    structlog.configure(
-        processors=[
-            add_header,
-            sinks.json_file,
-            console_line,
-        ],
-        logger_factory=lambda *args: sinks.console,
-        cache_logger_on_first_use=True,
-    )
-    return structlog.get_logger(), sinks
+    def add_header(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        """The header as a structlog processor."""
+        return self.header(method, event_dict.pop("event"), event_dict)
+
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        """Log one event of a core: the lines `log.<level>(event, **fields)` writes, for less."""
+        event_dict = self.header(level, event, fields)
+        self.sinks.json_file(None, level, event_dict)
+        self.sinks.console.msg(console_line(None, level, event_dict))
+
+    def flush(self) -> None:
+        self.sinks.flush()
+
+
+def configure(node: str, log_file: Path, lamport: Callable[[], int]) -> NodeLog:
+    """Configure structlog for this process; return the node's log."""
+    return NodeLog(node, log_file, lamport)

@@ -61,7 +61,8 @@ class Runtime:
         self._unsynced = False
         self._after_sync: list = []
         self.clock = 0
-        self.log, self._log_sinks = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
+        self._log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
+        self.log = self._log.log
         # frames of this batch, sent by `_ship` once the batch's log lines are written
         self._outbox: list[tuple[zmq.Socket, list[bytes]]] = []
         self._stopping = False
@@ -120,7 +121,7 @@ class Runtime:
         try:
             self._loop()
         finally:
-            self._log_sinks.flush()  # whatever happened, the lines logged so far reach the file
+            self._log.flush()  # whatever happened, the lines logged so far reach the file
         self.log.info("node.stopped", reason="signal")
         self._ship()
         for sock in [*self.monitors, self.router, self.pub, self.sub, *self.dealers.values()]:
@@ -269,7 +270,7 @@ class Runtime:
     def _output(self, action: Any) -> None:
         kind = type(action)
         if kind is Log:
-            getattr(self.log, action.level)(action.event, **action.fields)
+            self._log.emit(action.level, action.event, action.fields)
         elif kind is Send:
             self._send(action)
         elif kind is Reply:
@@ -320,7 +321,7 @@ class Runtime:
     def _ship(self) -> None:
         """End of a loop turn: write the log lines, then send the frames. A node killed in between
         has logged what it did but told nobody, never the other way round."""
-        self._log_sinks.flush()
+        self._log.flush()
         outbox, self._outbox = self._outbox, []
         for sock, parts in outbox:
             try:

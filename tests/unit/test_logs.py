@@ -1,0 +1,24 @@
+"""The node log: a core's event (`emit`) and a runtime's event (structlog) write the same lines."""
+
+import json
+
+from nodes import logs
+
+
+def test_emit_writes_the_line_structlog_writes(tmp_path, capfd):
+    node_log = logs.configure("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 42)
+    fields = {"msg_id": "m1", "rcpt": "bob", "attempt": 2}
+    node_log.emit("info", "mta.routed", dict(fields))
+    node_log.log.info("mta.routed", **fields)
+    node_log.emit("warning", "mta.failed", {"msg_id": "m1", "node": "forged", "lamport": -1, "reason": "moved"})
+    node_log.flush()
+    by_emit, by_structlog, clash = [json.loads(line) for line in (tmp_path / "mta.ex1.jsonl").read_text().splitlines()]
+    for line in (by_emit, by_structlog):
+        assert list(line) == ["ts", "node", "level", "event", "lamport", "msg_id", "rcpt", "attempt"]
+        assert {k: v for k, v in line.items() if k != "ts"} == {
+            "node": "mta.ex1", "level": "info", "event": "mta.routed", "lamport": 42, **fields}
+    # the header wins over an event's field of the same name
+    assert (clash["node"], clash["lamport"], clash["level"], clash["reason"]) == ("mta.ex1", 42, "warning", "moved")
+    console = capfd.readouterr().err.splitlines()
+    assert len(console) == 3 and "mta.routed" in console[0] and "lamport=42 msg_id=m1 rcpt=bob attempt=2" in console[0]
+    assert console[0].split(" ", 1)[1] == console[1].split(" ", 1)[1]  # the same line but for the time
