@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PersistMessage:
     """Make the message and its pairs' states durable before the actions that follow."""
 
@@ -25,7 +25,7 @@ class PersistMessage:
     record: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RetireMessage:
     """Every pair is final: drop the queue file, remember (msg_id, rcpt) to refuse duplicates."""
 

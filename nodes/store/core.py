@@ -26,7 +26,7 @@ class CreateMailbox:
     mailbox: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WriteMessage:
     """Write one message into mailbox/new the Maildir way (tmp, fsync, rename)."""
 
