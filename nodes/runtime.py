@@ -24,7 +24,7 @@ from typing import Any, Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import MAX_FRAME_BYTES, Frame, ProtocolError, decode, encode
+from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, Frame, ProtocolError, batch, decode_message, encode
 
 from . import logs
 from .config import ClusterConfig
@@ -33,6 +33,7 @@ from .faults import Faults, LinkRule
 from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
+BATCH_BYTES = 1 << 20  # a batch is cut here, far below the frame limit
 
 
 class Runtime:
@@ -72,6 +73,9 @@ class Runtime:
         self._held: list[tuple[float, int, zmq.Socket, list[bytes]]] = []
         self._seq = itertools.count()
         self._peer_names: dict[bytes, str] = {}  # ROUTER identity -> node name, to fault replies
+        # ROUTER identities that sent a batch: nodes, which take their replies in batches too. A
+        # client that sends one frame at a time (the CLI, a test) gets one frame at a time.
+        self._batching_peers: set[bytes] = set()
         self.ctx = zmq.Context.instance()
         self.security = Security(config.run_dir, config.settings.insecure)
         self.auth = self.security.authenticator(self.ctx)
@@ -168,30 +172,36 @@ class Runtime:
         self._stopping = True
 
     def _drain(self, sock: zmq.Socket) -> None:
-        """Take every message waiting on `sock`, so a busy socket cannot starve the timers."""
-        for _ in range(1000):
+        """Take what waits on `sock`, up to about 1,000 frames, so a busy socket cannot starve the timers."""
+        frames = 0
+        while frames < 1000:
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if sock is self.router:
-                self._on_request(parts)
-            else:
-                self._on_other(sock, parts)
+            frames += self._on_request(parts) if sock is self.router else self._on_other(sock, parts)
 
-    def _on_request(self, parts: list[bytes]) -> None:
+    def _on_request(self, parts: list[bytes]) -> int:
+        """Handle one message on the ROUTER; returns how many frames it held."""
         if len(parts) != 2:
             self.log.warning("frame.rejected", reason=f"expected 1 frame part, got {len(parts) - 1}")
             if len(parts) >= 2:
                 self._send_error(parts[0], "", f"expected 1 frame part, got {len(parts) - 1}")
-            return
+            return 1
         peer, data = parts
         try:
-            frame = decode(data)
+            frames = decode_message(data)
         except ProtocolError as exc:
             self.log.warning("frame.rejected", reason=str(exc), size=len(data))
             self._send_error(peer, exc.frame_id or "", str(exc))
-            return
+            return 1
+        if len(frames) > 1:
+            self._batching_peers.add(peer)
+        for frame in frames:
+            self._request(peer, frame)
+        return len(frames)
+
+    def _request(self, peer: bytes, frame: Frame) -> None:
         self._tick_clock(frame)
         self._peer_names[peer] = frame.src
         if frame.type.startswith("fault."):
@@ -206,17 +216,20 @@ class Runtime:
         else:
             self.execute(self.core.on_event(Request(peer, frame), time.time()))
 
-    def _on_other(self, sock: zmq.Socket, parts: list[bytes]) -> None:
+    def _on_other(self, sock: zmq.Socket, parts: list[bytes]) -> int:
+        """Handle one message on a DEALER (answers) or the SUB (the feed); returns its frame count."""
         try:
-            frame = decode(parts[-1])
+            frames = decode_message(parts[-1])
         except ProtocolError as exc:
             self.log.warning("frame.rejected", reason=str(exc), via="sub" if sock is self.sub else "dealer")
-            return
-        if sock is self.sub and self.faults.feed_cut(time.time()):
-            return  # cut off the directory's feed: the update is lost, as on a broken link
-        self._tick_clock(frame)
-        event = Feed(frame) if sock is self.sub else Response(frame)
-        self.execute(self.core.on_event(event, time.time()))
+            return 1
+        for frame in frames:
+            if sock is self.sub and self.faults.feed_cut(time.time()):
+                break  # cut off the directory's feed: the update is lost, as on a broken link
+            self._tick_clock(frame)
+            event = Feed(frame) if sock is self.sub else Response(frame)
+            self.execute(self.core.on_event(event, time.time()))
+        return len(frames)
 
     def _fault(self, peer: bytes, frame: Frame) -> None:
         """Fault control frames are the runtime's business: the core never sees them."""
@@ -323,11 +336,34 @@ class Runtime:
         has logged what it did but told nobody, never the other way round."""
         self._log.flush()
         outbox, self._outbox = self._outbox, []
-        for sock, parts in outbox:
+        for sock, parts in self._batched(outbox) if len(outbox) > 1 else outbox:
             try:
                 sock.send_multipart(parts, zmq.NOBLOCK)
             except zmq.ZMQError as exc:  # a full queue to a dead peer, or an unknown ROUTER identity
                 self.log.warning("send.dropped", reason=str(exc))
+
+    def _batched(self, outbox: list[tuple[zmq.Socket, list[bytes]]]) -> list[tuple[zmq.Socket, list[bytes]]]:
+        """The turn's frames for one peer node leave together, as batches (protocol.frame), in the
+        order they were made; ZeroMQ keeps that order on each link, so the peer sees the same
+        sequence it would have seen frame by frame. Frames for anyone else leave as they are."""
+        groups: dict[tuple[zmq.Socket, bytes | None], list[bytes]] = {}
+        out = []
+        for sock, parts in outbox:
+            if sock is self.pub or (sock is self.router and parts[0] not in self._batching_peers):
+                out.append((sock, parts))
+            else:  # a DEALER (its peer is a node), or a node that sent this one a batch
+                groups.setdefault((sock, parts[0] if sock is self.router else None), []).append(parts[-1])
+        for (sock, peer), payloads in groups.items():
+            start = 0
+            while start < len(payloads):
+                end, size = start, 0
+                while end < len(payloads) and end - start < MAX_BATCH_FRAMES and (end == start or size + len(payloads[end]) <= BATCH_BYTES):
+                    size += len(payloads[end])
+                    end += 1
+                data = payloads[start] if end - start == 1 else batch(payloads[start:end])
+                out.append((sock, [data] if peer is None else [peer, data]))
+                start = end
+        return out
 
     def _send_error(self, peer: bytes, re: str, reason: str) -> None:
         self._reply(Reply(peer, re, "error", {"reason": reason}))

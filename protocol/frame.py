@@ -1,4 +1,4 @@
-"""The frame: one msgpack map per ZeroMQ message.
+"""The frame: a msgpack map, one per ZeroMQ message, or several in a batch.
 
     {"v": VERSION, "type": str, "id": str, "src": str, "clock": int,
      "trace": str|nil, "re": str|nil, "body": map}
@@ -6,6 +6,12 @@
 `clock` is the sender's Lamport clock, `trace` follows one mail message through every hop,
 `re` names the frame a reply answers. `decode` validates everything against protocol.messages
 and raises ProtocolError with a reason a person can act on; it never raises anything else.
+
+A batch is a msgpack array of frames in one ZeroMQ message: what a node's runtime sends when
+several frames leave for the same peer node in one turn of its loop (nodes.runtime), so that a
+busy link pays the per-message cost of ZeroMQ, CURVE and the poll loop once per batch, not once
+per frame. Each frame in it is validated as if it had come alone; a batch is taken whole or
+refused whole (`decode_message`), so one bad message never gets more than one error reply.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import msgpack
 from .messages import MESSAGES, VERSION, Field
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_BATCH_FRAMES = 1024
 
 _HEADER = {"v": int, "type": str, "id": str, "src": str, "clock": int, "body": dict}
 _OPTIONAL_HEADER = ("trace", "re")
@@ -64,12 +71,45 @@ def encode(frame: Frame) -> bytes:
 
 def decode(data: bytes) -> Frame:
     """Unpack and validate one frame, or raise ProtocolError naming the problem."""
+    return _frame_of(_unpack(data))
+
+
+def decode_message(data: bytes) -> list[Frame]:
+    """The frames of one ZeroMQ message: a frame alone, or every frame of a batch in order.
+    Raises ProtocolError for the whole message if any part of it is wrong."""
+    obj = _unpack(data)
+    if type(obj) is not list:
+        return [_frame_of(obj)]
+    if not 0 < len(obj) <= MAX_BATCH_FRAMES:
+        raise ProtocolError(f"a batch holds 1 to {MAX_BATCH_FRAMES} frames, this one {len(obj)}")
+    frames = []
+    for i, item in enumerate(obj):
+        try:
+            frames.append(_frame_of(item))
+        except ProtocolError as exc:
+            raise ProtocolError(f"batch frame {i}: {exc}", exc.frame_id) from None
+    return frames
+
+
+def batch(frames: list[bytes]) -> bytes:
+    """Encoded frames as one batch: a msgpack array header, then the frames as they are."""
+    n = len(frames)
+    if not 0 < n <= MAX_BATCH_FRAMES:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_FRAMES} frames, not {n}")
+    head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")  # fixarray, array 16
+    return head + b"".join(frames)
+
+
+def _unpack(data: bytes) -> Any:
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {MAX_FRAME_BYTES}")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ProtocolError(f"not a msgpack frame ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _frame_of(obj: Any) -> Frame:
     if type(obj) is dict and obj.keys() <= _ALL_HEADER_KEYS:
         # the common case, checked in one expression; anything it does not pass is looked at
         # again field by field, which finds the reason (or lets an odd but valid frame through)

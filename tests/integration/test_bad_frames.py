@@ -15,7 +15,7 @@ from nodes.config import ClusterConfig, Settings
 from nodes.security import create_keys
 from orchestrator.client import dealer
 from orchestrator.cluster import free_ports
-from protocol import Frame, decode, encode
+from protocol import Frame, batch, decode, decode_message, encode
 
 from ..conftest import wait_for_event
 
@@ -104,3 +104,28 @@ def test_every_node_kind_survives_garbage(cluster_factory):
     sent = cluster.send("alice", ["alice"], "still alive")
     assert cluster.wait(10)
     assert [m["msg_id"] for m in cluster.mailbox("alice")["messages"]] == [sent["msg_id"]]
+
+
+def test_a_batch_is_served_frame_by_frame_and_answered_in_one_batch(directory_node):
+    sock = dealer(directory_node, "directory")
+    try:
+        add = Frame("dir.add", "b1", "test", 1, {"alias": "dave", "display_name": "Dave", "home_server": "ex1",
+                                                 "alternate": None, "deliver_to_both": False})
+        sock.send(batch([encode(add), encode(Frame("dir.lookup", "b2", "test", 2, {"alias": "dave"})),
+                         encode(Frame("ping", "b3", "test", 3, {}))]))
+        assert sock.poll(3000), "the node did not answer"
+        replies = decode_message(sock.recv())  # the sender batched, so the answers come as one batch
+        assert [(r.re, r.type) for r in replies] == [("b1", "dir.changed"), ("b2", "dir.entry"), ("b3", "pong")]
+        assert replies[1].body["recipient"]["home_server"] == "ex1"
+        # one bad frame refuses the whole batch, with one error reply naming it, and nothing of it is done
+        bad = msgpack.packb({"v": 1, "type": "dir.lookup", "id": "b5", "src": "t", "clock": 1, "body": {"alias": 7}})
+        erin = Frame("dir.add", "b4", "test", 4, {"alias": "erin", "display_name": "Erin", "home_server": "ex1",
+                                                  "alternate": None, "deliver_to_both": False})
+        reply = ask(sock, batch([encode(erin), bad]))
+        assert (reply.type, reply.re) == ("error", "b5") and "batch frame 1" in reply.body["reason"]
+        # answers come back in order on the link: a second answer to the refused batch would be
+        # read here instead of the lookup's
+        lookup = ask(sock, valid("dir.lookup", {"alias": "erin"}))
+        assert lookup.type == "dir.entry" and lookup.body["recipient"] is None
+    finally:
+        sock.close()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import MAX_FRAME_BYTES, MESSAGES, Frame, ProtocolError, decode, encode
+from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MESSAGES, Frame, ProtocolError, batch, decode, decode_message, encode
 from protocol.frame import _fits
 
 
@@ -88,3 +88,43 @@ def test_generated_bodies_are_accepted_only_when_they_fit_the_declaration(type_,
         assert fits
     except ProtocolError:
         assert not fits
+
+
+def test_a_batch_is_its_frames_in_order():
+    frames = [Frame("ping", f"i{k}", "mta.ex1", k, {}) for k in range(20)]  # past the 15 of a fixarray
+    assert decode_message(batch([encode(f) for f in frames])) == frames
+    assert decode_message(encode(frames[0])) == [frames[0]]
+
+
+def test_a_batch_with_one_bad_frame_is_refused_whole_naming_it():
+    bad = msgpack.packb(good(body={"alias": 5}, id="bad1"))
+    with pytest.raises(ProtocolError) as err:
+        decode_message(batch([encode(Frame("ping", "i1", "t", 1, {})), bad]))
+    assert "batch frame 1" in str(err.value) and "'alias' must be str" in str(err.value)
+    assert err.value.frame_id == "bad1"
+
+
+@pytest.mark.parametrize("items, reason", [
+    ([], "1 to 1024 frames"),
+    ([good()] * (MAX_BATCH_FRAMES + 1), "1 to 1024 frames"),
+    ([good(), [good()]], "batch frame 1: frame must be a map, got list"),
+    ([1, 2, 3], "batch frame 0: frame must be a map, got int"),
+])
+def test_malformed_batches_are_refused(items, reason):
+    with pytest.raises(ProtocolError) as err:
+        decode_message(msgpack.packb(items))
+    assert reason in str(err.value)
+
+
+def test_a_single_frame_decoder_refuses_a_batch():
+    with pytest.raises(ProtocolError, match="frame must be a map, got list"):
+        decode(batch([encode(Frame("ping", "i1", "t", 1, {}))] * 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_make_decode_message_raise_anything_but_protocol_error(data):
+    try:
+        decode_message(data)
+    except ProtocolError:
+        pass
