@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 from email.utils import formatdate
+from functools import lru_cache
 from typing import Any
 
 DOMAIN = "xcon.test"
@@ -33,13 +34,19 @@ def alias_of(addr: str) -> str:
     return addr.split("@", 1)[0]
 
 
+@lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """An RFC 5322 date, made once per second: formatdate was 4 of the 7 us of a compose."""
+    return formatdate(second)
+
+
 def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body: str, now: float) -> bytes:
     """An RFC 5322 message with xcon's message id in X-Xcon-Msg-Id."""
     lines = [
         f"From: {address(sender)}",
         f"To: {', '.join(address(r) for r in recipients)}",
         f"Subject: {_one_line(subject)}",
-        f"Date: {formatdate(now)}",
+        f"Date: {_date(int(now))}",
         f"Message-ID: <{msg_id}@{DOMAIN}>",
         f"X-Xcon-Msg-Id: {msg_id}",
         "MIME-Version: 1.0",

@@ -62,6 +62,7 @@ class Seen:
         return forgotten
 
     def items(self) -> Iterator[tuple[str, dict[str, int], float]]:
-        for msg_id in self._by_msg:
-            yield msg_id, self.hops(msg_id), self.accepted_at(msg_id)
+        for msg_id, entry in self._by_msg.items():  # one split per entry: a compaction reads them all
+            at, *pairs = entry.split(" ")
+            yield msg_id, {rcpt: int(h) for rcpt, _, h in (p.rpartition("=") for p in pairs)}, float(at)
 

@@ -67,7 +67,10 @@ class Spool:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "queue.wal"
-        self._pending: list[bytes] = []
+        # this batch's records, framed at sync; a message persisted twice in one batch (accepted,
+        # then handed to a peer, in the same turn) is written once, in its newer state
+        self._pending: list[list | None] = []
+        self._pending_at: dict[str, int] = {}  # msg_id -> index of its "p" record in _pending
         self._file = None
         self._size = 0
         self._compacted_size = 0
@@ -98,18 +101,28 @@ class Spool:
         return [QueuedMessage.from_record(r) for r in queued.values()], remembered
 
     def persist(self, msg_id: str, record: dict) -> None:
-        self._pending.append(frame(["p", msg_id, record]))
+        at = self._pending_at.get(msg_id)
+        if at is None:
+            self._pending_at[msg_id] = len(self._pending)
+            self._pending.append(["p", msg_id, record])
+        else:
+            self._pending[at] = ["p", msg_id, record]  # only the newest state of a message counts at load
 
     def retire(self, msg_id: str, hops: dict[str, int], accepted_at: float) -> None:
-        self._pending.append(frame(["r", msg_id, hops, accepted_at]))
+        at = self._pending_at.pop(msg_id, None)
+        if at is not None:
+            self._pending[at] = None  # the retirement makes it moot
+        self._pending.append(["r", msg_id, hops, accepted_at])
 
     def sync(self) -> None:
         """Write the batch with one append and one fsync; compact if the log has grown enough."""
-        if not self._pending:
+        pending = [frame(r) for r in self._pending if r is not None]
+        self._pending, self._pending_at = [], {}
+        if not pending:
             return
         self.syncs += 1
-        self.records += len(self._pending)
-        data, self._pending = b"".join(self._pending), []
+        self.records += len(pending)
+        data = b"".join(pending)
         self.bytes += len(data)
         if self._file is None:
             self._file = open(self.path, "ab")

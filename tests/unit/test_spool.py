@@ -39,6 +39,23 @@ def test_a_message_back_after_a_reroute_is_queued_again(tmp_path):
     assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m1", {"bob": 1}, 100.0)]
 
 
+def test_a_message_persisted_twice_in_a_batch_is_written_once_in_its_newer_state(tmp_path):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.persist("m2", message("m2", "carol").to_record())
+    s.persist("m1", message("m1", "bob", state="transferring").to_record())  # handed to a peer, same turn
+    s.persist("m3", message("m3", "dave").to_record())
+    s.retire("m3", {"dave": 1}, 100.0)  # done within the batch: only the retirement is written
+    s.sync()
+    assert s.stats()["records"] == 3
+    queued, remembered = Spool(tmp_path).load()
+    assert [m.msg_id for m in queued] == ["m1", "m2"] and remembered == [("m3", {"dave": 1}, 100.0)]
+    records, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
+    assert [(r[0], r[1]) for r in records] == [("p", "m1"), ("p", "m2"), ("r", "m3")]
+    assert records[0][2]["pairs"][0]["state"] == "transferring"
+
+
 def test_an_unsynced_batch_is_not_on_disk(tmp_path):
     s = Spool(tmp_path)
     s.load()
