@@ -40,8 +40,11 @@ COMPACT_RATIO = 4
 State = tuple[Iterable[dict], Iterable[tuple[str, dict[str, int], float]]]
 
 
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack  # reused: see protocol.frame
+
+
 def frame(record: list) -> bytes:
-    data = msgpack.packb(record, use_bin_type=True)
+    data = _pack(record)
     return HEADER.pack(len(data), zlib.crc32(data)) + data
 
 
