@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 BUILDS = ("legacy", "sp4", "reroute")
+CONSOLE_LEVELS = ("warning", "info")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class Settings:
     max_queue: int = 10_000  # messages an MTA holds before it answers "busy"
     insecure: bool = False  # True: no CURVE, no ZAP (xcon up --insecure)
     fsync: bool = True  # False only to measure what durability costs (xcon up --no-fsync)
+    # what a node's console (<run-dir>/logs/<node>.console) shows of its core's events: "warning"
+    # (warnings and errors; the per-message story is in the JSON log, which `xcon logs` reads)
+    # or "info" (every event). The runtime's own events (start, stop, faults) always show.
+    console: str = "warning"
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -62,7 +62,8 @@ class Runtime:
         self._unsynced = False
         self._after_sync: list = []
         self.clock = 0
-        self._log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock)
+        self._log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock,
+                                   config.settings.console)
         self.log = self._log.log
         # frames of this batch, sent by `_ship` once the batch's log lines are written
         self._outbox: list[tuple[zmq.Socket, list[bytes]]] = []

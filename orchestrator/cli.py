@@ -22,7 +22,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
-from nodes.config import BUILDS, Settings
+from nodes.config import BUILDS, CONSOLE_LEVELS, Settings
 
 from . import chaos as chaos_mod
 from . import check as checker
@@ -92,9 +92,13 @@ def xcon() -> None:
 @click.option("--insecure", is_flag=True, help="No CURVE, no ZAP: any local process may talk to the nodes.")
 @click.option("--no-fsync", is_flag=True,
               help="Benchmarks only: acknowledge before the disk has it (a crash then loses accepted mail).")
+@click.option("--console", type=click.Choice(CONSOLE_LEVELS), default=Settings.console, show_default=True,
+              help="What each node's RUN_DIR/logs/NODE.console shows of mail events: warnings, or every event "
+                   "(the JSON log always has every event; `xcon logs` shows it).")
 @json_option
 def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, replication_jitter_ms: int,
-       retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool, no_fsync: bool, as_json: bool) -> None:
+       retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str,
+       as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
@@ -105,7 +109,7 @@ def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, rep
                    "the ports can submit, move and read mail", err=True)
     settings = Settings(tuple(f"ex{i}" for i in range(1, servers + 1)), mta_build, replication_lag_ms,
                         replication_jitter_ms, retry_ms, expire_ms, seed=seed, max_queue=max_queue,
-                        insecure=insecure, fsync=not no_fsync)
+                        insecure=insecure, fsync=not no_fsync, console=console)
     t0 = time.time()
     cluster = cl.start(run_dir, settings)
     took = time.time() - t0

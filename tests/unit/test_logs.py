@@ -6,7 +6,7 @@ from nodes import logs
 
 
 def test_emit_writes_the_line_structlog_writes(tmp_path, capfd):
-    node_log = logs.configure("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 42)
+    node_log = logs.configure("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 42, console="info")
     fields = {"msg_id": "m1", "rcpt": "bob", "attempt": 2}
     node_log.emit("info", "mta.routed", dict(fields))
     node_log.log.info("mta.routed", **fields)
@@ -22,3 +22,17 @@ def test_emit_writes_the_line_structlog_writes(tmp_path, capfd):
     console = capfd.readouterr().err.splitlines()
     assert len(console) == 3 and "mta.routed" in console[0] and "lamport=42 msg_id=m1 rcpt=bob attempt=2" in console[0]
     assert console[0].split(" ", 1)[1] == console[1].split(" ", 1)[1]  # the same line but for the time
+
+
+def test_a_warning_console_shows_the_cores_warnings_and_the_runtimes_own_events(tmp_path, capfd):
+    node_log = logs.configure("store.ex1", tmp_path / "store.ex1.jsonl", lambda: 1, console="warning")
+    node_log.emit("info", "store.delivered", {"msg_id": "m1"})
+    node_log.emit("debug", "store.detail", {"msg_id": "m1"})
+    node_log.emit("warning", "request.refused", {"reason": "busy"})
+    node_log.log.info("node.started", pid=7)
+    node_log.flush()
+    events = [json.loads(line)["event"] for line in (tmp_path / "store.ex1.jsonl").read_text().splitlines()]
+    assert events == ["store.delivered", "store.detail", "request.refused", "node.started"]  # the file has all
+    console = capfd.readouterr().err
+    assert "request.refused" in console and "node.started" in console
+    assert "store.delivered" not in console and "store.detail" not in console
