@@ -17,6 +17,8 @@ def test_bench_quick_reports_every_workload(tmp_path):
                      "durable acceptance", "Move User, 100 messages", "Move User, 1000 messages",
                      "xcon check, 100000 lines", "memory", "chaos", "recovery"):
         assert expected in workloads, expected
+    durable = {r["figure"] for r in data["rows"] if r["workload"] == "durable acceptance"}
+    assert {"accepted/s, 64 in flight", "accepted/s, one at a time"} <= durable, durable
     for r in data["rows"]:
         assert r["value"] > 0, r
         if r["baseline"] is not None:
