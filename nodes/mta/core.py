@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from ..config import BUILDS, Settings
 from ..core import Feed, Ids, Reply, Request, Response, Send, error, log
@@ -102,6 +102,7 @@ class MtaCore:
             "open_pairs": len(pairs),
             "deferred": sum(p.state == "deferred" for p in pairs),
             "in_flight": sum(p.state in WAITING for p in pairs),
+            "remembered": len(self.seen),  # finished messages kept to refuse a retransmission
         }
 
     def on_event(self, event: Any, now: float) -> list:
@@ -424,10 +425,10 @@ class MtaCore:
                 log("mta.retired", level="debug", msg_id=msg.msg_id,
                     outcome={p.rcpt: p.state for p in msg.pairs.values()})]
 
-    def durable_state(self) -> tuple[list[dict], list[tuple[str, dict[str, int], float]]]:
-        """What a compaction of the spool writes: the queued messages, and the pairs still remembered."""
-        return ([m.to_record() for m in self.queue.values()],
-                list(self.seen.items()))
+    def durable_state(self) -> tuple[Iterator[dict], Iterator[tuple[str, dict[str, int], float]]]:
+        """What a compaction of the spool writes: the queued messages, and the pairs still remembered.
+        Read one at a time as the compaction writes them (nothing else runs meanwhile)."""
+        return ((m.to_record() for m in self.queue.values()), self.seen.items())
 
     # --- the directory feed (Clone pattern) -------------------------------------------------
 
