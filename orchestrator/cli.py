@@ -661,12 +661,19 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> N
         return
     table = Table(title=f"xcon bench{' --quick' if quick else ''} on {machine}")
     for col in ("workload", "figure", "ratio", "xcon", "baseline", "unit", "note"):
-        table.add_column(col, justify="right" if col in ("ratio", "xcon", "baseline") else "left")
+        table.add_column(col, justify="right" if col in ("ratio", "xcon", "baseline", "note") else "left")
+    # the notes (what each baseline is, the breakdowns) are long: numbered under the table, so the
+    # figures stay on one line each in a terminal of ordinary width
+    notes: list[str] = []
     for r in rows:
         fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")  # noqa: E731
+        if r.note:
+            notes.append(r.note)
         table.add_row(r.workload, r.figure, "-" if r.ratio is None else f"{r.ratio:.2f}", fmt(r.value),
-                      fmt(r.baseline), r.unit, r.note)
+                      fmt(r.baseline), r.unit, f"[{len(notes)}]" if r.note else "")
     out.print(table)
+    for i, note in enumerate(notes, 1):
+        out.print(f"[{i}] {note}", highlight=False)
 
 
 def main() -> None:
