@@ -33,10 +33,7 @@ class Seen:
     def hops(self, msg_id: str) -> dict[str, int]:
         """rcpt -> the hop count at which this MTA took the pair on; {} for a message not seen."""
         entry = self._by_msg.get(msg_id)
-        if entry is None:
-            return {}
-        pairs = entry.split(" ")[1:]
-        return {rcpt: int(h) for rcpt, _, h in (p.rpartition("=") for p in pairs)}
+        return {} if entry is None else _read(entry)[1]
 
     def accepted_at(self, msg_id: str) -> float:
         return float(self._by_msg[msg_id].split(" ", 1)[0])
@@ -62,7 +59,12 @@ class Seen:
         return forgotten
 
     def items(self) -> Iterator[tuple[str, dict[str, int], float]]:
-        for msg_id, entry in self._by_msg.items():  # one split per entry: a compaction reads them all
-            at, *pairs = entry.split(" ")
-            yield msg_id, {rcpt: int(h) for rcpt, _, h in (p.rpartition("=") for p in pairs)}, float(at)
+        for msg_id, entry in self._by_msg.items():  # one read per entry: a compaction reads them all
+            at, hops = _read(entry)
+            yield msg_id, hops, at
 
+
+def _read(entry: str) -> tuple[float, dict[str, int]]:
+    """An entry, `"<accepted_at> rcpt=hops ..."`, as (accepted_at, {rcpt: hops})."""
+    at, *pairs = entry.split(" ")
+    return float(at), {rcpt: int(h) for rcpt, _, h in (p.rpartition("=") for p in pairs)}
