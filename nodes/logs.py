@@ -99,7 +99,7 @@ class NodeLog:
     only skips structlog's per-call machinery (copying the context, merging keywords, dispatching
     on the level), which was 4 of the 11 us an event cost, at about nine events per message."""
 
-    def __init__(self, node: str, log_file: Path, lamport: Callable[[], int], console: str = "warning"):
+    def __init__(self, node: str, log_file: Path, lamport: Callable[[], int], console: str):
         self.node, self.lamport = node, lamport
         # with console="warning", a core's info and debug events go to the JSON file alone: a
         # console line was 3 of the 7 us an event cost, for a copy nobody reads at load
