@@ -355,15 +355,17 @@ class Runtime:
             else:  # a DEALER (its peer is a node), or a node that sent this one a batch
                 groups.setdefault((sock, parts[0] if sock is self.router else None), []).append(parts[-1])
         for (sock, peer), payloads in groups.items():
-            start = 0
-            while start < len(payloads):
-                end, size = start, 0
-                while end < len(payloads) and end - start < MAX_BATCH_FRAMES and (end == start or size + len(payloads[end]) <= BATCH_BYTES):
-                    size += len(payloads[end])
-                    end += 1
-                data = payloads[start] if end - start == 1 else batch(payloads[start:end])
+            chunks: list[list[bytes]] = [[]]
+            size = 0
+            for data in payloads:  # cut at MAX_BATCH_FRAMES frames or BATCH_BYTES
+                if chunks[-1] and (len(chunks[-1]) == MAX_BATCH_FRAMES or size + len(data) > BATCH_BYTES):
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append(data)
+                size += len(data)
+            for chunk in chunks:
+                data = chunk[0] if len(chunk) == 1 else batch(chunk)
                 out.append((sock, [data] if peer is None else [peer, data]))
-                start = end
         return out
 
     def _send_error(self, peer: bytes, re: str, reason: str) -> None:
