@@ -4,7 +4,8 @@
     clear_alternate    (workaround) remove the alternate recipient ...
     await_replication  ... and wait until every MTA's cache holds that change
     lock               source store: deliveries now answer "deferred: mailbox locked"
-    copy               export pages from the source, import them on the target, at the copy rate
+    copy               export pages from the source, import them on the target, at the copy rate;
+                       the next page is exported while this one is imported (read-ahead)
     set_home           directory: home_server := target (a new USN, published on the feed)
     release            source store: delete the mailbox and unlock; it tells its MTA
     restore_alternate  (workaround) put the alternate back
@@ -54,6 +55,13 @@ class Move:
     cursor: str = ""
     more: bool = True
     copied: int = 0
+    # read-ahead in the copy step: the export of the next page, asked while this page is imported
+    # (the two stores work at once), and the page once it is here. Not journaled: a restart in
+    # the copy step rolls back anyway. An export that never answers is asked again as the step's
+    # own request when its page is due.
+    ahead: str | None = None
+    ahead_body: dict[str, Any] | None = None
+    page: dict[str, Any] | None = None
     rolling_back: bool = False
     undo: list[str] = field(default_factory=list)
     request: str | None = None
@@ -145,6 +153,11 @@ class MoveCore:
                 if move.request == event.frame.re:
                     move.request = None
                     return self._answer(move, event.frame, now)
+                if move.ahead == event.frame.re:
+                    move.ahead = None
+                    if move.step == "copy" and event.frame.type == "store.exported":
+                        move.page = event.frame.body  # imported when its turn comes
+                    return []  # an error: the page is asked again when it is due
         return []
 
     def tick(self, now: float) -> list:
@@ -215,10 +228,7 @@ class MoveCore:
             return [*self._enter(move, "copy", now), *self._export(move, now)]
         if step == "copy":
             if frame.type == "store.exported":
-                move.cursor = body["messages"][-1]["name"] if body["messages"] else move.cursor
-                move.more = body["next"] is not None
-                return self._request(move, f"store.{move.target}", "store.import",
-                                     {"mailbox": move.alias, "messages": body["messages"]}, now)
+                return self._import(move, body, now)
             count = body["count"]
             move.copied += count
             # the copy rate: each page takes copy_delay per message (at least one), mailbox locked
@@ -290,14 +300,41 @@ class MoveCore:
             return self._request(move, move.pending_mtas[0], "status", {}, now)
         if move.step == "copy":
             if move.more:
-                return self._export(move, now)
+                return self._next_page(move, now)
             return self._enter(move, "set_home", now, copied=move.copied) + self._request(
                 move, "directory", "dir.modify", {"alias": move.alias, "changes": {"home_server": move.target}}, now)
         return []
 
     def _export(self, move: Move, now: float) -> list:
-        return self._request(move, f"store.{move.source}", "store.export",
-                             {"mailbox": move.alias, "after": move.cursor, "limit": EXPORT_PAGE}, now)
+        return self._request(move, f"store.{move.source}", "store.export", self._export_body(move), now)
+
+    def _export_body(self, move: Move) -> dict[str, Any]:
+        return {"mailbox": move.alias, "after": move.cursor, "limit": EXPORT_PAGE}
+
+    def _import(self, move: Move, page: dict[str, Any], now: float) -> list:
+        """Import an exported page on the target and, if there is more, export the next one
+        meanwhile: the source store reads while the target store writes."""
+        move.cursor = page["messages"][-1]["name"] if page["messages"] else move.cursor
+        move.more = page["next"] is not None
+        actions = self._request(move, f"store.{move.target}", "store.import",
+                                {"mailbox": move.alias, "messages": page["messages"]}, now)
+        if move.more:
+            move.ahead, move.ahead_body = self.ids.next(), self._export_body(move)
+            actions.append(Send(f"store.{move.source}", "store.export", move.ahead_body, move.ahead, move.move_id))
+        return actions
+
+    def _next_page(self, move: Move, now: float) -> list:
+        """The next page is due: import it if the read-ahead brought it, else wait for the
+        read-ahead's answer as the step's own request (asked again if it never comes)."""
+        if move.page is not None:
+            page, move.page = move.page, None
+            return self._import(move, page, now)
+        if move.ahead is not None:  # asked already: its answer is now the one the step waits for
+            move.request, move.ahead = move.ahead, None
+            move.deadline, move.tries = now + self.timeout_s, 1
+            move.last = (f"store.{move.source}", "store.export", move.ahead_body)
+            return []
+        return self._export(move, now)
 
     def _after_release(self, move: Move, now: float) -> list:
         if move.saved is not None:
@@ -335,6 +372,7 @@ class MoveCore:
         if not move.rolling_back:
             move.rolling_back = True
             move.timer = None
+            move.ahead = move.page = None  # a read-ahead page is not imported after all
             if move.step == "copy":  # the lock is ours only once it was granted
                 move.undo += ["rollback_target", "rollback_unlock"]
             if move.saved is not None:

@@ -115,3 +115,103 @@ def test_a_request_without_answer_is_sent_again_before_the_step_fails():
     assert all(len(r) == 1 for r in resent), "sent again three times"
     failed = core.tick(1.0 + 1.01 * 4 + 0.01)
     assert any(getattr(a, "record", {}).get("step") == "failed" for a in failed)
+
+
+# --- the copy step's read-ahead -----------------------------------------------------------------
+
+def paged_mailbox(pages: int, per_page: int = 2) -> tuple[dict, list]:
+    """answers() for a source mailbox of `pages` pages, and the list the target's imports fill."""
+    names = [f"{i + 1}.m{i}.xcon" for i in range(pages * per_page)]
+    imported: list[str] = []
+
+    def export(s):
+        rest = [n for n in names if n > s.body["after"]][:per_page]
+        more = rest[-1] if rest and rest[-1] != names[-1] else None
+        return "store.exported", {"mailbox": "bob", "next": more, "messages": [
+            {"name": n, "msg_id": n.split(".")[1], "raw": b"r"} for n in rest]}
+
+    def import_(s):
+        imported.extend(m["name"] for m in s.body["messages"])
+        return "store.imported", {"mailbox": "bob", "count": len(s.body["messages"])}
+
+    return {**answers(alternate=None), "store.export": export, "store.import": import_}, imported
+
+
+def to_copy_step(core, table):
+    """Drive a move to its first export; returns that export's Send."""
+    actions = core.on_event(request("orch.move", {"alias": "bob", "target": "ex2", "workaround": False,
+                                                  "copy_delay_ms": 0}), 1.0)
+    while not sends(actions, "store.export"):
+        send = sends(actions)[0]
+        actions = core.on_event(response(send, *table[send.type](send)), 1.0)
+    return sends(actions, "store.export")[0]
+
+
+def test_the_next_page_is_exported_while_this_one_is_imported():
+    table, imported = paged_mailbox(3)
+    core = MoveCore(["ex1", "ex2"], "b")
+    export = to_copy_step(core, table)
+    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
+    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    assert ahead.to == "store.ex1" and ahead.body["after"] == imp.body["messages"][-1]["name"]
+    core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)  # the next page arrives first
+    done = core.on_event(response(imp, *table["store.import"](imp)), 1.0)
+    assert not sends(done), "the next import waits for the copy-rate timer"
+    nxt = core.tick(core.next_wakeup())
+    assert [s.type for s in sends(nxt)] == ["store.import", "store.export"]  # page 2, read-ahead of page 3
+    assert drive(core, nxt, table)[-3:] == ["set_home", "release", "done"]
+    assert imported == [f"{i + 1}.m{i}.xcon" for i in range(6)], "every page once, in order"
+
+
+def test_a_read_ahead_that_never_answers_is_asked_again_when_its_page_is_due():
+    table, imported = paged_mailbox(2)
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    export = to_copy_step(core, table)
+    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
+    (imp,), (lost,) = sends(actions, "store.import"), sends(actions, "store.export")
+    core.on_event(response(imp, *table["store.import"](imp)), 1.0)
+    assert not sends(core.tick(core.next_wakeup())), "it waits for the read-ahead's answer first"
+    again = core.tick(core.next_wakeup())  # that answer's deadline
+    (retry,) = sends(again, "store.export")
+    assert retry.body == lost.body and retry.id != lost.id
+    assert drive(core, again, table)[-1] == "done"
+    assert imported == ["1.m0.xcon", "2.m1.xcon", "3.m2.xcon", "4.m3.xcon"]
+
+
+def test_a_read_ahead_refused_by_the_source_is_asked_again():
+    table, imported = paged_mailbox(2)
+    core = MoveCore(["ex1", "ex2"], "b")
+    export = to_copy_step(core, table)
+    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
+    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    assert core.on_event(response(ahead, "error", {"reason": "busy"}), 1.0) == []
+    core.on_event(response(imp, *table["store.import"](imp)), 1.0)
+    (retry,) = sends(core.tick(core.next_wakeup()), "store.export")
+    assert retry.body == ahead.body
+
+
+def test_a_failed_import_drops_the_read_ahead_page():
+    table, imported = paged_mailbox(3)
+    core = MoveCore(["ex1", "ex2"], "b")
+    export = to_copy_step(core, table)
+    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
+    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    rollback = core.on_event(response(imp, "error", {"reason": "disk full"}), 1.0)
+    assert [s.type for s in sends(rollback)] == ["store.delete"]  # rollback_target
+    assert core.on_event(response(ahead, *table["store.export"](ahead)), 1.0) == []
+    steps = drive(core, rollback, table)
+    assert steps[-2:] == ["rollback_unlock", "failed"] and imported == []
+
+
+def test_a_read_ahead_that_answers_after_its_page_is_due_is_imported_then():
+    table, imported = paged_mailbox(2)
+    core = MoveCore(["ex1", "ex2"], "b")
+    export = to_copy_step(core, table)
+    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
+    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    core.on_event(response(imp, *table["store.import"](imp)), 1.0)
+    assert not sends(core.tick(core.next_wakeup()))  # due, not here yet
+    late = core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)
+    assert [s.body["messages"][0]["name"] for s in sends(late, "store.import")] == ["3.m2.xcon"]
+    assert drive(core, late, table)[-1] == "done" and len(imported) == 4
+
