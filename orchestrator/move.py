@@ -55,6 +55,7 @@ class Move:
     cursor: str = ""
     more: bool = True
     copied: int = 0
+    importing: int = 0  # messages in the page being imported
     # read-ahead in the copy step: the export of the next page, asked while this page is imported
     # (the two stores work at once), and the page once it is here. Not journaled: a restart in
     # the copy step rolls back anyway. An export that never answers is asked again as the step's
@@ -229,11 +230,14 @@ class MoveCore:
         if step == "copy":
             if frame.type == "store.exported":
                 return self._import(move, body, now)
-            count = body["count"]
+            # every message of the page is on the target now. The store's count is what this try
+            # wrote: after a retry (the first try's answer late or lost) it is what the first did not
+            count = move.importing
             move.copied += count
             # the copy rate: each page takes copy_delay per message (at least one), mailbox locked
             move.timer = now + max(1, count) * move.copy_delay_ms / 1000
-            return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, total=move.copied)]
+            return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, written=body["count"],
+                        total=move.copied)]
         if step == "set_home":
             return [*self._enter(move, "release", now, usn=body["usn"]),
                     *self._request(move, f"store.{move.source}", "store.delete",
@@ -316,6 +320,7 @@ class MoveCore:
         meanwhile: the source store reads while the target store writes."""
         move.cursor = page["messages"][-1]["name"] if page["messages"] else move.cursor
         move.more = page["next"] is not None
+        move.importing = len(page["messages"])
         actions = self._request(move, f"store.{move.target}", "store.import",
                                 {"mailbox": move.alias, "messages": page["messages"]}, now)
         if move.more:

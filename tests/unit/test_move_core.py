@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestrator.move import JournalStep, MoveCore
 
-from .helpers import recipient, replies, request, response, sends
+from .helpers import events, recipient, replies, request, response, sends
 
 
 def drive(core: MoveCore, first: list, answers: dict, now: float = 1.0) -> list[str]:
@@ -215,3 +215,14 @@ def test_a_read_ahead_that_answers_after_its_page_is_due_is_imported_then():
     assert [s.body["messages"][0]["name"] for s in sends(late, "store.import")] == ["3.m2.xcon"]
     assert drive(core, late, table)[-1] == "done" and len(imported) == 4
 
+
+def test_copied_counts_a_page_once_when_its_import_is_answered_by_a_retry():
+    table, imported = paged_mailbox(1, per_page=3)
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    export = to_copy_step(core, table)
+    (first,) = sends(core.on_event(response(export, *table["store.export"](export)), 1.0), "store.import")
+    table["store.import"](first)  # the store writes the page, but its answer is lost
+    (retry,) = sends(core.tick(core.next_wakeup()), "store.import")
+    answered = core.on_event(response(retry, "store.imported", {"mailbox": "bob", "count": 0}), 2.5)
+    assert events(answered, "move.copied")[0].fields["written"] == 0
+    assert core.moves[export.trace].copied == 3
