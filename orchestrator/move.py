@@ -60,8 +60,7 @@ class Move:
     # (the two stores work at once), and the page once it is here. Not journaled: a restart in
     # the copy step rolls back anyway. An export that never answers is asked again as the step's
     # own request when its page is due.
-    ahead: str | None = None
-    ahead_body: dict[str, Any] | None = None
+    ahead: Send | None = None
     page: dict[str, Any] | None = None
     rolling_back: bool = False
     undo: list[str] = field(default_factory=list)
@@ -154,7 +153,7 @@ class MoveCore:
                 if move.request == event.frame.re:
                     move.request = None
                     return self._answer(move, event.frame, now)
-                if move.ahead == event.frame.re:
+                if move.ahead is not None and move.ahead.id == event.frame.re:
                     move.ahead = None
                     if move.step == "copy" and event.frame.type == "store.exported":
                         move.page = event.frame.body  # imported when its turn comes
@@ -206,11 +205,15 @@ class MoveCore:
                                          mailbox=move.alias, source=move.source, target=move.target, **facts)]
 
     def _request(self, move: Move, to: str, type_: str, body: dict[str, Any], now: float, again: bool = False) -> list:
-        move.request = self.ids.next()
-        move.deadline = now + self.timeout_s
-        move.last = (to, type_, body)
+        request = self.ids.next()
+        self._waiting(move, request, (to, type_, body), now, again)
+        return [Send(to, type_, body, request, move.move_id)]
+
+    def _waiting(self, move: Move, request: str, sent: tuple[str, str, dict[str, Any]], now: float,
+                 again: bool = False) -> None:
+        """The step waits for the answer to `request` (`sent`: to, type, body), sent again on a timeout."""
+        move.request, move.deadline, move.last = request, now + self.timeout_s, sent
         move.tries = move.tries + 1 if again else 1
-        return [Send(to, type_, body, move.request, move.move_id)]
 
     def _answer(self, move: Move, frame: Any, now: float) -> list:
         if frame.type == "error":
@@ -324,8 +327,9 @@ class MoveCore:
         actions = self._request(move, f"store.{move.target}", "store.import",
                                 {"mailbox": move.alias, "messages": page["messages"]}, now)
         if move.more:
-            move.ahead, move.ahead_body = self.ids.next(), self._export_body(move)
-            actions.append(Send(f"store.{move.source}", "store.export", move.ahead_body, move.ahead, move.move_id))
+            move.ahead = Send(f"store.{move.source}", "store.export", self._export_body(move), self.ids.next(),
+                              move.move_id)
+            actions.append(move.ahead)
         return actions
 
     def _next_page(self, move: Move, now: float) -> list:
@@ -335,9 +339,8 @@ class MoveCore:
             page, move.page = move.page, None
             return self._import(move, page, now)
         if move.ahead is not None:  # asked already: its answer is now the one the step waits for
-            move.request, move.ahead = move.ahead, None
-            move.deadline, move.tries = now + self.timeout_s, 1
-            move.last = (f"store.{move.source}", "store.export", move.ahead_body)
+            ahead, move.ahead = move.ahead, None
+            self._waiting(move, ahead.id, (ahead.to, ahead.type, ahead.body), now)
             return []
         return self._export(move, now)
 
