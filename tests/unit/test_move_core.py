@@ -147,12 +147,19 @@ def to_copy_step(core, table):
     return sends(actions, "store.export")[0]
 
 
-def test_the_next_page_is_exported_while_this_one_is_imported():
-    table, imported = paged_mailbox(3)
-    core = MoveCore(["ex1", "ex2"], "b")
+def first_import(pages: int, timeout_ms: int = 3000):
+    """A move of a `pages`-page mailbox at its first import: the core, the answers, what the target
+    imported, and the two requests that left together: that import and the next page's export."""
+    table, imported = paged_mailbox(pages)
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=timeout_ms)
     export = to_copy_step(core, table)
     actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
     (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    return core, table, imported, imp, ahead
+
+
+def test_the_next_page_is_exported_while_this_one_is_imported():
+    core, table, imported, imp, ahead = first_import(3)
     assert ahead.to == "store.ex1" and ahead.body["after"] == imp.body["messages"][-1]["name"]
     core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)  # the next page arrives first
     done = core.on_event(response(imp, *table["store.import"](imp)), 1.0)
@@ -164,11 +171,7 @@ def test_the_next_page_is_exported_while_this_one_is_imported():
 
 
 def test_a_read_ahead_that_never_answers_is_asked_again_when_its_page_is_due():
-    table, imported = paged_mailbox(2)
-    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
-    export = to_copy_step(core, table)
-    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
-    (imp,), (lost,) = sends(actions, "store.import"), sends(actions, "store.export")
+    core, table, imported, imp, lost = first_import(2, timeout_ms=1000)
     core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     assert not sends(core.tick(core.next_wakeup())), "it waits for the read-ahead's answer first"
     again = core.tick(core.next_wakeup())  # that answer's deadline
@@ -179,11 +182,7 @@ def test_a_read_ahead_that_never_answers_is_asked_again_when_its_page_is_due():
 
 
 def test_a_read_ahead_refused_by_the_source_is_asked_again():
-    table, imported = paged_mailbox(2)
-    core = MoveCore(["ex1", "ex2"], "b")
-    export = to_copy_step(core, table)
-    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
-    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    core, table, imported, imp, ahead = first_import(2)
     assert core.on_event(response(ahead, "error", {"reason": "busy"}), 1.0) == []
     core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     (retry,) = sends(core.tick(core.next_wakeup()), "store.export")
@@ -191,11 +190,7 @@ def test_a_read_ahead_refused_by_the_source_is_asked_again():
 
 
 def test_a_failed_import_drops_the_read_ahead_page():
-    table, imported = paged_mailbox(3)
-    core = MoveCore(["ex1", "ex2"], "b")
-    export = to_copy_step(core, table)
-    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
-    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    core, table, imported, imp, ahead = first_import(3)
     rollback = core.on_event(response(imp, "error", {"reason": "disk full"}), 1.0)
     assert [s.type for s in sends(rollback)] == ["store.delete"]  # rollback_target
     assert core.on_event(response(ahead, *table["store.export"](ahead)), 1.0) == []
@@ -204,11 +199,7 @@ def test_a_failed_import_drops_the_read_ahead_page():
 
 
 def test_a_read_ahead_that_answers_after_its_page_is_due_is_imported_then():
-    table, imported = paged_mailbox(2)
-    core = MoveCore(["ex1", "ex2"], "b")
-    export = to_copy_step(core, table)
-    actions = core.on_event(response(export, *table["store.export"](export)), 1.0)
-    (imp,), (ahead,) = sends(actions, "store.import"), sends(actions, "store.export")
+    core, table, imported, imp, ahead = first_import(2)
     core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     assert not sends(core.tick(core.next_wakeup()))  # due, not here yet
     late = core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)
