@@ -28,6 +28,8 @@ from typing import Callable, Iterable
 
 import msgpack
 
+from protocol.frame import pack
+
 from ..config import fsync_dir
 from .queue import QueuedMessage
 
@@ -40,11 +42,8 @@ COMPACT_RATIO = 4
 State = tuple[Iterable[dict], Iterable[tuple[str, dict[str, int], float]]]
 
 
-_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack  # reused: see protocol.frame
-
-
 def frame(record: list) -> bytes:
-    data = _pack(record)
+    data = pack(record)
     return HEADER.pack(len(data), zlib.crc32(data)) + data
 
 
