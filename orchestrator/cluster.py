@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nodes.config import ClusterConfig, Settings
-from nodes.directory.core import valid_alias
 from nodes.security import KEYS, create_keys
+from protocol.names import ALIAS_RULE, valid_alias
 
 from .client import Client, ClusterError
 
@@ -210,7 +210,7 @@ class Cluster:
         """Create the mailbox on its home store, then the directory entry. With `wait`, return
         once every MTA's cache holds the new entry."""
         if not valid_alias(alias):
-            raise ClusterError(f"'{alias}' is not a valid alias (lower-case letters, digits, . _ -; at most 64)")
+            raise ClusterError(f"'{alias.strip()}' is not a valid alias ({ALIAS_RULE})")
         if server not in self.servers:
             raise ClusterError(f"unknown server '{server}' (servers: {', '.join(self.servers)})")
         if self.lookup(alias) is not None:

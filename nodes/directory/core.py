@@ -8,13 +8,13 @@ heartbeat carrying the current USN so a subscriber can see that it missed one).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.names import ALIAS_RULE, valid_alias
+
 from ..core import Publish, Reply, Request, error, log
 
-ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 HEARTBEAT_S = 0.5
 
 
@@ -23,10 +23,6 @@ class PersistDirectory:
     """Write the whole directory (recipients and USN) durably before what follows."""
 
     state: dict[str, Any]
-
-
-def valid_alias(alias: str) -> bool:
-    return bool(ALIAS_RE.match(alias))
 
 
 class DirectoryCore:
@@ -72,7 +68,7 @@ class DirectoryCore:
     def _add(self, req: Request, body: dict[str, Any]) -> list:
         alias = body["alias"]
         if not valid_alias(alias):
-            return error(req, f"'{alias}' is not a valid alias (lower-case letters, digits, . _ -; at most 64)")
+            return error(req, f"'{alias}' is not a valid alias ({ALIAS_RULE})")
         if alias in self.recipients:
             return error(req, f"user '{alias}' already exists")
         entry = {

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 from typing import Any, Iterator
+
+from protocol.names import valid_msg_id
 
 from ..config import BUILDS, Settings
 from ..core import Feed, Ids, Reply, Request, Response, Send, error, log
@@ -25,7 +26,6 @@ from .cache import DirectoryCache
 from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
 from .seen import Seen
 
-MSG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 MAX_HOPS = 6
 MAX_RECIPIENTS = 500
 DIRECTORY = "directory"
@@ -170,7 +170,7 @@ class MtaCore:
             if self.cache.get(alias) is None:
                 return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)")
         msg_id = body["msg_id"] or self._msg_ids.next()
-        if not MSG_ID_RE.match(msg_id):
+        if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id")
         known = self.queue.get(msg_id)
         if known is not None or msg_id in self.seen:
@@ -208,7 +208,7 @@ class MtaCore:
 
     def _transfer_in(self, req: Request, body: dict[str, Any], now: float) -> list:
         msg_id = body["msg_id"]
-        if not MSG_ID_RE.match(msg_id):
+        if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id")
         incoming = []
         for r in body["rcpts"]:

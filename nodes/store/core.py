@@ -8,14 +8,13 @@ which makes redelivery idempotent by (message id, recipient).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.names import valid_alias, valid_msg_id
+
 from ..core import Ids, Reply, Request, Send, error, log
 
-MSG_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
-MAILBOX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_EXPORT = 5000  # messages per export page; the store also stops a page at PAGE_BYTES
 
 
@@ -118,7 +117,7 @@ class StoreCore:
         if handler is None:
             return error(event, f"the store does not handle '{frame.type}'")
         mailbox = frame.body.get("mailbox", "")
-        if not MAILBOX_RE.match(mailbox):
+        if not valid_alias(mailbox):
             return error(event, f"'{mailbox}' is not a valid mailbox name")
         return handler(event, frame.body, now)
 
@@ -133,7 +132,7 @@ class StoreCore:
 
     def _deliver(self, req: Request, body: dict[str, Any], now: float) -> list:
         msg_id, mailbox = body["msg_id"], body["mailbox"]
-        if not MSG_ID_RE.match(msg_id):
+        if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id")
         fields = {"msg_id": msg_id, "mailbox": mailbox}
 
@@ -203,7 +202,7 @@ class StoreCore:
         for m in body["messages"]:
             name, raw = m.get("name"), m.get("raw")
             msg_id = msg_id_of(name) if isinstance(name, str) else None
-            if msg_id is None or not MSG_ID_RE.match(msg_id) or not isinstance(raw, bytes):
+            if msg_id is None or not valid_msg_id(msg_id) or not isinstance(raw, bytes):
                 return error(req, "store.import: each message needs a valid 'name' and bytes 'raw'")
             if msg_id in held:
                 continue  # a retried import page: already here
