@@ -31,6 +31,13 @@ class Settings:
     # (warnings and errors; the per-message story is in the JSON log, which `xcon logs` reads)
     # or "info" (every event). The runtime's own events (start, stop, faults) always show.
     console: str = "warning"
+    # an MTA refuses new mail, and a store defers deliveries, while the disk has less free than
+    # this: a full disk stops mail coming in, never mail that was accepted
+    min_free_mb: int = 64
+
+    @property
+    def min_free_bytes(self) -> int:
+        return self.min_free_mb * 1024 * 1024
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -86,6 +93,12 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def free_bytes(path: Path) -> int:
+    """What the filesystem holding `path` has free for an unprivileged writer."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

@@ -41,6 +41,14 @@ class Feed:
     frame: Frame
 
 
+@dataclass(slots=True)
+class DiskSpace:
+    """What the node's disk has free, measured by the shell now and then (Runtime's `probe`):
+    a core that refuses work when space is short decides with this, never by asking the disk."""
+
+    free_bytes: int
+
+
 # --- actions --------------------------------------------------------------------------------
 
 
@@ -87,6 +95,34 @@ def error(req: Request, reason: str) -> list:
         Reply(req.peer, req.frame.id, "error", {"reason": reason}, req.frame.trace),
         log("request.refused", level="warning", type=req.frame.type, src=req.frame.src, reason=reason),
     ]
+
+
+class Room:
+    """A node's free disk space as last measured (DiskSpace), against the floor it keeps: below
+    the floor it takes no new mail; what it holds already is written whatever happens."""
+
+    def __init__(self, node: str, min_free_bytes: int):
+        self.node, self.min_free_bytes = node, min_free_bytes
+        self.free_bytes: int | None = None  # not measured yet: assume room
+
+    def measured(self, free_bytes: int) -> list:
+        """Take a measurement; a log line when the disk crosses the floor, either way."""
+        was_low, self.free_bytes = self.low, free_bytes
+        if self.low and not was_low:
+            return [log("storage.low", level="warning", free_bytes=free_bytes, min_free_bytes=self.min_free_bytes)]
+        if was_low and not self.low:
+            return [log("storage.ok", level="warning", free_bytes=free_bytes)]
+        return []
+
+    @property
+    def low(self) -> bool:
+        return self.free_bytes is not None and self.free_bytes < self.min_free_bytes
+
+    def fits(self, size: int) -> bool:
+        return self.free_bytes is None or self.free_bytes - size >= self.min_free_bytes
+
+    def refusal(self) -> str:
+        return f"insufficient storage on {self.node} ({self.free_bytes} bytes free), retry later"
 
 
 class Ids:

@@ -8,6 +8,7 @@ Every line has ts (epoch seconds), node, level, event, lamport.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,24 +19,57 @@ import structlog
 
 
 class JsonLinesFile:
-    """A structlog processor that appends the event as one JSON line and passes it on."""
+    """A structlog processor that appends the event as one JSON line and passes it on.
+
+    Lines gather in memory and `flush` writes them at the end of each batch of the node's loop,
+    before the batch's frames leave (nodes.runtime): a write per line was a tenth of a busy MTA's
+    time, and a line is still in the file before anyone can hear of what it records. Only
+    `flush` touches the disk, so a full disk fails there, where the runtime waits for room and
+    tries again, and a line is never half in the file and half lost."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # buffered, written out by `flush` at the end of each batch of the node's loop, before the
-        # batch's frames leave (nodes.runtime): a write per line was a tenth of a busy MTA's time,
-        # and a line is still in the file before anyone can hear of what it records
-        self._file = open(path, "ab", buffering=1 << 20)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lines: list[bytes] = []
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         # orjson: the JSON line is the per-event cost every node pays; it is several times
         # faster than json.dumps here
-        self._file.write(orjson.dumps(event_dict, default=_jsonable,
-                                      option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
+        self._lines.append(orjson.dumps(event_dict, default=_jsonable,
+                                        option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
         return event_dict
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._lines:
+            return
+        view = memoryview(b"".join(self._lines))
+        self._lines = []
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            self._lines = [bytes(view)]  # what the disk did not take, whole lines and the rest of one
+            raise
+
+
+def last_lamport(path: Path) -> int:
+    """The Lamport clock of the last line a node wrote to its log: a restarted node carries on
+    from there, so its new events never sort before its old ones."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read()
+    except OSError:
+        return 0
+    for line in reversed(tail.splitlines()):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a line cut short by a kill, or the first, partial line of the tail
+        if isinstance(event, dict) and isinstance(event.get("lamport"), int):
+            return event["lamport"]
+    return 0
 
 
 class Console:
@@ -46,7 +80,10 @@ class Console:
         self._file = open(sys.stderr.fileno(), "w", buffering=1 << 16, closefd=False)
 
     def msg(self, message: str) -> None:
-        self._file.write(message + "\n")
+        try:
+            self._file.write(message + "\n")
+        except OSError:
+            pass  # the console is a courtesy: a full disk or a closed pipe must not stop the node
 
     debug = info = warning = warn = error = err = critical = exception = msg
 

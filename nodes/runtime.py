@@ -11,6 +11,7 @@ optionally a SUB (the MTA's view of the directory feed) and a PUB (the directory
 from __future__ import annotations
 
 import argparse
+import errno
 import heapq
 import itertools
 import os
@@ -34,6 +35,13 @@ from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
 BATCH_BYTES = 1 << 20  # a batch is cut here, far below the frame limit
+PROBE_S = 1.0  # how often the shell measures what a core decides with (its disk's free space)
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_RETRY_S = 0.2
+
+
+class NodeStopped(Exception):
+    """Asked to stop while waiting for the disk: exit without saying anything not yet written."""
 
 
 class Runtime:
@@ -48,6 +56,7 @@ class Runtime:
         sync: Callable[[], None] | None = None,
         deferred: tuple[type, ...] = (),
         stats: Callable[[], dict[str, Any]] | None = None,
+        probe: Callable[[], Any] | None = None,
     ):
         self.name = name
         self.config = config
@@ -59,11 +68,14 @@ class Runtime:
         self.sync = sync
         self.deferred = deferred
         self.stats = stats  # the shell's own figures (a disk's), added to the core's status
+        self.probe = probe  # measures something the core decides with, as an event (DiskSpace)
+        self._next_probe = 0.0
+        self._disk_waiting = False
         self._unsynced = False
         self._after_sync: list = []
-        self.clock = 0
-        self._log = logs.configure(name, config.run_dir / "logs" / f"{name}.jsonl", lambda: self.clock,
-                                   config.settings.console)
+        log_file = config.run_dir / "logs" / f"{name}.jsonl"
+        self.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
+        self._log = logs.configure(name, log_file, lambda: self.clock, config.settings.console)
         self.log = self._log.log
         # frames of this batch, sent by `_ship` once the batch's log lines are written
         self._outbox: list[tuple[zmq.Socket, list[bytes]]] = []
@@ -119,16 +131,27 @@ class Runtime:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        self.execute(self.core.start(time.time()))
-        self.flush()
-        self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
-        self._ship()
+        reason = "signal"
         try:
+            self._measure(time.time())
+            self.execute(self.core.start(time.time()))
+            self.flush()
+            self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
+            self._ship()
             self._loop()
+        except NodeStopped as exc:
+            reason = str(exc)
+            self._outbox = []  # replies that wait for a write never made must not leave
         finally:
-            self._log.flush()  # whatever happened, the lines logged so far reach the file
-        self.log.info("node.stopped", reason="signal")
-        self._ship()
+            try:
+                self._log.flush()  # whatever happened, the lines logged so far reach the file
+            except OSError:
+                pass
+        self.log.info("node.stopped", reason=reason)
+        try:
+            self._ship()
+        except (OSError, NodeStopped):
+            pass
         for sock in [*self.monitors, self.router, self.pub, self.sub, *self.dealers.values()]:
             if sock is not None:
                 sock.close(0)
@@ -150,6 +173,7 @@ class Runtime:
                     self._drain(sock)
             self.flush()
             now = time.time()
+            self._measure(now)
             while self._held and self._held[0][0] <= now:
                 _, _, sock, parts = heapq.heappop(self._held)
                 self._put(sock, parts)
@@ -171,6 +195,40 @@ class Runtime:
 
     def _stop(self, signum: int, _frame: Any) -> None:
         self._stopping = True
+
+    def _measure(self, now: float) -> None:
+        """Hand the core what the probe measures, once a PROBE_S."""
+        if self.probe is not None and now >= self._next_probe:
+            self._next_probe = now + PROBE_S
+            try:
+                event = self.probe()
+            except OSError as exc:
+                self.log.warning("probe.failed", reason=str(exc))
+                return
+            self.execute(self.core.on_event(event, now))
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Make one of the node's writes (state, queue, mailboxes, log). While the disk is full
+        it waits and tries again: a full disk stalls a node, it does not crash it, and nothing
+        that waits for the write (a reply, a frame, an acknowledgement) leaves before it is made."""
+        while True:
+            try:
+                result = fn(*args)
+            except OSError as exc:
+                if exc.errno not in DISK_FULL:
+                    raise
+                if not self._disk_waiting:
+                    self._disk_waiting = True
+                    self.log.warning("disk.full", reason=exc.strerror, waiting="until the disk has room")
+                    self._log.sinks.console.flush()
+                if self._stopping:
+                    raise NodeStopped("stopped while the disk was full") from None
+                time.sleep(DISK_RETRY_S)
+                continue
+            if self._disk_waiting:
+                self._disk_waiting = False
+                self.log.warning("disk.room", reason="writes succeed again")
+            return result
 
     def _drain(self, sock: zmq.Socket) -> None:
         """Take what waits on `sock`, up to about 1,000 frames, so a busy socket cannot starve the timers."""
@@ -266,7 +324,7 @@ class Runtime:
                 self._after_sync.append(action)  # promised only once the batch is on disk
                 continue
             if kind in self.executors:
-                queue[:0] = self.executors[kind](action) or []
+                queue[:0] = self._write(self.executors[kind], action) or []
                 self._unsynced = self._unsynced or kind in self.deferred
             else:
                 self._output(action)
@@ -275,7 +333,7 @@ class Runtime:
         """End of a batch: make its writes durable in one go, then let out what waited for them."""
         if not self._unsynced:
             return
-        self.sync()
+        self._write(self.sync)
         self._unsynced = False
         held, self._after_sync = self._after_sync, []
         for action in held:
@@ -335,7 +393,7 @@ class Runtime:
     def _ship(self) -> None:
         """End of a loop turn: write the log lines, then send the frames. A node killed in between
         has logged what it did but told nobody, never the other way round."""
-        self._log.flush()
+        self._write(self._log.flush)
         outbox, self._outbox = self._outbox, []
         for sock, parts in self._batched(outbox) if len(outbox) > 1 else outbox:
             try:
@@ -382,6 +440,7 @@ def node_args(kind: str) -> argparse.Namespace:
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--name", required=True)
     args = parser.parse_args()
+    os.umask(0o077)  # mail, queues, journal, logs and keys: the owner's alone
     try:
         args.config = ClusterConfig.load(args.run_dir)
     except (OSError, ValueError, KeyError) as exc:

@@ -420,10 +420,8 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
             cluster.add_user(alias, "ex1", wait=False)
             raw_msg = (b"From: alice@xcon.test\r\nSubject: bench\r\n\r\n" + b"y" * 300)
             t_ms = int(time.time() * 1000)
-            for start in range(0, size, 500):
-                page = [{"name": f"{t_ms + i}.b{size}.{i}.xcon", "msg_id": f"b{size}.{i}", "raw": raw_msg}
-                        for i in range(start, min(size, start + 500))]
-                cluster.client.request("store.ex1", "store.import", {"mailbox": alias, "messages": page}, timeout=60)
+            cluster.fill(alias, [{"name": f"{t_ms + i}.b{size}.{i}.xcon", "msg_id": f"b{size}.{i}", "raw": raw_msg}
+                                 for i in range(size)])
             maildir = cluster.config.run_dir / "stores" / "ex1" / alias
             # the baseline is the best of three copies (to new directories: deleting one would slow
             # the next, see `run`); on this VM one copy can take twice as long as the next

@@ -168,14 +168,18 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
                       f"{s.get('deferred')} deferred, {s.get('in_flight')} in flight")
         elif name.startswith("store."):
             boxes = s.get("mailboxes", {})
-            detail = f"{len(boxes)} mailboxes" + (f", locked: {', '.join(s['locked'])}" if s.get("locked") else "")
+            locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")
+                     for m, o in s.get("locked", {}).items()]
+            detail = f"{len(boxes)} mailboxes" + (f", locked: {', '.join(locks)}" if locks else "")
         else:
             moves = s.get("active", [])
             detail = f"{len(moves)} move(s) running, {s.get('finished', 0)} finished"
         table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"), detail)
     out.print(table)
     for m in moves:
-        out.print(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, step {m['step']}")
+        waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
+        how = f"rolling back ({m['error']}), " if m["rolling_back"] else ""
+        out.print(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, {how}step {m['step']}{waiting}")
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -297,26 +301,66 @@ def mailbox(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
 @xcon.command()
 @run_dir_option
 @click.argument("alias")
-@click.option("--to", "target", required=True, help="Target server.")
+@click.option("--to", "target", help="Target server.")
 @click.option("--workaround", is_flag=True,
               help="KB workaround: clear the alternate, wait for every MTA's cache, move, restore it.")
 @click.option("--copy-delay-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
               help="Copy time per message (at least one message's worth), while the mailbox is locked.")
 @click.option("--no-wait", is_flag=True, help="Return once the move has started.")
+@click.option("--abort", is_flag=True,
+              help="Instead of moving: roll back ALIAS's running move (before set_home), and clear any lock on "
+                   "its mailbox that no running move holds.")
 @json_option
-@attached
-def move(cluster: cl.Cluster, alias: str, target: str, workaround: bool, copy_delay_ms: int, no_wait: bool,
-         as_json: bool) -> None:
-    """Move ALIAS's mailbox to another server (Move User)."""
+def move(run_dir: Path, alias: str, target: str | None, workaround: bool, copy_delay_ms: int, no_wait: bool,
+         abort: bool, as_json: bool) -> None:
+    """Move ALIAS's mailbox to another server (Move User), or --abort one."""
+    if abort and (target or workaround):
+        raise click.UsageError("--abort takes no --to or --workaround")
+    if not abort and not target:
+        raise click.UsageError("Missing option '--to' (or give --abort).")
+    attached(lambda cluster: (print_abort(cluster.abort(alias), as_json) if abort else
+                              print_move(cluster, alias, target, workaround, copy_delay_ms, no_wait, as_json)))(run_dir)
+
+
+def print_move(cluster: cl.Cluster, alias: str, target: str, workaround: bool, copy_delay_ms: int, no_wait: bool,
+               as_json: bool) -> None:
     state = cluster.move(alias, target, workaround, copy_delay_ms, wait=not no_wait)
     if as_json:
         emit_json(state)
+        if state["step"] == "failed" or state["rolling_back"]:
+            sys.exit(1)
         return
-    if state["step"] == "failed":
-        raise ClusterError(f"move {state['move_id']} failed: {state['error']}")
+    if state["step"] == "failed" or state["rolling_back"]:
+        raise ClusterError(f"move {state['move_id']} failed: {state['error']}{rollback_note(state)}")
     took = f" in {state['finished_at'] - state['started_at']:.2f}s" if state.get("finished_at") else ""
     out.print(f"move {state['move_id']}: {alias} {state['source']} -> {state['target']}: {state['step']}{took}"
               f", {state['copied']} message(s) copied")
+
+
+def rollback_note(state: dict[str, Any]) -> str:
+    if state["step"] == "failed":
+        return "; rolled back"
+    waiting = f", waiting for {state['waiting_for']}" if state.get("waiting_for") else ""
+    return (f"; rolling back (step {state['step']}{waiting}: what the move holds there is released when it "
+            "answers; see `xcon status`)")
+
+
+def print_abort(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+    else:
+        alias = result["alias"]
+        for m in result["moves"]:
+            out.print(f"move {m['move_id']} of {alias}: {m['error'] or 'aborted'}{rollback_note(m)}")
+        for c in result["cleared"]:
+            what = "deleted its copy" if c["deleted"] or not c["unlocked"] else "unlocked"
+            out.print(f"{c['store']}: ended {c['owner']}, which held {alias}'s mailbox: {what}")
+        for store in result["unreachable"]:
+            out.print(f"[yellow]{store} did not answer: a lock there, if any, is still there[/yellow]")
+        if not result["moves"] and not result["cleared"]:
+            out.print(f"nothing to abort: no move of {alias} runs and no store holds a lock on its mailbox")
+    if result["unreachable"] or any(m["step"] != "failed" for m in result["moves"]):
+        sys.exit(1)
 
 
 @xcon.command()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,7 @@ class Cluster:
     def set_user(self, alias: str, changes: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         if self.lookup(alias) is None:
             raise ClusterError(f"unknown user '{alias}'")
-        reply = self.client.request("directory", "dir.modify", {"alias": alias, "changes": changes})
+        reply = self.client.request("directory", "dir.modify", {"alias": alias, "changes": changes, "op": None})
         if wait:
             self.wait_replicated(reply.body["usn"])
         return reply.body["recipient"]
@@ -267,6 +268,18 @@ class Cluster:
         listing = self.client.request(f"store.{server}", "store.list", {"mailbox": alias})
         return {"alias": alias, "server": server, "messages": listing.body["messages"]}
 
+    def fill(self, alias: str, messages: list[dict[str, Any]], page: int = 500) -> None:
+        """Put ready-made messages ({"name", "msg_id", "raw"}) into alias's mailbox where it lives,
+        the way a move copies them: locked by an owner of its own, imported page by page, opened.
+        For benchmarks and tests that need a big mailbox fast."""
+        store = f"store.{self.lookup(alias)['home_server']}"
+        owner = f"fill.{uuid.uuid4().hex[:8]}"
+        self.client.request(store, "store.lock", {"mailbox": alias, "owner": owner})
+        for start in range(0, len(messages), page):
+            self.client.request(store, "store.import", {"mailbox": alias, "owner": owner,
+                                                        "messages": messages[start:start + page]}, timeout=60)
+        self.client.request(store, "store.unlock", {"mailbox": alias, "owner": owner})
+
     # --- moves --------------------------------------------------------------------------
 
     def move(self, alias: str, target: str, workaround: bool = False, copy_delay_ms: int = 0,
@@ -281,16 +294,56 @@ class Cluster:
     def move_state(self, move_id: str) -> dict[str, Any]:
         return self.client.request("orchestrator", "orch.move_status", {"move_id": move_id}).body["move"]
 
-    def wait_move(self, move_id: str, timeout: float = 600.0, step: str | None = None) -> dict[str, Any]:
-        """Wait until the move ends (or reaches `step`)."""
+    def wait_move(self, move_id: str, timeout: float = 600.0, step: str | None = None,
+                  settled: bool = False) -> dict[str, Any]:
+        """Wait until the move ends (or reaches `step`). A move that failed is rolling back,
+        which takes as long as the stores it must release take to answer: it counts as ended at
+        once, unless `settled` asks for the end of its rollback too."""
         deadline = time.time() + timeout
         while True:
             state = self.move_state(move_id)
             if state["step"] in ("done", "failed") or state["step"] == step:
                 return state
+            if state["rolling_back"] and not settled:
+                return state
             if time.time() > deadline:
                 raise ClusterError(f"move {move_id} still in step {state['step']} after {timeout:g}s")
             time.sleep(0.02)
+
+    def abort(self, alias: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Roll back the running move of `alias` (if it is before set_home), then end every lock
+        on its mailbox that no running move holds: a lock a failed move left, or one from a
+        journal that is gone. Only a move the orchestrator does not run is ended, and move ids
+        never repeat, so a move that starts meanwhile keeps its own lock."""
+        result: dict[str, Any] = {"alias": alias, "moves": [], "cleared": [], "unreachable": []}
+        running = [m for m in self.status_of("orchestrator")["active"] if m["alias"] == alias]
+        for m in running:
+            state = m if m["rolling_back"] else self.client.request("orchestrator", "orch.abort",
+                                                                   {"alias": alias}).body["move"]
+            try:
+                state = self.wait_move(state["move_id"], timeout, settled=True)
+            except ClusterError:  # a store that does not answer: the rollback goes on without us
+                state = self.move_state(state["move_id"])
+            result["moves"].append(state)
+        holders = []
+        for server in self.servers:
+            store = f"store.{server}"
+            try:
+                owner = self.status_of(store)["locked"].get(alias)
+            except ClusterError:
+                result["unreachable"].append(store)
+                continue
+            if owner is not None:
+                holders.append((store, owner))
+        active = {m["move_id"] for m in self.status_of("orchestrator")["active"]}  # asked after the stores
+        for store, owner in holders:
+            if owner in active:
+                continue
+            ended = self.client.request(store, "store.end_move", {"mailbox": alias, "owner": owner}).body
+            result["cleared"].append({"store": store, **ended})
+        cli_log(self.config.run_dir, "move.abort", alias=alias, moves=[m["move_id"] for m in result["moves"]],
+                cleared=result["cleared"], unreachable=result["unreachable"])
+        return result
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -379,7 +432,7 @@ class Cluster:
 
 def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
     """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
-    own kill and restart."""
+    own kill and restart, an operator's abort."""
     line = {"ts": round(time.time(), 6), "node": "cli", "level": "warning", "event": event, "lamport": 0, **fields}
     with open(run_dir / "logs" / "cli.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")

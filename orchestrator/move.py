@@ -5,18 +5,26 @@
     await_replication  ... and wait until every MTA's cache holds that change
     lock               source store: deliveries now answer "deferred: mailbox locked"
     copy               export pages from the source, import them on the target, at the copy rate;
-                       the next page is exported while this one is imported (read-ahead)
+                       the next page is exported while this one is imported (read-ahead). The
+                       first page creates the target mailbox locked by the move: nothing is
+                       delivered into it yet
     set_home           directory: home_server := target (a new USN, published on the feed)
-    release            source store: delete the mailbox and unlock; it tells its MTA
+    open_target        target store: unlock; mail is delivered there from now on
+    release            source store: delete the mailbox; it tells its MTA, which retries at once
     restore_alternate  (workaround) put the alternate back
     done | failed
 
 Each step is journaled (JournalStep) before it is acted on. A failure before set_home rolls
-back: the source is unlocked, a partial copy on the target deleted, a cleared alternate restored.
-From set_home on a move only goes forward. An orchestrator that restarts reads its journal and
-does the same for every move it finds unfinished (`recover`). A request without an answer is
-sent again (the Lazy Pirate pattern) before the step counts as failed; every request is safe to
-repeat (locks have an owner, imports skip what is there, a repeated delete finds nothing).
+back: both stores are told the move is over (store.end_move: the target deletes the copy it
+holds, which no delivery can have reached; the source unlocks, whether or not the lock's grant
+was ever seen here; and neither takes that move's lock or import again, however late they
+come), then a cleared alternate is restored. From set_home on a move only goes forward. An
+orchestrator that restarts reads its journal and does the same for every move it finds
+unfinished (`recover`). A request without an answer is sent again (the Lazy Pirate pattern):
+before set_home a few times, then the move rolls back; from set_home on, and while rolling
+back, until it is answered, because what those steps release must be released. Every request
+is safe to repeat: locks have an owner, imports skip what is there, a move's last word to a
+store is answered again, and a directory change carries an op id that the directory applies once.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ EXPORT_PAGE = 2000
 POLL_S = 0.05
 REPLICATION_WAIT_S = 120.0
 REQUEST_TRIES = 4
+# from set_home on the directory may name the target: the move can only go forward
+FORWARD_ONLY = ("set_home", "open_target", "release", "restore_alternate")
+ROLLBACK = ("rollback_target", "rollback_source", "rollback_alternate")
+OLD_STEPS = {"rollback_unlock": "rollback_source"}  # journals written before open_target existed
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,9 @@ class Move:
     def public(self) -> dict[str, Any]:
         """What a status request shows. Not asdict: that deep-copied the request in flight, a
         page of up to 500 messages, on every poll (py-spy: half the orchestrator's time in a move)."""
-        return {k: getattr(self, k) for k in PUBLIC}
+        return {**{k: getattr(self, k) for k in PUBLIC},
+                "waiting_for": self.last[0] if self.request and self.last else None,
+                "attempts": self.tries if self.request else 0}
 
 
 PUBLIC = ("move_id", "alias", "target", "workaround", "copy_delay_ms", "source", "step", "started_at", "finished_at",
@@ -103,29 +117,38 @@ class MoveCore:
             last[record["move_id"]] = record
         actions: list = []
         for move_id, r in last.items():
-            step = r["step"]
+            step = OLD_STEPS.get(r["step"], r["step"])
             if step in ("done", "failed"):
                 continue
             move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
-                        source=r["source"], step=step, started_at=r.get("started_at", now), saved=r.get("saved"))
+                        source=r["source"], step=step, started_at=r.get("started_at", now), saved=r.get("saved"),
+                        error=r.get("error"))
             self.moves[move_id] = move
             actions.append(log("move.recovered", move_id=move_id, alias=move.alias, mailbox=move.alias, step=step))
-            if step in ("set_home", "release", "restore_alternate"):
+            if step in FORWARD_ONLY:
                 move.timer = now  # redo the step's request at once
                 continue
             move.rolling_back = True
-            move.error = f"the orchestrator restarted during step {step}"
-            if step.startswith("rollback_"):
-                order = ["rollback_target", "rollback_unlock", "rollback_alternate"]
-                move.undo = order[order.index(step):]
+            move.error = move.error or f"the orchestrator restarted during step {step}"
+            if step in ROLLBACK:
+                move.undo = list(ROLLBACK[ROLLBACK.index(step):])
             else:
-                move.undo = ["rollback_target", "rollback_unlock"] if step in ("lock", "copy") else []
+                move.undo = self._undo_for(step, saved=False)
             if move.saved is None and "rollback_alternate" in move.undo:
                 move.undo.remove("rollback_alternate")
             elif move.saved is not None and "rollback_alternate" not in move.undo:
                 move.undo.append("rollback_alternate")
             actions += self._rollback(move, now)
         return actions
+
+    @staticmethod
+    def _undo_for(step: str, saved: bool) -> list[str]:
+        """What a move that fails in `step` must undo. From the lock step on the source store is
+        told the move is over even if no grant was seen (the lock may be granted later, from a
+        request queued while the store was down or paused); from the copy step on the target too
+        (a page may be on its way there)."""
+        undo = {"lock": ["rollback_source"], "copy": ["rollback_target", "rollback_source"]}.get(step, [])
+        return undo + (["rollback_alternate"] if saved else [])
 
     def next_wakeup(self) -> float | None:
         times = [t for m in self.active() for t in (m.timer, m.deadline if m.request else None) if t is not None]
@@ -147,6 +170,8 @@ class MoveCore:
                 if move is None:
                     return error(event, f"unknown move '{event.frame.body['move_id']}'")
                 return [Reply(event.peer, event.frame.id, "orch.move_state", {"move": move.public()})]
+            if event.frame.type == "orch.abort":
+                return self._abort(event, event.frame.body["alias"], now)
             return error(event, f"the orchestrator does not handle '{event.frame.type}'")
         if isinstance(event, Response):
             for move in self.active():
@@ -165,7 +190,7 @@ class MoveCore:
         for move in self.active():
             if move.request and now >= move.deadline:
                 move.request = None
-                if move.last and move.tries < REQUEST_TRIES:
+                if move.last and (move.tries < REQUEST_TRIES or self._must_finish(move)):
                     to, type_, body = move.last
                     actions.append(log("move.request_again", level="warning", move_id=move.move_id, step=move.step,
                                        to=to, type=type_, attempt=move.tries + 1))
@@ -178,14 +203,24 @@ class MoveCore:
                 actions += self._on_timer(move, now)
         return actions
 
+    @staticmethod
+    def _must_finish(move: Move) -> bool:
+        """A step whose request is sent until it is answered, however long that takes."""
+        return move.step in FORWARD_ONLY or move.rolling_back
+
     # --- starting -------------------------------------------------------------------------
 
     def _start_move(self, req: Request, body: dict[str, Any], now: float) -> list:
         alias, target = body["alias"], body["target"]
         if target not in self.servers:
             return error(req, f"unknown server '{target}' (servers: {', '.join(self.servers)})")
-        if any(m.alias == alias for m in self.active()):
-            return error(req, f"'{alias}' is already being moved")
+        for m in self.active():
+            if m.alias == alias:
+                if m.rolling_back:
+                    waiting = f": waiting for {m.last[0]}" if m.request and m.last else ""
+                    return error(req, f"'{alias}' is still being rolled back from {m.move_id} "
+                                      f"(step {m.step}{waiting})")
+                return error(req, f"'{alias}' is already being moved ({m.move_id}, step {m.step})")
         if not 0 <= body["copy_delay_ms"] <= 600_000:
             return error(req, "copy delay must be between 0 and 600000 ms")
         move = Move(self.ids.next().replace("orchestrator.", "move."), alias, target, body["workaround"],
@@ -200,7 +235,8 @@ class MoveCore:
         move.step = step
         record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
                   "target": move.target, "saved": move.saved, "workaround": move.workaround,
-                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at, **facts}
+                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at,
+                  **({"error": move.error} if move.error else {}), **facts}
         return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
                                          mailbox=move.alias, source=move.source, target=move.target, **facts)]
 
@@ -242,9 +278,9 @@ class MoveCore:
             return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, written=body["count"],
                         total=move.copied)]
         if step == "set_home":
-            return [*self._enter(move, "release", now, usn=body["usn"]),
-                    *self._request(move, f"store.{move.source}", "store.delete",
-                                   {"mailbox": move.alias, "release": True}, now)]
+            return [*self._enter(move, "open_target", now, usn=body["usn"]), *self._open_target(move, now)]
+        if step == "open_target":
+            return [*self._enter(move, "release", now), *self._release(move, now)]
         if step == "release":
             return self._after_release(move, now)
         if step == "restore_alternate":
@@ -269,10 +305,22 @@ class MoveCore:
                              source=move.source, target=move.target, workaround=move.workaround)]
         if move.workaround and entry["alternate"] is not None:
             move.saved = {"alternate": entry["alternate"], "deliver_to_both": entry["deliver_to_both"]}
-            return actions + self._enter(move, "clear_alternate", now, cleared=move.saved) + self._request(
-                move, "directory", "dir.modify",
-                {"alias": move.alias, "changes": {"alternate": None, "deliver_to_both": False}}, now)
+            return actions + self._enter(move, "clear_alternate", now, cleared=move.saved) + self._modify(
+                move, {"alternate": None, "deliver_to_both": False}, now)
         return actions + self._lock(move, now)
+
+    def _modify(self, move: Move, changes: dict[str, Any], now: float) -> list:
+        """A directory change named by the move and its step: sent again, it is applied once."""
+        return self._request(move, "directory", "dir.modify",
+                             {"alias": move.alias, "changes": changes, "op": f"{move.move_id}.{move.step}"}, now)
+
+    def _open_target(self, move: Move, now: float) -> list:
+        return self._request(move, f"store.{move.target}", "store.unlock", {"mailbox": move.alias, "owner": move.move_id},
+                             now)
+
+    def _release(self, move: Move, now: float) -> list:
+        return self._request(move, f"store.{move.source}", "store.delete", {"mailbox": move.alias, "owner": move.move_id},
+                             now)
 
     def _lock(self, move: Move, now: float) -> list:
         return self._enter(move, "lock", now) + self._request(
@@ -296,20 +344,20 @@ class MoveCore:
 
     def _on_timer(self, move: Move, now: float) -> list:
         if move.step == "set_home":
-            return self._request(move, "directory", "dir.modify",
-                                 {"alias": move.alias, "changes": {"home_server": move.target}}, now)
+            return self._modify(move, {"home_server": move.target}, now)
+        if move.step == "open_target":
+            return self._open_target(move, now)
         if move.step == "release":
-            return self._request(move, f"store.{move.source}", "store.delete",
-                                 {"mailbox": move.alias, "release": True}, now)
+            return self._release(move, now)
         if move.step == "restore_alternate":
-            return self._request(move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)
+            return self._modify(move, dict(move.saved), now)
         if move.step == "await_replication":
             return self._request(move, move.pending_mtas[0], "status", {}, now)
         if move.step == "copy":
             if move.more:
                 return self._next_page(move, now)
-            return self._enter(move, "set_home", now, copied=move.copied) + self._request(
-                move, "directory", "dir.modify", {"alias": move.alias, "changes": {"home_server": move.target}}, now)
+            return self._enter(move, "set_home", now, copied=move.copied) + self._modify(
+                move, {"home_server": move.target}, now)
         return []
 
     def _export(self, move: Move, now: float) -> list:
@@ -325,7 +373,7 @@ class MoveCore:
         move.more = page["next"] is not None
         move.importing = len(page["messages"])
         actions = self._request(move, f"store.{move.target}", "store.import",
-                                {"mailbox": move.alias, "messages": page["messages"]}, now)
+                                {"mailbox": move.alias, "owner": move.move_id, "messages": page["messages"]}, now)
         if move.more:
             move.ahead = Send(f"store.{move.source}", "store.export", self._export_body(move), self.ids.next(),
                               move.move_id)
@@ -346,8 +394,8 @@ class MoveCore:
 
     def _after_release(self, move: Move, now: float) -> list:
         if move.saved is not None:
-            return self._enter(move, "restore_alternate", now, restored=move.saved) + self._request(
-                move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)
+            return self._enter(move, "restore_alternate", now, restored=move.saved) + self._modify(
+                move, dict(move.saved), now)
         return self._finish(move, now)
 
     def _finish(self, move: Move, now: float, **facts: Any) -> list:
@@ -360,41 +408,65 @@ class MoveCore:
 
     def _problem(self, move: Move, reason: str, now: float) -> list:
         if move.step == "resolve":
-            peer, re = move.requester or (b"", "")
-            del self.moves[move.move_id]
-            return [Reply(peer, re, "error", {"reason": reason}), log("move.refused", move_id=move.move_id, reason=reason)]
+            return self._refuse(move, reason)
         if move.step == "release" and "no mailbox" in reason:
             return self._after_release(move, now)  # an earlier try of this step got there
-        if move.step in ("set_home", "release", "restore_alternate"):
+        if move.step == "open_target" and "is not locked" in reason:
+            return [*self._enter(move, "release", now), *self._release(move, now)]  # opened already
+        if move.step in FORWARD_ONLY:
             # from set_home on the move must finish, not roll back: the directory may already name
             # the target. Retry the step in a second.
             move.timer = now + 1.0
             return [log("move.retry_step", level="warning", move_id=move.move_id, step=move.step, reason=reason)]
+        if move.rolling_back:
+            # an undo step refused (not a timeout: those are sent again): say so, go on with the rest
+            return [log("move.undo_refused", level="warning", move_id=move.move_id, step=move.step, reason=reason),
+                    *self._rollback(move, now)]
         if move.error is None:
             move.error = reason
         return [log("move.problem", level="warning", move_id=move.move_id, step=move.step, reason=reason),
                 *self._rollback(move, now)]
 
+    def _refuse(self, move: Move, reason: str) -> list:
+        """A move that never got past resolving: nothing to undo, its requester hears why."""
+        peer, re = move.requester or (b"", "")
+        del self.moves[move.move_id]
+        return [Reply(peer, re, "error", {"reason": reason}), log("move.refused", move_id=move.move_id, reason=reason)]
+
+    def _abort(self, req: Request, alias: str, now: float) -> list:
+        """The operator's abort: roll back the running move of `alias`, if it is before set_home."""
+        move = next((m for m in self.active() if m.alias == alias), None)
+        if move is None:
+            return error(req, f"no move of '{alias}' is running")
+        if move.step in FORWARD_ONLY:
+            return error(req, f"{move.move_id} is past set_home (the directory names {move.target}): "
+                              "it finishes, it cannot be rolled back")
+        actions = [log("move.aborted", level="warning", move_id=move.move_id, alias=alias, mailbox=alias,
+                       step=move.step, src=req.frame.src)]
+        if move.step == "resolve":
+            actions += self._refuse(move, "aborted by the operator")
+            return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": {**move.public(), "step": "failed"}})]
+        if not move.rolling_back:
+            move.request = None  # its answer, if it comes, is no longer awaited
+            move.error = "aborted by the operator"
+            actions += self._rollback(move, now)
+        return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": move.public()})]
+
     def _rollback(self, move: Move, now: float) -> list:
-        """Undo, in reverse, what the move did before set_home; each undo step is journaled."""
+        """Undo what the move did before set_home, target first; each undo step is journaled."""
         if not move.rolling_back:
             move.rolling_back = True
             move.timer = None
             move.ahead = move.page = None  # a read-ahead page is not imported after all
-            if move.step == "copy":  # the lock is ours only once it was granted
-                move.undo += ["rollback_target", "rollback_unlock"]
-            if move.saved is not None:
-                move.undo.append("rollback_alternate")
+            move.undo += self._undo_for(move.step, move.saved is not None)
         if not move.undo:
             move.finished_at = now
             return [*self._enter(move, "failed", now, reason=move.error),
                     log("move.failed", level="warning", move_id=move.move_id, alias=move.alias, reason=move.error)]
         step = move.undo.pop(0)
         actions = self._enter(move, step, now)
-        if step == "rollback_target":
-            return actions + self._request(move, f"store.{move.target}", "store.delete",
-                                           {"mailbox": move.alias, "release": False}, now)
-        if step == "rollback_unlock":
-            return actions + self._request(move, f"store.{move.source}", "store.unlock",
+        if step in ("rollback_target", "rollback_source"):
+            server = move.target if step == "rollback_target" else move.source
+            return actions + self._request(move, f"store.{server}", "store.end_move",
                                            {"mailbox": move.alias, "owner": move.move_id}, now)
-        return actions + self._request(move, "directory", "dir.modify", {"alias": move.alias, "changes": dict(move.saved)}, now)
+        return actions + self._modify(move, dict(move.saved), now)

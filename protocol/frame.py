@@ -24,6 +24,9 @@ import msgpack
 from .messages import MESSAGES, VERSION, Field
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# the largest message (headers and body) an MTA accepts: one travels in a single frame (a
+# delivery, a transfer, an export page of one), with room to spare for the rest of that frame
+MAX_MESSAGE_BYTES = 15 * 1024 * 1024
 # one Packer for the process (frames here, the MTA's log records in nodes.mta.spool): msgpack.packb
 # makes a new one per call, 1 of its 2.2 us on a small frame. Nodes are single-threaded; a Packer
 # resets itself after an error.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 1
+VERSION = 2  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,10 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "alternate": Opt(STR),
         "deliver_to_both": BOOL,
     },
-    # `changes` may set home_server (str), alternate (str or nil), deliver_to_both (bool).
-    "dir.modify": {"alias": STR, "changes": MAP},
+    # `changes` may set home_server (str), alternate (str or nil), deliver_to_both (bool). `op`
+    # names the change for a sender that may send it again (the orchestrator: "<move id>.<step>"):
+    # a repeated op is answered with the USN it got the first time, and applied once.
+    "dir.modify": {"alias": STR, "changes": MAP, "op": Opt(STR)},
     "dir.changed": {"usn": INT, "recipient": MAP},
     "dir.lookup": {"alias": STR},
     "dir.entry": {"recipient": Opt(MAP), "usn": INT},
@@ -91,17 +93,25 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "store.result": {"msg_id": STR, "mailbox": STR, "outcome": STR, "reason": STR},
     "store.list": {"mailbox": STR},
     "store.listing": {"mailbox": STR, "messages": ListOf(MAP)},
-    # a lock has an owner (the move's id), so a retried lock or unlock by its owner is harmless
+    # A lock has an owner (a move's id), so a retried lock or unlock by its owner is harmless.
+    # A move's last word to a store (unlock, delete or end_move) ends it there: the store then
+    # refuses that owner's lock and import, however late they arrive (nodes/store/core.py).
     "store.lock": {"mailbox": STR, "owner": STR},
     "store.unlock": {"mailbox": STR, "owner": STR},
     "store.export": {"mailbox": STR, "after": STR, "limit": INT},
     # messages: [{"name": str, "msg_id": str, "raw": bytes}], next: cursor or nil when done
     "store.exported": {"mailbox": STR, "messages": ListOf(MAP), "next": Opt(STR)},
-    "store.import": {"mailbox": STR, "messages": ListOf(MAP)},
+    # a move's copy: the first page creates the mailbox locked by `owner` (not deliverable until
+    # that owner unlocks it, once the directory names this server)
+    "store.import": {"mailbox": STR, "owner": STR, "messages": ListOf(MAP)},
     "store.imported": {"mailbox": STR, "count": INT},
-    # delete the mailbox; with release, unlock and tell the MTA so it retries at once
-    "store.delete": {"mailbox": STR, "release": BOOL},
+    # delete the mailbox `owner` holds locked, and tell the MTA so it retries at once
+    "store.delete": {"mailbox": STR, "owner": STR},
     "store.released": {"mailbox": STR},
+    # the move `owner` is over here (rolled back or aborted): unlock what it holds, delete a
+    # mailbox it created by import and never opened, refuse it from now on
+    "store.end_move": {"mailbox": STR, "owner": STR},
+    "store.move_ended": {"mailbox": STR, "owner": STR, "unlocked": BOOL, "deleted": INT},
     # --- mta (one per server) ---
     "mta.submit": {
         "msg_id": Opt(STR),
@@ -131,11 +141,14 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "fault.clear": {},
     # --- orchestrator ---
     # kind: delay | drop | duplicate | reorder (on the link node<->peer), pause, kill, restart,
-    # feed_cut (an MTA off the directory feed), lag (an MTA's replication lag), clear
+    # feed_cut (an MTA off the directory feed), lag (an MTA's replication lag), clear,
+    # kill_at_step (kill `node` when a move next enters params.step)
     "orch.fault": {"kind": STR, "node": STR, "peer": Opt(STR), "params": MAP},
     "orch.move": {"alias": STR, "target": STR, "workaround": BOOL, "copy_delay_ms": INT},
     "orch.move_started": {"move_id": STR, "source": STR},
     "orch.move_status": {"move_id": STR},
+    # roll back the running move of `alias`, if it has not reached set_home
+    "orch.abort": {"alias": STR},
     "orch.move_state": {"move": MAP},
 }
 
@@ -153,6 +166,7 @@ REPLIES = frozenset(
         "store.listing",
         "store.exported",
         "store.imported",
+        "store.move_ended",
         "mta.accepted",
         "mta.transfer_ack",
         "orch.move_started",

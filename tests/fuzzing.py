@@ -15,7 +15,7 @@ import msgpack
 import zmq
 from hypothesis import strategies as st
 
-from protocol import MESSAGES, ProtocolError, check_body, decode
+from protocol import MESSAGES, VERSION, ProtocolError, check_body, decode
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=30)
@@ -40,14 +40,14 @@ def framed(draw) -> bytes:
     body = draw(st.fixed_dictionaries({k: values for k in spec}) | st.dictionaries(st.text(max_size=10), values, max_size=6))
     if type_ in MESSAGES and not _invalid_body(type_, body):
         body = {**body, "unexpected": 1}
-    header = {"v": 1, "type": type_, "id": uuid.uuid4().hex, "src": "fuzz", "clock": 1, "trace": None, "re": None,
+    header = {"v": VERSION, "type": type_, "id": uuid.uuid4().hex, "src": "fuzz", "clock": 1, "trace": None, "re": None,
               "body": body}
     return msgpack.packb(header, use_bin_type=True)
 
 
 @st.composite
 def broken_header(draw) -> bytes:
-    header = {"v": 1, "type": "ping", "id": "f", "src": "fuzz", "clock": 1, "body": {}}
+    header = {"v": VERSION, "type": "ping", "id": "f", "src": "fuzz", "clock": 1, "body": {}}
     key = draw(st.sampled_from(sorted(header)))
     if draw(st.booleans()):
         del header[key]
@@ -67,7 +67,7 @@ frames = st.one_of(
     broken_header(),
     framed().flatmap(truncated),
     st.integers(1, 3).map(lambda n: b"\x91" * (20_000 * n) + b"\xc0"),  # deep nesting
-    st.integers(1, 4).map(lambda n: msgpack.packb({"v": 1, "type": "dir.lookup", "id": "h", "src": "fuzz",
+    st.integers(1, 4).map(lambda n: msgpack.packb({"v": VERSION, "type": "dir.lookup", "id": "h", "src": "fuzz",
                                                    "clock": 1, "body": {"alias": "x" * (250_000 * n), "z": 1}})),
 )
 

@@ -16,6 +16,7 @@ from protocol.names import ALIAS_RULE, valid_alias
 from ..core import Publish, Reply, Request, error, log
 
 HEARTBEAT_S = 0.5
+MAX_OPS = 1000  # named modifications remembered, to answer a repeat without applying it again
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class DirectoryCore:
         state = state or {}
         self.usn: int = state.get("usn", 0)
         self.recipients: dict[str, dict[str, Any]] = state.get("recipients", {})
+        # op -> the USN it was given: a sender that tries again (the orchestrator after a timeout
+        # or a restart) must not make a second change, with a second USN, on the feed
+        self.ops: dict[str, int] = dict(state.get("ops", []))
         self.ready = True
         self._next_beat = 0.0
 
@@ -84,10 +88,14 @@ class DirectoryCore:
         return self._commit(req, entry, "added")
 
     def _modify(self, req: Request, body: dict[str, Any]) -> list:
-        alias, changes = body["alias"], body["changes"]
+        alias, changes, op = body["alias"], body["changes"], body["op"]
         current = self.recipients.get(alias)
         if current is None:
             return error(req, f"unknown user '{alias}'")
+        if op is not None and op in self.ops:
+            usn = self.ops[op]
+            return [Reply(req.peer, req.frame.id, "dir.changed", {"usn": usn, "recipient": current}),
+                    log("directory.repeat", op=op, usn=usn, alias=alias, src=req.frame.src)]
         allowed = {"home_server": str, "alternate": (str, type(None)), "deliver_to_both": bool, "display_name": str}
         for key, value in changes.items():
             if key not in allowed:
@@ -99,7 +107,7 @@ class DirectoryCore:
         problem = self._check(entry)
         if problem:
             return error(req, problem)
-        return self._commit(req, entry, "modified", changes=changes)
+        return self._commit(req, entry, "modified", op=op, changes=changes)
 
     def _check(self, entry: dict[str, Any]) -> str | None:
         if entry["home_server"] not in self.servers:
@@ -114,16 +122,21 @@ class DirectoryCore:
             return "deliver-to-both needs an alternate recipient"
         return None
 
-    def _commit(self, req: Request, entry: dict[str, Any], how: str, **extra: Any) -> list:
+    def _commit(self, req: Request, entry: dict[str, Any], how: str, op: str | None = None, **extra: Any) -> list:
         self.usn += 1
         entry = {**entry, "usn": self.usn}
         self.recipients[entry["alias"]] = entry
+        if op is not None:
+            self.ops[op] = self.usn
+            while len(self.ops) > MAX_OPS:
+                del self.ops[next(iter(self.ops))]  # the oldest: dicts keep insertion order
         return [
-            PersistDirectory({"usn": self.usn, "recipients": self.recipients}),
+            PersistDirectory({"usn": self.usn, "recipients": self.recipients, "ops": list(self.ops.items())}),
             Publish("dir.change", {"usn": self.usn, "recipient": entry}),
             Reply(req.peer, req.frame.id, "dir.changed", {"usn": self.usn, "recipient": entry}),
             log(f"directory.{how}", usn=self.usn, alias=entry["alias"], home_server=entry["home_server"],
-                alternate=entry["alternate"], deliver_to_both=entry["deliver_to_both"], **extra),
+                alternate=entry["alternate"], deliver_to_both=entry["deliver_to_both"],
+                **({"op": op} if op is not None else {}), **extra),
         ]
 
     def _lookup(self, req: Request, body: dict[str, Any]) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..config import free_bytes
+from ..core import DiskSpace
 from ..runtime import Runtime, boot_id, node_args
 from .core import MtaCore
 from .queue import PersistMessage, RetireMessage
@@ -21,7 +23,7 @@ def main() -> None:
     }
     Runtime(args.name, args.config, core, executors, subscribe_to="directory",
             sync=spool.sync, deferred=(PersistMessage, RetireMessage),
-            stats=lambda: {"spool": spool.stats()}).run()
+            stats=lambda: {"spool": spool.stats()}, probe=lambda: DiskSpace(free_bytes(spool.root))).run()
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ import heapq
 import itertools
 from typing import Any, Iterator
 
+from protocol import MAX_MESSAGE_BYTES
 from protocol.names import valid_msg_id
 
 from ..config import BUILDS, Settings
-from ..core import Feed, Ids, Reply, Request, Response, Send, error, log
+from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, Send, error, log
 from ..mail import compose, compose_ndr
 from .cache import DirectoryCache
 from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
@@ -48,6 +49,7 @@ class MtaCore:
         self.expire_s = settings.expire_ms / 1000
         self.timeout_s = settings.request_timeout_ms / 1000
         self.max_queue = settings.max_queue
+        self.room = Room(f"mta.{server}", settings.min_free_bytes)
         # each MTA draws its own jitter from the cluster seed
         self.cache = DirectoryCache(settings.replication_lag_ms, settings.replication_jitter_ms,
                                     settings.seed * 1000 + sum(map(ord, server)))
@@ -103,6 +105,7 @@ class MtaCore:
             "deferred": sum(p.state == "deferred" for p in pairs),
             "in_flight": sum(p.state in WAITING for p in pairs),
             "remembered": len(self.seen),  # finished messages kept to refuse a retransmission
+            "free_bytes": self.room.free_bytes,
         }
 
     def on_event(self, event: Any, now: float) -> list:
@@ -116,12 +119,19 @@ class MtaCore:
                 return error(event, f"the MTA does not handle '{event.frame.type}'")
             if not self.ready:
                 return error(event, f"mta.{self.server} is starting: its directory cache is not loaded yet")
-            if event.frame.type != "store.released" and len(self.queue) >= self.max_queue:
-                # a bounded queue: the sender keeps the message and tries again later
-                return error(event, f"busy: mta.{self.server} holds {len(self.queue)} messages, retry later")
+            if event.frame.type != "store.released":
+                if len(self.queue) >= self.max_queue:
+                    # a bounded queue: the sender keeps the message and tries again later
+                    return error(event, f"busy: mta.{self.server} holds {len(self.queue)} messages, retry later")
+                if self.room.low:
+                    # a full disk: the sender (a client, a peer MTA) keeps the message and tries
+                    # again; what this MTA holds already stays and is delivered
+                    return error(event, self.room.refusal())
             return handler(event, event.frame.body, now)
         if isinstance(event, Feed):
             return self._feed(event.frame.type, event.frame.body, now)
+        if isinstance(event, DiskSpace):
+            return self.room.measured(event.free_bytes)
         if isinstance(event, Response):
             return self._response(event.frame, now)
         return []
@@ -177,7 +187,12 @@ class MtaCore:
             # a retried submission: accepted already, say so again (idempotent by message id)
             rcpts = list(known.pairs) if known else sorted(self.seen.hops(msg_id))
             return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id)]
-        msg = QueuedMessage(msg_id, sender, compose(msg_id, sender, recipients, body["subject"], body["body"], now), now)
+        raw = compose(msg_id, sender, recipients, body["subject"], body["body"], now)
+        if len(raw) > MAX_MESSAGE_BYTES:
+            return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
+        if not self.room.fits(2 * len(raw)):
+            return error(req, self.room.refusal())
+        msg = QueuedMessage(msg_id, sender, raw, now)
         for pair in self._expand(recipients):
             msg.pairs[pair.rcpt] = pair
         self.queue[msg_id] = msg

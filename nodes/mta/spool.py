@@ -67,14 +67,15 @@ class Spool:
     def __init__(self, root: Path, fsync: bool = True):
         self.fsync = fsync
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
         self.path = root / "queue.wal"
         # this batch's records, framed at sync; a message persisted twice in one batch (accepted,
         # then handed to a peer, in the same turn) is written once, in its newer state
         self._pending: list[list | None] = []
         self._pending_at: dict[str, int] = {}  # msg_id -> index of its "p" record in _pending
-        self._file = None
-        self._size = 0
+        self._fd: int | None = None
+        self._size = 0  # what the log holds, durably: a failed append is cut back to it
         self._compacted_size = 0
         self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
         self.compactions = 0
@@ -94,11 +95,11 @@ class Spool:
                 _, msg_id, hops, accepted_at = rec
                 queued.pop(msg_id, None)
                 remembered.append((msg_id, hops, accepted_at))
-        self._file = open(self.path, "ab")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if not existed and self.fsync:
             fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
         if good < len(data):  # a torn tail: a batch that was never acknowledged
-            self._file.truncate(good)
+            os.ftruncate(self._fd, good)
         self._size = self._compacted_size = good
         return [QueuedMessage.from_record(r) for r in queued.values()], remembered
 
@@ -117,21 +118,31 @@ class Spool:
         self._pending.append(["r", msg_id, hops, accepted_at])
 
     def sync(self) -> None:
-        """Write the batch with one append and one fsync; compact if the log has grown enough."""
+        """Write the batch with one append and one fsync; compact if the log has grown enough.
+
+        If the disk refuses (full), the part of the batch that was written is cut off again and
+        the error raised with the batch kept, so the runtime can call sync again once there is
+        room: the log never holds half a batch followed by the same batch whole."""
         pending = [frame(r) for r in self._pending if r is not None]
-        self._pending, self._pending_at = [], {}
         if not pending:
+            self._pending, self._pending_at = [], {}
             return
+        data = b"".join(pending)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, self._size)
+            raise
+        self._pending, self._pending_at = [], {}
         self.syncs += 1
         self.records += len(pending)
-        data = b"".join(pending)
         self.bytes += len(data)
-        if self._file is None:
-            self._file = open(self.path, "ab")
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync:
-            os.fdatasync(self._file.fileno())
         self._size += len(data)
         if self.state is not None and self._size >= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._compacted_size):
             self.compact(self.state())
@@ -140,27 +151,33 @@ class Spool:
         return {"syncs": self.syncs, "records": self.records, "bytes": self.bytes, "compactions": self.compactions,
                 "log_bytes": self._size}
 
-    def compact(self, state: State) -> None:
-        """Rewrite the log as the given state alone: tmp, fsync, rename, fsync of the directory."""
+    def compact(self, state: State) -> bool:
+        """Rewrite the log as the given state alone: tmp, fsync, rename, fsync of the directory.
+        On a full disk the log stays as it was (compaction is only a saving) and False is returned."""
         records, remembered = state
         tmp = self.root / ".queue.wal.tmp"
         # record by record into a buffered file: building the whole log in memory first held a
         # small object or two per remembered message at once, tens of thousands of them, and the
         # holes they left among longer-lived objects grew the MTA's RSS by ~4 MB per compaction
-        with open(tmp, "wb", buffering=1 << 20) as f:
-            for msg_id, hops, at in remembered:
-                f.write(frame(["r", msg_id, hops, at]))
-            for record in records:
-                f.write(frame(["p", record["msg_id"], record]))
-            size = f.tell()
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb", buffering=1 << 20) as f:
+                for msg_id, hops, at in remembered:
+                    f.write(frame(["r", msg_id, hops, at]))
+                for record in records:
+                    f.write(frame(["p", record["msg_id"], record]))
+                size = f.tell()
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
         os.replace(tmp, self.path)
         if self.fsync:
             fsync_dir(self.root)
-        if self._file is not None:
-            self._file.close()
-        self._file = open(self.path, "ab")
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._size = self._compacted_size = size
         self.compactions += 1
+        return True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..core import Reply
+from ..config import free_bytes
+from ..core import DiskSpace, Reply
 from ..mail import summarize
 from ..runtime import Runtime, boot_id, node_args
 from .core import (
@@ -17,8 +18,9 @@ def main() -> None:
     args = node_args("store")
     server = args.config.nodes[args.name]["server"]
     maildirs = Maildirs(args.run_dir / "stores" / server, args.config.settings.fsync)
-    mailboxes, locks = maildirs.load()
-    core = StoreCore(server, mailboxes, locks, boot_id())
+    mailboxes, state = maildirs.load()
+    core = StoreCore(server, mailboxes, state.get("locks", {}), boot_id(), state.get("incoming"), state.get("ended"),
+                     args.config.settings.min_free_bytes)
 
     def list_mailbox(a: ListMailbox) -> list:
         messages = [{"name": n, **summarize(maildirs.read(a.mailbox, n))} for n in maildirs.names(a.mailbox)]
@@ -40,11 +42,12 @@ def main() -> None:
         CreateMailbox: lambda a: maildirs.create(a.mailbox),
         WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw),
         DeleteMailbox: lambda a: maildirs.delete(a.mailbox),
-        PersistLocks: lambda a: maildirs.save_locks(a.locks),
+        PersistLocks: lambda a: maildirs.save_state(a.locks, a.incoming, a.ended),
         ListMailbox: list_mailbox,
         ExportPage: export_page,
     }
-    Runtime(args.name, args.config, core, executors, sync=maildirs.sync, deferred=(WriteMessage,)).run()
+    Runtime(args.name, args.config, core, executors, sync=maildirs.sync, deferred=(WriteMessage,),
+            probe=lambda: DiskSpace(free_bytes(maildirs.root))).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,15 @@ The core decides; Maildir I/O is done by the runtime through the actions below. 
 a locked mailbox answers "deferred"; to a mailbox that is not on this server, "not_here"; a
 message already in the mailbox (same message id) answers "duplicate" and is not written again,
 which makes redelivery idempotent by (message id, recipient).
+
+Moves. A lock has an owner, a move's id. A move's copy creates the target mailbox locked by the
+move (`incoming`): nothing is delivered into it until the move opens it (unlock), which it does
+only once the directory names this server. So a rollback that deletes an incoming mailbox
+deletes copies, never mail (KB Q277911's window: mail delivered to the new mailbox of a move
+that is then undone). A move's last word to a store, an unlock, a delete or an end_move, ends
+that owner here: from then on its lock and import are refused, however late they arrive (a
+request queued while the store was down or paused, or held back by a faulty link), so a move
+that is over can never leave a lock behind.
 """
 
 from __future__ import annotations
@@ -11,11 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import MAX_MESSAGE_BYTES
 from protocol.names import valid_alias, valid_msg_id
 
-from ..core import Ids, Reply, Request, Send, error, log
+from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
 
 MAX_EXPORT = 5000  # messages per export page; the store also stops a page at PAGE_BYTES
+MAX_ENDED = 10_000  # ended owners remembered; move ids never repeat
 
 
 # --- actions the store runtime executes (Maildir I/O) ----------------------------------------
@@ -41,7 +52,12 @@ class DeleteMailbox:
 
 @dataclass(frozen=True)
 class PersistLocks:
-    locks: dict[str, str]  # mailbox -> owner
+    """The store's move state, written atomically: locks (mailbox -> owner), the incoming
+    mailboxes, and the owners that have ended here."""
+
+    locks: dict[str, str]
+    incoming: list[str]
+    ended: list[str]
 
 
 @dataclass(frozen=True)
@@ -77,16 +93,21 @@ def msg_id_of(name: str) -> str | None:
 
 
 class StoreCore:
-    def __init__(self, server: str, mailboxes: dict[str, set[str]], locks: dict[str, str], boot: str):
+    def __init__(self, server: str, mailboxes: dict[str, set[str]], locks: dict[str, str], boot: str,
+                 incoming: list[str] | None = None, ended: list[str] | None = None, min_free_bytes: int = 0):
         self.server = server
         self.mta = f"mta.{server}"
         self.mailboxes = mailboxes  # alias -> message ids in it
         self.locked = {m: owner for m, owner in locks.items() if m in mailboxes}  # mailbox -> owner
+        # created by a move's import and not opened yet: locked by that move, never deliverable
+        self.incoming = {m for m in incoming or () if m in self.locked}
+        self.ended = dict.fromkeys(ended or ())  # owners whose move is over here, oldest first
         self.ids = Ids(f"store.{server}", boot)
+        self.room = Room(f"store.{server}", min_free_bytes)
         self.ready = True
 
     def start(self, now: float) -> list:
-        return [log("store.loaded", mailboxes=len(self.mailboxes), locked=self.locked)]
+        return [log("store.loaded", mailboxes=len(self.mailboxes), locked=self.locked, incoming=sorted(self.incoming))]
 
     def next_wakeup(self) -> None:
         return None
@@ -97,10 +118,14 @@ class StoreCore:
     def status(self, now: float) -> dict[str, Any]:
         return {
             "mailboxes": {m: len(ids) for m, ids in sorted(self.mailboxes.items())},
-            "locked": sorted(self.locked),
+            "locked": dict(sorted(self.locked.items())),
+            "incoming": sorted(self.incoming),
+            "free_bytes": self.room.free_bytes,
         }
 
     def on_event(self, event: Any, now: float) -> list:
+        if isinstance(event, DiskSpace):
+            return self.room.measured(event.free_bytes)
         if not isinstance(event, Request):
             return []  # the MTA's "ok" to a released notice needs nothing
         frame = event.frame
@@ -113,6 +138,7 @@ class StoreCore:
             "store.export": self._export,
             "store.import": self._import,
             "store.delete": self._delete,
+            "store.end_move": self._end_move,
         }.get(frame.type)
         if handler is None:
             return error(event, f"the store does not handle '{frame.type}'")
@@ -134,6 +160,8 @@ class StoreCore:
         msg_id, mailbox = body["msg_id"], body["mailbox"]
         if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id")
+        if len(body["raw"]) > MAX_MESSAGE_BYTES:
+            return error(req, f"a message of {len(body['raw'])} bytes is over the limit of {MAX_MESSAGE_BYTES}")
         fields = {"msg_id": msg_id, "mailbox": mailbox}
 
         def result(outcome: str, reason: str = "") -> Reply:
@@ -144,9 +172,13 @@ class StoreCore:
             return [result("not_here", f"no mailbox '{mailbox}' on {self.server}"),
                     log("store.not_here", **fields)]
         if mailbox in self.locked:
-            return [result("deferred", "mailbox locked"), log("store.deferred", reason="mailbox locked", **fields)]
+            reason = "mailbox being moved here" if mailbox in self.incoming else "mailbox locked"
+            return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]
         if msg_id in self.mailboxes[mailbox]:
             return [result("duplicate"), log("store.duplicate_suppressed", **fields)]
+        if not self.room.fits(len(body["raw"])):
+            reason = self.room.refusal()
+            return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]
         self.mailboxes[mailbox].add(msg_id)
         name = message_name(now, msg_id)
         return [
@@ -163,6 +195,9 @@ class StoreCore:
 
     def _lock(self, req: Request, body: dict[str, Any], now: float) -> list:
         mailbox, owner = body["mailbox"], body["owner"]
+        if owner in self.ended:
+            return [*error(req, f"{owner} has ended on {self.server}; it cannot lock '{mailbox}'"),
+                    log("store.late_request", level="warning", type="store.lock", mailbox=mailbox, owner=owner)]
         if mailbox not in self.mailboxes:
             return error(req, f"no mailbox '{mailbox}' on {self.server}")
         holder = self.locked.get(mailbox)
@@ -171,16 +206,24 @@ class StoreCore:
         if holder is not None:
             return error(req, f"mailbox '{mailbox}' is already locked by {holder}")
         self.locked[mailbox] = owner
-        return [PersistLocks(dict(self.locked)), self._ok(req), log("store.locked", mailbox=mailbox, owner=owner)]
+        return [self._persist(), self._ok(req), log("store.locked", mailbox=mailbox, owner=owner)]
 
     def _unlock(self, req: Request, body: dict[str, Any], now: float) -> list:
+        """Unlock, and end the owner here. For a mailbox the owner's import created, this opens
+        it: from now on mail is delivered into it."""
         mailbox, owner = body["mailbox"], body["owner"]
+        if owner in self.ended:
+            return [self._ok(req), log("store.repeat", type="store.unlock", mailbox=mailbox, owner=owner)]
         if mailbox not in self.locked:
             return error(req, f"mailbox '{mailbox}' is not locked")
         if self.locked[mailbox] != owner:
             return error(req, f"mailbox '{mailbox}' is locked by {self.locked[mailbox]}, not {owner}")
         del self.locked[mailbox]
-        return [PersistLocks(dict(self.locked)), self._ok(req), log("store.unlocked", mailbox=mailbox, owner=owner),
+        opened = mailbox in self.incoming
+        self.incoming.discard(mailbox)
+        self._end(owner)
+        return [self._persist(), self._ok(req),
+                log("store.opened" if opened else "store.unlocked", mailbox=mailbox, owner=owner),
                 *self._released(mailbox)]
 
     def _export(self, req: Request, body: dict[str, Any], now: float) -> list:
@@ -192,18 +235,36 @@ class StoreCore:
         return [ExportPage(req.peer, req.frame.id, body["mailbox"], body["after"], limit)]
 
     def _import(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox = body["mailbox"]
-        actions: list = []
-        if mailbox not in self.mailboxes:
-            self.mailboxes[mailbox] = set()
-            actions.append(CreateMailbox(mailbox))
-        held = self.mailboxes[mailbox]
-        written = 0
+        mailbox, owner = body["mailbox"], body["owner"]
+        if owner in self.ended:
+            return [*error(req, f"{owner} has ended on {self.server}; it cannot import into '{mailbox}'"),
+                    log("store.late_request", level="warning", type="store.import", mailbox=mailbox, owner=owner)]
+        pages = []
         for m in body["messages"]:
             name, raw = m.get("name"), m.get("raw")
             msg_id = msg_id_of(name) if isinstance(name, str) else None
             if msg_id is None or not valid_msg_id(msg_id) or not isinstance(raw, bytes):
                 return error(req, "store.import: each message needs a valid 'name' and bytes 'raw'")
+            pages.append((name, msg_id, raw))
+        holder = self.locked.get(mailbox)
+        if mailbox in self.mailboxes and holder != owner:
+            # never copy into a mailbox someone can deliver to, or that another move holds
+            why = f"locked by {holder}" if holder else "live"
+            return error(req, f"mailbox '{mailbox}' already exists on {self.server} ({why})")
+        if not self.room.fits(sum(len(raw) for _, _, raw in pages)):
+            return error(req, self.room.refusal())
+        actions: list = []
+        if mailbox not in self.mailboxes:
+            # the lock is on disk before the folder exists: a crash in between leaves no folder
+            # that a restart would take for a live, deliverable mailbox
+            self.mailboxes[mailbox] = set()
+            self.locked[mailbox] = owner
+            self.incoming.add(mailbox)
+            actions += [self._persist(), CreateMailbox(mailbox),
+                        log("store.incoming", mailbox=mailbox, owner=owner)]
+        held = self.mailboxes[mailbox]
+        written = 0
+        for name, msg_id, raw in pages:
             if msg_id in held:
                 continue  # a retried import page: already here
             held.add(msg_id)
@@ -211,21 +272,66 @@ class StoreCore:
             written += 1
         actions += [
             Reply(req.peer, req.frame.id, "store.imported", {"mailbox": mailbox, "count": written}),
-            log("store.imported", mailbox=mailbox, count=written),
+            log("store.imported", mailbox=mailbox, owner=owner, count=written),
         ]
         return actions
 
     def _delete(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox = body["mailbox"]
+        """The end of a move on its source: delete the mailbox the owner holds locked, and tell
+        the MTA so it retries at once what it deferred for it."""
+        mailbox, owner = body["mailbox"], body["owner"]
+        if owner in self.ended:
+            return [self._ok(req), log("store.repeat", type="store.delete", mailbox=mailbox, owner=owner)]
         if mailbox not in self.mailboxes:
             return error(req, f"no mailbox '{mailbox}' on {self.server}")
+        if self.locked.get(mailbox) != owner:
+            return error(req, f"mailbox '{mailbox}' is not locked by {owner}; only the move that holds it deletes it")
         count = len(self.mailboxes.pop(mailbox))
-        was_locked = self.locked.pop(mailbox, None) is not None
-        actions = [DeleteMailbox(mailbox), PersistLocks(dict(self.locked)), self._ok(req),
-                   log("store.deleted", mailbox=mailbox, messages=count)]
-        if body["release"] and was_locked:
-            actions += [log("store.unlocked", mailbox=mailbox), *self._released(mailbox)]
-        return actions
+        del self.locked[mailbox]
+        self.incoming.discard(mailbox)
+        self._end(owner)
+        # the folder goes first, then the state that names it: a crash in between leaves a lock
+        # on a mailbox that is gone, which a restart drops (never a live folder with no lock)
+        return [DeleteMailbox(mailbox), self._persist(), self._ok(req),
+                log("store.deleted", mailbox=mailbox, owner=owner, messages=count), *self._released(mailbox)]
+
+    def _end_move(self, req: Request, body: dict[str, Any], now: float) -> list:
+        """A move is over here without having finished (rolled back, aborted): release what it
+        holds. An incoming mailbox holds only the move's copies, so it is deleted; a source is
+        unlocked, its mail untouched."""
+        mailbox, owner = body["mailbox"], body["owner"]
+
+        def answer(unlocked: bool, deleted: int) -> Reply:
+            return Reply(req.peer, req.frame.id, "store.move_ended",
+                         {"mailbox": mailbox, "owner": owner, "unlocked": unlocked, "deleted": deleted})
+
+        if owner in self.ended:
+            return [answer(False, 0), log("store.repeat", type="store.end_move", mailbox=mailbox, owner=owner)]
+        held = [m for m, o in self.locked.items() if o == owner]
+        actions: list = []
+        unlocked, deleted = False, 0
+        for box in held:
+            del self.locked[box]
+            if box in self.incoming:
+                self.incoming.discard(box)
+                deleted += len(self.mailboxes.pop(box))
+                actions.append(DeleteMailbox(box))
+            else:
+                unlocked = True
+                actions += self._released(box)
+        self._end(owner)
+        return [*[a for a in actions if isinstance(a, DeleteMailbox)], self._persist(), answer(unlocked, deleted),
+                log("store.move_ended", level="warning" if held else "info", mailbox=mailbox, owner=owner,
+                    held=held, unlocked=unlocked, deleted=deleted, src=req.frame.src),
+                *[a for a in actions if not isinstance(a, DeleteMailbox)]]
+
+    def _end(self, owner: str) -> None:
+        self.ended[owner] = None
+        while len(self.ended) > MAX_ENDED:
+            del self.ended[next(iter(self.ended))]
+
+    def _persist(self) -> PersistLocks:
+        return PersistLocks(dict(self.locked), sorted(self.incoming), list(self.ended))
 
     def _released(self, mailbox: str) -> list:
         """Tell our MTA the mailbox is free, so it retries what it deferred for it at once."""

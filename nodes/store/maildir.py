@@ -1,7 +1,8 @@
 """Maildir I/O for one store: `<run-dir>/stores/<server>/<mailbox>/{tmp,new,cur}`.
 
 Messages are written the Maildir way: into tmp/, fsync, rename into new/, fsync of new/, so a
-reader never sees half a message and a crash leaves either nothing or the whole file.
+reader never sees half a message and a crash leaves either nothing or the whole file. Mail is
+its owner's alone: folders 0700, files 0600.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..config import SYNC_BATCH, fsync_dir, syncfs, write_atomic
 from .core import msg_id_of
@@ -23,12 +25,14 @@ class Maildirs:
     def __init__(self, root: Path, fsync: bool = True):
         self.root = root
         self.fsync = fsync
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[str, str, bytes]] = []  # (mailbox, name, raw), written at sync
         self._boxes: set[str] = set()  # mailboxes whose directories are known to exist
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)  # a store made before this rule: its mail becomes private too
 
-    def load(self) -> tuple[dict[str, set[str]], dict[str, str]]:
-        """Every mailbox with the message ids in it, and the locked set, as on disk."""
+    def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
+        """Every mailbox with the message ids in it, and the move state (locks, incoming, ended)
+        as on disk."""
         mailboxes: dict[str, set[str]] = {}
         for box in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             ids = set()
@@ -39,54 +43,76 @@ class Maildirs:
                         ids.add(msg_id)
             mailboxes[box.name] = ids
         locks_path = self.root / LOCKS_FILE
-        locks = json.loads(locks_path.read_text()) if locks_path.exists() else {}
+        state = json.loads(locks_path.read_text()) if locks_path.exists() else {}
+        if "locks" not in state:  # the first format: {mailbox: owner} alone
+            state = {"locks": state}
         for stale in self.root.glob("*/tmp/*"):  # a write cut short by a crash: never renamed, never seen
             stale.unlink()
         for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
             shutil.rmtree(doomed)
-        return mailboxes, locks
+        return mailboxes, state
 
     def create(self, mailbox: str) -> None:
         for sub in ("tmp", "new", "cur"):
-            (self.root / mailbox / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / mailbox / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         fsync_dir(self.root)
         self._boxes.add(mailbox)
 
     def write(self, mailbox: str, name: str, raw: bytes) -> None:
-        """Write into tmp/ now; `sync` makes it durable and visible (group commit, Runtime.flush).
-        Plain os calls on str paths: pathlib and open()'s buffering were a fifth of a busy store."""
-        if mailbox not in self._boxes:
-            self.create(mailbox)
-        box = f"{self.root}/{mailbox}"
-        tmp = f"{box}/tmp/{name}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        self._pending.append((tmp, f"{box}/new/{name}"))
+        """Take a message for the batch; `sync` writes it and makes it durable and visible
+        (group commit, Runtime.flush)."""
+        self._pending.append((mailbox, name, raw))
 
     def sync(self) -> None:
-        """fsync every message written since the last sync, rename each into new/, fsync each
-        new/ once: the Maildir way, one batch at a time."""
-        pending, self._pending = self._pending, []
-        # a large batch (a move's import page, a burst of deliveries): one syncfs for the data,
-        # renames, one syncfs for the directories; a small one: fsync each file and directory
-        batch = self.fsync and len(pending) >= SYNC_BATCH and syncfs(self.root)
-        for tmp, _ in pending if self.fsync and not batch else ():
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for tmp, final in pending:
+        """Write every message of the batch into tmp/, fsync them, rename each into new/, fsync
+        each new/ once: the Maildir way, one batch at a time. Plain os calls on str paths:
+        pathlib and open()'s buffering were a fifth of a busy store.
+
+        If the disk refuses (full), the batch's files in tmp/ are removed and the error raised
+        with the batch kept: the runtime calls sync again once there is room, and what was
+        renamed already is simply renamed again, whole."""
+        pending = self._pending
+        if not pending:
+            return
+        written: list[tuple[str, str]] = []
+        try:
+            for mailbox, name, raw in pending:
+                if mailbox not in self._boxes:
+                    self.create(mailbox)
+                box = f"{self.root}/{mailbox}"
+                tmp = f"{box}/tmp/{name}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    view = memoryview(raw)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                written.append((tmp, f"{box}/new/{name}"))
+            # a large batch (a move's import page, a burst of deliveries): one syncfs for the
+            # data, renames, one syncfs for the directories; a small one: fsync each file and
+            # directory
+            batch = self.fsync and len(written) >= SYNC_BATCH and syncfs(self.root)
+            for tmp, _ in written if self.fsync and not batch else ():
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError:
+            for tmp, _ in written:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            raise
+        for tmp, final in written:
             os.rename(tmp, final)
+        self._pending = []
         if batch:
             syncfs(self.root)
             return
-        for new_dir in {os.path.dirname(final) for _, final in pending} if self.fsync else ():
+        for new_dir in {os.path.dirname(final) for _, final in written} if self.fsync else ():
             fsync_dir(Path(new_dir))
 
     def delete(self, mailbox: str) -> None:
@@ -102,8 +128,9 @@ class Maildirs:
             # finishes what a crash interrupted)
             threading.Thread(target=shutil.rmtree, args=(doomed, True), daemon=True).start()
 
-    def save_locks(self, locks: dict[str, str]) -> None:
-        write_atomic(self.root / LOCKS_FILE, json.dumps(locks, sort_keys=True).encode())
+    def save_state(self, locks: dict[str, str], incoming: list[str], ended: list[str]) -> None:
+        state = {"locks": locks, "incoming": incoming, "ended": ended}
+        write_atomic(self.root / LOCKS_FILE, json.dumps(state, sort_keys=True).encode())
 
     def names(self, mailbox: str) -> list[str]:
         self.sync()  # a reader sees every message written before it asked

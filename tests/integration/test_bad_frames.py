@@ -15,7 +15,7 @@ from nodes.config import ClusterConfig, Settings
 from nodes.security import create_keys
 from orchestrator.client import dealer
 from orchestrator.cluster import free_ports
-from protocol import Frame, batch, decode, decode_message, encode
+from protocol import VERSION, Frame, batch, decode, decode_message, encode
 
 from ..conftest import wait_for_event
 
@@ -24,11 +24,11 @@ GARBAGE = [
     b"\xc1",
     b"not msgpack at all",
     msgpack.packb([1, 2, 3]),
-    msgpack.packb({"v": 1, "type": "ping"}),
-    msgpack.packb({"v": 1, "type": "no.such", "id": "g1", "src": "t", "clock": 1, "body": {}}),
-    msgpack.packb({"v": 1, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1, "body": {"alias": 7}}),
+    msgpack.packb({"v": VERSION, "type": "ping"}),
+    msgpack.packb({"v": VERSION, "type": "no.such", "id": "g1", "src": "t", "clock": 1, "body": {}}),
+    msgpack.packb({"v": VERSION, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1, "body": {"alias": 7}}),
     msgpack.packb({"v": 9, "type": "ping", "id": "g3", "src": "t", "clock": 1, "body": {}}),
-    msgpack.packb({"v": 1, "type": "mta.submit", "id": "g4", "src": "t", "clock": 1,
+    msgpack.packb({"v": VERSION, "type": "mta.submit", "id": "g4", "src": "t", "clock": 1,
                    "body": {"msg_id": None, "sender": "x" * 100_000, "recipients": [[]], "subject": "", "body": ""}}),
     b"\x91" * 50_000 + b"\xc0",
 ]
@@ -72,7 +72,7 @@ def test_directory_refuses_garbage_and_keeps_serving(directory_node):
         for payload in GARBAGE:
             reply = ask(sock, payload)
             assert reply.type == "error" and reply.body["reason"], payload[:40]
-        reply = ask(sock, msgpack.packb({"v": 1, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1,
+        reply = ask(sock, msgpack.packb({"v": VERSION, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1,
                                          "body": {"alias": 7}}))
         assert reply.re == "g2" and "field 'alias' must be str" in reply.body["reason"]
         added = ask(sock, valid("dir.add", {"alias": "bob", "display_name": "Bob", "home_server": "ex1",
@@ -98,7 +98,8 @@ def test_every_node_kind_survives_garbage(cluster_factory):
         finally:
             sock.close()
     assert cluster.client.ask("store.ex1", "store.unlock", {"mailbox": "nobody", "owner": "x"}).type == "error"
-    assert cluster.client.ask("store.ex1", "store.import", {"mailbox": "bob", "messages": [{"name": 5}]}).type == "error"
+    assert cluster.client.ask("store.ex1", "store.import", {"mailbox": "bob", "owner": "m",
+                                                            "messages": [{"name": 5}]}).type == "error"
     # and the cluster still does its job
     cluster.add_user("alice", "ex1")
     sent = cluster.send("alice", ["alice"], "still alive")
@@ -118,7 +119,7 @@ def test_a_batch_is_served_frame_by_frame_and_answered_in_one_batch(directory_no
         assert [(r.re, r.type) for r in replies] == [("b1", "dir.changed"), ("b2", "dir.entry"), ("b3", "pong")]
         assert replies[1].body["recipient"]["home_server"] == "ex1"
         # one bad frame refuses the whole batch, with one error reply naming it, and nothing of it is done
-        bad = msgpack.packb({"v": 1, "type": "dir.lookup", "id": "b5", "src": "t", "clock": 1, "body": {"alias": 7}})
+        bad = msgpack.packb({"v": VERSION, "type": "dir.lookup", "id": "b5", "src": "t", "clock": 1, "body": {"alias": 7}})
         erin = Frame("dir.add", "b4", "test", 4, {"alias": "erin", "display_name": "Erin", "home_server": "ex1",
                                                   "alternate": None, "deliver_to_both": False})
         reply = ask(sock, batch([encode(erin), bad]))

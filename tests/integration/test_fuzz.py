@@ -43,12 +43,14 @@ def test_valid_frames_in_invalid_states_are_refused(live):
     for node, type_, body in [
         ("store.ex1", "store.unlock", {"mailbox": "alice", "owner": "nobody"}),
         ("store.ex1", "store.create", {"mailbox": "alice"}),
-        ("store.ex1", "store.delete", {"mailbox": "nosuch", "release": True}),
+        ("store.ex1", "store.delete", {"mailbox": "nosuch", "owner": "m"}),
+        ("store.ex1", "store.delete", {"mailbox": "alice", "owner": "m"}),
+        ("store.ex1", "store.import", {"mailbox": "alice", "owner": "m", "messages": []}),
         ("store.ex1", "store.export", {"mailbox": "alice", "after": "", "limit": 0}),
         ("orchestrator", "orch.move", {"alias": "alice", "target": "ex9", "workaround": False, "copy_delay_ms": 0}),
         ("orchestrator", "orch.move", {"alias": "nosuch", "target": "ex2", "workaround": False, "copy_delay_ms": 0}),
         ("orchestrator", "orch.fault", {"kind": "meteor", "node": "mta.ex1", "peer": None, "params": {}}),
-        ("directory", "dir.modify", {"alias": "alice", "changes": {"home_server": "ex9"}}),
+        ("directory", "dir.modify", {"alias": "alice", "changes": {"home_server": "ex9"}, "op": None}),
         ("directory", "dir.add", {"alias": "alice", "display_name": "", "home_server": "ex1", "alternate": None,
                                   "deliver_to_both": False}),
         ("mta.ex1", "mta.submit", {"msg_id": "../x", "sender": "alice", "recipients": ["alice"], "subject": "",
@@ -64,6 +66,7 @@ def test_nothing_changed_and_every_node_lives(live):
     for node in cluster.config.nodes:
         assert cluster.client.request(node, "ping").body["ready"], node
     assert cluster.status_of("directory") == {"usn": 1, "recipients": 1}
-    assert cluster.status_of("store.ex1") == {"mailboxes": {"alice": 0}, "locked": []}
+    store = cluster.status_of("store.ex1")
+    assert (store["mailboxes"], store["locked"], store["incoming"]) == ({"alice": 0}, {}, [])
     assert cluster.status_of("mta.ex1")["messages"] == 0
     assert cluster.status_of("orchestrator")["active"] == []

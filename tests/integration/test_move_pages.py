@@ -16,9 +16,7 @@ def test_a_paged_move_over_faulty_links_copies_every_message_once(cluster_factor
     cluster.add_user("bob", "ex1")
     raw = b"From: alice@xcon.test\r\nSubject: paged\r\n\r\n" + b"y" * 100
     names = [f"{1_000_000 + i}.p{i}.xcon" for i in range(MESSAGES)]
-    for start in range(0, MESSAGES, 500):
-        page = [{"name": n, "msg_id": n.split(".")[1], "raw": raw} for n in names[start:start + 500]]
-        cluster.client.request("store.ex1", "store.import", {"mailbox": "bob", "messages": page}, timeout=60)
+    cluster.fill("bob", [{"name": n, "msg_id": n.split(".")[1], "raw": raw} for n in names])
     # answers from the source come late and out of order; requests to and answers from the target twice
     cluster.fault("reorder", "orchestrator", peer="store.ex1", probability=0.5, jitter_ms=150, seconds=120)
     cluster.fault("duplicate", "orchestrator", peer="store.ex2", probability=0.5, seconds=120)

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MESSAGES, Frame, ProtocolError, batch, decode, decode_message, encode
+from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MESSAGES, VERSION, Frame, ProtocolError, batch, decode, decode_message, encode
 from protocol.frame import _fits
 
 
 def good(type_="dir.lookup", body=None, **header):
-    raw = {"v": 1, "type": type_, "id": "x1", "src": "t", "clock": 3, "trace": None, "re": None,
+    raw = {"v": VERSION, "type": type_, "id": "x1", "src": "t", "clock": 3, "trace": None, "re": None,
            "body": {"alias": "bob"} if body is None else body}
     raw.update(header)
     return raw
@@ -30,7 +30,7 @@ def test_round_trip():
     (msgpack.packb({k: v for k, v in good().items() if k != "src"}), "lacks 'src'"),
     (msgpack.packb(good(clock="3")), "'clock' must be int"),
     (msgpack.packb(good(clock=True)), "'clock' must be int"),
-    (msgpack.packb(good(v=2)), "version 2"),
+    (msgpack.packb(good(v=VERSION + 1)), f"version {VERSION + 1}"),
     (msgpack.packb(good(type_="no.such")), "unknown message type 'no.such'"),
     (msgpack.packb(good(body={})), "missing field 'alias'"),
     (msgpack.packb(good(body={"alias": 5})), "field 'alias' must be str"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nodes.core import Publish
 from nodes.directory.core import DirectoryCore, PersistDirectory
 from nodes.store.core import StoreCore, WriteMessage, msg_id_of
 
@@ -37,23 +38,26 @@ def test_a_lock_belongs_to_its_owner_and_a_repeat_by_the_owner_is_harmless():
 def test_store_refuses_invalid_states():
     store = StoreCore("ex1", {"bob": set()}, {}, "b")
     for type_, body in [("store.unlock", {"mailbox": "bob", "owner": "m"}), ("store.lock", {"mailbox": "zed", "owner": "m"}),
-                        ("store.create", {"mailbox": "bob"}), ("store.delete", {"mailbox": "zed", "release": True}),
+                        ("store.create", {"mailbox": "bob"}), ("store.delete", {"mailbox": "zed", "owner": "m"}),
+                        ("store.delete", {"mailbox": "bob", "owner": "m"}),  # not locked by m: live mail
                         ("store.lock", {"mailbox": "../etc", "owner": "m"})]:
         actions = store.on_event(request(type_, body), 1.0)
         assert replies(actions)[0].type == "error", (type_, body)
-    assert store.status(1.0) == {"mailboxes": {"bob": 0}, "locked": []}
+    assert store.status(1.0) == {"mailboxes": {"bob": 0}, "locked": {}, "incoming": [], "free_bytes": None}
 
 
-def test_delete_with_release_tells_the_mta():
+def test_delete_by_the_lock_owner_tells_the_mta():
     store = StoreCore("ex1", {"bob": {"m1"}}, {"bob": "move.1"}, "b")
-    actions = store.on_event(request("store.delete", {"mailbox": "bob", "release": True}), 1.0)
+    actions = store.on_event(request("store.delete", {"mailbox": "bob", "owner": "move.1"}), 1.0)
     released = sends(actions, "store.released")
     assert released and released[0].to == "mta.ex1" and "bob" not in store.mailboxes
+    again = store.on_event(request("store.delete", {"mailbox": "bob", "owner": "move.1"}), 1.1)
+    assert replies(again)[0].type == "ok" and events(again, "store.repeat"), "a retried delete is answered again"
 
 
 def test_import_is_idempotent():
     store = StoreCore("ex2", {}, {}, "b")
-    page = {"mailbox": "bob", "messages": [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"r"}]}
+    page = {"mailbox": "bob", "owner": "move.1", "messages": [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"r"}]}
     first = store.on_event(request("store.import", page), 1.0)
     again = store.on_event(request("store.import", page), 1.1)
     assert replies(first)[0].body["count"] == 1 and replies(again)[0].body["count"] == 0
@@ -72,8 +76,24 @@ def test_directory_usn_grows_and_changes_are_validated():
     for bad in [add("carol"), add("x", home_server="ex9"), add("y", alternate="nobody"), add("z", deliver_to_both=True),
                 add("Bad Alias")]:
         assert replies(bad)[0].type == "error"
-    modify = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"home_server": "ex2"}}), 2.0)
+    modify = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"home_server": "ex2"}, "op": None}), 2.0)
     assert replies(modify)[0].body["recipient"]["home_server"] == "ex2" and d.usn == 3
-    wrong = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"usn": 99}}), 2.0)
+    wrong = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"usn": 99}, "op": None}), 2.0)
     assert replies(wrong)[0].type == "error" and d.usn == 3
     assert events(modify, "directory.modified")
+
+
+def test_a_repeated_op_is_applied_once():
+    d = DirectoryCore(["ex1", "ex2"])
+    d.on_event(request("dir.add", {"alias": "bob", "display_name": "", "home_server": "ex1", "alternate": None,
+                                   "deliver_to_both": False}), 1.0)
+    move = {"alias": "bob", "changes": {"home_server": "ex2"}, "op": "move.b.1.set_home"}
+    first = d.on_event(request("dir.modify", move), 2.0)
+    again = d.on_event(request("dir.modify", move), 3.0)  # the orchestrator's retry, or its restart's
+    assert replies(first)[0].body["usn"] == replies(again)[0].body["usn"] == d.usn == 2
+    assert [a for a in again if isinstance(a, (PersistDirectory, Publish))] == [], "no second change on the feed"
+    assert events(again, "directory.repeat")
+    restored = DirectoryCore(["ex1", "ex2"], [a for a in first if isinstance(a, PersistDirectory)][0].state)
+    assert replies(restored.on_event(request("dir.modify", move), 4.0))[0].body["usn"] == 2, "remembered on disk"
+    other = d.on_event(request("dir.modify", {**move, "op": "move.b.1.restore_alternate"}), 5.0)
+    assert replies(other)[0].body["usn"] == 3

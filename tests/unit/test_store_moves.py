@@ -1,0 +1,112 @@
+"""The store's side of Move User: a target that takes no mail until the move opens it, and a
+move that, once over, can never lock or fill a mailbox again."""
+
+from __future__ import annotations
+
+from nodes.core import DiskSpace
+from nodes.store.core import CreateMailbox, DeleteMailbox, PersistLocks, StoreCore
+
+from .helpers import events, replies, request, sends
+
+PAGE = [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"copy of m1"}]
+
+
+def ask(store: StoreCore, type_: str, now: float = 1.0, **body) -> list:
+    return store.on_event(request(type_, body), now)
+
+
+def deliver(store: StoreCore, msg_id: str, mailbox: str = "bob") -> tuple[str, str]:
+    body = replies(ask(store, "store.deliver", msg_id=msg_id, mailbox=mailbox, raw=b"mail", ndr_for=None,
+                       ndr_rcpts=[]))[0].body
+    return body["outcome"], body["reason"]
+
+
+def restarted(store: StoreCore, persisted: PersistLocks) -> StoreCore:
+    """The store as a restart rebuilds it: its mailboxes from disk, its move state from locks.json."""
+    return StoreCore(store.server, {m: set(ids) for m, ids in store.mailboxes.items()}, persisted.locks, "b2",
+                     persisted.incoming, persisted.ended)
+
+
+def test_a_target_takes_no_mail_until_the_move_opens_it():
+    target = StoreCore("ex2", {}, {}, "b")
+    actions = ask(target, "store.import", mailbox="bob", owner="move.1", messages=PAGE)
+    kinds = [type(a) for a in actions]
+    assert kinds.index(PersistLocks) < kinds.index(CreateMailbox), "the lock is on disk before the folder exists"
+    assert target.locked == {"bob": "move.1"} and target.incoming == {"bob"}
+    # an MTA whose cache still homes bob here (he lived here before) tries to deliver
+    assert deliver(target, "m2") == ("deferred", "mailbox being moved here")
+    opened = ask(target, "store.unlock", mailbox="bob", owner="move.1")
+    assert replies(opened)[0].type == "ok" and events(opened, "store.opened")
+    assert sends(opened, "store.released")[0].to == "mta.ex2", "its MTA retries what it deferred, at once"
+    assert deliver(target, "m2") == ("delivered", "")
+
+
+def test_an_ended_move_deletes_its_copy_and_unlocks_the_source():
+    source = StoreCore("ex1", {"bob": {"m1", "m2"}}, {}, "b")
+    target = StoreCore("ex2", {}, {}, "b")
+    ask(source, "store.lock", mailbox="bob", owner="move.1")
+    ask(target, "store.import", mailbox="bob", owner="move.1", messages=PAGE)
+    ended = ask(target, "store.end_move", mailbox="bob", owner="move.1")
+    kinds = [type(a) for a in ended]
+    assert kinds.index(DeleteMailbox) < kinds.index(PersistLocks), "no folder outlives the state that locks it"
+    assert replies(ended)[0].body == {"mailbox": "bob", "owner": "move.1", "unlocked": False, "deleted": 1}
+    assert "bob" not in target.mailboxes and not target.locked
+    ended = ask(source, "store.end_move", mailbox="bob", owner="move.1")
+    assert replies(ended)[0].body["unlocked"] and sends(ended, "store.released")
+    assert source.mailboxes["bob"] == {"m1", "m2"} and not source.locked, "the source keeps every message"
+
+
+def test_a_late_lock_or_import_of_an_ended_move_is_refused():
+    source = StoreCore("ex1", {"bob": {"m1"}}, {}, "b")
+    # the store was down when the move tried to lock: the move gave up and ended it here; its
+    # lock requests, queued meanwhile, arrive after that (or a faulty link reorders them)
+    ended = ask(source, "store.end_move", mailbox="bob", owner="move.1")
+    assert replies(ended)[0].body == {"mailbox": "bob", "owner": "move.1", "unlocked": False, "deleted": 0}
+    late = ask(source, "store.lock", mailbox="bob", owner="move.1")
+    assert replies(late)[0].type == "error" and "has ended" in replies(late)[0].body["reason"]
+    assert not source.locked and deliver(source, "m2") == ("delivered", "")
+    target = StoreCore("ex2", {}, {}, "b")
+    ask(target, "store.end_move", mailbox="bob", owner="move.1")
+    late = ask(target, "store.import", mailbox="bob", owner="move.1", messages=PAGE)
+    assert replies(late)[0].type == "error" and "bob" not in target.mailboxes
+    again = ask(source, "store.end_move", mailbox="bob", owner="move.1")
+    assert replies(again)[0].type == "store.move_ended" and events(again, "store.repeat")
+    assert replies(ask(source, "store.lock", mailbox="bob", owner="move.2"))[0].type == "ok", "a new move locks as usual"
+
+
+def test_a_move_never_copies_into_a_live_mailbox_or_one_another_move_holds():
+    store = StoreCore("ex2", {"bob": {"m9"}}, {}, "b")
+    live = ask(store, "store.import", mailbox="bob", owner="move.1", messages=PAGE)
+    assert replies(live)[0].type == "error" and "(live)" in replies(live)[0].body["reason"]
+    ask(store, "store.import", mailbox="carol", owner="move.2", messages=PAGE)
+    other = ask(store, "store.import", mailbox="carol", owner="move.3", messages=PAGE)
+    assert "locked by move.2" in replies(other)[0].body["reason"]
+    assert store.mailboxes == {"bob": {"m9"}, "carol": {"m1"}}
+    gone = ask(store, "store.delete", mailbox="carol", owner="move.3")
+    assert replies(gone)[0].type == "error" and "carol" in store.mailboxes, "only the holder deletes"
+
+
+def test_the_move_state_survives_a_restart():
+    store = StoreCore("ex2", {}, {}, "b")
+    persisted = [a for a in ask(store, "store.import", mailbox="bob", owner="move.1", messages=PAGE)
+                 if isinstance(a, PersistLocks)][-1]
+    again = restarted(store, persisted)
+    assert again.locked == {"bob": "move.1"} and again.incoming == {"bob"}
+    assert deliver(again, "m2") == ("deferred", "mailbox being moved here")
+    persisted = [a for a in ask(again, "store.end_move", mailbox="bob", owner="move.1")
+                 if isinstance(a, PersistLocks)][-1]
+    third = restarted(again, persisted)
+    assert "move.1" in third.ended
+    assert replies(ask(third, "store.import", mailbox="bob", owner="move.1", messages=PAGE))[0].type == "error"
+
+
+def test_a_low_disk_defers_deliveries_and_refuses_imports_until_there_is_room():
+    store = StoreCore("ex1", {"bob": set()}, {}, "b", min_free_bytes=1000)
+    assert events(store.on_event(DiskSpace(500), 1.0), "storage.low")
+    outcome, reason = deliver(store, "m1")
+    assert outcome == "deferred" and "insufficient storage" in reason
+    refused = ask(store, "store.import", mailbox="carol", owner="move.1", messages=PAGE)
+    assert replies(refused)[0].type == "error" and "carol" not in store.mailboxes
+    assert events(store.on_event(DiskSpace(10_000), 2.0), "storage.ok")
+    assert deliver(store, "m1") == ("delivered", "")
+    assert store.on_event(DiskSpace(9_000), 3.0) == [], "a change above the floor says nothing"
