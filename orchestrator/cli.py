@@ -30,7 +30,10 @@ from . import cluster as cl
 from . import logread
 from .client import ClusterError
 
-out = Console(highlight=False, soft_wrap=True)
+# in a terminal, tables fit its width; piped or redirected, they keep every column whole (rich
+# would squeeze them into 80 columns and cut the words in them)
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000)
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
@@ -533,32 +536,53 @@ def trace_cmd(run_dir: Path, msg_id: str, svg_file: Path | None, as_json: bool) 
 
 @xcon.command("check")
 @run_dir_option
+@click.option("--logs-only", is_flag=True,
+              help="Judge from the logs alone, without reading the mailboxes and locks (the run's files).")
 @json_option
-def check_cmd(run_dir: Path, as_json: bool) -> None:
-    """Judge the invariant over the logs: each accepted (message, recipient) delivered once or
-    NDR'd once. Exit 1 on any lost, pending, duplicated or both."""
+def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
+    """Judge the invariant: each accepted (message, recipient) delivered once or NDR'd once.
+
+    The logs say what each node decided; then the mailboxes on disk say what is there (run it
+    after `xcon wait`): a pair counts as delivered only if its message is in the recipient's
+    mailbox on the server the directory homes it, and an NDR only if it is in the originator's.
+    A lock that no unfinished move holds is reported too. Exit 1 on any lost, pending,
+    duplicated or both, or a stale lock.
+    """
     run_dir = run_dir.resolve()
     if not logread.log_files(run_dir):
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
     bad: list[str] = []
-    report = checker.check_run(run_dir, bad)
+    report = checker.check_run(run_dir, bad, audit=not logs_only)
     if as_json:
         emit_json({**report.to_json(), "unreadable_lines": bad})
     else:
         c = report.counts
+        source = "logs and mailboxes" if report.audited else "logs only"
         out.print(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
-                  f"{c['lost']} lost, {c['pending']} pending, {c['duplicated']} duplicated, {c['both']} both")
+                  f"{c['lost']} lost, {c['pending']} pending, {c['duplicated']} duplicated, {c['both']} both "
+                  f"(from the {source})")
         if bad:
             out.print(f"[yellow]{len(bad)} unreadable log line(s), first at {bad[0]}[/yellow]")
         for v in report.violations:
             alt = f" (alternate of {v.alt_of})" if v.alt_of else ""
-            out.print(f"[red]{v.outcome.upper()}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender}")
+            out.print(f"[red]{v.outcome.upper()}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender}"
+                      + (f": {v.why}" if v.why else ""))
             for e in v.last_events:
-                facts = ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "lamport"))
-                out.print(f"    {e['node']}: {e['event']} {facts}")
-        out.print("invariant holds" if report.ok else f"[red]invariant broken: {len(report.violations)} pair(s)[/red]")
+                out.print(f"    {e['node']}: {e['event']} {brief(e)}")
+            for e in v.removed_by:
+                out.print(f"    [red]removed by[/red] {e['node']}: {e['event']} {brief(e)}")
+        for lock in report.stale_locks:
+            kind = "an incoming copy" if lock["incoming"] else "the mailbox"
+            out.print(f"[red]STALE LOCK[/red] store.{lock['server']}: {kind} of {lock['mailbox']} is locked by "
+                      f"{lock['owner']}, which no unfinished move is (clear it: xcon move {lock['mailbox']} --abort)")
+        broken = len(report.violations) + len(report.stale_locks)
+        out.print("invariant holds" if report.ok else f"[red]invariant broken: {broken} finding(s)[/red]")
     if not report.ok:
         sys.exit(1)
+
+
+def brief(e: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "lamport"))
 
 
 # --- chaos ----------------------------------------------------------------------------------

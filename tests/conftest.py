@@ -42,14 +42,21 @@ def cluster_factory(tmp_path: Path) -> Callable[..., cl.Cluster]:
         cl.stop(run_dir)
 
 
-def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would (a separate process)."""
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("XCON_DEBUG", None)
+def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120,
+         input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would (a separate process). `env` adds variables (None removes one)."""
+    environ = {**os.environ, "COLUMNS": "200"}
+    environ.pop("XCON_DEBUG", None)
     if run_dir is not None:
-        env["XCON_RUN_DIR"] = str(run_dir)
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        environ["XCON_RUN_DIR"] = str(run_dir)
+    for key, value in (env or {}).items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
+                          text=not isinstance(input, bytes), env=environ, timeout=timeout,
+                          input=input, stdin=None if input is not None else subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"xcon {' '.join(args)} exited {proc.returncode}: {proc.stderr}{proc.stdout}")
     return proc

@@ -1,0 +1,79 @@
+"""The end state of a run, read from its files: where the directory homes each user, what each
+mailbox holds, which locks the stores still hold, which moves are unfinished.
+
+`xcon check` ends its verdict with this, as Jepsen's checkers end with a final read: the logs
+say what each node decided, the mailboxes say what is there. It reads the files the nodes
+write (Maildirs, the stores' locks.json, the directory's file, the orchestrator's journal),
+which a person can read too, so it works on a stopped cluster as on a running one; on a running
+one it sees what is on disk, so run it after `xcon wait`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodes.store.core import msg_id_of
+
+
+@dataclass
+class EndState:
+    homes: dict[str, str]  # alias -> home server, as the directory has it
+    boxes: dict[tuple[str, str], Counter] = field(default_factory=dict)  # (server, alias) -> msg_id -> copies
+    locks: list[dict[str, Any]] = field(default_factory=list)  # {"server", "mailbox", "owner", "incoming"}
+    unfinished: set[str] = field(default_factory=set)  # move ids the journal has not closed
+
+    def copies(self, alias: str, msg_id: str) -> int:
+        """How many times `msg_id` is in `alias`'s mailbox, on the server the directory homes it."""
+        home = self.homes.get(alias)
+        box = self.boxes.get((home, alias)) if home else None
+        return box[msg_id] if box else 0
+
+    def stale_locks(self) -> list[dict[str, Any]]:
+        """Locks no unfinished move holds: mail for that mailbox would wait until it expires."""
+        return [lock for lock in self.locks if lock["owner"] not in self.unfinished]
+
+
+def available(run_dir: Path) -> bool:
+    return (run_dir / "directory" / "directory.json").is_file() and (run_dir / "stores").is_dir()
+
+
+def read(run_dir: Path) -> EndState:
+    """The end state of `run_dir` (see `available`)."""
+    directory = json.loads((run_dir / "directory" / "directory.json").read_text())
+    state = EndState({alias: r["home_server"] for alias, r in directory.get("recipients", {}).items()})
+    for server_dir in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir()):
+        server = server_dir.name
+        for box in server_dir.iterdir():
+            if not box.is_dir() or box.name.startswith("."):  # .deleting.*: a delete under way
+                continue
+            ids: Counter = Counter()
+            for sub in ("new", "cur"):
+                try:
+                    names = os.listdir(box / sub)
+                except FileNotFoundError:
+                    continue
+                ids.update(m for m in (msg_id_of(n.split(":", 1)[0]) for n in names) if m)
+            state.boxes[(server, box.name)] = ids
+        locks_file = server_dir / "locks.json"
+        if locks_file.is_file():
+            saved = json.loads(locks_file.read_text())
+            saved = saved if "locks" in saved else {"locks": saved}  # the first format
+            incoming = set(saved.get("incoming", ()))
+            state.locks += [{"server": server, "mailbox": m, "owner": o, "incoming": m in incoming}
+                            for m, o in saved["locks"].items() if (server, m) in state.boxes]
+    journal = run_dir / "orchestrator" / "journal.jsonl"
+    if journal.is_file():
+        last: dict[str, str] = {}
+        for line in journal.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line a crash cut short: its step was never acted on
+            last[record["move_id"]] = record["step"]
+        state.unfinished = {m for m, step in last.items() if step not in ("done", "failed")}
+    return state
