@@ -286,7 +286,7 @@ def memory_rows(root: Path, quick: bool, body: str, py_start: float, say: Callab
     10 s expiry the 80 s memory fills by 48,000 messages, so the later samples show whether it stays
     flat. 600 msgs/s is a steady load that no queue builds up under."""
     total, step, pace = (2_000, 1_000, 1_000.0) if quick else (100_000, 20_000, 600.0)
-    cluster = cl.start(root / "memory", replace(BENCH_SETTINGS, expire_ms=10_000))
+    cluster = cl.start(root / "memory", replace(BENCH_SETTINGS, expire_ms=10_000), fresh=True)
     rows: list[Row] = []
     try:
         for alias, server in (("alice", "ex1"), ("carol", "ex2")):
@@ -350,7 +350,7 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
     # retried at once when the mailbox is unlocked; a timer would only add retries to what is measured
     settings = replace(BENCH_SETTINGS, retry_ms=600_000)
     t0 = time.perf_counter()
-    cluster = cl.start(root / "cluster", settings)
+    cluster = cl.start(root / "cluster", settings, fresh=True)
     start_s = time.perf_counter() - t0
     nodes = len(cluster.config.nodes)
     rows.append(Row("cluster start", "xcon up to ready", start_s, py_start * nodes, "s",
@@ -437,7 +437,7 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
         cl.stop(root / "cluster")
 
     say("durable acceptance with fsync off (same run)")
-    nofsync = cl.start(root / "nofsync", replace(BENCH_SETTINGS, fsync=False))
+    nofsync = cl.start(root / "nofsync", replace(BENCH_SETTINGS, fsync=False), fresh=True)
     try:
         for alias in ("alice", "bob"):
             nofsync.add_user(alias, "ex1", wait=False)

@@ -128,7 +128,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     t0 = time.time()
     settings = Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
                         expire_ms=60_000, seed=world.seed)
-    cluster = cl.start(run_dir, settings)
+    cluster = cl.start(run_dir, settings, fresh=True)
     try:
         _populate(cluster, world)
         _play(cluster, world, result)

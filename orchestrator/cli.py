@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
@@ -98,11 +99,25 @@ def xcon() -> None:
 @click.option("--console", type=click.Choice(CONSOLE_LEVELS), default=Settings.console, show_default=True,
               help="What each node's RUN_DIR/logs/NODE.console shows of mail events: warnings, or every event "
                    "(the JSON log always has every event; `xcon logs` shows it).")
+@click.option("--min-free-mb", type=click.IntRange(0, 1_000_000), default=Settings.min_free_mb, show_default=True,
+              help="Below this much free disk an MTA refuses new mail and a store defers deliveries, "
+                   "until there is room again.")
+@click.option("--fresh", is_flag=True,
+              help="Start anew: delete the state a stopped cluster left in RUN_DIR (mail, queues, directory, "
+                   "journal, keys, logs) instead of resuming it.")
 @json_option
-def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, replication_jitter_ms: int,
-       retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str,
-       as_json: bool) -> None:
+@click.pass_context
+def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int,
+       replication_jitter_ms: int, retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool,
+       no_fsync: bool, console: str, min_free_mb: int, fresh: bool, as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
+
+    A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
+    resumed: each node restarts on its own queue, journal, directory, mailboxes and keys, and
+    the mail it had accepted is delivered. Settings given on the command line replace the saved
+    ones (an MTA build, say); --servers and --insecure cannot change. `--fresh` deletes that
+    state first. xcon marks the directories it makes and deletes nothing elsewhere: a RUN_DIR
+    holding files it did not make is refused.
 
     Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
     key is admitted. Endpoints bind to 127.0.0.1 (cluster.json holds them).
@@ -112,21 +127,56 @@ def up(run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int, rep
                    "the ports can submit, move and read mail", err=True)
     settings = Settings(tuple(f"ex{i}" for i in range(1, servers + 1)), mta_build, replication_lag_ms,
                         replication_jitter_ms, retry_ms, expire_ms, seed=seed, max_queue=max_queue,
-                        insecure=insecure, fsync=not no_fsync, console=console)
+                        insecure=insecure, fsync=not no_fsync, console=console, min_free_mb=min_free_mb)
+    field_of = {"no_fsync": "fsync"}
+    given = frozenset(field_of.get(name, name) for name in ctx.params
+                      if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+                      and field_of.get(name, name) in Settings.__dataclass_fields__)
     t0 = time.time()
-    cluster = cl.start(run_dir, settings)
+    cluster = cl.start(run_dir, settings, fresh=fresh, given=given)
     took = time.time() - t0
-    cluster.close()
+    try:
+        resumed = resume_summary(cluster) if cluster.resumed is not None else None
+    finally:
+        cluster.close()
     if as_json:
-        emit_json({**cluster.config.to_json(), "start_seconds": round(took, 3)})
+        emit_json({**cluster.config.to_json(), "start_seconds": round(took, 3), "resumed": resumed})
         return
-    table = Table(title=f"cluster up in {took:.2f}s: {run_dir.resolve()}")
+    verb = "resumed" if resumed else "up"
+    table = Table(title=f"cluster {verb} in {took:.2f}s: {run_dir.resolve()}")
     for col in ("node", "pid", "endpoint", "log"):
         table.add_column(col)
     for name, node in cluster.config.nodes.items():
         table.add_row(name, str(node["pid"]), node["endpoints"]["router"], node["log"])
     out.print(table)
-    out.print(f"MTA build: {mta_build}, replication lag {replication_lag_ms}+0..{replication_jitter_ms} ms, seed {seed}")
+    st = cluster.config.settings
+    out.print(f"MTA build: {st.mta_build}, replication lag {st.replication_lag_ms}+0..{st.replication_jitter_ms} ms, "
+              f"seed {st.seed}")
+    if resumed:
+        out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
+        for key, (was, now) in resumed["changed"].items():
+            out.print(f"setting changed on resume: {key} {was} -> {now}")
+
+
+def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
+    """What a resumed cluster took up again, as its nodes report it."""
+    kept = []
+    d = cluster.status_of("directory")
+    kept.append(f"directory at USN {d['usn']}, {d['recipients']} user(s)")
+    for server in cluster.servers:
+        box = cluster.status_of(f"store.{server}")
+        held = sum(box["mailboxes"].values())
+        kept.append(f"store.{server}: {len(box['mailboxes'])} mailbox(es), {held} message(s)"
+                    + (f", locked: {', '.join(box['locked'])}" if box["locked"] else ""))
+    for mta in cluster.mtas:
+        m = cluster.status_of(mta)
+        kept.append(f"{mta}: {m['recovered']} message(s) taken up from its queue, {m['messages']} queued now")
+    orch = cluster.status_of("orchestrator")
+    kept.append(f"orchestrator: {orch['recovered']} unfinished move(s) taken up from its journal"
+                + "".join(f", {m['move_id']} of {m['alias']} ({'rolling back' if m['rolling_back'] else 'finishing'})"
+                          for m in orch["active"]))
+    return {"kept": kept, "changed": {k: list(v) for k, v in cluster.resumed["changed"].items()},
+            "moved_endpoints": cluster.resumed["moved_endpoints"]}
 
 
 @xcon.command()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +23,15 @@ from nodes.config import ClusterConfig, Settings
 from nodes.security import KEYS, create_keys
 from protocol.names import ALIAS_RULE, valid_alias
 
+from . import rundir
 from .client import Client, ClusterError
+from .rundir import pid_alive, proc_stat  # noqa: F401 (the cluster's callers find them here)
 
-STATE_DIRS = ("logs", "stores", "mta", "directory", "orchestrator", KEYS)
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
 
 
 def node_names(servers: tuple[str, ...]) -> list[str]:
     return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first, then ppid, ... utime at
-    11, stime at 12), or None for a process that is gone. The name may hold ") ", hence rsplit."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
-    """True if `pid` runs and (when run_dir is given) is a node of that run directory."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    if run_dir is None:
-        return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z" and str(run_dir).encode() in cmdline
 
 
 def free_ports(n: int) -> list[int]:
@@ -80,22 +54,55 @@ def running_config(run_dir: Path) -> ClusterConfig:
         raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)")
     try:
         config = ClusterConfig.load(run_dir)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
     if not any(pid_alive(n.get("pid"), run_dir) for n in config.nodes.values()):
-        raise ClusterError(f"no cluster is running in {run_dir} (start one with `xcon up`)")
+        raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
+                           "its own queue, journal, directory and mail)")
     return config
 
 
-def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster":
+# settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
+# and queues, its keys)
+FIXED = ("servers", "insecure")
+
+
+def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool = False,
+          given: frozenset[str] = frozenset()) -> "Cluster":
+    """Start a cluster in `run_dir` and return once every node is ready.
+
+    A run-dir that holds a stopped cluster's state is resumed: every node restarts on its own
+    queue, journal, directory, stores and keys, with the saved settings and those of `settings`
+    named in `given` (what the user asked to change; `Cluster.resumed` says what was kept and
+    changed). With `fresh`, that state is deleted first (only in a run-dir xcon made, only what it
+    made). A directory that holds files xcon did not make is refused either way."""
     run_dir = run_dir.resolve()
-    if (run_dir / "cluster.json").exists():
-        old = ClusterConfig.load(run_dir)
-        if any(pid_alive(n.get("pid"), run_dir) for n in old.nodes.values()):
+    with rundir.locked(run_dir):
+        rundir.claim(run_dir)
+        if rundir.node_processes(run_dir):
             raise ClusterError(f"a cluster is already running in {run_dir} (stop it with `xcon down`)")
-    for name in STATE_DIRS:  # a fresh run: only what xcon itself wrote there is removed
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if fresh:
+            rundir.wipe(run_dir)
+        resumed = None
+        if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
+            config, resumed = _resumed(run_dir, settings, given)
+        else:
+            config = _fresh(run_dir, settings)
+        config.save()
+        procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
+        config.save()
+        cluster = Cluster(config)
+        cluster.resumed = resumed
+        try:
+            cluster.wait_ready(procs, timeout)
+        except BaseException:
+            _stop(run_dir, 5.0)
+            raise
+    return cluster
+
+
+def _fresh(run_dir: Path, settings: Settings) -> ClusterConfig:
+    (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.insecure:
         create_keys(run_dir)
     names = node_names(settings.servers)
@@ -108,28 +115,63 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0) -> "Cluster"
             endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
         nodes[name] = {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
                        **({"server": server} if server else {})}
-    config = ClusterConfig(run_dir, settings, nodes)
-    config.save()
-    procs = {name: spawn_node(config, name, save=False) for name in nodes}
-    config.save()
-    cluster = Cluster(config)
+    return ClusterConfig(run_dir, settings, nodes)
+
+
+def _resumed(run_dir: Path, settings: Settings, given: frozenset[str]) -> tuple[ClusterConfig, dict[str, Any]]:
+    """The stopped cluster's config, with the settings the user changed; loopback endpoints that
+    another program took meanwhile move to free ports."""
     try:
-        cluster.wait_ready(procs, timeout)
-    except BaseException:
-        stop(run_dir)
-        raise
-    return cluster
+        old = ClusterConfig.load(run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{run_dir} holds a cluster's state but its cluster.json is missing or unreadable "
+                           f"({exc}); `xcon up --fresh` starts anew there, deleting that state") from None
+    changed = {k: (getattr(old.settings, k), getattr(settings, k)) for k in sorted(given)
+               if getattr(old.settings, k) != getattr(settings, k)}
+    fixed = [k for k in changed if k in FIXED]
+    if fixed:
+        was = ", ".join(f"{k} {changed[k][0]!r}" for k in fixed)
+        raise ClusterError(f"the cluster in {run_dir} was made with {was}, which a resume cannot change; "
+                           "`xcon up --fresh` starts anew, deleting its state")
+    if not old.settings.insecure and not (run_dir / KEYS / "cluster.key_secret").exists():
+        raise ClusterError(f"the cluster in {run_dir} has lost its keys ({run_dir / KEYS}); "
+                           "`xcon up --fresh` starts anew, deleting its state")
+    config = ClusterConfig(run_dir, replace(old.settings, **{k: new for k, (_, new) in changed.items()}), old.nodes)
+    taken = [e for n in config.nodes.values() for e in n["endpoints"].values() if not _bindable(e)]
+    if taken:
+        ports = iter(free_ports(len(taken)))
+        for node in config.nodes.values():
+            for which, endpoint in node["endpoints"].items():
+                if endpoint in taken:
+                    node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
+    (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
+    return config, {"changed": changed, "moved_endpoints": len(taken)}
+
+
+def _bindable(endpoint: str) -> bool:
+    """Whether a loopback tcp endpoint's port is free to bind (other endpoints are the operator's)."""
+    if not endpoint.startswith("tcp://127.0.0.1:"):
+        return True
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
+            return True
+        except OSError:
+            return False
 
 
 def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
     """Start one node's process (in its own session) and record its pid in cluster.json."""
     node = config.nodes[name]
-    with open(config.run_dir / "logs" / f"{name}.console", "ab") as console:
+    console = os.open(config.run_dir / "logs" / f"{name}.console", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
         proc = subprocess.Popen(
             [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
             stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    finally:
+        os.close(console)
     node["pid"] = proc.pid
     if save:
         config.save()
@@ -137,26 +179,41 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subproces
 
 
 def stop(run_dir: Path, grace: float = 5.0) -> list[str]:
-    """Stop every node: SIGTERM, then SIGKILL after `grace` seconds. Returns the names stopped."""
+    """Stop every node of the run-dir: SIGTERM, then SIGKILL after `grace` seconds. The nodes are
+    those cluster.json names and every process whose command line names the run-dir, so a
+    missing or corrupt cluster.json stops nothing from being stopped. Returns the names stopped."""
     run_dir = run_dir.resolve()
-    if not (run_dir / "cluster.json").exists():
+    if not run_dir.is_dir():
         raise ClusterError(f"no cluster in {run_dir}")
-    config = ClusterConfig.load(run_dir)
-    live = {n: d["pid"] for n, d in config.nodes.items() if pid_alive(d.get("pid"), run_dir)}
-    for pid in live.values():
+    with rundir.locked(run_dir):
+        return _stop(run_dir, grace)
+
+
+def _stop(run_dir: Path, grace: float) -> list[str]:
+    try:
+        config: ClusterConfig | None = ClusterConfig.load(run_dir)
+    except (OSError, ValueError, KeyError, TypeError):
+        config = None
+    live = {d["pid"]: n for n, d in (config.nodes.items() if config else ()) if pid_alive(d.get("pid"), run_dir)}
+    live.update(rundir.node_processes(run_dir))
+    if config is None and not live:
+        raise ClusterError(f"no cluster in {run_dir}" if not (run_dir / "cluster.json").exists() else
+                           f"{run_dir}/cluster.json is unreadable and no node of {run_dir} runs")
+    for pid in live:
         os.kill(pid, signal.SIGTERM)
     deadline = time.time() + grace
-    while time.time() < deadline and any(pid_alive(p, run_dir) for p in live.values()):
+    while time.time() < deadline and any(pid_alive(p, run_dir) for p in live):
         _reap()
         time.sleep(0.02)
-    for pid in live.values():
+    for pid in live:
         if pid_alive(pid, run_dir):
             os.kill(pid, signal.SIGKILL)
     _reap()
-    for node in config.nodes.values():
-        node.pop("pid", None)
-    config.save()
-    return sorted(live)
+    if config is not None:
+        for node in config.nodes.values():
+            node.pop("pid", None)
+        config.save()
+    return sorted(live.values())
 
 
 def _reap() -> None:
@@ -172,6 +229,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig, timeout: float = 5.0):
         self.config = config
         self.client = Client(config, timeout)
+        self.resumed: dict[str, Any] | None = None  # set by `start` when it resumed a stopped cluster
 
     @classmethod
     def attach(cls, run_dir: Path) -> "Cluster":
@@ -434,7 +492,8 @@ def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
     """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
     own kill and restart, an operator's abort."""
     line = {"ts": round(time.time(), 6), "node": "cli", "level": "warning", "event": event, "lamport": 0, **fields}
-    with open(run_dir / "logs" / "cli.jsonl", "a") as f:
+    fd = os.open(run_dir / "logs" / "cli.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a") as f:
         f.write(json.dumps(line) + "\n")
 
 

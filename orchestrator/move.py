@@ -103,6 +103,7 @@ class MoveCore:
         self.timeout_s = timeout_ms / 1000
         self.moves: dict[str, Move] = {}
         self.journal = journal or []
+        self.recovered = 0  # unfinished moves this run found in the journal at start
         self.ready = True
 
     # --- the core contract ------------------------------------------------------------------
@@ -124,6 +125,7 @@ class MoveCore:
                         source=r["source"], step=step, started_at=r.get("started_at", now), saved=r.get("saved"),
                         error=r.get("error"))
             self.moves[move_id] = move
+            self.recovered += 1
             actions.append(log("move.recovered", move_id=move_id, alias=move.alias, mailbox=move.alias, step=step))
             if step in FORWARD_ONLY:
                 move.timer = now  # redo the step's request at once
@@ -159,7 +161,8 @@ class MoveCore:
 
     def status(self, now: float) -> dict[str, Any]:
         return {"active": [m.public() for m in self.active()],
-                "finished": sum(m.step in ("done", "failed") for m in self.moves.values())}
+                "finished": sum(m.step in ("done", "failed") for m in self.moves.values()),
+                "recovered": self.recovered}
 
     def on_event(self, event: Any, now: float) -> list:
         if isinstance(event, Request):

@@ -81,7 +81,7 @@ def run_case(case: str, run_dir: Path, seed: int = 0) -> CaseResult:
     t0 = time.time()
     settings = Settings(("ex1", "ex2"), build, replication_lag_ms=LAG_MS, replication_jitter_ms=200,
                         retry_ms=500, expire_ms=60_000, seed=seed)
-    cluster = cl.start(run_dir, settings)
+    cluster = cl.start(run_dir, settings, fresh=True)
     try:
         cluster.add_user("carol", "ex1", wait=False)
         cluster.add_user("alice", "ex2", wait=False)

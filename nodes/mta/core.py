@@ -56,6 +56,7 @@ class MtaCore:
         self.ids = Ids(f"mta.{server}", boot)
         self._msg_ids = Ids(server, boot)
         self.queue: dict[str, QueuedMessage] = {m.msg_id: m for m in queued or []}
+        self.recovered = len(self.queue)  # messages this run found in the queue log at start
         self.remember_s = 2 * self.expire_s + 60
         # the pairs this MTA finished: a transfer of a pair with no more hops than remembered is
         # a retransmission, one with more is the pair coming back after a reroute (nodes.mta.seen)
@@ -101,6 +102,7 @@ class MtaCore:
             "directory_usn": self.directory_usn,
             "pending_changes": self.cache.pending_count(),
             "messages": len(self.queue),
+            "recovered": self.recovered,
             "open_pairs": len(pairs),
             "deferred": sum(p.state == "deferred" for p in pairs),
             "in_flight": sum(p.state in WAITING for p in pairs),

@@ -1,0 +1,137 @@
+"""The run directory: whose it is, who may start or stop what is in it, which processes are its.
+
+A run-dir holds a cluster's whole state: mail (stores/), queues (mta/), the directory, the move
+journal, the keys and the logs. Nothing in it is removed behind the user's back:
+- xcon marks a run-dir it made (MARKER) and deletes only there, only what it made (STATE), and
+  only when asked (`xcon up --fresh`); it refuses a directory that holds files it did not make;
+- `xcon up` and `xcon down` hold a lock on the directory while they work, so a second one waits
+  for the first instead of starting or killing nodes beside it;
+- a node process is found by its own command line (`--run-dir DIR`), so `xcon down` stops every
+  node of a run-dir even when cluster.json is gone or unreadable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from nodes.security import KEYS
+
+from .client import ClusterError
+
+MARKER = ".xcon-run-dir"
+STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json")
+NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator")
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first, then ppid, ... utime at
+    11, stime at 12), or None for a process that is gone. The name may hold ") ", hence rsplit."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
+    """True if `pid` runs and (when run_dir is given) is a node of that run directory."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if run_dir is None:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and str(run_dir).encode() in cmdline
+
+
+def node_processes(run_dir: Path) -> dict[int, str]:
+    """Every live node process of `run_dir`, found by its command line: pid -> node name."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args]
+        if "-m" not in words or "--run-dir" not in words or "--name" not in words:
+            continue
+        module = words[words.index("-m") + 1] if words.index("-m") + 1 < len(words) else ""
+        given = words[words.index("--run-dir") + 1] if words.index("--run-dir") + 1 < len(words) else ""
+        if module in NODE_MODULES and given == str(run_dir) and pid_alive(int(entry), run_dir):
+            found[int(entry)] = words[words.index("--name") + 1]
+    return found
+
+
+@contextmanager
+def locked(run_dir: Path, wait: float = 30.0) -> Iterator[None]:
+    """Hold the run-dir's lock (flock on the directory itself: no file of ours in a directory
+    that may turn out not to be ours). Another xcon up or down waits up to `wait` seconds."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        deadline = time.time() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise ClusterError(f"another xcon up or down has been working in {run_dir} for {wait:g}s; "
+                                       "wait for it, or stop it") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def claim(run_dir: Path) -> None:
+    """Make `run_dir` xcon's (mark it), or refuse a directory that holds files xcon did not make.
+    A run-dir from before the marker is recognised by its cluster.json naming it."""
+    if (run_dir / MARKER).exists():
+        return
+    entries = list(run_dir.iterdir())
+    if entries and not _made_before_marker(run_dir):
+        names = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ClusterError(f"{run_dir} holds files xcon did not make ({names}); give --run-dir an empty "
+                           "or new directory")
+    (run_dir / MARKER).write_text("made by xcon: `xcon up --fresh` may delete what xcon made here\n")
+
+
+def _made_before_marker(run_dir: Path) -> bool:
+    try:
+        data = json.loads((run_dir / "cluster.json").read_text())
+        return Path(data["run_dir"]) == run_dir and isinstance(data["nodes"], dict)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def holds_state(run_dir: Path) -> bool:
+    """Whether a cluster has left state here: mail, queues, a directory, a journal."""
+    return any((run_dir / name).exists() for name in ("stores", "mta", "directory", "orchestrator"))
+
+
+def wipe(run_dir: Path) -> None:
+    """Delete a cluster's state: only in a directory xcon marked, only the names xcon made."""
+    if not (run_dir / MARKER).exists():
+        raise ClusterError(f"{run_dir} was not made by xcon; it deletes nothing there")
+    for name in STATE:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

@@ -1,0 +1,99 @@
+"""The run-dir is never wiped behind the user's back: a stopped cluster is resumed, --fresh
+deletes only what xcon made, a directory it did not make is refused, two `xcon up` do not race,
+and `xcon down` stops every node even without a readable cluster.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+from orchestrator.rundir import node_processes
+
+from ..conftest import xcon, xcon_json
+from .test_cli_errors import one_line_error
+
+
+def kill_every_node(run):
+    """A host crash: every node dies at once, nothing is stopped cleanly."""
+    for pid in node_processes(run):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while node_processes(run) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_cluster_whose_nodes_all_died_is_resumed_with_the_mail_it_had_accepted(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--mta-build", "sp4", "--replication-lag-ms", "0", "--replication-jitter-ms", "0",
+         run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        xcon("user", "add", "bob", "--server", "ex2", run_dir=run, check=True)
+        xcon("kill", "store.ex2", run_dir=run, check=True)  # bob's mail waits in mta.ex2's queue
+        waiting = xcon("send", "--from", "alice", "--to", "bob", "--subject", "accepted", run_dir=run,
+                       check=True).stdout.strip()
+        kill_every_node(run)
+        hint = xcon("restart", "mta.ex1", run_dir=run)
+        one_line_error(hint, 1, "`xcon up` resumes it")
+
+        up = xcon("up", run_dir=run, check=True)
+        assert "cluster resumed" in up.stdout and "taken up from its queue" in up.stdout, up.stdout
+        assert "directory at USN 2, 2 user(s)" in up.stdout
+        xcon("wait", "--timeout", "30", run_dir=run, check=True)
+        assert [m["msg_id"] for m in xcon_json("mailbox", "bob", run_dir=run)["messages"]] == [waiting]
+        report = json.loads(xcon("check", "--json", run_dir=run).stdout)
+        assert report["ok"] and report["audited"] and report["counts"]["delivered"] == 1, report
+        # what holds mail is its owner's alone
+        for sub in ("stores", "mta", "orchestrator", "directory", "logs", "keys"):
+            for path in [run / sub, *(run / sub).rglob("*")]:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+    finally:
+        xcon("down", run_dir=run)
+
+
+def test_fresh_deletes_only_what_xcon_made_and_a_foreign_directory_is_refused(tmp_path):
+    mine = tmp_path / "mine"
+    xcon("up", "--insecure", run_dir=mine, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=mine, check=True)
+        xcon("down", run_dir=mine, check=True)
+        (mine / "notes.txt").write_text("the user's own file")
+        xcon("up", "--insecure", "--fresh", run_dir=mine, check=True)
+        assert xcon_json("status", run_dir=mine)["nodes"]["directory"]["status"]["recipients"] == 0
+        assert (mine / "notes.txt").read_text() == "the user's own file", "--fresh deletes only what xcon made"
+        one_line_error(xcon("up", run_dir=mine), 1, "already running")
+    finally:
+        xcon("down", run_dir=mine)
+
+    theirs = tmp_path / "theirs"
+    for name in ("logs", "keys", "stores"):  # folders that only happen to have xcon's names
+        (theirs / name).mkdir(parents=True)
+        (theirs / name / "precious").write_text("keep me")
+    for args in (["up"], ["up", "--fresh"]):
+        one_line_error(xcon(*args, run_dir=theirs), 1, "xcon did not make")
+    assert all((theirs / name / "precious").read_text() == "keep me" for name in ("logs", "keys", "stores"))
+    assert sorted(p.name for p in theirs.iterdir()) == ["keys", "logs", "stores"], "nothing added either"
+
+
+def test_two_ups_at_once_start_one_cluster_and_down_needs_no_cluster_json(tmp_path):
+    run = tmp_path / "run"
+    ups = [subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "up", "--insecure", "--run-dir", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in ups]
+    try:
+        assert sorted(code for code, _ in results) == [0, 1], results
+        assert "already running" in next(err for code, err in results if code == 1)
+        assert len(node_processes(run)) == 6
+        (run / "cluster.json").write_text("{ this is not json")
+        down = xcon("down", run_dir=run, check=True)
+        assert "stopped 6 node(s)" in down.stdout and node_processes(run) == {}
+        one_line_error(xcon("down", run_dir=run), 1, "unreadable")
+    finally:
+        for pid in node_processes(run):  # whatever the assertions above left running
+            subprocess.run(["kill", "-9", str(pid)])
