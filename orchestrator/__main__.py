@@ -8,7 +8,7 @@ import signal
 import time
 
 from nodes.config import ClusterConfig
-from nodes.core import log
+from nodes.core import Reply, log
 from nodes.runtime import Runtime, boot_id, node_args
 
 from .cluster import pid_alive, spawn_node
@@ -48,13 +48,20 @@ def main() -> None:
 
     def restart_node(action: RestartNode) -> list:
         config = ClusterConfig.load(args.run_dir)
+        pid = config.nodes[action.node].get("pid")
         deadline = time.time() + 3.0  # a node killed a moment ago may still be on its way out
-        while pid_alive(config.nodes[action.node].get("pid"), config.run_dir) and time.time() < deadline:
+        while pid_alive(pid, config.run_dir) and time.time() < deadline:
             time.sleep(0.01)
-        if pid_alive(config.nodes[action.node].get("pid"), config.run_dir):
-            return [log("fault.restart_refused", level="warning", target=action.node, reason="still running")]
+        answer = [] if action.re == "" else [Reply(action.peer, action.re, "ok", {})]
+        if pid_alive(pid, config.run_dir):
+            reason = f"{action.node} is running (pid {pid}); kill it first"
+            if action.re:
+                answer = [Reply(action.peer, action.re, "error", {"reason": reason})]
+            return [*answer, log("fault.restart_refused", level="warning", target=action.node, reason=reason)]
         proc = spawn_node(config, action.node)
-        return [log("fault.restarted", target=action.node, pid=proc.pid)]
+        return [*answer, log("fault.injected", level="warning", kind="restart", target=action.node, peer=None,
+                             **(action.params or {})),
+                log("fault.restarted", target=action.node, pid=proc.pid)]
 
     boot = boot_id()
     core = OrchestratorCore(

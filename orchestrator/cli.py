@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 
 from nodes.config import BUILDS, CONSOLE_LEVELS, Settings
+from protocol import MAX_MESSAGE_BYTES
 
 from . import chaos as chaos_mod
 from . import check as checker
@@ -43,6 +45,23 @@ def run_dir_option(f: Callable) -> Callable:
         "--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="XCON_RUN_DIR",
         default=Path(".xcon"), show_default=True, show_envvar=True,
         help="Directory holding the cluster's state, logs and cluster.json.")(f)
+
+
+class Text(click.ParamType):
+    """Text that is valid UTF-8: a command line can carry any bytes, mail text and names cannot."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                self.fail(f"{value.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8 text", param, ctx)
+        return value
+
+
+TEXT = Text()
 
 
 def json_option(f: Callable) -> Callable:
@@ -311,22 +330,38 @@ def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
 
 @xcon.command()
 @run_dir_option
-@click.option("--from", "sender", required=True, help="Originator's alias.")
-@click.option("--to", "to", required=True, help="Recipients' aliases, comma separated.")
-@click.option("--subject", default="", help="Subject line.")
-@click.option("--body", default="", help="Message text.")
+@click.option("--from", "sender", required=True, type=TEXT, help="Originator's alias.")
+@click.option("--to", "to", required=True, type=TEXT, help="Recipients' aliases, comma separated.")
+@click.option("--subject", default="", type=TEXT, help="Subject line.")
+@click.option("--body", default="", type=TEXT, help="Message text; '-' reads it from standard input.")
+@click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the message text from FILE (UTF-8), for a body no command line can hold.")
 @json_option
-@attached
-def send(cluster: cl.Cluster, sender: str, to: str, subject: str, body: str, as_json: bool) -> None:
+def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file: Path | None,
+         as_json: bool) -> None:
     """Submit a message to the originator's home MTA; prints its message id once accepted."""
     rcpts = [r.strip() for r in to.split(",") if r.strip()]
     if not rcpts:
         raise click.UsageError("--to needs at least one alias")
-    accepted = cluster.send(sender, rcpts, subject, body)
-    if as_json:
-        emit_json(accepted)
-    else:
-        click.echo(accepted["msg_id"])
+    if body_file is not None and body:
+        raise click.UsageError("give --body or --body-file, not both")
+    if body_file is not None or body == "-":
+        source = "standard input" if body_file is None else str(body_file)
+        data = sys.stdin.buffer.read(MAX_MESSAGE_BYTES + 1) if body_file is None else body_file.read_bytes()
+        try:
+            body = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise click.UsageError(f"{source} is not UTF-8 text (byte {exc.start})") from None
+    if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise click.UsageError(f"the body is over {MAX_MESSAGE_BYTES:,} bytes, the most a message can hold")
+
+    def submit(cluster: cl.Cluster) -> None:
+        accepted = cluster.send(sender, rcpts, subject, body, timeout=max(5.0, len(body) / 1_000_000))
+        if as_json:
+            emit_json(accepted)
+        else:
+            click.echo(accepted["msg_id"])
+    attached(submit)(run_dir)
 
 
 @xcon.command()
@@ -794,6 +829,14 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> N
         out.print(f"[{i}] {note}", highlight=False)
 
 
+def one_line(text: str) -> str:
+    """An error for stderr: control characters (a newline in a name the user typed) shown escaped."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     try:
@@ -802,21 +845,28 @@ def main() -> None:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
     except click.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "xcon"
-        click.echo(f"{cmd}: {exc.format_message()} (see `{cmd} --help`)", err=True)
+        click.echo(one_line(f"{cmd}: {exc.format_message()} (see `{cmd} --help`)"), err=True)
         sys.exit(2)
     except click.Abort:
         click.echo("xcon: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"xcon: {exc.format_message()}", err=True)
+        click.echo(one_line(f"xcon: {exc.format_message()}"), err=True)
         sys.exit(exc.exit_code)
     except ClusterError as exc:
-        click.echo(f"xcon: {exc}", err=True)
+        click.echo(one_line(f"xcon: {exc}"), err=True)
+        sys.exit(1)
+    except UnicodeEncodeError:  # a name or text from the command line that Text did not see
+        click.echo("xcon: an argument is not valid UTF-8 text", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a path the user gave or a run-dir that cannot be written: one line
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(one_line(f"xcon: {exc.strerror or exc}{where}"), err=True)
         sys.exit(1)
     except Exception as exc:  # a bug: still one line, the traceback on demand
         if os.environ.get("XCON_DEBUG"):
             raise
-        click.echo(f"xcon: internal error: {type(exc).__name__}: {exc} (set XCON_DEBUG=1 for the traceback)",
+        click.echo(one_line(f"xcon: internal error: {type(exc).__name__}: {exc} (set XCON_DEBUG=1 for the traceback)"),
                    err=True)
         sys.exit(3)
 

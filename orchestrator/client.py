@@ -71,7 +71,9 @@ class Client:
             except ProtocolError as exc:
                 raise ClusterError(f"{node} sent a malformed answer: {exc}") from None
             self._clock = max(self._clock, reply.clock) + 1
-            if reply.re == rid:
+            # one request at a time per socket, and a socket is dropped after a timeout: an error
+            # that names no frame (the node could not read ours) is the answer to this one
+            if reply.re == rid or (reply.type == "error" and not reply.re):
                 return reply
         self._drop(node)
         raise ClusterError(f"{node} did not answer within {timeout or self.timeout:g}s (is the cluster up? try `xcon status`)")

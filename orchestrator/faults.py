@@ -27,7 +27,13 @@ class SignalNode:
 
 @dataclass(frozen=True)
 class RestartNode:
+    """Start the node's process again, if it is not running; the executor answers the requester
+    (peer, re), since only it can see whether the node runs."""
+
     node: str
+    peer: bytes = b""
+    re: str = ""
+    params: dict[str, Any] | None = None
 
 
 class FaultCore:
@@ -57,6 +63,8 @@ class FaultCore:
             return error(req, f"unknown fault '{kind}' (kinds: {', '.join(KINDS)})")
         if kind != "clear" and node not in self.nodes:
             return error(req, f"no node '{node}' (nodes: {', '.join(self.nodes)})")
+        if kind == "restart":
+            return [RestartNode(node, req.peer, req.frame.id, params)]
         try:
             actions = self._actions(kind, node, peer, params, now)
         except (KeyError, TypeError, ValueError) as exc:
@@ -93,8 +101,6 @@ class FaultCore:
                 raise ValueError("kill the orchestrator with `xcon kill orchestrator`, not through itself")
             self.resume_at.pop(node, None)
             return [SignalNode(node, signal.SIGKILL)]
-        if kind == "restart":
-            return [RestartNode(node)]
         if kind == "feed_cut":
             if not node.startswith("mta."):
                 raise ValueError("only an MTA subscribes to the directory's feed")

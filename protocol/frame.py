@@ -108,11 +108,31 @@ def batch(frames: list[bytes]) -> bytes:
 
 def _unpack(data: bytes) -> Any:
     if len(data) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {MAX_FRAME_BYTES}")
+        raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {MAX_FRAME_BYTES}", _peek_id(data))
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ProtocolError(f"not a msgpack frame ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+PEEK_BYTES = 4096
+
+
+def _peek_id(data: bytes) -> str | None:
+    """The id of a frame too big to unpack, read from its first bytes alone, so that the error
+    reply names the frame it answers and its sender need not wait out a timeout. `encode` puts
+    v, type and id before the body; a frame made otherwise gets an error without an id."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=PEEK_BYTES)
+    unpacker.feed(data[:PEEK_BYTES])
+    try:
+        for _ in range(min(unpacker.read_map_header(), len(_ALL_HEADER_KEYS))):
+            if unpacker.unpack() == "id":
+                value = unpacker.unpack()
+                return value if isinstance(value, str) else None
+            unpacker.skip()
+    except Exception:  # not a map, or the id is not within the first bytes
+        return None
+    return None
 
 
 def _frame_of(obj: Any) -> Frame:

@@ -54,9 +54,10 @@ def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: 
             environ.pop(key, None)
         else:
             environ[key] = value
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
-                          text=not isinstance(input, bytes), env=environ, timeout=timeout,
-                          input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, env=environ,
+                          timeout=timeout, input=input.encode() if isinstance(input, str) else input,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+    proc.stdout, proc.stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     if check and proc.returncode != 0:
         raise AssertionError(f"xcon {' '.join(args)} exited {proc.returncode}: {proc.stderr}{proc.stdout}")
     return proc

@@ -82,13 +82,13 @@ class Maildirs:
                 box = f"{self.root}/{mailbox}"
                 tmp = f"{box}/tmp/{name}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                written.append((tmp, f"{box}/new/{name}"))
                 try:
                     view = memoryview(raw)
                     while view:
                         view = view[os.write(fd, view):]
                 finally:
                     os.close(fd)
-                written.append((tmp, f"{box}/new/{name}"))
             # a large batch (a move's import page, a burst of deliveries): one syncfs for the
             # data, renames, one syncfs for the directories; a small one: fsync each file and
             # directory
