@@ -16,15 +16,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nodes.config import Settings
+from nodes.config import ClusterConfig, Settings
 
 from . import check as checker
 from . import cluster as cl
+from . import logread
 from .client import ClusterError
+from .rundir import pid_alive
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
-FAULTS = ("lag", "pause", "delay", "duplicate", "reorder", "feed_cut", "drop", "kill")
+# kill_at_step: a node (the orchestrator, a store, an MTA, the directory) killed the moment a move
+# enters a step; move_source_down: a move started while its source store is killed or paused,
+# for less or for longer than the move's lock step waits (its tries)
+FAULTS = ("lag", "pause", "delay", "duplicate", "reorder", "feed_cut", "drop", "kill", "kill_at_step",
+          "move_source_down")
 DEFAULT_FAULTS = ("lag", "pause", "delay", "duplicate", "reorder")
+CRASH_STEPS = ("lock", "copy", "set_home", "open_target", "release", "rollback_target", "rollback_source")
 SCHEDULE_S = 4.0  # moves, mail and faults all start within this many seconds of a trial
 SETTLE_S = 90.0
 
@@ -75,6 +82,13 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
             continue
         at = rng.uniform(0, SCHEDULE_S * 0.8)
         mta = f"mta.{rng.choice(names)}"
+        if kind == "move_source_down":
+            move = rng.choice([e for e in events if e["do"] == "move"])
+            # down for less than the lock step's tries (the move waits it out), or for longer
+            # (it fails, and the locks it asked for must not outlive it)
+            move["source_down"] = {"how": rng.choice(["kill", "pause"]),
+                                   "seconds": round(rng.choice([rng.uniform(0.3, 3.0), rng.uniform(12.5, 15.0)]), 3)}
+            continue
         if kind == "lag":
             fault = {"kind": "lag", "node": mta, "lag_ms": rng.randint(100, 3000), "jitter_ms": rng.randint(0, 500)}
         elif kind == "pause":
@@ -83,6 +97,10 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
             fault = {"kind": "feed_cut", "node": mta, "seconds": round(rng.uniform(0.5, 3.0), 3)}
         elif kind == "kill":
             fault = {"kind": "kill", "node": rng.choice(nodes), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
+        elif kind == "kill_at_step":
+            at = 0.0  # armed before the moves start
+            fault = {"kind": "kill_at_step", "node": rng.choice([*nodes, "orchestrator"]),
+                     "step": rng.choice(CRASH_STEPS), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
         else:
             a, b = rng.choice(links(names))
             fault = {"kind": kind, "node": a, "peer": b, "seconds": round(rng.uniform(1, 4), 3)}
@@ -91,7 +109,7 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
             else:
                 fault["probability"] = round(rng.uniform(0.1, 0.5), 3)
         events.append({"at": at, "do": "fault", **fault})
-    events.sort(key=lambda e: e["at"])
+    events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
     return World(seed, build, names, people, lag_ms=rng.randint(100, 2500), jitter_ms=rng.randint(0, 800),
                  retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events)
 
@@ -108,12 +126,14 @@ class TrialResult:
     faults: int = 0
     seconds: float = 0.0
     violations: list[dict[str, Any]] = field(default_factory=list)
+    stale_locks: list[dict[str, Any]] = field(default_factory=list)  # locks no unfinished move holds
+    moves_failed: int = 0  # moves that rolled back (a fault made them fail): allowed, if nothing is lost
     error: str | None = None
     run_dir: str = ""
 
     @property
     def broken(self) -> bool:
-        return bool(self.violations)
+        return bool(self.violations or self.stale_locks)
 
     @property
     def lost(self) -> int:
@@ -132,8 +152,9 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     try:
         _populate(cluster, world)
         _play(cluster, world, result)
+        _revive(cluster)
         cluster.fault("clear", "")
-        if not cluster.wait(SETTLE_S):
+        if not settle(cluster, SETTLE_S):
             result.error = f"did not settle within {SETTLE_S:g}s"
     except ClusterError as exc:
         result.error = str(exc)
@@ -143,6 +164,8 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     report = checker.check_run(run_dir)
     result.counts, result.pairs = report.counts, report.pairs
     result.violations = [v.to_json() for v in report.violations]
+    result.stale_locks = report.stale_locks
+    result.moves_failed = sum(1 for e in logread.merged(run_dir) if e["event"] == "move.failed")
     result.seconds = round(time.time() - t0, 2)
     if not keep and not result.broken and not result.error:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -175,6 +198,9 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
             until(at)  # a killed node stays down for its drawn time, no less
             _restart(cluster, node)
         until(event["at"])
+        if not pid_alive(ClusterConfig.load(cluster.config.run_dir).nodes["orchestrator"].get("pid"),
+                         cluster.config.run_dir):
+            _restart(cluster, "orchestrator")  # it killed itself at a step (kill_at_step)
         try:
             if event["do"] == "send":
                 result.messages += 1
@@ -184,10 +210,21 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 entry = cluster.lookup(event["alias"])
                 others = [s for s in world.servers if s != entry["home_server"]]
                 target = others[int(event["pick"] * len(others))]
+                down = event.get("source_down")
+                if down:  # the source store is down or paused as the move starts
+                    store = f"store.{entry['home_server']}"
+                    if down["how"] == "pause":
+                        cluster.fault("pause", store, seconds=down["seconds"])
+                    else:
+                        cluster.fault("kill", store)
+                        restarts.append((event["at"] + down["seconds"], store))
+                        restarts.sort()
+                    result.faults += 1
                 cluster.move(event["alias"], target, copy_delay_ms=world.copy_delay_ms, wait=False)
                 result.moves += 1
             else:
-                params = {k: v for k, v in event.items() if k not in ("at", "do", "kind", "node", "peer", "restart_after")}
+                skip = ("at", "do", "kind", "node", "peer") + (("restart_after",) if event["kind"] == "kill" else ())
+                params = {k: v for k, v in event.items() if k not in skip}
                 cluster.fault(event["kind"], event["node"], event.get("peer"), **params)
                 result.faults += 1
                 if event["kind"] == "kill":
@@ -207,6 +244,29 @@ def _restart(cluster: cl.Cluster, node: str) -> None:
         cluster.wait_node_ready(node)
     except ClusterError:
         pass
+
+
+def _revive(cluster: cl.Cluster) -> list[str]:
+    """Start every node that is down (killed at a step and not restarted yet, or the orchestrator,
+    which cannot restart itself): a trial ends with the whole cluster up."""
+    config = ClusterConfig.load(cluster.config.run_dir)
+    dead = [n for n, d in config.nodes.items() if not pid_alive(d.get("pid"), config.run_dir)]
+    for node in sorted(dead, key=lambda n: n != "orchestrator"):  # the orchestrator restarts the others
+        _restart(cluster, node)
+    return dead
+
+
+def settle(cluster: cl.Cluster, timeout: float) -> bool:
+    """Wait until the cluster is quiet (Cluster.wait), starting any node found down meanwhile."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cluster.wait(min(5.0, max(0.1, deadline - time.time()))):
+                return True
+        except ClusterError:
+            pass  # a node down: the orchestrator, say, killed at a step of a move's recovery
+        _revive(cluster)
+    return False
 
 
 def trial_seeds(seed: int, trials: int) -> list[int]:
@@ -234,6 +294,9 @@ def summarize(results: list[TrialResult]) -> dict[str, Any]:
                               "refused": sum(r.refused for r in results), "pairs": sum(r.pairs for r in results)}
     for key in ("delivered", "ndr", "lost", "pending", "duplicated", "both"):
         totals[key] = sum(r.counts.get(key, 0) for r in results)
+    totals["stale_locks"] = sum(len(r.stale_locks) for r in results)
+    totals["moves"] = sum(r.moves for r in results)
+    totals["moves_failed"] = sum(r.moves_failed for r in results)
     totals["broken_trials"] = sum(r.broken for r in results)
     totals["errors"] = sum(bool(r.error) for r in results)
     totals["seconds"] = round(sum(r.seconds for r in results), 1)

@@ -28,6 +28,7 @@ from nodes.config import BUILDS, CONSOLE_LEVELS, Settings
 from protocol import MAX_MESSAGE_BYTES
 
 from . import chaos as chaos_mod
+from .faults import MOVE_STEPS
 from . import check as checker
 from . import cluster as cl
 from . import logread
@@ -472,7 +473,8 @@ def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
 
 @xcon.command()
 @run_dir_option
-@click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag", "clear"]))
+@click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
+                                          "kill-at-step", "clear"]))
 @click.argument("node", required=False)
 @click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
 @click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
@@ -484,10 +486,14 @@ def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
               help="drop, duplicate, reorder: chance per frame.")
 @click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
 @click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
+@click.option("--step", type=click.Choice(MOVE_STEPS), help="kill-at-step: the move step that kills NODE.")
+@click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
+              help="kill-at-step: seconds until NODE starts again (the orchestrator: restart it yourself).")
 @json_option
 @attached
 def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, seconds: float, delay_ms: int,
-          jitter_ms: int, probability: float, lag_ms: int | None, one_way: bool, as_json: bool) -> None:
+          jitter_ms: int, probability: float, lag_ms: int | None, one_way: bool, step: str | None,
+          restart_after: float, as_json: bool) -> None:
     """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
 
     \b
@@ -496,13 +502,16 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, se
     xcon fault pause mta.ex1 --seconds 2          (SIGSTOP, SIGCONT after 2 s)
     xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
     xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
-    xcon fault clear                              (every link rule and feed cut, everywhere)
+    xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
+    xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
     """
     kind = kind.replace("-", "_")
     if kind != "clear" and not node:
         raise click.UsageError(f"'{kind}' needs a NODE")
     if kind == "lag" and lag_ms is None:
         raise click.UsageError("lag needs --lag-ms")
+    if kind == "kill_at_step" and step is None:
+        raise click.UsageError("kill-at-step needs --step")
     params: dict[str, Any] = {"seconds": seconds}
     if kind == "delay":
         params.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
@@ -510,6 +519,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, se
         params["probability"] = probability
     elif kind == "lag":
         params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
+    elif kind == "kill_at_step":
+        params = {"step": step, "restart_after": restart_after}
     if one_way:
         params["one_way"] = True
     cluster.fault(kind, node or "", peer, **params)
@@ -517,8 +528,10 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, se
         emit_json({"kind": kind, "node": node, "peer": peer, "params": params})
     else:
         what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
-                "lag": f"{node} replication lag now {lag_ms} ms"}.get(kind, f"{kind} on {node} <-> {peer}")
-        out.print(what if kind in ("clear", "lag") else f"{what} for {seconds:g}s")
+                "lag": f"{node} replication lag now {lag_ms} ms",
+                "kill_at_step": f"{node} is killed when a move next enters step {step}"}.get(
+                    kind, f"{kind} on {node} <-> {peer}")
+        out.print(what if kind in ("clear", "lag", "kill_at_step") else f"{what} for {seconds:g}s")
 
 
 def known_node(cluster: cl.Cluster, node: str) -> None:
@@ -729,17 +742,16 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     else:
         table = Table(title=f"xcon chaos: campaign seed {seed}, faults {', '.join(kinds) or 'none'}")
         for col in ("build", "trials", "messages", "pairs", "delivered", "NDR", "lost", "duplicated", "pending",
-                    "both", "broken trials", "trials/min"):
+                    "both", "stale locks", "moves (failed)", "broken trials", "trials/min"):
             table.add_column(col, justify="right")
         t = totals
         table.add_row(mta_build, str(t["trials"]), str(t["messages"]), str(t["pairs"]), str(t["delivered"]),
                       str(t["ndr"]), str(t["lost"]), str(t["duplicated"]), str(t["pending"]), str(t["both"]),
-                      str(t["broken_trials"]), str(t["trials_per_minute"]))
+                      str(t["stale_locks"]), f"{t['moves']} ({t['moves_failed']})", str(t["broken_trials"]),
+                      str(t["trials_per_minute"]))
         out.print(table)
         if first:
-            v = first.violations[0]
-            out.print(f"first broken trial: seed {first.seed}: {v['outcome']} {v['msg_id']} -> {v['rcpt']} "
-                      f"(logs in {first.run_dir})")
+            out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
             out.print(f"replay: {replay_cmd}")
         errors = [r for r in results if r.error]
         if errors:
@@ -748,6 +760,14 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         sys.exit(0 if totals["lost"] else 1)
     if first:
         sys.exit(1)
+
+
+def describe_break(trial: chaos_mod.TrialResult) -> str:
+    if trial.violations:
+        v = trial.violations[0]
+        return f"{v['outcome']} {v['msg_id']} -> {v['rcpt']}"
+    lock = trial.stale_locks[0]
+    return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
 
 
 def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, first: Any, replay_cmd: str | None) -> None:
@@ -761,8 +781,9 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
         with open(report_dir / "logs.jsonl", "w") as f:
             for e in logread.merged(run):
                 f.write(json.dumps(e) + "\n")
-        msg_id = first.violations[0]["msg_id"]
-        (report_dir / f"trace-{msg_id}.svg").write_text(trace_mod.svg(trace_mod.story(run, msg_id), msg_id))
+        if first.violations:
+            msg_id = first.violations[0]["msg_id"]
+            (report_dir / f"trace-{msg_id}.svg").write_text(trace_mod.svg(trace_mod.story(run, msg_id), msg_id))
 
 
 # --- scenarios ------------------------------------------------------------------------------

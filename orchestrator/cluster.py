@@ -88,17 +88,40 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
             config, resumed = _resumed(run_dir, settings, given)
         else:
             config = _fresh(run_dir, settings)
-        config.save()
-        procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
-        config.save()
-        cluster = Cluster(config)
-        cluster.resumed = resumed
-        try:
-            cluster.wait_ready(procs, timeout)
-        except BaseException:
-            _stop(run_dir, 5.0)
-            raise
-    return cluster
+        for attempt in range(BIND_TRIES):
+            config.save()
+            procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
+            config.save()
+            cluster = Cluster(config)
+            cluster.resumed = resumed
+            try:
+                cluster.wait_ready(procs, timeout)
+                return cluster
+            except ClusterError as exc:
+                cluster.close()
+                _stop(run_dir, 5.0)
+                # free_ports found the ports free, but another program may take one before a node
+                # binds it: move every loopback endpoint and start again
+                if "cannot bind" not in str(exc) or attempt == BIND_TRIES - 1:
+                    raise
+                _new_ports(config, [e for n in config.nodes.values() for e in n["endpoints"].values()])
+            except BaseException:
+                _stop(run_dir, 5.0)
+                raise
+    raise AssertionError("unreachable")
+
+
+BIND_TRIES = 3
+
+
+def _new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
+    """Give each of these loopback endpoints a port free now (other endpoints are the operator's)."""
+    mine = [e for e in endpoints if e.startswith("tcp://127.0.0.1:")]
+    ports = iter(free_ports(len(mine)))
+    for node in config.nodes.values():
+        for which, endpoint in node["endpoints"].items():
+            if endpoint in mine:
+                node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
 
 
 def _fresh(run_dir: Path, settings: Settings) -> ClusterConfig:
@@ -138,12 +161,7 @@ def _resumed(run_dir: Path, settings: Settings, given: frozenset[str]) -> tuple[
                            "`xcon up --fresh` starts anew, deleting its state")
     config = ClusterConfig(run_dir, replace(old.settings, **{k: new for k, (_, new) in changed.items()}), old.nodes)
     taken = [e for n in config.nodes.values() for e in n["endpoints"].values() if not _bindable(e)]
-    if taken:
-        ports = iter(free_ports(len(taken)))
-        for node in config.nodes.values():
-            for which, endpoint in node["endpoints"].items():
-                if endpoint in taken:
-                    node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
+    _new_ports(config, taken)
     (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
     return config, {"changed": changed, "moved_endpoints": len(taken)}
 
@@ -153,6 +171,7 @@ def _bindable(endpoint: str) -> bool:
     if not endpoint.startswith("tcp://127.0.0.1:"):
         return True
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
             return True

@@ -7,7 +7,7 @@ from typing import Any
 from nodes.core import Request, Response, log
 
 from .faults import FaultCore
-from .move import MoveCore
+from .move import JournalStep, MoveCore
 
 
 class OrchestratorCore:
@@ -17,14 +17,14 @@ class OrchestratorCore:
         self.ready = True
 
     def start(self, now: float) -> list:
-        return self.moves.start(now)
+        return self._crash_points(self.moves.start(now), now)
 
     def next_wakeup(self) -> float | None:
         times = [t for t in (self.moves.next_wakeup(), self.faults.next_wakeup()) if t is not None]
         return min(times) if times else None
 
     def tick(self, now: float) -> list:
-        return self.moves.tick(now) + self.faults.tick(now)
+        return self._crash_points(self.moves.tick(now), now) + self.faults.tick(now)
 
     def status(self, now: float) -> dict[str, Any]:
         return {**self.moves.status(now), **self.faults.status()}
@@ -36,4 +36,13 @@ class OrchestratorCore:
             if event.frame.type == "error":
                 return [log("fault.refused", level="warning", target=event.frame.src, reason=event.frame.body["reason"])]
             return []  # a node took its fault
-        return self.moves.on_event(event, now)
+        return self._crash_points(self.moves.on_event(event, now), now)
+
+    def _crash_points(self, actions: list, now: float) -> list:
+        """The kills armed for a move step (kill_at_step) follow the step's journal record and
+        request: the step is on disk, what it asks is on its way out (or, for the orchestrator's
+        own death, not yet)."""
+        if not self.faults.armed:
+            return actions
+        steps = [a.record for a in actions if isinstance(a, JournalStep)]
+        return actions + self.faults.on_steps(steps, now) if steps else actions

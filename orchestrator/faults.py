@@ -2,8 +2,11 @@
 
 `orch.fault` names a kind and a node (and for link faults a peer). Link faults are set on both
 ends' runtimes (frames each way) unless params.one_way; a pause is SIGSTOP now and SIGCONT after
-`seconds`; kill is SIGKILL; restart starts the node's process again. Every fault is logged as
-`fault.injected`, so the merged timeline shows cause beside effect.
+`seconds`; kill is SIGKILL; restart starts the node's process again; kill_at_step arms a kill
+of `node` for the moment a move next enters params.step (a crash point: the step is journaled,
+its request not yet sent), the orchestrator itself included, and restarts any other node after
+params.restart_after seconds. Every fault is logged as `fault.injected`, so the merged timeline
+shows cause beside effect.
 """
 
 from __future__ import annotations
@@ -15,14 +18,23 @@ from typing import Any
 from nodes.core import Ids, Reply, Request, Send, error, log
 
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
-KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear")
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step")
 SELF = "orchestrator"
+# the steps a kill can be armed for (orchestrator.move)
+MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "copy", "set_home", "open_target", "release",
+              "restore_alternate", "rollback_target", "rollback_source", "rollback_alternate", "done", "failed")
 
 
 @dataclass(frozen=True)
 class SignalNode:
     node: str
     signum: int
+
+
+@dataclass(frozen=True)
+class CrashSelf:
+    """The orchestrator's own death at a crash point: its log lines so far written, nothing of
+    this turn sent, then SIGKILL."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +53,12 @@ class FaultCore:
         self.nodes = list(nodes)
         self.ids = Ids("orchestrator.faults", boot)
         self.resume_at: dict[str, float] = {}  # paused node -> when to SIGCONT
+        self.restart_at: dict[str, float] = {}  # node killed at a step -> when to start it again
+        self.armed: list[dict[str, Any]] = []  # kills waiting for a move step: {"node", "step", "restart_after"}
 
     def next_wakeup(self) -> float | None:
-        return min(self.resume_at.values()) if self.resume_at else None
+        times = [*self.resume_at.values(), *self.restart_at.values()]
+        return min(times) if times else None
 
     def tick(self, now: float) -> list:
         actions: list = []
@@ -51,10 +66,30 @@ class FaultCore:
             if at <= now:
                 del self.resume_at[node]
                 actions += [SignalNode(node, signal.SIGCONT), log("fault.resumed", target=node)]
+        for node, at in list(self.restart_at.items()):
+            if at <= now:
+                del self.restart_at[node]
+                actions.append(RestartNode(node))
         return actions
 
     def status(self) -> dict[str, Any]:
-        return {"paused": sorted(self.resume_at)}
+        return {"paused": sorted(self.resume_at), "armed": list(self.armed)}
+
+    def on_steps(self, steps: list[dict[str, Any]], now: float) -> list:
+        """Fire the kills armed for the move steps just journaled (their records)."""
+        actions: list = []
+        for record in steps:
+            for arm in [a for a in self.armed if a["step"] == record["step"]]:
+                self.armed.remove(arm)
+                node = arm["node"]
+                actions.append(log("fault.triggered", level="warning", kind="kill_at_step", target=node,
+                                   step=record["step"], move_id=record["move_id"], mailbox=record["alias"]))
+                if node == SELF:
+                    return actions + [CrashSelf()]  # nothing after this runs
+                self.resume_at.pop(node, None)
+                self.restart_at[node] = now + arm["restart_after"]
+                actions.append(SignalNode(node, signal.SIGKILL))
+        return actions
 
     def inject(self, req: Request, now: float) -> list:
         body = req.frame.body
@@ -64,6 +99,7 @@ class FaultCore:
         if kind != "clear" and node not in self.nodes:
             return error(req, f"no node '{node}' (nodes: {', '.join(self.nodes)})")
         if kind == "restart":
+            self.restart_at.pop(node, None)
             return [RestartNode(node, req.peer, req.frame.id, params)]
         try:
             actions = self._actions(kind, node, peer, params, now)
@@ -101,6 +137,15 @@ class FaultCore:
                 raise ValueError("kill the orchestrator with `xcon kill orchestrator`, not through itself")
             self.resume_at.pop(node, None)
             return [SignalNode(node, signal.SIGKILL)]
+        if kind == "kill_at_step":
+            step = params.get("step")
+            if step not in MOVE_STEPS:
+                raise ValueError(f"step must be one of {', '.join(MOVE_STEPS)} (got {step!r})")
+            restart_after = float(params.get("restart_after", 0.5))
+            if not 0 <= restart_after <= 3600:
+                raise ValueError("restart_after must be in [0, 3600]")
+            self.armed.append({"node": node, "step": step, "restart_after": restart_after})
+            return []
         if kind == "feed_cut":
             if not node.startswith("mta."):
                 raise ValueError("only an MTA subscribes to the directory's feed")
@@ -110,7 +155,8 @@ class FaultCore:
                 raise ValueError("only an MTA has a replication lag")
             return [Send(node, "fault.lag", {"lag_ms": int(params["lag_ms"]), "jitter_ms": int(params.get("jitter_ms", 0))},
                          self.ids.next())]
-        # clear: every link rule and feed cut everywhere, and wake every paused node
+        # clear: every link rule and feed cut everywhere, every armed kill, and wake every paused node
         resumes = [SignalNode(n, signal.SIGCONT) for n in self.resume_at]
         self.resume_at.clear()
+        self.armed.clear()
         return resumes + [Send(n, "fault.clear", {}, self.ids.next()) for n in self.nodes if n != SELF]

@@ -16,12 +16,18 @@ from nodes.config import Settings
 from orchestrator import cluster as cl
 from orchestrator import logread
 
-# The seed of the replication jitter: random per run unless XCON_TEST_SEED fixes it.
-SEED = int(os.environ.get("XCON_TEST_SEED", str(int.from_bytes(os.urandom(2), "big"))))
+# The seeds of a run: random unless the environment fixes them. They are put in the environment
+# here, in the process that prints the header, so pytest-xdist's workers (started after this
+# file is loaded) use the same ones and the header's replay line holds for every test.
+os.environ.setdefault("XCON_TEST_SEED", str(int.from_bytes(os.urandom(2), "big")))  # replication jitter
+os.environ.setdefault("XCON_CHAOS_SEED", str(int.from_bytes(os.urandom(4), "big") % (2**31 - 1) + 1))  # campaigns
+SEED = int(os.environ["XCON_TEST_SEED"])
 
 
 def pytest_report_header(config):
-    return f"xcon: replication jitter seed {SEED} (replay with XCON_TEST_SEED={SEED})"
+    chaos = os.environ["XCON_CHAOS_SEED"]
+    return (f"xcon: replication jitter seed {SEED}, chaos campaign seed {chaos} "
+            f"(replay with XCON_TEST_SEED={SEED} XCON_CHAOS_SEED={chaos})")
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
 
+from nodes.config import Settings
+from orchestrator import cluster as cl
 from orchestrator.rundir import node_processes
 
 from ..conftest import xcon, xcon_json
@@ -97,3 +100,40 @@ def test_two_ups_at_once_start_one_cluster_and_down_needs_no_cluster_json(tmp_pa
     finally:
         for pid in node_processes(run):  # whatever the assertions above left running
             subprocess.run(["kill", "-9", str(pid)])
+
+
+def test_a_port_taken_between_choosing_it_and_binding_it_is_replaced(tmp_path, monkeypatch):
+    """free_ports finds ports free, but another program may take one before a node binds it."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real, calls = cl.free_ports, []
+
+    def racy(n):
+        calls.append(n)
+        ports = real(n)
+        return [taken, *ports[1:]] if len(calls) == 1 else ports
+
+    monkeypatch.setattr(cl, "free_ports", racy)
+    run = tmp_path / "run"
+    try:
+        cluster = cl.start(run, Settings(insecure=True))
+        cluster.close()
+        endpoints = [e for n in cluster.config.nodes.values() for e in n["endpoints"].values()]
+        assert len(calls) == 2 and f"tcp://127.0.0.1:{taken}" not in endpoints
+        assert "cannot bind" in (run / "logs" / "directory.console").read_text()
+        # stopped, the port of one node taken meanwhile: the resume moves that endpoint
+        cl.stop(run)
+        port = int(cluster.config.nodes["mta.ex1"]["endpoints"]["router"].rsplit(":", 1)[1])
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            resumed = cl.start(run, Settings(insecure=True))
+            resumed.close()
+        assert resumed.resumed["moved_endpoints"] == 1
+        assert resumed.config.nodes["mta.ex1"]["endpoints"]["router"] != f"tcp://127.0.0.1:{port}"
+    finally:
+        squatter.close()
+        if run.exists():
+            cl.stop(run)

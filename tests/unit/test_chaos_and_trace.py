@@ -19,8 +19,15 @@ def test_a_world_is_a_function_of_its_seed():
 
 
 def test_worlds_draw_every_fault_kind_they_are_given():
-    kinds = {e["kind"] for s in range(30) for e in chaos.draw_world(s, "sp4", chaos.FAULTS).events if e["do"] == "fault"}
+    worlds = [chaos.draw_world(s, "sp4", chaos.FAULTS) for s in range(30)]
+    kinds = {e["kind"] for w in worlds for e in w.events if e["do"] == "fault"}
+    # a source store down is drawn onto a move, not as an event of its own
+    kinds |= {"move_source_down" for w in worlds for e in w.events if "source_down" in e}
     assert kinds == set(chaos.FAULTS)
+    downs = [e["source_down"] for w in worlds for e in w.events if "source_down" in e]
+    assert {d["how"] for d in downs} == {"kill", "pause"}
+    assert min(d["seconds"] for d in downs) < 3 < 12.5 < max(d["seconds"] for d in downs), \
+        "shorter and longer than the lock step's tries"
 
 
 def test_link_faults_plan_drop_duplicate_delay_reorder():

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from orchestrator.core import OrchestratorCore
+from orchestrator.faults import CrashSelf, FaultCore, RestartNode, SignalNode
 from orchestrator.move import JournalStep, MoveCore
 
 from .helpers import events, recipient, replies, request, response, sends
+
+
+NODES = ["directory", "store.ex1", "store.ex2", "mta.ex1", "mta.ex2", "orchestrator"]
 
 
 def drive(core: MoveCore, first: list, answers: dict, now: float = 1.0) -> list[str]:
@@ -278,3 +283,37 @@ def test_copied_counts_a_page_once_when_its_import_is_answered_by_a_retry():
     answered = core.on_event(response(retry, "store.imported", {"mailbox": "bob", "count": 0}), 2.5)
     assert events(answered, "move.copied")[0].fields["written"] == 0
     assert core.moves[export.trace].copied == 3
+
+
+# --- crash points: a kill armed for a move step --------------------------------------------------
+
+def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
+    core = OrchestratorCore(MoveCore(["ex1", "ex2"], "b"), FaultCore(NODES, "b"))
+    arm = lambda node, step: core.on_event(request("orch.fault", {"kind": "kill_at_step", "node": node, "peer": None,  # noqa: E731
+                                                                  "params": {"step": step, "restart_after": 0.5}}), 1.0)
+    assert replies(arm("store.ex2", "open_target"))[0].type == "ok"
+    assert replies(arm("orchestrator", "release"))[0].type == "ok"
+    assert "step must be one of" in replies(arm("mta.ex1", "teleport"))[0].body["reason"]
+    assert [a["step"] for a in core.status(1.0)["armed"]] == ["open_target", "release"]
+    actions, now = start(core, False), 1.0
+    crashed = []
+    for _ in range(100):
+        if any(isinstance(a, CrashSelf) for a in actions):
+            crashed = actions
+            break
+        kills = [a for a in actions if isinstance(a, SignalNode)]
+        if kills:
+            journal = [a.record["step"] for a in actions if isinstance(a, JournalStep)]
+            assert journal == ["open_target"] and kills[0].node == "store.ex2"
+            assert actions.index(kills[0]) > actions.index(sends(actions, "store.unlock")[0]), "after the step's request"
+        out = sends(actions)
+        if out:
+            actions = core.on_event(response(out[0], *answers()[out[0].type](out[0])), now)
+        else:
+            now = core.next_wakeup()
+            actions = core.tick(now)
+            if any(isinstance(a, RestartNode) for a in actions):
+                assert [a.node for a in actions if isinstance(a, RestartNode)] == ["store.ex2"] and now >= 1.5
+    assert [a.record["step"] for a in crashed if isinstance(a, JournalStep)] == ["release"]
+    assert isinstance(crashed[-1], CrashSelf), "the orchestrator dies last, its step journaled"
+    assert core.status(now)["armed"] == []
