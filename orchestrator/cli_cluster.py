@@ -1,0 +1,271 @@
+"""xcon commands that run the cluster: up, down, status, faults, kill, restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from rich.table import Table
+
+from nodes.config import BUILDS, CONSOLE_LEVELS, Settings
+
+from . import cluster as cl
+from .cli_common import attached, emit_json, json_option, out, run_dir_option
+from .client import ClusterError
+from .faults import MOVE_STEPS
+
+@click.command()
+@run_dir_option
+@click.option("--servers", type=click.IntRange(1, 26), default=2, show_default=True, help="Number of servers (ex1, ex2, ...).")
+@click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True,
+              help="legacy: 5.5 SP3 (silent loss); sp4: NDR per recipient; reroute: ask the directory and reroute.")
+@click.option("--replication-lag-ms", type=click.IntRange(0, 3_600_000), default=Settings.replication_lag_ms, show_default=True,
+              help="Delay before a directory change reaches an MTA's cache.")
+@click.option("--replication-jitter-ms", type=click.IntRange(0, 3_600_000), default=Settings.replication_jitter_ms,
+              show_default=True, help="Extra random delay (0..jitter, seeded) per change.")
+@click.option("--retry-ms", type=click.IntRange(10, 3_600_000), default=Settings.retry_ms, show_default=True,
+              help="How long an MTA waits before retrying a deferred delivery.")
+@click.option("--expire-ms", type=click.IntRange(100, 86_400_000), default=Settings.expire_ms, show_default=True,
+              help="How long an MTA keeps trying before it gives up on a recipient.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replication jitter.")
+@click.option("--max-queue", type=click.IntRange(1, 10_000_000), default=Settings.max_queue, show_default=True,
+              help="Messages an MTA holds before it answers 'busy, retry'.")
+@click.option("--insecure", is_flag=True, help="No CURVE, no ZAP: any local process may talk to the nodes.")
+@click.option("--no-fsync", is_flag=True,
+              help="Benchmarks only: acknowledge before the disk has it (a crash then loses accepted mail).")
+@click.option("--console", type=click.Choice(CONSOLE_LEVELS), default=Settings.console, show_default=True,
+              help="What each node's RUN_DIR/logs/NODE.console shows of mail events: warnings, or every event "
+                   "(the JSON log always has every event; `xcon logs` shows it).")
+@click.option("--min-free-mb", type=click.IntRange(0, 1_000_000), default=Settings.min_free_mb, show_default=True,
+              help="Below this much free disk an MTA refuses new mail and a store defers deliveries, "
+                   "until there is room again.")
+@click.option("--fresh", is_flag=True,
+              help="Start anew: delete the state a stopped cluster left in RUN_DIR (mail, queues, directory, "
+                   "journal, keys, logs) instead of resuming it.")
+@json_option
+@click.pass_context
+def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int,
+       replication_jitter_ms: int, retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool,
+       no_fsync: bool, console: str, min_free_mb: int, fresh: bool, as_json: bool) -> None:
+    """Start every node in the background; return when all are ready.
+
+    A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
+    resumed: each node restarts on its own queue, journal, directory, mailboxes and keys, and
+    the mail it had accepted is delivered. Settings given on the command line replace the saved
+    ones (an MTA build, say); --servers and --insecure cannot change. `--fresh` deletes that
+    state first. xcon marks the directories it makes and deletes nothing elsewhere: a RUN_DIR
+    holding files it did not make is refused.
+
+    Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
+    key is admitted. Endpoints bind to 127.0.0.1 (cluster.json holds them).
+    """
+    if insecure:
+        click.echo("xcon: WARNING: --insecure: no encryption, no authentication; any process that can reach "
+                   "the ports can submit, move and read mail", err=True)
+    settings = Settings(tuple(f"ex{i}" for i in range(1, servers + 1)), mta_build, replication_lag_ms,
+                        replication_jitter_ms, retry_ms, expire_ms, seed=seed, max_queue=max_queue,
+                        insecure=insecure, fsync=not no_fsync, console=console, min_free_mb=min_free_mb)
+    field_of = {"no_fsync": "fsync"}
+    given = frozenset(field_of.get(name, name) for name in ctx.params
+                      if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+                      and field_of.get(name, name) in Settings.__dataclass_fields__)
+    t0 = time.time()
+    cluster = cl.start(run_dir, settings, fresh=fresh, given=given)
+    took = time.time() - t0
+    try:
+        resumed = resume_summary(cluster) if cluster.resumed is not None else None
+    finally:
+        cluster.close()
+    if as_json:
+        emit_json({**cluster.config.to_json(), "start_seconds": round(took, 3), "resumed": resumed})
+        return
+    verb = "resumed" if resumed else "up"
+    table = Table(title=f"cluster {verb} in {took:.2f}s: {run_dir.resolve()}")
+    for col in ("node", "pid", "endpoint", "log"):
+        table.add_column(col)
+    for name, node in cluster.config.nodes.items():
+        table.add_row(name, str(node["pid"]), node["endpoints"]["router"], node["log"])
+    out.print(table)
+    st = cluster.config.settings
+    out.print(f"MTA build: {st.mta_build}, replication lag {st.replication_lag_ms}+0..{st.replication_jitter_ms} ms, "
+              f"seed {st.seed}")
+    if resumed:
+        out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
+        for key, (was, now) in resumed["changed"].items():
+            out.print(f"setting changed on resume: {key} {was} -> {now}")
+
+
+def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
+    """What a resumed cluster took up again, as its nodes report it."""
+    kept = []
+    d = cluster.status_of("directory")
+    kept.append(f"directory at USN {d['usn']}, {d['recipients']} user(s)")
+    for server in cluster.servers:
+        box = cluster.status_of(f"store.{server}")
+        held = sum(box["mailboxes"].values())
+        kept.append(f"store.{server}: {len(box['mailboxes'])} mailbox(es), {held} message(s)"
+                    + (f", locked: {', '.join(box['locked'])}" if box["locked"] else ""))
+    for mta in cluster.mtas:
+        m = cluster.status_of(mta)
+        kept.append(f"{mta}: {m['recovered']} message(s) taken up from its queue, {m['messages']} queued now")
+    orch = cluster.status_of("orchestrator")
+    kept.append(f"orchestrator: {orch['recovered']} unfinished move(s) taken up from its journal"
+                + "".join(f", {m['move_id']} of {m['alias']} ({'rolling back' if m['rolling_back'] else 'finishing'})"
+                          for m in orch["active"]))
+    return {"kept": kept, "changed": {k: list(v) for k, v in cluster.resumed["changed"].items()},
+            "moved_endpoints": cluster.resumed["moved_endpoints"]}
+
+
+@click.command()
+@run_dir_option
+@json_option
+def down(run_dir: Path, as_json: bool) -> None:
+    """Stop every node: gracefully, then by force after 5 s."""
+    stopped = cl.stop(run_dir)
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        out.print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+
+
+@click.command()
+@run_dir_option
+@json_option
+@attached
+def status(cluster: cl.Cluster, as_json: bool) -> None:
+    """Nodes (alive, pid), queue depths, each MTA's cache USN against the directory's, moves."""
+    st = cluster.status()
+    if as_json:
+        emit_json(st)
+        return
+    nodes = st["nodes"]
+    dir_usn = nodes.get("directory", {}).get("status", {}).get("usn")
+    table = Table(title=f"xcon cluster in {st['run_dir']} (build {st['settings']['mta_build']})")
+    for col in ("node", "alive", "pid", "state"):
+        table.add_column(col)
+    moves = []
+    for name, info in nodes.items():
+        s = info.get("status", {})
+        if not info["alive"]:
+            detail = "-"
+        elif "error" in info:
+            detail = info["error"]
+        elif name == "directory":
+            detail = f"usn {s.get('usn')}, {s.get('recipients')} recipients"
+        elif name.startswith("mta."):
+            lag = "" if s.get("cache_usn") == dir_usn else "  (cache behind)"
+            detail = (f"cache usn {s.get('cache_usn')}/{dir_usn}{lag}; queue: {s.get('open_pairs')} open, "
+                      f"{s.get('deferred')} deferred, {s.get('in_flight')} in flight")
+        elif name.startswith("store."):
+            boxes = s.get("mailboxes", {})
+            locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")
+                     for m, o in s.get("locked", {}).items()]
+            detail = f"{len(boxes)} mailboxes" + (f", locked: {', '.join(locks)}" if locks else "")
+        else:
+            moves = s.get("active", [])
+            detail = f"{len(moves)} move(s) running, {s.get('finished', 0)} finished"
+        table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"), detail)
+    out.print(table)
+    for m in moves:
+        waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
+        how = f"rolling back ({m['error']}), " if m["rolling_back"] else ""
+        out.print(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, {how}step {m['step']}{waiting}")
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+@click.command()
+@run_dir_option
+@click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
+                                          "kill-at-step", "clear"]))
+@click.argument("node", required=False)
+@click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
+@click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
+              help="How long the fault lasts.")
+@click.option("--delay-ms", type=click.IntRange(0, 600_000), default=100, show_default=True, help="delay: fixed part.")
+@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
+              help="delay: random part; lag: replication jitter.")
+@click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="drop, duplicate, reorder: chance per frame.")
+@click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
+@click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
+@click.option("--step", type=click.Choice(MOVE_STEPS), help="kill-at-step: the move step that kills NODE.")
+@click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
+              help="kill-at-step: seconds until NODE starts again (the orchestrator: restart it yourself).")
+@json_option
+@attached
+def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, seconds: float, delay_ms: int,
+          jitter_ms: int, probability: float, lag_ms: int | None, one_way: bool, step: str | None,
+          restart_after: float, as_json: bool) -> None:
+    """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
+
+    \b
+    xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --jitter-ms 100 --seconds 30
+    xcon fault drop mta.ex1 --peer mta.ex2 --probability 0.3
+    xcon fault pause mta.ex1 --seconds 2          (SIGSTOP, SIGCONT after 2 s)
+    xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
+    xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
+    xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
+    xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
+    """
+    kind = kind.replace("-", "_")
+    if kind != "clear" and not node:
+        raise click.UsageError(f"'{kind}' needs a NODE")
+    if kind == "lag" and lag_ms is None:
+        raise click.UsageError("lag needs --lag-ms")
+    if kind == "kill_at_step" and step is None:
+        raise click.UsageError("kill-at-step needs --step")
+    params: dict[str, Any] = {"seconds": seconds}
+    if kind == "delay":
+        params.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
+    elif kind in ("drop", "duplicate", "reorder"):
+        params["probability"] = probability
+    elif kind == "lag":
+        params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
+    elif kind == "kill_at_step":
+        params = {"step": step, "restart_after": restart_after}
+    if one_way:
+        params["one_way"] = True
+    cluster.fault(kind, node or "", peer, **params)
+    if as_json:
+        emit_json({"kind": kind, "node": node, "peer": peer, "params": params})
+    else:
+        what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
+                "lag": f"{node} replication lag now {lag_ms} ms",
+                "kill_at_step": f"{node} is killed when a move next enters step {step}"}.get(
+                    kind, f"{kind} on {node} <-> {peer}")
+        out.print(what if kind in ("clear", "lag", "kill_at_step") else f"{what} for {seconds:g}s")
+
+
+def known_node(cluster: cl.Cluster, node: str) -> None:
+    if node not in cluster.config.nodes:
+        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+
+
+@click.command()
+@run_dir_option
+@click.argument("node")
+@attached
+def kill(cluster: cl.Cluster, node: str) -> None:
+    """Kill NODE with SIGKILL (logged as a fault)."""
+    known_node(cluster, node)
+    cluster.fault("kill", node)
+    out.print(f"killed {node}")
+
+
+@click.command()
+@run_dir_option
+@click.argument("node")
+@attached
+def restart(cluster: cl.Cluster, node: str) -> None:
+    """Start NODE again after a kill; returns once it is ready."""
+    known_node(cluster, node)
+    cluster.fault("restart", node)
+    cluster.wait_node_ready(node)
+    out.print(f"restarted {node}")
+
+
+COMMANDS = [up, down, status, fault, kill, restart]

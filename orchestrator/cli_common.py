@@ -1,0 +1,65 @@
+"""What every xcon command shares: the console, --run-dir, --json, text that must be UTF-8,
+and a Cluster attached to the running cluster."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from . import cluster as cl
+
+# in a terminal, tables fit its width; piped or redirected, they keep every column whole (rich
+# would squeeze them into 80 columns and cut the words in them)
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000)
+
+
+def run_dir_option(f: Callable) -> Callable:
+    return click.option(
+        "--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="XCON_RUN_DIR",
+        default=Path(".xcon"), show_default=True, show_envvar=True,
+        help="Directory holding the cluster's state, logs and cluster.json.")(f)
+
+
+class Text(click.ParamType):
+    """Text that is valid UTF-8: a command line can carry any bytes, mail text and names cannot."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                self.fail(f"{value.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8 text", param, ctx)
+        return value
+
+
+TEXT = Text()
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")(f)
+
+
+def attached(f: Callable) -> Callable:
+    """Give the command a Cluster attached to the running cluster of --run-dir."""
+    @functools.wraps(f)
+    def wrapper(run_dir: Path, **kwargs: Any) -> Any:
+        cluster = cl.Cluster.attach(run_dir)
+        try:
+            return f(cluster, **kwargs)
+        finally:
+            cluster.close()
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))

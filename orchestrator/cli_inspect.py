@@ -1,0 +1,137 @@
+"""xcon commands that read what happened: logs, trace, check."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import check as checker
+from . import logread
+from .cli_common import emit_json, json_option, out, run_dir_option
+from .client import ClusterError
+
+HIDDEN = {"ts", "node", "level", "event", "lamport"}
+
+
+def format_event(e: dict[str, Any]) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(e.get("ts", 0))) + f".{int(e.get('ts', 0) * 1000) % 1000:03d}"
+    fields = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in e.items() if k not in HIDDEN)
+    return f"{t} {e.get('node', '?'):<13} L{e.get('lamport', 0):<5} {e['event']:<24} {fields}"
+
+
+@click.command()
+@run_dir_option
+@click.option("--node", help="Only this node (glob: 'mta.*').")
+@click.option("--msg", "msg", help="Only events of this message id (and NDRs about it).")
+@click.option("--event", "pattern", help="Only events matching this glob ('mta.*', '*deferred').")
+@click.option("--export", "export", type=click.Choice(["perfetto"]),
+              help="Write the (filtered) events to FILE in this format instead of printing them.")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, export: str | None,
+         file: Path | None, as_json: bool) -> None:
+    """Every node's log merged into one timeline (works on a stopped cluster too).
+
+    `xcon logs --export perfetto FILE` writes Chrome trace-event JSON for the Perfetto UI.
+    """
+    run_dir = run_dir.resolve()
+    if bool(export) != bool(file):
+        raise click.UsageError("--export needs a FILE, and a FILE needs --export")
+    if not logread.log_files(run_dir):
+        raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
+    events = logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=pattern)
+    if export:
+        from .trace import perfetto
+        data = perfetto(events)
+        file.write_text(json.dumps(data))
+        click.echo(f"wrote {len(data['traceEvents'])} trace events to {file} (open it at ui.perfetto.dev)")
+        return
+    for e in events:
+        click.echo(json.dumps(e) if as_json else format_event(e))
+
+
+@click.command("trace")
+@run_dir_option
+@click.argument("msg_id")
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the story as an SVG sequence diagram (one lane per node).")
+@json_option
+def trace_cmd(run_dir: Path, msg_id: str, svg_file: Path | None, as_json: bool) -> None:
+    """One message's story across every node, in causal order: its hops, the directory changes
+    and cache updates that decided them, the moves and faults around them."""
+    from . import trace as trace_mod
+
+    run_dir = run_dir.resolve()
+    if not logread.log_files(run_dir):
+        raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
+    events = trace_mod.story(run_dir, msg_id)
+    if not events:
+        raise ClusterError(f"no events for message '{msg_id}' in {run_dir}/logs")
+    if svg_file:
+        svg_file.write_text(trace_mod.svg(events, msg_id))
+    if as_json:
+        emit_json(events)
+        return
+    for line in trace_mod.render_text(events):
+        click.echo(line)
+    if svg_file:
+        click.echo(f"wrote {svg_file}")
+
+
+@click.command("check")
+@run_dir_option
+@click.option("--logs-only", is_flag=True,
+              help="Judge from the logs alone, without reading the mailboxes and locks (the run's files).")
+@json_option
+def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
+    """Judge the invariant: each accepted (message, recipient) delivered once or NDR'd once.
+
+    The logs say what each node decided; then the mailboxes on disk say what is there (run it
+    after `xcon wait`): a pair counts as delivered only if its message is in the recipient's
+    mailbox on the server the directory homes it, and an NDR only if it is in the originator's.
+    A lock that no unfinished move holds is reported too. Exit 1 on any lost, pending,
+    duplicated or both, or a stale lock.
+    """
+    run_dir = run_dir.resolve()
+    if not logread.log_files(run_dir):
+        raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
+    bad: list[str] = []
+    report = checker.check_run(run_dir, bad, audit=not logs_only)
+    if as_json:
+        emit_json({**report.to_json(), "unreadable_lines": bad})
+    else:
+        c = report.counts
+        source = "logs and mailboxes" if report.audited else "logs only"
+        out.print(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
+                  f"{c['lost']} lost, {c['pending']} pending, {c['duplicated']} duplicated, {c['both']} both "
+                  f"(from the {source})")
+        if bad:
+            out.print(f"[yellow]{len(bad)} unreadable log line(s), first at {bad[0]}[/yellow]")
+        for v in report.violations:
+            alt = f" (alternate of {v.alt_of})" if v.alt_of else ""
+            out.print(f"[red]{v.outcome.upper()}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender}"
+                      + (f": {v.why}" if v.why else ""))
+            for e in v.last_events:
+                out.print(f"    {e['node']}: {e['event']} {brief(e)}")
+            for e in v.removed_by:
+                out.print(f"    [red]removed by[/red] {e['node']}: {e['event']} {brief(e)}")
+        for lock in report.stale_locks:
+            kind = "an incoming copy" if lock["incoming"] else "the mailbox"
+            out.print(f"[red]STALE LOCK[/red] store.{lock['server']}: {kind} of {lock['mailbox']} is locked by "
+                      f"{lock['owner']}, which no unfinished move is (clear it: xcon move {lock['mailbox']} --abort)")
+        broken = len(report.violations) + len(report.stale_locks)
+        out.print("invariant holds" if report.ok else f"[red]invariant broken: {broken} finding(s)[/red]")
+    if not report.ok:
+        sys.exit(1)
+
+
+def brief(e: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "lamport"))
+
+
+COMMANDS = [logs, trace_cmd, check_cmd]

@@ -1,0 +1,231 @@
+"""xcon commands for users, mail and moves: user, send, mailbox, move, wait."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from protocol import MAX_MESSAGE_BYTES
+
+from . import cluster as cl
+from .cli_common import TEXT, attached, emit_json, json_option, out, run_dir_option
+from .client import ClusterError
+
+@click.group()
+def user() -> None:
+    """Add, change and show recipients in the directory."""
+
+
+def print_user(entry: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(entry)
+        return
+    alt = entry["alternate"] or "-"
+    both = " (deliver to both)" if entry["deliver_to_both"] else ""
+    out.print(f"{entry['alias']}: home {entry['home_server']}, alternate {alt}{both}, usn {entry['usn']}")
+
+
+@user.command("add")
+@run_dir_option
+@click.argument("alias")
+@click.option("--server", required=True, help="Home server (ex1, ex2, ...).")
+@click.option("--alternate", help="Alternate recipient (an existing alias).")
+@click.option("--deliver-to-both", is_flag=True, help="Deliver to the user and the alternate.")
+@click.option("--display-name", default="", help="Display name (defaults to the alias).")
+@click.option("--no-wait", is_flag=True, help="Return without waiting for every MTA's cache to hold the entry.")
+@json_option
+@attached
+def user_add(cluster: cl.Cluster, alias: str, server: str, alternate: str | None, deliver_to_both: bool,
+             display_name: str, no_wait: bool, as_json: bool) -> None:
+    """Create a mailbox on SERVER and a directory entry for ALIAS."""
+    print_user(cluster.add_user(alias, server, alternate, deliver_to_both, display_name, wait=not no_wait), as_json)
+
+
+@user.command("set")
+@run_dir_option
+@click.argument("alias")
+@click.option("--alternate", help="Set the alternate recipient.")
+@click.option("--no-alternate", is_flag=True, help="Remove the alternate recipient.")
+@click.option("--deliver-to-both/--no-deliver-to-both", default=None, help="Deliver to both the user and the alternate.")
+@click.option("--no-wait", is_flag=True, help="Return without waiting for every MTA's cache to hold the change.")
+@json_option
+def user_set(run_dir: Path, alias: str, alternate: str | None, no_alternate: bool,
+             deliver_to_both: bool | None, no_wait: bool, as_json: bool) -> None:
+    """Change ALIAS's alternate recipient or deliver-to-both setting."""
+    if alternate and no_alternate:
+        raise click.UsageError("--alternate and --no-alternate exclude each other")
+    changes: dict[str, Any] = {}
+    if alternate:
+        changes["alternate"] = alternate
+    if no_alternate:
+        changes["alternate"] = None
+        if deliver_to_both is None:
+            changes["deliver_to_both"] = False
+    if deliver_to_both is not None:
+        changes["deliver_to_both"] = deliver_to_both
+    if not changes:
+        raise click.UsageError("nothing to change: give --alternate, --no-alternate or --[no-]deliver-to-both")
+    attached(lambda cluster: print_user(cluster.set_user(alias, changes, wait=not no_wait), as_json))(run_dir)
+
+
+@user.command("show")
+@run_dir_option
+@click.argument("alias")
+@json_option
+@attached
+def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
+    """Show ALIAS as the directory holds it."""
+    entry = cluster.lookup(alias)
+    if entry is None:
+        raise ClusterError(f"unknown user '{alias}'")
+    print_user(entry, as_json)
+
+
+# --- mail -----------------------------------------------------------------------------------
+
+@click.command()
+@run_dir_option
+@click.option("--from", "sender", required=True, type=TEXT, help="Originator's alias.")
+@click.option("--to", "to", required=True, type=TEXT, help="Recipients' aliases, comma separated.")
+@click.option("--subject", default="", type=TEXT, help="Subject line.")
+@click.option("--body", default="", type=TEXT, help="Message text; '-' reads it from standard input.")
+@click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the message text from FILE (UTF-8), for a body no command line can hold.")
+@json_option
+def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file: Path | None,
+         as_json: bool) -> None:
+    """Submit a message to the originator's home MTA; prints its message id once accepted."""
+    rcpts = [r.strip() for r in to.split(",") if r.strip()]
+    if not rcpts:
+        raise click.UsageError("--to needs at least one alias")
+    if body_file is not None and body:
+        raise click.UsageError("give --body or --body-file, not both")
+    if body_file is not None or body == "-":
+        source = "standard input" if body_file is None else str(body_file)
+        data = sys.stdin.buffer.read(MAX_MESSAGE_BYTES + 1) if body_file is None else body_file.read_bytes()
+        try:
+            body = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise click.UsageError(f"{source} is not UTF-8 text (byte {exc.start})") from None
+    if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise click.UsageError(f"the body is over {MAX_MESSAGE_BYTES:,} bytes, the most a message can hold")
+
+    def submit(cluster: cl.Cluster) -> None:
+        accepted = cluster.send(sender, rcpts, subject, body, timeout=max(5.0, len(body) / 1_000_000))
+        if as_json:
+            emit_json(accepted)
+        else:
+            click.echo(accepted["msg_id"])
+    attached(submit)(run_dir)
+
+
+@click.command()
+@run_dir_option
+@click.argument("alias")
+@json_option
+@attached
+def mailbox(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
+    """The messages in ALIAS's mailbox, wherever it lives now."""
+    box = cluster.mailbox(alias)
+    if as_json:
+        emit_json(box)
+        return
+    table = Table(title=f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)")
+    for col in ("message id", "from", "subject", "NDR", "NDR for", "failed recipients"):
+        table.add_column(col)
+    for m in box["messages"]:
+        table.add_row(m["msg_id"], m["from"], m["subject"], "yes" if m["ndr"] else "",
+                      m["ndr_for"] or "", ", ".join(m["failed"]))
+    out.print(table)
+
+
+# --- moves ----------------------------------------------------------------------------------
+
+@click.command()
+@run_dir_option
+@click.argument("alias")
+@click.option("--to", "target", help="Target server.")
+@click.option("--workaround", is_flag=True,
+              help="KB workaround: clear the alternate, wait for every MTA's cache, move, restore it.")
+@click.option("--copy-delay-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
+              help="Copy time per message (at least one message's worth), while the mailbox is locked.")
+@click.option("--no-wait", is_flag=True, help="Return once the move has started.")
+@click.option("--abort", is_flag=True,
+              help="Instead of moving: roll back ALIAS's running move (before set_home), and clear any lock on "
+                   "its mailbox that no running move holds.")
+@json_option
+def move(run_dir: Path, alias: str, target: str | None, workaround: bool, copy_delay_ms: int, no_wait: bool,
+         abort: bool, as_json: bool) -> None:
+    """Move ALIAS's mailbox to another server (Move User), or --abort one."""
+    if abort and (target or workaround):
+        raise click.UsageError("--abort takes no --to or --workaround")
+    if not abort and not target:
+        raise click.UsageError("Missing option '--to' (or give --abort).")
+    attached(lambda cluster: (print_abort(cluster.abort(alias), as_json) if abort else
+                              print_move(cluster, alias, target, workaround, copy_delay_ms, no_wait, as_json)))(run_dir)
+
+
+def print_move(cluster: cl.Cluster, alias: str, target: str, workaround: bool, copy_delay_ms: int, no_wait: bool,
+               as_json: bool) -> None:
+    state = cluster.move(alias, target, workaround, copy_delay_ms, wait=not no_wait)
+    if as_json:
+        emit_json(state)
+        if state["step"] == "failed" or state["rolling_back"]:
+            sys.exit(1)
+        return
+    if state["step"] == "failed" or state["rolling_back"]:
+        raise ClusterError(f"move {state['move_id']} failed: {state['error']}{rollback_note(state)}")
+    took = f" in {state['finished_at'] - state['started_at']:.2f}s" if state.get("finished_at") else ""
+    out.print(f"move {state['move_id']}: {alias} {state['source']} -> {state['target']}: {state['step']}{took}"
+              f", {state['copied']} message(s) copied")
+
+
+def rollback_note(state: dict[str, Any]) -> str:
+    if state["step"] == "failed":
+        return "; rolled back"
+    waiting = f", waiting for {state['waiting_for']}" if state.get("waiting_for") else ""
+    return (f"; rolling back (step {state['step']}{waiting}: what the move holds there is released when it "
+            "answers; see `xcon status`)")
+
+
+def print_abort(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+    else:
+        alias = result["alias"]
+        for m in result["moves"]:
+            out.print(f"move {m['move_id']} of {alias}: {m['error'] or 'aborted'}{rollback_note(m)}")
+        for c in result["cleared"]:
+            what = "deleted its copy" if c["deleted"] or not c["unlocked"] else "unlocked"
+            out.print(f"{c['store']}: ended {c['owner']}, which held {alias}'s mailbox: {what}")
+        for store in result["unreachable"]:
+            out.print(f"[yellow]{store} did not answer: a lock there, if any, is still there[/yellow]")
+        if not result["moves"] and not result["cleared"]:
+            out.print(f"nothing to abort: no move of {alias} runs and no store holds a lock on its mailbox")
+    if result["unreachable"] or any(m["step"] != "failed" for m in result["moves"]):
+        sys.exit(1)
+
+
+@click.command()
+@run_dir_option
+@click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True, help="Seconds to wait at most.")
+@json_option
+@attached
+def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
+    """Return when no move runs and every MTA queue is empty (exit 1 on timeout)."""
+    t0 = time.time()
+    quiet = cluster.wait(timeout)
+    if as_json:
+        emit_json({"quiet": quiet, "seconds": round(time.time() - t0, 3)})
+    elif not quiet:
+        click.echo(f"xcon: still busy after {timeout:g}s (see `xcon status`)", err=True)
+    if not quiet:
+        sys.exit(1)
+
+
+COMMANDS = [user, send, mailbox, move, wait]
