@@ -167,6 +167,9 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
         else:
             moves = s.get("active", [])
             detail = f"{len(moves)} move(s) running, {s.get('finished', 0)} finished"
+            armed = [f"kill {a['node']} at {a['step']}" for a in s.get("armed", [])]
+            paused = s.get("paused", [])
+            detail += (f"; armed: {', '.join(armed)}" if armed else "") + (f"; paused: {', '.join(paused)}" if paused else "")
         table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"), detail)
     out.print(table)
     for m in moves:
