@@ -66,7 +66,9 @@ def main() -> None:
     def restart_node(action: RestartNode) -> list:
         config = ClusterConfig.load(args.run_dir)
         pid = config.nodes[action.node].get("pid")
-        deadline = time.time() + 3.0  # a node killed a moment ago may still be on its way out
+        # a node killed a moment ago may still be on its way out (SIGKILL takes milliseconds); the
+        # wait blocks the orchestrator, so it is short, not seconds per refused restart
+        deadline = time.time() + 0.5
         while pid_alive(pid, config.run_dir) and time.time() < deadline:
             time.sleep(0.01)
         answer = [] if action.re == "" else [Reply(action.peer, action.re, "ok", {})]

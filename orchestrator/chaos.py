@@ -9,8 +9,10 @@ timing is real, so a replay reproduces the world, and almost always its outcome.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from . import check as checker
 from . import cluster as cl
 from . import logread
 from .client import ClusterError
-from .rundir import pid_alive
+from .rundir import pid_alive, proc_stat
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
 # kill_at_step: a node (the orchestrator, a store, an MTA, the directory) killed the moment a move
@@ -152,9 +154,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     try:
         _populate(cluster, world)
         _play(cluster, world, result)
-        _revive(cluster)
-        cluster.fault("clear", "")
-        if not settle(cluster, SETTLE_S):
+        if not settle(cluster, SETTLE_S, clear=True):
             result.error = f"did not settle within {SETTLE_S:g}s"
     except ClusterError as exc:
         result.error = str(exc)
@@ -248,24 +248,33 @@ def _restart(cluster: cl.Cluster, node: str) -> None:
 
 def _revive(cluster: cl.Cluster) -> list[str]:
     """Start every node that is down (killed at a step and not restarted yet, or the orchestrator,
-    which cannot restart itself): a trial ends with the whole cluster up."""
+    which cannot restart itself) and wake every node that is stopped (paused by an orchestrator
+    that died before it could resume it): a trial ends with the whole cluster up."""
     config = ClusterConfig.load(cluster.config.run_dir)
     dead = [n for n, d in config.nodes.items() if not pid_alive(d.get("pid"), config.run_dir)]
     for node in sorted(dead, key=lambda n: n != "orchestrator"):  # the orchestrator restarts the others
         _restart(cluster, node)
+    for node, d in config.nodes.items():
+        stat = proc_stat(d["pid"]) if node not in dead and d.get("pid") else None
+        if stat and stat[0] == "T":
+            os.kill(d["pid"], signal.SIGCONT)
     return dead
 
 
-def settle(cluster: cl.Cluster, timeout: float) -> bool:
-    """Wait until the cluster is quiet (Cluster.wait), starting any node found down meanwhile."""
+def settle(cluster: cl.Cluster, timeout: float, clear: bool = False) -> bool:
+    """Wait until the cluster is quiet (Cluster.wait), starting any node found down meanwhile;
+    with `clear`, first clear every fault (through an orchestrator that may have to be revived)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        _revive(cluster)
         try:
+            if clear:
+                cluster.fault("clear", "")
+                clear = False
             if cluster.wait(min(5.0, max(0.1, deadline - time.time()))):
                 return True
         except ClusterError:
             pass  # a node down: the orchestrator, say, killed at a step of a move's recovery
-        _revive(cluster)
     return False
 
 
