@@ -437,6 +437,10 @@ class Cluster:
         if kind == "kill":
             if pid_alive(pid, config.run_dir):
                 os.kill(pid, signal.SIGKILL)
+                deadline = time.time() + 2.0  # gone when this returns, so a restart right after finds it so
+                while pid_alive(pid, config.run_dir) and time.time() < deadline:
+                    _reap()
+                    time.sleep(0.005)
         else:
             if pid_alive(pid, config.run_dir):
                 raise ClusterError("the orchestrator is running; kill it first")
