@@ -12,10 +12,11 @@ from nodes.config import ClusterConfig
 from nodes.core import Reply, log
 from nodes.runtime import Runtime, boot_id, node_args
 
-from .cluster import pid_alive, spawn_node
+from .cluster import spawn_node
 from .core import OrchestratorCore
 from .faults import CrashSelf, FaultCore, RestartNode, SignalNode
 from .move import JournalStep, MoveCore
+from .rundir import pid_alive
 
 
 def read_journal(path: Path) -> tuple[list[dict], int]:

@@ -37,7 +37,7 @@ from . import check as checker
 from . import cluster as cl
 from . import logread
 from .client import dealer
-from .cluster import free_ports
+from .rundir import free_ports, proc_stat
 
 
 @dataclass
@@ -69,7 +69,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used so far (all its threads: ZeroMQ's I/O and CURVE too)."""
-    fields = cl.proc_stat(pid)
+    fields = proc_stat(pid)
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

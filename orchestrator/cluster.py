@@ -10,41 +10,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from nodes.config import ClusterConfig, Settings
-from nodes.security import KEYS, create_keys
 from protocol.names import ALIAS_RULE, valid_alias
 
 from . import rundir
 from .client import Client, ClusterError
-from .rundir import pid_alive, proc_stat  # noqa: F401 (the cluster's callers find them here)
+from .rundir import pid_alive
 
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
-
-
-def node_names(servers: tuple[str, ...]) -> list[str]:
-    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def running_config(run_dir: Path) -> ClusterConfig:
@@ -60,11 +40,6 @@ def running_config(run_dir: Path) -> ClusterConfig:
         raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
                            "its own queue, journal, directory and mail)")
     return config
-
-
-# settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
-# and queues, its keys)
-FIXED = ("servers", "insecure")
 
 
 def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool = False,
@@ -85,9 +60,9 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
             rundir.wipe(run_dir)
         resumed = None
         if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
-            config, resumed = _resumed(run_dir, settings, given)
+            config, resumed = rundir.resumed_config(run_dir, settings, given)
         else:
-            config = _fresh(run_dir, settings)
+            config = rundir.fresh_config(run_dir, settings)
         for attempt in range(BIND_TRIES):
             config.save()
             procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
@@ -104,7 +79,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 # binds it: move every loopback endpoint and start again
                 if "cannot bind" not in str(exc) or attempt == BIND_TRIES - 1:
                     raise
-                _new_ports(config, [e for n in config.nodes.values() for e in n["endpoints"].values()])
+                rundir.new_ports(config, [e for n in config.nodes.values() for e in n["endpoints"].values()])
             except BaseException:
                 _stop(run_dir, 5.0)
                 raise
@@ -112,71 +87,6 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
 
 
 BIND_TRIES = 3
-
-
-def _new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
-    """Give each of these loopback endpoints a port free now (other endpoints are the operator's)."""
-    mine = [e for e in endpoints if e.startswith("tcp://127.0.0.1:")]
-    ports = iter(free_ports(len(mine)))
-    for node in config.nodes.values():
-        for which, endpoint in node["endpoints"].items():
-            if endpoint in mine:
-                node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
-
-
-def _fresh(run_dir: Path, settings: Settings) -> ClusterConfig:
-    (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not settings.insecure:
-        create_keys(run_dir)
-    names = node_names(settings.servers)
-    ports = iter(free_ports(len(names) + 1))
-    nodes: dict[str, dict[str, Any]] = {}
-    for name in names:
-        kind, _, server = name.partition(".")
-        endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
-        if kind == "directory":
-            endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
-        nodes[name] = {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
-                       **({"server": server} if server else {})}
-    return ClusterConfig(run_dir, settings, nodes)
-
-
-def _resumed(run_dir: Path, settings: Settings, given: frozenset[str]) -> tuple[ClusterConfig, dict[str, Any]]:
-    """The stopped cluster's config, with the settings the user changed; loopback endpoints that
-    another program took meanwhile move to free ports."""
-    try:
-        old = ClusterConfig.load(run_dir)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ClusterError(f"{run_dir} holds a cluster's state but its cluster.json is missing or unreadable "
-                           f"({exc}); `xcon up --fresh` starts anew there, deleting that state") from None
-    changed = {k: (getattr(old.settings, k), getattr(settings, k)) for k in sorted(given)
-               if getattr(old.settings, k) != getattr(settings, k)}
-    fixed = [k for k in changed if k in FIXED]
-    if fixed:
-        was = ", ".join(f"{k} {changed[k][0]!r}" for k in fixed)
-        raise ClusterError(f"the cluster in {run_dir} was made with {was}, which a resume cannot change; "
-                           "`xcon up --fresh` starts anew, deleting its state")
-    if not old.settings.insecure and not (run_dir / KEYS / "cluster.key_secret").exists():
-        raise ClusterError(f"the cluster in {run_dir} has lost its keys ({run_dir / KEYS}); "
-                           "`xcon up --fresh` starts anew, deleting its state")
-    config = ClusterConfig(run_dir, replace(old.settings, **{k: new for k, (_, new) in changed.items()}), old.nodes)
-    taken = [e for n in config.nodes.values() for e in n["endpoints"].values() if not _bindable(e)]
-    _new_ports(config, taken)
-    (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
-    return config, {"changed": changed, "moved_endpoints": len(taken)}
-
-
-def _bindable(endpoint: str) -> bool:
-    """Whether a loopback tcp endpoint's port is free to bind (other endpoints are the operator's)."""
-    if not endpoint.startswith("tcp://127.0.0.1:"):
-        return True
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no obstacle
-        try:
-            s.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
-            return True
-        except OSError:
-            return False
 
 
 def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:

@@ -7,7 +7,9 @@ journal, the keys and the logs. Nothing in it is removed behind the user's back:
 - `xcon up` and `xcon down` hold a lock on the directory while they work, so a second one waits
   for the first instead of starting or killing nodes beside it;
 - a node process is found by its own command line (`--run-dir DIR`), so `xcon down` stops every
-  node of a run-dir even when cluster.json is gone or unreadable.
+  node of a run-dir even when cluster.json is gone or unreadable;
+- a cluster's config is new (free loopback ports, new keys) or the stopped cluster's, resumed with
+  the settings the user changed and its taken loopback ports moved.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from nodes.security import KEYS
+from nodes.config import ClusterConfig, Settings
+from nodes.security import KEYS, create_keys
 
 from .client import ClusterError
 
@@ -135,3 +140,92 @@ def wipe(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+# --- a cluster's config: new, or the stopped one's, with endpoints free to bind --------------
+
+def node_names(servers: tuple[str, ...]) -> list[str]:
+    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
+# and queues, its keys)
+FIXED = ("servers", "insecure")
+
+
+def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
+    """Give each of these loopback endpoints a port free now (other endpoints are the operator's)."""
+    mine = [e for e in endpoints if e.startswith("tcp://127.0.0.1:")]
+    ports = iter(free_ports(len(mine)))
+    for node in config.nodes.values():
+        for which, endpoint in node["endpoints"].items():
+            if endpoint in mine:
+                node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
+
+
+def fresh_config(run_dir: Path, settings: Settings) -> ClusterConfig:
+    (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not settings.insecure:
+        create_keys(run_dir)
+    names = node_names(settings.servers)
+    ports = iter(free_ports(len(names) + 1))
+    nodes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        kind, _, server = name.partition(".")
+        endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
+        if kind == "directory":
+            endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
+        nodes[name] = {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
+                       **({"server": server} if server else {})}
+    return ClusterConfig(run_dir, settings, nodes)
+
+
+def resumed_config(run_dir: Path, settings: Settings, given: frozenset[str]) -> tuple[ClusterConfig, dict[str, Any]]:
+    """The stopped cluster's config, with the settings the user changed; loopback endpoints that
+    another program took meanwhile move to free ports."""
+    try:
+        old = ClusterConfig.load(run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{run_dir} holds a cluster's state but its cluster.json is missing or unreadable "
+                           f"({exc}); `xcon up --fresh` starts anew there, deleting that state") from None
+    changed = {k: (getattr(old.settings, k), getattr(settings, k)) for k in sorted(given)
+               if getattr(old.settings, k) != getattr(settings, k)}
+    fixed = [k for k in changed if k in FIXED]
+    if fixed:
+        was = ", ".join(f"{k} {changed[k][0]!r}" for k in fixed)
+        raise ClusterError(f"the cluster in {run_dir} was made with {was}, which a resume cannot change; "
+                           "`xcon up --fresh` starts anew, deleting its state")
+    if not old.settings.insecure and not (run_dir / KEYS / "cluster.key_secret").exists():
+        raise ClusterError(f"the cluster in {run_dir} has lost its keys ({run_dir / KEYS}); "
+                           "`xcon up --fresh` starts anew, deleting its state")
+    config = ClusterConfig(run_dir, replace(old.settings, **{k: new for k, (_, new) in changed.items()}), old.nodes)
+    taken = [e for n in config.nodes.values() for e in n["endpoints"].values() if not bindable(e)]
+    new_ports(config, taken)
+    (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
+    return config, {"changed": changed, "moved_endpoints": len(taken)}
+
+
+def bindable(endpoint: str) -> bool:
+    """Whether a loopback tcp endpoint's port is free to bind (other endpoints are the operator's)."""
+    if not endpoint.startswith("tcp://127.0.0.1:"):
+        return True
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
+            return True
+        except OSError:
+            return False

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nodes.config import ClusterConfig
-from orchestrator.cluster import pid_alive
+from orchestrator.rundir import pid_alive
 
 from ..conftest import SEED, wait_for_event, xcon, xcon_json
 

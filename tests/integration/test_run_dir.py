@@ -15,6 +15,7 @@ import time
 
 from nodes.config import Settings
 from orchestrator import cluster as cl
+from orchestrator import rundir
 from orchestrator.rundir import node_processes
 
 from ..conftest import xcon, xcon_json
@@ -108,14 +109,14 @@ def test_a_port_taken_between_choosing_it_and_binding_it_is_replaced(tmp_path, m
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
     taken = squatter.getsockname()[1]
-    real, calls = cl.free_ports, []
+    real, calls = rundir.free_ports, []
 
     def racy(n):
         calls.append(n)
         ports = real(n)
         return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-    monkeypatch.setattr(cl, "free_ports", racy)
+    monkeypatch.setattr(rundir, "free_ports", racy)
     run = tmp_path / "run"
     try:
         cluster = cl.start(run, Settings(insecure=True))
