@@ -307,10 +307,11 @@ class Cluster:
         for m in running:
             state = m if m["rolling_back"] else self.client.request("orchestrator", "orch.abort",
                                                                    {"alias": alias}).body["move"]
-            try:
-                state = self.wait_move(state["move_id"], timeout, settled=True)
-            except ClusterError:  # a store that does not answer: the rollback goes on without us
-                state = self.move_state(state["move_id"])
+            if state["step"] != "failed":  # failed already: aborted while it resolved, and forgotten
+                try:
+                    state = self.wait_move(state["move_id"], timeout, settled=True)
+                except ClusterError:  # a store that does not answer: the rollback goes on without us
+                    state = self.move_state(state["move_id"])
             result["moves"].append(state)
         holders = []
         for server in self.servers:
