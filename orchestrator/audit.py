@@ -11,13 +11,12 @@ one it sees what is on disk, so run it after `xcon wait`.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodes.store.core import msg_id_of
+from nodes.store.maildir import read_mailboxes, read_move_state
 
 
 @dataclass
@@ -48,24 +47,11 @@ def read(run_dir: Path) -> EndState:
     state = EndState({alias: r["home_server"] for alias, r in directory.get("recipients", {}).items()})
     for server_dir in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir()):
         server = server_dir.name
-        for box in server_dir.iterdir():
-            if not box.is_dir() or box.name.startswith("."):  # .deleting.*: a delete under way
-                continue
-            ids: Counter = Counter()
-            for sub in ("new", "cur"):
-                try:
-                    names = os.listdir(box / sub)
-                except FileNotFoundError:
-                    continue
-                ids.update(m for m in (msg_id_of(n.split(":", 1)[0]) for n in names) if m)
-            state.boxes[(server, box.name)] = ids
-        locks_file = server_dir / "locks.json"
-        if locks_file.is_file():
-            saved = json.loads(locks_file.read_text())
-            saved = saved if "locks" in saved else {"locks": saved}  # the first format
-            incoming = set(saved.get("incoming", ()))
-            state.locks += [{"server": server, "mailbox": m, "owner": o, "incoming": m in incoming}
-                            for m, o in saved["locks"].items() if (server, m) in state.boxes]
+        state.boxes.update(((server, box), ids) for box, ids in read_mailboxes(server_dir).items())
+        saved = read_move_state(server_dir)
+        incoming = set(saved.get("incoming", ()))
+        state.locks += [{"server": server, "mailbox": m, "owner": o, "incoming": m in incoming}
+                        for m, o in saved["locks"].items() if (server, m) in state.boxes]
     journal = run_dir / "orchestrator" / "journal.jsonl"
     if journal.is_file():
         last: dict[str, str] = {}

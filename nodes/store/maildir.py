@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,30 @@ from ..config import SYNC_BATCH, fsync_dir, syncfs, write_atomic
 from .core import msg_id_of
 
 LOCKS_FILE = "locks.json"
+
+
+def read_mailboxes(root: Path) -> dict[str, Counter]:
+    """What a store's Maildirs hold, read and nothing else (the store at start, `xcon check`'s
+    audit): each mailbox's message ids, with how many files each has in new/ and cur/. Folders
+    whose names start with a dot (a delete under way) are no mailbox."""
+    boxes: dict[str, Counter] = {}
+    for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        ids: Counter = Counter()
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(box / sub)
+            except FileNotFoundError:
+                continue
+            ids.update(m for m in (msg_id_of(n.split(":", 1)[0]) for n in names) if m)
+        boxes[box.name] = ids
+    return boxes
+
+
+def read_move_state(root: Path) -> dict[str, Any]:
+    """A store's locks.json: {"locks": {mailbox: owner}, "incoming": [...], "ended": [...]}."""
+    path = root / LOCKS_FILE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    return state if "locks" in state else {"locks": state}  # the first format: {mailbox: owner} alone
 
 
 class Maildirs:
@@ -32,25 +57,12 @@ class Maildirs:
 
     def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
         """Every mailbox with the message ids in it, and the move state (locks, incoming, ended)
-        as on disk."""
-        mailboxes: dict[str, set[str]] = {}
-        for box in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            ids = set()
-            for sub in ("new", "cur"):
-                for f in (box / sub).iterdir() if (box / sub).is_dir() else []:
-                    msg_id = msg_id_of(f.name.split(":", 1)[0])
-                    if msg_id:
-                        ids.add(msg_id)
-            mailboxes[box.name] = ids
-        locks_path = self.root / LOCKS_FILE
-        state = json.loads(locks_path.read_text()) if locks_path.exists() else {}
-        if "locks" not in state:  # the first format: {mailbox: owner} alone
-            state = {"locks": state}
+        as on disk; a write or a delete a crash cut short is cleared away first."""
         for stale in self.root.glob("*/tmp/*"):  # a write cut short by a crash: never renamed, never seen
             stale.unlink()
         for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
             shutil.rmtree(doomed)
-        return mailboxes, state
+        return {box: set(ids) for box, ids in read_mailboxes(self.root).items()}, read_move_state(self.root)
 
     def create(self, mailbox: str) -> None:
         for sub in ("tmp", "new", "cur"):
