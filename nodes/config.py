@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 BUILDS = ("legacy", "sp4", "reroute")
 CONSOLE_LEVELS = ("warning", "info")
@@ -93,6 +93,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_append(path: Path) -> int:
+    """A descriptor that appends to `path` (a log of records), made the owner's alone if new."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def append_whole(fd: int, data: bytes, size: int, sync: Callable[[int], None] | None = None) -> int:
+    """Append `data` to a log (open_append) whose whole records end at byte `size`, then
+    `sync(fd)`: all or nothing. A write the disk refuses part-way is cut back to `size` and the
+    error raised, so the runtime's next try appends the data whole, once. Returns the new size."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync is not None:
+            sync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+    return size + len(data)
 
 
 def free_bytes(path: Path) -> int:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-from pathlib import Path
 
 from nodes.config import ClusterConfig
 from nodes.core import Reply, log
@@ -15,45 +13,18 @@ from nodes.runtime import Runtime, boot_id, node_args
 from .cluster import spawn_node
 from .core import OrchestratorCore
 from .faults import CrashSelf, FaultCore, RestartNode, SignalNode
+from .journal import PATH as JOURNAL, Journal
 from .move import JournalStep, MoveCore
 from .rundir import pid_alive
-
-
-def read_journal(path: Path) -> tuple[list[dict], int]:
-    """The journal's records, and where its last whole line ends."""
-    data = path.read_bytes() if path.exists() else b""
-    good = data.rfind(b"\n") + 1
-    records = []
-    for line in data[:good].splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # not ours to guess at
-    return records, good
 
 
 def main() -> None:
     args = node_args("orchestrator")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # nodes it restarts are reaped by the kernel
-    journal_path = args.run_dir / "orchestrator" / "journal.jsonl"
-    journal_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    records, good = read_journal(journal_path)
-    journal = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.ftruncate(journal, good)  # a last line a crash cut short: its step was never acted on
-    size = [good]
+    journal = Journal(args.run_dir / JOURNAL)
 
     def write_journal(action: JournalStep) -> list:
-        # written and synced before the step's request goes out; a write the disk refused is cut
-        # back, so the runtime's next try appends the whole line once
-        data = memoryview((json.dumps(action.record, sort_keys=True) + "\n").encode())
-        try:
-            while data:
-                data = data[os.write(journal, data):]
-            os.fsync(journal)
-        except OSError:
-            os.ftruncate(journal, size[0])
-            raise
-        size[0] = os.lseek(journal, 0, os.SEEK_END)
+        journal.write(action.record)  # on disk before the step's request goes out
         return []
 
     def signal_node(action: SignalNode) -> list:
@@ -85,7 +56,8 @@ def main() -> None:
 
     boot = boot_id()
     core = OrchestratorCore(
-        MoveCore(list(args.config.settings.servers), boot, args.config.settings.request_timeout_ms, records),
+        MoveCore(list(args.config.settings.servers), boot, args.config.settings.request_timeout_ms,
+                 journal.records),
         FaultCore(list(args.config.nodes), boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
                  CrashSelf: lambda a: runtime.crash()}

@@ -18,6 +18,8 @@ from typing import Any
 
 from nodes.store.maildir import read_mailboxes, read_move_state
 
+from . import journal
+
 
 @dataclass
 class EndState:
@@ -52,14 +54,5 @@ def read(run_dir: Path) -> EndState:
         incoming = set(saved.get("incoming", ()))
         state.locks += [{"server": server, "mailbox": m, "owner": o, "incoming": m in incoming}
                         for m, o in saved["locks"].items() if (server, m) in state.boxes]
-    journal = run_dir / "orchestrator" / "journal.jsonl"
-    if journal.is_file():
-        last: dict[str, str] = {}
-        for line in journal.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line a crash cut short: its step was never acted on
-            last[record["move_id"]] = record["step"]
-        state.unfinished = {m for m, step in last.items() if step not in ("done", "failed")}
+    state.unfinished = journal.unfinished(journal.read(run_dir / journal.PATH)[0])
     return state

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nodes.config import ClusterConfig, Settings
+from nodes.config import ClusterConfig, Settings, open_append
 from protocol.names import ALIAS_RULE, valid_alias
 
 from . import rundir
@@ -92,7 +92,7 @@ BIND_TRIES = 3
 def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
     """Start one node's process (in its own session) and record its pid in cluster.json."""
     node = config.nodes[name]
-    console = os.open(config.run_dir / "logs" / f"{name}.console", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    console = open_append(config.run_dir / "logs" / f"{name}.console")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
@@ -426,8 +426,7 @@ def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
     """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
     own kill and restart, an operator's abort."""
     line = {"ts": round(time.time(), 6), "node": "cli", "level": "warning", "event": event, "lamport": 0, **fields}
-    fd = os.open(run_dir / "logs" / "cli.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with open(fd, "a") as f:
+    with open(open_append(run_dir / "logs" / "cli.jsonl"), "a") as f:
         f.write(json.dumps(line) + "\n")
 
 

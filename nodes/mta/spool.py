@@ -30,7 +30,7 @@ import msgpack
 
 from protocol.frame import pack
 
-from ..config import fsync_dir
+from ..config import append_whole, fsync_dir, open_append
 from .queue import QueuedMessage
 
 HEADER = struct.Struct(">II")
@@ -95,7 +95,7 @@ class Spool:
                 _, msg_id, hops, accepted_at = rec
                 queued.pop(msg_id, None)
                 remembered.append((msg_id, hops, accepted_at))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd = open_append(self.path)
         if not existed and self.fsync:
             fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
         if good < len(data):  # a torn tail: a batch that was never acknowledged
@@ -129,21 +129,12 @@ class Spool:
             return
         data = b"".join(pending)
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
-            if self.fsync:
-                os.fdatasync(self._fd)
-        except OSError:
-            os.ftruncate(self._fd, self._size)
-            raise
+            self._fd = open_append(self.path)
+        self._size = append_whole(self._fd, data, self._size, os.fdatasync if self.fsync else None)
         self._pending, self._pending_at = [], {}
         self.syncs += 1
         self.records += len(pending)
         self.bytes += len(data)
-        self._size += len(data)
         if self.state is not None and self._size >= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._compacted_size):
             self.compact(self.state())
 
@@ -177,7 +168,7 @@ class Spool:
             fsync_dir(self.root)
         if self._fd is not None:
             os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd = open_append(self.path)
         self._size = self._compacted_size = size
         self.compactions += 1
         return True
