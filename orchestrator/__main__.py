@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from nodes.config import ClusterConfig
 from nodes.core import Reply, log
@@ -15,7 +14,7 @@ from .core import OrchestratorCore
 from .faults import CrashSelf, FaultCore, RestartNode, SignalNode
 from .journal import PATH as JOURNAL, Journal
 from .move import JournalStep, MoveCore
-from .rundir import pid_alive
+from .rundir import pid_alive, wait_gone
 
 
 def main() -> None:
@@ -40,9 +39,7 @@ def main() -> None:
         pid = config.nodes[action.node].get("pid")
         # a node killed a moment ago may still be on its way out (SIGKILL takes milliseconds); the
         # wait blocks the orchestrator, so it is short, not seconds per refused restart
-        deadline = time.time() + 0.5
-        while pid_alive(pid, config.run_dir) and time.time() < deadline:
-            time.sleep(0.01)
+        wait_gone([pid], config.run_dir, 0.5)
         answer = [] if action.re == "" else [Reply(action.peer, action.re, "ok", {})]
         if pid_alive(pid, config.run_dir):
             reason = f"{action.node} is running (pid {pid}); kill it first"

@@ -7,6 +7,7 @@ own OS process (in its own session, so it outlives the CLI) and returns once eac
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from . import rundir
 from .client import Client, ClusterError
 from .rundir import pid_alive
 
+BIND_TRIES = 3  # starts of a cluster whose loopback ports another program took meanwhile
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
 
 
@@ -63,7 +65,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
             config, resumed = rundir.resumed_config(run_dir, settings, given)
         else:
             config = rundir.fresh_config(run_dir, settings)
-        for attempt in range(BIND_TRIES):
+        for attempt in itertools.count(1):  # ends by returning or raising
             config.save()
             procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
             config.save()
@@ -77,16 +79,12 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 _stop(run_dir, 5.0)
                 # free_ports found the ports free, but another program may take one before a node
                 # binds it: move every loopback endpoint and start again
-                if "cannot bind" not in str(exc) or attempt == BIND_TRIES - 1:
+                if "cannot bind" not in str(exc) or attempt == BIND_TRIES:
                     raise
                 rundir.new_ports(config, [e for n in config.nodes.values() for e in n["endpoints"].values()])
             except BaseException:
                 _stop(run_dir, 5.0)
                 raise
-    raise AssertionError("unreachable")
-
-
-BIND_TRIES = 3
 
 
 def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
@@ -130,28 +128,16 @@ def _stop(run_dir: Path, grace: float) -> list[str]:
                            f"{run_dir}/cluster.json is unreadable and no node of {run_dir} runs")
     for pid in live:
         os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + grace
-    while time.time() < deadline and any(pid_alive(p, run_dir) for p in live):
-        _reap()
-        time.sleep(0.02)
+    rundir.wait_gone(live, run_dir, grace)
     for pid in live:
         if pid_alive(pid, run_dir):
             os.kill(pid, signal.SIGKILL)
-    _reap()
+    rundir.reap()
     if config is not None:
         for node in config.nodes.values():
             node.pop("pid", None)
         config.save()
     return sorted(live.values())
-
-
-def _reap() -> None:
-    """Collect exited children of this process (nodes started by `start` in this process)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
 
 
 class Cluster:
@@ -348,10 +334,7 @@ class Cluster:
         if kind == "kill":
             if pid_alive(pid, config.run_dir):
                 os.kill(pid, signal.SIGKILL)
-                deadline = time.time() + 2.0  # gone when this returns, so a restart right after finds it so
-                while pid_alive(pid, config.run_dir) and time.time() < deadline:
-                    _reap()
-                    time.sleep(0.005)
+                rundir.wait_gone([pid], config.run_dir, 2.0)  # so a restart right after finds it gone
         else:
             if pid_alive(pid, config.run_dir):
                 raise ClusterError("the orchestrator is running; kill it first")

@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from nodes.config import ClusterConfig, Settings
 from nodes.security import KEYS, create_keys
@@ -80,6 +80,26 @@ def node_processes(run_dir: Path) -> dict[int, str]:
         if module in NODE_MODULES and given == str(run_dir) and pid_alive(int(entry), run_dir):
             found[int(entry)] = words[words.index("--name") + 1]
     return found
+
+
+def reap() -> None:
+    """Collect exited children of this process (nodes it started): they are gone, not zombies."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def wait_gone(pids: Iterable[int], run_dir: Path, seconds: float) -> bool:
+    """Wait up to `seconds` until none of `pids` is a live node of `run_dir`; True if none is."""
+    deadline = time.time() + seconds
+    while any(pid_alive(p, run_dir) for p in pids):
+        if time.time() >= deadline:
+            return False
+        reap()
+        time.sleep(0.01)
+    return True
 
 
 @contextmanager
