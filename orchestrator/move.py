@@ -293,16 +293,12 @@ class MoveCore:
         return []
 
     def _resolved(self, move: Move, entry: dict[str, Any] | None, now: float) -> list:
-        peer, re = move.requester or (b"", "")
         if entry is None:
-            del self.moves[move.move_id]
-            return [Reply(peer, re, "error", {"reason": f"unknown user '{move.alias}'"}),
-                    log("move.refused", move_id=move.move_id, alias=move.alias, reason="unknown user")]
+            return self._refuse(move, f"unknown user '{move.alias}'", why="unknown user")
         move.source = entry["home_server"]
         if move.source == move.target:
-            del self.moves[move.move_id]
-            return [Reply(peer, re, "error", {"reason": f"'{move.alias}' is already on {move.target}"}),
-                    log("move.refused", move_id=move.move_id, alias=move.alias, reason="already there")]
+            return self._refuse(move, f"'{move.alias}' is already on {move.target}", why="already there")
+        peer, re = move.requester or (b"", "")
         actions: list = [Reply(peer, re, "orch.move_started", {"move_id": move.move_id, "source": move.source}),
                          log("move.started", move_id=move.move_id, alias=move.alias, mailbox=move.alias,
                              source=move.source, target=move.target, workaround=move.workaround)]
@@ -430,11 +426,13 @@ class MoveCore:
         return [log("move.problem", level="warning", move_id=move.move_id, step=move.step, reason=reason),
                 *self._rollback(move, now)]
 
-    def _refuse(self, move: Move, reason: str) -> list:
-        """A move that never got past resolving: nothing to undo, its requester hears why."""
+    def _refuse(self, move: Move, reason: str, why: str | None = None) -> list:
+        """A move that never got past resolving: nothing to undo, its requester hears `reason`
+        (the log line says `why`, when shorter)."""
         peer, re = move.requester or (b"", "")
         del self.moves[move.move_id]
-        return [Reply(peer, re, "error", {"reason": reason}), log("move.refused", move_id=move.move_id, reason=reason)]
+        return [Reply(peer, re, "error", {"reason": reason}),
+                log("move.refused", move_id=move.move_id, alias=move.alias, reason=why or reason)]
 
     def _abort(self, req: Request, alias: str, now: float) -> list:
         """The operator's abort: roll back the running move of `alias`, if it is before set_home."""

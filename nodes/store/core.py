@@ -196,8 +196,7 @@ class StoreCore:
     def _lock(self, req: Request, body: dict[str, Any], now: float) -> list:
         mailbox, owner = body["mailbox"], body["owner"]
         if owner in self.ended:
-            return [*error(req, f"{owner} has ended on {self.server}; it cannot lock '{mailbox}'"),
-                    log("store.late_request", level="warning", type="store.lock", mailbox=mailbox, owner=owner)]
+            return self._late(req, mailbox, owner, "lock")
         if mailbox not in self.mailboxes:
             return error(req, f"no mailbox '{mailbox}' on {self.server}")
         holder = self.locked.get(mailbox)
@@ -213,7 +212,7 @@ class StoreCore:
         it: from now on mail is delivered into it."""
         mailbox, owner = body["mailbox"], body["owner"]
         if owner in self.ended:
-            return [self._ok(req), log("store.repeat", type="store.unlock", mailbox=mailbox, owner=owner)]
+            return self._repeat(req, self._ok(req), mailbox, owner)
         if mailbox not in self.locked:
             return error(req, f"mailbox '{mailbox}' is not locked")
         if self.locked[mailbox] != owner:
@@ -237,8 +236,7 @@ class StoreCore:
     def _import(self, req: Request, body: dict[str, Any], now: float) -> list:
         mailbox, owner = body["mailbox"], body["owner"]
         if owner in self.ended:
-            return [*error(req, f"{owner} has ended on {self.server}; it cannot import into '{mailbox}'"),
-                    log("store.late_request", level="warning", type="store.import", mailbox=mailbox, owner=owner)]
+            return self._late(req, mailbox, owner, "import into")
         pages = []
         for m in body["messages"]:
             name, raw = m.get("name"), m.get("raw")
@@ -281,7 +279,7 @@ class StoreCore:
         the MTA so it retries at once what it deferred for it."""
         mailbox, owner = body["mailbox"], body["owner"]
         if owner in self.ended:
-            return [self._ok(req), log("store.repeat", type="store.delete", mailbox=mailbox, owner=owner)]
+            return self._repeat(req, self._ok(req), mailbox, owner)
         if mailbox not in self.mailboxes:
             return error(req, f"no mailbox '{mailbox}' on {self.server}")
         if self.locked.get(mailbox) != owner:
@@ -306,7 +304,7 @@ class StoreCore:
                          {"mailbox": mailbox, "owner": owner, "unlocked": unlocked, "deleted": deleted})
 
         if owner in self.ended:
-            return [answer(False, 0), log("store.repeat", type="store.end_move", mailbox=mailbox, owner=owner)]
+            return self._repeat(req, answer(False, 0), mailbox, owner)
         held = [m for m, o in self.locked.items() if o == owner]
         actions: list = []
         unlocked, deleted = False, 0
@@ -324,6 +322,16 @@ class StoreCore:
                 log("store.move_ended", level="warning" if held else "info", mailbox=mailbox, owner=owner,
                     held=held, unlocked=unlocked, deleted=deleted, src=req.frame.src),
                 *[a for a in actions if not isinstance(a, DeleteMailbox)]]
+
+    def _late(self, req: Request, mailbox: str, owner: str, what: str) -> list:
+        """A lock or import of a move that has ended here (queued while the store was down, or
+        reordered by a link): refused, so it cannot hold or fill a mailbox again."""
+        return [*error(req, f"{owner} has ended on {self.server}; it cannot {what} '{mailbox}'"),
+                log("store.late_request", level="warning", type=req.frame.type, mailbox=mailbox, owner=owner)]
+
+    def _repeat(self, req: Request, answer: Reply, mailbox: str, owner: str) -> list:
+        """A move's last word to this store, sent again (its answer was lost): answered, not redone."""
+        return [answer, log("store.repeat", type=req.frame.type, mailbox=mailbox, owner=owner)]
 
     def _end(self, owner: str) -> None:
         self.ended[owner] = None
