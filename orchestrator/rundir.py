@@ -73,12 +73,14 @@ def node_processes(run_dir: Path) -> dict[int, str]:
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in args]
-        if "-m" not in words or "--run-dir" not in words or "--name" not in words:
-            continue
-        module = words[words.index("-m") + 1] if words.index("-m") + 1 < len(words) else ""
-        given = words[words.index("--run-dir") + 1] if words.index("--run-dir") + 1 < len(words) else ""
-        if module in NODE_MODULES and given == str(run_dir) and pid_alive(int(entry), run_dir):
-            found[int(entry)] = words[words.index("--name") + 1]
+
+        def value(flag: str) -> str:
+            at = words.index(flag) + 1 if flag in words else len(words)
+            return words[at] if at < len(words) else ""
+
+        if value("-m") in NODE_MODULES and value("--run-dir") == str(run_dir) and value("--name") \
+                and pid_alive(int(entry), run_dir):
+            found[int(entry)] = value("--name")
     return found
 
 
