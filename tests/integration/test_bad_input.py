@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from nodes.config import ClusterConfig
 from orchestrator.client import Client
 from protocol import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 
@@ -69,7 +70,7 @@ def test_a_message_too_big_for_any_store_is_refused_at_once(run, tmp_path):
     one_line_error(xcon("send", "--from", "alice", "--to", "bob", "--body-file", str(huge), run_dir=run), 1,
                    "over the limit")
     # a frame over the frame limit, from a client that does not check: its error reply names it
-    with Client(xcon_config(run), timeout=30) as client:
+    with Client(ClusterConfig.load(run), timeout=30) as client:
         sent = time.time()
         reply = client.ask("mta.ex1", "mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
                                                      "subject": "", "body": "y" * MAX_FRAME_BYTES})
@@ -77,11 +78,6 @@ def test_a_message_too_big_for_any_store_is_refused_at_once(run, tmp_path):
         assert time.time() - sent < 5, "answered, not left to time out"
     assert time.time() - t0 < 30
     assert xcon_json("status", run_dir=run)["nodes"]["mta.ex1"]["status"]["messages"] == 0
-
-
-def xcon_config(run):
-    from nodes.config import ClusterConfig
-    return ClusterConfig.load(run)
 
 
 def test_names_with_a_trailing_newline_and_restarting_a_running_node(run):
