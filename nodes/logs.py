@@ -1,9 +1,10 @@
-"""structlog configuration for every node, in one place.
+"""A node's log, in one place: the events of its core and of its host, through one pipeline.
 
 Each event goes to a JSON line in `<run-dir>/logs/<node>.jsonl` (the record that `xcon logs` and
 `xcon check` read) and, as the cluster's `console` setting says, a readable line on stderr (the
-node's console).
-Every line has ts (epoch seconds), node, level, event, lamport.
+node's console). A simulated node's events go to a `MemorySink` instead, in the same shape.
+Every line has ts (epoch seconds, from the clock the host is given), node, level, event, lamport.
+Nothing here is process-global: a simulator hosts many nodes, each with its own log, in one process.
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ def last_lamport(path: Path) -> int:
     return 0
 
 
+class MemorySink:
+    """The JSON-lines sink of a simulated node: the events themselves, in order, kept in memory
+    (`xcon check` reads them as it reads a file; `dump` writes the file a real node would have)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(event_dict)
+        return event_dict
+
+    def flush(self) -> None:
+        pass
+
+    def dump(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_bytes(b"".join(orjson.dumps(e, default=_jsonable, option=orjson.OPT_APPEND_NEWLINE |
+                                               orjson.OPT_NON_STR_KEYS) for e in self.events))
+
+
 class Console:
     """The console logger: lines gather in a buffer, written to stderr by `flush` (structlog's
     PrintLogger flushes every line, one write each)."""
@@ -92,10 +113,22 @@ class Console:
             pass  # a console nobody reads any more (its pipe closed) must not stop the node
 
 
+class NoConsole:
+    """A simulated node's console: nobody reads it."""
+
+    def msg(self, message: Any) -> None:
+        pass
+
+    debug = info = warning = warn = error = err = critical = exception = msg
+
+    def flush(self) -> None:
+        pass
+
+
 class Sinks:
     """Both of a node's log outputs, written out together."""
 
-    def __init__(self, json_file: JsonLinesFile, console: Console):
+    def __init__(self, json_file: JsonLinesFile | MemorySink, console: Console | NoConsole):
         self.json_file, self.console = json_file, console
 
     def flush(self) -> None:
@@ -134,23 +167,21 @@ class NodeLog:
     only skips structlog's per-call machinery (copying the context, merging keywords, dispatching
     on the level), which was 4 of the 11 us an event cost, at about nine events per message."""
 
-    def __init__(self, node: str, log_file: Path, lamport: Callable[[], int], console: str):
-        self.node, self.lamport = node, lamport
+    def __init__(self, node: str, lamport: Callable[[], int], clock: Callable[[], float], sinks: Sinks,
+                 console: str = "warning"):
+        self.node, self.lamport, self.clock = node, lamport, clock
         # with console="warning", a core's info and debug events go to the JSON file alone: a
         # console line was 3 of the 7 us an event cost, for a copy nobody reads at load
         self.quiet = frozenset() if console == "info" else frozenset(("info", "debug"))
-        self.sinks = Sinks(JsonLinesFile(log_file), Console())
-        structlog.configure(
-            processors=[self.add_header, self.sinks.json_file, console_line],
-            logger_factory=lambda *args: self.sinks.console,
-            cache_logger_on_first_use=True,
-        )
-        self.log: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+        self.sinks = sinks
+        # this log's own pipeline (wrap_logger), not structlog.configure: a process may host many
+        self.log: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+            sinks.console, processors=[self.add_header, sinks.json_file, console_line])
 
     def header(self, level: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         """ts, node, level, event, lamport first, then the event's fields; the header wins a clash."""
         # microseconds, as round(ts, 6) gave, for a fifth of its cost
-        ordered = {"ts": int(time.time() * 1e6) / 1e6, "node": self.node, "level": level, "event": event,
+        ordered = {"ts": int(self.clock() * 1e6) / 1e6, "node": self.node, "level": level, "event": event,
                    "lamport": self.lamport()}
         if _HEADER_KEYS.isdisjoint(fields):
             ordered.update(fields)
@@ -174,6 +205,12 @@ class NodeLog:
         self.sinks.flush()
 
 
-def configure(node: str, log_file: Path, lamport: Callable[[], int], console: str = "warning") -> NodeLog:
-    """Configure structlog for this process; return the node's log (console: see Settings.console)."""
-    return NodeLog(node, log_file, lamport, console)
+def file_log(node: str, log_file: Path, lamport: Callable[[], int], console: str = "warning") -> NodeLog:
+    """The log of a node process: its JSON-lines file and stderr, stamped with the wall clock
+    (console: see Settings.console)."""
+    return NodeLog(node, lamport, time.time, Sinks(JsonLinesFile(log_file), Console()), console)
+
+
+def memory_log(node: str, lamport: Callable[[], int], clock: Callable[[], float]) -> NodeLog:
+    """The log of a simulated node: its events in memory, stamped with the simulator's clock."""
+    return NodeLog(node, lamport, clock, Sinks(MemorySink(), NoConsole()))

@@ -1,8 +1,9 @@
-"""The thin ZeroMQ shell around a node core.
+"""The thin ZeroMQ shell around a node host (nodes.host).
 
-One loop: poll the sockets until the core's next wake-up, decode what arrived, hand it to the
-core with the current time, execute the actions it returns in order. The shell owns the
-sockets, the clock, the Lamport counter, the logger and (through `executors`) the disk.
+One loop: poll the sockets until the host's next wake-up, decode what arrived, hand it to the
+host with the wall clock's time, then send what the host lets out. The shell owns the sockets,
+the wall clock, CURVE, the disk's full-disk waits and (through `executors`) the disk; the host
+owns the rest (Lamport clock, ids, ping/status/faults, group commit).
 
 Sockets: a ROUTER for requests; one DEALER per peer node it talks to (replies come back on it);
 optionally a SUB (the MTA's view of the directory feed) and a PUB (the directory's feed).
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import heapq
-import itertools
 import os
 import secrets
 import signal
@@ -29,8 +28,7 @@ from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, Frame, ProtocolError, ba
 
 from . import logs
 from .config import ClusterConfig
-from .core import Feed, Log, Publish, Reply, Request, Response, Send
-from .faults import Faults, LinkRule
+from .host import NodeHost
 from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
@@ -60,32 +58,19 @@ class Runtime:
     ):
         self.name = name
         self.config = config
-        self.core = core
-        self.executors = executors or {}
-        # Group commit: executors of `deferred` actions write without waiting for the disk; what
-        # the core said after such a write (replies, sends, logs) waits in `_after_sync` until
-        # `sync` has made the whole batch durable at once, at the end of the batch.
-        self.sync = sync
-        self.deferred = deferred
-        self.stats = stats  # the shell's own figures (a disk's), added to the core's status
         self.probe = probe  # measures something the core decides with, as an event (DiskSpace)
         self._next_probe = 0.0
         self._disk_waiting = False
-        self._unsynced = False
-        self._after_sync: list = []
-        log_file = config.run_dir / "logs" / f"{name}.jsonl"
-        self.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
-        self._log = logs.configure(name, log_file, lambda: self.clock, config.settings.console)
-        self.log = self._log.log
-        # frames of this batch, sent by `_ship` once the batch's log lines are written
-        self._outbox: list[tuple[zmq.Socket, list[bytes]]] = []
         self._stopping = False
-        self._ids = 0
-        # faults on this node's outgoing links (nodes/faults.py), and frames they hold back
-        self.faults = Faults(config.settings.seed * 7919 + sum(map(ord, name)))
-        self._held: list[tuple[float, int, zmq.Socket, list[bytes]]] = []
-        self._seq = itertools.count()
-        self._peer_names: dict[bytes, str] = {}  # ROUTER identity -> node name, to fault replies
+        log_file = config.run_dir / "logs" / f"{name}.jsonl"
+        # group commit, faults, ids, ping/status: the host's (nodes.host); sockets and clock: ours
+        self.host = NodeHost(name, core, logs.file_log(name, log_file, lambda: self.host.clock, config.settings.console),
+                             node_seed(config.settings.seed, name), executors, sync, deferred, stats,
+                             write=self._write, facts=lambda: {"pid": os.getpid()})
+        self.host.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
+        self.core = core
+        self.log = self.host.log
+        self._nodelog = self.host.nodelog
         # ROUTER identities that sent a batch: nodes, which take their replies in batches too. A
         # client that sends one frame at a time (the CLI, a test) gets one frame at a time.
         self._batching_peers: set[bytes] = set()
@@ -138,17 +123,16 @@ class Runtime:
         reason = "signal"
         try:
             self._measure(time.time())
-            self.execute(self.core.start(time.time()))
-            self.flush()
+            self.host.start(time.time())
             self.log.info("node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name))
             self._ship()
             self._loop()
         except NodeStopped as exc:
             reason = str(exc)
-            self._outbox = []  # replies that wait for a write never made must not leave
+            self.host.commit()  # replies that wait for a write never made must not leave
         finally:
             try:
-                self._log.flush()  # whatever happened, the lines logged so far reach the file
+                self._nodelog.flush()  # whatever happened, the lines logged so far reach the file
             except OSError:
                 pass
         self.log.info("node.stopped", reason=reason)
@@ -164,10 +148,9 @@ class Runtime:
 
     def _loop(self) -> None:
         """Poll, handle, commit, send; until a signal asks to stop."""
+        host = self.host
         while not self._stopping:
-            wake = self.core.next_wakeup()
-            if self._held and (wake is None or self._held[0][0] < wake):
-                wake = self._held[0][0]
+            wake = host.next_wakeup()
             now = time.time()
             timeout = MAX_POLL_MS if wake is None else max(0, min(MAX_POLL_MS, int((wake - now) * 1000) + 1))
             for sock, _ in self.poller.poll(timeout):
@@ -175,16 +158,10 @@ class Runtime:
                     self._refused(sock)
                 else:
                     self._drain(sock)
-            self.flush()
+            host.flush()
             now = time.time()
             self._measure(now)
-            while self._held and self._held[0][0] <= now:
-                _, _, sock, parts = heapq.heappop(self._held)
-                self._put(sock, parts)
-            wake = self.core.next_wakeup()
-            if wake is not None and wake <= now:
-                self.execute(self.core.tick(now))
-                self.flush()
+            host.due(now)
             self._ship()
 
     def _refused(self, mon: zmq.Socket) -> None:
@@ -204,7 +181,7 @@ class Runtime:
         """Die here, as a crash would (a crash point a test arms): the log lines so far are
         written, nothing else of this turn is, no frame of it leaves."""
         try:
-            self._log.flush()
+            self._nodelog.flush()
         except OSError:
             pass
         os.kill(os.getpid(), signal.SIGKILL)
@@ -218,7 +195,7 @@ class Runtime:
             except OSError as exc:
                 self.log.warning("probe.failed", reason=str(exc))
                 return
-            self.execute(self.core.on_event(event, now))
+            self.host.event(event, now)
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Make one of the node's writes (state, queue, mailboxes, log). While the disk is full
@@ -233,7 +210,7 @@ class Runtime:
                 if not self._disk_waiting:
                     self._disk_waiting = True
                     self.log.warning("disk.full", reason=exc.strerror, waiting="until the disk has room")
-                    self._log.sinks.console.flush()
+                    self._nodelog.sinks.console.flush()
                 if self._stopping:
                     raise NodeStopped("stopped while the disk was full") from None
                 time.sleep(DISK_RETRY_S)
@@ -258,35 +235,20 @@ class Runtime:
         if len(parts) != 2:
             self.log.warning("frame.rejected", reason=f"expected 1 frame part, got {len(parts) - 1}")
             if len(parts) >= 2:
-                self._send_error(parts[0], "", f"expected 1 frame part, got {len(parts) - 1}")
+                self.host.refuse(parts[0], "", f"expected 1 frame part, got {len(parts) - 1}")
             return 1
         peer, data = parts
         try:
             frames = decode_message(data)
         except ProtocolError as exc:
             self.log.warning("frame.rejected", reason=str(exc), size=len(data))
-            self._send_error(peer, exc.frame_id or "", str(exc))
+            self.host.refuse(peer, exc.frame_id or "", str(exc))
             return 1
         if len(frames) > 1:
             self._batching_peers.add(peer)
         for frame in frames:
-            self._request(peer, frame)
+            self.host.request(peer, frame, time.time())
         return len(frames)
-
-    def _request(self, peer: bytes, frame: Frame) -> None:
-        self._tick_clock(frame)
-        self._peer_names[peer] = frame.src
-        if frame.type.startswith("fault."):
-            self._fault(peer, frame)
-        elif frame.type == "ping":
-            self._reply(Reply(peer, frame.id, "pong", {"node": self.name, "ready": bool(self.core.ready), "pid": os.getpid()}))
-        elif frame.type == "status":
-            status = self.core.status(time.time())
-            if self.stats is not None:
-                status = {**status, **self.stats()}
-            self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": status}))
-        else:
-            self.execute(self.core.on_event(Request(peer, frame), time.time()))
 
     def _on_other(self, sock: zmq.Socket, parts: list[bytes]) -> int:
         """Handle one message on a DEALER (answers) or the SUB (the feed); returns its frame count."""
@@ -296,84 +258,22 @@ class Runtime:
             self.log.warning("frame.rejected", reason=str(exc), via="sub" if sock is self.sub else "dealer")
             return 1
         for frame in frames:
-            if sock is self.sub and self.faults.feed_cut(time.time()):
-                break  # cut off the directory's feed: the update is lost, as on a broken link
-            self._tick_clock(frame)
-            event = Feed(frame) if sock is self.sub else Response(frame)
-            self.execute(self.core.on_event(event, time.time()))
+            if sock is self.sub:
+                self.host.feed(frame, time.time())
+            else:
+                self.host.response(frame, time.time())
         return len(frames)
 
-    def _fault(self, peer: bytes, frame: Frame) -> None:
-        """Fault control frames are the runtime's business: the core never sees them."""
-        body, now = frame.body, time.time()
-        if frame.type == "fault.link":
-            rule = LinkRule(body["delay_ms"], body["jitter_ms"], body["drop"], body["duplicate"], body["reorder"],
-                            now + body["seconds"])
-            self.faults.set_link(body["peer"], rule)
-        elif frame.type == "fault.feed_cut":
-            self.faults.feed_cut_until = now + body["seconds"]
-        elif frame.type == "fault.lag":
-            if not hasattr(self.core, "set_lag"):
-                self._reply(Reply(peer, frame.id, "error", {"reason": f"{self.name} has no replication lag to set"}))
-                return
-            self.core.set_lag(body["lag_ms"], body["jitter_ms"])
-        elif frame.type == "fault.clear":
-            self.faults.clear()
-        self.log.warning("fault.applied", type=frame.type, by=frame.src, **body)
-        self._reply(Reply(peer, frame.id, "ok", {}))
+    # --- sending ----------------------------------------------------------------------------
 
-    def _tick_clock(self, frame: Frame) -> None:
-        self.clock = max(self.clock, frame.clock) + 1
-
-    # --- actions ----------------------------------------------------------------------------
-
-    def execute(self, actions: list) -> None:
-        """Run actions in order; a node-specific action may return more actions to run."""
-        queue = list(actions)
-        while queue:
-            action = queue.pop(0)
-            kind = type(action)
-            if self._unsynced and kind in (Log, Send, Reply, Publish):
-                self._after_sync.append(action)  # promised only once the batch is on disk
-                continue
-            if kind in self.executors:
-                queue[:0] = self._write(self.executors[kind], action) or []
-                self._unsynced = self._unsynced or kind in self.deferred
-            else:
-                self._output(action)
-
-    def flush(self) -> None:
-        """End of a batch: make its writes durable in one go, then let out what waited for them."""
-        if not self._unsynced:
-            return
-        self._write(self.sync)
-        self._unsynced = False
-        held, self._after_sync = self._after_sync, []
-        for action in held:
-            self._output(action)
-
-    def _output(self, action: Any) -> None:
-        kind = type(action)
-        if kind is Log:
-            self._log.emit(action.level, action.event, action.fields)
-        elif kind is Send:
-            self._send(action)
-        elif kind is Reply:
-            self._reply(action)
-        elif kind is Publish:
-            self.clock += 1
-            self._put(self.pub, [encode(Frame(action.type, self._next_id(), self.name, self.clock, action.body))])
-        else:
-            raise TypeError(f"{self.name}: no executor for action {action!r}")
-
-    def _send(self, action: Send) -> None:
-        sock = self.dealers.get(action.to)
+    def _dealer(self, to: str) -> zmq.Socket | None:
+        sock = self.dealers.get(to)
         if sock is None:
             try:
-                endpoint = self.config.endpoint(action.to)
+                endpoint = self.config.endpoint(to)
             except KeyError as exc:
-                self.log.error("send.unknown_node", to=action.to, reason=str(exc))
-                return
+                self.log.error("send.unknown_node", to=to, reason=str(exc))
+                return None
             sock = self.ctx.socket(zmq.DEALER)
             sock.linger = 0
             self.security.client(sock)
@@ -381,33 +281,23 @@ class Runtime:
             sock.sndhwm = 10000
             sock.connect(endpoint)
             self.poller.register(sock, zmq.POLLIN)
-            self.dealers[action.to] = sock
-        self.clock += 1
-        frame = Frame(action.type, action.id, self.name, self.clock, action.body, action.trace)
-        self._emit(action.to, sock, [encode(frame)])
-
-    def _reply(self, action: Reply) -> None:
-        self.clock += 1
-        frame = Frame(action.type, self._next_id(), self.name, self.clock, action.body, action.trace, action.re)
-        self._emit(self._peer_names.get(action.peer, ""), self.router, [action.peer, encode(frame)])
-
-    def _emit(self, peer: str, sock: zmq.Socket, parts: list[bytes]) -> None:
-        """Send now, or later, twice, or never, as the faults on the link to `peer` say."""
-        now = time.time()
-        for at in self.faults.plan(peer, now):
-            if at <= now:
-                self._put(sock, parts)
-            else:
-                heapq.heappush(self._held, (at, next(self._seq), sock, parts))
-
-    def _put(self, sock: zmq.Socket, parts: list[bytes]) -> None:
-        self._outbox.append((sock, parts))
+            self.dealers[to] = sock
+        return sock
 
     def _ship(self) -> None:
-        """End of a loop turn: write the log lines, then send the frames. A node killed in between
-        has logged what it did but told nobody, never the other way round."""
-        self._write(self._log.flush)
-        outbox, self._outbox = self._outbox, []
+        """End of a loop turn: the host writes the log lines, then the frames are sent. A node
+        killed in between has logged what it did but told nobody, never the other way round."""
+        outbox: list[tuple[zmq.Socket, list[bytes]]] = []
+        for out in self.host.commit():
+            data = encode(out.frame)
+            if out.kind == "send":
+                sock = self._dealer(out.to)
+                if sock is not None:
+                    outbox.append((sock, [data]))
+            elif out.kind == "reply":
+                outbox.append((self.router, [out.to, data]))
+            else:
+                outbox.append((self.pub, [data]))
         for sock, parts in self._batched(outbox) if len(outbox) > 1 else outbox:
             try:
                 sock.send_multipart(parts, zmq.NOBLOCK)
@@ -439,12 +329,10 @@ class Runtime:
                 out.append((sock, [data] if peer is None else [peer, data]))
         return out
 
-    def _send_error(self, peer: bytes, re: str, reason: str) -> None:
-        self._reply(Reply(peer, re, "error", {"reason": reason}))
 
-    def _next_id(self) -> str:
-        self._ids += 1
-        return f"{self.name}.r{self._ids}"
+def node_seed(seed: int, name: str) -> int:
+    """The seed of a node's own draws (its link faults), from the cluster's seed: the same in both worlds."""
+    return seed * 7919 + sum(map(ord, name))
 
 
 def node_args(kind: str) -> argparse.Namespace:

@@ -81,10 +81,6 @@ class MtaCore:
 
     # --- the core contract ------------------------------------------------------------------
 
-    def set_lag(self, lag_ms: int, jitter_ms: int) -> None:
-        """Change the replication lag from now on (a fault a campaign can inject)."""
-        self.cache.set_lag(lag_ms, jitter_ms)
-
     def start(self, now: float) -> list:
         return [self._ask_snapshot(now), log("mta.starting", build=self.build, queued=len(self.queue))]
 
@@ -112,6 +108,8 @@ class MtaCore:
 
     def on_event(self, event: Any, now: float) -> list:
         if isinstance(event, Request):
+            if event.frame.type == "fault.lag":
+                return self._set_lag(event, event.frame.body)
             handler = {
                 "mta.submit": self._submit,
                 "mta.transfer": self._transfer_in,
@@ -137,6 +135,12 @@ class MtaCore:
         if isinstance(event, Response):
             return self._response(event.frame, now)
         return []
+
+    def _set_lag(self, req: Request, body: dict[str, Any]) -> list:
+        """Change the replication lag from now on (a fault a campaign can inject)."""
+        self.cache.set_lag(body["lag_ms"], body["jitter_ms"])
+        return [Reply(req.peer, req.frame.id, "ok", {}),
+                log("fault.applied", level="warning", type="fault.lag", by=req.frame.src, **body)]
 
     def _prune_seen(self, now: float) -> None:
         if now < self._next_prune:

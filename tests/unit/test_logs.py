@@ -6,7 +6,7 @@ from nodes import logs
 
 
 def test_emit_writes_the_line_structlog_writes(tmp_path, capfd):
-    node_log = logs.configure("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 42, console="info")
+    node_log = logs.file_log("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 42, console="info")
     fields = {"msg_id": "m1", "rcpt": "bob", "attempt": 2}
     node_log.emit("info", "mta.routed", dict(fields))
     node_log.log.info("mta.routed", **fields)
@@ -25,7 +25,7 @@ def test_emit_writes_the_line_structlog_writes(tmp_path, capfd):
 
 
 def test_a_warning_console_shows_the_cores_warnings_and_the_runtimes_own_events(tmp_path, capfd):
-    node_log = logs.configure("store.ex1", tmp_path / "store.ex1.jsonl", lambda: 1, console="warning")
+    node_log = logs.file_log("store.ex1", tmp_path / "store.ex1.jsonl", lambda: 1, console="warning")
     node_log.emit("info", "store.delivered", {"msg_id": "m1"})
     node_log.emit("debug", "store.detail", {"msg_id": "m1"})
     node_log.emit("warning", "request.refused", {"reason": "busy"})
