@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from protocol import Frame
@@ -52,6 +52,22 @@ class Core(Protocol):
 
     def status(self, now: float) -> dict[str, Any]:
         """What `xcon status` shows of the node: plain data, the fields tools wait on included."""
+
+
+@dataclass
+class Wiring:
+    """A node as both worlds host it: its core, the executors of its storage actions (written
+    once, against a storage interface with a disk and a memory implementation), and how it is
+    joined to the others."""
+
+    core: Core
+    executors: dict[type, Callable[[Any], list]] = field(default_factory=dict)
+    sync: Callable[[], None] | None = None  # makes the batch's deferred writes durable
+    deferred: tuple[type, ...] = ()  # actions whose writes wait for `sync` (group commit)
+    stats: Callable[[], dict[str, Any]] | None = None
+    probe: Callable[[], Any] | None = None  # a measurement for the core (DiskSpace), now and then
+    subscribe_to: str | None = None  # the node whose feed it reads (an MTA: the directory)
+    publish: bool = False  # it publishes a feed (the directory)
 
 
 @dataclass(slots=True)

@@ -24,11 +24,11 @@ from typing import Any, Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, Frame, ProtocolError, batch, decode_message, encode
+from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, ProtocolError, batch, decode_message, encode
 
 from . import logs
 from .config import ClusterConfig
-from .host import NodeHost
+from .host import NodeHost, Wiring
 from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
@@ -43,32 +43,21 @@ class NodeStopped(Exception):
 
 
 class Runtime:
-    def __init__(
-        self,
-        name: str,
-        config: ClusterConfig,
-        core: Any,
-        executors: dict[type, Callable[[Any], list]] | None = None,
-        subscribe_to: str | None = None,
-        publish: bool = False,
-        sync: Callable[[], None] | None = None,
-        deferred: tuple[type, ...] = (),
-        stats: Callable[[], dict[str, Any]] | None = None,
-        probe: Callable[[], Any] | None = None,
-    ):
+    def __init__(self, name: str, config: ClusterConfig, wiring: Wiring):
         self.name = name
         self.config = config
-        self.probe = probe  # measures something the core decides with, as an event (DiskSpace)
+        self.probe = wiring.probe  # measures something the core decides with, as an event (DiskSpace)
         self._next_probe = 0.0
         self._disk_waiting = False
         self._stopping = False
         log_file = config.run_dir / "logs" / f"{name}.jsonl"
         # group commit, faults, ids, ping/status: the host's (nodes.host); sockets and clock: ours
-        self.host = NodeHost(name, core, logs.file_log(name, log_file, lambda: self.host.clock, config.settings.console),
-                             node_seed(config.settings.seed, name), executors, sync, deferred, stats,
-                             write=self._write, facts=lambda: {"pid": os.getpid()})
+        self.host = NodeHost(name, wiring.core,
+                             logs.file_log(name, log_file, lambda: self.host.clock, config.settings.console),
+                             node_seed(config.settings.seed, name), wiring.executors, wiring.sync, wiring.deferred,
+                             wiring.stats, write=self._write, facts=lambda: {"pid": os.getpid()})
         self.host.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
-        self.core = core
+        self.core = wiring.core
         self.log = self.host.log
         self._nodelog = self.host.nodelog
         # ROUTER identities that sent a batch: nodes, which take their replies in batches too. A
@@ -82,19 +71,19 @@ class Runtime:
         self.monitors = [self.router.get_monitor_socket(REFUSALS)]
         self.dealers: dict[str, zmq.Socket] = {}
         self.pub = None
-        if publish:
+        if wiring.publish:
             self.pub = self._server(zmq.PUB, config.endpoint(name, "pub"))
             self.monitors.append(self.pub.get_monitor_socket(REFUSALS))
         for mon in self.monitors:
             self.poller.register(mon, zmq.POLLIN)
         self.sub = None
-        if subscribe_to:
+        if wiring.subscribe_to:
             self.sub = self.ctx.socket(zmq.SUB)
             self.sub.linger = 0
             self.sub.maxmsgsize = 2 * MAX_FRAME_BYTES
             self.security.client(self.sub)
             self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-            self.sub.connect(config.endpoint(subscribe_to, "pub"))
+            self.sub.connect(config.endpoint(wiring.subscribe_to, "pub"))
             self.poller.register(self.sub, zmq.POLLIN)
         if config.settings.insecure:
             self.log.warning("security.off", reason="cluster started with --insecure: no CURVE, no ZAP, anyone may talk")

@@ -1,4 +1,7 @@
-"""The orchestrator node process: `python -m orchestrator --run-dir D --name orchestrator`."""
+"""The orchestrator node process: `python -m orchestrator --run-dir D --name orchestrator`.
+
+It imports none of xcon's tools (the CLI, the launcher, chaos, check): only its core, its
+journal and the process control it needs to carry out faults (orchestrator.processes)."""
 
 from __future__ import annotations
 
@@ -6,59 +9,52 @@ import os
 import signal
 
 from nodes.config import ClusterConfig
-from nodes.core import Reply, log
 from nodes.runtime import Runtime, boot_id, node_args
 
-from .cluster import spawn_node
-from .core import OrchestratorCore
-from .faults import CrashSelf, FaultCore, RestartNode, SignalNode
 from .journal import PATH as JOURNAL, Journal
-from .move import JournalStep, MoveCore
-from .rundir import pid_alive, wait_gone
+from .node import wiring
+from .processes import pid_alive, spawn_node, wait_gone
+
+
+class RealProcesses:
+    """The node processes of this run-dir, by the pids cluster.json records (read afresh: a
+    restarted node has a new one)."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+
+    def _pid(self, node: str) -> int | None:
+        return ClusterConfig.load(self.run_dir).nodes[node].get("pid")
+
+    def running(self, node: str, grace: float = 0.0) -> int | None:
+        pid = self._pid(node)
+        if grace:
+            wait_gone([pid] if pid else [], self.run_dir, grace)
+        return pid if pid_alive(pid, self.run_dir) else None
+
+    def signal(self, node: str, signum: int) -> int | None:
+        pid = self._pid(node)
+        if not pid_alive(pid, self.run_dir):
+            return None
+        os.kill(pid, signum)
+        return pid
+
+    def spawn(self, node: str) -> int:
+        return spawn_node(ClusterConfig.load(self.run_dir), node).pid
 
 
 def main() -> None:
     args = node_args("orchestrator")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # nodes it restarts are reaped by the kernel
-    journal = Journal(args.run_dir / JOURNAL)
+    runtime: Runtime | None = None
 
-    def write_journal(action: JournalStep) -> list:
-        journal.write(action.record)  # on disk before the step's request goes out
-        return []
+    def crash() -> None:
+        assert runtime is not None
+        runtime.crash()
 
-    def signal_node(action: SignalNode) -> list:
-        # read the pid afresh: a restarted node has a new one
-        pid = ClusterConfig.load(args.run_dir).nodes[action.node].get("pid")
-        if not pid_alive(pid, args.config.run_dir):
-            return [log("fault.no_process", level="warning", target=action.node, signal=int(action.signum))]
-        os.kill(pid, action.signum)
-        return [log("fault.signalled", target=action.node, pid=pid, signal=int(action.signum))]
-
-    def restart_node(action: RestartNode) -> list:
-        config = ClusterConfig.load(args.run_dir)
-        pid = config.nodes[action.node].get("pid")
-        # a node killed a moment ago may still be on its way out (SIGKILL takes milliseconds); the
-        # wait blocks the orchestrator, so it is short, not seconds per refused restart
-        wait_gone([pid], config.run_dir, 0.5)
-        answer = [] if action.re == "" else [Reply(action.peer, action.re, "ok", {})]
-        if pid_alive(pid, config.run_dir):
-            reason = f"{action.node} is running (pid {pid}); kill it first"
-            if action.re:
-                answer = [Reply(action.peer, action.re, "error", {"reason": reason})]
-            return [*answer, log("fault.restart_refused", level="warning", target=action.node, reason=reason)]
-        proc = spawn_node(config, action.node)
-        return [*answer, log("fault.injected", level="warning", kind="restart", target=action.node, peer=None,
-                             **(action.params or {})),
-                log("fault.restarted", target=action.node, pid=proc.pid)]
-
-    boot = boot_id()
-    core = OrchestratorCore(
-        MoveCore(list(args.config.settings.servers), boot, args.config.settings.request_timeout_ms,
-                 journal.records),
-        FaultCore(list(args.config.nodes), boot))
-    executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
-                 CrashSelf: lambda a: runtime.crash()}
-    runtime = Runtime(args.name, args.config, core, executors)
+    parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), Journal(args.run_dir / JOURNAL),
+                   RealProcesses(args.run_dir), crash)
+    runtime = Runtime(args.name, args.config, parts)
     runtime.run()
 
 

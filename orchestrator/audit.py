@@ -46,13 +46,21 @@ def available(run_dir: Path) -> bool:
 def read(run_dir: Path) -> EndState:
     """The end state of `run_dir` (see `available`)."""
     directory = json.loads((run_dir / "directory" / "directory.json").read_text())
+    stores = {p.name: (read_mailboxes(p), read_move_state(p))
+              for p in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir())}
+    return assemble(directory, stores, journal.read(run_dir / journal.PATH)[0])
+
+
+def assemble(directory: dict[str, Any], stores: dict[str, tuple[dict[str, Counter], dict[str, Any]]],
+             records: list[dict[str, Any]]) -> EndState:
+    """The end state from what the files hold: the directory's state, each store's mailboxes
+    (message ids and copies) and move state (locks.json), the journal's records. The simulator's
+    memory holds the same, and is judged through this too."""
     state = EndState({alias: r["home_server"] for alias, r in directory.get("recipients", {}).items()})
-    for server_dir in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir()):
-        server = server_dir.name
-        state.boxes.update(((server, box), ids) for box, ids in read_mailboxes(server_dir).items())
-        saved = read_move_state(server_dir)
+    for server, (boxes, saved) in sorted(stores.items()):
+        state.boxes.update(((server, box), ids) for box, ids in boxes.items())
         incoming = set(saved.get("incoming", ()))
         state.locks += [{"server": server, "mailbox": m, "owner": o, "incoming": m in incoming}
-                        for m, o in saved["locks"].items() if (server, m) in state.boxes]
-    state.unfinished = journal.unfinished(journal.read(run_dir / journal.PATH)[0])
+                        for m, o in saved.get("locks", {}).items() if (server, m) in state.boxes]
+    state.unfinished = journal.unfinished(records)
     return state

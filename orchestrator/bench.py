@@ -37,7 +37,8 @@ from . import check as checker
 from . import cluster as cl
 from . import logread
 from .client import dealer
-from .rundir import free_ports, proc_stat
+from .processes import proc_stat
+from .rundir import free_ports
 
 
 @dataclass

@@ -24,7 +24,7 @@ from . import check as checker
 from . import cluster as cl
 from . import logread
 from .client import ClusterError
-from .rundir import pid_alive, proc_stat
+from .processes import pid_alive, proc_stat
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
 # kill_at_step: a node (the orchestrator, a store, an MTA, the directory) killed the moment a move

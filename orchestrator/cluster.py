@@ -12,21 +12,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings, open_append
 from protocol.names import ALIAS_RULE, valid_alias
 
-from . import rundir
+from . import audit, logread, rundir
 from .client import Client, ClusterError
-from .rundir import pid_alive
+from . import processes
+from .processes import pid_alive, spawn_node
 
 BIND_TRIES = 3  # starts of a cluster whose loopback ports another program took meanwhile
-MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
 
 
 def running_config(run_dir: Path) -> ClusterConfig:
@@ -87,24 +86,6 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 raise
 
 
-def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
-    """Start one node's process (in its own session) and record its pid in cluster.json."""
-    node = config.nodes[name]
-    console = open_append(config.run_dir / "logs" / f"{name}.console")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
-            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    finally:
-        os.close(console)
-    node["pid"] = proc.pid
-    if save:
-        config.save()
-    return proc
-
-
 def stop(run_dir: Path, grace: float = 5.0) -> list[str]:
     """Stop every node of the run-dir: SIGTERM, then SIGKILL after `grace` seconds. The nodes are
     those cluster.json names and every process whose command line names the run-dir, so a
@@ -128,11 +109,11 @@ def _stop(run_dir: Path, grace: float) -> list[str]:
                            f"{run_dir}/cluster.json is unreadable and no node of {run_dir} runs")
     for pid in live:
         os.kill(pid, signal.SIGTERM)
-    rundir.wait_gone(live, run_dir, grace)
+    processes.wait_gone(live, run_dir, grace)
     for pid in live:
         if pid_alive(pid, run_dir):
             os.kill(pid, signal.SIGKILL)
-    rundir.reap()
+    processes.reap()
     if config is not None:
         for node in config.nodes.values():
             node.pop("pid", None)
@@ -140,10 +121,25 @@ def _stop(run_dir: Path, grace: float) -> list[str]:
     return sorted(live.values())
 
 
+class WallClock:
+    """The real cluster's time: the wall clock, and sleeping in it."""
+
+    now = staticmethod(time.time)
+    sleep = staticmethod(time.sleep)
+
+
 class Cluster:
+    """A running cluster and what a person or a campaign does with it: the one interface that
+    scenarios and campaigns are written against. The simulator's cluster (orchestrator.sim)
+    is the same class on a simulated world: it answers through the same requests, waits on the
+    same conditions and is judged by the same check; it replaces only what touches processes,
+    files and the wall clock (`clock`, `client`, `status_of`, `alive`, `revive`, `events`,
+    `end_state`, `stop`, `wait_for_event` and the orchestrator's own kill and restart)."""
+
     def __init__(self, config: ClusterConfig, timeout: float = 5.0):
         self.config = config
         self.client = Client(config, timeout)
+        self.clock: Any = WallClock()
         self.resumed: dict[str, Any] | None = None  # set by `start` when it resumed a stopped cluster
 
     @classmethod
@@ -214,12 +210,12 @@ class Cluster:
 
     def wait_replicated(self, usn: int, timeout: float = 60.0) -> None:
         """Return once every MTA's directory cache has applied `usn`."""
-        deadline = time.time() + timeout
+        deadline = self.clock.now() + timeout
         for mta in self.mtas:
             while self.status_of(mta)["cache_usn"] < usn:
-                if time.time() > deadline:
+                if self.clock.now() > deadline:
                     raise ClusterError(f"{mta} has not applied USN {usn} after {timeout:g}s")
-                time.sleep(0.02)
+                self.clock.sleep(0.02)
 
     # --- mail ---------------------------------------------------------------------------
 
@@ -272,16 +268,16 @@ class Cluster:
         """Wait until the move ends (or reaches `step`). A move that failed is rolling back,
         which takes as long as the stores it must release take to answer: it counts as ended at
         once, unless `settled` asks for the end of its rollback too."""
-        deadline = time.time() + timeout
+        deadline = self.clock.now() + timeout
         while True:
             state = self.move_state(move_id)
             if state["step"] in ("done", "failed") or state["step"] == step:
                 return state
             if state["rolling_back"] and not settled:
                 return state
-            if time.time() > deadline:
+            if self.clock.now() > deadline:
                 raise ClusterError(f"move {move_id} still in step {state['step']} after {timeout:g}s")
-            time.sleep(0.02)
+            self.clock.sleep(0.02)
 
     def abort(self, alias: str, timeout: float = 30.0) -> dict[str, Any]:
         """Roll back the running move of `alias` (if it is before set_home), then end every lock
@@ -334,7 +330,7 @@ class Cluster:
         if kind == "kill":
             if pid_alive(pid, config.run_dir):
                 os.kill(pid, signal.SIGKILL)
-                rundir.wait_gone([pid], config.run_dir, 2.0)  # so a restart right after finds it gone
+                processes.wait_gone([pid], config.run_dir, 2.0)  # so a restart right after finds it gone
         else:
             if pid_alive(pid, config.run_dir):
                 raise ClusterError("the orchestrator is running; kill it first")
@@ -347,14 +343,14 @@ class Cluster:
             self.wait_node_ready("orchestrator")
 
     def wait_node_ready(self, node: str, timeout: float = 20.0) -> None:
-        deadline = time.time() + timeout
+        deadline = self.clock.now() + timeout
         while True:
             try:
                 if self.client.ask(node, "ping", timeout=0.5).body.get("ready"):
                     return
             except ClusterError:
                 pass
-            if time.time() > deadline:
+            if self.clock.now() > deadline:
                 raise ClusterError(f"{node} is not ready {timeout:g} s after its restart")
 
     # --- watching -----------------------------------------------------------------------
@@ -393,16 +389,70 @@ class Cluster:
         is not enough: it asks the MTAs one after the other, so a transfer can reach mta.ex1
         after mta.ex1 was asked and leave mta.ex2 before mta.ex2 is (chaos trial 1374652453,
         reroute: the cluster was stopped with that pair in flight, and check saw it pending)."""
-        deadline = time.time() + timeout
+        deadline = self.clock.now() + timeout
         last = None
         while True:
             now = self.quiet()
             if now is not None and now == last:
                 return True
-            if time.time() > deadline:
+            if self.clock.now() > deadline:
                 return False
             last = now
-            time.sleep(0.05)
+            self.clock.sleep(0.05)
+
+    # --- what a campaign needs beside the CLI's operations ---------------------------------------
+
+    def alive(self, node: str) -> bool:
+        """Whether the node's process runs."""
+        return pid_alive(ClusterConfig.load(self.config.run_dir).nodes[node].get("pid"), self.config.run_dir)
+
+    def revive(self) -> list[str]:
+        """Start every node that is down (killed at a step and not restarted yet, or the
+        orchestrator, which cannot restart itself) and wake every node that is stopped (paused by
+        an orchestrator that died before it could resume it): the whole cluster up. Returns the
+        nodes it started."""
+        config = ClusterConfig.load(self.config.run_dir)
+        dead = [n for n, d in config.nodes.items() if not pid_alive(d.get("pid"), config.run_dir)]
+        for node in sorted(dead, key=lambda n: n != "orchestrator"):  # the orchestrator restarts the others
+            self.restart(node)
+        for node, d in config.nodes.items():
+            stat = processes.proc_stat(d["pid"]) if node not in dead and d.get("pid") else None
+            if stat and stat[0] == "T":
+                os.kill(d["pid"], signal.SIGCONT)
+        return dead
+
+    def restart(self, node: str) -> None:
+        """Start a node that is down and wait until it is ready; quietly nothing if it cannot."""
+        try:
+            self.fault("restart", node)
+            self.wait_node_ready(node)
+        except ClusterError:
+            pass
+
+    def wait_for_event(self, node: str, event: str, timeout: float, **fields: Any) -> None:
+        """Wait until `node` has logged `event` with these fields: a scenario's proof of a state."""
+        path = self.config.run_dir / "logs" / f"{node}.jsonl"
+        deadline = self.clock.now() + timeout
+        while self.clock.now() < deadline:
+            for e in logread.read_file(path):
+                if e["event"] == event and all(e.get(k) == v for k, v in fields.items()):
+                    return
+            self.clock.sleep(0.02)
+        said = ", ".join(f"{k}={v}" for k, v in fields.items())
+        raise ClusterError(f"{node} did not log {event} ({said}) within {timeout:g}s")
+
+    def stop(self) -> None:
+        """Close the connection and stop every node (the run's files stay)."""
+        self.close()
+        stop(self.config.run_dir)
+
+    def events(self) -> Iterable[dict[str, Any]]:
+        """Every node's log, merged in time order (after `stop`)."""
+        return logread.merged(self.config.run_dir)
+
+    def end_state(self) -> Any:
+        """What the mailboxes, locks, directory and journal hold (orchestrator.audit), or None."""
+        return audit.read(self.config.run_dir) if audit.available(self.config.run_dir) else None
 
 
 def cli_log(run_dir: Path, event: str, **fields: Any) -> None:

@@ -47,3 +47,21 @@ class Journal:
         """Append and fsync one record, all or nothing (a full disk: the runtime tries again)."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         self._size = append_whole(self._fd, line, self._size, os.fsync)
+
+
+class MemoryJournal:
+    """The journal of a simulated orchestrator: records in memory, each one durable as written."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def reopen(self) -> "MemoryJournal":
+        """The journal a restarted orchestrator reads: the same records."""
+        return self
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(json.loads(json.dumps(record, sort_keys=True)))  # what a reader gets back
+
+    def dump(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))

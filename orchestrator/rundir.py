@@ -23,43 +23,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from nodes.config import ClusterConfig, Settings
 from nodes.security import KEYS, create_keys
 
 from .client import ClusterError
+from .processes import pid_alive
 
 MARKER = ".xcon-run-dir"
 STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json")
 NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator")
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first, then ppid, ... utime at
-    11, stime at 12), or None for a process that is gone. The name may hold ") ", hence rsplit."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
-    """True if `pid` runs and (when run_dir is given) is a node of that run directory."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    if run_dir is None:
-        return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z" and str(run_dir).encode() in cmdline
 
 
 def node_processes(run_dir: Path) -> dict[int, str]:
@@ -82,26 +56,6 @@ def node_processes(run_dir: Path) -> dict[int, str]:
                 and pid_alive(int(entry), run_dir):
             found[int(entry)] = value("--name")
     return found
-
-
-def reap() -> None:
-    """Collect exited children of this process (nodes it started): they are gone, not zombies."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass
-
-
-def wait_gone(pids: Iterable[int], run_dir: Path, seconds: float) -> bool:
-    """Wait up to `seconds` until none of `pids` is a live node of `run_dir`; True if none is."""
-    deadline = time.time() + seconds
-    while any(pid_alive(p, run_dir) for p in pids):
-        if time.time() >= deadline:
-            return False
-        reap()
-        time.sleep(0.01)
-    return True
 
 
 @contextmanager

@@ -30,7 +30,7 @@ import msgpack
 
 from protocol.frame import pack
 
-from ..config import append_whole, fsync_dir, open_append
+from ..config import append_whole, free_bytes, fsync_dir, open_append
 from .queue import QueuedMessage
 
 HEADER = struct.Struct(">II")
@@ -63,45 +63,31 @@ def read_records(data: bytes) -> tuple[list[list], int]:
     return records, at
 
 
-class Spool:
-    def __init__(self, root: Path, fsync: bool = True):
-        self.fsync = fsync
-        self.root = root
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
-        self.path = root / "queue.wal"
+def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
+    """What a log's records leave: the queued messages, and each retirement in log order."""
+    queued: dict[str, dict] = {}
+    remembered: list[tuple[str, dict[str, int], float]] = []
+    for rec in records:
+        if rec[0] == "p":
+            queued[rec[1]] = rec[2]
+        elif rec[0] == "r":
+            _, msg_id, hops, accepted_at = rec
+            queued.pop(msg_id, None)
+            remembered.append((msg_id, hops, accepted_at))
+    return [QueuedMessage.from_record(r) for r in queued.values()], remembered
+
+
+class Batch:
+    """The records of the batch a queue log will append at its next sync."""
+
+    def __init__(self) -> None:
         # this batch's records, framed at sync; a message persisted twice in one batch (accepted,
         # then handed to a peer, in the same turn) is written once, in its newer state
         self._pending: list[list | None] = []
         self._pending_at: dict[str, int] = {}  # msg_id -> index of its "p" record in _pending
-        self._fd: int | None = None
-        self._size = 0  # what the log holds, durably: a failed append is cut back to it
-        self._compacted_size = 0
         self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
         self.compactions = 0
         self.syncs = self.records = self.bytes = 0  # since start: what group commit achieves
-
-    def load(self) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
-        """The queued messages, and each retirement (msg_id, {rcpt: hops}, accepted_at) in log order."""
-        existed = self.path.exists()
-        data = self.path.read_bytes() if existed else b""
-        records, good = read_records(data)
-        queued: dict[str, dict] = {}
-        remembered: list[tuple[str, dict[str, int], float]] = []
-        for rec in records:
-            if rec[0] == "p":
-                queued[rec[1]] = rec[2]
-            elif rec[0] == "r":
-                _, msg_id, hops, accepted_at = rec
-                queued.pop(msg_id, None)
-                remembered.append((msg_id, hops, accepted_at))
-        self._fd = open_append(self.path)
-        if not existed and self.fsync:
-            fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
-        if good < len(data):  # a torn tail: a batch that was never acknowledged
-            os.ftruncate(self._fd, good)
-        self._size = self._compacted_size = good
-        return [QueuedMessage.from_record(r) for r in queued.values()], remembered
 
     def persist(self, msg_id: str, record: dict) -> None:
         at = self._pending_at.get(msg_id)
@@ -117,6 +103,79 @@ class Spool:
             self._pending[at] = None  # the retirement makes it moot
         self._pending.append(["r", msg_id, hops, accepted_at])
 
+    def _take(self) -> bytes:
+        data = b"".join(frame(r) for r in self._pending if r is not None)
+        self.records += sum(r is not None for r in self._pending)
+        return data
+
+    def _taken(self, data: bytes) -> None:
+        self._pending, self._pending_at = [], {}
+        if data:
+            self.syncs += 1
+            self.bytes += len(data)
+
+
+class MemorySpool(Batch):
+    """The queue log of a simulated MTA: the same records in memory. A crash loses the batch not
+    yet synced, and may leave part of it torn at the tail, which `load` cuts off as Spool's does."""
+
+    def __init__(self, free: int = 1 << 40) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.free = free
+
+    def load(self) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
+        records, good = read_records(bytes(self.data))
+        del self.data[good:]
+        return replay(records)
+
+    def sync(self) -> None:
+        data = self._take()
+        self.data += data
+        self._taken(data)
+
+    def crash(self, torn: float) -> None:
+        """The process died: the batch not synced is gone, but for a `torn` fraction of its bytes."""
+        data = b"".join(frame(r) for r in self._pending if r is not None)
+        self.data += data[:int(len(data) * torn)]
+        self._pending, self._pending_at = [], {}
+
+    def free_bytes(self) -> int:
+        return self.free
+
+    def stats(self) -> dict[str, int]:
+        return {"syncs": self.syncs, "records": self.records, "bytes": self.bytes, "compactions": 0,
+                "log_bytes": len(self.data)}
+
+
+class Spool(Batch):
+    def __init__(self, root: Path, fsync: bool = True):
+        super().__init__()
+        self.fsync = fsync
+        self.root = root
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        self.path = root / "queue.wal"
+        self._fd: int | None = None
+        self._size = 0  # what the log holds, durably: a failed append is cut back to it
+        self._compacted_size = 0
+
+    def free_bytes(self) -> int:
+        return free_bytes(self.root)
+
+    def load(self) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
+        """The queued messages, and each retirement (msg_id, {rcpt: hops}, accepted_at) in log order."""
+        existed = self.path.exists()
+        data = self.path.read_bytes() if existed else b""
+        records, good = read_records(data)
+        self._fd = open_append(self.path)
+        if not existed and self.fsync:
+            fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
+        if good < len(data):  # a torn tail: a batch that was never acknowledged
+            os.ftruncate(self._fd, good)
+        self._size = self._compacted_size = good
+        return replay(records)
+
     def sync(self) -> None:
         """Write the batch with one append and one fsync; compact if the log has grown enough.
 
@@ -125,16 +184,14 @@ class Spool:
         room: the log never holds half a batch followed by the same batch whole."""
         pending = [frame(r) for r in self._pending if r is not None]
         if not pending:
-            self._pending, self._pending_at = [], {}
+            self._taken(b"")
             return
         data = b"".join(pending)
         if self._fd is None:
             self._fd = open_append(self.path)
         self._size = append_whole(self._fd, data, self._size, os.fdatasync if self.fsync else None)
-        self._pending, self._pending_at = [], {}
-        self.syncs += 1
         self.records += len(pending)
-        self.bytes += len(data)
+        self._taken(data)
         if self.state is not None and self._size >= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._compacted_size):
             self.compact(self.state())
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..config import SYNC_BATCH, fsync_dir, syncfs, write_atomic
+from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
 from .core import msg_id_of
 
 LOCKS_FILE = "locks.json"
@@ -63,6 +63,9 @@ class Maildirs:
         for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
             shutil.rmtree(doomed)
         return {box: set(ids) for box, ids in read_mailboxes(self.root).items()}, read_move_state(self.root)
+
+    def free_bytes(self) -> int:
+        return free_bytes(self.root)
 
     def create(self, mailbox: str) -> None:
         for sub in ("tmp", "new", "cur"):
@@ -162,3 +165,67 @@ class Maildirs:
             except FileNotFoundError:
                 continue
         raise FileNotFoundError(f"{mailbox}/{name}")
+
+
+class MemoryMaildirs:
+    """The mailboxes of a simulated store, in memory, with Maildirs' methods and promises: a
+    message is visible once its batch is synced; a crash loses the batch not yet synced."""
+
+    def __init__(self, free: int = 1 << 40) -> None:
+        self.boxes: dict[str, dict[str, bytes]] = {}
+        self.state: dict[str, Any] = {"locks": {}, "incoming": [], "ended": []}
+        self._pending: list[tuple[str, str, bytes]] = []
+        self.free = free
+
+    def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
+        return ({box: {n for n in names} for box, names in self.boxes.items()},
+                {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in self.state.items()})
+
+    def create(self, mailbox: str) -> None:
+        self.boxes.setdefault(mailbox, {})
+
+    def write(self, mailbox: str, name: str, raw: bytes) -> None:
+        self._pending.append((mailbox, name, raw))
+
+    def sync(self) -> None:
+        for mailbox, name, raw in self._pending:
+            self.boxes.setdefault(mailbox, {})[name] = raw
+        self._pending = []
+
+    def crash(self, torn: float) -> None:
+        """The process died: what was not synced is gone (a Maildir write is never torn)."""
+        self._pending = []
+
+    def delete(self, mailbox: str) -> None:
+        self.sync()
+        self.boxes.pop(mailbox, None)
+
+    def save_state(self, locks: dict[str, str], incoming: list[str], ended: list[str]) -> None:
+        self.state = {"locks": dict(locks), "incoming": list(incoming), "ended": list(ended)}
+
+    def names(self, mailbox: str) -> list[str]:
+        self.sync()
+        return sorted(self.boxes.get(mailbox, ()))
+
+    def read(self, mailbox: str, name: str) -> bytes:
+        try:
+            return self.boxes[mailbox][name]
+        except KeyError:
+            raise FileNotFoundError(f"{mailbox}/{name}") from None
+
+    def free_bytes(self) -> int:
+        return self.free
+
+    def ids(self) -> dict[str, Counter]:
+        """What read_mailboxes reads from a store's directory: each mailbox's message ids."""
+        return {box: Counter(m for m in map(msg_id_of, names) if m) for box, names in self.boxes.items()}
+
+    def dump(self, root: Path) -> None:
+        """Write the mailboxes as a real store would have them, for `xcon check` and `xcon logs`."""
+        for box, messages in self.boxes.items():
+            for sub in ("tmp", "new", "cur"):
+                (root / box / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name, raw in messages.items():
+                (root / box / "new" / name).write_bytes(raw)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (root / LOCKS_FILE).write_text(json.dumps(self.state, sort_keys=True))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nodes.config import ClusterConfig
-from orchestrator.rundir import pid_alive
+from orchestrator.processes import pid_alive
 
 from ..conftest import SEED, wait_for_event, xcon, xcon_json
 

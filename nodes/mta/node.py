@@ -1,0 +1,27 @@
+"""An MTA as both worlds host it: its core on the queue log its storage gives (Spool on disk,
+MemorySpool in the simulator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Settings
+from ..core import DiskSpace
+from ..host import Wiring
+from .core import MtaCore
+from .queue import PersistMessage, RetireMessage
+
+
+def wiring(server: str, settings: Settings, boot: str, spool: Any) -> Wiring:
+    """The MTA of `server`, recovered from what `spool` holds."""
+    queued, remembered = spool.load()
+    core = MtaCore(server, settings, boot, queued, remembered)
+    spool.state = core.durable_state
+    executors = {
+        PersistMessage: lambda a: spool.persist(a.msg_id, a.record),
+        RetireMessage: lambda a: spool.retire(a.msg_id, a.hops, a.accepted_at),
+    }
+    return Wiring(core, executors, sync=spool.sync, deferred=(PersistMessage, RetireMessage),
+                  stats=lambda: {"spool": spool.stats()},
+                  probe=lambda: DiskSpace(spool.free_bytes()),
+                  subscribe_to="directory")

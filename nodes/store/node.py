@@ -1,0 +1,53 @@
+"""A store as both worlds host it: its core on the mailboxes its storage gives (Maildirs on
+disk, MemoryMaildirs in the simulator), and the answers that read messages back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Settings
+from ..core import DiskSpace, Reply
+from ..host import Wiring
+from ..mail import summarize
+from .core import (
+    CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, StoreCore, WriteMessage, msg_id_of,
+)
+
+PAGE_BYTES = 4 * 1024 * 1024
+
+
+def listing(maildirs: Any, a: ListMailbox) -> list:
+    """`store.listing`: a summary of each message in the mailbox."""
+    messages = [{"name": n, **summarize(maildirs.read(a.mailbox, n))} for n in maildirs.names(a.mailbox)]
+    return [Reply(a.peer, a.re, "store.listing", {"mailbox": a.mailbox, "messages": messages})]
+
+
+def export_page(maildirs: Any, a: ExportPage) -> list:
+    """`store.exported`: the next page of a move's copy, whole messages, far below the frame limit."""
+    names = [n for n in maildirs.names(a.mailbox) if n > a.after]
+    messages, size = [], 0
+    for n in names[: a.limit]:
+        raw = maildirs.read(a.mailbox, n)
+        if messages and size + len(raw) > PAGE_BYTES:
+            break  # a page stays far below the frame limit, however large the messages
+        messages.append({"name": n, "msg_id": msg_id_of(n) or "", "raw": raw})
+        size += len(raw)
+    more = messages[-1]["name"] if len(names) > len(messages) else None
+    return [Reply(a.peer, a.re, "store.exported", {"mailbox": a.mailbox, "messages": messages, "next": more})]
+
+
+def wiring(server: str, settings: Settings, boot: str, maildirs: Any) -> Wiring:
+    """The store of `server`, recovered from what `maildirs` holds."""
+    mailboxes, state = maildirs.load()
+    core = StoreCore(server, mailboxes, state.get("locks", {}), boot, state.get("incoming"), state.get("ended"),
+                     settings.min_free_bytes)
+    executors = {
+        CreateMailbox: lambda a: maildirs.create(a.mailbox),
+        WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw),
+        DeleteMailbox: lambda a: maildirs.delete(a.mailbox),
+        PersistLocks: lambda a: maildirs.save_state(a.locks, a.incoming, a.ended),
+        ListMailbox: lambda a: listing(maildirs, a),
+        ExportPage: lambda a: export_page(maildirs, a),
+    }
+    return Wiring(core, executors, sync=maildirs.sync, deferred=(WriteMessage,),
+                  probe=lambda: DiskSpace(maildirs.free_bytes()))

@@ -1,0 +1,68 @@
+"""The orchestrator as both worlds host it: Move User and fault injection on a journal, with the
+node processes it signals and restarts behind `Processes` (real ones, or the simulator's)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from nodes.config import Settings
+from nodes.core import Reply, log
+from nodes.host import Wiring
+
+from .core import OrchestratorCore
+from .faults import CrashSelf, FaultCore, RestartNode, SignalNode
+from .move import JournalStep, MoveCore
+
+
+class Processes(Protocol):
+    """The other nodes' processes, as the orchestrator can act on them."""
+
+    def running(self, node: str, grace: float = 0.0) -> int | None:
+        """The pid of `node` if it runs (after waiting up to `grace` seconds for one on its way
+        out), else None."""
+
+    def signal(self, node: str, signum: int) -> int | None:
+        """Send `signum` to the node's process; its pid, or None if it does not run."""
+
+    def spawn(self, node: str) -> int:
+        """Start the node's process again; its pid."""
+
+
+def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, processes: Processes,
+           crash: Callable[[], None]) -> Wiring:
+    """The orchestrator, recovered from `journal` (its records at start, then `write`)."""
+
+    def write_journal(action: JournalStep) -> list:
+        journal.write(action.record)  # durable before the step's request goes out
+        return []
+
+    def signal_node(action: SignalNode) -> list:
+        pid = processes.signal(action.node, action.signum)
+        if pid is None:
+            return [log("fault.no_process", level="warning", target=action.node, signal=int(action.signum))]
+        return [log("fault.signalled", target=action.node, pid=pid, signal=int(action.signum))]
+
+    def restart_node(action: RestartNode) -> list:
+        # a node killed a moment ago may still be on its way out (SIGKILL takes milliseconds); the
+        # wait blocks the orchestrator, so it is short, not seconds per refused restart
+        answer = [] if action.re == "" else [Reply(action.peer, action.re, "ok", {})]
+        pid = processes.running(action.node, grace=0.5)
+        if pid is not None:
+            reason = f"{action.node} is running (pid {pid}); kill it first"
+            if action.re:
+                answer = [Reply(action.peer, action.re, "error", {"reason": reason})]
+            return [*answer, log("fault.restart_refused", level="warning", target=action.node, reason=reason)]
+        pid = processes.spawn(action.node)
+        return [*answer, log("fault.injected", level="warning", kind="restart", target=action.node, peer=None,
+                             **(action.params or {})),
+                log("fault.restarted", target=action.node, pid=pid)]
+
+    def crash_self(action: CrashSelf) -> list:
+        crash()
+        return []
+
+    core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records),
+                            FaultCore(nodes, boot))
+    executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
+                 CrashSelf: crash_self}
+    return Wiring(core, executors)

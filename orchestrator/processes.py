@@ -1,0 +1,83 @@
+"""The node processes of a cluster on this machine: start one, signal one, see whether it runs.
+
+The orchestrator node uses these to carry out faults (pause, kill, restart) and the launcher
+(orchestrator.cluster) to start a cluster; neither needs the other for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from nodes.config import ClusterConfig, open_append
+
+MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first, then ppid, ... utime at
+    11, stime at 12), or None for a process that is gone. The name may hold ") ", hence rsplit."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
+    """True if `pid` runs and (when run_dir is given) is a node of that run directory."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if run_dir is None:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and str(run_dir).encode() in cmdline
+
+
+def reap() -> None:
+    """Collect exited children of this process (nodes it started): they are gone, not zombies."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def wait_gone(pids: Iterable[int], run_dir: Path, seconds: float) -> bool:
+    """Wait up to `seconds` until none of `pids` is a live node of `run_dir`; True if none is."""
+    deadline = time.time() + seconds
+    while any(pid_alive(p, run_dir) for p in pids):
+        if time.time() >= deadline:
+            return False
+        reap()
+        time.sleep(0.01)
+    return True
+
+
+def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
+    """Start one node's process (in its own session) and record its pid in cluster.json."""
+    node = config.nodes[name]
+    console = open_append(config.run_dir / "logs" / f"{name}.console")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
+            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        os.close(console)
+    node["pid"] = proc.pid
+    if save:
+        config.save()
+    return proc

@@ -1,0 +1,183 @@
+"""The simulated cluster: `orchestrator.cluster.Cluster` on a simulated world.
+
+Scenarios and campaigns drive it exactly as they drive a real cluster: the same requests go to
+the same cores (through the world's network, not ZeroMQ), the same waits poll the same status
+fields, and the same check judges the same kind of logs and end state. What differs is only
+what touches processes, files and the wall clock: time is the world's, a sleep runs the world,
+`status_of` reads the node's status without a round trip, and the orchestrator's own kill and
+restart are the world's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from nodes.config import ClusterConfig, Settings
+
+from .. import audit, journal
+from ..client import ClusterError
+from ..cluster import Cluster
+from .world import Network, World
+
+
+class SimClock:
+    """The world's time; a sleep runs the world that long."""
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def now(self) -> float:
+        return self.world.now
+
+    def sleep(self, seconds: float) -> None:
+        self.world.run_until(self.world.now + seconds)
+
+
+class SimClient:
+    """What orchestrator.client.Client does, over the world's network."""
+
+    def __init__(self, world: World, nodes: list[str], timeout: float = 5.0):
+        self.world, self.nodes, self.timeout = world, nodes, timeout
+        self._ids = itertools.count(1)
+        self._clock = 0
+
+    def request(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
+                trace: str | None = None) -> Any:
+        frame = self.ask(node, type_, body, timeout, trace)
+        if frame.type == "error":
+            raise ClusterError(frame.body["reason"])
+        return frame
+
+    def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
+            trace: str | None = None) -> Any:
+        if node not in self.nodes:
+            raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.nodes))})")
+        self._clock += 1
+        wait = timeout if timeout is not None else self.timeout
+        reply = self.world.request(node, type_, body or {}, wait, f"cli.sim.{next(self._ids)}", self._clock)
+        if reply is None:
+            raise ClusterError(f"{node} did not answer within {wait:g}s (is the cluster up? try `xcon status`)")
+        self._clock = max(self._clock, reply.clock) + 1
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
+class SimCluster(Cluster):
+    def __init__(self, settings: Settings, network: Network | None = None, run_dir: Path | None = None):
+        self.world = World(settings, network)
+        names = list(self.world.nodes)
+        self.config = ClusterConfig(run_dir or Path("/nonexistent/sim"), settings,
+                                    {n: {"kind": self.world.nodes[n].kind, "endpoints": {}} for n in names})
+        self.client = SimClient(self.world, names)
+        self.clock = SimClock(self.world)
+        self.resumed = None
+        self.world.run_until(self.world.now + 0.01)  # every node has asked for what it starts with
+
+    # --- what touches processes ---------------------------------------------------------------
+
+    def status_of(self, node: str) -> dict[str, Any]:
+        n = self.world.nodes.get(node)
+        if n is None:
+            raise ClusterError(f"no node '{node}' in this cluster")
+        if not n.alive or n.paused or n.host is None:
+            self.clock.sleep(2.0)  # what a real status request to a dead or stopped node waits
+            raise ClusterError(f"{node} did not answer within 2s (is the cluster up? try `xcon status`)")
+        host = n.host
+        status = host.core.status(self.world.now)
+        return {**status, **host.stats()} if host.stats is not None else status
+
+    def status(self) -> dict[str, Any]:
+        nodes = {}
+        for name, n in self.world.nodes.items():
+            info: dict[str, Any] = {"alive": n.alive, "pid": n.pid if n.alive else None}
+            if n.alive:
+                try:
+                    info["status"] = self.status_of(name)
+                except ClusterError as exc:
+                    info["error"] = str(exc)
+            nodes[name] = info
+        return {"run_dir": "(simulated)", "settings": self.config.settings.to_json(), "nodes": nodes}
+
+    def _orchestrator_process(self, kind: str) -> None:
+        node = self.world.nodes["orchestrator"]
+        if kind == "kill":
+            self.world.kill("orchestrator")
+        else:
+            if node.alive:
+                raise ClusterError("the orchestrator is running; kill it first")
+            self.world.boot("orchestrator")
+        self.world.client_sink.events.append({"ts": self.world.now, "node": "cli", "level": "warning",
+                                              "event": "fault.injected", "lamport": 0, "kind": kind,
+                                              "target": "orchestrator", "pid": node.pid})
+        if kind == "restart":
+            self.wait_node_ready("orchestrator")
+
+    def alive(self, node: str) -> bool:
+        return self.world.nodes[node].alive
+
+    def revive(self) -> list[str]:
+        dead = [n for n, node in self.world.nodes.items() if not node.alive]
+        for node in sorted(dead, key=lambda n: n != "orchestrator"):
+            self.restart(node)
+        for name, node in self.world.nodes.items():
+            if node.alive and node.paused:
+                self.world.resume(name)
+        return dead
+
+    def wait_for_event(self, node: str, event: str, timeout: float, **fields: Any) -> None:
+        sink = self.world.nodes[node].sink.events
+        seen = [0]
+
+        def logged() -> bool:
+            for e in sink[seen[0]:]:
+                if e["event"] == event and all(e.get(k) == v for k, v in fields.items()):
+                    return True
+            seen[0] = len(sink)
+            return False
+
+        if not self.world.run_until(self.world.now + timeout, logged):
+            said = ", ".join(f"{k}={v}" for k, v in fields.items())
+            raise ClusterError(f"{node} did not log {event} ({said}) within {timeout:g}s")
+
+    def stop(self) -> None:
+        pass  # nothing runs outside this process; the world stays readable
+
+    def close(self) -> None:
+        pass
+
+    # --- reading the run ----------------------------------------------------------------------
+
+    def events(self) -> Iterable[dict[str, Any]]:
+        return self.world.events()
+
+    def end_state(self) -> audit.EndState:
+        nodes = self.world.nodes
+        directory = nodes["directory"].storage.load() or {}
+        stores = {n.server: (n.storage.ids(), n.storage.state) for n in nodes.values() if n.kind == "store"}
+        return audit.assemble(directory, stores, nodes["orchestrator"].storage.records)
+
+    def dump(self, run_dir: Path, replay: str = "") -> None:
+        """Write the run as a real one leaves it (logs, mailboxes, locks, directory, journal), so
+        `xcon check`, `xcon logs` and `xcon trace` read it as they read a real run."""
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name, n in self.world.nodes.items():
+            n.sink.dump(run_dir / "logs" / f"{name}.jsonl")
+            if n.kind == "store":
+                n.storage.dump(run_dir / "stores" / n.server)
+            elif n.kind == "mta":
+                (run_dir / "mta" / n.server).mkdir(mode=0o700, parents=True, exist_ok=True)
+                (run_dir / "mta" / n.server / "queue.wal").write_bytes(bytes(n.storage.data))
+            elif n.kind == "directory":
+                n.storage.dump(run_dir / "directory" / "directory.json")
+            else:
+                n.storage.dump(run_dir / journal.PATH)
+        if self.world.client_sink.events:
+            self.world.client_sink.dump(run_dir / "logs" / "cli.jsonl")
+        (run_dir / "sim.json").write_text(json.dumps({
+            "simulated": True, "settings": self.config.settings.to_json(), "replay": replay,
+            "network": self.world.network.__dict__, "events_run": self.world.events_run}, indent=1))

@@ -1,0 +1,345 @@
+"""The simulated world: every node of a cluster in one thread, on a virtual clock.
+
+Each node is the same core in the same host (nodes.host) as in a real process, on in-memory
+storage (MemorySpool, MemoryMaildirs, MemoryDirectoryFile, MemoryJournal). Between them a
+network model stands in for ZeroMQ on loopback:
+
+- every frame is encoded and decoded with the protocol's codec, as on the wire;
+- each link has a latency drawn from the world's seed (base + jitter), and keeps FIFO order as a
+  TCP connection does: a frame never arrives before one sent earlier on the same link;
+- a request to a node that is down waits for it, as a DEALER holds frames for a peer that has
+  gone; an answer to a node that restarted since it asked is lost (its DEALER is gone), as is a
+  feed update to an MTA that is down; a paused node takes everything in order when it resumes;
+- an optional processing time per event (`cpu_us`) makes a busy node a queue.
+
+One event heap orders everything by (time, sequence): the same seed gives the same sequence of
+events, the same logs and the same outcome, in any process (FoundationDB's and the 500lines
+`cluster` chapter's way). Nothing here reads the wall clock or an unseeded random number.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from nodes import logs
+from nodes.config import Settings
+from nodes.directory.node import MemoryDirectoryFile, wiring as directory_wiring
+from nodes.host import NodeHost
+from nodes.logs import MemorySink
+from nodes.mta.node import wiring as mta_wiring
+from nodes.mta.spool import MemorySpool
+from nodes.runtime import node_seed
+from nodes.store.maildir import MemoryMaildirs
+from nodes.store.node import wiring as store_wiring
+from protocol import Frame, ProtocolError, decode, encode
+
+from ..journal import MemoryJournal
+from ..node import wiring as orchestrator_wiring
+
+EPOCH = 1_780_000_000.0  # the virtual clock's start: a fixed date, so two runs log the same times
+CLIENT = "cli.sim"
+
+
+@dataclass
+class Network:
+    """Latency of a link: `latency_us` plus up to `jitter_us`, drawn per frame from the seed."""
+
+    latency_us: int = 300
+    jitter_us: int = 200
+    cpu_us: int = 0  # processing time per event on a node
+
+
+class NodeCrashed(Exception):
+    """A node died in the middle of its turn (a crash point): nothing of the turn leaves."""
+
+
+@dataclass
+class SimNode:
+    name: str
+    kind: str
+    server: str | None
+    storage: Any
+    sink: MemorySink = field(default_factory=MemorySink)
+    host: NodeHost | None = None
+    alive: bool = False
+    paused: bool = False
+    incarnation: int = 0
+    waiting: list = field(default_factory=list)  # requests that came while it was down
+    parked: list = field(default_factory=list)  # everything that came while it was paused
+    wakes: set = field(default_factory=set)  # wake-up times already on the heap
+    busy_until: float = 0.0
+    pid: int = 0
+
+
+class World:
+    def __init__(self, settings: Settings, network: Network | None = None, torn: bool = True):
+        self.settings = settings
+        self.network = network or Network()
+        self.rng = random.Random(settings.seed * 31 + 7)  # the network's and crashes' draws
+        self.torn = torn  # a crash may leave part of an unsynced batch torn at a queue log's tail
+        self.now = EPOCH
+        self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
+        self._seq = itertools.count()
+        self._link_last: dict[tuple[str, str], float] = {}
+        self.in_flight = 0  # requests and answers on the wire or waiting at a paused or down node
+        self.events_run = 0
+        self.nodes: dict[str, SimNode] = {"directory": SimNode("directory", "directory", None, MemoryDirectoryFile())}
+        for s in settings.servers:
+            self.nodes[f"store.{s}"] = SimNode(f"store.{s}", "store", s, MemoryMaildirs())
+            self.nodes[f"mta.{s}"] = SimNode(f"mta.{s}", "mta", s, MemorySpool())
+        self.nodes["orchestrator"] = SimNode("orchestrator", "orchestrator", None, MemoryJournal())
+        self.client_sink = MemorySink()  # what the CLI itself logs (cli.jsonl in a real run)
+        self._client_inc = 0
+        self._answers: dict[str, Frame] = {}
+        self._pids = itertools.count(1001)
+        for name in self.nodes:
+            self.boot(name)
+
+    # --- the clock ------------------------------------------------------------------------------
+
+    def at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), fn, args))
+
+    def run_until(self, when: float, stop: Callable[[], bool] | None = None) -> bool:
+        """Run every event up to `when` (or until `stop()` holds); the clock ends at `when` unless stopped."""
+        heap = self._heap
+        while heap and heap[0][0] <= when:
+            at, _, fn, args = heapq.heappop(heap)
+            if at > self.now:
+                self.now = at
+            self.events_run += 1
+            fn(*args)
+            if stop is not None and stop():
+                return True
+        if when > self.now:
+            self.now = when
+        return stop() if stop is not None else False
+
+    # --- nodes ------------------------------------------------------------------------------------
+
+    def boot(self, name: str, pid: int | None = None) -> int:
+        """Start (or restart) a node from what its storage holds, as a real restart does."""
+        node = self.nodes[name]
+        if node.alive:
+            return node.pid
+        node.incarnation += 1
+        node.alive, node.paused = True, False
+        node.pid = pid or next(self._pids)
+        boot = f"{node.incarnation:06x}"
+        settings = self.settings
+        if node.kind == "mta":
+            parts = mta_wiring(node.server, settings, boot, node.storage)
+        elif node.kind == "store":
+            parts = store_wiring(node.server, settings, boot, node.storage)
+        elif node.kind == "directory":
+            parts = directory_wiring(settings, node.storage)
+        else:
+            parts = orchestrator_wiring(settings, list(self.nodes), boot, node.storage, SimProcesses(self),
+                                        self._crash_self)
+        nodelog = logs.NodeLog(name, lambda: host.clock, lambda: self.now, logs.Sinks(node.sink, logs.NoConsole()))
+        host = NodeHost(name, parts.core, nodelog, node_seed(settings.seed, name), parts.executors, parts.sync,
+                        parts.deferred, parts.stats, facts=lambda: {"pid": node.pid})
+        host.clock = max((e.get("lamport", 0) for e in node.sink.events[-1:]), default=0)
+        node.host = host
+        node.wakes = set()
+        self._turn(node, lambda: host.start(self.now))
+        host.log.info("node.started", pid=node.pid, endpoint=f"sim://{name}")
+        self._ship(node)
+        waiting, node.waiting = node.waiting, []
+        for args in waiting:  # what was sent to it while it was down, in order
+            self._arrive(*args)
+        return node.pid
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the process is gone with whatever it had not made durable."""
+        node = self.nodes[name]
+        if not node.alive:
+            return
+        node.alive, node.paused, node.host = False, False, None
+        self.in_flight -= sum(1 for p in node.parked if p[1] != "feed")
+        node.parked = []
+        if hasattr(node.storage, "crash"):
+            node.storage.crash(self.rng.random() if self.torn else 0.0)
+
+    def pause(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.alive:
+            node.paused = True
+
+    def resume(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.alive or not node.paused:
+            return
+        node.paused = False
+        parked, node.parked = node.parked, []
+        for args in parked:  # still counted in in_flight: _arrive uncounts them
+            self.at(self.now, self._arrive, *args)
+        self._schedule_wake(node)
+
+    def _crash_self(self) -> None:
+        raise NodeCrashed()
+
+    def _turn(self, node: SimNode, work: Callable[[], None]) -> None:
+        """One turn of a node's loop: the input, then the batch's commit. A crash point ends the
+        node where it stands: its log lines so far are kept, nothing else of the turn."""
+        try:
+            work()
+            node.host.flush()
+        except NodeCrashed:
+            self.kill(node.name)
+
+    # --- the network ----------------------------------------------------------------------------
+
+    def _arrival(self, src: str, dst: str) -> float:
+        net = self.network
+        at = self.now + (net.latency_us + (self.rng.random() * net.jitter_us if net.jitter_us else 0)) / 1e6
+        last = self._link_last.get((src, dst), 0.0)
+        if at < last:
+            at = last  # FIFO per link, as TCP keeps it
+        self._link_last[(src, dst)] = at
+        return at
+
+    def _ship(self, node: SimNode) -> None:
+        """The turn's end: log lines first, then the frames, onto their links."""
+        host = node.host
+        if host is None:
+            return
+        for out in host.commit():
+            data = encode(out.frame)
+            if out.kind == "send":
+                if out.to not in self.nodes:
+                    host.log.error("send.unknown_node", to=out.to, reason=f"no node '{out.to}' in the cluster")
+                    continue
+                self.in_flight += 1
+                self.at(self._arrival(node.name, out.to), self._arrive, out.to, "request",
+                        (node.name, node.incarnation), data, 0)
+            elif out.kind == "reply":
+                dst, inc = out.to
+                self.in_flight += 1
+                self.at(self._arrival(node.name, dst), self._arrive, dst, "response", None, data, inc)
+            else:
+                for sub in self.nodes.values():
+                    if sub.kind == "mta":
+                        self.at(self._arrival(node.name, sub.name), self._arrive, sub.name, "feed", None, data, 0)
+        host.nodelog.flush()
+        self._schedule_wake(node)
+
+    def _schedule_wake(self, node: SimNode) -> None:
+        if node.host is None or node.paused:
+            return
+        wake = node.host.next_wakeup()
+        if wake is not None and wake not in node.wakes:
+            node.wakes.add(wake)
+            self.at(max(wake, self.now), self._wake, node.name, node.incarnation, wake)
+
+    def _wake(self, name: str, incarnation: int, wake: float) -> None:
+        node = self.nodes[name]
+        if node.incarnation != incarnation or not node.alive:
+            return
+        node.wakes.discard(wake)
+        if node.paused:
+            return
+        self._turn(node, lambda: node.host.due(self.now))
+        self._ship(node)
+
+    def _arrive(self, dst: str, channel: str, peer: Any, data: bytes, incarnation: int) -> None:
+        counted = channel != "feed"
+        if dst == CLIENT:
+            self.in_flight -= 1
+            if incarnation == self._client_inc:
+                frame = decode(data)
+                self._answers[frame.re or ""] = frame
+            return
+        node = self.nodes[dst]
+        if channel == "response" and incarnation != node.incarnation:
+            self.in_flight -= 1  # its asker restarted: the DEALER that would take it is gone
+            return
+        if not node.alive:
+            if channel == "request":
+                node.waiting.append((dst, channel, peer, data, incarnation))  # held for its restart
+            elif counted:
+                self.in_flight -= 1
+            return
+        if node.paused:
+            node.parked.append((dst, channel, peer, data, incarnation))
+            return
+        cpu = self.network.cpu_us / 1e6
+        if cpu and node.busy_until > self.now:
+            self.at(node.busy_until, self._arrive, dst, channel, peer, data, incarnation)
+            return
+        node.busy_until = self.now + cpu
+        if counted:
+            self.in_flight -= 1
+        host = node.host
+        try:
+            frame = decode(data)
+        except ProtocolError as exc:
+            host.log.warning("frame.rejected", reason=str(exc), size=len(data))
+            if channel == "request":
+                host.refuse(peer, exc.frame_id or "", str(exc))
+            self._ship(node)
+            return
+        if channel == "request":
+            self._turn(node, lambda: host.request(peer, frame, self.now))
+        elif channel == "response":
+            self._turn(node, lambda: host.response(frame, self.now))
+        else:
+            self._turn(node, lambda: host.feed(frame, self.now))
+        self._ship(node)
+
+    # --- the client (what the CLI does over ZeroMQ) ---------------------------------------------
+
+    def request(self, node: str, type_: str, body: dict[str, Any], timeout: float, rid: str,
+                clock: int) -> Frame | None:
+        """Send a request as a client would and run the world until its answer or `timeout`."""
+        frame = Frame(type_, rid, CLIENT, clock, body)
+        self.in_flight += 1
+        self.at(self._arrival(CLIENT, node), self._arrive, node, "request", (CLIENT, self._client_inc),
+                encode(frame), 0)
+        answers = self._answers
+        if self.run_until(self.now + timeout, lambda: rid in answers):
+            return answers.pop(rid)
+        self._client_inc += 1  # the client drops the socket that timed out: a late answer is lost
+        return None
+
+    # --- reading the world ------------------------------------------------------------------------
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every node's log in one timeline, as logread.merged orders the files of a real run."""
+        streams = [n.sink.events for n in self.nodes.values()] + [self.client_sink.events]
+        return list(heapq.merge(*streams, key=lambda e: (e.get("ts", 0), e.get("lamport", 0))))
+
+
+class SimProcesses:
+    """The orchestrator's view of the simulated nodes' processes (orchestrator.node.Processes)."""
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def running(self, node: str, grace: float = 0.0) -> int | None:
+        n = self.world.nodes[node]
+        return n.pid if n.alive else None
+
+    def signal(self, node: str, signum: int) -> int | None:
+        n = self.world.nodes[node]
+        if not n.alive:
+            return None
+        if signum == signal.SIGKILL:
+            self.world.kill(node)
+        elif signum == signal.SIGSTOP:
+            self.world.pause(node)
+        elif signum == signal.SIGCONT:
+            self.world.resume(node)
+        return n.pid
+
+    def spawn(self, node: str) -> int:
+        # the new process comes up after this turn, as a spawned one would
+        world = self.world
+        pid = next(world._pids)
+        world.at(world.now + 0.05, world.boot, node, pid)
+        return pid
