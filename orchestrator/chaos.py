@@ -9,22 +9,23 @@ timing is real, so a replay reproduces the world, and almost always its outcome.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import random
 import shutil
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from nodes.config import ClusterConfig, Settings
+import orjson
+
+from nodes.config import Settings
 
 from . import check as checker
 from . import cluster as cl
-from . import logread
 from .client import ClusterError
-from .processes import pid_alive, proc_stat
+from .sim.cluster import SimCluster
+from .sim.world import Network
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
 # kill_at_step: a node (the orchestrator, a store, an MTA, the directory) killed the moment a move
@@ -132,6 +133,7 @@ class TrialResult:
     moves_failed: int = 0  # moves that rolled back (a fault made them fail): allowed, if nothing is lost
     error: str | None = None
     run_dir: str = ""
+    digest: str = ""  # a simulated trial's event digest (same seed, same digest)
 
     @property
     def broken(self) -> bool:
@@ -145,12 +147,20 @@ class TrialResult:
         return {**asdict(self), "broken": self.broken}
 
 
-def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
+def world_settings(world: World) -> Settings:
+    return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
+                    expire_ms=60_000, seed=world.seed)
+
+
+def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | None = None,
+              dump: bool = True) -> TrialResult:
+    """Run one world on a fresh cluster (real processes, or with `sim` the simulator on that
+    network) and judge it. A real trial's run-dir is removed unless it broke or `keep`; a
+    simulated trial writes one (SimCluster.dump) only then, and only with `dump`."""
     result = TrialResult(world.seed, world.build, run_dir=str(run_dir))
     t0 = time.time()
-    settings = Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
-                        expire_ms=60_000, seed=world.seed)
-    cluster = cl.start(run_dir, settings, fresh=True)
+    settings = world_settings(world)
+    cluster = SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
     try:
         _populate(cluster, world)
         _play(cluster, world, result)
@@ -159,17 +169,28 @@ def run_trial(world: World, run_dir: Path, keep: bool = False) -> TrialResult:
     except ClusterError as exc:
         result.error = str(exc)
     finally:
-        cluster.close()
-        cl.stop(run_dir)
-    report = checker.check_run(run_dir)
+        cluster.stop()
+    report = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state())
     result.counts, result.pairs = report.counts, report.pairs
     result.violations = [v.to_json() for v in report.violations]
     result.stale_locks = report.stale_locks
-    result.moves_failed = sum(1 for e in logread.merged(run_dir) if e["event"] == "move.failed")
-    result.seconds = round(time.time() - t0, 2)
-    if not keep and not result.broken and not result.error:
+    result.moves_failed = sum(1 for e in cluster.events() if e["event"] == "move.failed")
+    result.seconds = round(time.time() - t0, 4)
+    if isinstance(cluster, SimCluster):
+        result.digest = digest(cluster.events())
+        if keep or (dump and (result.broken or result.error)):
+            cluster.dump(run_dir, replay=f"xcon chaos --sim --replay {world.seed} --mta-build {world.build}")
+        else:
+            result.run_dir = ""
+    elif not keep and not result.broken and not result.error:
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
+
+
+def digest(events: Iterable[dict[str, Any]]) -> str:
+    """A fingerprint of a run's whole event sequence: two runs of one seed must give the same."""
+    data = orjson.dumps(list(events), default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 def _populate(cluster: cl.Cluster, world: World) -> None:
@@ -185,22 +206,22 @@ def _populate(cluster: cl.Cluster, world: World) -> None:
 
 def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
     """Run the world's schedule: each event at its time (the campaign's clock, not a test's wait)."""
-    t0 = time.time()
+    t0 = cluster.clock.now()
     restarts: list[tuple[float, str]] = []
+
     def until(at: float) -> None:
-        delay = t0 + at - time.time()
+        delay = t0 + at - cluster.clock.now()
         if delay > 0:
-            time.sleep(delay)
+            cluster.clock.sleep(delay)
 
     for event in world.events:
         while restarts and restarts[0][0] <= event["at"]:
             at, node = restarts.pop(0)
             until(at)  # a killed node stays down for its drawn time, no less
-            _restart(cluster, node)
+            cluster.restart(node)
         until(event["at"])
-        if not pid_alive(ClusterConfig.load(cluster.config.run_dir).nodes["orchestrator"].get("pid"),
-                         cluster.config.run_dir):
-            _restart(cluster, "orchestrator")  # it killed itself at a step (kill_at_step)
+        if not cluster.alive("orchestrator"):
+            cluster.restart("orchestrator")  # it killed itself at a step (kill_at_step)
         try:
             if event["do"] == "send":
                 result.messages += 1
@@ -235,43 +256,22 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
     for at, node in restarts:
         until(at)
-        _restart(cluster, node)
-
-
-def _restart(cluster: cl.Cluster, node: str) -> None:
-    try:
-        cluster.fault("restart", node)
-        cluster.wait_node_ready(node)
-    except ClusterError:
-        pass
-
-
-def _revive(cluster: cl.Cluster) -> list[str]:
-    """Start every node that is down (killed at a step and not restarted yet, or the orchestrator,
-    which cannot restart itself) and wake every node that is stopped (paused by an orchestrator
-    that died before it could resume it): a trial ends with the whole cluster up."""
-    config = ClusterConfig.load(cluster.config.run_dir)
-    dead = [n for n, d in config.nodes.items() if not pid_alive(d.get("pid"), config.run_dir)]
-    for node in sorted(dead, key=lambda n: n != "orchestrator"):  # the orchestrator restarts the others
-        _restart(cluster, node)
-    for node, d in config.nodes.items():
-        stat = proc_stat(d["pid"]) if node not in dead and d.get("pid") else None
-        if stat and stat[0] == "T":
-            os.kill(d["pid"], signal.SIGCONT)
-    return dead
+        cluster.restart(node)
 
 
 def settle(cluster: cl.Cluster, timeout: float, clear: bool = False) -> bool:
-    """Wait until the cluster is quiet (Cluster.wait), starting any node found down meanwhile;
-    with `clear`, first clear every fault (through an orchestrator that may have to be revived)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        _revive(cluster)
+    """Wait until the cluster is quiet (Cluster.wait), starting any node found down meanwhile
+    (Cluster.revive: a trial ends with the whole cluster up); with `clear`, first clear every
+    fault (through an orchestrator that may have to be revived)."""
+    clock = cluster.clock
+    deadline = clock.now() + timeout
+    while clock.now() < deadline:
+        cluster.revive()
         try:
             if clear:
                 cluster.fault("clear", "")
                 clear = False
-            if cluster.wait(min(5.0, max(0.1, deadline - time.time()))):
+            if cluster.wait(min(5.0, max(0.1, deadline - clock.now()))):
                 return True
         except ClusterError:
             pass  # a node down: the orchestrator, say, killed at a step of a move's recovery
@@ -285,11 +285,13 @@ def trial_seeds(seed: int, trials: int) -> list[int]:
 
 def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], users: int | None,
              moves: int | None, on_trial: Callable[[TrialResult], None] | None = None,
-             stop_on_break: bool = False) -> list[TrialResult]:
+             stop_on_break: bool = False, sim: Network | None = None,
+             worlds: list[World] | None = None) -> list[TrialResult]:
+    """Run a world per seed (drawn, or the `worlds` given) one after the other."""
     results = []
     for i, seed in enumerate(seeds):
-        world = draw_world(seed, build, faults, users, moves)
-        result = run_trial(world, root / f"trial-{i:04d}-{seed}")
+        world = worlds[i] if worlds else draw_world(seed, build, faults, users, moves)
+        result = run_trial(world, root / f"trial-{i:04d}-{seed}", sim=sim)
         results.append(result)
         if on_trial:
             on_trial(result)

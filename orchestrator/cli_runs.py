@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +35,53 @@ from .cli_common import emit_json, json_option, out, run_dir_option
 @click.option("--stop-on-break", is_flag=True, help="End the campaign at the first trial that breaks the invariant.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write summary.json, the first broken trial's merged logs and its trace SVG here.")
+@click.option("--sim", is_flag=True, help="Run the trials in the simulator (same cores, virtual time, exact replay).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
+@click.option("--determinism", is_flag=True, help="With --sim: run every seed twice and compare the event digests.")
+@click.option("--confirm", "confirm_n", type=click.IntRange(0, 20), default=0, show_default=True,
+              help="With --sim: run the first N broken worlds again on real processes and say whether they broke the same way.")
+@click.option("--shrink", is_flag=True, help="With --sim: cut the first broken world down to the smallest that still breaks.")
+@click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
+          sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, world_file: Path | None,
           as_json: bool) -> None:
-    """Chaos campaign: random worlds on live clusters, each judged by `xcon check`.
+    """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
+    judged by `xcon check`.
 
     Each trial draws users, alternates, replication lag, copy speed, moves (concurrent, back and
     forth, of alternates too), mail in every direction and faults from its seed, runs them on a
     fresh cluster, and checks the invariant. Exit 1 when an invariant broke (unless --expect-loss).
+    In the simulator a seed replays exactly: the same events, the same verdict.
     """
+    from .sim import campaign as sim_campaign
+    from .sim.world import Network
+
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
     unknown = [k for k in kinds if k not in chaos_mod.FAULTS]
     if unknown:
         raise click.UsageError(f"unknown fault kind(s): {', '.join(unknown)} (kinds: {', '.join(chaos_mod.FAULTS)})")
+    if not sim and (determinism or confirm_n or shrink or workers):
+        raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
     if seed is None:
         seed = int.from_bytes(os.urandom(3), "big")
-    seeds = [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
-    root = run_dir.resolve() / "chaos" / (f"replay-{replay}" if replay is not None else f"campaign-{seed}")
+    given = None
+    if world_file is not None:
+        try:
+            given = sim_campaign.load_world(world_file)
+        except (ValueError, KeyError, OSError) as exc:
+            raise click.UsageError(f"{world_file}: {exc}") from None
+        mta_build = given.build
+    seeds = [given.seed] if given else [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
+    name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else f"campaign-{seed}")
+    root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
+    worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves) for s in seeds]
     show = not as_json and sys.stdout.isatty()
+    started = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=True, disable=not show) as bar:
         task = bar.add_task(f"{mta_build} seed {seed}", total=len(seeds))
@@ -62,20 +89,54 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         def advance(r: chaos_mod.TrialResult) -> None:
             bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
 
-        results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break)
+        if sim:
+            results = sim_campaign.run(root, worlds, Network(), workers or sim_campaign.default_workers(),
+                                       determinism, advance, stop_on_break)
+        else:
+            results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
+                                         worlds=worlds)
     totals = chaos_mod.summarize(results)
+    wall = time.time() - started
+    totals["wall_seconds"] = round(wall, 2)
+    totals["trials_per_minute"] = round(60 * len(results) / wall, 1) if wall > 0 else 0  # the campaign's, all workers
     first = next((r for r in results if r.broken), None)
     flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
-    replay_cmd = f"xcon chaos --replay {first.seed} {flags}" if first else None
+    sim_flag = "--sim " if sim else ""
+    replay_cmd = None
+    if first:
+        replay_cmd = (f"xcon chaos {sim_flag}--world {world_file}" if world_file else
+                      f"xcon chaos {sim_flag}--replay {first.seed} {flags}")
+    extra: dict[str, Any] = {}
+    if sim and first and shrink:
+        world = next(w for w in worlds if w.seed == first.seed)
+        small, runs = sim_campaign.shrink(world)
+        path = root / f"shrunk-{first.seed}.json"
+        path.write_text(json.dumps(sim_campaign.world_to_json(small), indent=1))
+        extra["shrunk"] = {"world": sim_campaign.world_to_json(small), "runs": runs, "file": str(path),
+                           "replay": f"xcon chaos --sim --world {path}", "events": [len(world.events), len(small.events)],
+                           "users": [len(world.users), len(small.users)]}
+    if sim and confirm_n:
+        confirmed = []
+        broken = [r for r in results if r.broken][:confirm_n]
+        for r in broken:
+            world = next(w for w in worlds if w.seed == r.seed)
+            real, same = sim_campaign.confirm(world, root / f"confirm-{r.seed}")
+            confirmed.append({"seed": r.seed, "sim": describe_break(r), "real_broke": real.broken,
+                              "same": same, "real": describe_break(real) if real.broken else "clean",
+                              "real_error": real.error, "run_dir": real.run_dir})
+        extra["confirmed"] = confirmed
     if report_dir:
         write_chaos_report(report_dir, totals, results, first, replay_cmd)
+    nondeterministic = [r for r in results if (r.error or "").startswith("nondeterministic")]
     if as_json:
-        emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "totals": totals,
+        emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
                    "first_broken": first.to_json() if first else None, "replay": replay_cmd,
+                   "nondeterministic": [r.seed for r in nondeterministic], **extra,
                    "trials": [r.to_json() for r in results]})
     else:
-        table = Table(title=f"xcon chaos: campaign seed {seed}, faults {', '.join(kinds) or 'none'}")
+        where = "simulated" if sim else "live clusters"
+        table = Table(title=f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}")
         for col in ("build", "trials", "messages", "pairs", "delivered", "NDR", "lost", "duplicated", "pending",
                     "both", "stale locks", "moves (failed)", "broken trials", "trials/min"):
             table.add_column(col, justify="right")
@@ -91,6 +152,21 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         errors = [r for r in results if r.error]
         if errors:
             out.print(f"[yellow]{len(errors)} trial(s) had errors, first: seed {errors[0].seed}: {errors[0].error}[/yellow]")
+        if determinism:
+            out.print(f"determinism: {len(results) - len(nondeterministic)} of {len(results)} seeds gave the same "
+                      "event digest twice" + (f"; [red]differ: {[r.seed for r in nondeterministic][:10]}[/red]"
+                                              if nondeterministic else ""))
+        if "shrunk" in extra:
+            s = extra["shrunk"]
+            out.print(f"shrunk in {s['runs']} runs: {s['events'][0]} -> {s['events'][1]} events, "
+                      f"{s['users'][0]} -> {s['users'][1]} users; smallest world in {s['file']}")
+            out.print(f"replay it: {s['replay']}")
+        for c in extra.get("confirmed", []):
+            verdict = "[red]broke the same way[/red]" if c["same"] else (
+                "broke differently" if c["real_broke"] else "[yellow]did not break[/yellow]")
+            out.print(f"confirm seed {c['seed']} on real processes: {verdict} (sim: {c['sim']}; real: {c['real']})")
+    if nondeterministic:
+        sys.exit(1)
     if expect_loss:
         sys.exit(0 if totals["lost"] else 1)
     if first:
@@ -128,15 +204,21 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 @click.argument("name", type=click.Choice(["q248839"]))
 @click.option("--mta-build", type=click.Choice([*BUILDS, "legacy+workaround"]), help="Run one case.")
 @click.option("--all", "all_cases", is_flag=True, help="Run every case: legacy, sp4, reroute, legacy with the workaround.")
+@click.option("--sim", is_flag=True, help="Run the cases in the simulator (same cores, virtual time); its runs are "
+              "written to the run-dir as real ones, for xcon check, logs and trace.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster's draws (replication jitter, network).")
 @json_option
-def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, as_json: bool) -> None:
+def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, sim: bool, seed: int,
+             as_json: bool) -> None:
     """Reproduce KB Q248839 on fresh clusters and compare with what the KB says."""
     from .scenario import CASES, render, run_cases
+    from .sim.world import Network
 
     if all_cases == bool(mta_build):
         raise click.UsageError("give one of --all or --mta-build")
     cases = list(CASES) if all_cases else [mta_build]
-    results = run_cases(run_dir.resolve() / "scenario", cases, progress=None if as_json else out)
+    root = run_dir.resolve() / ("scenario-sim" if sim else "scenario")
+    results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed)
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

@@ -178,7 +178,7 @@ class MemoryMaildirs:
         self.free = free
 
     def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
-        return ({box: {n for n in names} for box, names in self.boxes.items()},
+        return ({box: set(ids) for box, ids in self.ids().items()},
                 {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in self.state.items()})
 
     def create(self, mailbox: str) -> None:

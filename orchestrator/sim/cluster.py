@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -76,6 +77,8 @@ class SimCluster(Cluster):
         self.client = SimClient(self.world, names)
         self.clock = SimClock(self.world)
         self.resumed = None
+        self._events: list[dict[str, Any]] | None = None  # the merged timeline, as of _events_at
+        self._events_at = -1
         self.world.run_until(self.world.now + 0.01)  # every node has asked for what it starts with
 
     # --- what touches processes ---------------------------------------------------------------
@@ -153,7 +156,9 @@ class SimCluster(Cluster):
     # --- reading the run ----------------------------------------------------------------------
 
     def events(self) -> Iterable[dict[str, Any]]:
-        return self.world.events()
+        if self._events is None or self._events_at != self.world.events_run:
+            self._events, self._events_at = self.world.events(), self.world.events_run
+        return self._events
 
     def end_state(self) -> audit.EndState:
         nodes = self.world.nodes
@@ -164,6 +169,10 @@ class SimCluster(Cluster):
     def dump(self, run_dir: Path, replay: str = "") -> None:
         """Write the run as a real one leaves it (logs, mailboxes, locks, directory, journal), so
         `xcon check`, `xcon logs` and `xcon trace` read it as they read a real run."""
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not (run_dir / "sim.json").exists():
+                raise ClusterError(f"{run_dir} holds files no simulated run wrote; not writing over them")
+            shutil.rmtree(run_dir)  # an earlier simulated run of the same name
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, n in self.world.nodes.items():
             n.sink.dump(run_dir / "logs" / f"{name}.jsonl")

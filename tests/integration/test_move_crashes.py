@@ -60,7 +60,7 @@ def move_with_a_crash(cluster, build: str, role: str, step: str, sent: list[str]
         time.sleep(0.05)
     move_id = triggered(cluster)[-1]["move_id"]
     if role == "orchestrator":
-        chaos._revive(cluster)  # it killed itself; the others restart by the orchestrator's hand
+        cluster.revive()  # it killed itself; the others restart by the orchestrator's hand
     assert chaos.settle(cluster, 60), f"{build}: {role} killed at {step}: the cluster did not settle"
     return cluster.move_state(move_id)
 

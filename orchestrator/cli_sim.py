@@ -1,0 +1,104 @@
+"""`xcon sim`: searches that only the simulator can afford."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nodes.config import BUILDS
+
+from .cli_common import emit_json, json_option, out
+
+
+@click.group()
+def sim() -> None:
+    """Searches in the simulator: the same node cores on virtual time."""
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"a comma-separated list of whole milliseconds, got {text!r}", param_hint=name) from None
+    if not values or any(v < 0 or v > 600_000 for v in values):
+        raise click.BadParameter("give 1 or more values in 0-600000", param_hint=name)
+    return values
+
+
+@sim.command()
+@click.argument("name", type=click.Choice(["q248839"]))
+@click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True)
+@click.option("--lags", default="0,100,250,500,1000,2000", show_default=True,
+              help="Replication lags to try (ms, jitter 0).")
+@click.option("--retries", default="250,1000", show_default=True, help="MTA retry intervals to try (ms).")
+@click.option("--copies", default="100,1000", show_default=True, help="Move copy times to try (ms).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
+@json_option
+def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, workers: int | None,
+            as_json: bool) -> None:
+    """Search the KB world's timing space: where does bob's copy get lost?
+
+    Every point is one simulated run: alice writes to bob (alternate carol, deliver to both)
+    at a given time against the start of bob's Move User, with a given replication lag, MTA retry
+    interval and copy time. The map has one row per (lag, retry, copy) and one character per send
+    time: '.' delivered, 'n' NDR, 'X' lost. Exit 0 when the build behaves as it should: legacy
+    loses somewhere, sp4 and reroute nowhere.
+    """
+    from .sim import explore as ex
+    from .sim.campaign import default_workers
+
+    points = ex.grid(_ints(lags, "--lags"), _ints(retries, "--retries"), _ints(copies, "--copies"))
+    started = time.time()
+    done = []
+    show = not as_json and sys.stdout.isatty()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=True, disable=not show) as bar:
+        task = bar.add_task(f"exploring {mta_build}", total=len(points))
+        for p in ex.explore(mta_build, points, workers or default_workers()):
+            done.append(p)
+            bar.update(task, advance=1)
+    seconds = time.time() - started
+    rows = ex.rows(done)
+    small = ex.smallest(done)
+    lost = sum(r["lost"] for r in rows)
+    errors = sum(p.outcome == "error" for p in done)
+    ok = (lost > 0) if mta_build == "legacy" else lost == 0
+    ok = ok and errors == 0
+    smallest = None if small is None else {
+        "lag_ms": small.lag_ms, "retry_ms": small.retry_ms, "copy_ms": small.copy_ms, "send_at_s": small.send_at,
+        "steps_s": small.steps, "replay": f"xcon sim explore q248839 --mta-build {mta_build} --lags {small.lag_ms} "
+                                        f"--retries {small.retry_ms} --copies {small.copy_ms}"}
+    if as_json:
+        emit_json({"build": mta_build, "points": len(done), "lost": lost, "errors": errors, "seconds": round(seconds, 2),
+                   "rows": rows, "smallest": smallest, "ok": ok})
+    else:
+        table = Table(title=f"KB Q248839 timing space, {mta_build}: bob's copy by send time "
+                            f"('.' delivered, 'n' NDR, 'X' lost; one column per {ex.STEP_S:g} s from "
+                            f"{-ex.BEFORE_S:+g} s after the move is asked for)")
+        for col in ("lag ms", "retry ms", "copy ms", "send time ->", "lost at (s)", "locked (s)", "cache knows (s)"):
+            table.add_column(col, justify="left" if col == "send time ->" else "right")
+        for r in rows:
+            window = f"{r['window'][0]:+.1f}..{r['window'][1]:+.1f}" if r["window"] else "-"
+            locked = f"{r['lock_s']:.2f}-{r['release_s']:.2f}" if r["lock_s"] is not None and r["release_s"] else "-"
+            cache = "-" if r["cache_s"] is None else f"{r['cache_s']:.2f}"
+            table.add_row(str(r["lag_ms"]), str(r["retry_ms"]), str(r["copy_ms"]), r["strip"], window, locked, cache)
+        out.print(table)
+        out.print(f"{len(done)} runs in {seconds:.1f} s; {lost} lost" + (f", {errors} errors" if errors else ""))
+        if small is not None:
+            out.print(f"smallest losing world: lag {small.lag_ms} ms, retry {small.retry_ms} ms, copy {small.copy_ms} ms, "
+                      f"mail sent {small.send_at:+.1f} s after the move was asked for (lock at "
+                      f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): the "
+                      "message is deferred while the mailbox is locked, and retried at the release while the "
+                      "MTA's cache still homes bob on ex1")
+        else:
+            out.print("no point loses bob's copy")
+        out.print("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "
+                  "sp4 and reroute nowhere")
+    sys.exit(0 if ok else 1)
+
+
+COMMANDS = [sim]

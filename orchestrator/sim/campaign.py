@@ -1,0 +1,164 @@
+"""Campaigns in the simulator: the same worlds as `xcon chaos`, thousands a minute.
+
+- `run`: the trials of a campaign over worker processes, in seed order;
+- determinism: with `twice`, each seed runs a second time and the two runs' event digests must
+  be equal (FoundationDB's unseed check): a difference is a source of nondeterminism in the
+  simulator or a core, and a find that could not be replayed;
+- `confirm`: a world that broke in simulation runs again on real processes, and the two verdicts
+  are compared by what broke (outcome, recipient and sender of each broken pair);
+- `shrink`: a broken world cut down (fewer events and users, shorter lag, retry and copy times)
+  while it still breaks the same way, to the smallest world found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .. import chaos
+from .world import Network
+
+
+def _trial(args: tuple) -> chaos.TrialResult:
+    world, run_dir, network, twice = args
+    result = chaos.run_trial(world, run_dir, sim=network, dump=False)
+    if twice:
+        again = chaos.run_trial(world, run_dir, sim=network, dump=False)
+        if again.digest != result.digest:
+            result.error = f"nondeterministic: digest {result.digest} then {again.digest}"
+    return result
+
+
+def run(root: Path, worlds: list[chaos.World], network: Network, workers: int = 1, twice: bool = False,
+        on_trial: Callable[[chaos.TrialResult], None] | None = None,
+        stop_on_break: bool = False) -> list[chaos.TrialResult]:
+    """Run the worlds in the simulator, `workers` processes at once; the first broken trial's
+    run is written under `root` (run again alone, so it is the same run: the simulator replays)."""
+    jobs = [(w, root / f"trial-{i:05d}-{w.seed}", network, twice) for i, w in enumerate(worlds)]
+    results: list[chaos.TrialResult] = []
+    for result in _map(jobs, workers):
+        results.append(result)
+        if on_trial:
+            on_trial(result)
+        if stop_on_break and result.broken:
+            break
+    first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
+    if first is not None:  # written by one more run of the same seed: the same events, to the byte
+        world, run_dir = jobs[first][0], jobs[first][1]
+        again = chaos.run_trial(world, run_dir, sim=network, dump=True)
+        results[first].run_dir = again.run_dir
+    return results
+
+
+def _map(jobs: list[tuple], workers: int) -> Iterator[chaos.TrialResult]:
+    if workers <= 1 or len(jobs) < 8:
+        yield from map(_trial, jobs)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(_trial, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def signature(result: chaos.TrialResult) -> Counter:
+    """What broke, without the ids a run draws for itself: (outcome, recipient, sender) of each
+    broken pair, and each stale lock's mailbox."""
+    found: Counter = Counter((v["outcome"], v["rcpt"], v["sender"]) for v in result.violations)
+    found.update(("stale lock", lock["mailbox"], lock["server"]) for lock in result.stale_locks)
+    return found
+
+
+def confirm(world: chaos.World, run_dir: Path) -> tuple[chaos.TrialResult, bool]:
+    """Run a world found in simulation on real processes; whether it broke the same way."""
+    real = chaos.run_trial(world, run_dir)
+    sim = chaos.run_trial(world, run_dir.with_name(run_dir.name + "-sim"), sim=Network(), dump=False)
+    return real, real.broken and signature(real) == signature(sim)
+
+
+def world_to_json(world: chaos.World) -> dict[str, Any]:
+    return {**asdict(world), "servers": list(world.servers)}
+
+
+def world_from_json(data: dict[str, Any]) -> chaos.World:
+    """A world written by `shrink` (or by hand): the shape of chaos.World, checked."""
+    try:
+        world = chaos.World(**{**data, "servers": tuple(data["servers"])})
+    except TypeError as exc:
+        raise ValueError(f"not a world: {exc}") from None
+    if world.build not in ("legacy", "sp4", "reroute"):
+        raise ValueError(f"unknown build {world.build!r}")
+    return world
+
+
+def load_world(path: Path) -> chaos.World:
+    return world_from_json(json.loads(path.read_text()))
+
+
+def shrink(world: chaos.World, network: Network | None = None, budget: int = 400) -> tuple[chaos.World, int]:
+    """The smallest world found that still breaks as `world` does (the same kinds of break),
+    greedily: drop each event, then each user no event names, then alternates, then halve the
+    lag, jitter, retry and copy times, until a whole pass changes nothing or `budget` runs are
+    spent. Returns it and how many runs it took. (Hand-written, not Hypothesis: a world is a list
+    of timed events whose meaning depends on each other, which a delta-debugging pass over that
+    list cuts down directly; a Hypothesis strategy would have to re-draw it from choices.)"""
+    network = network or Network()
+    scratch = Path("/nonexistent/shrink")
+    runs = 0
+
+    def kinds(r: chaos.TrialResult) -> set:
+        return {k[0] for k in signature(r)}
+
+    target = kinds(chaos.run_trial(world, scratch, sim=network, dump=False))
+    if not target:
+        return world, 1
+
+    def breaks(candidate: chaos.World) -> bool:
+        nonlocal runs
+        runs += 1
+        try:
+            result = chaos.run_trial(candidate, scratch, sim=network, dump=False)
+        except (KeyError, IndexError, ValueError):
+            return False  # a cut that left the world inconsistent (a move of a user it removed)
+        return not result.error and target <= kinds(result)
+
+    best = world
+    changed = True
+    while changed and runs < budget:
+        changed = False
+        i = 0
+        while i < len(best.events) and runs < budget:
+            candidate = replace(best, events=best.events[:i] + best.events[i + 1:])
+            if breaks(candidate):
+                best, changed = candidate, True
+            else:
+                i += 1
+        named = {e.get("alias") for e in best.events} | {e.get("sender") for e in best.events}
+        named |= {r for e in best.events for r in e.get("to", ())}
+        named |= {u["alternate"] for u in best.users if u["alternate"]}
+        for user in [u for u in best.users if u["alias"] not in named]:
+            if runs >= budget:
+                break
+            candidate = replace(best, users=[u for u in best.users if u is not user])
+            if breaks(candidate):
+                best, changed = candidate, True
+        for user in [u for u in best.users if u["alternate"]]:
+            if runs >= budget:
+                break
+            users = [dict(u, alternate=None, deliver_to_both=False) if u is user else u for u in best.users]
+            candidate = replace(best, users=users)
+            if breaks(candidate):
+                best, changed = candidate, True
+        for field in ("lag_ms", "jitter_ms", "retry_ms", "copy_delay_ms"):
+            value = getattr(best, field)
+            if value > 0 and runs < budget:
+                candidate = replace(best, **{field: value // 2})
+                if breaks(candidate):
+                    best, changed = candidate, True
+    return best, runs
