@@ -473,6 +473,48 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
     t0 = time.perf_counter()
     for seed in chaos.trial_seeds(1, trials):
         chaos.run_trial(chaos.draw_world(seed, "sp4", ()), root / f"trial-{seed}")
-    rows.append(Row("chaos", "trials/minute", 60 * trials / (time.perf_counter() - t0), None, "trials/min",
-                    "sp4, no faults"))
+    real_rate = 60 * trials / (time.perf_counter() - t0)
+    rows.append(Row("chaos", "trials/minute", real_rate, None, "trials/min", "sp4, no faults, real processes"))
+    rows.extend(sim_rows(root, quick, real_rate, say))
+    return rows
+
+
+def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], None]) -> list[Row]:
+    """The simulator beside the real campaign: trials a minute (all cores), the KB case, explore,
+    and how a trial's cost grows with servers and users."""
+    from .scenario import run_case
+    from .sim import campaign, explore
+    from .sim.world import Network
+
+    rows = []
+    workers = campaign.default_workers()
+    n = 2000 if quick else 20_000
+    for faults, label in ((chaos.DEFAULT_FAULTS, "default faults"), (chaos.FAULTS, "every fault kind")):
+        say(f"simulated chaos, {n} trials, {label}")
+        worlds = [chaos.draw_world(s, "sp4", faults) for s in chaos.trial_seeds(2, n)]
+        t0 = time.perf_counter()
+        results = campaign.run(root / "sim", worlds, Network(), workers)
+        rate = 60 * n / (time.perf_counter() - t0)
+        broken = sum(r.broken for r in results)
+        rows.append(Row("chaos --sim", f"trials/minute, {label}", rate, real_rate, "trials/min",
+                        f"sp4, {workers} workers, {n} trials, {broken} broken; baseline: the real campaign's row"))
+    say("simulated KB case")
+    cases = 200 if quick else 2000
+    t0 = time.perf_counter()
+    for i in range(cases):
+        run_case("legacy", root / "kb", seed=i, sim=Network(), write=i == 0)
+    rows.append(Row("scenario --sim", "KB cases/minute, one core", 60 * cases / (time.perf_counter() - t0), None,
+                    "cases/min", "legacy case, judged by check; the first also written to disk"))
+    say("sim explore q248839")
+    t0 = time.perf_counter()
+    points = list(explore.explore("legacy", explore.grid(), workers))
+    rows.append(Row("sim explore q248839", f"seconds, {len(points)} points", time.perf_counter() - t0, None, "s",
+                    f"legacy, {workers} workers, {sum(p.outcome == 'lost' for p in points)} points lose"))
+    for servers, users in ((2, 6), (10, 100), (50, 1000)) if quick else ((2, 6), (10, 100), (50, 1000), (50, 5000)):
+        say(f"simulated world of {servers} servers, {users} users")
+        t0 = time.perf_counter()
+        world = chaos.draw_world(7, "sp4", (), users=users, moves=3, servers=servers)
+        result = chaos.run_trial(world, root / "big", sim=Network(), dump=False)
+        rows.append(Row("chaos --sim", f"one trial, {servers} servers, {users} users", time.perf_counter() - t0, None,
+                        "s", f"sp4, no faults, 3 moves; {result.pairs} pairs, broken: {result.broken}"))
     return rows

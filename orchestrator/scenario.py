@@ -78,7 +78,7 @@ class CaseResult:
         return {**self.__dict__, "matches": self.matches}
 
 
-def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None) -> CaseResult:
+def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None, write: bool = True) -> CaseResult:
     """One case on a fresh cluster: real processes, or with `sim` the simulator on that network
     (its run is written to `run_dir` as a real one would leave it)."""
     build, workaround, expected, kb = CASES[case]
@@ -115,7 +115,7 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
     finally:
         cluster.stop()
     result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
-    if isinstance(cluster, SimCluster):
+    if isinstance(cluster, SimCluster) and write:
         cluster.dump(run_dir, replay=f"xcon scenario q248839 --sim --mta-build {case} --seed {seed}")
         result.digest = chaos_digest(cluster.events())
     result.seconds = round(time.time() - t0, 3)

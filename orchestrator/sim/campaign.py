@@ -90,8 +90,8 @@ def world_from_json(data: dict[str, Any]) -> chaos.World:
     """A world written by `shrink` (or by hand): the shape of chaos.World, checked."""
     try:
         world = chaos.World(**{**data, "servers": tuple(data["servers"])})
-    except TypeError as exc:
-        raise ValueError(f"not a world: {exc}") from None
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"not a world: {exc!s} (write one with `xcon chaos --sim --shrink`)") from None
     if world.build not in ("legacy", "sp4", "reroute"):
         raise ValueError(f"unknown build {world.build!r}")
     return world

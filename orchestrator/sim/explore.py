@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from nodes.config import Settings
@@ -42,7 +42,9 @@ class Point:
     cache_at: float | None = None  # when mta.ex1's cache learned bob's new home
 
 
-def run_point(build: str, p: Point) -> Point:
+def run_point(build: str, point: Point) -> Point:
+    """Run one point; returns a new Point with its outcome (the one given is not changed)."""
+    p = replace(point, steps={})
     settings = Settings(("ex1", "ex2"), build, replication_lag_ms=p.lag_ms, replication_jitter_ms=0,
                         retry_ms=p.retry_ms, expire_ms=60_000, seed=1)
     cluster = SimCluster(settings)

@@ -1,0 +1,113 @@
+"""The simulator: the same cores on virtual time, judged by the same check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodes.mta.spool import MemorySpool, Spool
+from nodes.store.maildir import Maildirs, MemoryMaildirs
+from orchestrator import chaos, scenario
+from orchestrator.sim import campaign, explore
+from orchestrator.sim.world import Network
+
+ALL_FAULTS = chaos.FAULTS
+SEED = int(os.environ.get("XCON_CHAOS_SEED", "20261126"))
+
+
+@pytest.mark.parametrize("case", list(scenario.CASES))
+def test_the_four_kb_cases_behave_as_the_kb_says_in_simulation(case, tmp_path):
+    result = scenario.run_case(case, tmp_path / case, seed=3, sim=Network())
+    assert result.error is None
+    assert result.observed == result.expected, (case, result.observed)
+    assert result.matches, result.check
+
+
+def test_a_simulated_run_is_written_as_a_real_one_for_check_and_trace(tmp_path):
+    from orchestrator.check import check_run
+
+    result = scenario.run_case("legacy", tmp_path / "legacy", sim=Network())
+    report = check_run(tmp_path / "legacy")  # read back from the files, as for a real run
+    assert report.audited and report.counts == result.check["counts"] and report.counts["lost"] == 1
+    assert (tmp_path / "legacy" / "stores" / "ex1" / "carol" / "new").is_dir()
+
+
+def test_the_same_seed_gives_the_same_event_digest_in_two_processes():
+    code = ("from pathlib import Path; from orchestrator import chaos; from orchestrator.sim.world import Network; "
+            f"w = chaos.draw_world({SEED}, 'sp4', chaos.FAULTS); "
+            "print(chaos.run_trial(w, Path('/nonexistent'), sim=Network(), dump=False).digest)")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+               for _ in range(2)}
+    here = chaos.run_trial(chaos.draw_world(SEED, "sp4", chaos.FAULTS), Path("/nonexistent"), sim=Network(),
+                           dump=False).digest
+    print(f"seed {SEED}: digests {digests | {here}}")
+    assert len(digests | {here}) == 1 and len(here) == 24
+
+
+def test_a_different_seed_gives_a_different_digest():
+    a, b = (chaos.run_trial(chaos.draw_world(s, "sp4"), Path("/x"), sim=Network(), dump=False).digest
+            for s in (SEED, SEED + 1))
+    assert a != b
+
+
+@pytest.mark.parametrize("build", ["sp4", "reroute"])
+def test_a_simulated_campaign_with_every_fault_kind_loses_and_duplicates_nothing(build, tmp_path):
+    worlds = [chaos.draw_world(s, build, ALL_FAULTS) for s in chaos.trial_seeds(SEED, 300)]
+    results = campaign.run(tmp_path, worlds, Network(), workers=1)
+    totals = chaos.summarize(results)
+    print(f"{build} seed {SEED}: {totals}")
+    assert totals["trials"] == 300 and totals["pairs"] > 3000 and totals["moves_failed"] > 0
+    broken = [(r.seed, r.counts, r.stale_locks, r.error) for r in results if r.broken or r.error]
+    assert broken == [], broken
+
+
+def test_legacy_loses_in_a_simulated_campaign_and_the_find_shrinks_and_replays(tmp_path):
+    worlds = [chaos.draw_world(s, "legacy") for s in chaos.trial_seeds(SEED, 60)]
+    results = campaign.run(tmp_path, worlds, Network(), workers=1)
+    first = next(r for r in results if r.lost)
+    world = next(w for w in worlds if w.seed == first.seed)
+    small, runs = campaign.shrink(world)
+    print(f"seed {first.seed} shrunk in {runs} runs: {len(world.events)} -> {len(small.events)} events")
+    assert len(small.events) < len(world.events) and len(small.events) >= 2
+    again = chaos.run_trial(campaign.world_from_json(json.loads(json.dumps(campaign.world_to_json(small)))),
+                            tmp_path / "again", sim=Network(), dump=False)
+    assert again.lost >= 1
+
+
+def test_explore_finds_the_window_in_legacy_and_none_in_the_fixed_builds():
+    points = explore.grid(lags=(0, 500), retries=(250,), copies=(500,))
+    found = {b: list(explore.explore(b, points)) for b in ("legacy", "sp4", "reroute")}
+    legacy = explore.rows(found["legacy"])
+    assert [r["lost"] for r in legacy if r["lag_ms"] == 0] == [0]  # no lag: the cache is never stale
+    window = next(r for r in legacy if r["lag_ms"] == 500)
+    # lost exactly while the mailbox is locked: from the lock to the end of the copy
+    assert window["window"] is not None and window["window"][0] >= 0 and window["window"][1] <= window["release_s"]
+    assert explore.smallest(found["legacy"]).lag_ms == 500
+    assert all(p.outcome in ("delivered", "ndr") for b in ("sp4", "reroute") for p in found[b])
+    assert any(p.outcome == "ndr" for p in found["sp4"]) and all(p.outcome == "delivered" for p in found["reroute"])
+
+
+def test_memory_storage_loads_what_the_disk_storage_loads(tmp_path):
+    disk, memory = Maildirs(tmp_path / "s", fsync=False), MemoryMaildirs()
+    for boxes in (disk, memory):
+        boxes.create("bob")
+        boxes.write("bob", "1780000000000.ex1.a1.7.xcon", b"x")
+        boxes.sync()
+        boxes.write("bob", "1780000000001.ex1.a1.8.xcon", b"y")  # never synced: a crash loses it
+        boxes.save_state({"bob": "move.1"}, ["bob"], [])
+    memory.crash(0.0)
+    assert disk.load()[0] == memory.load()[0] == {"bob": {"ex1.a1.7"}}
+    assert disk.load()[1] == memory.load()[1]
+    spool, mem = Spool(tmp_path / "q", fsync=False), MemorySpool()
+    for log in (spool, mem):
+        log.load()
+        log.retire("m1", {"bob": 0}, 1.0)
+        log.sync()
+        log.retire("m2", {"bob": 0}, 2.0)
+    mem.crash(0.5)  # half of the unsynced batch torn at the tail: load cuts it off
+    assert Spool(tmp_path / "q", fsync=False).load()[1] == mem.load()[1] == [("m1", {"bob": 0}, 1.0)]
