@@ -89,10 +89,11 @@ def log(event: str, level: str = "info", **fields: Any) -> Log:
     return Log(event, fields, level)
 
 
-def error(req: Request, reason: str) -> list:
-    """The answer to a request a node refuses: an error reply and a log line saying why."""
+def error(req: Request, reason: str, code: str | None = None) -> list:
+    """The answer to a request a node refuses: an error reply and a log line saying why. `code`
+    (protocol.ERROR_CODES) is for a node that acts on the refusal; `reason` is for people."""
     return [
-        Reply(req.peer, req.frame.id, "error", {"reason": reason}, req.frame.trace),
+        Reply(req.peer, req.frame.id, "error", {"reason": reason, "code": code}, req.frame.trace),
         log("request.refused", level="warning", type=req.frame.type, src=req.frame.src, reason=reason),
     ]
 

@@ -163,7 +163,7 @@ class NodeHost:
 
     def refuse(self, peer: Any, re: str, reason: str) -> None:
         """Answer a frame the shell could not decode."""
-        self._reply(Reply(peer, re, "error", {"reason": reason}))
+        self._reply(Reply(peer, re, "error", {"reason": reason, "code": None}))
 
     def next_wakeup(self) -> float | None:
         """When `due` has something to do: the core's next timer or a held frame's time."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings, open_append
+from protocol import MOVE_ENDED
 from protocol.names import ALIAS_RULE, valid_alias
 
 from . import audit, logread, rundir
@@ -271,7 +272,7 @@ class Cluster:
         deadline = self.clock.now() + timeout
         while True:
             state = self.move_state(move_id)
-            if state["step"] in ("done", "failed") or state["step"] == step:
+            if state["step"] in MOVE_ENDED or state["step"] == step:
                 return state
             if state["rolling_back"] and not settled:
                 return state

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.config import append_whole, open_append
+from protocol import MOVE_ENDED
 
 PATH = Path("orchestrator") / "journal.jsonl"  # under the run-dir
 
@@ -31,7 +32,7 @@ def read(path: Path) -> tuple[list[dict[str, Any]], int]:
 def unfinished(records: list[dict[str, Any]]) -> set[str]:
     """The moves whose last record is neither done nor failed."""
     last = {r["move_id"]: r["step"] for r in records}
-    return {move_id for move_id, step in last.items() if step not in ("done", "failed")}
+    return {move_id for move_id, step in last.items() if step not in MOVE_ENDED}
 
 
 class Journal:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
+from protocol import MOVE_ENDED, MOVE_STATE, NO_MAILBOX, NOT_LOCKED
 
 EXPORT_PAGE = 2000
 POLL_S = 0.05
@@ -92,8 +93,8 @@ class Move:
                 "attempts": self.tries if self.request else 0}
 
 
-PUBLIC = ("move_id", "alias", "target", "workaround", "copy_delay_ms", "source", "step", "started_at", "finished_at",
-          "error", "saved", "wait_usn", "copied", "rolling_back")
+# what a status shows of a move: the fields protocol.MOVE_STATE declares, but for the two public() adds
+PUBLIC = tuple(k for k in MOVE_STATE if k not in ("waiting_for", "attempts"))
 
 
 class MoveCore:
@@ -119,7 +120,7 @@ class MoveCore:
         actions: list = []
         for move_id, r in last.items():
             step = OLD_STEPS.get(r["step"], r["step"])
-            if step in ("done", "failed"):
+            if step in MOVE_ENDED:
                 continue
             move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
                         source=r["source"], step=step, started_at=r.get("started_at", now), saved=r.get("saved"),
@@ -157,11 +158,11 @@ class MoveCore:
         return min(times) if times else None
 
     def active(self) -> list[Move]:
-        return [m for m in self.moves.values() if m.step not in ("done", "failed")]
+        return [m for m in self.moves.values() if m.step not in MOVE_ENDED]
 
     def status(self, now: float) -> dict[str, Any]:
         return {"active": [m.public() for m in self.active()],
-                "finished": sum(m.step in ("done", "failed") for m in self.moves.values()),
+                "finished": sum(m.step in MOVE_ENDED for m in self.moves.values()),
                 "recovered": self.recovered}
 
     def on_event(self, event: Any, now: float) -> list:
@@ -256,7 +257,7 @@ class MoveCore:
 
     def _answer(self, move: Move, frame: Any, now: float) -> list:
         if frame.type == "error":
-            return self._problem(move, f"{frame.src}: {frame.body['reason']}", now)
+            return self._problem(move, f"{frame.src}: {frame.body['reason']}", now, frame.body.get("code"))
         body = frame.body
         step = move.step
         if step == "resolve":
@@ -405,12 +406,12 @@ class MoveCore:
 
     # --- failures -------------------------------------------------------------------------
 
-    def _problem(self, move: Move, reason: str, now: float) -> list:
+    def _problem(self, move: Move, reason: str, now: float, code: str | None = None) -> list:
         if move.step == "resolve":
             return self._refuse(move, reason)
-        if move.step == "release" and "no mailbox" in reason:
+        if move.step == "release" and code == NO_MAILBOX:
             return self._after_release(move, now)  # an earlier try of this step got there
-        if move.step == "open_target" and "is not locked" in reason:
+        if move.step == "open_target" and code == NOT_LOCKED:
             return [*self._enter(move, "release", now), *self._release(move, now)]  # opened already
         if move.step in FORWARD_ONLY:
             # from set_home on the move must finish, not roll back: the directory may already name
@@ -431,7 +432,7 @@ class MoveCore:
         (the log line says `why`, when shorter)."""
         peer, re = move.requester or (b"", "")
         del self.moves[move.move_id]
-        return [Reply(peer, re, "error", {"reason": reason}),
+        return [Reply(peer, re, "error", {"reason": reason, "code": None}),
                 log("move.refused", move_id=move.move_id, alias=move.alias, reason=why or reason)]
 
     def _abort(self, req: Request, alias: str, now: float) -> list:

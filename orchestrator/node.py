@@ -50,7 +50,7 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
         if pid is not None:
             reason = f"{action.node} is running (pid {pid}); kill it first"
             if action.re:
-                answer = [Reply(action.peer, action.re, "error", {"reason": reason})]
+                answer = [Reply(action.peer, action.re, "error", {"reason": reason, "code": None})]
             return [*answer, log("fault.restart_refused", level="warning", target=action.node, reason=reason)]
         pid = processes.spawn(action.node)
         return [*answer, log("fault.injected", level="warning", kind="restart", target=action.node, peer=None,

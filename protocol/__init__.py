@@ -1,9 +1,10 @@
 """The xcon wire protocol: message declarations and the frame codec."""
 
 from .frame import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, Frame, ProtocolError, batch, check_body, decode, decode_message, encode
-from .messages import MESSAGES, REPLIES, VERSION
+from .messages import ERROR_CODES, MESSAGES, MOVE_ENDED, MOVE_STATE, NO_MAILBOX, NOT_LOCKED, REPLIES, VERSION
 
 __all__ = [
-    "MAX_BATCH_FRAMES", "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MESSAGES", "REPLIES", "VERSION",
+    "ERROR_CODES", "MAX_BATCH_FRAMES", "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MESSAGES", "MOVE_ENDED", "MOVE_STATE",
+    "NO_MAILBOX", "NOT_LOCKED", "REPLIES", "VERSION",
     "Frame", "ProtocolError", "batch", "check_body", "decode", "decode_message", "encode",
 ]

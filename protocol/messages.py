@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 2  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort
+VERSION = 3  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,29 @@ RECIPIENT_FIELDS = {
     "usn": INT,
 }
 
+# The codes an `error` answer may carry, for the node that acts on the refusal: a code is what a
+# program reads, the reason is what a person reads (and may be reworded at will).
+NO_MAILBOX = "no_mailbox"  # the store has no such mailbox
+NOT_LOCKED = "not_locked"  # the mailbox is not locked (by that owner)
+ERROR_CODES = frozenset({NO_MAILBOX, NOT_LOCKED})
+
+# A move's state as the orchestrator shows it (orch.move_state's "move", and each of the status's
+# "active"): what `xcon move` and the tools wait on. A move has ended once its step is one of
+# MOVE_ENDED; "rolling_back" is true from its first failure until its rollback is done.
+MOVE_STATE = {
+    "move_id": STR, "alias": STR, "target": STR, "workaround": BOOL, "copy_delay_ms": INT, "source": Opt(STR),
+    "step": STR, "started_at": FLOAT, "finished_at": Opt(FLOAT), "error": Opt(STR), "saved": Opt(MAP),
+    "wait_usn": INT, "copied": INT, "rolling_back": BOOL, "waiting_for": Opt(STR), "attempts": INT,
+}
+MOVE_ENDED = ("done", "failed")
+
 MESSAGES: dict[str, dict[str, Field]] = {
     # --- any node ---
     "ping": {},
     "pong": {"node": STR, "ready": BOOL, "pid": INT},
     "status": {},
     "status_reply": {"node": STR, "status": MAP},
-    "error": {"reason": STR},
+    "error": {"reason": STR, "code": Opt(STR)},  # code: one of ERROR_CODES, or nil
     "ok": {},
     # --- directory (ROUTER: lookups, snapshot, changes; PUB: change feed) ---
     "dir.add": {

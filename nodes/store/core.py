@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import MAX_MESSAGE_BYTES
+from protocol import MAX_MESSAGE_BYTES, NO_MAILBOX, NOT_LOCKED
 from protocol.names import valid_alias, valid_msg_id
 
 from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
@@ -190,7 +190,7 @@ class StoreCore:
 
     def _list(self, req: Request, body: dict[str, Any], now: float) -> list:
         if body["mailbox"] not in self.mailboxes:
-            return error(req, f"no mailbox '{body['mailbox']}' on {self.server}")
+            return error(req, f"no mailbox '{body['mailbox']}' on {self.server}", NO_MAILBOX)
         return [ListMailbox(req.peer, req.frame.id, body["mailbox"])]
 
     def _lock(self, req: Request, body: dict[str, Any], now: float) -> list:
@@ -198,7 +198,7 @@ class StoreCore:
         if owner in self.ended:
             return self._late(req, mailbox, owner, "lock")
         if mailbox not in self.mailboxes:
-            return error(req, f"no mailbox '{mailbox}' on {self.server}")
+            return error(req, f"no mailbox '{mailbox}' on {self.server}", NO_MAILBOX)
         holder = self.locked.get(mailbox)
         if holder == owner:
             return [self._ok(req), log("store.lock_repeated", mailbox=mailbox, owner=owner)]
@@ -214,7 +214,7 @@ class StoreCore:
         if owner in self.ended:
             return self._repeat(req, self._ok(req), mailbox, owner)
         if mailbox not in self.locked:
-            return error(req, f"mailbox '{mailbox}' is not locked")
+            return error(req, f"mailbox '{mailbox}' is not locked", NOT_LOCKED)
         if self.locked[mailbox] != owner:
             return error(req, f"mailbox '{mailbox}' is locked by {self.locked[mailbox]}, not {owner}")
         del self.locked[mailbox]
@@ -227,7 +227,7 @@ class StoreCore:
 
     def _export(self, req: Request, body: dict[str, Any], now: float) -> list:
         if body["mailbox"] not in self.mailboxes:
-            return error(req, f"no mailbox '{body['mailbox']}' on {self.server}")
+            return error(req, f"no mailbox '{body['mailbox']}' on {self.server}", NO_MAILBOX)
         limit = body["limit"]
         if not 1 <= limit <= MAX_EXPORT:
             return error(req, f"export limit must be between 1 and {MAX_EXPORT}")
@@ -281,7 +281,7 @@ class StoreCore:
         if owner in self.ended:
             return self._repeat(req, self._ok(req), mailbox, owner)
         if mailbox not in self.mailboxes:
-            return error(req, f"no mailbox '{mailbox}' on {self.server}")
+            return error(req, f"no mailbox '{mailbox}' on {self.server}", NO_MAILBOX)
         if self.locked.get(mailbox) != owner:
             return error(req, f"mailbox '{mailbox}' is not locked by {owner}; only the move that holds it deletes it")
         count = len(self.mailboxes.pop(mailbox))

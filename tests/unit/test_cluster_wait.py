@@ -15,6 +15,7 @@ class Scripted(cl.Cluster):
         self.config = ClusterConfig(Path("/nonexistent"), Settings(), {})
         self.polls = polls
         self.asked = 0
+        self.clock = cl.WallClock()
 
     def status_of(self, node: str) -> dict:
         if node == "orchestrator":

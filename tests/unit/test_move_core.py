@@ -39,7 +39,7 @@ def answers(alternate="carol", fail_import=False):
         "store.unlock": lambda s: ("ok", {}),
         "store.export": lambda s: ("store.exported", {"mailbox": "bob", "next": None, "messages": [
             {"name": "1.m1.xcon", "msg_id": "m1", "raw": b"r"}]}),
-        "store.import": (lambda s: ("error", {"reason": "disk full"})) if fail_import
+        "store.import": (lambda s: ("error", {"reason": "disk full", "code": None})) if fail_import
         else (lambda s: ("store.imported", {"mailbox": "bob", "count": 1})),
         "store.delete": lambda s: ("ok", {}),
         "store.end_move": lambda s: ("store.move_ended", {"mailbox": "bob", "owner": s.body["owner"],
@@ -249,7 +249,7 @@ def test_a_read_ahead_that_never_answers_is_asked_again_when_its_page_is_due():
 
 def test_a_read_ahead_refused_by_the_source_is_asked_again():
     core, table, imported, imp, ahead = first_import(2)
-    assert core.on_event(response(ahead, "error", {"reason": "busy"}), 1.0) == []
+    assert core.on_event(response(ahead, "error", {"reason": "busy", "code": None}), 1.0) == []
     core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     (retry,) = sends(core.tick(core.next_wakeup()), "store.export")
     assert retry.body == ahead.body
@@ -257,7 +257,7 @@ def test_a_read_ahead_refused_by_the_source_is_asked_again():
 
 def test_a_failed_import_drops_the_read_ahead_page():
     core, table, imported, imp, ahead = first_import(3)
-    rollback = core.on_event(response(imp, "error", {"reason": "disk full"}), 1.0)
+    rollback = core.on_event(response(imp, "error", {"reason": "disk full", "code": None}), 1.0)
     assert [(s.type, s.to) for s in sends(rollback)] == [("store.end_move", "store.ex2")]  # rollback_target
     assert core.on_event(response(ahead, *table["store.export"](ahead)), 1.0) == []
     steps = drive(core, rollback, table)
@@ -317,3 +317,12 @@ def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
     assert [a.record["step"] for a in crashed if isinstance(a, JournalStep)] == ["release"]
     assert isinstance(crashed[-1], CrashSelf), "the orchestrator dies last, its step journaled"
     assert core.status(now)["armed"] == []
+
+
+def test_a_moves_public_state_is_the_shape_protocol_declares():
+    from protocol import MOVE_STATE
+
+    core = MoveCore(["ex1", "ex2"], "b")
+    core.on_event(request("orch.move", {"alias": "bob", "target": "ex2", "workaround": False, "copy_delay_ms": 0}), 1.0)
+    (state,) = core.status(1.0)["active"]
+    assert set(state) == set(MOVE_STATE)

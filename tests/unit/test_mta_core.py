@@ -257,7 +257,7 @@ def test_a_hand_off_is_durable_before_the_transfer_leaves():
 def test_a_refused_transfer_may_be_rerouted():
     mta = make_mta("sp4", retry_ms=500)
     msg_id, actions = submit(mta, ["alice"], now=1.0)
-    mta.on_event(response(sends(actions, "mta.transfer")[0], "error", {"reason": "busy"}), 1.1)
+    mta.on_event(response(sends(actions, "mta.transfer")[0], "error", {"reason": "busy", "code": None}), 1.1)
     mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("alice", "ex1", 5)})), 1.2)
     retry = mta.tick(2.3)
     assert [s.body["mailbox"] for s in sends(retry, "store.deliver")] == ["alice"]
@@ -290,7 +290,7 @@ def test_no_ndr_is_sent_about_an_ndr():
             "ndr_for": "m-4", "ndr_rcpts": ["bob"],
             "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
-    final = mta.on_event(response(sends(actions, "store.deliver")[0], "error", {"reason": "x"}), 1.1)
+    final = mta.on_event(response(sends(actions, "store.deliver")[0], "error", {"reason": "x", "code": None}), 1.1)
     final = mta.tick(30.0)  # expired
     assert [f.fields["report"] for f in events(final, "mta.failed")] == ["none"] and not sends(final)
 

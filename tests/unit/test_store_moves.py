@@ -4,6 +4,7 @@ move that, once over, can never lock or fill a mailbox again."""
 from __future__ import annotations
 
 from nodes.core import DiskSpace
+from protocol import NO_MAILBOX, NOT_LOCKED, check_body
 from nodes.store.core import CreateMailbox, DeleteMailbox, PersistLocks, StoreCore
 
 from .helpers import events, replies, request, sends
@@ -110,3 +111,12 @@ def test_a_low_disk_defers_deliveries_and_refuses_imports_until_there_is_room():
     assert events(store.on_event(DiskSpace(10_000), 2.0), "storage.ok")
     assert deliver(store, "m1") == ("delivered", "")
     assert store.on_event(DiskSpace(9_000), 3.0) == [], "a change above the floor says nothing"
+
+
+def test_refusals_a_move_acts_on_carry_a_declared_code_not_only_words():
+    store = StoreCore("ex1", {"bob": set()}, {}, "b")
+    gone = replies(store.on_event(request("store.delete", {"mailbox": "carol", "owner": "move.1"}), 1.0))[0]
+    open_ = replies(store.on_event(request("store.unlock", {"mailbox": "bob", "owner": "move.1"}), 1.0))[0]
+    assert (gone.type, gone.body["code"]) == ("error", NO_MAILBOX)
+    assert (open_.type, open_.body["code"]) == ("error", NOT_LOCKED)
+    check_body("error", gone.body)  # the shape protocol/ declares
