@@ -13,8 +13,8 @@ from typing import Any
 from protocol import Frame
 
 # Events and actions are values: nothing changes one once made. They are slotted dataclasses,
-# not frozen ones, because a frozen dataclass's __init__ sets each field through
-# object.__setattr__, 1.3 us more per instance, and a message makes about forty of them.
+# not frozen ones: a frozen one's __init__ is slower, and a message makes about forty of them
+# (docs/performance.md).
 
 # --- events ---------------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ class JsonLinesFile:
     """A structlog processor that appends the event as one JSON line and passes it on.
 
     Lines gather in memory and `flush` writes them at the end of each batch of the node's loop,
-    before the batch's frames leave (nodes.runtime): a write per line was a tenth of a busy MTA's
-    time, and a line is still in the file before anyone can hear of what it records. Only
+    before the batch's frames leave (nodes.runtime): a write per line cost a busy MTA dearly
+    (docs/performance.md), and a line is still in the file before anyone can hear of what it records. Only
     `flush` touches the disk, so a full disk fails there, where the runtime waits for room and
     tries again, and a line is never half in the file and half lost."""
 
@@ -34,8 +34,7 @@ class JsonLinesFile:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._fd = open_append(path)
         # one growing buffer, not a list of lines: each line's bytes are freed as soon as they
-        # are copied in, which keeps an event at 1.8 us (a list of lines held until the flush
-        # made it 3.6 us, measured with 100 events a flush)
+        # are copied in, which halves an event's cost (docs/performance.md)
         self._buf = bytearray()
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -165,13 +164,13 @@ class NodeLog:
 
     Each event passes the same pieces in the same order (header, JSON line, console line); `emit`
     only skips structlog's per-call machinery (copying the context, merging keywords, dispatching
-    on the level), which was 4 of the 11 us an event cost, at about nine events per message."""
+    on the level), over a third of an event's cost at about nine events a message (docs/performance.md)."""
 
     def __init__(self, node: str, lamport: Callable[[], int], clock: Callable[[], float], sinks: Sinks,
                  console: str = "warning"):
         self.node, self.lamport, self.clock = node, lamport, clock
         # with console="warning", a core's info and debug events go to the JSON file alone: a
-        # console line was 3 of the 7 us an event cost, for a copy nobody reads at load
+        # console line is costly, for a copy nobody reads at load (docs/performance.md)
         self.quiet = frozenset() if console == "info" else frozenset(("info", "debug"))
         self.sinks = sinks
         # this log's own pipeline (wrap_logger), not structlog.configure: a process may host many
@@ -180,7 +179,7 @@ class NodeLog:
 
     def header(self, level: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         """ts, node, level, event, lamport first, then the event's fields; the header wins a clash."""
-        # microseconds, as round(ts, 6) gave, for a fifth of its cost
+        # microseconds, as round(ts, 6) gives, for less (docs/performance.md)
         ordered = {"ts": int(self.clock() * 1e6) / 1e6, "node": self.node, "level": level, "event": event,
                    "lamport": self.lamport()}
         if _HEADER_KEYS.isdisjoint(fields):

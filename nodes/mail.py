@@ -36,7 +36,7 @@ def alias_of(addr: str) -> str:
 
 @lru_cache(maxsize=4)
 def _date(second: int) -> str:
-    """An RFC 5322 date, made once per second: formatdate was 4 of the 7 us of a compose."""
+    """An RFC 5322 date, made once per second: formatdate was most of a compose (docs/performance.md)."""
     return formatdate(second)
 
 

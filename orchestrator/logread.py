@@ -18,7 +18,7 @@ def read_file(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, An
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             try:
-                event = orjson.loads(line)  # the reader's main cost: orjson parses several times faster
+                event = orjson.loads(line)  # the reader's main cost: orjson (docs/performance.md)
             except orjson.JSONDecodeError:
                 if bad is not None:
                     bad.append(f"{path.name}:{n}")

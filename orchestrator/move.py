@@ -87,7 +87,7 @@ class Move:
 
     def public(self) -> dict[str, Any]:
         """What a status request shows. Not asdict: that deep-copied the request in flight, a
-        page of up to 500 messages, on every poll (py-spy: half the orchestrator's time in a move)."""
+        page of up to 500 messages, on every poll (docs/performance.md)."""
         return {**{k: getattr(self, k) for k in PUBLIC},
                 "waiting_for": self.last[0] if self.request and self.last else None,
                 "attempts": self.tries if self.request else 0}

@@ -28,8 +28,8 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # delivery, a transfer, an export page of one), with room to spare for the rest of that frame
 MAX_MESSAGE_BYTES = 15 * 1024 * 1024
 # one Packer for the process (frames here, the MTA's log records in nodes.mta.spool): msgpack.packb
-# makes a new one per call, 1 of its 2.2 us on a small frame. Nodes are single-threaded; a Packer
-# resets itself after an error.
+# makes a new one per call (docs/performance.md). Nodes are single-threaded; a Packer resets
+# itself after an error.
 pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 MAX_BATCH_FRAMES = 1024
 
@@ -46,7 +46,7 @@ class ProtocolError(ValueError):
         self.frame_id = frame_id
 
 
-@dataclass(slots=True)  # not frozen: that costs 1.3 us a frame (object.__setattr__ per field); a value all the same
+@dataclass(slots=True)  # not frozen, for speed (docs/performance.md); a value all the same
 class Frame:
     type: str
     id: str

@@ -204,9 +204,8 @@ class Spool(Batch):
         On a full disk the log stays as it was (compaction is only a saving) and False is returned."""
         records, remembered = state
         tmp = self.root / ".queue.wal.tmp"
-        # record by record into a buffered file: building the whole log in memory first held a
-        # small object or two per remembered message at once, tens of thousands of them, and the
-        # holes they left among longer-lived objects grew the MTA's RSS by ~4 MB per compaction
+        # record by record into a buffered file, not the whole log in memory first: that held an
+        # object or two per remembered message at once and grew the MTA's RSS (docs/performance.md)
         try:
             with open(tmp, "wb", buffering=1 << 20) as f:
                 for msg_id, hops, at in remembered:

@@ -80,8 +80,8 @@ class Maildirs:
 
     def sync(self) -> None:
         """Write every message of the batch into tmp/, fsync them, rename each into new/, fsync
-        each new/ once: the Maildir way, one batch at a time. Plain os calls on str paths:
-        pathlib and open()'s buffering were a fifth of a busy store.
+        each new/ once: the Maildir way, one batch at a time. Plain os calls on str paths, for
+        speed (docs/performance.md).
 
         If the disk refuses (full), the batch's files in tmp/ are removed and the error raised
         with the batch kept: the runtime calls sync again once there is room, and what was
