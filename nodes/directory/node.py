@@ -34,6 +34,9 @@ class MemoryDirectoryFile:
     def load(self) -> dict[str, Any] | None:
         return json.loads(self.data) if self.data is not None else None
 
+    def crash(self, torn: float) -> None:
+        """The process died: the file is the old one or the new one, never part of each (write_atomic)."""
+
     def save(self, state: dict[str, Any]) -> None:
         self.data = json.dumps(state, sort_keys=True).encode()
 

@@ -193,8 +193,12 @@ class MemoryMaildirs:
         self._pending = []
 
     def crash(self, torn: float) -> None:
-        """The process died: what was not synced is gone (a Maildir write is never torn)."""
-        self._pending = []
+        """The process died. A batch cut short by it: the `torn` fraction of its messages first
+        in line were renamed into new/ (Maildirs.sync renames them in order after writing them
+        all), the rest are gone; a single message is never half there."""
+        self._pending, pending = [], self._pending
+        for mailbox, name, raw in pending[:int(len(pending) * torn)]:
+            self.boxes.setdefault(mailbox, {})[name] = raw
 
     def delete(self, mailbox: str) -> None:
         self.sync()

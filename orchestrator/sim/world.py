@@ -47,15 +47,32 @@ CLIENT = "cli.sim"
 
 @dataclass
 class Network:
-    """Latency of a link: `latency_us` plus up to `jitter_us`, drawn per frame from the seed."""
+    """Latency of a link: `latency_us` plus up to `jitter_us`, drawn per frame from the seed.
+
+    With `torn_kills`, a kill (a fault, not a crash point) lands half the time inside the
+    node's next write instead of at once (FoundationDB's "buggify": make the rare case common):
+    the batch it was making durable is torn (part of a queue log's record, a prefix of a batch of
+    Maildir renames) or lost, and neither the turn's log lines nor its frames leave. A real SIGKILL
+    lands there too, but too rarely for a campaign to see it. If the node writes nothing within
+    TORN_WAIT_S, it is killed then, idle."""
 
     latency_us: int = 300
     jitter_us: int = 200
     cpu_us: int = 0  # processing time per event on a node
+    torn_kills: bool = False
+
+
+TORN_WAIT_S = 0.05  # short: a kill that waited longer would outlive the restart a fault schedules after it
 
 
 class NodeCrashed(Exception):
-    """A node died in the middle of its turn (a crash point): nothing of the turn leaves."""
+    """A node died in the middle of its turn: nothing of the turn leaves. `keep_log`: its log
+    lines so far were written (a crash point flushes them, Runtime.crash); else they are lost
+    with the process, as with a SIGKILL before the turn's end."""
+
+    def __init__(self, keep_log: bool = True):
+        super().__init__()
+        self.keep_log = keep_log
 
 
 @dataclass
@@ -74,14 +91,15 @@ class SimNode:
     wakes: set = field(default_factory=set)  # wake-up times already on the heap
     busy_until: float = 0.0
     pid: int = 0
+    kill_in_write: bool = False  # a kill armed to land inside its next write (Network.torn_kills)
 
 
 class World:
-    def __init__(self, settings: Settings, network: Network | None = None, torn: bool = True):
+    def __init__(self, settings: Settings, network: Network | None = None):
         self.settings = settings
         self.network = network or Network()
         self.rng = random.Random(settings.seed * 31 + 7)  # the network's and crashes' draws
-        self.torn = torn  # a crash may leave part of an unsynced batch torn at a queue log's tail
+        self.torn_writes = 0  # kills that landed inside a write
         self.now = EPOCH
         self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
         self._seq = itertools.count()
@@ -142,7 +160,10 @@ class World:
             parts = orchestrator_wiring(settings, list(self.nodes), boot, node.storage, SimProcesses(self),
                                         self._crash_self)
         nodelog = logs.NodeLog(name, lambda: host.clock, lambda: self.now, logs.Sinks(node.sink, logs.NoConsole()))
-        host = NodeHost(name, parts.core, nodelog, node_seed(settings.seed, name), parts.executors, parts.sync,
+        sync = parts.sync
+        if sync is not None:
+            sync = self._syncing(node, sync)
+        host = NodeHost(name, parts.core, nodelog, node_seed(settings.seed, name), parts.executors, sync,
                         parts.deferred, parts.stats, facts=lambda: {"pid": node.pid})
         host.clock = max((e.get("lamport", 0) for e in node.sink.events[-1:]), default=0)
         node.host = host
@@ -155,16 +176,36 @@ class World:
             self._arrive(*args)
         return node.pid
 
-    def kill(self, name: str) -> None:
-        """SIGKILL: the process is gone with whatever it had not made durable."""
+    def kill(self, name: str, torn: float = 0.0) -> None:
+        """SIGKILL: the process is gone with whatever it had not made durable (with `torn`, that
+        fraction of the batch it was writing got to storage)."""
         node = self.nodes[name]
         if not node.alive:
             return
-        node.alive, node.paused, node.host = False, False, None
+        node.alive, node.paused, node.host, node.kill_in_write = False, False, None, False
         self.in_flight -= sum(1 for p in node.parked if p[1] != "feed")
         node.parked = []
-        if hasattr(node.storage, "crash"):
-            node.storage.crash(self.rng.random() if self.torn else 0.0)
+        node.storage.crash(torn)
+
+    def kill_soon(self, name: str) -> None:
+        """A kill that lands inside the node's next write, or TORN_WAIT_S from now if it makes none."""
+        node = self.nodes[name]
+        node.kill_in_write = True
+        self.at(self.now + TORN_WAIT_S, self._kill_if_armed, name, node.incarnation)
+
+    def _kill_if_armed(self, name: str, incarnation: int) -> None:
+        node = self.nodes[name]
+        if node.kill_in_write and node.incarnation == incarnation:
+            self.kill(name)
+
+    def _syncing(self, node: SimNode, sync: Callable[[], None]) -> Callable[[], None]:
+        def sync_or_die() -> None:
+            if node.kill_in_write:
+                self.torn_writes += 1
+                node.storage.crash(self.rng.random())  # part of the batch got there, the rest did not
+                raise NodeCrashed(keep_log=False)
+            sync()
+        return sync_or_die
 
     def pause(self, name: str) -> None:
         node = self.nodes[name]
@@ -185,12 +226,16 @@ class World:
         raise NodeCrashed()
 
     def _turn(self, node: SimNode, work: Callable[[], None]) -> None:
-        """One turn of a node's loop: the input, then the batch's commit. A crash point ends the
-        node where it stands: its log lines so far are kept, nothing else of the turn."""
+        """One turn of a node's loop: the input, then the batch's commit. A crash ends the node
+        where it stands: nothing of the turn leaves, and its log lines only if a crash point
+        wrote them."""
+        logged = len(node.sink.events)
         try:
             work()
             node.host.flush()
-        except NodeCrashed:
+        except NodeCrashed as crash:
+            if not crash.keep_log:
+                del node.sink.events[logged:]
             self.kill(node.name)
 
     # --- the network ----------------------------------------------------------------------------
@@ -330,7 +375,10 @@ class SimProcesses:
         if not n.alive:
             return None
         if signum == signal.SIGKILL:
-            self.world.kill(node)
+            if self.world.network.torn_kills and self.world.rng.random() < 0.5:
+                self.world.kill_soon(node)
+            else:
+                self.world.kill(node)
         elif signum == signal.SIGSTOP:
             self.world.pause(node)
         elif signum == signal.SIGCONT:
