@@ -7,10 +7,15 @@
     ["r", msg_id, {rcpt: hops}, accepted_at]
                                         every pair is final: the message leaves the queue, and
                                         its pairs are remembered so a retransmission is refused
+    ["c"]                               the end of a batch: the records before it count together
 
 A batch is one append and one fsync (group commit: see Runtime.flush), where a queue file per
 message cost a create, an fsync, a rename, an unlink and a directory fsync. A crash can only
-tear the tail, a batch that was never acknowledged; `load` cuts it off.
+tear the tail, a batch that was never acknowledged; `load` cuts it off, whole: the records of a
+batch after its last commit record are dropped together, never some of them. (A batch holds
+steps that belong together, an NDR and the failure it reports: the simulator's torn writes found
+an NDR kept without its failure, and the pair delivered after a restart as well as reported. A
+log written before commit records existed has none, and is read record by record as then.)
 
 The log is compacted when it has grown past both COMPACT_MIN_BYTES and COMPACT_RATIO times what
 it held after the last compaction: it is rewritten from the core's state (the queued messages and
@@ -47,19 +52,29 @@ def frame(record: list) -> bytes:
     return HEADER.pack(len(data), zlib.crc32(data)) + data
 
 
+COMMIT = frame(["c"])
+
+
 def read_records(data: bytes) -> tuple[list[list], int]:
-    """The whole records in `data`, and the offset where the good part ends."""
-    records, at = [], 0
+    """The records of whole batches in `data` (up to its last commit record, or every whole
+    record of a log that has none), and the offset where that good part ends."""
+    records, at, committed = [], 0, None
     while at + HEADER.size <= len(data):
         size, crc = HEADER.unpack_from(data, at)
         body = data[at + HEADER.size:at + HEADER.size + size]
         if len(body) < size or zlib.crc32(body) != crc:
             break
         try:
-            records.append(msgpack.unpackb(body, raw=False))
+            record = msgpack.unpackb(body, raw=False)
         except (ValueError, msgpack.UnpackException):
             break
         at += HEADER.size + size
+        if record == ["c"]:
+            committed = (len(records), at)
+        else:
+            records.append(record)
+    if committed is not None:
+        return records[:committed[0]], committed[1]
     return records, at
 
 
@@ -104,11 +119,13 @@ class Batch:
         self._pending.append(["r", msg_id, hops, accepted_at])
 
     def _take(self) -> bytes:
-        data = b"".join(frame(r) for r in self._pending if r is not None)
-        self.records += sum(r is not None for r in self._pending)
-        return data
+        """The batch as it is appended: its records, then the commit record (none if empty)."""
+        pending = [frame(r) for r in self._pending if r is not None]
+        return b"".join(pending) + COMMIT if pending else b""
 
     def _taken(self, data: bytes) -> None:
+        """The batch is durable: count it and start the next."""
+        self.records += sum(r is not None for r in self._pending)
         self._pending, self._pending_at = [], {}
         if data:
             self.syncs += 1
@@ -135,9 +152,10 @@ class MemorySpool(Batch):
         self._taken(data)
 
     def crash(self, torn: float) -> None:
-        """The process died: the batch not synced is gone, but for a `torn` fraction of its bytes."""
-        data = b"".join(frame(r) for r in self._pending if r is not None)
-        self.data += data[:int(len(data) * torn)]
+        """The process died in the middle of appending the batch: a `torn` fraction of its bytes
+        got there (whole records and part of one, never its commit record)."""
+        data = self._take()
+        self.data += data[:min(int(len(data) * torn), len(data) - len(COMMIT))]
         self._pending, self._pending_at = [], {}
 
     def free_bytes(self) -> int:
@@ -182,15 +200,13 @@ class Spool(Batch):
         If the disk refuses (full), the part of the batch that was written is cut off again and
         the error raised with the batch kept, so the runtime can call sync again once there is
         room: the log never holds half a batch followed by the same batch whole."""
-        pending = [frame(r) for r in self._pending if r is not None]
-        if not pending:
+        data = self._take()
+        if not data:
             self._taken(b"")
             return
-        data = b"".join(pending)
         if self._fd is None:
             self._fd = open_append(self.path)
         self._size = append_whole(self._fd, data, self._size, os.fdatasync if self.fsync else None)
-        self.records += len(pending)
         self._taken(data)
         if self.state is not None and self._size >= max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._compacted_size):
             self.compact(self.state())
@@ -212,6 +228,7 @@ class Spool(Batch):
                     f.write(frame(["r", msg_id, hops, at]))
                 for record in records:
                     f.write(frame(["p", record["msg_id"], record]))
+                f.write(COMMIT)
                 size = f.tell()
                 f.flush()
                 if self.fsync:

@@ -124,3 +124,26 @@ def test_compaction_keeps_the_state_and_drops_the_history(tmp_path, monkeypatch)
     assert set(remembered) <= set(seen)
     assert all(seen_at[k] == at for k, (_, at) in remembered.items())
     assert not {f"m{i}" for i in range(1, 100) if i % 10} & set(seen)
+
+
+def test_a_batch_torn_after_some_of_its_records_is_dropped_whole(tmp_path):
+    """Found by the simulator's torn writes: an NDR's record survived without the record of the
+    failure it reports, so after the restart the pair was delivered and reported."""
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.sync()
+    torn = spool_mod.frame(["p", "ndr1", message("ndr1", "alice").to_record()])  # a whole record ...
+    torn += spool_mod.frame(["p", "m1", message("m1", "bob", state="failed").to_record()])[:9]  # ... and part of one
+    with open(tmp_path / "queue.wal", "ab") as f:
+        f.write(torn)
+    queued, _ = Spool(tmp_path).load()
+    assert [m.msg_id for m in queued] == ["m1"]  # the NDR went with the batch it belonged to
+    assert Spool(tmp_path).load()[0][0].msg_id == "m1"  # and the tail was cut, so it stays so
+
+
+def test_a_log_written_before_commit_records_is_read_record_by_record(tmp_path):
+    old = spool_mod.frame(["p", "m1", message("m1", "bob").to_record()]) + spool_mod.frame(["r", "m2", {"x": 0}, 1.0])
+    (tmp_path / "queue.wal").write_bytes(old)
+    queued, remembered = Spool(tmp_path).load()
+    assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m2", {"x": 0}, 1.0)]
