@@ -349,6 +349,7 @@ class Cluster:
             try:
                 if self.client.ask(node, "ping", timeout=0.5).body.get("ready"):
                     return
+                self.clock.sleep(0.02)  # up but not ready (an MTA waiting for the directory): not a hot loop
             except ClusterError:
                 pass
             if self.clock.now() > deadline:

@@ -145,7 +145,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "accepted_at": FLOAT,
         "ndr_for": Opt(STR),
         "ndr_rcpts": ListOf(STR),
-        # [{"alias": str, "alt_of": str|nil, "hint": recipient map|nil, "hops": int}]
+        # [{"alias": str, "alt_of": str|nil, "hint": recipient map|nil, "hops": int,
+        #   "unconfirmed": bool (optional: an earlier delivery of the pair may have happened)}]
         "rcpts": ListOf(MAP),
     },
     "mta.transfer_ack": {"msg_id": STR, "rcpts": ListOf(STR)},

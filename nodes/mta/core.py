@@ -236,7 +236,10 @@ class MtaCore:
             if not (isinstance(r.get("alias"), str) and isinstance(r.get("hops"), int)
                     and isinstance(r.get("alt_of"), (str, type(None))) and isinstance(r.get("hint"), (dict, type(None)))):
                 return error(req, "mta.transfer: each rcpt needs alias (str), alt_of (str|nil), hint (map|nil), hops (int)")
-            incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=r["hint"], hops=r["hops"]))
+            # an unconfirmed pair (a delivery that went unanswered, upstream) stays so here: the
+            # message may be in the mailbox already, wherever the mailbox has gone since
+            incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=r["hint"], hops=r["hops"],
+                                 unconfirmed=r.get("unconfirmed") is True))
         msg = self.queue.get(msg_id)
         fresh = [p for p in incoming if p.hops > self._known_hops(msg_id, msg, p.rcpt)]
         ack = Reply(req.peer, req.frame.id, "mta.transfer_ack",
@@ -285,6 +288,10 @@ class MtaCore:
         return cached, "cache"
 
     def _route(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
+        if not self.ready and pair.handed_to is None:
+            # a restarted MTA whose directory has not answered yet: an empty cache knows nobody,
+            # and routing on it would fail every recipient (and the NDR's originator) as unknown
+            return self._defer(msg, pair, now, "directory cache not loaded yet")
         entry, via = self._entry(pair)
         if pair.handed_to is not None:
             # an unacknowledged hand-off: the peer may own the pair already, so it goes to that
@@ -313,7 +320,7 @@ class MtaCore:
                              {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
                               "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
                               "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
-                                         "hops": pair.hops + 1}]},
+                                         "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed}]},
                              request, msg.msg_id)]
 
     def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:

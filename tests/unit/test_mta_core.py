@@ -335,3 +335,48 @@ def test_timers_wake_only_the_messages_that_are_due():
     assert mta.next_wakeup() == pytest.approx(3.0)
     assert mta.tick(3.5) == []
     assert mta.next_wakeup() == pytest.approx(4.005)
+
+
+def test_a_restarted_mta_whose_directory_is_down_keeps_the_ndrs_of_what_expires_meanwhile():
+    """Found by the simulator (a kill landing in the directory's write left the directory down
+    past the messages' expiry): the restarted MTA expired its recovered messages, routed their
+    NDRs on a cache that was still empty, and dropped them as "unknown": mail lost, unreported."""
+    first = make_mta("sp4", retry_ms=500, expire_ms=3000)
+    msg_id, actions = submit(first, ["carol"], now=1.0)
+    store_answer(first, sends(actions, "store.deliver")[0], "deferred", 1.1)
+    queued = [QueuedMessage.from_record(m.to_record()) for m in first.queue.values()]
+    settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=0, replication_jitter_ms=0, retry_ms=500,
+                        expire_ms=3000, request_timeout_ms=2000)
+    mta = MtaCore("ex1", settings, "boot2", queued)
+    mta.start(2.0)  # asks the directory for its snapshot; no answer comes
+    assert not mta.ready
+    expired = mta.tick(4.01)
+    assert [(e.fields["reason"], e.fields["report"]) for e in events(expired, "mta.failed")] == [("expired", "ndr")]
+    ndr_id = events(expired, "mta.ndr_queued")[0].fields["msg_id"]
+    assert [e.fields["reason"] for e in events(expired, "mta.deferred")] == ["directory cache not loaded yet"]
+    assert ndr_id in mta.queue  # kept, not dropped as "unknown"
+    snapshot = sends(expired, "dir.snapshot")[-1]  # asked again: the first went unanswered
+    mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 4.6)
+    retried = mta.tick(4.6)
+    assert [(s.body["msg_id"], s.to) for s in sends(retried, "mta.transfer")] == [(ndr_id, "mta.ex2")]  # alice's home
+
+
+def test_an_unconfirmed_pair_stays_unconfirmed_across_a_transfer():
+    """Found by the simulator (sp4, torn kills, seed 1196639573): a delivery to alice went
+    unanswered (her store was killed, and took the held request when it came back), the pair was
+    handed to the MTA of her next home, where a third move had just taken her mailbox away again.
+    That MTA did not know a copy might exist, failed the pair and sent an NDR: delivered and reported."""
+    ex2 = make_mta("sp4", retry_ms=500, server="ex2")
+    msg_id, actions = submit(ex2, ["alice"], now=1.0)
+    ex2.tick(3.5)  # the delivery to alice's store: no answer within 2 s
+    retry = sends(ex2.tick(4.1), "store.deliver")
+    found = store_answer(ex2, retry[0], "not_here", 4.2)  # her mailbox moved (to ex1)
+    lookup = sends(found, "dir.lookup")[0]
+    moved = ex2.on_event(response(lookup, "dir.entry", {"recipient": recipient("alice", "ex1", 9), "usn": 9}), 4.3)
+    transfer = sends(moved, "mta.transfer")[0]
+    assert transfer.body["rcpts"][0]["unconfirmed"] is True
+    ex1 = make_mta("sp4", retry_ms=500)
+    taken = ex1.on_event(request("mta.transfer", transfer.body, src="mta.ex2"), 4.4)
+    deliver = sends(taken, "store.deliver")[0]
+    gone_again = store_answer(ex1, deliver, "not_here", 4.5)  # and moved back to ex2 meanwhile
+    assert not events(gone_again, "mta.failed") and sends(gone_again, "dir.lookup")
