@@ -41,13 +41,15 @@ from .cli_common import emit_json, json_option, out, run_dir_option
 @click.option("--confirm", "confirm_n", type=click.IntRange(0, 20), default=0, show_default=True,
               help="With --sim: run the first N broken worlds again on real processes and say whether they broke the same way.")
 @click.option("--shrink", is_flag=True, help="With --sim: cut the first broken world down to the smallest that still breaks.")
+@click.option("--torn-kills/--no-torn-kills", default=True, show_default=True,
+              help="With --sim: half the kills land inside the node's next write (a torn batch), as a real kill rarely does.")
 @click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
-          sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, world_file: Path | None,
-          as_json: bool) -> None:
+          sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
+          world_file: Path | None, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
 
@@ -89,8 +91,9 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         def advance(r: chaos_mod.TrialResult) -> None:
             bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
 
+        network = Network(torn_kills=torn_kills)
         if sim:
-            results = sim_campaign.run(root, worlds, Network(), workers or sim_campaign.default_workers(),
+            results = sim_campaign.run(root, worlds, network, workers or sim_campaign.default_workers(),
                                        determinism, advance, stop_on_break)
         else:
             results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
@@ -102,7 +105,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     first = next((r for r in results if r.broken), None)
     flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
-    sim_flag = "--sim " if sim else ""
+    sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
     replay_cmd = None
     if first:
         replay_cmd = (f"xcon chaos {sim_flag}--world {world_file}" if world_file else
@@ -110,18 +113,18 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     extra: dict[str, Any] = {}
     if sim and first and shrink:
         world = next(w for w in worlds if w.seed == first.seed)
-        small, runs = sim_campaign.shrink(world)
+        small, runs = sim_campaign.shrink(world, network)
         path = root / f"shrunk-{first.seed}.json"
         path.write_text(json.dumps(sim_campaign.world_to_json(small), indent=1))
         extra["shrunk"] = {"world": sim_campaign.world_to_json(small), "runs": runs, "file": str(path),
-                           "replay": f"xcon chaos --sim --world {path}", "events": [len(world.events), len(small.events)],
+                           "replay": f"xcon chaos {sim_flag}--world {path}", "events": [len(world.events), len(small.events)],
                            "users": [len(world.users), len(small.users)]}
     if sim and confirm_n:
         confirmed = []
         broken = [r for r in results if r.broken][:confirm_n]
         for r in broken:
             world = next(w for w in worlds if w.seed == r.seed)
-            real, same = sim_campaign.confirm(world, root / f"confirm-{r.seed}")
+            real, same = sim_campaign.confirm(world, root / f"confirm-{r.seed}", network)
             confirmed.append({"seed": r.seed, "sim": describe_break(r), "real_broke": real.broken,
                               "same": same, "real": describe_break(real) if real.broken else "clean",
                               "real_error": real.error, "run_dir": real.run_dir})
@@ -161,10 +164,16 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             out.print(f"shrunk in {s['runs']} runs: {s['events'][0]} -> {s['events'][1]} events, "
                       f"{s['users'][0]} -> {s['users'][1]} users; smallest world in {s['file']}")
             out.print(f"replay it: {s['replay']}")
-        for c in extra.get("confirmed", []):
-            verdict = "[red]broke the same way[/red]" if c["same"] else (
-                "broke differently" if c["real_broke"] else "[yellow]did not break[/yellow]")
-            out.print(f"confirm seed {c['seed']} on real processes: {verdict} (sim: {c['sim']}; real: {c['real']})")
+        if extra.get("confirmed"):
+            confirmed = Table(title="broken in simulation, run again on real processes")
+            for col in ("seed", "in simulation", "on real processes", "broke the same way?", "real run"):
+                confirmed.add_column(col)
+            for c in extra["confirmed"]:
+                same = "[green]yes[/green]" if c["same"] else ("no (broke otherwise)" if c["real_broke"] else
+                                                             "[yellow]no (did not break)[/yellow]")
+                confirmed.add_row(str(c["seed"]), c["sim"], c["real"] if not c["real_error"] else
+                                  f"error: {c['real_error']}", same, c["run_dir"] or "-")
+            out.print(confirmed)
     if nondeterministic:
         sys.exit(1)
     if expect_loss:
