@@ -135,10 +135,7 @@ class NodeHost:
             self._reply(Reply(peer, frame.id, "pong", {"node": self.name, "ready": bool(self.core.ready),
                                                        **self.facts()}))
         elif kind == "status":
-            status = self.core.status(now)
-            if self.stats is not None:
-                status = {**status, **self.stats()}
-            self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": status}))
+            self._reply(Reply(peer, frame.id, "status_reply", {"node": self.name, "status": self.status(now)}))
         else:
             self.execute(self.core.on_event(Request(peer, frame), now))
 
@@ -160,6 +157,11 @@ class NodeHost:
         """Something the shell measured (DiskSpace)."""
         self.now = now
         self.execute(self.core.on_event(event, now))
+
+    def status(self, now: float) -> dict[str, Any]:
+        """What `status` answers: the core's status and the shell's own figures."""
+        status = self.core.status(now)
+        return {**status, **self.stats()} if self.stats is not None else status
 
     def refuse(self, peer: Any, re: str, reason: str) -> None:
         """Answer a frame the shell could not decode."""

@@ -37,8 +37,13 @@ class SimClock:
         self.world.run_until(self.world.now + seconds)
 
 
+# requests a client polls in loops, which change nothing: answered without the network's round trip
+READ_ONLY = frozenset({"ping", "orch.move_status"})
+
+
 class SimClient:
-    """What orchestrator.client.Client does, over the world's network."""
+    """What orchestrator.client.Client does, over the world's network (READ_ONLY requests to a
+    node that is up are answered in the instant: World.ask_now)."""
 
     def __init__(self, world: World, nodes: list[str], timeout: float = 5.0):
         self.world, self.nodes, self.timeout = world, nodes, timeout
@@ -58,7 +63,12 @@ class SimClient:
             raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.nodes))})")
         self._clock += 1
         wait = timeout if timeout is not None else self.timeout
-        reply = self.world.request(node, type_, body or {}, wait, f"cli.sim.{next(self._ids)}", self._clock)
+        rid = f"cli.sim.{next(self._ids)}"
+        reply = None
+        if type_ in READ_ONLY:
+            reply = self.world.ask_now(node, type_, body or {}, rid, self._clock)
+        if reply is None:
+            reply = self.world.request(node, type_, body or {}, wait, rid, self._clock)
         if reply is None:
             raise ClusterError(f"{node} did not answer within {wait:g}s (is the cluster up? try `xcon status`)")
         self._clock = max(self._clock, reply.clock) + 1
@@ -84,15 +94,15 @@ class SimCluster(Cluster):
     # --- what touches processes ---------------------------------------------------------------
 
     def status_of(self, node: str) -> dict[str, Any]:
+        """The node's status read in the instant, without a request: campaigns poll it in loops
+        (a real request to a node that is down or paused times out; so does this, in virtual time)."""
         n = self.world.nodes.get(node)
         if n is None:
             raise ClusterError(f"no node '{node}' in this cluster")
         if not n.alive or n.paused or n.host is None:
-            self.clock.sleep(2.0)  # what a real status request to a dead or stopped node waits
+            self.clock.sleep(2.0)
             raise ClusterError(f"{node} did not answer within 2s (is the cluster up? try `xcon status`)")
-        host = n.host
-        status = host.core.status(self.world.now)
-        return {**status, **host.stats()} if host.stats is not None else status
+        return n.host.status(self.world.now)
 
     def status(self) -> dict[str, Any]:
         nodes = {}

@@ -104,7 +104,6 @@ class World:
         self._heap: list[tuple[float, int, Callable[..., None], tuple]] = []
         self._seq = itertools.count()
         self._link_last: dict[tuple[str, str], float] = {}
-        self.in_flight = 0  # requests and answers on the wire or waiting at a paused or down node
         self.events_run = 0
         self.nodes: dict[str, SimNode] = {"directory": SimNode("directory", "directory", None, MemoryDirectoryFile())}
         for s in settings.servers:
@@ -183,7 +182,6 @@ class World:
         if not node.alive:
             return
         node.alive, node.paused, node.host, node.kill_in_write = False, False, None, False
-        self.in_flight -= sum(1 for p in node.parked if p[1] != "feed")
         node.parked = []
         node.storage.crash(torn)
 
@@ -218,7 +216,7 @@ class World:
             return
         node.paused = False
         parked, node.parked = node.parked, []
-        for args in parked:  # still counted in in_flight: _arrive uncounts them
+        for args in parked:
             self.at(self.now, self._arrive, *args)
         self._schedule_wake(node)
 
@@ -250,28 +248,27 @@ class World:
         return at
 
     def _ship(self, node: SimNode) -> None:
-        """The turn's end: log lines first, then the frames, onto their links."""
+        """The turn's end: log lines first (NodeHost.commit), then the frames, onto their links."""
+        if node.host is not None:
+            self._send(node, node.host.commit())
+
+    def _send(self, node: SimNode, outs: list) -> None:
         host = node.host
-        if host is None:
-            return
-        for out in host.commit():
+        for out in outs:
             data = encode(out.frame)
             if out.kind == "send":
                 if out.to not in self.nodes:
                     host.log.error("send.unknown_node", to=out.to, reason=f"no node '{out.to}' in the cluster")
                     continue
-                self.in_flight += 1
                 self.at(self._arrival(node.name, out.to), self._arrive, out.to, "request",
                         (node.name, node.incarnation), data, 0)
             elif out.kind == "reply":
                 dst, inc = out.to
-                self.in_flight += 1
                 self.at(self._arrival(node.name, dst), self._arrive, dst, "response", None, data, inc)
             else:
                 for sub in self.nodes.values():
                     if sub.kind == "mta":
                         self.at(self._arrival(node.name, sub.name), self._arrive, sub.name, "feed", None, data, 0)
-        host.nodelog.flush()
         self._schedule_wake(node)
 
     def _schedule_wake(self, node: SimNode) -> None:
@@ -293,22 +290,17 @@ class World:
         self._ship(node)
 
     def _arrive(self, dst: str, channel: str, peer: Any, data: bytes, incarnation: int) -> None:
-        counted = channel != "feed"
         if dst == CLIENT:
-            self.in_flight -= 1
             if incarnation == self._client_inc:
                 frame = decode(data)
                 self._answers[frame.re or ""] = frame
             return
         node = self.nodes[dst]
         if channel == "response" and incarnation != node.incarnation:
-            self.in_flight -= 1  # its asker restarted: the DEALER that would take it is gone
-            return
+            return  # its asker restarted: the DEALER that would take it is gone
         if not node.alive:
             if channel == "request":
                 node.waiting.append((dst, channel, peer, data, incarnation))  # held for its restart
-            elif counted:
-                self.in_flight -= 1
             return
         if node.paused:
             node.parked.append((dst, channel, peer, data, incarnation))
@@ -318,8 +310,6 @@ class World:
             self.at(node.busy_until, self._arrive, dst, channel, peer, data, incarnation)
             return
         node.busy_until = self.now + cpu
-        if counted:
-            self.in_flight -= 1
         host = node.host
         try:
             frame = decode(data)
@@ -343,7 +333,6 @@ class World:
                 clock: int) -> Frame | None:
         """Send a request as a client would and run the world until its answer or `timeout`."""
         frame = Frame(type_, rid, CLIENT, clock, body)
-        self.in_flight += 1
         self.at(self._arrival(CLIENT, node), self._arrive, node, "request", (CLIENT, self._client_inc),
                 encode(frame), 0)
         answers = self._answers
@@ -351,6 +340,27 @@ class World:
             return answers.pop(rid)
         self._client_inc += 1  # the client drops the socket that timed out: a late answer is lost
         return None
+
+    def ask_now(self, node: str, type_: str, body: dict[str, Any], rid: str, clock: int) -> Frame | None:
+        """A read-only request (a status, a move's state) answered in the same instant, without
+        the network: what a client polls in a loop costs the simulation nothing. None if the node
+        is down or paused (then the caller asks over the network and waits, as a real client would)."""
+        n = self.nodes[node]
+        if not n.alive or n.paused or n.host is None:
+            return None
+        peer = (CLIENT, -1)  # no incarnation of the client: the answer is taken here, not sent
+        host = n.host
+        self._turn(n, lambda: host.request(peer, Frame(type_, rid, CLIENT, clock, body), self.now))
+        if n.host is None:
+            return None
+        answer, others = None, []
+        for out in host.commit():
+            if out.kind == "reply" and out.to == peer:
+                answer = out.frame  # made for this answer alone: nobody else holds it
+            else:
+                others.append(out)
+        self._send(n, others)
+        return answer
 
     # --- reading the world ------------------------------------------------------------------------
 
