@@ -72,9 +72,10 @@ def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, wor
         "lag_ms": small.lag_ms, "retry_ms": small.retry_ms, "copy_ms": small.copy_ms, "send_at_s": small.send_at,
         "steps_s": small.steps, "replay": f"xcon sim explore q248839 --mta-build {mta_build} --lags {small.lag_ms} "
                                         f"--retries {small.retry_ms} --copies {small.copy_ms}"}
+    needs = ex.conditions(rows)
     if as_json:
         emit_json({"build": mta_build, "points": len(done), "lost": lost, "errors": errors, "seconds": round(seconds, 2),
-                   "rows": rows, "smallest": smallest, "ok": ok})
+                   "rows": rows, "smallest": smallest, "loses_with": needs, "ok": ok})
     else:
         table = Table(title=f"KB Q248839 timing space, {mta_build}: bob's copy by send time "
                             f"('.' delivered, 'n' NDR, 'X' lost; one column per {ex.STEP_S:g} s from "
@@ -94,6 +95,7 @@ def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, wor
                       f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): the "
                       "message is deferred while the mailbox is locked, and retried at the release while the "
                       "MTA's cache still homes bob on ex1")
+            out.print("every losing point has: " + "; ".join(needs))
         else:
             out.print("no point loses bob's copy")
         out.print("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "

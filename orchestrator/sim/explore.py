@@ -131,3 +131,27 @@ def smallest(points: list[Point]) -> Point | None:
     earliest send."""
     lost = [p for p in points if p.outcome == "lost"]
     return min(lost, key=lambda p: (p.lag_ms, p.copy_ms, p.retry_ms, p.send_at)) if lost else None
+
+
+def conditions(rows: list[dict[str, Any]]) -> list[str]:
+    """What every losing point has in common, dimension by dimension, read off the map: the
+    smallest set of conditions that loses, in words."""
+    losing = [r for r in rows if r["lost"]]
+    if not losing:
+        return []
+    said = []
+    lags = sorted({r["lag_ms"] for r in rows})
+    lost_lags = sorted({r["lag_ms"] for r in losing})
+    safe = [lag for lag in lags if lag not in lost_lags]
+    said.append(f"replication lag of at least {lost_lags[0]} ms" +
+                (f" (none lost at {', '.join(map(str, safe))} ms)" if safe else ""))
+    for key, name in (("retry_ms", "retry interval"), ("copy_ms", "copy time")):
+        every = sorted({r[key] for r in rows})
+        hit = sorted({r[key] for r in losing})
+        said.append(f"any {name} tried ({', '.join(map(str, every))} ms)" if hit == every else
+                    f"{name} of {', '.join(map(str, hit))} ms")
+    inside = all(r["window"][0] >= (r["lock_s"] or 0) - STEP_S and r["window"][1] <= (r["release_s"] or 0)
+                 for r in losing)
+    said.append("the mail sent while the mailbox is locked (from the lock to the release)" if inside else
+                "the mail sent at the times the map marks X")
+    return said
