@@ -297,6 +297,7 @@ class MtaCore:
             # an unacknowledged hand-off: the peer may own the pair already, so it goes to that
             # peer again with what it was sent before; only the peer's answer settles it
             entry, via = pair.hint, "unacknowledged transfer"
+            pair.resent = True
         if entry is None:
             return self._fail(msg, [pair], "unknown", now)
         home = entry["home_server"]
@@ -339,7 +340,8 @@ class MtaCore:
         pair.request = None
         body = frame.body
         if frame.type == "error":
-            pair.handed_to = None  # the peer refused it: it does not own the pair
+            if not pair.resent:
+                pair.handed_to = None  # the peer refused the only copy it was sent: it does not own the pair
             return self._defer(msg, pair, now, f"{frame.src}: {body['reason']}")
         if frame.type == "store.result" and pair.state == "delivering":
             outcome = body["outcome"]
@@ -351,7 +353,7 @@ class MtaCore:
                 return self._defer(msg, pair, now, body["reason"])
             return self._not_here(msg, pair, now)
         if frame.type == "mta.transfer_ack" and pair.state == "transferring":
-            pair.state, pair.handed_to = "transferred", None
+            pair.state, pair.handed_to, pair.resent = "transferred", None, False
             return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]
         if frame.type == "dir.entry" and pair.state == "resolving":
             return self._resolved(msg, pair, body["recipient"], now)

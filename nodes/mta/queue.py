@@ -48,6 +48,10 @@ class Pair:
     # a transfer sent but not acknowledged: the peer may own the pair already, so it is sent
     # again to that same peer, never rerouted, until the peer answers (it dedupes by hops)
     handed_to: str | None = None
+    # the transfer to handed_to has been sent more than once: a refusal (an error answer: busy,
+    # starting, short of disk) answers only the copy it refuses, not an earlier one the peer may
+    # have taken, so it no longer frees the pair to be rerouted; only the peer's ack settles it
+    resent: bool = False
     # a delivery to the store went unanswered: it may be in the mailbox (and moved with it), so
     # a later "not here" is not a failure until the directory says where the mailbox went
     unconfirmed: bool = False
@@ -86,7 +90,7 @@ class QueuedMessage:
             "msg_id": self.msg_id, "sender": self.sender, "raw": self.raw, "accepted_at": self.accepted_at,
             "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts),
             "pairs": [{"rcpt": p.rcpt, "alt_of": p.alt_of, "state": p.state, "hint": p.hint, "hops": p.hops,
-                       "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to,
+                       "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to, "resent": p.resent,
                        "unconfirmed": p.unconfirmed} for p in self.pairs.values()],
         }
 

@@ -380,3 +380,24 @@ def test_an_unconfirmed_pair_stays_unconfirmed_across_a_transfer():
     deliver = sends(taken, "store.deliver")[0]
     gone_again = store_answer(ex1, deliver, "not_here", 4.5)  # and moved back to ex2 meanwhile
     assert not events(gone_again, "mta.failed") and sends(gone_again, "dir.lookup")
+
+
+def test_a_refused_retransmission_does_not_free_an_unacknowledged_hand_off():
+    """Found by the simulator (sp4, torn kills, seed 740015505): mta.ex1 took a pair (dave's), but its
+    ack was lost with it when it was killed; the retransmission met "mta.ex1 is starting", which
+    freed the pair, and mta.ex2 delivered it itself while mta.ex1 had already reported it by NDR."""
+    mta = make_mta("sp4", lag_ms=0, retry_ms=500, server="ex2")
+    msg_id, actions = submit(mta, ["carol"], now=1.0)  # carol lives on ex1: a hand-off to mta.ex1
+    first = sends(actions, "mta.transfer")[0]
+    assert first.to == "mta.ex1"
+    mta.tick(3.5)  # no ack within 2 s: mta.ex1 may own the pair now
+    again = sends(mta.tick(4.1), "mta.transfer")
+    assert [s.to for s in again] == ["mta.ex1"]
+    mta.on_event(response(again[0], "error", {"reason": "mta.ex1 is starting", "code": None}, src="mta.ex1"), 4.2)
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("carol", "ex2", 5)})), 4.3)  # she moved here
+    later = mta.tick(5.0)
+    assert not sends(later, "store.deliver"), "not delivered here while mta.ex1 may own it"
+    assert [s.to for s in sends(later, "mta.transfer")] == ["mta.ex1"]
+    acked = mta.on_event(response(sends(later, "mta.transfer")[0], "mta.transfer_ack",
+                                  {"msg_id": msg_id, "rcpts": ["carol"]}, src="mta.ex1"), 5.1)
+    assert events(acked, "mta.transferred")
