@@ -77,7 +77,9 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             raise click.UsageError(f"{world_file}: {exc}") from None
         mta_build = given.build
     seeds = [given.seed] if given else [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
-    name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else f"campaign-{seed}")
+    # the build in the name: campaigns of two builds with one seed (a common comparison) keep apart
+    name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
+            f"campaign-{seed}-{mta_build}")
     root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
