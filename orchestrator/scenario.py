@@ -59,6 +59,7 @@ class CaseResult:
     run_dir: str = ""
     error: str | None = None
     digest: str = ""  # a simulated case's event digest
+    simulated: bool = False
 
     @property
     def observed(self) -> tuple:
@@ -82,7 +83,7 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
     """One case on a fresh cluster: real processes, or with `sim` the simulator on that network
     (its run is written to `run_dir` as a real one would leave it)."""
     build, workaround, expected, kb = CASES[case]
-    result = CaseResult(case, build, workaround, expected=expected, kb=kb, run_dir=str(run_dir))
+    result = CaseResult(case, build, workaround, expected=expected, kb=kb, run_dir=str(run_dir), simulated=sim is not None)
     t0 = time.time()
     settings = Settings(("ex1", "ex2"), build, replication_lag_ms=LAG_MS, replication_jitter_ms=200,
                         retry_ms=500, expire_ms=60_000, seed=seed)
@@ -134,7 +135,8 @@ def run_cases(root: Path, cases: list[str], progress: Console | None = None, sim
 
 def render(results: list[CaseResult], console: Console) -> None:
     yes = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
-    table = Table(title="KB Q248839: alice writes to bob (alternate carol, deliver to both) during Move User")
+    where = " (simulated)" if any(r.simulated for r in results) else ""
+    table = Table(title=f"KB Q248839{where}: alice writes to bob (alternate carol, deliver to both) during Move User")
     table.add_column("case", no_wrap=True)
     for col in ("alternate delivered?", "primary delivered?", "NDR to originator?", "check", "matches the KB?", "s"):
         table.add_column(col)
@@ -143,7 +145,7 @@ def render(results: list[CaseResult], console: Console) -> None:
         verdict = f"{c.get('lost', 0)} lost" if c.get("lost") else "clean"
         match = "[green]yes[/green]" if r.matches else "[red]NO[/red]"
         table.add_row(r.case, yes(r.alternate_delivered), yes(r.primary_delivered), yes(r.ndr_to_originator),
-                      verdict, match, f"{r.seconds:.1f}")
+                      verdict, match, f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
     console.print(table)
     for r in results:
         console.print(f"{r.case}: {r.kb}")
