@@ -10,12 +10,12 @@ one it sees what is on disk, so run it after `xcon wait`.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.directory.node import read_directory
 from nodes.store.maildir import read_mailboxes, read_move_state
 
 from . import journal
@@ -45,7 +45,7 @@ def available(run_dir: Path) -> bool:
 
 def read(run_dir: Path) -> EndState:
     """The end state of `run_dir` (see `available`)."""
-    directory = json.loads((run_dir / "directory" / "directory.json").read_text())
+    directory = read_directory(run_dir / "directory" / "directory.json") or {}
     stores = {p.name: (read_mailboxes(p), read_move_state(p))
               for p in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir())}
     return assemble(directory, stores, journal.read(run_dir / journal.PATH)[0])

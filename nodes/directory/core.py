@@ -21,9 +21,12 @@ MAX_OPS = 1000  # named modifications remembered, to answer a repeat without app
 
 @dataclass(frozen=True)
 class PersistDirectory:
-    """Write the whole directory (recipients and USN) durably before what follows."""
+    """Make this change durable before what follows: `change` is the change itself ({"usn",
+    "recipient", "op"}), `state` the whole directory after it (recipients, USN, ops), which the
+    storage writes now and then instead of the change log (nodes.directory.node)."""
 
     state: dict[str, Any]
+    change: dict[str, Any] | None = None
 
 
 class DirectoryCore:
@@ -131,7 +134,8 @@ class DirectoryCore:
             while len(self.ops) > MAX_OPS:
                 del self.ops[next(iter(self.ops))]  # the oldest: dicts keep insertion order
         return [
-            PersistDirectory({"usn": self.usn, "recipients": self.recipients, "ops": list(self.ops.items())}),
+            PersistDirectory({"usn": self.usn, "recipients": self.recipients, "ops": list(self.ops.items())},
+                             {"usn": self.usn, "recipient": entry, "op": op}),
             Publish("dir.change", {"usn": self.usn, "recipient": entry}),
             Reply(req.peer, req.frame.id, "dir.changed", {"usn": self.usn, "recipient": entry}),
             log(f"directory.{how}", usn=self.usn, alias=entry["alias"], home_server=entry["home_server"],

@@ -172,7 +172,7 @@ class SimCluster(Cluster):
 
     def end_state(self) -> audit.EndState:
         nodes = self.world.nodes
-        directory = nodes["directory"].storage.load() or {}
+        directory = nodes["directory"].storage.state() or {}
         stores = {n.server: (n.storage.ids(), n.storage.state) for n in nodes.values() if n.kind == "store"}
         return audit.assemble(directory, stores, nodes["orchestrator"].storage.records)
 
