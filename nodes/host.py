@@ -267,3 +267,8 @@ class NodeHost:
     def _next_id(self) -> str:
         self._ids += 1
         return f"{self.name}.r{self._ids}"
+
+
+def node_seed(seed: int, name: str) -> int:
+    """The seed of a node's own draws (its link faults), from the cluster's seed: the same in both worlds."""
+    return seed * 7919 + sum(map(ord, name))

@@ -28,7 +28,7 @@ from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, ProtocolError, batch, de
 
 from . import logs
 from .config import ClusterConfig
-from .host import NodeHost, Wiring
+from .host import NodeHost, Wiring, node_seed
 from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
@@ -317,11 +317,6 @@ class Runtime:
                 data = chunk[0] if len(chunk) == 1 else batch(chunk)
                 out.append((sock, [data] if peer is None else [peer, data]))
         return out
-
-
-def node_seed(seed: int, name: str) -> int:
-    """The seed of a node's own draws (its link faults), from the cluster's seed: the same in both worlds."""
-    return seed * 7919 + sum(map(ord, name))
 
 
 def node_args(kind: str) -> argparse.Namespace:

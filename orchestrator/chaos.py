@@ -134,6 +134,7 @@ class TrialResult:
     error: str | None = None
     run_dir: str = ""
     digest: str = ""  # a simulated trial's event digest (same seed, same digest)
+    torn_writes: int = 0  # simulated kills that landed inside a node's write (Network.torn_kills)
 
     @property
     def broken(self) -> bool:
@@ -178,6 +179,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.seconds = round(time.time() - t0, 4)
     if isinstance(cluster, SimCluster):
         result.digest = digest(cluster.events())
+        result.torn_writes = cluster.world.torn_writes
         if keep or (dump and (result.broken or result.error)):
             cluster.dump(run_dir, replay=f"xcon chaos --sim --replay {world.seed} --mta-build {world.build}")
         else:
@@ -308,6 +310,7 @@ def summarize(results: list[TrialResult]) -> dict[str, Any]:
     totals["stale_locks"] = sum(len(r.stale_locks) for r in results)
     totals["moves"] = sum(r.moves for r in results)
     totals["moves_failed"] = sum(r.moves_failed for r in results)
+    totals["torn_writes"] = sum(r.torn_writes for r in results)
     totals["broken_trials"] = sum(r.broken for r in results)
     totals["errors"] = sum(bool(r.error) for r in results)
     totals["seconds"] = round(sum(r.seconds for r in results), 1)

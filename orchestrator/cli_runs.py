@@ -151,6 +151,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                       str(t["stale_locks"]), f"{t['moves']} ({t['moves_failed']})", str(t["broken_trials"]),
                       str(t["trials_per_minute"]))
         out.print(table)
+        if sim and torn_kills and "kill" in " ".join(kinds):
+            out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
         if first:
             out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
             out.print(f"replay: {replay_cmd}")

@@ -29,11 +29,10 @@ from typing import Any, Callable
 from nodes import logs
 from nodes.config import Settings
 from nodes.directory.node import MemoryDirectoryFile, wiring as directory_wiring
-from nodes.host import NodeHost
+from nodes.host import NodeHost, node_seed
 from nodes.logs import MemorySink
 from nodes.mta.node import wiring as mta_wiring
 from nodes.mta.spool import MemorySpool
-from nodes.runtime import node_seed
 from nodes.store.maildir import MemoryMaildirs
 from nodes.store.node import wiring as store_wiring
 from protocol import Frame, ProtocolError, decode, encode
