@@ -24,6 +24,10 @@ from .. import chaos
 from .world import Network
 
 
+# a shrunk world must stay one a real cluster can run: a retry interval of 0 would be a tight loop
+FLOORS = {"retry_ms": 50}
+
+
 def _trial(args: tuple) -> chaos.TrialResult:
     world, run_dir, network, twice = args
     result = chaos.run_trial(world, run_dir, sim=network, dump=False)
@@ -158,8 +162,9 @@ def shrink(world: chaos.World, network: Network | None = None, budget: int = 400
                 best, changed = candidate, True
         for field in ("lag_ms", "jitter_ms", "retry_ms", "copy_delay_ms"):
             value = getattr(best, field)
-            if value > 0 and runs < budget:
-                candidate = replace(best, **{field: value // 2})
+            floor = FLOORS.get(field, 0)
+            if value > floor and runs < budget:
+                candidate = replace(best, **{field: max(floor, value // 2)})
                 if breaks(candidate):
                     best, changed = candidate, True
     return best, runs
