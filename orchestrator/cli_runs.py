@@ -215,14 +215,19 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 @click.command()
 @run_dir_option
 @click.argument("name", type=click.Choice(["q248839"]))
-@click.option("--mta-build", type=click.Choice([*BUILDS, "legacy+workaround"]), help="Run one case.")
-@click.option("--all", "all_cases", is_flag=True, help="Run every case: legacy, sp4, reroute, legacy with the workaround.")
+@click.option("--mta-build", type=click.Choice([*BUILDS, "legacy+workaround", "legacy+co-recipient"]),
+              help="Run one case.")
+@click.option("--all", "all_cases", is_flag=True, help="Run every case: legacy, sp4, reroute, legacy with the "
+              "workaround, legacy with a plain co-recipient.")
+@click.option("--alternate-on", type=click.Choice(["same", "other", "third", "all"]),
+              help="Where carol (bob's alternate) lives: bob's server, another one (alice's, the move's target) or "
+                   "a third (a 3-server cluster). Default: same and other with --all, same with --mta-build.")
 @click.option("--sim", is_flag=True, help="Run the cases in the simulator (same cores, virtual time); its runs are "
               "written to the run-dir as real ones, for xcon check, logs and trace.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster's draws (replication jitter, network).")
 @json_option
-def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, sim: bool, seed: int,
-             as_json: bool) -> None:
+def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, alternate_on: str | None, sim: bool,
+             seed: int, as_json: bool) -> None:
     """Reproduce KB Q248839 on fresh clusters and compare with what the KB says."""
     from .scenario import CASES, render, run_cases
     from .sim.world import Network
@@ -230,8 +235,11 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, s
     if all_cases == bool(mta_build):
         raise click.UsageError("give one of --all or --mta-build")
     cases = list(CASES) if all_cases else [mta_build]
+    placements = (("same", "other", "third") if alternate_on == "all" else (alternate_on,) if alternate_on else
+                  ("same", "other") if all_cases else ("same",))
     root = run_dir.resolve() / ("scenario-sim" if sim else "scenario")
-    results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed)
+    results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed,
+                        placements=placements)
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

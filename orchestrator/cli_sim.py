@@ -90,11 +90,14 @@ def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, wor
         out.print(table)
         out.print(f"{len(done)} runs in {seconds:.1f} s; {lost} lost" + (f", {errors} errors" if errors else ""))
         if small is not None:
+            locked = small.send_at < small.steps.get("release", 0)
+            story = ("the message is deferred while the mailbox is locked, and retried at the release while the "
+                     "MTA's cache still homes bob on ex1" if locked else
+                     "the MTA's cache still homes bob on ex1 after the move, and the store says he is not there")
             out.print(f"smallest losing world: lag {small.lag_ms} ms, retry {small.retry_ms} ms, copy {small.copy_ms} ms, "
                       f"mail sent {small.send_at:+.1f} s after the move was asked for (lock at "
-                      f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): the "
-                      "message is deferred while the mailbox is locked, and retried at the release while the "
-                      "MTA's cache still homes bob on ex1")
+                      f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): {story}; "
+                      "carol, bob's alternate, was given a copy, so legacy sends no NDR")
             out.print("every losing point has: " + "; ".join(needs))
         else:
             out.print("no point loses bob's copy")

@@ -29,7 +29,9 @@ from .client import ClusterError
 from .sim.cluster import SimCluster
 from .sim.world import Network
 
-# case -> (build, workaround, expected (alternate delivered, primary delivered, NDR to originator), KB says)
+# case -> (build, workaround, expected (carol delivered, bob delivered, NDR to alice), KB says). In
+# every case but the last carol is bob's alternate (deliver to both); in the last she is a plain
+# co-recipient and bob has no alternate
 CASES: dict[str, tuple[str, bool, tuple[bool, bool, bool], str]] = {
     "legacy": ("legacy", False, (True, False, False),
                "SP3: alternate gets it, primary's copy silently dropped, no NDR"),
@@ -37,7 +39,13 @@ CASES: dict[str, tuple[str, bool, tuple[bool, bool, bool], str]] = {
     "reroute": ("reroute", False, (True, True, False), "beyond the KB: the MTA asks the directory and reroutes"),
     "legacy+workaround": ("legacy", True, (False, False, True),
                          "KB workaround: no alternate during the move, so the failure is reported"),
+    "legacy+co-recipient": ("legacy", False, (True, False, True),
+                            "Q172364: a plain co-recipient's copy does not silence the failure; only the "
+                            "alternate's does"),
 }
+CO_RECIPIENT = "legacy+co-recipient"
+# where carol (the alternate, or the co-recipient) lives: bob moves from ex1 to ex2, alice is on ex2
+PLACEMENTS = {"same": "ex1", "other": "ex2", "third": "ex3"}
 
 LAG_MS = 1000
 COPY_DELAY_MS = 1000
@@ -48,6 +56,7 @@ class CaseResult:
     case: str
     build: str
     workaround: bool
+    alternate_on: str = "ex1"  # carol's server
     alternate_delivered: bool | None = None
     primary_delivered: bool | None = None
     ndr_to_originator: bool | None = None
@@ -79,26 +88,34 @@ class CaseResult:
         return {**self.__dict__, "matches": self.matches}
 
 
-def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None, write: bool = True) -> CaseResult:
+def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None, write: bool = True,
+             placement: str = "same") -> CaseResult:
     """One case on a fresh cluster: real processes, or with `sim` the simulator on that network
-    (its run is written to `run_dir` as a real one would leave it)."""
+    (its run is written to `run_dir` as a real one would leave it). `placement` says where carol
+    lives (PLACEMENTS): on bob's server, on another (alice's, the move's target), or on a third."""
     build, workaround, expected, kb = CASES[case]
-    result = CaseResult(case, build, workaround, expected=expected, kb=kb, run_dir=str(run_dir), simulated=sim is not None)
+    home = PLACEMENTS[placement]
+    result = CaseResult(case, build, workaround, home, expected=expected, kb=kb, run_dir=str(run_dir),
+                        simulated=sim is not None)
     t0 = time.time()
-    settings = Settings(("ex1", "ex2"), build, replication_lag_ms=LAG_MS, replication_jitter_ms=200,
+    servers = ("ex1", "ex2", "ex3") if home == "ex3" else ("ex1", "ex2")
+    settings = Settings(servers, build, replication_lag_ms=LAG_MS, replication_jitter_ms=200,
                         retry_ms=500, expire_ms=60_000, seed=seed)
     cluster = SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
+    co_recipient = case == CO_RECIPIENT
+    to = ["bob", "carol"] if co_recipient else ["bob"]
     try:
-        cluster.add_user("carol", "ex1", wait=False)
+        cluster.add_user("carol", home, wait=False)
         cluster.add_user("alice", "ex2", wait=False)
-        bob = cluster.add_user("bob", "ex1", alternate="carol", deliver_to_both=True, wait=False)
+        bob = cluster.add_user("bob", "ex1", alternate=None if co_recipient else "carol",
+                               deliver_to_both=not co_recipient, wait=False)
         cluster.wait_replicated(bob["usn"])
         cluster.send("alice", ["bob"], "before the move", "bob's mailbox has mail to move")
         if not cluster.wait(30):
             raise ClusterError("the first message was not delivered in 30 s")
         started = cluster.move("bob", "ex2", workaround=workaround, copy_delay_ms=COPY_DELAY_MS, wait=False)
         cluster.wait_move(started["move_id"], timeout=60, step="copy")  # the mailbox is locked now
-        sent = cluster.send("alice", ["bob"], "during the move", "will bob ever see this?")
+        sent = cluster.send("alice", to, "during the move", "will bob ever see this?")
         result.msg_id = sent["msg_id"]
         cluster.wait_for_event("mta.ex1", "mta.deferred", 30, msg_id=sent["msg_id"], rcpt="bob")
         moved = cluster.wait_move(started["move_id"], timeout=120)
@@ -117,40 +134,49 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
         cluster.stop()
     result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
     if isinstance(cluster, SimCluster) and write:
-        cluster.dump(run_dir, replay=f"xcon scenario q248839 --sim --mta-build {case} --seed {seed}")
+        cluster.dump(run_dir, replay=f"xcon scenario q248839 --sim --mta-build {case} --alternate-on {placement} "
+                                     f"--seed {seed}")
         result.digest = chaos_digest(cluster.events())
     result.seconds = round(time.time() - t0, 3)
     return result
 
 
 def run_cases(root: Path, cases: list[str], progress: Console | None = None, sim: Network | None = None,
-              seed: int = 0) -> list[CaseResult]:
+              seed: int = 0, placements: tuple[str, ...] = ("same",)) -> list[CaseResult]:
     results = []
-    for case in cases:
-        if progress:
-            progress.print(f"[dim]running case {case}{' (simulated)' if sim else ''} ...[/dim]")
-        results.append(run_case(case, root / case.replace("+", "-"), seed, sim))
+    for placement in placements:
+        for case in cases:
+            if progress:
+                progress.print(f"[dim]running case {case}, carol on {PLACEMENTS[placement]}"
+                               f"{' (simulated)' if sim else ''} ...[/dim]")
+            results.append(run_case(case, root / f"{placement}-{case.replace('+', '-')}", seed, sim,
+                                    placement=placement))
     return results
 
 
 def render(results: list[CaseResult], console: Console) -> None:
     yes = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
     where = " (simulated)" if any(r.simulated for r in results) else ""
-    table = Table(title=f"KB Q248839{where}: alice writes to bob (alternate carol, deliver to both) during Move User")
+    table = Table(title=f"KB Q248839{where}: alice (ex2) writes to bob (ex1 -> ex2; alternate carol, deliver to "
+                        "both) during Move User")
     table.add_column("case", no_wrap=True)
-    for col in ("alternate delivered?", "primary delivered?", "NDR to originator?", "check", "matches the KB?", "s"):
+    for col in ("carol on", "alternate delivered?", "primary delivered?", "NDR to originator?", "check",
+                "matches the KB?", "s"):
         table.add_column(col)
     for r in results:
         c = r.check.get("counts", {})
         verdict = f"{c.get('lost', 0)} lost" if c.get("lost") else "clean"
         match = "[green]yes[/green]" if r.matches else "[red]NO[/red]"
-        table.add_row(r.case, yes(r.alternate_delivered), yes(r.primary_delivered), yes(r.ndr_to_originator),
-                      verdict, match, f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
+        table.add_row(r.case, r.alternate_on, yes(r.alternate_delivered), yes(r.primary_delivered),
+                      yes(r.ndr_to_originator), verdict, match,
+                      f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
     console.print(table)
+    for case in dict.fromkeys(r.case for r in results):
+        console.print(f"{case}: {CASES[case][3]}" + (" (carol is a plain co-recipient: bob has no alternate)"
+                                                      if case == CO_RECIPIENT else ""))
     for r in results:
-        console.print(f"{r.case}: {r.kb}")
         if r.error:
-            console.print(f"  [red]error: {r.error}[/red]")
+            console.print(f"  [red]{r.case}, carol on {r.alternate_on}: error: {r.error}[/red]")
         for v in r.check.get("violations", []):
-            console.print(f"  {v['outcome']} pair {v['msg_id']} -> {v['rcpt']}: "
+            console.print(f"  {r.case}, carol on {r.alternate_on}: {v['outcome']} pair {v['msg_id']} -> {v['rcpt']}: "
                           f"xcon logs --run-dir {r.run_dir} --msg {v['msg_id']}")

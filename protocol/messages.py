@@ -146,7 +146,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "ndr_for": Opt(STR),
         "ndr_rcpts": ListOf(STR),
         # [{"alias": str, "alt_of": str|nil, "hint": recipient map|nil, "hops": int,
-        #   "unconfirmed": bool (optional: an earlier delivery of the pair may have happened)}]
+        #   "unconfirmed": bool (optional: an earlier delivery of the pair may have happened),
+        #   "alt_copy": str|nil (optional: the alternate given a copy upstream, deliver to both)}]
         "rcpts": ListOf(MAP),
     },
     "mta.transfer_ack": {"msg_id": STR, "rcpts": ListOf(STR)},

@@ -4,8 +4,11 @@ Routing uses the directory cache (nodes.mta.cache), which learns of a Move User'
 only after the replication lag. When the store answers "not_here" for a mailbox the cache
 still homes on this server, the three builds part ways (../shared/DESIGN.md):
 
-  legacy   reports are per message: if any recipient of the message was delivered, the failure
-           of another sends no NDR. The pair is lost and nobody knows (KB Q248839).
+  legacy   the alternate's copy counts as the report: when a recipient whose alternate (deliver
+           to both) was given a copy of the message fails, no NDR is sent, wherever that copy
+           went (delivered here, handed to a peer MTA, or expanded upstream by the MTA that
+           handed this one the message, as the transfer says). The pair is lost and nobody
+           knows (KB Q248839). Any other final failure gets an NDR, as in sp4 (Q172364).
   sp4      reports are per recipient: every final failure sends an RFC 3464 NDR.
   reroute  asks the directory itself, past the cache, and reroutes to the new home; an NDR
            only when the recipient really cannot be reached.
@@ -239,7 +242,8 @@ class MtaCore:
             # an unconfirmed pair (a delivery that went unanswered, upstream) stays so here: the
             # message may be in the mailbox already, wherever the mailbox has gone since
             incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=r["hint"], hops=r["hops"],
-                                 unconfirmed=r.get("unconfirmed") is True))
+                                 unconfirmed=r.get("unconfirmed") is True,
+                                 alt_copy=r["alt_copy"] if isinstance(r.get("alt_copy"), str) else None))
         msg = self.queue.get(msg_id)
         fresh = [p for p in incoming if p.hops > self._known_hops(msg_id, msg, p.rcpt)]
         ack = Reply(req.peer, req.frame.id, "mta.transfer_ack",
@@ -321,7 +325,8 @@ class MtaCore:
                              {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
                               "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
                               "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
-                                         "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed}]},
+                                         "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed,
+                                         "alt_copy": self._alternate_copy(msg, pair)}]},
                              request, msg.msg_id)]
 
     def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:
@@ -413,20 +418,25 @@ class MtaCore:
         for pair in pairs:
             pair.state, pair.reason, pair.request = "failed", reason, None
         rcpts = [p.rcpt for p in pairs]
-        delivered = msg.delivered_to()
         if msg.ndr_for is not None:
             return [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="none",
                         why="no report is sent about a report", ndr_for=msg.ndr_for) for r in rcpts] + self._progress(msg)
-        if self.build == "legacy" and delivered:
-            # per-message report tracking: the message counts as reported once any copy arrived
-            return [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="none",
-                        why=f"legacy per-message report: already delivered to {', '.join(delivered)}",
-                        cache_usn=self.cache.usn) for r in rcpts] + self._progress(msg)
+        silent: list = []
+        if self.build == "legacy":
+            # the flaw of KB Q248839: the alternate's copy (deliver to both) is taken for the
+            # primary's report, so the primary's failure is reported to nobody
+            for pair in [p for p in pairs if self._alternate_copy(msg, p)]:
+                silent.append(log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason,
+                                  report="none", cache_usn=self.cache.usn,
+                                  why=f"legacy: the alternate {self._alternate_copy(msg, pair)} was given a copy"))
+            if len(silent) == len(pairs):
+                return silent + self._progress(msg)
+            rcpts = [p.rcpt for p in pairs if not self._alternate_copy(msg, p)]
         ndr_id = f"{msg.msg_id}.ndr.{'+'.join(sorted(rcpts))}"[:200]
         raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
                           msg.accepted_at, now)
         fresh = ndr_id not in self.queue and ndr_id not in self.seen
-        actions: list = []
+        actions: list = silent
         if fresh:
             ndr = QueuedMessage(ndr_id, f"postmaster.{self.server}", raw, now, msg.msg_id, rcpts,
                                 {msg.sender: Pair(msg.sender)})
@@ -439,6 +449,14 @@ class MtaCore:
         if fresh:
             actions += self._route(ndr, ndr.pairs[msg.sender], now)
         return actions
+
+    @staticmethod
+    def _alternate_copy(msg: QueuedMessage, pair: Pair) -> str | None:
+        """The alternate of `pair`'s recipient that was given a copy of the message (deliver to
+        both): here (its pair exists and has not failed), or upstream, as the transfer said."""
+        if pair.alt_copy:
+            return pair.alt_copy
+        return next((p.rcpt for p in msg.pairs.values() if p.alt_of == pair.rcpt and p.state != "failed"), None)
 
     def _progress(self, msg: QueuedMessage) -> list:
         """Persist a pair's final state, and retire the message once every pair is final."""

@@ -52,6 +52,9 @@ class Pair:
     # starting, short of disk) answers only the copy it refuses, not an earlier one the peer may
     # have taken, so it no longer frees the pair to be rerouted; only the peer's ack settles it
     resent: bool = False
+    # this recipient's alternate was given a copy upstream (deliver to both), by the MTA that
+    # handed this one the pair: an X.400 envelope records such a redirection, the transfer says it
+    alt_copy: str | None = None
     # a delivery to the store went unanswered: it may be in the mailbox (and moved with it), so
     # a later "not here" is not a failure until the directory says where the mailbox went
     unconfirmed: bool = False
@@ -80,9 +83,6 @@ class QueuedMessage:
     def done(self) -> bool:
         return all(p.final for p in self.pairs.values())
 
-    def delivered_to(self) -> list[str]:
-        return [p.rcpt for p in self.pairs.values() if p.state == "delivered"]
-
     def to_record(self) -> dict[str, Any]:
         """What is persisted: everything but the in-flight bookkeeping, which a restart redoes.
         Written out field by field: dataclasses.asdict deep-copies (docs/performance.md)."""
@@ -91,7 +91,7 @@ class QueuedMessage:
             "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts),
             "pairs": [{"rcpt": p.rcpt, "alt_of": p.alt_of, "state": p.state, "hint": p.hint, "hops": p.hops,
                        "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to, "resent": p.resent,
-                       "unconfirmed": p.unconfirmed} for p in self.pairs.values()],
+                       "unconfirmed": p.unconfirmed, "alt_copy": p.alt_copy} for p in self.pairs.values()],
         }
 
     @classmethod

@@ -150,8 +150,14 @@ def conditions(rows: list[dict[str, Any]]) -> list[str]:
         hit = sorted({r[key] for r in losing})
         said.append(f"any {name} tried ({', '.join(map(str, every))} ms)" if hit == every else
                     f"{name} of {', '.join(map(str, hit))} ms")
-    inside = all(r["window"][0] >= (r["lock_s"] or 0) - STEP_S and r["window"][1] <= (r["release_s"] or 0)
-                 for r in losing)
-    said.append("the mail sent while the mailbox is locked (from the lock to the release)" if inside else
-                "the mail sent at the times the map marks X")
+    def within(end: str) -> bool:
+        return all(r["window"][0] >= (r["lock_s"] or 0) - STEP_S and r[end] is not None and r["window"][1] <= r[end]
+                   for r in losing)
+
+    if within("release_s"):
+        said.append("the mail sent while the mailbox is locked (from the lock to the release)")
+    elif within("cache_s"):
+        said.append("the mail sent from the lock until the MTA's cache learns bob's new home")
+    else:
+        said.append("the mail sent at the times the map marks X")
     return said

@@ -59,11 +59,22 @@ def test_move_while_mail_flows(build, tmp_path):
     assert not any(pid_alive(n.get("pid")) for n in config.nodes.values())
 
 
-def test_scenario_all_matches_the_kb(tmp_path):
-    proc = xcon("scenario", "q248839", "--all", "--json", run_dir=tmp_path, timeout=240)
+def test_scenario_all_matches_the_kb_with_the_alternate_on_the_same_and_on_another_server(tmp_path):
+    proc = xcon("scenario", "q248839", "--all", "--json", run_dir=tmp_path, timeout=300)
     results = json.loads(proc.stdout)
-    assert [r["case"] for r in results] == ["legacy", "sp4", "reroute", "legacy+workaround"]
-    observed = {r["case"]: (r["alternate_delivered"], r["primary_delivered"], r["ndr_to_originator"]) for r in results}
-    assert observed == {"legacy": (True, False, False), "sp4": (True, False, True), "reroute": (True, True, False),
-                        "legacy+workaround": (False, False, True)}, results
+    cases = ["legacy", "sp4", "reroute", "legacy+workaround", "legacy+co-recipient"]
+    assert [(r["case"], r["alternate_on"]) for r in results] == [(c, s) for s in ("ex1", "ex2") for c in cases]
+    expected = {"legacy": (True, False, False), "sp4": (True, False, True), "reroute": (True, True, False),
+                "legacy+workaround": (False, False, True), "legacy+co-recipient": (True, False, True)}
+    for r in results:
+        assert (r["alternate_delivered"], r["primary_delivered"], r["ndr_to_originator"]) == expected[r["case"]], r
     assert all(r["matches"] for r in results) and proc.returncode == 0
+
+
+def test_legacy_loses_with_the_alternate_on_a_third_server(tmp_path):
+    proc = xcon("scenario", "q248839", "--mta-build", "legacy", "--alternate-on", "third", "--json", run_dir=tmp_path,
+                timeout=120)
+    (r,) = json.loads(proc.stdout)
+    assert r["alternate_on"] == "ex3" and (r["alternate_delivered"], r["primary_delivered"], r["ndr_to_originator"]) == \
+        (True, False, False), r
+    assert r["check"]["counts"]["lost"] == 1 and proc.returncode == 0

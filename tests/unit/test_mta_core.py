@@ -69,7 +69,7 @@ def test_legacy_drops_the_primary_silently_when_the_cache_is_stale():
     final = store_answer(mta, resend[0], "not_here", 2.06)
     failed = events(final, "mta.failed")
     assert [f.fields["report"] for f in failed] == ["none"]
-    assert "already delivered to carol" in failed[0].fields["why"]
+    assert failed[0].fields["why"] == "legacy: the alternate carol was given a copy"
     assert not sends(final), "no NDR goes anywhere"
     assert mta.status(2.1)["open_pairs"] == 0, "the MTA believes it is done: the loss is silent"
     assert any(isinstance(a, RetireMessage) for a in final)
@@ -401,3 +401,40 @@ def test_a_refused_retransmission_does_not_free_an_unacknowledged_hand_off():
     acked = mta.on_event(response(sends(later, "mta.transfer")[0], "mta.transfer_ack",
                                   {"msg_id": msg_id, "rcpts": ["carol"]}, src="mta.ex1"), 5.1)
     assert events(acked, "mta.transferred")
+
+
+def test_legacy_reports_a_plain_co_recipient_even_when_another_copy_was_delivered():
+    """The KB's silent drop belongs to the alternate (deliver to both), not to any other copy:
+    a plain recipient in the move window gets an NDR (Q172364), in legacy as in sp4."""
+    dtb = recipient("bob", "ex1", 3)  # bob without an alternate this time
+    for build in ("legacy", "sp4"):
+        mta = make_mta(build)
+        mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": {**dtb, "usn": 5}})), 0.5)
+        mta.tick(1.6)  # applied (lag 1 s)
+        msg_id, actions = submit(mta, ["bob", "carol"], now=2.0)
+        by_box = {s.body["mailbox"]: s for s in sends(actions, "store.deliver")}
+        store_answer(mta, by_box["carol"], "delivered", 2.1)  # another copy delivered first
+        final = store_answer(mta, by_box["bob"], "not_here", 2.2)
+        assert [(f.fields["rcpt"], f.fields["report"]) for f in events(final, "mta.failed")] == [("bob", "ndr")], build
+
+
+def test_legacy_drops_silently_when_the_alternate_was_given_a_copy_upstream():
+    """The alternate on another server: the MTA that accepted the message expanded bob to carol
+    and handed bob's pair on; the transfer says carol was given a copy, so the failing MTA keeps
+    the KB's silence (legacy) or reports (sp4)."""
+    for build, report in (("legacy", "none"), ("sp4", "ndr")):
+        mta = make_mta(build)
+        body = {"msg_id": "ex2.b.1", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None,
+                "ndr_rcpts": [], "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex1", 3, "carol", True),
+                                            "hops": 1, "alt_copy": "carol"}]}
+        taken = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+        final = store_answer(mta, sends(taken, "store.deliver")[0], "not_here", 1.1)
+        failed = events(final, "mta.failed")
+        assert [(f.fields["rcpt"], f.fields["report"]) for f in failed] == [("bob", report)], build
+
+
+def test_a_transfer_says_the_alternate_was_given_a_copy():
+    mta = make_mta("legacy", server="ex2")  # alice's home; bob (ex1) has carol (ex1) as alternate, deliver to both
+    msg_id, actions = submit(mta, ["bob"])
+    transfers = {s.body["rcpts"][0]["alias"]: s.body["rcpts"][0] for s in sends(actions, "mta.transfer")}
+    assert transfers["bob"]["alt_copy"] == "carol" and transfers["carol"]["alt_copy"] is None
