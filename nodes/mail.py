@@ -7,19 +7,41 @@ from __future__ import annotations
 
 import email
 import email.policy
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 DOMAIN = "xcon.test"
 
-# RFC 3463 enhanced status codes for the final failures an MTA can reach
+DEFAULT_SITE = "XCON"  # the organisation's one site until servers are given sites of their own
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How an NDR states one final failure: the RFC 3463 status, the line Exchange 5.5 printed
+    for it, and its X.400 reason and diagnostic codes (Q174175)."""
+
+    status: str
+    text: str
+    reason: tuple[int, str]
+    diagnostic: tuple[int, str]
+
+
+# The lines are those the 5.5 KB articles show (../shared/EXCHANGE55.md); which X.400 codes pair
+# with a moved mailbox is not documented, and is the emulation's choice: the MTA's directory
+# read failed it (reason 6), the recipient was unavailable where it looked (diagnostic 4).
 STATUS = {
-    "moved": ("5.1.6", "mailbox has moved: not on the server the directory cache names"),
-    "unknown": ("5.1.1", "no such recipient in the directory"),
-    "expired": ("5.4.7", "delivery time expired"),
-    "loop": ("5.4.6", "routing loop detected"),
-    "gone": ("5.1.1", "no mailbox for this recipient on its home server"),
+    "moved": Failure("5.1.6", "A required directory operation was unsuccessful",
+                     (6, "directory-operation-unsuccessful"), (4, "recipient-unavailable")),
+    "unknown": Failure("5.1.1", "The recipient name is not recognized",
+                       (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
+    "expired": Failure("5.4.7", "The maximum time for delivering the message expired",
+                       (1, "unable-to-transfer"), (5, "maximum-time-expired")),
+    "loop": Failure("5.4.6", "A routing loop was detected",
+                    (1, "unable-to-transfer"), (27, "redirection-loop-detected")),
+    "gone": Failure("5.1.1", "The recipient name is not recognized",
+                    (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
 }
 
 
@@ -28,9 +50,11 @@ def address(alias: str) -> str:
 
 
 def alias_of(addr: str) -> str:
-    addr = addr.strip().strip("<>")
+    """bob from "bob@xcon.test", "<bob@xcon.test>", "rfc822; bob@xcon.test" or "Bob <bob@xcon.test>"."""
+    addr = addr.strip()
     if ";" in addr:  # "rfc822; bob@xcon.test"
         addr = addr.split(";", 1)[1].strip()
+    addr = parseaddr(addr)[1] or addr.strip("<>")
     return addr.split("@", 1)[0]
 
 
@@ -67,27 +91,36 @@ def compose_ndr(
     failures: list[tuple[str, str]],
     arrival: float,
     now: float,
+    site: str = DEFAULT_SITE,
 ) -> bytes:
-    """An RFC 3464 delivery status notification (multipart/report; report-type=delivery-status).
+    """An RFC 3464 delivery status notification (multipart/report; report-type=delivery-status)
+    that reads as Exchange 5.5's MTA wrote its NDRs.
 
-    `failures` is [(recipient alias, reason key of STATUS)]; one per-recipient block each,
-    with Final-Recipient, Action: failed, Status and Diagnostic-Code. The original's headers
-    travel in a text/rfc822-headers part.
+    `failures` is [(recipient alias, reason key of STATUS)]. The human-readable part has the
+    5.5 wording, a line per recipient with its reason, and the MSEXCH:MSExchangeMTA:<Site>:<Server>
+    trailer; the per-recipient blocks have Final-Recipient, Action: failed, the RFC 3463 Status,
+    a Diagnostic-Code with the same line, and the X.400 reason and diagnostic codes. The
+    original's headers travel in a text/rfc822-headers part.
     """
     boundary = f"=_xcon_ndr_{ndr_id}"
     headers = original.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
     original_subject = _header(original, "Subject") or ""
-    explanation = ["Your message could not be delivered to these recipients:", ""]
+    explanation = ["Your message did not reach some or all of the intended recipients.", "",
+                   f"      Subject:  {_one_line(original_subject)}", f"      Sent:     {formatdate(arrival)}", "",
+                   "The following recipient(s) could not be reached:", ""]
     blocks = []
     for rcpt, reason in failures:
-        status, text = STATUS[reason]
-        explanation.append(f"  {address(rcpt)}: {text}")
+        failure = STATUS[reason]
+        explanation += [f"      {address(rcpt)} on {formatdate(now)}", f"            {failure.text}",
+                        f"            MSEXCH:MSExchangeMTA:{site}:{reporting_server.upper()}", ""]
         blocks += [
             "",
             f"Final-Recipient: rfc822; {address(rcpt)}",
             "Action: failed",
-            f"Status: {status}",
-            f"Diagnostic-Code: X-Xcon; {text}",
+            f"Status: {failure.status}",
+            f"Diagnostic-Code: X-Exchange-MTA; {failure.text}",
+            f"X-X400-Reason-Code: {failure.reason[0]} ({failure.reason[1]})",
+            f"X-X400-Diagnostic-Code: {failure.diagnostic[0]} ({failure.diagnostic[1]})",
             f"Last-Attempt-Date: {formatdate(now)}",
         ]
     lines = [

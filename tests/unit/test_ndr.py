@@ -1,0 +1,56 @@
+"""NDRs as Exchange 5.5's MTA wrote them, inside RFC 3464, read by parsers that are not ours."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+
+from flufl.bounce import all_failures, scan_message
+
+from nodes.mail import STATUS, compose, compose_ndr, summarize
+
+ORIGINAL = compose("ex2.b.7", "alice", ["bob", "carol"], "during the move", "will bob ever see this?", 1000.0)
+
+
+def ndr(failures: list[tuple[str, str]]) -> bytes:
+    return compose_ndr("ex2.b.7.ndr.bob", "ex1", ORIGINAL, "ex2.b.7", "alice", failures, 1000.0, 1060.0, site="SITE1")
+
+
+def test_the_ndr_reads_as_exchange_55_wrote_it():
+    text = next(p for p in email.message_from_bytes(ndr([("bob", "moved")]), policy=email.policy.default).walk()
+                if p.get_content_type() == "text/plain").get_content()
+    assert "Your message did not reach some or all of the intended recipients." in text
+    assert "The following recipient(s) could not be reached:" in text
+    assert "A required directory operation was unsuccessful" in text
+    assert "MSEXCH:MSExchangeMTA:SITE1:EX1" in text and "Subject:  during the move" in text
+
+
+def test_each_failed_recipient_carries_its_rfc_3463_status_and_x400_codes():
+    msg = email.message_from_bytes(ndr([("bob", "moved"), ("carol", "expired")]), policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status"
+    status = next(p for p in msg.walk() if p.get_content_type() == "message/delivery-status")
+    blocks = [b for b in status.get_payload() if b.get("Final-Recipient")]
+    assert [(b["Final-Recipient"], b["Action"], b["Status"]) for b in blocks] == [
+        ("rfc822; bob@xcon.test", "failed", "5.1.6"), ("rfc822; carol@xcon.test", "failed", "5.4.7")]
+    assert [b["X-X400-Reason-Code"] for b in blocks] == ["6 (directory-operation-unsuccessful)", "1 (unable-to-transfer)"]
+    assert [b["X-X400-Diagnostic-Code"] for b in blocks] == ["4 (recipient-unavailable)", "5 (maximum-time-expired)"]
+    assert blocks[1]["Diagnostic-Code"] == "X-Exchange-MTA; The maximum time for delivering the message expired"
+
+
+def test_a_bounce_parser_that_is_not_ours_finds_every_failed_recipient():
+    for reason in STATUS:
+        found = scan_message(email.message_from_bytes(ndr([("bob", reason), ("carol", reason)])))
+        assert found == {b"bob@xcon.test", b"carol@xcon.test"}, reason
+    temporary, permanent = all_failures(email.message_from_bytes(ndr([("bob", "moved")])))
+    assert permanent == {b"bob@xcon.test"} and temporary == set()
+
+
+def test_python_reads_it_from_a_maildir_and_xcon_summarizes_it(tmp_path):
+    box = mailbox.Maildir(tmp_path / "alice")
+    key = box.add(ndr([("bob", "moved")]))
+    message = box.get_message(key)
+    assert message["Subject"] == "Undeliverable: during the move" and message.is_multipart()
+    assert summarize(ndr([("bob", "moved")])) == {"msg_id": "ex2.b.7.ndr.bob", "from": "postmaster", "subject":
+                                                 "Undeliverable: during the move", "ndr": True, "ndr_for": "ex2.b.7",
+                                                 "failed": ["bob"]}
