@@ -64,8 +64,10 @@ def _date(second: int) -> str:
     return formatdate(second)
 
 
-def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body: str, now: float) -> bytes:
-    """An RFC 5322 message with xcon's message id in X-Xcon-Msg-Id."""
+def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body: str, now: float,
+            priority: str = "normal") -> bytes:
+    """An RFC 5322 message with xcon's message id in X-Xcon-Msg-Id, and its priority in the
+    Priority header (RFC 2156's mapping of X.400's: urgent, normal, non-urgent)."""
     lines = [
         f"From: {address(sender)}",
         f"To: {', '.join(address(r) for r in recipients)}",
@@ -73,6 +75,7 @@ def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body:
         f"Date: {_date(int(now))}",
         f"Message-ID: <{msg_id}@{DOMAIN}>",
         f"X-Xcon-Msg-Id: {msg_id}",
+        f"Priority: {priority}",
         "MIME-Version: 1.0",
         "Content-Type: text/plain; charset=utf-8",
         "Content-Transfer-Encoding: 8bit",
@@ -171,6 +174,7 @@ def summarize(raw: bytes) -> dict[str, Any]:
         "ndr": False,
         "ndr_for": None,
         "failed": [],
+        "priority": (msg.get("Priority") or "normal").strip().lower(),
     }
     if msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status":
         summary["ndr"] = True

@@ -163,7 +163,8 @@ def submit_load(cluster: cl.Cluster, mta: str, sender: str, rcpt: str, n: int, w
     for i in range(n):
         msg_id = f"b{tag}.{i}"
         frames.append((msg_id, encode(Frame("mta.submit", msg_id, "bench", 1, {
-            "msg_id": msg_id, "sender": sender, "recipients": [rcpt], "subject": "bench", "body": body}))))
+            "msg_id": msg_id, "sender": sender, "recipients": [rcpt], "subject": "bench", "body": body,
+            "priority": None}))))
     size = len(frames[0][1]) if frames else 0
     sent_at: dict[str, float] = {}
     in_flight = accepted = i = 0

@@ -25,7 +25,7 @@ from . import check as checker
 from . import cluster as cl
 from .client import ClusterError
 from .sim.cluster import SimCluster
-from .sim.world import Network
+from .sim.world import Livelock, Network
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
 # kill_at_step: a node (the orchestrator, a store, an MTA, the directory) killed the moment a move
@@ -77,8 +77,11 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
         events.append({"at": rng.uniform(0, SCHEDULE_S * 0.6), "do": "move", "alias": rng.choice(aliases),
                        "pick": rng.random()})  # pick chooses the target among the other servers at that time
     for _ in range(rng.randint(8, 20)):
-        events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(aliases),
-                       "to": rng.sample(aliases, rng.randint(1, min(3, len(aliases))))})
+        send = {"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(aliases),
+                "to": rng.sample(aliases, rng.randint(1, min(3, len(aliases))))}
+        if rng.random() < 0.3:  # most mail is normal; some urgent (a shorter time-out), some not
+            send["priority"] = rng.choice(["urgent", "non-urgent"])
+        events.append(send)
     nodes = ["directory", *(f"{k}.{s}" for s in names for k in ("store", "mta"))]
     for kind in faults:
         if rng.random() > 0.7:
@@ -167,7 +170,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
         _play(cluster, world, result)
         if not settle(cluster, SETTLE_S, clear=True):
             result.error = f"did not settle within {SETTLE_S:g}s"
-    except ClusterError as exc:
+    except (ClusterError, Livelock) as exc:
         result.error = str(exc)
     finally:
         cluster.stop()
@@ -228,7 +231,8 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
             if event["do"] == "send":
                 result.messages += 1
                 # a short wait: a paused MTA must not hold up the rest of the schedule
-                cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "", timeout=2.0)
+                cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "", timeout=2.0,
+                             priority=event.get("priority"))
             elif event["do"] == "move":
                 entry = cluster.lookup(event["alias"])
                 others = [s for s in world.servers if s != entry["home_server"]]

@@ -221,13 +221,15 @@ class Cluster:
     # --- mail ---------------------------------------------------------------------------
 
     def send(self, sender: str, to: list[str], subject: str = "", body: str = "",
-             msg_id: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """Submit to the originator's home MTA; returns {"msg_id", "rcpts"} once accepted."""
+             msg_id: str | None = None, timeout: float | None = None, priority: str | None = None) -> dict[str, Any]:
+        """Submit to the originator's home MTA; returns {"msg_id", "rcpts"} once accepted.
+        `priority` (protocol.PRIORITIES; None is normal) chooses the message's time-out."""
         entry = self.lookup(sender)
         if entry is None:
             raise ClusterError(f"unknown user '{sender}'")
         reply = self.client.request(f"mta.{entry['home_server']}", "mta.submit", {
-            "msg_id": msg_id, "sender": sender, "recipients": to, "subject": subject, "body": body}, timeout=timeout)
+            "msg_id": msg_id, "sender": sender, "recipients": to, "subject": subject, "body": body,
+            "priority": priority}, timeout=timeout)
         return {**reply.body, "mta": f"mta.{entry['home_server']}"}
 
     def mailbox(self, alias: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 3  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes
+VERSION = 4  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+# 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ RECIPIENT_FIELDS = {
     "deliver_to_both": BOOL,
     "usn": INT,
 }
+
+# A message's priority (X.400's, as Exchange 5.5 kept it): it chooses the message's time-out.
+PRIORITIES = ("urgent", "normal", "non-urgent")
 
 # The codes an `error` answer may carry, for the node that acts on the refusal: a code is what a
 # program reads, the reason is what a person reads (and may be reworded at will).
@@ -104,8 +108,9 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "raw": BYTES,
         "ndr_for": Opt(STR),
         "ndr_rcpts": ListOf(STR),
+        "expires_at": FLOAT,  # the message's time-out (epoch s): a store refuses it after that
     },
-    # outcome: delivered | duplicate | deferred | not_here
+    # outcome: delivered | duplicate | deferred | not_here | expired
     "store.result": {"msg_id": STR, "mailbox": STR, "outcome": STR, "reason": STR},
     "store.list": {"mailbox": STR},
     "store.listing": {"mailbox": STR, "messages": ListOf(MAP)},
@@ -135,6 +140,7 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "recipients": ListOf(STR),
         "subject": STR,
         "body": STR,
+        "priority": Opt(STR),  # one of PRIORITIES; nil is normal
     },
     "mta.accepted": {"msg_id": STR, "rcpts": ListOf(STR)},
     # a peer MTA hands over responsibility for some (message, recipient) pairs
@@ -145,6 +151,7 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "accepted_at": FLOAT,
         "ndr_for": Opt(STR),
         "ndr_rcpts": ListOf(STR),
+        "priority": STR,
         # [{"alias": str, "alt_of": str|nil, "hint": recipient map|nil, "hops": int,
         #   "unconfirmed": bool (optional: an earlier delivery of the pair may have happened),
         #   "alt_copy": str|nil (optional: the alternate given a copy upstream, deliver to both)}]

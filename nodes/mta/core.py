@@ -20,7 +20,7 @@ import heapq
 import itertools
 from typing import Any, Iterator
 
-from protocol import MAX_MESSAGE_BYTES
+from protocol import MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import valid_msg_id
 
 from ..config import BUILDS, Settings
@@ -49,7 +49,8 @@ class MtaCore:
         self.server = server
         self.build = settings.mta_build
         self.retry_s = settings.retry_ms / 1000
-        self.expire_s = settings.expire_ms / 1000
+        self.settings = settings
+        self.expire_s = max(settings.expire_s(p) for p in PRIORITIES)  # the longest time-out
         self.timeout_s = settings.request_timeout_ms / 1000
         self.max_queue = settings.max_queue
         self.room = Room(f"mta.{server}", settings.min_free_bytes)
@@ -75,7 +76,7 @@ class MtaCore:
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = itertools.count()
         for msg in self.queue.values():  # recovered: each expires in its time, routed or not
-            self._timer(msg.accepted_at + self.expire_s, msg.msg_id)
+            self._timer(self._expires_at(msg), msg.msg_id)
         self.directory_usn = 0  # as last heard in a heartbeat
 
     @property
@@ -168,8 +169,19 @@ class MtaCore:
                     self.requests.pop(pair.request or "", None)
                     pair.unconfirmed = pair.unconfirmed or pair.state == "delivering"
                     actions += self._defer(msg, pair, now, f"no answer within {self.timeout_s:g}s")
-                elif pair.state in ("deferred", "queued") and now >= msg.accepted_at + self.expire_s:
-                    actions += self._fail(msg, [pair], "expired", now)
+                elif pair.state in ("deferred", "queued") and now >= self._expires_at(msg):
+                    if pair.unconfirmed or pair.handed_to is not None:
+                        # a delivery that went unanswered may have landed, or may still land (a
+                        # store that was down takes what waited for it); an unacknowledged hand-off
+                        # may be the peer's: the time-out is the store's or the peer's to state
+                        # (it refuses an expired message it does not hold), not this MTA's to
+                        # assume. It asks at its retry interval, like any retry.
+                        if pair.state == "queued" or now >= pair.next_at:
+                            actions.append(log("mta.retry", msg_id=msg.msg_id, rcpt=pair.rcpt,
+                                               reason="expired: asking whether an earlier attempt landed"))
+                            actions += self._route(msg, pair, now)
+                    else:
+                        actions += self._fail(msg, [pair], "expired", now)
                 elif pair.state == "deferred" and now >= pair.next_at:
                     actions.append(log("mta.retry", msg_id=msg.msg_id, rcpt=pair.rcpt, reason="retry timer"))
                     actions += self._route(msg, pair, now)
@@ -188,6 +200,9 @@ class MtaCore:
         for alias in [sender, *recipients]:
             if self.cache.get(alias) is None:
                 return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)")
+        priority = body.get("priority") or "normal"
+        if priority not in PRIORITIES:
+            return error(req, f"priority must be one of {', '.join(PRIORITIES)} (got {priority!r})")
         msg_id = body["msg_id"] or self._msg_ids.next()
         if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id")
@@ -196,12 +211,12 @@ class MtaCore:
             # a retried submission: accepted already, say so again (idempotent by message id)
             rcpts = list(known.pairs) if known else sorted(self.seen.hops(msg_id))
             return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id)]
-        raw = compose(msg_id, sender, recipients, body["subject"], body["body"], now)
+        raw = compose(msg_id, sender, recipients, body["subject"], body["body"], now, priority)
         if len(raw) > MAX_MESSAGE_BYTES:
             return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
         if not self.room.fits(2 * len(raw)):
             return error(req, self.room.refusal())
-        msg = QueuedMessage(msg_id, sender, raw, now)
+        msg = QueuedMessage(msg_id, sender, raw, now, priority=priority)
         for pair in self._expand(recipients):
             msg.pairs[pair.rcpt] = pair
         self.queue[msg_id] = msg
@@ -251,8 +266,9 @@ class MtaCore:
         if not fresh:
             return [ack, log("mta.transfer_duplicate", msg_id=msg_id, rcpts=[p.rcpt for p in incoming], src=req.frame.src)]
         if msg is None:
+            priority = body.get("priority") if body.get("priority") in PRIORITIES else "normal"
             msg = QueuedMessage(msg_id, body["sender"], body["raw"], body["accepted_at"], body["ndr_for"],
-                                list(body["ndr_rcpts"]))
+                                list(body["ndr_rcpts"]), priority=priority)
             self.queue[msg_id] = msg
         for pair in fresh:
             msg.pairs[pair.rcpt] = pair
@@ -313,7 +329,8 @@ class MtaCore:
             self._await(msg, pair, "delivering", request, now)
             return [routed, Send(f"store.{self.server}", "store.deliver",
                                  {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw,
-                                  "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts}, request, msg.msg_id)]
+                                  "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
+                                  "expires_at": self._expires_at(msg)}, request, msg.msg_id)]
         if pair.hops >= MAX_HOPS and pair.handed_to is None:
             return [routed, *self._fail(msg, [pair], "loop", now)]
         self._await(msg, pair, "transferring", request, now)
@@ -324,6 +341,7 @@ class MtaCore:
         return [routed, *durable, Send(f"mta.{home}", "mta.transfer",
                              {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
                               "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
+                              "priority": msg.priority,
                               "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
                                          "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed,
                                          "alt_copy": self._alternate_copy(msg, pair)}]},
@@ -356,6 +374,10 @@ class MtaCore:
                         *self._progress(msg)]
             if outcome == "deferred":
                 return self._defer(msg, pair, now, body["reason"])
+            if outcome == "expired":
+                # the store has no copy and will take none: every attempt still on its way is
+                # refused too (it carries the same time-out), so the NDR cannot meet a delivery
+                return self._fail(msg, [pair], "expired", now)
             return self._not_here(msg, pair, now)
         if frame.type == "mta.transfer_ack" and pair.state == "transferring":
             pair.state, pair.handed_to, pair.resent = "transferred", None, False
@@ -409,7 +431,8 @@ class MtaCore:
     def _defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str) -> list:
         pair.state, pair.reason, pair.request = "deferred", reason, None
         pair.next_at = now + self.retry_s
-        self._timer(min(pair.next_at, msg.accepted_at + self.expire_s), msg.msg_id)
+        expires = self._expires_at(msg)
+        self._timer(pair.next_at if now >= expires else min(pair.next_at, expires), msg.msg_id)
         return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(self.retry_s * 1000))]
 
     # --- final failures and reports ---------------------------------------------------------
@@ -449,6 +472,10 @@ class MtaCore:
         if fresh:
             actions += self._route(ndr, ndr.pairs[msg.sender], now)
         return actions
+
+    def _expires_at(self, msg: QueuedMessage) -> float:
+        """When the message times out: its acceptance plus its priority's time-out."""
+        return msg.accepted_at + self.settings.expire_s(msg.priority)
 
     @staticmethod
     def _alternate_copy(msg: QueuedMessage, pair: Pair) -> str | None:

@@ -78,6 +78,7 @@ class QueuedMessage:
     ndr_for: str | None = None  # set on an NDR: the message it reports on
     ndr_rcpts: list[str] = field(default_factory=list)
     pairs: dict[str, Pair] = field(default_factory=dict)
+    priority: str = "normal"  # protocol.PRIORITIES: it chooses the message's time-out
 
     @property
     def done(self) -> bool:
@@ -88,7 +89,7 @@ class QueuedMessage:
         Written out field by field: dataclasses.asdict deep-copies (docs/performance.md)."""
         return {
             "msg_id": self.msg_id, "sender": self.sender, "raw": self.raw, "accepted_at": self.accepted_at,
-            "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts),
+            "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts), "priority": self.priority,
             "pairs": [{"rcpt": p.rcpt, "alt_of": p.alt_of, "state": p.state, "hint": p.hint, "hops": p.hops,
                        "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to, "resent": p.resent,
                        "unconfirmed": p.unconfirmed, "alt_copy": p.alt_copy} for p in self.pairs.values()],

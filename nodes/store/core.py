@@ -171,11 +171,18 @@ class StoreCore:
         if mailbox not in self.mailboxes:
             return [result("not_here", f"no mailbox '{mailbox}' on {self.server}"),
                     log("store.not_here", **fields)]
+        if msg_id in self.mailboxes[mailbox]:
+            # before the lock: a copy in a mailbox that is being moved is there all the same (the
+            # move carries it), and the MTA learns that an earlier attempt of its landed
+            return [result("duplicate"), log("store.duplicate_suppressed", **fields)]
+        if now > body.get("expires_at", float("inf")):
+            # an attempt that waited (in a queue, for a store that was down) past the message's
+            # time-out: refused, so that the NDR the MTA sends at the time-out is the only outcome
+            return [result("expired", "the message's time-out has passed"),
+                    log("store.expired_refused", level="warning", **fields)]
         if mailbox in self.locked:
             reason = "mailbox being moved here" if mailbox in self.incoming else "mailbox locked"
             return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]
-        if msg_id in self.mailboxes[mailbox]:
-            return [result("duplicate"), log("store.duplicate_suppressed", **fields)]
         if not self.room.fits(len(body["raw"])):
             reason = self.room.refusal()
             return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]

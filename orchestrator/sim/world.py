@@ -61,6 +61,14 @@ class Network:
     torn_kills: bool = False
 
 
+LIVELOCK_EVENTS = 200_000  # events at one virtual instant that only a livelock makes
+
+
+class Livelock(RuntimeError):
+    """The world makes no progress in time: some node keeps acting at the same instant (what
+    would spin a real node's CPU)."""
+
+
 TORN_WAIT_S = 0.05  # short: a kill that waited longer would outlive the restart a fault schedules after it
 
 
@@ -104,6 +112,7 @@ class World:
         self._seq = itertools.count()
         self._link_last: dict[tuple[str, str], float] = {}
         self.events_run = 0
+        self._same_instant = 0
         self.nodes: dict[str, SimNode] = {"directory": SimNode("directory", "directory", None, MemoryDirectoryFile())}
         for s in settings.servers:
             self.nodes[f"store.{s}"] = SimNode(f"store.{s}", "store", s, MemoryMaildirs())
@@ -127,7 +136,12 @@ class World:
         while heap and heap[0][0] <= when:
             at, _, fn, args = heapq.heappop(heap)
             if at > self.now:
-                self.now = at
+                self.now, self._same_instant = at, 0
+            else:
+                self._same_instant += 1
+                if self._same_instant > LIVELOCK_EVENTS:
+                    raise Livelock(f"{LIVELOCK_EVENTS:,} events at one instant (t={self.now - EPOCH:.6f} s): "
+                                   "a node is re-arming a timer in the past")
             self.events_run += 1
             fn(*args)
             if stop is not None and stop():

@@ -29,7 +29,8 @@ GARBAGE = [
     msgpack.packb({"v": VERSION, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1, "body": {"alias": 7}}),
     msgpack.packb({"v": 9, "type": "ping", "id": "g3", "src": "t", "clock": 1, "body": {}}),
     msgpack.packb({"v": VERSION, "type": "mta.submit", "id": "g4", "src": "t", "clock": 1,
-                   "body": {"msg_id": None, "sender": "x" * 100_000, "recipients": [[]], "subject": "", "body": ""}}),
+                   "body": {"msg_id": None, "sender": "x" * 100_000, "recipients": [[]], "subject": "", "body": "",
+                            "priority": None}}),
     b"\x91" * 50_000 + b"\xc0",
 ]
 

@@ -54,9 +54,9 @@ def test_valid_frames_in_invalid_states_are_refused(live):
         ("directory", "dir.add", {"alias": "alice", "display_name": "", "home_server": "ex1", "alternate": None,
                                   "deliver_to_both": False}),
         ("mta.ex1", "mta.submit", {"msg_id": "../x", "sender": "alice", "recipients": ["alice"], "subject": "",
-                                   "body": ""}),
+                                   "body": "", "priority": None}),
         ("mta.ex1", "mta.transfer", {"msg_id": "m", "sender": "a", "raw": b"", "accepted_at": 0.0, "ndr_for": None,
-                                     "ndr_rcpts": [], "rcpts": [{"alias": 5}]}),
+                                     "ndr_rcpts": [], "priority": "normal", "rcpts": [{"alias": 5}]}),
     ]:
         assert cluster.client.ask(node, type_, body).type == "error", (node, type_, body)
 

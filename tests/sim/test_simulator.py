@@ -114,3 +114,17 @@ def test_memory_storage_loads_what_the_disk_storage_loads(tmp_path):
         log.retire("m2", {"bob": 0}, 2.0)
     mem.crash(0.5)  # half of the unsynced batch torn at the tail: load cuts it off
     assert Spool(tmp_path / "q", fsync=False).load()[1] == mem.load()[1] == [("m1", {"bob": 0}, 1.0)]
+
+
+def test_a_livelock_is_reported_not_run_forever():
+    from nodes.config import Settings
+    from orchestrator.sim.world import Livelock, World
+
+    world = World(Settings(seed=1))
+
+    def again() -> None:
+        world.at(world.now, again)  # what a timer re-armed in the past does
+
+    world.at(world.now + 1, again)
+    with pytest.raises(Livelock, match="events at one instant"):
+        world.run_until(world.now + 2)

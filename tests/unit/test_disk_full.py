@@ -113,7 +113,7 @@ def test_the_runtime_waits_for_room_and_says_so_once(monkeypatch):
 
 def submit(mta, body: str = "b"):
     return replies(mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
-                                                       "subject": "s", "body": body}), 1.0))[0]
+                                                       "subject": "s", "body": body, "priority": None}), 1.0))[0]
 
 
 def test_an_mta_below_its_floor_refuses_new_mail_and_takes_it_again_when_there_is_room():
@@ -123,7 +123,7 @@ def test_an_mta_below_its_floor_refuses_new_mail_and_takes_it_again_when_there_i
     refused = submit(mta)
     assert refused.type == "error" and "insufficient storage on mta.ex1" in refused.body["reason"]
     transfer = mta.on_event(request("mta.transfer", {"msg_id": "ex2.x.1", "sender": "alice", "raw": b"r",
-                                                     "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
+                                                     "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
                                                      "rcpts": [{"alias": "bob", "alt_of": None, "hint": None,
                                                                 "hops": 1}]}), 1.0)
     assert replies(transfer)[0].type == "error" and not mta.queue, "the peer keeps it and tries again"

@@ -33,7 +33,7 @@ def make_mta(build: str, lag_ms: int = 1000, server: str = "ex1", **kw) -> MtaCo
 
 def submit(mta: MtaCore, to: list[str], now: float = 1.0, sender: str = "alice") -> tuple[str, list]:
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": sender, "recipients": to,
-                                                  "subject": "s", "body": "b"}), now)
+                                                  "subject": "s", "body": "b", "priority": None}), now)
     accepted = [r for r in replies(actions) if r.type == "mta.accepted"]
     assert accepted, actions
     return accepted[0].body["msg_id"], actions
@@ -152,14 +152,14 @@ def test_submission_is_durable_before_it_is_acknowledged():
 def test_unknown_recipient_is_refused_at_submission():
     mta = make_mta("sp4")
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["zed"],
-                                                  "subject": "", "body": ""}), 1.0)
+                                                  "subject": "", "body": "", "priority": None}), 1.0)
     assert replies(actions)[0].type == "error" and "zed" in replies(actions)[0].body["reason"]
     assert mta.status(1.0)["messages"] == 0
 
 
 def test_a_retried_submission_is_accepted_once():
     mta = make_mta("sp4")
-    body = {"msg_id": "m-1", "sender": "alice", "recipients": ["carol"], "subject": "", "body": ""}
+    body = {"msg_id": "m-1", "sender": "alice", "recipients": ["carol"], "subject": "", "body": "", "priority": None}
     first = mta.on_event(request("mta.submit", body), 1.0)
     again = mta.on_event(request("mta.submit", body), 1.1)
     assert replies(again)[0].type == "mta.accepted" and not sends(again)
@@ -169,7 +169,7 @@ def test_a_retried_submission_is_accepted_once():
 def test_transfer_retransmission_is_acknowledged_but_not_taken_twice():
     mta = make_mta("sp4")
     body = {"msg_id": "m-2", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None,
-            "ndr_rcpts": [], "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
+            "ndr_rcpts": [], "priority": "normal", "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
     first = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     store_answer(mta, sends(first, "store.deliver")[0], "delivered", 1.1)
     again = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.2)
@@ -265,7 +265,7 @@ def test_a_refused_transfer_may_be_rerouted():
 
 def test_a_routing_loop_ends_in_an_ndr():
     mta = make_mta("sp4")
-    body = {"msg_id": "m-3", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
+    body = {"msg_id": "m-3", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
             "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex2", 9), "hops": MAX_HOPS}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     assert [f.fields["reason"] for f in events(actions, "mta.failed")] == ["loop"]
@@ -275,7 +275,7 @@ def test_an_ndr_for_a_moved_originator_is_held_until_the_cache_knows_the_new_hom
     """Found by chaos: the originator was itself being moved; dropping the NDR lost the report."""
     mta = make_mta("sp4")
     body = {"msg_id": "m-6.ndr.bob", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
-            "ndr_for": "m-6", "ndr_rcpts": ["bob"], "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
+            "ndr_for": "m-6", "ndr_rcpts": ["bob"], "priority": "normal", "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     held = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
     assert not events(held, "mta.failed") and events(held, "mta.deferred")
@@ -287,7 +287,7 @@ def test_an_ndr_for_a_moved_originator_is_held_until_the_cache_knows_the_new_hom
 def test_no_ndr_is_sent_about_an_ndr():
     mta = make_mta("sp4")
     body = {"msg_id": "m-4.ndr.bob", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
-            "ndr_for": "m-4", "ndr_rcpts": ["bob"],
+            "ndr_for": "m-4", "ndr_rcpts": ["bob"], "priority": "normal",
             "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     final = mta.on_event(response(sends(actions, "store.deliver")[0], "error", {"reason": "x", "code": None}), 1.1)
@@ -312,7 +312,7 @@ def test_requests_before_the_cache_is_loaded_are_refused():
     mta = MtaCore("ex1", Settings(), "boot")
     mta.start(0.0)
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
-                                                  "subject": "", "body": ""}), 0.1)
+                                                  "subject": "", "body": "", "priority": None}), 0.1)
     assert replies(actions)[0].type == "error" and "starting" in replies(actions)[0].body["reason"]
 
 
@@ -340,7 +340,9 @@ def test_timers_wake_only_the_messages_that_are_due():
 def test_a_restarted_mta_whose_directory_is_down_keeps_the_ndrs_of_what_expires_meanwhile():
     """Found by the simulator (a kill landing in the directory's write left the directory down
     past the messages' expiry): the restarted MTA expired its recovered messages, routed their
-    NDRs on a cache that was still empty, and dropped them as "unknown": mail lost, unreported."""
+    NDRs on a cache that was still empty, and dropped them as "unknown": mail lost, unreported.
+    Now nothing is routed on an empty cache; a recovered pair (unconfirmed: its last attempt may
+    have landed) asks its store at the time-out, and the NDR follows the store's "expired"."""
     first = make_mta("sp4", retry_ms=500, expire_ms=3000)
     msg_id, actions = submit(first, ["carol"], now=1.0)
     store_answer(first, sends(actions, "store.deliver")[0], "deferred", 1.1)
@@ -351,14 +353,41 @@ def test_a_restarted_mta_whose_directory_is_down_keeps_the_ndrs_of_what_expires_
     mta.start(2.0)  # asks the directory for its snapshot; no answer comes
     assert not mta.ready
     expired = mta.tick(4.01)
-    assert [(e.fields["reason"], e.fields["report"]) for e in events(expired, "mta.failed")] == [("expired", "ndr")]
-    ndr_id = events(expired, "mta.ndr_queued")[0].fields["msg_id"]
+    assert not events(expired, "mta.failed") and not sends(expired, "store.deliver")
     assert [e.fields["reason"] for e in events(expired, "mta.deferred")] == ["directory cache not loaded yet"]
-    assert ndr_id in mta.queue  # kept, not dropped as "unknown"
     snapshot = sends(expired, "dir.snapshot")[-1]  # asked again: the first went unanswered
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 4.6)
-    retried = mta.tick(4.6)
-    assert [(s.body["msg_id"], s.to) for s in sends(retried, "mta.transfer")] == [(ndr_id, "mta.ex2")]  # alice's home
+    attempt = sends(mta.tick(4.6), "store.deliver")[0]
+    assert attempt.body["expires_at"] == 4.0  # accepted at 1.0, a 3 s time-out
+    refused = mta.on_event(response(attempt, "store.result", {"msg_id": msg_id, "mailbox": "carol", "outcome": "expired",
+                                                              "reason": "the message's time-out has passed"}), 4.7)
+    assert [(e.fields["reason"], e.fields["report"]) for e in events(refused, "mta.failed")] == [("expired", "ndr")]
+    ndr_id = events(refused, "mta.ndr_queued")[0].fields["msg_id"]
+    assert [(s.body["msg_id"], s.to) for s in sends(refused, "mta.transfer")] == [(ndr_id, "mta.ex2")]  # alice's home
+
+
+def test_an_attempt_that_waited_past_the_time_out_is_refused_and_the_ndr_is_the_only_outcome():
+    """Found by the simulator (sp4, urgent mail, a store down for 30 s): the MTA's attempts to
+    the dead store waited in its queue; at the time-out the MTA sent the NDR, and when the store
+    came back it took the attempts and delivered: delivered and reported. A delivery now carries
+    the message's time-out, the store refuses it after that, and an MTA whose attempt went
+    unanswered asks the store before it reports."""
+    from nodes.store.core import StoreCore
+
+    store = StoreCore("ex1", {"carol": set()}, {}, "b")
+    mta = make_mta("sp4", retry_ms=500, expire_ms=3000)
+    msg_id, actions = submit(mta, ["carol"], now=1.0)
+    held = sends(actions, "store.deliver")[0]  # the store is down: this waits in the queue
+    mta.tick(3.1)  # no answer within 2 s: deferred, unconfirmed
+    at_time_out = mta.tick(4.1)
+    assert not events(at_time_out, "mta.failed"), "no NDR while an attempt may still land"
+    ask = sends(at_time_out, "store.deliver")[0]
+    for late in (held, ask):  # the store comes back at 30 s and takes them in order
+        answer = replies(store.on_event(request("store.deliver", late.body, src="mta.ex1"), 30.0))[0]
+        assert answer.body["outcome"] == "expired"
+    final = mta.on_event(response(ask, "store.result", answer.body, src="store.ex1"), 30.1)
+    assert [(e.fields["reason"], e.fields["report"]) for e in events(final, "mta.failed")] == [("expired", "ndr")]
+    assert store.mailboxes["carol"] == set(), "never delivered"
 
 
 def test_an_unconfirmed_pair_stays_unconfirmed_across_a_transfer():
@@ -425,7 +454,7 @@ def test_legacy_drops_silently_when_the_alternate_was_given_a_copy_upstream():
     for build, report in (("legacy", "none"), ("sp4", "ndr")):
         mta = make_mta(build)
         body = {"msg_id": "ex2.b.1", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None,
-                "ndr_rcpts": [], "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex1", 3, "carol", True),
+                "ndr_rcpts": [], "priority": "normal", "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex1", 3, "carol", True),
                                             "hops": 1, "alt_copy": "carol"}]}
         taken = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
         final = store_answer(mta, sends(taken, "store.deliver")[0], "not_here", 1.1)
@@ -438,3 +467,49 @@ def test_a_transfer_says_the_alternate_was_given_a_copy():
     msg_id, actions = submit(mta, ["bob"])
     transfers = {s.body["rcpts"][0]["alias"]: s.body["rcpts"][0] for s in sends(actions, "mta.transfer")}
     assert transfers["bob"]["alt_copy"] == "carol" and transfers["carol"]["alt_copy"] is None
+
+
+@pytest.mark.parametrize("priority, expires", [("urgent", 1.0 + 7 * 2 / 7), ("normal", 8.0), ("non-urgent", 11.0)])
+def test_a_message_times_out_by_its_priority(priority, expires):
+    """Exchange 5.5's time-outs by priority are 2, 7 and 10 days (Q178539): here 2/7, 1 and 10/7
+    of --expire-ms (7 s in this test)."""
+    mta = make_mta("sp4", expire_ms=7000, retry_ms=500)
+    actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
+                                                  "subject": "s", "body": "b", "priority": priority}), 1.0)
+    send = sends(actions, "store.deliver")[0]
+    assert f"Priority: {priority}".encode() in send.body["raw"]
+    failed, now = [], 1.0
+    store_answer(mta, send, "deferred", 1.0)
+    while not failed and now < 20:
+        now = mta.next_wakeup()
+        ticked = mta.tick(now)
+        failed = events(ticked, "mta.failed")
+        for s in sends(ticked, "store.deliver"):
+            if s.body["mailbox"] == "carol":
+                store_answer(mta, s, "deferred", now)
+    assert [f.fields["reason"] for f in failed] == ["expired"] and abs(now - expires) < 0.6, (priority, now)
+
+
+def test_priority_travels_with_a_transfer_and_a_bad_one_is_refused():
+    mta = make_mta("sp4", server="ex2")
+    actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
+                                                  "subject": "s", "body": "b", "priority": "urgent"}), 1.0)
+    assert sends(actions, "mta.transfer")[0].body["priority"] == "urgent"
+    bad = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
+                                              "subject": "s", "body": "b", "priority": "whenever"}), 1.0)
+    assert replies(bad)[0].type == "error" and "priority must be one of" in replies(bad)[0].body["reason"]
+
+
+def test_after_the_time_out_an_unconfirmed_pair_asks_at_its_retry_interval_not_in_a_loop():
+    """Found by the simulator the moment the rule above was written: a deferral after the
+    time-out set its timer to the time-out, in the past, and the MTA retried in a tight loop."""
+    mta = make_mta("sp4", retry_ms=500, expire_ms=3000)
+    submit(mta, ["carol"], now=1.0)  # the store never answers
+    now, attempts = 1.0, 0
+    while now < 12.0:
+        now = mta.next_wakeup()
+        ticked = mta.tick(now)
+        attempts += len(sends(ticked, "store.deliver"))
+        assert not events(ticked, "mta.failed")
+        assert mta.next_wakeup() > now, "no timer left in the past"
+    assert 3 <= attempts <= 6  # a 2 s answer time-out and a 0.5 s retry: one attempt every 2.5 s

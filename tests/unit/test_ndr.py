@@ -53,4 +53,4 @@ def test_python_reads_it_from_a_maildir_and_xcon_summarizes_it(tmp_path):
     assert message["Subject"] == "Undeliverable: during the move" and message.is_multipart()
     assert summarize(ndr([("bob", "moved")])) == {"msg_id": "ex2.b.7.ndr.bob", "from": "postmaster", "subject":
                                                  "Undeliverable: during the move", "ndr": True, "ndr_for": "ex2.b.7",
-                                                 "failed": ["bob"]}
+                                                 "failed": ["bob"], "priority": "normal"}

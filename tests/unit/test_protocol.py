@@ -20,7 +20,8 @@ def good(type_="dir.lookup", body=None, **header):
 
 def test_round_trip():
     f = Frame("store.deliver", "i1", "mta.ex1", 9,
-              {"msg_id": "m1", "mailbox": "bob", "raw": b"\x00bytes", "ndr_for": None, "ndr_rcpts": []}, "m1")
+              {"msg_id": "m1", "mailbox": "bob", "raw": b"\x00bytes", "ndr_for": None, "ndr_rcpts": [],
+               "expires_at": 1e12}, "m1")
     assert decode(encode(f)) == f
 
 
@@ -37,7 +38,7 @@ def test_round_trip():
     (msgpack.packb(good(body={"alias": "a", "x": 1})), "unknown field"),
     (msgpack.packb(good(extra=1)), "unknown key"),
     (msgpack.packb(good(type_="mta.submit", body={"msg_id": None, "sender": "a", "recipients": ["b", 3],
-                                                  "subject": "", "body": ""})), "list of str"),
+                                                  "subject": "", "body": "", "priority": None})), "list of str"),
     (b"\x00" * (MAX_FRAME_BYTES + 1), "over the limit"),
 ])
 def test_malformed_frames_are_refused_with_a_reason(data, reason):

@@ -18,7 +18,7 @@ def ask(store: StoreCore, type_: str, now: float = 1.0, **body) -> list:
 
 def deliver(store: StoreCore, msg_id: str, mailbox: str = "bob") -> tuple[str, str]:
     body = replies(ask(store, "store.deliver", msg_id=msg_id, mailbox=mailbox, raw=b"mail", ndr_for=None,
-                       ndr_rcpts=[]))[0].body
+                       ndr_rcpts=[], expires_at=1e12))[0].body
     return body["outcome"], body["reason"]
 
 

@@ -13,7 +13,7 @@ from .helpers import events, replies, request, sends
 
 def deliver(store, msg_id="m1", mailbox="bob", now=1.0):
     actions = store.on_event(request("store.deliver", {"msg_id": msg_id, "mailbox": mailbox, "raw": b"r",
-                                                       "ndr_for": None, "ndr_rcpts": []}), now)
+                                                       "ndr_for": None, "ndr_rcpts": [], "expires_at": 1e12}), now)
     return actions, replies(actions)[0].body.get("outcome")
 
 
