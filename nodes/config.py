@@ -14,6 +14,26 @@ BUILDS = ("legacy", "sp4", "reroute")
 CONSOLE_LEVELS = ("warning", "info")
 
 
+# Named sets of timing defaults. "lab" is xcon's own (seconds: tests, demos); "exchange55" is
+# Exchange 5.5's documented numbers (../shared/EXCHANGE55.md), meant to be shrunk by a time scale.
+# A profile's durations are multiplied by the time scale; options given on a command line win.
+PROFILES: dict[str, dict[str, int | None]] = {
+    "lab": {"replication_lag_ms": 2000, "replication_jitter_ms": 500, "replication_step_ms": 0,
+            "read_cache_ttl_ms": 0, "retry_ms": 1000, "transfer_retry_ms": None, "expire_ms": 60_000,
+            "expire_urgent_ms": None, "expire_non_urgent_ms": None},
+    "exchange55": {
+        "replication_lag_ms": 300_000,  # "Pause After Modify" (Q137203)
+        "replication_step_ms": 30_000,  # "Pause Between DSAs", for each further server (Q137203)
+        "replication_jitter_ms": 0,
+        "read_cache_ttl_ms": 60_000,  # the MTA's "ds_read cache latency (secs)" (Q172364, Q178534)
+        "retry_ms": 600_000,  # the MTA's open interval (Q157630)
+        "transfer_retry_ms": 120_000,  # the MTA's transfer interval (Q157630)
+        "expire_urgent_ms": 2 * 86_400_000, "expire_ms": 7 * 86_400_000,  # message time-outs by
+        "expire_non_urgent_ms": 10 * 86_400_000,  # priority (Q178539, Q271545)
+    },
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     servers: tuple[str, ...] = ("ex1", "ex2")
@@ -26,6 +46,11 @@ class Settings:
     # one's (2, 7 and 10 days: Q178539, Q271545)
     expire_urgent_ms: int | None = None
     expire_non_urgent_ms: int | None = None
+    replication_step_ms: int = 0  # more replication lag for each further server (its rank in `servers`)
+    read_cache_ttl_ms: int = 0  # how long an MTA trusts an entry it read (0: it reads the replica each time)
+    transfer_retry_ms: int | None = None  # the retry after an answer that defers; None: retry_ms
+    profile: str = "lab"  # the PROFILES entry these timings came from, and its time scale
+    time_scale: float = 1.0
     request_timeout_ms: int = 3000
     seed: int = 0
     max_queue: int = 10_000  # messages an MTA holds before it answers "busy"
@@ -46,6 +71,23 @@ class Settings:
         if priority == "non-urgent":
             return (self.expire_non_urgent_ms if self.expire_non_urgent_ms is not None else self.expire_ms * 10 / 7) / 1000
         return self.expire_ms / 1000
+
+    @classmethod
+    def from_profile(cls, profile: str, time_scale: float = 1.0, **given: Any) -> "Settings":
+        """Settings with `profile`'s timings, every duration times `time_scale`, then `given`."""
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile '{profile}' (profiles: {', '.join(PROFILES)})")
+        if not 0 < time_scale <= 1000:
+            raise ValueError("the time scale must be in (0, 1000]")
+        timings = {k: None if v is None else max(1, round(v * time_scale)) if v else 0
+                   for k, v in PROFILES[profile].items()}
+        return cls(**{**timings, "profile": profile, "time_scale": time_scale, **given})
+
+    def timings(self) -> dict[str, Any]:
+        """The effective timings, as `xcon status` shows them."""
+        return {"profile": self.profile, "time_scale": self.time_scale,
+                **{k: getattr(self, k) for k in PROFILES["lab"]},
+                "expire_s_by_priority": {p: round(self.expire_s(p), 3) for p in ("urgent", "normal", "non-urgent")}}
 
     @property
     def min_free_bytes(self) -> int:

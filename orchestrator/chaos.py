@@ -50,6 +50,9 @@ class World:
     retry_ms: int
     copy_delay_ms: int
     events: list[dict[str, Any]]  # {"at": s, "do": "send"|"move"|"fault", ...}, in time order
+    # "lab": the drawn lag, jitter and retry; another profile: its timings (nodes.config.PROFILES)
+    profile: str = "lab"
+    time_scale: float = 1.0
 
 
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -61,7 +64,7 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
-               moves: int | None = None, servers: int = 2) -> World:
+               moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0) -> World:
     """A random but plausible world, the same for the same arguments."""
     rng = random.Random(seed)
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
@@ -117,7 +120,8 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
         events.append({"at": at, "do": "fault", **fault})
     events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
     return World(seed, build, names, people, lag_ms=rng.randint(100, 2500), jitter_ms=rng.randint(0, 800),
-                 retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events)
+                 retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events,
+                 profile=profile, time_scale=time_scale)
 
 
 @dataclass
@@ -152,6 +156,9 @@ class TrialResult:
 
 
 def world_settings(world: World) -> Settings:
+    if world.profile != "lab" or world.time_scale != 1.0:
+        return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
+                                     seed=world.seed)
     return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
                     expire_ms=60_000, seed=world.seed)
 
@@ -296,7 +303,7 @@ def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], 
     """Run a world per seed (drawn, or the `worlds` given) one after the other."""
     results = []
     for i, seed in enumerate(seeds):
-        world = worlds[i] if worlds else draw_world(seed, build, faults, users, moves)
+        world = worlds[i] if worlds else draw_world(seed, build, faults, users, moves)  # lab timings
         result = run_trial(world, root / f"trial-{i:04d}-{seed}", sim=sim)
         results.append(result)
         if on_trial:

@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from nodes.config import BUILDS, CONSOLE_LEVELS, Settings
+from nodes.config import BUILDS, CONSOLE_LEVELS, PROFILES, Settings
 
 from . import cluster as cl
 from .cli_common import attached, emit_json, json_option, out, run_dir_option
@@ -22,14 +22,27 @@ from .faults import MOVE_STEPS
 @click.option("--servers", type=click.IntRange(1, 26), default=2, show_default=True, help="Number of servers (ex1, ex2, ...).")
 @click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True,
               help="legacy: 5.5 SP3 (silent loss); sp4: NDR per recipient; reroute: ask the directory and reroute.")
-@click.option("--replication-lag-ms", type=click.IntRange(0, 3_600_000), default=Settings.replication_lag_ms, show_default=True,
-              help="Delay before a directory change reaches an MTA's cache.")
-@click.option("--replication-jitter-ms", type=click.IntRange(0, 3_600_000), default=Settings.replication_jitter_ms,
-              show_default=True, help="Extra random delay (0..jitter, seeded) per change.")
-@click.option("--retry-ms", type=click.IntRange(10, 3_600_000), default=Settings.retry_ms, show_default=True,
-              help="How long an MTA waits before retrying a deferred delivery.")
-@click.option("--expire-ms", type=click.IntRange(100, 86_400_000), default=Settings.expire_ms, show_default=True,
-              help="How long an MTA keeps trying before it gives up on a recipient.")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
+              help="The timing defaults: lab (seconds, xcon's own) or exchange55 (Exchange 5.5's documented numbers: "
+                   "replication 300 s + 30 s a server, a 60 s read cache, retries every 600/120 s, time-outs of 2/7/10 "
+                   "days); the options below override them.")
+@click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
+              help="Multiply every duration of the profile by this (0.01 turns 60 s into 0.6 s).")
+@click.option("--replication-lag-ms", type=click.IntRange(0, 86_400_000),
+              help="Delay before a directory change reaches an MTA's cache (lab: 2000).")
+@click.option("--replication-step-ms", type=click.IntRange(0, 86_400_000),
+              help="More replication delay for each further server (lab: 0).")
+@click.option("--replication-jitter-ms", type=click.IntRange(0, 86_400_000),
+              help="Extra random delay (0..jitter, seeded) per change (lab: 500).")
+@click.option("--read-cache-ttl-ms", type=click.IntRange(0, 86_400_000),
+              help="How long an MTA trusts a directory entry it read, on top of replication (lab: 0).")
+@click.option("--retry-ms", type=click.IntRange(10, 86_400_000),
+              help="How long an MTA waits before retrying after no answer (lab: 1000).")
+@click.option("--transfer-retry-ms", type=click.IntRange(10, 86_400_000),
+              help="How long an MTA waits before retrying after an answer that defers (lab: as --retry-ms).")
+@click.option("--expire-ms", type=click.IntRange(100, 2_000_000_000),
+              help="How long an MTA keeps trying a normal-priority message before the NDR (lab: 60000; urgent gets "
+                   "2/7 of it, non-urgent 10/7).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replication jitter.")
 @click.option("--max-queue", type=click.IntRange(1, 10_000_000), default=Settings.max_queue, show_default=True,
               help="Messages an MTA holds before it answers 'busy, retry'.")
@@ -47,9 +60,11 @@ from .faults import MOVE_STEPS
                    "journal, keys, logs) instead of resuming it.")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, replication_lag_ms: int,
-       replication_jitter_ms: int, retry_ms: int, expire_ms: int, seed: int, max_queue: int, insecure: bool,
-       no_fsync: bool, console: str, min_free_mb: int, fresh: bool, as_json: bool) -> None:
+def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, profile: str, time_scale: float,
+       replication_lag_ms: int | None, replication_step_ms: int | None, replication_jitter_ms: int | None,
+       read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
+       seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int, fresh: bool,
+       as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -65,13 +80,19 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, replicat
     if insecure:
         click.echo("xcon: WARNING: --insecure: no encryption, no authentication; any process that can reach "
                    "the ports can submit, move and read mail", err=True)
-    settings = Settings(tuple(f"ex{i}" for i in range(1, servers + 1)), mta_build, replication_lag_ms,
-                        replication_jitter_ms, retry_ms, expire_ms, seed=seed, max_queue=max_queue,
-                        insecure=insecure, fsync=not no_fsync, console=console, min_free_mb=min_free_mb)
+    timings = {k: v for k, v in {"replication_lag_ms": replication_lag_ms, "replication_step_ms": replication_step_ms,
+                                 "replication_jitter_ms": replication_jitter_ms, "read_cache_ttl_ms": read_cache_ttl_ms,
+                                 "retry_ms": retry_ms, "transfer_retry_ms": transfer_retry_ms,
+                                 "expire_ms": expire_ms}.items() if v is not None}
+    settings = Settings.from_profile(profile, time_scale, servers=tuple(f"ex{i}" for i in range(1, servers + 1)),
+                                     mta_build=mta_build, seed=seed, max_queue=max_queue, insecure=insecure,
+                                     fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
     given = frozenset(field_of.get(name, name) for name in ctx.params
                       if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
                       and field_of.get(name, name) in Settings.__dataclass_fields__)
+    if given & {"profile", "time_scale"}:  # a profile given on resume brings all its timings
+        given |= frozenset(PROFILES[profile])
     t0 = time.time()
     cluster = cl.start(run_dir, settings, fresh=fresh, given=given)
     took = time.time() - t0
@@ -90,12 +111,22 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, replicat
         table.add_row(name, str(node["pid"]), node["endpoints"]["router"], node["log"])
     out.print(table)
     st = cluster.config.settings
-    out.print(f"MTA build: {st.mta_build}, replication lag {st.replication_lag_ms}+0..{st.replication_jitter_ms} ms, "
-              f"seed {st.seed}")
+    out.print(f"MTA build: {st.mta_build}, seed {st.seed}; {describe_timings(st)}")
     if resumed:
         out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
             out.print(f"setting changed on resume: {key} {was} -> {now}")
+
+
+def describe_timings(st: Settings) -> str:
+    """The effective timings in a line: what `up` and `status` print."""
+    step = f" + {st.replication_step_ms} ms a server" if st.replication_step_ms else ""
+    ttl = f", read cache {st.read_cache_ttl_ms} ms" if st.read_cache_ttl_ms else ""
+    retry = (f"retry {st.retry_ms} ms (no answer) / {st.transfer_retry_ms} ms (deferred)"
+             if st.transfer_retry_ms is not None else f"retry {st.retry_ms} ms")
+    expire = ", ".join(f"{p} {s:g} s" for p, s in st.timings()["expire_s_by_priority"].items())
+    return (f"profile {st.profile} x{st.time_scale:g}: replication {st.replication_lag_ms}{step} + 0..{st.replication_jitter_ms}"
+            f" ms{ttl}; {retry}; time-outs {expire}")
 
 
 def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
@@ -172,6 +203,7 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
             detail += (f"; armed: {', '.join(armed)}" if armed else "") + (f"; paused: {', '.join(paused)}" if paused else "")
         table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"), detail)
     out.print(table)
+    out.print(describe_timings(Settings.from_json(st["settings"])))
     for m in moves:
         waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
         how = f"rolling back ({m['error']}), " if m["rolling_back"] else ""

@@ -15,7 +15,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
-from nodes.config import BUILDS
+from nodes.config import BUILDS, PROFILES
 
 from . import chaos as chaos_mod
 from . import logread
@@ -45,11 +45,15 @@ from .cli_common import emit_json, json_option, out, run_dir_option
               help="With --sim: half the kills land inside the node's next write (a torn batch), as a real kill rarely does.")
 @click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
+              help="lab: each world draws its lag, jitter and retry; exchange55: Exchange 5.5's timings (--time-scale).")
+@click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
+              help="Multiply every duration of the profile by this.")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
-          world_file: Path | None, as_json: bool) -> None:
+          world_file: Path | None, profile: str, time_scale: float, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
 
@@ -83,7 +87,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
-    worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves) for s in seeds]
+    worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves, profile=profile,
+                                                         time_scale=time_scale) for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -106,6 +111,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     totals["trials_per_minute"] = round(60 * len(results) / wall, 1) if wall > 0 else 0  # the campaign's, all workers
     first = next((r for r in results if r.broken), None)
     flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
+        (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
     replay_cmd = None
@@ -225,9 +231,13 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 @click.option("--sim", is_flag=True, help="Run the cases in the simulator (same cores, virtual time); its runs are "
               "written to the run-dir as real ones, for xcon check, logs and trace.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster's draws (replication jitter, network).")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
+              help="lab: the scenario's own quick timings; exchange55: Exchange 5.5's documented ones (with --time-scale).")
+@click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
+              help="Multiply every duration of the profile by this (0.01: Exchange's minutes become seconds).")
 @json_option
 def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, alternate_on: str | None, sim: bool,
-             seed: int, as_json: bool) -> None:
+             seed: int, profile: str, time_scale: float, as_json: bool) -> None:
     """Reproduce KB Q248839 on fresh clusters and compare with what the KB says."""
     from .scenario import CASES, render, run_cases
     from .sim.world import Network
@@ -239,7 +249,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, a
                   ("same", "other") if all_cases else ("same",))
     root = run_dir.resolve() / ("scenario-sim" if sim else "scenario")
     results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed,
-                        placements=placements)
+                        placements=placements, profile=profile, time_scale=time_scale)
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

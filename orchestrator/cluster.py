@@ -373,7 +373,8 @@ class Cluster:
                 except ClusterError as exc:
                     info["error"] = str(exc)
             nodes[name] = info
-        return {"run_dir": str(self.config.run_dir), "settings": self.config.settings.to_json(), "nodes": nodes}
+        return {"run_dir": str(self.config.run_dir), "settings": self.config.settings.to_json(),
+                "timings": self.config.settings.timings(), "nodes": nodes}
 
     def quiet(self) -> tuple | None:
         """None while a move runs or an MTA holds an unfinished (message, recipient) pair; else

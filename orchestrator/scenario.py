@@ -69,6 +69,7 @@ class CaseResult:
     error: str | None = None
     digest: str = ""  # a simulated case's event digest
     simulated: bool = False
+    timings: dict[str, Any] = field(default_factory=dict)  # the effective timings (Settings.timings)
 
     @property
     def observed(self) -> tuple:
@@ -88,8 +89,18 @@ class CaseResult:
         return {**self.__dict__, "matches": self.matches}
 
 
+def case_settings(build: str, servers: tuple[str, ...], seed: int, profile: str = "lab",
+                  time_scale: float = 1.0) -> Settings:
+    """The lab profile's case has the scenario's own quick timings; another profile's, the
+    profile's (shrunk by the time scale)."""
+    if profile == "lab" and time_scale == 1.0:
+        return Settings(servers, build, replication_lag_ms=LAG_MS, replication_jitter_ms=200, retry_ms=500,
+                        expire_ms=60_000, seed=seed)
+    return Settings.from_profile(profile, time_scale, servers=servers, mta_build=build, seed=seed)
+
+
 def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None, write: bool = True,
-             placement: str = "same") -> CaseResult:
+             placement: str = "same", profile: str = "lab", time_scale: float = 1.0) -> CaseResult:
     """One case on a fresh cluster: real processes, or with `sim` the simulator on that network
     (its run is written to `run_dir` as a real one would leave it). `placement` says where carol
     lives (PLACEMENTS): on bob's server, on another (alice's, the move's target), or on a third."""
@@ -99,8 +110,11 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
                         simulated=sim is not None)
     t0 = time.time()
     servers = ("ex1", "ex2", "ex3") if home == "ex3" else ("ex1", "ex2")
-    settings = Settings(servers, build, replication_lag_ms=LAG_MS, replication_jitter_ms=200,
-                        retry_ms=500, expire_ms=60_000, seed=seed)
+    settings = case_settings(build, servers, seed, profile, time_scale)
+    result.timings = settings.timings()
+    # the waits grow with the slowest path a change takes to an MTA's view (replication, read cache)
+    slack = 30 + 3 * (settings.replication_lag_ms + len(servers) * settings.replication_step_ms
+                      + settings.read_cache_ttl_ms + settings.replication_jitter_ms + settings.retry_ms) / 1000
     cluster = SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
     co_recipient = case == CO_RECIPIENT
     to = ["bob", "carol"] if co_recipient else ["bob"]
@@ -109,20 +123,20 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
         cluster.add_user("alice", "ex2", wait=False)
         bob = cluster.add_user("bob", "ex1", alternate=None if co_recipient else "carol",
                                deliver_to_both=not co_recipient, wait=False)
-        cluster.wait_replicated(bob["usn"])
+        cluster.wait_replicated(bob["usn"], timeout=slack)
         cluster.send("alice", ["bob"], "before the move", "bob's mailbox has mail to move")
-        if not cluster.wait(30):
-            raise ClusterError("the first message was not delivered in 30 s")
+        if not cluster.wait(slack):
+            raise ClusterError(f"the first message was not delivered in {slack:g} s")
         started = cluster.move("bob", "ex2", workaround=workaround, copy_delay_ms=COPY_DELAY_MS, wait=False)
-        cluster.wait_move(started["move_id"], timeout=60, step="copy")  # the mailbox is locked now
+        cluster.wait_move(started["move_id"], timeout=slack, step="copy")  # the mailbox is locked now
         sent = cluster.send("alice", to, "during the move", "will bob ever see this?")
         result.msg_id = sent["msg_id"]
-        cluster.wait_for_event("mta.ex1", "mta.deferred", 30, msg_id=sent["msg_id"], rcpt="bob")
-        moved = cluster.wait_move(started["move_id"], timeout=120)
+        cluster.wait_for_event("mta.ex1", "mta.deferred", slack, msg_id=sent["msg_id"], rcpt="bob")
+        moved = cluster.wait_move(started["move_id"], timeout=4 * slack)
         if moved["step"] != "done":
             raise ClusterError(f"the move failed: {moved['error']}")
-        if not cluster.wait(60):
-            raise ClusterError("queues did not drain in 60 s")
+        if not cluster.wait(2 * slack):
+            raise ClusterError(f"queues did not drain in {2 * slack:g} s")
         has = lambda alias: any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox(alias)["messages"])  # noqa: E731
         result.alternate_delivered = has("carol")
         result.primary_delivered = has("bob")
@@ -142,7 +156,8 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
 
 
 def run_cases(root: Path, cases: list[str], progress: Console | None = None, sim: Network | None = None,
-              seed: int = 0, placements: tuple[str, ...] = ("same",)) -> list[CaseResult]:
+              seed: int = 0, placements: tuple[str, ...] = ("same",), profile: str = "lab",
+              time_scale: float = 1.0) -> list[CaseResult]:
     results = []
     for placement in placements:
         for case in cases:
@@ -150,13 +165,16 @@ def run_cases(root: Path, cases: list[str], progress: Console | None = None, sim
                 progress.print(f"[dim]running case {case}, carol on {PLACEMENTS[placement]}"
                                f"{' (simulated)' if sim else ''} ...[/dim]")
             results.append(run_case(case, root / f"{placement}-{case.replace('+', '-')}", seed, sim,
-                                    placement=placement))
+                                    placement=placement, profile=profile, time_scale=time_scale))
     return results
 
 
 def render(results: list[CaseResult], console: Console) -> None:
     yes = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
     where = " (simulated)" if any(r.simulated for r in results) else ""
+    t = results[0].timings if results else {}
+    if t.get("profile", "lab") != "lab" or t.get("time_scale", 1.0) != 1.0:
+        where += f", profile {t['profile']} x{t['time_scale']:g}"
     table = Table(title=f"KB Q248839{where}: alice (ex2) writes to bob (ex1 -> ex2; alternate carol, deliver to "
                         "both) during Move User")
     table.add_column("case", no_wrap=True)
@@ -171,6 +189,11 @@ def render(results: list[CaseResult], console: Console) -> None:
                       yes(r.ndr_to_originator), verdict, match,
                       f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
     console.print(table)
+    if t:
+        console.print(f"timings: replication {t['replication_lag_ms']} ms + {t['replication_step_ms']} ms a server, read "
+                      f"cache {t['read_cache_ttl_ms']} ms, retry {t['retry_ms']} ms / "
+                      f"{t['transfer_retry_ms'] if t['transfer_retry_ms'] is not None else t['retry_ms']} ms, normal "
+                      f"time-out {t['expire_s_by_priority']['normal']:g} s")
     for case in dict.fromkeys(r.case for r in results):
         console.print(f"{case}: {CASES[case][3]}" + (" (carol is a plain co-recipient: bob has no alternate)"
                                                       if case == CO_RECIPIENT else ""))

@@ -48,15 +48,22 @@ class MtaCore:
             raise ValueError(f"unknown MTA build '{settings.mta_build}'")
         self.server = server
         self.build = settings.mta_build
-        self.retry_s = settings.retry_ms / 1000
+        self.retry_s = settings.retry_ms / 1000  # after no answer (5.5's open interval)
+        # after an answer that defers (a locked mailbox, a busy peer: 5.5's transfer interval)
+        self.transfer_retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
+                                 else settings.retry_ms) / 1000
         self.settings = settings
         self.expire_s = max(settings.expire_s(p) for p in PRIORITIES)  # the longest time-out
         self.timeout_s = settings.request_timeout_ms / 1000
         self.max_queue = settings.max_queue
         self.room = Room(f"mta.{server}", settings.min_free_bytes)
         # each MTA draws its own jitter from the cluster seed
-        self.cache = DirectoryCache(settings.replication_lag_ms, settings.replication_jitter_ms,
-                                    settings.seed * 1000 + sum(map(ord, server)))
+        # the directory replicates to the servers one after the other: each further server hears
+        # of a change replication_step_ms later (5.5's "Pause Between DSAs", Q137203)
+        rank = settings.servers.index(server) if server in settings.servers else 0
+        self.cache = DirectoryCache(settings.replication_lag_ms + rank * settings.replication_step_ms,
+                                    settings.replication_jitter_ms, settings.seed * 1000 + sum(map(ord, server)),
+                                    settings.read_cache_ttl_ms)
         self.ids = Ids(f"mta.{server}", boot)
         self._msg_ids = Ids(server, boot)
         self.queue: dict[str, QueuedMessage] = {m.msg_id: m for m in queued or []}
@@ -97,7 +104,8 @@ class MtaCore:
             "server": self.server,
             "build": self.build,
             "ready": self.ready,
-            "cache_usn": self.cache.usn,
+            "cache_usn": self.cache.view_usn(now),  # what every read sees now (replication and read cache)
+            "replica_usn": self.cache.usn,
             "received_usn": self.cache.received_usn,
             "directory_usn": self.directory_usn,
             "pending_changes": self.cache.pending_count(),
@@ -168,7 +176,7 @@ class MtaCore:
                 if pair.state in WAITING and now >= pair.deadline:
                     self.requests.pop(pair.request or "", None)
                     pair.unconfirmed = pair.unconfirmed or pair.state == "delivering"
-                    actions += self._defer(msg, pair, now, f"no answer within {self.timeout_s:g}s")
+                    actions += self._defer(msg, pair, now, f"no answer within {self.timeout_s:g}s", answered=False)
                 elif pair.state in ("deferred", "queued") and now >= self._expires_at(msg):
                     if pair.unconfirmed or pair.handed_to is not None:
                         # a delivery that went unanswered may have landed, or may still land (a
@@ -180,6 +188,8 @@ class MtaCore:
                             actions.append(log("mta.retry", msg_id=msg.msg_id, rcpt=pair.rcpt,
                                                reason="expired: asking whether an earlier attempt landed"))
                             actions += self._route(msg, pair, now)
+                        else:
+                            self._timer(pair.next_at, msg.msg_id)  # the time-out came first: ask then
                     else:
                         actions += self._fail(msg, [pair], "expired", now)
                 elif pair.state == "deferred" and now >= pair.next_at:
@@ -198,7 +208,7 @@ class MtaCore:
         if len(recipients) > MAX_RECIPIENTS:
             return error(req, f"at most {MAX_RECIPIENTS} recipients per message")
         for alias in [sender, *recipients]:
-            if self.cache.get(alias) is None:
+            if self.cache.get(alias, now) is None:
                 return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)")
         priority = body.get("priority") or "normal"
         if priority not in PRIORITIES:
@@ -217,7 +227,7 @@ class MtaCore:
         if not self.room.fits(2 * len(raw)):
             return error(req, self.room.refusal())
         msg = QueuedMessage(msg_id, sender, raw, now, priority=priority)
-        for pair in self._expand(recipients):
+        for pair in self._expand(recipients, now):
             msg.pairs[pair.rcpt] = pair
         self.queue[msg_id] = msg
         actions: list = [
@@ -230,14 +240,14 @@ class MtaCore:
             actions += self._route(msg, pair, now)
         return actions
 
-    def _expand(self, recipients: list[str]) -> list[Pair]:
+    def _expand(self, recipients: list[str], now: float) -> list[Pair]:
         """Alternate-recipient expansion, one level: deliver-to-both keeps the primary and adds
         the alternate; otherwise the alternate replaces the primary."""
         pairs: dict[str, Pair] = {}
         for alias in recipients:
-            entry = self.cache.get(alias)
+            entry = self.cache.get(alias, now)
             alt = entry["alternate"] if entry else None
-            if alt and self.cache.get(alt) is not None:
+            if alt and self.cache.get(alt, now) is not None:
                 if entry["deliver_to_both"]:
                     pairs.setdefault(alias, Pair(alias))
                 pairs.setdefault(alt, Pair(alt, alt_of=alias))
@@ -300,9 +310,9 @@ class MtaCore:
 
     # --- routing ----------------------------------------------------------------------------
 
-    def _entry(self, pair: Pair) -> tuple[dict[str, Any] | None, str]:
+    def _entry(self, pair: Pair, now: float) -> tuple[dict[str, Any] | None, str]:
         """The freshest entry known for the pair's recipient: the cache's, or the hint's when newer."""
-        cached = self.cache.get(pair.rcpt)
+        cached = self.cache.get(pair.rcpt, now)
         if pair.hint and (cached is None or pair.hint["usn"] > cached["usn"]):
             return pair.hint, "hint"
         return cached, "cache"
@@ -311,8 +321,8 @@ class MtaCore:
         if not self.ready and pair.handed_to is None:
             # a restarted MTA whose directory has not answered yet: an empty cache knows nobody,
             # and routing on it would fail every recipient (and the NDR's originator) as unknown
-            return self._defer(msg, pair, now, "directory cache not loaded yet")
-        entry, via = self._entry(pair)
+            return self._defer(msg, pair, now, "directory cache not loaded yet", answered=False)
+        entry, via = self._entry(pair, now)
         if pair.handed_to is not None:
             # an unacknowledged hand-off: the peer may own the pair already, so it goes to that
             # peer again with what it was sent before; only the peer's answer settles it
@@ -396,7 +406,7 @@ class MtaCore:
 
     def _not_here(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
         """The store has no such mailbox. The heart of KB Q248839."""
-        entry, via = self._entry(pair)
+        entry, via = self._entry(pair, now)
         facts = {"msg_id": msg.msg_id, "rcpt": pair.rcpt, "cache_usn": self.cache.usn,
                  "entry_usn": entry["usn"] if entry else None, "directory_usn": self.directory_usn}
         if entry is not None and entry["home_server"] != self.server:
@@ -428,12 +438,15 @@ class MtaCore:
                     home_server=entry["home_server"], entry_usn=entry["usn"], cache_usn=self.cache.usn),
                 *self._route(msg, pair, now)]
 
-    def _defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str) -> list:
+    def _defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str, answered: bool = True) -> list:
+        """Try the pair again later: after the transfer interval when the other side answered and
+        deferred it, after the open interval when nothing answered."""
+        wait = self.transfer_retry_s if answered else self.retry_s
         pair.state, pair.reason, pair.request = "deferred", reason, None
-        pair.next_at = now + self.retry_s
+        pair.next_at = now + wait
         expires = self._expires_at(msg)
         self._timer(pair.next_at if now >= expires else min(pair.next_at, expires), msg.msg_id)
-        return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(self.retry_s * 1000))]
+        return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(wait * 1000))]
 
     # --- final failures and reports ---------------------------------------------------------
 

@@ -128,3 +128,12 @@ def test_a_livelock_is_reported_not_run_forever():
     world.at(world.now + 1, again)
     with pytest.raises(Livelock, match="events at one instant"):
         world.run_until(world.now + 2)
+
+
+@pytest.mark.parametrize("placement", ["same", "other"])
+@pytest.mark.parametrize("case", list(scenario.CASES))
+def test_the_kb_cases_behave_as_the_kb_says_with_exchange_55s_timings(case, placement, tmp_path):
+    result = scenario.run_case(case, tmp_path / case, seed=5, sim=Network(), placement=placement,
+                               profile="exchange55", time_scale=0.01)
+    assert result.error is None and result.matches, (result.observed, result.check)
+    assert result.timings["read_cache_ttl_ms"] == 600 and result.timings["replication_lag_ms"] == 3000

@@ -35,3 +35,33 @@ def test_jitter_is_reproducible_from_the_seed():
             out.append(cache.last_scheduled())
         return out
     assert times(3) == times(3) and times(3) != times(4)
+
+
+def test_the_read_cache_hides_a_replicated_change_until_the_entry_read_runs_out():
+    """Exchange 5.5's MTA trusts what it read from the directory for 60 s (Q172364, Q178534):
+    the second layer, on top of replication."""
+    cache = DirectoryCache(lag_ms=1000, jitter_ms=0, seed=1, read_ttl_ms=5000)
+    cache.load_snapshot(1, [recipient("bob", "ex1", 1)], now=0.0)
+    assert cache.get("bob", now=0.5)["home_server"] == "ex1"  # read at 0.5: trusted until 5.5
+    cache.receive(2, recipient("bob", "ex2", 2), now=1.0)
+    cache.apply_due(2.0)  # replicated at 2.0
+    assert cache.usn == 2 and cache.get("bob", now=3.0)["home_server"] == "ex1", "the read is still trusted"
+    assert cache.view_usn(3.0) == 1 and cache.view_usn(7.0) == 2  # every read sees it from 2.0 + 5 s
+    assert cache.get("bob", now=5.6)["home_server"] == "ex2", "read again once the read ran out"
+    plain = DirectoryCache(lag_ms=0, jitter_ms=0, seed=1)  # no read cache: the replica, at once
+    plain.load_snapshot(1, [recipient("bob", "ex1", 1)], now=0.0)
+    plain.receive(2, recipient("bob", "ex2", 2), now=1.0)
+    plain.apply_due(1.0)
+    assert plain.get("bob", now=1.0)["home_server"] == "ex2" and plain.view_usn(1.0) == 2
+
+
+def test_the_exchange55_profile_has_the_documented_numbers_and_scales_them():
+    from nodes.config import Settings
+
+    s = Settings.from_profile("exchange55", 0.01, servers=("ex1", "ex2", "ex3"))
+    assert (s.replication_lag_ms, s.replication_step_ms, s.read_cache_ttl_ms) == (3000, 300, 600)
+    assert (s.retry_ms, s.transfer_retry_ms) == (6000, 1200)
+    assert s.timings()["expire_s_by_priority"] == {"urgent": 1728.0, "normal": 6048.0, "non-urgent": 8640.0}
+    full = Settings.from_profile("exchange55")
+    assert full.replication_lag_ms == 300_000 and full.expire_ms == 7 * 86_400_000
+    assert Settings.from_profile("lab") == Settings()  # today's defaults, named

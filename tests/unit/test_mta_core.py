@@ -513,3 +513,21 @@ def test_after_the_time_out_an_unconfirmed_pair_asks_at_its_retry_interval_not_i
         assert not events(ticked, "mta.failed")
         assert mta.next_wakeup() > now, "no timer left in the past"
     assert 3 <= attempts <= 6  # a 2 s answer time-out and a 0.5 s retry: one attempt every 2.5 s
+
+
+def test_a_time_out_that_comes_before_the_retry_still_leads_to_the_question():
+    """Found by the simulator (sp4, seed 1812343635): the time-out fell between an unanswered
+    attempt and its retry; the MTA waited for the retry but armed no timer for it, and the pair
+    stayed in the queue for good."""
+    mta = make_mta("sp4", retry_ms=1500, expire_ms=3200)  # answer time-out 2 s: retry due at 4.5, time-out at 4.2
+    submit(mta, ["carol"], now=1.0)
+    mta.tick(3.0)  # no answer: deferred until 4.5
+    mta.tick(mta.next_wakeup())
+    asked = []
+    for _ in range(5):
+        now = mta.next_wakeup()
+        assert now is not None, "a timer is armed"
+        asked += sends(mta.tick(now), "store.deliver")
+        if asked:
+            break
+    assert asked, "the MTA asks the store after the time-out"
