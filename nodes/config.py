@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 BUILDS = ("legacy", "sp4", "reroute")
+DEFAULT_SITE = "XCON"  # the organisation's one site, until servers are given sites of their own
 CONSOLE_LEVELS = ("warning", "info")
 
 
@@ -20,7 +21,7 @@ CONSOLE_LEVELS = ("warning", "info")
 PROFILES: dict[str, dict[str, int | None]] = {
     "lab": {"replication_lag_ms": 2000, "replication_jitter_ms": 500, "replication_step_ms": 0,
             "read_cache_ttl_ms": 0, "retry_ms": 1000, "transfer_retry_ms": None, "expire_ms": 60_000,
-            "expire_urgent_ms": None, "expire_non_urgent_ms": None},
+            "expire_urgent_ms": None, "expire_non_urgent_ms": None, "intersite_lag_ms": 2000},
     "exchange55": {
         "replication_lag_ms": 300_000,  # "Pause After Modify" (Q137203)
         "replication_step_ms": 30_000,  # "Pause Between DSAs", for each further server (Q137203)
@@ -30,6 +31,7 @@ PROFILES: dict[str, dict[str, int | None]] = {
         "transfer_retry_ms": 120_000,  # the MTA's transfer interval (Q157630)
         "expire_urgent_ms": 2 * 86_400_000, "expire_ms": 7 * 86_400_000,  # message time-outs by
         "expire_non_urgent_ms": 10 * 86_400_000,  # priority (Q178539, Q271545)
+        "intersite_lag_ms": 900_000,  # a site connector's replication set to "Always": every 15 min (5.5 SP1 docs)
     },
 }
 
@@ -51,6 +53,11 @@ class Settings:
     transfer_retry_ms: int | None = None  # the retry after an answer that defers; None: retry_ms
     profile: str = "lab"  # the PROFILES entry these timings came from, and its time scale
     time_scale: float = 1.0
+    # the site of each server, in `servers` order; () puts every server in DEFAULT_SITE. The
+    # directory lives in the first server's site: an MTA in another site sees a change
+    # intersite_lag_ms later (the site connector's replication schedule)
+    sites: tuple[str, ...] = ()
+    intersite_lag_ms: int = 2000
     request_timeout_ms: int = 3000
     seed: int = 0
     max_queue: int = 10_000  # messages an MTA holds before it answers "busy"
@@ -63,6 +70,11 @@ class Settings:
     # an MTA refuses new mail, and a store defers deliveries, while the disk has less free than
     # this: a full disk stops mail coming in, never mail that was accepted
     min_free_mb: int = 64
+
+    def site_of(self, server: str) -> str:
+        if not self.sites or server not in self.servers:
+            return DEFAULT_SITE
+        return self.sites[self.servers.index(server)]
 
     def expire_s(self, priority: str) -> float:
         """A message's time-out, by its priority."""
@@ -96,12 +108,14 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["servers"] = list(self.servers)
+        d["sites"] = list(self.sites)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Settings":
         d = dict(d)
         d["servers"] = tuple(d["servers"])
+        d["sites"] = tuple(d.get("sites", ()))
         return cls(**d)
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .config import DEFAULT_SITE
+
 DOMAIN = "xcon.test"
 
-DEFAULT_SITE = "XCON"  # the organisation's one site until servers are given sites of their own
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ from .faults import MOVE_STEPS
 @click.option("--servers", type=click.IntRange(1, 26), default=2, show_default=True, help="Number of servers (ex1, ex2, ...).")
 @click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True,
               help="legacy: 5.5 SP3 (silent loss); sp4: NDR per recipient; reroute: ask the directory and reroute.")
+@click.option("--site", "site_specs", multiple=True, metavar="NAME=SERVER,...",
+              help="Put servers in a site (repeat for each site, e.g. --site HQ=ex1,ex2 --site BRANCH=ex3); every "
+                   "server in exactly one. Default: all in one site. Move Mailbox stays within a site; the directory "
+                   "reaches another site's MTAs --intersite-lag-ms later.")
+@click.option("--intersite-lag-ms", type=click.IntRange(0, 86_400_000),
+              help="More replication delay for an MTA outside the directory's site (lab: 2000; exchange55: 15 min).")
 @click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
               help="The timing defaults: lab (seconds, xcon's own) or exchange55 (Exchange 5.5's documented numbers: "
                    "replication 300 s + 30 s a server, a 60 s read cache, retries every 600/120 s, time-outs of 2/7/10 "
@@ -60,7 +66,8 @@ from .faults import MOVE_STEPS
                    "journal, keys, logs) instead of resuming it.")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, profile: str, time_scale: float,
+def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, site_specs: tuple[str, ...],
+       intersite_lag_ms: int | None, profile: str, time_scale: float,
        replication_lag_ms: int | None, replication_step_ms: int | None, replication_jitter_ms: int | None,
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
        seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int, fresh: bool,
@@ -83,8 +90,9 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, profile:
     timings = {k: v for k, v in {"replication_lag_ms": replication_lag_ms, "replication_step_ms": replication_step_ms,
                                  "replication_jitter_ms": replication_jitter_ms, "read_cache_ttl_ms": read_cache_ttl_ms,
                                  "retry_ms": retry_ms, "transfer_retry_ms": transfer_retry_ms,
-                                 "expire_ms": expire_ms}.items() if v is not None}
-    settings = Settings.from_profile(profile, time_scale, servers=tuple(f"ex{i}" for i in range(1, servers + 1)),
+                                 "expire_ms": expire_ms, "intersite_lag_ms": intersite_lag_ms}.items() if v is not None}
+    names = tuple(f"ex{i}" for i in range(1, servers + 1))
+    settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
                                      mta_build=mta_build, seed=seed, max_queue=max_queue, insecure=insecure,
                                      fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
@@ -118,6 +126,29 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, profile:
             out.print(f"setting changed on resume: {key} {was} -> {now}")
 
 
+def parse_sites(specs: tuple[str, ...], servers: tuple[str, ...]) -> tuple[str, ...]:
+    """The site of each server from --site NAME=ex1,ex2 options; () for none given."""
+    if not specs:
+        return ()
+    site_of: dict[str, str] = {}
+    for spec in specs:
+        name, _, members = spec.partition("=")
+        name = name.strip()
+        if not name or not members.strip() or not name.replace("-", "").replace("_", "").isalnum():
+            raise click.BadParameter(f"{spec!r}: write NAME=SERVER,SERVER (a site name of letters, digits, - and _)",
+                                     param_hint="--site")
+        for server in (m.strip() for m in members.split(",") if m.strip()):
+            if server not in servers:
+                raise click.BadParameter(f"no server '{server}' (servers: {', '.join(servers)})", param_hint="--site")
+            if server in site_of:
+                raise click.BadParameter(f"{server} is in two sites ({site_of[server]} and {name})", param_hint="--site")
+            site_of[server] = name
+    missing = [s for s in servers if s not in site_of]
+    if missing:
+        raise click.BadParameter(f"no site for {', '.join(missing)}: give every server a site", param_hint="--site")
+    return tuple(site_of[s] for s in servers)
+
+
 def describe_timings(st: Settings) -> str:
     """The effective timings in a line: what `up` and `status` print."""
     step = f" + {st.replication_step_ms} ms a server" if st.replication_step_ms else ""
@@ -125,8 +156,15 @@ def describe_timings(st: Settings) -> str:
     retry = (f"retry {st.retry_ms} ms (no answer) / {st.transfer_retry_ms} ms (deferred)"
              if st.transfer_retry_ms is not None else f"retry {st.retry_ms} ms")
     expire = ", ".join(f"{p} {s:g} s" for p, s in st.timings()["expire_s_by_priority"].items())
+    sites = ""
+    if st.sites:
+        groups: dict[str, list[str]] = {}
+        for server, site in zip(st.servers, st.sites):
+            groups.setdefault(site, []).append(server)
+        sites = ("; sites " + ", ".join(f"{site}: {' '.join(members)}" for site, members in groups.items())
+                 + f" (another site's MTAs hear {st.intersite_lag_ms} ms later)")
     return (f"profile {st.profile} x{st.time_scale:g}: replication {st.replication_lag_ms}{step} + 0..{st.replication_jitter_ms}"
-            f" ms{ttl}; {retry}; time-outs {expire}")
+            f" ms{ttl}; {retry}; time-outs {expire}{sites}")
 
 
 def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:

@@ -98,8 +98,10 @@ PUBLIC = tuple(k for k in MOVE_STATE if k not in ("waiting_for", "attempts"))
 
 
 class MoveCore:
-    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None):
+    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
+                 sites: dict[str, str] | None = None):
         self.servers = list(servers)
+        self.sites = sites or {}  # server -> site; Move Mailbox stays within one (5.5)
         self.ids = Ids("orchestrator", boot)
         self.timeout_s = timeout_ms / 1000
         self.moves: dict[str, Move] = {}
@@ -299,6 +301,11 @@ class MoveCore:
         move.source = entry["home_server"]
         if move.source == move.target:
             return self._refuse(move, f"'{move.alias}' is already on {move.target}", why="already there")
+        source_site, target_site = self.sites.get(move.source), self.sites.get(move.target)
+        if source_site != target_site:
+            return self._refuse(move, f"{move.source} is in site {source_site} and {move.target} in site {target_site}: "
+                                      "Exchange 5.5 moves a mailbox within its site only (across sites, export and "
+                                      "import it)", why="across sites")
         peer, re = move.requester or (b"", "")
         actions: list = [Reply(peer, re, "orch.move_started", {"move_id": move.move_id, "source": move.source}),
                          log("move.started", move_id=move.move_id, alias=move.alias, mailbox=move.alias,

@@ -61,7 +61,8 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
         crash()
         return []
 
-    core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records),
+    core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
+                                     {s: settings.site_of(s) for s in settings.servers}),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
                  CrashSelf: crash_self}

@@ -61,7 +61,12 @@ class MtaCore:
         # the directory replicates to the servers one after the other: each further server hears
         # of a change replication_step_ms later (5.5's "Pause Between DSAs", Q137203)
         rank = settings.servers.index(server) if server in settings.servers else 0
-        self.cache = DirectoryCache(settings.replication_lag_ms + rank * settings.replication_step_ms,
+        # and a server in another site than the directory's (the first server's) hears of it over
+        # the site connector, intersite_lag_ms later
+        self.site = settings.site_of(server)
+        remote = settings.servers and self.site != settings.site_of(settings.servers[0])
+        self.cache = DirectoryCache(settings.replication_lag_ms + rank * settings.replication_step_ms
+                                    + (settings.intersite_lag_ms if remote else 0),
                                     settings.replication_jitter_ms, settings.seed * 1000 + sum(map(ord, server)),
                                     settings.read_cache_ttl_ms)
         self.ids = Ids(f"mta.{server}", boot)
@@ -470,7 +475,7 @@ class MtaCore:
             rcpts = [p.rcpt for p in pairs if not self._alternate_copy(msg, p)]
         ndr_id = f"{msg.msg_id}.ndr.{'+'.join(sorted(rcpts))}"[:200]
         raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
-                          msg.accepted_at, now)
+                          msg.accepted_at, now, site=self.site)
         fresh = ndr_id not in self.queue and ndr_id not in self.seen
         actions: list = silent
         if fresh:

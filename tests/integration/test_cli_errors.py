@@ -59,3 +59,15 @@ def test_errors_against_a_running_cluster(tmp_path):
         assert all(status["nodes"][m]["status"]["messages"] == 0 for m in ("mta.ex1", "mta.ex2"))
     finally:
         xcon("down", run_dir=run, check=True)
+
+
+@pytest.mark.parametrize("sites, needle", [
+    (["--site", "HQ=ex1"], "no site for ex2"),
+    (["--site", "HQ=ex1,ex9", "--site", "B=ex2"], "no server 'ex9'"),
+    (["--site", "HQ=ex1,ex2", "--site", "B=ex2"], "ex2 is in two sites"),
+    (["--site", "=ex1,ex2"], "NAME=SERVER"),
+])
+def test_bad_sites_are_one_line_and_start_nothing(tmp_path, sites, needle):
+    proc = xcon("up", *sites, run_dir=tmp_path)
+    one_line_error(proc, 2, needle)
+    assert not (tmp_path / "cluster.json").exists()

@@ -78,3 +78,20 @@ def test_legacy_loses_with_the_alternate_on_a_third_server(tmp_path):
     assert r["alternate_on"] == "ex3" and (r["alternate_delivered"], r["primary_delivered"], r["ndr_to_originator"]) == \
         (True, False, False), r
     assert r["check"]["counts"]["lost"] == 1 and proc.returncode == 0
+
+
+def test_sites_show_in_status_and_a_move_across_sites_is_refused(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--servers", "3", "--site", "HQ=ex1,ex2", "--site", "BRANCH=ex3", "--replication-lag-ms", "0",
+         "--replication-jitter-ms", "0", "--intersite-lag-ms", "300", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "bob", "--server", "ex1", run_dir=run, check=True)
+        status = xcon("status", run_dir=run, check=True).stdout
+        assert "sites HQ: ex1 ex2, BRANCH: ex3" in status and "300 ms later" in status
+        refused = xcon("move", "bob", "--to", "ex3", run_dir=run)
+        assert refused.returncode == 1 and "within its site only" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        moved = xcon("move", "bob", "--to", "ex2", "--json", run_dir=run, check=True)
+        assert json.loads(moved.stdout)["step"] == "done"
+    finally:
+        xcon("down", run_dir=run)

@@ -326,3 +326,17 @@ def test_a_moves_public_state_is_the_shape_protocol_declares():
     core.on_event(request("orch.move", {"alias": "bob", "target": "ex2", "workaround": False, "copy_delay_ms": 0}), 1.0)
     (state,) = core.status(1.0)["active"]
     assert set(state) == set(MOVE_STATE)
+
+
+def test_a_move_across_sites_is_refused_as_in_exchange_55():
+    core = MoveCore(["ex1", "ex2", "ex3"], "b", sites={"ex1": "HQ", "ex2": "HQ", "ex3": "BRANCH"})
+    actions = core.on_event(request("orch.move", {"alias": "bob", "target": "ex3", "workaround": False,
+                                                  "copy_delay_ms": 0}), 1.0)
+    lookup = sends(actions, "dir.lookup")[0]
+    refused = core.on_event(response(lookup, "dir.entry", {"recipient": recipient("bob", "ex1", 1), "usn": 1}), 1.1)
+    (answer,) = replies(refused)
+    assert answer.type == "error" and "site HQ" in answer.body["reason"] and "site BRANCH" in answer.body["reason"]
+    assert core.active() == []
+    within = MoveCore(["ex1", "ex2", "ex3"], "b", sites={"ex1": "HQ", "ex2": "HQ", "ex3": "BRANCH"})
+    assert drive(within, start(within, False), answers()) == ["lock", "copy", "set_home", "open_target", "release",
+                                                               "done"]

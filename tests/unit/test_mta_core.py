@@ -531,3 +531,15 @@ def test_a_time_out_that_comes_before_the_retry_still_leads_to_the_question():
         if asked:
             break
     assert asked, "the MTA asks the store after the time-out"
+
+
+def test_an_ndr_names_the_site_and_server_of_the_mta_that_wrote_it():
+    settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=0, replication_jitter_ms=0, retry_ms=5000,
+                        expire_ms=10_000, request_timeout_ms=2000, sites=("HQ", "BRANCH"))
+    mta = MtaCore("ex1", settings, "boot")
+    snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
+    mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
+    msg_id, actions = submit(mta, ["carol"])
+    failed = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
+    ndr = [s for s in sends(failed) if s.body.get("ndr_for") == msg_id][0]
+    assert b"MSEXCH:MSExchangeMTA:HQ:EX1" in ndr.body["raw"]
