@@ -43,6 +43,10 @@ STATUS = {
                     (1, "unable-to-transfer"), (27, "redirection-loop-detected")),
     "gone": Failure("5.1.1", "The recipient name is not recognized",
                     (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
+    # delivery restrictions (the recipient rejects messages from the sender): X.400's
+    # restricted-delivery; the diagnostic is the emulation's choice, as for a move
+    "restricted": Failure("5.7.1", "You do not have permission to send to this recipient",
+                          (5, "restricted-delivery"), (4, "recipient-unavailable")),
 }
 
 

@@ -52,11 +52,13 @@ def user_add(cluster: cl.Cluster, alias: str, server: str, alternate: str | None
 @click.option("--alternate", help="Set the alternate recipient.")
 @click.option("--no-alternate", is_flag=True, help="Remove the alternate recipient.")
 @click.option("--deliver-to-both/--no-deliver-to-both", default=None, help="Deliver to both the user and the alternate.")
+@click.option("--reject-from", help="Delivery restrictions: reject messages from these aliases (comma separated; '' "
+                                    "for none). An MTA enforces what its read cache holds (Q178534).")
 @click.option("--no-wait", is_flag=True, help="Return without waiting for every MTA's cache to hold the change.")
 @json_option
 def user_set(run_dir: Path, alias: str, alternate: str | None, no_alternate: bool,
-             deliver_to_both: bool | None, no_wait: bool, as_json: bool) -> None:
-    """Change ALIAS's alternate recipient or deliver-to-both setting."""
+             deliver_to_both: bool | None, reject_from: str | None, no_wait: bool, as_json: bool) -> None:
+    """Change ALIAS's alternate recipient, deliver-to-both setting or delivery restrictions."""
     if alternate and no_alternate:
         raise click.UsageError("--alternate and --no-alternate exclude each other")
     changes: dict[str, Any] = {}
@@ -68,8 +70,11 @@ def user_set(run_dir: Path, alias: str, alternate: str | None, no_alternate: boo
             changes["deliver_to_both"] = False
     if deliver_to_both is not None:
         changes["deliver_to_both"] = deliver_to_both
+    if reject_from is not None:
+        changes["reject_from"] = [a.strip() for a in reject_from.split(",") if a.strip()]
     if not changes:
-        raise click.UsageError("nothing to change: give --alternate, --no-alternate or --[no-]deliver-to-both")
+        raise click.UsageError("nothing to change: give --alternate, --no-alternate, --[no-]deliver-to-both or "
+                               "--reject-from")
     attached(lambda cluster: print_user(cluster.set_user(alias, changes, wait=not no_wait), as_json))(run_dir)
 
 

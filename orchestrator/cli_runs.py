@@ -220,9 +220,10 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 
 @click.command()
 @run_dir_option
-@click.argument("name", type=click.Choice(["q248839"]))
+@click.argument("name", type=click.Choice(["list", "q248839", "q178534"]))
 @click.option("--mta-build", type=click.Choice([*BUILDS, "legacy+workaround", "legacy+co-recipient"]),
-              help="Run one case.")
+              help="q248839: run one case.")
+@click.option("--case", "case", help="Another scenario: run one of its cases (`xcon scenario list` names them).")
 @click.option("--all", "all_cases", is_flag=True, help="Run every case: legacy, sp4, reroute, legacy with the "
               "workaround, legacy with a plain co-recipient.")
 @click.option("--alternate-on", type=click.Choice(["same", "other", "third", "all"]),
@@ -236,12 +237,37 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 @click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
               help="Multiply every duration of the profile by this (0.01: Exchange's minutes become seconds).")
 @json_option
-def scenario(run_dir: Path, name: str, mta_build: str | None, all_cases: bool, alternate_on: str | None, sim: bool,
-             seed: int, profile: str, time_scale: float, as_json: bool) -> None:
-    """Reproduce KB Q248839 on fresh clusters and compare with what the KB says."""
+def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, all_cases: bool,
+             alternate_on: str | None, sim: bool, seed: int, profile: str, time_scale: float, as_json: bool) -> None:
+    """Reproduce KB Q248839 (or one of its family: `xcon scenario list`) on fresh clusters and
+    compare with what the article says; exit 0 only when every case behaves so."""
+    from . import family
     from .scenario import CASES, render, run_cases
     from .sim.world import Network
 
+    if name == "list":
+        if as_json:
+            emit_json({n: {**a.__dict__, "cases": list(CASES) if n == "q248839" else list(a.cases)}
+                       for n, a in family.FAMILY.items()})
+        else:
+            family.render_list(out)
+        return
+    if name != "q248839":
+        known = list(family.FAMILY[name].cases)
+        if all_cases == bool(case) or mta_build:
+            raise click.UsageError(f"give one of --all or --case ({', '.join(known)})")
+        if case and case not in known:
+            raise click.UsageError(f"{name} has no case '{case}' (cases: {', '.join(known)})")
+        found = family.run_cases(name, run_dir.resolve() / ("scenario-sim" if sim else "scenario"),
+                                 known if all_cases else [case], progress=None if as_json else out,
+                                 sim=Network() if sim else None, seed=seed)
+        if as_json:
+            emit_json([r.to_json() for r in found])
+        else:
+            family.render(name, found, out)
+        sys.exit(0 if all(r.matches for r in found) else 1)
+    if case:
+        mta_build = mta_build or case
     if all_cases == bool(mta_build):
         raise click.UsageError("give one of --all or --mta-build")
     cases = list(CASES) if all_cases else [mta_build]

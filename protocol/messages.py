@@ -88,7 +88,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "alternate": Opt(STR),
         "deliver_to_both": BOOL,
     },
-    # `changes` may set home_server (str), alternate (str or nil), deliver_to_both (bool). `op`
+    # `changes` may set home_server (str), alternate (str or nil), deliver_to_both (bool),
+    # display_name (str), reject_from (list of aliases: delivery restrictions, Q178534). `op`
     # names the change for a sender that may send it again (the orchestrator: "<move id>.<step>"):
     # a repeated op is answered with the USN it got the first time, and applied once.
     "dir.modify": {"alias": STR, "changes": MAP, "op": Opt(STR)},

@@ -99,7 +99,8 @@ class DirectoryCore:
             usn = self.ops[op]
             return [Reply(req.peer, req.frame.id, "dir.changed", {"usn": usn, "recipient": current}),
                     log("directory.repeat", op=op, usn=usn, alias=alias, src=req.frame.src)]
-        allowed = {"home_server": str, "alternate": (str, type(None)), "deliver_to_both": bool, "display_name": str}
+        allowed = {"home_server": str, "alternate": (str, type(None)), "deliver_to_both": bool, "display_name": str,
+                   "reject_from": list}
         for key, value in changes.items():
             if key not in allowed:
                 return error(req, f"cannot change '{key}' (can change: {', '.join(allowed)})")
@@ -123,6 +124,9 @@ class DirectoryCore:
                 return f"unknown alternate recipient '{alt}'"
         if entry["deliver_to_both"] and alt is None:
             return "deliver-to-both needs an alternate recipient"
+        for sender in entry.get("reject_from") or []:
+            if not valid_alias(sender):
+                return f"reject_from: '{str(sender)[:64]}' is not a valid alias ({ALIAS_RULE})"
         return None
 
     def _commit(self, req: Request, entry: dict[str, Any], how: str, op: str | None = None, **extra: Any) -> list:

@@ -336,6 +336,12 @@ class MtaCore:
         if entry is None:
             return self._fail(msg, [pair], "unknown", now)
         home = entry["home_server"]
+        if home == self.server and msg.ndr_for is None and msg.sender in (entry.get("reject_from") or ()):
+            # the recipient's delivery restrictions, as this MTA reads them (its read cache may
+            # hold the entry from before a change: Q178534)
+            return [log("mta.restricted", msg_id=msg.msg_id, rcpt=pair.rcpt, sender=msg.sender,
+                        entry_usn=entry["usn"], cache_usn=self.cache.usn),
+                    *self._fail(msg, [pair], "restricted", now)]
         pair.attempts += 1
         request = self.ids.next()
         routed = log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=home, via=via,

@@ -137,3 +137,11 @@ def test_the_kb_cases_behave_as_the_kb_says_with_exchange_55s_timings(case, plac
                                profile="exchange55", time_scale=0.01)
     assert result.error is None and result.matches, (result.observed, result.check)
     assert result.timings["read_cache_ttl_ms"] == 600 and result.timings["replication_lag_ms"] == 3000
+
+
+@pytest.mark.parametrize("case", ["cache", "no-cache", "restart"])
+def test_q178534_stale_delivery_restrictions_in_simulation(case, tmp_path):
+    from orchestrator import family
+
+    result = family.run_q178534(case, tmp_path / case, seed=2, sim=Network())
+    assert result.error is None and result.matches, result.to_json()

@@ -543,3 +543,21 @@ def test_an_ndr_names_the_site_and_server_of_the_mta_that_wrote_it():
     failed = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
     ndr = [s for s in sends(failed) if s.body.get("ndr_for") == msg_id][0]
     assert b"MSEXCH:MSExchangeMTA:HQ:EX1" in ndr.body["raw"]
+
+
+def test_delivery_restrictions_are_enforced_as_the_read_cache_holds_them():
+    """Q178534: an MTA enforces the restrictions it read, for as long as it trusts the read."""
+    settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=0, replication_jitter_ms=0, retry_ms=5000,
+                        expire_ms=10_000, request_timeout_ms=2000, read_cache_ttl_ms=5000)
+    mta = MtaCore("ex1", settings, "boot")
+    snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
+    mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
+    first_id, first = submit(mta, ["carol"], now=1.0)  # mta.ex1 reads carol's entry at 1.0
+    store_answer(mta, sends(first, "store.deliver")[0], "delivered", 1.0)
+    restricted = {**recipient("carol", "ex1", 5), "reject_from": ["alice"]}
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": restricted})), 1.5)
+    mta.tick(1.5)  # replicated (lag 0)
+    _, stale = submit(mta, ["carol"], now=2.0)
+    assert sends(stale, "store.deliver"), "the read from 1.0 is trusted until 6.0: the old restrictions"
+    _, fresh = submit(mta, ["carol"], now=6.5)
+    assert [f.fields["reason"] for f in events(fresh, "mta.failed")] == ["restricted"]

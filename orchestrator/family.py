@@ -1,0 +1,169 @@
+"""The bug's family: other articles where a change races the directory's replication or an MTA's
+read cache, each a scenario with the setting that has the bug and the one that fixes it.
+
+Each case runs on a fresh cluster (real processes, or the simulator) through the same Cluster
+interface as q248839, and is judged by what happened to one message and by `check`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nodes.config import Settings
+
+from . import check as checker
+from . import cluster as cl
+from .client import ClusterError
+from .scenario import CASES
+from .sim.cluster import SimCluster
+from .sim.world import Network
+
+
+@dataclass(frozen=True)
+class Article:
+    article: str
+    what: str
+    bug: str  # the build or setting that has it
+    fix: str
+    cases: dict[str, tuple[str, tuple[bool, bool]]]  # case -> (setting, expected (delivered?, NDR?))
+
+
+FAMILY: dict[str, Article] = {
+    "q248839": Article("KB Q248839", "during Move User a message for a user whose alternate (deliver to both) got a "
+                       "copy is deferred, retried on a stale cache, and dropped with no NDR",
+                       "the legacy MTA (5.5 SP3)", "SP4's NDR; the workaround; xcon's reroute", {}),
+    "q178534": Article("KB Q178534", "a recipient's delivery restrictions change; for up to the MTA's read cache's "
+                       "lifetime (60 s) the MTA enforces the old ones",
+                       "an MTA read cache (ds_read cache latency) above 0",
+                       "a read cache of 0, or an MTA restart (its cache starts empty)", {
+                           "cache": ("read cache 5 s: the old restrictions", (True, False)),
+                           "no-cache": ("read cache 0: the new restrictions", (False, True)),
+                           "restart": ("read cache 5 s, MTA restarted after the change", (False, True)),
+                       }),
+}
+
+
+@dataclass
+class FamilyResult:
+    scenario: str
+    case: str
+    setting: str
+    expected: tuple[bool, bool]
+    delivered: bool | None = None
+    ndr: bool | None = None
+    check: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    run_dir: str = ""
+    error: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        counts = self.check.get("counts", {})
+        clean = not any(counts.get(k, 0) for k in ("lost", "pending", "duplicated", "both"))
+        return self.error is None and (self.delivered, self.ndr) == self.expected and clean
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "matches": self.matches}
+
+
+def _start(run_dir: Path, settings: Settings, sim: Network | None) -> cl.Cluster:
+    return SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
+
+
+def _wait_replica(cluster: cl.Cluster, mta: str, usn: int, timeout: float = 30.0) -> None:
+    """Until `mta`'s replica has the change (its read cache may still hide it: that is the point)."""
+    deadline = cluster.clock.now() + timeout
+    while cluster.status_of(mta)["replica_usn"] < usn:
+        if cluster.clock.now() > deadline:
+            raise ClusterError(f"{mta} has not replicated USN {usn} after {timeout:g}s")
+        cluster.clock.sleep(0.02)
+
+
+def run_q178534(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None) -> FamilyResult:
+    """bob (ex1) takes mail from alice (ex2); alice writes to him, so mta.ex1 reads his entry;
+    then bob rejects mail from alice; the change replicates; alice writes again."""
+    setting, expected = FAMILY["q178534"].cases[case]
+    result = FamilyResult("q178534", case, setting, expected, run_dir=str(run_dir))
+    t0 = time.time()
+    ttl = 0 if case == "no-cache" else 5000
+    settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=200, replication_jitter_ms=0, retry_ms=500,
+                        expire_ms=60_000, read_cache_ttl_ms=ttl, seed=seed)
+    cluster = _start(run_dir, settings, sim)
+    try:
+        cluster.add_user("alice", "ex2", wait=False)
+        bob = cluster.add_user("bob", "ex1", wait=False)
+        cluster.wait_replicated(bob["usn"])
+        cluster.send("alice", ["bob"], "before the change", "")
+        if not cluster.wait(30):
+            raise ClusterError("the first message was not delivered in 30 s")
+        changed = cluster.set_user("bob", {"reject_from": ["alice"]}, wait=False)
+        _wait_replica(cluster, "mta.ex1", changed["usn"])
+        if case == "restart":
+            cluster.fault("kill", "mta.ex1")
+            cluster.restart("mta.ex1")
+        sent = cluster.send("alice", ["bob"], "after the change", "")
+        if not cluster.wait(30):
+            raise ClusterError("queues did not drain in 30 s")
+        result.delivered = any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox("bob")["messages"])
+        result.ndr = any(m["ndr"] and m["ndr_for"] == sent["msg_id"] and "bob" in m["failed"]
+                         for m in cluster.mailbox("alice")["messages"])
+    except ClusterError as exc:
+        result.error = str(exc)
+    finally:
+        cluster.stop()
+    result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
+    if isinstance(cluster, SimCluster):
+        cluster.dump(run_dir, replay=f"xcon scenario q178534 --sim --case {case} --seed {seed}")
+    result.seconds = round(time.time() - t0, 3)
+    return result
+
+
+RUNNERS = {"q178534": run_q178534}
+
+
+def run_cases(name: str, root: Path, cases: list[str], progress: Console | None = None, sim: Network | None = None,
+              seed: int = 0) -> list[FamilyResult]:
+    results = []
+    for case in cases:
+        if progress:
+            progress.print(f"[dim]running {name} case {case}{' (simulated)' if sim else ''} ...[/dim]")
+        results.append(RUNNERS[name](case, root / name / case, seed, sim))
+    return results
+
+
+def render(name: str, results: list[FamilyResult], console: Console) -> None:
+    article = FAMILY[name]
+    yes = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
+    table = Table(title=f"{article.article}: {article.what}")
+    for col in ("case", "setting", "delivered?", "NDR?", "the article says", "check", "matches?", "s"):
+        table.add_column(col)
+    for r in results:
+        c = r.check.get("counts", {})
+        verdict = ", ".join(f"{c[k]} {k}" for k in ("lost", "pending", "duplicated", "both") if c.get(k)) or "clean"
+        said = f"delivered {yes(r.expected[0])}, NDR {yes(r.expected[1])}"
+        table.add_row(r.case, r.setting, yes(r.delivered), yes(r.ndr), said, verdict,
+                      "[green]yes[/green]" if r.matches else "[red]NO[/red]",
+                      f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
+    console.print(table)
+    console.print(f"bug: {article.bug}; fix: {article.fix}")
+    for r in results:
+        if r.error:
+            console.print(f"  [red]{r.case}: error: {r.error}[/red]")
+
+
+def render_list(console: Console) -> None:
+    table = Table(title="xcon scenario list: the bug and its family")
+    for col in ("name", "article", "what happens", "has the bug", "fixed by", "cases"):
+        table.add_column(col)
+    for name, a in FAMILY.items():
+        cases = ", ".join(CASES) if name == "q248839" else ", ".join(a.cases)
+        table.add_row(name, a.article, a.what, a.bug, a.fix, cases)
+    console.print(table)
+    console.print("not yet built (issue 13): Q172364 (originator and recipient both moved), Q277911 (the "
+                  "in-transit window), KB 2579150 (the soft-deleted source mailbox)")
