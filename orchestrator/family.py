@@ -38,6 +38,14 @@ FAMILY: dict[str, Article] = {
     "q248839": Article("KB Q248839", "during Move User a message for a user whose alternate (deliver to both) got a "
                        "copy is deferred, retried on a stale cache, and dropped with no NDR",
                        "the legacy MTA (5.5 SP3)", "SP4's NDR; the workaround; xcon's reroute", {}),
+    "q172364": Article("KB Q172364", "users are moved while mail flows: the MTA reads stale directory data, thinks "
+                       "the recipient is still on the old server, and sends an NDR (or strands the message)",
+                       "an MTA read cache (ds_read cache latency) above 0",
+                       "a read cache of 0 (or moving users while no mail flows); xcon's reroute asks past its cache", {
+                           "cache": ("sp4, read cache 5 s: bob's entry as read before his move", (False, True)),
+                           "no-cache": ("sp4, read cache 0: bob's new home", (True, False)),
+                           "reroute": ("reroute, read cache 5 s: asks the directory on 'not here'", (True, False)),
+                       }),
     "q178534": Article("KB Q178534", "a recipient's delivery restrictions change; for up to the MTA's read cache's "
                        "lifetime (60 s) the MTA enforces the old ones",
                        "an MTA read cache (ds_read cache latency) above 0",
@@ -124,7 +132,48 @@ def run_q178534(case: str, run_dir: Path, seed: int = 0, sim: Network | None = N
     return result
 
 
-RUNNERS = {"q178534": run_q178534}
+def run_q172364(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None) -> FamilyResult:
+    """alice and bob live on ex1; alice writes to bob (mta.ex1 reads his entry); bob is moved to
+    ex2, and the move replicates; alice writes to him again, then is moved to ex2 herself."""
+    setting, expected = FAMILY["q172364"].cases[case]
+    result = FamilyResult("q172364", case, setting, expected, run_dir=str(run_dir))
+    t0 = time.time()
+    ttl = 0 if case == "no-cache" else 5000
+    settings = Settings(("ex1", "ex2"), "reroute" if case == "reroute" else "sp4", replication_lag_ms=200,
+                        replication_jitter_ms=0, retry_ms=500, expire_ms=60_000, read_cache_ttl_ms=ttl, seed=seed)
+    cluster = _start(run_dir, settings, sim)
+    try:
+        cluster.add_user("alice", "ex1", wait=False)
+        bob = cluster.add_user("bob", "ex1", wait=False)
+        cluster.wait_replicated(bob["usn"])
+        cluster.send("alice", ["bob"], "before the moves", "")
+        if not cluster.wait(30):
+            raise ClusterError("the first message was not delivered in 30 s")
+        moved = cluster.move("bob", "ex2", timeout=60)
+        if moved["step"] != "done":
+            raise ClusterError(f"bob's move failed: {moved['error']}")
+        _wait_replica(cluster, "mta.ex1", moved["wait_usn"] or cluster.lookup("bob")["usn"])
+        sent = cluster.send("alice", ["bob"], "between the moves", "")
+        moved = cluster.move("alice", "ex2", timeout=60)
+        if moved["step"] != "done":
+            raise ClusterError(f"alice's move failed: {moved['error']}")
+        if not cluster.wait(60):
+            raise ClusterError("queues did not drain in 60 s")
+        result.delivered = any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox("bob")["messages"])
+        result.ndr = any(m["ndr"] and m["ndr_for"] == sent["msg_id"] and "bob" in m["failed"]
+                         for m in cluster.mailbox("alice")["messages"])
+    except ClusterError as exc:
+        result.error = str(exc)
+    finally:
+        cluster.stop()
+    result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
+    if isinstance(cluster, SimCluster):
+        cluster.dump(run_dir, replay=f"xcon scenario q172364 --sim --case {case} --seed {seed}")
+    result.seconds = round(time.time() - t0, 3)
+    return result
+
+
+RUNNERS = {"q172364": run_q172364, "q178534": run_q178534}
 
 
 def run_cases(name: str, root: Path, cases: list[str], progress: Console | None = None, sim: Network | None = None,
@@ -165,5 +214,5 @@ def render_list(console: Console) -> None:
         cases = ", ".join(CASES) if name == "q248839" else ", ".join(a.cases)
         table.add_row(name, a.article, a.what, a.bug, a.fix, cases)
     console.print(table)
-    console.print("not yet built (issue 13): Q172364 (originator and recipient both moved), Q277911 (the "
-                  "in-transit window), KB 2579150 (the soft-deleted source mailbox)")
+    console.print("not yet built (issue 13): Q277911 (the in-transit window), KB 2579150 (the soft-deleted "
+                  "source mailbox)")

@@ -139,9 +139,10 @@ def test_the_kb_cases_behave_as_the_kb_says_with_exchange_55s_timings(case, plac
     assert result.timings["read_cache_ttl_ms"] == 600 and result.timings["replication_lag_ms"] == 3000
 
 
-@pytest.mark.parametrize("case", ["cache", "no-cache", "restart"])
-def test_q178534_stale_delivery_restrictions_in_simulation(case, tmp_path):
+@pytest.mark.parametrize("name, case", [("q178534", "cache"), ("q178534", "no-cache"), ("q178534", "restart"),
+                                        ("q172364", "cache"), ("q172364", "no-cache"), ("q172364", "reroute")])
+def test_the_family_behaves_as_its_articles_say_in_simulation(name, case, tmp_path):
     from orchestrator import family
 
-    result = family.run_q178534(case, tmp_path / case, seed=2, sim=Network())
+    result = family.RUNNERS[name](case, tmp_path / case, seed=2, sim=Network())
     assert result.error is None and result.matches, result.to_json()
