@@ -53,6 +53,7 @@ class World:
     # "lab": the drawn lag, jitter and retry; another profile: its timings (nodes.config.PROFILES)
     profile: str = "lab"
     time_scale: float = 1.0
+    read_cache_ttl_ms: int = 0  # the MTAs' read cache, with the lab profile
 
 
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -119,9 +120,18 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
                 fault["probability"] = round(rng.uniform(0.1, 0.5), 3)
         events.append({"at": at, "do": "fault", **fault})
     events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
-    return World(seed, build, names, people, lag_ms=rng.randint(100, 2500), jitter_ms=rng.randint(0, 800),
-                 retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events,
-                 profile=profile, time_scale=time_scale)
+    world = World(seed, build, names, people, lag_ms=rng.randint(100, 2500), jitter_ms=rng.randint(0, 800),
+                  retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events,
+                  profile=profile, time_scale=time_scale)
+    # drawn last, so that the draws above stay what they were for a seed: the MTAs' read cache
+    # (Q172364, Q178534: a stale read) and a delivery restriction that changes while mail flows
+    world.read_cache_ttl_ms = rng.randint(200, 3000) if rng.random() < 0.4 else 0
+    if rng.random() < 0.3:
+        alias = rng.choice(aliases)
+        events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "restrict", "alias": alias,
+                       "reject_from": [rng.choice([a for a in aliases if a != alias])]})
+        events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
+    return world
 
 
 @dataclass
@@ -160,7 +170,7 @@ def world_settings(world: World) -> Settings:
         return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
                                      seed=world.seed)
     return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
-                    expire_ms=60_000, seed=world.seed)
+                    expire_ms=60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms)
 
 
 def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | None = None,
@@ -240,6 +250,8 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 # a short wait: a paused MTA must not hold up the rest of the schedule
                 cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "", timeout=2.0,
                              priority=event.get("priority"))
+            elif event["do"] == "restrict":  # the recipient's delivery restrictions change (Q178534)
+                cluster.set_user(event["alias"], {"reject_from": event["reject_from"]}, wait=False)
             elif event["do"] == "move":
                 entry = cluster.lookup(event["alias"])
                 others = [s for s in world.servers if s != entry["home_server"]]

@@ -336,9 +336,12 @@ class MtaCore:
         if entry is None:
             return self._fail(msg, [pair], "unknown", now)
         home = entry["home_server"]
-        if home == self.server and msg.ndr_for is None and msg.sender in (entry.get("reject_from") or ()):
+        if (home == self.server and msg.ndr_for is None and not pair.unconfirmed
+                and msg.sender in (entry.get("reject_from") or ())):
             # the recipient's delivery restrictions, as this MTA reads them (its read cache may
-            # hold the entry from before a change: Q178534)
+            # hold the entry from before a change: Q178534). Not for an unconfirmed pair: an
+            # earlier attempt, made under the old restrictions, may have landed (the simulator
+            # found an NDR for a delivered message); the store's answer settles it
             return [log("mta.restricted", msg_id=msg.msg_id, rcpt=pair.rcpt, sender=msg.sender,
                         entry_usn=entry["usn"], cache_usn=self.cache.usn),
                     *self._fail(msg, [pair], "restricted", now)]

@@ -561,3 +561,19 @@ def test_delivery_restrictions_are_enforced_as_the_read_cache_holds_them():
     assert sends(stale, "store.deliver"), "the read from 1.0 is trusted until 6.0: the old restrictions"
     _, fresh = submit(mta, ["carol"], now=6.5)
     assert [f.fields["reason"] for f in events(fresh, "mta.failed")] == ["restricted"]
+
+
+def test_a_restriction_added_after_an_unanswered_delivery_does_not_report_a_delivered_message():
+    """Found by the simulator (sp4, seed 866791591): a delivery's answer was lost, carol then
+    rejected mail from alice, and the retry failed the pair as restricted: an NDR for a message
+    that was in carol's mailbox. The retry asks the store, which says it is there."""
+    mta = make_mta("sp4", lag_ms=0, retry_ms=500)
+    msg_id, actions = submit(mta, ["carol"], now=1.0)
+    assert sends(actions, "store.deliver")
+    mta.tick(3.5)  # the answer was lost: unconfirmed
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": {**recipient("carol", "ex1", 5),
+                                                                     "reject_from": ["alice"]}})), 3.6)
+    retry = mta.tick(4.1)
+    assert not events(retry, "mta.failed") and sends(retry, "store.deliver")
+    answered = store_answer(mta, sends(retry, "store.deliver")[0], "duplicate", 4.2)
+    assert events(answered, "mta.delivered")
