@@ -254,6 +254,9 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
         return
     if name != "q248839":
         known = list(family.FAMILY[name].cases)
+        if alternate_on or profile != "lab" or time_scale != 1.0:
+            raise click.UsageError(f"{name} sets its own timings and users: --profile, --time-scale and --alternate-on "
+                                   "are q248839's")
         if all_cases == bool(case) or mta_build:
             raise click.UsageError(f"give one of --all or --case ({', '.join(known)})")
         if case and case not in known:
