@@ -21,7 +21,6 @@ import orjson
 
 from nodes.config import Settings
 
-from . import check as checker
 from . import cluster as cl
 from .client import ClusterError
 from .sim.cluster import SimCluster
@@ -191,7 +190,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
         result.error = str(exc)
     finally:
         cluster.stop()
-    report = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state())
+    report = cluster.verdict()
     result.counts, result.pairs = report.counts, report.pairs
     result.violations = [v.to_json() for v in report.violations]
     result.stale_locks = report.stale_locks

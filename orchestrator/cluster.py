@@ -22,6 +22,7 @@ from protocol import MOVE_ENDED
 from protocol.names import ALIAS_RULE, valid_alias
 
 from . import audit, logread, rundir
+from . import check as checker
 from .client import Client, ClusterError
 from . import processes
 from .processes import pid_alive, spawn_node
@@ -239,6 +240,15 @@ class Cluster:
         server = entry["home_server"]
         listing = self.client.request(f"store.{server}", "store.list", {"mailbox": alias})
         return {"alias": alias, "server": server, "messages": listing.body["messages"]}
+
+    def holds(self, alias: str, msg_id: str) -> bool:
+        """Whether `msg_id` is in `alias`'s mailbox, wherever it lives now."""
+        return any(m["msg_id"] == msg_id for m in self.mailbox(alias)["messages"])
+
+    def reported(self, originator: str, msg_id: str, rcpt: str) -> bool:
+        """Whether `originator`'s mailbox holds an NDR for `msg_id` that names `rcpt`."""
+        return any(m["ndr"] and m["ndr_for"] == msg_id and rcpt in m["failed"]
+                   for m in self.mailbox(originator)["messages"])
 
     def fill(self, alias: str, messages: list[dict[str, Any]], page: int = 500) -> None:
         """Put ready-made messages ({"name", "msg_id", "raw"}) into alias's mailbox where it lives,
@@ -458,6 +468,10 @@ class Cluster:
     def end_state(self) -> Any:
         """What the mailboxes, locks, directory and journal hold (orchestrator.audit), or None."""
         return audit.read(self.config.run_dir) if audit.available(self.config.run_dir) else None
+
+    def verdict(self) -> checker.Report:
+        """The invariant over this run (after `stop`): its logs, then its end state."""
+        return checker.check(self.events(), again=self.events, state=self.end_state())
 
 
 def cli_log(run_dir: Path, event: str, **fields: Any) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
 
 from nodes.config import Settings
 
-from . import check as checker
 from . import cluster as cl
 from .client import ClusterError
 from .scenario import CASES
@@ -80,10 +79,6 @@ class FamilyResult:
         return {**self.__dict__, "matches": self.matches}
 
 
-def _start(run_dir: Path, settings: Settings, sim: Network | None) -> cl.Cluster:
-    return SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
-
-
 def _wait_replica(cluster: cl.Cluster, mta: str, usn: int, timeout: float = 30.0) -> None:
     """Until `mta`'s replica has the change (its read cache may still hide it: that is the point)."""
     deadline = cluster.clock.now() + timeout
@@ -93,84 +88,85 @@ def _wait_replica(cluster: cl.Cluster, mta: str, usn: int, timeout: float = 30.0
         cluster.clock.sleep(0.02)
 
 
+def _run(name: str, case: str, run_dir: Path, seed: int, sim: Network | None, settings: Settings,
+         play: Callable[[cl.Cluster], str]) -> FamilyResult:
+    """Run one case: `play` drives a fresh cluster and returns the id of the message that alice
+    wrote to bob; whether bob has it, and whether alice has an NDR naming him, is the outcome."""
+    setting, expected = FAMILY[name].cases[case]
+    result = FamilyResult(name, case, setting, expected, run_dir=str(run_dir))
+    t0 = time.time()
+    cluster = SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
+    try:
+        msg_id = play(cluster)
+        result.delivered = cluster.holds("bob", msg_id)
+        result.ndr = cluster.reported("alice", msg_id, "bob")
+    except ClusterError as exc:
+        result.error = str(exc)
+    finally:
+        cluster.stop()
+    result.check = cluster.verdict().to_json()
+    if isinstance(cluster, SimCluster):
+        cluster.dump(run_dir, replay=f"xcon scenario {name} --sim --case {case} --seed {seed}")
+    result.seconds = round(time.time() - t0, 3)
+    return result
+
+
+def _drained(cluster: cl.Cluster, timeout: float, what: str) -> None:
+    if not cluster.wait(timeout):
+        raise ClusterError(f"{what} in {timeout:g} s")
+
+
 def run_q178534(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None) -> FamilyResult:
     """bob (ex1) takes mail from alice (ex2); alice writes to him, so mta.ex1 reads his entry;
     then bob rejects mail from alice; the change replicates; alice writes again."""
-    setting, expected = FAMILY["q178534"].cases[case]
-    result = FamilyResult("q178534", case, setting, expected, run_dir=str(run_dir))
-    t0 = time.time()
-    ttl = 0 if case == "no-cache" else 5000
     settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=200, replication_jitter_ms=0, retry_ms=500,
-                        expire_ms=60_000, read_cache_ttl_ms=ttl, seed=seed)
-    cluster = _start(run_dir, settings, sim)
-    try:
+                        expire_ms=60_000, read_cache_ttl_ms=0 if case == "no-cache" else 5000, seed=seed)
+
+    def play(cluster: cl.Cluster) -> str:
         cluster.add_user("alice", "ex2", wait=False)
         bob = cluster.add_user("bob", "ex1", wait=False)
         cluster.wait_replicated(bob["usn"])
         cluster.send("alice", ["bob"], "before the change", "")
-        if not cluster.wait(30):
-            raise ClusterError("the first message was not delivered in 30 s")
+        _drained(cluster, 30, "the first message was not delivered")
         changed = cluster.set_user("bob", {"reject_from": ["alice"]}, wait=False)
         _wait_replica(cluster, "mta.ex1", changed["usn"])
         if case == "restart":
             cluster.fault("kill", "mta.ex1")
             cluster.restart("mta.ex1")
         sent = cluster.send("alice", ["bob"], "after the change", "")
-        if not cluster.wait(30):
-            raise ClusterError("queues did not drain in 30 s")
-        result.delivered = any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox("bob")["messages"])
-        result.ndr = any(m["ndr"] and m["ndr_for"] == sent["msg_id"] and "bob" in m["failed"]
-                         for m in cluster.mailbox("alice")["messages"])
-    except ClusterError as exc:
-        result.error = str(exc)
-    finally:
-        cluster.stop()
-    result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
-    if isinstance(cluster, SimCluster):
-        cluster.dump(run_dir, replay=f"xcon scenario q178534 --sim --case {case} --seed {seed}")
-    result.seconds = round(time.time() - t0, 3)
-    return result
+        _drained(cluster, 30, "queues did not drain")
+        return sent["msg_id"]
+
+    return _run("q178534", case, run_dir, seed, sim, settings, play)
 
 
 def run_q172364(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None) -> FamilyResult:
     """alice and bob live on ex1; alice writes to bob (mta.ex1 reads his entry); bob is moved to
     ex2, and the move replicates; alice writes to him again, then is moved to ex2 herself."""
-    setting, expected = FAMILY["q172364"].cases[case]
-    result = FamilyResult("q172364", case, setting, expected, run_dir=str(run_dir))
-    t0 = time.time()
-    ttl = 0 if case == "no-cache" else 5000
     settings = Settings(("ex1", "ex2"), "reroute" if case == "reroute" else "sp4", replication_lag_ms=200,
-                        replication_jitter_ms=0, retry_ms=500, expire_ms=60_000, read_cache_ttl_ms=ttl, seed=seed)
-    cluster = _start(run_dir, settings, sim)
-    try:
+                        replication_jitter_ms=0, retry_ms=500, expire_ms=60_000,
+                        read_cache_ttl_ms=0 if case == "no-cache" else 5000, seed=seed)
+
+    def move(cluster: cl.Cluster, alias: str) -> dict[str, Any]:
+        moved = cluster.move(alias, "ex2", timeout=60)
+        if moved["step"] != "done":
+            raise ClusterError(f"{alias}'s move failed: {moved['error']}")
+        return moved
+
+    def play(cluster: cl.Cluster) -> str:
         cluster.add_user("alice", "ex1", wait=False)
         bob = cluster.add_user("bob", "ex1", wait=False)
         cluster.wait_replicated(bob["usn"])
         cluster.send("alice", ["bob"], "before the moves", "")
-        if not cluster.wait(30):
-            raise ClusterError("the first message was not delivered in 30 s")
-        moved = cluster.move("bob", "ex2", timeout=60)
-        if moved["step"] != "done":
-            raise ClusterError(f"bob's move failed: {moved['error']}")
+        _drained(cluster, 30, "the first message was not delivered")
+        moved = move(cluster, "bob")
         _wait_replica(cluster, "mta.ex1", moved["wait_usn"] or cluster.lookup("bob")["usn"])
         sent = cluster.send("alice", ["bob"], "between the moves", "")
-        moved = cluster.move("alice", "ex2", timeout=60)
-        if moved["step"] != "done":
-            raise ClusterError(f"alice's move failed: {moved['error']}")
-        if not cluster.wait(60):
-            raise ClusterError("queues did not drain in 60 s")
-        result.delivered = any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox("bob")["messages"])
-        result.ndr = any(m["ndr"] and m["ndr_for"] == sent["msg_id"] and "bob" in m["failed"]
-                         for m in cluster.mailbox("alice")["messages"])
-    except ClusterError as exc:
-        result.error = str(exc)
-    finally:
-        cluster.stop()
-    result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
-    if isinstance(cluster, SimCluster):
-        cluster.dump(run_dir, replay=f"xcon scenario q172364 --sim --case {case} --seed {seed}")
-    result.seconds = round(time.time() - t0, 3)
-    return result
+        move(cluster, "alice")
+        _drained(cluster, 60, "queues did not drain")
+        return sent["msg_id"]
+
+    return _run("q172364", case, run_dir, seed, sim, settings, play)
 
 
 RUNNERS = {"q172364": run_q172364, "q178534": run_q178534}

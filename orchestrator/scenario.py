@@ -22,7 +22,6 @@ from rich.table import Table
 
 from nodes.config import Settings
 
-from . import check as checker
 from . import cluster as cl
 from .chaos import digest as chaos_digest
 from .client import ClusterError
@@ -137,16 +136,14 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
             raise ClusterError(f"the move failed: {moved['error']}")
         if not cluster.wait(2 * slack):
             raise ClusterError(f"queues did not drain in {2 * slack:g} s")
-        has = lambda alias: any(m["msg_id"] == sent["msg_id"] for m in cluster.mailbox(alias)["messages"])  # noqa: E731
-        result.alternate_delivered = has("carol")
-        result.primary_delivered = has("bob")
-        result.ndr_to_originator = any(m["ndr"] and m["ndr_for"] == sent["msg_id"] and "bob" in m["failed"]
-                                       for m in cluster.mailbox("alice")["messages"])
+        result.alternate_delivered = cluster.holds("carol", sent["msg_id"])
+        result.primary_delivered = cluster.holds("bob", sent["msg_id"])
+        result.ndr_to_originator = cluster.reported("alice", sent["msg_id"], "bob")
     except ClusterError as exc:
         result.error = str(exc)
     finally:
         cluster.stop()
-    result.check = checker.check(cluster.events(), again=cluster.events, state=cluster.end_state()).to_json()
+    result.check = cluster.verdict().to_json()
     if isinstance(cluster, SimCluster) and write:
         cluster.dump(run_dir, replay=f"xcon scenario q248839 --sim --mta-build {case} --alternate-on {placement} "
                                      f"--seed {seed}")

@@ -68,11 +68,11 @@ def run_point(build: str, point: Point) -> Point:
     except ClusterError:
         p.outcome = "error"
         return p
-    report = checker.check(cluster.events(), state=cluster.end_state())
+    state = cluster.end_state()
+    report = checker.check(cluster.events(), state=state)
     broken = {(v.msg_id, v.rcpt): v.outcome for v in report.violations}
     p.outcome = broken.get((sent["msg_id"], "bob"), "")
     if not p.outcome:
-        state = cluster.end_state()
         p.outcome = "delivered" if state.copies("bob", sent["msg_id"]) else "ndr"
     for e in cluster.events():
         if e["event"] == "move.step" and e["step"] not in p.steps:
