@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from nodes.config import ClusterConfig, Settings
 
 from .. import audit, journal
-from ..client import ClusterError
+from ..client import Client, ClusterError
 from ..cluster import Cluster
 from .world import Network, World
 
@@ -41,21 +41,15 @@ class SimClock:
 READ_ONLY = frozenset({"ping", "orch.move_status"})
 
 
-class SimClient:
+class SimClient(Client):
     """What orchestrator.client.Client does, over the world's network (READ_ONLY requests to a
-    node that is up are answered in the instant: World.ask_now)."""
+    node that is up are answered in the instant: World.ask_now). It keeps Client's `request`
+    and replaces the transport: no sockets, no keys."""
 
-    def __init__(self, world: World, nodes: list[str], timeout: float = 5.0):
+    def __init__(self, world: World, nodes: list[str], timeout: float = 5.0):  # no Client.__init__: no ZeroMQ
         self.world, self.nodes, self.timeout = world, nodes, timeout
         self._ids = itertools.count(1)
         self._clock = 0
-
-    def request(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
-                trace: str | None = None) -> Any:
-        frame = self.ask(node, type_, body, timeout, trace)
-        if frame.type == "error":
-            raise ClusterError(frame.body["reason"])
-        return frame
 
     def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
             trace: str | None = None) -> Any:
