@@ -32,9 +32,12 @@ def merged(run_dir: Path, bad: list[str] | None = None) -> Iterator[dict[str, An
 
     Each file is already in time order (one process appends to it), so a k-way merge keeps
     memory flat however long the logs are."""
-    streams = [read_file(p, bad) for p in log_files(run_dir)]
-    key = lambda e: (e.get("ts", 0), e.get("lamport", 0))  # noqa: E731
-    return heapq.merge(*streams, key=key)
+    return merge([read_file(p, bad) for p in log_files(run_dir)])
+
+
+def merge(streams: list[Iterable[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """Streams of events, each in time order, as one: ordered by time, then Lamport clock."""
+    return heapq.merge(*streams, key=lambda e: (e.get("ts", 0), e.get("lamport", 0)))
 
 
 def matches(event: dict[str, Any], node: str | None = None, msg: str | None = None,

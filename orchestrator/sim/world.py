@@ -38,6 +38,7 @@ from nodes.store.node import wiring as store_wiring
 from protocol import Frame, ProtocolError, decode, encode
 
 from ..journal import MemoryJournal
+from ..logread import merge
 from ..node import wiring as orchestrator_wiring
 
 EPOCH = 1_780_000_000.0  # the virtual clock's start: a fixed date, so two runs log the same times
@@ -379,8 +380,7 @@ class World:
 
     def events(self) -> list[dict[str, Any]]:
         """Every node's log in one timeline, as logread.merged orders the files of a real run."""
-        streams = [n.sink.events for n in self.nodes.values()] + [self.client_sink.events]
-        return list(heapq.merge(*streams, key=lambda e: (e.get("ts", 0), e.get("lamport", 0))))
+        return list(merge([n.sink.events for n in self.nodes.values()] + [self.client_sink.events]))
 
 
 class SimProcesses:
