@@ -13,7 +13,7 @@ from rich.table import Table
 from nodes.config import BUILDS, CONSOLE_LEVELS, PROFILES, Settings
 
 from . import cluster as cl
-from .cli_common import attached, emit_json, json_option, out, run_dir_option
+from .cli_common import attached, emit_json, json_option, out, profile_options, run_dir_option
 from .client import ClusterError
 from .faults import MOVE_STEPS
 
@@ -28,12 +28,7 @@ from .faults import MOVE_STEPS
                    "reaches another site's MTAs --intersite-lag-ms later.")
 @click.option("--intersite-lag-ms", type=click.IntRange(0, 86_400_000),
               help="More replication delay for an MTA outside the directory's site (lab: 2000; exchange55: 15 min).")
-@click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
-              help="The timing defaults: lab (seconds, xcon's own) or exchange55 (Exchange 5.5's documented numbers: "
-                   "replication 300 s + 30 s a server, a 60 s read cache, retries every 600/120 s, time-outs of 2/7/10 "
-                   "days); the options below override them.")
-@click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
-              help="Multiply every duration of the profile by this (0.01 turns 60 s into 0.6 s).")
+@profile_options("xcon's own timings, in seconds (the options below override a profile's)")
 @click.option("--replication-lag-ms", type=click.IntRange(0, 86_400_000),
               help="Delay before a directory change reaches an MTA's cache (lab: 2000).")
 @click.option("--replication-step-ms", type=click.IntRange(0, 86_400_000),

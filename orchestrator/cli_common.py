@@ -13,6 +13,8 @@ from typing import Any, Callable
 import click
 from rich.console import Console
 
+from nodes.config import PROFILES
+
 from . import cluster as cl
 
 # in a terminal, tables fit its width; piped or redirected, they keep every column whole (rich
@@ -47,6 +49,19 @@ TEXT = Text()
 
 def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")(f)
+
+
+def profile_options(lab: str) -> Callable[[Callable], Callable]:
+    """--profile and --time-scale, the same on every command that starts clusters; `lab` says
+    what the lab profile means for that command."""
+    def wrap(f: Callable) -> Callable:
+        f = click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
+                         help="Multiply every duration of the profile by this (0.01 turns 60 s into 0.6 s).")(f)
+        return click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
+                            help=f"lab: {lab}; exchange55: Exchange 5.5's documented timings (replication 300 s + "
+                                 "30 s a server, a 60 s read cache, retries every 600/120 s, time-outs of 2/7/10 "
+                                 "days), shrunk by --time-scale.")(f)
+    return wrap
 
 
 def attached(f: Callable) -> Callable:

@@ -15,11 +15,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
-from nodes.config import BUILDS, PROFILES
+from nodes.config import BUILDS
 
 from . import chaos as chaos_mod
 from . import logread
-from .cli_common import emit_json, json_option, out, run_dir_option
+from .cli_common import emit_json, json_option, out, profile_options, run_dir_option
 
 @click.command()
 @run_dir_option
@@ -45,10 +45,7 @@ from .cli_common import emit_json, json_option, out, run_dir_option
               help="With --sim: half the kills land inside the node's next write (a torn batch), as a real kill rarely does.")
 @click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
-@click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
-              help="lab: each world draws its lag, jitter and retry; exchange55: Exchange 5.5's timings (--time-scale).")
-@click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
-              help="Multiply every duration of the profile by this.")
+@profile_options("each world draws its lag, jitter and retry")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
@@ -232,10 +229,7 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 @click.option("--sim", is_flag=True, help="Run the cases in the simulator (same cores, virtual time); its runs are "
               "written to the run-dir as real ones, for xcon check, logs and trace.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster's draws (replication jitter, network).")
-@click.option("--profile", type=click.Choice(list(PROFILES)), default="lab", show_default=True,
-              help="lab: the scenario's own quick timings; exchange55: Exchange 5.5's documented ones (with --time-scale).")
-@click.option("--time-scale", type=click.FloatRange(0.0001, 1000), default=1.0, show_default=True,
-              help="Multiply every duration of the profile by this (0.01: Exchange's minutes become seconds).")
+@profile_options("the scenario's own quick timings")
 @json_option
 def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, all_cases: bool,
              alternate_on: str | None, sim: bool, seed: int, profile: str, time_scale: float, as_json: bool) -> None:
