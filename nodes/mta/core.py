@@ -475,13 +475,13 @@ class MtaCore:
         if self.build == "legacy":
             # the flaw of KB Q248839: the alternate's copy (deliver to both) is taken for the
             # primary's report, so the primary's failure is reported to nobody
-            for pair in [p for p in pairs if self._alternate_copy(msg, p)]:
-                silent.append(log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason,
-                                  report="none", cache_usn=self.cache.usn,
-                                  why=f"legacy: the alternate {self._alternate_copy(msg, pair)} was given a copy"))
+            copies = {p.rcpt: self._alternate_copy(msg, p) for p in pairs}
+            silent = [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=rcpt, reason=reason, report="none",
+                          cache_usn=self.cache.usn, why=f"legacy: the alternate {alt} was given a copy")
+                      for rcpt, alt in copies.items() if alt]
             if len(silent) == len(pairs):
                 return silent + self._progress(msg)
-            rcpts = [p.rcpt for p in pairs if not self._alternate_copy(msg, p)]
+            rcpts = [rcpt for rcpt, alt in copies.items() if not alt]
         ndr_id = f"{msg.msg_id}.ndr.{'+'.join(sorted(rcpts))}"[:200]
         raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
                           msg.accepted_at, now, site=self.site)
