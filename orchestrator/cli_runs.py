@@ -129,7 +129,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         broken = [r for r in results if r.broken][:confirm_n]
         for r in broken:
             world = next(w for w in worlds if w.seed == r.seed)
-            real, same = sim_campaign.confirm(world, root / f"confirm-{r.seed}", network)
+            real, same = sim_campaign.confirm(world, r, root / f"confirm-{r.seed}")
             confirmed.append({"seed": r.seed, "sim": describe_break(r), "real_broke": real.broken,
                               "same": same, "real": describe_break(real) if real.broken else "clean",
                               "real_error": real.error, "run_dir": real.run_dir})
