@@ -57,7 +57,6 @@ class Runtime:
                              node_seed(config.settings.seed, name), wiring.executors, wiring.sync, wiring.deferred,
                              wiring.stats, write=self._write, facts=lambda: {"pid": os.getpid()})
         self.host.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
-        self.core = wiring.core
         self.log = self.host.log
         self._nodelog = self.host.nodelog
         # ROUTER identities that sent a batch: nodes, which take their replies in batches too. A
