@@ -70,6 +70,12 @@ class Settings:
     # an MTA refuses new mail, and a store defers deliveries, while the disk has less free than
     # this: a full disk stops mail coming in, never mail that was accepted
     min_free_mb: int = 64
+    # the Move User tool: "sp4" makes the target in transit at once; "legacy" (5.5 before SP4)
+    # makes it live, names it, copies, and only then marks it in transit (KB Q277911)
+    move_build: str = "sp4"
+    # how long a store keeps a moved-away mailbox soft-deleted before purging it; 0 deletes it at
+    # once, as 5.5 did (Exchange 2010 SP1 keeps it: KB 2579150)
+    soft_delete_ms: int = 0
 
     def site_of(self, server: str) -> str:
         if not self.sites or server not in self.servers:

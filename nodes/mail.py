@@ -43,6 +43,11 @@ STATUS = {
                     (1, "unable-to-transfer"), (27, "redirection-loop-detected")),
     "gone": Failure("5.1.1", "The recipient name is not recognized",
                     (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
+    # KB 2579150 (Exchange 2010 SP1): transport, on lagged directory data, delivers to the source
+    # mailbox a move left soft-deleted; the store's answer, as that NDR prints it
+    "soft_deleted": Failure("5.2.0", "STOREDRV.Deliver.Exception:StoragePermanentException."
+                            "MapiExceptionMailboxSoftDeleted; Cannot open mailbox",
+                            (1, "unable-to-transfer"), (4, "recipient-unavailable")),
     # delivery restrictions (the recipient rejects messages from the sender): X.400's
     # restricted-delivery; the diagnostic is the emulation's choice, as for a move
     "restricted": Failure("5.7.1", "You do not have permission to send to this recipient",

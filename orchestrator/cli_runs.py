@@ -217,7 +217,7 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
 
 @click.command()
 @run_dir_option
-@click.argument("name", type=click.Choice(["list", "q248839", "q172364", "q178534"]))
+@click.argument("name", type=click.Choice(["list", "q248839", "q172364", "q178534", "q277911", "kb2579150"]))
 @click.option("--mta-build", type=click.Choice([*BUILDS, "legacy+workaround", "legacy+co-recipient"]),
               help="q248839: run one case.")
 @click.option("--case", "case", help="Another scenario: run one of its cases (`xcon scenario list` names them).")

@@ -191,7 +191,7 @@ class Cluster:
             raise ClusterError(f"unknown alternate recipient '{alternate}'")
         if deliver_to_both and alternate is None:
             raise ClusterError("--deliver-to-both needs --alternate")
-        self.client.request(f"store.{server}", "store.create", {"mailbox": alias})
+        self.client.request(f"store.{server}", "store.create", {"mailbox": alias, "owner": None})
         reply = self.client.request("directory", "dir.add", {
             "alias": alias, "display_name": display_name or alias, "home_server": server,
             "alternate": alternate, "deliver_to_both": deliver_to_both})

@@ -21,7 +21,8 @@ LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
 KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step")
 SELF = "orchestrator"
 # the steps a kill can be armed for (orchestrator.move)
-MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "copy", "set_home", "open_target", "release",
+MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "create_target", "copy", "set_home", "mark_target",
+              "open_target", "release",
               "restore_alternate", "rollback_target", "rollback_source", "rollback_alternate", "done", "failed")
 
 

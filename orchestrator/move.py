@@ -14,6 +14,13 @@
     restore_alternate  (workaround) put the alternate back
     done | failed
 
+A legacy move (move_build "legacy": Exchange 5.5 before SP4's Move Mailbox, KB Q277911) takes
+another order after the lock: create_target (a live mailbox on the target), set_home, copy
+(into the target's in-transit folder), mark_target (the lock that marks it in transit),
+open_target (the store flushes the in-transit folder to the mailbox), release. From set_home on
+it only goes forward, as every move does; a copy that fails is started again from the first
+page (the store skips what it holds).
+
 Each step is journaled (JournalStep) before it is acted on. A failure before set_home rolls
 back: both stores are told the move is over (store.end_move: the target deletes the copy it
 holds, which no delivery can have reached; the source unlocks, whether or not the lock's grant
@@ -41,6 +48,8 @@ REPLICATION_WAIT_S = 120.0
 REQUEST_TRIES = 4
 # from set_home on the directory may name the target: the move can only go forward
 FORWARD_ONLY = ("set_home", "open_target", "release", "restore_alternate")
+LEGACY_FORWARD_ONLY = ("copy", "mark_target")  # a legacy move names the target before it copies
+MOVE_BUILDS = ("legacy", "sp4")
 ROLLBACK = ("rollback_target", "rollback_source", "rollback_alternate")
 OLD_STEPS = {"rollback_unlock": "rollback_source"}  # journals written before open_target existed
 
@@ -57,6 +66,7 @@ class Move:
     target: str
     workaround: bool
     copy_delay_ms: int
+    legacy: bool = False  # made by a legacy move tool (module docstring)
     source: str = ""
     step: str = "resolve"
     started_at: float = 0.0
@@ -99,7 +109,10 @@ PUBLIC = tuple(k for k in MOVE_STATE if k not in ("waiting_for", "attempts"))
 
 class MoveCore:
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
-                 sites: dict[str, str] | None = None):
+                 sites: dict[str, str] | None = None, move_build: str = "sp4"):
+        if move_build not in MOVE_BUILDS:
+            raise ValueError(f"unknown move build '{move_build}' (builds: {', '.join(MOVE_BUILDS)})")
+        self.legacy = move_build == "legacy"
         self.servers = list(servers)
         self.sites = sites or {}  # server -> site; Move Mailbox stays within one (5.5)
         self.ids = Ids("orchestrator", boot)
@@ -125,12 +138,12 @@ class MoveCore:
             if step in MOVE_ENDED:
                 continue
             move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
-                        source=r["source"], step=step, started_at=r.get("started_at", now), saved=r.get("saved"),
-                        error=r.get("error"))
+                        legacy=r.get("legacy", False), source=r["source"], step=step,
+                        started_at=r.get("started_at", now), saved=r.get("saved"), error=r.get("error"))
             self.moves[move_id] = move
             self.recovered += 1
             actions.append(log("move.recovered", move_id=move_id, alias=move.alias, mailbox=move.alias, step=step))
-            if step in FORWARD_ONLY:
+            if self._forward(move):
                 move.timer = now  # redo the step's request at once
                 continue
             move.rolling_back = True
@@ -152,7 +165,8 @@ class MoveCore:
         told the move is over even if no grant was seen (the lock may be granted later, from a
         request queued while the store was down or paused); from the copy step on the target too
         (a page may be on its way there)."""
-        undo = {"lock": ["rollback_source"], "copy": ["rollback_target", "rollback_source"]}.get(step, [])
+        undo = {"lock": ["rollback_source"], "copy": ["rollback_target", "rollback_source"],
+                "create_target": ["rollback_target", "rollback_source"]}.get(step, [])
         return undo + (["rollback_alternate"] if saved else [])
 
     def next_wakeup(self) -> float | None:
@@ -210,9 +224,13 @@ class MoveCore:
         return actions
 
     @staticmethod
-    def _must_finish(move: Move) -> bool:
+    def _forward(move: Move) -> bool:
+        """The directory may name the target already: the move only goes forward."""
+        return move.step in FORWARD_ONLY or (move.legacy and move.step in LEGACY_FORWARD_ONLY)
+
+    def _must_finish(self, move: Move) -> bool:
         """A step whose request is sent until it is answered, however long that takes."""
-        return move.step in FORWARD_ONLY or move.rolling_back
+        return self._forward(move) or move.rolling_back
 
     # --- starting -------------------------------------------------------------------------
 
@@ -230,7 +248,7 @@ class MoveCore:
         if not 0 <= body["copy_delay_ms"] <= 600_000:
             return error(req, "copy delay must be between 0 and 600000 ms")
         move = Move(self.ids.next().replace("orchestrator.", "move."), alias, target, body["workaround"],
-                    body["copy_delay_ms"], started_at=now, requester=(req.peer, req.frame.id))
+                    body["copy_delay_ms"], legacy=self.legacy, started_at=now, requester=(req.peer, req.frame.id))
         self.moves[move.move_id] = move
         return [log("move.requested", move_id=move.move_id, alias=alias, target=target, workaround=move.workaround),
                 *self._request(move, "directory", "dir.lookup", {"alias": alias}, now)]
@@ -241,7 +259,7 @@ class MoveCore:
         move.step = step
         record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
                   "target": move.target, "saved": move.saved, "workaround": move.workaround,
-                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at,
+                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at, "legacy": move.legacy,
                   **({"error": move.error} if move.error else {}), **facts}
         return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
                                          mailbox=move.alias, source=move.source, target=move.target, **facts)]
@@ -271,7 +289,12 @@ class MoveCore:
         if step == "await_replication":
             return self._replication_answer(move, frame, now)
         if step == "lock":
+            if move.legacy:
+                return [*self._enter(move, "create_target", now), *self._request(
+                    move, f"store.{move.target}", "store.create", {"mailbox": move.alias, "owner": move.move_id}, now)]
             return [*self._enter(move, "copy", now), *self._export(move, now)]
+        if step == "create_target":
+            return self._set_home(move, now)
         if step == "copy":
             if frame.type == "store.exported":
                 return self._import(move, body, now)
@@ -284,7 +307,11 @@ class MoveCore:
             return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, written=body["count"],
                         total=move.copied)]
         if step == "set_home":
+            if move.legacy:
+                return [*self._enter(move, "copy", now, usn=body["usn"]), *self._export(move, now)]
             return [*self._enter(move, "open_target", now, usn=body["usn"]), *self._open_target(move, now)]
+        if step == "mark_target":
+            return [*self._enter(move, "open_target", now), *self._open_target(move, now)]
         if step == "open_target":
             return [*self._enter(move, "release", now), *self._release(move, now)]
         if step == "release":
@@ -363,9 +390,20 @@ class MoveCore:
         if move.step == "copy":
             if move.more:
                 return self._next_page(move, now)
-            return self._enter(move, "set_home", now, copied=move.copied) + self._modify(
-                move, {"home_server": move.target}, now)
+            if move.legacy:
+                return self._enter(move, "mark_target", now, copied=move.copied) + self._mark(move, now)
+            return self._set_home(move, now, copied=move.copied)
+        if move.step == "mark_target":
+            return self._mark(move, now)
         return []
+
+    def _set_home(self, move: Move, now: float, **facts: Any) -> list:
+        return self._enter(move, "set_home", now, **facts) + self._modify(move, {"home_server": move.target}, now)
+
+    def _mark(self, move: Move, now: float) -> list:
+        """A legacy move marks its target in transit: the lock of its owner."""
+        return self._request(move, f"store.{move.target}", "store.lock", {"mailbox": move.alias, "owner": move.move_id},
+                             now)
 
     def _export(self, move: Move, now: float) -> list:
         return self._request(move, f"store.{move.source}", "store.export", self._export_body(move), now)
@@ -420,10 +458,13 @@ class MoveCore:
             return self._after_release(move, now)  # an earlier try of this step got there
         if move.step == "open_target" and code == NOT_LOCKED:
             return [*self._enter(move, "release", now), *self._release(move, now)]  # opened already
-        if move.step in FORWARD_ONLY:
+        if self._forward(move):
             # from set_home on the move must finish, not roll back: the directory may already name
-            # the target. Retry the step in a second.
+            # the target. Retry the step in a second; a legacy copy from its first page (the
+            # cursor is past a page whose import failed)
             move.timer = now + 1.0
+            if move.step == "copy":
+                move.cursor, move.more, move.ahead, move.page, move.copied = "", True, None, None, 0
             return [log("move.retry_step", level="warning", move_id=move.move_id, step=move.step, reason=reason)]
         if move.rolling_back:
             # an undo step refused (not a timeout: those are sent again): say so, go on with the rest
@@ -447,7 +488,7 @@ class MoveCore:
         move = next((m for m in self.active() if m.alias == alias), None)
         if move is None:
             return error(req, f"no move of '{alias}' is running")
-        if move.step in FORWARD_ONLY:
+        if self._forward(move):
             return error(req, f"{move.move_id} is past set_home (the directory names {move.target}): "
                               "it finishes, it cannot be rolled back")
         actions = [log("move.aborted", level="warning", move_id=move.move_id, alias=alias, mailbox=alias,

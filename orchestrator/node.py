@@ -62,7 +62,7 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
         return []
 
     core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
-                                     {s: settings.site_of(s) for s in settings.servers}),
+                                     {s: settings.site_of(s) for s in settings.servers}, settings.move_build),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
                  CrashSelf: crash_self}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 4  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
-# 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at)
+VERSION = 5  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+# 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
+# 5: store.create's owner (a legacy move's live target), the outcome soft_deleted
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "dir.change": {"usn": INT, "recipient": MAP},
     "dir.heartbeat": {"usn": INT},
     # --- store (one per server) ---
-    "store.create": {"mailbox": STR},
+    # owner: nil for a new user's mailbox; a move's id when a legacy move (5.5 before SP4) makes
+    # its target live first and marks it in transit later (KB Q277911)
+    "store.create": {"mailbox": STR, "owner": Opt(STR)},
     "store.deliver": {
         "msg_id": STR,
         "mailbox": STR,
@@ -111,7 +114,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "ndr_rcpts": ListOf(STR),
         "expires_at": FLOAT,  # the message's time-out (epoch s): a store refuses it after that
     },
-    # outcome: delivered | duplicate | deferred | not_here | expired
+    # outcome: delivered | duplicate | deferred | not_here | expired | soft_deleted (the mailbox
+    # was moved away and its source kept for recovery: KB 2579150)
     "store.result": {"msg_id": STR, "mailbox": STR, "outcome": STR, "reason": STR},
     "store.list": {"mailbox": STR},
     "store.listing": {"mailbox": STR, "messages": ListOf(MAP)},

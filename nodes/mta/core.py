@@ -402,7 +402,8 @@ class MtaCore:
                 # the store has no copy and will take none: every attempt still on its way is
                 # refused too (it carries the same time-out), so the NDR cannot meet a delivery
                 return self._fail(msg, [pair], "expired", now)
-            return self._not_here(msg, pair, now)
+            # not_here, or soft_deleted: a mailbox the recipient was moved away from (KB 2579150)
+            return self._not_here(msg, pair, now, "soft_deleted" if outcome == "soft_deleted" else "moved")
         if frame.type == "mta.transfer_ack" and pair.state == "transferring":
             pair.state, pair.handed_to, pair.resent = "transferred", None, False
             return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]
@@ -418,8 +419,8 @@ class MtaCore:
             return None
         return msg, pair
 
-    def _not_here(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
-        """The store has no such mailbox. The heart of KB Q248839."""
+    def _not_here(self, msg: QueuedMessage, pair: Pair, now: float, reason: str = "moved") -> list:
+        """The store has no such mailbox (or only a soft-deleted one: `reason`). The heart of KB Q248839."""
         entry, via = self._entry(pair, now)
         facts = {"msg_id": msg.msg_id, "rcpt": pair.rcpt, "cache_usn": self.cache.usn,
                  "entry_usn": entry["usn"] if entry else None, "directory_usn": self.directory_usn}
@@ -440,7 +441,7 @@ class MtaCore:
             return [log("mta.not_homed", action="hold report", cache_home=self.server, **facts),
                     *self._defer(msg, pair, now, "originator's mailbox moved; waiting for the directory cache")]
         return [log("mta.not_homed", action="fail", cache_home=self.server, **facts),
-                *self._fail(msg, [pair], "moved", now)]
+                *self._fail(msg, [pair], reason, now)]
 
     def _resolved(self, msg: QueuedMessage, pair: Pair, entry: dict[str, Any] | None, now: float) -> list:
         if entry is None:

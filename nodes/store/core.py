@@ -13,6 +13,20 @@ that is then undone). A move's last word to a store, an unlock, a delete or an e
 that owner here: from then on its lock and import are refused, however late they arrive (a
 request queued while the store was down or paused, or held back by a faulty link), so a move
 that is over can never leave a lock behind.
+
+A legacy move (Exchange 5.5 before SP4, KB Q277911) works in another order: it makes the target
+mailbox live first (`store.create` with an owner), has the directory name it, copies the source
+into the mailbox's in-transit folder, and only then marks the mailbox in transit (a lock by the
+move). Opening it flushes the in-transit folder to the mailbox: the folder becomes the mailbox,
+as the move holds the mailbox to be empty but for its copy. A delivery between the creation and
+the mark went into the live folder, and the flush drops it: lost, and the MTA that delivered it
+has no cause to send an NDR.
+
+Soft delete (`soft_delete_ms` > 0; Exchange 2010 SP1, KB 2579150): the end of a move keeps the
+source mailbox, soft-deleted, for that long, so a move can be undone from it; then it is purged.
+A delivery to it answers "soft_deleted", which an MTA that trusts its cache turns into NDR 5.2.0.
+Soft-deleted and in-transit folders have names starting with a dot: no reader takes them for a
+mailbox (nodes.store.maildir.read_mailboxes).
 """
 
 from __future__ import annotations
@@ -27,6 +41,8 @@ from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
 
 MAX_EXPORT = 5000  # messages per export page; the store also stops a page at PAGE_BYTES
 MAX_ENDED = 10_000  # ended owners remembered; move ids never repeat
+IN_TRANSIT = ".intransit."  # + mailbox: a legacy move's copy, flushed into the mailbox when it opens
+SOFT_DELETED = ".softdeleted."  # + mailbox: a moved-away mailbox kept for recovery until purged
 
 
 # --- actions the store runtime executes (Maildir I/O) ----------------------------------------
@@ -51,13 +67,29 @@ class DeleteMailbox:
 
 
 @dataclass(frozen=True)
+class RenameMailbox:
+    """Put folder `source` in the place of folder `mailbox`, whose messages are dropped (a legacy
+    move's in-transit flush; a soft delete)."""
+
+    source: str
+    mailbox: str
+
+
+@dataclass(frozen=True)
 class PersistLocks:
     """The store's move state, written atomically: locks (mailbox -> owner), the incoming
-    mailboxes, and the owners that have ended here."""
+    mailboxes, the owners that have ended here, the mailboxes a legacy move made live (mailbox ->
+    owner), and the soft-deleted ones (mailbox -> when it is purged)."""
 
     locks: dict[str, str]
     incoming: list[str]
     ended: list[str]
+    made: dict[str, str]
+    soft_deleted: dict[str, float]
+
+    def state(self) -> dict[str, Any]:
+        return {"locks": self.locks, "incoming": self.incoming, "ended": self.ended, "made": self.made,
+                "soft_deleted": self.soft_deleted}
 
 
 @dataclass(frozen=True)
@@ -94,7 +126,9 @@ def msg_id_of(name: str) -> str | None:
 
 class StoreCore:
     def __init__(self, server: str, mailboxes: dict[str, set[str]], locks: dict[str, str], boot: str,
-                 incoming: list[str] | None = None, ended: list[str] | None = None, min_free_bytes: int = 0):
+                 incoming: list[str] | None = None, ended: list[str] | None = None, min_free_bytes: int = 0,
+                 made: dict[str, str] | None = None, staged: dict[str, set[str]] | None = None,
+                 soft_deleted: dict[str, float] | None = None, soft_delete_ms: int = 0):
         self.server = server
         self.mta = f"mta.{server}"
         self.mailboxes = mailboxes  # alias -> message ids in it
@@ -102,6 +136,12 @@ class StoreCore:
         # created by a move's import and not opened yet: locked by that move, never deliverable
         self.incoming = {m for m in incoming or () if m in self.locked}
         self.ended = dict.fromkeys(ended or ())  # owners whose move is over here, oldest first
+        # made live by a legacy move and not opened yet (mailbox -> owner), with the message ids
+        # of the move's copy in each one's in-transit folder
+        self.made = {m: owner for m, owner in (made or {}).items() if m in mailboxes}
+        self.staged = {m: set((staged or {}).get(m, ())) for m in self.made}
+        self.soft_deleted = dict(soft_deleted or {})  # mailbox -> when it is purged (s)
+        self.soft_delete_s = soft_delete_ms / 1000
         self.ids = Ids(f"store.{server}", boot)
         self.room = Room(f"store.{server}", min_free_bytes)
         self.ready = True
@@ -109,19 +149,28 @@ class StoreCore:
     def start(self, now: float) -> list:
         return [log("store.loaded", mailboxes=len(self.mailboxes), locked=self.locked, incoming=sorted(self.incoming))]
 
-    def next_wakeup(self) -> None:
-        return None
+    def next_wakeup(self) -> float | None:
+        return min(self.soft_deleted.values(), default=None)
 
     def tick(self, now: float) -> list:
-        return []
+        due = [m for m, at in self.soft_deleted.items() if at <= now]
+        actions: list = []
+        for mailbox in due:
+            actions += self._purge(mailbox, "retention over")
+        return [*actions, self._persist()] if due else []
 
     def status(self, now: float) -> dict[str, Any]:
-        return {
+        status = {
             "mailboxes": {m: len(ids) for m, ids in sorted(self.mailboxes.items())},
             "locked": dict(sorted(self.locked.items())),
             "incoming": sorted(self.incoming),
             "free_bytes": self.room.free_bytes,
         }
+        if self.made:
+            status["made"] = dict(sorted(self.made.items()))
+        if self.soft_deleted:
+            status["soft_deleted"] = sorted(self.soft_deleted)
+        return status
 
     def on_event(self, event: Any, now: float) -> list:
         if isinstance(event, DiskSpace):
@@ -150,11 +199,22 @@ class StoreCore:
     # --- requests ---------------------------------------------------------------------------
 
     def _create(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox = body["mailbox"]
+        """A new mailbox, live at once. With an owner, a legacy move's target (KB Q277911): the
+        move copies into its in-transit folder, and marks it in transit (a lock) later."""
+        mailbox, owner = body["mailbox"], body["owner"]
+        if owner is not None and owner in self.ended:
+            return self._late(req, mailbox, owner, "create")
+        if owner is not None and self.made.get(mailbox) == owner:
+            return [self._ok(req), log("store.create_repeated", mailbox=mailbox, owner=owner)]
         if mailbox in self.mailboxes:
             return error(req, f"mailbox '{mailbox}' already exists on {self.server}")
+        actions = self._purge(mailbox, "a new mailbox of its name") if mailbox in self.soft_deleted else []
         self.mailboxes[mailbox] = set()
-        return [CreateMailbox(mailbox), self._ok(req), log("store.created", mailbox=mailbox)]
+        if owner is not None:
+            self.made[mailbox], self.staged[mailbox] = owner, set()
+        # a move's target is named in the state before its folder exists (as an import's lock is)
+        return [*actions, *([self._persist()] if owner or actions else []), CreateMailbox(mailbox), self._ok(req),
+                log("store.created", mailbox=mailbox, **({"owner": owner} if owner else {}))]
 
     def _deliver(self, req: Request, body: dict[str, Any], now: float) -> list:
         msg_id, mailbox = body["msg_id"], body["mailbox"]
@@ -169,6 +229,9 @@ class StoreCore:
                          req.frame.trace)
 
         if mailbox not in self.mailboxes:
+            if mailbox in self.soft_deleted:
+                return [result("soft_deleted", f"the mailbox '{mailbox}' on {self.server} is soft-deleted (moved away)"),
+                        log("store.soft_deleted_refused", **fields)]
             return [result("not_here", f"no mailbox '{mailbox}' on {self.server}"),
                     log("store.not_here", **fields)]
         if msg_id in self.mailboxes[mailbox]:
@@ -181,7 +244,7 @@ class StoreCore:
             return [result("expired", "the message's time-out has passed"),
                     log("store.expired_refused", level="warning", **fields)]
         if mailbox in self.locked:
-            reason = "mailbox being moved here" if mailbox in self.incoming else "mailbox locked"
+            reason = "mailbox being moved here" if mailbox in self.incoming or mailbox in self.made else "mailbox locked"
             return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]
         if not self.room.fits(len(body["raw"])):
             reason = self.room.refusal()
@@ -212,7 +275,8 @@ class StoreCore:
         if holder is not None:
             return error(req, f"mailbox '{mailbox}' is already locked by {holder}")
         self.locked[mailbox] = owner
-        return [self._persist(), self._ok(req), log("store.locked", mailbox=mailbox, owner=owner)]
+        return [self._persist(), self._ok(req),
+                log("store.marked_in_transit" if mailbox in self.made else "store.locked", mailbox=mailbox, owner=owner)]
 
     def _unlock(self, req: Request, body: dict[str, Any], now: float) -> list:
         """Unlock, and end the owner here. For a mailbox the owner's import created, this opens
@@ -225,12 +289,25 @@ class StoreCore:
         if self.locked[mailbox] != owner:
             return error(req, f"mailbox '{mailbox}' is locked by {self.locked[mailbox]}, not {owner}")
         del self.locked[mailbox]
-        opened = mailbox in self.incoming
+        opened = mailbox in self.incoming or mailbox in self.made
         self.incoming.discard(mailbox)
+        flush = self._flush(mailbox) if self.made.get(mailbox) == owner else []
         self._end(owner)
-        return [self._persist(), self._ok(req),
+        return [*flush, self._persist(), self._ok(req),
                 log("store.opened" if opened else "store.unlocked", mailbox=mailbox, owner=owner),
                 *self._released(mailbox)]
+
+    def _flush(self, mailbox: str) -> list:
+        """A legacy move opens its target: the in-transit folder, the move's copy, becomes the
+        mailbox. What was delivered into the live folder before the mark is dropped with it
+        (KB Q277911); the log says which messages, the MTA that delivered them is never told."""
+        del self.made[mailbox]
+        copy = self.staged.pop(mailbox, set())
+        dropped = sorted(self.mailboxes[mailbox] - copy)
+        self.mailboxes[mailbox] = copy
+        return [RenameMailbox(IN_TRANSIT + mailbox, mailbox),
+                log("store.in_transit_flushed", level="warning" if dropped else "info", mailbox=mailbox,
+                    copied=len(copy), dropped=dropped)]
 
     def _export(self, req: Request, body: dict[str, Any], now: float) -> list:
         if body["mailbox"] not in self.mailboxes:
@@ -252,6 +329,8 @@ class StoreCore:
                 return error(req, "store.import: each message needs a valid 'name' and bytes 'raw'")
             pages.append((name, msg_id, raw))
         holder = self.locked.get(mailbox)
+        if self.made.get(mailbox) == owner:
+            return self._stage(req, mailbox, owner, pages)
         if mailbox in self.mailboxes and holder != owner:
             # never copy into a mailbox someone can deliver to, or that another move holds
             why = f"locked by {holder}" if holder else "live"
@@ -262,6 +341,8 @@ class StoreCore:
         if mailbox not in self.mailboxes:
             # the lock is on disk before the folder exists: a crash in between leaves no folder
             # that a restart would take for a live, deliverable mailbox
+            if mailbox in self.soft_deleted:
+                actions += self._purge(mailbox, "a new mailbox of its name")
             self.mailboxes[mailbox] = set()
             self.locked[mailbox] = owner
             self.incoming.add(mailbox)
@@ -281,6 +362,17 @@ class StoreCore:
         ]
         return actions
 
+    def _stage(self, req: Request, mailbox: str, owner: str, pages: list[tuple[str, str, bytes]]) -> list:
+        """A legacy move's copy page: into the in-transit folder of the mailbox it made live."""
+        if not self.room.fits(sum(len(raw) for _, _, raw in pages)):
+            return error(req, self.room.refusal())
+        staged = self.staged.setdefault(mailbox, set())
+        fresh = [(name, msg_id, raw) for name, msg_id, raw in pages if msg_id not in staged]
+        staged.update(msg_id for _, msg_id, _ in fresh)
+        return [*(WriteMessage(IN_TRANSIT + mailbox, name, raw) for name, _, raw in fresh),
+                Reply(req.peer, req.frame.id, "store.imported", {"mailbox": mailbox, "count": len(fresh)}),
+                log("store.imported", mailbox=mailbox, owner=owner, count=len(fresh), into="in-transit folder")]
+
     def _delete(self, req: Request, body: dict[str, Any], now: float) -> list:
         """The end of a move on its source: delete the mailbox the owner holds locked, and tell
         the MTA so it retries at once what it deferred for it."""
@@ -297,8 +389,14 @@ class StoreCore:
         self._end(owner)
         # the folder goes first, then the state that names it: a crash in between leaves a lock
         # on a mailbox that is gone, which a restart drops (never a live folder with no lock)
-        return [DeleteMailbox(mailbox), self._persist(), self._ok(req),
-                log("store.deleted", mailbox=mailbox, owner=owner, messages=count), *self._released(mailbox)]
+        if self.soft_delete_s > 0:
+            self.soft_deleted[mailbox] = now + self.soft_delete_s
+            gone: list = [RenameMailbox(mailbox, SOFT_DELETED + mailbox),
+                          log("store.soft_deleted", mailbox=mailbox, owner=owner, messages=count,
+                              purge_at=round(self.soft_deleted[mailbox], 3))]
+        else:
+            gone = [DeleteMailbox(mailbox), log("store.deleted", mailbox=mailbox, owner=owner, messages=count)]
+        return [gone[0], self._persist(), self._ok(req), gone[1], *self._released(mailbox)]
 
     def _end_move(self, req: Request, body: dict[str, Any], now: float) -> list:
         """A move is over here without having finished (rolled back, aborted): release what it
@@ -312,12 +410,17 @@ class StoreCore:
 
         if owner in self.ended:
             return self._repeat(req, answer(False, 0), mailbox, owner)
-        held = [m for m, o in self.locked.items() if o == owner]
+        held = sorted({m for m, o in self.locked.items() if o == owner} | {m for m, o in self.made.items() if o == owner})
         actions: list = []
         unlocked, deleted = False, 0
         for box in held:
-            del self.locked[box]
-            if box in self.incoming:
+            self.locked.pop(box, None)
+            if self.made.get(box) == owner:
+                # a legacy move's target, made live before set_home: nobody's home yet
+                del self.made[box]
+                deleted += len(self.mailboxes.pop(box)) + len(self.staged.pop(box, ()))
+                actions += [DeleteMailbox(box), DeleteMailbox(IN_TRANSIT + box)]
+            elif box in self.incoming:
                 self.incoming.discard(box)
                 deleted += len(self.mailboxes.pop(box))
                 actions.append(DeleteMailbox(box))
@@ -346,7 +449,13 @@ class StoreCore:
             del self.ended[next(iter(self.ended))]
 
     def _persist(self) -> PersistLocks:
-        return PersistLocks(dict(self.locked), sorted(self.incoming), list(self.ended))
+        return PersistLocks(dict(self.locked), sorted(self.incoming), list(self.ended), dict(self.made),
+                            dict(self.soft_deleted))
+
+    def _purge(self, mailbox: str, why: str) -> list:
+        """Remove a soft-deleted mailbox for good (the caller persists the state)."""
+        del self.soft_deleted[mailbox]
+        return [DeleteMailbox(SOFT_DELETED + mailbox), log("store.purged", mailbox=mailbox, why=why)]
 
     def _released(self, mailbox: str) -> list:
         """Tell our MTA the mailbox is free, so it retries what it deferred for it at once."""

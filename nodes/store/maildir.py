@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
-from .core import msg_id_of
+from .core import IN_TRANSIT, msg_id_of
 
 LOCKS_FILE = "locks.json"
 
@@ -26,24 +26,27 @@ def read_mailboxes(root: Path) -> dict[str, Counter]:
     """What a store's Maildirs hold, read and nothing else (the store at start, `xcon check`'s
     audit): each mailbox's message ids, with how many files each has in new/ and cur/. Folders
     whose names start with a dot (a delete under way) are no mailbox."""
-    boxes: dict[str, Counter] = {}
-    for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        ids: Counter = Counter()
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(box / sub)
-            except FileNotFoundError:
-                continue
-            ids.update(m for m in (msg_id_of(n.split(":", 1)[0]) for n in names) if m)
-        boxes[box.name] = ids
-    return boxes
+    return {box.name: _message_ids(box)
+            for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
 
 
 def read_move_state(root: Path) -> dict[str, Any]:
-    """A store's locks.json: {"locks": {mailbox: owner}, "incoming": [...], "ended": [...]}."""
+    """A store's locks.json: {"locks": {mailbox: owner}, "incoming": [...], "ended": [...],
+    "made": {mailbox: owner}, "soft_deleted": {mailbox: purge time}} (nodes.store.core.PersistLocks)."""
     path = root / LOCKS_FILE
     state = json.loads(path.read_text()) if path.exists() else {}
     return state if "locks" in state else {"locks": state}  # the first format: {mailbox: owner} alone
+
+
+def _message_ids(folder: Path) -> Counter:
+    ids: Counter = Counter()
+    for sub in ("new", "cur"):
+        try:
+            names = os.listdir(folder / sub)
+        except FileNotFoundError:
+            continue
+        ids.update(m for m in (msg_id_of(n.split(":", 1)[0]) for n in names) if m)
+    return ids
 
 
 class Maildirs:
@@ -62,7 +65,9 @@ class Maildirs:
             stale.unlink()
         for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
             shutil.rmtree(doomed)
-        return {box: set(ids) for box, ids in read_mailboxes(self.root).items()}, read_move_state(self.root)
+        state = read_move_state(self.root)
+        state["staged"] = {box: set(_message_ids(self.root / (IN_TRANSIT + box))) for box in state.get("made", {})}
+        return {box: set(ids) for box, ids in read_mailboxes(self.root).items()}, state
 
     def free_bytes(self) -> int:
         return free_bytes(self.root)
@@ -143,8 +148,24 @@ class Maildirs:
             # finishes what a crash interrupted)
             threading.Thread(target=shutil.rmtree, args=(doomed, True), daemon=True).start()
 
-    def save_state(self, locks: dict[str, str], incoming: list[str], ended: list[str]) -> None:
-        state = {"locks": locks, "incoming": incoming, "ended": ended}
+    def rename(self, source: str, mailbox: str) -> None:
+        """Put folder `source` in the place of `mailbox` (whose files are dropped): the old one is
+        renamed aside first, so a crash leaves one or the other whole, never a mix."""
+        self.sync()
+        box, src = self.root / mailbox, self.root / source
+        if box.exists():
+            doomed = self.root / f".deleting.{mailbox}.{time.time_ns()}"
+            os.rename(box, doomed)
+            threading.Thread(target=shutil.rmtree, args=(doomed, True), daemon=True).start()
+        if src.exists():
+            os.rename(src, box)
+        else:
+            self.create(mailbox)
+        self._boxes.discard(source)
+        self._boxes.add(mailbox)
+        fsync_dir(self.root)
+
+    def save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.root / LOCKS_FILE, json.dumps(state, sort_keys=True).encode())
 
     def names(self, mailbox: str) -> list[str]:
@@ -173,13 +194,15 @@ class MemoryMaildirs:
 
     def __init__(self, free: int = 1 << 40) -> None:
         self.boxes: dict[str, dict[str, bytes]] = {}
-        self.state: dict[str, Any] = {"locks": {}, "incoming": [], "ended": []}
+        self.state: dict[str, Any] = {"locks": {}, "incoming": [], "ended": [], "made": {}, "soft_deleted": {}}
         self._pending: list[tuple[str, str, bytes]] = []
         self.free = free
 
     def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
-        return ({box: set(ids) for box, ids in self.ids().items()},
-                {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in self.state.items()})
+        state = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in self.state.items()}
+        state["staged"] = {box: {msg_id_of(n) for n in self.boxes.get(IN_TRANSIT + box, ())}
+                           for box in state.get("made", {})}
+        return {box: set(ids) for box, ids in self.ids().items()}, state
 
     def create(self, mailbox: str) -> None:
         self.boxes.setdefault(mailbox, {})
@@ -204,8 +227,12 @@ class MemoryMaildirs:
         self.sync()
         self.boxes.pop(mailbox, None)
 
-    def save_state(self, locks: dict[str, str], incoming: list[str], ended: list[str]) -> None:
-        self.state = {"locks": dict(locks), "incoming": list(incoming), "ended": list(ended)}
+    def rename(self, source: str, mailbox: str) -> None:
+        self.sync()
+        self.boxes[mailbox] = self.boxes.pop(source, {})
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self.state = json.loads(json.dumps(state))  # a copy, as a file would hold it
 
     def names(self, mailbox: str) -> list[str]:
         self.sync()
@@ -222,7 +249,8 @@ class MemoryMaildirs:
 
     def ids(self) -> dict[str, Counter]:
         """What read_mailboxes reads from a store's directory: each mailbox's message ids."""
-        return {box: Counter(m for m in map(msg_id_of, names) if m) for box, names in self.boxes.items()}
+        return {box: Counter(m for m in map(msg_id_of, names) if m) for box, names in self.boxes.items()
+                if not box.startswith(".")}
 
     def dump(self, root: Path) -> None:
         """Write the mailboxes as a real store would have them, for `xcon check` and `xcon logs`."""

@@ -10,7 +10,7 @@ from ..core import DiskSpace, Reply
 from ..host import Wiring
 from ..mail import summarize
 from .core import (
-    CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, StoreCore, WriteMessage, msg_id_of,
+    CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, RenameMailbox, StoreCore, WriteMessage, msg_id_of,
 )
 
 PAGE_BYTES = 4 * 1024 * 1024
@@ -40,12 +40,14 @@ def wiring(server: str, settings: Settings, boot: str, maildirs: Any) -> Wiring:
     """The store of `server`, recovered from what `maildirs` holds."""
     mailboxes, state = maildirs.load()
     core = StoreCore(server, mailboxes, state.get("locks", {}), boot, state.get("incoming"), state.get("ended"),
-                     settings.min_free_bytes)
+                     settings.min_free_bytes, state.get("made"), state.get("staged"), state.get("soft_deleted"),
+                     settings.soft_delete_ms)
     executors = {
         CreateMailbox: lambda a: maildirs.create(a.mailbox),
         WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw),
         DeleteMailbox: lambda a: maildirs.delete(a.mailbox),
-        PersistLocks: lambda a: maildirs.save_state(a.locks, a.incoming, a.ended),
+        RenameMailbox: lambda a: maildirs.rename(a.source, a.mailbox),
+        PersistLocks: lambda a: maildirs.save_state(a.state()),
         ListMailbox: lambda a: listing(maildirs, a),
         ExportPage: lambda a: export_page(maildirs, a),
     }

@@ -42,7 +42,7 @@ def test_valid_frames_in_invalid_states_are_refused(live):
     cluster, socks = live
     for node, type_, body in [
         ("store.ex1", "store.unlock", {"mailbox": "alice", "owner": "nobody"}),
-        ("store.ex1", "store.create", {"mailbox": "alice"}),
+        ("store.ex1", "store.create", {"mailbox": "alice", "owner": None}),
         ("store.ex1", "store.delete", {"mailbox": "nosuch", "owner": "m"}),
         ("store.ex1", "store.delete", {"mailbox": "alice", "owner": "m"}),
         ("store.ex1", "store.import", {"mailbox": "alice", "owner": "m", "messages": []}),

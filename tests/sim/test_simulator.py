@@ -100,12 +100,14 @@ def test_memory_storage_loads_what_the_disk_storage_loads(tmp_path):
     for boxes in (disk, memory):
         boxes.create("bob")
         boxes.write("bob", "1780000000000.ex1.a1.7.xcon", b"x")
+        boxes.write(".intransit.carol", "1780000000002.ex1.a1.9.xcon", b"z")  # a legacy move's copy
         boxes.sync()
         boxes.write("bob", "1780000000001.ex1.a1.8.xcon", b"y")  # never synced: a crash loses it
-        boxes.save_state({"bob": "move.1"}, ["bob"], [])
+        boxes.save_state({"locks": {"bob": "move.1"}, "incoming": ["bob"], "ended": [], "made": {"carol": "move.2"},
+                          "soft_deleted": {"dan": 9.0}})
     memory.crash(0.0)
     assert disk.load()[0] == memory.load()[0] == {"bob": {"ex1.a1.7"}}
-    assert disk.load()[1] == memory.load()[1]
+    assert disk.load()[1] == memory.load()[1] and disk.load()[1]["staged"] == {"carol": {"ex1.a1.9"}}
     spool, mem = Spool(tmp_path / "q", fsync=False), MemorySpool()
     for log in (spool, mem):
         log.load()

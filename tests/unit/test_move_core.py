@@ -340,3 +340,30 @@ def test_a_move_across_sites_is_refused_as_in_exchange_55():
     within = MoveCore(["ex1", "ex2", "ex3"], "b", sites={"ex1": "HQ", "ex2": "HQ", "ex3": "BRANCH"})
     assert drive(within, start(within, False), answers()) == ["lock", "copy", "set_home", "open_target", "release",
                                                                "done"]
+
+
+def test_a_legacy_move_makes_the_target_live_names_it_copies_then_marks_it():
+    """Exchange 5.5 before SP4 (KB Q277911): the order that leaves a window between the target's
+    creation and its mark; from set_home on it only goes forward, a failed copy starts again."""
+    core = MoveCore(["ex1", "ex2"], "b", move_build="legacy")
+    table = {**answers(), "store.create": lambda s: ("ok", {})}
+    assert drive(core, start(core, False), table) == [
+        "lock", "create_target", "set_home", "copy", "mark_target", "open_target", "release", "done"]
+    failing = MoveCore(["ex1", "ex2"], "b", move_build="legacy")
+    tries = []
+
+    def import_once_refused(s):
+        tries.append(s.body["messages"][0]["name"])
+        return ("error", {"reason": "disk full", "code": None}) if len(tries) == 1 else ("store.imported", {
+            "mailbox": "bob", "count": 1})
+
+    steps = drive(failing, start(failing, False), {**table, "store.import": import_once_refused})
+    assert steps[-4:] == ["mark_target", "open_target", "release", "done"] and "rollback_target" not in steps
+    assert tries == ["1.m1.xcon", "1.m1.xcon"]
+
+
+def test_a_legacy_move_that_fails_creating_its_target_rolls_back():
+    core = MoveCore(["ex1", "ex2"], "b", move_build="legacy")
+    table = {**answers(), "store.create": lambda s: ("error", {"reason": "exists", "code": None})}
+    assert drive(core, start(core, False), table) == ["lock", "create_target", "rollback_target", "rollback_source",
+                                                      "failed"]

@@ -32,5 +32,5 @@ def test_nodes_refuse_a_trailing_newline():
                                            "alternate": None, "deliver_to_both": False}), 1.0)
     assert replies(added)[0].type == "error" and d.recipients == {} and d.usn == 0
     store = StoreCore("ex1", {}, {}, "b")
-    created = store.on_event(request("store.create", {"mailbox": "bob\n"}), 1.0)
+    created = store.on_event(request("store.create", {"mailbox": "bob\n", "owner": None}), 1.0)
     assert replies(created)[0].type == "error" and store.mailboxes == {}

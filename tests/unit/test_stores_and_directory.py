@@ -40,7 +40,7 @@ def test_a_lock_belongs_to_its_owner_and_a_repeat_by_the_owner_is_harmless():
 def test_store_refuses_invalid_states():
     store = StoreCore("ex1", {"bob": set()}, {}, "b")
     for type_, body in [("store.unlock", {"mailbox": "bob", "owner": "m"}), ("store.lock", {"mailbox": "zed", "owner": "m"}),
-                        ("store.create", {"mailbox": "bob"}), ("store.delete", {"mailbox": "zed", "owner": "m"}),
+                        ("store.create", {"mailbox": "bob", "owner": None}), ("store.delete", {"mailbox": "zed", "owner": "m"}),
                         ("store.delete", {"mailbox": "bob", "owner": "m"}),  # not locked by m: live mail
                         ("store.lock", {"mailbox": "../etc", "owner": "m"})]:
         actions = store.on_event(request(type_, body), 1.0)
