@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 BUILDS = ("legacy", "sp4", "reroute")
+MOVE_BUILDS = ("legacy", "sp4")  # Move User's: orchestrator.move
 DEFAULT_SITE = "XCON"  # the organisation's one site, until servers are given sites of their own
 CONSOLE_LEVELS = ("warning", "info")
 

@@ -53,6 +53,8 @@ class World:
     profile: str = "lab"
     time_scale: float = 1.0
     read_cache_ttl_ms: int = 0  # the MTAs' read cache, with the lab profile
+    move_build: str = "sp4"  # "legacy": Move User as before SP4 (KB Q277911's window)
+    soft_delete_ms: int = 0  # stores keep a moved-away mailbox soft-deleted this long (KB 2579150)
 
 
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -64,7 +66,8 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
-               moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0) -> World:
+               moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0,
+               move_build: str = "sp4") -> World:
     """A random but plausible world, the same for the same arguments."""
     rng = random.Random(seed)
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
@@ -130,6 +133,9 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
         events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "restrict", "alias": alias,
                        "reject_from": [rng.choice([a for a in aliases if a != alias])]})
         events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
+    # stores that keep moved-away mailboxes soft-deleted (KB 2579150: a stale route finds one)
+    world.soft_delete_ms = rng.randint(1000, 30_000) if rng.random() < 0.4 else 0
+    world.move_build = move_build
     return world
 
 
@@ -167,9 +173,10 @@ class TrialResult:
 def world_settings(world: World) -> Settings:
     if world.profile != "lab" or world.time_scale != 1.0:
         return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
-                                     seed=world.seed)
+                                     seed=world.seed, move_build=world.move_build, soft_delete_ms=world.soft_delete_ms)
     return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
-                    expire_ms=60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms)
+                    expire_ms=60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms,
+                    move_build=world.move_build, soft_delete_ms=world.soft_delete_ms)
 
 
 def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | None = None,

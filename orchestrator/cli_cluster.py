@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from nodes.config import BUILDS, CONSOLE_LEVELS, PROFILES, Settings
+from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings
 
 from . import cluster as cl
 from .cli_common import attached, emit_json, json_option, out, profile_options, run_dir_option
@@ -22,6 +22,13 @@ from .faults import MOVE_STEPS
 @click.option("--servers", type=click.IntRange(1, 26), default=2, show_default=True, help="Number of servers (ex1, ex2, ...).")
 @click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True,
               help="legacy: 5.5 SP3 (silent loss); sp4: NDR per recipient; reroute: ask the directory and reroute.")
+@click.option("--move-build", type=click.Choice(MOVE_BUILDS), default=Settings.move_build, show_default=True,
+              help="Move User: sp4 makes the target mailbox in transit at once; legacy (5.5 before SP4) makes it live "
+                   "and marks it later, dropping mail delivered in between (KB Q277911).")
+@click.option("--soft-delete-ms", type=click.IntRange(0, 2_000_000_000), default=Settings.soft_delete_ms,
+              show_default=True,
+              help="Keep a moved-away mailbox soft-deleted this long (Exchange 2010 SP1); 0 deletes it at once, as "
+                   "5.5 did. A delivery to it fails 'soft-deleted': NDR 5.2.0 unless the MTA looks again (KB 2579150).")
 @click.option("--site", "site_specs", multiple=True, metavar="NAME=SERVER,...",
               help="Put servers in a site (repeat for each site, e.g. --site HQ=ex1,ex2 --site BRANCH=ex3); every "
                    "server in exactly one. Default: all in one site. Move Mailbox stays within a site; the directory "
@@ -61,7 +68,8 @@ from .faults import MOVE_STEPS
                    "journal, keys, logs) instead of resuming it.")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, site_specs: tuple[str, ...],
+def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_build: str, soft_delete_ms: int,
+       site_specs: tuple[str, ...],
        intersite_lag_ms: int | None, profile: str, time_scale: float,
        replication_lag_ms: int | None, replication_step_ms: int | None, replication_jitter_ms: int | None,
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
@@ -88,7 +96,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, site_spe
                                  "expire_ms": expire_ms, "intersite_lag_ms": intersite_lag_ms}.items() if v is not None}
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
-                                     mta_build=mta_build, seed=seed, max_queue=max_queue, insecure=insecure,
+                                     mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
+                                     seed=seed, max_queue=max_queue, insecure=insecure,
                                      fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
     given = frozenset(field_of.get(name, name) for name in ctx.params
@@ -114,7 +123,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, site_spe
         table.add_row(name, str(node["pid"]), node["endpoints"]["router"], node["log"])
     out.print(table)
     st = cluster.config.settings
-    out.print(f"MTA build: {st.mta_build}, seed {st.seed}; {describe_timings(st)}")
+    out.print(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
+              f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st)}")
     if resumed:
         out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
@@ -207,7 +217,9 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
         return
     nodes = st["nodes"]
     dir_usn = nodes.get("directory", {}).get("status", {}).get("usn")
-    table = Table(title=f"xcon cluster in {st['run_dir']} (build {st['settings']['mta_build']})")
+    settings = st["settings"]
+    table = Table(title=f"xcon cluster in {st['run_dir']} (MTA build {settings['mta_build']}, move build "
+                        f"{settings.get('move_build', 'sp4')})")
     for col in ("node", "alive", "pid", "state"):
         table.add_column(col)
     moves = []
@@ -228,6 +240,10 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
             locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")
                      for m, o in s.get("locked", {}).items()]
             detail = f"{len(boxes)} mailboxes" + (f", locked: {', '.join(locks)}" if locks else "")
+            if s.get("made"):
+                detail += f", made live by a legacy move: {', '.join(s['made'])}"
+            if s.get("soft_deleted"):
+                detail += f", soft-deleted: {', '.join(s['soft_deleted'])}"
         else:
             moves = s.get("active", [])
             detail = f"{len(moves)} move(s) running, {s.get('finished', 0)} finished"

@@ -15,7 +15,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
-from nodes.config import BUILDS
+from nodes.config import BUILDS, MOVE_BUILDS
 
 from . import chaos as chaos_mod
 from . import logread
@@ -27,6 +27,8 @@ from .cli_common import emit_json, json_option, out, profile_options, run_dir_op
 @click.option("--seed", type=int, help="Campaign seed (default: random, printed).")
 @click.option("--replay", type=int, help="Run the one trial with this trial seed (from a campaign's report).")
 @click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True)
+@click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True,
+              help="Move User's build: legacy (5.5 before SP4) has KB Q277911's window, whatever the MTA build.")
 @click.option("--faults", default=",".join(chaos_mod.DEFAULT_FAULTS), show_default=True,
               help=f"Comma-separated fault kinds to draw from: {', '.join(chaos_mod.FAULTS)}; 'none' for none.")
 @click.option("--users", type=click.IntRange(2, 200), help="Users per world (default: drawn, 3-6).")
@@ -47,7 +49,7 @@ from .cli_common import emit_json, json_option, out, profile_options, run_dir_op
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @profile_options("each world draws its lag, jitter and retry")
 @json_option
-def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, faults: str,
+def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, move_build: str, faults: str,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, as_json: bool) -> None:
@@ -76,16 +78,16 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             given = sim_campaign.load_world(world_file)
         except (ValueError, KeyError, OSError) as exc:
             raise click.UsageError(f"{world_file}: {exc}") from None
-        mta_build = given.build
+        mta_build, move_build = given.build, given.move_build
     seeds = [given.seed] if given else [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
     # the build in the name: campaigns of two builds with one seed (a common comparison) keep apart
     name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
-            f"campaign-{seed}-{mta_build}")
+            f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else ""))
     root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
     worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves, profile=profile,
-                                                         time_scale=time_scale) for s in seeds]
+                                                         time_scale=time_scale, move_build=move_build) for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -108,6 +110,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     totals["trials_per_minute"] = round(60 * len(results) / wall, 1) if wall > 0 else 0  # the campaign's, all workers
     first = next((r for r in results if r.broken), None)
     flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
+        (f" --move-build {move_build}" if move_build != "sp4" else "") + \
         (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""

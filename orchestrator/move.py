@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
 from protocol import MOVE_ENDED, MOVE_STATE, NO_MAILBOX, NOT_LOCKED
 
@@ -49,7 +50,6 @@ REQUEST_TRIES = 4
 # from set_home on the directory may name the target: the move can only go forward
 FORWARD_ONLY = ("set_home", "open_target", "release", "restore_alternate")
 LEGACY_FORWARD_ONLY = ("copy", "mark_target")  # a legacy move names the target before it copies
-MOVE_BUILDS = ("legacy", "sp4")
 ROLLBACK = ("rollback_target", "rollback_source", "rollback_alternate")
 OLD_STEPS = {"rollback_unlock": "rollback_source"}  # journals written before open_target existed
 

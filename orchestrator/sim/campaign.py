@@ -20,6 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from nodes.config import BUILDS, MOVE_BUILDS
+
 from .. import chaos
 from .world import Network
 
@@ -96,8 +98,10 @@ def world_from_json(data: dict[str, Any]) -> chaos.World:
         world = chaos.World(**{**data, "servers": tuple(data["servers"])})
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not a world: {exc!s} (write one with `xcon chaos --sim --shrink`)") from None
-    if world.build not in ("legacy", "sp4", "reroute"):
+    if world.build not in BUILDS:
         raise ValueError(f"unknown build {world.build!r}")
+    if world.move_build not in MOVE_BUILDS:
+        raise ValueError(f"unknown move build {world.move_build!r}")
     return world
 
 

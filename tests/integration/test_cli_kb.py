@@ -95,3 +95,12 @@ def test_sites_show_in_status_and_a_move_across_sites_is_refused(tmp_path):
         assert json.loads(moved.stdout)["step"] == "done"
     finally:
         xcon("down", run_dir=run)
+
+
+def test_q277911_on_real_processes_the_legacy_move_loses_silently_and_check_sees_it(tmp_path):
+    proc = xcon("scenario", "q277911", "--all", "--json", run_dir=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = {r["case"]: r for r in json.loads(proc.stdout)}
+    legacy = results["legacy-move"]
+    assert (legacy["delivered"], legacy["ndr"], legacy["check"]["counts"]["lost"]) == (False, False, 1)
+    assert results["sp4-move"]["delivered"] and results["sp4-move"]["check"]["counts"]["lost"] == 0

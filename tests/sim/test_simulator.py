@@ -142,9 +142,22 @@ def test_the_kb_cases_behave_as_the_kb_says_with_exchange_55s_timings(case, plac
 
 
 @pytest.mark.parametrize("name, case", [("q178534", "cache"), ("q178534", "no-cache"), ("q178534", "restart"),
-                                        ("q172364", "cache"), ("q172364", "no-cache"), ("q172364", "reroute")])
+                                        ("q172364", "cache"), ("q172364", "no-cache"), ("q172364", "reroute"),
+                                        ("q277911", "legacy-move"), ("q277911", "sp4-move"),
+                                        ("kb2579150", "soft-delete"), ("kb2579150", "reroute")])
 def test_the_family_behaves_as_its_articles_say_in_simulation(name, case, tmp_path):
     from orchestrator import family
 
     result = family.RUNNERS[name](case, tmp_path / case, seed=2, sim=Network())
     assert result.error is None and result.matches, result.to_json()
+
+
+def test_a_silent_loss_the_article_describes_must_be_counted_lost_by_check_to_match(tmp_path):
+    """The legacy move's dropped message: `check` (logs against mailboxes) counts it lost; a
+    case that said "lost" while the check saw nothing would not match."""
+    from orchestrator import family
+
+    result = family.RUNNERS["q277911"]("legacy-move", tmp_path / "c", seed=3, sim=Network())
+    assert result.matches and result.check["counts"]["lost"] == 1
+    result.check["counts"]["lost"] = 0
+    assert not result.matches
