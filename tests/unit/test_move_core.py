@@ -367,3 +367,16 @@ def test_a_legacy_move_that_fails_creating_its_target_rolls_back():
     table = {**answers(), "store.create": lambda s: ("error", {"reason": "exists", "code": None})}
     assert drive(core, start(core, False), table) == ["lock", "create_target", "rollback_target", "rollback_source",
                                                       "failed"]
+
+
+def test_a_restarted_orchestrator_takes_up_a_legacy_move_by_its_own_order():
+    """Journaled as legacy: killed while creating the target it rolls back (nobody's home is
+    there yet); killed in the copy, which follows set_home, it goes forward from the first page."""
+    legacy = [{"move_id": "move.x.1", "step": s, "alias": "bob", "source": "ex1", "target": "ex2", "saved": None,
+               "workaround": False, "copy_delay_ms": 0, "started_at": 0.5, "legacy": True}
+              for s in ("lock", "create_target", "set_home", "copy")]
+    table = {**answers(), "store.create": lambda s: ("ok", {})}
+    core = MoveCore(["ex1", "ex2"], "b", journal=legacy[:2])  # this run's build does not matter: the journal's does
+    assert drive(core, core.start(1.0), table) == ["rollback_target", "rollback_source", "failed"]
+    core = MoveCore(["ex1", "ex2"], "b", journal=legacy)
+    assert drive(core, core.start(1.0), table) == ["mark_target", "open_target", "release", "done"]
