@@ -77,6 +77,9 @@ class Settings:
     # how long a store keeps a moved-away mailbox soft-deleted before purging it; 0 deletes it at
     # once, as 5.5 did (Exchange 2010 SP1 keeps it: KB 2579150)
     soft_delete_ms: int = 0
+    # where the nodes run: "loopback" (one network, 127.0.0.1) or "netns" (a network namespace per
+    # host, on a bridge: orchestrator.netns)
+    network: str = "loopback"
 
     def site_of(self, server: str) -> str:
         if not self.sites or server not in self.servers:
@@ -130,7 +133,8 @@ class Settings:
 class ClusterConfig:
     run_dir: Path
     settings: Settings
-    nodes: dict[str, dict[str, Any]]  # name -> {"kind", "server"?, "endpoints", "pid"?, "log"}
+    nodes: dict[str, dict[str, Any]]  # name -> {"kind", "server"?, "endpoints", "pid"?, "log", "host"?}
+    network: dict[str, Any] | None = None  # with --network netns: its hosts (orchestrator.netns.plan)
 
     def endpoint(self, node: str, which: str = "router") -> str:
         try:
@@ -139,7 +143,8 @@ class ClusterConfig:
             raise KeyError(f"no node '{node}' with a {which} endpoint in the cluster") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": self.nodes}
+        return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": self.nodes,
+                **({"network": self.network} if self.network else {})}
 
     def save(self) -> None:
         write_atomic(self.run_dir / "cluster.json", json.dumps(self.to_json(), indent=2).encode())
@@ -147,7 +152,7 @@ class ClusterConfig:
     @classmethod
     def load(cls, run_dir: Path) -> "ClusterConfig":
         data = json.loads((run_dir / "cluster.json").read_text())
-        return cls(Path(data["run_dir"]), Settings.from_json(data["settings"]), data["nodes"])
+        return cls(Path(data["run_dir"]), Settings.from_json(data["settings"]), data["nodes"], data.get("network"))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -53,7 +53,7 @@ def main() -> None:
         runtime.crash()
 
     parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), Journal(args.run_dir / JOURNAL),
-                   RealProcesses(args.run_dir), crash)
+                   RealProcesses(args.run_dir), crash, args.config.network)
     runtime = Runtime(args.name, args.config, parts)
     runtime.run()
 

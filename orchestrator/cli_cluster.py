@@ -13,6 +13,7 @@ from rich.table import Table
 from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings
 
 from . import cluster as cl
+from . import netns
 from .cli_common import attached, emit_json, json_option, out, profile_options, run_dir_option
 from .client import ClusterError
 from .faults import MOVE_STEPS
@@ -29,6 +30,13 @@ from .faults import MOVE_STEPS
               show_default=True,
               help="Keep a moved-away mailbox soft-deleted this long (Exchange 2010 SP1); 0 deletes it at once, as "
                    "5.5 did. A delivery to it fails 'soft-deleted': NDR 5.2.0 unless the MTA looks again (KB 2579150).")
+@click.option("--network", type=click.Choice(["loopback", "netns"]), default="loopback", show_default=True,
+              help="loopback: every node on 127.0.0.1. netns (root): each server's MTA and store on a host of their "
+                   "own, the directory and the orchestrator on theirs: network namespaces on a bridge, addresses "
+                   "from 198.18.0.0/15, nothing routed off the machine.")
+@click.option("--wan-delay-ms", type=click.IntRange(1, 60_000),
+              help="With --network netns and sites: delay every link of a server outside the directory's site by "
+                   "this much for the cluster's life (tc netem), as sites joined over a WAN.")
 @click.option("--site", "site_specs", multiple=True, metavar="NAME=SERVER,...",
               help="Put servers in a site (repeat for each site, e.g. --site HQ=ex1,ex2 --site BRANCH=ex3); every "
                    "server in exactly one. Default: all in one site. Move Mailbox stays within a site; the directory "
@@ -69,7 +77,7 @@ from .faults import MOVE_STEPS
 @json_option
 @click.pass_context
 def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_build: str, soft_delete_ms: int,
-       site_specs: tuple[str, ...],
+       network: str, wan_delay_ms: int | None, site_specs: tuple[str, ...],
        intersite_lag_ms: int | None, profile: str, time_scale: float,
        replication_lag_ms: int | None, replication_step_ms: int | None, replication_jitter_ms: int | None,
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
@@ -97,6 +105,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
                                      mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
+                                     network=network,
                                      seed=seed, max_queue=max_queue, insecure=insecure,
                                      fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
@@ -105,9 +114,21 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
                       and field_of.get(name, name) in Settings.__dataclass_fields__)
     if given & {"profile", "time_scale"}:  # a profile given on resume brings all its timings
         given |= frozenset(PROFILES[profile])
+    wan_hosts = [s for s in names if settings.site_of(s) != settings.site_of(names[0])]
+    if wan_delay_ms and (network != "netns" or not wan_hosts):
+        raise click.UsageError("--wan-delay-ms needs --network netns and a server outside the first server's site "
+                               "(--site)")
     t0 = time.time()
     cluster = cl.start(run_dir, settings, fresh=fresh, given=given)
     took = time.time() - t0
+    if wan_delay_ms:
+        try:
+            for host in wan_hosts:
+                netns.net(cluster.config.network, host, delay_ms=wan_delay_ms)
+        except netns.NetworkError as exc:
+            cluster.close()
+            cl.stop(run_dir)
+            raise ClusterError(f"--wan-delay-ms: {exc}") from None
     try:
         resumed = resume_summary(cluster) if cluster.resumed is not None else None
     finally:
@@ -117,10 +138,12 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         return
     verb = "resumed" if resumed else "up"
     table = Table(title=f"cluster {verb} in {took:.2f}s: {run_dir.resolve()}")
-    for col in ("node", "pid", "endpoint", "log"):
+    hosts = cluster.config.network is not None
+    for col in ("node", "pid", *(["host"] if hosts else []), "endpoint", "log"):
         table.add_column(col)
     for name, node in cluster.config.nodes.items():
-        table.add_row(name, str(node["pid"]), node["endpoints"]["router"], node["log"])
+        table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), node["endpoints"]["router"],
+                      node["log"])
     out.print(table)
     st = cluster.config.settings
     out.print(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
@@ -195,14 +218,19 @@ def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
 
 @click.command()
 @run_dir_option
+@click.option("--force", is_flag=True, help="After a crash: remove whatever is left (processes, namespaces, veths, "
+              "bridge) even when cluster.json is gone or nothing runs; no error when nothing is left.")
 @json_option
-def down(run_dir: Path, as_json: bool) -> None:
-    """Stop every node: gracefully, then by force after 5 s."""
-    stopped = cl.stop(run_dir)
+def down(run_dir: Path, force: bool, as_json: bool) -> None:
+    """Stop every node: gracefully, then by force after 5 s; then remove the cluster's network
+    namespaces, veths and bridge if it has them (`xcon up --network netns`)."""
+    stopped, removed = cl.stop(run_dir, force=force)
     if as_json:
-        emit_json({"stopped": stopped})
-    else:
-        out.print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+        emit_json({"stopped": stopped, "removed": removed})
+        return
+    out.print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+    if removed:
+        out.print(f"removed the cluster's network: {', '.join(removed)}")
 
 
 @click.command()
@@ -220,7 +248,8 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
     settings = st["settings"]
     table = Table(title=f"xcon cluster in {st['run_dir']} (MTA build {settings['mta_build']}, move build "
                         f"{settings.get('move_build', 'sp4')})")
-    for col in ("node", "alive", "pid", "state"):
+    network = st.get("network")
+    for col in ("node", "alive", "pid", *(["host", "address"] if network else []), "state"):
         table.add_column(col)
     moves = []
     for name, info in nodes.items():
@@ -250,8 +279,12 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
             armed = [f"kill {a['node']} at {a['step']}" for a in s.get("armed", [])]
             paused = s.get("paused", [])
             detail += (f"; armed: {', '.join(armed)}" if armed else "") + (f"; paused: {', '.join(paused)}" if paused else "")
-        table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"), detail)
+        table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"),
+                      *([info.get("host", "-"), info.get("address", "-")] if network else []), detail)
     out.print(table)
+    if network:
+        out.print(f"network: namespaces on bridge {network['bridge']} ({network['subnet']}; xcon reaches the nodes "
+                  f"from {network['bridge_address']})")
     out.print(describe_timings(Settings.from_json(st["settings"])))
     for m in moves:
         waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
@@ -264,14 +297,21 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
 @click.command()
 @run_dir_option
 @click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
-                                          "kill-at-step", "clear"]))
+                                          "kill-at-step", "clear", "net", "partition", "heal"]))
 @click.argument("node", required=False)
+@click.argument("other", required=False)
 @click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
 @click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
-              help="How long the fault lasts.")
-@click.option("--delay-ms", type=click.IntRange(0, 600_000), default=100, show_default=True, help="delay: fixed part.")
+              help="How long the fault lasts (not net and partition: they last until `xcon fault heal`).")
+@click.option("--delay-ms", type=click.IntRange(0, 600_000),
+              help="delay: fixed part (default 100); net: the link's delay (tc netem).")
 @click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
-              help="delay: random part; lag: replication jitter.")
+              help="delay, net: random part; lag: replication jitter.")
+@click.option("--loss", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets lost.")
+@click.option("--duplicate", "dup_pct", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets sent twice.")
+@click.option("--reorder", "reorder_pct", type=click.FloatRange(0, 100), default=0.0,
+              help="net: % of packets sent at once, ahead of the delayed ones.")
+@click.option("--rate", "rate_kbit", type=click.IntRange(1, 10_000_000), help="net: the link's rate, kbit/s.")
 @click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="drop, duplicate, reorder: chance per frame.")
 @click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
@@ -281,9 +321,10 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
               help="kill-at-step: seconds until NODE starts again (the orchestrator: restart it yourself).")
 @json_option
 @attached
-def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, seconds: float, delay_ms: int,
-          jitter_ms: int, probability: float, lag_ms: int | None, one_way: bool, step: str | None,
-          restart_after: float, as_json: bool) -> None:
+def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, peer: str | None, seconds: float,
+          delay_ms: int | None, jitter_ms: int, loss: float, dup_pct: float, reorder_pct: float, rate_kbit: int | None,
+          probability: float, lag_ms: int | None, one_way: bool, step: str | None, restart_after: float,
+          as_json: bool) -> None:
     """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
 
     \b
@@ -294,10 +335,32 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, peer: str | None, se
     xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
     xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
     xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
+
+    On a cluster of namespaces (xcon up --network netns), the kernel's faults, on HOSTs (xcon status):
+    xcon fault net ex1 --delay-ms 80 --jitter-ms 20 --loss 5   (tc netem on ex1's link)
+    xcon fault net ex2 --rate 256                 (256 kbit/s: tbf, no netem needed)
+    xcon fault partition ex1 ex2 [--one-way]      (ex1 and ex2 cannot reach each other)
+    xcon fault heal                               (every partition and shaping undone)
     """
     kind = kind.replace("-", "_")
-    if kind != "clear" and not node:
-        raise click.UsageError(f"'{kind}' needs a NODE")
+    if kind not in ("clear", "heal") and not node:
+        raise click.UsageError(f"'{kind}' needs a {'HOST' if kind in ('net', 'partition') else 'NODE'}")
+    if kind == "partition" and not other:
+        raise click.UsageError("partition needs two hosts: xcon fault partition HOST_A HOST_B")
+    if other and kind != "partition":
+        raise click.UsageError(f"unexpected argument '{other}' (only partition takes two hosts)")
+    if kind in ("net", "partition", "heal"):
+        params = {"delay_ms": delay_ms or 0, "jitter_ms": jitter_ms, "loss": loss, "duplicate": dup_pct,
+                  "reorder": reorder_pct, "rate_kbit": rate_kbit or 0} if kind == "net" else {}
+        if one_way:
+            params["one_way"] = True
+        cluster.fault(kind, node or "", other, **params)
+        if as_json:
+            emit_json({"injected": kind, "host": node, "other": other, **params})
+        else:
+            out.print(f"injected {kind}" + (f" on {node}" if node else "") + (f" and {other}" if other else ""))
+        return
+    delay_ms = 100 if delay_ms is None else delay_ms
     if kind == "lag" and lag_ms is None:
         raise click.UsageError("lag needs --lag-ms")
     if kind == "kill_at_step" and step is None:

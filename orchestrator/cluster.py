@@ -7,6 +7,7 @@ own OS process (in its own session, so it outlives the CLI) and returns once eac
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -21,7 +22,7 @@ from nodes.config import ClusterConfig, Settings, open_append
 from protocol import MOVE_ENDED
 from protocol.names import ALIAS_RULE, valid_alias
 
-from . import audit, logread, rundir
+from . import audit, logread, netns, rundir
 from . import check as checker
 from .client import Client, ClusterError
 from . import processes
@@ -60,12 +61,23 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
         if rundir.node_processes(run_dir):
             raise ClusterError(f"a cluster is already running in {run_dir} (stop it with `xcon down`)")
         if fresh:
+            _remove_network(run_dir)  # a crashed cluster's namespaces go with its state
             rundir.wipe(run_dir)
         resumed = None
-        if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
-            config, resumed = rundir.resumed_config(run_dir, settings, given)
-        else:
-            config = rundir.fresh_config(run_dir, settings)
+        try:
+            if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
+                config, resumed = rundir.resumed_config(run_dir, settings, given)
+                if config.settings.network == "netns":
+                    config = dataclasses.replace(
+                        config, network=netns.ensure(run_dir, config.settings.servers, config.network))
+            else:
+                network = netns.ensure(run_dir, settings.servers, None) if settings.network == "netns" else None
+                config = rundir.fresh_config(run_dir, settings, network)
+        except netns.NetworkError as exc:
+            raise ClusterError(str(exc)) from None
+        except BaseException:
+            _remove_network(run_dir)  # nothing half-made is left behind
+            raise
         for attempt in itertools.count(1):  # ends by returning or raising
             config.save()
             procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
@@ -80,7 +92,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 _stop(run_dir, 5.0)
                 # free_ports found the ports free, but another program may take one before a node
                 # binds it: move every loopback endpoint and start again
-                if "cannot bind" not in str(exc) or attempt == BIND_TRIES:
+                if "cannot bind" not in str(exc) or attempt == BIND_TRIES or config.network:
                     raise
                 rundir.new_ports(config, [e for n in config.nodes.values() for e in n["endpoints"].values()])
             except BaseException:
@@ -88,18 +100,27 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 raise
 
 
-def stop(run_dir: Path, grace: float = 5.0) -> list[str]:
+def stop(run_dir: Path, grace: float = 5.0, force: bool = False) -> tuple[list[str], list[str]]:
     """Stop every node of the run-dir: SIGTERM, then SIGKILL after `grace` seconds. The nodes are
     those cluster.json names and every process whose command line names the run-dir, so a
-    missing or corrupt cluster.json stops nothing from being stopped. Returns the names stopped."""
+    missing or corrupt cluster.json stops nothing from being stopped; then the cluster's network
+    of namespaces, if it has one, is removed. Returns the nodes stopped and the network's parts
+    removed. `force`: no error when there is nothing to stop, only what is left to remove."""
     run_dir = run_dir.resolve()
     if not run_dir.is_dir():
         raise ClusterError(f"no cluster in {run_dir}")
     with rundir.locked(run_dir):
-        return _stop(run_dir, grace)
+        return _stop(run_dir, grace, force)
 
 
-def _stop(run_dir: Path, grace: float) -> list[str]:
+def _remove_network(run_dir: Path, config: ClusterConfig | None = None) -> list[str]:
+    """Remove the namespaces, veths and bridge the cluster made (cluster.json's record, or
+    network.json's when cluster.json is gone); the names removed."""
+    network = (config.network if config else None) or netns.load(run_dir)
+    return netns.destroy(network) if network else []
+
+
+def _stop(run_dir: Path, grace: float, force: bool = False) -> tuple[list[str], list[str]]:
     try:
         config: ClusterConfig | None = ClusterConfig.load(run_dir)
     except (OSError, ValueError, KeyError, TypeError):
@@ -107,6 +128,9 @@ def _stop(run_dir: Path, grace: float) -> list[str]:
     live = {d["pid"]: n for n, d in (config.nodes.items() if config else ()) if pid_alive(d.get("pid"), run_dir)}
     live.update(rundir.node_processes(run_dir))
     if config is None and not live:
+        removed = _remove_network(run_dir)
+        if removed or force:
+            return [], removed
         raise ClusterError(f"no cluster in {run_dir}" if not (run_dir / "cluster.json").exists() else
                            f"{run_dir}/cluster.json is unreadable and no node of {run_dir} runs")
     for pid in live:
@@ -120,7 +144,7 @@ def _stop(run_dir: Path, grace: float) -> list[str]:
         for node in config.nodes.values():
             node.pop("pid", None)
         config.save()
-    return sorted(live.values())
+    return sorted(live.values()), _remove_network(run_dir, config)
 
 
 class WallClock:
@@ -376,7 +400,8 @@ class Cluster:
         nodes = {}
         for name, node in self.config.nodes.items():
             alive = pid_alive(node.get("pid"), self.config.run_dir)
-            info: dict[str, Any] = {"alive": alive, "pid": node.get("pid")}
+            info: dict[str, Any] = {"alive": alive, "pid": node.get("pid"),
+                                    **({"host": node["host"], "address": node["address"]} if "host" in node else {})}
             if alive:
                 try:
                     info["status"] = self.status_of(name)
@@ -384,7 +409,8 @@ class Cluster:
                     info["error"] = str(exc)
             nodes[name] = info
         return {"run_dir": str(self.config.run_dir), "settings": self.config.settings.to_json(),
-                "timings": self.config.settings.timings(), "nodes": nodes}
+                "timings": self.config.settings.timings(), "nodes": nodes,
+                **({"network": self.config.network} if self.config.network else {})}
 
     def quiet(self) -> tuple | None:
         """None while a move runs or an MTA holds an unfinished (message, recipient) pair; else

@@ -18,7 +18,9 @@ from typing import Any
 from nodes.core import Ids, Reply, Request, Send, error, log
 
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
-KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step")
+# the kernel's faults on a cluster of network namespaces (orchestrator.netns): on hosts, not nodes
+NET_KINDS = ("net", "partition", "heal")
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step", *NET_KINDS)
 SELF = "orchestrator"
 # the steps a kill can be armed for (orchestrator.move)
 MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "create_target", "copy", "set_home", "mark_target",
@@ -36,6 +38,19 @@ class SignalNode:
 class CrashSelf:
     """The orchestrator's own death at a crash point: its log lines so far written, nothing of
     this turn sent, then SIGKILL."""
+
+
+@dataclass(frozen=True)
+class NetFault:
+    """A kernel network fault on the cluster's hosts (net, partition, heal); the executor, which
+    holds the cluster's network, answers the requester and logs it."""
+
+    kind: str
+    host: str
+    peer: str | None
+    params: dict[str, Any]
+    reply_to: bytes
+    re: str
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,8 @@ class FaultCore:
         kind, node, peer, params = body["kind"], body["node"], body["peer"], body["params"]
         if kind not in KINDS:
             return error(req, f"unknown fault '{kind}' (kinds: {', '.join(KINDS)})")
+        if kind in NET_KINDS:
+            return [NetFault(kind, node, peer, dict(params), req.peer, req.frame.id)]
         if kind != "clear" and node not in self.nodes:
             return error(req, f"no node '{node}' (nodes: {', '.join(self.nodes)})")
         if kind == "restart":

@@ -10,7 +10,8 @@ from nodes.core import Reply, log
 from nodes.host import Wiring
 
 from .core import OrchestratorCore
-from .faults import CrashSelf, FaultCore, RestartNode, SignalNode
+from . import netns
+from .faults import CrashSelf, FaultCore, NetFault, RestartNode, SignalNode
 from .move import JournalStep, MoveCore
 
 
@@ -29,8 +30,9 @@ class Processes(Protocol):
 
 
 def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, processes: Processes,
-           crash: Callable[[], None]) -> Wiring:
-    """The orchestrator, recovered from `journal` (its records at start, then `write`)."""
+           crash: Callable[[], None], network: dict[str, Any] | None = None) -> Wiring:
+    """The orchestrator, recovered from `journal` (its records at start, then `write`);
+    `network`: the cluster's namespaces, where kernel network faults are made."""
 
     def write_journal(action: JournalStep) -> list:
         journal.write(action.record)  # durable before the step's request goes out
@@ -57,6 +59,26 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
                              **(action.params or {})),
                 log("fault.restarted", target=action.node, pid=pid)]
 
+    def net_fault(a: NetFault) -> list:
+        try:
+            if network is None:
+                raise netns.NetworkError("network faults need a cluster of namespaces (xcon up --network netns)")
+            p = a.params
+            if a.kind == "net":
+                done: Any = netns.net(network, a.host, int(p.get("delay_ms", 0)), int(p.get("jitter_ms", 0)),
+                                      float(p.get("loss", 0)), float(p.get("duplicate", 0)), float(p.get("reorder", 0)),
+                                      int(p.get("rate_kbit", 0)))
+            elif a.kind == "partition":
+                done = netns.partition(network, a.host, a.peer or "", bool(p.get("one_way")))
+            else:
+                done = netns.heal(network)
+        except (netns.NetworkError, ValueError, TypeError) as exc:
+            return [Reply(a.reply_to, a.re, "error", {"reason": str(exc), "code": None}),
+                    log("fault.refused", level="warning", kind=a.kind, target=a.host, reason=str(exc))]
+        return [Reply(a.reply_to, a.re, "ok", {}),
+                log("fault.injected", level="warning", kind=a.kind, target=a.host or None, peer=a.peer, done=done,
+                    **a.params)]
+
     def crash_self(action: CrashSelf) -> list:
         crash()
         return []
@@ -65,5 +87,5 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
                                      {s: settings.site_of(s) for s in settings.servers}, settings.move_build),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
-                 CrashSelf: crash_self}
+                 CrashSelf: crash_self, NetFault: net_fault}
     return Wiring(core, executors)

@@ -15,6 +15,8 @@ from typing import Iterable
 
 from nodes.config import ClusterConfig, open_append
 
+from .netns import exec_prefix
+
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
 
 
@@ -70,8 +72,11 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subproces
     node = config.nodes[name]
     console = open_append(config.run_dir / "logs" / f"{name}.console")
     try:
+        # on a cluster of namespaces, `ip netns exec` enters the node's host and execs Python: the
+        # pid is the node's own
+        host = exec_prefix(config.network, name)
         proc = subprocess.Popen(
-            [sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
+            [*host, sys.executable, "-m", MODULES[node["kind"]], "--run-dir", str(config.run_dir), "--name", name],
             stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

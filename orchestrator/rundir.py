@@ -28,11 +28,12 @@ from typing import Any, Iterator
 from nodes.config import ClusterConfig, Settings
 from nodes.security import KEYS, create_keys
 
+from . import netns
 from .client import ClusterError
 from .processes import pid_alive
 
 MARKER = ".xcon-run-dir"
-STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json")
+STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json", "network.json")
 NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator")
 
 
@@ -139,7 +140,7 @@ def free_ports(n: int) -> list[int]:
 
 # settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
 # and queues, its keys)
-FIXED = ("servers", "insecure")
+FIXED = ("servers", "insecure", "network")
 
 
 def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
@@ -152,7 +153,9 @@ def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
                 node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
 
 
-def fresh_config(run_dir: Path, settings: Settings) -> ClusterConfig:
+def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | None = None) -> ClusterConfig:
+    """A new cluster's config: loopback endpoints on free ports, or each node on its host's
+    address when the cluster has a network of namespaces (orchestrator.netns)."""
     (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.insecure:
         create_keys(run_dir)
@@ -161,12 +164,17 @@ def fresh_config(run_dir: Path, settings: Settings) -> ClusterConfig:
     nodes: dict[str, dict[str, Any]] = {}
     for name in names:
         kind, _, server = name.partition(".")
-        endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
-        if kind == "directory":
-            endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
+        if network:
+            endpoints = netns.endpoints(network, name)
+            placed = {"host": netns.host_of(name), "address": network["hosts"][netns.host_of(name)]["address"]}
+        else:
+            endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
+            if kind == "directory":
+                endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
+            placed = {}
         nodes[name] = {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
-                       **({"server": server} if server else {})}
-    return ClusterConfig(run_dir, settings, nodes)
+                       **({"server": server} if server else {}), **placed}
+    return ClusterConfig(run_dir, settings, nodes, network)
 
 
 def resumed_config(run_dir: Path, settings: Settings, given: frozenset[str]) -> tuple[ClusterConfig, dict[str, Any]]:
@@ -187,7 +195,8 @@ def resumed_config(run_dir: Path, settings: Settings, given: frozenset[str]) -> 
     if not old.settings.insecure and not (run_dir / KEYS / "cluster.key_secret").exists():
         raise ClusterError(f"the cluster in {run_dir} has lost its keys ({run_dir / KEYS}); "
                            "`xcon up --fresh` starts anew, deleting its state")
-    config = ClusterConfig(run_dir, replace(old.settings, **{k: new for k, (_, new) in changed.items()}), old.nodes)
+    config = ClusterConfig(run_dir, replace(old.settings, **{k: new for k, (_, new) in changed.items()}), old.nodes,
+                           old.network)
     taken = [e for n in config.nodes.values() for e in n["endpoints"].values() if not bindable(e)]
     new_ports(config, taken)
     (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
