@@ -33,6 +33,10 @@ NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "iv
 FAULTS = ("lag", "pause", "delay", "duplicate", "reorder", "feed_cut", "drop", "kill", "kill_at_step",
           "move_source_down")
 DEFAULT_FAULTS = ("lag", "pause", "delay", "duplicate", "reorder")
+# the kernel's faults on a cluster of namespaces (--network netns): a shaped link (netem, or a
+# rate alone through tbf on a kernel without netem) and a partition between two hosts, each
+# healed after its drawn time
+NET_FAULTS = ("net", "partition")
 CRASH_STEPS = ("lock", "copy", "set_home", "open_target", "release", "rollback_target", "rollback_source")
 SCHEDULE_S = 4.0  # moves, mail and faults all start within this many seconds of a trial
 SETTLE_S = 90.0
@@ -55,6 +59,7 @@ class World:
     read_cache_ttl_ms: int = 0  # the MTAs' read cache, with the lab profile
     move_build: str = "sp4"  # "legacy": Move User as before SP4 (KB Q277911's window)
     soft_delete_ms: int = 0  # stores keep a moved-away mailbox soft-deleted this long (KB 2579150)
+    network: str = "loopback"  # "netns": a host per server (orchestrator.netns), where net faults live
 
 
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -67,8 +72,9 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
                moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0,
-               move_build: str = "sp4") -> World:
-    """A random but plausible world, the same for the same arguments."""
+               move_build: str = "sp4", network: str = "loopback", netem: bool = False) -> World:
+    """A random but plausible world, the same for the same arguments (`netem`: whether the
+    kernel can delay and drop, or only limit a link's rate)."""
     rng = random.Random(seed)
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     n_users = users or rng.randint(3, 6)
@@ -109,6 +115,16 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
             fault = {"kind": "feed_cut", "node": mta, "seconds": round(rng.uniform(0.5, 3.0), 3)}
         elif kind == "kill":
             fault = {"kind": "kill", "node": rng.choice(nodes), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
+        elif kind == "net":
+            fault = {"kind": "net", "node": rng.choice(names), "seconds": round(rng.uniform(1, 4), 3),
+                     "rate_kbit": rng.choice([64, 256, 1024])}
+            if netem:
+                fault.update(rate_kbit=0, delay_ms=rng.randint(5, 300), jitter_ms=rng.randint(0, 50),
+                             loss=round(rng.uniform(0, 20), 1), duplicate=round(rng.uniform(0, 5), 1))
+        elif kind == "partition":
+            a, b = rng.sample(["directory", "orchestrator", *names], 2)
+            fault = {"kind": "partition", "node": a, "peer": b, "seconds": round(rng.uniform(1, 5), 3),
+                     **({"one_way": True} if rng.random() < 0.3 else {})}
         elif kind == "kill_at_step":
             at = 0.0  # armed before the moves start
             fault = {"kind": "kill_at_step", "node": rng.choice([*nodes, "orchestrator"]),
@@ -136,6 +152,7 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     # stores that keep moved-away mailboxes soft-deleted (KB 2579150: a stale route finds one)
     world.soft_delete_ms = rng.randint(1000, 30_000) if rng.random() < 0.4 else 0
     world.move_build = move_build
+    world.network = network
     return world
 
 
@@ -173,10 +190,11 @@ class TrialResult:
 def world_settings(world: World) -> Settings:
     if world.profile != "lab" or world.time_scale != 1.0:
         return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
-                                     seed=world.seed, move_build=world.move_build, soft_delete_ms=world.soft_delete_ms)
+                                     seed=world.seed, move_build=world.move_build, soft_delete_ms=world.soft_delete_ms,
+                                     network=world.network)
     return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
                     expire_ms=60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms,
-                    move_build=world.move_build, soft_delete_ms=world.soft_delete_ms)
+                    move_build=world.move_build, soft_delete_ms=world.soft_delete_ms, network=world.network)
 
 
 def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | None = None,
@@ -235,18 +253,28 @@ def _populate(cluster: cl.Cluster, world: World) -> None:
 def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
     """Run the world's schedule: each event at its time (the campaign's clock, not a test's wait)."""
     t0 = cluster.clock.now()
-    restarts: list[tuple[float, str]] = []
+    restarts: list[tuple[float, str]] = []  # (when, node): a killed node starts again
+    heals: list[float] = []  # when the network faults end (a heal ends all of them)
 
     def until(at: float) -> None:
         delay = t0 + at - cluster.clock.now()
         if delay > 0:
             cluster.clock.sleep(delay)
 
+    def heal() -> None:
+        try:
+            cluster.fault("heal", "")
+        except ClusterError:
+            pass  # the orchestrator is down: settle's clear heals the network too
+
     for event in world.events:
         while restarts and restarts[0][0] <= event["at"]:
             at, node = restarts.pop(0)
             until(at)  # a killed node stays down for its drawn time, no less
             cluster.restart(node)
+        while heals and heals[0] <= event["at"]:
+            until(heals.pop(0))
+            heal()
         until(event["at"])
         if not cluster.alive("orchestrator"):
             cluster.restart("orchestrator")  # it killed itself at a step (kill_at_step)
@@ -282,12 +310,18 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 if event["kind"] == "kill":
                     restarts.append((event["at"] + event["restart_after"], event["node"]))
                     restarts.sort()
+                if event["kind"] in NET_FAULTS:  # lasts its drawn time from when it was made
+                    heals.append(cluster.clock.now() - t0 + event["seconds"])
+                    heals.sort()
         except ClusterError:
             if event["do"] == "send":
                 result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
     for at, node in restarts:
         until(at)
         cluster.restart(node)
+    if heals:
+        until(heals[-1])
+        heal()
 
 
 def settle(cluster: cl.Cluster, timeout: float, clear: bool = False) -> bool:

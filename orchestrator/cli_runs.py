@@ -18,7 +18,7 @@ from rich.table import Table
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from . import chaos as chaos_mod
-from . import logread
+from . import logread, netns
 from .cli_common import emit_json, json_option, out, profile_options, run_dir_option
 
 @click.command()
@@ -27,6 +27,9 @@ from .cli_common import emit_json, json_option, out, profile_options, run_dir_op
 @click.option("--seed", type=int, help="Campaign seed (default: random, printed).")
 @click.option("--replay", type=int, help="Run the one trial with this trial seed (from a campaign's report).")
 @click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True)
+@click.option("--network", type=click.Choice(["loopback", "netns"]), default="loopback", show_default=True,
+              help="netns (root): each trial's cluster on hosts of its own (xcon up --network netns), where the "
+                   "faults net and partition can be drawn.")
 @click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True,
               help="Move User's build: legacy (5.5 before SP4) has KB Q277911's window, whatever the MTA build.")
 @click.option("--faults", default=",".join(chaos_mod.DEFAULT_FAULTS), show_default=True,
@@ -49,7 +52,8 @@ from .cli_common import emit_json, json_option, out, profile_options, run_dir_op
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @profile_options("each world draws its lag, jitter and retry")
 @json_option
-def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, move_build: str, faults: str,
+def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
+          move_build: str, faults: str,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, as_json: bool) -> None:
@@ -65,9 +69,22 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     from .sim.world import Network
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in chaos_mod.FAULTS]
+    known = (*chaos_mod.FAULTS, *chaos_mod.NET_FAULTS)
+    unknown = [k for k in kinds if k not in known]
     if unknown:
-        raise click.UsageError(f"unknown fault kind(s): {', '.join(unknown)} (kinds: {', '.join(chaos_mod.FAULTS)})")
+        raise click.UsageError(f"unknown fault kind(s): {', '.join(unknown)} (kinds: {', '.join(known)})")
+    if network != "netns" and set(kinds) & set(chaos_mod.NET_FAULTS):
+        raise click.UsageError("the faults net and partition are the kernel's: they need --network netns")
+    if network == "netns" and sim:
+        raise click.UsageError("--sim has no kernel network: --network netns runs real processes")
+    netem = False
+    if network == "netns":
+        try:
+            netem = netns.probe_netem()
+        except netns.NetworkError as exc:
+            raise click.UsageError(str(exc)) from None
+        if "net" in kinds and not netem and not as_json:
+            out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
     if not sim and (determinism or confirm_n or shrink or workers):
         raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
     if seed is None:
@@ -82,12 +99,14 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     seeds = [given.seed] if given else [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
     # the build in the name: campaigns of two builds with one seed (a common comparison) keep apart
     name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
-            f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else ""))
+            f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else "") +
+            ("-netns" if network == "netns" else ""))
     root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
     worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves, profile=profile,
-                                                         time_scale=time_scale, move_build=move_build) for s in seeds]
+                                                         time_scale=time_scale, move_build=move_build,
+                                                         network=network, netem=netem) for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -111,6 +130,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     first = next((r for r in results if r.broken), None)
     flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
         (f" --move-build {move_build}" if move_build != "sp4" else "") + \
+        (" --network netns" if network == "netns" else "") + \
         (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""

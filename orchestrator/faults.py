@@ -174,8 +174,10 @@ class FaultCore:
             return [Send(node, "fault.lag", {"lag_ms": int(params["lag_ms"]), "jitter_ms": int(params.get("jitter_ms", 0))},
                          self.ids.next())]
         # clear: every link rule and feed cut everywhere, every armed kill, and wake every node: a
-        # node paused by an orchestrator that died before resuming it is stopped all the same
+        # node paused by an orchestrator that died before resuming it is stopped all the same;
+        # and heal the network, on a cluster of namespaces (no answer: this request has its own)
         resumes = [SignalNode(n, signal.SIGCONT) for n in self.nodes if n != SELF]
         self.resume_at.clear()
         self.armed.clear()
-        return resumes + [Send(n, "fault.clear", {}, self.ids.next()) for n in self.nodes if n != SELF]
+        return [*resumes, *(Send(n, "fault.clear", {}, self.ids.next()) for n in self.nodes if n != SELF),
+                NetFault("heal", "", None, {}, b"", "")]

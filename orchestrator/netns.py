@@ -262,6 +262,17 @@ def netem_available(n: dict[str, Any]) -> bool:
     return done.returncode == 0
 
 
+def probe_netem() -> bool:
+    """Whether this kernel has netem, tried in a namespace of its own made for the purpose."""
+    check_tools()
+    ns = f"xcon-probe-{os.getpid()}"
+    _run("ip", "netns", "add", ns)
+    try:
+        return netem_available({"hosts": {"probe": {"ns": ns}}})
+    finally:
+        _run("ip", "netns", "del", ns, check=False)
+
+
 def partition(n: dict[str, Any], a: str, b: str, one_way: bool = False) -> list[str]:
     """Drop what host `a` sends to host `b` (and, unless one_way, what b sends to a): a blackhole
     route in the sender's namespace, so the packets vanish without an answer, as on a cut link."""

@@ -60,6 +60,8 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
                 log("fault.restarted", target=action.node, pid=pid)]
 
     def net_fault(a: NetFault) -> list:
+        if not a.re and network is None:
+            return []  # the heal that comes with a clear, on a cluster with no network to heal
         try:
             if network is None:
                 raise netns.NetworkError("network faults need a cluster of namespaces (xcon up --network netns)")
@@ -73,8 +75,10 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
             else:
                 done = netns.heal(network)
         except (netns.NetworkError, ValueError, TypeError) as exc:
-            return [Reply(a.reply_to, a.re, "error", {"reason": str(exc), "code": None}),
+            return [*([Reply(a.reply_to, a.re, "error", {"reason": str(exc), "code": None})] if a.re else []),
                     log("fault.refused", level="warning", kind=a.kind, target=a.host, reason=str(exc))]
+        if not a.re:
+            return [log("fault.healed", undone=done)] if done else []
         return [Reply(a.reply_to, a.re, "ok", {}),
                 log("fault.injected", level="warning", kind=a.kind, target=a.host or None, peer=a.peer, done=done,
                     **a.params)]

@@ -1,0 +1,139 @@
+"""A cluster on hosts of its own (xcon up --network netns): network namespaces on a bridge, and
+the kernel's faults on their links. Needs root and iproute2 (CI runs as root on these machines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator import netns
+from orchestrator.rundir import node_processes
+
+from ..conftest import SEED, wait_for_event, xcon, xcon_json
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                                reason="network namespaces need root and iproute2")
+
+
+@pytest.fixture
+def netns_run(tmp_path):
+    """A run-dir whose cluster (and network) is taken down, and checked gone, after the test."""
+    run = tmp_path / "run"
+    yield run
+    if (run / "cluster.json").exists() or (run / netns.RECORD).exists():
+        record = netns.load(run)
+        xcon("down", "--force", run_dir=run)
+        assert not record or netns.leftovers(record) == [], "the network outlived xcon down"
+
+
+def up(run: Path, *args: str) -> dict:
+    proc = xcon("up", "--network", "netns", "--seed", str(SEED), *args, "--json", run_dir=run)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return json.loads(proc.stdout)
+
+
+def logs(run: Path, *args: str) -> list[dict]:
+    """`xcon logs --json`: one event a line."""
+    out = xcon("logs", *args, "--json", run_dir=run, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def namespaces() -> set[str]:
+    return {line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                      text=True).stdout.splitlines() if line.strip()}
+
+
+def test_the_kb_by_hand_on_hosts_of_their_own_and_down_leaves_nothing(netns_run):
+    config = up(netns_run, "--mta-build", "legacy", "--replication-lag-ms", "1500")
+    record = config["network"]
+    assert {n["host"] for n in config["nodes"].values()} == {"directory", "orchestrator", "ex1", "ex2"}
+    assert all(n["endpoints"]["router"].startswith("tcp://198.1") for n in config["nodes"].values())
+    assert {h["ns"] for h in record["hosts"].values()} <= namespaces()
+    status = xcon_json("status", run_dir=netns_run)
+    assert status["nodes"]["mta.ex1"]["address"] == record["hosts"]["ex1"]["address"]
+    for args in (("carol", "--server", "ex1"), ("alice", "--server", "ex2"),
+                 ("bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both")):
+        xcon("user", "add", *args, run_dir=netns_run, check=True)
+    xcon("move", "bob", "--to", "ex2", "--copy-delay-ms", "2000", "--no-wait", run_dir=netns_run, check=True)
+    sent = xcon("send", "--from", "alice", "--to", "bob", "--subject", "during the move", run_dir=netns_run, check=True)
+    msg = sent.stdout.strip()
+    xcon("wait", "--timeout", "60", run_dir=netns_run, check=True)
+    check = xcon("check", run_dir=netns_run)
+    assert check.returncode == 1 and f"LOST {msg} -> bob" in check.stdout, check.stdout
+    down = xcon("down", "--json", run_dir=netns_run, check=True)
+    assert set(json.loads(down.stdout)["removed"]) >= {h["ns"] for h in record["hosts"].values()}
+    assert netns.leftovers(record) == [] and not ({h["ns"] for h in record["hosts"].values()} & namespaces())
+
+
+@pytest.mark.parametrize("build", ["sp4", "reroute"])
+def test_a_partition_between_the_mtas_during_a_move_loses_and_duplicates_nothing_once_healed(netns_run, build):
+    up(netns_run, "--mta-build", build, "--replication-lag-ms", "300", "--replication-jitter-ms", "0",
+       "--retry-ms", "300")
+    for args in (("carol", "--server", "ex1"), ("alice", "--server", "ex2"),
+                 ("bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both")):
+        xcon("user", "add", *args, run_dir=netns_run, check=True)
+    xcon("fault", "partition", "ex1", "ex2", run_dir=netns_run, check=True)
+    xcon("move", "bob", "--to", "ex2", "--copy-delay-ms", "500", "--no-wait", run_dir=netns_run, check=True)
+    for sender, to in (("alice", "bob"), ("carol", "alice"), ("alice", "carol,bob"), ("bob", "alice")):
+        xcon("send", "--from", sender, "--to", to, run_dir=netns_run, check=True)
+    xcon("fault", "heal", run_dir=netns_run, check=True)
+    xcon("wait", "--timeout", "90", run_dir=netns_run, check=True)
+    report = xcon_json("check", run_dir=netns_run)
+    counts = report["counts"]
+    assert counts["lost"] == counts["duplicated"] == counts["pending"] == 0, report
+    events = [e["kind"] for e in logs(netns_run, "--event", "fault.injected")]
+    assert events.count("partition") == 1 and events.count("heal") == 1
+
+
+def test_a_shaped_link_shows_in_the_traced_latency_and_an_unknown_shaping_is_a_clear_error(netns_run):
+    """netem's delay where the kernel has it; a rate limit (tbf) everywhere. A fault this kernel
+    cannot make is refused in one line and changes nothing."""
+    up(netns_run, "--mta-build", "sp4", "--replication-lag-ms", "100", "--replication-jitter-ms", "0")
+    xcon("user", "add", "alice", "--server", "ex2", run_dir=netns_run, check=True)
+    xcon("user", "add", "bob", "--server", "ex1", run_dir=netns_run, check=True)
+    body = "x" * 24_000
+
+    def latency() -> float:
+        msg = xcon("send", "--from", "alice", "--to", "bob", "--body", body, run_dir=netns_run, check=True).stdout.strip()
+        # an event, not `xcon wait`: through a link this slow a status answer may take seconds
+        wait_for_event(netns_run, timeout=60, event="store.delivered", msg_id=msg)
+        events = logs(netns_run, "--msg", msg)
+        at = {e["event"]: e["ts"] for e in events if e["event"] in ("mta.accepted", "store.delivered")}
+        return at["store.delivered"] - at["mta.accepted"]
+
+    plain = latency()
+    record = netns.load(netns_run)
+    if netns.netem_available(record):
+        xcon("fault", "net", "ex2", "--delay-ms", "400", run_dir=netns_run, check=True)
+        slowest = 0.4
+    else:
+        refused = xcon("fault", "net", "ex2", "--delay-ms", "400", run_dir=netns_run)
+        assert refused.returncode == 1 and "no netem" in refused.stderr and len(refused.stderr.splitlines()) == 1
+        qdisc = subprocess.run(["ip", "netns", "exec", record["hosts"]["ex2"]["ns"], "tc", "qdisc", "show", "dev",
+                                "eth0"], capture_output=True, text=True).stdout
+        assert "netem" not in qdisc and "tbf" not in qdisc
+        # 24 kB through 64 kbit/s takes 3 s, whatever the kernel's qdiscs
+        xcon("fault", "net", "ex2", "--rate", "64", run_dir=netns_run, check=True)
+        slowest = 1.5
+    shaped = latency()
+    assert plain < 0.5 and shaped > slowest, (plain, shaped)
+    xcon("fault", "heal", run_dir=netns_run, check=True)
+    assert latency() < 0.5
+
+
+def test_down_force_after_a_crash_removes_the_network_with_cluster_json_gone(netns_run):
+    record = up(netns_run, "--mta-build", "sp4")["network"]
+    for pid in node_processes(netns_run):
+        os.kill(pid, signal.SIGKILL)
+    (netns_run / "cluster.json").unlink()
+    assert netns.leftovers(record)  # the crash left the hosts behind
+    down = xcon("down", "--force", run_dir=netns_run)
+    assert down.returncode == 0 and netns.leftovers(record) == []
+    again = xcon("down", "--force", run_dir=netns_run)
+    assert again.returncode == 0 and "stopped 0 node(s)" in again.stdout
