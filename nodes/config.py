@@ -135,6 +135,9 @@ class ClusterConfig:
     settings: Settings
     nodes: dict[str, dict[str, Any]]  # name -> {"kind", "server"?, "endpoints", "pid"?, "log", "host"?}
     network: dict[str, Any] | None = None  # with --network netns: its hosts (orchestrator.netns.plan)
+    # made by `xcon deploy` for separate machines: no node is this machine's process to watch;
+    # a node is up when it answers
+    deployed: bool = False
 
     def endpoint(self, node: str, which: str = "router") -> str:
         try:
@@ -144,7 +147,7 @@ class ClusterConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": self.nodes,
-                **({"network": self.network} if self.network else {})}
+                **({"network": self.network} if self.network else {}), **({"deployed": True} if self.deployed else {})}
 
     def save(self) -> None:
         write_atomic(self.run_dir / "cluster.json", json.dumps(self.to_json(), indent=2).encode())
@@ -152,7 +155,8 @@ class ClusterConfig:
     @classmethod
     def load(cls, run_dir: Path) -> "ClusterConfig":
         data = json.loads((run_dir / "cluster.json").read_text())
-        return cls(Path(data["run_dir"]), Settings.from_json(data["settings"]), data["nodes"], data.get("network"))
+        return cls(Path(data["run_dir"]), Settings.from_json(data["settings"]), data["nodes"], data.get("network"),
+                   bool(data.get("deployed")))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -415,4 +416,51 @@ def restart(cluster: cl.Cluster, node: str) -> None:
     out.print(f"restarted {node}")
 
 
-COMMANDS = [up, down, status, fault, kill, restart]
+# --- separate machines ----------------------------------------------------------------------
+
+@click.command()
+@click.option("--hosts", "hosts_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A line per host: HOST ADDRESS ROLE[,ROLE...]; roles: directory, orchestrator, ex1, ex2, ... "
+                   "(a server: its MTA and its store). deploy/hosts.example shows one.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A new folder to write into: cluster.json, keys/, units/, logs/.")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/var/lib/xcon"), show_default=True,
+              help="Where the folder is copied on every host (the nodes' --run-dir).")
+@click.option("--python", "python_path", default=sys.executable, show_default=True,
+              help="The Python, with xcon installed, on the hosts.")
+@click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True)
+@click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True)
+@profile_options("xcon's own timings")
+@click.option("--namespaces", is_flag=True,
+              help="Each unit runs in the network namespace named as its host (NetworkNamespacePath): to try a "
+                   "deployment on one machine, with namespaces standing in for the hosts.")
+@json_option
+def deploy(hosts_file: Path, out_dir: Path, root: Path, python_path: str, mta_build: str, move_build: str,
+           profile: str, time_scale: float, namespaces: bool, as_json: bool) -> None:
+    """Write what runs the nodes on separate machines: cluster.json (each node on its host's
+    address), the CURVE keys and a systemd unit per node. Copy the folder to --root on every
+    host, start the units there, and run xcon with --run-dir --root from any of them
+    (deploy/README.md walks through it)."""
+    from . import deploy as deploy_mod
+
+    try:
+        hosts = deploy_mod.parse_hosts(hosts_file.read_text())
+        settings = Settings.from_profile(profile, time_scale, mta_build=mta_build, move_build=move_build)
+        made = deploy_mod.generate(hosts, out_dir.resolve(), root, settings, python_path, namespaces)
+    except deploy_mod.DeployError as exc:
+        raise click.UsageError(f"{hosts_file}: {exc}" if "line" in str(exc) or "host" in str(exc) else str(exc))
+    if as_json:
+        emit_json(made)
+        return
+    table = Table(title=f"xcon deploy: {len(made['nodes'])} nodes on {len(hosts)} hosts, written to {out_dir}")
+    for col in ("node", "host", "endpoint"):
+        table.add_column(col)
+    for name, node in made["nodes"].items():
+        table.add_row(name, node["host"], node["endpoint"])
+    out.print(table)
+    out.print(f"next: copy {out_dir} to {root} on every host; on each, for each of its nodes, "
+              f"`systemctl link {root}/units/xcon-NODE.service && systemctl enable --now xcon-NODE` "
+              "(deploy/README.md)")
+
+
+COMMANDS = [deploy, up, down, status, fault, kill, restart]

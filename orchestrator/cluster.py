@@ -40,6 +40,8 @@ def running_config(run_dir: Path) -> ClusterConfig:
         config = ClusterConfig.load(run_dir)
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+    if config.deployed:
+        return config  # its nodes run on other machines (xcon deploy): they answer, or say they do not
     if not any(pid_alive(n.get("pid"), run_dir) for n in config.nodes.values()):
         raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
                            "its own queue, journal, directory and mail)")
@@ -399,7 +401,7 @@ class Cluster:
     def status(self) -> dict[str, Any]:
         nodes = {}
         for name, node in self.config.nodes.items():
-            alive = pid_alive(node.get("pid"), self.config.run_dir)
+            alive = self.alive(name) if self.config.deployed else pid_alive(node.get("pid"), self.config.run_dir)
             info: dict[str, Any] = {"alive": alive, "pid": node.get("pid"),
                                     **({"host": node["host"], "address": node["address"]} if "host" in node else {})}
             if alive:
@@ -444,7 +446,14 @@ class Cluster:
     # --- what a campaign needs beside the CLI's operations ---------------------------------------
 
     def alive(self, node: str) -> bool:
-        """Whether the node's process runs."""
+        """Whether the node's process runs (on a deployed cluster, on another machine: whether
+        it answers a ping)."""
+        if self.config.deployed:
+            try:
+                self.client.request(node, "ping", {}, timeout=1.0)
+                return True
+            except ClusterError:
+                return False
         return pid_alive(ClusterConfig.load(self.config.run_dir).nodes[node].get("pid"), self.config.run_dir)
 
     def revive(self) -> list[str]:

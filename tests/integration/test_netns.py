@@ -137,3 +137,54 @@ def test_down_force_after_a_crash_removes_the_network_with_cluster_json_gone(net
     assert down.returncode == 0 and netns.leftovers(record) == []
     again = xcon("down", "--force", run_dir=netns_run)
     assert again.returncode == 0 and "stopped 0 node(s)" in again.stdout
+
+
+def test_the_deployed_files_start_every_node_on_its_own_host_and_the_kb_runs_against_them(tmp_path):
+    """`xcon deploy` for hosts that are namespaces on this machine: each generated unit's command
+    runs in its own namespace (as systemd would, NetworkNamespacePath), and the KB by hand and
+    `xcon check` run against that cluster."""
+    from orchestrator import deploy
+
+    (tmp_path / "net").mkdir()
+    net = netns.ensure(tmp_path / "net", ("ex1", "ex2"), None)  # the "machines"
+    started: list[subprocess.Popen] = []
+    try:
+        hosts = tmp_path / "hosts"
+        hosts.write_text("".join(f"{h['ns']} {h['address']} {role}\n" for role, h in
+                                 (("directory", net["hosts"]["directory"]),
+                                  ("orchestrator", net["hosts"]["orchestrator"]),
+                                  ("ex1", net["hosts"]["ex1"]), ("ex2", net["hosts"]["ex2"]))))
+        site = tmp_path / "site"
+        made = xcon("deploy", "--hosts", str(hosts), "--out", str(site), "--root", str(site), "--namespaces",
+                    "--mta-build", "sp4", "--json", check=True)
+        units = json.loads(made.stdout)["units"]
+        assert len(units) == 6
+        for unit in units:
+            command, ns = deploy.unit_command(Path(unit).read_text())
+            assert ns in {h["ns"] for h in net["hosts"].values()}
+            started.append(subprocess.Popen(["ip", "netns", "exec", ns, *command], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True))
+        for node in ("directory", "orchestrator", "store.ex1", "store.ex2", "mta.ex1", "mta.ex2"):
+            wait_for_event(site, timeout=30, node=node, event="node.started")
+        status = xcon_json("status", run_dir=site)
+        assert all(n["alive"] for n in status["nodes"].values()), status
+        for args in (("carol", "--server", "ex1"), ("alice", "--server", "ex2"),
+                     ("bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both")):
+            xcon("user", "add", *args, run_dir=site, check=True)
+        xcon("move", "bob", "--to", "ex2", "--copy-delay-ms", "2500", "--no-wait", run_dir=site, check=True)
+        msg = xcon("send", "--from", "alice", "--to", "bob", run_dir=site, check=True).stdout.strip()
+        xcon("wait", "--timeout", "60", run_dir=site, check=True)
+        report = xcon_json("check", run_dir=site)
+        counts = report["counts"]
+        # sp4: the message sent in the move window reaches bob, or alice gets the NDR; never lost
+        assert counts["lost"] == counts["duplicated"] == counts["pending"] == 0, report
+        assert report["pairs"] == counts["delivered"] + counts["ndr"] == 2, report  # carol, and bob either way
+        bob = xcon("mailbox", "bob", run_dir=site, check=True).stdout
+        alice = xcon("mailbox", "alice", run_dir=site, check=True).stdout
+        assert msg in bob or msg in alice
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+        netns.destroy(net)
+    assert netns.leftovers(net) == []
