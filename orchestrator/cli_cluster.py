@@ -119,6 +119,13 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     if wan_delay_ms and (network != "netns" or not wan_hosts):
         raise click.UsageError("--wan-delay-ms needs --network netns and a server outside the first server's site "
                                "(--site)")
+    if wan_delay_ms:  # before anything is made: a kernel without netem cannot delay a link
+        try:
+            if not netns.probe_netem():
+                raise ClusterError("--wan-delay-ms needs tc netem, and this kernel has no netem (sch_netem); "
+                                   "nothing was started")
+        except netns.NetworkError as exc:
+            raise ClusterError(str(exc)) from None
     t0 = time.time()
     cluster = cl.start(run_dir, settings, fresh=fresh, given=given)
     took = time.time() - t0

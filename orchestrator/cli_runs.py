@@ -116,9 +116,9 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         def advance(r: chaos_mod.TrialResult) -> None:
             bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
 
-        network = Network(torn_kills=torn_kills)
+        sim_net = Network(torn_kills=torn_kills)
         if sim:
-            results = sim_campaign.run(root, worlds, network, workers or sim_campaign.default_workers(),
+            results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
                                        determinism, advance, stop_on_break)
         else:
             results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
@@ -141,7 +141,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     extra: dict[str, Any] = {}
     if sim and first and shrink:
         world = next(w for w in worlds if w.seed == first.seed)
-        small, runs = sim_campaign.shrink(world, network)
+        small, runs = sim_campaign.shrink(world, sim_net)
         path = root / f"shrunk-{first.seed}.json"
         path.write_text(json.dumps(sim_campaign.world_to_json(small), indent=1))
         extra["shrunk"] = {"world": sim_campaign.world_to_json(small), "runs": runs, "file": str(path),
