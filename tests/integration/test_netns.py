@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -17,7 +16,8 @@ from orchestrator.rundir import node_processes
 
 from ..conftest import SEED, wait_for_event, xcon, xcon_json
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+IP = netns._which("ip") or "ip"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or netns._which("ip") is None,
                                 reason="network namespaces need root and iproute2")
 
 
@@ -45,7 +45,7 @@ def logs(run: Path, *args: str) -> list[dict]:
 
 
 def namespaces() -> set[str]:
-    return {line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
+    return {line.split()[0] for line in subprocess.run([IP, "netns", "list"], capture_output=True,
                                                       text=True).stdout.splitlines() if line.strip()}
 
 
@@ -115,7 +115,7 @@ def test_a_shaped_link_shows_in_the_traced_latency_and_an_unknown_shaping_is_a_c
     else:
         refused = xcon("fault", "net", "ex2", "--delay-ms", "400", run_dir=netns_run)
         assert refused.returncode == 1 and "no netem" in refused.stderr and len(refused.stderr.splitlines()) == 1
-        qdisc = subprocess.run(["ip", "netns", "exec", record["hosts"]["ex2"]["ns"], "tc", "qdisc", "show", "dev",
+        qdisc = subprocess.run([IP, "netns", "exec", record["hosts"]["ex2"]["ns"], "tc", "qdisc", "show", "dev",
                                 "eth0"], capture_output=True, text=True).stdout
         assert "netem" not in qdisc and "tbf" not in qdisc
         # 24 kB through 64 kbit/s takes 3 s, whatever the kernel's qdiscs
@@ -162,7 +162,7 @@ def test_the_deployed_files_start_every_node_on_its_own_host_and_the_kb_runs_aga
         for unit in units:
             command, ns = deploy.unit_command(Path(unit).read_text())
             assert ns in {h["ns"] for h in net["hosts"].values()}
-            started.append(subprocess.Popen(["ip", "netns", "exec", ns, *command], stdout=subprocess.DEVNULL,
+            started.append(subprocess.Popen([IP, "netns", "exec", ns, *command], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL, start_new_session=True))
         for node in ("directory", "orchestrator", "store.ex1", "store.ex2", "mta.ex1", "mta.ex2"):
             wait_for_event(site, timeout=30, node=node, event="node.started")
