@@ -3,7 +3,7 @@
 click for the commands (help text, types and choices checked before anything runs) and rich
 for tables. Every command takes --run-dir (or XCON_RUN_DIR; default ./.xcon); every command
 that reports has --json. A user's mistake ends as one line on stderr and a non-zero exit.
-The commands live by what they do: running the cluster (cli_cluster), users, mail and moves
+The commands live by what they do: running the cluster (cli_cluster), faults (cli_faults), users, mail and moves
 (cli_mail), reading what happened (cli_inspect), experiments on fresh clusters (cli_runs), searches in the simulator (cli_sim).
 """
 
@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from . import cli_cluster, cli_inspect, cli_mail, cli_runs, cli_sim
+from . import cli_cluster, cli_faults, cli_inspect, cli_mail, cli_runs, cli_sim
 from .client import ClusterError
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -31,7 +31,7 @@ def xcon() -> None:
     """
 
 
-for module in (cli_cluster, cli_mail, cli_inspect, cli_runs, cli_sim):
+for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_runs, cli_sim):
     for command in module.COMMANDS:
         xcon.add_command(command)
 

@@ -1,4 +1,4 @@
-"""xcon commands that run the cluster: up, down, status, faults, kill, restart."""
+"""xcon commands that run the cluster: up, down, status, and deploy for separate machines."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from . import cluster as cl
 from . import netns
 from .cli_common import attached, emit_json, json_option, out, profile_options, run_dir_option
 from .client import ClusterError
-from .faults import MOVE_STEPS
 
 @click.command()
 @run_dir_option
@@ -300,129 +299,6 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
         out.print(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, {how}step {m['step']}{waiting}")
 
 
-# --- faults ---------------------------------------------------------------------------------
-
-@click.command()
-@run_dir_option
-@click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
-                                          "kill-at-step", "clear", "net", "partition", "heal"]))
-@click.argument("node", required=False)
-@click.argument("other", required=False)
-@click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
-@click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
-              help="How long the fault lasts (not net and partition: they last until `xcon fault heal`).")
-@click.option("--delay-ms", type=click.IntRange(0, 600_000),
-              help="delay: fixed part (default 100); net: the link's delay (tc netem).")
-@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
-              help="delay, net: random part; lag: replication jitter.")
-@click.option("--loss", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets lost.")
-@click.option("--duplicate", "dup_pct", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets sent twice.")
-@click.option("--reorder", "reorder_pct", type=click.FloatRange(0, 100), default=0.0,
-              help="net: % of packets sent at once, ahead of the delayed ones.")
-@click.option("--rate", "rate_kbit", type=click.IntRange(1, 10_000_000), help="net: the link's rate, kbit/s.")
-@click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="drop, duplicate, reorder: chance per frame.")
-@click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
-@click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
-@click.option("--step", type=click.Choice(MOVE_STEPS), help="kill-at-step: the move step that kills NODE.")
-@click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
-              help="kill-at-step: seconds until NODE starts again (the orchestrator: restart it yourself).")
-@json_option
-@attached
-def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, peer: str | None, seconds: float,
-          delay_ms: int | None, jitter_ms: int, loss: float, dup_pct: float, reorder_pct: float, rate_kbit: int | None,
-          probability: float, lag_ms: int | None, one_way: bool, step: str | None, restart_after: float,
-          as_json: bool) -> None:
-    """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
-
-    \b
-    xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --jitter-ms 100 --seconds 30
-    xcon fault drop mta.ex1 --peer mta.ex2 --probability 0.3
-    xcon fault pause mta.ex1 --seconds 2          (SIGSTOP, SIGCONT after 2 s)
-    xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
-    xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
-    xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
-    xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
-
-    On a cluster of namespaces (xcon up --network netns), the kernel's faults, on HOSTs (xcon status):
-    xcon fault net ex1 --delay-ms 80 --jitter-ms 20 --loss 5   (tc netem on ex1's link)
-    xcon fault net ex2 --rate 256                 (256 kbit/s: tbf, no netem needed)
-    xcon fault partition ex1 ex2 [--one-way]      (ex1 and ex2 cannot reach each other)
-    xcon fault heal                               (every partition and shaping undone)
-    """
-    kind = kind.replace("-", "_")
-    if kind not in ("clear", "heal") and not node:
-        raise click.UsageError(f"'{kind}' needs a {'HOST' if kind in ('net', 'partition') else 'NODE'}")
-    if kind == "partition" and not other:
-        raise click.UsageError("partition needs two hosts: xcon fault partition HOST_A HOST_B")
-    if other and kind != "partition":
-        raise click.UsageError(f"unexpected argument '{other}' (only partition takes two hosts)")
-    if kind in ("net", "partition", "heal"):
-        params = {"delay_ms": delay_ms or 0, "jitter_ms": jitter_ms, "loss": loss, "duplicate": dup_pct,
-                  "reorder": reorder_pct, "rate_kbit": rate_kbit or 0} if kind == "net" else {}
-        if one_way:
-            params["one_way"] = True
-        cluster.fault(kind, node or "", other, **params)
-        if as_json:
-            emit_json({"injected": kind, "host": node, "other": other, **params})
-        else:
-            out.print(f"injected {kind}" + (f" on {node}" if node else "") + (f" and {other}" if other else ""))
-        return
-    delay_ms = 100 if delay_ms is None else delay_ms
-    if kind == "lag" and lag_ms is None:
-        raise click.UsageError("lag needs --lag-ms")
-    if kind == "kill_at_step" and step is None:
-        raise click.UsageError("kill-at-step needs --step")
-    params: dict[str, Any] = {"seconds": seconds}
-    if kind == "delay":
-        params.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
-    elif kind in ("drop", "duplicate", "reorder"):
-        params["probability"] = probability
-    elif kind == "lag":
-        params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
-    elif kind == "kill_at_step":
-        params = {"step": step, "restart_after": restart_after}
-    if one_way:
-        params["one_way"] = True
-    cluster.fault(kind, node or "", peer, **params)
-    if as_json:
-        emit_json({"kind": kind, "node": node, "peer": peer, "params": params})
-    else:
-        what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
-                "lag": f"{node} replication lag now {lag_ms} ms",
-                "kill_at_step": f"{node} is killed when a move next enters step {step}"}.get(
-                    kind, f"{kind} on {node} <-> {peer}")
-        out.print(what if kind in ("clear", "lag", "kill_at_step") else f"{what} for {seconds:g}s")
-
-
-def known_node(cluster: cl.Cluster, node: str) -> None:
-    if node not in cluster.config.nodes:
-        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
-
-
-@click.command()
-@run_dir_option
-@click.argument("node")
-@attached
-def kill(cluster: cl.Cluster, node: str) -> None:
-    """Kill NODE with SIGKILL (logged as a fault)."""
-    known_node(cluster, node)
-    cluster.fault("kill", node)
-    out.print(f"killed {node}")
-
-
-@click.command()
-@run_dir_option
-@click.argument("node")
-@attached
-def restart(cluster: cl.Cluster, node: str) -> None:
-    """Start NODE again after a kill; returns once it is ready."""
-    known_node(cluster, node)
-    cluster.fault("restart", node)
-    cluster.wait_node_ready(node)
-    out.print(f"restarted {node}")
-
-
 # --- separate machines ----------------------------------------------------------------------
 
 @click.command()
@@ -470,4 +346,4 @@ def deploy(hosts_file: Path, out_dir: Path, root: Path, python_path: str, mta_bu
               "(deploy/README.md)")
 
 
-COMMANDS = [deploy, up, down, status, fault, kill, restart]
+COMMANDS = [deploy, up, down, status]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
-from .core import IN_TRANSIT, msg_id_of
+from .actions import IN_TRANSIT, msg_id_of
 
 LOCKS_FILE = "locks.json"
 
@@ -32,7 +32,7 @@ def read_mailboxes(root: Path) -> dict[str, Counter]:
 
 def read_move_state(root: Path) -> dict[str, Any]:
     """A store's locks.json: {"locks": {mailbox: owner}, "incoming": [...], "ended": [...],
-    "made": {mailbox: owner}, "soft_deleted": {mailbox: purge time}} (nodes.store.core.PersistLocks)."""
+    "made": {mailbox: owner}, "soft_deleted": {mailbox: purge time}} (nodes.store.actions.PersistLocks)."""
     path = root / LOCKS_FILE
     state = json.loads(path.read_text()) if path.exists() else {}
     return state if "locks" in state else {"locks": state}  # the first format: {mailbox: owner} alone

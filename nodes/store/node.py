@@ -9,9 +9,10 @@ from ..config import Settings
 from ..core import DiskSpace, Reply
 from ..host import Wiring
 from ..mail import summarize
-from .core import (
-    CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, RenameMailbox, StoreCore, WriteMessage, msg_id_of,
+from .actions import (
+    CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, RenameMailbox, WriteMessage, msg_id_of,
 )
+from .core import StoreCore
 
 PAGE_BYTES = 4 * 1024 * 1024
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from nodes.store.core import IN_TRANSIT, SOFT_DELETED, RenameMailbox, StoreCore
+from nodes.store.actions import IN_TRANSIT, SOFT_DELETED, RenameMailbox
+from nodes.store.core import StoreCore
 from nodes.store.maildir import Maildirs, MemoryMaildirs, read_mailboxes
 from nodes.store.node import wiring
 from nodes.config import Settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from nodes.core import DiskSpace
 from protocol import NO_MAILBOX, NOT_LOCKED, check_body
-from nodes.store.core import CreateMailbox, DeleteMailbox, PersistLocks, StoreCore
+from nodes.store.actions import CreateMailbox, DeleteMailbox, PersistLocks
+from nodes.store.core import StoreCore
 
 from .helpers import events, replies, request, sends
 

@@ -6,7 +6,8 @@ import json
 
 from nodes.core import Publish
 from nodes.directory.core import DirectoryCore, PersistDirectory
-from nodes.store.core import StoreCore, WriteMessage, msg_id_of
+from nodes.store.actions import WriteMessage, msg_id_of
+from nodes.store.core import StoreCore
 
 from .helpers import events, replies, request, sends
 
