@@ -61,7 +61,9 @@ class StoreCore:
         # made live by a legacy move and not opened yet (mailbox -> owner), with the message ids
         # of the move's copy in each one's in-transit folder
         self.made = {m: owner for m, owner in (made or {}).items() if m in mailboxes}
-        self.staged = {m: set((staged or {}).get(m, ())) for m in self.made}
+        # a made mailbox with no in-transit folder on disk has been flushed already (a restart
+        # between the flush and the state that records it): its folder is the move's copy
+        self.staged = {m: set(staged[m]) for m in self.made if m in (staged or {})}
         self.soft_deleted = dict(soft_deleted or {})  # mailbox -> when it is purged (s)
         self.soft_delete_s = soft_delete_ms / 1000
         self.ids = Ids(f"store.{server}", boot)
@@ -134,8 +136,10 @@ class StoreCore:
         self.mailboxes[mailbox] = set()
         if owner is not None:
             self.made[mailbox], self.staged[mailbox] = owner, set()
-        # a move's target is named in the state before its folder exists (as an import's lock is)
-        return [*actions, *([self._persist()] if owner or actions else []), CreateMailbox(mailbox), self._ok(req),
+        # a move's target is named in the state before its folder exists (as an import's lock is),
+        # and its in-transit folder exists until the flush: on disk, that says whether it happened
+        return [*actions, *([self._persist()] if owner or actions else []), CreateMailbox(mailbox),
+                *([CreateMailbox(IN_TRANSIT + mailbox)] if owner else []), self._ok(req),
                 log("store.created", mailbox=mailbox, **({"owner": owner} if owner else {}))]
 
     def _deliver(self, req: Request, body: dict[str, Any], now: float) -> list:
@@ -224,7 +228,10 @@ class StoreCore:
         mailbox. What was delivered into the live folder before the mark is dropped with it
         (KB Q277911); the log says which messages, the MTA that delivered them is never told."""
         del self.made[mailbox]
-        copy = self.staged.pop(mailbox, set())
+        copy = self.staged.pop(mailbox, None)
+        if copy is None:  # flushed before a restart: the mailbox is the copy already
+            return [log("store.in_transit_flushed", mailbox=mailbox, copied=len(self.mailboxes[mailbox]), dropped=[],
+                        already=True)]
         dropped = sorted(self.mailboxes[mailbox] - copy)
         self.mailboxes[mailbox] = copy
         return [RenameMailbox(IN_TRANSIT + mailbox, mailbox),

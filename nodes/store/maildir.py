@@ -64,9 +64,10 @@ class Maildirs:
         for stale in self.root.glob("*/tmp/*"):  # a write cut short by a crash: never renamed, never seen
             stale.unlink()
         for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
-            shutil.rmtree(doomed)
+            shutil.rmtree(doomed, ignore_errors=True)  # the delete thread of a store in this process may be at it too
         state = read_move_state(self.root)
-        state["staged"] = {box: set(_message_ids(self.root / (IN_TRANSIT + box))) for box in state.get("made", {})}
+        state["staged"] = {box: set(_message_ids(self.root / (IN_TRANSIT + box))) for box in state.get("made", {})
+                           if (self.root / (IN_TRANSIT + box)).is_dir()}
         return {box: set(ids) for box, ids in read_mailboxes(self.root).items()}, state
 
     def free_bytes(self) -> int:
@@ -150,17 +151,18 @@ class Maildirs:
 
     def rename(self, source: str, mailbox: str) -> None:
         """Put folder `source` in the place of `mailbox` (whose files are dropped): the old one is
-        renamed aside first, so a crash leaves one or the other whole, never a mix."""
+        renamed aside first, so a crash leaves one or the other whole, never a mix. With no
+        `source` there is nothing to do: an earlier rename, cut short before the state that
+        records it, happened already."""
         self.sync()
         box, src = self.root / mailbox, self.root / source
+        if not src.exists():
+            return
         if box.exists():
             doomed = self.root / f".deleting.{mailbox}.{time.time_ns()}"
             os.rename(box, doomed)
             threading.Thread(target=shutil.rmtree, args=(doomed, True), daemon=True).start()
-        if src.exists():
-            os.rename(src, box)
-        else:
-            self.create(mailbox)
+        os.rename(src, box)
         self._boxes.discard(source)
         self._boxes.add(mailbox)
         fsync_dir(self.root)
@@ -200,8 +202,8 @@ class MemoryMaildirs:
 
     def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
         state = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in self.state.items()}
-        state["staged"] = {box: {msg_id_of(n) for n in self.boxes.get(IN_TRANSIT + box, ())}
-                           for box in state.get("made", {})}
+        state["staged"] = {box: {msg_id_of(n) for n in self.boxes[IN_TRANSIT + box]}
+                           for box in state.get("made", {}) if IN_TRANSIT + box in self.boxes}
         return {box: set(ids) for box, ids in self.ids().items()}, state
 
     def create(self, mailbox: str) -> None:
@@ -229,7 +231,8 @@ class MemoryMaildirs:
 
     def rename(self, source: str, mailbox: str) -> None:
         self.sync()
-        self.boxes[mailbox] = self.boxes.pop(source, {})
+        if source in self.boxes:
+            self.boxes[mailbox] = self.boxes.pop(source)
 
     def save_state(self, state: dict[str, Any]) -> None:
         self.state = json.loads(json.dumps(state))  # a copy, as a file would hold it

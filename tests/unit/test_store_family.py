@@ -108,3 +108,30 @@ def test_both_storages_keep_the_in_transit_folder_and_soft_deleted_out_of_the_ma
         assert boxes == {}
         w = wiring("ex2", settings, "b", maildirs)
         assert list(w.core.soft_deleted) == ["bob"]
+
+
+def test_a_restart_between_the_flush_and_its_record_flushes_nothing_twice(tmp_path):
+    """The store dies after putting the in-transit folder in place, before the state says so:
+    the restarted store finds no in-transit folder, and the move's repeated open keeps the copy."""
+    for maildirs in (Maildirs(tmp_path / "ex2", fsync=False), MemoryMaildirs()):
+        settings = Settings(("ex1", "ex2"))
+        w = wiring("ex2", settings, "b", maildirs)
+
+        def run(type_, skip=(), **body):
+            actions = w.core.on_event(request(type_, {"mailbox": "bob", **body}), 2.0)
+            for a in actions:
+                if type(a) in w.executors and type(a).__name__ not in skip:
+                    w.executors[type(a)](a)
+            maildirs.sync()
+            return actions
+
+        run("store.create", owner="move.1")
+        run("store.import", owner="move.1", messages=page("m1", "m2"))
+        run("store.lock", owner="move.1")
+        run("store.unlock", skip=("PersistLocks",), owner="move.1")  # the crash: the flush, not its record
+        w = wiring("ex2", settings, "b", maildirs)
+        assert w.core.made == {"bob": "move.1"} and "bob" not in w.core.staged
+        again = run("store.unlock", owner="move.1")
+        assert events(again, "store.in_transit_flushed")[0].fields["already"] is True
+        boxes = read_mailboxes(tmp_path / "ex2") if isinstance(maildirs, Maildirs) else maildirs.ids()
+        assert {k: set(v) for k, v in boxes.items()} == {"bob": {"m1", "m2"}} and w.core.mailboxes["bob"] == {"m1", "m2"}
