@@ -44,7 +44,9 @@ def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
     svg = (report / f"trace-{first['violations'][0]['msg_id']}.svg").read_text()
     if first["violations"][0]["outcome"] == "lost":
         assert "DROPPED SILENTLY" in svg
-    assert lost["last_events"][-1]["event"] == "mta.failed"
+    # the silent failure is among the pair's last events, not always the last: the ack of the
+    # transfer that brought the message there can be logged after it
+    assert any(e["event"] == "mta.failed" and e.get("report") == "none" for e in lost["last_events"]), lost
     replay = xcon(*result["replay"].split()[1:], "--expect-loss", "--json", run_dir=tmp_path, timeout=300)
     assert replay.returncode == 0, f"campaign seed {SEED}: the replay of trial {first['seed']} lost nothing"
 
