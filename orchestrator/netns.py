@@ -134,6 +134,9 @@ def ensure(run_dir: Path, servers: tuple[str, ...], network: dict[str, Any] | No
     with _Locked():
         if network is None:
             network = plan(run_dir, servers)
+            if _exists("link", network["bridge"]):
+                raise NetworkError(f"a bridge {network['bridge']} exists already: a network this run-dir's cluster "
+                                   "left (`xcon down --force` removes it) or another cluster's")
         elif network["subnet"].rsplit(".", 1)[0] in _subnets_in_use() and not _exists("link", network["bridge"]):
             raise NetworkError(f"{network['subnet']} is taken by another cluster now; `xcon up --fresh` makes this "
                                "one anew")
