@@ -15,6 +15,7 @@ per node. xcon's commands then run from any host that holds the folder and reach
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -26,9 +27,9 @@ from typing import Any
 from nodes.config import ClusterConfig, Settings
 from nodes.security import create_keys
 
-from .netns import PORTS
+from . import netns
 from .processes import MODULES
-from .rundir import node_names
+from .rundir import node_entry, node_names
 
 SERVER = re.compile(r"ex[1-9][0-9]?")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -76,12 +77,17 @@ def parse_hosts(text: str) -> list[Host]:
     for role in ("directory", "orchestrator"):
         if role not in seen_roles:
             raise DeployError(f"no host has the role {role}")
-    servers = sorted((r for r in seen_roles if SERVER.fullmatch(r)), key=lambda r: int(r[2:]))
+    servers = list(_servers(seen_roles))
     if not servers:
         raise DeployError("no host has a server (ex1, ex2, ...)")
     if servers != [f"ex{i}" for i in range(1, len(servers) + 1)]:
         raise DeployError(f"servers must be ex1..exN with none missing (got {', '.join(servers)})")
     return hosts
+
+
+def _servers(roles: Any) -> tuple[str, ...]:
+    """The server roles among `roles`, in order: ex1, ex2, ..., ex10."""
+    return tuple(sorted((r for r in roles if SERVER.fullmatch(r)), key=lambda r: int(r[2:])))
 
 
 def generate(hosts: list[Host], out: Path, root: Path, settings: Settings, python: str,
@@ -92,17 +98,14 @@ def generate(hosts: list[Host], out: Path, root: Path, settings: Settings, pytho
     if out.exists() and any(out.iterdir()):
         raise DeployError(f"{out} is not empty; give a new folder")
     host_of = {role: h for h in hosts for role in h.roles}
-    servers = tuple(sorted((r for r in host_of if SERVER.fullmatch(r)), key=lambda r: int(r[2:])))
-    settings = Settings(**{**settings.__dict__, "servers": servers, "sites": ()})
+    servers = _servers(host_of)
+    settings = dataclasses.replace(settings, servers=servers, sites=())
     out.mkdir(parents=True, exist_ok=True)
     nodes: dict[str, dict[str, Any]] = {}
     for name in node_names(servers):
-        kind, _, server = name.partition(".")
-        host = host_of[server or kind]
-        address = f"[{host.address}]" if ":" in host.address else host.address
-        nodes[name] = {"kind": kind, "endpoints": {w: f"tcp://{address}:{p}" for w, p in PORTS[kind].items()},
-                       "log": str(root / "logs" / f"{name}.jsonl"), "host": host.name, "address": host.address,
-                       **({"server": server} if server else {})}
+        host = host_of[netns.host_of(name)]
+        nodes[name] = node_entry(name, root, netns.endpoints_at(host.address, name), host=host.name,
+                                 address=host.address)
     config = ClusterConfig(root, settings, nodes, deployed=True)
     (out / "cluster.json").write_text(json.dumps(config.to_json(), indent=2))
     (out / "logs").mkdir(mode=0o700)
@@ -117,7 +120,7 @@ def generate(hosts: list[Host], out: Path, root: Path, settings: Settings, pytho
             "units": sorted(str(p) for p in units.iterdir()), "root": str(root)}
 
 
-def _unit(name: str, node: dict[str, Any], root: Path, python: str, netns: str | None) -> str:
+def _unit(name: str, node: dict[str, Any], root: Path, python: str, namespace: str | None) -> str:
     command = shlex.join([python, "-m", MODULES[node["kind"]], "--run-dir", str(root), "--name", name])
     lines = [
         "[Unit]",
@@ -134,8 +137,8 @@ def _unit(name: str, node: dict[str, Any], root: Path, python: str, netns: str |
         "Restart=on-failure",
         "RestartSec=1",
     ]
-    if netns:
-        lines.append(f"NetworkNamespacePath=/run/netns/{netns}")
+    if namespace:
+        lines.append(f"NetworkNamespacePath=/run/netns/{namespace}")
     return "\n".join([*lines, "", "[Install]", "WantedBy=multi-user.target", ""])
 
 

@@ -109,8 +109,14 @@ def plan(run_dir: Path, servers: tuple[str, ...], taken: set[str] | None = None)
 
 
 def endpoints(network: dict[str, Any], node: str) -> dict[str, str]:
-    address = network["hosts"][host_of(node)]["address"]
-    return {which: f"tcp://{address}:{port}" for which, port in PORTS[node.partition(".")[0]].items()}
+    """A node's endpoints on its host in the record."""
+    return endpoints_at(network["hosts"][host_of(node)]["address"], node)
+
+
+def endpoints_at(address: str, node: str) -> dict[str, str]:
+    """A node's endpoints on a host of its own at `address` (a namespace, or a machine: xcon deploy)."""
+    host = f"[{address}]" if ":" in address else address  # an IPv6 address, as ZeroMQ writes it
+    return {which: f"tcp://{host}:{port}" for which, port in PORTS[node.partition(".")[0]].items()}
 
 
 class _Locked:

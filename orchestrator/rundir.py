@@ -160,21 +160,28 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
     if not settings.insecure:
         create_keys(run_dir)
     names = node_names(settings.servers)
-    ports = iter(free_ports(len(names) + 1))
     nodes: dict[str, dict[str, Any]] = {}
+    if network:
+        for name in names:
+            host = netns.host_of(name)
+            nodes[name] = node_entry(name, run_dir, netns.endpoints(network, name), host=host,
+                                     address=network["hosts"][host]["address"])
+        return ClusterConfig(run_dir, settings, nodes, network)
+    ports = iter(free_ports(len(names) + 1))
     for name in names:
-        kind, _, server = name.partition(".")
-        if network:
-            endpoints = netns.endpoints(network, name)
-            placed = {"host": netns.host_of(name), "address": network["hosts"][netns.host_of(name)]["address"]}
-        else:
-            endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
-            if kind == "directory":
-                endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
-            placed = {}
-        nodes[name] = {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
-                       **({"server": server} if server else {}), **placed}
-    return ClusterConfig(run_dir, settings, nodes, network)
+        endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
+        if name == "directory":
+            endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
+        nodes[name] = node_entry(name, run_dir, endpoints)
+    return ClusterConfig(run_dir, settings, nodes)
+
+
+def node_entry(name: str, run_dir: Path, endpoints: dict[str, str], **placed: str) -> dict[str, Any]:
+    """A node as cluster.json names it: its kind, endpoints, log and server, and (on a host of its
+    own) the host and address it runs at."""
+    kind, _, server = name.partition(".")
+    return {"kind": kind, "endpoints": endpoints, "log": str(run_dir / "logs" / f"{name}.jsonl"),
+            **({"server": server} if server else {}), **placed}
 
 
 def resumed_config(run_dir: Path, settings: Settings, given: frozenset[str]) -> tuple[ClusterConfig, dict[str, Any]]:
