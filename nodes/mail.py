@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-from email.utils import formatdate, parseaddr
 from dataclasses import dataclass
+from email.utils import formatdate, parseaddr
 from functools import lru_cache
 from typing import Any
 
 from .config import DEFAULT_SITE
 
 DOMAIN = "xcon.test"
-
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,23 @@ def _drained(cluster: cl.Cluster, timeout: float, what: str) -> None:
         raise ClusterError(f"{what} in {timeout:g} s")
 
 
+def _users(cluster: cl.Cluster, alice_on: str, bob_on: str) -> None:
+    """alice and bob, on their servers, known to every MTA's replica."""
+    cluster.add_user("alice", alice_on, wait=False)
+    cluster.wait_replicated(cluster.add_user("bob", bob_on, wait=False)["usn"])
+
+
+def _ended(state: dict[str, Any]) -> dict[str, Any]:
+    """A move's final state, which must be done: a case whose move failed proves nothing."""
+    if state["step"] != "done":
+        raise ClusterError(f"{state['alias']}'s move failed: {state['error']}")
+    return state
+
+
+def _move(cluster: cl.Cluster, alias: str, target: str) -> dict[str, Any]:
+    return _ended(cluster.move(alias, target, timeout=60))
+
+
 def run_q178534(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None) -> FamilyResult:
     """bob (ex1) takes mail from alice (ex2); alice writes to him, so mta.ex1 reads his entry;
     then bob rejects mail from alice; the change replicates; alice writes again."""
@@ -142,9 +159,7 @@ def run_q178534(case: str, run_dir: Path, seed: int = 0, sim: Network | None = N
                         expire_ms=60_000, read_cache_ttl_ms=0 if case == "no-cache" else 5000, seed=seed)
 
     def play(cluster: cl.Cluster) -> str:
-        cluster.add_user("alice", "ex2", wait=False)
-        bob = cluster.add_user("bob", "ex1", wait=False)
-        cluster.wait_replicated(bob["usn"])
+        _users(cluster, "ex2", "ex1")
         cluster.send("alice", ["bob"], "before the change", "")
         _drained(cluster, 30, "the first message was not delivered")
         changed = cluster.set_user("bob", {"reject_from": ["alice"]}, wait=False)
@@ -166,22 +181,14 @@ def run_q172364(case: str, run_dir: Path, seed: int = 0, sim: Network | None = N
                         replication_jitter_ms=0, retry_ms=500, expire_ms=60_000,
                         read_cache_ttl_ms=0 if case == "no-cache" else 5000, seed=seed)
 
-    def move(cluster: cl.Cluster, alias: str) -> dict[str, Any]:
-        moved = cluster.move(alias, "ex2", timeout=60)
-        if moved["step"] != "done":
-            raise ClusterError(f"{alias}'s move failed: {moved['error']}")
-        return moved
-
     def play(cluster: cl.Cluster) -> str:
-        cluster.add_user("alice", "ex1", wait=False)
-        bob = cluster.add_user("bob", "ex1", wait=False)
-        cluster.wait_replicated(bob["usn"])
+        _users(cluster, "ex1", "ex1")
         cluster.send("alice", ["bob"], "before the moves", "")
         _drained(cluster, 30, "the first message was not delivered")
-        moved = move(cluster, "bob")
+        moved = _move(cluster, "bob", "ex2")
         _wait_replica(cluster, "mta.ex1", moved["wait_usn"] or cluster.lookup("bob")["usn"])
         sent = cluster.send("alice", ["bob"], "between the moves", "")
-        move(cluster, "alice")
+        _move(cluster, "alice", "ex2")
         _drained(cluster, 60, "queues did not drain")
         return sent["msg_id"]
 
@@ -197,9 +204,7 @@ def run_q277911(case: str, run_dir: Path, seed: int = 0, sim: Network | None = N
                         expire_ms=60_000, move_build="legacy" if case == "legacy-move" else "sp4", seed=seed)
 
     def play(cluster: cl.Cluster) -> str:
-        cluster.add_user("alice", "ex1", wait=False)
-        bob = cluster.add_user("bob", "ex1", wait=False)
-        cluster.wait_replicated(bob["usn"])
+        _users(cluster, "ex1", "ex1")
         for i in range(5):
             cluster.send("alice", ["bob"], f"before the move {i}", "")
         _drained(cluster, 30, "the first messages were not delivered")
@@ -211,9 +216,7 @@ def run_q277911(case: str, run_dir: Path, seed: int = 0, sim: Network | None = N
         sent = cluster.send("alice", ["bob"], "during the copy", "")
         if cluster.move_state(move["move_id"])["step"] != "copy":
             raise ClusterError("the copy ended before the message was sent: the case proves nothing")
-        done = cluster.wait_move(move["move_id"], timeout=60)
-        if done["step"] != "done":
-            raise ClusterError(f"bob's move failed: {done['error']}")
+        _ended(cluster.wait_move(move["move_id"], timeout=60))
         _drained(cluster, 60, "queues did not drain")
         return sent["msg_id"]
 
@@ -227,12 +230,8 @@ def run_kb2579150(case: str, run_dir: Path, seed: int = 0, sim: Network | None =
                         replication_jitter_ms=0, retry_ms=500, expire_ms=60_000, soft_delete_ms=600_000, seed=seed)
 
     def play(cluster: cl.Cluster) -> str:
-        cluster.add_user("alice", "ex1", wait=False)
-        bob = cluster.add_user("bob", "ex1", wait=False)
-        cluster.wait_replicated(bob["usn"])
-        moved = cluster.move("bob", "ex2", timeout=30)
-        if moved["step"] != "done":
-            raise ClusterError(f"bob's move failed: {moved['error']}")
+        _users(cluster, "ex1", "ex1")
+        _move(cluster, "bob", "ex2")
         sent = cluster.send("alice", ["bob"], "after the move", "")
         if cluster.status_of("mta.ex1")["replica_usn"] >= cluster.lookup("bob")["usn"]:
             raise ClusterError("mta.ex1 learned the move before the message was sent: the case proves nothing")

@@ -262,13 +262,17 @@ def net(n: dict[str, Any], host: str, delay_ms: int = 0, jitter_ms: int = 0, los
     return " ".join(qdisc)
 
 
-def netem_available(n: dict[str, Any]) -> bool:
-    """Whether this kernel has netem, tried on a host's loopback (no traffic there to disturb)."""
-    ns = next(iter(n["hosts"].values()))["ns"]
+def _netem_in(ns: str) -> bool:
+    """Whether this kernel has netem, tried on the loopback of namespace `ns` (no traffic there)."""
     done = _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "0ms",
                 check=False)
     _run("ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "lo", "root", check=False)
     return done.returncode == 0
+
+
+def netem_available(n: dict[str, Any]) -> bool:
+    """Whether this kernel has netem, tried on one of the record's hosts."""
+    return _netem_in(next(iter(n["hosts"].values()))["ns"])
 
 
 def probe_netem() -> bool:
@@ -277,7 +281,7 @@ def probe_netem() -> bool:
     ns = f"xcon-probe-{os.getpid()}"
     _run("ip", "netns", "add", ns)
     try:
-        return netem_available({"hosts": {"probe": {"ns": ns}}})
+        return _netem_in(ns)
     finally:
         _run("ip", "netns", "del", ns, check=False)
 
