@@ -219,10 +219,11 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.counts, result.pairs = report.counts, report.pairs
     result.violations = [v.to_json() for v in report.violations]
     result.stale_locks = report.stale_locks
-    result.moves_failed = sum(1 for e in cluster.events() if e["event"] == "move.failed")
+    events = list(cluster.events())  # merged once for the count and the digest
+    result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
     result.seconds = round(time.time() - t0, 4)
     if isinstance(cluster, SimCluster):
-        result.digest = digest(cluster.events())
+        result.digest = digest(events)
         result.torn_writes = cluster.world.torn_writes
         if keep or (dump and (result.broken or result.error)):
             cluster.dump(run_dir, replay=f"xcon chaos --sim --replay {world.seed} --mta-build {world.build}")
