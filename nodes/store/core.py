@@ -132,7 +132,7 @@ class StoreCore:
             return [self._ok(req), log("store.create_repeated", mailbox=mailbox, owner=owner)]
         if mailbox in self.mailboxes:
             return error(req, f"mailbox '{mailbox}' already exists on {self.server}")
-        actions = self._purge(mailbox, "a new mailbox of its name") if mailbox in self.soft_deleted else []
+        actions = self._purge(mailbox, "a new mailbox of its name")
         self.mailboxes[mailbox] = set()
         if owner is not None:
             self.made[mailbox], self.staged[mailbox] = owner, set()
@@ -270,8 +270,7 @@ class StoreCore:
         if mailbox not in self.mailboxes:
             # the lock is on disk before the folder exists: a crash in between leaves no folder
             # that a restart would take for a live, deliverable mailbox
-            if mailbox in self.soft_deleted:
-                actions += self._purge(mailbox, "a new mailbox of its name")
+            actions += self._purge(mailbox, "a new mailbox of its name")
             self.mailboxes[mailbox] = set()
             self.locked[mailbox] = owner
             self.incoming.add(mailbox)
@@ -382,8 +381,10 @@ class StoreCore:
                             dict(self.soft_deleted))
 
     def _purge(self, mailbox: str, why: str) -> list:
-        """Remove a soft-deleted mailbox for good (the caller persists the state)."""
-        del self.soft_deleted[mailbox]
+        """Remove the soft-deleted mailbox of this name for good, if there is one (the caller
+        persists the state)."""
+        if self.soft_deleted.pop(mailbox, None) is None:
+            return []
         return [DeleteMailbox(SOFT_DELETED + mailbox), log("store.purged", mailbox=mailbox, why=why)]
 
     def _released(self, mailbox: str) -> list:
