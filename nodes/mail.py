@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 from dataclasses import dataclass
 from email.utils import formatdate, parseaddr
 from functools import lru_cache
 from typing import Any
 
+from protocol.names import POSTMASTER
+
 from .config import DEFAULT_SITE
 
 DOMAIN = "xcon.test"
+# what a report quotes of the message it reports on, at most: its headers, as real NDRs do, cut
+# here, and its subject cut shorter. A report stays far below the frame limit whatever the message
+# (a 6 MiB subject, quoted three times, once made an 18.9 MB NDR that no transfer could carry)
+QUOTED_HEADER_BYTES = 16 * 1024
+QUOTED_SUBJECT_CHARS = 256
+MAX_LINE = 998  # RFC 5322's limit for a line
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,10 @@ STATUS = {
     "soft_deleted": Failure("5.2.0", "STOREDRV.Deliver.Exception:StoragePermanentException."
                             "MapiExceptionMailboxSoftDeleted; Cannot open mailbox",
                             (1, "unable-to-transfer"), (4, "recipient-unavailable")),
+    # the directory names a home server the organisation has no MTA for (a hand-edited entry):
+    # nothing can route to it. The codes are the emulation's choice
+    "no_route": Failure("5.4.4", "Unable to route: the recipient's home server is not in this organisation",
+                        (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
     # delivery restrictions (the recipient rejects messages from the sender): X.400's
     # restricted-delivery; the diagnostic is the emulation's choice, as for a move
     "restricted": Failure("5.7.1", "You do not have permission to send to this recipient",
@@ -114,11 +127,11 @@ def compose_ndr(
     a Diagnostic-Code with the same line, and the X.400 reason and diagnostic codes. The
     original's headers travel in a text/rfc822-headers part.
     """
-    boundary = f"=_xcon_ndr_{ndr_id}"
-    headers = original.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    original_subject = _header(original, "Subject") or ""
+    boundary = f"=_xcon_ndr_{_token(ndr_id)}"  # RFC 2046: at most 70 characters, whatever the id
+    headers = quoted_headers(original)
+    original_subject = _quoted_subject(original)
     explanation = ["Your message did not reach some or all of the intended recipients.", "",
-                   f"      Subject:  {_one_line(original_subject)}", f"      Sent:     {formatdate(arrival)}", "",
+                   f"      Subject:  {original_subject}", f"      Sent:     {formatdate(arrival)}", "",
                    "The following recipient(s) could not be reached:", ""]
     blocks = []
     for rcpt, reason in failures:
@@ -138,7 +151,7 @@ def compose_ndr(
     lines = [
         f"From: Mail Delivery System <postmaster@{reporting_server}.{DOMAIN}>",
         f"To: {address(originator)}",
-        f"Subject: Undeliverable: {_one_line(original_subject)}",
+        f"Subject: Undeliverable: {original_subject}",
         f"Date: {formatdate(now)}",
         f"Message-ID: <{ndr_id}@{DOMAIN}>",
         f"X-Xcon-Msg-Id: {ndr_id}",
@@ -173,8 +186,76 @@ def compose_ndr(
     return "\r\n".join(lines).encode("utf-8")
 
 
+def compose_postmaster(pm_id: str, reporting_server: str, report: bytes, report_id: str, original_msg_id: str,
+                       addressee: str, reason: str, now: float, site: str = DEFAULT_SITE) -> bytes:
+    """The copy of a report that could not reach its addressee, for the postmaster mailbox (a
+    double bounce, as Postfix sends one to the postmaster and Exchange copied NDRs to an
+    administrator's mailbox): a line saying why, and the report itself attached (bounded, since a
+    report is)."""
+    boundary = f"=_xcon_pm_{_token(pm_id)}"
+    failure = STATUS[reason]
+    lines = [
+        f"From: Mail Delivery System <postmaster@{reporting_server}.{DOMAIN}>",
+        f"To: {address(POSTMASTER)}",
+        f"Subject: Undeliverable report for {address(addressee)}: {_quoted_subject(report)}",
+        f"Date: {formatdate(now)}",
+        f"Message-ID: <{pm_id}@{DOMAIN}>",
+        f"X-Xcon-Msg-Id: {pm_id}",
+        f"X-Xcon-Report-Id: {report_id}",
+        f"X-Xcon-Ndr-For: {original_msg_id}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        f"A delivery report for {address(addressee)} could not be delivered: {failure.text} ({failure.status}).",
+        "It is attached. Nobody else has it: the originator of the message it reports on does not know.",
+        "",
+        f"      MSEXCH:MSExchangeMTA:{site}:{reporting_server.upper()}",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/rfc822",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8") + report + f"\r\n--{boundary}--\r\n".encode()
+
+
+def quoted_headers(original: bytes) -> str:
+    """The original's headers as a report quotes them: each line cut to RFC 5322's 998 characters,
+    and no more than QUOTED_HEADER_BYTES in all, with a line that says what was cut."""
+    head = original.split(b"\r\n\r\n", 1)[0]
+    if len(head) <= QUOTED_HEADER_BYTES and all(len(line) <= MAX_LINE for line in head.split(b"\r\n")):
+        return head.decode("utf-8", "replace")
+    kept: list[str] = []
+    size = 0
+    for line in head.split(b"\r\n"):
+        text = line.decode("utf-8", "replace")
+        if len(text) > MAX_LINE:
+            text = text[:MAX_LINE - 3] + "..."
+        if size + len(text) > QUOTED_HEADER_BYTES:
+            break
+        kept.append(text)
+        size += len(text) + 2
+    kept.append(f"X-Xcon-Truncated: the headers were {len(head)} bytes; long lines and the rest are cut")
+    return "\r\n".join(kept)
+
+
+def _quoted_subject(original: bytes) -> str:
+    subject = _one_line(_header(original[:QUOTED_HEADER_BYTES * 2], "Subject") or "")
+    return subject if len(subject) <= QUOTED_SUBJECT_CHARS else subject[:QUOTED_SUBJECT_CHARS] + "..."
+
+
+def _token(msg_id: str) -> str:
+    """A short, stable token for a MIME boundary from an id of up to 230 characters."""
+    return hashlib.blake2b(msg_id.encode(), digest_size=8).hexdigest()
+
+
 def summarize(raw: bytes) -> dict[str, Any]:
-    """What `xcon mailbox` shows of a message; an NDR is recognised by its RFC 3464 structure."""
+    """What `xcon mailbox` shows of a message; an NDR is recognised by its RFC 3464 structure, a
+    postmaster copy by the report id it carries (`report_id`), with the recipients its report names."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     summary: dict[str, Any] = {
         "msg_id": msg.get("X-Xcon-Msg-Id", ""),
@@ -185,8 +266,11 @@ def summarize(raw: bytes) -> dict[str, Any]:
         "failed": [],
         "priority": (msg.get("Priority") or "normal").strip().lower(),
     }
-    if msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status":
-        summary["ndr"] = True
+    report = msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status"
+    if msg.get("X-Xcon-Report-Id"):  # a postmaster copy: a report that could not reach its addressee
+        summary["report_id"] = msg.get("X-Xcon-Report-Id")
+    if report or "report_id" in summary:
+        summary["ndr"] = report
         summary["ndr_for"] = msg.get("X-Xcon-Ndr-For")
         for part in msg.walk():
             if part.get_content_type() != "message/delivery-status":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from rich.table import Table
 
 from protocol import MAX_MESSAGE_BYTES, PRIORITIES
+from protocol.names import MSG_ID_RULE, valid_submitted_id
 
 from . import cluster as cl
 from .cli_common import TEXT, attached, emit_json, json_option, out, run_dir_option
@@ -101,21 +103,33 @@ def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
 @click.option("--body", default="", type=TEXT, help="Message text; '-' reads it from standard input.")
 @click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the message text from FILE (UTF-8), for a body no command line can hold.")
+@click.option("--msg-id", type=TEXT,
+              help="The message's id (letters, digits, . _ + -; at most 200). Default: a new random one. An MTA takes "
+                   "an id once, so a resend after a time-out with the same id is never delivered twice.")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True,
               help="The message's priority; it chooses how long the MTAs try before the NDR (--expire-ms is normal's; "
                    "urgent gets 2/7 of it and non-urgent 10/7, as Exchange 5.5's 2, 7 and 10 days).")
 @json_option
-def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file: Path | None, priority: str,
-         as_json: bool) -> None:
+def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file: Path | None, msg_id: str | None,
+         priority: str, as_json: bool) -> None:
     """Submit a message to the originator's home MTA; prints its message id once accepted."""
     rcpts = [r.strip() for r in to.split(",") if r.strip()]
     if not rcpts:
         raise click.UsageError("--to needs at least one alias")
     if body_file is not None and body:
         raise click.UsageError("give --body or --body-file, not both")
+    if msg_id is not None and not valid_submitted_id(msg_id):
+        raise click.BadParameter(f"{msg_id[:80]!r} is not a message id ({MSG_ID_RULE})", param_hint="--msg-id")
+    msg_id = msg_id or secrets.token_hex(8)
     if body_file is not None or body == "-":
         source = "standard input" if body_file is None else str(body_file)
-        data = sys.stdin.buffer.read(MAX_MESSAGE_BYTES + 1) if body_file is None else body_file.read_bytes()
+        if body_file is None:
+            data = sys.stdin.buffer.read(MAX_MESSAGE_BYTES + 1)
+        else:
+            with open(body_file, "rb") as f:  # at most one byte past the limit: /dev/zero is a file too
+                data = f.read(MAX_MESSAGE_BYTES + 1)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise click.UsageError(f"{source} holds over {MAX_MESSAGE_BYTES:,} bytes, the most a message can hold")
         try:
             body = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -124,7 +138,7 @@ def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file
         raise click.UsageError(f"the body is over {MAX_MESSAGE_BYTES:,} bytes, the most a message can hold")
 
     def submit(cluster: cl.Cluster) -> None:
-        accepted = cluster.send(sender, rcpts, subject, body, timeout=max(5.0, len(body) / 1_000_000),
+        accepted = cluster.send(sender, rcpts, subject, body, msg_id=msg_id, timeout=max(5.0, len(body) / 1_000_000),
                                 priority=priority)
         if as_json:
             emit_json(accepted)
@@ -145,10 +159,13 @@ def mailbox(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
         emit_json(box)
         return
     table = Table(title=f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)")
-    for col in ("message id", "from", "subject", "NDR", "NDR for", "failed recipients"):
+    servers = any("server" in m for m in box["messages"])  # the postmaster's: a mailbox on every server
+    for col in ("message id", *(["server"] if servers else []), "from", "subject", "NDR", "NDR for",
+                "failed recipients"):
         table.add_column(col)
     for m in box["messages"]:
-        table.add_row(m["msg_id"], m["from"], m["subject"], "yes" if m["ndr"] else "",
+        kind = "yes" if m["ndr"] else "copy" if m.get("report_id") else ""  # copy: a report nobody else took
+        table.add_row(m["msg_id"], *([m["server"]] if servers else []), m["from"], m["subject"], kind,
                       m["ndr_for"] or "", ", ".join(m["failed"]))
     out.print(table)
 

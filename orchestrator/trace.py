@@ -12,6 +12,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable
 
+from protocol.names import reports_of
+
 from . import logread
 
 CONTEXT_BEFORE_S = 3.0
@@ -37,7 +39,7 @@ def story(run_dir: Path, msg_id: str) -> list[dict[str, Any]]:
 
 def _is_own(e: dict[str, Any], msg_id: str) -> bool:
     mid = e.get("msg_id") or ""
-    return mid == msg_id or mid.startswith(msg_id + ".ndr.") or e.get("ndr_for") == msg_id
+    return mid == msg_id or reports_of(msg_id, mid) or e.get("ndr_for") == msg_id
 
 
 def _shapes(e: dict[str, Any], aliases: set[str]) -> bool:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 5  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+VERSION = 6  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
-# 5: store.create's owner (a legacy move's live target), the outcome soft_deleted
+# 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
+# 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
+# marks a client's cannot (protocol.names); the postmaster mailbox
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "store.move_ended": {"mailbox": STR, "owner": STR, "unlocked": BOOL, "deleted": INT},
     # --- mta (one per server) ---
     "mta.submit": {
-        "msg_id": Opt(STR),
+        "msg_id": Opt(STR),  # the client's (protocol.names.valid_submitted_id); nil: the MTA makes one
         "sender": STR,
         "recipients": ListOf(STR),
         "subject": STR,
@@ -159,7 +161,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "priority": STR,
         # [{"alias": str, "alt_of": str|nil, "hint": recipient map|nil, "hops": int,
         #   "unconfirmed": bool (optional: an earlier delivery of the pair may have happened),
-        #   "alt_copy": str|nil (optional: the alternate given a copy upstream, deliver to both)}]
+        #   "alt_copy": str|nil (optional: the alternate given a copy upstream, deliver to both),
+        #   "cycles": int (optional: transfers in a row on no newer directory data; MAX_CYCLES is a loop)}]
         "rcpts": ListOf(MAP),
     },
     "mta.transfer_ack": {"msg_id": STR, "rcpts": ListOf(STR)},

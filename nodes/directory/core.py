@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.names import ALIAS_RULE, valid_alias
+from protocol.names import ALIAS_RULE, RESERVED_ALIASES, valid_alias
 
 from ..core import Publish, Reply, Request, error, log
 
@@ -76,6 +76,8 @@ class DirectoryCore:
         alias = body["alias"]
         if not valid_alias(alias):
             return error(req, f"'{alias}' is not a valid alias ({ALIAS_RULE})")
+        if alias in RESERVED_ALIASES:
+            return error(req, f"'{alias}' is reserved: every store keeps the {alias} mailbox")
         if alias in self.recipients:
             return error(req, f"user '{alias}' already exists")
         entry = {

@@ -12,6 +12,18 @@ still homes on this server, the three builds part ways (../shared/DESIGN.md):
   sp4      reports are per recipient: every final failure sends an RFC 3464 NDR.
   reroute  asks the directory itself, past the cache, and reroutes to the new home; an NDR
            only when the recipient really cannot be reached.
+
+Reports. An NDR travels as a message of its own to the originator, with a time-out of its own,
+longer than any message's (Settings.report_expire_s). A report that finally cannot be delivered
+(its time-out passed while the originator's store was down, her entry vanished, a routing loop)
+is never dropped: a copy of it goes to the postmaster mailbox of this MTA's own store (a double
+bounce), and that copy never times out: it waits for the store however long it takes. Every
+build does this; legacy's loss in the KB's window is that it makes no report at all.
+
+Loops. A transfer counts a hop for deduplication (a peer refuses a pair it has taken at as many
+hops), but a loop is a cycle: transfers in a row on directory data no newer than the hop before
+had. A transfer that follows a newer entry (the recipient was moved meanwhile) is progress, not
+a loop, however many moves it follows.
 """
 
 from __future__ import annotations
@@ -21,17 +33,23 @@ import itertools
 from typing import Any, Iterator
 
 from protocol import MAX_MESSAGE_BYTES, PRIORITIES
-from protocol.names import valid_msg_id
+from protocol.names import (
+    MSG_ID_RULE, POSTMASTER, generated_id, postmaster_id, report_id, valid_msg_id, valid_submitted_id,
+)
 
 from ..config import BUILDS, Settings
 from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, Send, error, log
-from ..mail import compose, compose_ndr
+from ..mail import compose, compose_ndr, compose_postmaster
 from .cache import DirectoryCache
 from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
 from .seen import Seen
 
-MAX_HOPS = 6
+# transfers in a row on directory data no newer than the hop before's: a routing loop (only a
+# directory whose USNs went backwards, or a bug, makes one: every MTA routes on the freshest entry
+# it knows, and a pair's hint is the entry the hop before routed on)
+MAX_CYCLES = 3
 MAX_RECIPIENTS = 500
+NEVER = float("inf")  # a postmaster copy's time-out
 DIRECTORY = "directory"
 
 
@@ -70,7 +88,7 @@ class MtaCore:
                                     settings.replication_jitter_ms, settings.seed * 1000 + sum(map(ord, server)),
                                     settings.read_cache_ttl_ms)
         self.ids = Ids(f"mta.{server}", boot)
-        self._msg_ids = Ids(server, boot)
+        self._boot, self._submitted = boot, 0
         self.queue: dict[str, QueuedMessage] = {m.msg_id: m for m in queued or []}
         self.recovered = len(self.queue)  # messages this run found in the queue log at start
         self.remember_s = 2 * self.expire_s + 60
@@ -90,6 +108,9 @@ class MtaCore:
         for msg in self.queue.values():  # recovered: each expires in its time, routed or not
             self._timer(self._expires_at(msg), msg.msg_id)
         self.directory_usn = 0  # as last heard in a heartbeat
+        # a USN the directory announced below what this cache had received: its state went back (a
+        # lost file, a restore); the MTA keeps its view and says so, once per such USN
+        self.regressed: int | None = None
 
     @property
     def ready(self) -> bool:
@@ -114,12 +135,14 @@ class MtaCore:
             "received_usn": self.cache.received_usn,
             "directory_usn": self.directory_usn,
             "pending_changes": self.cache.pending_count(),
+            "directory_regressed": self.regressed,
             "messages": len(self.queue),
             "recovered": self.recovered,
             "open_pairs": len(pairs),
             "deferred": sum(p.state == "deferred" for p in pairs),
             "in_flight": sum(p.state in WAITING for p in pairs),
             "remembered": len(self.seen),  # finished messages kept to refuse a retransmission
+            "postmaster": sum(m.report is not None for m in self.queue.values()),  # double bounces on their way
             "free_bytes": self.room.free_bytes,
         }
 
@@ -218,14 +241,24 @@ class MtaCore:
         priority = body.get("priority") or "normal"
         if priority not in PRIORITIES:
             return error(req, f"priority must be one of {', '.join(PRIORITIES)} (got {priority!r})")
-        msg_id = body["msg_id"] or self._msg_ids.next()
-        if not valid_msg_id(msg_id):
-            return error(req, f"'{msg_id[:80]}' is not a valid message id")
+        msg_id = body["msg_id"]
+        if msg_id is None:
+            self._submitted += 1
+            msg_id = generated_id(self.server, self._boot, self._submitted)
+        elif not valid_submitted_id(msg_id):
+            return error(req, f"'{msg_id[:80]}' is not a valid message id ({MSG_ID_RULE})")
         known = self.queue.get(msg_id)
+        if known is not None and known.sender != sender:
+            return error(req, f"message id '{msg_id}' belongs to another message (from {known.sender}); choose another")
         if known is not None or msg_id in self.seen:
-            # a retried submission: accepted already, say so again (idempotent by message id)
+            # a retried submission: accepted already, say so again (idempotent by message id). It
+            # is logged again: a node killed between the message's durable write and its first
+            # acceptance line delivered a message no line said was accepted
             rcpts = list(known.pairs) if known else sorted(self.seen.hops(msg_id))
-            return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id)]
+            alt_of = {p.rcpt: p.alt_of for p in known.pairs.values() if p.alt_of} if known else {}
+            return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id),
+                    log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=rcpts, alt_of=alt_of,
+                        cache_usn=self.cache.usn, repeated=True)]
         raw = compose(msg_id, sender, recipients, body["subject"], body["body"], now, priority)
         if len(raw) > MAX_MESSAGE_BYTES:
             return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
@@ -271,9 +304,16 @@ class MtaCore:
                 return error(req, "mta.transfer: each rcpt needs alias (str), alt_of (str|nil), hint (map|nil), hops (int)")
             # an unconfirmed pair (a delivery that went unanswered, upstream) stays so here: the
             # message may be in the mailbox already, wherever the mailbox has gone since
-            incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=r["hint"], hops=r["hops"],
+            hint = r["hint"]
+            if hint is not None and not (isinstance(hint.get("usn"), int) and isinstance(hint.get("home_server"), str)):
+                return error(req, "mta.transfer: a rcpt's hint needs usn (int) and home_server (str)")
+            cycles = r.get("cycles", 0)
+            if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 0:
+                return error(req, "mta.transfer: a rcpt's cycles must be an int >= 0")
+            incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=hint, hops=r["hops"],
                                  unconfirmed=r.get("unconfirmed") is True,
-                                 alt_copy=r["alt_copy"] if isinstance(r.get("alt_copy"), str) else None))
+                                 alt_copy=r["alt_copy"] if isinstance(r.get("alt_copy"), str) else None,
+                                 cycles=cycles, arrived_usn=hint["usn"] if hint else -1))
         msg = self.queue.get(msg_id)
         fresh = [p for p in incoming if p.hops > self._known_hops(msg_id, msg, p.rcpt)]
         ack = Reply(req.peer, req.frame.id, "mta.transfer_ack",
@@ -323,6 +363,8 @@ class MtaCore:
         return cached, "cache"
 
     def _route(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
+        if msg.report is not None:
+            return self._to_own_postmaster(msg, pair, now)
         if not self.ready and pair.handed_to is None:
             # a restarted MTA whose directory has not answered yet: an empty cache knows nobody,
             # and routing on it would fail every recipient (and the NDR's originator) as unknown
@@ -355,7 +397,13 @@ class MtaCore:
                                  {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw,
                                   "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
                                   "expires_at": self._expires_at(msg)}, request, msg.msg_id)]
-        if pair.hops >= MAX_HOPS and pair.handed_to is None:
+        if home not in self.settings.servers:
+            # an entry naming a server this organisation does not have (a hand-edited directory):
+            # no MTA will ever answer for it
+            return [routed, *self._fail(msg, [pair], "no_route", now)]
+        # a cycle: this hop goes on data no newer than the hop before had (see MAX_CYCLES)
+        cycles = pair.cycles + 1 if entry["usn"] <= pair.arrived_usn else 0
+        if cycles >= MAX_CYCLES and pair.handed_to is None:
             return [routed, *self._fail(msg, [pair], "loop", now)]
         self._await(msg, pair, "transferring", request, now)
         first_hand_off = pair.handed_to is None
@@ -368,7 +416,7 @@ class MtaCore:
                               "priority": msg.priority,
                               "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
                                          "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed,
-                                         "alt_copy": self._alternate_copy(msg, pair)}]},
+                                         "alt_copy": self._alternate_copy(msg, pair), "cycles": cycles}]},
                              request, msg.msg_id)]
 
     def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:
@@ -396,7 +444,7 @@ class MtaCore:
                 pair.state = "delivered"
                 return [log("mta.delivered", msg_id=msg.msg_id, rcpt=pair.rcpt, duplicate=outcome == "duplicate"),
                         *self._progress(msg)]
-            if outcome == "deferred":
+            if outcome == "deferred" or msg.report is not None:  # a postmaster copy waits, whatever the answer
                 return self._defer(msg, pair, now, body["reason"])
             if outcome == "expired":
                 # the store has no copy and will take none: every attempt still on its way is
@@ -468,10 +516,12 @@ class MtaCore:
     def _fail(self, msg: QueuedMessage, pairs: list[Pair], reason: str, now: float) -> list:
         for pair in pairs:
             pair.state, pair.reason, pair.request = "failed", reason, None
+        if msg.report is not None:  # a postmaster copy never fails: it waits for its store
+            return [a for p in pairs for a in self._defer(msg, p, now, f"not delivered to the postmaster: {reason}")]
         rcpts = [p.rcpt for p in pairs]
         if msg.ndr_for is not None:
-            return [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="none",
-                        why="no report is sent about a report", ndr_for=msg.ndr_for) for r in rcpts] + self._progress(msg)
+            # no report is made about a report: the report itself goes to the postmaster
+            return self._give_to_postmaster(msg, pairs, reason, now)
         silent: list = []
         if self.build == "legacy":
             # the flaw of KB Q248839: the alternate's copy (deliver to both) is taken for the
@@ -483,7 +533,7 @@ class MtaCore:
             if len(silent) == len(pairs):
                 return silent + self._progress(msg)
             rcpts = [rcpt for rcpt, alt in copies.items() if not alt]
-        ndr_id = f"{msg.msg_id}.ndr.{'+'.join(sorted(rcpts))}"[:200]
+        ndr_id = report_id(msg.msg_id, rcpts)
         raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
                           msg.accepted_at, now, site=self.site)
         fresh = ndr_id not in self.queue and ndr_id not in self.seen
@@ -501,8 +551,49 @@ class MtaCore:
             actions += self._route(ndr, ndr.pairs[msg.sender], now)
         return actions
 
+    def _give_to_postmaster(self, report: QueuedMessage, pairs: list[Pair], reason: str, now: float) -> list:
+        """A report that cannot reach its addressee: a copy of it for this MTA's own postmaster
+        mailbox, durable before the report's failure is (so neither is lost without the other)."""
+        actions: list = []
+        for pair in pairs:
+            pm_id = postmaster_id(report.msg_id)
+            fresh = pm_id not in self.queue and pm_id not in self.seen
+            if fresh:
+                raw = compose_postmaster(pm_id, self.server, report.raw, report.msg_id, report.ndr_for or "",
+                                         pair.rcpt, reason, now, site=self.site)
+                copy = QueuedMessage(pm_id, f"postmaster.{self.server}", raw, now, report.ndr_for,
+                                     list(report.ndr_rcpts), {POSTMASTER: Pair(POSTMASTER)}, report=report.msg_id)
+                self.queue[pm_id] = copy
+                actions.append(PersistMessage(pm_id, copy.to_record()))
+            actions.append(log("mta.failed", level="warning", msg_id=report.msg_id, rcpt=pair.rcpt, reason=reason,
+                               report="postmaster", postmaster_id=pm_id, ndr_for=report.ndr_for,
+                               ndr_rcpts=report.ndr_rcpts,
+                               why="a report that cannot be delivered goes to the postmaster"))
+            if fresh:
+                actions += self._route(copy, copy.pairs[POSTMASTER], now)
+        return actions + self._progress(report)
+
+    def _to_own_postmaster(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
+        """A postmaster copy goes to this server's own store, never through the directory; it has
+        no time-out, and no answer fails it: it is tried again until the store takes it."""
+        if pair.handed_to is not None:  # never set for a postmaster copy; read as a plain retry
+            pair.handed_to = None
+        pair.attempts += 1
+        request = self.ids.next()
+        self._await(msg, pair, "delivering", request, now)
+        return [log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=self.server, via="postmaster",
+                    entry_usn=None, cache_usn=self.cache.usn, attempt=pair.attempts),
+                Send(f"store.{self.server}", "store.deliver",
+                     {"msg_id": msg.msg_id, "mailbox": POSTMASTER, "raw": msg.raw, "ndr_for": msg.ndr_for,
+                      "ndr_rcpts": msg.ndr_rcpts, "expires_at": NEVER}, request, msg.msg_id)]
+
     def _expires_at(self, msg: QueuedMessage) -> float:
-        """When the message times out: its acceptance plus its priority's time-out."""
+        """When the message times out: its acceptance plus its priority's time-out; a report's own
+        (longer) time-out; never, for a postmaster copy."""
+        if msg.report is not None:
+            return NEVER
+        if msg.ndr_for is not None:
+            return msg.accepted_at + self.settings.report_expire_s()
         return msg.accepted_at + self.settings.expire_s(msg.priority)
 
     @staticmethod
@@ -541,10 +632,22 @@ class MtaCore:
         self._wake_at(self._snapshot_deadline)
         return Send(DIRECTORY, "dir.snapshot", {}, self._snapshot_req)
 
+    def _went_back(self, usn: int) -> list:
+        """The directory announces a USN below what this cache received: a Clone client that sees
+        its server's sequence go back has found a fault. Refuse it, keep the view, say so once."""
+        if self.regressed == usn:
+            return []
+        self.regressed = usn
+        return [log("mta.directory_regressed", level="error", directory_usn=usn, received_usn=self.cache.received_usn,
+                    why="the directory's USN went backwards (its state was lost or replaced); this MTA keeps its "
+                        "cache and takes no change at or below the USN it had")]
+
     def _snapshot(self, frame: Any, now: float) -> list:
         if frame.re != self._snapshot_req:
             return []
         self._snapshot_req = None
+        if self.cache.initialized and frame.body["usn"] < self.cache.received_usn:
+            return self._went_back(frame.body["usn"])
         first = not self.cache.initialized
         scheduled = self.cache.load_snapshot(frame.body["usn"], frame.body["recipients"], now)
         self.directory_usn = max(self.directory_usn, frame.body["usn"])
@@ -560,6 +663,8 @@ class MtaCore:
 
     def _feed(self, type_: str, body: dict[str, Any], now: float) -> list:
         if type_ == "dir.heartbeat":
+            if self.cache.initialized and body["usn"] < self.cache.received_usn:
+                return self._went_back(body["usn"])
             self.directory_usn = max(self.directory_usn, body["usn"])
             if self.cache.initialized and body["usn"] > self.cache.received_usn and self._snapshot_req is None:
                 return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),

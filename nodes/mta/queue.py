@@ -58,6 +58,12 @@ class Pair:
     # a delivery to the store went unanswered: it may be in the mailbox (and moved with it), so
     # a later "not here" is not a failure until the directory says where the mailbox went
     unconfirmed: bool = False
+    # routing cycles: how many transfers in a row, up to this MTA, went on directory data no newer
+    # than the hop before had (nodes.mta.core: a loop); a transfer that follows a newer entry (the
+    # recipient was moved) starts again at 0, so a report that follows a user moved ten times is
+    # not a loop. `arrived_usn` is the USN of the entry the pair came here on (-1: submitted here)
+    cycles: int = 0
+    arrived_usn: int = -1
     attempts: int = 0
     next_at: float = 0.0
     reason: str = ""
@@ -79,6 +85,14 @@ class QueuedMessage:
     ndr_rcpts: list[str] = field(default_factory=list)
     pairs: dict[str, Pair] = field(default_factory=dict)
     priority: str = "normal"  # protocol.PRIORITIES: it chooses the message's time-out
+    # set on a postmaster copy: the id of the report it carries, which could not reach its
+    # addressee; it goes to this MTA's own store's postmaster mailbox and never times out
+    report: str | None = None
+
+    @property
+    def is_report(self) -> bool:
+        """An NDR on its way to the originator (not a postmaster copy of one)."""
+        return self.ndr_for is not None and self.report is None
 
     @property
     def done(self) -> bool:
@@ -90,9 +104,11 @@ class QueuedMessage:
         return {
             "msg_id": self.msg_id, "sender": self.sender, "raw": self.raw, "accepted_at": self.accepted_at,
             "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts), "priority": self.priority,
+            "report": self.report,
             "pairs": [{"rcpt": p.rcpt, "alt_of": p.alt_of, "state": p.state, "hint": p.hint, "hops": p.hops,
                        "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to, "resent": p.resent,
-                       "unconfirmed": p.unconfirmed, "alt_copy": p.alt_copy} for p in self.pairs.values()],
+                       "unconfirmed": p.unconfirmed, "alt_copy": p.alt_copy, "cycles": p.cycles,
+                       "arrived_usn": p.arrived_usn} for p in self.pairs.values()],
         }
 
     @classmethod

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from protocol import MAX_MESSAGE_BYTES, NO_MAILBOX, NOT_LOCKED
-from protocol.names import valid_alias, valid_msg_id
+from protocol.names import POSTMASTER, valid_alias, valid_msg_id
 
 from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
 from .actions import (
@@ -71,7 +71,14 @@ class StoreCore:
         self.ready = True
 
     def start(self, now: float) -> list:
-        return [log("store.loaded", mailboxes=len(self.mailboxes), locked=self.locked, incoming=sorted(self.incoming))]
+        actions: list = [log("store.loaded", mailboxes=len(self.mailboxes), locked=self.locked,
+                             incoming=sorted(self.incoming))]
+        if POSTMASTER not in self.mailboxes:
+            # every store keeps the organisation's postmaster mailbox, for the reports its MTA could
+            # deliver nowhere else (double bounces); no user may have the name (protocol.names)
+            self.mailboxes[POSTMASTER] = set()
+            actions.append(CreateMailbox(POSTMASTER))
+        return actions
 
     def next_wakeup(self) -> float | None:
         return min(self.soft_deleted.values(), default=None)

@@ -104,3 +104,45 @@ def test_paths_that_cannot_be_written(run, tmp_path):
                        "Read-only file system")
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_an_alias_that_names_a_file_of_the_store_is_a_mailbox_like_any_other(run):
+    """Story 6 of issue 19: `xcon user add locks.json` made the store's own state file a mailbox
+    folder, and the store died (NotADirectoryError)."""
+    xcon("user", "add", "locks.json", "--server", "ex1", run_dir=run, check=True)
+    msg = xcon("send", "--from", "alice", "--to", "locks.json", run_dir=run, check=True).stdout.strip()
+    xcon("wait", run_dir=run, check=True)
+    assert [m["msg_id"] for m in xcon_json("mailbox", "locks.json", run_dir=run)["messages"]] == [msg]
+    assert xcon_json("status", run_dir=run)["nodes"]["store.ex1"]["alive"]
+    one_line_error(xcon("user", "add", "postmaster", "--server", "ex1", run_dir=run), 1, "reserved")
+
+
+def test_a_body_file_without_an_end_is_read_to_the_limit_and_no_further(run):
+    """Story 6: `xcon send --body-file /dev/zero` read without limit (3.2 GB in 6 s)."""
+    t0 = time.time()
+    proc = xcon("send", "--from", "alice", "--to", "bob", "--body-file", "/dev/zero", run_dir=run)
+    one_line_error(proc, 2, f"over {MAX_MESSAGE_BYTES:,} bytes")
+    assert time.time() - t0 < 30
+
+
+def test_a_send_that_times_out_says_the_message_may_be_accepted_and_a_resend_with_its_id_is_safe(run):
+    """Story 7: a timed-out `xcon send` did not say that the message may have been accepted, and so
+    invited a resend that delivered it twice. The MTA is paused (a timing window of xcon's own)."""
+    from orchestrator.cluster import Cluster
+    from orchestrator.client import NoAnswer
+
+    from ..conftest import wait_for_event
+
+    xcon("fault", "pause", "mta.ex1", "--seconds", "4", run_dir=run, check=True)
+    cluster = Cluster.attach(run)
+    try:
+        with pytest.raises(NoAnswer, match=r"may have been accepted .*same message id \(resend-1\)"):
+            cluster.send("alice", ["bob"], msg_id="resend-1", timeout=0.3)
+        wait_for_event(run, event="fault.resumed", target="mta.ex1")
+        assert cluster.send("alice", ["bob"], msg_id="resend-1")["msg_id"] == "resend-1"
+    finally:
+        cluster.close()
+    xcon("wait", run_dir=run, check=True)
+    held = [m["msg_id"] for m in xcon_json("mailbox", "bob", run_dir=run)["messages"]]
+    assert held.count("resend-1") == 1
+    one_line_error(xcon("send", "--from", "alice", "--to", "bob", "--msg-id", "a~b", run_dir=run), 2, "--msg-id")

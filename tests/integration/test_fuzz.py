@@ -67,6 +67,6 @@ def test_nothing_changed_and_every_node_lives(live):
         assert cluster.client.request(node, "ping").body["ready"], node
     assert cluster.status_of("directory") == {"usn": 1, "recipients": 1}
     store = cluster.status_of("store.ex1")
-    assert (store["mailboxes"], store["locked"], store["incoming"]) == ({"alice": 0}, {}, [])
+    assert (store["mailboxes"], store["locked"], store["incoming"]) == ({"alice": 0, "postmaster": 0}, {}, [])
     assert cluster.status_of("mta.ex1")["messages"] == 0
     assert cluster.status_of("orchestrator")["active"] == []

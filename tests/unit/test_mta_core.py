@@ -7,7 +7,7 @@ import pytest
 from nodes.config import Settings
 from nodes.core import Feed
 from nodes.mail import summarize
-from nodes.mta.core import MAX_HOPS, MtaCore
+from nodes.mta.core import MAX_CYCLES, NEVER, MtaCore
 from nodes.mta.queue import PersistMessage, QueuedMessage, RetireMessage
 
 from .helpers import events, frame, recipient, replies, request, response, sends
@@ -264,11 +264,57 @@ def test_a_refused_transfer_may_be_rerouted():
 
 
 def test_a_routing_loop_ends_in_an_ndr():
+    """A loop is a cycle: transfers in a row on directory data no newer than the hop before's (here
+    the hint this pair came with names another server, and nothing newer is known)."""
     mta = make_mta("sp4")
     body = {"msg_id": "m-3", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
-            "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex2", 9), "hops": MAX_HOPS}]}
+            "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex2", 9), "hops": 3,
+                       "cycles": MAX_CYCLES - 1}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     assert [f.fields["reason"] for f in events(actions, "mta.failed")] == ["loop"]
+
+
+def test_a_transfer_on_no_newer_data_counts_a_cycle_and_one_on_newer_data_starts_again():
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-3", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
+            "priority": "normal", "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex2", 9),
+                                             "hops": 2, "cycles": 0}]}
+    stale = sends(mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0), "mta.transfer")
+    assert stale[0].body["rcpts"][0]["cycles"] == 1
+    body = dict(body, msg_id="m-4", rcpts=[dict(body["rcpts"][0], hint=recipient("bob", "ex1", 9), cycles=2)])
+    moved = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("bob", "ex2", 10)})), 1.05)
+    mta.tick(2.1)  # the cache learns that bob was moved on meanwhile
+    answer = store_answer(mta, sends(moved, "store.deliver")[0], "not_here", 2.2)
+    onward = sends(answer, "mta.transfer")
+    assert not events(answer, "mta.failed")
+    assert [(s.to, s.body["rcpts"][0]["cycles"]) for s in onward] == [("mta.ex2", 0)]
+
+
+def test_a_report_that_follows_its_addressee_through_many_moves_is_not_a_loop():
+    """Story 2 of issue 19: every move of the originator added a hop to the NDR that followed her,
+    and after six hops the NDR was dropped as a loop (sp4 lost 167 and 318 pairs in 2 runs)."""
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-6~ndr~0123456789abcdef", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
+            "ndr_for": "m-6", "ndr_rcpts": ["bob"], "priority": "normal",
+            "rcpts": [{"alias": "carol", "alt_of": None, "hint": recipient("carol", "ex1", 40), "hops": 40, "cycles": 0}]}
+    arrived = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    answer = store_answer(mta, sends(arrived, "store.deliver")[0], "not_here", 1.1)
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("carol", "ex2", 41)})), 1.2)
+    onward = sends(mta.tick(10.0), "mta.transfer")
+    assert not events(answer, "mta.failed")
+    assert [(s.to, s.body["rcpts"][0]["hops"], s.body["rcpts"][0]["cycles"]) for s in onward] == [("mta.ex2", 41, 0)]
+
+
+def test_an_entry_naming_a_server_the_organisation_does_not_have_fails_with_an_ndr():
+    """Story 4 of issue 19: a hand-edited home server (ex7) sent mail to mta.ex7 for ever."""
+    mta = make_mta("sp4")
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("alice", "ex7", 5)})), 1.0)
+    mta.tick(3.0)
+    _, actions = submit(mta, ["alice"], now=3.0, sender="carol")
+    failed = events(actions, "mta.failed")
+    assert [(f.fields["reason"], f.fields["report"]) for f in failed] == [("no_route", "ndr")]
+    assert not [s for s in sends(actions, "mta.transfer") if s.to == "mta.ex7"]
 
 
 def test_an_ndr_for_a_moved_originator_is_held_until_the_cache_knows_the_new_home():
@@ -284,15 +330,38 @@ def test_an_ndr_for_a_moved_originator_is_held_until_the_cache_knows_the_new_hom
     assert [s.to for s in sends(retried, "mta.transfer")] == ["mta.ex2"]
 
 
-def test_no_ndr_is_sent_about_an_ndr():
-    mta = make_mta("sp4")
-    body = {"msg_id": "m-4.ndr.bob", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
+def test_a_report_that_expires_goes_to_the_postmaster_and_waits_for_its_store_for_ever():
+    """Story 1 of issue 19: the originator's store was down longer than the NDR's time-out, and the
+    NDR expired into nothing (`report=none`). No report about a report is made; the report itself
+    goes to this MTA's own store's postmaster mailbox, and that copy never times out."""
+    mta = make_mta("sp4", expire_ms=10_000)
+    body = {"msg_id": "m-4~ndr~0123456789abcdef", "sender": "postmaster.ex2", "raw": b"x", "accepted_at": 1.0,
             "ndr_for": "m-4", "ndr_rcpts": ["bob"], "priority": "normal",
             "rcpts": [{"alias": "carol", "alt_of": None, "hint": None, "hops": 1}]}
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
-    final = mta.on_event(response(sends(actions, "store.deliver")[0], "error", {"reason": "x", "code": None}), 1.1)
-    final = mta.tick(30.0)  # expired
-    assert [f.fields["report"] for f in events(final, "mta.failed")] == ["none"] and not sends(final)
+    failed, final, now = [], [], 1.0
+    while not failed:  # every attempt is refused, as by a store that is down (its MTA answers for it)
+        for attempt in sends(actions, "store.deliver"):
+            mta.on_event(response(attempt, "error", {"reason": "store down", "code": None}), now)
+        now = mta.next_wakeup()
+        final = actions = mta.tick(now)
+        failed = events(final, "mta.failed")
+    assert now >= 21.0, "a report lives twice the normal time-out (10 s here)"
+    assert [(f.fields["reason"], f.fields["report"]) for f in failed] == [("expired", "postmaster")]
+    copy = sends(final, "store.deliver")
+    assert [(s.to, s.body["mailbox"], s.body["ndr_for"], s.body["expires_at"]) for s in copy] == \
+        [("store.ex1", "postmaster", "m-4", NEVER)]
+    assert copy[0].body["msg_id"] == "m-4~ndr~0123456789abcdef~pm" and not sends(final, "mta.transfer")
+    persisted = [a for a in final if isinstance(a, PersistMessage)]
+    assert persisted[0].msg_id == copy[0].body["msg_id"], "the copy is durable before the report's failure"
+    summary = summarize(copy[0].body["raw"])
+    assert summary["report_id"] == "m-4~ndr~0123456789abcdef" and summary["ndr_for"] == "m-4"
+    for now in (30.0, 1e6):  # the store stays away: the copy is tried again, and never given up
+        store_answer(mta, sends(mta.tick(now), "store.deliver")[-1] if now > 30 else copy[0], "deferred", now)
+        assert mta.status(now)["postmaster"] == 1 and not events(mta.tick(now + 0.01), "mta.failed")
+    retry = sends(mta.tick(2e6), "store.deliver")
+    done = store_answer(mta, retry[0], "delivered", 2e6)
+    assert events(done, "mta.delivered") and mta.status(2e6)["open_pairs"] == 0
 
 
 def test_recovered_queue_is_routed_once_the_cache_is_loaded():
@@ -577,3 +646,16 @@ def test_a_restriction_added_after_an_unanswered_delivery_does_not_report_a_deli
     assert not events(retry, "mta.failed") and sends(retry, "store.deliver")
     answered = store_answer(mta, sends(retry, "store.deliver")[0], "duplicate", 4.2)
     assert events(answered, "mta.delivered")
+
+
+def test_a_directory_whose_usn_goes_backwards_is_refused_and_said_so_once():
+    """Story 4 of issue 19: the directory restarted at USN 0 and the MTAs' caches went back
+    without a word. A Clone client that sees its server's sequence go back has found a fault."""
+    mta = make_mta("sp4")  # its cache is at USN 4
+    said = mta.on_event(Feed(frame("dir.heartbeat", {"usn": 0})), 1.0)
+    assert [e.fields["directory_usn"] for e in events(said, "mta.directory_regressed")] == [0]
+    assert mta.on_event(Feed(frame("dir.heartbeat", {"usn": 0})), 1.5) == [], "once, not every heartbeat"
+    ask = mta._ask_snapshot(2.0)
+    kept = mta.on_event(response(ask, "dir.snapshot_reply", {"usn": 1, "recipients": [recipient("x", "ex1", 1)]}), 2.1)
+    assert events(kept, "mta.directory_regressed") and mta.cache.get("bob") is not None and mta.cache.usn == 4
+    assert mta.status(2.2)["directory_regressed"] == 1

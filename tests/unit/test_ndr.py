@@ -54,3 +54,40 @@ def test_python_reads_it_from_a_maildir_and_xcon_summarizes_it(tmp_path):
     assert summarize(ndr([("bob", "moved")])) == {"msg_id": "ex2.b.7.ndr.bob", "from": "postmaster", "subject":
                                                  "Undeliverable: during the move", "ndr": True, "ndr_for": "ex2.b.7",
                                                  "failed": ["bob"], "priority": "normal"}
+
+
+def test_a_report_quotes_only_the_headers_and_stays_far_below_the_frame_limit():
+    """Story 6 of issue 19: a 6 MiB subject, quoted three times, made an 18.9 MB NDR that no
+    transfer could carry; it expired and the pair was lost."""
+    from protocol import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+
+    huge = compose("m.big", "alice", ["bob"], "s" * (MAX_MESSAGE_BYTES - 2000), "", 1000.0)
+    report = compose_ndr("m.big~ndr~0123456789abcdef", "ex1", huge, "m.big", "alice",
+                         [(f"user{i}", "moved") for i in range(500)], 1000.0, 1060.0)
+    assert len(huge) <= MAX_MESSAGE_BYTES and len(report) < MAX_FRAME_BYTES // 16
+    msg = email.message_from_bytes(report, policy=email.policy.compat32)
+    assert len(msg["Subject"]) < 300 and msg["Subject"].endswith("...")
+    quoted = next(p for p in msg.walk() if p.get_content_type() == "text/rfc822-headers").get_payload()
+    assert "X-Xcon-Truncated" in quoted and "X-Xcon-Msg-Id: m.big" in quoted
+    assert len(summarize(report)["failed"]) == 500
+
+
+def test_a_boundary_stays_within_rfc_2046_whatever_the_id():
+    report = compose_ndr("m" * 200 + "~ndr~0123456789abcdef", "ex1", ORIGINAL, "m" * 200, "alice",
+                         [("bob", "moved")], 1000.0, 1060.0)
+    boundary = email.message_from_bytes(report, policy=email.policy.compat32).get_boundary()
+    assert len(boundary) <= 70
+
+
+def test_a_postmaster_copy_carries_the_report_and_says_whose_it_was():
+    from nodes.mail import compose_postmaster
+
+    report = ndr([("bob", "moved")])
+    copy = compose_postmaster("ex2.b.7.ndr.bob~pm", "ex1", report, "ex2.b.7.ndr.bob", "ex2.b.7", "alice", "expired",
+                              1200.0)
+    summary = summarize(copy)
+    assert (summary["report_id"], summary["ndr_for"], summary["failed"], summary["ndr"]) == \
+        ("ex2.b.7.ndr.bob", "ex2.b.7", ["bob"], False)
+    text = next(p for p in email.message_from_bytes(copy, policy=email.policy.default).walk()
+                if p.get_content_type() == "text/plain").get_content()
+    assert "A delivery report for alice@xcon.test could not be delivered" in text
