@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +15,10 @@ BUILDS = ("legacy", "sp4", "reroute")
 MOVE_BUILDS = ("legacy", "sp4")  # Move User's: orchestrator.move
 DEFAULT_SITE = "XCON"  # the organisation's one site, until servers are given sites of their own
 CONSOLE_LEVELS = ("warning", "info")
+SERVER = re.compile(r"ex[1-9][0-9]?")
+# what each field of Settings may hold in cluster.json (by its annotation)
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "int | None": (int, type(None)), "float": (int, float),
+                                       "str": (str,), "bool": (bool,)}
 
 
 # Named sets of timing defaults. "lab" is xcon's own (seconds: tests, demos); "exchange55" is
@@ -22,7 +27,8 @@ CONSOLE_LEVELS = ("warning", "info")
 PROFILES: dict[str, dict[str, int | None]] = {
     "lab": {"replication_lag_ms": 2000, "replication_jitter_ms": 500, "replication_step_ms": 0,
             "read_cache_ttl_ms": 0, "retry_ms": 1000, "transfer_retry_ms": None, "expire_ms": 60_000,
-            "expire_urgent_ms": None, "expire_non_urgent_ms": None, "intersite_lag_ms": 2000},
+            "expire_urgent_ms": None, "expire_non_urgent_ms": None, "report_expire_ms": None,
+            "intersite_lag_ms": 2000},
     "exchange55": {
         "replication_lag_ms": 300_000,  # "Pause After Modify" (Q137203)
         "replication_step_ms": 30_000,  # "Pause Between DSAs", for each further server (Q137203)
@@ -32,6 +38,7 @@ PROFILES: dict[str, dict[str, int | None]] = {
         "transfer_retry_ms": 120_000,  # the MTA's transfer interval (Q157630)
         "expire_urgent_ms": 2 * 86_400_000, "expire_ms": 7 * 86_400_000,  # message time-outs by
         "expire_non_urgent_ms": 10 * 86_400_000,  # priority (Q178539, Q271545)
+        "report_expire_ms": None,  # undocumented: the emulation's choice, twice the normal time-out
         "intersite_lag_ms": 900_000,  # a site connector's replication set to "Always": every 15 min (5.5 SP1 docs)
     },
 }
@@ -49,6 +56,9 @@ class Settings:
     # one's (2, 7 and 10 days: Q178539, Q271545)
     expire_urgent_ms: int | None = None
     expire_non_urgent_ms: int | None = None
+    # how long an MTA tries to deliver a report (an NDR) before it gives it to the postmaster; None:
+    # twice the normal time-out, longer than any message's, so a report outlives what it reports on
+    report_expire_ms: int | None = None
     replication_step_ms: int = 0  # more replication lag for each further server (its rank in `servers`)
     read_cache_ttl_ms: int = 0  # how long an MTA trusts an entry it read (0: it reads the replica each time)
     transfer_retry_ms: int | None = None  # the retry after an answer that defers; None: retry_ms
@@ -94,6 +104,10 @@ class Settings:
             return (self.expire_non_urgent_ms if self.expire_non_urgent_ms is not None else self.expire_ms * 10 / 7) / 1000
         return self.expire_ms / 1000
 
+    def report_expire_s(self) -> float:
+        """A report's time-out: after it, the report goes to the postmaster, never to nobody."""
+        return (self.report_expire_ms if self.report_expire_ms is not None else 2 * self.expire_ms) / 1000
+
     @classmethod
     def from_profile(cls, profile: str, time_scale: float = 1.0, **given: Any) -> "Settings":
         """Settings with `profile`'s timings, every duration times `time_scale`, then `given`."""
@@ -109,7 +123,8 @@ class Settings:
         """The effective timings, as `xcon status` shows them."""
         return {"profile": self.profile, "time_scale": self.time_scale,
                 **{k: getattr(self, k) for k in PROFILES["lab"]},
-                "expire_s_by_priority": {p: round(self.expire_s(p), 3) for p in ("urgent", "normal", "non-urgent")}}
+                "expire_s_by_priority": {p: round(self.expire_s(p), 3) for p in ("urgent", "normal", "non-urgent")},
+                "report_expire_s": round(self.report_expire_s(), 3)}
 
     @property
     def min_free_bytes(self) -> int:
@@ -123,9 +138,29 @@ class Settings:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Settings":
+        """Settings as cluster.json holds them, each value checked (ValueError says which is wrong)."""
+        if not isinstance(d, dict):
+            raise ValueError("settings: not a JSON object")
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"settings: unknown field '{unknown[0]}'")
         d = dict(d)
-        d["servers"] = tuple(d["servers"])
-        d["sites"] = tuple(d.get("sites", ()))
+        servers, sites = d.get("servers"), d.get("sites", [])
+        if not (isinstance(servers, list) and servers and all(isinstance(x, str) and SERVER.fullmatch(x) for x in servers)):
+            raise ValueError("settings: servers must be a list of names like ex1")
+        if not (isinstance(sites, list) and all(isinstance(x, str) for x in sites) and len(sites) in (0, len(servers))):
+            raise ValueError("settings: sites must name a site for each server")
+        d["servers"], d["sites"] = tuple(servers), tuple(sites)
+        for name, f in cls.__dataclass_fields__.items():
+            if name not in d or name in ("servers", "sites"):
+                continue
+            kinds = _KINDS[str(f.type)]
+            if not isinstance(d[name], kinds) or (bool not in kinds and isinstance(d[name], bool)):
+                raise ValueError(f"settings: {name} has the wrong type ({type(d[name]).__name__})")
+        for name, allowed in (("mta_build", BUILDS), ("move_build", MOVE_BUILDS), ("profile", tuple(PROFILES)),
+                              ("console", CONSOLE_LEVELS), ("network", ("loopback", "netns"))):
+            if name in d and d[name] not in allowed:
+                raise ValueError(f"settings: {name} must be one of {', '.join(allowed)} (got {str(d[name])[:40]!r})")
         return cls(**d)
 
 
@@ -154,8 +189,22 @@ class ClusterConfig:
 
     @classmethod
     def load(cls, run_dir: Path) -> "ClusterConfig":
-        data = json.loads((run_dir / "cluster.json").read_text())
-        return cls(Path(data["run_dir"]), Settings.from_json(data["settings"]), data["nodes"], data.get("network"),
+        """cluster.json, each part checked: ValueError (or OSError) says in one line what is wrong."""
+        try:
+            data = json.loads((run_dir / "cluster.json").read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("run_dir"), str):
+            raise ValueError("not a cluster description (needs run_dir, settings, nodes)")
+        nodes = data.get("nodes")
+        if not isinstance(nodes, dict) or not all(
+                isinstance(n, dict) and isinstance(n.get("endpoints"), dict) and isinstance(n.get("kind"), str)
+                and all(isinstance(e, str) for e in n["endpoints"].values()) and type(n.get("pid", 0)) in (int, type(None))
+                for n in nodes.values()):
+            raise ValueError("nodes must map each node's name to its kind, endpoints and pid")
+        if data.get("network") is not None and not isinstance(data["network"], dict):
+            raise ValueError("network must be an object")
+        return cls(Path(data["run_dir"]), Settings.from_json(data.get("settings")), nodes, data.get("network"),
                    bool(data.get("deployed")))
 
 

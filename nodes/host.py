@@ -68,6 +68,9 @@ class Wiring:
     probe: Callable[[], Any] | None = None  # a measurement for the core (DiskSpace), now and then
     subscribe_to: str | None = None  # the node whose feed it reads (an MTA: the directory)
     publish: bool = False  # it publishes a feed (the directory)
+    # what its storage found at load that the log must say (damage kept aside: nodes.records),
+    # logged at start with the core's own first events
+    notes: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class NodeHost:
         stats: Callable[[], dict[str, Any]] | None = None,
         write: Callable[..., Any] | None = None,
         facts: Callable[[], dict[str, Any]] | None = None,
+        notes: list | None = None,
     ):
         self.name = name
         self.core = core
@@ -103,6 +107,7 @@ class NodeHost:
         self.deferred = deferred
         self.stats = stats  # the shell's own figures (a disk's), added to the core's status
         self.facts = facts or dict  # what `ping` adds (a process's pid)
+        self.notes = list(notes or ())  # logged at start (Wiring.notes)
         # how a write is made: the real shell waits out a full disk there (Runtime._write)
         self.write = write or (lambda fn, *args: fn(*args))
         self.clock = 0  # Lamport; a restarted node sets it from its log
@@ -120,7 +125,7 @@ class NodeHost:
 
     def start(self, now: float) -> None:
         self.now = now
-        self.execute(self.core.start(now))
+        self.execute([*self.notes, *self.core.start(now)])
         self.flush()
 
     def request(self, peer: Any, frame: Frame, now: float) -> None:

@@ -18,8 +18,9 @@ import secrets
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -29,6 +30,7 @@ from protocol import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, ProtocolError, batch, de
 from . import logs
 from .config import ClusterConfig
 from .host import NodeHost, Wiring, node_seed
+from .records import DamagedFile
 from .security import REFUSALS, Security
 
 MAX_POLL_MS = 100
@@ -55,9 +57,12 @@ class Runtime:
         self.host = NodeHost(name, wiring.core,
                              logs.file_log(name, log_file, lambda: self.host.clock, config.settings.console),
                              node_seed(config.settings.seed, name), wiring.executors, wiring.sync, wiring.deferred,
-                             wiring.stats, write=self._write, facts=lambda: {"pid": os.getpid()})
+                             wiring.stats, write=self._write, facts=lambda: {"pid": os.getpid()},
+                             notes=wiring.notes)
         self.host.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
         self.log = self.host.log
+        if self.host.nodelog.sinks.json_file.created:
+            self.log.info(logs.CREATED)
         self._nodelog = self.host.nodelog
         # ROUTER identities that sent a batch: nodes, which take their replies in batches too. A
         # client that sends one frame at a time (the CLI, a test) gets one frame at a time.
@@ -334,6 +339,17 @@ def node_args(kind: str) -> argparse.Namespace:
         print(f"{kind}: no node named '{args.name}' in {args.run_dir}/cluster.json", file=sys.stderr)
         sys.exit(2)
     return args
+
+
+@contextmanager
+def refusing_damage(name: str) -> Iterator[None]:
+    """A node that finds a file it needs missing or unreadable (nodes.records.DamagedFile) says so
+    in one line and exits 2, starting nothing over it: `xcon up` shows that line."""
+    try:
+        yield
+    except DamagedFile as exc:
+        print(f"{name}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def boot_id() -> str:

@@ -9,7 +9,7 @@ import os
 import signal
 
 from nodes.config import ClusterConfig
-from nodes.runtime import Runtime, boot_id, node_args
+from nodes.runtime import Runtime, boot_id, node_args, refusing_damage
 
 from .journal import PATH as JOURNAL, Journal
 from .node import wiring
@@ -52,8 +52,9 @@ def main() -> None:
         assert runtime is not None
         runtime.crash()
 
-    parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), Journal(args.run_dir / JOURNAL),
-                   RealProcesses(args.run_dir), crash, args.config.network)
+    with refusing_damage(args.name):
+        parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), Journal(args.run_dir / JOURNAL),
+                       RealProcesses(args.run_dir), crash, args.config.network)
     runtime = Runtime(args.name, args.config, parts)
     runtime.run()
 

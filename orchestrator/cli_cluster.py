@@ -14,7 +14,7 @@ from rich.table import Table
 from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings
 
 from . import cluster as cl
-from . import netns
+from . import logread, netns
 from .cli_common import attached, emit_json, json_option, out, profile_options, run_dir_option
 from .client import ClusterError
 
@@ -59,6 +59,9 @@ from .client import ClusterError
 @click.option("--expire-ms", type=click.IntRange(100, 2_000_000_000),
               help="How long an MTA keeps trying a normal-priority message before the NDR (lab: 60000; urgent gets "
                    "2/7 of it, non-urgent 10/7).")
+@click.option("--report-expire-ms", type=click.IntRange(100, 2_000_000_000),
+              help="How long an MTA tries to deliver an NDR before it gives it to the postmaster mailbox (default: "
+                   "twice the normal time-out, so a report outlives the mail it reports on).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replication jitter.")
 @click.option("--max-queue", type=click.IntRange(1, 10_000_000), default=Settings.max_queue, show_default=True,
               help="Messages an MTA holds before it answers 'busy, retry'.")
@@ -71,6 +74,10 @@ from .client import ClusterError
 @click.option("--min-free-mb", type=click.IntRange(0, 1_000_000), default=Settings.min_free_mb, show_default=True,
               help="Below this much free disk an MTA refuses new mail and a store defers deliveries, "
                    "until there is room again.")
+@click.option("--accept-damage", is_flag=True,
+              help="Resume even where a log is damaged in the middle: each damaged file is kept aside untouched "
+                   "(NAME.damaged-TIME) and every record that reads is taken up; what was lost is logged, and "
+                   "`xcon check` calls it LOST. Without it, `xcon up` says what is damaged and starts nothing.")
 @click.option("--fresh", is_flag=True,
               help="Start anew: delete the state a stopped cluster left in RUN_DIR (mail, queues, directory, "
                    "journal, keys, logs) instead of resuming it.")
@@ -81,8 +88,9 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
        intersite_lag_ms: int | None, profile: str, time_scale: float,
        replication_lag_ms: int | None, replication_step_ms: int | None, replication_jitter_ms: int | None,
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
-       seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int, fresh: bool,
-       as_json: bool) -> None:
+       report_expire_ms: int | None,
+       seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int,
+       accept_damage: bool, fresh: bool, as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -101,7 +109,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     timings = {k: v for k, v in {"replication_lag_ms": replication_lag_ms, "replication_step_ms": replication_step_ms,
                                  "replication_jitter_ms": replication_jitter_ms, "read_cache_ttl_ms": read_cache_ttl_ms,
                                  "retry_ms": retry_ms, "transfer_retry_ms": transfer_retry_ms,
-                                 "expire_ms": expire_ms, "intersite_lag_ms": intersite_lag_ms}.items() if v is not None}
+                                 "expire_ms": expire_ms, "report_expire_ms": report_expire_ms,
+                                 "intersite_lag_ms": intersite_lag_ms}.items() if v is not None}
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
                                      mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
@@ -126,7 +135,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         except netns.NetworkError as exc:
             raise ClusterError(str(exc)) from None
     t0 = time.time()
-    cluster = cl.start(run_dir, settings, fresh=fresh, given=given)
+    cluster = cl.start(run_dir, settings, fresh=fresh, given=given, accept_damage=accept_damage)
     took = time.time() - t0
     if wan_delay_ms:
         try:
@@ -159,6 +168,11 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
             out.print(f"setting changed on resume: {key} {was} -> {now}")
+        for e in resumed["damage"]:
+            lost = e.get("lost") or e.get("lost_usns") or e.get("suspect") or []
+            out.print(f"[yellow]damage accepted: {e['node']} kept {e['file']} aside as {e['kept_as']} and took up every "
+                      f"record that reads; {len(lost)} lost or left alone: {', '.join(map(str, lost[:5]))}"
+                      f"{' ...' if len(lost) > 5 else ''} (see `xcon check`)[/yellow]")
 
 
 def parse_sites(specs: tuple[str, ...], servers: tuple[str, ...]) -> tuple[str, ...]:
@@ -199,7 +213,7 @@ def describe_timings(st: Settings) -> str:
         sites = ("; sites " + ", ".join(f"{site}: {' '.join(members)}" for site, members in groups.items())
                  + f" (another site's MTAs hear {st.intersite_lag_ms} ms later)")
     return (f"profile {st.profile} x{st.time_scale:g}: replication {st.replication_lag_ms}{step} + 0..{st.replication_jitter_ms}"
-            f" ms{ttl}; {retry}; time-outs {expire}{sites}")
+            f" ms{ttl}; {retry}; time-outs {expire}, reports {st.report_expire_s():g} s{sites}")
 
 
 def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
@@ -219,8 +233,10 @@ def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
     kept.append(f"orchestrator: {orch['recovered']} unfinished move(s) taken up from its journal"
                 + "".join(f", {m['move_id']} of {m['alias']} ({'rolling back' if m['rolling_back'] else 'finishing'})"
                           for m in orch["active"]))
+    damage = [e for e in logread.merged(cluster.config.run_dir)
+              if e["event"] == "storage.damaged" and e.get("ts", 0) >= cluster.resumed["started_at"]]
     return {"kept": kept, "changed": {k: list(v) for k, v in cluster.resumed["changed"].items()},
-            "moved_endpoints": cluster.resumed["moved_endpoints"]}
+            "moved_endpoints": cluster.resumed["moved_endpoints"], "damage": damage}
 
 
 @click.command()
@@ -327,7 +343,11 @@ def deploy(hosts_file: Path, out_dir: Path, root: Path, python_path: str, mta_bu
     from . import deploy as deploy_mod
 
     try:
-        hosts = deploy_mod.parse_hosts(hosts_file.read_text())
+        text = hosts_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{hosts_file} is not a text file of hosts (byte {exc.start} is not UTF-8)") from None
+    try:
+        hosts = deploy_mod.parse_hosts(text)
         settings = Settings.from_profile(profile, time_scale, mta_build=mta_build, move_build=move_build)
         made = deploy_mod.generate(hosts, out_dir.resolve(), root, settings, python_path, namespaces)
     except deploy_mod.DeployError as exc:

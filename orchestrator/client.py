@@ -22,6 +22,10 @@ class ClusterError(Exception):
     """An error a user can act on; the CLI prints str(err) as one line."""
 
 
+class NoAnswer(ClusterError):
+    """The node did not answer in time: what was asked may or may not have been done."""
+
+
 def dealer(config: ClusterConfig, node: str) -> zmq.Socket:
     """A DEALER connected to `node` with the cluster's keys (for load and fuzz generators)."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -76,7 +80,7 @@ class Client:
             if reply.re == rid or (reply.type == "error" and not reply.re):
                 return reply
         self._drop(node)
-        raise ClusterError(f"{node} did not answer within {timeout or self.timeout:g}s (is the cluster up? try `xcon status`)")
+        raise NoAnswer(f"{node} did not answer within {timeout or self.timeout:g}s (is the cluster up? try `xcon status`)")
 
     def _socket(self, node: str) -> zmq.Socket:
         sock = self._socks.get(node)

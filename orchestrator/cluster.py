@@ -20,11 +20,11 @@ from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings, open_append
 from protocol import MOVE_ENDED
-from protocol.names import ALIAS_RULE, valid_alias
+from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
 from . import audit, logread, netns, rundir
 from . import check as checker
-from .client import Client, ClusterError
+from .client import Client, ClusterError, NoAnswer
 from . import processes
 from .processes import pid_alive, spawn_node
 
@@ -49,14 +49,16 @@ def running_config(run_dir: Path) -> ClusterConfig:
 
 
 def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool = False,
-          given: frozenset[str] = frozenset()) -> "Cluster":
+          given: frozenset[str] = frozenset(), accept_damage: bool = False) -> "Cluster":
     """Start a cluster in `run_dir` and return once every node is ready.
 
     A run-dir that holds a stopped cluster's state is resumed: every node restarts on its own
     queue, journal, directory, stores and keys, with the saved settings and those of `settings`
     named in `given` (what the user asked to change; `Cluster.resumed` says what was kept and
     changed). With `fresh`, that state is deleted first (only in a run-dir xcon made, only what it
-    made). A directory that holds files xcon did not make is refused either way."""
+    made). A directory that holds files xcon did not make is refused either way. Before a resume,
+    the files the nodes will read are read (rundir.look_for_damage): one that does not read
+    stops the start, and so does a log damaged in the middle unless `accept_damage`."""
     run_dir = run_dir.resolve()
     with rundir.locked(run_dir):
         rundir.claim(run_dir)
@@ -69,6 +71,13 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
         try:
             if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
                 config, resumed = rundir.resumed_config(run_dir, settings, given)
+                refused, damaged = rundir.look_for_damage(run_dir, config.settings)
+                if refused:
+                    raise ClusterError(f"cannot start: {'; '.join(refused)}; nothing was started")
+                if damaged and not accept_damage:
+                    raise ClusterError(f"{'; '.join(damaged)}; nothing was started. `xcon up --accept-damage` keeps "
+                                       "each damaged file aside untouched and takes up every record it can read")
+                resumed["started_at"] = time.time()  # what the nodes log from here on is this start's
                 if config.settings.network == "netns":
                     config = dataclasses.replace(
                         config, network=netns.ensure(run_dir, config.settings.servers, config.network))
@@ -209,6 +218,8 @@ class Cluster:
         once every MTA's cache holds the new entry."""
         if not valid_alias(alias):
             raise ClusterError(f"'{alias.strip()}' is not a valid alias ({ALIAS_RULE})")
+        if alias in RESERVED_ALIASES:
+            raise ClusterError(f"'{alias}' is reserved: every store keeps the {alias} mailbox (`xcon mailbox {alias}`)")
         if server not in self.servers:
             raise ClusterError(f"unknown server '{server}' (servers: {', '.join(self.servers)})")
         if self.lookup(alias) is not None:
@@ -254,12 +265,23 @@ class Cluster:
         entry = self.lookup(sender)
         if entry is None:
             raise ClusterError(f"unknown user '{sender}'")
-        reply = self.client.request(f"mta.{entry['home_server']}", "mta.submit", {
-            "msg_id": msg_id, "sender": sender, "recipients": to, "subject": subject, "body": body,
-            "priority": priority}, timeout=timeout)
+        try:
+            reply = self.client.request(f"mta.{entry['home_server']}", "mta.submit", {
+                "msg_id": msg_id, "sender": sender, "recipients": to, "subject": subject, "body": body,
+                "priority": priority}, timeout=timeout)
+        except NoAnswer as exc:
+            # the MTA may have made it durable and lost only its answer: a resend with another id
+            # would be a second message; one with the same id is taken once
+            again = (f"send it again with the same message id ({msg_id}), which an MTA takes once" if msg_id else
+                     "a resend may deliver it twice (give a message id to make a resend safe)")
+            raise NoAnswer(f"{exc}; the message may have been accepted all the same: {again}") from None
         return {**reply.body, "mta": f"mta.{entry['home_server']}"}
 
     def mailbox(self, alias: str) -> dict[str, Any]:
+        if alias == POSTMASTER:  # a mailbox on every server: all of them, each message with its server
+            messages = [{**m, "server": server} for server in self.servers
+                        for m in self.client.request(f"store.{server}", "store.list", {"mailbox": alias}).body["messages"]]
+            return {"alias": alias, "server": ", ".join(self.servers), "messages": messages}
         entry = self.lookup(alias)
         if entry is None:
             raise ClusterError(f"unknown user '{alias}'")
@@ -504,9 +526,14 @@ class Cluster:
         """What the mailboxes, locks, directory and journal hold (orchestrator.audit), or None."""
         return audit.read(self.config.run_dir) if audit.available(self.config.run_dir) else None
 
+    def durable(self, state: Any) -> audit.Pairs:
+        """The pairs the run's durable records hold (orchestrator.audit.durable)."""
+        return audit.durable(self.config.run_dir, state)
+
     def verdict(self) -> checker.Report:
-        """The invariant over this run (after `stop`): its logs, then its end state."""
-        return checker.check(self.events(), again=self.events, state=self.end_state())
+        """The invariant over this run (after `stop`): its logs, then its end state and durable records."""
+        state = self.end_state()
+        return checker.check(self.events(), again=self.events, state=state, durable=self.durable(state))
 
 
 def cli_log(run_dir: Path, event: str, **fields: Any) -> None:

@@ -1,32 +1,51 @@
 """The move journal on disk, `<run-dir>/orchestrator/journal.jsonl`: one JSON line per step of a
-move, written and synced before the step is acted on. The orchestrator reads it back at start
-(orchestrator.move.MoveCore.recover); `xcon check` reads which moves it leaves unfinished."""
+move (each line ending with its own checksum: nodes.records), written and synced before the step is
+acted on. The orchestrator reads it back at start (orchestrator.move.MoveCore.recover); `xcon check`
+reads which moves it leaves unfinished.
+
+A last line a crash cut short was never acted on, and is cut. A line in the middle that does not
+read is damage: the journal is kept aside as `journal.jsonl.damaged-<time>`, every line that reads
+is taken up, and a move a damaged line names is left alone (`Damage.suspect`): its last step may be
+the one that was lost, and rolling back a move that had passed set_home would delete mail, so the
+operator decides (`xcon move ALIAS --abort`, `xcon status`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from nodes.config import append_whole, open_append
+from nodes.config import append_whole, fsync_dir, open_append, write_atomic
+from nodes.records import Scan, encode_line, scan_lines, set_aside
 from protocol import MOVE_ENDED
+from protocol.names import valid_alias
 
 PATH = Path("orchestrator") / "journal.jsonl"  # under the run-dir
+_MOVE_ID = re.compile(rb'"move_id": "([^"]{1,100})"')
+
+
+def valid(record: dict[str, Any]) -> bool:
+    """A step record as the orchestrator writes it (orchestrator.move: MoveCore._enter)."""
+    return (isinstance(record.get("move_id"), str) and isinstance(record.get("step"), str)
+            and valid_alias(record.get("alias")) and isinstance(record.get("source"), str)
+            and isinstance(record.get("target"), str))
+
+
+def scan(data: bytes) -> Scan:
+    """The journal's records and its damage (nodes.records.scan_lines); the move ids the damaged
+    lines still show are in `ids`."""
+    found = scan_lines(data, valid)
+    found.ids = list(dict.fromkeys(m.group(1).decode(errors="replace") for a, b in found.damage
+                                   for m in _MOVE_ID.finditer(data[a:b])))
+    return found
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The journal's records, and where its last whole line ends: a last line a crash cut short
-    was never acted on, and is not a record."""
-    data = path.read_bytes() if path.exists() else b""
-    good = data.rfind(b"\n") + 1
-    records = []
-    for line in data[:good].splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # not ours to guess at
-    return records, good
+    """The journal's records, and where its last whole line ends (for a reader: `xcon check`)."""
+    found = scan(path.read_bytes() if path.exists() else b"")
+    return found.records, found.good
 
 
 def unfinished(records: list[dict[str, Any]]) -> set[str]:
@@ -35,19 +54,35 @@ def unfinished(records: list[dict[str, Any]]) -> set[str]:
     return {move_id for move_id, step in last.items() if step not in MOVE_ENDED}
 
 
+def damage_note(found: Scan, kept_as: str) -> dict[str, Any]:
+    """What the orchestrator logs of a damaged journal: where, and which moves it leaves alone
+    (every unfinished one when a damaged line names none)."""
+    suspect = found.ids or sorted(unfinished(found.records))
+    return {"file": str(PATH), "kept_as": kept_as, "damaged_bytes": [list(d) for d in found.damage],
+            "suspect": suspect}
+
+
 class Journal:
     """The journal of one orchestrator: its records at start, then appended step by step."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.records, self._size = read(path)
+        found = scan(path.read_bytes() if path.exists() else b"")
+        self.records, self._size = found.records, found.good
+        self.damage: dict[str, Any] | None = None
+        if found.damaged:  # never cut: kept as it was, and what reads is the new journal
+            aside = set_aside(path)
+            data = b"".join(encode_line(r) for r in found.records)
+            write_atomic(path, data)
+            self._size = len(data)
+            self.damage = damage_note(found, aside.name)
         self._fd = open_append(path)
         os.ftruncate(self._fd, self._size)  # the cut-short line goes, so the next one starts whole
+        fsync_dir(path.parent)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append and fsync one record, all or nothing (a full disk: the runtime tries again)."""
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        self._size = append_whole(self._fd, line, self._size, os.fsync)
+        self._size = append_whole(self._fd, encode_line(record), self._size, os.fsync)
 
 
 class MemoryJournal:
@@ -55,6 +90,7 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self.damage: dict[str, Any] | None = None
 
     def crash(self, torn: float) -> None:
         """The process died: every record was durable as it was written; nothing is lost."""
@@ -64,4 +100,4 @@ class MemoryJournal:
 
     def dump(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        path.write_bytes(b"".join(encode_line(r) for r in self.records))

@@ -109,7 +109,7 @@ PUBLIC = tuple(k for k in MOVE_STATE if k not in ("waiting_for", "attempts"))
 
 class MoveCore:
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
-                 sites: dict[str, str] | None = None, move_build: str = "sp4"):
+                 sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = ()):
         if move_build not in MOVE_BUILDS:
             raise ValueError(f"unknown move build '{move_build}' (builds: {', '.join(MOVE_BUILDS)})")
         self.legacy = move_build == "legacy"
@@ -120,6 +120,9 @@ class MoveCore:
         self.moves: dict[str, Move] = {}
         self.journal = journal or []
         self.recovered = 0  # unfinished moves this run found in the journal at start
+        # moves a damaged journal line names (orchestrator.journal): left for the operator, since
+        # the step that was lost may be past set_home, where a rollback would delete mail
+        self.suspect = set(suspect)
         self.ready = True
 
     # --- the core contract ------------------------------------------------------------------
@@ -136,6 +139,12 @@ class MoveCore:
         for move_id, r in last.items():
             step = OLD_STEPS.get(r["step"], r["step"])
             if step in MOVE_ENDED:
+                continue
+            if move_id in self.suspect:
+                actions.append(log("move.left_alone", level="error", move_id=move_id, alias=r["alias"],
+                                   mailbox=r["alias"], step=step,
+                                   why="a damaged journal line names this move: its last step is not known, so it is "
+                                       "neither finished nor rolled back; see `xcon status` and `xcon move --abort`"))
                 continue
             move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
                         legacy=r.get("legacy", False), source=r["source"], step=step,

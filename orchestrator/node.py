@@ -87,9 +87,14 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
         crash()
         return []
 
+    damage = journal.damage
     core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
-                                     {s: settings.site_of(s) for s in settings.servers}, settings.move_build),
+                                     {s: settings.site_of(s) for s in settings.servers}, settings.move_build,
+                                     suspect=damage["suspect"] if damage else ()),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
                  CrashSelf: crash_self, NetFault: net_fault}
-    return Wiring(core, executors)
+    notes = [log("storage.damaged", level="error", **damage,
+                 why="damage in the middle of the journal: every line that reads was taken up; the moves in "
+                     "`suspect` are left for the operator")] if damage else []
+    return Wiring(core, executors, notes=notes)

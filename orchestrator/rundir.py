@@ -9,7 +9,12 @@ journal, the keys and the logs. Nothing in it is removed behind the user's back:
 - a node process is found by its own command line (`--run-dir DIR`), so `xcon down` stops every
   node of a run-dir even when cluster.json is gone or unreadable;
 - a cluster's config is new (free loopback ports, new keys) or the stopped cluster's, resumed with
-  the settings the user changed and its taken loopback ports moved.
+  the settings the user changed and its taken loopback ports moved;
+- before a stopped cluster is resumed, every log and state file its nodes will read is read first
+  (`look_for_damage`, with the nodes' own readers, writing nothing): a file that is missing or
+  does not read stops the start, and so does damage in the middle of a log, unless the user
+  accepts it (`xcon up --accept-damage`: the nodes keep each damaged file aside and take up
+  every record they can read).
 """
 
 from __future__ import annotations
@@ -26,7 +31,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nodes.config import ClusterConfig, Settings
+from nodes.directory.node import DirectoryFile
+from nodes.logs import last_value
+from nodes.mta import spool
+from nodes.records import DamagedFile
 from nodes.security import KEYS, create_keys
+from nodes.store.maildir import read_move_state
 
 from . import netns
 from .client import ClusterError
@@ -221,3 +231,54 @@ def bindable(endpoint: str) -> bool:
             return True
         except OSError:
             return False
+
+
+# --- what a resumed cluster's nodes will read -----------------------------------------------------
+
+def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[str]]:
+    """Read every log and state file the nodes of `run_dir` load at start, as they read them, and
+    change nothing. Returns (refused, damaged): one line per file that is missing or does not read
+    (a node would refuse to start on it), and one per log damaged in the middle (a node would keep
+    it aside and take up what reads)."""
+    from . import journal
+
+    refused: list[str] = []
+    damaged: list[str] = []
+    directory = DirectoryFile(run_dir / "directory" / "directory.json", list(settings.servers),
+                              last_value(run_dir / "logs" / "directory.jsonl", "usn") or 0)
+    try:
+        found = directory.read()[4]
+        if found.damaged:
+            damaged.append(found.describe("directory/changes.jsonl") +
+                           (f"; changes lost: USN {', '.join(found.ids)}" if found.ids else ""))
+    except DamagedFile as exc:
+        refused.append(_relative(str(exc), run_dir))
+    for server in settings.servers:
+        try:
+            read_move_state(run_dir / "stores" / server)
+        except DamagedFile as exc:
+            refused.append(_relative(str(exc), run_dir))
+        wal = run_dir / "mta" / server / "queue.wal"
+        if wal.exists():
+            recovered = spool.recover(wal.read_bytes())[0]
+            if recovered.damage:
+                lost = recovered.damage["lost"]
+                damaged.append(spool_damage(f"mta/{server}/queue.wal", recovered.damage, lost))
+    path = run_dir / journal.PATH
+    found = journal.scan(path.read_bytes()) if path.exists() else None
+    if found is not None and found.damaged:
+        note = journal.damage_note(found, "")
+        damaged.append(found.describe(str(journal.PATH)) +
+                       (f"; moves left for you to finish or abort: {', '.join(note['suspect'])}" if note["suspect"] else ""))
+    return refused, damaged
+
+
+def spool_damage(name: str, damage: dict[str, Any], lost: list[str]) -> str:
+    spans = ", ".join(f"{a}-{b}" for a, b in damage["damaged_bytes"][:3])
+    what = (f"{len(lost)} message(s) with no record left: {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}"
+            if lost else "no message id could be read from the damaged bytes")
+    return f"{name} is damaged in the middle (bytes {spans} do not read; {what})"
+
+
+def _relative(text: str, run_dir: Path) -> str:
+    return text.replace(f"{run_dir}/", "")

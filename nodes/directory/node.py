@@ -7,33 +7,88 @@ whole directory per change made adding N users cost O(N^2) (the simulator measur
 has recipients (and at least COMPACT_MIN), the snapshot is rewritten from the core's state and
 the log emptied: O(1) amortised per change. JSON, not msgpack, so an operator can read both
 with any text tool; `read_directory` gives what they hold together.
+
+Nothing here is replaced by an empty directory behind the user's back. Each change line ends with
+its own checksum (nodes.records): a line a crash cut short at the end is cut, damage in the middle
+is kept aside (`changes.jsonl.damaged-<time>`) with every line that reads taken up. A snapshot
+that does not read, one of the two files gone while the other is there, or both gone where the
+directory's own log says it had reached a USN, is refused (DamagedFile): a directory restarted at
+USN 0 with no users made every cache go back without a word. Every value read is checked as
+strictly as a frame's: an entry whose home server is not a server of the cluster is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from protocol.names import valid_alias
+
 from ..config import Settings, append_whole, open_append, write_atomic
+from ..core import log
 from ..host import Wiring
+from ..records import DamagedFile, Scan, encode_line, read_json_file, scan_lines, set_aside
 from .core import MAX_OPS, DirectoryCore, PersistDirectory
 
 COMPACT_MIN = 1000
 CHANGES = "changes.jsonl"  # beside directory.json
 
 
-def replay(state: dict[str, Any] | None, data: bytes) -> tuple[dict[str, Any], int, int]:
+_USN = re.compile(rb'"usn": (\d{1,18})')
+
+
+def problem_with(entry: Any, servers: list[str] | None) -> str | None:
+    """What is wrong with a recipient entry read from a file (None: nothing), checked as strictly as
+    the directory checks one in a frame; `servers`: the cluster's, or None not to check homes."""
+    if not isinstance(entry, dict) or not valid_alias(entry.get("alias")):
+        return f"an entry that is not a recipient ({str(entry)[:80]})"
+    alias = entry["alias"]
+    if type(entry.get("usn")) is not int or not isinstance(entry.get("home_server"), str):
+        return f"recipient '{alias}' has no usn or home server"
+    if servers is not None and entry["home_server"] not in servers:
+        return (f"recipient '{alias}' names home server '{entry['home_server'][:40]}', which is not a server of "
+                f"this cluster ({', '.join(servers)})")
+    alt = entry.get("alternate")
+    if alt is not None and not valid_alias(alt):
+        return f"recipient '{alias}' has an alternate that is not an alias"
+    if not isinstance(entry.get("deliver_to_both"), bool) or not isinstance(entry.get("display_name", ""), str):
+        return f"recipient '{alias}' has a deliver_to_both or display_name of the wrong type"
+    rejects = entry.get("reject_from") or []
+    if not isinstance(rejects, list) or not all(valid_alias(a) for a in rejects):
+        return f"recipient '{alias}' has a reject_from that is not a list of aliases"
+    return None
+
+
+def _snapshot_problem(state: Any, servers: list[str] | None) -> str | None:
+    if not isinstance(state, dict) or type(state.get("usn")) is not int or not isinstance(state.get("recipients"), dict):
+        return "not a directory snapshot (needs usn and recipients)"
+    if not isinstance(state.get("ops", []), list):
+        return "its ops are not a list"
+    for alias, entry in state["recipients"].items():
+        problem = problem_with(entry, servers)
+        if problem or entry["alias"] != alias:
+            return problem or f"recipient '{alias}' is filed under another name"
+    return None
+
+
+def _valid_change(servers: list[str] | None):
+    return lambda c: (type(c.get("usn")) is int and problem_with(c.get("recipient"), servers) is None
+                      and isinstance(c.get("op"), (str, type(None))))
+
+
+def replay(state: dict[str, Any] | None, data: bytes, servers: list[str] | None = None
+           ) -> tuple[dict[str, Any], int, int, Scan]:
     """The snapshot `state` with the changes logged in `data` applied (those newer than it);
-    returns it, how many changes the log holds, and where its last whole line ends (a line a
-    crash cut short was never acknowledged)."""
+    returns it, how many changes the log holds, where its last whole line ends (a line a crash cut
+    short was never acknowledged), and the scan (its damage: nodes.records)."""
     state = state or {"usn": 0, "recipients": {}, "ops": []}
-    good = data.rfind(b"\n") + 1
-    lines = data[:good].splitlines()
+    found = scan_lines(data, _valid_change(servers))
+    found.ids = list(dict.fromkeys(m.group(1).decode() for a, b in found.damage for m in _USN.finditer(data[a:b])))
     ops = dict(state.get("ops", []))
-    for line in lines:
-        change = json.loads(line)
+    for change in found.records:
         if change["usn"] <= state["usn"]:
             continue  # already in the snapshot (a compaction that died before emptying the log)
         state["usn"] = change["usn"]
@@ -43,15 +98,24 @@ def replay(state: dict[str, Any] | None, data: bytes) -> tuple[dict[str, Any], i
             while len(ops) > MAX_OPS:
                 del ops[next(iter(ops))]
     state["ops"] = list(ops.items())
-    return state, len(lines), good
+    return state, len(found.records), found.good, found
 
 
-def read_directory(path: Path) -> dict[str, Any] | None:
-    """What a directory's files hold (`path` is its directory.json), for the node and for `xcon check`."""
+def read_snapshot(path: Path, servers: list[str] | None = None) -> dict[str, Any]:
+    """directory.json, checked; DamagedFile if it does not read."""
+    return read_json_file(path, lambda v: _snapshot_problem(v, servers))
+
+
+def read_directory(path: Path, servers: list[str] | None = None) -> dict[str, Any] | None:
+    """What a directory's files hold (`path` is its directory.json), for `xcon check`: None if there
+    is none; DamagedFile if a file does not read, or its change log is damaged in the middle."""
     if not path.exists():
         return None
     log = path.with_name(CHANGES)
-    return replay(json.loads(path.read_text()), log.read_bytes() if log.exists() else b"")[0]
+    state, _, _, found = replay(read_snapshot(path, servers), log.read_bytes() if log.exists() else b"", servers)
+    if found.damaged:
+        raise DamagedFile(log, found.describe(CHANGES))
+    return state
 
 
 def _snapshot(state: dict[str, Any]) -> bytes:
@@ -59,27 +123,59 @@ def _snapshot(state: dict[str, Any]) -> bytes:
 
 
 def _line(change: dict[str, Any]) -> bytes:
-    return (json.dumps(change, sort_keys=True) + "\n").encode()
+    return encode_line(change)
 
 
 def _compact_due(changes: int, state: dict[str, Any]) -> bool:
     return changes >= max(COMPACT_MIN, len(state["recipients"]))
 
 
-class DirectoryFile:
-    """`<run-dir>/directory/directory.json` and `changes.jsonl` (see the module's docstring)."""
+def damage_note(found: Scan, kept_as: str) -> dict[str, Any]:
+    """What the directory logs of a damaged change log: where, and the USNs the damaged lines show."""
+    return {"file": f"directory/{CHANGES}", "kept_as": kept_as, "damaged_bytes": [list(d) for d in found.damage],
+            "lost_usns": [int(u) for u in found.ids]}
 
-    def __init__(self, path: Path):
+
+class DirectoryFile:
+    """`<run-dir>/directory/directory.json` and `changes.jsonl` (see the module's docstring).
+    `servers`: the cluster's, which every home server read must be one of; `reached`: the highest
+    USN the directory's own log shows, which a start must not fall short of."""
+
+    def __init__(self, path: Path, servers: list[str] | None = None, reached: int = 0):
         self.path = path
         self.log = path.with_name(CHANGES)
+        self.servers, self.reached = servers, reached
         self._fd: int | None = None
         self._size = 0
         self._changes = 0
+        self.damage: dict[str, Any] | None = None
+
+    def read(self) -> tuple[dict[str, Any], dict[str, Any] | None, int, int, Scan]:
+        """What the files hold, checked, without writing anything (what `load` and `xcon up`'s look
+        before a start read): the state, the snapshot, the changes logged, where the log's good part
+        ends, and its scan. DamagedFile for a file that is missing, unreadable or behind the log's USN."""
+        has_snapshot, has_log = self.path.exists(), self.log.exists()
+        if has_snapshot != has_log:
+            gone, there = (self.log, self.path) if has_snapshot else (self.path, self.log)
+            raise DamagedFile(gone, f"missing while {there.name} is there: the directory's state is not whole "
+                                    "(restore it; nothing was started over it)")
+        snapshot = read_snapshot(self.path, self.servers) if has_snapshot else None
+        data = self.log.read_bytes() if has_log else b""
+        state, changes, good, found = replay(snapshot, data, self.servers)
+        if state["usn"] < self.reached and not found.damaged:  # damage explains itself (`found`)
+            raise DamagedFile(self.path.parent, f"holds the directory at USN {state['usn']}, but its log says it had "
+                                                f"reached USN {self.reached}: its files were lost or replaced "
+                                                "(restore them; nothing was started over them)")
+        return state, snapshot, changes, good, found
 
     def load(self) -> dict[str, Any]:
-        snapshot = json.loads(self.path.read_text()) if self.path.exists() else None
-        data = self.log.read_bytes() if self.log.exists() else b""
-        state, self._changes, self._size = replay(snapshot, data)
+        state, snapshot, self._changes, self._size, found = self.read()
+        if found.damaged:  # never cut: kept as it was, and what reads is the new log
+            aside = set_aside(self.log)
+            good = b"".join(_line(c) for c in found.records)
+            write_atomic(self.log, good)
+            self._size = len(good)
+            self.damage = damage_note(found, aside.name)
         if snapshot is None:
             write_atomic(self.path, _snapshot(state))  # the file `xcon check` reads exists from the start
         self._fd = open_append(self.log)
@@ -104,10 +200,19 @@ class MemoryDirectoryFile:
         self.snapshot: bytes | None = None
         self.changes = bytearray()
         self._count = 0
+        self.damage: dict[str, Any] | None = None
+        self.damaged: list[bytes] = []  # damaged change logs kept aside at load
 
     def load(self) -> dict[str, Any]:
-        state, self._count, good = replay(json.loads(self.snapshot) if self.snapshot else None, bytes(self.changes))
-        del self.changes[good:]
+        state, self._count, good, found = replay(json.loads(self.snapshot) if self.snapshot else None,
+                                                 bytes(self.changes))
+        self.damage = None
+        if found.damaged:
+            self.damaged.append(bytes(self.changes))
+            self.changes = bytearray(b"".join(_line(c) for c in found.records))
+            self.damage = damage_note(found, f"damaged copy {len(self.damaged)}")
+        else:
+            del self.changes[good:]
         return state
 
     def save(self, action: PersistDirectory) -> None:
@@ -122,8 +227,9 @@ class MemoryDirectoryFile:
 
     def state(self) -> dict[str, Any] | None:
         """What the files hold together (read_directory's answer)."""
-        return replay(json.loads(self.snapshot) if self.snapshot else None, bytes(self.changes))[0] \
-            if self.snapshot is not None or self.changes else None
+        if self.snapshot is None and not self.changes:
+            return None
+        return replay(json.loads(self.snapshot) if self.snapshot else None, bytes(self.changes))[0]
 
     def dump(self, path: Path) -> None:
         state = self.state()
@@ -139,4 +245,8 @@ def wiring(settings: Settings, storage: DirectoryFile | MemoryDirectoryFile) -> 
         storage.save(action)
         return []
 
-    return Wiring(core, {PersistDirectory: persist}, publish=True)
+    notes = [log("storage.damaged", level="error", **storage.damage,
+                 why="damage in the middle of the change log: every change that reads was taken up; the USNs in "
+                     "`lost_usns` are gone, and their users keep what an earlier change gave them")] \
+        if storage.damage else []
+    return Wiring(core, {PersistDirectory: persist}, publish=True, notes=notes)

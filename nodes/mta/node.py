@@ -6,16 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
-from ..core import DiskSpace
+from ..core import DiskSpace, log
 from ..host import Wiring
 from .core import MtaCore
 from .queue import PersistMessage, RetireMessage
 
 
 def wiring(server: str, settings: Settings, boot: str, spool: Any) -> Wiring:
-    """The MTA of `server`, recovered from what `spool` holds."""
-    queued, remembered = spool.load()
-    core = MtaCore(server, settings, boot, queued, remembered)
+    """The MTA of `server`, recovered from what `spool` holds (and what it found damaged)."""
+    recovered = spool.load()
+    core = MtaCore(server, settings, boot, recovered.queued, recovered.remembered)
+    notes = [] if recovered.damage is None else [
+        log("storage.damaged", level="error", file=f"mta/{server}/queue.wal", **recovered.damage,
+            why="damage in the middle of the queue log: every record that reads was taken up; the ids in `lost` "
+                "have no record left and are gone from this MTA")]
     spool.state = core.durable_state
     executors = {
         PersistMessage: lambda a: spool.persist(a.msg_id, a.record),
@@ -24,4 +28,4 @@ def wiring(server: str, settings: Settings, boot: str, spool: Any) -> Wiring:
     return Wiring(core, executors, sync=spool.sync, deferred=(PersistMessage, RetireMessage),
                   stats=lambda: {"spool": spool.stats()},
                   probe=lambda: DiskSpace(spool.free_bytes()),
-                  subscribe_to="directory")
+                  subscribe_to="directory", notes=notes)

@@ -17,6 +17,12 @@ steps that belong together, an NDR and the failure it reports: the simulator's t
 an NDR kept without its failure, and the pair delivered after a restart as well as reported. A
 log written before commit records existed has none, and is read record by record as then.)
 
+Anything else that does not read is damage (nodes.records): `load` keeps the file aside as
+`queue.wal.damaged-<time>`, takes up every record it can read on both sides of the damage,
+writes them as the new log, and says what was lost (`Recovered.damage`): the ids the damaged
+bytes still show that have no record left. A record of the wrong shape is damage too: every
+value read back is checked as strictly as the same value in a frame.
+
 The log is compacted when it has grown past both COMPACT_MIN_BYTES and COMPACT_RATIO times what
 it held after the last compaction: it is rewritten from the core's state (the queued messages and
 the pairs it still remembers), tmp + fsync + rename. That is O(1) amortised per record, and what
@@ -28,15 +34,18 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-import msgpack
 
+from protocol import PRIORITIES
 from protocol.frame import pack
+from protocol.names import valid_alias, valid_msg_id
 
 from ..config import append_whole, free_bytes, fsync_dir, open_append
-from .queue import QueuedMessage
+from ..records import Scan, scan_frames, set_aside
+from .queue import FINAL, WAITING, QueuedMessage
 
 HEADER = struct.Struct(">II")
 COMPACT_MIN_BYTES = 8 << 20
@@ -55,27 +64,88 @@ def frame(record: list) -> bytes:
 COMMIT = frame(["c"])
 
 
-def read_records(data: bytes) -> tuple[list[list], int]:
+STATES = frozenset({"queued", "deferred", *WAITING, *FINAL})
+_PAIR = {"rcpt": str, "alt_of": (str, type(None)), "state": str, "hint": (dict, type(None)), "hops": int,
+         "attempts": int, "reason": str, "handed_to": (str, type(None)), "resent": bool, "unconfirmed": bool,
+         "alt_copy": (str, type(None)), "cycles": int, "arrived_usn": int}
+_PAIR_REQUIRED = frozenset(_PAIR) - {"cycles", "arrived_usn"}  # fields added since: a log from before lacks them
+_MESSAGE = {"msg_id": str, "sender": str, "raw": bytes, "accepted_at": (int, float), "ndr_for": (str, type(None)),
+            "ndr_rcpts": list, "priority": str, "report": (str, type(None)), "pairs": list}
+_MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
+
+
+def _fields_ok(d: Any, types: dict[str, Any], required: frozenset[str]) -> bool:
+    return (isinstance(d, dict) and required <= d.keys() <= types.keys()
+            and all(isinstance(d[k], types[k]) and not (types[k] is int and isinstance(d[k], bool)) for k in d))
+
+
+def valid_record(record: Any) -> bool:
+    """A record as this log writes it, field by field: anything else is damage, not a crash at start."""
+    if not isinstance(record, list) or not record:
+        return False
+    tag = record[0]
+    if tag == "c":
+        return len(record) == 1
+    if tag == "r":
+        return (len(record) == 4 and valid_msg_id(record[1]) and isinstance(record[2], dict)
+                and all(valid_alias(r) and type(h) is int for r, h in record[2].items())
+                and isinstance(record[3], (int, float)) and not isinstance(record[3], bool))
+    if tag != "p" or len(record) != 3:
+        return False
+    msg = record[2]
+    return (_fields_ok(msg, _MESSAGE, _MESSAGE_REQUIRED) and msg["msg_id"] == record[1] and valid_msg_id(record[1])
+            and msg.get("priority", "normal") in PRIORITIES and all(isinstance(r, str) for r in msg["ndr_rcpts"])
+            and all(_fields_ok(p, _PAIR, _PAIR_REQUIRED) and p["state"] in STATES and valid_alias(p["rcpt"])
+                    for p in msg["pairs"]))
+
+
+def read_records(data: bytes) -> tuple[list[list], int, Scan]:
     """The records of whole batches in `data` (up to its last commit record, or every whole
-    record of a log that has none), and the offset where that good part ends."""
-    records, at, committed = [], 0, None
-    while at + HEADER.size <= len(data):
-        size, crc = HEADER.unpack_from(data, at)
-        body = data[at + HEADER.size:at + HEADER.size + size]
-        if len(body) < size or zlib.crc32(body) != crc:
-            break
-        try:
-            record = msgpack.unpackb(body, raw=False)
-        except (ValueError, msgpack.UnpackException):
-            break
-        at += HEADER.size + size
-        if record == ["c"]:
-            committed = (len(records), at)
-        else:
-            records.append(record)
-    if committed is not None:
-        return records[:committed[0]], committed[1]
-    return records, at
+    record of a log that has none), the offset where that good part ends, and the scan (its
+    damage, if any)."""
+    scan = scan_frames(data, valid_record)
+    commits = [i for i, r in enumerate(scan.records) if r == ["c"]]
+    if commits and scan.damage and scan.damage[-1][0] >= scan.ends[commits[-1]]:
+        # damage after the last commit that reads (perhaps in that commit itself): the records
+        # between are taken up like every record that reads; they are no torn tail
+        records = [r for r in scan.records if r != ["c"]]
+    elif commits:
+        last = commits[-1]
+        good = scan.ends[last]
+        if good < scan.good:  # a batch with no commit after it: torn, whole
+            scan.torn += scan.good - good
+            scan.good = good
+        records = [r for r in scan.records[:last] if r != ["c"]]
+    else:
+        records = scan.records
+    return records, scan.good, scan
+
+
+@dataclass
+class Recovered:
+    """What a queue log held at start: the queued messages, each retirement (msg_id, {rcpt: hops},
+    accepted_at) in log order, and what damage was found (None: none)."""
+
+    queued: list[QueuedMessage]
+    remembered: list[tuple[str, dict[str, int], float]]
+    damage: dict[str, Any] | None = None
+
+
+def recover(data: bytes) -> tuple[Recovered, list[list], int]:
+    """The state a log's bytes hold, the records kept and where the good part ends."""
+    records, good, scan = read_records(data)
+    queued, remembered = replay(records)
+    damage = None
+    if scan.damaged:
+        left = {r[1] for r in records}
+        damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": [i for i in scan.ids if i not in left],
+                  "older_state": [i for i in scan.ids if i in left]}
+    return Recovered(queued, remembered, damage), records, good
+
+
+def rewrite(records: list[list]) -> bytes:
+    """A log holding `records` whole, as one committed batch."""
+    return b"".join(frame(r) for r in records) + COMMIT if records else b""
 
 
 def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
@@ -140,11 +210,17 @@ class MemorySpool(Batch):
         super().__init__()
         self.data = bytearray()
         self.free = free
+        self.damaged: list[bytes] = []  # damaged logs kept aside at load
 
-    def load(self) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
-        records, good = read_records(bytes(self.data))
-        del self.data[good:]
-        return replay(records)
+    def load(self) -> Recovered:
+        state, records, good = recover(bytes(self.data))
+        if state.damage is not None:
+            self.damaged.append(bytes(self.data))  # kept aside, as a real log is
+            self.data[:] = rewrite(records)
+            state.damage["kept_as"] = f"damaged copy {len(self.damaged)}"
+        else:
+            del self.data[good:]
+        return state
 
     def sync(self) -> None:
         data = self._take()
@@ -181,18 +257,33 @@ class Spool(Batch):
     def free_bytes(self) -> int:
         return free_bytes(self.root)
 
-    def load(self) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
-        """The queued messages, and each retirement (msg_id, {rcpt: hops}, accepted_at) in log order."""
+    def load(self) -> Recovered:
+        """The queued messages, each retirement in log order, and the damage found (kept aside)."""
         existed = self.path.exists()
         data = self.path.read_bytes() if existed else b""
-        records, good = read_records(data)
+        state, records, good = recover(data)
+        if state.damage is not None:
+            # never cut: the damaged log is kept as it was, and what could be read is the new log
+            aside = set_aside(self.path)
+            state.damage["kept_as"] = aside.name
+            self._write_new(rewrite(records))
+            good = len(rewrite(records))
         self._fd = open_append(self.path)
         if not existed and self.fsync:
             fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
-        if good < len(data):  # a torn tail: a batch that was never acknowledged
+        if good < os.fstat(self._fd).st_size:  # a torn tail: a batch that was never acknowledged
             os.ftruncate(self._fd, good)
         self._size = self._compacted_size = good
-        return replay(records)
+        return state
+
+    def _write_new(self, data: bytes) -> None:
+        tmp = self.root / ".queue.wal.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.root)
 
     def sync(self) -> None:
         """Write the batch with one append and one fsync; compact if the log has grown enough.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..runtime import Runtime, boot_id, node_args
+from ..runtime import Runtime, boot_id, node_args, refusing_damage
 from .maildir import Maildirs
 from .node import wiring
 
@@ -11,7 +11,9 @@ def main() -> None:
     args = node_args("store")
     server = args.config.nodes[args.name]["server"]
     maildirs = Maildirs(args.run_dir / "stores" / server, args.config.settings.fsync)
-    Runtime(args.name, args.config, wiring(server, args.config.settings, boot_id(), maildirs)).run()
+    with refusing_damage(args.name):
+        parts = wiring(server, args.config.settings, boot_id(), maildirs)
+    Runtime(args.name, args.config, parts).run()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 Messages are written the Maildir way: into tmp/, fsync, rename into new/, fsync of new/, so a
 reader never sees half a message and a crash leaves either nothing or the whole file. Mail is
 its owner's alone: folders 0700, files 0600.
+
+The store's own state (locks, moves) is `.locks.json`: a name starting with a dot, which no alias
+can have, so no user's mailbox can take its place (`xcon user add locks.json` once made a mailbox
+folder of the store's state file, and the store died). A store of an earlier run-dir has
+`locks.json`; it is read, and written under the new name from then on.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from protocol.names import valid_alias
+
 from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
+from ..records import read_json_file
 from .actions import IN_TRANSIT, msg_id_of
 
-LOCKS_FILE = "locks.json"
+LOCKS_FILE = ".locks.json"
+OLD_LOCKS_FILE = "locks.json"  # before the state left the mailboxes' namespace
 
 
 def read_mailboxes(root: Path) -> dict[str, Counter]:
@@ -31,11 +40,36 @@ def read_mailboxes(root: Path) -> dict[str, Counter]:
 
 
 def read_move_state(root: Path) -> dict[str, Any]:
-    """A store's locks.json: {"locks": {mailbox: owner}, "incoming": [...], "ended": [...],
-    "made": {mailbox: owner}, "soft_deleted": {mailbox: purge time}} (nodes.store.actions.PersistLocks)."""
+    """A store's .locks.json: {"locks": {mailbox: owner}, "incoming": [...], "ended": [...],
+    "made": {mailbox: owner}, "soft_deleted": {mailbox: purge time}} (nodes.store.actions.PersistLocks);
+    {} where there is none yet; DamagedFile where it does not read or holds the wrong shapes."""
     path = root / LOCKS_FILE
-    state = json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists() and (root / OLD_LOCKS_FILE).is_file():
+        path = root / OLD_LOCKS_FILE
+    if not path.exists():
+        return {"locks": {}}
+    state = read_json_file(path, _move_state_problem)
     return state if "locks" in state else {"locks": state}  # the first format: {mailbox: owner} alone
+
+
+def _move_state_problem(state: Any) -> str | None:
+    if not isinstance(state, dict):
+        return "not a store's move state (a JSON object)"
+    if "locks" not in state:  # the first format: {mailbox: owner}
+        state = {"locks": state}
+    names = {"locks": dict, "incoming": list, "ended": list, "made": dict, "soft_deleted": dict}
+    for key, value in state.items():
+        if key not in names or not isinstance(value, names[key]):
+            return f"'{key}' is not a field of a store's move state, or has the wrong type"
+    for key in ("locks", "made"):
+        if not all(valid_alias(m) and isinstance(o, str) for m, o in state.get(key, {}).items()):
+            return f"'{key}' must map mailboxes to owners"
+    if not all(valid_alias(m) for m in state.get("incoming", ())) or \
+            not all(isinstance(o, str) for o in state.get("ended", ())):
+        return "'incoming' must list mailboxes and 'ended' owners"
+    if not all(valid_alias(m) and isinstance(t, (int, float)) for m, t in state.get("soft_deleted", {}).items()):
+        return "'soft_deleted' must map mailboxes to times"
+    return None
 
 
 def _message_ids(folder: Path) -> Counter:
@@ -169,6 +203,9 @@ class Maildirs:
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.root / LOCKS_FILE, json.dumps(state, sort_keys=True).encode())
+        old = self.root / OLD_LOCKS_FILE
+        if old.is_file():  # an earlier run-dir's: the new name holds the state from now on
+            old.unlink()
 
     def names(self, mailbox: str) -> list[str]:
         self.sync()  # a reader sees every message written before it asked

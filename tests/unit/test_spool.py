@@ -7,6 +7,13 @@ from nodes.mta.queue import Pair, QueuedMessage
 from nodes.mta.spool import Spool
 
 
+def load(spool) -> tuple[list, list]:
+    """What a log holds that was written whole: its queue and retirements (and no damage)."""
+    recovered = spool.load()
+    assert recovered.damage is None, recovered.damage
+    return recovered.queued, recovered.remembered
+
+
 def message(msg_id: str, *rcpts: str, state: str = "queued") -> QueuedMessage:
     return QueuedMessage(msg_id, "alice", b"raw " + msg_id.encode(), 100.0,
                          pairs={r: Pair(r, state=state, hops=1) for r in rcpts})
@@ -14,14 +21,14 @@ def message(msg_id: str, *rcpts: str, state: str = "queued") -> QueuedMessage:
 
 def test_synced_batches_come_back_and_retired_messages_are_remembered(tmp_path):
     s = Spool(tmp_path)
-    assert s.load() == ([], [])
+    assert load(s) == ([], [])
     s.persist("m1", message("m1", "bob").to_record())
     s.persist("m2", message("m2", "carol", "dave").to_record())
     s.sync()
     s.persist("m1", message("m1", "bob", state="delivered").to_record())
     s.retire("m1", {"bob": 1}, 100.0)
     s.sync()
-    queued, remembered = Spool(tmp_path).load()
+    queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m2"]
     assert sorted(queued[0].pairs) == ["carol", "dave"]
     assert queued[0].raw == b"raw m2"
@@ -35,7 +42,7 @@ def test_a_message_back_after_a_reroute_is_queued_again(tmp_path):
     s.retire("m1", {"bob": 1}, 100.0)
     s.persist("m1", message("m1", "bob").to_record())  # back with more hops
     s.sync()
-    queued, remembered = Spool(tmp_path).load()
+    queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m1", {"bob": 1}, 100.0)]
 
 
@@ -49,9 +56,9 @@ def test_a_message_persisted_twice_in_a_batch_is_written_once_in_its_newer_state
     s.retire("m3", {"dave": 1}, 100.0)  # done within the batch: only the retirement is written
     s.sync()
     assert s.stats()["records"] == 3
-    queued, remembered = Spool(tmp_path).load()
+    queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1", "m2"] and remembered == [("m3", {"dave": 1}, 100.0)]
-    records, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
+    records, _, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
     assert [(r[0], r[1]) for r in records] == [("p", "m1"), ("p", "m2"), ("r", "m3")]
     assert records[0][2]["pairs"][0]["state"] == "transferring"
 
@@ -60,7 +67,7 @@ def test_an_unsynced_batch_is_not_on_disk(tmp_path):
     s = Spool(tmp_path)
     s.load()
     s.persist("m1", message("m1", "bob").to_record())
-    assert Spool(tmp_path).load() == ([], [])
+    assert load(Spool(tmp_path)) == ([], [])
 
 
 def test_a_torn_tail_is_cut_and_later_appends_are_read(tmp_path):
@@ -74,15 +81,17 @@ def test_a_torn_tail_is_cut_and_later_appends_are_read(tmp_path):
         with open(tmp_path / "queue.wal", "ab") as f:
             f.write(torn[:cut])
         again = Spool(tmp_path)
-        queued, _ = again.load()
+        queued, _ = load(again)
         assert [m.msg_id for m in queued] == ["m1"], cut
         assert (tmp_path / "queue.wal").stat().st_size == whole
     again.persist("m3", message("m3", "dave").to_record())
     again.sync()
-    assert sorted(m.msg_id for m in Spool(tmp_path).load()[0]) == ["m1", "m3"]
+    assert sorted(m.msg_id for m in load(Spool(tmp_path))[0]) == ["m1", "m3"]
 
 
-def test_a_corrupt_record_ends_the_log_there(tmp_path):
+def test_a_flipped_byte_in_the_last_commit_is_damage_and_the_batch_before_it_is_taken_up(tmp_path):
+    """Once, this cut the last batch silently ("a corrupt record ends the log there"): only an
+    incomplete last record may be cut (story 3 of issue 19)."""
     s = Spool(tmp_path)
     s.load()
     s.persist("m1", message("m1", "bob").to_record())
@@ -90,9 +99,10 @@ def test_a_corrupt_record_ends_the_log_there(tmp_path):
     s.persist("m2", message("m2", "carol").to_record())
     s.sync()
     data = bytearray((tmp_path / "queue.wal").read_bytes())
-    data[-2] ^= 0xFF  # a flipped bit in the second record's body: its crc no longer matches
+    data[-2] ^= 0xFF  # a flipped bit in the last batch's commit record: its crc no longer matches
     (tmp_path / "queue.wal").write_bytes(bytes(data))
-    assert [m.msg_id for m in Spool(tmp_path).load()[0]] == ["m1"]
+    recovered = Spool(tmp_path).load()
+    assert [m.msg_id for m in recovered.queued] == ["m1", "m2"] and recovered.damage["lost"] == []
 
 
 def test_compaction_keeps_the_state_and_drops_the_history(tmp_path, monkeypatch):
@@ -116,7 +126,7 @@ def test_compaction_keeps_the_state_and_drops_the_history(tmp_path, monkeypatch)
             s.sync()
     assert s.compactions >= 2
     assert (tmp_path / "queue.wal").stat().st_size < 4 * 4096
-    queued, retired = Spool(tmp_path).load()
+    queued, retired = load(Spool(tmp_path))
     seen = {msg_id: hops for msg_id, hops, _ in retired}
     seen_at = {msg_id: at for msg_id, _, at in retired}
     assert sorted(m.msg_id for m in queued) == sorted(live)
@@ -137,13 +147,66 @@ def test_a_batch_torn_after_some_of_its_records_is_dropped_whole(tmp_path):
     torn += spool_mod.frame(["p", "m1", message("m1", "bob", state="failed").to_record()])[:9]  # ... and part of one
     with open(tmp_path / "queue.wal", "ab") as f:
         f.write(torn)
-    queued, _ = Spool(tmp_path).load()
+    queued, _ = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1"]  # the NDR went with the batch it belonged to
-    assert Spool(tmp_path).load()[0][0].msg_id == "m1"  # and the tail was cut, so it stays so
+    assert load(Spool(tmp_path))[0][0].msg_id == "m1"  # and the tail was cut, so it stays so
 
 
 def test_a_log_written_before_commit_records_is_read_record_by_record(tmp_path):
     old = spool_mod.frame(["p", "m1", message("m1", "bob").to_record()]) + spool_mod.frame(["r", "m2", {"x": 0}, 1.0])
     (tmp_path / "queue.wal").write_bytes(old)
-    queued, remembered = Spool(tmp_path).load()
+    queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m2", {"x": 0}, 1.0)]
+
+
+def five_batches(tmp_path) -> bytes:
+    s = Spool(tmp_path)
+    s.load()
+    for i in range(1, 6):
+        s.persist(f"m{i}", message(f"m{i}", "bob").to_record())
+        s.sync()
+    return (tmp_path / "queue.wal").read_bytes()
+
+
+def test_damage_in_the_middle_is_kept_aside_and_every_record_that_reads_is_taken_up(tmp_path):
+    """Story 3 of issue 19: one flipped byte in the middle of a queue log cut every record after it,
+    silently: `xcon up` said "0 message(s) taken up" and the five messages were gone."""
+    data = five_batches(tmp_path)
+    at = data.index(b"raw m3") + 2
+    (tmp_path / "queue.wal").write_bytes(data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:])
+    recovered = Spool(tmp_path).load()
+    assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m4", "m5"]
+    assert recovered.damage["lost"] == ["m3"], "the damaged bytes still name m3, which has no record left"
+    kept = tmp_path / recovered.damage["kept_as"]
+    assert kept.name.startswith("queue.wal.damaged-") and kept.read_bytes()[at] == data[at] ^ 0x20, "untouched"
+    again = load(Spool(tmp_path))  # the new log holds what was read: no damage, nothing more lost
+    assert sorted(m.msg_id for m in again[0]) == ["m1", "m2", "m4", "m5"]
+
+
+def test_damage_to_a_record_s_length_is_found_past_and_a_torn_tail_is_still_cut_silently(tmp_path):
+    data = five_batches(tmp_path)
+    second = data.index(spool_mod.frame(["p", "m2", message("m2", "bob").to_record()]))
+    damaged = data[:second] + b"\xff" + data[second + 1:] + spool_mod.frame(["p", "m6", {}])[:5]
+    (tmp_path / "queue.wal").write_bytes(damaged)
+    recovered = Spool(tmp_path).load()
+    assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m3", "m4", "m5"]
+    assert recovered.damage["damaged_bytes"][0][0] == second and recovered.damage["lost"] == ["m2"]
+
+
+def test_a_record_of_the_wrong_shape_is_damage_not_a_crash(tmp_path):
+    """Story 7 of issue 19: WAL records of the wrong shape made the MTA exit with a traceback."""
+    data = five_batches(tmp_path)
+    wrong = spool_mod.frame(["p", "m9", {"msg_id": "m9", "pairs": "not a list"}]) + spool_mod.COMMIT
+    (tmp_path / "queue.wal").write_bytes(data + wrong + five_batches(tmp_path / "more"))
+    recovered = Spool(tmp_path).load()
+    assert recovered.damage is not None and recovered.damage["lost"] == ["m9"]
+    assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3", "m4", "m5"]
+
+
+def test_a_last_record_whose_bytes_are_all_there_but_do_not_read_is_damage_not_a_torn_tail(tmp_path):
+    """Only an incomplete last record is a torn tail; a flipped byte in the last one is damage."""
+    data = five_batches(tmp_path)
+    (tmp_path / "queue.wal").write_bytes(data[:data.rindex(b"raw m5") + 2] + b"X" + data[data.rindex(b"raw m5") + 3:])
+    recovered = Spool(tmp_path).load()
+    assert recovered.damage is not None and recovered.damage["lost"] == ["m5"]
+    assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3", "m4"]
