@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.config import ClusterConfig, Settings
 from nodes.directory.node import read_directory
+from nodes.mta import spool
+from nodes.records import DamagedFile
 from nodes.store.maildir import read_mailboxes, read_move_state
+from protocol.names import POSTMASTER, is_derived
 
 from . import journal
 
@@ -34,6 +38,15 @@ class EndState:
         box = self.boxes.get((home, alias)) if home else None
         return box[msg_id] if box else 0
 
+    def homed_copies(self, msg_id: str) -> int:
+        """How many times `msg_id` is in any mailbox on the server the directory homes it (for a
+        report whose originator only its id is known of)."""
+        return sum(box[msg_id] for (server, alias), box in self.boxes.items() if self.homes.get(alias) == server)
+
+    def postmaster_copies(self, msg_id: str) -> int:
+        """How many times `msg_id` is in the postmaster mailboxes, every server's."""
+        return sum(box[msg_id] for (_, alias), box in self.boxes.items() if alias == POSTMASTER)
+
     def stale_locks(self) -> list[dict[str, Any]]:
         """Locks no unfinished move holds: mail for that mailbox would wait until it expires."""
         return [lock for lock in self.locks if lock["owner"] not in self.unfinished]
@@ -44,7 +57,7 @@ def available(run_dir: Path) -> bool:
 
 
 def read(run_dir: Path) -> EndState:
-    """The end state of `run_dir` (see `available`)."""
+    """The end state of `run_dir` (see `available`); DamagedFile for a file that does not read."""
     directory = read_directory(run_dir / "directory" / "directory.json") or {}
     stores = {p.name: (read_mailboxes(p), read_move_state(p))
               for p in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir())}
@@ -64,3 +77,58 @@ def assemble(directory: dict[str, Any], stores: dict[str, tuple[dict[str, Counte
                         for m, o in saved.get("locks", {}).items() if (server, m) in state.boxes]
     state.unfinished = journal.unfinished(records)
     return state
+
+
+Pairs = dict[tuple[str, str], tuple[str | None, str | None]]  # (msg_id, rcpt) -> (sender or None, alt_of)
+
+
+def durable(run_dir: Path, state: EndState | None) -> Pairs:
+    """The pairs the durable records of `run_dir` show were accepted, logged or not: each MTA's
+    queue log (its queued messages and the pairs it still remembers) and the messages in the
+    mailboxes of `state`. DamagedFile for a queue log damaged in the middle (not yet kept aside)."""
+    logs = {}
+    for path in sorted((run_dir / "mta").glob("*/queue.wal")):
+        recovered = spool.recover(path.read_bytes())[0]
+        if recovered.damage:
+            raise DamagedFile(path, "damaged in the middle; its MTA keeps it aside and takes up what reads when it "
+                                    "starts (`xcon up --accept-damage`)")
+        logs[path.parent.name] = recovered
+    return pairs_in(logs, state)
+
+
+def pairs_in(logs: dict[str, Any], state: EndState | None) -> Pairs:
+    """The pairs queue logs (spool.Recovered, by server) and an end state's mailboxes hold."""
+    pairs: Pairs = {}
+    for recovered in logs.values():
+        for msg in recovered.queued:
+            if msg.ndr_for is None:
+                for p in msg.pairs.values():
+                    pairs.setdefault((msg.msg_id, p.rcpt), (msg.sender, p.alt_of))
+        for msg_id, hops, _ in recovered.remembered:
+            if not is_derived(msg_id):
+                for rcpt in hops:
+                    pairs.setdefault((msg_id, rcpt), (None, None))
+    for (_, alias), ids in (state.boxes.items() if state else ()):
+        for msg_id in ids:
+            if not is_derived(msg_id):
+                pairs.setdefault((msg_id, alias), (None, None))
+    return pairs
+
+
+def nodes_of(run_dir: Path) -> list[str]:
+    """The nodes whose logs a verdict on `run_dir` needs: cluster.json's, or a simulated run's.
+    DamagedFile if cluster.json is there but does not read: which logs must exist is not known."""
+    if (run_dir / "cluster.json").exists():
+        try:
+            return list(ClusterConfig.load(run_dir).nodes)
+        except (OSError, ValueError) as exc:
+            raise DamagedFile(run_dir / "cluster.json", str(exc)) from None
+    try:
+        import json
+
+        settings = Settings.from_json(json.loads((run_dir / "sim.json").read_text())["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    from .rundir import node_names
+
+    return node_names(settings.servers)

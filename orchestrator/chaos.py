@@ -22,6 +22,7 @@ import orjson
 from nodes.config import Settings
 
 from . import cluster as cl
+from .check import OUTCOMES
 from .client import ClusterError
 from .sim.cluster import SimCluster
 from .sim.world import Livelock, Network
@@ -369,7 +370,7 @@ def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], 
 def summarize(results: list[TrialResult]) -> dict[str, Any]:
     totals: dict[str, Any] = {"trials": len(results), "messages": sum(r.messages for r in results),
                               "refused": sum(r.refused for r in results), "pairs": sum(r.pairs for r in results)}
-    for key in ("delivered", "ndr", "lost", "pending", "duplicated", "both"):
+    for key in OUTCOMES:
         totals[key] = sum(r.counts.get(key, 0) for r in results)
     totals["stale_locks"] = sum(len(r.stale_locks) for r in results)
     totals["moves"] = sum(r.moves for r in results)

@@ -2,11 +2,12 @@
 the mailboxes themselves.
 
 Every accepted (message, recipient) pair, the alternate's copy included, ends in exactly one
-of: delivered once to that mailbox, or an NDR naming that recipient delivered to the
-originator. A pair with neither is `lost` if an MTA gave up on it, or if the logs say it was
-delivered (or reported) but it is not in the mailbox; `pending` if nothing final happened to it
-yet (still in flight); `duplicated` if delivered or reported twice; `both` if delivered and
-reported.
+of: delivered once to that mailbox; an NDR naming that recipient delivered to the originator; or,
+where that NDR could not be delivered in its own lifetime, the NDR in a postmaster mailbox (a
+double bounce: `postmaster`, never `lost` and never `ndr`). A pair with none is `lost` if an
+MTA gave up on it, or if the logs say it was delivered (or reported) but it is not there;
+`pending` if nothing final happened to it yet (still in flight); `duplicated` if delivered or
+reported twice; `both` if delivered and reported.
 
 The logs say what the nodes decided; the end state (orchestrator.audit) says what is there.
 With the end state, the mailboxes decide: a copy counts only if it is in the recipient's mailbox
@@ -14,6 +15,14 @@ on the server the directory homes it, an NDR only if it is in the originator's. 
 rollback or a move's delete removed after it was delivered is `lost`, with the events that
 removed it. A lock that no unfinished move holds is reported too: mail for that mailbox would
 wait until it expired.
+
+What was accepted is read from the durable records as well as the logs (`durable`: the MTAs'
+queue logs and the messages in the mailboxes), so a message made durable by a node killed before
+its acceptance line is judged all the same. A pair whose only record a damaged queue log lost
+is `damaged`: lost, for the reason the node that kept the damaged file aside logged
+(`storage.damaged`). And a verdict never rests on missing evidence: `check_run` gives none
+(NoVerdict) when a node's log is missing, emptied, cut at the start or damaged in the middle, or
+a file of the end state does not read.
 """
 
 from __future__ import annotations
@@ -23,11 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from protocol.names import POSTMASTER
+
 from .audit import EndState
 
-VIOLATIONS = ("lost", "pending", "duplicated", "both")
+VIOLATIONS = ("lost", "damaged", "pending", "duplicated", "both")
+OUTCOMES = ("delivered", "ndr", "postmaster", *VIOLATIONS)
 TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
+
+
+class NoVerdict(Exception):
+    """The evidence a verdict needs is missing or damaged; str(err) says what, in one line."""
 
 
 @dataclass
@@ -53,23 +69,31 @@ class Report:
     ok: bool
     audited: bool = False  # the verdict read the mailboxes, not only the logs
     stale_locks: list[dict[str, Any]] = field(default_factory=list)
+    unlogged: int = 0  # pairs known from durable records alone: their acceptance lines are missing
 
     def to_json(self) -> dict[str, Any]:
         return {"pairs": self.pairs, "counts": self.counts, "ok": self.ok, "audited": self.audited,
-                "stale_locks": self.stale_locks, "violations": [v.to_json() for v in self.violations]}
+                "unlogged": self.unlogged, "stale_locks": self.stale_locks,
+                "violations": [v.to_json() for v in self.violations]}
 
 
 def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[str, Any]]] | None = None,
-          state: EndState | None = None) -> Report:
-    """Judge every accepted pair, by the mailboxes of `state` when it is given. A first pass
-    counts; only when something broke does a second pass (over `again()`, or `events` again when
-    it is a list) collect the last events of the broken pairs, so memory stays small however long
-    the logs are."""
-    accepted: dict[tuple[str, str], tuple[str, str | None]] = {}
+          state: EndState | None = None, durable: dict[tuple[str, str], tuple[str | None, str | None]] | None = None
+          ) -> Report:
+    """Judge every accepted pair, by the mailboxes of `state` when it is given; `durable` adds the
+    pairs the durable records hold ((msg_id, rcpt) -> (sender or None, alt_of)), logged or not. A
+    first pass counts; only when something broke does a second pass (over `again()`, or `events`
+    again when it is a list) collect the last events of the broken pairs, so memory stays small
+    however long the logs are."""
+    accepted: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    damage: dict[str, dict[str, Any]] = {}  # MTA -> its storage.damaged event
+    lost_to_damage: dict[str, dict[str, Any]] = {}  # msg_id -> the damage event that names it
     delivered: Counter = Counter()
     reported: Counter = Counter()
     gave_up: set[tuple[str, str]] = set()
+    postmastered: Counter = Counter()
     ndrs: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {ndr id: the rcpts it names}
+    copies: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {postmaster copy id: rcpts}
     # a store that wrote a message and was killed before its log line answers the retry with
     # "duplicate": the message is in the mailbox, so that counts as its one delivery
     kept: set[tuple[str, str]] = set()
@@ -79,50 +103,85 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             kept.add((e.get("msg_id"), e.get("mailbox")))
         elif name == "store.delivered":
             if e.get("ndr_for"):
+                to_postmaster = e.get("mailbox") == POSTMASTER
                 for rcpt in e.get("ndr_rcpts") or ():
-                    reported[(e["ndr_for"], rcpt)] += 1
+                    (postmastered if to_postmaster else reported)[(e["ndr_for"], rcpt)] += 1
                 if state is not None:
-                    ndrs[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
+                    (copies if to_postmaster else ndrs)[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
             else:
                 delivered[(e.get("msg_id"), e.get("mailbox"))] += 1
         elif name == "mta.accepted":
             alt_of = e.get("alt_of") or {}
             for rcpt in e.get("rcpts", ()):
-                accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
+                if not e.get("repeated") or (e.get("msg_id"), rcpt) not in accepted:
+                    accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
+        elif name == "storage.damaged" and e.get("node", "").startswith("mta."):
+            damage[e["node"]] = e
+            for msg_id in e.get("lost") or ():
+                lost_to_damage[msg_id] = e
         elif name == "mta.failed" and not e.get("ndr_for"):
             gave_up.add((e.get("msg_id"), e.get("rcpt")))
+        elif name == "mta.failed" and e.get("report") == "postmaster" and state is not None:
+            copies[e["ndr_for"]][e.get("postmaster_id")] = e.get("ndr_rcpts") or []
         elif name == "mta.ndr_queued" and state is not None:  # the NDR's id even if its delivery's line is gone
             ndrs[e.get("ndr_for")][e.get("msg_id")] = e.get("rcpts") or []
-    counts = Counter({k: 0 for k in ("delivered", "ndr", *VIOLATIONS)})
+    logged = len(accepted)
+    for key, known in (durable or {}).items():
+        accepted.setdefault(key, known)
+    counts = Counter({k: 0 for k in OUTCOMES})
     broken: dict[tuple[str, str], PairVerdict] = {}
     for key, (sender, alt_of) in accepted.items():
-        d, n = delivered[key] or (1 if key in kept else 0), reported[key]
+        d, n, p = delivered[key] or (1 if key in kept else 0), reported[key], postmastered[key]
         why = ""
         if state is not None:
-            said = "delivered" if d else "reported" if n else ""
+            said = "delivered" if d else "reported" if n else "given to the postmaster" if p else ""
             d = state.copies(key[1], key[0])
-            n = sum(state.copies(sender, ndr_id) for ndr_id, rcpts in ndrs.get(key[0], {}).items() if key[1] in rcpts)
-            if said and not d and not n:
-                why = (f"the logs say {said}, but it is not in {key[1] if said == 'delivered' else sender}'s mailbox "
-                       f"on its home server")
-        if d and n:
+            n = sum(state.copies(sender, ndr_id) if sender else state.homed_copies(ndr_id)
+                    for ndr_id, rcpts in ndrs.get(key[0], {}).items() if key[1] in rcpts)
+            p = sum(state.postmaster_copies(pm_id) for pm_id, rcpts in copies.get(key[0], {}).items() if key[1] in rcpts)
+            if said and not d and not n and not p:
+                owner = key[1] if said == "delivered" else sender
+                where = {"delivered": f"{key[1]}'s mailbox on its home server",
+                         "reported": f"{sender}'s mailbox on its home server"}.get(said, "any postmaster mailbox")
+                why = f"the logs say {said}, but it is not in {where}"
+                if said != "given to the postmaster" and owner and owner not in state.homes:
+                    why += f" (the directory has no entry for {owner}: no mailbox counts as theirs)"
+        if d and (n or p):
             outcome = "both"
-        elif d > 1 or n > 1:
+        elif d > 1 or n + p > 1:
             outcome = "duplicated"
         elif d == 1:
             outcome = "delivered"
         elif n == 1:
             outcome = "ndr"
+        elif p == 1:
+            outcome = "postmaster"
+        elif key[0] in lost_to_damage:
+            outcome, why = "damaged", _damage_why(lost_to_damage[key[0]], "its only record was in")
         else:
             outcome = "lost" if why or key in gave_up else "pending"
         counts[outcome] += 1
         if outcome in VIOLATIONS:
-            broken[key] = PairVerdict(key[0], key[1], sender, alt_of, outcome, why=why)
+            broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why)
     if broken:
         _explain(broken, again() if again else events)
+        for key, verdict in broken.items():
+            # a pair still waiting at an MTA whose queue log was found damaged after it: its record
+            # may be among the bytes that do not read
+            holder = next((e["node"] for e in reversed(verdict.last_events) if e["node"].startswith("mta.")), None)
+            if verdict.outcome == "pending" and holder in damage and \
+                    damage[holder].get("lamport", 0) > verdict.last_events[-1].get("lamport", 0):
+                counts["pending"] -= 1
+                counts["damaged"] += 1
+                verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], "its record may have been in")
     stale = state.stale_locks() if state is not None else []
     return Report(len(accepted), dict(counts), list(broken.values()), not broken and not stale,
-                  audited=state is not None, stale_locks=stale)
+                  audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged)
+
+
+def _damage_why(event: dict[str, Any], how: str) -> str:
+    return (f"{how} the damaged part of {event.get('file')} (kept aside as {event.get('kept_as')}), "
+            f"which {event.get('node')} could not read at its restart")
 
 
 def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[str, Any]]) -> None:
@@ -149,13 +208,28 @@ def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[s
         verdict.last_events = list(recent[key])
 
 
-def check_run(run_dir: Path, bad: list[str] | None = None, audit: bool = True) -> Report:
+def check_run(run_dir: Path, audit: bool = True) -> Report:
     """Judge a run directory: its logs (read twice only when something broke), then, with
-    `audit` and where the run's files are there, its mailboxes and locks."""
+    `audit` and where the run's files are there, its mailboxes, locks and queue logs. NoVerdict
+    when the evidence is missing or damaged."""
+    from nodes.records import DamagedFile
+
     from . import audit as auditing, logread
 
-    state = auditing.read(run_dir) if audit and auditing.available(run_dir) else None
-    return check(logread.merged(run_dir, bad), again=lambda: logread.merged(run_dir), state=state)
+    try:
+        missing = logread.problems(run_dir, auditing.nodes_of(run_dir))
+        if missing:
+            raise NoVerdict(f"no verdict: {'; '.join(missing)}")
+        state = auditing.read(run_dir) if audit and auditing.available(run_dir) else None
+        durable = auditing.durable(run_dir, state) if audit else None
+    except DamagedFile as exc:
+        raise NoVerdict(f"no verdict: {str(exc).replace(f'{run_dir}/', '')}") from None
+    bad: list[str] = []
+    report = check(logread.merged(run_dir, bad), again=lambda: logread.merged(run_dir), state=state, durable=durable)
+    if bad:
+        raise NoVerdict(f"no verdict: {len(bad)} log line(s) do not read, first at logs/{bad[0]} (damage in the middle "
+                        "of a log: what it said is not known)")
+    return report
 
 
 def _brief(e: dict[str, Any]) -> dict[str, Any]:

@@ -94,27 +94,39 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
     The logs say what each node decided; then the mailboxes on disk say what is there (run it
     after `xcon wait`): a pair counts as delivered only if its message is in the recipient's
     mailbox on the server the directory homes it, and an NDR only if it is in the originator's.
-    A lock that no unfinished move holds is reported too. Exit 1 on any lost, pending,
-    duplicated or both, or a stale lock.
+    A lock that no unfinished move holds is reported too. What was accepted is read from the MTAs'
+    queue logs and the mailboxes as well as the logs. Exit 1 on any lost, pending, duplicated or
+    both, or a stale lock; exit 3 and no verdict when a log is missing, cut or damaged, or a file
+    of the end state does not read.
     """
     run_dir = run_dir.resolve()
     if not logread.log_files(run_dir):
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
-    bad: list[str] = []
-    report = checker.check_run(run_dir, bad, audit=not logs_only)
+    try:
+        report = checker.check_run(run_dir, audit=not logs_only)
+    except checker.NoVerdict as exc:
+        if as_json:
+            emit_json({"ok": None, "no_verdict": str(exc)})
+        else:
+            click.echo(f"xcon: {exc}", err=True)
+        sys.exit(3)
     if as_json:
-        emit_json({**report.to_json(), "unreadable_lines": bad})
+        emit_json(report.to_json())
     else:
         c = report.counts
-        source = "logs and mailboxes" if report.audited else "logs only"
+        source = "logs, queue logs and mailboxes" if report.audited else "logs only"
+        postmaster = f"{c['postmaster']} to the postmaster, " if c["postmaster"] else ""
+        damaged = f" ({c['damaged']} of them to damage)" if c["damaged"] else ""
         out.print(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
-                  f"{c['lost']} lost, {c['pending']} pending, {c['duplicated']} duplicated, {c['both']} both "
-                  f"(from the {source})")
-        if bad:
-            out.print(f"[yellow]{len(bad)} unreadable log line(s), first at {bad[0]}[/yellow]")
+                  f"{postmaster}{c['lost'] + c['damaged']} lost{damaged}, {c['pending']} pending, "
+                  f"{c['duplicated']} duplicated, {c['both']} both (from the {source})")
+        if report.unlogged:
+            out.print(f"{report.unlogged} of them known from queue logs and mailboxes alone: their acceptance lines "
+                      "are missing")
         for v in report.violations:
             alt = f" (alternate of {v.alt_of})" if v.alt_of else ""
-            out.print(f"[red]{v.outcome.upper()}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender}"
+            shown = "LOST" if v.outcome == "damaged" else v.outcome.upper()
+            out.print(f"[red]{shown}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender or '?'}"
                       + (f": {v.why}" if v.why else ""))
             for e in v.last_events:
                 out.print(f"    {e['node']}: {e['event']} {brief(e)}")

@@ -168,12 +168,13 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     else:
         where = "simulated" if sim else "live clusters"
         table = Table(title=f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}")
-        for col in ("build", "trials", "messages", "pairs", "delivered", "NDR", "lost", "duplicated", "pending",
-                    "both", "stale locks", "moves (failed)", "broken trials", "trials/min"):
+        for col in ("build", "trials", "messages", "pairs", "delivered", "NDR", "postmaster", "lost", "duplicated",
+                    "pending", "both", "stale locks", "moves (failed)", "broken trials", "trials/min"):
             table.add_column(col, justify="right")
         t = totals
         table.add_row(mta_build, str(t["trials"]), str(t["messages"]), str(t["pairs"]), str(t["delivered"]),
-                      str(t["ndr"]), str(t["lost"]), str(t["duplicated"]), str(t["pending"]), str(t["both"]),
+                      str(t["ndr"]), str(t["postmaster"]), str(t["lost"]), str(t["duplicated"]), str(t["pending"]),
+                      str(t["both"]),
                       str(t["stale_locks"]), f"{t['moves']} ({t['moves_failed']})", str(t["broken_trials"]),
                       str(t["trials_per_minute"]))
         out.print(table)

@@ -1,4 +1,6 @@
-"""Reading the nodes' JSON-lines logs back: one merged timeline of every node."""
+"""Reading the nodes' JSON-lines logs back: one merged timeline of every node, and whether the
+logs are whole (`problems`): a verdict never rests on a log that is missing, emptied, cut at the
+start or damaged in the middle."""
 
 from __future__ import annotations
 
@@ -9,18 +11,22 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
+from nodes.logs import CREATED
+
 
 def log_files(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "logs").glob("*.jsonl"))
 
 
 def read_file(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The events of one log. A line that does not read is put in `bad` as "<file>:<line>", but for
+    a last line with no newline: a node killed while writing it (torn, not damaged)."""
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             try:
                 event = orjson.loads(line)  # the reader's main cost: orjson (docs/performance.md)
             except orjson.JSONDecodeError:
-                if bad is not None:
+                if bad is not None and line.endswith(b"\n"):
                     bad.append(f"{path.name}:{n}")
                 continue
             if isinstance(event, dict) and "event" in event:
@@ -53,3 +59,27 @@ def matches(event: dict[str, Any], node: str | None = None, msg: str | None = No
 
 def filtered(events: Iterable[dict[str, Any]], **criteria: Any) -> Iterator[dict[str, Any]]:
     return (e for e in events if matches(e, **criteria))
+
+
+def problems(run_dir: Path, nodes: Iterable[str]) -> list[str]:
+    """What is wrong with the logs of `nodes` (a line each): missing, empty, or not beginning with
+    the line every node's log begins with (nodes.logs.CREATED): cut at the start, or replaced."""
+    found = []
+    for node in nodes:
+        path = run_dir / "logs" / f"{node}.jsonl"
+        try:
+            with open(path, "rb") as f:
+                first = f.readline()
+        except FileNotFoundError:
+            found.append(f"logs/{node}.jsonl is missing")
+            continue
+        if not first:
+            found.append(f"logs/{node}.jsonl is empty")
+            continue
+        try:
+            event = orjson.loads(first).get("event")
+        except (orjson.JSONDecodeError, AttributeError):
+            event = None
+        if event != CREATED:
+            found.append(f"logs/{node}.jsonl does not begin with its {CREATED} line (cut at the start, or replaced)")
+    return found

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings
+from nodes.mta import spool
 
 from .. import audit, journal
 from ..client import Client, ClusterError
@@ -169,6 +170,11 @@ class SimCluster(Cluster):
         directory = nodes["directory"].storage.state() or {}
         stores = {n.server: (n.storage.ids(), n.storage.state) for n in nodes.values() if n.kind == "store"}
         return audit.assemble(directory, stores, nodes["orchestrator"].storage.records)
+
+    def durable(self, state: Any) -> audit.Pairs:
+        """The pairs the simulated queue logs and mailboxes hold, read as a real run's are."""
+        logs = {n.server: spool.recover(bytes(n.storage.data))[0] for n in self.world.nodes.values() if n.kind == "mta"}
+        return audit.pairs_in(logs, state)
 
     def dump(self, run_dir: Path, replay: str = "") -> None:
         """Write the run as a real one leaves it (logs, mailboxes, locks, directory, journal), so

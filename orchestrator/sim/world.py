@@ -177,9 +177,11 @@ class World:
         if sync is not None:
             sync = self._syncing(node, sync)
         host = NodeHost(name, parts.core, nodelog, node_seed(settings.seed, name), parts.executors, sync,
-                        parts.deferred, parts.stats, facts=lambda: {"pid": node.pid})
+                        parts.deferred, parts.stats, facts=lambda: {"pid": node.pid}, notes=parts.notes)
         host.clock = max((e.get("lamport", 0) for e in node.sink.events[-1:]), default=0)
         node.host = host
+        if not node.sink.events:
+            host.log.info(logs.CREATED)  # as a real node's new log begins
         node.wakes = set()
         self._turn(node, lambda: host.start(self.now))
         host.log.info("node.started", pid=node.pid, endpoint=f"sim://{name}")

@@ -23,6 +23,12 @@ def failed(msg, rcpt):
     return {"event": "mta.failed", "node": "mta.ex1", "msg_id": msg, "rcpt": rcpt, "reason": "moved", "report": "none"}
 
 
+def to_postmaster(for_msg, rcpts, server="ex1"):
+    """A report that could not reach alice, delivered to a store's postmaster mailbox."""
+    return {"event": "store.delivered", "node": f"store.{server}", "msg_id": f"{for_msg}~ndr~0~pm",
+            "mailbox": "postmaster", "ndr_for": for_msg, "ndr_rcpts": rcpts}
+
+
 def test_each_outcome():
     report = check([
         accepted("m1", ["bob", "carol"], {"carol": "bob"}), delivered("m1", "carol"), failed("m1", "bob"),
@@ -30,13 +36,42 @@ def test_each_outcome():
         accepted("m3", ["dave"]), delivered("m3", "dave"), delivered("m3", "dave"),
         accepted("m4", ["erin"]), delivered("m4", "erin"), ndr("m4", ["erin"]),
         accepted("m5", ["fred"]),
+        accepted("m6", ["gina"]), failed("m6", "gina"), to_postmaster("m6", ["gina"]),
+        accepted("m7", ["hal"]), failed("m7", "hal"), ndr("m7", ["hal"]), to_postmaster("m7", ["hal"]),
+        accepted("m8", ["ivy"]), damaged("m8"),
     ])
-    assert report.counts == {"delivered": 1, "ndr": 1, "lost": 1, "pending": 1, "duplicated": 1, "both": 1}
+    assert report.counts == {"delivered": 1, "ndr": 1, "postmaster": 1, "lost": 1, "damaged": 1, "pending": 1,
+                             "duplicated": 2, "both": 1}
     outcome = {(v.msg_id, v.rcpt): v.outcome for v in report.violations}
     assert outcome == {("m1", "bob"): "lost", ("m3", "dave"): "duplicated", ("m4", "erin"): "both",
-                       ("m5", "fred"): "pending"}
+                       ("m5", "fred"): "pending", ("m7", "hal"): "duplicated", ("m8", "ivy"): "damaged"}
+    assert "its only record was in the damaged part of mta/ex2/queue.wal" in \
+        next(v.why for v in report.violations if v.outcome == "damaged")
     lost = next(v for v in report.violations if v.outcome == "lost")
     assert lost.last_events[-1]["event"] == "mta.failed" and not report.ok
+
+
+def damaged(*lost):
+    return {"event": "storage.damaged", "node": "mta.ex2", "file": "mta/ex2/queue.wal", "kept_as": "queue.wal.d",
+            "lost": list(lost), "lamport": 100}
+
+
+def test_a_pair_known_only_from_the_durable_records_is_judged_all_the_same():
+    """Story 5 of issue 19: with a log emptied or an acceptance line never written, a message that
+    was durable and delivered (or lost) went unjudged: "0 pairs ... invariant holds"."""
+    durable = {("m1", "bob"): ("alice", None), ("m2", "carol"): (None, None)}
+    end = state({"bob": [], "carol": ["m2"], "alice": []})
+    report = check([], state=end, durable=durable)
+    assert report.pairs == 2 and report.unlogged == 2
+    assert report.counts["delivered"] == 1 and [(v.msg_id, v.outcome) for v in report.violations] == [("m1", "pending")]
+    logged = check([accepted("m1", ["bob"]), delivered("m1", "bob")], state=state({"bob": ["m1"]}), durable=durable)
+    assert logged.unlogged == 1 and logged.counts["pending"] == 1, "carol's m2 is not in her mailbox here"
+
+
+def test_a_pending_pair_last_held_by_an_mta_that_found_its_queue_log_damaged_is_lost_to_damage():
+    routed = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "lamport": 50}
+    report = check([accepted("m1", ["bob"]), routed, damaged()])
+    assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
 
 
 def test_clean_history_is_ok():
@@ -84,6 +119,18 @@ def test_the_mailboxes_decide_copies_and_reports():
     outcome = {(v.msg_id, v.rcpt): v.outcome for v in check(events, state=end).violations}
     # bob holds m1 twice; erin's NDR never reached alice's mailbox; the rest are where they belong
     assert outcome == {("m1", "bob"): "duplicated", ("m4", "erin"): "lost"}
+
+
+def test_a_report_given_to_the_postmaster_counts_only_where_a_postmaster_mailbox_holds_it():
+    events = [accepted("m1", ["bob"]), failed("m1", "bob"), to_postmaster("m1", ["bob"], "ex2"),
+              accepted("m2", ["carol"]), failed("m2", "carol"), to_postmaster("m2", ["carol"])]
+    end = state({"alice": [], "bob": [], "carol": []})
+    end.boxes[("ex2", "postmaster")] = Counter(["m1~ndr~0~pm"])
+    end.boxes[("ex1", "postmaster")] = Counter()
+    report = check(events, state=end)
+    assert report.counts["postmaster"] == 1
+    (lost,) = report.violations
+    assert (lost.msg_id, lost.outcome) == ("m2", "lost") and "not in any postmaster mailbox" in lost.why
 
 
 def test_a_copy_counts_only_on_the_server_the_directory_homes_the_recipient():
