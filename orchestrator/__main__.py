@@ -13,7 +13,7 @@ from nodes.runtime import Runtime, boot_id, node_args, refusing_damage
 
 from .journal import PATH as JOURNAL, Journal
 from .node import wiring
-from .processes import pid_alive, spawn_node, wait_gone
+from .processes import flip_byte, pid_alive, spawn_node, wait_gone
 
 
 class RealProcesses:
@@ -41,6 +41,11 @@ class RealProcesses:
 
     def spawn(self, node: str) -> int:
         return spawn_node(ClusterConfig.load(self.run_dir), node).pid
+
+    def corrupt(self, node: str, where: float) -> dict | None:
+        pid = self._pid(node)
+        wait_gone([pid] if pid else [], self.run_dir, 2.0)  # killed a moment ago: gone before its log is touched
+        return flip_byte(self.run_dir / "mta" / node.partition(".")[2] / "queue.wal", where, self.run_dir)
 
 
 def main() -> None:

@@ -5,6 +5,14 @@ speed, moves, mail, faults) and runs it on a fresh cluster, then judges the logs
 Nothing in a world knows where the KB's window is: moves and messages land where the seed puts
 them. A trial's seed alone replays its world (`xcon chaos --replay SEED`); the processes' own
 timing is real, so a replay reproduces the world, and almost always its outcome.
+
+Now and then a world draws an extreme, as swarm testing does (Groce et al., 2012: each trial turns
+features on and off and pushes some to their limits), unless `extremes` is off: a short time-out
+and a node down longer than a report's (so reports go to the postmaster), users moved many times
+in a row while mail and reports are in flight, the largest subject and message id the API takes.
+The fault `corrupt` damages an MTA's queue log in the middle before it restarts: what its damaged
+record held is lost for a reason the verdict names (`damaged`), which is that trial's expected
+cost, not a break.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from nodes.config import Settings
+from protocol import MAX_MESSAGE_BYTES
 
 from . import cluster as cl
 from .check import OUTCOMES
@@ -32,7 +41,7 @@ NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "iv
 # enters a step; move_source_down: a move started while its source store is killed or paused,
 # for less or for longer than the move's lock step waits (its tries)
 FAULTS = ("lag", "pause", "delay", "duplicate", "reorder", "feed_cut", "drop", "kill", "kill_at_step",
-          "move_source_down")
+          "move_source_down", "corrupt")
 DEFAULT_FAULTS = ("lag", "pause", "delay", "duplicate", "reorder")
 # the kernel's faults on a cluster of namespaces (--network netns): a shaped link (netem, or a
 # rate alone through tbf on a kernel without netem) and a partition between two hosts, each
@@ -41,6 +50,12 @@ NET_FAULTS = ("net", "partition")
 CRASH_STEPS = ("lock", "copy", "set_home", "open_target", "release", "rollback_target", "rollback_source")
 SCHEDULE_S = 4.0  # moves, mail and faults all start within this many seconds of a trial
 SETTLE_S = 90.0
+# the extremes a world draws now and then (draw_world), each with its chance
+OUTAGE_P, MOVES_P, LARGEST_P = 0.12, 0.10, 0.10
+# the subjects of a "largest" world: a header line's limit, larger ones, and (one world in twenty of
+# those: at 200 ms a simulated trial it would be most of a campaign's time) all the API takes
+LARGEST_SUBJECTS = (998, 64 * 1024, 1 << 20)
+LARGEST_SUBJECT = MAX_MESSAGE_BYTES - 64 * 1024
 
 
 @dataclass
@@ -61,6 +76,7 @@ class World:
     move_build: str = "sp4"  # "legacy": Move User as before SP4 (KB Q277911's window)
     soft_delete_ms: int = 0  # stores keep a moved-away mailbox soft-deleted this long (KB 2579150)
     network: str = "loopback"  # "netns": a host per server (orchestrator.netns), where net faults live
+    expire_ms: int | None = None  # a normal message's time-out; None: the profile's (60 s in the lab)
 
 
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -73,9 +89,11 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
                moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0,
-               move_build: str = "sp4", network: str = "loopback", netem: bool = False) -> World:
+               move_build: str = "sp4", network: str = "loopback", netem: bool = False,
+               extremes: bool = True) -> World:
     """A random but plausible world, the same for the same arguments (`netem`: whether the
-    kernel can delay and drop, or only limit a link's rate)."""
+    kernel can delay and drop, or only limit a link's rate; `extremes`: whether it may draw the
+    extremes of the module's docstring)."""
     rng = random.Random(seed)
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     n_users = users or rng.randint(3, 6)
@@ -126,6 +144,9 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
             a, b = rng.sample(["directory", "orchestrator", *names], 2)
             fault = {"kind": "partition", "node": a, "peer": b, "seconds": round(rng.uniform(1, 5), 3),
                      **({"one_way": True} if rng.random() < 0.3 else {})}
+        elif kind == "corrupt":  # killed, a byte flipped mid-queue-log, restarted: it finds the damage
+            fault = {"kind": "corrupt", "node": mta, "where": round(rng.uniform(0.1, 0.8), 3),
+                     "restart_after": round(rng.uniform(0.2, 1.5), 3)}
         elif kind == "kill_at_step":
             at = 0.0  # armed before the moves start
             fault = {"kind": "kill_at_step", "node": rng.choice([*nodes, "orchestrator"]),
@@ -154,7 +175,34 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     world.soft_delete_ms = rng.randint(1000, 30_000) if rng.random() < 0.4 else 0
     world.move_build = move_build
     world.network = network
+    if extremes:  # last again: a seed draws what it drew before, and then its extremes
+        draw_extremes(rng, world, aliases, nodes, outage="kill" in faults)
     return world
+
+
+def draw_extremes(rng: random.Random, world: World, aliases: list[str], nodes: list[str], outage: bool) -> None:
+    """Now and then, push the world to a limit (see the module's docstring); `outage`: whether a
+    node may be down long (a kill: for worlds that draw kills)."""
+    events = world.events
+    if rng.random() < OUTAGE_P and outage:  # down longer than a report's time-out (twice a message's)
+        world.expire_ms = rng.randint(1500, 4000)
+        events.append({"at": round(rng.uniform(0, SCHEDULE_S * 0.5), 3), "do": "fault", "kind": "kill",
+                       "node": rng.choice(nodes), "extreme": "outage",
+                       "restart_after": round(2 * world.expire_ms / 1000 * rng.uniform(1.1, 2.0), 3)})
+    if rng.random() < MOVES_P:  # one or two users moved again and again while mail and reports fly
+        movers = rng.sample(aliases, min(2, len(aliases)))
+        at = rng.uniform(0, SCHEDULE_S * 0.3)
+        for _ in range(rng.randint(8, 20)):
+            at += rng.uniform(0.1, 0.3)
+            events.append({"at": round(at, 3), "do": "move", "alias": rng.choice(movers), "pick": rng.random(),
+                           "extreme": "moves"})
+    if rng.random() < LARGEST_P:  # the largest subject and the longest id the API takes
+        msg_id = f"x{world.seed}-".ljust(200, "x")
+        events.append({"at": round(rng.uniform(0, SCHEDULE_S), 3), "do": "send", "sender": rng.choice(aliases),
+                       "to": rng.sample(aliases, rng.randint(1, min(3, len(aliases)))), "msg_id": msg_id,
+                       "subject_bytes": LARGEST_SUBJECT if rng.random() < 0.05 else rng.choice(LARGEST_SUBJECTS),
+                       "extreme": "largest"})
+    events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
 
 
 @dataclass
@@ -175,10 +223,12 @@ class TrialResult:
     run_dir: str = ""
     digest: str = ""  # a simulated trial's event digest (same seed, same digest)
     torn_writes: int = 0  # simulated kills that landed inside a node's write (Network.torn_kills)
+    corrupted: bool = False  # the world damaged a queue log (the fault corrupt): `damaged` pairs are its cost
 
     @property
     def broken(self) -> bool:
-        return bool(self.violations or self.stale_locks)
+        return bool(self.stale_locks or [v for v in self.violations
+                                         if not (v["outcome"] == "damaged" and self.corrupted)])
 
     @property
     def lost(self) -> int:
@@ -189,12 +239,13 @@ class TrialResult:
 
 
 def world_settings(world: World) -> Settings:
+    expire = {} if world.expire_ms is None else {"expire_ms": world.expire_ms}
     if world.profile != "lab" or world.time_scale != 1.0:
         return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
                                      seed=world.seed, move_build=world.move_build, soft_delete_ms=world.soft_delete_ms,
-                                     network=world.network)
+                                     network=world.network, **expire)
     return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
-                    expire_ms=60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms,
+                    expire_ms=world.expire_ms or 60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms,
                     move_build=world.move_build, soft_delete_ms=world.soft_delete_ms, network=world.network)
 
 
@@ -203,7 +254,8 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     """Run one world on a fresh cluster (real processes, or with `sim` the simulator on that
     network) and judge it. A real trial's run-dir is removed unless it broke or `keep`; a
     simulated trial writes one (SimCluster.dump) only then, and only with `dump`."""
-    result = TrialResult(world.seed, world.build, run_dir=str(run_dir))
+    result = TrialResult(world.seed, world.build, run_dir=str(run_dir),
+                         corrupted=any(e.get("kind") == "corrupt" for e in world.events))
     t0 = time.time()
     settings = world_settings(world)
     cluster = SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
@@ -284,8 +336,9 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
             if event["do"] == "send":
                 result.messages += 1
                 # a short wait: a paused MTA must not hold up the rest of the schedule
-                cluster.send(event["sender"], event["to"], f"chaos {world.seed}", "", timeout=2.0,
-                             priority=event.get("priority"))
+                subject = "s" * event["subject_bytes"] if "subject_bytes" in event else f"chaos {world.seed}"
+                cluster.send(event["sender"], event["to"], subject, "", timeout=2.0 + len(subject) / 2e6,
+                             priority=event.get("priority"), msg_id=event.get("msg_id"))
             elif event["do"] == "restrict":  # the recipient's delivery restrictions change (Q178534)
                 cluster.set_user(event["alias"], {"reject_from": event["reject_from"]}, wait=False)
             elif event["do"] == "move":

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from protocol.names import POSTMASTER
+from protocol.names import POSTMASTER, is_derived
 
 from .audit import EndState
 
@@ -40,6 +40,9 @@ VIOLATIONS = ("lost", "damaged", "pending", "duplicated", "both")
 OUTCOMES = ("delivered", "ndr", "postmaster", *VIOLATIONS)
 TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
+# an MTA's events that say it holds a pair (not that it handed it on, delivered or failed it)
+HOLDING = frozenset({"mta.accepted", "mta.transfer_in", "mta.routed", "mta.deferred", "mta.retry", "mta.not_homed",
+                     "mta.rerouted"})
 
 
 class NoVerdict(Exception):
@@ -87,7 +90,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     however long the logs are."""
     accepted: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     damage: dict[str, dict[str, Any]] = {}  # MTA -> its storage.damaged event
-    lost_to_damage: dict[str, dict[str, Any]] = {}  # msg_id -> the damage event that names it
+    lost_to_damage: dict[str, tuple[dict[str, Any], str]] = {}  # msg_id -> the damage event naming it, and how
     delivered: Counter = Counter()
     reported: Counter = Counter()
     gave_up: set[tuple[str, str]] = set()
@@ -117,8 +120,11 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                     accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
         elif name == "storage.damaged" and e.get("node", "").startswith("mta."):
             damage[e["node"]] = e
-            for msg_id in e.get("lost") or ():
-                lost_to_damage[msg_id] = e
+            for key, how in (("lost", "its only record was in"), ("older_state", "its latest record was in")):
+                for msg_id in e.get(key) or ():
+                    lost_to_damage.setdefault(msg_id, (e, how))
+                    if is_derived(msg_id):  # a report (or its postmaster copy): the pairs of what it reports on
+                        lost_to_damage.setdefault(msg_id.split("~ndr~")[0], (e, how.replace("its", "its report's", 1)))
         elif name == "mta.failed" and not e.get("ndr_for"):
             gave_up.add((e.get("msg_id"), e.get("rcpt")))
         elif name == "mta.failed" and e.get("report") == "postmaster" and state is not None:
@@ -156,10 +162,12 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             outcome = "ndr"
         elif p == 1:
             outcome = "postmaster"
-        elif key[0] in lost_to_damage:
-            outcome, why = "damaged", _damage_why(lost_to_damage[key[0]], "its only record was in")
         else:
             outcome = "lost" if why or key in gave_up else "pending"
+        if outcome in VIOLATIONS and key[0] in lost_to_damage:
+            # the damaged log lost the message's only record, or its latest (the MTA took up an
+            # earlier state of it and acted on that again): the break is the damage's
+            outcome, why = "damaged", _damage_why(*lost_to_damage[key[0]])
         counts[outcome] += 1
         if outcome in VIOLATIONS:
             broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why)
@@ -168,9 +176,12 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
         for key, verdict in broken.items():
             # a pair still waiting at an MTA whose queue log was found damaged after it: its record
             # may be among the bytes that do not read
-            holder = next((e["node"] for e in reversed(verdict.last_events) if e["node"].startswith("mta.")), None)
+            held = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None)
+            holder = held["node"] if held else None
+            # one node's Lamport clock goes on across its restarts (from its last line's value, so a
+            # restart's first lines may equal it): the damage came after the node held the pair
             if verdict.outcome == "pending" and holder in damage and \
-                    damage[holder].get("lamport", 0) > verdict.last_events[-1].get("lamport", 0):
+                    damage[holder].get("lamport", 0) >= held.get("lamport", 0):
                 counts["pending"] -= 1
                 counts["damaged"] += 1
                 verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], "its record may have been in")
@@ -180,8 +191,9 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
 
 
 def _damage_why(event: dict[str, Any], how: str) -> str:
+    took = "; it took up an earlier state and acted on it again" if "latest" in how else ""
     return (f"{how} the damaged part of {event.get('file')} (kept aside as {event.get('kept_as')}), "
-            f"which {event.get('node')} could not read at its restart")
+            f"which {event.get('node')} could not read at its restart{took}")
 
 
 def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[str, Any]]) -> None:

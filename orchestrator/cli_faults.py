@@ -17,7 +17,7 @@ from .faults import MOVE_STEPS
 @click.command()
 @run_dir_option
 @click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
-                                          "kill-at-step", "clear", "net", "partition", "heal"]))
+                                          "kill-at-step", "corrupt", "clear", "net", "partition", "heal"]))
 @click.argument("node", required=False)
 @click.argument("other", required=False)
 @click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
@@ -38,13 +38,15 @@ from .faults import MOVE_STEPS
 @click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
 @click.option("--step", type=click.Choice(MOVE_STEPS), help="kill-at-step: the move step that kills NODE.")
 @click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
-              help="kill-at-step: seconds until NODE starts again (the orchestrator: restart it yourself).")
+              help="kill-at-step, corrupt: seconds until NODE starts again (the orchestrator: restart it yourself).")
+@click.option("--where", type=click.FloatRange(0.01, 0.99), default=0.5, show_default=True,
+              help="corrupt: where in the MTA's queue log the flipped byte goes, as a fraction of its length.")
 @json_option
 @attached
 def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, peer: str | None, seconds: float,
           delay_ms: int | None, jitter_ms: int, loss: float, dup_pct: float, reorder_pct: float, rate_kbit: int | None,
           probability: float, lag_ms: int | None, one_way: bool, step: str | None, restart_after: float,
-          as_json: bool) -> None:
+          where: float, as_json: bool) -> None:
     """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
 
     \b
@@ -54,6 +56,7 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
     xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
     xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
+    xcon fault corrupt mta.ex2 --where 0.5        (kill it, flip a byte mid-queue-log, restart it)
     xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
 
     On a cluster of namespaces (xcon up --network netns), the kernel's faults, on HOSTs (xcon status):
@@ -94,6 +97,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
         params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
     elif kind == "kill_at_step":
         params = {"step": step, "restart_after": restart_after}
+    elif kind == "corrupt":
+        params = {"where": where, "restart_after": restart_after}
     if one_way:
         params["one_way"] = True
     cluster.fault(kind, node or "", peer, **params)
@@ -102,9 +107,11 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     else:
         what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
                 "lag": f"{node} replication lag now {lag_ms} ms",
-                "kill_at_step": f"{node} is killed when a move next enters step {step}"}.get(
+                "kill_at_step": f"{node} is killed when a move next enters step {step}",
+                "corrupt": f"{node} killed, a byte of its queue log flipped at {where:g} of its length; it restarts "
+                           f"in {restart_after:g}s (see `xcon logs --event storage.damaged`)"}.get(
                     kind, f"{kind} on {node} <-> {peer}")
-        out.print(what if kind in ("clear", "lag", "kill_at_step") else f"{what} for {seconds:g}s")
+        out.print(what if kind in ("clear", "lag", "kill_at_step", "corrupt") else f"{what} for {seconds:g}s")
 
 
 def known_node(cluster: cl.Cluster, node: str) -> None:

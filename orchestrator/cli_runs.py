@@ -34,6 +34,9 @@ from .cli_common import emit_json, json_option, out, profile_options, run_dir_op
               help="Move User's build: legacy (5.5 before SP4) has KB Q277911's window, whatever the MTA build.")
 @click.option("--faults", default=",".join(chaos_mod.DEFAULT_FAULTS), show_default=True,
               help=f"Comma-separated fault kinds to draw from: {', '.join(chaos_mod.FAULTS)}; 'none' for none.")
+@click.option("--extremes/--no-extremes", default=True, show_default=True,
+              help="Now and then a world draws an extreme: a node down longer than a report's time-out, users "
+                   "moved many times in a row, the largest subject and id the API takes.")
 @click.option("--users", type=click.IntRange(2, 200), help="Users per world (default: drawn, 3-6).")
 @click.option("--moves", type=click.IntRange(0, 100), help="Moves per world (default: drawn, 1-3).")
 @click.option("--expect-loss", is_flag=True, help="A lost pair is the expected result (legacy): exit 0 if found, 1 if not.")
@@ -53,7 +56,7 @@ from .cli_common import emit_json, json_option, out, profile_options, run_dir_op
 @profile_options("each world draws its lag, jitter and retry")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
-          move_build: str, faults: str,
+          move_build: str, faults: str, extremes: bool,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, as_json: bool) -> None:
@@ -106,7 +109,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         shutil.rmtree(root)
     worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves, profile=profile,
                                                          time_scale=time_scale, move_build=move_build,
-                                                         network=network, netem=netem) for s in seeds]
+                                                         network=network, netem=netem, extremes=extremes)
+                                    for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -132,7 +136,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         (f" --move-build {move_build}" if move_build != "sp4" else "") + \
         (" --network netns" if network == "netns" else "") + \
         (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
-        (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "")
+        (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "") + \
+        ("" if extremes else " --no-extremes")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
     replay_cmd = None
     if first:

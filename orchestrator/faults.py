@@ -5,8 +5,10 @@ ends' runtimes (frames each way) unless params.one_way; a pause is SIGSTOP now a
 `seconds`; kill is SIGKILL; restart starts the node's process again; kill_at_step arms a kill
 of `node` for the moment a move next enters params.step (a crash point: the step is journaled,
 its request not yet sent), the orchestrator itself included, and restarts any other node after
-params.restart_after seconds. Every fault is logged as `fault.injected`, so the merged timeline
-shows cause beside effect.
+params.restart_after seconds; corrupt kills an MTA, flips one byte in the middle of its queue log
+(at params.where, a fraction of the file) and restarts it after params.restart_after, which then
+finds the damage, keeps the log aside and takes up what reads (nodes.records). Every fault is
+logged as `fault.injected`, so the merged timeline shows cause beside effect.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from nodes.core import Ids, Reply, Request, Send, error, log
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
 # the kernel's faults on a cluster of network namespaces (orchestrator.netns): on hosts, not nodes
 NET_KINDS = ("net", "partition", "heal")
-KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step", *NET_KINDS)
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step", "corrupt", *NET_KINDS)
 SELF = "orchestrator"
 # the steps a kill can be armed for (orchestrator.move)
 MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "create_target", "copy", "set_home", "mark_target",
@@ -32,6 +34,14 @@ MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "create_target", "
 class SignalNode:
     node: str
     signum: int
+
+
+@dataclass(frozen=True)
+class CorruptLog:
+    """Flip one byte of a killed MTA's queue log, at `where` (a fraction of its length)."""
+
+    node: str
+    where: float
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,16 @@ class FaultCore:
                 raise ValueError("restart_after must be in [0, 3600]")
             self.armed.append({"node": node, "step": step, "restart_after": restart_after})
             return []
+        if kind == "corrupt":
+            if not node.startswith("mta."):
+                raise ValueError("corrupt damages an MTA's queue log: give mta.<server>")
+            where = float(params.get("where", 0.5))
+            restart_after = float(params.get("restart_after", 0.5))
+            if not 0 < where < 1 or not 0 <= restart_after <= 3600:
+                raise ValueError("where must be in (0, 1) and restart_after in [0, 3600]")
+            self.resume_at.pop(node, None)
+            self.restart_at[node] = now + restart_after
+            return [SignalNode(node, signal.SIGKILL), CorruptLog(node, where)]
         if kind == "feed_cut":
             if not node.startswith("mta."):
                 raise ValueError("only an MTA subscribes to the directory's feed")

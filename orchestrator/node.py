@@ -11,7 +11,7 @@ from nodes.host import Wiring
 
 from .core import OrchestratorCore
 from . import netns
-from .faults import CrashSelf, FaultCore, NetFault, RestartNode, SignalNode
+from .faults import CorruptLog, CrashSelf, FaultCore, NetFault, RestartNode, SignalNode
 from .move import JournalStep, MoveCore
 
 
@@ -27,6 +27,10 @@ class Processes(Protocol):
 
     def spawn(self, node: str) -> int:
         """Start the node's process again; its pid."""
+
+    def corrupt(self, node: str, where: float) -> dict[str, Any] | None:
+        """Flip a byte of the killed node's queue log at `where` (a fraction of its length); what was
+        damaged ({"file", "offset", "size"}), or None if the log is too short to damage."""
 
 
 def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, processes: Processes,
@@ -83,6 +87,13 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
                 log("fault.injected", level="warning", kind=a.kind, target=a.host or None, peer=a.peer, done=done,
                     **a.params)]
 
+    def corrupt_log(action: CorruptLog) -> list:
+        done = processes.corrupt(action.node, action.where)
+        if done is None:
+            return [log("fault.skipped", level="warning", kind="corrupt", target=action.node,
+                        reason="its queue log is too short to damage in the middle")]
+        return [log("fault.corrupted", level="warning", target=action.node, **done)]
+
     def crash_self(action: CrashSelf) -> list:
         crash()
         return []
@@ -93,7 +104,7 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
                                      suspect=damage["suspect"] if damage else ()),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
-                 CrashSelf: crash_self, NetFault: net_fault}
+                 CrashSelf: crash_self, NetFault: net_fault, CorruptLog: corrupt_log}
     notes = [log("storage.damaged", level="error", **damage,
                  why="damage in the middle of the journal: every line that reads was taken up; the moves in "
                      "`suspect` are left for the operator")] if damage else []

@@ -86,3 +86,26 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subproces
     if save:
         config.save()
     return proc
+
+
+MIN_DAMAGE_BYTES = 64  # a log shorter than this has no middle to damage
+
+
+def flip_byte(path: Path, where: float, run_dir: Path) -> dict | None:
+    """Flip one bit of the byte at `where` (a fraction of the file's length), made durable: the
+    fault `corrupt`. None when the file is missing or too short."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size < MIN_DAMAGE_BYTES:
+            return None
+        at = int(size * where)
+        byte = os.pread(fd, 1, at)
+        os.pwrite(fd, bytes([byte[0] ^ 0x20]), at)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return {"file": str(path.relative_to(run_dir)), "offset": at, "size": size}

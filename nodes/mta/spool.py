@@ -65,18 +65,20 @@ COMMIT = frame(["c"])
 
 
 STATES = frozenset({"queued", "deferred", *WAITING, *FINAL})
-_PAIR = {"rcpt": str, "alt_of": (str, type(None)), "state": str, "hint": (dict, type(None)), "hops": int,
-         "attempts": int, "reason": str, "handed_to": (str, type(None)), "resent": bool, "unconfirmed": bool,
-         "alt_copy": (str, type(None)), "cycles": int, "arrived_usn": int}
+_NONE = type(None)
+# each field's exact types (type(), not isinstance: a bool is no int here), checked in one pass
+_PAIR = {"rcpt": {str}, "alt_of": {str, _NONE}, "state": {str}, "hint": {dict, _NONE}, "hops": {int},
+         "attempts": {int}, "reason": {str}, "handed_to": {str, _NONE}, "resent": {bool}, "unconfirmed": {bool},
+         "alt_copy": {str, _NONE}, "cycles": {int}, "arrived_usn": {int}}
 _PAIR_REQUIRED = frozenset(_PAIR) - {"cycles", "arrived_usn"}  # fields added since: a log from before lacks them
-_MESSAGE = {"msg_id": str, "sender": str, "raw": bytes, "accepted_at": (int, float), "ndr_for": (str, type(None)),
-            "ndr_rcpts": list, "priority": str, "report": (str, type(None)), "pairs": list}
+_MESSAGE = {"msg_id": {str}, "sender": {str}, "raw": {bytes}, "accepted_at": {int, float}, "ndr_for": {str, _NONE},
+            "ndr_rcpts": {list}, "priority": {str}, "report": {str, _NONE}, "pairs": {list}}
 _MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
 
 
-def _fields_ok(d: Any, types: dict[str, Any], required: frozenset[str]) -> bool:
-    return (isinstance(d, dict) and required <= d.keys() <= types.keys()
-            and all(isinstance(d[k], types[k]) and not (types[k] is int and isinstance(d[k], bool)) for k in d))
+def _fields_ok(d: Any, types: dict[str, set[type]], required: frozenset[str]) -> bool:
+    return (type(d) is dict and required <= d.keys() <= types.keys()
+            and all(type(v) in types[k] for k, v in d.items()))
 
 
 def valid_record(record: Any) -> bool:

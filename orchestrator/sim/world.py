@@ -38,6 +38,7 @@ from nodes.store.node import wiring as store_wiring
 from protocol import Frame, ProtocolError, decode, encode
 
 from ..journal import MemoryJournal
+from ..processes import MIN_DAMAGE_BYTES
 from ..logread import merge
 from ..node import wiring as orchestrator_wiring
 
@@ -409,6 +410,16 @@ class SimProcesses:
         elif signum == signal.SIGCONT:
             self.world.resume(node)
         return n.pid
+
+    def corrupt(self, node: str, where: float) -> dict[str, Any] | None:
+        n = self.world.nodes[node]
+        self.world.kill(node)  # dead now, not at its next write: nothing of it writes after the flip
+        data = n.storage.data
+        if len(data) < MIN_DAMAGE_BYTES:
+            return None
+        at = int(len(data) * where)
+        data[at] ^= 0x20
+        return {"file": f"mta/{n.server}/queue.wal", "offset": at, "size": len(data)}
 
     def spawn(self, node: str) -> int:
         # the new process comes up after this turn, as a spawned one would

@@ -198,3 +198,28 @@ def test_a_hosts_file_that_is_not_text_is_one_line(tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_bytes(b"\x00\xff\xfe binary")
     one_line_error(xcon("deploy", "--hosts", str(hosts), "--out", str(tmp_path / "out")), 2, "is not a text file")
+
+
+def test_the_corrupt_fault_damages_a_queue_log_that_its_mta_keeps_aside_and_the_verdict_names(tmp_path):
+    """The campaigns' fault `corrupt`, by hand: kill an MTA, flip a byte mid-queue-log, restart it."""
+    run = tmp_path / "run"
+    xcon("up", "--mta-build", "sp4", *FAST, run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        xcon("user", "add", "bob", "--server", "ex2", run_dir=run, check=True)
+        xcon("fault", "pause", "store.ex2", "--seconds", "60", run_dir=run, check=True)  # bob's mail waits at mta.ex2
+        for i in range(5):
+            xcon("send", "--from", "alice", "--to", "bob", "--msg-id", f"c{i}", run_dir=run, check=True)
+        wait_for_event(run, event="mta.transfer_in", msg_id="c4")
+        one_line_error(xcon("fault", "corrupt", "store.ex1", run_dir=run), 1, "corrupt damages an MTA's queue log")
+        xcon("fault", "corrupt", "mta.ex2", "--where", "0.5", "--restart-after", "0.2", run_dir=run, check=True)
+        damaged = wait_for_event(run, event="storage.damaged", node="mta.ex2")
+        assert (run / "mta" / "ex2" / damaged["kept_as"]).exists()
+        xcon("fault", "clear", run_dir=run, check=True)
+        xcon("wait", "--timeout", "30", run_dir=run, check=True)
+        proc = xcon("check", "--json", run_dir=run)
+        report = json.loads(proc.stdout)
+        assert proc.returncode in (0, 1) and {v["outcome"] for v in report["violations"]} <= {"damaged"}, report
+        assert report["counts"]["delivered"] + report["counts"]["damaged"] == 5
+    finally:
+        xcon("down", run_dir=run)

@@ -74,6 +74,23 @@ def test_a_pending_pair_last_held_by_an_mta_that_found_its_queue_log_damaged_is_
     assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
 
 
+def test_a_break_on_a_message_the_damaged_mta_took_up_in_an_older_state_is_the_damage_s():
+    """Found by the campaigns' corrupt fault: the record saying a pair had failed (and its NDR sent)
+    was damaged; the MTA took up the message's earlier state and delivered the pair as well."""
+    reverted = dict(damaged(), older_state=["m1"])
+    events = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr("m1", ["bob"]), delivered("m1", "bob"), reverted,
+              accepted("m2", ["carol"]), delivered("m2", "carol"), delivered("m2", "carol")]
+    outcome = {v.msg_id: (v.outcome, "earlier state" in v.why) for v in check(events).violations}
+    assert outcome == {"m1": ("damaged", True), "m2": ("duplicated", False)}
+
+
+def test_a_pair_whose_report_was_lost_to_damage_is_the_damage_s():
+    """Found by the campaigns' corrupt fault: the record lost was the NDR's, not the message's."""
+    report = check([accepted("m1", ["bob"]), failed("m1", "bob"), damaged("m1~ndr~0123456789abcdef")])
+    (v,) = report.violations
+    assert v.outcome == "damaged" and "its report's only record" in v.why
+
+
 def test_clean_history_is_ok():
     assert check([accepted("m1", ["bob"]), delivered("m1", "bob")]).ok
     assert check([]).ok and check([]).pairs == 0
