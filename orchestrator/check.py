@@ -94,6 +94,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     delivered: Counter = Counter()
     reported: Counter = Counter()
     gave_up: set[tuple[str, str]] = set()
+    reports: dict[tuple[str, str], str] = {}  # a pair that failed with an NDR -> the NDR's id
     postmastered: Counter = Counter()
     ndrs: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {ndr id: the rcpts it names}
     copies: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {postmaster copy id: rcpts}
@@ -127,6 +128,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                         lost_to_damage.setdefault(msg_id.split("~ndr~")[0], (e, how.replace("its", "its report's", 1)))
         elif name == "mta.failed" and not e.get("ndr_for"):
             gave_up.add((e.get("msg_id"), e.get("rcpt")))
+            if e.get("ndr_id"):
+                reports[(e.get("msg_id"), e.get("rcpt"))] = e["ndr_id"]
         elif name == "mta.failed" and e.get("report") == "postmaster" and state is not None:
             copies[e["ndr_for"]][e.get("postmaster_id")] = e.get("ndr_rcpts") or []
         elif name == "mta.ndr_queued" and state is not None:  # the NDR's id even if its delivery's line is gone
@@ -172,19 +175,25 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
         if outcome in VIOLATIONS:
             broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why)
     if broken:
-        _explain(broken, again() if again else events)
+        report_held = _explain(broken, again() if again else events,
+                               {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
         for key, verdict in broken.items():
-            # a pair still waiting at an MTA whose queue log was found damaged after it: its record
-            # may be among the bytes that do not read
-            held = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None)
+            # a pair still waiting (or whose report never arrived) at an MTA whose queue log was
+            # found damaged after it held it: its record may be among the bytes that do not read,
+            # with an id a flipped byte made unreadable
+            if verdict.outcome == "pending":
+                held, how = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None), "its"
+            elif verdict.outcome == "lost":
+                held, how = report_held.get(key), "its report's"
+            else:
+                continue
             holder = held["node"] if held else None
             # one node's Lamport clock goes on across its restarts (from its last line's value, so a
-            # restart's first lines may equal it): the damage came after the node held the pair
-            if verdict.outcome == "pending" and holder in damage and \
-                    damage[holder].get("lamport", 0) >= held.get("lamport", 0):
-                counts["pending"] -= 1
+            # restart's first lines may equal it): the damage came after the node held it
+            if holder in damage and damage[holder].get("lamport", 0) >= held.get("lamport", 0):
+                counts[verdict.outcome] -= 1
                 counts["damaged"] += 1
-                verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], "its record may have been in")
+                verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], f"{how} record may have been in")
     stale = state.stale_locks() if state is not None else []
     return Report(len(accepted), dict(counts), list(broken.values()), not broken and not stale,
                   audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged)
@@ -196,10 +205,13 @@ def _damage_why(event: dict[str, Any], how: str) -> str:
             f"which {event.get('node')} could not read at its restart{took}")
 
 
-def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[str, Any]]) -> None:
+def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[str, Any]],
+             report_of: dict[str, tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The second pass: each broken pair's last events, and for a pair delivered and then gone,
-    the deletes of its mailbox on that store after the delivery."""
+    the deletes of its mailbox on that store after the delivery. Returns, for the pairs whose
+    reports `report_of` names (report id -> pair), the last event of an MTA holding the report."""
     recent: dict[tuple[str, str], deque] = {key: deque(maxlen=TRACE_EVENTS) for key in broken}
+    report_held: dict[tuple[str, str], dict[str, Any]] = {}
     gone = {key for key, v in broken.items() if v.why}
     delivered_on: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # (node, mailbox) -> keys
     for e in events:
@@ -210,6 +222,8 @@ def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[s
             slot.append(_brief(e))
             if key in gone and e["event"] == "store.delivered":
                 delivered_on[(e.get("node", ""), rcpt)].append(key)
+        elif e["event"] in HOLDING and e.get("msg_id") in report_of:
+            report_held[report_of[e["msg_id"]]] = _brief(e)
         if e["event"] in REMOVALS:
             for k in delivered_on.get((e.get("node", ""), e.get("mailbox")), ()):
                 broken[k].removed_by.append(_brief(e))
@@ -218,6 +232,7 @@ def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[s
                 broken[k].removed_by.append(_brief(e))
     for key, verdict in broken.items():
         verdict.last_events = list(recent[key])
+    return report_held
 
 
 def check_run(run_dir: Path, audit: bool = True) -> Report:

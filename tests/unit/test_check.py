@@ -91,6 +91,19 @@ def test_a_pair_whose_report_was_lost_to_damage_is_the_damage_s():
     assert v.outcome == "damaged" and "its report's only record" in v.why
 
 
+def test_a_lost_pair_whose_report_was_last_held_by_an_mta_that_found_damage_after_is_the_damage_s():
+    """Found by the simulator's campaign test (sp4, trial 285314495): a flipped byte inside the
+    report's own id left no id to read, and the pair its report was for counted as lost."""
+    failed_ndr = dict(failed("m1", "bob"), report="ndr", ndr_id="m1~ndr~0123456789abcdef")
+    held = {"event": "mta.deferred", "node": "mta.ex2", "msg_id": "m1~ndr~0123456789abcdef", "rcpt": "alice",
+            "lamport": 100}
+    report = check([accepted("m1", ["bob"]), failed_ndr, held, damaged()])
+    assert [(v.outcome, "its report's record may have been in" in v.why) for v in report.violations] == \
+        [("damaged", True)]
+    before = check([accepted("m1", ["bob"]), failed_ndr, damaged(), dict(held, lamport=101)])
+    assert [v.outcome for v in before.violations] == ["lost"], "damage found before the MTA held the report"
+
+
 def test_clean_history_is_ok():
     assert check([accepted("m1", ["bob"]), delivered("m1", "bob")]).ok
     assert check([]).ok and check([]).pairs == 0
