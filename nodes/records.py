@@ -58,9 +58,14 @@ class Scan:
         return bool(self.damage)
 
     def describe(self, name: str) -> str:
-        """One line: where the damage is and how much."""
-        spans = ", ".join(f"{a}-{b}" for a, b in self.damage[:3]) + (" ..." if len(self.damage) > 3 else "")
-        return f"{name} is damaged in the middle (bytes {spans} of it do not read)"
+        """One line: where the damage is."""
+        return describe_damage(name, self.damage)
+
+
+def describe_damage(name: str, damage: list, what: str = "") -> str:
+    """`name is damaged in the middle (bytes a-b do not read[; what])`, for a log's damaged spans."""
+    spans = ", ".join(f"{a}-{b}" for a, b in damage[:3]) + (" ..." if len(damage) > 3 else "")
+    return f"{name} is damaged in the middle (bytes {spans} do not read{'; ' + what if what else ''})"
 
 
 # --- binary frames: length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack ----------------------

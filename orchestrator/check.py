@@ -177,26 +177,32 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     if broken:
         report_held = _explain(broken, again() if again else events,
                                {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
-        for key, verdict in broken.items():
-            # a pair still waiting (or whose report never arrived) at an MTA whose queue log was
-            # found damaged after it held it: its record may be among the bytes that do not read,
-            # with an id a flipped byte made unreadable
-            if verdict.outcome == "pending":
-                held, how = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None), "its"
-            elif verdict.outcome == "lost":
-                held, how = report_held.get(key), "its report's"
-            else:
-                continue
-            holder = held["node"] if held else None
-            # one node's Lamport clock goes on across its restarts (from its last line's value, so a
-            # restart's first lines may equal it): the damage came after the node held it
-            if holder in damage and damage[holder].get("lamport", 0) >= held.get("lamport", 0):
-                counts[verdict.outcome] -= 1
-                counts["damaged"] += 1
-                verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], f"{how} record may have been in")
+        if damage:
+            _blame_damage(broken, counts, damage, report_held)
     stale = state.stale_locks() if state is not None else []
     return Report(len(accepted), dict(counts), list(broken.values()), not broken and not stale,
                   audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged)
+
+
+def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, damage: dict[str, dict[str, Any]],
+                  report_held: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """A pair still waiting, or whose report never arrived, last held by an MTA that found its
+    queue log damaged after holding it: its record may be among the bytes that do not read, with
+    an id a flipped byte made unreadable. The break is the damage's."""
+    for key, verdict in broken.items():
+        if verdict.outcome == "pending":
+            held, how = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None), "its"
+        elif verdict.outcome == "lost":
+            held, how = report_held.get(key), "its report's"
+        else:
+            continue
+        holder = held["node"] if held else None
+        # one node's Lamport clock goes on across its restarts (from its last line's value, so a
+        # restart's first lines may equal it): the damage came after the node held it
+        if holder in damage and damage[holder].get("lamport", 0) >= held.get("lamport", 0):
+            counts[verdict.outcome] -= 1
+            counts["damaged"] += 1
+            verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], f"{how} record may have been in")
 
 
 def _damage_why(event: dict[str, Any], how: str) -> str:

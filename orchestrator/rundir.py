@@ -34,7 +34,7 @@ from nodes.config import ClusterConfig, Settings
 from nodes.directory.node import DirectoryFile
 from nodes.logs import last_value
 from nodes.mta import spool
-from nodes.records import DamagedFile
+from nodes.records import DamagedFile, describe_damage
 from nodes.security import KEYS, create_keys
 from nodes.store.maildir import read_move_state
 
@@ -249,8 +249,8 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
     try:
         found = directory.read()[4]
         if found.damaged:
-            damaged.append(found.describe("directory/changes.jsonl") +
-                           (f"; changes lost: USN {', '.join(found.ids)}" if found.ids else ""))
+            damaged.append(describe_damage("directory/changes.jsonl", found.damage,
+                                           f"changes lost: USN {', '.join(found.ids)}" if found.ids else ""))
     except DamagedFile as exc:
         refused.append(_relative(str(exc), run_dir))
     for server in settings.servers:
@@ -267,17 +267,16 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
     path = run_dir / journal.PATH
     found = journal.scan(path.read_bytes()) if path.exists() else None
     if found is not None and found.damaged:
-        note = journal.damage_note(found, "")
-        damaged.append(found.describe(str(journal.PATH)) +
-                       (f"; moves left for you to finish or abort: {', '.join(note['suspect'])}" if note["suspect"] else ""))
+        suspect = journal.damage_note(found, "")["suspect"]
+        damaged.append(describe_damage(str(journal.PATH), found.damage,
+                                       f"moves left for you to finish or abort: {', '.join(suspect)}" if suspect else ""))
     return refused, damaged
 
 
 def spool_damage(name: str, damage: dict[str, Any], lost: list[str]) -> str:
-    spans = ", ".join(f"{a}-{b}" for a, b in damage["damaged_bytes"][:3])
     what = (f"{len(lost)} message(s) with no record left: {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}"
             if lost else "no message id could be read from the damaged bytes")
-    return f"{name} is damaged in the middle (bytes {spans} do not read; {what})"
+    return describe_damage(name, damage["damaged_bytes"], what)
 
 
 def _relative(text: str, run_dir: Path) -> str:

@@ -392,11 +392,7 @@ class MtaCore:
         routed = log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=home, via=via,
                      entry_usn=entry["usn"], cache_usn=self.cache.usn, attempt=pair.attempts)
         if home == self.server:
-            self._await(msg, pair, "delivering", request, now)
-            return [routed, Send(f"store.{self.server}", "store.deliver",
-                                 {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw,
-                                  "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
-                                  "expires_at": self._expires_at(msg)}, request, msg.msg_id)]
+            return [routed, self._deliver_here(msg, pair, request, now)]
         if home not in self.settings.servers:
             # an entry naming a server this organisation does not have (a hand-edited directory):
             # no MTA will ever answer for it
@@ -574,18 +570,20 @@ class MtaCore:
         return actions + self._progress(report)
 
     def _to_own_postmaster(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
-        """A postmaster copy goes to this server's own store, never through the directory; it has
-        no time-out, and no answer fails it: it is tried again until the store takes it."""
-        if pair.handed_to is not None:  # never set for a postmaster copy; read as a plain retry
-            pair.handed_to = None
+        """A postmaster copy (its one pair is the postmaster's) goes to this server's own store,
+        never through the directory; it has no time-out, and no answer fails it: it is tried again
+        until the store takes it."""
         pair.attempts += 1
-        request = self.ids.next()
-        self._await(msg, pair, "delivering", request, now)
         return [log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=self.server, via="postmaster",
                     entry_usn=None, cache_usn=self.cache.usn, attempt=pair.attempts),
-                Send(f"store.{self.server}", "store.deliver",
-                     {"msg_id": msg.msg_id, "mailbox": POSTMASTER, "raw": msg.raw, "ndr_for": msg.ndr_for,
-                      "ndr_rcpts": msg.ndr_rcpts, "expires_at": NEVER}, request, msg.msg_id)]
+                self._deliver_here(msg, pair, self.ids.next(), now)]
+
+    def _deliver_here(self, msg: QueuedMessage, pair: Pair, request: str, now: float) -> Send:
+        """Ask this server's store to deliver the pair, with the message's time-out."""
+        self._await(msg, pair, "delivering", request, now)
+        return Send(f"store.{self.server}", "store.deliver",
+                    {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw, "ndr_for": msg.ndr_for,
+                     "ndr_rcpts": msg.ndr_rcpts, "expires_at": self._expires_at(msg)}, request, msg.msg_id)
 
     def _expires_at(self, msg: QueuedMessage) -> float:
         """When the message times out: its acceptance plus its priority's time-out; a report's own

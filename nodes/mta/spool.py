@@ -43,7 +43,7 @@ from protocol import PRIORITIES
 from protocol.frame import pack
 from protocol.names import valid_alias, valid_msg_id
 
-from ..config import append_whole, free_bytes, fsync_dir, open_append
+from ..config import append_whole, free_bytes, fsync_dir, open_append, write_atomic
 from ..records import Scan, scan_frames, set_aside
 from .queue import FINAL, WAITING, QueuedMessage
 
@@ -266,10 +266,10 @@ class Spool(Batch):
         state, records, good = recover(data)
         if state.damage is not None:
             # never cut: the damaged log is kept as it was, and what could be read is the new log
-            aside = set_aside(self.path)
-            state.damage["kept_as"] = aside.name
-            self._write_new(rewrite(records))
-            good = len(rewrite(records))
+            state.damage["kept_as"] = set_aside(self.path).name
+            data = rewrite(records)
+            write_atomic(self.path, data)
+            good = len(data)
         self._fd = open_append(self.path)
         if not existed and self.fsync:
             fsync_dir(self.root)  # the log's name is durable before the first batch counts on it
@@ -278,14 +278,6 @@ class Spool(Batch):
         self._size = self._compacted_size = good
         return state
 
-    def _write_new(self, data: bytes) -> None:
-        tmp = self.root / ".queue.wal.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.root)
 
     def sync(self) -> None:
         """Write the batch with one append and one fsync; compact if the log has grown enough.
