@@ -186,23 +186,33 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
 
 def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, damage: dict[str, dict[str, Any]],
                   report_held: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """A pair still waiting, or whose report never arrived, last held by an MTA that found its
-    queue log damaged after holding it: its record may be among the bytes that do not read, with
-    an id a flipped byte made unreadable. The break is the damage's."""
+    """Breaks the damaged bytes explain, though no id could be read from them (a flipped byte in
+    the id itself): a pair still waiting, or whose report never arrived, last held by an MTA that
+    found its queue log damaged after holding it (its record may be among those bytes); and a pair
+    delivered or reported twice by an MTA acting on it after finding its damage (its latest record
+    may be among them, and the MTA acted on an earlier state again)."""
+    def after_damage(e: dict[str, Any] | None) -> bool:
+        # one node's Lamport clock goes on across its restarts (from its last line's value, so a
+        # restart's first lines may equal it)
+        return e is not None and e["node"] in damage and damage[e["node"]].get("lamport", 0) >= e.get("lamport", 0)
+
     for key, verdict in broken.items():
         if verdict.outcome == "pending":
-            held, how = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None), "its"
+            held = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None)
+            blamed, how = (held["node"] if after_damage(held) else None), "its record may have been in"
         elif verdict.outcome == "lost":
-            held, how = report_held.get(key), "its report's"
+            held = report_held.get(key)
+            blamed, how = (held["node"] if after_damage(held) else None), "its report's record may have been in"
+        elif verdict.outcome in ("both", "duplicated"):
+            acted = next((e for e in verdict.last_events if e["node"] in damage
+                          and e.get("lamport", 0) >= damage[e["node"]].get("lamport", 0)), None)
+            blamed, how = (acted["node"] if acted else None), "its latest record may have been in"
         else:
             continue
-        holder = held["node"] if held else None
-        # one node's Lamport clock goes on across its restarts (from its last line's value, so a
-        # restart's first lines may equal it): the damage came after the node held it
-        if holder in damage and damage[holder].get("lamport", 0) >= held.get("lamport", 0):
+        if blamed is not None:
             counts[verdict.outcome] -= 1
             counts["damaged"] += 1
-            verdict.outcome, verdict.why = "damaged", _damage_why(damage[holder], f"{how} record may have been in")
+            verdict.outcome, verdict.why = "damaged", _damage_why(damage[blamed], how)
 
 
 def _damage_why(event: dict[str, Any], how: str) -> str:

@@ -104,6 +104,18 @@ def test_a_lost_pair_whose_report_was_last_held_by_an_mta_that_found_damage_afte
     assert [v.outcome for v in before.violations] == ["lost"], "damage found before the MTA held the report"
 
 
+def test_a_pair_delivered_and_reported_by_an_mta_acting_after_its_damage_is_the_damage_s():
+    """Found by a 20,000-trial campaign (sp4, trial 758506528): the damaged record was a retirement
+    with a flipped byte in its id; the MTA took up the message's earlier state and delivered a pair
+    it had reported."""
+    routed_again = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "lamport": 100}
+    events = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr("m1", ["bob"]), damaged(), routed_again,
+              delivered("m1", "bob")]
+    assert [(v.outcome, "earlier state" in v.why) for v in check(events).violations] == [("damaged", True)]
+    untouched = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr("m1", ["bob"]), delivered("m1", "bob"), damaged()]
+    assert [v.outcome for v in check(untouched).violations] == ["both"], "no MTA acted on it after its damage"
+
+
 def test_clean_history_is_ok():
     assert check([accepted("m1", ["bob"]), delivered("m1", "bob")]).ok
     assert check([]).ok and check([]).pairs == 0
