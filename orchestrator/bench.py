@@ -497,7 +497,7 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
 
     rows = []
     workers = campaign.default_workers()
-    n = 500 if quick else 20_000  # --quick is the CI smoke test's: a rate, not a campaign
+    n = 200 if quick else 20_000  # --quick is the CI smoke test's: a rate, not a campaign
     for faults, label in ((chaos.DEFAULT_FAULTS, "default faults"), (chaos.FAULTS, "every fault kind")):
         say(f"simulated chaos, {n} trials, {label}")
         worlds = [chaos.draw_world(s, "sp4", faults) for s in chaos.trial_seeds(2, n)]
@@ -508,7 +508,7 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
         rows.append(Row("chaos --sim", f"trials/minute, {label}", rate, real_rate, "trials/min",
                         f"sp4, {workers} workers, {n} trials, {broken} broken; baseline: the real campaign's row"))
     say("simulated KB case")
-    cases = 200 if quick else 4000
+    cases = 100 if quick else 4000
     t0 = time.perf_counter()
     for i in range(cases // 4):
         run_case("legacy", root / "kb", seed=i, sim=Network(), write=i == 0)

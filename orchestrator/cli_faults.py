@@ -17,7 +17,8 @@ from .faults import MOVE_STEPS
 @click.command()
 @run_dir_option
 @click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
-                                          "kill-at-step", "corrupt", "clear", "net", "partition", "heal"]))
+                                          "kill-at-step", "corrupt", "hold-at-step", "release", "clear", "net",
+                                          "partition", "heal"]))
 @click.argument("node", required=False)
 @click.argument("other", required=False)
 @click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
@@ -36,7 +37,8 @@ from .faults import MOVE_STEPS
               help="drop, duplicate, reorder: chance per frame.")
 @click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
 @click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
-@click.option("--step", type=click.Choice(MOVE_STEPS), help="kill-at-step: the move step that kills NODE.")
+@click.option("--step", type=click.Choice(MOVE_STEPS),
+              help="kill-at-step: the move step that kills NODE; hold-at-step: the step that holds the next move.")
 @click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
               help="kill-at-step, corrupt: seconds until NODE starts again (the orchestrator: restart it yourself).")
 @click.option("--where", type=click.FloatRange(0.01, 0.99), default=0.5, show_default=True,
@@ -57,6 +59,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
     xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
     xcon fault corrupt mta.ex2 --where 0.5        (kill it, flip a byte mid-queue-log, restart it)
+    xcon fault hold-at-step --step copy           (the next move waits in that step; no time runs)
+    xcon fault release                            (every held move goes on)
     xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
 
     On a cluster of namespaces (xcon up --network netns), the kernel's faults, on HOSTs (xcon status):
@@ -66,6 +70,19 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault heal                               (every partition and shaping undone)
     """
     kind = kind.replace("-", "_")
+    if kind in ("hold_at_step", "release"):
+        if kind == "hold_at_step" and step is None:
+            raise click.UsageError("hold-at-step needs --step")
+        if node:
+            raise click.UsageError(f"{kind.replace('_', '-')} takes no NODE: it holds a move, wherever it runs")
+        params = {"step": step} if kind == "hold_at_step" else {}
+        cluster.fault(kind, "", None, **params)
+        if as_json:
+            emit_json({"kind": kind, "params": params})
+        else:
+            out.print(f"the next move to enter step {step} waits there until `xcon fault release`"
+                      if step else "every held move goes on")
+        return
     if kind not in ("clear", "heal") and not node:
         raise click.UsageError(f"'{kind}' needs a {'HOST' if kind in ('net', 'partition') else 'NODE'}")
     if kind == "partition" and not other:

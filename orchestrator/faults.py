@@ -22,7 +22,11 @@ from nodes.core import Ids, Reply, Request, Send, error, log
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
 # the kernel's faults on a cluster of network namespaces (orchestrator.netns): on hosts, not nodes
 NET_KINDS = ("net", "partition", "heal")
-KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step", "corrupt", *NET_KINDS)
+# a hold stops a move in a step until released: Move User's (orchestrator.move), routed there by
+# the orchestrator's core, which a clear releases too
+HOLD_KINDS = ("hold_at_step", "release")
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step", "corrupt", *HOLD_KINDS,
+         *NET_KINDS)
 SELF = "orchestrator"
 # the steps a kill can be armed for (orchestrator.move)
 MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "create_target", "copy", "set_home", "mark_target",

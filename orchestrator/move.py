@@ -32,6 +32,11 @@ before set_home a few times, then the move rolls back; from set_home on, and whi
 back, until it is answered, because what those steps release must be released. Every request
 is safe to repeat: locks have an owner, imports skip what is there, a move's last word to a
 store is answered again, and a directory change carries an op id that the directory applies once.
+
+A hold (`arm_hold`, the fault hold_at_step) stops the next move that enters a step there, as
+long as the operator likes: its step's request is on its way, but its answer is kept unread, no
+timer runs and nothing times out until `release`. It opens a window (a locked mailbox, say) with
+no clock involved: a test that must send mail into the copy step no longer races a 1.5 s copy.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ class Move:
     timer: float | None = None
     pending_mtas: list[str] = field(default_factory=list)
     requester: tuple[bytes, str] | None = None
+    held: bool = False  # stopped by a hold in its step, until released (MoveCore.release)
+    parked: Any = None  # the answer that came while held, read at the release
 
     def public(self) -> dict[str, Any]:
         """What a status request shows. Not asdict: that deep-copied the request in flight, a
@@ -123,6 +130,7 @@ class MoveCore:
         # moves a damaged journal line names (orchestrator.journal): left for the operator, since
         # the step that was lost may be past set_home, where a rollback would delete mail
         self.suspect = set(suspect)
+        self.holds: list[str] = []  # steps armed to hold the next move that enters them (one each)
         self.ready = True
 
     # --- the core contract ------------------------------------------------------------------
@@ -179,7 +187,8 @@ class MoveCore:
         return undo + (["rollback_alternate"] if saved else [])
 
     def next_wakeup(self) -> float | None:
-        times = [t for m in self.active() for t in (m.timer, m.deadline if m.request else None) if t is not None]
+        times = [t for m in self.active() if not m.held
+                 for t in (m.timer, m.deadline if m.request else None) if t is not None]
         return min(times) if times else None
 
     def active(self) -> list[Move]:
@@ -188,7 +197,26 @@ class MoveCore:
     def status(self, now: float) -> dict[str, Any]:
         return {"active": [m.public() for m in self.active()],
                 "finished": sum(m.step in MOVE_ENDED for m in self.moves.values()),
-                "recovered": self.recovered}
+                "recovered": self.recovered, "holds": list(self.holds)}
+
+    def arm_hold(self, step: str) -> None:
+        """Hold the next move that enters `step` there, until `release`."""
+        self.holds.append(step)
+
+    def release(self, now: float) -> list:
+        """Let every held move go on (reading the answer that came meanwhile), and disarm the holds."""
+        self.holds.clear()
+        actions: list = []
+        for move in [m for m in self.active() if m.held]:
+            move.held = False
+            actions.append(log("move.released", move_id=move.move_id, step=move.step, alias=move.alias,
+                               mailbox=move.alias))
+            if move.parked is not None:
+                frame, move.parked = move.parked, None
+                actions += self._answer(move, frame, now)
+            elif move.request:
+                move.deadline = now + self.timeout_s  # no time ran while it was held
+        return actions
 
     def on_event(self, event: Any, now: float) -> list:
         if isinstance(event, Request):
@@ -206,6 +234,9 @@ class MoveCore:
             for move in self.active():
                 if move.request == event.frame.re:
                     move.request = None
+                    if move.held:
+                        move.parked = event.frame  # read at the release
+                        return []
                     return self._answer(move, event.frame, now)
                 if move.ahead is not None and move.ahead.id == event.frame.re:
                     move.ahead = None
@@ -217,6 +248,8 @@ class MoveCore:
     def tick(self, now: float) -> list:
         actions: list = []
         for move in self.active():
+            if move.held:
+                continue  # no time runs for a held move
             if move.request and now >= move.deadline:
                 move.request = None
                 if move.last and (move.tries < REQUEST_TRIES or self._must_finish(move)):
@@ -266,12 +299,19 @@ class MoveCore:
 
     def _enter(self, move: Move, step: str, now: float, **facts: Any) -> list:
         move.step = step
+        held = []
+        if step in self.holds and not move.held:
+            self.holds.remove(step)
+            move.held = True
+            held = [log("move.held", level="warning", move_id=move.move_id, step=step, alias=move.alias,
+                        mailbox=move.alias, why="a hold armed for this step (xcon fault release lets it go on)")]
         record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
                   "target": move.target, "saved": move.saved, "workaround": move.workaround,
                   "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at, "legacy": move.legacy,
                   **({"error": move.error} if move.error else {}), **facts}
         return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
-                                         mailbox=move.alias, source=move.source, target=move.target, **facts)]
+                                         mailbox=move.alias, source=move.source, target=move.target, **facts),
+                *held]
 
     def _request(self, move: Move, to: str, type_: str, body: dict[str, Any], now: float, again: bool = False) -> list:
         request = self.ids.next()
@@ -502,6 +542,7 @@ class MoveCore:
                               "it finishes, it cannot be rolled back")
         actions = [log("move.aborted", level="warning", move_id=move.move_id, alias=alias, mailbox=alias,
                        step=move.step, src=req.frame.src)]
+        move.held, move.parked = False, None  # a hold stops a move's progress, never its rollback
         if move.step == "resolve":
             actions += self._refuse(move, "aborted by the operator")
             return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": {**move.public(), "step": "failed"}})]

@@ -6,8 +6,11 @@ ex1's MTA, goes to carol, and is deferred for bob because his mailbox is locked.
 ex1's store tells its MTA the mailbox was released; the MTA retries at once, while its cache
 (replication lag) still says bob lives on ex1.
 
-Nothing here steers the outcome: the scenario only waits on events (the lock, the deferral,
-the end of the move, empty queues) and reads mailboxes and logs afterwards.
+Nothing here steers the outcome: the scenario holds the move in its copy step (the fault
+hold_at_step: the mailbox stays locked, no clock runs) until the message has been deferred, then
+lets it go on, and otherwise only waits on events (the deferral, the end of the move, empty
+queues) and reads mailboxes and logs afterwards. The hold stands for a copy that takes long
+enough; it makes the case the same on a loaded machine as on an idle one.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ CO_RECIPIENT = "legacy+co-recipient"
 PLACEMENTS = {"same": "ex1", "other": "ex2", "third": "ex3"}
 
 LAG_MS = 1000
-COPY_DELAY_MS = 1000
 
 
 @dataclass
@@ -126,11 +128,13 @@ def run_case(case: str, run_dir: Path, seed: int = 0, sim: Network | None = None
         cluster.send("alice", ["bob"], "before the move", "bob's mailbox has mail to move")
         if not cluster.wait(slack):
             raise ClusterError(f"the first message was not delivered in {slack:g} s")
-        started = cluster.move("bob", "ex2", workaround=workaround, copy_delay_ms=COPY_DELAY_MS, wait=False)
-        cluster.wait_move(started["move_id"], timeout=slack, step="copy")  # the mailbox is locked now
+        cluster.fault("hold_at_step", "", step="copy")
+        started = cluster.move("bob", "ex2", workaround=workaround, wait=False)
+        cluster.wait_for_event("orchestrator", "move.held", slack, move_id=started["move_id"])  # bob's mailbox is locked
         sent = cluster.send("alice", to, "during the move", "will bob ever see this?")
         result.msg_id = sent["msg_id"]
         cluster.wait_for_event("mta.ex1", "mta.deferred", slack, msg_id=sent["msg_id"], rcpt="bob")
+        cluster.fault("release", "")
         moved = cluster.wait_move(started["move_id"], timeout=4 * slack)
         if moved["step"] != "done":
             raise ClusterError(f"the move failed: {moved['error']}")

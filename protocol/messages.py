@@ -13,7 +13,7 @@ VERSION = 6  # 2: owners on import and delete, store.end_move, idempotent dir.mo
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
-# marks a client's cannot (protocol.names); the postmaster mailbox
+# marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ MOVE_STATE = {
     "move_id": STR, "alias": STR, "target": STR, "workaround": BOOL, "copy_delay_ms": INT, "source": Opt(STR),
     "step": STR, "started_at": FLOAT, "finished_at": Opt(FLOAT), "error": Opt(STR), "saved": Opt(MAP),
     "wait_usn": INT, "copied": INT, "rolling_back": BOOL, "waiting_for": Opt(STR), "attempts": INT,
+    "held": BOOL,  # stopped in its step by a hold (the fault hold_at_step) until released
 }
 MOVE_ENDED = ("done", "failed")
 
@@ -175,7 +176,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
     # --- orchestrator ---
     # kind: delay | drop | duplicate | reorder (on the link node<->peer), pause, kill, restart,
     # feed_cut (an MTA off the directory feed), lag (an MTA's replication lag), clear,
-    # kill_at_step (kill `node` when a move next enters params.step)
+    # kill_at_step (kill `node` when a move next enters params.step), corrupt (an MTA's queue log),
+    # hold_at_step (hold the next move that enters params.step), release (every held move goes on)
     "orch.fault": {"kind": STR, "node": STR, "peer": Opt(STR), "params": MAP},
     "orch.move": {"alias": STR, "target": STR, "workaround": BOOL, "copy_delay_ms": INT},
     "orch.move_started": {"move_id": STR, "source": STR},

@@ -22,11 +22,15 @@ def test_move_while_mail_flows(build, tmp_path):
         xcon("user", "add", "alice", "--server", "ex2", "--no-wait", run_dir=run, check=True)
         xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both",
              run_dir=run, check=True)
-        move = xcon_json("move", "bob", "--to", "ex2", "--copy-delay-ms", "1500", "--no-wait", run_dir=run)
-        wait_for_event(run, event="move.step", move_id=move["move_id"], step="copy")  # bob's mailbox is locked
+        # the move waits in its copy step, bob's mailbox locked, until released: a window of the
+        # project's own, not a race between a 1.5 s copy and a process start (issue 23)
+        xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)
+        move = xcon_json("move", "bob", "--to", "ex2", "--no-wait", run_dir=run)
+        wait_for_event(run, event="move.held", move_id=move["move_id"], step="copy")
         msg_id = xcon("send", "--from", "alice", "--to", "bob", "--subject", "during", run_dir=run,
                       check=True).stdout.strip()
         wait_for_event(run, event="mta.deferred", msg_id=msg_id, rcpt="bob")
+        xcon("fault", "release", run_dir=run, check=True)
         wait_for_event(run, event="move.done", move_id=move["move_id"])
         xcon("wait", "--timeout", "30", run_dir=run, check=True)
 

@@ -380,3 +380,47 @@ def test_a_restarted_orchestrator_takes_up_a_legacy_move_by_its_own_order():
     assert drive(core, core.start(1.0), table) == ["rollback_target", "rollback_source", "failed"]
     core = MoveCore(["ex1", "ex2"], "b", journal=legacy)
     assert drive(core, core.start(1.0), table) == ["mark_target", "open_target", "release", "done"]
+
+
+def test_a_hold_stops_the_next_move_in_its_step_with_no_clock_running_until_released():
+    """Issue 23: a test opened a 1.5 s copy window and then started `xcon send`, which a loaded
+    machine took 1.7 s to start. A hold opens the window with no clock involved."""
+    core = OrchestratorCore(MoveCore(["ex1", "ex2"], "b"), FaultCore(NODES, "b"))
+    fault = lambda kind, **params: core.on_event(  # noqa: E731
+        request("orch.fault", {"kind": kind, "node": "", "peer": None, "params": params}), 1.0)
+    assert replies(fault("hold_at_step", step="copy"))[0].type == "ok"
+    assert replies(fault("hold_at_step", step="nowhere"))[0].type == "error"
+    held_steps, actions, now = [], start(core, False), 1.0
+    while sends(actions) and not events(actions, "move.held"):
+        held_steps += [a.record["step"] for a in actions if isinstance(a, JournalStep)]
+        send = sends(actions)[0]
+        actions = core.on_event(response(send, *answers()[send.type](send)), now)
+    assert events(actions, "move.held") and core.status(now)["active"][0]["held"]
+    export = sends(actions)[0]  # the step's request is on its way; its answer waits for the release
+    assert core.on_event(response(export, *answers()[export.type](export)), 2.0) == []
+    assert core.next_wakeup() is None and core.tick(1000.0) == [], "no time runs while it is held"
+    released = fault("release")
+    assert events(released, "move.released") and sends(released, "store.import"), "the parked answer is read"
+    steps = drive(core.moves, released, answers(), now=1000.0)
+    assert steps[-1] == "done" and not core.status(1000.0)["active"]
+
+
+def test_a_clear_releases_a_held_move_and_an_abort_rolls_one_back():
+    core = OrchestratorCore(MoveCore(["ex1", "ex2"], "b"), FaultCore(NODES, "b"))
+
+    def held_in_lock() -> list:
+        core.on_event(request("orch.fault", {"kind": "hold_at_step", "node": "", "peer": None,
+                                             "params": {"step": "lock"}}), 1.0)
+        lookup = sends(start(core, False))[0]
+        actions = core.on_event(response(lookup, *answers()[lookup.type](lookup)), 1.0)
+        assert events(actions, "move.held")
+        return actions
+
+    lock = sends(held_in_lock(), "store.lock")[0]
+    core.on_event(response(lock, "ok", {}), 1.0)
+    cleared = core.on_event(request("orch.fault", {"kind": "clear", "node": "", "peer": None, "params": {}}), 1.1)
+    assert events(cleared, "move.released") and drive(core.moves, cleared, answers(), now=1.2)[-1] == "done"
+    held_in_lock()
+    aborted = core.on_event(request("orch.abort", {"alias": "bob"}), 1.3)
+    assert events(aborted, "move.aborted") and not core.status(1.3)["active"][0]["held"]
+    assert "failed" in drive(core.moves, aborted, answers(), now=1.4)
