@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -28,6 +29,9 @@ from protocol import Frame
 from .core import Feed, Log, Publish, Reply, Request, Response, Send
 from .faults import Faults, LinkRule
 from .logs import NodeLog
+
+
+PEER_NAMES = 1024  # requesters whose node names a host keeps, the most recent
 
 
 class Core(Protocol):
@@ -119,7 +123,9 @@ class NodeHost:
         self.faults = Faults(seed)
         self._held: list[tuple[float, int, str, Out]] = []  # frames a link fault holds back
         self._seq = itertools.count()
-        self._peer_names: dict[Any, str] = {}  # requester -> its node name, to fault replies
+        # requester -> its node name, to fault replies; bounded: every CLI invocation is a requester
+        # of its own, and a cluster's life sees thousands (nodes, re-touched on every frame, stay)
+        self._peer_names: OrderedDict[Any, str] = OrderedDict()
 
     # --- inputs -------------------------------------------------------------------------------
 
@@ -132,7 +138,11 @@ class NodeHost:
         """A frame asking something of this node; `peer` is what a Reply to it goes back to."""
         self.now = now
         self._tick_clock(frame)
-        self._peer_names[peer] = frame.src
+        names = self._peer_names
+        names[peer] = frame.src
+        names.move_to_end(peer)
+        if len(names) > PEER_NAMES:
+            names.popitem(last=False)  # the requester least recently heard from
         kind = frame.type
         if kind in ("fault.link", "fault.feed_cut", "fault.clear"):
             self._fault(peer, frame, now)

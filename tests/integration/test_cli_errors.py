@@ -55,7 +55,7 @@ def test_errors_against_a_running_cluster(tmp_path):
         status = xcon_json("status", run_dir=run)
         assert status["nodes"]["directory"]["status"] == {"usn": 1, "recipients": 1}
         assert status["nodes"]["orchestrator"]["status"] == {"active": [], "finished": 0, "recovered": 0, "paused": [],
-                                                             "armed": []}
+                                                             "armed": [], "holds": []}
         assert all(status["nodes"][m]["status"]["messages"] == 0 for m in ("mta.ex1", "mta.ex2"))
     finally:
         xcon("down", run_dir=run, check=True)

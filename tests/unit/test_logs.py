@@ -36,3 +36,26 @@ def test_a_warning_console_shows_the_cores_warnings_and_the_runtimes_own_events(
     console = capfd.readouterr().err
     assert "request.refused" in console and "node.started" in console
     assert "store.delivered" not in console and "store.detail" not in console
+
+
+def test_a_host_remembers_a_bounded_number_of_requesters_the_nodes_among_them():
+    """Issue 23: NodeHost._peer_names grew with every CLI invocation for the life of a cluster."""
+    from nodes.host import PEER_NAMES, NodeHost
+    from nodes.logs import memory_log
+    from protocol import Frame
+
+    class Idle:
+        ready = True
+
+        def start(self, now): return []
+        def on_event(self, event, now): return []
+        def tick(self, now): return []
+        def next_wakeup(self): return None
+        def status(self, now): return {}
+
+    host = NodeHost("store.ex1", Idle(), memory_log("store.ex1", lambda: 0, lambda: 0.0), seed=1)
+    for n in range(3 * PEER_NAMES):
+        host.request(f"cli-{n}".encode(), Frame("ping", f"p{n}", f"cli.{n}", 1, {}), 1.0)
+        if n % 100 == 0:
+            host.request(b"mta", Frame("ping", f"m{n}", "mta.ex1", 1, {}), 1.0)
+    assert len(host._peer_names) == PEER_NAMES and host._peer_names[b"mta"] == "mta.ex1"
