@@ -164,6 +164,11 @@ class Settings:
         return cls(**d)
 
 
+def node_names(servers: tuple[str, ...]) -> list[str]:
+    """Every node of a cluster of these servers, as cluster.json names them."""
+    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     run_dir: Path

@@ -14,7 +14,7 @@ import pytest
 
 from nodes.config import Settings
 from orchestrator import cluster as cl
-from orchestrator import logread
+from orchestrator.inspect import logread
 
 # The seeds of a run: random unless the environment fixes them. They are put in the environment
 # here, in the process that prints the header, so pytest-xdist's workers (started after this

@@ -82,8 +82,8 @@ def ask(sock: zmq.Socket, payload: bytes, timeout_ms: int = 5000):
 def main() -> None:
     from nodes.config import Settings
     from orchestrator import cluster as cl
-    from orchestrator.bench import rss_kb
-    from orchestrator.client import dealer
+    from orchestrator.lab.bench import rss_kb
+    from orchestrator.cluster.client import dealer
 
     parser = argparse.ArgumentParser(description="Fuzz every node of a fresh cluster with invalid frames.")
     parser.add_argument("--frames", type=int, default=100_000, help="frames in all, spread over the nodes")

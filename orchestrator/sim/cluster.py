@@ -19,9 +19,10 @@ from typing import Any, Iterable
 from nodes.config import ClusterConfig, Settings
 from nodes.mta import spool
 
-from .. import audit, journal
-from ..client import Client, ClusterError
-from ..cluster import Cluster
+from orchestrator.inspect import audit
+from orchestrator import journal
+from orchestrator.cluster.client import Client, ClusterError
+from orchestrator.cluster import Cluster
 from .world import Network, World
 
 

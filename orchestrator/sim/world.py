@@ -37,10 +37,10 @@ from nodes.store.maildir import MemoryMaildirs
 from nodes.store.node import wiring as store_wiring
 from protocol import Frame, ProtocolError, decode, encode
 
-from ..journal import MemoryJournal
-from ..processes import MIN_DAMAGE_BYTES
-from ..logread import merge
-from ..node import wiring as orchestrator_wiring
+from orchestrator.journal import MemoryJournal
+from orchestrator.processes import MIN_DAMAGE_BYTES
+from orchestrator.inspect.logread import merge
+from orchestrator.node import wiring as orchestrator_wiring
 
 EPOCH = 1_780_000_000.0  # the virtual clock's start: a fixed date, so two runs log the same times
 CLIENT = "cli.sim"

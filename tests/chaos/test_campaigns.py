@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from orchestrator import chaos
+from orchestrator.lab import chaos
 
 from ..conftest import xcon
 

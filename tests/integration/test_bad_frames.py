@@ -13,8 +13,8 @@ from xprocess import ProcessStarter
 
 from nodes.config import ClusterConfig, Settings
 from nodes.security import create_keys
-from orchestrator.client import dealer
-from orchestrator.rundir import free_ports
+from orchestrator.cluster.client import dealer
+from orchestrator.cluster.rundir import free_ports
 from protocol import VERSION, Frame, batch, decode, decode_message, encode
 
 from ..conftest import wait_for_event

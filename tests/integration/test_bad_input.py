@@ -10,7 +10,7 @@ import time
 import pytest
 
 from nodes.config import ClusterConfig
-from orchestrator.client import Client
+from orchestrator.cluster.client import Client
 from protocol import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 
 from ..conftest import xcon, xcon_json
@@ -129,7 +129,7 @@ def test_a_send_that_times_out_says_the_message_may_be_accepted_and_a_resend_wit
     """Story 7: a timed-out `xcon send` did not say that the message may have been accepted, and so
     invited a resend that delivered it twice. The MTA is paused (a timing window of xcon's own)."""
     from orchestrator.cluster import Cluster
-    from orchestrator.client import NoAnswer
+    from orchestrator.cluster.client import NoAnswer
 
     from ..conftest import wait_for_event
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from nodes.config import ClusterConfig
-from orchestrator.client import Client, ClusterError
+from orchestrator.cluster.client import Client, ClusterError
 
 from ..conftest import wait_for_event, xcon, xcon_json
 from .test_cli_errors import one_line_error

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 
 from nodes.config import Settings
 from orchestrator import cluster as cl
-from orchestrator.client import dealer
+from orchestrator.cluster.client import dealer
 
 from ..fuzzing import ask, frames
 

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from orchestrator import chaos, logread
-from orchestrator.check import check_run
-from orchestrator.client import ClusterError
+from orchestrator.lab import chaos
+from orchestrator.inspect import logread
+from orchestrator.inspect.check import check_run
+from orchestrator.cluster.client import ClusterError
 
 from ..conftest import SEED, wait_for_event
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import netns
-from orchestrator.rundir import node_processes
+from orchestrator.cluster.rundir import node_processes
 
 from ..conftest import SEED, wait_for_event, xcon, xcon_json
 
@@ -143,7 +143,7 @@ def test_the_deployed_files_start_every_node_on_its_own_host_and_the_kb_runs_aga
     """`xcon deploy` for hosts that are namespaces on this machine: each generated unit's command
     runs in its own namespace (as systemd would, NetworkNamespacePath), and the KB by hand and
     `xcon check` run against that cluster."""
-    from orchestrator import deploy
+    from orchestrator.cluster import deploy
 
     (tmp_path / "net").mkdir()
     net = netns.ensure(tmp_path / "net", ("ex1", "ex2"), None)  # the "machines"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nodes.records import decode_line
-from orchestrator.rundir import node_processes
+from orchestrator.cluster.rundir import node_processes
 
 from ..conftest import wait_for_event, xcon, xcon_json
 from .test_cli_errors import one_line_error

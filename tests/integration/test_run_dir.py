@@ -15,8 +15,8 @@ import time
 
 from nodes.config import Settings
 from orchestrator import cluster as cl
-from orchestrator import rundir
-from orchestrator.rundir import node_processes
+from orchestrator.cluster import rundir
+from orchestrator.cluster.rundir import node_processes
 
 from ..conftest import xcon, xcon_json
 from .test_cli_errors import one_line_error

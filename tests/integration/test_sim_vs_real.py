@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from orchestrator import chaos
+from orchestrator.lab import chaos
 from orchestrator.sim.world import Network
 
 from ..conftest import xcon

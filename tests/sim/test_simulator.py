@@ -12,8 +12,10 @@ import pytest
 
 from nodes.mta.spool import MemorySpool, Spool
 from nodes.store.maildir import Maildirs, MemoryMaildirs
-from orchestrator import chaos, scenario
-from orchestrator.sim import campaign, explore
+from orchestrator.lab import chaos
+from orchestrator.lab import scenario
+from orchestrator.lab import campaign
+from orchestrator.lab import explore
 from orchestrator.sim.world import Network
 
 ALL_FAULTS = chaos.FAULTS
@@ -30,7 +32,7 @@ def test_the_kb_cases_behave_as_the_kb_says_in_simulation_wherever_the_alternate
 
 
 def test_a_simulated_run_is_written_as_a_real_one_for_check_and_trace(tmp_path):
-    from orchestrator.check import check_run
+    from orchestrator.inspect.check import check_run
 
     result = scenario.run_case("legacy", tmp_path / "legacy", sim=Network())
     report = check_run(tmp_path / "legacy")  # read back from the files, as for a real run
@@ -39,7 +41,7 @@ def test_a_simulated_run_is_written_as_a_real_one_for_check_and_trace(tmp_path):
 
 
 def test_the_same_seed_gives_the_same_event_digest_in_two_processes():
-    code = ("from pathlib import Path; from orchestrator import chaos; from orchestrator.sim.world import Network; "
+    code = ("from pathlib import Path; from orchestrator.lab import chaos; from orchestrator.sim.world import Network; "
             f"w = chaos.draw_world({SEED}, 'sp4', chaos.FAULTS); "
             "print(chaos.run_trial(w, Path('/nonexistent'), sim=Network(), dump=False).digest)")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -146,7 +148,7 @@ def test_the_kb_cases_behave_as_the_kb_says_with_exchange_55s_timings(case, plac
                                         ("q277911", "legacy-move"), ("q277911", "sp4-move"),
                                         ("kb2579150", "soft-delete"), ("kb2579150", "reroute")])
 def test_the_family_behaves_as_its_articles_say_in_simulation(name, case, tmp_path):
-    from orchestrator import family
+    from orchestrator.lab import family
 
     result = family.RUNNERS[name](case, tmp_path / case, seed=2, sim=Network())
     assert result.error is None and result.matches, result.to_json()
@@ -155,7 +157,7 @@ def test_the_family_behaves_as_its_articles_say_in_simulation(name, case, tmp_pa
 def test_a_silent_loss_the_article_describes_must_be_counted_lost_by_check_to_match(tmp_path):
     """The legacy move's dropped message: `check` (logs against mailboxes) counts it lost; a
     case that said "lost" while the check saw nothing would not match."""
-    from orchestrator import family
+    from orchestrator.lab import family
 
     result = family.RUNNERS["q277911"]("legacy-move", tmp_path / "c", seed=3, sim=Network())
     assert result.matches and result.check["counts"]["lost"] == 1

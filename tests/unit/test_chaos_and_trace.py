@@ -6,7 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 
 from nodes.faults import Faults, LinkRule
-from orchestrator import chaos, trace
+from orchestrator.lab import chaos
+from orchestrator.inspect import trace
 
 
 def test_a_world_is_a_function_of_its_seed():

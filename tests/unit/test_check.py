@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from orchestrator.audit import EndState
-from orchestrator.check import check
+from orchestrator.inspect.audit import EndState
+from orchestrator.inspect.check import check
 
 
 def accepted(msg, rcpts, alt_of=None):

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from nodes.config import ClusterConfig, Settings
-from orchestrator import deploy, netns
+from orchestrator.cluster import deploy
+from orchestrator import netns
 
 
 HOSTS = """

@@ -15,8 +15,13 @@ import sys
 
 import click
 
-from . import cli_cluster, cli_faults, cli_inspect, cli_mail, cli_runs, cli_sim
-from .client import ClusterError
+from . import cluster as cli_cluster
+from . import faults as cli_faults
+from . import inspect as cli_inspect
+from . import mail as cli_mail
+from . import runs as cli_runs
+from . import sim as cli_sim
+from orchestrator.cluster.client import ClusterError
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 

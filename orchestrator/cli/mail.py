@@ -14,9 +14,9 @@ from rich.table import Table
 from protocol import MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import MSG_ID_RULE, valid_submitted_id
 
-from . import cluster as cl
-from .cli_common import TEXT, attached, emit_json, json_option, out, run_dir_option
-from .client import ClusterError
+from orchestrator import cluster as cl
+from .common import TEXT, attached, emit_json, json_option, out, run_dir_option
+from orchestrator.cluster.client import ClusterError
 
 @click.group()
 def user() -> None:

@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 
 from nodes.config import BUILDS, MOVE_BUILDS
 
-from .. import chaos
-from .world import Network
+from . import chaos
+from orchestrator.sim.world import Network
 
 
 # a shrunk world must stay one a real cluster can run: a retry interval of 0 would be a tight loop

@@ -13,10 +13,11 @@ from rich.table import Table
 
 from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings
 
-from . import cluster as cl
-from . import logread, netns
-from .cli_common import attached, emit_json, json_option, out, profile_options, run_dir_option
-from .client import ClusterError
+from orchestrator import cluster as cl
+from orchestrator.inspect import logread
+from orchestrator import netns
+from .common import attached, emit_json, json_option, out, profile_options, run_dir_option
+from orchestrator.cluster.client import ClusterError
 
 @click.command()
 @run_dir_option
@@ -340,7 +341,7 @@ def deploy(hosts_file: Path, out_dir: Path, root: Path, python_path: str, mta_bu
     address), the CURVE keys and a systemd unit per node. Copy the folder to --root on every
     host, start the units there, and run xcon with --run-dir --root from any of them
     (deploy/README.md walks through it)."""
-    from . import deploy as deploy_mod
+    from orchestrator.cluster import deploy as deploy_mod
 
     try:
         text = hosts_file.read_bytes().decode("utf-8")

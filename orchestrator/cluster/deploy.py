@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodes.config import ClusterConfig, Settings
+from nodes.config import ClusterConfig, Settings, node_names
 from nodes.security import create_keys
 
-from . import netns
-from .processes import MODULES
-from .rundir import node_entry, node_names
+from orchestrator import netns
+from orchestrator.processes import MODULES
+from .rundir import node_entry
 
 SERVER = re.compile(r"ex[1-9][0-9]?")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodes.config import ClusterConfig, Settings
+from nodes.config import ClusterConfig, Settings, node_names
 from nodes.directory.node import read_directory
 from nodes.mta import spool
 from nodes.records import DamagedFile
 from nodes.store.maildir import read_mailboxes, read_move_state
 from protocol.names import POSTMASTER, is_derived
 
-from . import journal
+from orchestrator import journal
 
 
 @dataclass
@@ -129,6 +129,4 @@ def nodes_of(run_dir: Path) -> list[str]:
         settings = Settings.from_json(json.loads((run_dir / "sim.json").read_text())["settings"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    from .rundir import node_names
-
     return node_names(settings.servers)

@@ -34,12 +34,12 @@ from nodes.config import Settings
 from protocol import Frame, encode
 
 from . import chaos
-from . import check as checker
-from . import cluster as cl
-from . import logread
-from .client import dealer
-from .processes import proc_stat
-from .rundir import free_ports
+from orchestrator.inspect import check as checker
+from orchestrator import cluster as cl
+from orchestrator.inspect import logread
+from orchestrator.cluster.client import dealer
+from orchestrator.processes import proc_stat
+from orchestrator.cluster.rundir import free_ports
 
 
 @dataclass
@@ -86,7 +86,7 @@ def raw_pipeline(hops: int, n: int, frame_size: int, window: int) -> tuple[float
     procs = []
     for i in reversed(range(hops)):
         nxt = f"tcp://127.0.0.1:{ports[i + 1]}" if i + 1 < hops else "-"
-        procs.append(subprocess.Popen([sys.executable, "-m", "orchestrator.bench_pipe", "relay",
+        procs.append(subprocess.Popen([sys.executable, "-m", "orchestrator.lab.bench_pipe", "relay",
                                        f"tcp://127.0.0.1:{ports[i]}", nxt, report]))
     client = ctx.socket(zmq.DEALER)
     client.linger = 0
@@ -483,7 +483,7 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
 
 def _kb_case(seed: int) -> bool:
     from .scenario import run_case
-    from .sim.world import Network
+    from orchestrator.sim.world import Network
 
     return run_case("legacy", Path("/nonexistent/kb"), seed=seed, sim=Network(), write=False).matches
 
@@ -492,8 +492,9 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
     """The simulator beside the real campaign: trials a minute (all cores), the KB case, explore,
     and how a trial's cost grows with servers and users."""
     from .scenario import run_case
-    from .sim import campaign, explore
-    from .sim.world import Network
+    from . import campaign
+    from . import explore
+    from orchestrator.sim.world import Network
 
     rows = []
     workers = campaign.default_workers()

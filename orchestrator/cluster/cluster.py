@@ -1,35 +1,30 @@
-"""Starting, stopping and driving a cluster: what `xcon` commands and the tests call.
-
-`start` picks free loopback ports, writes `<run-dir>/cluster.json`, starts every node as its
-own OS process (in its own session, so it outlives the CLI) and returns once each answers
-`ping` with ready=true. `Cluster` wraps a running cluster with the operations of the CLI.
+"""A running cluster and what a person or a campaign does with it: the one interface scenarios
+and campaigns are written against (the simulator's cluster is the same class on a simulated
+world). Starting and stopping one is orchestrator.cluster.launch's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-from nodes.config import ClusterConfig, Settings, open_append
+from nodes.config import ClusterConfig, open_append
 from protocol import MOVE_ENDED
 from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
-from . import audit, logread, netns, rundir
-from . import check as checker
-from .client import Client, ClusterError, NoAnswer
-from . import processes
-from .processes import pid_alive, spawn_node
+from orchestrator import processes
+from orchestrator.inspect import audit, logread
+from orchestrator.inspect import check as checker
+from orchestrator.processes import pid_alive, spawn_node
 
-BIND_TRIES = 3  # starts of a cluster whose loopback ports another program took meanwhile
+from .client import Client, ClusterError, NoAnswer, TimedOut
 
+T = TypeVar("T")
 
 def running_config(run_dir: Path) -> ClusterConfig:
     """The cluster of run_dir if any of its nodes runs, else ClusterError saying what to do."""
@@ -46,116 +41,6 @@ def running_config(run_dir: Path) -> ClusterConfig:
         raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
                            "its own queue, journal, directory and mail)")
     return config
-
-
-def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool = False,
-          given: frozenset[str] = frozenset(), accept_damage: bool = False) -> "Cluster":
-    """Start a cluster in `run_dir` and return once every node is ready.
-
-    A run-dir that holds a stopped cluster's state is resumed: every node restarts on its own
-    queue, journal, directory, stores and keys, with the saved settings and those of `settings`
-    named in `given` (what the user asked to change; `Cluster.resumed` says what was kept and
-    changed). With `fresh`, that state is deleted first (only in a run-dir xcon made, only what it
-    made). A directory that holds files xcon did not make is refused either way. Before a resume,
-    the files the nodes will read are read (rundir.look_for_damage): one that does not read
-    stops the start, and so does a log damaged in the middle unless `accept_damage`."""
-    run_dir = run_dir.resolve()
-    with rundir.locked(run_dir):
-        rundir.claim(run_dir)
-        if rundir.node_processes(run_dir):
-            raise ClusterError(f"a cluster is already running in {run_dir} (stop it with `xcon down`)")
-        if fresh:
-            _remove_network(run_dir)  # a crashed cluster's namespaces go with its state
-            rundir.wipe(run_dir)
-        resumed = None
-        try:
-            if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
-                config, resumed = rundir.resumed_config(run_dir, settings, given)
-                refused, damaged = rundir.look_for_damage(run_dir, config.settings)
-                if refused:
-                    raise ClusterError(f"cannot start: {'; '.join(refused)}; nothing was started")
-                if damaged and not accept_damage:
-                    raise ClusterError(f"{'; '.join(damaged)}; nothing was started. `xcon up --accept-damage` keeps "
-                                       "each damaged file aside untouched and takes up every record it can read")
-                resumed["started_at"] = time.time()  # what the nodes log from here on is this start's
-                if config.settings.network == "netns":
-                    config = dataclasses.replace(
-                        config, network=netns.ensure(run_dir, config.settings.servers, config.network))
-            else:
-                network = netns.ensure(run_dir, settings.servers, None) if settings.network == "netns" else None
-                config = rundir.fresh_config(run_dir, settings, network)
-        except netns.NetworkError as exc:
-            raise ClusterError(str(exc)) from None
-        except BaseException:
-            _remove_network(run_dir)  # nothing half-made is left behind
-            raise
-        for attempt in itertools.count(1):  # ends by returning or raising
-            config.save()
-            procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
-            config.save()
-            cluster = Cluster(config)
-            cluster.resumed = resumed
-            try:
-                cluster.wait_ready(procs, timeout)
-                return cluster
-            except ClusterError as exc:
-                cluster.close()
-                _stop(run_dir, 5.0)
-                # free_ports found the ports free, but another program may take one before a node
-                # binds it: move every loopback endpoint and start again
-                if "cannot bind" not in str(exc) or attempt == BIND_TRIES or config.network:
-                    raise
-                rundir.new_ports(config, [e for n in config.nodes.values() for e in n["endpoints"].values()])
-            except BaseException:
-                _stop(run_dir, 5.0)
-                raise
-
-
-def stop(run_dir: Path, grace: float = 5.0, force: bool = False) -> tuple[list[str], list[str]]:
-    """Stop every node of the run-dir: SIGTERM, then SIGKILL after `grace` seconds. The nodes are
-    those cluster.json names and every process whose command line names the run-dir, so a
-    missing or corrupt cluster.json stops nothing from being stopped; then the cluster's network
-    of namespaces, if it has one, is removed. Returns the nodes stopped and the network's parts
-    removed. `force`: no error when there is nothing to stop, only what is left to remove."""
-    run_dir = run_dir.resolve()
-    if not run_dir.is_dir():
-        raise ClusterError(f"no cluster in {run_dir}")
-    with rundir.locked(run_dir):
-        return _stop(run_dir, grace, force)
-
-
-def _remove_network(run_dir: Path, config: ClusterConfig | None = None) -> list[str]:
-    """Remove the namespaces, veths and bridge the cluster made (cluster.json's record, or
-    network.json's when cluster.json is gone); the names removed."""
-    network = (config.network if config else None) or netns.load(run_dir)
-    return netns.destroy(network) if network else []
-
-
-def _stop(run_dir: Path, grace: float, force: bool = False) -> tuple[list[str], list[str]]:
-    try:
-        config: ClusterConfig | None = ClusterConfig.load(run_dir)
-    except (OSError, ValueError, KeyError, TypeError):
-        config = None
-    live = {d["pid"]: n for n, d in (config.nodes.items() if config else ()) if pid_alive(d.get("pid"), run_dir)}
-    live.update(rundir.node_processes(run_dir))
-    if config is None and not live:
-        removed = _remove_network(run_dir)
-        if removed or force:
-            return [], removed
-        raise ClusterError(f"no cluster in {run_dir}" if not (run_dir / "cluster.json").exists() else
-                           f"{run_dir}/cluster.json is unreadable and no node of {run_dir} runs")
-    for pid in live:
-        os.kill(pid, signal.SIGTERM)
-    processes.wait_gone(live, run_dir, grace)
-    for pid in live:
-        if pid_alive(pid, run_dir):
-            os.kill(pid, signal.SIGKILL)
-    processes.reap()
-    if config is not None:
-        for node in config.nodes.values():
-            node.pop("pid", None)
-        config.save()
-    return sorted(live.values()), _remove_network(run_dir, config)
 
 
 class WallClock:
@@ -194,22 +79,6 @@ class Cluster:
     def close(self) -> None:
         self.client.close()
 
-    def wait_ready(self, procs: dict[str, subprocess.Popen], timeout: float) -> None:
-        deadline = time.time() + timeout
-        waiting = set(procs)
-        while waiting:
-            for name in sorted(waiting):
-                if procs[name].poll() is not None:
-                    tail = _tail(self.config.run_dir / "logs" / f"{name}.console")
-                    raise ClusterError(f"{name} exited with code {procs[name].returncode} while starting: {tail}")
-                try:
-                    if self.client.request(name, "ping", timeout=0.2).body["ready"]:
-                        waiting.discard(name)
-                except ClusterError:
-                    pass
-            if time.time() > deadline:
-                raise ClusterError(f"nodes not ready after {timeout:g}s: {', '.join(sorted(waiting))}")
-
     # --- users --------------------------------------------------------------------------
 
     def add_user(self, alias: str, server: str, alternate: str | None = None, deliver_to_both: bool = False,
@@ -247,14 +116,22 @@ class Cluster:
     def lookup(self, alias: str) -> dict[str, Any] | None:
         return self.client.request("directory", "dir.lookup", {"alias": alias}).body["recipient"]
 
+    def until(self, condition: Callable[[], T], timeout: float, what: str, every: float = 0.02) -> T:
+        """Ask `condition` on this cluster's clock (the wall clock, or the simulator's) until it
+        gives something true, and return that; TimedOut naming `what` after `timeout` seconds."""
+        deadline = self.clock.now() + timeout
+        while True:
+            result = condition()
+            if result:
+                return result
+            if self.clock.now() > deadline:
+                raise TimedOut(f"{what}: not within {timeout:g}s")
+            self.clock.sleep(every)
+
     def wait_replicated(self, usn: int, timeout: float = 60.0) -> None:
         """Return once every MTA's directory cache has applied `usn`."""
-        deadline = self.clock.now() + timeout
-        for mta in self.mtas:
-            while self.status_of(mta)["cache_usn"] < usn:
-                if self.clock.now() > deadline:
-                    raise ClusterError(f"{mta} has not applied USN {usn} after {timeout:g}s")
-                self.clock.sleep(0.02)
+        self.until(lambda: all(self.status_of(m)["cache_usn"] >= usn for m in self.mtas), timeout,
+                   f"every MTA's cache at USN {usn}")
 
     # --- mail ---------------------------------------------------------------------------
 
@@ -329,16 +206,12 @@ class Cluster:
         """Wait until the move ends (or reaches `step`). A move that failed is rolling back,
         which takes as long as the stores it must release take to answer: it counts as ended at
         once, unless `settled` asks for the end of its rollback too."""
-        deadline = self.clock.now() + timeout
-        while True:
+        def ended() -> dict[str, Any] | None:
             state = self.move_state(move_id)
-            if state["step"] in MOVE_ENDED or state["step"] == step:
-                return state
-            if state["rolling_back"] and not settled:
-                return state
-            if self.clock.now() > deadline:
-                raise ClusterError(f"move {move_id} still in step {state['step']} after {timeout:g}s")
-            self.clock.sleep(0.02)
+            done = state["step"] in MOVE_ENDED or state["step"] == step or (state["rolling_back"] and not settled)
+            return state if done else None
+
+        return self.until(ended, timeout, f"move {move_id} {'in step ' + step if step else 'ended'}")
 
     def abort(self, alias: str, timeout: float = 30.0) -> dict[str, Any]:
         """Roll back the running move of `alias` (if it is before set_home), then end every lock
@@ -404,16 +277,13 @@ class Cluster:
             self.wait_node_ready("orchestrator")
 
     def wait_node_ready(self, node: str, timeout: float = 20.0) -> None:
-        deadline = self.clock.now() + timeout
-        while True:
-            try:
-                if self.client.ask(node, "ping", timeout=0.5).body.get("ready"):
-                    return
-                self.clock.sleep(0.02)  # up but not ready (an MTA waiting for the directory): not a hot loop
+        def ready() -> bool:
+            try:  # up but not ready (an MTA waiting for the directory), or not answering yet
+                return bool(self.client.ask(node, "ping", timeout=0.5).body.get("ready"))
             except ClusterError:
-                pass
-            if self.clock.now() > deadline:
-                raise ClusterError(f"{node} is not ready {timeout:g} s after its restart")
+                return False
+
+        self.until(ready, timeout, f"{node} ready after its restart")
 
     # --- watching -----------------------------------------------------------------------
 
@@ -454,16 +324,18 @@ class Cluster:
         is not enough: it asks the MTAs one after the other, so a transfer can reach mta.ex1
         after mta.ex1 was asked and leave mta.ex2 before mta.ex2 is (chaos trial 1374652453,
         reroute: the cluster was stopped with that pair in flight, and check saw it pending)."""
-        deadline = self.clock.now() + timeout
-        last = None
-        while True:
+        polls: list[tuple | None] = [None]
+
+        def settled() -> bool:
             now = self.quiet()
-            if now is not None and now == last:
-                return True
-            if self.clock.now() > deadline:
-                return False
-            last = now
-            self.clock.sleep(0.05)
+            same = now is not None and now == polls[0]
+            polls[0] = now
+            return same
+
+        try:
+            return self.until(settled, timeout, "every queue empty, no move running", every=0.05)
+        except TimedOut:
+            return False
 
     # --- what a campaign needs beside the CLI's operations ---------------------------------------
 
@@ -504,17 +376,14 @@ class Cluster:
     def wait_for_event(self, node: str, event: str, timeout: float, **fields: Any) -> None:
         """Wait until `node` has logged `event` with these fields: a scenario's proof of a state."""
         path = self.config.run_dir / "logs" / f"{node}.jsonl"
-        deadline = self.clock.now() + timeout
-        while self.clock.now() < deadline:
-            for e in logread.read_file(path):
-                if e["event"] == event and all(e.get(k) == v for k, v in fields.items()):
-                    return
-            self.clock.sleep(0.02)
         said = ", ".join(f"{k}={v}" for k, v in fields.items())
-        raise ClusterError(f"{node} did not log {event} ({said}) within {timeout:g}s")
+        self.until(lambda: any(e["event"] == event and all(e.get(k) == v for k, v in fields.items())
+                               for e in logread.read_file(path)), timeout, f"{node} logging {event} ({said})")
 
     def stop(self) -> None:
         """Close the connection and stop every node (the run's files stay)."""
+        from .launch import stop  # the launcher starts Clusters: it imports this module
+
         self.close()
         stop(self.config.run_dir)
 
@@ -542,10 +411,3 @@ def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
     line = {"ts": round(time.time(), 6), "node": "cli", "level": "warning", "event": event, "lamport": 0, **fields}
     with open(open_append(run_dir / "logs" / "cli.jsonl"), "a") as f:
         f.write(json.dumps(line) + "\n")
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return "(no console output)"

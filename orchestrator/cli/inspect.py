@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from . import check as checker
-from . import logread
-from .cli_common import emit_json, json_option, out, run_dir_option
-from .client import ClusterError
+from orchestrator.inspect import check as checker
+from orchestrator.inspect import logread
+from .common import emit_json, json_option, out, run_dir_option
+from orchestrator.cluster.client import ClusterError
 
 HIDDEN = {"ts", "node", "level", "event", "lamport"}
 
@@ -46,7 +46,7 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
     events = logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=pattern)
     if export:
-        from .trace import perfetto
+        from orchestrator.inspect.trace import perfetto
         data = perfetto(events)
         file.write_text(json.dumps(data))
         click.echo(f"wrote {len(data['traceEvents'])} trace events to {file} (open it at ui.perfetto.dev)")
@@ -64,7 +64,7 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
 def trace_cmd(run_dir: Path, msg_id: str, svg_file: Path | None, as_json: bool) -> None:
     """One message's story across every node, in causal order: its hops, the directory changes
     and cache updates that decided them, the moves and faults around them."""
-    from . import trace as trace_mod
+    from orchestrator.inspect import trace as trace_mod
 
     run_dir = run_dir.resolve()
     if not logread.log_files(run_dir):

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 from nodes.config import Settings
 
-from .. import check as checker
-from ..client import ClusterError
-from .cluster import SimCluster
+from orchestrator.inspect import check as checker
+from orchestrator.cluster.client import ClusterError
+from orchestrator.sim.cluster import SimCluster
 
 LAGS_MS = (0, 100, 250, 500, 1000, 2000)
 RETRIES_MS = (250, 1000)

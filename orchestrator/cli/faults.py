@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from . import cluster as cl
-from .cli_common import attached, emit_json, json_option, out, run_dir_option
-from .client import ClusterError
-from .faults import MOVE_STEPS
+from orchestrator import cluster as cl
+from .common import attached, emit_json, json_option, out, run_dir_option
+from orchestrator.cluster.client import ClusterError
+from orchestrator.faults import MOVE_STEPS
 
 
 @click.command()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nodes.config import BUILDS
 
-from .cli_common import emit_json, json_option, out
+from .common import emit_json, json_option, out
 
 
 @click.group()
@@ -48,8 +48,8 @@ def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, wor
     time: '.' delivered, 'n' NDR, 'X' lost. Exit 0 when the build behaves as it should: legacy
     loses somewhere, sp4 and reroute nowhere.
     """
-    from .sim import explore as ex
-    from .sim.campaign import default_workers
+    from orchestrator.lab import explore as ex
+    from orchestrator.lab.campaign import default_workers
 
     points = ex.grid(_ints(lags, "--lags"), _ints(retries, "--retries"), _ints(copies, "--copies"))
     started = time.time()

@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from nodes.config import ClusterConfig, Settings
+from nodes.config import ClusterConfig, Settings, node_names
 from nodes.directory.node import DirectoryFile
 from nodes.logs import last_value
 from nodes.mta import spool
@@ -38,9 +38,9 @@ from nodes.records import DamagedFile, describe_damage
 from nodes.security import KEYS, create_keys
 from nodes.store.maildir import read_move_state
 
-from . import netns
+from orchestrator import netns
 from .client import ClusterError
-from .processes import pid_alive
+from orchestrator.processes import pid_alive
 
 MARKER = ".xcon-run-dir"
 STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json", "network.json")
@@ -130,10 +130,6 @@ def wipe(run_dir: Path) -> None:
 
 
 # --- a cluster's config: new, or the stopped one's, with endpoints free to bind --------------
-
-def node_names(servers: tuple[str, ...]) -> list[str]:
-    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
-
 
 def free_ports(n: int) -> list[int]:
     socks = []
@@ -240,7 +236,7 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
     change nothing. Returns (refused, damaged): one line per file that is missing or does not read
     (a node would refuse to start on it), and one per log damaged in the middle (a node would keep
     it aside and take up what reads)."""
-    from . import journal
+    from orchestrator import journal
 
     refused: list[str] = []
     damaged: list[str] = []

@@ -17,11 +17,11 @@ from rich.table import Table
 
 from nodes.config import Settings
 
-from . import cluster as cl
-from .client import ClusterError
+from orchestrator import cluster as cl
+from orchestrator.cluster.client import ClusterError
 from .scenario import CASES
-from .sim.cluster import SimCluster
-from .sim.world import Network
+from orchestrator.sim.cluster import SimCluster
+from orchestrator.sim.world import Network
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,7 @@ class FamilyResult:
 
 def _wait_replica(cluster: cl.Cluster, mta: str, usn: int, timeout: float = 30.0) -> None:
     """Until `mta`'s replica has the change (its read cache may still hide it: that is the point)."""
-    deadline = cluster.clock.now() + timeout
-    while cluster.status_of(mta)["replica_usn"] < usn:
-        if cluster.clock.now() > deadline:
-            raise ClusterError(f"{mta} has not replicated USN {usn} after {timeout:g}s")
-        cluster.clock.sleep(0.02)
+    cluster.until(lambda: cluster.status_of(mta)["replica_usn"] >= usn, timeout, f"{mta}'s replica at USN {usn}")
 
 
 def _run(name: str, case: str, run_dir: Path, seed: int, sim: Network | None, settings: Settings,

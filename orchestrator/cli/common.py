@@ -15,7 +15,7 @@ from rich.console import Console
 
 from nodes.config import PROFILES
 
-from . import cluster as cl
+from orchestrator import cluster as cl
 
 # in a terminal, tables fit its width; piped or redirected, they keep every column whole (rich
 # would squeeze them into 80 columns and cut the words in them)

@@ -26,6 +26,10 @@ class NoAnswer(ClusterError):
     """The node did not answer in time: what was asked may or may not have been done."""
 
 
+class TimedOut(ClusterError):
+    """What a wait waited for did not come in its time (Cluster.until)."""
+
+
 def dealer(config: ClusterConfig, node: str) -> zmq.Socket:
     """A DEALER connected to `node` with the cluster's keys (for load and fuzz generators)."""
     sock = zmq.Context.instance().socket(zmq.DEALER)

@@ -25,11 +25,11 @@ from rich.table import Table
 
 from nodes.config import Settings
 
-from . import cluster as cl
+from orchestrator import cluster as cl
 from .chaos import digest as chaos_digest
-from .client import ClusterError
-from .sim.cluster import SimCluster
-from .sim.world import Network
+from orchestrator.cluster.client import ClusterError
+from orchestrator.sim.cluster import SimCluster
+from orchestrator.sim.world import Network
 
 # case -> (build, workaround, expected (carol delivered, bob delivered, NDR to alice), KB says). In
 # every case but the last carol is bob's alternate (deliver to both); in the last she is a plain

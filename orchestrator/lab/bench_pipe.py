@@ -5,7 +5,7 @@ to the next; the last one reports each frame's id back to the client (a PUSH), s
 sees when a frame has gone the whole way. It has the process hops of the xcon path it stands
 for (client -> MTA -> store, or client -> MTA -> MTA -> store) and carries frames of the same size.
 
-    python -m orchestrator.bench_pipe relay BIND NEXT|- REPORT
+    python -m orchestrator.lab.bench_pipe relay BIND NEXT|- REPORT
 """
 
 from __future__ import annotations

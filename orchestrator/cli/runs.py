@@ -17,9 +17,10 @@ from rich.table import Table
 
 from nodes.config import BUILDS, MOVE_BUILDS
 
-from . import chaos as chaos_mod
-from . import logread, netns
-from .cli_common import emit_json, json_option, out, profile_options, run_dir_option
+from orchestrator.lab import chaos as chaos_mod
+from orchestrator.inspect import logread
+from orchestrator import netns
+from .common import emit_json, json_option, out, profile_options, run_dir_option
 
 @click.command()
 @run_dir_option
@@ -68,8 +69,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     fresh cluster, and checks the invariant. Exit 1 when an invariant broke (unless --expect-loss).
     In the simulator a seed replays exactly: the same events, the same verdict.
     """
-    from .sim import campaign as sim_campaign
-    from .sim.world import Network
+    from orchestrator.lab import campaign as sim_campaign
+    from orchestrator.sim.world import Network
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
     known = (*chaos_mod.FAULTS, *chaos_mod.NET_FAULTS)
@@ -227,7 +228,7 @@ def describe_break(trial: chaos_mod.TrialResult) -> str:
 
 
 def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, first: Any, replay_cmd: str | None) -> None:
-    from . import trace as trace_mod
+    from orchestrator.inspect import trace as trace_mod
 
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "summary.json").write_text(json.dumps(
@@ -264,9 +265,9 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
              alternate_on: str | None, sim: bool, seed: int, profile: str, time_scale: float, as_json: bool) -> None:
     """Reproduce KB Q248839 (or one of its family: `xcon scenario list`) on fresh clusters and
     compare with what the article says; exit 0 only when every case behaves so."""
-    from . import family
-    from .scenario import CASES, render, run_cases
-    from .sim.world import Network
+    from orchestrator.lab import family
+    from orchestrator.lab.scenario import CASES, render, run_cases
+    from orchestrator.sim.world import Network
 
     if name == "list":
         if as_json:
@@ -319,7 +320,7 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> N
     """Measure each workload beside its physical baseline, in the same run, as a ratio."""
     import platform
 
-    from . import bench as bench_mod
+    from orchestrator.lab import bench as bench_mod
 
     show = not as_json and sys.stdout.isatty()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,

@@ -257,7 +257,8 @@ def check_run(run_dir: Path, audit: bool = True) -> Report:
     when the evidence is missing or damaged."""
     from nodes.records import DamagedFile
 
-    from . import audit as auditing, logread
+    from . import audit as auditing
+    from . import logread
 
     try:
         missing = logread.problems(run_dir, auditing.nodes_of(run_dir))

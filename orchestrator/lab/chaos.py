@@ -30,11 +30,11 @@ import orjson
 from nodes.config import Settings
 from protocol import MAX_MESSAGE_BYTES
 
-from . import cluster as cl
-from .check import OUTCOMES
-from .client import ClusterError
-from .sim.cluster import SimCluster
-from .sim.world import Livelock, Network
+from orchestrator import cluster as cl
+from orchestrator.inspect.check import OUTCOMES
+from orchestrator.cluster.client import ClusterError
+from orchestrator.sim.cluster import SimCluster
+from orchestrator.sim.world import Livelock, Network
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
 # kill_at_step: a node (the orchestrator, a store, an MTA, the directory) killed the moment a move
