@@ -22,12 +22,9 @@ it only goes forward, as every move does; a copy that fails is started again fro
 page (the store skips what it holds).
 
 Each step is journaled (JournalStep) before it is acted on. A failure before set_home rolls
-back: both stores are told the move is over (store.end_move: the target deletes the copy it
-holds, which no delivery can have reached; the source unlocks, whether or not the lock's grant
-was ever seen here; and neither takes that move's lock or import again, however late they
-come), then a cleared alternate is restored. From set_home on a move only goes forward. An
-orchestrator that restarts reads its journal and does the same for every move it finds
-unfinished (`recover`). A request without an answer is sent again (the Lazy Pirate pattern):
+back, and from set_home on a move only goes forward (orchestrator.rollback, which also takes up
+what a restarted orchestrator finds unfinished in its journal); the copy goes page by page
+(orchestrator.paging). A request without an answer is sent again (the Lazy Pirate pattern):
 before set_home a few times, then the move rolls back; from set_home on, and while rolling
 back, until it is answered, because what those steps release must be released. Every request
 is safe to repeat: locks have an owner, imports skip what is there, a move's last word to a
@@ -41,80 +38,19 @@ no clock involved: a test that must send mail into the copy step no longer races
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
-from protocol import MOVE_ENDED, MOVE_STATE, NO_MAILBOX, NOT_LOCKED
+from protocol import MOVE_ENDED
 
-EXPORT_PAGE = 2000
-POLL_S = 0.05
-REPLICATION_WAIT_S = 120.0
-REQUEST_TRIES = 4
-# from set_home on the directory may name the target: the move can only go forward
-FORWARD_ONLY = ("set_home", "open_target", "release", "restore_alternate")
-LEGACY_FORWARD_ONLY = ("copy", "mark_target")  # a legacy move names the target before it copies
-ROLLBACK = ("rollback_target", "rollback_source", "rollback_alternate")
-OLD_STEPS = {"rollback_unlock": "rollback_source"}  # journals written before open_target existed
+from .move_paging import Paging
+from .move_rollback import Rollback
+from .move_state import (
+    FORWARD_ONLY, LEGACY_FORWARD_ONLY, POLL_S, REPLICATION_WAIT_S, REQUEST_TRIES, JournalStep, Move,
+)
 
-
-@dataclass(frozen=True)
-class JournalStep:
-    record: dict[str, Any]
-
-
-@dataclass
-class Move:
-    move_id: str
-    alias: str
-    target: str
-    workaround: bool
-    copy_delay_ms: int
-    legacy: bool = False  # made by a legacy move tool (module docstring)
-    source: str = ""
-    step: str = "resolve"
-    started_at: float = 0.0
-    finished_at: float | None = None
-    error: str | None = None
-    saved: dict[str, Any] | None = None  # the alternate settings the workaround cleared
-    wait_usn: int = 0
-    wait_until: float = 0.0
-    cursor: str = ""
-    more: bool = True
-    copied: int = 0
-    importing: int = 0  # messages in the page being imported
-    # read-ahead in the copy step: the export of the next page, asked while this page is imported
-    # (the two stores work at once), and the page once it is here. Not journaled: a restart in
-    # the copy step rolls back anyway. An export that never answers is asked again as the step's
-    # own request when its page is due.
-    ahead: Send | None = None
-    page: dict[str, Any] | None = None
-    rolling_back: bool = False
-    undo: list[str] = field(default_factory=list)
-    request: str | None = None
-    deadline: float = 0.0
-    last: tuple[str, str, dict[str, Any]] | None = None  # the request in flight, to send again
-    tries: int = 0
-    timer: float | None = None
-    pending_mtas: list[str] = field(default_factory=list)
-    requester: tuple[bytes, str] | None = None
-    held: bool = False  # stopped by a hold in its step, until released (MoveCore.release)
-    parked: Any = None  # the answer that came while held, read at the release
-
-    def public(self) -> dict[str, Any]:
-        """What a status request shows. Not asdict: that deep-copied the request in flight, a
-        page of up to 500 messages, on every poll (docs/performance.md)."""
-        return {**{k: getattr(self, k) for k in PUBLIC},
-                "waiting_for": self.last[0] if self.request and self.last else None,
-                "attempts": self.tries if self.request else 0}
-
-
-# what a status shows of a move: the fields protocol.MOVE_STATE declares, but for the two public() adds
-PUBLIC = tuple(k for k in MOVE_STATE if k not in ("waiting_for", "attempts"))
-
-
-class MoveCore:
+class MoveCore(Rollback, Paging):
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
                  sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = ()):
         if move_build not in MOVE_BUILDS:
@@ -137,54 +73,6 @@ class MoveCore:
 
     def start(self, now: float) -> list:
         return [log("orchestrator.ready", servers=self.servers), *self.recover(self.journal, now)]
-
-    def recover(self, records: list[dict[str, Any]], now: float) -> list:
-        """Finish what a killed orchestrator left: forward from set_home on, back before it."""
-        last: dict[str, dict[str, Any]] = {}
-        for record in records:
-            last[record["move_id"]] = record
-        actions: list = []
-        for move_id, r in last.items():
-            step = OLD_STEPS.get(r["step"], r["step"])
-            if step in MOVE_ENDED:
-                continue
-            if move_id in self.suspect:
-                actions.append(log("move.left_alone", level="error", move_id=move_id, alias=r["alias"],
-                                   mailbox=r["alias"], step=step,
-                                   why="a damaged journal line names this move: its last step is not known, so it is "
-                                       "neither finished nor rolled back; see `xcon status` and `xcon move --abort`"))
-                continue
-            move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
-                        legacy=r.get("legacy", False), source=r["source"], step=step,
-                        started_at=r.get("started_at", now), saved=r.get("saved"), error=r.get("error"))
-            self.moves[move_id] = move
-            self.recovered += 1
-            actions.append(log("move.recovered", move_id=move_id, alias=move.alias, mailbox=move.alias, step=step))
-            if self._forward(move):
-                move.timer = now  # redo the step's request at once
-                continue
-            move.rolling_back = True
-            move.error = move.error or f"the orchestrator restarted during step {step}"
-            if step in ROLLBACK:
-                move.undo = list(ROLLBACK[ROLLBACK.index(step):])
-            else:
-                move.undo = self._undo_for(step, saved=False)
-            if move.saved is None and "rollback_alternate" in move.undo:
-                move.undo.remove("rollback_alternate")
-            elif move.saved is not None and "rollback_alternate" not in move.undo:
-                move.undo.append("rollback_alternate")
-            actions += self._rollback(move, now)
-        return actions
-
-    @staticmethod
-    def _undo_for(step: str, saved: bool) -> list[str]:
-        """What a move that fails in `step` must undo. From the lock step on the source store is
-        told the move is over even if no grant was seen (the lock may be granted later, from a
-        request queued while the store was down or paused); from the copy step on the target too
-        (a page may be on its way there)."""
-        undo = {"lock": ["rollback_source"], "copy": ["rollback_target", "rollback_source"],
-                "create_target": ["rollback_target", "rollback_source"]}.get(step, [])
-        return undo + (["rollback_alternate"] if saved else [])
 
     def next_wakeup(self) -> float | None:
         times = [t for m in self.active() if not m.held
@@ -454,38 +342,6 @@ class MoveCore:
         return self._request(move, f"store.{move.target}", "store.lock", {"mailbox": move.alias, "owner": move.move_id},
                              now)
 
-    def _export(self, move: Move, now: float) -> list:
-        return self._request(move, f"store.{move.source}", "store.export", self._export_body(move), now)
-
-    def _export_body(self, move: Move) -> dict[str, Any]:
-        return {"mailbox": move.alias, "after": move.cursor, "limit": EXPORT_PAGE}
-
-    def _import(self, move: Move, page: dict[str, Any], now: float) -> list:
-        """Import an exported page on the target and, if there is more, export the next one
-        meanwhile: the source store reads while the target store writes."""
-        move.cursor = page["messages"][-1]["name"] if page["messages"] else move.cursor
-        move.more = page["next"] is not None
-        move.importing = len(page["messages"])
-        actions = self._request(move, f"store.{move.target}", "store.import",
-                                {"mailbox": move.alias, "owner": move.move_id, "messages": page["messages"]}, now)
-        if move.more:
-            move.ahead = Send(f"store.{move.source}", "store.export", self._export_body(move), self.ids.next(),
-                              move.move_id)
-            actions.append(move.ahead)
-        return actions
-
-    def _next_page(self, move: Move, now: float) -> list:
-        """The next page is due: import it if the read-ahead brought it, else wait for the
-        read-ahead's answer as the step's own request (asked again if it never comes)."""
-        if move.page is not None:
-            page, move.page = move.page, None
-            return self._import(move, page, now)
-        if move.ahead is not None:  # asked already: its answer is now the one the step waits for
-            ahead, move.ahead = move.ahead, None
-            self._waiting(move, ahead.id, (ahead.to, ahead.type, ahead.body), now)
-            return []
-        return self._export(move, now)
-
     def _after_release(self, move: Move, now: float) -> list:
         if move.saved is not None:
             return self._enter(move, "restore_alternate", now, restored=move.saved) + self._modify(
@@ -497,76 +353,3 @@ class MoveCore:
         return [*self._enter(move, "done", now, copied=move.copied, **facts),
                 log("move.done", move_id=move.move_id, alias=move.alias, mailbox=move.alias, source=move.source,
                     target=move.target, copied=move.copied, seconds=round(now - move.started_at, 3))]
-
-    # --- failures -------------------------------------------------------------------------
-
-    def _problem(self, move: Move, reason: str, now: float, code: str | None = None) -> list:
-        if move.step == "resolve":
-            return self._refuse(move, reason)
-        if move.step == "release" and code == NO_MAILBOX:
-            return self._after_release(move, now)  # an earlier try of this step got there
-        if move.step == "open_target" and code == NOT_LOCKED:
-            return [*self._enter(move, "release", now), *self._release(move, now)]  # opened already
-        if self._forward(move):
-            # from set_home on the move must finish, not roll back: the directory may already name
-            # the target. Retry the step in a second; a legacy copy from its first page (the
-            # cursor is past a page whose import failed)
-            move.timer = now + 1.0
-            if move.step == "copy":
-                move.cursor, move.more, move.ahead, move.page, move.copied = "", True, None, None, 0
-            return [log("move.retry_step", level="warning", move_id=move.move_id, step=move.step, reason=reason)]
-        if move.rolling_back:
-            # an undo step refused (not a timeout: those are sent again): say so, go on with the rest
-            return [log("move.undo_refused", level="warning", move_id=move.move_id, step=move.step, reason=reason),
-                    *self._rollback(move, now)]
-        if move.error is None:
-            move.error = reason
-        return [log("move.problem", level="warning", move_id=move.move_id, step=move.step, reason=reason),
-                *self._rollback(move, now)]
-
-    def _refuse(self, move: Move, reason: str, why: str | None = None) -> list:
-        """A move that never got past resolving: nothing to undo, its requester hears `reason`
-        (the log line says `why`, when shorter)."""
-        peer, re = move.requester or (b"", "")
-        del self.moves[move.move_id]
-        return [Reply(peer, re, "error", {"reason": reason, "code": None}),
-                log("move.refused", move_id=move.move_id, alias=move.alias, reason=why or reason)]
-
-    def _abort(self, req: Request, alias: str, now: float) -> list:
-        """The operator's abort: roll back the running move of `alias`, if it is before set_home."""
-        move = next((m for m in self.active() if m.alias == alias), None)
-        if move is None:
-            return error(req, f"no move of '{alias}' is running")
-        if self._forward(move):
-            return error(req, f"{move.move_id} is past set_home (the directory names {move.target}): "
-                              "it finishes, it cannot be rolled back")
-        actions = [log("move.aborted", level="warning", move_id=move.move_id, alias=alias, mailbox=alias,
-                       step=move.step, src=req.frame.src)]
-        move.held, move.parked = False, None  # a hold stops a move's progress, never its rollback
-        if move.step == "resolve":
-            actions += self._refuse(move, "aborted by the operator")
-            return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": {**move.public(), "step": "failed"}})]
-        if not move.rolling_back:
-            move.request = None  # its answer, if it comes, is no longer awaited
-            move.error = "aborted by the operator"
-            actions += self._rollback(move, now)
-        return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": move.public()})]
-
-    def _rollback(self, move: Move, now: float) -> list:
-        """Undo what the move did before set_home, target first; each undo step is journaled."""
-        if not move.rolling_back:
-            move.rolling_back = True
-            move.timer = None
-            move.ahead = move.page = None  # a read-ahead page is not imported after all
-            move.undo += self._undo_for(move.step, move.saved is not None)
-        if not move.undo:
-            move.finished_at = now
-            return [*self._enter(move, "failed", now, reason=move.error),
-                    log("move.failed", level="warning", move_id=move.move_id, alias=move.alias, reason=move.error)]
-        step = move.undo.pop(0)
-        actions = self._enter(move, step, now)
-        if step in ("rollback_target", "rollback_source"):
-            server = move.target if step == "rollback_target" else move.source
-            return actions + self._request(move, f"store.{server}", "store.end_move",
-                                           {"mailbox": move.alias, "owner": move.move_id}, now)
-        return actions + self._modify(move, dict(move.saved), now)

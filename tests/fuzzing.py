@@ -82,7 +82,7 @@ def ask(sock: zmq.Socket, payload: bytes, timeout_ms: int = 5000):
 def main() -> None:
     from nodes.config import Settings
     from orchestrator import cluster as cl
-    from orchestrator.lab.bench import rss_kb
+    from orchestrator.lab.bench_load import rss_kb
     from orchestrator.cluster.client import dealer
 
     parser = argparse.ArgumentParser(description="Fuzz every node of a fresh cluster with invalid frames.")

@@ -1,8 +1,10 @@
 """The MTA of one server: accept, expand alternates, route, defer, retry, report.
 
-Routing uses the directory cache (nodes.mta.cache), which learns of a Move User's new home
-only after the replication lag. When the store answers "not_here" for a mailbox the cache
-still homes on this server, the three builds part ways (../shared/DESIGN.md):
+It is made of three parts besides what is here (accepting, the timers, the queue): routing and
+the answers that settle a pair (nodes.mta.routing), final failures and reports
+(nodes.mta.reports), and the directory's snapshot and feed (nodes.mta.feed). When the store
+answers "not_here" for a mailbox the cache still homes on this server, the three builds part
+ways (../shared/DESIGN.md):
 
   legacy   the alternate's copy counts as the report: when a recipient whose alternate (deliver
            to both) was given a copy of the message fails, no NDR is sent, wherever that copy
@@ -12,18 +14,6 @@ still homes on this server, the three builds part ways (../shared/DESIGN.md):
   sp4      reports are per recipient: every final failure sends an RFC 3464 NDR.
   reroute  asks the directory itself, past the cache, and reroutes to the new home; an NDR
            only when the recipient really cannot be reached.
-
-Reports. An NDR travels as a message of its own to the originator, with a time-out of its own,
-longer than any message's (Settings.report_expire_s). A report that finally cannot be delivered
-(its time-out passed while the originator's store was down, her entry vanished, a routing loop)
-is never dropped: a copy of it goes to the postmaster mailbox of this MTA's own store (a double
-bounce), and that copy never times out: it waits for the store however long it takes. Every
-build does this; legacy's loss in the KB's window is that it makes no report at all.
-
-Loops. A transfer counts a hop for deduplication (a peer refuses a pair it has taken at as many
-hops), but a loop is a cycle: transfers in a row on directory data no newer than the hop before
-had. A transfer that follows a newer entry (the recipient was moved meanwhile) is progress, not
-a loop, however many moves it follows.
 """
 
 from __future__ import annotations
@@ -33,27 +23,23 @@ import itertools
 from typing import Any, Iterator
 
 from protocol import MAX_MESSAGE_BYTES, PRIORITIES
-from protocol.names import (
-    MSG_ID_RULE, POSTMASTER, generated_id, postmaster_id, report_id, valid_msg_id, valid_submitted_id,
-)
+from protocol.names import MSG_ID_RULE, generated_id, valid_msg_id, valid_submitted_id
 
 from ..config import BUILDS, Settings
-from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, Send, error, log
-from ..mail import compose, compose_ndr, compose_postmaster
+from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, error, log
+from ..mail import compose
 from .cache import DirectoryCache
+from .feed import DirectoryFeed
 from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
+from .reports import NEVER, Reports
+from .routing import MAX_CYCLES, Routing
 from .seen import Seen
 
-# transfers in a row on directory data no newer than the hop before's: a routing loop (only a
-# directory whose USNs went backwards, or a bug, makes one: every MTA routes on the freshest entry
-# it knows, and a pair's hint is the entry the hop before routed on)
-MAX_CYCLES = 3
 MAX_RECIPIENTS = 500
-NEVER = float("inf")  # a postmaster copy's time-out
-DIRECTORY = "directory"
+__all__ = ["MAX_CYCLES", "MAX_RECIPIENTS", "NEVER", "MtaCore"]
 
 
-class MtaCore:
+class MtaCore(Routing, Reports, DirectoryFeed):
     def __init__(
         self,
         server: str,
@@ -353,255 +339,6 @@ class MtaCore:
                 actions += self._route(msg, pair, now)
         return actions
 
-    # --- routing ----------------------------------------------------------------------------
-
-    def _entry(self, pair: Pair, now: float) -> tuple[dict[str, Any] | None, str]:
-        """The freshest entry known for the pair's recipient: the cache's, or the hint's when newer."""
-        cached = self.cache.get(pair.rcpt, now)
-        if pair.hint and (cached is None or pair.hint["usn"] > cached["usn"]):
-            return pair.hint, "hint"
-        return cached, "cache"
-
-    def _route(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
-        if msg.report is not None:
-            return self._to_own_postmaster(msg, pair, now)
-        if not self.ready and pair.handed_to is None:
-            # a restarted MTA whose directory has not answered yet: an empty cache knows nobody,
-            # and routing on it would fail every recipient (and the NDR's originator) as unknown
-            return self._defer(msg, pair, now, "directory cache not loaded yet", answered=False)
-        entry, via = self._entry(pair, now)
-        if pair.handed_to is not None:
-            # an unacknowledged hand-off: the peer may own the pair already, so it goes to that
-            # peer again with what it was sent before; only the peer's answer settles it
-            entry, via = pair.hint, "unacknowledged transfer"
-            pair.resent = True
-        if entry is None:
-            return self._fail(msg, [pair], "unknown", now)
-        home = entry["home_server"]
-        if (home == self.server and msg.ndr_for is None and not pair.unconfirmed
-                and msg.sender in (entry.get("reject_from") or ())):
-            # the recipient's delivery restrictions, as this MTA reads them (its read cache may
-            # hold the entry from before a change: Q178534). Not for an unconfirmed pair: an
-            # earlier attempt, made under the old restrictions, may have landed (the simulator
-            # found an NDR for a delivered message); the store's answer settles it
-            return [log("mta.restricted", msg_id=msg.msg_id, rcpt=pair.rcpt, sender=msg.sender,
-                        entry_usn=entry["usn"], cache_usn=self.cache.usn),
-                    *self._fail(msg, [pair], "restricted", now)]
-        pair.attempts += 1
-        request = self.ids.next()
-        routed = log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=home, via=via,
-                     entry_usn=entry["usn"], cache_usn=self.cache.usn, attempt=pair.attempts)
-        if home == self.server:
-            return [routed, self._deliver_here(msg, pair, request, now)]
-        if home not in self.settings.servers:
-            # an entry naming a server this organisation does not have (a hand-edited directory):
-            # no MTA will ever answer for it
-            return [routed, *self._fail(msg, [pair], "no_route", now)]
-        # a cycle: this hop goes on data no newer than the hop before had (see MAX_CYCLES)
-        cycles = pair.cycles + 1 if entry["usn"] <= pair.arrived_usn else 0
-        if cycles >= MAX_CYCLES and pair.handed_to is None:
-            return [routed, *self._fail(msg, [pair], "loop", now)]
-        self._await(msg, pair, "transferring", request, now)
-        first_hand_off = pair.handed_to is None
-        pair.handed_to, pair.hint = f"mta.{home}", entry
-        # the hand-off is on disk before the transfer leaves, so a restart sends it to the same peer
-        durable = [PersistMessage(msg.msg_id, msg.to_record())] if first_hand_off else []
-        return [routed, *durable, Send(f"mta.{home}", "mta.transfer",
-                             {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
-                              "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
-                              "priority": msg.priority,
-                              "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
-                                         "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed,
-                                         "alt_copy": self._alternate_copy(msg, pair), "cycles": cycles}]},
-                             request, msg.msg_id)]
-
-    def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:
-        pair.state, pair.request, pair.deadline = state, request, now + self.timeout_s
-        self.requests[request] = (msg.msg_id, pair.rcpt)
-        self._timer(pair.deadline, msg.msg_id)
-
-    def _response(self, frame: Any, now: float) -> list:
-        if frame.type == "dir.snapshot_reply":
-            return self._snapshot(frame, now)
-        located = self._locate(frame.re)
-        if located is None:
-            return [log("mta.late_answer", level="debug", re=frame.re, type=frame.type)]
-        msg, pair = located
-        self.requests.pop(frame.re, None)
-        pair.request = None
-        body = frame.body
-        if frame.type == "error":
-            if not pair.resent:
-                pair.handed_to = None  # the peer refused the only copy it was sent: it does not own the pair
-            return self._defer(msg, pair, now, f"{frame.src}: {body['reason']}")
-        if frame.type == "store.result" and pair.state == "delivering":
-            outcome = body["outcome"]
-            if outcome in ("delivered", "duplicate"):
-                pair.state = "delivered"
-                return [log("mta.delivered", msg_id=msg.msg_id, rcpt=pair.rcpt, duplicate=outcome == "duplicate"),
-                        *self._progress(msg)]
-            if outcome == "deferred" or msg.report is not None:  # a postmaster copy waits, whatever the answer
-                return self._defer(msg, pair, now, body["reason"])
-            if outcome == "expired":
-                # the store has no copy and will take none: every attempt still on its way is
-                # refused too (it carries the same time-out), so the NDR cannot meet a delivery
-                return self._fail(msg, [pair], "expired", now)
-            # not_here, or soft_deleted: a mailbox the recipient was moved away from (KB 2579150)
-            return self._not_here(msg, pair, now, "soft_deleted" if outcome == "soft_deleted" else "moved")
-        if frame.type == "mta.transfer_ack" and pair.state == "transferring":
-            pair.state, pair.handed_to, pair.resent = "transferred", None, False
-            return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]
-        if frame.type == "dir.entry" and pair.state == "resolving":
-            return self._resolved(msg, pair, body["recipient"], now)
-        return self._defer(msg, pair, now, f"unexpected answer '{frame.type}' from {frame.src}")
-
-    def _locate(self, request: str | None) -> tuple[QueuedMessage, Pair] | None:
-        msg_id, rcpt = self.requests.get(request or "", ("", ""))
-        msg = self.queue.get(msg_id)
-        pair = msg.pairs.get(rcpt) if msg else None
-        if pair is None or pair.request != request:
-            return None
-        return msg, pair
-
-    def _not_here(self, msg: QueuedMessage, pair: Pair, now: float, reason: str = "moved") -> list:
-        """The store has no such mailbox (or only a soft-deleted one: `reason`). The heart of KB Q248839."""
-        entry, via = self._entry(pair, now)
-        facts = {"msg_id": msg.msg_id, "rcpt": pair.rcpt, "cache_usn": self.cache.usn,
-                 "entry_usn": entry["usn"] if entry else None, "directory_usn": self.directory_usn}
-        if entry is not None and entry["home_server"] != self.server:
-            # the cache caught up while the store answered: route to the new home
-            return [log("mta.rerouted", reason="cache updated", home_server=entry["home_server"], **facts),
-                    *self._route(msg, pair, now)]
-        if self.build == "reroute" or pair.unconfirmed:
-            # reroute always; any build when an earlier delivery here went unanswered, since the
-            # message may have arrived and left with the mailbox: find where it went first
-            request = self.ids.next()
-            self._await(msg, pair, "resolving", request, now)
-            return [log("mta.not_homed", action="ask directory", cache_home=self.server, **facts),
-                    Send(DIRECTORY, "dir.lookup", {"alias": pair.rcpt}, request, msg.msg_id)]
-        if msg.ndr_for is not None:
-            # a report is never dropped for a transient cause: the originator exists and was
-            # moved, so hold the NDR until this MTA's cache learns the new home
-            return [log("mta.not_homed", action="hold report", cache_home=self.server, **facts),
-                    *self._defer(msg, pair, now, "originator's mailbox moved; waiting for the directory cache")]
-        return [log("mta.not_homed", action="fail", cache_home=self.server, **facts),
-                *self._fail(msg, [pair], reason, now)]
-
-    def _resolved(self, msg: QueuedMessage, pair: Pair, entry: dict[str, Any] | None, now: float) -> list:
-        if entry is None:
-            return self._fail(msg, [pair], "unknown", now)
-        if entry["home_server"] == self.server:
-            return self._fail(msg, [pair], "gone", now)
-        pair.hint = entry
-        return [log("mta.rerouted", msg_id=msg.msg_id, rcpt=pair.rcpt, reason="directory lookup",
-                    home_server=entry["home_server"], entry_usn=entry["usn"], cache_usn=self.cache.usn),
-                *self._route(msg, pair, now)]
-
-    def _defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str, answered: bool = True) -> list:
-        """Try the pair again later: after the transfer interval when the other side answered and
-        deferred it, after the open interval when nothing answered."""
-        wait = self.transfer_retry_s if answered else self.retry_s
-        pair.state, pair.reason, pair.request = "deferred", reason, None
-        pair.next_at = now + wait
-        expires = self._expires_at(msg)
-        self._timer(pair.next_at if now >= expires else min(pair.next_at, expires), msg.msg_id)
-        return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(wait * 1000))]
-
-    # --- final failures and reports ---------------------------------------------------------
-
-    def _fail(self, msg: QueuedMessage, pairs: list[Pair], reason: str, now: float) -> list:
-        for pair in pairs:
-            pair.state, pair.reason, pair.request = "failed", reason, None
-        if msg.report is not None:  # a postmaster copy never fails: it waits for its store
-            return [a for p in pairs for a in self._defer(msg, p, now, f"not delivered to the postmaster: {reason}")]
-        rcpts = [p.rcpt for p in pairs]
-        if msg.ndr_for is not None:
-            # no report is made about a report: the report itself goes to the postmaster
-            return self._give_to_postmaster(msg, pairs, reason, now)
-        silent: list = []
-        if self.build == "legacy":
-            # the flaw of KB Q248839: the alternate's copy (deliver to both) is taken for the
-            # primary's report, so the primary's failure is reported to nobody
-            copies = {p.rcpt: self._alternate_copy(msg, p) for p in pairs}
-            silent = [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=rcpt, reason=reason, report="none",
-                          cache_usn=self.cache.usn, why=f"legacy: the alternate {alt} was given a copy")
-                      for rcpt, alt in copies.items() if alt]
-            if len(silent) == len(pairs):
-                return silent + self._progress(msg)
-            rcpts = [rcpt for rcpt, alt in copies.items() if not alt]
-        ndr_id = report_id(msg.msg_id, rcpts)
-        raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
-                          msg.accepted_at, now, site=self.site)
-        fresh = ndr_id not in self.queue and ndr_id not in self.seen
-        actions: list = silent
-        if fresh:
-            ndr = QueuedMessage(ndr_id, f"postmaster.{self.server}", raw, now, msg.msg_id, rcpts,
-                                {msg.sender: Pair(msg.sender)})
-            self.queue[ndr_id] = ndr
-            actions.append(PersistMessage(ndr_id, ndr.to_record()))  # the report is durable first
-        actions += [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=r, reason=reason, report="ndr",
-                        ndr_id=ndr_id, cache_usn=self.cache.usn) for r in rcpts]
-        actions += [log("mta.ndr_queued", msg_id=ndr_id, ndr_for=msg.msg_id, rcpts=rcpts, to=msg.sender)]
-        actions += self._progress(msg)
-        if fresh:
-            actions += self._route(ndr, ndr.pairs[msg.sender], now)
-        return actions
-
-    def _give_to_postmaster(self, report: QueuedMessage, pairs: list[Pair], reason: str, now: float) -> list:
-        """A report that cannot reach its addressee: a copy of it for this MTA's own postmaster
-        mailbox, durable before the report's failure is (so neither is lost without the other)."""
-        actions: list = []
-        for pair in pairs:
-            pm_id = postmaster_id(report.msg_id)
-            fresh = pm_id not in self.queue and pm_id not in self.seen
-            if fresh:
-                raw = compose_postmaster(pm_id, self.server, report.raw, report.msg_id, report.ndr_for or "",
-                                         pair.rcpt, reason, now, site=self.site)
-                copy = QueuedMessage(pm_id, f"postmaster.{self.server}", raw, now, report.ndr_for,
-                                     list(report.ndr_rcpts), {POSTMASTER: Pair(POSTMASTER)}, report=report.msg_id)
-                self.queue[pm_id] = copy
-                actions.append(PersistMessage(pm_id, copy.to_record()))
-            actions.append(log("mta.failed", level="warning", msg_id=report.msg_id, rcpt=pair.rcpt, reason=reason,
-                               report="postmaster", postmaster_id=pm_id, ndr_for=report.ndr_for,
-                               ndr_rcpts=report.ndr_rcpts,
-                               why="a report that cannot be delivered goes to the postmaster"))
-            if fresh:
-                actions += self._route(copy, copy.pairs[POSTMASTER], now)
-        return actions + self._progress(report)
-
-    def _to_own_postmaster(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
-        """A postmaster copy (its one pair is the postmaster's) goes to this server's own store,
-        never through the directory; it has no time-out, and no answer fails it: it is tried again
-        until the store takes it."""
-        pair.attempts += 1
-        return [log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, home_server=self.server, via="postmaster",
-                    entry_usn=None, cache_usn=self.cache.usn, attempt=pair.attempts),
-                self._deliver_here(msg, pair, self.ids.next(), now)]
-
-    def _deliver_here(self, msg: QueuedMessage, pair: Pair, request: str, now: float) -> Send:
-        """Ask this server's store to deliver the pair, with the message's time-out."""
-        self._await(msg, pair, "delivering", request, now)
-        return Send(f"store.{self.server}", "store.deliver",
-                    {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw, "ndr_for": msg.ndr_for,
-                     "ndr_rcpts": msg.ndr_rcpts, "expires_at": self._expires_at(msg)}, request, msg.msg_id)
-
-    def _expires_at(self, msg: QueuedMessage) -> float:
-        """When the message times out: its acceptance plus its priority's time-out; a report's own
-        (longer) time-out; never, for a postmaster copy."""
-        if msg.report is not None:
-            return NEVER
-        if msg.ndr_for is not None:
-            return msg.accepted_at + self.settings.report_expire_s()
-        return msg.accepted_at + self.settings.expire_s(msg.priority)
-
-    @staticmethod
-    def _alternate_copy(msg: QueuedMessage, pair: Pair) -> str | None:
-        """The alternate of `pair`'s recipient that was given a copy of the message (deliver to
-        both): here (its pair exists and has not failed), or upstream, as the transfer said."""
-        if pair.alt_copy:
-            return pair.alt_copy
-        return next((p.rcpt for p in msg.pairs.values() if p.alt_of == pair.rcpt and p.state != "failed"), None)
-
     def _progress(self, msg: QueuedMessage) -> list:
         """Persist a pair's final state, and retire the message once every pair is final."""
         retired = self._retire_if_done(msg)
@@ -621,65 +358,6 @@ class MtaCore:
         """What a compaction of the spool writes: the queued messages, and the pairs still remembered.
         Read one at a time as the compaction writes them (nothing else runs meanwhile)."""
         return ((m.to_record() for m in self.queue.values()), self.seen.items())
-
-    # --- the directory feed (Clone pattern) -------------------------------------------------
-
-    def _ask_snapshot(self, now: float) -> Send:
-        self._snapshot_req = self.ids.next()
-        self._snapshot_deadline = now + self.timeout_s
-        self._wake_at(self._snapshot_deadline)
-        return Send(DIRECTORY, "dir.snapshot", {}, self._snapshot_req)
-
-    def _went_back(self, usn: int) -> list:
-        """The directory announces a USN below what this cache received: a Clone client that sees
-        its server's sequence go back has found a fault. Refuse it, keep the view, say so once."""
-        if self.regressed == usn:
-            return []
-        self.regressed = usn
-        return [log("mta.directory_regressed", level="error", directory_usn=usn, received_usn=self.cache.received_usn,
-                    why="the directory's USN went backwards (its state was lost or replaced); this MTA keeps its "
-                        "cache and takes no change at or below the USN it had")]
-
-    def _snapshot(self, frame: Any, now: float) -> list:
-        if frame.re != self._snapshot_req:
-            return []
-        self._snapshot_req = None
-        if self.cache.initialized and frame.body["usn"] < self.cache.received_usn:
-            return self._went_back(frame.body["usn"])
-        first = not self.cache.initialized
-        scheduled = self.cache.load_snapshot(frame.body["usn"], frame.body["recipients"], now)
-        self.directory_usn = max(self.directory_usn, frame.body["usn"])
-        self._wake_at(self.cache.next_apply())
-        actions: list = [log("mta.snapshot", usn=frame.body["usn"], first=first, scheduled=len(scheduled))]
-        if first:
-            actions.append(log("mta.ready", cache_usn=self.cache.usn, queued=len(self.queue)))
-            for msg in list(self.queue.values()):  # recovered from disk: route again
-                for pair in list(msg.pairs.values()):
-                    if pair.state == "queued":
-                        actions += self._route(msg, pair, now)
-        return actions
-
-    def _feed(self, type_: str, body: dict[str, Any], now: float) -> list:
-        if type_ == "dir.heartbeat":
-            if self.cache.initialized and body["usn"] < self.cache.received_usn:
-                return self._went_back(body["usn"])
-            self.directory_usn = max(self.directory_usn, body["usn"])
-            if self.cache.initialized and body["usn"] > self.cache.received_usn and self._snapshot_req is None:
-                return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),
-                        self._ask_snapshot(now)]
-            return []
-        if type_ != "dir.change":
-            return []
-        self.directory_usn = max(self.directory_usn, body["usn"])
-        outcome = self.cache.receive(body["usn"], body["recipient"], now)
-        if outcome == "gap" and self._snapshot_req is None:
-            return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),
-                    self._ask_snapshot(now)]
-        if outcome == "scheduled":
-            self._wake_at(self.cache.next_apply())
-            return [log("mta.change_received", usn=body["usn"], alias=body["recipient"]["alias"],
-                        apply_in_ms=int((self.cache.last_scheduled() - now) * 1000))]
-        return []
 
     # --- wake-ups ---------------------------------------------------------------------------
 

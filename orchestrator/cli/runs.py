@@ -18,6 +18,7 @@ from rich.table import Table
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import chaos as chaos_mod
+from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
 from .common import emit_json, json_option, out, profile_options, run_dir_option
@@ -33,8 +34,8 @@ from .common import emit_json, json_option, out, profile_options, run_dir_option
                    "faults net and partition can be drawn.")
 @click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True,
               help="Move User's build: legacy (5.5 before SP4) has KB Q277911's window, whatever the MTA build.")
-@click.option("--faults", default=",".join(chaos_mod.DEFAULT_FAULTS), show_default=True,
-              help=f"Comma-separated fault kinds to draw from: {', '.join(chaos_mod.FAULTS)}; 'none' for none.")
+@click.option("--faults", default=",".join(DEFAULT_FAULTS), show_default=True,
+              help=f"Comma-separated fault kinds to draw from: {', '.join(FAULTS)}; 'none' for none.")
 @click.option("--extremes/--no-extremes", default=True, show_default=True,
               help="Now and then a world draws an extreme: a node down longer than a report's time-out, users "
                    "moved many times in a row, the largest subject and id the API takes.")
@@ -73,11 +74,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     from orchestrator.sim.world import Network
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
-    known = (*chaos_mod.FAULTS, *chaos_mod.NET_FAULTS)
+    known = (*FAULTS, *NET_FAULTS)
     unknown = [k for k in kinds if k not in known]
     if unknown:
         raise click.UsageError(f"unknown fault kind(s): {', '.join(unknown)} (kinds: {', '.join(known)})")
-    if network != "netns" and set(kinds) & set(chaos_mod.NET_FAULTS):
+    if network != "netns" and set(kinds) & set(NET_FAULTS):
         raise click.UsageError("the faults net and partition are the kernel's: they need --network netns")
     if network == "netns" and sim:
         raise click.UsageError("--sim has no kernel network: --network netns runs real processes")
@@ -108,7 +109,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
-    worlds = [given] if given else [chaos_mod.draw_world(s, mta_build, kinds, users, moves, profile=profile,
+    worlds = [given] if given else [draw_world(s, mta_build, kinds, users, moves, profile=profile,
                                                          time_scale=time_scale, move_build=move_build,
                                                          network=network, netem=netem, extremes=extremes)
                                     for s in seeds]

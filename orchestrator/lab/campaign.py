@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterator
 
 from nodes.config import BUILDS, MOVE_BUILDS
 
-from . import chaos
 from orchestrator.sim.world import Network
+
+from . import chaos
+from .worlds import World
 
 
 # a shrunk world must stay one a real cluster can run: a retry interval of 0 would be a tight loop
@@ -40,7 +42,7 @@ def _trial(args: tuple) -> chaos.TrialResult:
     return result
 
 
-def run(root: Path, worlds: list[chaos.World], network: Network, workers: int = 1, twice: bool = False,
+def run(root: Path, worlds: list[World], network: Network, workers: int = 1, twice: bool = False,
         on_trial: Callable[[chaos.TrialResult], None] | None = None,
         stop_on_break: bool = False) -> list[chaos.TrialResult]:
     """Run the worlds in the simulator, `workers` processes at once; the first broken trial's
@@ -81,21 +83,21 @@ def signature(result: chaos.TrialResult) -> Counter:
     return found
 
 
-def confirm(world: chaos.World, found: chaos.TrialResult, run_dir: Path) -> tuple[chaos.TrialResult, bool]:
+def confirm(world: World, found: chaos.TrialResult, run_dir: Path) -> tuple[chaos.TrialResult, bool]:
     """Run a world `found` broken in simulation on real processes; whether it broke the same way
     (a break that needed a kill inside a write, Network.torn_kills, rarely happens for real)."""
     real = chaos.run_trial(world, run_dir)
     return real, real.broken and signature(real) == signature(found)
 
 
-def world_to_json(world: chaos.World) -> dict[str, Any]:
+def world_to_json(world: World) -> dict[str, Any]:
     return {**asdict(world), "servers": list(world.servers)}
 
 
-def world_from_json(data: dict[str, Any]) -> chaos.World:
-    """A world written by `shrink` (or by hand): the shape of chaos.World, checked."""
+def world_from_json(data: dict[str, Any]) -> World:
+    """A world written by `shrink` (or by hand): the shape of World, checked."""
     try:
-        world = chaos.World(**{**data, "servers": tuple(data["servers"])})
+        world = World(**{**data, "servers": tuple(data["servers"])})
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not a world: {exc!s} (write one with `xcon chaos --sim --shrink`)") from None
     if world.build not in BUILDS:
@@ -105,11 +107,11 @@ def world_from_json(data: dict[str, Any]) -> chaos.World:
     return world
 
 
-def load_world(path: Path) -> chaos.World:
+def load_world(path: Path) -> World:
     return world_from_json(json.loads(path.read_text()))
 
 
-def shrink(world: chaos.World, network: Network | None = None, budget: int = 400) -> tuple[chaos.World, int]:
+def shrink(world: World, network: Network | None = None, budget: int = 400) -> tuple[World, int]:
     """The smallest world found that still breaks as `world` does (the same kinds of break),
     greedily: drop each event, then each user no event names, then alternates, then halve the
     lag, jitter, retry and copy times, until a whole pass changes nothing or `budget` runs are
@@ -127,7 +129,7 @@ def shrink(world: chaos.World, network: Network | None = None, budget: int = 400
     if not target:
         return world, 1
 
-    def breaks(candidate: chaos.World) -> bool:
+    def breaks(candidate: World) -> bool:
         nonlocal runs
         runs += 1
         try:

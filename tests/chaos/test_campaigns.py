@@ -13,6 +13,7 @@ import os
 import pytest
 
 from orchestrator.lab import chaos
+from orchestrator.lab.worlds import draw_world
 
 from ..conftest import xcon
 
@@ -54,7 +55,7 @@ def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
 @pytest.mark.parametrize("build", ["sp4", "reroute"])
 def test_fixed_builds_lose_nothing_under_faults(build, tmp_path):
     for i, seed in enumerate(chaos.trial_seeds(SEED + (build == "reroute"), TRIALS)):
-        result = chaos.run_trial(chaos.draw_world(seed, build, FAULTS, extremes=False), tmp_path / f"t{i}")
+        result = chaos.run_trial(draw_world(seed, build, FAULTS, extremes=False), tmp_path / f"t{i}")
         assert not result.broken and not result.error, f"campaign seed {SEED}: {describe(result, build)}"
         assert result.pairs > 0
 
@@ -66,7 +67,7 @@ MOVE_FAULTS = ("kill_at_step", "move_source_down")
 def test_fixed_builds_lose_nothing_and_leave_no_lock_when_moves_meet_crashes(build, tmp_path):
     """Kills at move steps (the orchestrator's own included) and moves whose source store is down
     or paused: the campaign's judge reads the mailboxes and the locks too."""
-    worlds = (chaos.draw_world(seed, build, MOVE_FAULTS, moves=2, extremes=False)
+    worlds = (draw_world(seed, build, MOVE_FAULTS, moves=2, extremes=False)
               for seed in chaos.trial_seeds(SEED + 7 + (build == "reroute"), 100))
     aimed = [w for w in worlds if any(e.get("kind") == "kill_at_step" or "source_down" in e for e in w.events)]
     for i, world in enumerate(aimed[:max(1, TRIALS // 2)]):  # worlds that drew at least one of them

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.move import EXPORT_PAGE
+from orchestrator.move_state import EXPORT_PAGE
 
 MESSAGES = 2 * EXPORT_PAGE + 500  # three pages: two read-aheads
 

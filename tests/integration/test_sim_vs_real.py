@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from orchestrator.lab import chaos
+from orchestrator.lab.worlds import draw_world
 from orchestrator.sim.world import Network
 
 from ..conftest import xcon
@@ -22,7 +23,7 @@ def test_simulated_and_real_outcomes_agree_on_worlds_without_faults(tmp_path):
     simulated outcome, not whether every real run does."""
     same = []
     for seed in chaos.trial_seeds(SEED, 3):
-        world = chaos.draw_world(seed, "legacy", (), extremes=False)
+        world = draw_world(seed, "legacy", (), extremes=False)
         sim = chaos.run_trial(world, tmp_path / f"sim-{seed}", sim=Network(), dump=False)
         reals = []
         for attempt in range(2):

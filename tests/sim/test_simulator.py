@@ -12,13 +12,11 @@ import pytest
 
 from nodes.mta.spool import MemorySpool, Spool
 from nodes.store.maildir import Maildirs, MemoryMaildirs
-from orchestrator.lab import chaos
-from orchestrator.lab import scenario
-from orchestrator.lab import campaign
-from orchestrator.lab import explore
+from orchestrator.lab import campaign, chaos, explore, scenario
+from orchestrator.lab.worlds import FAULTS, draw_world, world_settings
 from orchestrator.sim.world import Network
 
-ALL_FAULTS = chaos.FAULTS
+ALL_FAULTS = FAULTS
 SEED = int(os.environ.get("XCON_CHAOS_SEED", "20261126"))
 
 
@@ -41,26 +39,27 @@ def test_a_simulated_run_is_written_as_a_real_one_for_check_and_trace(tmp_path):
 
 
 def test_the_same_seed_gives_the_same_event_digest_in_two_processes():
-    code = ("from pathlib import Path; from orchestrator.lab import chaos; from orchestrator.sim.world import Network; "
-            f"w = chaos.draw_world({SEED}, 'sp4', chaos.FAULTS); "
+    code = ("from pathlib import Path; from orchestrator.lab import chaos; from orchestrator.lab.worlds import FAULTS, draw_world; "
+            "from orchestrator.sim.world import Network; "
+            f"w = draw_world({SEED}, 'sp4', FAULTS); "
             "print(chaos.run_trial(w, Path('/nonexistent'), sim=Network(), dump=False).digest)")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
                for _ in range(2)}
-    here = chaos.run_trial(chaos.draw_world(SEED, "sp4", chaos.FAULTS), Path("/nonexistent"), sim=Network(),
+    here = chaos.run_trial(draw_world(SEED, "sp4", FAULTS), Path("/nonexistent"), sim=Network(),
                            dump=False).digest
     print(f"seed {SEED}: digests {digests | {here}}")
     assert len(digests | {here}) == 1 and len(here) == 24
 
 
 def test_a_different_seed_gives_a_different_digest():
-    a, b = (chaos.run_trial(chaos.draw_world(s, "sp4"), Path("/x"), sim=Network(), dump=False).digest
+    a, b = (chaos.run_trial(draw_world(s, "sp4"), Path("/x"), sim=Network(), dump=False).digest
             for s in (SEED, SEED + 1))
     assert a != b
 
 
 @pytest.mark.parametrize("build", ["sp4", "reroute"])
 def test_a_simulated_campaign_with_every_fault_kind_loses_and_duplicates_nothing(build, tmp_path):
-    worlds = [chaos.draw_world(s, build, ALL_FAULTS) for s in chaos.trial_seeds(SEED, 300)]
+    worlds = [draw_world(s, build, ALL_FAULTS) for s in chaos.trial_seeds(SEED, 300)]
     results = campaign.run(tmp_path, worlds, Network(), workers=1)
     totals = chaos.summarize(results)
     print(f"{build} seed {SEED}: {totals}")
@@ -70,7 +69,7 @@ def test_a_simulated_campaign_with_every_fault_kind_loses_and_duplicates_nothing
 
 
 def test_legacy_loses_in_a_simulated_campaign_and_the_find_shrinks_and_replays(tmp_path):
-    worlds = [chaos.draw_world(s, "legacy") for s in chaos.trial_seeds(SEED, 60)]
+    worlds = [draw_world(s, "legacy") for s in chaos.trial_seeds(SEED, 60)]
     results = campaign.run(tmp_path, worlds, Network(), workers=1)
     first = next(r for r in results if r.lost)
     world = next(w for w in worlds if w.seed == first.seed)
@@ -171,8 +170,8 @@ def test_a_report_that_follows_its_originator_through_many_moves_is_delivered():
     in 2,000 with campaign seed 1; this is one of them). A move is not a loop: the NDR arrives."""
     from orchestrator.sim.cluster import SimCluster
 
-    world = chaos.draw_world(518446124, "sp4", (), users=2, moves=40)
-    cluster = SimCluster(chaos.world_settings(world), Network())
+    world = draw_world(518446124, "sp4", (), users=2, moves=40)
+    cluster = SimCluster(world_settings(world), Network())
     chaos._populate(cluster, world)
     chaos._play(cluster, world, chaos.TrialResult(world.seed, world.build))
     assert chaos.settle(cluster, chaos.SETTLE_S, clear=True)

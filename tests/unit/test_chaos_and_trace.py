@@ -6,38 +6,38 @@ import json
 import xml.etree.ElementTree as ET
 
 from nodes.faults import Faults, LinkRule
-from orchestrator.lab import chaos
+from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, draw_world
 from orchestrator.inspect import trace
 
 
 def test_a_world_is_a_function_of_its_seed():
-    a = chaos.draw_world(42, "sp4", chaos.DEFAULT_FAULTS)
-    assert a == chaos.draw_world(42, "sp4", chaos.DEFAULT_FAULTS)
-    assert a != chaos.draw_world(43, "sp4", chaos.DEFAULT_FAULTS)
+    a = draw_world(42, "sp4", DEFAULT_FAULTS)
+    assert a == draw_world(42, "sp4", DEFAULT_FAULTS)
+    assert a != draw_world(43, "sp4", DEFAULT_FAULTS)
     assert [e["at"] for e in a.events] == sorted(e["at"] for e in a.events)
     assert {e["do"] for e in a.events} >= {"send", "move"}
-    assert not [e for e in chaos.draw_world(42, "sp4", ()).events if e["do"] == "fault"]
+    assert not [e for e in draw_world(42, "sp4", ()).events if e["do"] == "fault"]
 
 
 def test_worlds_draw_every_extreme_now_and_then_and_no_fault_they_are_not_given():
-    worlds = [chaos.draw_world(s, "sp4", chaos.FAULTS) for s in range(300)]
+    worlds = [draw_world(s, "sp4", FAULTS) for s in range(300)]
     drawn = [e for w in worlds for e in w.events if "extreme" in e]
     assert {e["extreme"] for e in drawn} == {"outage", "moves", "largest"}
     outages = [(w, e) for w in worlds for e in w.events if e.get("extreme") == "outage"]
     assert all(e["restart_after"] * 1000 > 2 * w.expire_ms for w, e in outages), "down past a report's time-out"
     assert all(len(e["msg_id"]) == 200 for e in drawn if e["extreme"] == "largest")
-    quiet = [chaos.draw_world(s, "sp4", ()) for s in range(300)]
+    quiet = [draw_world(s, "sp4", ()) for s in range(300)]
     assert not [e for w in quiet for e in w.events if e["do"] == "fault"]
-    plain = [chaos.draw_world(s, "sp4", chaos.FAULTS, extremes=False) for s in range(30)]
+    plain = [draw_world(s, "sp4", FAULTS, extremes=False) for s in range(30)]
     assert not [e for w in plain for e in w.events if "extreme" in e]
 
 
 def test_worlds_draw_every_fault_kind_they_are_given():
-    worlds = [chaos.draw_world(s, "sp4", chaos.FAULTS) for s in range(30)]
+    worlds = [draw_world(s, "sp4", FAULTS) for s in range(30)]
     kinds = {e["kind"] for w in worlds for e in w.events if e["do"] == "fault"}
     # a source store down is drawn onto a move, not as an event of its own
     kinds |= {"move_source_down" for w in worlds for e in w.events if "source_down" in e}
-    assert kinds == set(chaos.FAULTS)
+    assert kinds == set(FAULTS)
     downs = [e["source_down"] for w in worlds for e in w.events if "source_down" in e]
     assert {d["how"] for d in downs} == {"kill", "pause"}
     assert min(d["seconds"] for d in downs) < 3 < 12.5 < max(d["seconds"] for d in downs), \
