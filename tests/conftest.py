@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from nodes.config import Settings
 from orchestrator import cluster as cl
+from orchestrator.cluster import rundir
 from orchestrator.inspect import logread
 
 # The seeds of a run: random unless the environment fixes them. They are put in the environment
@@ -22,6 +24,35 @@ from orchestrator.inspect import logread
 os.environ.setdefault("XCON_TEST_SEED", str(int.from_bytes(os.urandom(2), "big")))  # replication jitter
 os.environ.setdefault("XCON_CHAOS_SEED", str(int.from_bytes(os.urandom(4), "big") % (2**31 - 1) + 1))  # campaigns
 SEED = int(os.environ["XCON_TEST_SEED"])
+
+
+def pytest_configure(config):
+    """In the run's main process: a SIGTERM (a `timeout`, a CI runner) unwinds pytest as Ctrl-C does,
+    so every fixture stops what it started and pytest_sessionfinish sweeps the rest."""
+    if not hasattr(config, "workerinput"):
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop every cluster whose run-dir is under this run's temporary root, whatever ended the run:
+    an interrupt leaves a test's own teardown undone, and two fresh-clone runs stopped by a
+    timeout once left 14 node processes running. The workers' directories are below the main
+    process's root, so it sweeps for all of them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    root = factory.getbasetemp().resolve()
+    for run_dir in sorted({where for _, where in rundir.node_processes_within(root).values()}):
+        try:
+            cl.stop(run_dir, grace=1.0, force=True)
+        except cl.ClusterError:
+            pass
 
 
 def pytest_report_header(config):

@@ -49,6 +49,11 @@ NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator")
 
 def node_processes(run_dir: Path) -> dict[int, str]:
     """Every live node process of `run_dir`, found by its command line: pid -> node name."""
+    return {pid: name for pid, (name, where) in node_processes_within(run_dir).items() if where == run_dir}
+
+
+def node_processes_within(root: Path) -> dict[int, tuple[str, Path]]:
+    """Every live node process whose run-dir is `root` or lies below it: pid -> (node name, run-dir)."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -63,9 +68,10 @@ def node_processes(run_dir: Path) -> dict[int, str]:
             at = words.index(flag) + 1 if flag in words else len(words)
             return words[at] if at < len(words) else ""
 
-        if value("-m") in NODE_MODULES and value("--run-dir") == str(run_dir) and value("--name") \
-                and pid_alive(int(entry), run_dir):
-            found[int(entry)] = value("--name")
+        where = Path(value("--run-dir"))
+        if value("-m") in NODE_MODULES and value("--name") and (where == root or root in where.parents) \
+                and pid_alive(int(entry), where):
+            found[int(entry)] = (value("--name"), where)
     return found
 
 
