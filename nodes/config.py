@@ -120,11 +120,14 @@ class Settings:
         return cls(**{**timings, "profile": profile, "time_scale": time_scale, **given})
 
     def timings(self) -> dict[str, Any]:
-        """The effective timings, as `xcon status` shows them."""
+        """The effective timings, as `xcon status` shows them (describe_timings: as a line)."""
+        sites: dict[str, list[str]] = {}
+        for server in self.servers if self.sites else ():
+            sites.setdefault(self.site_of(server), []).append(server)
         return {"profile": self.profile, "time_scale": self.time_scale,
                 **{k: getattr(self, k) for k in PROFILES["lab"]},
                 "expire_s_by_priority": {p: round(self.expire_s(p), 3) for p in ("urgent", "normal", "non-urgent")},
-                "report_expire_s": round(self.report_expire_s(), 3)}
+                "report_expire_s": round(self.report_expire_s(), 3), "sites": sites}
 
     @property
     def min_free_bytes(self) -> int:
@@ -162,6 +165,22 @@ class Settings:
             if name in d and d[name] not in allowed:
                 raise ValueError(f"settings: {name} must be one of {', '.join(allowed)} (got {str(d[name])[:40]!r})")
         return cls(**d)
+
+
+def describe_timings(t: dict[str, Any]) -> str:
+    """Settings.timings() in a line: what `up`, `status` and the scenarios print."""
+    step = f" + {t['replication_step_ms']} ms a server" if t["replication_step_ms"] else ""
+    ttl = f", read cache {t['read_cache_ttl_ms']} ms" if t["read_cache_ttl_ms"] else ""
+    retry = (f"retry {t['retry_ms']} ms (no answer) / {t['transfer_retry_ms']} ms (deferred)"
+             if t["transfer_retry_ms"] is not None else f"retry {t['retry_ms']} ms")
+    expire = ", ".join(f"{p} {s:g} s" for p, s in t["expire_s_by_priority"].items())
+    sites = ""
+    if t.get("sites"):
+        sites = ("; sites " + ", ".join(f"{site}: {' '.join(members)}" for site, members in t["sites"].items())
+                 + f" (another site's MTAs hear {t['intersite_lag_ms']} ms later)")
+    return (f"profile {t['profile']} x{t['time_scale']:g}: replication {t['replication_lag_ms']}{step} + "
+            f"0..{t['replication_jitter_ms']} ms{ttl}; {retry}; time-outs {expire}, reports {t['report_expire_s']:g} s"
+            f"{sites}")
 
 
 def node_names(servers: tuple[str, ...]) -> list[str]:

@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings
+from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings, describe_timings
 
 from orchestrator import cluster as cl
 from orchestrator.inspect import logread
@@ -164,7 +164,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     out.print(table)
     st = cluster.config.settings
     out.print(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
-              f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st)}")
+              f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st.timings())}")
     if resumed:
         out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
@@ -197,24 +197,6 @@ def parse_sites(specs: tuple[str, ...], servers: tuple[str, ...]) -> tuple[str, 
     if missing:
         raise click.BadParameter(f"no site for {', '.join(missing)}: give every server a site", param_hint="--site")
     return tuple(site_of[s] for s in servers)
-
-
-def describe_timings(st: Settings) -> str:
-    """The effective timings in a line: what `up` and `status` print."""
-    step = f" + {st.replication_step_ms} ms a server" if st.replication_step_ms else ""
-    ttl = f", read cache {st.read_cache_ttl_ms} ms" if st.read_cache_ttl_ms else ""
-    retry = (f"retry {st.retry_ms} ms (no answer) / {st.transfer_retry_ms} ms (deferred)"
-             if st.transfer_retry_ms is not None else f"retry {st.retry_ms} ms")
-    expire = ", ".join(f"{p} {s:g} s" for p, s in st.timings()["expire_s_by_priority"].items())
-    sites = ""
-    if st.sites:
-        groups: dict[str, list[str]] = {}
-        for server, site in zip(st.servers, st.sites):
-            groups.setdefault(site, []).append(server)
-        sites = ("; sites " + ", ".join(f"{site}: {' '.join(members)}" for site, members in groups.items())
-                 + f" (another site's MTAs hear {st.intersite_lag_ms} ms later)")
-    return (f"profile {st.profile} x{st.time_scale:g}: replication {st.replication_lag_ms}{step} + 0..{st.replication_jitter_ms}"
-            f" ms{ttl}; {retry}; time-outs {expire}, reports {st.report_expire_s():g} s{sites}")
 
 
 def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
@@ -309,7 +291,7 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
     if network:
         out.print(f"network: namespaces on bridge {network['bridge']} ({network['subnet']}; xcon reaches the nodes "
                   f"from {network['bridge_address']})")
-    out.print(describe_timings(Settings.from_json(st["settings"])))
+    out.print(describe_timings(Settings.from_json(st["settings"]).timings()))
     for m in moves:
         waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
         how = f"rolling back ({m['error']}), " if m["rolling_back"] else ""

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nodes.config import Settings
+from nodes.config import Settings, describe_timings
 
 from orchestrator import cluster as cl
 from .chaos import digest as chaos_digest
@@ -191,10 +191,7 @@ def render(results: list[CaseResult], console: Console) -> None:
                       f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
     console.print(table)
     if t:
-        console.print(f"timings: replication {t['replication_lag_ms']} ms + {t['replication_step_ms']} ms a server, read "
-                      f"cache {t['read_cache_ttl_ms']} ms, retry {t['retry_ms']} ms / "
-                      f"{t['transfer_retry_ms'] if t['transfer_retry_ms'] is not None else t['retry_ms']} ms, normal "
-                      f"time-out {t['expire_s_by_priority']['normal']:g} s")
+        console.print(f"timings: {describe_timings(t)}")
     for case in dict.fromkeys(r.case for r in results):
         console.print(f"{case}: {CASES[case][3]}" + (" (carol is a plain co-recipient: bob has no alternate)"
                                                       if case == CO_RECIPIENT else ""))
