@@ -310,8 +310,10 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
               help="Where the folder is copied on every host (the nodes' --run-dir).")
 @click.option("--python", "python_path", default=sys.executable, show_default=True,
               help="The Python, with xcon installed, on the hosts.")
-@click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True)
-@click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True)
+@click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True,
+              help="The MTAs' build in the written cluster.json (as xcon up --mta-build).")
+@click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True,
+              help="Move User's build in the written cluster.json (as xcon up --move-build).")
 @profile_options("xcon's own timings")
 @click.option("--namespaces", is_flag=True,
               help="Each unit runs in the network namespace named as its host (NetworkNamespacePath): to try a "

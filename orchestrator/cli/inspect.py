@@ -29,12 +29,17 @@ def format_event(e: dict[str, Any]) -> str:
 @click.option("--node", help="Only this node (glob: 'mta.*').")
 @click.option("--msg", "msg", help="Only events of this message id (and NDRs about it).")
 @click.option("--event", "pattern", help="Only events matching this glob ('mta.*', '*deferred').")
+@click.option("--until", "until", metavar="GLOB",
+              help="First wait until an event matching this glob (among those the other options select) is logged, "
+                   "e.g. `--msg M --until mta.deferred`; exit 1 if none comes within --timeout.")
+@click.option("--timeout", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="With --until: seconds to wait at most.")
 @click.option("--export", "export", type=click.Choice(["perfetto"]),
               help="Write the (filtered) events to FILE in this format instead of printing them.")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, export: str | None,
-         file: Path | None, as_json: bool) -> None:
+def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, until: str | None, timeout: float,
+         export: str | None, file: Path | None, as_json: bool) -> None:
     """Every node's log merged into one timeline (works on a stopped cluster too).
 
     `xcon logs --export perfetto FILE` writes Chrome trace-event JSON for the Perfetto UI.
@@ -44,6 +49,13 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
         raise click.UsageError("--export needs a FILE, and a FILE needs --export")
     if not logread.log_files(run_dir):
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
+    if until:
+        deadline = time.time() + timeout
+        while not any(logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=until)):
+            if time.time() > deadline:
+                raise ClusterError(f"no event {until!r}" + (f" for message {msg}" if msg else "") +
+                                   (f" on {node}" if node else "") + f" within {timeout:g}s")
+            time.sleep(0.1)
     events = logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=pattern)
     if export:
         from orchestrator.inspect.trace import perfetto
@@ -129,7 +141,7 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
             out.print(f"[red]{shown}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender or '?'}"
                       + (f": {v.why}" if v.why else ""))
             for e in v.last_events:
-                out.print(f"    {e['node']}: {e['event']} {brief(e)}")
+                out.print(f"    {e['node']}: {e['event']} {brief(e)}".rstrip())
             for e in v.removed_by:
                 out.print(f"    [red]removed by[/red] {e['node']}: {e['event']} {brief(e)}")
         for lock in report.stale_locks:

@@ -25,10 +25,12 @@ from .common import emit_json, json_option, out, profile_options, run_dir_option
 
 @click.command()
 @run_dir_option
-@click.option("--trials", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option("--trials", type=click.IntRange(1, 100_000), default=10, show_default=True,
+              help="How many worlds to draw and run, each on a fresh cluster.")
 @click.option("--seed", type=int, help="Campaign seed (default: random, printed).")
 @click.option("--replay", type=int, help="Run the one trial with this trial seed (from a campaign's report).")
-@click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True)
+@click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True,
+              help="The MTAs' build in every trial (legacy loses mail in the KB's window; sp4 and reroute must not).")
 @click.option("--network", type=click.Choice(["loopback", "netns"]), default="loopback", show_default=True,
               help="netns (root): each trial's cluster on hosts of its own (xcon up --network netns), where the "
                    "faults net and partition can be drawn.")

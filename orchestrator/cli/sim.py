@@ -31,7 +31,8 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 
 @sim.command()
 @click.argument("name", type=click.Choice(["q248839"]))
-@click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True)
+@click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True,
+              help="The MTAs' build the map is drawn for (legacy: where mail is lost; sp4, reroute: that it is not).")
 @click.option("--lags", default="0,100,250,500,1000,2000", show_default=True,
               help="Replication lags to try (ms, jitter 0).")
 @click.option("--retries", default="250,1000", show_default=True, help="MTA retry intervals to try (ms).")

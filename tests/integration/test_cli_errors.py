@@ -51,6 +51,9 @@ def test_errors_against_a_running_cluster(tmp_path):
         one_line_error(xcon("move", "alice", "--to", "ex1", run_dir=run), 1, "already on ex1")
         one_line_error(xcon("move", "alice", "--to", "ex9", run_dir=run), 1, "unknown server 'ex9'")
         one_line_error(xcon("mailbox", "zed", run_dir=run), 1, "unknown user 'zed'")
+        one_line_error(xcon("logs", "--msg", "nope", "--until", "mta.deferred", "--timeout", "0.3", run_dir=run), 1,
+                       "no event 'mta.deferred' for message nope within 0.3s")
+        assert "directory.added" in xcon("logs", "--until", "directory.added", run_dir=run, check=True).stdout
         # nothing changed: one user, no message, no move
         status = xcon_json("status", run_dir=run)
         assert status["nodes"]["directory"]["status"] == {"usn": 1, "recipients": 1}
