@@ -24,6 +24,7 @@ from orchestrator.inspect import logread
 os.environ.setdefault("XCON_TEST_SEED", str(int.from_bytes(os.urandom(2), "big")))  # replication jitter
 os.environ.setdefault("XCON_CHAOS_SEED", str(int.from_bytes(os.urandom(4), "big") % (2**31 - 1) + 1))  # campaigns
 SEED = int(os.environ["XCON_TEST_SEED"])
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def pytest_configure(config):

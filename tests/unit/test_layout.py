@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import ROOT
+
 LAYERS = ["protocol", "nodes", "orchestrator", "orchestrator.inspect", "orchestrator.cluster", "orchestrator.sim",
           "orchestrator.lab", "orchestrator.cli"]
 MAX_LINES = 420  # "about 400": a module past it is probably two
