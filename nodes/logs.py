@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import structlog
 
 from .config import open_append
 
@@ -208,7 +207,10 @@ class NodeLog:
         # console line is costly, for a copy nobody reads at load (docs/performance.md)
         self.quiet = frozenset() if console == "info" else frozenset(("info", "debug"))
         self.sinks = sinks
-        # this log's own pipeline (wrap_logger), not structlog.configure: a process may host many
+        # this log's own pipeline (wrap_logger), not structlog.configure: a process may host many.
+        # (Imported here: the CLI reads logs through this module and has no use for structlog.)
+        import structlog
+
         self.log: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
             sinks.console, processors=[self.add_header, sinks.json_file, console_line])
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 KEYS = "keys"
 REFUSALS = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -59,9 +62,12 @@ class Security:
             sock.curve_serverkey = self.public
 
     def authenticator(self, ctx: zmq.Context) -> ThreadAuthenticator | None:
-        """Start the ZAP handler; it must run before a server socket binds."""
+        """Start the ZAP handler; it must run before a server socket binds. (Imported here: the
+        thread's module pulls in asyncio and ssl, which the CLI, a client only, does not need.)"""
         if self.insecure:
             return None
+        from zmq.auth.thread import ThreadAuthenticator
+
         auth = ThreadAuthenticator(ctx)
         auth.start()
         auth.configure_curve(domain="*", location=str(self.keys / "allowed"))

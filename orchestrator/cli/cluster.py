@@ -308,7 +308,7 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
               help="A new folder to write into: cluster.json, keys/, units/, logs/.")
 @click.option("--root", type=click.Path(path_type=Path), default=Path("/var/lib/xcon"), show_default=True,
               help="Where the folder is copied on every host (the nodes' --run-dir).")
-@click.option("--python", "python_path", default=sys.executable, show_default=True,
+@click.option("--python", "python_path", default=sys.executable, show_default="the Python running xcon",
               help="The Python, with xcon installed, on the hosts.")
 @click.option("--mta-build", type=click.Choice(BUILDS), default="sp4", show_default=True,
               help="The MTAs' build in the written cluster.json (as xcon up --mta-build).")

@@ -47,7 +47,8 @@ def _option(param: click.Option, ctx: click.Context) -> str:
     help_text = " ".join((param.help or "").split())
     default = ""
     if param.show_default and param.default is not None and not param.is_flag:
-        default = f" (default: {param.default})"
+        shown = param.show_default if isinstance(param.show_default, str) else param.default
+        default = f" (default: {shown})"
     env = f" [env: {param.envvar}]" if param.envvar and param.show_envvar else ""
     return f"- {names}{kind.replace('|', '/')}: {help_text}{default}{env}"
 

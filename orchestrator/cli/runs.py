@@ -17,7 +17,6 @@ from rich.table import Table
 
 from nodes.config import BUILDS, MOVE_BUILDS
 
-from orchestrator.lab import chaos as chaos_mod
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
@@ -73,6 +72,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     In the simulator a seed replays exactly: the same events, the same verdict.
     """
     from orchestrator.lab import campaign as sim_campaign
+    from orchestrator.lab import chaos as chaos_mod  # the lab loads when a campaign runs, not for every command
     from orchestrator.sim.world import Network
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
@@ -222,7 +222,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         sys.exit(1)
 
 
-def describe_break(trial: chaos_mod.TrialResult) -> str:
+def describe_break(trial: Any) -> str:
     if trial.violations:
         v = trial.violations[0]
         return f"{v['outcome']} {v['msg_id']} -> {v['rcpt']}"

@@ -11,18 +11,21 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from nodes.config import ClusterConfig, open_append
 from protocol import MOVE_ENDED
 from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
 from orchestrator import processes
-from orchestrator.inspect import audit, logread
-from orchestrator.inspect import check as checker
+from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
 
 from .client import Client, ClusterError, NoAnswer, TimedOut
+
+if TYPE_CHECKING:
+    from orchestrator.inspect import audit
+    from orchestrator.inspect import check as checker
 
 T = TypeVar("T")
 
@@ -393,14 +396,17 @@ class Cluster:
 
     def end_state(self) -> Any:
         """What the mailboxes, locks, directory and journal hold (orchestrator.audit), or None."""
+        from orchestrator.inspect import audit  # the verdict's modules load when a verdict is asked for
         return audit.read(self.config.run_dir) if audit.available(self.config.run_dir) else None
 
     def durable(self, state: Any) -> audit.Pairs:
         """The pairs the run's durable records hold (orchestrator.audit.durable)."""
+        from orchestrator.inspect import audit
         return audit.durable(self.config.run_dir, state)
 
     def verdict(self) -> checker.Report:
         """The invariant over this run (after `stop`): its logs, then its end state and durable records."""
+        from orchestrator.inspect import check as checker
         state = self.end_state()
         return checker.check(self.events(), again=self.events, state=state, durable=self.durable(state))
 
