@@ -30,6 +30,18 @@ def run_dir_option(f: Callable) -> Callable:
         help="Directory holding the cluster's state, logs and cluster.json.")(f)
 
 
+def results_dir(run_dir: Path, name: str) -> Path:
+    """Where a command that starts its own clusters (chaos, scenario, bench) keeps them: a folder
+    of the run-dir, which it claims as xcon's as `xcon up` does, so a later `xcon up` there finds
+    a run-dir xcon made, not one holding files it did not (and refuses one that holds others')."""
+    from orchestrator.cluster import rundir
+
+    run_dir = run_dir.resolve()
+    with rundir.locked(run_dir):
+        rundir.claim(run_dir)
+    return run_dir / name
+
+
 class Text(click.ParamType):
     """Text that is valid UTF-8: a command line can carry any bytes, mail text and names cannot."""
 

@@ -20,7 +20,7 @@ from nodes.config import BUILDS, MOVE_BUILDS
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
-from .common import emit_json, json_option, out, profile_options, run_dir_option
+from .common import emit_json, json_option, out, profile_options, results_dir, run_dir_option
 
 @click.command()
 @run_dir_option
@@ -108,7 +108,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
             f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else "") +
             ("-netns" if network == "netns" else ""))
-    root = run_dir.resolve() / "chaos" / (("sim-" if sim else "") + name)
+    root = results_dir(run_dir, "chaos") / (("sim-" if sim else "") + name)
     if root.exists():
         shutil.rmtree(root)
     worlds = [given] if given else [draw_world(s, mta_build, kinds, users, moves, profile=profile,
@@ -288,7 +288,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
             raise click.UsageError(f"give one of --all or --case ({', '.join(known)})")
         if case and case not in known:
             raise click.UsageError(f"{name} has no case '{case}' (cases: {', '.join(known)})")
-        found = family.run_cases(name, run_dir.resolve() / ("scenario-sim" if sim else "scenario"),
+        found = family.run_cases(name, results_dir(run_dir, "scenario-sim" if sim else "scenario"),
                                  known if all_cases else [case], progress=None if as_json else out,
                                  sim=Network() if sim else None, seed=seed)
         if as_json:
@@ -303,7 +303,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
     cases = list(CASES) if all_cases else [mta_build]
     placements = (("same", "other", "third") if alternate_on == "all" else (alternate_on,) if alternate_on else
                   ("same", "other") if all_cases else ("same",))
-    root = run_dir.resolve() / ("scenario-sim" if sim else "scenario")
+    root = results_dir(run_dir, "scenario-sim" if sim else "scenario")
     results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed,
                         placements=placements, profile=profile, time_scale=time_scale)
     if as_json:
@@ -329,7 +329,7 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> N
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,
                   transient=True, disable=not show) as bar:
         task = bar.add_task("bench", total=None)
-        rows = bench_mod.run(run_dir.resolve() / "bench", quick, lambda s: bar.update(task, description=s))
+        rows = bench_mod.run(results_dir(run_dir, "bench"), quick, lambda s: bar.update(task, description=s))
     machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     data = {"machine": machine, "quick": quick, "rows": [r.to_json() for r in rows]}
     if out_file:

@@ -83,6 +83,19 @@ def test_fresh_deletes_only_what_xcon_made_and_a_foreign_directory_is_refused(tm
         one_line_error(xcon(*args, run_dir=theirs), 1, "xcon did not make")
     assert all((theirs / name / "precious").read_text() == "keep me" for name in ("logs", "keys", "stores"))
     assert sorted(p.name for p in theirs.iterdir()) == ["keys", "logs", "stores"], "nothing added either"
+    one_line_error(xcon("scenario", "q248839", "--mta-build", "legacy", "--sim", run_dir=theirs), 1, "xcon did not make")
+
+
+def test_a_run_dir_a_scenario_wrote_in_takes_a_cluster_afterwards(tmp_path):
+    """docs/EXCHANGE55.md runs a scenario, then `xcon up`, in one directory: the scenario's folder
+    must not make the run-dir look like someone else's (it once did: "holds files xcon did not make")."""
+    run = tmp_path / "run"
+    xcon("scenario", "q248839", "--mta-build", "legacy", "--sim", run_dir=run, check=True)
+    xcon("up", "--insecure", run_dir=run, check=True)
+    try:
+        assert (run / "scenario-sim").is_dir() and xcon_json("status", run_dir=run)["nodes"]["directory"]["alive"]
+    finally:
+        xcon("down", run_dir=run, check=True)
 
 
 def test_two_ups_at_once_start_one_cluster_and_down_needs_no_cluster_json(tmp_path):
