@@ -107,7 +107,10 @@ def test_a_rolled_back_move_back_to_a_stale_home_deletes_no_mail(cluster_factory
     sent = [cluster.send("carol", ["bob"], f"before {i}")["msg_id"] for i in range(3)]
     assert cluster.wait(20)
     assert cluster.move("bob", "ex2")["step"] == "done"
-    back = cluster.move("bob", "ex1", copy_delay_ms=1500, wait=False)
+    # 10 s a message: the three pages' copy keeps the target "being moved here" for 30 s, which no
+    # load closes, and which costs nothing: the kill below ends the copy. (A hold at the copy step
+    # would stop it before its first page, with no target mailbox yet.)
+    back = cluster.move("bob", "ex1", copy_delay_ms=10_000, wait=False)
     wait_for_event(cluster.config.run_dir, event="store.incoming", node="store.ex1", owner=back["move_id"])
     sent += [cluster.send("alice", ["bob"], f"during {i}")["msg_id"] for i in range(3)]
     wait_for_event(cluster.config.run_dir, event="store.deferred", node="store.ex1", reason="mailbox being moved here")
