@@ -18,13 +18,13 @@ from orchestrator import cluster as cl
 from orchestrator.cluster import rundir
 from orchestrator.inspect import logread
 
+
 # The seeds of a run: random unless the environment fixes them. They are put in the environment
 # here, in the process that prints the header, so pytest-xdist's workers (started after this
 # file is loaded) use the same ones and the header's replay line holds for every test.
 os.environ.setdefault("XCON_TEST_SEED", str(int.from_bytes(os.urandom(2), "big")))  # replication jitter
 os.environ.setdefault("XCON_CHAOS_SEED", str(int.from_bytes(os.urandom(4), "big") % (2**31 - 1) + 1))  # campaigns
 SEED = int(os.environ["XCON_TEST_SEED"])
-ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def pytest_configure(config):

@@ -1,7 +1,8 @@
 """Short chaos campaigns on live clusters (marker `chaos`).
 
-CI runs these as they are; the long form is documented in the README:
+CI runs these as they are; the long form is documented in docs/testing.md:
     XCON_CHAOS_TRIALS=50 pytest -m chaos
+The campaigns are docs/chaos.md's block "campaigns", run as written but for their trials and seed.
 Seeds are random per run and printed in every failure message; XCON_CHAOS_SEED fixes them.
 """
 
@@ -15,31 +16,32 @@ import pytest
 from orchestrator.lab import chaos
 from orchestrator.lab.worlds import draw_world
 
+from .. import docblocks
 from ..conftest import xcon
 
 pytestmark = pytest.mark.chaos
 
 SEED = int(os.environ["XCON_CHAOS_SEED"])  # set, and printed in pytest's header, by tests/conftest.py
 TRIALS = int(os.environ.get("XCON_CHAOS_TRIALS", "2"))
-FAULTS = ("lag", "pause", "delay", "duplicate", "reorder")
-
-
-def describe(result: chaos.TrialResult, build: str, faults=FAULTS) -> str:
+def describe(result: chaos.TrialResult, build: str, faults: tuple[str, ...]) -> str:
     return (f"trial seed {result.seed} ({result.counts}, error={result.error}); replay: "
             f"xcon chaos --replay {result.seed} --mta-build {build} --faults {','.join(faults) or 'none'}")
 
 
+CAMPAIGNS = docblocks.commands("docs/chaos.md", "campaigns")  # the doc's block, run here: fewer trials, a seed
+
+
 def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
-    """Through the CLI, as a user would: find a loss, write the report, replay the seed."""
+    """The doc's first two campaigns, as a user runs them: find a loss, write the report, replay the seed."""
+    find, replay_doc = CAMPAIGNS[0], CAMPAIGNS[1]
     report = tmp_path / "report"
-    proc = xcon("chaos", "--trials", str(max(12, TRIALS)), "--seed", str(SEED), "--mta-build", "legacy",
-                "--faults", "none", "--expect-loss", "--stop-on-break", "--report", str(report), "--json",
-                run_dir=tmp_path, timeout=600)
+    proc = xcon(*docblocks.adapted(find, {"--trials 50": f"--trials {max(12, TRIALS)}", "out/": str(report)},
+                                   add=("--seed", str(SEED), "--stop-on-break", "--json")), run_dir=tmp_path, timeout=600)
     assert proc.returncode == 0, f"campaign seed {SEED}: legacy lost nothing: {proc.stderr[-500:]}"
     result = json.loads(proc.stdout)
     first = result["first_broken"]
     assert first and first["counts"]["lost"] >= 1 and result["totals"]["duplicated"] == 0, result["totals"]
-    assert result["replay"] == f"xcon chaos --replay {first['seed']} --mta-build legacy --faults none"
+    assert result["replay"] == replay_doc.replace("SEED", str(first["seed"])), "the replay it prints is the doc's"
     lost = [v for v in first["violations"] if v["outcome"] == "lost"][0]
     assert (report / "summary.json").exists() and (report / "logs.jsonl").exists()
     svg = (report / f"trace-{first['violations'][0]['msg_id']}.svg").read_text()
@@ -48,16 +50,23 @@ def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
     # the silent failure is among the pair's last events, not always the last: the ack of the
     # transfer that brought the message there can be logged after it
     assert any(e["event"] == "mta.failed" and e.get("report") == "none" for e in lost["last_events"]), lost
-    replay = xcon(*result["replay"].split()[1:], "--expect-loss", "--json", run_dir=tmp_path, timeout=300)
+    replay = xcon(*docblocks.adapted(replay_doc, {"SEED": str(first["seed"])}, add=("--expect-loss", "--json")),
+                  run_dir=tmp_path, timeout=300)
     assert replay.returncode == 0, f"campaign seed {SEED}: the replay of trial {first['seed']} lost nothing"
 
 
-@pytest.mark.parametrize("build", ["sp4", "reroute"])
-def test_fixed_builds_lose_nothing_under_faults(build, tmp_path):
-    for i, seed in enumerate(chaos.trial_seeds(SEED + (build == "reroute"), TRIALS)):
-        result = chaos.run_trial(draw_world(seed, build, FAULTS, extremes=False), tmp_path / f"t{i}")
-        assert not result.broken and not result.error, f"campaign seed {SEED}: {describe(result, build)}"
-        assert result.pairs > 0
+@pytest.mark.parametrize("command", CAMPAIGNS[2:], ids=lambda c: c.split("--mta-build ")[1].split()[0])
+def test_fixed_builds_lose_nothing_under_faults(command, tmp_path):
+    """The doc's campaigns of sp4 (link faults, pauses, lag) and reroute (kills, at move steps too,
+    a move's source down, the feed cut, drops), with TRIALS trials and no extremes."""
+    trials = command.split("--trials ")[1].split()[0]
+    proc = xcon(*docblocks.adapted(command, {f"--trials {trials}": f"--trials {TRIALS}"},
+                                   add=("--seed", str(SEED), "--no-extremes", "--json")), run_dir=tmp_path, timeout=600)
+    result = json.loads(proc.stdout)
+    totals = result["totals"]
+    assert proc.returncode == 0 and totals["lost"] == totals["duplicated"] == totals["pending"] == 0, \
+        f"campaign seed {SEED}: {command}: {totals} {result.get('replay')}"
+    assert totals["trials"] == TRIALS and totals["pairs"] > 0
 
 
 MOVE_FAULTS = ("kill_at_step", "move_source_down")

@@ -1,90 +1,81 @@
-"""The README's steps by hand, run as written, and the outputs the docs show, compared with a run.
+"""The docs' steps, run as written, and the outputs they show, compared with a run (issue 23).
 
-tests/unit/test_docs.py checks that every command the docs name exists; this file checks that
-the ones a reader will paste do what the docs say they do.
+tests/unit/test_docs.py checks that every command the docs show parses and that every block of
+them names the test that runs it; this file runs README.md's "by-hand" and "check" sample,
+docs/chaos.md's "faults-by-hand" and "explore" sample, and docs/EXCHANGE55.md's "exchange55".
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
-import shlex
-import subprocess
-import sys
-from pathlib import Path
 
-from ..conftest import ROOT, xcon
-
-BIN = Path(sys.executable).parent
-
-
-def _block_after(text: str, heading: str) -> str:
-    """The first fenced block after a heading."""
-    rest = text[text.index(heading):]
-    return re.search(r"```sh\n(.*?)```", rest, re.S).group(1)
-
-
-def _sample(text: str, marker: str) -> list[str]:
-    """The lines of the fenced block right after an HTML comment that names it a checked sample."""
-    rest = text[text.index(marker):]
-    return re.search(r"```\n(.*?)```", rest, re.S).group(1).rstrip("\n").split("\n")
-
-
-def _as_a_script(block: str) -> str:
-    """The block's lines, each one after a marker line and followed by its exit code; the
-    `activate` line is left out (the test's PATH already has this venv's `xcon`)."""
-    out = ["set -u"]
-    for line in block.splitlines():
-        if not line.strip() or "activate" in line:
-            continue
-        command = line.split("  #")[0].strip()
-        out += [f"echo {shlex.quote('@@@ ' + command)}", line, 'echo "@@@ rc $?"']
-    return "\n".join(out) + "\n"
-
-
-def _outputs(stdout: str) -> dict[str, tuple[str, int]]:
-    """{command as written: (what it printed, its exit code)}."""
-    found, last = {}, ""
-    for chunk in stdout.split("@@@ ")[1:]:
-        head, _, body = chunk.partition("\n")
-        if head.startswith("rc "):
-            found[last] = (found[last][0], int(head[3:]))
-        else:
-            last = head
-            found[last] = (body, -1)
-    return found
-
+from .. import docblocks
+from ..conftest import xcon
 
 def test_the_readme_steps_by_hand_lose_the_message_and_check_prints_what_the_readme_shows(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    script = _as_a_script(_block_after(readme, "## Reproducing the bug by hand"))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
-    env.pop("XCON_RUN_DIR", None)
+    lines = docblocks.commands("README.md", "by-hand")
     try:
-        proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=180)
+        ran, proc = docblocks.run(docblocks.without(lines, ". .venv/bin/activate"), tmp_path)
     finally:
         xcon("down", run_dir=tmp_path / ".xcon")
-    ran = _outputs(proc.stdout)
-    failed = {c: rc for c, (_, rc) in ran.items() if rc != 0 and not c.startswith("xcon check")}
-    assert not failed, f"{failed}\n{proc.stdout}\n{proc.stderr}"
-    carol, bob, alice = (ran[f"xcon mailbox {a}"][0] for a in ("carol", "bob", "alice"))
-    check, rc = ran["xcon check"]
+    failed = [(c, rc) for c, _, rc in ran if rc != 0 and c != "xcon check"]
+    assert not failed and len(ran) == len(lines) - 1, f"{failed}\n{proc.stdout}\n{proc.stderr}"
+    printed = {c: (out, rc) for c, out, rc in ran}
+    check, rc = printed["xcon check"]
     m = re.search(r"^LOST (\S+) -> bob", check, re.M)
     assert rc == 1 and m, check
     msg = m.group(1)
-    assert msg in carol, carol
-    assert bob.startswith("mailbox bob on ex2: 0 message(s)"), bob
-    assert alice.startswith("mailbox alice on ex2: 0 message(s)"), alice
-    want = [line.replace("$M", msg) for line in _sample(readme, "checked against the run of these steps")]
+    assert msg in printed["xcon mailbox carol"][0], "the alternate has the message"
+    assert printed["xcon mailbox bob"][0].startswith("mailbox bob on ex2: 0 message(s)"), "bob (now on ex2) does not"
+    assert printed["xcon mailbox alice"][0].startswith("mailbox alice on ex2: 0 message(s)"), "and alice got no NDR"
+    want = [line.replace("$M", msg) for line in docblocks.sample("README.md", "check")]
     assert check.rstrip("\n").split("\n") == want
     assert (tmp_path / "lost.svg").read_text().lstrip().startswith("<"), "the trace's picture was written"
 
 
+def test_the_faults_by_hand_each_do_what_they_say_and_clear_ends_them(tmp_path):
+    run = tmp_path / ".xcon"
+    xcon("up", "--fresh", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "carol", "--server", "ex2", run_dir=run, check=True)
+        xcon("send", "--from", "carol", "--to", "carol", run_dir=run, check=True)  # mta.ex2's queue log has a record
+        xcon("wait", run_dir=run, check=True)
+        lines = docblocks.commands("docs/chaos.md", "faults-by-hand")
+        ran, proc = docblocks.run(lines, tmp_path)
+        failed = [(c, rc, out) for c, out, rc in ran if rc != 0]
+        assert not failed and len(ran) == len(lines), f"{failed}\n{proc.stdout}\n{proc.stderr}"
+        faults = [(e.get("kind"), e.get("target") or None) for e in map(json.loads, xcon(
+            "logs", "--event", "fault.injected", "--json", run_dir=run, check=True).stdout.splitlines())]
+        for kind, target in [("delay", "mta.ex1"), ("drop", "mta.ex1"), ("pause", "store.ex2"),
+                             ("feed_cut", "mta.ex2"), ("lag", "mta.ex1"), ("kill", "mta.ex1"), ("restart", "mta.ex1"),
+                             ("kill_at_step", "store.ex2"), ("corrupt", "mta.ex2"),
+                             ("hold_at_step", None), ("release", None), ("clear", None)]:
+            assert (kind, target) in faults, (kind, target, faults)
+        status = json.loads(xcon("status", "--json", run_dir=run, check=True).stdout)
+        assert all(n["alive"] for n in status["nodes"].values()), "kill && restart, and corrupt, restart their node"
+        assert status["nodes"]["orchestrator"]["status"]["armed"] == [], "clear ended the kill at a step"
+        assert (tmp_path / "trace.json").exists()
+    finally:
+        xcon("down", run_dir=run)
+
+
 def test_the_explore_sample_in_docs_chaos_is_what_explore_prints():
-    sample = _sample((ROOT / "docs" / "chaos.md").read_text(), "sample: explore")
-    proc = xcon("sim", "explore", "q248839", "--mta-build", "legacy", env={"COLUMNS": "200"}, timeout=180)
+    (command,) = [c for c in docblocks.commands("docs/chaos.md", "simulator") if c.startswith("xcon sim explore")]
+    proc = xcon(*docblocks.adapted(command), timeout=180)
     assert proc.returncode == 0, proc.stderr
     printed = [line.rstrip() for line in proc.stdout.splitlines()]
-    missing = [line for line in sample if line.rstrip() not in printed]
+    missing = [line for line in docblocks.sample("docs/chaos.md", "explore") if line.rstrip() not in printed]
     assert not missing, "\n".join(missing + ["-- printed --"] + printed)
+
+
+def test_the_exchange55_profile_steps_match_the_kb_and_start_a_cluster_of_sites(tmp_path):
+    lines = docblocks.commands("docs/EXCHANGE55.md", "exchange55")
+    try:
+        ran, proc = docblocks.run(lines, tmp_path, timeout=280)
+    finally:
+        xcon("down", run_dir=tmp_path / ".xcon")
+    assert [rc for _, _, rc in ran] == [0] * len(lines), proc.stdout + proc.stderr
+    scenario, up = ran[0][1], ran[1][1]
+    assert scenario.count("│ yes") >= 10 and "profile exchange55 x0.01" in scenario, scenario
+    assert "sites HQ: ex1 ex2, BRANCH: ex3" in up, up

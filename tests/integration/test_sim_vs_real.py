@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from orchestrator.lab import chaos
 from orchestrator.lab.worlds import draw_world
 from orchestrator.sim.world import Network
 
+from .. import docblocks
 from ..conftest import xcon
 
 SEED = int(os.environ.get("XCON_CHAOS_SEED", "20261126"))
@@ -38,26 +40,41 @@ def test_simulated_and_real_outcomes_agree_on_worlds_without_faults(tmp_path):
     assert sum(same) >= 2, same
 
 
-def test_chaos_sim_finds_the_legacy_loss_replays_it_exactly_and_confirms_it_on_real_processes(tmp_path):
-    result = xcon("chaos", "--sim", "--trials", "300", "--mta-build", "legacy", "--faults", "none", "--seed", str(SEED),
-                  "--expect-loss", "--determinism", "--confirm", "1", "--shrink", "--json", run_dir=tmp_path)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+def test_the_simulator_block_finds_shrinks_confirms_and_replays_the_legacy_loss(tmp_path):
+    """docs/chaos.md's block "simulator", run as written but for fewer trials, a seed, --json, and
+    no faults for the world confirmed on real processes (so real timing alone decides it); its
+    last line, explore, is run by tests/integration/test_docs.py against the doc's sample."""
+    find, fixed, confirm, determinism, replay, world, scenario, _explore = docblocks.commands("docs/chaos.md",
+                                                                                             "simulator")
+    seeded = ("--seed", str(SEED), "--json")
+
+    def run(command: str, replace: dict[str, str], add: tuple[str, ...] = seeded) -> tuple[int, dict]:
+        proc = xcon(*docblocks.adapted(command, replace, add), run_dir=tmp_path, timeout=300)
+        return proc.returncode, json.loads(proc.stdout) if "--json" in add else {}
+
+    rc, found = run(find, {"--trials 2000": "--trials 100"})
+    assert rc == 0 and found["simulated"] and found["totals"]["lost"] > 0, (rc, found["totals"])
+    rc, sp4 = run(fixed, {"--trials 20000": "--trials 100"})
+    assert rc == 0 and sp4["totals"]["lost"] == sp4["totals"]["duplicated"] == 0 and sp4["totals"]["trials"] == 100
+    rc, data = run(confirm, {"--trials 2000": "--trials 300", "--confirm 2": "--confirm 1"},
+                   ("--faults", "none", *seeded))
     print(f"seed {SEED}: {data['totals']}, confirmed {data['confirmed']}")
-    assert data["simulated"] and data["totals"]["trials"] == 300 and data["totals"]["lost"] > 0
-    assert data["nondeterministic"] == []
+    assert rc == 1 and data["totals"]["trials"] == 300 and data["totals"]["lost"] > 0, "legacy broke: exit 1"
     assert data["confirmed"][0]["real_broke"], data["confirmed"]
-    assert os.path.exists(data["shrunk"]["file"])
+    rc, same = run(determinism, {"--trials 2000": "--trials 100"})
+    assert rc == 0 and same["nondeterministic"] == [] and same["totals"]["trials"] == 100
     first = data["first_broken"]
-    replay = xcon("chaos", "--sim", "--replay", str(first["seed"]), "--mta-build", "legacy", "--faults", "none",
-                  "--json", run_dir=tmp_path)
-    assert replay.returncode == 1  # it broke again
-    again = json.loads(replay.stdout)["trials"][0]
-    assert again["digest"] == first["digest"] and again["counts"] == first["counts"]
+    rc, again = run(replay, {"SEED": str(first["seed"])}, ("--faults", "none", "--json"))
+    assert rc == 1 and again["trials"][0]["digest"] == first["digest"] and again["trials"][0]["counts"] == first["counts"]
     check = xcon("check", "--json", run_dir=Path(first["run_dir"]))  # the simulated run, read as a real one
     assert check.returncode == 1 and json.loads(check.stdout)["counts"]["lost"] == first["counts"]["lost"]
-    shrunk = xcon("chaos", "--sim", "--world", data["shrunk"]["file"], "--json", run_dir=tmp_path)
-    assert shrunk.returncode == 1 and json.loads(shrunk.stdout)["totals"]["lost"] > 0
+    shrunk = Path(data["shrunk"]["file"]).relative_to(tmp_path.resolve())
+    documented = world.split("--world ")[1].split()[0]
+    pattern = re.escape(documented).replace("SEED", r"\d+").replace("S", r"\d+")  # the seed, the campaign's seed
+    assert re.fullmatch(pattern, str(Path(".xcon") / shrunk)), (documented, shrunk)
+    rc, small = run(world, {documented: str(tmp_path / shrunk)}, ("--json",))
+    assert rc == 1 and small["totals"]["lost"] > 0
+    assert xcon(*docblocks.adapted(scenario), run_dir=tmp_path, timeout=300).returncode == 0
 
 
 def test_chaos_sim_refuses_what_it_cannot_do(tmp_path):

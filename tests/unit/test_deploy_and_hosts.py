@@ -4,6 +4,7 @@ pure functions, no root needed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,29 @@ def test_a_hosts_list_becomes_cluster_json_keys_and_a_unit_per_node(tmp_path):
     assert ns == "mail2"
     with pytest.raises(deploy.DeployError, match="not empty"):
         deploy.generate(hosts, tmp_path / "site", tmp_path / "root", Settings(), "/opt/py")
+
+
+def test_the_deploy_readme_generates_what_it_says_from_hosts_example(tmp_path, monkeypatch):
+    """deploy/README.md's block "generate", run as written (in the CLI, in-process) where
+    hosts.txt is deploy/hosts.example, the list the README shows."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import xcon
+
+    from .. import docblocks
+
+    (command,) = docblocks.commands("deploy/README.md", "generate")
+    (tmp_path / "hosts.txt").write_text((docblocks.ROOT / "deploy" / "hosts.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(xcon, docblocks.adapted(command))
+    assert result.exit_code == 0, result.output
+    config = ClusterConfig.load(tmp_path / "xcon-site")
+    assert config.deployed and config.run_dir == Path("/var/lib/xcon") and config.settings.mta_build == "sp4"
+    assert config.endpoint("mta.ex1") == "tcp://10.0.0.11:7010"
+    unit = (tmp_path / "xcon-site" / "units" / "xcon-mta.ex1.service").read_text()
+    assert deploy.unit_command(unit)[0] == ["/opt/xcon/venv/bin/python", "-m", "nodes.mta", "--run-dir", "/var/lib/xcon",
+                                            "--name", "mta.ex1"]
+    assert {p.name for p in (tmp_path / "xcon-site").iterdir()} >= {"cluster.json", "keys", "units", "logs"}
 
 
 @pytest.mark.parametrize("text, error", [

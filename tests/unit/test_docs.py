@@ -1,12 +1,15 @@
 """Docs that cannot go stale (issue 23): what README.md, docs/ and deploy/README.md show must be
 true of the code.
 
+- every block of xcon commands names the test that runs it, and every output sample the test that
+  produces it (`<!-- run: NAME, by TEST -->`, `<!-- sample: NAME, by TEST -->`; tests/docblocks.py),
+  and that test reads it by name;
 - every `xcon ...` command in a fenced shell block, and every one written inline in prose, parses
   against the real command line: a command or an option that no longer exists, a choice that is
-  no longer one, fails here (those the suite also runs as written are run by
-  tests/integration/test_docs.py and by the tests the docs name beside their samples);
+  no longer one, fails here;
 - every relative link and every repository path in backticks names a file that exists;
-- docs/cli.md is what the commands themselves generate (orchestrator.cli.reference);
+- docs/cli.md is what the commands themselves generate (orchestrator.cli.reference), and CI runs
+  the README's test command;
 - the README stays a front page.
 """
 
@@ -19,7 +22,8 @@ import warnings
 import click
 import pytest
 
-from ..conftest import ROOT
+from .. import docblocks
+from ..docblocks import ROOT
 from orchestrator.cli import xcon
 from orchestrator.cli.reference import render
 
@@ -124,6 +128,39 @@ def test_every_link_and_path_the_docs_name_exists():
             if not (ROOT / path).exists():
                 missing.append(f"{doc.name}: path {path}")
     assert missing == []
+
+
+def test_every_block_of_commands_and_every_output_sample_names_the_test_that_runs_it():
+    """A block of xcon commands in a doc, and an output sample, are run or produced by the test
+    their marker names (tests/docblocks.py): that test reads the doc and the block by name."""
+    unclaimed, unread = [], []
+    for doc in DOCS:
+        text, rel = doc.read_text(), str(doc.relative_to(ROOT))
+        for block in re.finditer(r"^```sh\n(.*?)^```", text, re.M | re.S):
+            if not re.search(r"(^|&& |\$\()xcon ", block.group(1), re.M):
+                continue
+            before = text[:block.start()].rstrip("\n").rsplit("\n", 1)[-1]
+            marker = re.fullmatch(r"<!-- run: ([a-z0-9-]+), by (\S+) -->", before)
+            if not marker:
+                unclaimed.append(f"{rel}: {block.group(1).splitlines()[0]}")
+                continue
+            name, test = marker.groups()
+            source = (ROOT / test).read_text() if (ROOT / test).is_file() else ""
+            if rel not in source or f'"{name}"' not in source:
+                unread.append(f"{rel}: block {name}: {test}")
+        for name, test in re.findall(r"<!-- sample: ([a-z0-9-]+), by (\S+) -->", text):
+            source = (ROOT / test).read_text() if (ROOT / test).is_file() else ""
+            if rel not in source or f'"{name}"' not in source:
+                unread.append(f"{rel}: sample {name}: {test}")
+    assert unclaimed == [], "blocks of commands that no test runs (mark them <!-- run: NAME, by TEST -->)"
+    assert unread == [], "markers whose test does not read that doc's block or sample by name"
+    claimed = sum(len(docblocks.blocks(str(d.relative_to(ROOT)))) for d in DOCS)
+    assert claimed >= 10, claimed
+
+
+def test_ci_runs_the_readmes_test_command():
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == docblocks.commands("README.md", "setup")[1]
 
 
 def test_the_command_reference_is_what_the_commands_say():

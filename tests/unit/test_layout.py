@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ..conftest import ROOT
+from ..docblocks import ROOT
 
 LAYERS = ["protocol", "nodes", "orchestrator", "orchestrator.inspect", "orchestrator.cluster", "orchestrator.sim",
           "orchestrator.lab", "orchestrator.cli"]
