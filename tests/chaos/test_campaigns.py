@@ -31,6 +31,7 @@ def describe(result: chaos.TrialResult, build: str, faults: tuple[str, ...]) -> 
 CAMPAIGNS = docblocks.commands("docs/chaos.md", "campaigns")  # the doc's block, run here: fewer trials, a seed
 
 
+@pytest.mark.long
 def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
     """The doc's first two campaigns, as a user runs them: find a loss, write the report, replay the seed."""
     find, replay_doc = CAMPAIGNS[0], CAMPAIGNS[1]
@@ -55,6 +56,7 @@ def test_legacy_loses_mail_and_the_replay_loses_it_again(tmp_path):
     assert replay.returncode == 0, f"campaign seed {SEED}: the replay of trial {first['seed']} lost nothing"
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("command", CAMPAIGNS[2:], ids=lambda c: c.split("--mta-build ")[1].split()[0])
 def test_fixed_builds_lose_nothing_under_faults(command, tmp_path):
     """The doc's campaigns of sp4 (link faults, pauses, lag) and reroute (kills, at move steps too,

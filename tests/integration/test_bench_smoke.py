@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ..conftest import xcon
 
 
+@pytest.mark.long
 def test_bench_quick_reports_every_workload(tmp_path):
     out = tmp_path / "bench.json"
     proc = xcon("bench", "--quick", "--out", str(out), "--json", run_dir=tmp_path, timeout=300)

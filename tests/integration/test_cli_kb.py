@@ -65,6 +65,7 @@ def test_move_while_mail_flows(build, tmp_path):
     assert not any(pid_alive(n.get("pid")) for n in config.nodes.values())
 
 
+@pytest.mark.long
 def test_scenario_all_matches_the_kb_and_prints_the_readmes_table(tmp_path):
     """The main job as the README's block "setup" runs it (after its install): its table, row by
     row, is the README's sample "kb-table" (less the seconds)."""

@@ -44,6 +44,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.long
 def test_a_full_disk_refuses_new_mail_and_loses_none(small_disk):
     run, filler = small_disk / "run", small_disk / "filler"
     xcon("up", "--mta-build", "sp4", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", "--retry-ms", "300",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ..conftest import SEED, wait_for_event, xcon, xcon_json
 from .test_cli_errors import one_line_error
 
 
+@pytest.mark.long
 def test_delay_kill_restart_pause_and_inspection(tmp_path):
     run = tmp_path / "run"
     xcon("up", "--mta-build", "sp4", "--replication-lag-ms", "100", "--retry-ms", "300", "--seed", str(SEED),

@@ -26,6 +26,7 @@ def test_holds_a_cluster_until_interrupted(tmp_path):
     time.sleep(600)  # the outer test interrupts the run long before
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_run_stops_every_cluster_it_started(tmp_path, sig):
     base, mark = tmp_path / "inner", tmp_path / "marks"

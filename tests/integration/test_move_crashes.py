@@ -70,6 +70,7 @@ def triggered(cluster) -> list[dict]:
     return [e for e in logread.merged(cluster.config.run_dir) if e["event"] == "fault.triggered"]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("build", sorted({b for b, _, _ in MATRIX}))
 def test_a_crash_at_every_step_of_a_move_loses_nothing(build, cluster_factory):
     cluster = cluster_factory(build, replication_lag_ms=600, replication_jitter_ms=200, retry_ms=300,

@@ -52,6 +52,7 @@ def namespaces() -> set[str]:
                                                       text=True).stdout.splitlines() if line.strip()}
 
 
+@pytest.mark.long
 def test_the_docs_steps_on_hosts_of_their_own_lose_the_message_and_down_leaves_nothing(netns_run):
     """docs/hosts.md's block "netns" with the README's steps by hand in the middle, as the doc says
     ("then the README's steps by hand, unchanged"); its campaign with one trial."""
@@ -155,6 +156,7 @@ def test_down_force_after_a_crash_removes_the_network_with_cluster_json_gone(net
     assert again.returncode == 0 and "stopped 0 node(s)" in again.stdout
 
 
+@pytest.mark.long
 def test_the_deployed_files_start_every_node_on_its_own_host_and_the_kb_runs_against_them(tmp_path):
     """`xcon deploy` for hosts that are namespaces on this machine: each generated unit's command
     runs in its own namespace (as systemd would, NetworkNamespacePath), and the KB by hand and

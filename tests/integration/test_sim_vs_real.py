@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from orchestrator.lab import chaos
 from orchestrator.lab.worlds import draw_world
 from orchestrator.sim.world import Network
@@ -17,6 +19,7 @@ from ..conftest import xcon
 SEED = int(os.environ.get("XCON_CHAOS_SEED", "20261126"))
 
 
+@pytest.mark.long
 def test_simulated_and_real_outcomes_agree_on_worlds_without_faults(tmp_path):
     """The simulator's outcome of a world is one that real processes give. The real cluster's
     own timing (process scheduling, fsync; more of it while the other test worker starts
@@ -40,6 +43,7 @@ def test_simulated_and_real_outcomes_agree_on_worlds_without_faults(tmp_path):
     assert sum(same) >= 2, same
 
 
+@pytest.mark.long
 def test_the_simulator_block_finds_shrinks_confirms_and_replays_the_legacy_loss(tmp_path):
     """docs/chaos.md's block "simulator", run as written but for fewer trials, a seed, --json, and
     no faults for the world confirmed on real processes (so real timing alone decides it); its
@@ -52,17 +56,17 @@ def test_the_simulator_block_finds_shrinks_confirms_and_replays_the_legacy_loss(
         proc = xcon(*docblocks.adapted(command, replace, add), run_dir=tmp_path, timeout=300)
         return proc.returncode, json.loads(proc.stdout) if "--json" in add else {}
 
-    rc, found = run(find, {"--trials 2000": "--trials 100"})
+    rc, found = run(find, {"--trials 2000": "--trials 50"})
     assert rc == 0 and found["simulated"] and found["totals"]["lost"] > 0, (rc, found["totals"])
-    rc, sp4 = run(fixed, {"--trials 20000": "--trials 100"})
-    assert rc == 0 and sp4["totals"]["lost"] == sp4["totals"]["duplicated"] == 0 and sp4["totals"]["trials"] == 100
+    rc, sp4 = run(fixed, {"--trials 20000": "--trials 50"})
+    assert rc == 0 and sp4["totals"]["lost"] == sp4["totals"]["duplicated"] == 0 and sp4["totals"]["trials"] == 50
     rc, data = run(confirm, {"--trials 2000": "--trials 300", "--confirm 2": "--confirm 1"},
                    ("--faults", "none", *seeded))
     print(f"seed {SEED}: {data['totals']}, confirmed {data['confirmed']}")
     assert rc == 1 and data["totals"]["trials"] == 300 and data["totals"]["lost"] > 0, "legacy broke: exit 1"
     assert data["confirmed"][0]["real_broke"], data["confirmed"]
-    rc, same = run(determinism, {"--trials 2000": "--trials 100"})
-    assert rc == 0 and same["nondeterministic"] == [] and same["totals"]["trials"] == 100
+    rc, same = run(determinism, {"--trials 2000": "--trials 50"})
+    assert rc == 0 and same["nondeterministic"] == [] and same["totals"]["trials"] == 50
     first = data["first_broken"]
     rc, again = run(replay, {"SEED": str(first["seed"])}, ("--faults", "none", "--json"))
     assert rc == 1 and again["trials"][0]["digest"] == first["digest"] and again["trials"][0]["counts"] == first["counts"]

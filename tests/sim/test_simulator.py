@@ -57,6 +57,7 @@ def test_a_different_seed_gives_a_different_digest():
     assert a != b
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("build", ["sp4", "reroute"])
 def test_a_simulated_campaign_with_every_fault_kind_loses_and_duplicates_nothing(build, tmp_path):
     worlds = [draw_world(s, build, ALL_FAULTS) for s in chaos.trial_seeds(SEED, 300)]
