@@ -37,11 +37,19 @@ os.environ.setdefault("XCON_CHAOS_SEED", str(int.from_bytes(os.urandom(4), "big"
 SEED = int(os.environ["XCON_TEST_SEED"])
 
 
+# Every process this run starts (pytest-xdist's workers, their CLI calls, the nodes those start)
+# inherits this mark from the run's main process, so the sweep below finds them all by their
+# environment, whatever started them and however their starter ended.
+OWNER = "XCON_TEST_OWNER"
+
+
 def pytest_configure(config):
-    """In the run's main process: a SIGTERM (a `timeout`, a CI runner) unwinds pytest as Ctrl-C does,
-    so every fixture stops what it started and pytest_sessionfinish sweeps the rest; and xcon's
-    bytecode is compiled before any worker or node starts."""
+    """In the run's main process: mark the processes it will start; a SIGTERM (a `timeout`, a CI
+    runner) unwinds pytest as Ctrl-C does, so every fixture stops what it started and
+    pytest_unconfigure sweeps the rest; and xcon's bytecode is compiled before any worker or node
+    starts."""
     if not hasattr(config, "workerinput"):
+        os.environ[OWNER] = str(os.getpid())
         signal.signal(signal.SIGTERM, _interrupted)
         for package in ("protocol", "nodes", "orchestrator"):
             compileall.compile_dir(ROOT / package, quiet=1)
@@ -51,22 +59,47 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Stop every cluster whose run-dir is under this run's temporary root, whatever ended the run:
-    an interrupt leaves a test's own teardown undone, and two fresh-clone runs stopped by a
-    timeout once left 14 node processes running. The workers' directories are below the main
-    process's root, so it sweeps for all of them."""
-    if hasattr(session.config, "workerinput"):
+def pytest_unconfigure(config):
+    """End every process this run started and that still runs, whatever ended the run: an
+    interrupt leaves a test's own teardown undone, and two fresh-clone runs stopped by a timeout
+    once left 14 node processes running. It runs after pytest-xdist has ended its workers (a
+    worker interrupted in a test is killed, and the CLI calls it had started run on), so nothing
+    starts a cluster behind the sweep: first the processes that are not nodes (a CLI call half way
+    through `xcon up` or a scenario), then each cluster by `stop` (which also removes a netns
+    cluster's namespaces), then whatever is left."""
+    if hasattr(config, "workerinput") or os.environ.get(OWNER) != str(os.getpid()):
         return
-    factory = getattr(session.config, "_tmp_path_factory", None)
-    if factory is None:
-        return
-    root = factory.getbasetemp().resolve()
-    for run_dir in sorted({where for _, where in rundir.node_processes_within(root).values()}):
+    started = _started_by_this_run()
+    nodes = rundir.node_processes_within(Path("/"))
+    for pid in started.keys() - nodes.keys():
+        _kill(pid)
+    for run_dir in sorted({where for pid, (_, where) in nodes.items() if pid in started}):
         try:
             cl.stop(run_dir, grace=1.0, force=True)
         except cl.ClusterError:
             pass
+    for pid in _started_by_this_run():
+        _kill(pid)
+
+
+def _started_by_this_run() -> dict[int, bytes]:
+    """pid -> command line of every live process that carries this run's mark."""
+    mark, found = f"{OWNER}={os.getpid()}".encode() + b"\0", {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if mark in Path(f"/proc/{entry}/environ").read_bytes():
+                    found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+    return found
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def pytest_collection_modifyitems(config, items):
@@ -124,12 +157,22 @@ def xcon_json(*args: str, run_dir: Path) -> object:
     return json.loads(xcon(*args, "--json", run_dir=run_dir, check=True).stdout)
 
 
+def patience(seconds: float) -> float:
+    """A wait's budget on this machine: `seconds` on an idle one, longer in proportion to the load
+    (the run-queue per core over the last minute) on a busy one, or XCON_TEST_PATIENCE times it.
+    A budget is how long to wait for an event before calling it missing, never a window the test
+    needs: a budget too long costs nothing when the event comes."""
+    factor = float(os.environ.get("XCON_TEST_PATIENCE", 0)) or max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    return seconds * factor
+
+
 def wait_for_event(run_dir: Path, timeout: float = 30, **fields) -> dict:
     """Wait until some node has logged an event with these fields (an event, not a sleep)."""
+    timeout = patience(timeout)
     deadline = time.time() + timeout
     while time.time() < deadline:
         for e in logread.merged(run_dir):
             if all(e.get(k) == v for k, v in fields.items()):
                 return e
         time.sleep(0.05)
-    raise AssertionError(f"no event {fields} within {timeout}s")
+    raise AssertionError(f"no event {fields} within {timeout:.0f}s")

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.cluster.rundir import node_processes_within
 
-from ..conftest import xcon
+from ..conftest import patience, xcon
 
 HERE = Path(__file__).resolve()
 
@@ -32,20 +32,36 @@ def test_an_interrupted_run_stops_every_cluster_it_started(tmp_path, sig):
     base, mark = tmp_path / "inner", tmp_path / "marks"
     mark.mkdir()
     env = {**os.environ, "XCON_INNER_RUN": "1", "XCON_INNER_MARK": str(mark)}
-    inner = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--basetemp", str(base),
-         f"{HERE}::test_holds_a_cluster_until_interrupted", f"{HERE}::test_holds_a_cluster_until_interrupted"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parents[2])
+    output = tmp_path / "inner.out"
+    with open(output, "wb") as out:
+        inner = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--basetemp", str(base),
+             f"{HERE}::test_holds_a_cluster_until_interrupted", f"{HERE}::test_holds_a_cluster_until_interrupted"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=HERE.parents[2])
+    said = lambda: output.read_text(errors="replace")[-3000:]  # noqa: E731
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + patience(120)
         while not list(mark.iterdir()):  # the inner test has its cluster up: an event, not a guess
-            assert inner.poll() is None and time.time() < deadline, "the inner run never brought a cluster up"
+            assert inner.poll() is None and time.time() < deadline, f"the inner run never brought a cluster up:\n{said()}"
             time.sleep(0.05)
         assert node_processes_within(base.resolve()), "the inner run's cluster runs"
         inner.send_signal(sig)
-        inner.wait(timeout=120)
+        try:
+            inner.wait(timeout=patience(120))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the interrupted run did not end; it said:\n{said()}")
     finally:
         if inner.poll() is None:
             inner.kill()
             inner.wait()
     assert node_processes_within(base.resolve()) == {}, "a node of the interrupted run is still running"
+    mark = f"XCON_TEST_OWNER={inner.pid}".encode() + b"\0"
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and mark in _environ(pid)]
+    assert left == [], "a process the interrupted run started is still running"
+
+
+def _environ(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
