@@ -39,8 +39,24 @@ SEED = int(os.environ["XCON_TEST_SEED"])
 
 # Every process this run starts (pytest-xdist's workers, their CLI calls, the nodes those start)
 # inherits this mark from the run's main process, so the sweep below finds them all by their
-# environment, whatever started them and however their starter ended.
+# environment, whatever started them and however their starter ended. A run started by a test
+# adds its own pid to its starter's: the outer run's sweep finds the inner run's processes too.
 OWNER = "XCON_TEST_OWNER"
+
+
+def marked_by(pid: int) -> list[int]:
+    """Every live process whose environment carries `pid` in its XCON_TEST_OWNER mark."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            for var in environ.split(b"\0"):
+                if var.startswith(OWNER.encode() + b"=") and str(pid).encode() in var.split(b"=", 1)[1].split(b":"):
+                    found.append(int(entry))
+    return found
 
 
 def pytest_configure(config):
@@ -49,8 +65,11 @@ def pytest_configure(config):
     pytest_unconfigure sweeps the rest; and xcon's bytecode is compiled before any worker or node
     starts."""
     if not hasattr(config, "workerinput"):
-        os.environ[OWNER] = str(os.getpid())
+        os.environ[OWNER] = ":".join(filter(None, (os.environ.get(OWNER), str(os.getpid()))))
         signal.signal(signal.SIGTERM, _interrupted)
+        # Ctrl-C interrupts, even where the run was started with SIGINT ignored (a background job
+        # of a script), which Python then keeps ignoring
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for package in ("protocol", "nodes", "orchestrator"):
             compileall.compile_dir(ROOT / package, quiet=1)
 
@@ -67,32 +86,19 @@ def pytest_unconfigure(config):
     starts a cluster behind the sweep: first the processes that are not nodes (a CLI call half way
     through `xcon up` or a scenario), then each cluster by `stop` (which also removes a netns
     cluster's namespaces), then whatever is left."""
-    if hasattr(config, "workerinput") or os.environ.get(OWNER) != str(os.getpid()):
+    if hasattr(config, "workerinput") or os.environ.get(OWNER, "").split(":")[-1] != str(os.getpid()):
         return
-    started = _started_by_this_run()
+    started = set(marked_by(os.getpid()))
     nodes = rundir.node_processes_within(Path("/"))
-    for pid in started.keys() - nodes.keys():
+    for pid in started - nodes.keys():
         _kill(pid)
     for run_dir in sorted({where for pid, (_, where) in nodes.items() if pid in started}):
         try:
             cl.stop(run_dir, grace=1.0, force=True)
         except cl.ClusterError:
             pass
-    for pid in _started_by_this_run():
+    for pid in marked_by(os.getpid()):
         _kill(pid)
-
-
-def _started_by_this_run() -> dict[int, bytes]:
-    """pid -> command line of every live process that carries this run's mark."""
-    mark, found = f"{OWNER}={os.getpid()}".encode() + b"\0", {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if mark in Path(f"/proc/{entry}/environ").read_bytes():
-                    found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-    return found
 
 
 def _kill(pid: int) -> None:

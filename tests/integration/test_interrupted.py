@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.cluster.rundir import node_processes_within
 
-from ..conftest import patience, xcon
+from ..conftest import marked_by, patience, xcon
 
 HERE = Path(__file__).resolve()
 
@@ -55,13 +55,4 @@ def test_an_interrupted_run_stops_every_cluster_it_started(tmp_path, sig):
             inner.kill()
             inner.wait()
     assert node_processes_within(base.resolve()) == {}, "a node of the interrupted run is still running"
-    mark = f"XCON_TEST_OWNER={inner.pid}".encode() + b"\0"
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and mark in _environ(pid)]
-    assert left == [], "a process the interrupted run started is still running"
-
-
-def _environ(pid: str) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return b""
+    assert marked_by(inner.pid) == [], "a process the interrupted run started is still running"
