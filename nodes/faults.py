@@ -41,6 +41,18 @@ class Faults:
     def feed_cut(self, now: float) -> bool:
         return now < self.feed_cut_until
 
+    def in_force(self, now: float, offset: float) -> dict:
+        """What `status` says of them: the link rules and the feed cut still running (with when
+        each ends, on the node's clock) and the clock's offset; {} when none is."""
+        links = {peer: {**{k: v for k, v in vars(rule).items() if v and k != "until"}, "until": rule.until}
+                 for peer, rule in self.links.items() if rule.until > now}
+        found: dict = {"links": links} if links else {}
+        if self.feed_cut(now):
+            found["feed_cut_until"] = self.feed_cut_until
+        if offset:
+            found["clock_offset_ms"] = round(offset * 1000)
+        return found
+
     def plan(self, peer: str, now: float) -> list[float]:
         rule = self.links.get(peer)
         if rule is None:

@@ -3,7 +3,7 @@
 Both worlds run every node in one of these: the ZeroMQ shell (nodes.runtime) with the wall clock
 and the disk, and the simulator (orchestrator.sim) with a virtual clock and memory. The host owns
 
-- the Lamport clock and the ids of the frames it makes (replies, publications);
+- the hybrid logical clock (its log's: protocol.hlc) and the ids of the frames it makes;
 - `ping`, `status` and the fault control frames (`fault.link`, `fault.feed_cut`, `fault.clear`),
   which the core never sees, and the link-fault plans (nodes.faults) they set;
 - replies routed by the requester's opaque `peer` (a ROUTER identity in one world, a name in the
@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from protocol import Frame
+from protocol import Frame, hlc
 
 from .core import Feed, Log, Publish, Reply, Request, Response, Send
 from .faults import Faults, LinkRule
@@ -114,7 +114,7 @@ class NodeHost:
         self.notes = list(notes or ())  # logged at start (Wiring.notes)
         # how a write is made: the real shell waits out a full disk there (Runtime._write)
         self.write = write or (lambda fn, *args: fn(*args))
-        self.clock = 0  # Lamport; a restarted node sets it from its log
+        self.hlc = log.hlc  # one clock for the node's frames and its log lines (protocol.hlc)
         self.now = 0.0  # the time of the input being handled
         self._ids = 0
         self._unsynced = False
@@ -144,7 +144,7 @@ class NodeHost:
         if len(names) > PEER_NAMES:
             names.popitem(last=False)  # the requester least recently heard from
         kind = frame.type
-        if kind in ("fault.link", "fault.feed_cut", "fault.clear"):
+        if kind in ("fault.link", "fault.feed_cut", "fault.clock", "fault.clear"):
             self._fault(peer, frame, now)
         elif kind == "ping":
             self._reply(Reply(peer, frame.id, "pong", {"node": self.name, "ready": bool(self.core.ready),
@@ -176,7 +176,9 @@ class NodeHost:
     def status(self, now: float) -> dict[str, Any]:
         """What `status` answers: the core's status and the shell's own figures."""
         status = self.core.status(now)
-        return {**status, **self.stats()} if self.stats is not None else status
+        status = {**status, **self.stats()} if self.stats is not None else status
+        faults = self.faults.in_force(now, self.hlc.offset)
+        return {**status, "faults": faults} if faults else status
 
     def refuse(self, peer: Any, re: str, reason: str) -> None:
         """Answer a frame the shell could not decode."""
@@ -207,13 +209,21 @@ class NodeHost:
             self.faults.set_link(body["peer"], rule)
         elif frame.type == "fault.feed_cut":
             self.faults.feed_cut_until = now + body["seconds"]
+        elif frame.type == "fault.clock":
+            # what the node stamps from now on reads this far off (protocol.hlc); its timers do not
+            if abs(body["offset_ms"]) > hlc.MAX_OFFSET_S * 1000:
+                self._reply(Reply(peer, frame.id, "error", {"reason": "offset_ms must be within a day either way",
+                                                            "code": None}))
+                return
+            self.hlc.offset = body["offset_ms"] / 1000
         else:
             self.faults.clear()
+            self.hlc.offset = 0.0
         self.log.warning("fault.applied", type=frame.type, by=frame.src, **body)
         self._reply(Reply(peer, frame.id, "ok", {}))
 
     def _tick_clock(self, frame: Frame) -> None:
-        self.clock = max(self.clock, frame.clock) + 1
+        self.hlc.receive(frame.clock, self.now)
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -253,21 +263,19 @@ class NodeHost:
         if kind is Log:
             self.nodelog.emit(action.level, action.event, action.fields)
         elif kind is Send:
-            self.clock += 1
-            frame = Frame(action.type, action.id, self.name, self.clock, action.body, action.trace)
+            frame = Frame(action.type, action.id, self.name, self.hlc.tick(self.now), action.body, action.trace)
             self._emit(action.to, Out("send", action.to, frame))
         elif kind is Reply:
             self._reply(action)
         elif kind is Publish:
-            self.clock += 1
-            self._outbox.append(Out("publish", "", Frame(action.type, self._next_id(), self.name, self.clock,
-                                                         action.body)))
+            self._outbox.append(Out("publish", "", Frame(action.type, self._next_id(), self.name,
+                                                         self.hlc.tick(self.now), action.body)))
         else:
             raise TypeError(f"{self.name}: no executor for action {action!r}")
 
     def _reply(self, action: Reply) -> None:
-        self.clock += 1
-        frame = Frame(action.type, self._next_id(), self.name, self.clock, action.body, action.trace, action.re)
+        frame = Frame(action.type, self._next_id(), self.name, self.hlc.tick(self.now), action.body, action.trace,
+                      action.re)
         self._emit(self._peer_names.get(action.peer, ""), Out("reply", action.peer, frame))
 
     def _emit(self, peer: str, out: Out) -> None:

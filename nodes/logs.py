@@ -3,7 +3,9 @@
 Each event goes to a JSON line in `<run-dir>/logs/<node>.jsonl` (the record that `xcon logs` and
 `xcon check` read) and, as the cluster's `console` setting says, a readable line on stderr (the
 node's console). A simulated node's events go to a `MemorySink` instead, in the same shape.
-Every line has ts (epoch seconds, from the clock the host is given), node, level, event, lamport.
+Every line has ts (epoch seconds, from the clock the host is given, as the node reads it), node,
+level, event, and hlc: the node's hybrid logical clock (protocol.hlc), [ms, counter], which every
+line advances, so a node's lines are in clock order and the merged timeline is causal.
 Nothing here is process-global: a simulator hosts many nodes, each with its own log, in one process.
 """
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
+
+from protocol import hlc
 
 from .config import open_append
 
@@ -79,27 +83,31 @@ def cut_torn_line(path: Path) -> int:
         return 0
 
 
-def last_lamport(path: Path) -> int:
-    """The Lamport clock of the last line a node wrote to its log: a restarted node carries on
-    from there, so its new events never sort before its old ones."""
-    return last_value(path, "lamport") or 0
+def last_hlc(path: Path) -> int:
+    """The hybrid logical clock of the last line a node wrote to its log: a restarted node carries
+    on from there, so its new events never sort before its old ones (the wall clock may have gone
+    back meanwhile)."""
+    stamp = last_value(path, "hlc", list)
+    ok = type(stamp) is list and len(stamp) == 2 and all(type(x) is int and x >= 0 for x in stamp)
+    return hlc.packed(stamp) if ok else 0
 
 
-def last_value(path: Path, key: str) -> int | None:
-    """The int `key` holds in the last line of a node's log (its last 64 KiB) that has one."""
+def last_value(path: Path, key: str, kind: type = int) -> Any:
+    """The value of type `kind` that `key` holds in the last line of a node's log (its last 64 KiB)
+    that has one."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 65536))
             tail = f.read()
     except OSError:
-        return 0
+        return None
     for line in reversed(tail.splitlines()):
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue  # a line cut short by a kill, or the first, partial line of the tail
-        if isinstance(event, dict) and type(event.get(key)) is int:
+        if isinstance(event, dict) and type(event.get(key)) is kind:
             return event[key]
     return None
 
@@ -169,8 +177,9 @@ class Sinks:
         self.console.flush()
 
 
-_HEADER_KEYS = frozenset(("ts", "node", "level", "event", "lamport"))  # an event cannot override these
-_CONSOLE_LEAD = frozenset(("ts", "node", "level", "event"))  # the console prints these first, its own way
+_HEADER_KEYS = frozenset(("ts", "node", "level", "event", "hlc"))  # an event cannot override these
+# the console prints these first, its own way (the clock but for its time: the file has it)
+_CONSOLE_LEAD = frozenset(("ts", "node", "level", "event", "hlc"))
 _clock = [-1, ""]  # the last whole second rendered, and its text: strftime once a second, not per line
 
 
@@ -200,9 +209,11 @@ class NodeLog:
     only skips structlog's per-call machinery (copying the context, merging keywords, dispatching
     on the level), over a third of an event's cost at about nine events a message (docs/performance.md)."""
 
-    def __init__(self, node: str, lamport: Callable[[], int], clock: Callable[[], float], sinks: Sinks,
-                 console: str = "warning"):
-        self.node, self.lamport, self.clock = node, lamport, clock
+    def __init__(self, node: str, clock: Callable[[], float], sinks: Sinks, console: str = "warning",
+                 hlc_start: int = 0):
+        self.node, self.clock = node, clock
+        # the node's hybrid logical clock: the host stamps its frames with it, every line advances it
+        self.hlc = hlc.Clock(hlc_start)
         # with console="warning", a core's info and debug events go to the JSON file alone: a
         # console line is costly, for a copy nobody reads at load (docs/performance.md)
         self.quiet = frozenset() if console == "info" else frozenset(("info", "debug"))
@@ -215,10 +226,13 @@ class NodeLog:
             sinks.console, processors=[self.add_header, sinks.json_file, console_line])
 
     def header(self, level: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """ts, node, level, event, lamport first, then the event's fields; the header wins a clash."""
+        """ts, node, level, event, hlc first, then the event's fields; the header wins a clash."""
+        now = self.clock()
+        clock = self.hlc
+        stamp = clock.tick(now)
         # microseconds, as round(ts, 6) gives, for less (docs/performance.md)
-        ordered = {"ts": int(self.clock() * 1e6) / 1e6, "node": self.node, "level": level, "event": event,
-                   "lamport": self.lamport()}
+        ordered = {"ts": int((now + clock.offset) * 1e6) / 1e6, "node": self.node, "level": level, "event": event,
+                   "hlc": [stamp >> hlc.SHIFT, stamp & hlc.COUNTER]}
         if _HEADER_KEYS.isdisjoint(fields):
             ordered.update(fields)
         else:
@@ -241,12 +255,12 @@ class NodeLog:
         self.sinks.flush()
 
 
-def file_log(node: str, log_file: Path, lamport: Callable[[], int], console: str = "warning") -> NodeLog:
+def file_log(node: str, log_file: Path, console: str = "warning") -> NodeLog:
     """The log of a node process: its JSON-lines file and stderr, stamped with the wall clock
     (console: see Settings.console)."""
-    return NodeLog(node, lamport, time.time, Sinks(JsonLinesFile(log_file), Console()), console)
+    return NodeLog(node, time.time, Sinks(JsonLinesFile(log_file), Console()), console, last_hlc(log_file))
 
 
-def memory_log(node: str, lamport: Callable[[], int], clock: Callable[[], float]) -> NodeLog:
+def memory_log(node: str, clock: Callable[[], float], hlc_start: int = 0) -> NodeLog:
     """The log of a simulated node: its events in memory, stamped with the simulator's clock."""
-    return NodeLog(node, lamport, clock, Sinks(MemorySink(), NoConsole()))
+    return NodeLog(node, clock, Sinks(MemorySink(), NoConsole()), hlc_start=hlc_start)

@@ -3,7 +3,7 @@
 One loop: poll the sockets until the host's next wake-up, decode what arrived, hand it to the
 host with the wall clock's time, then send what the host lets out. The shell owns the sockets,
 the wall clock, CURVE, the disk's full-disk waits and (through `executors`) the disk; the host
-owns the rest (Lamport clock, ids, ping/status/faults, group commit).
+owns the rest (hybrid logical clock, ids, ping/status/faults, group commit).
 
 Sockets: a ROUTER for requests; one DEALER per peer node it talks to (replies come back on it);
 optionally a SUB (the MTA's view of the directory feed) and a PUB (the directory's feed).
@@ -55,11 +55,10 @@ class Runtime:
         log_file = config.run_dir / "logs" / f"{name}.jsonl"
         # group commit, faults, ids, ping/status: the host's (nodes.host); sockets and clock: ours
         self.host = NodeHost(name, wiring.core,
-                             logs.file_log(name, log_file, lambda: self.host.clock, config.settings.console),
+                             logs.file_log(name, log_file, config.settings.console),
                              node_seed(config.settings.seed, name), wiring.executors, wiring.sync, wiring.deferred,
                              wiring.stats, write=self._write, facts=lambda: {"pid": os.getpid()},
                              notes=wiring.notes)
-        self.host.clock = logs.last_lamport(log_file)  # a restarted node's events follow its old ones
         self.log = self.host.log
         if self.host.nodelog.sinks.json_file.created:
             self.log.info(logs.CREATED)

@@ -8,7 +8,9 @@ its request not yet sent), the orchestrator itself included, and restarts any ot
 params.restart_after seconds; corrupt kills an MTA, flips one byte in the middle of its queue log
 (at params.where, a fraction of the file) and restarts it after params.restart_after, which then
 finds the damage, keeps the log aside and takes up what reads (nodes.records). Every fault is
-logged as `fault.injected`, so the merged timeline shows cause beside effect.
+logged as `fault.injected`, so the merged timeline shows cause beside effect. clock sets the
+node's physical clock params.offset_ms off (what it stamps: protocol.hlc) until a clear or another
+clock fault; a restart of the node ends it, as it ends the node's link rules.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ NET_KINDS = ("net", "partition", "heal")
 # a hold stops a move in a step until released: Move User's (orchestrator.move), routed there by
 # the orchestrator's core, which a clear releases too
 HOLD_KINDS = ("hold_at_step", "release")
-KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clear", "kill_at_step", "corrupt", *HOLD_KINDS,
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clock", "clear", "kill_at_step", "corrupt",
+         *HOLD_KINDS,
          *NET_KINDS)
 SELF = "orchestrator"
 # the steps a kill can be armed for (orchestrator.move)
@@ -192,6 +195,13 @@ class FaultCore:
             if not node.startswith("mta."):
                 raise ValueError("only an MTA subscribes to the directory's feed")
             return [Send(node, "fault.feed_cut", {"seconds": seconds}, self.ids.next())]
+        if kind == "clock":
+            if node == SELF:
+                raise ValueError("the orchestrator's clock cannot be set off through itself")
+            offset_ms = int(params["offset_ms"])
+            if abs(offset_ms) > 86_400_000:
+                raise ValueError("offset_ms must be within a day either way")
+            return [Send(node, "fault.clock", {"offset_ms": offset_ms}, self.ids.next())]
         if kind == "lag":
             if not node.startswith("mta."):
                 raise ValueError("only an MTA has a replication lag")

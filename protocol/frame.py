@@ -3,7 +3,7 @@
     {"v": VERSION, "type": str, "id": str, "src": str, "clock": int,
      "trace": str|nil, "re": str|nil, "body": map}
 
-`clock` is the sender's Lamport clock, `trace` follows one mail message through every hop,
+`clock` is the sender's hybrid logical clock (protocol.hlc), below hlc.LIMIT, `trace` follows one mail message through every hop,
 `re` names the frame a reply answers. `decode` validates everything against protocol.messages
 and raises ProtocolError with a reason a person can act on; it never raises anything else.
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from .hlc import LIMIT as CLOCK_LIMIT
 from .messages import MESSAGES, VERSION, Field
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -143,7 +144,7 @@ def _frame_of(obj: Any) -> Frame:
         v, type_, id_, src, clock, body, trace, re_ = (get("v"), get("type"), get("id"), get("src"), get("clock"),
                                                        get("body"), get("trace"), get("re"))
         if (v == VERSION and type(v) is int and type(type_) is str and type(id_) is str and type(src) is str
-                and type(clock) is int and type(body) is dict and (trace is None or type(trace) is str)
+                and type(clock) is int and 0 <= clock < CLOCK_LIMIT and type(body) is dict and (trace is None or type(trace) is str)
                 and (re_ is None or type(re_) is str)):
             try:
                 check_body(type_, body)
@@ -170,6 +171,8 @@ def _decode_checked(obj: Any) -> Frame:
     extra = set(obj) - _ALL_HEADER_KEYS
     if extra:
         raise ProtocolError(f"frame header has unknown key(s): {', '.join(sorted(map(str, extra)))}", frame_id)
+    if not 0 <= obj["clock"] < CLOCK_LIMIT:
+        raise ProtocolError(f"frame header 'clock' must be from 0 to 2**62 - 1, got {obj['clock']}", frame_id)
     if obj["v"] != VERSION:
         raise ProtocolError(f"protocol version {obj['v']} is not supported (this node speaks {VERSION})", frame_id)
     try:

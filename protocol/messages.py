@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 6  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+VERSION = 7  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
-# marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held
+# marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held;
+# 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "fault.link": {"peer": STR, "delay_ms": INT, "jitter_ms": INT, "drop": FLOAT, "duplicate": FLOAT,
                    "reorder": FLOAT, "seconds": FLOAT},
     "fault.feed_cut": {"seconds": FLOAT},
+    "fault.clock": {"offset_ms": INT},
     "fault.lag": {"lag_ms": INT, "jitter_ms": INT},
     "fault.clear": {},
     # --- orchestrator ---

@@ -17,7 +17,7 @@ from orchestrator.faults import MOVE_STEPS
 @click.command()
 @run_dir_option
 @click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
-                                          "kill-at-step", "corrupt", "hold-at-step", "release", "clear", "net",
+                                          "clock", "kill-at-step", "corrupt", "hold-at-step", "release", "clear", "net",
                                           "partition", "heal"]))
 @click.argument("node", required=False)
 @click.argument("other", required=False)
@@ -36,6 +36,8 @@ from orchestrator.faults import MOVE_STEPS
 @click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="drop, duplicate, reorder: chance per frame.")
 @click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
+@click.option("--offset-ms", type=click.IntRange(-86_400_000, 86_400_000),
+              help="clock: how far NODE's clock reads off, + ahead, - behind (0: right again).")
 @click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
 @click.option("--step", type=click.Choice(MOVE_STEPS),
               help="kill-at-step: the move step that kills NODE; hold-at-step: the step that holds the next move.")
@@ -47,7 +49,7 @@ from orchestrator.faults import MOVE_STEPS
 @attached
 def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, peer: str | None, seconds: float,
           delay_ms: int | None, jitter_ms: int, loss: float, dup_pct: float, reorder_pct: float, rate_kbit: int | None,
-          probability: float, lag_ms: int | None, one_way: bool, step: str | None, restart_after: float,
+          probability: float, lag_ms: int | None, offset_ms: int | None, one_way: bool, step: str | None, restart_after: float,
           where: float, as_json: bool) -> None:
     """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
 
@@ -57,6 +59,7 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault pause mta.ex1 --seconds 2          (SIGSTOP, SIGCONT after 2 s)
     xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
     xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
+    xcon fault clock mta.ex2 --offset-ms -3000    (its clock reads 3 s behind: what it stamps)
     xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
     xcon fault corrupt mta.ex2 --where 0.5        (kill it, flip a byte mid-queue-log, restart it)
     xcon fault hold-at-step --step copy           (the next move waits in that step; no time runs)
@@ -105,6 +108,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
         raise click.UsageError("lag needs --lag-ms")
     if kind == "kill_at_step" and step is None:
         raise click.UsageError("kill-at-step needs --step")
+    if kind == "clock" and offset_ms is None:
+        raise click.UsageError("clock needs --offset-ms")
     params: dict[str, Any] = {"seconds": seconds}
     if kind == "delay":
         params.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
@@ -114,6 +119,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
         params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
     elif kind == "kill_at_step":
         params = {"step": step, "restart_after": restart_after}
+    elif kind == "clock":
+        params = {"offset_ms": offset_ms}
     elif kind == "corrupt":
         params = {"where": where, "restart_after": restart_after}
     if one_way:
@@ -124,11 +131,12 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     else:
         what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
                 "lag": f"{node} replication lag now {lag_ms} ms",
+                "clock": f"{node}'s clock now reads {offset_ms or 0:+d} ms off",
                 "kill_at_step": f"{node} is killed when a move next enters step {step}",
                 "corrupt": f"{node} killed, a byte of its queue log flipped at {where:g} of its length; it restarts "
                            f"in {restart_after:g}s (see `xcon logs --event storage.damaged`)"}.get(
                     kind, f"{kind} on {node} <-> {peer}")
-        out.print(what if kind in ("clear", "lag", "kill_at_step", "corrupt") else f"{what} for {seconds:g}s")
+        out.print(what if kind in ("clear", "lag", "clock", "kill_at_step", "corrupt") else f"{what} for {seconds:g}s")
 
 
 def known_node(cluster: cl.Cluster, node: str) -> None:

@@ -12,16 +12,19 @@ import click
 
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
+from protocol import hlc
 from .common import emit_json, json_option, out, run_dir_option
 from orchestrator.cluster.client import ClusterError
 
-HIDDEN = {"ts", "node", "level", "event", "lamport"}
+HIDDEN = {"ts", "node", "level", "event", "hlc", "lamport"}
 
 
 def format_event(e: dict[str, Any]) -> str:
-    t = time.strftime("%H:%M:%S", time.localtime(e.get("ts", 0))) + f".{int(e.get('ts', 0) * 1000) % 1000:03d}"
+    """time (the clock's physical part: the order the lines are in), node, event, fields."""
+    at = hlc.of_event(e)[0]
+    t = time.strftime("%H:%M:%S", time.localtime(at // 1000)) + f".{at % 1000:03d}"
     fields = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in e.items() if k not in HIDDEN)
-    return f"{t} {e.get('node', '?'):<13} L{e.get('lamport', 0):<5} {e['event']:<24} {fields}"
+    return f"{t} {e.get('node', '?'):<13} {e['event']:<24} {fields}"
 
 
 @click.command()
@@ -155,7 +158,7 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
 
 
 def brief(e: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "lamport"))
+    return ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "hlc", "lamport"))
 
 
 COMMANDS = [logs, trace_cmd, check_cmd]

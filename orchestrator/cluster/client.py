@@ -8,6 +8,7 @@ gets a ClusterError it can print as one line.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ import zmq
 
 from nodes.config import ClusterConfig
 from nodes.security import Security
-from protocol import Frame, ProtocolError, decode, encode
+from protocol import Frame, ProtocolError, decode, encode, hlc
 
 
 class ClusterError(Exception):
@@ -50,7 +51,7 @@ class Client:
         except (OSError, ValueError) as exc:
             raise ClusterError(f"cannot read the cluster's keys: {exc}") from None
         self._src = f"cli.{os.getpid()}"
-        self._clock = 0
+        self._clock = hlc.Clock()  # a client's frames carry a hybrid logical clock, as a node's
 
     def request(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
                 trace: str | None = None) -> Frame:
@@ -66,9 +67,8 @@ class Client:
         if node not in self.config.nodes:
             raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.config.nodes))})")
         sock = self._socket(node)
-        self._clock += 1
         rid = uuid.uuid4().hex
-        sock.send(encode(Frame(type_, rid, self._src, self._clock, body or {}, trace)))
+        sock.send(encode(Frame(type_, rid, self._src, self._clock.tick(time.time()), body or {}, trace)))
         deadline = (timeout if timeout is not None else self.timeout) * 1000
         while deadline > 0:
             if not sock.poll(min(deadline, 100)):
@@ -78,7 +78,7 @@ class Client:
                 reply = decode(sock.recv())
             except ProtocolError as exc:
                 raise ClusterError(f"{node} sent a malformed answer: {exc}") from None
-            self._clock = max(self._clock, reply.clock) + 1
+            self._clock.receive(reply.clock, time.time())
             # one request at a time per socket, and a socket is dropped after a timeout: an error
             # that names no frame (the node could not read ours) is the answer to this one
             if reply.re == rid or (reply.type == "error" and not reply.re):

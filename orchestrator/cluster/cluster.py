@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from nodes.config import ClusterConfig, open_append
-from protocol import MOVE_ENDED
+from protocol import MOVE_ENDED, hlc
 from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
 from orchestrator import processes
@@ -414,6 +414,7 @@ class Cluster:
 def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
     """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
     own kill and restart, an operator's abort."""
-    line = {"ts": round(time.time(), 6), "node": "cli", "level": "warning", "event": event, "lamport": 0, **fields}
+    now = time.time()
+    line = {"ts": round(now, 6), "node": "cli", "level": "warning", "event": event, "hlc": hlc.wall(now), **fields}
     with open(open_append(run_dir / "logs" / "cli.jsonl"), "a") as f:
         f.write(json.dumps(line) + "\n")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from protocol import hlc
 from protocol.names import POSTMASTER, is_derived
 
 from .audit import EndState
@@ -197,9 +198,8 @@ def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, d
     delivered or reported twice by an MTA acting on it after finding its damage (its latest record
     may be among them, and the MTA acted on an earlier state again)."""
     def after_damage(e: dict[str, Any] | None) -> bool:
-        # one node's Lamport clock goes on across its restarts (from its last line's value, so a
-        # restart's first lines may equal it)
-        return e is not None and e["node"] in damage and damage[e["node"]].get("lamport", 0) >= e.get("lamport", 0)
+        # one node's clock goes on across its restarts, from its last line's (nodes.logs.last_hlc)
+        return e is not None and e["node"] in damage and hlc.of_event(damage[e["node"]]) >= hlc.of_event(e)
 
     for key, verdict in broken.items():
         if verdict.outcome == "pending":
@@ -210,7 +210,7 @@ def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, d
             blamed, how = (held["node"] if after_damage(held) else None), "its report's record may have been in"
         elif verdict.outcome in ("both", "duplicated"):
             acted = next((e for e in verdict.last_events if e["node"] in damage
-                          and e.get("lamport", 0) >= damage[e["node"]].get("lamport", 0)), None)
+                          and hlc.of_event(e) >= hlc.of_event(damage[e["node"]])), None)
             blamed, how = (acted["node"] if acted else None), "its latest record may have been in"
         else:
             continue
@@ -282,6 +282,6 @@ def check_run(run_dir: Path, audit: bool = True) -> Report:
 
 
 def _brief(e: dict[str, Any]) -> dict[str, Any]:
-    keep = ("ts", "node", "event", "lamport", "reason", "report", "why", "cache_usn", "directory_usn",
+    keep = ("ts", "node", "event", "hlc", "reason", "report", "why", "cache_usn", "directory_usn",
             "home_server", "outcome", "step", "move_id", "owner", "deleted", "messages")
     return {k: e[k] for k in keep if k in e}

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 from nodes.logs import CREATED
+from protocol import hlc
 
 
 def log_files(run_dir: Path) -> list[Path]:
@@ -34,16 +35,17 @@ def read_file(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, An
 
 
 def merged(run_dir: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Every node's events in one stream, ordered by time, then Lamport clock.
+    """Every node's events in one stream, in the order of their hybrid logical clocks
+    (protocol.hlc): a receive after its send, and by time between events with no link.
 
-    Each file is already in time order (one process appends to it), so a k-way merge keeps
-    memory flat however long the logs are."""
+    Each file is already in that order (every line of a node advances its clock), so a k-way
+    merge keeps memory flat however long the logs are."""
     return merge([read_file(p, bad) for p in log_files(run_dir)])
 
 
 def merge(streams: list[Iterable[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-    """Streams of events, each in time order, as one: ordered by time, then Lamport clock."""
-    return heapq.merge(*streams, key=lambda e: (e.get("ts", 0), e.get("lamport", 0)))
+    """Streams of events, each in clock order, as one, in clock order (ties: the stream first given)."""
+    return heapq.merge(*streams, key=hlc.of_event)
 
 
 def matches(event: dict[str, Any], node: str | None = None, msg: str | None = None,

@@ -2,7 +2,9 @@
 
 The story is the message's own events (and its NDR's), plus what shaped them: directory
 changes and cache applications for the aliases it touches, the moves of those mailboxes, and
-every injected fault, in causal order (Lamport clock, then time).
+every injected fault, in the order of their hybrid logical clocks (protocol.hlc): a receive after
+its send, and by time between events with no chain of frames between them. Times are the clocks'
+physical parts, in ms since the message's first event.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable
 
+from protocol import hlc
 from protocol.names import reports_of
 
 from . import logread
 
 CONTEXT_BEFORE_S = 3.0
-HIDE = {"ts", "node", "level", "event", "lamport", "msg_id"}
+HIDE = {"ts", "node", "level", "event", "hlc", "lamport", "msg_id"}
 
 
 def story(run_dir: Path, msg_id: str) -> list[dict[str, Any]]:
+    """The message's events and their context, in clock order (the merged logs' own order)."""
     events = list(logread.merged(run_dir))
     own = [e for e in events if _is_own(e, msg_id)]
     if not own:
@@ -30,11 +34,16 @@ def story(run_dir: Path, msg_id: str) -> list[dict[str, Any]]:
         aliases.update(e.get("rcpts") or [])
         aliases.update(v for v in (e.get("rcpt"), e.get("mailbox"), e.get("sender"), e.get("to")) if isinstance(v, str))
         aliases.update((e.get("alt_of") or {}).values())
-    start, end = own[0]["ts"] - CONTEXT_BEFORE_S, own[-1]["ts"] + 0.5
-    first = own[0]["ts"]
-    context = [e for e in events if start <= e.get("ts", 0) <= end and not _is_own(e, msg_id) and _shapes(e, aliases)
-               and not (e["event"] == "mta.cache_applied" and e["ts"] < first)]  # old news before the message
-    return sorted(own + context, key=lambda e: (e.get("lamport", 0), e.get("ts", 0)))
+    first, last = ms(own[0]), ms(own[-1])
+    start, end = first - CONTEXT_BEFORE_S * 1000, last + 500
+    return [e for e in events if _is_own(e, msg_id) or (
+        start <= ms(e) <= end and _shapes(e, aliases)
+        and not (e["event"] == "mta.cache_applied" and ms(e) < first))]  # old news before the message
+
+
+def ms(e: dict[str, Any]) -> int:
+    """An event's time: its clock's physical part, in ms."""
+    return hlc.of_event(e)[0]
 
 
 def _is_own(e: dict[str, Any], msg_id: str) -> bool:
@@ -78,10 +87,12 @@ def facts(e: dict[str, Any]) -> str:
 
 
 def render_text(events: list[dict[str, Any]]) -> Iterable[str]:
+    """A line per event: ms since the first, the frame's hop if any, the node, the event, its facts."""
+    zero = ms(events[0]) if events else 0
     for e in events:
         src = hop(e)
         arrow = f"{src} -> " if src else ""
-        yield f"L{e.get('lamport', 0):<6} {arrow}{e.get('node', '?'):<13} {e['event']:<22} {facts(e)}"
+        yield f"{'+' + str(ms(e) - zero):>8} {arrow + e.get('node', '?'):<23} {e['event']:<22} {facts(e)}"
 
 
 def tone(e: dict[str, Any]) -> str:
@@ -120,7 +131,8 @@ def lanes_of(events: list[dict[str, Any]]) -> list[str]:
 def svg(events: list[dict[str, Any]], msg_id: str) -> str:
     """A sequence diagram: a lane per node, a row per event in causal order, an arrow per hop."""
     lanes = lanes_of(events)
-    lane_w, row_h, top, left = 120, 22, 70, 20
+    zero = ms(events[0]) if events else 0
+    lane_w, row_h, top, left = 120, 22, 70, 76  # left of the lanes: the time column
     x = {n: left + lane_w // 2 + i * lane_w for i, n in enumerate(lanes)}
     text_x = left + lane_w * len(lanes) + 10
     width = text_x + 760
@@ -130,9 +142,10 @@ def svg(events: list[dict[str, Any]], msg_id: str) -> str:
            '<defs><marker id="a" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
            f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{left}" y="22" font-size="15" font-weight="bold">xcon trace {escape(msg_id)}</text>',
-           f'<text x="{left}" y="40" fill="#666">rows in causal order (Lamport clock); arrows are frames between '
-           f'nodes; blue: directory and cache; orange: deferral; red: faults and failures</text>']
+           f'<text x="20" y="22" font-size="15" font-weight="bold">xcon trace {escape(msg_id)}</text>',
+           '<text x="20" y="40" fill="#666">rows in causal order (hybrid logical clocks), ms since the first; arrows '
+           'are frames between nodes; blue: directory and cache; orange: deferral; red: faults and failures</text>',
+           f'<text x="{left - 10}" y="{top - 8}" text-anchor="end" font-weight="bold">ms</text>']
     for n in lanes:
         out.append(f'<text x="{x[n]}" y="{top - 8}" text-anchor="middle" font-weight="bold">{escape(n)}</text>')
         out.append(f'<line x1="{x[n]}" y1="{top}" x2="{x[n]}" y2="{height - 30}" stroke="#bbb" stroke-dasharray="4 3"/>')
@@ -149,7 +162,8 @@ def svg(events: list[dict[str, Any]], msg_id: str) -> str:
                  if e["event"].startswith("fault.") else f'<circle cx="{x[node]}" cy="{y}" r="5" fill="{color}"/>')
         out.append(shape)
         weight = ' font-weight="bold"' if color == "#c00000" else ""
-        out.append(f'<text x="{text_x}" y="{y + 4}" fill="{color}"{weight}>L{e.get("lamport", 0)} '
+        out.append(f'<text x="{left - 10}" y="{y + 4}" text-anchor="end" fill="#666">+{ms(e) - zero}</text>')
+        out.append(f'<text x="{text_x}" y="{y + 4}" fill="{color}"{weight}>'
                    f'{escape(node)}: {escape(label(e))[:140]}</text>')
     out.append("</svg>")
     return "\n".join(out)
@@ -166,8 +180,11 @@ def perfetto(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if node not in tids:
             tids[node] = len(tids) + 1
             trace.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tids[node], "args": {"name": node}})
-        ts = int(e.get("ts", 0) * 1_000_000)
-        args = {k: v for k, v in e.items() if k not in ("ts", "node", "event")}
+        # Perfetto orders by ts (us): the clock's ms, its counter as the us within (a counter
+        # past 999 in one ms is rare, and only blurs the order inside that ms)
+        at = hlc.of_event(e)
+        ts = at[0] * 1000 + min(at[1], 999)
+        args = {k: v for k, v in e.items() if k not in ("node", "event")}
         trace.append({"name": e["event"], "cat": node.split(".")[0], "ph": "i", "s": "t", "ts": ts, "pid": 1,
                       "tid": tids[node], "args": args})
         if e["event"] == "move.started":

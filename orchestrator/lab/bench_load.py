@@ -224,11 +224,12 @@ def synthetic_logs(root: Path, lines: int) -> None:
             ts += 0.0001
             lamport += 1
             files[node].write(json.dumps({"ts": round(ts, 6), "node": node, "level": "info", "event": event,
-                                          "lamport": lamport, "msg_id": msg, **extra}) + "\n")
+                                          "hlc": [int(ts * 1000), lamport], "msg_id": msg, **extra}) + "\n")
             written += 1
         if m % 500 == 0:
             files["directory"].write(json.dumps({"ts": ts, "node": "directory", "level": "info",
-                                                 "event": "dir.heartbeat", "lamport": lamport}) + "\n")
+                                                 "event": "dir.heartbeat", "hlc": [int(ts * 1000), lamport]})
+                                      + "\n")
             written += 1
     for f in files.values():
         f.close()

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings
 from nodes.mta import spool
+from protocol import hlc
 
 from orchestrator.inspect import audit
 from orchestrator import journal
@@ -51,23 +52,23 @@ class SimClient(Client):
     def __init__(self, world: World, nodes: list[str], timeout: float = 5.0):  # no Client.__init__: no ZeroMQ
         self.world, self.nodes, self.timeout = world, nodes, timeout
         self._ids = itertools.count(1)
-        self._clock = 0
+        self._clock = hlc.Clock()  # on the world's clock
 
     def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
             trace: str | None = None) -> Any:
         if node not in self.nodes:
             raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.nodes))})")
-        self._clock += 1
+        stamp = self._clock.tick(self.world.now)
         wait = timeout if timeout is not None else self.timeout
         rid = f"cli.sim.{next(self._ids)}"
         reply = None
         if type_ in READ_ONLY:
-            reply = self.world.ask_now(node, type_, body or {}, rid, self._clock)
+            reply = self.world.ask_now(node, type_, body or {}, rid, stamp)
         if reply is None:
-            reply = self.world.request(node, type_, body or {}, wait, rid, self._clock)
+            reply = self.world.request(node, type_, body or {}, wait, rid, stamp)
         if reply is None:
             raise ClusterError(f"{node} did not answer within {wait:g}s (is the cluster up? try `xcon status`)")
-        self._clock = max(self._clock, reply.clock) + 1
+        self._clock.receive(reply.clock, self.world.now)
         return reply
 
     def close(self) -> None:
@@ -121,7 +122,7 @@ class SimCluster(Cluster):
                 raise ClusterError("the orchestrator is running; kill it first")
             self.world.boot("orchestrator")
         self.world.client_sink.events.append({"ts": self.world.now, "node": "cli", "level": "warning",
-                                              "event": "fault.injected", "lamport": 0, "kind": kind,
+                                              "event": "fault.injected", "hlc": hlc.wall(self.world.now), "kind": kind,
                                               "target": "orchestrator", "pid": node.pid})
         if kind == "restart":
             self.wait_node_ready("orchestrator")

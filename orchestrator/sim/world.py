@@ -34,7 +34,7 @@ from nodes.mta.node import wiring as mta_wiring
 from nodes.mta.spool import MemorySpool
 from nodes.store.maildir import MemoryMaildirs
 from nodes.store.node import wiring as store_wiring
-from protocol import Frame, ProtocolError, decode, encode
+from protocol import Frame, ProtocolError, decode, encode, hlc
 
 from orchestrator.journal import MemoryJournal
 from orchestrator.inspect.logread import merge
@@ -173,13 +173,15 @@ class World:
         else:
             parts = orchestrator_wiring(settings, list(self.nodes), boot, node.storage, SimProcesses(self),
                                         self._crash_self)
-        nodelog = logs.NodeLog(name, lambda: host.clock, lambda: self.now, logs.Sinks(node.sink, logs.NoConsole()))
+        # a restarted node's clock carries on from its last line, as a real one's (nodes.logs.last_hlc)
+        last = node.sink.events[-1].get("hlc") if node.sink.events else None
+        nodelog = logs.NodeLog(name, lambda: self.now, logs.Sinks(node.sink, logs.NoConsole()),
+                               hlc_start=hlc.packed(last) if last else 0)
         sync = parts.sync
         if sync is not None:
             sync = self._syncing(node, sync)
         host = NodeHost(name, parts.core, nodelog, node_seed(settings.seed, name), parts.executors, sync,
                         parts.deferred, parts.stats, facts=lambda: {"pid": node.pid}, notes=parts.notes)
-        host.clock = max((e.get("lamport", 0) for e in node.sink.events[-1:]), default=0)
         node.host = host
         if not node.sink.events:
             host.log.info(logs.CREATED)  # as a real node's new log begins

@@ -36,6 +36,15 @@ def test_the_readme_steps_by_hand_lose_the_message_and_check_prints_what_the_rea
     want = [line.replace("$M", msg) for line in docblocks.sample("README.md", "check")]
     assert check.rstrip("\n").split("\n") == want
     assert (tmp_path / "lost.svg").read_text().lstrip().startswith("<"), "the trace's picture was written"
+    # issue 20: the story in the order it happened. By Lamport clocks alone, the move's later
+    # steps sorted above the send they came 2.5 s after; by hybrid logical clocks they follow it
+    story = json.loads(xcon("trace", msg, "--json", run_dir=tmp_path / ".xcon", check=True).stdout)
+    rows = [(e["node"], e["event"], e.get("step")) for e in story]
+    accepted = rows.index(("mta.ex2", "mta.accepted", None))
+    later = [i for i, r in enumerate(rows) if r[1] == "move.step" and r[2] in ("set_home", "open_target", "release")]
+    assert later and min(later) > accepted, rows
+    times = [e["hlc"] for e in story]
+    assert times == sorted(times), "rows in clock order"
 
 
 @pytest.mark.long
@@ -53,13 +62,14 @@ def test_the_faults_by_hand_each_do_what_they_say_and_clear_ends_them(tmp_path):
         faults = [(e.get("kind"), e.get("target") or None) for e in map(json.loads, xcon(
             "logs", "--event", "fault.injected", "--json", run_dir=run, check=True).stdout.splitlines())]
         for kind, target in [("delay", "mta.ex1"), ("drop", "mta.ex1"), ("pause", "store.ex2"),
-                             ("feed_cut", "mta.ex2"), ("lag", "mta.ex1"), ("kill", "mta.ex1"), ("restart", "mta.ex1"),
+                             ("feed_cut", "mta.ex2"), ("lag", "mta.ex1"), ("clock", "store.ex1"), ("kill", "mta.ex1"), ("restart", "mta.ex1"),
                              ("kill_at_step", "store.ex2"), ("corrupt", "mta.ex2"),
                              ("hold_at_step", None), ("release", None), ("clear", None)]:
             assert (kind, target) in faults, (kind, target, faults)
         status = json.loads(xcon("status", "--json", run_dir=run, check=True).stdout)
         assert all(n["alive"] for n in status["nodes"].values()), "kill && restart, and corrupt, restart their node"
         assert status["nodes"]["orchestrator"]["status"]["armed"] == [], "clear ended the kill at a step"
+        assert all("faults" not in n["status"] for n in status["nodes"].values()), "clear ended every node's faults"
         assert (tmp_path / "trace.json").exists()
     finally:
         xcon("down", run_dir=run)

@@ -60,18 +60,18 @@ def test_link_faults_plan_drop_duplicate_delay_reorder():
 
 
 EVENTS = [
-    {"ts": 1.0, "node": "mta.ex2", "event": "mta.accepted", "lamport": 10, "msg_id": "m1", "rcpts": ["bob", "carol"],
+    {"ts": 1.0, "node": "mta.ex2", "event": "mta.accepted", "hlc": [1000, 0], "msg_id": "m1", "rcpts": ["bob", "carol"],
      "alt_of": {"carol": "bob"}, "sender": "alice"},
-    {"ts": 1.1, "node": "mta.ex1", "event": "mta.transfer_in", "lamport": 12, "msg_id": "m1", "rcpts": ["bob"],
+    {"ts": 1.1, "node": "mta.ex1", "event": "mta.transfer_in", "hlc": [1100, 0], "msg_id": "m1", "rcpts": ["bob"],
      "src": "mta.ex2"},
-    {"ts": 1.2, "node": "store.ex1", "event": "store.deferred", "lamport": 14, "msg_id": "m1", "mailbox": "bob",
+    {"ts": 1.2, "node": "store.ex1", "event": "store.deferred", "hlc": [1200, 0], "msg_id": "m1", "mailbox": "bob",
      "reason": "mailbox locked"},
-    {"ts": 1.3, "node": "orchestrator", "event": "fault.injected", "lamport": 15, "kind": "pause", "target": "mta.ex1"},
-    {"ts": 1.4, "node": "directory", "event": "directory.modified", "lamport": 16, "alias": "bob", "usn": 4,
+    {"ts": 1.3, "node": "orchestrator", "event": "fault.injected", "hlc": [1300, 0], "kind": "pause", "target": "mta.ex1"},
+    {"ts": 1.4, "node": "directory", "event": "directory.modified", "hlc": [1400, 0], "alias": "bob", "usn": 4,
      "home_server": "ex2"},
-    {"ts": 1.5, "node": "mta.ex1", "event": "mta.failed", "lamport": 20, "msg_id": "m1", "rcpt": "bob", "report": "none",
+    {"ts": 1.5, "node": "mta.ex1", "event": "mta.failed", "hlc": [1500, 0], "msg_id": "m1", "rcpt": "bob", "report": "none",
      "reason": "moved", "why": "legacy per-message report"},
-    {"ts": 1.6, "node": "directory", "event": "directory.modified", "lamport": 21, "alias": "zed", "usn": 5},
+    {"ts": 1.6, "node": "directory", "event": "directory.modified", "hlc": [1600, 0], "alias": "zed", "usn": 5},
 ]
 
 
@@ -87,6 +87,7 @@ def test_story_svg_and_perfetto(tmp_path):
                                            "directory.modified", "mta.failed"], "zed's change is not part of it"
     lines = list(trace.render_text(story))
     assert "mta.ex2 -> mta.ex1" in lines[1] and "mta.ex1 -> store.ex1" in lines[2]
+    assert lines[0].split()[0] == "+0" and lines[-1].split()[0] == "+500", "ms since the message's first event"
     svg = trace.svg(story, "m1")
     root = ET.fromstring(svg)  # well-formed XML
     texts = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))

@@ -53,7 +53,7 @@ def test_each_outcome():
 
 def damaged(*lost):
     return {"event": "storage.damaged", "node": "mta.ex2", "file": "mta/ex2/queue.wal", "kept_as": "queue.wal.d",
-            "lost": list(lost), "lamport": 100}
+            "lost": list(lost), "hlc": [0, 100]}
 
 
 def test_a_pair_known_only_from_the_durable_records_is_judged_all_the_same():
@@ -69,7 +69,7 @@ def test_a_pair_known_only_from_the_durable_records_is_judged_all_the_same():
 
 
 def test_a_pending_pair_last_held_by_an_mta_that_found_its_queue_log_damaged_is_lost_to_damage():
-    routed = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "lamport": 50}
+    routed = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "hlc": [0, 50]}
     report = check([accepted("m1", ["bob"]), routed, damaged()])
     assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
 
@@ -96,11 +96,11 @@ def test_a_lost_pair_whose_report_was_last_held_by_an_mta_that_found_damage_afte
     report's own id left no id to read, and the pair its report was for counted as lost."""
     failed_ndr = dict(failed("m1", "bob"), report="ndr", ndr_id="m1~ndr~0123456789abcdef")
     held = {"event": "mta.deferred", "node": "mta.ex2", "msg_id": "m1~ndr~0123456789abcdef", "rcpt": "alice",
-            "lamport": 100}
+            "hlc": [0, 100]}
     report = check([accepted("m1", ["bob"]), failed_ndr, held, damaged()])
     assert [(v.outcome, "its report's record may have been in" in v.why) for v in report.violations] == \
         [("damaged", True)]
-    before = check([accepted("m1", ["bob"]), failed_ndr, damaged(), dict(held, lamport=101)])
+    before = check([accepted("m1", ["bob"]), failed_ndr, damaged(), dict(held, hlc=[0, 101])])
     assert [v.outcome for v in before.violations] == ["lost"], "damage found before the MTA held the report"
 
 
@@ -108,7 +108,7 @@ def test_a_pair_delivered_and_reported_by_an_mta_acting_after_its_damage_is_the_
     """Found by a 20,000-trial campaign (sp4, trial 758506528): the damaged record was a retirement
     with a flipped byte in its id; the MTA took up the message's earlier state and delivered a pair
     it had reported."""
-    routed_again = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "lamport": 100}
+    routed_again = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "hlc": [0, 100]}
     events = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr("m1", ["bob"]), damaged(), routed_again,
               delivered("m1", "bob")]
     assert [(v.outcome, "earlier state" in v.why) for v in check(events).violations] == [("damaged", True)]

@@ -72,7 +72,7 @@ def test_a_mailbox_batch_that_met_a_full_disk_leaves_nothing_in_tmp_and_lands_wh
 
 
 def test_log_lines_the_disk_refused_are_written_once_and_whole(tmp_path, monkeypatch):
-    node_log = logs.file_log("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 1)
+    node_log = logs.file_log("mta.ex1", tmp_path / "mta.ex1.jsonl")
     for i in range(20):
         node_log.emit("info", "mta.routed", {"msg_id": f"m{i}"})
     monkeypatch.setattr(logs.os, "write", FullDisk(room=100))

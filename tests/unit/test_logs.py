@@ -6,26 +6,42 @@ from nodes import logs
 
 
 def test_emit_writes_the_line_structlog_writes(tmp_path, capfd):
-    node_log = logs.file_log("mta.ex1", tmp_path / "mta.ex1.jsonl", lambda: 42, console="info")
+    node_log = logs.file_log("mta.ex1", tmp_path / "mta.ex1.jsonl", console="info")
+    node_log.clock = lambda: 1_800_000_000.5  # one instant: the clock's counter tells the lines apart
     fields = {"msg_id": "m1", "rcpt": "bob", "attempt": 2}
     node_log.emit("info", "mta.routed", dict(fields))
     node_log.log.info("mta.routed", **fields)
-    node_log.emit("warning", "mta.failed", {"msg_id": "m1", "node": "forged", "lamport": -1, "reason": "moved"})
+    node_log.emit("warning", "mta.failed", {"msg_id": "m1", "node": "forged", "hlc": [0, 0], "reason": "moved"})
     node_log.flush()
     by_emit, by_structlog, clash = [json.loads(line) for line in (tmp_path / "mta.ex1.jsonl").read_text().splitlines()]
-    for line in (by_emit, by_structlog):
-        assert list(line) == ["ts", "node", "level", "event", "lamport", "msg_id", "rcpt", "attempt"]
-        assert {k: v for k, v in line.items() if k != "ts"} == {
-            "node": "mta.ex1", "level": "info", "event": "mta.routed", "lamport": 42, **fields}
+    for n, line in enumerate((by_emit, by_structlog)):
+        assert list(line) == ["ts", "node", "level", "event", "hlc", "msg_id", "rcpt", "attempt"]
+        assert line == {"ts": 1_800_000_000.5, "node": "mta.ex1", "level": "info", "event": "mta.routed",
+                        "hlc": [1_800_000_000_500, n], **fields}
     # the header wins over an event's field of the same name
-    assert (clash["node"], clash["lamport"], clash["level"], clash["reason"]) == ("mta.ex1", 42, "warning", "moved")
+    assert (clash["node"], clash["hlc"], clash["level"], clash["reason"]) == \
+        ("mta.ex1", [1_800_000_000_500, 2], "warning", "moved")
     console = capfd.readouterr().err.splitlines()
-    assert len(console) == 3 and "mta.routed" in console[0] and "lamport=42 msg_id=m1 rcpt=bob attempt=2" in console[0]
-    assert console[0].split(" ", 1)[1] == console[1].split(" ", 1)[1]  # the same line but for the time
+    assert len(console) == 3 and "mta.routed" in console[0] and console[0].endswith("msg_id=m1 rcpt=bob attempt=2")
+    assert console[0] == console[1]
+
+
+def test_a_restarted_nodes_lines_follow_its_old_ones_though_its_clock_went_back(tmp_path):
+    path = tmp_path / "mta.ex1.jsonl"
+    first = logs.file_log("mta.ex1", path)
+    first.clock = lambda: 1_800_000_100.0
+    first.emit("info", "a", {})
+    first.flush()
+    again = logs.file_log("mta.ex1", path)
+    again.clock = lambda: 1_800_000_000.0  # the wall clock stepped back 100 s meanwhile
+    again.emit("info", "b", {})
+    again.flush()
+    a, b = [json.loads(line)["hlc"] for line in path.read_text().splitlines()]
+    assert a == [1_800_000_100_000, 0] and b == [1_800_000_100_000, 1]
 
 
 def test_a_warning_console_shows_the_cores_warnings_and_the_runtimes_own_events(tmp_path, capfd):
-    node_log = logs.file_log("store.ex1", tmp_path / "store.ex1.jsonl", lambda: 1, console="warning")
+    node_log = logs.file_log("store.ex1", tmp_path / "store.ex1.jsonl", console="warning")
     node_log.emit("info", "store.delivered", {"msg_id": "m1"})
     node_log.emit("debug", "store.detail", {"msg_id": "m1"})
     node_log.emit("warning", "request.refused", {"reason": "busy"})
@@ -53,7 +69,7 @@ def test_a_host_remembers_a_bounded_number_of_requesters_the_nodes_among_them():
         def next_wakeup(self): return None
         def status(self, now): return {}
 
-    host = NodeHost("store.ex1", Idle(), memory_log("store.ex1", lambda: 0, lambda: 0.0), seed=1)
+    host = NodeHost("store.ex1", Idle(), memory_log("store.ex1", lambda: 0.0), seed=1)
     for n in range(3 * PEER_NAMES):
         host.request(f"cli-{n}".encode(), Frame("ping", f"p{n}", f"cli.{n}", 1, {}), 1.0)
         if n % 100 == 0:
