@@ -219,6 +219,9 @@ class NodeHost:
         else:
             self.faults.clear()
             self.hlc.offset = 0.0
+            clear = getattr(self.core, "clear_faults", None)  # a fault a core keeps itself (an MTA's lag)
+            if clear is not None:
+                clear()
         self.log.warning("fault.applied", type=frame.type, by=frame.src, **body)
         self._reply(Reply(peer, frame.id, "ok", {}))
 

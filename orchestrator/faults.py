@@ -106,7 +106,7 @@ class FaultCore:
         return actions
 
     def status(self) -> dict[str, Any]:
-        return {"paused": sorted(self.resume_at), "armed": list(self.armed)}
+        return {"paused": sorted(self.resume_at), "resume_at": dict(self.resume_at), "armed": list(self.armed)}
 
     def on_steps(self, steps: list[dict[str, Any]], now: float) -> list:
         """Fire the kills armed for the move steps just journaled (their records)."""

@@ -310,3 +310,26 @@ def heal(n: dict[str, Any]) -> int:
         if _run("ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root", check=False).returncode == 0:
             undone += 1
     return undone
+
+
+def in_force(n: dict[str, Any]) -> list[dict[str, Any]]:
+    """The kernel's faults on the record's hosts, as the kernel has them: each partition (a
+    blackhole route) and each shaping (a qdisc on a host's link) that `heal` would undo."""
+    addresses = {h["address"]: name for name, h in n["hosts"].items()}
+    found = []
+    for name, host in n["hosts"].items():
+        ns = host["ns"]
+        for line in _run("ip", "-n", ns, "route", "show", "type", "blackhole", check=False).stdout.splitlines():
+            words = line.split()
+            if len(words) >= 2:
+                to = words[1].split("/")[0]
+                found.append({"where": f"{name} -> {addresses.get(to, to)}", "kind": "partition",
+                              "what": "what it sends there is dropped"})
+        shown = _run("ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "eth0", "root", check=False).stdout
+        for line in shown.splitlines():
+            words = line.split()
+            if len(words) > 2 and words[1] in ("netem", "tbf"):
+                # "qdisc netem 8001: root refcnt 2 limit 1000 delay 80ms 20ms loss 5%": the kind, the rules
+                rules = words[words.index("limit") + 2:] if "limit" in words else words[3:]
+                found.append({"where": name, "kind": "net", "what": " ".join([words[1], *rules])})
+    return found

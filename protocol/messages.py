@@ -14,7 +14,7 @@ VERSION = 7  # 2: owners on import and delete, store.end_move, idempotent dir.mo
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
 # marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held;
-# 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock
+# 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock; mta.queue
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,12 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "rcpts": ListOf(MAP),
     },
     "mta.transfer_ack": {"msg_id": STR, "rcpts": ListOf(STR)},
+    # what the MTA holds (xcon queue, like mailq): its first `limit` open pairs, oldest message first
+    "mta.queue": {"limit": INT},
+    # items: [{"msg_id", "kind" (message | ndr | postmaster), "sender", "rcpt", "alt_of", "state",
+    #          "reason", "attempts", "next_retry_s" (float|nil: seconds from now), "handed_to",
+    #          "age_s", "priority"}]; total: every open pair
+    "mta.queue_listing": {"items": ListOf(MAP), "total": INT},
     # --- faults, applied by a node's runtime to its own outgoing frames (see nodes/faults.py) ---
     "fault.link": {"peer": STR, "delay_ms": INT, "jitter_ms": INT, "drop": FLOAT, "duplicate": FLOAT,
                    "reorder": FLOAT, "seconds": FLOAT},
@@ -194,6 +200,7 @@ REPLIES = frozenset(
     {
         "pong",
         "status_reply",
+        "mta.queue_listing",
         "error",
         "ok",
         "dir.changed",

@@ -30,7 +30,7 @@ from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, error, 
 from ..mail import compose
 from .cache import DirectoryCache
 from .feed import DirectoryFeed
-from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
+from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage, listing as queue_listing
 from .reports import NEVER, Reports
 from .routing import MAX_CYCLES, Routing
 from .seen import Seen
@@ -73,6 +73,7 @@ class MtaCore(Routing, Reports, DirectoryFeed):
                                     + (settings.intersite_lag_ms if remote else 0),
                                     settings.replication_jitter_ms, settings.seed * 1000 + sum(map(ord, server)),
                                     settings.read_cache_ttl_ms)
+        self._lag = (self.cache.lag_s, self.cache.jitter_s)  # as configured: a clear of the faults restores it
         self.ids = Ids(f"mta.{server}", boot)
         self._boot, self._submitted = boot, 0
         self.queue: dict[str, QueuedMessage] = {m.msg_id: m for m in queued or []}
@@ -130,12 +131,20 @@ class MtaCore(Routing, Reports, DirectoryFeed):
             "remembered": len(self.seen),  # finished messages kept to refuse a retransmission
             "postmaster": sum(m.report is not None for m in self.queue.values()),  # double bounces on their way
             "free_bytes": self.room.free_bytes,
+            "lag_ms": round(self.cache.lag_s * 1000),
+            # a lag fault in force: the lag and jitter it set, beside the configured ones
+            **({"lag_fault": {"lag_ms": round(self.cache.lag_s * 1000), "jitter_ms": round(self.cache.jitter_s * 1000),
+                              "configured_ms": round(self._lag[0] * 1000)}}
+               if (self.cache.lag_s, self.cache.jitter_s) != self._lag else {}),
         }
 
     def on_event(self, event: Any, now: float) -> list:
         if isinstance(event, Request):
             if event.frame.type == "fault.lag":
                 return self._set_lag(event, event.frame.body)
+            if event.frame.type == "mta.queue":
+                items, total = queue_listing(self.queue, now, max(0, event.frame.body["limit"]))
+                return [Reply(event.peer, event.frame.id, "mta.queue_listing", {"items": items, "total": total})]
             handler = {
                 "mta.submit": self._submit,
                 "mta.transfer": self._transfer_in,
@@ -161,6 +170,10 @@ class MtaCore(Routing, Reports, DirectoryFeed):
         if isinstance(event, Response):
             return self._response(event.frame, now)
         return []
+
+    def clear_faults(self) -> None:
+        """`xcon fault clear`: the configured replication lag again."""
+        self.cache.lag_s, self.cache.jitter_s = self._lag
 
     def _set_lag(self, req: Request, body: dict[str, Any]) -> list:
         """Change the replication lag from now on (a fault a campaign can inject)."""

@@ -122,3 +122,25 @@ class QueuedMessage:
                 pair.state, pair.unconfirmed = "queued", True
             pairs[pair.rcpt] = pair
         return cls(**{**record, "pairs": pairs})
+
+
+def listing(queue: dict[str, QueuedMessage], now: float, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """What `xcon queue` shows of an MTA (as mailq shows Postfix's queue): each open pair, oldest
+    message first, with its state, the reason of its last deferral or failure, its tries, and
+    when it is tried again (seconds from now; None when it waits on an answer, not a timer).
+    The first `limit` of them, and how many there are."""
+    items: list[dict[str, Any]] = []
+    total = 0
+    for msg in sorted(queue.values(), key=lambda m: m.accepted_at):
+        kind = "postmaster" if msg.report is not None else "ndr" if msg.ndr_for is not None else "message"
+        for p in msg.pairs.values():
+            if p.final:
+                continue
+            total += 1
+            if len(items) < limit:
+                items.append({"msg_id": msg.msg_id, "kind": kind, "sender": msg.sender, "rcpt": p.rcpt,
+                              "alt_of": p.alt_of, "state": p.state, "reason": p.reason, "attempts": p.attempts,
+                              "next_retry_s": round(max(0.0, p.next_at - now), 3) if p.state in ("deferred", "queued")
+                              else None, "handed_to": p.handed_to, "age_s": round(now - msg.accepted_at, 3),
+                              "priority": msg.priority})
+    return items, total

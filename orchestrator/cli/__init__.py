@@ -4,7 +4,8 @@ click for the commands (help text, types and choices checked before anything run
 for tables. Every command takes --run-dir (or XCON_RUN_DIR; default ./.xcon); every command
 that reports has --json. A user's mistake ends as one line on stderr and a non-zero exit.
 The commands live by what they do: running the cluster (cli_cluster), faults (cli_faults), users, mail and moves
-(cli_mail), reading what happened (cli_inspect), experiments on fresh clusters (cli_runs), searches in the simulator (cli_sim).
+(cli_mail), reading what happened (cli_inspect), an administrator's viewers (cli_admin), experiments on fresh
+clusters (cli_runs), searches in the simulator (cli_sim).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 
 import click
 
+from . import admin as cli_admin
 from . import cluster as cli_cluster
 from . import faults as cli_faults
 from . import inspect as cli_inspect
@@ -27,6 +29,7 @@ NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >=
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="xcon", prog_name="xcon", message="%(prog)s %(version)s")  # read when asked
 def xcon() -> None:
     """xcon: an Exchange 5.5 organisation in processes, to reproduce KB Q248839.
 
@@ -36,7 +39,7 @@ def xcon() -> None:
     """
 
 
-for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_runs, cli_sim):
+for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_sim):
     for command in module.COMMANDS:
         xcon.add_command(command)
 

@@ -230,11 +230,15 @@ def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
 def down(run_dir: Path, force: bool, as_json: bool) -> None:
     """Stop every node: gracefully, then by force after 5 s; then remove the cluster's network
     namespaces, veths and bridge if it has them (`xcon up --network netns`)."""
-    stopped, removed = cl.stop(run_dir, force=force)
+    if not run_dir.is_dir():  # nothing ever ran here: nothing to do, which is not an error
+        stopped, removed = [], []
+    else:
+        stopped, removed = cl.stop(run_dir, force=force)
     if as_json:
         emit_json({"stopped": stopped, "removed": removed})
         return
-    out.print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+    out.print(f"stopped {len(stopped)} node(s): {', '.join(stopped)}" if stopped
+              else f"nothing to stop: no node of {run_dir.resolve()} is running")
     if removed:
         out.print(f"removed the cluster's network: {', '.join(removed)}")
 

@@ -16,7 +16,7 @@ from orchestrator.faults import MOVE_STEPS
 
 @click.command()
 @run_dir_option
-@click.argument("kind", type=click.Choice(["delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
+@click.argument("kind", type=click.Choice(["list", "delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
                                           "clock", "kill-at-step", "corrupt", "hold-at-step", "release", "clear", "net",
                                           "partition", "heal"]))
 @click.argument("node", required=False)
@@ -52,6 +52,7 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
           probability: float, lag_ms: int | None, offset_ms: int | None, one_way: bool, step: str | None, restart_after: float,
           where: float, as_json: bool) -> None:
     """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
+    `xcon fault list` shows every fault in force, and when each ends.
 
     \b
     xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --jitter-ms 100 --seconds 30
@@ -73,6 +74,9 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault heal                               (every partition and shaping undone)
     """
     kind = kind.replace("-", "_")
+    if kind == "list":
+        list_faults(cluster, as_json)
+        return
     if kind in ("hold_at_step", "release"):
         if kind == "hold_at_step" and step is None:
             raise click.UsageError("hold-at-step needs --step")
@@ -137,6 +141,33 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
                            f"in {restart_after:g}s (see `xcon logs --event storage.damaged`)"}.get(
                     kind, f"{kind} on {node} <-> {peer}")
         out.print(what if kind in ("clear", "lag", "clock", "kill_at_step", "corrupt") else f"{what} for {seconds:g}s")
+
+
+def list_faults(cluster: cl.Cluster, as_json: bool) -> None:
+    """Every fault in force (toxiproxy-cli list's table): link rules, pauses, feed cuts, lags,
+    clock offsets, armed kills, holds, and on namespaces the kernel's partitions and shaping."""
+    from orchestrator.inspect.admin import faults_in_force
+
+    status = cluster.status()
+    if cluster.config.network:
+        from orchestrator import netns
+
+        status["kernel_faults"] = netns.in_force(cluster.config.network)
+    rows = faults_in_force(status)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no fault in force")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} fault(s) in force", title_justify="left")
+    for col in ("where", "kind", "what", "ends"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["where"], r["kind"], r["what"], r["ends"])
+    out.print(table)
 
 
 def known_node(cluster: cl.Cluster, node: str) -> None:

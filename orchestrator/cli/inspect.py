@@ -66,8 +66,14 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
         file.write_text(json.dumps(data))
         click.echo(f"wrote {len(data['traceEvents'])} trace events to {file} (open it at ui.perfetto.dev)")
         return
+    shown = 0
     for e in events:
         click.echo(json.dumps(e) if as_json else format_event(e))
+        shown += 1
+    if not shown and msg:  # as `xcon trace` and `xcon show` say of a message nobody logged
+        click.echo(f"xcon: no event of message {msg}" + (f" on {node}" if node else "")
+                   + (f" matching {pattern!r}" if pattern else ""), err=True)
+        sys.exit(1)
 
 
 @click.command("trace")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,13 @@ from .common import emit_json, json_option, out, profile_options, results_dir, r
 @click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @profile_options("each world draws its lag, jitter and retry")
+@click.option("--wide", is_flag=True, help="The summary as one row, a column per figure (for a wide terminal).")
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
           move_build: str, faults: str, extremes: bool,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
-          world_file: Path | None, profile: str, time_scale: float, as_json: bool) -> None:
+          world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
 
@@ -176,16 +178,26 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                    "trials": [r.to_json() for r in results]})
     else:
         where = "simulated" if sim else "live clusters"
-        table = Table(title=f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}")
-        for col in ("build", "trials", "messages", "pairs", "delivered", "NDR", "postmaster", "lost", "duplicated",
-                    "pending", "both", "stale locks", "moves (failed)", "broken trials", "trials/min"):
-            table.add_column(col, justify="right")
         t = totals
-        table.add_row(mta_build, str(t["trials"]), str(t["messages"]), str(t["pairs"]), str(t["delivered"]),
-                      str(t["ndr"]), str(t["postmaster"]), str(t["lost"]), str(t["duplicated"]), str(t["pending"]),
-                      str(t["both"]),
-                      str(t["stale_locks"]), f"{t['moves']} ({t['moves_failed']})", str(t["broken_trials"]),
-                      str(t["trials_per_minute"]))
+        figures = [("build", mta_build), ("trials", f"{t['trials']:,}"), ("messages", f"{t['messages']:,}"),
+                   ("pairs", f"{t['pairs']:,}"), ("delivered", f"{t['delivered']:,}"), ("NDR", f"{t['ndr']:,}"),
+                   ("postmaster", f"{t['postmaster']:,}"), ("lost", f"{t['lost']:,}"),
+                   ("duplicated", f"{t['duplicated']:,}"), ("pending", f"{t['pending']:,}"), ("both", f"{t['both']:,}"),
+                   ("stale locks", f"{t['stale_locks']:,}"), ("moves (failed)", f"{t['moves']:,} ({t['moves_failed']:,})"),
+                   ("broken trials", f"{t['broken_trials']:,}"), ("trials/min", f"{t['trials_per_minute']:,}")]
+        title = f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}"
+        # a figure a row, which any terminal shows whole; --wide: a column each, for a wide one
+        out.print(textwrap.fill(title, width=out.width), markup=False)  # a title rich would not wrap
+        table = Table()
+        if wide:
+            for name, _ in figures:
+                table.add_column(name, justify="right", no_wrap=True)
+            table.add_row(*(value for _, value in figures))
+        else:
+            table.add_column("figure")
+            table.add_column("value", justify="right", no_wrap=True)
+            for name, value in figures:
+                table.add_row(name, value)
         out.print(table)
         if sim and torn_kills and "kill" in " ".join(kinds):
             out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
@@ -263,9 +275,11 @@ def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, 
               "written to the run-dir as real ones, for xcon check, logs and trace.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster's draws (replication jitter, network).")
 @profile_options("the scenario's own quick timings")
+@click.option("--wide", is_flag=True, help="list: one table with every column (for a wide terminal).")
 @json_option
 def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, all_cases: bool,
-             alternate_on: str | None, sim: bool, seed: int, profile: str, time_scale: float, as_json: bool) -> None:
+             alternate_on: str | None, sim: bool, seed: int, profile: str, time_scale: float, wide: bool,
+             as_json: bool) -> None:
     """Reproduce KB Q248839 (or one of its family: `xcon scenario list`) on fresh clusters and
     compare with what the article says; exit 0 only when every case behaves so."""
     from orchestrator.lab import family
@@ -277,7 +291,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
             emit_json({n: {**a.__dict__, "cases": list(CASES) if n == "q248839" else list(a.cases)}
                        for n, a in family.FAMILY.items()})
         else:
-            family.render_list(out)
+            family.render_list(out, wide)
         return
     if name != "q248839":
         known = list(family.FAMILY[name].cases)

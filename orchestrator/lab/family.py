@@ -273,11 +273,27 @@ def render(name: str, results: list[FamilyResult], console: Console) -> None:
             console.print(f"  [red]{r.case}: error: {r.error}[/red]")
 
 
-def render_list(console: Console) -> None:
-    table = Table(title="xcon scenario list: the bug and its family")
-    for col in ("name", "article", "what happens", "has the bug", "fixed by", "cases"):
-        table.add_column(col)
+def render_list(console: Console, wide: bool = False) -> None:
+    """The family, as a table (`wide`) or, to read at any width, a paragraph each: the names a
+    user types back (the scenario's, its cases') whole on their own lines, the prose wrapped."""
+    if wide:
+        table = Table(title="xcon scenario list: the bug and its family")
+        for col in ("name", "article", "what happens", "has the bug", "fixed by", "cases"):
+            table.add_column(col)
+        for name, a in FAMILY.items():
+            cases = ", ".join(CASES) if name == "q248839" else ", ".join(a.cases)
+            table.add_row(name, a.article, a.what, a.bug, a.fix, cases)
+        console.print(table)
+        return
+    import textwrap
+
+    width = max(40, min(console.width, 100))
     for name, a in FAMILY.items():
-        cases = ", ".join(CASES) if name == "q248839" else ", ".join(a.cases)
-        table.add_row(name, a.article, a.what, a.bug, a.fix, cases)
-    console.print(table)
+        cases = list(CASES) if name == "q248839" else list(a.cases)
+        console.print(f"[bold]{name}[/bold]  {a.article}")
+        console.print("  cases: " + ", ".join(cases) if len(", ".join(cases)) + 9 <= width
+                      else "  cases:\n" + "\n".join(f"    {c}" for c in cases), markup=False)
+        for label, text in (("", a.what), ("has the bug: ", a.bug), ("fixed by: ", a.fix)):
+            console.print(textwrap.fill(label + text, width, initial_indent="  ", subsequent_indent="  "),
+                          markup=False)
+        console.print("")

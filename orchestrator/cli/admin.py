@@ -1,0 +1,126 @@
+"""xcon commands a mail administrator expects: queue (as mailq) and show (as postcat).
+The reading is orchestrator.inspect.admin's; these print it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from nodes.config import ClusterConfig
+from orchestrator import cluster as cl
+from orchestrator.cluster.client import ClusterError
+from orchestrator.inspect import admin
+from .common import emit_json, json_option, out, run_dir_option
+
+
+@click.command()
+@run_dir_option
+@click.option("--mta", "mtas", multiple=True, metavar="MTA", help="Only this MTA (mta.ex1); repeat for more.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=admin.DEFAULT_LIMIT, show_default=True,
+              help="At most this many pairs per MTA (the total is always given).")
+@click.option("--wide", is_flag=True, help="Every column: sender, alternate of, handed to, age, priority.")
+@json_option
+def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json: bool) -> None:
+    """What each MTA holds, as Postfix's mailq: every open (message, recipient) pair with its
+    state, the reason of its last deferral, its tries and when it is tried next.
+
+    A running MTA is asked; one that is down, or every one of a stopped cluster, is read from its
+    queue log (its durable state, with no retry times: a restart starts those again). An empty
+    queue everywhere is `xcon wait`'s end.
+    """
+    try:
+        cluster: cl.Cluster | None = cl.Cluster.attach(run_dir)
+        every = cluster.mtas
+    except ClusterError:
+        if not (run_dir / "cluster.json").exists():
+            raise
+        cluster, every = None, [n for n in ClusterConfig.load(run_dir.resolve()).nodes if n.startswith("mta.")]
+    try:
+        names = list(mtas) or every
+        unknown = [m for m in names if m not in every]
+        if unknown:
+            raise click.UsageError(f"no MTA {', '.join(unknown)} (MTAs: {', '.join(every)})")
+        found = admin.queue(run_dir, cluster, names, limit)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    if as_json:
+        emit_json(found)
+        return
+    for mta, q in found.items():
+        source = "" if q["source"] == "live" else f", from its queue log ({mta} is not running)"
+        title = f"{mta}: {q['total']} open pair(s){source}" + (", shown: the first " + str(limit)
+                                                               if q["total"] > limit else "")
+        if not q["items"]:
+            out.print(title)
+            continue
+        table = Table(title=title, title_justify="left")
+        columns = ["message id", "rcpt", "state", "tries", "next try", "reason"]
+        if wide:
+            columns[1:1] = ["kind", "from"]
+            columns += ["alt of", "handed to", "age", "priority"]
+        for col in columns:
+            table.add_column(col, overflow="fold", no_wrap=col in ("message id", "rcpt", "state"))
+        for i in q["items"]:
+            nxt = "-" if i["next_retry_s"] is None else f"{i['next_retry_s']:.1f}s"
+            row = [i["msg_id"], i["rcpt"], i["state"], str(i["attempts"]), nxt, i["reason"] or ""]
+            if wide:
+                row[1:1] = [i["kind"], i["sender"]]
+                row += [i["alt_of"] or "", i["handed_to"] or "", f"{i['age_s']:.1f}s", i["priority"]]
+            table.add_row(*row)
+        out.print(table)
+
+
+@click.command()
+@run_dir_option
+@click.argument("msg_id")
+@click.option("--raw", is_flag=True, help="The message's bytes as stored, nothing else.")
+@json_option
+def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:
+    """MSG_ID wherever it is, as postcat shows a queue file: each mailbox file and queue log that
+    holds it (or its NDRs), then its headers and text; an NDR's report per recipient.
+
+    Reads the run-dir's files, so it works on a stopped cluster too. Exit 1 if the message is
+    nowhere (it may have been lost: see `xcon check`).
+    """
+    places = admin.where(run_dir, msg_id)
+    own = [p for p in places if p["msg_id"] == msg_id] or places
+    if not places:
+        if as_json:
+            emit_json({"msg_id": msg_id, "places": []})
+        else:
+            click.echo(f"xcon: {msg_id} is in no mailbox and no queue of {run_dir} (see `xcon check`, "
+                       f"`xcon trace {msg_id}`)", err=True)
+        sys.exit(1)
+    first = admin.raw_of(run_dir, own[0])
+    if raw:
+        sys.stdout.buffer.write(first)
+        return
+    message = admin.reading(first)
+    if as_json:
+        emit_json({"msg_id": msg_id, "places": [{k: v for k, v in p.items() if k != "raw"} for p in places],
+                   "message": message})
+        return
+    for p in places:
+        what = "" if p["msg_id"] == msg_id else f" (its report {p['msg_id']})"
+        if p["where"] == "mailbox":
+            out.print(f"in mailbox {p['mailbox']} on {p['server']}{what}: {p['path']}", markup=False)
+        else:
+            out.print(f"in mta.{p['server']}'s queue{what}, open for {', '.join(p['open']) or 'nobody'}: "
+                      f"{p['path']}", markup=False)
+    out.print("")
+    for name, value in message["headers"]:
+        out.print(f"{name}: {value}", markup=False)
+    out.print("")
+    out.print(message["text"].rstrip("\n"), markup=False)
+    if message["reporting"]:
+        out.print("", markup=False)
+        out.print(" ".join(f"{k}: {v}" for k, v in message["reporting"].items()), markup=False)
+    for r in message["report"]:
+        out.print("  " + "; ".join(f"{k}: {v}" for k, v in r.items()), markup=False)
+
+
+COMMANDS = [queue, show]

@@ -1,0 +1,81 @@
+"""Issue 20: the viewers a mail administrator expects, on real processes: xcon queue (mailq),
+xcon show (postcat), xcon fault list (toxiproxy-cli list), xcon --version."""
+
+from __future__ import annotations
+
+from ..conftest import xcon, xcon_json
+
+
+def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--mta-build", "sp4", run_dir=run, check=True)
+    try:
+        for alias, server in (("alice", "ex2"), ("bob", "ex1")):
+            xcon("user", "add", alias, "--server", server, run_dir=run, check=True)
+        assert xcon_json("fault", "list", run_dir=run) == []
+        for fault in (["pause", "store.ex2", "--seconds", "600"], ["clock", "store.ex1", "--offset-ms", "-3000"],
+                      ["lag", "mta.ex1", "--lag-ms", "4000"], ["delay", "mta.ex1", "--peer", "mta.ex2"],
+                      ["hold-at-step", "--step", "copy"]):
+            xcon("fault", *fault, run_dir=run, check=True)
+        kinds = {(r["where"], r["kind"]) for r in xcon_json("fault", "list", run_dir=run)}
+        assert kinds == {("store.ex2", "pause"), ("store.ex1", "clock"), ("mta.ex1", "lag"),
+                         ("mta.ex1 -> mta.ex2", "link"), ("mta.ex2 -> mta.ex1", "link"),
+                         ("orchestrator", "hold_at_step")}, kinds
+        table = xcon("fault", "list", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+        assert "6 fault(s) in force" in table and max(map(len, table.splitlines())) <= 80
+
+        # alice's store is paused: bob's message waits in mta.ex2's queue, for alice
+        msg = xcon("send", "--from", "bob", "--to", "alice", "--subject", "held", run_dir=run, check=True).stdout.strip()
+        queued = xcon_json("queue", run_dir=run)
+        (item,) = queued["mta.ex2"]["items"]
+        assert (item["msg_id"], item["rcpt"], item["kind"], queued["mta.ex2"]["source"]) == (msg, "alice", "message", "live")
+        assert item["state"] in ("delivering", "deferred", "transferring") and queued["mta.ex1"]["total"] == 0
+        assert msg in xcon("queue", "--mta", "mta.ex2", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+
+        xcon("fault", "clear", run_dir=run, check=True)
+        assert xcon_json("fault", "list", run_dir=run) == [], "clear ends every fault, the lag and the offset too"
+        xcon("wait", run_dir=run, check=True)
+        shown = xcon_json("show", msg, run_dir=run)
+        assert [(p["where"], p["server"], p["mailbox"]) for p in shown["places"]] == [("mailbox", "ex2", "alice")]
+        assert ["Subject", "held"] in shown["message"]["headers"]
+
+        # an NDR, rendered as the report it is
+        xcon("user", "set", "bob", "--reject-from", "alice", run_dir=run, check=True)
+        refused = xcon("send", "--from", "alice", "--to", "bob", run_dir=run, check=True).stdout.strip()
+        xcon("wait", run_dir=run, check=True)
+        text = xcon("show", refused, run_dir=run, check=True).stdout
+        assert f"in mailbox alice on ex2 (its report {refused}~ndr~" in text
+        assert "Final-Recipient: rfc822; bob@xcon.test; Action: failed; Status: 5.7.1" in text
+    finally:
+        xcon("down", run_dir=run)
+    offline = xcon_json("queue", run_dir=run)
+    assert {m: q["source"] for m, q in offline.items()} == {"mta.ex1": "queue log", "mta.ex2": "queue log"}
+    assert xcon("show", msg, run_dir=run, check=True).stdout.startswith("in mailbox alice on ex2"), "a stopped cluster"
+    missing = xcon("show", "nosuch", run_dir=run)
+    assert missing.returncode == 1 and "nosuch is in no mailbox and no queue" in missing.stderr
+
+
+def test_version_and_the_exit_codes_of_nothing_found(tmp_path):
+    proc = xcon("--version", check=True)
+    assert proc.stdout.startswith("xcon ") and proc.stdout.split()[1][0].isdigit()
+    never = xcon("down", run_dir=tmp_path / "never")
+    assert never.returncode == 0 and "nothing to stop" in never.stdout, "down where nothing ever ran is not an error"
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "mta.ex1.jsonl").write_text('{"event": "log.created", "node": "mta.ex1", "hlc": [1, 0]}\n')
+    nosuch = xcon("logs", "--msg", "nosuch", run_dir=tmp_path)
+    assert nosuch.returncode == 1 and "no event of message nosuch" in nosuch.stderr, "as trace and show say"
+
+
+def test_tables_at_80_columns_cut_no_number_and_no_name(tmp_path):
+    """Issue 20: at 80 columns the chaos summary showed `27…` and `bu…`, and `xcon scenario
+    list` cut the case names `--case` needs (`legacy+wor…`)."""
+    from orchestrator.lab.family import FAMILY
+
+    narrow = {"COLUMNS": "80"}
+    listing = xcon("scenario", "list", env=narrow, check=True).stdout
+    assert "…" not in listing and max(map(len, listing.splitlines())) <= 80
+    words = set(listing.replace(",", " ").split())
+    assert all(case in words for a in FAMILY.values() for case in a.cases), "every case name whole"
+    campaign = xcon("chaos", "--sim", "--trials", "5", "--seed", "1", run_dir=tmp_path, env=narrow, check=True).stdout
+    assert "…" not in campaign and max(map(len, campaign.splitlines())) <= 80, campaign
+    assert "│ pairs " in campaign and "│ broken trials " in campaign
