@@ -23,6 +23,7 @@ from . import inspect as cli_inspect
 from . import mail as cli_mail
 from . import runs as cli_runs
 from . import sim as cli_sim
+from . import web as cli_web
 from orchestrator.cluster.client import ClusterError
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -39,7 +40,7 @@ def xcon() -> None:
     """
 
 
-for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_sim):
+for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_sim, cli_web):
     for command in module.COMMANDS:
         xcon.add_command(command)
 

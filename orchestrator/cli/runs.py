@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import textwrap
 import time
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from nodes.config import BUILDS, MOVE_BUILDS
 
+from orchestrator.lab import results as results_store
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
@@ -110,9 +110,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
             f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else "") +
             ("-netns" if network == "netns" else ""))
-    root = results_dir(run_dir, "chaos") / (("sim-" if sim else "") + name)
-    if root.exists():
-        shutil.rmtree(root)
+    # kept in the results store: results/<time>-<name>/, with the broken trials' run-dirs inside
+    root = results_store.new(results_dir(run_dir, "results"), ("sim-" if sim else "") + name)
     worlds = [given] if given else [draw_world(s, mta_build, kinds, users, moves, profile=profile,
                                                          time_scale=time_scale, move_build=move_build,
                                                          network=network, netem=netem, extremes=extremes)
@@ -168,8 +167,13 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                               "same": same, "real": describe_break(real) if real.broken else "clean",
                               "real_error": real.error, "run_dir": real.run_dir})
         extra["confirmed"] = confirmed
+    meta = {"kind": "chaos", "name": root.name, "seed": seed, "build": mta_build, "move_build": move_build,
+            "faults": list(kinds), "simulated": sim, "network": network, "store": str(root),
+            "command": f"xcon chaos {sim_flag}--seed {seed} --trials {len(seeds)} {flags}"}
+    summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd)
+    keep_campaign(root, summary)
     if report_dir:
-        write_chaos_report(report_dir, totals, results, first, replay_cmd)
+        write_chaos_report(report_dir, summary, first)
     nondeterministic = [r for r in results if (r.error or "").startswith("nondeterministic")]
     if as_json:
         emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
@@ -242,20 +246,37 @@ def describe_break(trial: Any) -> str:
     return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
 
 
-def write_chaos_report(report_dir: Path, totals: dict[str, Any], results: list, first: Any, replay_cmd: str | None) -> None:
-    from orchestrator.inspect import trace as trace_mod
+def keep_campaign(root: Path, summary: dict[str, Any]) -> None:
+    """The campaign in the results store: summary.json, traces, index.html; results/latest -> it."""
+    from orchestrator.serve.pages import static_campaign
 
+    results_store.write(root, summary)
+    (root / "index.html").write_text(static_campaign(summary))
+    results_store.point_latest(root)
+
+
+def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list) -> None:
+    """A scenario run in the results store, as a campaign is (orchestrator.lab.results)."""
+    from orchestrator.serve.pages import static_campaign
+
+    root = results_store.new(results_dir(run_dir, "results"), f"{'sim-' if sim else ''}scenario-{name}")
+    summary = results_store.scenario_summary({"kind": "scenario", "name": root.name, "build": name, "simulated": sim,
+                                              "store": str(root)}, cases)
+    results_store.write(root, summary)
+    (root / "index.html").write_text(static_campaign(summary))
+    results_store.point_latest(root)
+
+
+def write_chaos_report(report_dir: Path, summary: dict[str, Any], first: Any) -> None:
+    """--report DIR: the campaign's summary.json, pictures and index.html (the page `xcon serve`
+    shows of it, readable from the file system), and the first broken trial's merged logs."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "summary.json").write_text(json.dumps(
-        {"totals": totals, "replay": replay_cmd, "trials": [r.to_json() for r in results]}, indent=2))
-    if first:
-        run = Path(first.run_dir)
+    for name in ("summary.json", "index.html", *(t["trace"] for t in summary["trials"] if t.get("trace"))):
+        (report_dir / name).write_bytes((Path(summary["store"]) / name).read_bytes())
+    if first and Path(first.run_dir).is_dir():
         with open(report_dir / "logs.jsonl", "w") as f:
-            for e in logread.merged(run):
+            for e in logread.merged(Path(first.run_dir)):
                 f.write(json.dumps(e) + "\n")
-        if first.violations:
-            msg_id = first.violations[0]["msg_id"]
-            (report_dir / f"trace-{msg_id}.svg").write_text(trace_mod.svg(trace_mod.story(run, msg_id), msg_id))
 
 
 # --- scenarios ------------------------------------------------------------------------------
@@ -305,6 +326,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
         found = family.run_cases(name, results_dir(run_dir, "scenario-sim" if sim else "scenario"),
                                  known if all_cases else [case], progress=None if as_json else out,
                                  sim=Network() if sim else None, seed=seed)
+        keep_scenario(run_dir, name, sim, found)
         if as_json:
             emit_json([r.to_json() for r in found])
         else:
@@ -320,6 +342,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
     root = results_dir(run_dir, "scenario-sim" if sim else "scenario")
     results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed,
                         placements=placements, profile=profile, time_scale=time_scale)
+    keep_scenario(run_dir, name, sim, results)
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

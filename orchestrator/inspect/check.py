@@ -85,13 +85,13 @@ class Report:
 
 
 def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[str, Any]]] | None = None,
-          state: EndState | None = None, durable: dict[tuple[str, str], tuple[str | None, str | None]] | None = None
-          ) -> Report:
+          state: EndState | None = None, durable: dict[tuple[str, str], tuple[str | None, str | None]] | None = None,
+          every: dict[tuple[str, str], tuple[str, str]] | None = None) -> Report:
     """Judge every accepted pair, by the mailboxes of `state` when it is given; `durable` adds the
     pairs the durable records hold ((msg_id, rcpt) -> (sender or None, alt_of)), logged or not. A
     first pass counts; only when something broke does a second pass (over `again()`, or `events`
     again when it is a list) collect the last events of the broken pairs, so memory stays small
-    however long the logs are."""
+    however long the logs are. `every`, when given, receives each pair's (sender, outcome)."""
     accepted: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     damage: dict[str, dict[str, Any]] = {}  # MTA -> its storage.damaged event
     lost_to_damage: dict[str, tuple[dict[str, Any], str]] = {}  # msg_id -> the damage event naming it, and how
@@ -178,6 +178,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             # earlier state of it and acted on that again): the break is the damage's
             outcome, why = "damaged", _damage_why(*lost_to_damage[key[0]])
         counts[outcome] += 1
+        if every is not None:
+            every[key] = (sender or "", outcome)
         if outcome in VIOLATIONS:
             broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why)
     if broken:
@@ -185,6 +187,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                                {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
         if damage:
             _blame_damage(broken, counts, damage, report_held)
+        if every is not None:
+            every.update((k, (v.sender, v.outcome)) for k, v in broken.items())
     stale = state.stale_locks() if state is not None else []
     return Report(len(accepted), dict(counts), list(broken.values()), not broken and not stale,
                   audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged)
@@ -256,7 +260,7 @@ def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[s
     return report_held
 
 
-def check_run(run_dir: Path, audit: bool = True) -> Report:
+def check_run(run_dir: Path, audit: bool = True, every: dict | None = None) -> Report:
     """Judge a run directory: its logs (read twice only when something broke), then, with
     `audit` and where the run's files are there, its mailboxes, locks and queue logs. NoVerdict
     when the evidence is missing or damaged."""
@@ -274,7 +278,8 @@ def check_run(run_dir: Path, audit: bool = True) -> Report:
     except DamagedFile as exc:
         raise NoVerdict(f"no verdict: {str(exc).replace(f'{run_dir}/', '')}") from None
     bad: list[str] = []
-    report = check(logread.merged(run_dir, bad), again=lambda: logread.merged(run_dir), state=state, durable=durable)
+    report = check(logread.merged(run_dir, bad), again=lambda: logread.merged(run_dir), state=state, durable=durable,
+                   every=every)
     if bad:
         raise NoVerdict(f"no verdict: {len(bad)} log line(s) do not read, first at logs/{bad[0]} (damage in the middle "
                         "of a log: what it said is not known)")

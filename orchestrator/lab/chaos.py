@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from orchestrator import cluster as cl
+from protocol import hlc
 from orchestrator.inspect.check import OUTCOMES
 from orchestrator.cluster.client import ClusterError
 from orchestrator.sim.cluster import SimCluster
@@ -50,6 +51,9 @@ class TrialResult:
     digest: str = ""  # a simulated trial's event digest (same seed, same digest)
     torn_writes: int = 0  # simulated kills that landed inside a node's write (Network.torn_kills)
     corrupted: bool = False  # the world damaged a queue log (the fault corrupt): `damaged` pairs are its cost
+    # delivery latency (acceptance to the mailbox, on the nodes' clocks): {"n", "p50", "p99", "max"} in ms
+    latency_ms: dict[str, int] = field(default_factory=dict)
+    deliveries_per_s: list[int] = field(default_factory=list)  # in each second since the trial's first event
 
     @property
     def broken(self) -> bool:
@@ -89,6 +93,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.stale_locks = report.stale_locks
     events = list(cluster.events())  # merged once for the count and the digest
     result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
+    result.latency_ms, result.deliveries_per_s = deliveries(events)
     result.seconds = round(time.time() - t0, 4)
     if isinstance(cluster, SimCluster):
         result.digest = digest(events)
@@ -100,6 +105,33 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     elif not keep and not result.broken and not result.error:
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
+
+
+def deliveries(events: list[dict[str, Any]], seconds: int = 600) -> tuple[dict[str, int], list[int]]:
+    """How long each message took from its acceptance to a mailbox (the first copy of each pair),
+    and how many copies reached a mailbox in each second of the run (its first `seconds`)."""
+    accepted: dict[str, int] = {}
+    latencies: list[int] = []
+    per_s = [0] * seconds
+    start = hlc.of_event(events[0])[0] if events else 0
+    last = -1
+    for e in events:
+        name = e["event"]
+        if name == "mta.accepted":
+            accepted.setdefault(e.get("msg_id"), hlc.of_event(e)[0])
+        elif name == "store.delivered" and not e.get("ndr_for"):
+            at = hlc.of_event(e)[0]
+            if e.get("msg_id") in accepted:
+                latencies.append(at - accepted[e["msg_id"]])
+            second = (at - start) // 1000
+            if 0 <= second < seconds:
+                per_s[second] += 1
+                last = max(last, second)
+    latencies.sort()
+    n = len(latencies)
+    stats = {"n": n, "p50": latencies[n // 2], "p99": latencies[min(n - 1, n * 99 // 100)], "max": latencies[-1]} \
+        if n else {"n": 0}
+    return stats, per_s[:last + 1]
 
 
 def digest(events: Iterable[dict[str, Any]]) -> str:

@@ -18,9 +18,11 @@ def one_line_error(proc, code, *needles):
 
 def test_no_cluster_running(tmp_path):
     for args in (["status"], ["send", "--from", "a", "--to", "b"], ["move", "bob", "--to", "ex2"], ["wait"],
-                 ["user", "show", "bob"], ["mailbox", "bob"], ["down"], ["check"], ["logs"]):
+                 ["user", "show", "bob"], ["mailbox", "bob"], ["check"], ["logs"]):
         proc = xcon(*args, run_dir=tmp_path / "nothing")
         one_line_error(proc, 1, "xcon: ")
+    down = xcon("down", run_dir=tmp_path / "nothing")  # nothing to do is no error (issue 20)
+    assert down.returncode == 0 and down.stdout.startswith("nothing to stop") and down.stderr == ""
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -58,7 +60,7 @@ def test_errors_against_a_running_cluster(tmp_path):
         status = xcon_json("status", run_dir=run)
         assert status["nodes"]["directory"]["status"] == {"usn": 1, "recipients": 1}
         assert status["nodes"]["orchestrator"]["status"] == {"active": [], "finished": 0, "recovered": 0, "paused": [],
-                                                             "armed": [], "holds": []}
+                                                             "resume_at": {}, "armed": [], "holds": []}
         assert all(status["nodes"][m]["status"]["messages"] == 0 for m in ("mta.ex1", "mta.ex2"))
     finally:
         xcon("down", run_dir=run, check=True)

@@ -73,8 +73,9 @@ def test_the_docs_steps_on_hosts_of_their_own_lose_the_message_and_down_leaves_n
     assert netem not in refused or "netem" in printed[netem][0] + proc.stderr
     assert "198.18." in printed["xcon status"][0], "each node's host and address"
     # the cluster's network and every trial's (a network is named from its run-dir) are gone
-    (campaign_dir,) = netns_run.glob("chaos/campaign-*")  # campaign-SEED-sp4-netns: its one trial's run-dir
-    seed = chaos.trial_seeds(int(campaign_dir.name.split("-")[1]), 1)[0]
+    # results/<time>-campaign-SEED-sp4-netns: its one trial's run-dir
+    (campaign_dir,) = (p for p in netns_run.glob("results/*-campaign-*") if not p.is_symlink())
+    seed = chaos.trial_seeds(int(campaign_dir.name.split("-campaign-")[1].split("-")[0]), 1)[0]
     runs = [netns_run, campaign_dir / f"trial-0000-{seed}"]
     assert len(runs) == 2, runs
     for run in runs:

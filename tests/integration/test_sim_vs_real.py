@@ -74,7 +74,8 @@ def test_the_simulator_block_finds_shrinks_confirms_and_replays_the_legacy_loss(
     assert check.returncode == 1 and json.loads(check.stdout)["counts"]["lost"] == first["counts"]["lost"]
     shrunk = Path(data["shrunk"]["file"]).relative_to(tmp_path.resolve())
     documented = world.split("--world ")[1].split()[0]
-    pattern = re.escape(documented).replace("SEED", r"\d+").replace("S", r"\d+")  # the seed, the campaign's seed
+    # the seed, the folder's time, the campaign's seed
+    pattern = re.escape(documented).replace("SEED", r"\d+").replace("TIME", r"\d{8}-\d{6}(-\d+)?").replace("S", r"\d+")
     assert re.fullmatch(pattern, str(Path(".xcon") / shrunk)), (documented, shrunk)
     rc, small = run(world, {documented: str(tmp_path / shrunk)}, ("--json",))
     assert rc == 1 and small["totals"]["lost"] > 0

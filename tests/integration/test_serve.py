@@ -1,0 +1,165 @@
+"""Issue 20: xcon serve, in a real browser (headless Chromium driven by Selenium): from the live
+cluster page to a lost message's story, and from a campaign to a broken trial's trace; and its
+JSON API under the same paths.
+
+XCON_SCREENSHOTS=DIR also saves a picture of each page there (docs/ holds the ones the README
+shows: `XCON_SCREENSHOTS=docs pytest tests/integration/test_serve.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ..conftest import patience, wait_for_event, xcon
+
+BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(not (BROWSER and DRIVER), reason="no headless browser: Debian's chromium and "
+                                   "chromium-driver are not installed (.ci/run installs them)")
+
+
+@pytest.fixture
+def lost_and_campaign(cluster_factory):
+    """A legacy cluster that lost bob's copy as the README's by-hand run does, and a legacy
+    campaign in the simulator kept in the same run-dir's results."""
+    cluster = cluster_factory("legacy")
+    run = cluster.config.run_dir
+    cluster.add_user("carol", "ex1")
+    cluster.add_user("alice", "ex2")
+    cluster.add_user("bob", "ex1", alternate="carol", deliver_to_both=True)
+    cluster.fault("hold_at_step", "", step="copy")
+    cluster.move("bob", "ex2", wait=False)
+    msg = cluster.send("alice", ["bob"], subject="during the move")["msg_id"]
+    wait_for_event(run, event="mta.deferred", msg_id=msg)
+    cluster.fault("release", "")
+    assert cluster.wait()
+    xcon("chaos", "--sim", "--mta-build", "legacy", "--expect-loss", "--trials", "30", "--seed", "7", run_dir=run, check=True)
+    return cluster, run, msg
+
+
+@pytest.fixture
+def served(lost_and_campaign):
+    cluster, run, msg = lost_and_campaign
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0", "--every", "0.2"],
+                            env={**os.environ, "XCON_RUN_DIR": str(run)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()  # the server says where it listens: an event, not a guess
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, f"xcon serve said: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+        base = f"http://127.0.0.1:{m.group(1)}"
+        deadline = time.time() + patience(30)
+        while True:
+            try:
+                urllib.request.urlopen(base + "/campaigns", timeout=5).read()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "xcon serve never answered"
+                time.sleep(0.1)
+        yield cluster, run, msg, base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get_json(url: str):
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+
+
+def test_the_json_api_is_the_pages_paths(served):
+    cluster, run, msg, base = served
+    assert get_json(base + "/messages?outcome=lost")["pairs"] == \
+        [{"msg_id": msg, "rcpt": "bob", "sender": "alice", "outcome": "lost"}]
+    page = get_json(f"{base}/messages/{msg}")
+    assert [v["outcome"] for v in page["verdicts"] if v["rcpt"] == "bob"] == ["lost"]
+    assert any(e["event"] == "mta.failed" and e.get("report") == "none" for e in page["story"])
+    (kept,) = get_json(base + "/campaigns")
+    summary = get_json(f"{base}/campaigns/{kept['folder']}")
+    assert summary["kind"] == "chaos" and summary["build"] == "legacy" and len(summary["trials"]) == 30
+    broken = [t for t in summary["trials"] if t["broken"]]
+    kept_dirs = [t["run_dir"] for t in summary["trials"] if t["run_dir"]]
+    assert broken and any(t["run_dir"] for t in broken) and all(Path(d).is_dir() for d in kept_dirs) and \
+        not any(t["run_dir"] for t in summary["trials"] if not t["broken"]), "points only at what it kept"
+    assert all("faults_by_kind" in t["world"] for t in summary["trials"])
+    cluster_now = get_json(base + "/")
+    assert cluster_now["running"] and set(cluster_now["nodes"]) == set(cluster.config.nodes)
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        get_json(base + "/messages/nosuch")
+    assert missing.value.code == 404
+
+
+@needs_browser
+def test_from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_trace(served):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cluster, run, msg, base = served
+    shots = os.environ.get("XCON_SCREENSHOTS")
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        def shot(name: str) -> None:
+            if shots:
+                browser.save_screenshot(str(Path(shots) / f"serve-{name}.png"))
+
+        def live(selector: str) -> list[str]:  # read in one script: the server swaps the live part at will
+            return browser.execute_script(
+                f"return [...document.querySelectorAll({selector!r})].map(e => e.textContent)")
+
+        browser.get(base + "/")
+        assert set(live("#nodes tr td:first-child")) == set(cluster.config.nodes)
+        # live: a fault injected now shows on the open page, pushed by the server
+        cluster.fault("pause", "store.ex2", seconds=600)
+        WebDriverWait(browser, patience(30)).until(lambda b: "store.ex2" in live("#faults td"))
+        shot("cluster")
+        cluster.fault("clear", "")
+
+        browser.find_element(By.ID, "nav-messages").click()
+        browser.find_element(By.ID, "filter-lost").click()
+        (row,) = browser.find_elements(By.CSS_SELECTOR, "#messages tr td:last-child")
+        assert row.text == "lost"
+        shot("messages")
+        browser.find_element(By.LINK_TEXT, msg).click()
+        story = browser.find_element(By.ID, "story")
+        assert "DROPPED SILENTLY: bob" in story.get_attribute("innerHTML")
+        assert "during the move" in browser.find_element(By.ID, "headers").text
+        shot("message")
+
+        browser.find_element(By.ID, "nav-campaigns").click()
+        browser.find_element(By.CSS_SELECTOR, "#campaigns td a").click()
+        assert browser.find_elements(By.CSS_SELECTOR, "figure svg"), "the campaign's plots"
+        shot("campaign")
+        first = browser.find_element(By.CSS_SELECTOR, "#broken a.trace")
+        first.click()
+        assert "xcon trace" in browser.page_source and "DROPPED SILENTLY" in browser.page_source
+    finally:
+        browser.quit()
+
+
+def test_a_campaign_report_is_the_page_serve_shows_readable_from_the_file_system(lost_and_campaign, tmp_path):
+    cluster, run, msg = lost_and_campaign
+    latest = run / "results" / "latest"
+    assert latest.is_symlink() and (latest / "summary.json").is_file()
+    page = (latest / "index.html").read_text()
+    assert "Broken trials" in page and "<svg" in page
+    traces = [t["trace"] for t in json.loads((latest / "summary.json").read_text())["trials"] if t.get("trace")]
+    assert traces and all(f'href="{t}"' in page and (latest / t).is_file() for t in traces), "links beside the page"
