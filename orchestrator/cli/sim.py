@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nodes.config import BUILDS
 
-from .common import emit_json, json_option, out
+from .common import emit_json, json_option, out, results_dir, run_dir_option
 
 
 @click.group()
@@ -30,6 +30,7 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 
 
 @sim.command()
+@run_dir_option
 @click.argument("name", type=click.Choice(["q248839"]))
 @click.option("--mta-build", type=click.Choice(BUILDS), default="legacy", show_default=True,
               help="The MTAs' build the map is drawn for (legacy: where mail is lost; sp4, reroute: that it is not).")
@@ -39,7 +40,7 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 @click.option("--copies", default="100,1000", show_default=True, help="Move copy times to try (ms).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
 @json_option
-def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, workers: int | None,
+def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies: str, workers: int | None,
             as_json: bool) -> None:
     """Search the KB world's timing space: where does bob's copy get lost?
 
@@ -47,7 +48,8 @@ def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, wor
     at a given time against the start of bob's Move User, with a given replication lag, MTA retry
     interval and copy time. The map has one row per (lag, retry, copy) and one character per send
     time: '.' delivered, 'n' NDR, 'X' lost. Exit 0 when the build behaves as it should: legacy
-    loses somewhere, sp4 and reroute nowhere.
+    loses somewhere, sp4 and reroute nowhere. The map is kept in the run-dir's results/, where
+    `xcon serve` draws it as a heat map.
     """
     from orchestrator.lab import explore as ex
     from orchestrator.lab.campaign import default_workers
@@ -74,6 +76,20 @@ def explore(name: str, mta_build: str, lags: str, retries: str, copies: str, wor
         "steps_s": small.steps, "replay": f"xcon sim explore q248839 --mta-build {mta_build} --lags {small.lag_ms} "
                                         f"--retries {small.retry_ms} --copies {small.copy_ms}"}
     needs = ex.conditions(rows)
+    from orchestrator.lab import results as results_store
+    from orchestrator.serve.pages import static_campaign
+
+    kept = results_store.new(results_dir(run_dir, "results"), f"explore-{name}-{mta_build}")
+    summary = {"kind": "explore", "name": kept.name, "build": mta_build, "simulated": True, "store": str(kept),
+               "when": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 2), "lost": lost,
+               "step_s": ex.STEP_S, "before_s": ex.BEFORE_S, "rows": rows, "smallest": smallest, "loses_with": needs,
+               "command": f"xcon sim explore {name} --mta-build {mta_build} --lags {lags} --retries {retries} "
+                          f"--copies {copies}",
+               "labels": {"strip": "bob's copy by send time: '.' delivered, 'n' NDR, 'X' lost, one mark per step_s "
+                                   "from -before_s s after the move is asked for"}}
+    results_store.write(kept, summary)
+    (kept / "index.html").write_text(static_campaign(summary))
+    results_store.point_latest(kept)
     if as_json:
         emit_json({"build": mta_build, "points": len(done), "lost": lost, "errors": errors, "seconds": round(seconds, 2),
                    "rows": rows, "smallest": smallest, "loses_with": needs, "ok": ok})

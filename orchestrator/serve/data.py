@@ -95,8 +95,9 @@ def campaigns(run_dir: Path) -> list[dict[str, Any]]:
             s = results_store.read(folder)
         except (OSError, ValueError):
             continue
-        counted = s.get("trials") or s.get("cases") or []
-        broken = sum(1 for t in counted if t.get("broken") or t.get("matches") is False)
+        counted = s.get("trials") or s.get("cases") or s.get("rows") or []
+        broken = sum(1 for t in counted if t.get("broken") or t.get("matches") is False
+                     or (s.get("kind") == "explore" and t.get("lost")))
         found.append({"folder": folder.name, "kind": s.get("kind", "?"), "build": s.get("build", ""),
                       "when": s.get("when", ""), "count": len(counted), "broken": broken})
     return found

@@ -55,6 +55,8 @@ def static_campaign(summary: dict[str, Any]) -> str:
 def plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """The campaign's plots as inline SVG: lost pairs per trial, the delivery latency of each trial,
     and faults injected against copies delivered, second by second, over all trials."""
+    if summary.get("kind") == "explore":
+        return [("bob's copy by send time (red: lost, blue: NDR, pale: delivered)", explore_map(summary))]
     trials = summary.get("trials") or []
     if not trials:
         return []
@@ -90,14 +92,22 @@ def plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def explore_map(points: list[dict[str, Any]], x: str, y: str, value: str) -> str:
-    """`xcon sim explore`'s map as a heat map: a cell per (x, y), darker the more it lost."""
-    xs, ys = sorted({p[x] for p in points}), sorted({p[y] for p in points})
-    top = max((p[value] for p in points), default=0) or 1
-    cell = 14
-    cells = [f'<rect x="{60 + xs.index(p[x]) * cell}" y="{10 + (len(ys) - 1 - ys.index(p[y])) * cell}" width="{cell}" '
-             f'height="{cell}" fill="rgb(200,{int(220 - 200 * p[value] / top)},{int(220 - 200 * p[value] / top)})">'
-             f'<title>{x}={p[x]} {y}={p[y]}: {p[value]}</title></rect>' for p in points]
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{80 + len(xs) * cell}" height="{40 + len(ys) * cell}">'
-            + "".join(cells) + f'<text x="60" y="{30 + len(ys) * cell}" font-size="11">{x}</text>'
-            f'<text x="0" y="20" font-size="11">{y}</text></svg>')
+def explore_map(summary: dict[str, Any]) -> str:
+    """`xcon sim explore`'s map as a heat map: a row per (lag, retry, copy), a cell per send time,
+    red where bob's copy was lost, blue where an NDR said so, pale where it was delivered."""
+    colours = {".": "#e8f3ea", "n": "#9db8e0", "X": "#c00000"}
+    rows = summary.get("rows") or []
+    cell, left, top = 9, 150, 24
+    width = max((len(r["strip"]) for r in rows), default=0)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width * cell + 20}" '
+           f'height="{top + len(rows) * cell + 30}" font-family="DejaVu Sans Mono, monospace" font-size="9">',
+           f'<text x="0" y="12">lag/retry/copy ms</text><text x="{left}" y="12">send time: '
+           f'{-summary.get("before_s", 0):+g} s, one cell per {summary.get("step_s", 0):g} s</text>']
+    for i, r in enumerate(rows):
+        y = top + i * cell
+        out.append(f'<text x="0" y="{y + cell - 1}">{r["lag_ms"]}/{r["retry_ms"]}/{r["copy_ms"]}</text>')
+        for j, mark in enumerate(r["strip"]):
+            out.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell - 1}" height="{cell - 1}" '
+                       f'fill="{colours.get(mark, "#999")}"/>')
+    out.append("</svg>")
+    return "".join(out)

@@ -75,10 +75,14 @@ def test_the_faults_by_hand_each_do_what_they_say_and_clear_ends_them(tmp_path):
         xcon("down", run_dir=run)
 
 
-def test_the_explore_sample_in_docs_chaos_is_what_explore_prints():
+def test_the_explore_sample_in_docs_chaos_is_what_explore_prints(tmp_path):
     (command,) = [c for c in docblocks.commands("docs/chaos.md", "simulator") if c.startswith("xcon sim explore")]
-    proc = xcon(*docblocks.adapted(command), timeout=180)
+    proc = xcon(*docblocks.adapted(command), run_dir=tmp_path / ".xcon", timeout=180)
     assert proc.returncode == 0, proc.stderr
+    kept = tmp_path / ".xcon" / "results" / "latest"  # kept, for xcon serve's heat map
+    summary = json.loads((kept / "summary.json").read_text())
+    assert summary["kind"] == "explore" and any("X" in r["strip"] for r in summary["rows"])
+    assert (kept / "index.html").read_text().count("<rect") >= sum(len(r["strip"]) for r in summary["rows"])
     printed = [line.rstrip() for line in proc.stdout.splitlines()]
     missing = [line for line in docblocks.sample("docs/chaos.md", "explore") if line.rstrip() not in printed]
     assert not missing, "\n".join(missing + ["-- printed --"] + printed)

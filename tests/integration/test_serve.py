@@ -95,6 +95,13 @@ def test_the_json_api_is_the_pages_paths(served):
     assert broken and any(t["run_dir"] for t in broken) and all(Path(d).is_dir() for d in kept_dirs) and \
         not any(t["run_dir"] for t in summary["trials"] if not t["broken"]), "points only at what it kept"
     assert all("faults_by_kind" in t["world"] for t in summary["trials"])
+    # the results store: the page serve shows, beside summary.json, readable from the file system
+    latest = run / "results" / "latest"
+    assert latest.is_symlink() and latest.resolve().name == kept["folder"]
+    page = (latest / "index.html").read_text()
+    assert "Broken trials" in page and "<svg" in page
+    traces = [t["trace"] for t in summary["trials"] if t.get("trace")]
+    assert traces and all(f'href="{t}"' in page and (latest / t).is_file() for t in traces), "links beside the page"
     cluster_now = get_json(base + "/")
     assert cluster_now["running"] and set(cluster_now["nodes"]) == set(cluster.config.nodes)
     with pytest.raises(urllib.error.HTTPError) as missing:
@@ -102,6 +109,7 @@ def test_the_json_api_is_the_pages_paths(served):
     assert missing.value.code == 404
 
 
+@pytest.mark.long
 @needs_browser
 def test_from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_trace(served):
     from selenium import webdriver
@@ -153,13 +161,3 @@ def test_from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_tria
         assert "xcon trace" in browser.page_source and "DROPPED SILENTLY" in browser.page_source
     finally:
         browser.quit()
-
-
-def test_a_campaign_report_is_the_page_serve_shows_readable_from_the_file_system(lost_and_campaign, tmp_path):
-    cluster, run, msg = lost_and_campaign
-    latest = run / "results" / "latest"
-    assert latest.is_symlink() and (latest / "summary.json").is_file()
-    page = (latest / "index.html").read_text()
-    assert "Broken trials" in page and "<svg" in page
-    traces = [t["trace"] for t in json.loads((latest / "summary.json").read_text())["trials"] if t.get("trace")]
-    assert traces and all(f'href="{t}"' in page and (latest / t).is_file() for t in traces), "links beside the page"
