@@ -25,6 +25,7 @@ from . import runs as cli_runs
 from . import sim as cli_sim
 from . import web as cli_web
 from orchestrator.cluster.client import ClusterError
+from .common import Finding
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
@@ -69,6 +70,9 @@ def main() -> None:
     except click.ClickException as exc:
         click.echo(one_line(f"xcon: {exc.format_message()}"), err=True)
         sys.exit(exc.exit_code)
+    except Finding as exc:
+        click.echo(one_line(f"xcon: {exc}"), err=True)
+        sys.exit(1)
     except ClusterError as exc:
         click.echo(one_line(f"xcon: {exc}"), err=True)
         sys.exit(1)

@@ -12,14 +12,15 @@ from rich.table import Table
 from nodes.config import ClusterConfig
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError
-from orchestrator.inspect import admin
 from .common import emit_json, json_option, out, run_dir_option
+
+LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when a command runs
 
 
 @click.command()
 @run_dir_option
 @click.option("--mta", "mtas", multiple=True, metavar="MTA", help="Only this MTA (mta.ex1); repeat for more.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=admin.DEFAULT_LIMIT, show_default=True,
+@click.option("--limit", type=click.IntRange(1, 100_000), default=LIMIT, show_default=True,
               help="At most this many pairs per MTA (the total is always given).")
 @click.option("--wide", is_flag=True, help="Every column: sender, alternate of, handed to, age, priority.")
 @json_option
@@ -31,6 +32,7 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
     queue log (its durable state, with no retry times: a restart starts those again). An empty
     queue everywhere is `xcon wait`'s end.
     """
+    from orchestrator.inspect import admin
     try:
         cluster: cl.Cluster | None = cl.Cluster.attach(run_dir)
         every = cluster.mtas
@@ -86,6 +88,7 @@ def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:
     Reads the run-dir's files, so it works on a stopped cluster too. Exit 1 if the message is
     nowhere (it may have been lost: see `xcon check`).
     """
+    from orchestrator.inspect import admin
     places = admin.where(run_dir, msg_id)
     own = [p for p in places if p["msg_id"] == msg_id] or places
     if not places:

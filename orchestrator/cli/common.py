@@ -23,6 +23,11 @@ out = Console(highlight=False, soft_wrap=True,
               width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000)
 
 
+class Finding(Exception):
+    """What a command found rather than did: nothing matched, the awaited event never came. One
+    line on stderr and exit 1, the code of every finding (lost mail, a broken invariant, ...)."""
+
+
 def run_dir_option(f: Callable) -> Callable:
     return click.option(
         "--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="XCON_RUN_DIR",

@@ -13,7 +13,7 @@ import click
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
 from protocol import hlc
-from .common import emit_json, json_option, out, run_dir_option
+from .common import Finding, emit_json, json_option, out, run_dir_option
 from orchestrator.cluster.client import ClusterError
 
 HIDDEN = {"ts", "node", "level", "event", "hlc", "lamport"}
@@ -56,7 +56,7 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
         deadline = time.time() + timeout
         while not any(logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=until)):
             if time.time() > deadline:
-                raise ClusterError(f"no event {until!r}" + (f" for message {msg}" if msg else "") +
+                raise Finding(f"no event {until!r}" + (f" for message {msg}" if msg else "") +
                                    (f" on {node}" if node else "") + f" within {timeout:g}s")
             time.sleep(0.1)
     events = logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=pattern)
@@ -92,7 +92,7 @@ def trace_cmd(run_dir: Path, msg_id: str, svg_file: Path | None, as_json: bool) 
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
     events = trace_mod.story(run_dir, msg_id)
     if not events:
-        raise ClusterError(f"no events for message '{msg_id}' in {run_dir}/logs")
+        raise Finding(f"no events for message '{msg_id}' in {run_dir}/logs")
     if svg_file:
         svg_file.write_text(trace_mod.svg(events, msg_id))
     if as_json:
