@@ -23,8 +23,6 @@ import pytest
 from ..conftest import patience, wait_for_event, xcon
 
 BROWSER, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-needs_browser = pytest.mark.skipif(not (BROWSER and DRIVER), reason="no headless browser: Debian's chromium and "
-                                   "chromium-driver are not installed (.ci/run installs them)")
 
 
 @pytest.fixture
@@ -80,8 +78,18 @@ def get_json(url: str):
     return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
 
-def test_the_json_api_is_the_pages_paths(served):
+@pytest.mark.long
+def test_the_pages_as_json_as_files_and_in_a_browser(served):
+    """One cluster and one campaign for all three views (a set-up costs about 11 s)."""
     cluster, run, msg, base = served
+    the_json_api_is_the_pages_paths(cluster, run, msg, base)
+    if not (BROWSER and DRIVER):
+        pytest.skip("the JSON API and the static page passed; the browser part needs Debian's chromium and "
+                    "chromium-driver, which are not installed (.ci/run installs them)")
+    from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_trace(cluster, run, msg, base)
+
+
+def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     assert get_json(base + "/messages?outcome=lost")["pairs"] == \
         [{"msg_id": msg, "rcpt": "bob", "sender": "alice", "outcome": "lost"}]
     page = get_json(f"{base}/messages/{msg}")
@@ -109,15 +117,12 @@ def test_the_json_api_is_the_pages_paths(served):
     assert missing.value.code == 404
 
 
-@pytest.mark.long
-@needs_browser
-def test_from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_trace(served):
+def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_trace(cluster, run, msg, base):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    cluster, run, msg, base = served
     shots = os.environ.get("XCON_SCREENSHOTS")
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER

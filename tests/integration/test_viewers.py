@@ -3,6 +3,8 @@ xcon show (postcat), xcon fault list (toxiproxy-cli list), xcon --version."""
 
 from __future__ import annotations
 
+from orchestrator.cluster import Cluster
+
 from ..conftest import xcon, xcon_json
 
 
@@ -10,13 +12,18 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
     run = tmp_path / "run"
     xcon("up", "--fresh", "--mta-build", "sp4", run_dir=run, check=True)
     try:
-        for alias, server in (("alice", "ex2"), ("bob", "ex1")):
-            xcon("user", "add", alias, "--server", server, run_dir=run, check=True)
-        assert xcon_json("fault", "list", run_dir=run) == []
-        for fault in (["pause", "store.ex2", "--seconds", "600"], ["clock", "store.ex1", "--offset-ms", "-3000"],
-                      ["lag", "mta.ex1", "--lag-ms", "4000"], ["delay", "mta.ex1", "--peer", "mta.ex2"],
-                      ["hold-at-step", "--step", "copy"]):
-            xcon("fault", *fault, run_dir=run, check=True)
+        cluster = Cluster.attach(run)  # the set-up through the API: the viewers are what is tested
+        try:
+            for alias, server in (("alice", "ex2"), ("bob", "ex1")):
+                cluster.add_user(alias, server)
+            assert xcon_json("fault", "list", run_dir=run) == []
+            cluster.fault("pause", "store.ex2", seconds=600)
+            cluster.fault("clock", "store.ex1", offset_ms=-3000)
+            cluster.fault("lag", "mta.ex1", lag_ms=4000, jitter_ms=0)
+            cluster.fault("delay", "mta.ex1", "mta.ex2", delay_ms=100, jitter_ms=0, seconds=10)
+            cluster.fault("hold_at_step", "", step="copy")
+        finally:
+            cluster.close()
         kinds = {(r["where"], r["kind"]) for r in xcon_json("fault", "list", run_dir=run)}
         assert kinds == {("store.ex2", "pause"), ("store.ex1", "clock"), ("mta.ex1", "lag"),
                          ("mta.ex1 -> mta.ex2", "link"), ("mta.ex2 -> mta.ex1", "link"),
