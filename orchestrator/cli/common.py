@@ -47,6 +47,17 @@ def results_dir(run_dir: Path, name: str) -> Path:
     return run_dir / name
 
 
+def keep_run(folder: Path, summary: dict[str, Any]) -> None:
+    """A run in the results store (orchestrator.lab.results): its summary.json and pictures, its
+    index.html (the page `xcon serve` shows of it), and results/latest pointing at it."""
+    from orchestrator.lab import results as results_store
+    from orchestrator.serve.pages import static_campaign
+
+    results_store.write(folder, summary)
+    (folder / "index.html").write_text(static_campaign(summary))
+    results_store.point_latest(folder)
+
+
 class Text(click.ParamType):
     """Text that is valid UTF-8: a command line can carry any bytes, mail text and names cannot."""
 

@@ -21,7 +21,7 @@ from orchestrator.lab import results as results_store
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
-from .common import emit_json, json_option, out, profile_options, results_dir, run_dir_option
+from .common import emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option
 
 @click.command()
 @run_dir_option
@@ -171,14 +171,14 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             "faults": list(kinds), "simulated": sim, "network": network, "store": str(root),
             "command": f"xcon chaos {sim_flag}--seed {seed} --trials {len(seeds)} {flags}"}
     summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd)
-    keep_campaign(root, summary)
+    keep_run(root, summary)
     if report_dir:
         write_chaos_report(report_dir, summary, first)
     nondeterministic = [r for r in results if (r.error or "").startswith("nondeterministic")]
     if as_json:
         emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
                    "first_broken": first.to_json() if first else None, "replay": replay_cmd,
-                   "nondeterministic": [r.seed for r in nondeterministic], **extra,
+                   "nondeterministic": [r.seed for r in nondeterministic], "kept": str(root), **extra,
                    "trials": [r.to_json() for r in results]})
     else:
         where = "simulated" if sim else "live clusters"
@@ -205,6 +205,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         out.print(table)
         if sim and torn_kills and "kill" in " ".join(kinds):
             out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
+        out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
         if first:
             out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
             out.print(f"replay: {replay_cmd}")
@@ -246,25 +247,12 @@ def describe_break(trial: Any) -> str:
     return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
 
 
-def keep_campaign(root: Path, summary: dict[str, Any]) -> None:
-    """The campaign in the results store: summary.json, traces, index.html; results/latest -> it."""
-    from orchestrator.serve.pages import static_campaign
-
-    results_store.write(root, summary)
-    (root / "index.html").write_text(static_campaign(summary))
-    results_store.point_latest(root)
-
-
 def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list) -> None:
     """A scenario run in the results store, as a campaign is (orchestrator.lab.results)."""
-    from orchestrator.serve.pages import static_campaign
-
     root = results_store.new(results_dir(run_dir, "results"), f"{'sim-' if sim else ''}scenario-{name}")
     summary = results_store.scenario_summary({"kind": "scenario", "name": root.name, "build": name, "simulated": sim,
                                               "store": str(root)}, cases)
-    results_store.write(root, summary)
-    (root / "index.html").write_text(static_campaign(summary))
-    results_store.point_latest(root)
+    keep_run(root, summary)
 
 
 def write_chaos_report(report_dir: Path, summary: dict[str, Any], first: Any) -> None:

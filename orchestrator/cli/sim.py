@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nodes.config import BUILDS
 
-from .common import emit_json, json_option, out, results_dir, run_dir_option
+from .common import emit_json, json_option, keep_run, out, results_dir, run_dir_option
 
 
 @click.group()
@@ -77,7 +77,6 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
                                         f"--retries {small.retry_ms} --copies {small.copy_ms}"}
     needs = ex.conditions(rows)
     from orchestrator.lab import results as results_store
-    from orchestrator.serve.pages import static_campaign
 
     kept = results_store.new(results_dir(run_dir, "results"), f"explore-{name}-{mta_build}")
     summary = {"kind": "explore", "name": kept.name, "build": mta_build, "simulated": True, "store": str(kept),
@@ -87,9 +86,7 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
                           f"--copies {copies}",
                "labels": {"strip": "bob's copy by send time: '.' delivered, 'n' NDR, 'X' lost, one mark per step_s "
                                    "from -before_s s after the move is asked for"}}
-    results_store.write(kept, summary)
-    (kept / "index.html").write_text(static_campaign(summary))
-    results_store.point_latest(kept)
+    keep_run(kept, summary)
     if as_json:
         emit_json({"build": mta_build, "points": len(done), "lost": lost, "errors": errors, "seconds": round(seconds, 2),
                    "rows": rows, "smallest": smallest, "loses_with": needs, "ok": ok})

@@ -3,6 +3,8 @@ xcon show (postcat), xcon fault list (toxiproxy-cli list), xcon --version."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator.cluster import Cluster
 
 from ..conftest import xcon, xcon_json
@@ -84,5 +86,7 @@ def test_tables_at_80_columns_cut_no_number_and_no_name(tmp_path):
     words = set(listing.replace(",", " ").split())
     assert all(case in words for a in FAMILY.values() for case in a.cases), "every case name whole"
     campaign = xcon("chaos", "--sim", "--trials", "5", "--seed", "1", run_dir=tmp_path, env=narrow, check=True).stdout
-    assert "…" not in campaign and max(map(len, campaign.splitlines())) <= 80, campaign
+    kept = campaign.split("kept for `xcon serve` in\n", 1)[1].splitlines()[0].strip()
+    assert (tmp_path / "results" / "latest").resolve() == Path(kept), "the campaign's folder, whole"
+    assert "…" not in campaign and max(len(line) for line in campaign.splitlines() if kept not in line) <= 80, campaign
     assert "│ pairs " in campaign and "│ broken trials " in campaign
