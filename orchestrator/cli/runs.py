@@ -144,10 +144,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "") + \
         ("" if extremes else " --no-extremes")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
-    replay_cmd = None
-    if first:
-        replay_cmd = (f"xcon chaos {sim_flag}--world {world_file}" if world_file else
-                      f"xcon chaos {sim_flag}--replay {first.seed} {flags}")
+    def replay_of(trial_seed: int) -> str:
+        return (f"xcon chaos {sim_flag}--world {world_file}" if world_file else
+                f"xcon chaos {sim_flag}--replay {trial_seed} {flags}")
+
+    replay_cmd = replay_of(first.seed) if first else None
     extra: dict[str, Any] = {}
     if sim and first and shrink:
         world = next(w for w in worlds if w.seed == first.seed)
@@ -170,7 +171,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     meta = {"kind": "chaos", "name": root.name, "seed": seed, "build": mta_build, "move_build": move_build,
             "faults": list(kinds), "simulated": sim, "network": network, "store": str(root),
             "command": f"xcon chaos {sim_flag}--seed {seed} --trials {len(seeds)} {flags}"}
-    summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd)
+    summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd, replay_of)
     keep_run(root, summary)
     if report_dir:
         write_chaos_report(report_dir, summary, first)
@@ -240,11 +241,9 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
 
 
 def describe_break(trial: Any) -> str:
-    if trial.violations:
-        v = trial.violations[0]
-        return f"{v['outcome']} {v['msg_id']} -> {v['rcpt']}"
-    lock = trial.stale_locks[0]
-    return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
+    from orchestrator.lab.chaos import what_broke
+
+    return what_broke(trial.violations, trial.stale_locks) or "broken"
 
 
 def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list) -> None:

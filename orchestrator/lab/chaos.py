@@ -107,6 +107,17 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     return result
 
 
+def what_broke(violations: list[dict[str, Any]] | None, stale_locks: list[dict[str, Any]] | None) -> str | None:
+    """What broke first in a trial, as `xcon chaos` and `xcon serve` say it; None if nothing did."""
+    if violations:
+        v = violations[0]
+        return f"{v['outcome']} {v['msg_id']} -> {v['rcpt']}"
+    if stale_locks:
+        lock = stale_locks[0]
+        return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
+    return None
+
+
 def deliveries(events: list[dict[str, Any]], seconds: int = 600) -> tuple[dict[str, int], list[int]]:
     """How long each message took from its acceptance to a mailbox (the first copy of each pair),
     and how many copies reached a mailbox in each second of the run (its first `seconds`)."""

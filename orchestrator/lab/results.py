@@ -15,7 +15,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 LATEST = "latest"
 MAX_TRACES = 20  # the broken trials whose first finding gets a trace picture
@@ -68,9 +68,10 @@ def world_of(world: Any) -> dict[str, Any]:
 
 
 def campaign_summary(meta: dict[str, Any], totals: dict[str, Any], results: list, worlds: list,
-                     replay: str | None) -> dict[str, Any]:
+                     replay: str | None, replay_of: Callable[[int], str]) -> dict[str, Any]:
     """summary.json of a campaign: `meta` (kind, name, seed, build, faults, simulated, command),
-    its totals, and each trial with its world and what was kept of it."""
+    its totals, and each trial with its world, what was kept of it and, when it broke, the
+    command that replays it (`replay_of(seed)`: the one `xcon chaos` prints)."""
     by_seed = {w.seed: w for w in worlds}
     trials = []
     for r in results:
@@ -80,6 +81,8 @@ def campaign_summary(meta: dict[str, Any], totals: dict[str, Any], results: list
         entry["faults_injected"] = entry.pop("faults")  # a count: the world says which
         if r.seed in by_seed:
             entry["world"] = world_of(by_seed[r.seed])
+        if r.broken:
+            entry["replay"] = replay_of(r.seed)
         trials.append(entry)
     return {**meta, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "totals": totals, "replay": replay,
             "labels": {"trials": "one per seed; broken: a finding the invariant names; run_dir: kept only when broken",

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import jinja2
 
+from orchestrator.lab.chaos import what_broke
+
 from .data import TRIALS_SHOWN
 
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -26,25 +28,12 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
     broken = []
     for t in trials:
         if t.get("broken"):
-            replay = (summary.get("replay") or "").rsplit("--replay", 1)
-            flags = replay[1].split(None, 1)[1] if len(replay) == 2 and " " in replay[1].strip() else ""
-            broken.append({"seed": t["seed"], "what": _what(t), "run_dir": t.get("run_dir"), "trace": t.get("trace"),
+            broken.append({"seed": t["seed"], "run_dir": t.get("run_dir"), "trace": t.get("trace"),
+                           "what": what_broke(t.get("violations"), t.get("stale_locks")) or t.get("error") or "broken",
                            "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else None,
-                           "replay": f"xcon chaos {'--sim ' if summary.get('simulated') else ''}--replay {t['seed']} "
-                                     + flags.strip()})
+                           "replay": t.get("replay", "")})
     return render("campaign.html", root, s=summary, trials=trials[:TRIALS_SHOWN], broken=broken,
                   plots=plots(summary), **context)
-
-
-def _what(trial: dict[str, Any]) -> str:
-    """What broke first in a trial (as `xcon chaos` says it)."""
-    if trial.get("violations"):
-        v = trial["violations"][0]
-        return f"{v['outcome']} {v['msg_id']} -> {v['rcpt']}"
-    if trial.get("stale_locks"):
-        lock = trial["stale_locks"][0]
-        return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
-    return trial.get("error") or "broken"
 
 
 def static_campaign(summary: dict[str, Any]) -> str:

@@ -103,6 +103,8 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     assert broken and any(t["run_dir"] for t in broken) and all(Path(d).is_dir() for d in kept_dirs) and \
         not any(t["run_dir"] for t in summary["trials"] if not t["broken"]), "points only at what it kept"
     assert all("faults_by_kind" in t["world"] for t in summary["trials"])
+    assert broken[0]["replay"] == summary["replay"], "the first broken trial's replay is the one chaos prints"
+    assert all(t["replay"].startswith(f"xcon chaos --sim --replay {t['seed']} --mta-build legacy") for t in broken)
     # the results store: the page serve shows, beside summary.json, readable from the file system
     latest = run / "results" / "latest"
     assert latest.is_symlink() and latest.resolve().name == kept["folder"]
