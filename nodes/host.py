@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from protocol import Frame, hlc
+from protocol import INVALID, Frame, hlc
 
 from .core import Feed, Log, Publish, Reply, Request, Response, Send
 from .faults import Faults, LinkRule
@@ -213,7 +213,7 @@ class NodeHost:
             # what the node stamps from now on reads this far off (protocol.hlc); its timers do not
             if abs(body["offset_ms"]) > hlc.MAX_OFFSET_S * 1000:
                 self._reply(Reply(peer, frame.id, "error", {"reason": "offset_ms must be within a day either way",
-                                                            "code": None}))
+                                                            "code": INVALID}))
                 return
             self.hlc.offset = body["offset_ms"] / 1000
         else:

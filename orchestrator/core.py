@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.core import Reply, Request, Response, error, log
+from protocol import INVALID
 
 from .faults import HOLD_KINDS, MOVE_STEPS, FaultCore
 from .move import JournalStep, MoveCore
@@ -51,7 +52,7 @@ class OrchestratorCore:
             step = body["params"].get("step")
             if step not in MOVE_STEPS:
                 return error(req, f"bad parameters for fault 'hold_at_step': step must be one of "
-                                  f"{', '.join(MOVE_STEPS)} (got {step!r})")
+                                  f"{', '.join(MOVE_STEPS)} (got {step!r})", INVALID)
             self.moves.arm_hold(step)
             actions: list = []
         else:

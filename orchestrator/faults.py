@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodes.core import Ids, Reply, Request, Send, error, log
+from protocol import INVALID
 
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
 # the kernel's faults on a cluster of network namespaces (orchestrator.netns): on hosts, not nodes
@@ -128,18 +129,18 @@ class FaultCore:
         body = req.frame.body
         kind, node, peer, params = body["kind"], body["node"], body["peer"], body["params"]
         if kind not in KINDS:
-            return error(req, f"unknown fault '{kind}' (kinds: {', '.join(KINDS)})")
+            return error(req, f"unknown fault '{kind}' (kinds: {', '.join(KINDS)})", INVALID)
         if kind in NET_KINDS:
             return [NetFault(kind, node, peer, dict(params), req.peer, req.frame.id)]
         if kind != "clear" and node not in self.nodes:
-            return error(req, f"no node '{node}' (nodes: {', '.join(self.nodes)})")
+            return error(req, f"no node '{node}' (nodes: {', '.join(self.nodes)})", INVALID)
         if kind == "restart":
             self.restart_at.pop(node, None)
             return [RestartNode(node, req.peer, req.frame.id, params)]
         try:
             actions = self._actions(kind, node, peer, params, now)
         except (KeyError, TypeError, ValueError) as exc:
-            return error(req, f"bad parameters for fault '{kind}': {exc}")
+            return error(req, f"bad parameters for fault '{kind}': {exc}", INVALID)
         return [*actions, Reply(req.peer, req.frame.id, "ok", {}),
                 log("fault.injected", level="warning", kind=kind, target=node, peer=peer, **params)]
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
-from protocol import MOVE_ENDED
+from protocol import INVALID, MOVE_ENDED
 
 from .move_paging import Paging
 from .move_rollback import Rollback
@@ -113,7 +113,7 @@ class MoveCore(Rollback, Paging):
             if event.frame.type == "orch.move_status":
                 move = self.moves.get(event.frame.body["move_id"])
                 if move is None:
-                    return error(event, f"unknown move '{event.frame.body['move_id']}'")
+                    return error(event, f"unknown move '{event.frame.body['move_id']}'", INVALID)
                 return [Reply(event.peer, event.frame.id, "orch.move_state", {"move": move.public()})]
             if event.frame.type == "orch.abort":
                 return self._abort(event, event.frame.body["alias"], now)
@@ -167,16 +167,16 @@ class MoveCore(Rollback, Paging):
     def _start_move(self, req: Request, body: dict[str, Any], now: float) -> list:
         alias, target = body["alias"], body["target"]
         if target not in self.servers:
-            return error(req, f"unknown server '{target}' (servers: {', '.join(self.servers)})")
+            return error(req, f"unknown server '{target}' (servers: {', '.join(self.servers)})", INVALID)
         for m in self.active():
             if m.alias == alias:
                 if m.rolling_back:
                     waiting = f": waiting for {m.last[0]}" if m.request and m.last else ""
                     return error(req, f"'{alias}' is still being rolled back from {m.move_id} "
-                                      f"(step {m.step}{waiting})")
-                return error(req, f"'{alias}' is already being moved ({m.move_id}, step {m.step})")
+                                      f"(step {m.step}{waiting})", INVALID)
+                return error(req, f"'{alias}' is already being moved ({m.move_id}, step {m.step})", INVALID)
         if not 0 <= body["copy_delay_ms"] <= 600_000:
-            return error(req, "copy delay must be between 0 and 600000 ms")
+            return error(req, "copy delay must be between 0 and 600000 ms", INVALID)
         move = Move(self.ids.next().replace("orchestrator.", "move."), alias, target, body["workaround"],
                     body["copy_delay_ms"], legacy=self.legacy, started_at=now, requester=(req.peer, req.frame.id))
         self.moves[move.move_id] = move
@@ -261,15 +261,15 @@ class MoveCore(Rollback, Paging):
 
     def _resolved(self, move: Move, entry: dict[str, Any] | None, now: float) -> list:
         if entry is None:
-            return self._refuse(move, f"unknown user '{move.alias}'", why="unknown user")
+            return self._refuse(move, f"unknown user '{move.alias}'", why="unknown user", code=INVALID)
         move.source = entry["home_server"]
         if move.source == move.target:
-            return self._refuse(move, f"'{move.alias}' is already on {move.target}", why="already there")
+            return self._refuse(move, f"'{move.alias}' is already on {move.target}", why="already there", code=INVALID)
         source_site, target_site = self.sites.get(move.source), self.sites.get(move.target)
         if source_site != target_site:
             return self._refuse(move, f"{move.source} is in site {source_site} and {move.target} in site {target_site}: "
                                       "Exchange 5.5 moves a mailbox within its site only (across sites, export and "
-                                      "import it)", why="across sites")
+                                      "import it)", why="across sites", code=INVALID)
         peer, re = move.requester or (b"", "")
         actions: list = [Reply(peer, re, "orch.move_started", {"move_id": move.move_id, "source": move.source}),
                          log("move.started", move_id=move.move_id, alias=move.alias, mailbox=move.alias,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.core import Reply, Request, error, log
-from protocol import MOVE_ENDED, NO_MAILBOX, NOT_LOCKED
+from protocol import INVALID, MOVE_ENDED, NO_MAILBOX, NOT_LOCKED
 
 from .move_state import ROLLBACK, OLD_STEPS, Move
 
@@ -98,22 +98,22 @@ class Rollback:
         return [log("move.problem", level="warning", move_id=move.move_id, step=move.step, reason=reason),
                 *self._rollback(move, now)]
 
-    def _refuse(self, move: Move, reason: str, why: str | None = None) -> list:
+    def _refuse(self, move: Move, reason: str, why: str | None = None, code: str | None = None) -> list:
         """A move that never got past resolving: nothing to undo, its requester hears `reason`
-        (the log line says `why`, when shorter)."""
+        (the log line says `why`, when shorter) and `code` (INVALID: the request was at fault)."""
         peer, re = move.requester or (b"", "")
         del self.moves[move.move_id]
-        return [Reply(peer, re, "error", {"reason": reason, "code": None}),
+        return [Reply(peer, re, "error", {"reason": reason, "code": code}),
                 log("move.refused", move_id=move.move_id, alias=move.alias, reason=why or reason)]
 
     def _abort(self, req: Request, alias: str, now: float) -> list:
         """The operator's abort: roll back the running move of `alias`, if it is before set_home."""
         move = next((m for m in self.active() if m.alias == alias), None)
         if move is None:
-            return error(req, f"no move of '{alias}' is running")
+            return error(req, f"no move of '{alias}' is running", INVALID)
         if self._forward(move):
             return error(req, f"{move.move_id} is past set_home (the directory names {move.target}): "
-                              "it finishes, it cannot be rolled back")
+                              "it finishes, it cannot be rolled back", INVALID)
         actions = [log("move.aborted", level="warning", move_id=move.move_id, alias=alias, mailbox=alias,
                        step=move.step, src=req.frame.src)]
         move.held, move.parked = False, None  # a hold stops a move's progress, never its rollback

@@ -7,6 +7,7 @@ from typing import Any, Callable, Protocol
 
 from nodes.config import Settings
 from nodes.core import Reply, log
+from protocol import INVALID
 from nodes.host import Wiring
 
 from .core import OrchestratorCore
@@ -56,7 +57,7 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
         if pid is not None:
             reason = f"{action.node} is running (pid {pid}); kill it first"
             if action.re:
-                answer = [Reply(action.peer, action.re, "error", {"reason": reason, "code": None})]
+                answer = [Reply(action.peer, action.re, "error", {"reason": reason, "code": INVALID})]
             return [*answer, log("fault.restart_refused", level="warning", target=action.node, reason=reason)]
         pid = processes.spawn(action.node)
         return [*answer, log("fault.injected", level="warning", kind="restart", target=action.node, peer=None,
@@ -79,7 +80,10 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
             else:
                 done = netns.heal(network)
         except (netns.NetworkError, ValueError, TypeError) as exc:
-            return [*([Reply(a.reply_to, a.re, "error", {"reason": str(exc), "code": None})] if a.re else []),
+            # asked of a cluster without namespaces, or with bad values, the request is at fault;
+            # a kernel that refuses is the machine's
+            code = INVALID if network is None or not isinstance(exc, netns.NetworkError) else None
+            return [*([Reply(a.reply_to, a.re, "error", {"reason": str(exc), "code": code})] if a.re else []),
                     log("fault.refused", level="warning", kind=a.kind, target=a.host, reason=str(exc))]
         if not a.re:
             return [log("fault.healed", undone=done)] if done else []

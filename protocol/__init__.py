@@ -2,11 +2,11 @@
 
 from .frame import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, Frame, ProtocolError, batch, check_body, decode, decode_message, encode
 from .messages import (
-    ERROR_CODES, MESSAGES, MOVE_ENDED, MOVE_STATE, NO_MAILBOX, NOT_LOCKED, PRIORITIES, REPLIES, VERSION,
+    ERROR_CODES, INVALID, MESSAGES, MOVE_ENDED, MOVE_STATE, NO_MAILBOX, NOT_LOCKED, PRIORITIES, REPLIES, VERSION,
 )
 
 __all__ = [
-    "ERROR_CODES", "MAX_BATCH_FRAMES", "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MESSAGES", "MOVE_ENDED", "MOVE_STATE",
+    "ERROR_CODES", "INVALID", "MAX_BATCH_FRAMES", "MAX_FRAME_BYTES", "MAX_MESSAGE_BYTES", "MESSAGES", "MOVE_ENDED", "MOVE_STATE",
     "NO_MAILBOX", "NOT_LOCKED", "PRIORITIES", "REPLIES", "VERSION",
     "Frame", "ProtocolError", "batch", "check_body", "decode", "decode_message", "encode",
 ]

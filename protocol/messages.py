@@ -64,7 +64,11 @@ PRIORITIES = ("urgent", "normal", "non-urgent")
 # program reads, the reason is what a person reads (and may be reworded at will).
 NO_MAILBOX = "no_mailbox"  # the store has no such mailbox
 NOT_LOCKED = "not_locked"  # the mailbox is not locked (by that owner)
-ERROR_CODES = frozenset({NO_MAILBOX, NOT_LOCKED})
+# the request itself is at fault (an unknown name, a name taken, a value out of range): asked
+# again it is refused again. `xcon` exits 2 on it, as on a bad flag; other refusals (busy, no
+# room, starting) are the node's state, and asked later may succeed.
+INVALID = "invalid"
+ERROR_CODES = frozenset({NO_MAILBOX, NOT_LOCKED, INVALID})
 
 # A move's state as the orchestrator shows it (orch.move_state's "move", and each of the status's
 # "active"): what `xcon move` and the tools wait on. A move has ended once its step is one of

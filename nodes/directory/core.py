@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import INVALID
 from protocol.names import ALIAS_RULE, RESERVED_ALIASES, valid_alias
 
 from ..core import Publish, Reply, Request, error, log
@@ -75,11 +76,11 @@ class DirectoryCore:
     def _add(self, req: Request, body: dict[str, Any]) -> list:
         alias = body["alias"]
         if not valid_alias(alias):
-            return error(req, f"'{alias}' is not a valid alias ({ALIAS_RULE})")
+            return error(req, f"'{alias}' is not a valid alias ({ALIAS_RULE})", INVALID)
         if alias in RESERVED_ALIASES:
-            return error(req, f"'{alias}' is reserved: every store keeps the {alias} mailbox")
+            return error(req, f"'{alias}' is reserved: every store keeps the {alias} mailbox", INVALID)
         if alias in self.recipients:
-            return error(req, f"user '{alias}' already exists")
+            return error(req, f"user '{alias}' already exists", INVALID)
         entry = {
             "alias": alias,
             "display_name": body["display_name"] or alias,
@@ -89,14 +90,14 @@ class DirectoryCore:
         }
         problem = self._check(entry)
         if problem:
-            return error(req, problem)
+            return error(req, problem, INVALID)
         return self._commit(req, entry, "added")
 
     def _modify(self, req: Request, body: dict[str, Any]) -> list:
         alias, changes, op = body["alias"], body["changes"], body["op"]
         current = self.recipients.get(alias)
         if current is None:
-            return error(req, f"unknown user '{alias}'")
+            return error(req, f"unknown user '{alias}'", INVALID)
         if op is not None and op in self.ops:
             usn = self.ops[op]
             return [Reply(req.peer, req.frame.id, "dir.changed", {"usn": usn, "recipient": current}),
@@ -105,14 +106,14 @@ class DirectoryCore:
                    "reject_from": list}
         for key, value in changes.items():
             if key not in allowed:
-                return error(req, f"cannot change '{key}' (can change: {', '.join(allowed)})")
+                return error(req, f"cannot change '{key}' (can change: {', '.join(allowed)})", INVALID)
             if not isinstance(value, allowed[key]):
-                return error(req, f"'{key}' has the wrong type")
+                return error(req, f"'{key}' has the wrong type", INVALID)
         entry = {k: v for k, v in current.items() if k != "usn"}
         entry.update(changes)
         problem = self._check(entry)
         if problem:
-            return error(req, problem)
+            return error(req, problem, INVALID)
         return self._commit(req, entry, "modified", op=op, changes=changes)
 
     def _check(self, entry: dict[str, Any]) -> str | None:

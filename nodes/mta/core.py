@@ -22,7 +22,7 @@ import heapq
 import itertools
 from typing import Any, Iterator
 
-from protocol import MAX_MESSAGE_BYTES, PRIORITIES
+from protocol import INVALID, MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import MSG_ID_RULE, generated_id, valid_msg_id, valid_submitted_id
 
 from ..config import BUILDS, Settings
@@ -231,24 +231,25 @@ class MtaCore(Routing, Reports, DirectoryFeed):
     def _submit(self, req: Request, body: dict[str, Any], now: float) -> list:
         sender, recipients = body["sender"], list(dict.fromkeys(body["recipients"]))
         if not recipients:
-            return error(req, "a message needs at least one recipient")
+            return error(req, "a message needs at least one recipient", INVALID)
         if len(recipients) > MAX_RECIPIENTS:
-            return error(req, f"at most {MAX_RECIPIENTS} recipients per message")
+            return error(req, f"at most {MAX_RECIPIENTS} recipients per message", INVALID)
         for alias in [sender, *recipients]:
             if self.cache.get(alias, now) is None:
-                return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)")
+                return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)", INVALID)
         priority = body.get("priority") or "normal"
         if priority not in PRIORITIES:
-            return error(req, f"priority must be one of {', '.join(PRIORITIES)} (got {priority!r})")
+            return error(req, f"priority must be one of {', '.join(PRIORITIES)} (got {priority!r})", INVALID)
         msg_id = body["msg_id"]
         if msg_id is None:
             self._submitted += 1
             msg_id = generated_id(self.server, self._boot, self._submitted)
         elif not valid_submitted_id(msg_id):
-            return error(req, f"'{msg_id[:80]}' is not a valid message id ({MSG_ID_RULE})")
+            return error(req, f"'{msg_id[:80]}' is not a valid message id ({MSG_ID_RULE})", INVALID)
         known = self.queue.get(msg_id)
         if known is not None and known.sender != sender:
-            return error(req, f"message id '{msg_id}' belongs to another message (from {known.sender}); choose another")
+            return error(req, f"message id '{msg_id}' belongs to another message (from {known.sender}); choose another",
+                         INVALID)
         if known is not None or msg_id in self.seen:
             # a retried submission: accepted already, say so again (idempotent by message id). It
             # is logged again: a node killed between the message's durable write and its first
@@ -260,7 +261,7 @@ class MtaCore(Routing, Reports, DirectoryFeed):
                         cache_usn=self.cache.usn, repeated=True)]
         raw = compose(msg_id, sender, recipients, body["subject"], body["body"], now, priority)
         if len(raw) > MAX_MESSAGE_BYTES:
-            return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
+            return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes", INVALID)
         if not self.room.fits(2 * len(raw)):
             return error(req, self.room.refusal())
         msg = QueuedMessage(msg_id, sender, raw, now, priority=priority)

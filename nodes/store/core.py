@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import MAX_MESSAGE_BYTES, NO_MAILBOX, NOT_LOCKED
+from protocol import INVALID, MAX_MESSAGE_BYTES, NO_MAILBOX, NOT_LOCKED
 from protocol.names import POSTMASTER, valid_alias, valid_msg_id
 
 from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
@@ -124,7 +124,7 @@ class StoreCore:
             return error(event, f"the store does not handle '{frame.type}'")
         mailbox = frame.body.get("mailbox", "")
         if not valid_alias(mailbox):
-            return error(event, f"'{mailbox}' is not a valid mailbox name")
+            return error(event, f"'{mailbox}' is not a valid mailbox name", INVALID)
         return handler(event, frame.body, now)
 
     # --- requests ---------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class StoreCore:
         if owner is not None and self.made.get(mailbox) == owner:
             return [self._ok(req), log("store.create_repeated", mailbox=mailbox, owner=owner)]
         if mailbox in self.mailboxes:
-            return error(req, f"mailbox '{mailbox}' already exists on {self.server}")
+            return error(req, f"mailbox '{mailbox}' already exists on {self.server}", INVALID)
         actions = self._purge(mailbox, "a new mailbox of its name")
         self.mailboxes[mailbox] = set()
         if owner is not None:
@@ -152,9 +152,9 @@ class StoreCore:
     def _deliver(self, req: Request, body: dict[str, Any], now: float) -> list:
         msg_id, mailbox = body["msg_id"], body["mailbox"]
         if not valid_msg_id(msg_id):
-            return error(req, f"'{msg_id[:80]}' is not a valid message id")
+            return error(req, f"'{msg_id[:80]}' is not a valid message id", INVALID)
         if len(body["raw"]) > MAX_MESSAGE_BYTES:
-            return error(req, f"a message of {len(body['raw'])} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+            return error(req, f"a message of {len(body['raw'])} bytes is over the limit of {MAX_MESSAGE_BYTES}", INVALID)
         fields = {"msg_id": msg_id, "mailbox": mailbox}
 
         def result(outcome: str, reason: str = "") -> Reply:
@@ -206,7 +206,7 @@ class StoreCore:
         if holder == owner:
             return [self._ok(req), log("store.lock_repeated", mailbox=mailbox, owner=owner)]
         if holder is not None:
-            return error(req, f"mailbox '{mailbox}' is already locked by {holder}")
+            return error(req, f"mailbox '{mailbox}' is already locked by {holder}", INVALID)
         self.locked[mailbox] = owner
         return [self._persist(), self._ok(req),
                 log("store.marked_in_transit" if mailbox in self.made else "store.locked", mailbox=mailbox, owner=owner)]
@@ -250,7 +250,7 @@ class StoreCore:
             return error(req, f"no mailbox '{body['mailbox']}' on {self.server}", NO_MAILBOX)
         limit = body["limit"]
         if not 1 <= limit <= MAX_EXPORT:
-            return error(req, f"export limit must be between 1 and {MAX_EXPORT}")
+            return error(req, f"export limit must be between 1 and {MAX_EXPORT}", INVALID)
         return [ExportPage(req.peer, req.frame.id, body["mailbox"], body["after"], limit)]
 
     def _import(self, req: Request, body: dict[str, Any], now: float) -> list:
@@ -270,7 +270,7 @@ class StoreCore:
         if mailbox in self.mailboxes and holder != owner:
             # never copy into a mailbox someone can deliver to, or that another move holds
             why = f"locked by {holder}" if holder else "live"
-            return error(req, f"mailbox '{mailbox}' already exists on {self.server} ({why})")
+            return error(req, f"mailbox '{mailbox}' already exists on {self.server} ({why})", INVALID)
         if not self.room.fits(sum(len(raw) for _, _, raw in pages)):
             return error(req, self.room.refusal())
         actions: list = []

@@ -10,6 +10,7 @@ clusters (cli_runs), searches in the simulator (cli_sim).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -24,21 +25,42 @@ from . import mail as cli_mail
 from . import runs as cli_runs
 from . import sim as cli_sim
 from . import web as cli_web
-from orchestrator.cluster.client import ClusterError
-from .common import Finding
+from orchestrator.cluster.client import ClusterError, Refused
+from .common import DONE, EXIT_CODES, FINDING, NOT_DONE, USAGE, Finding
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="xcon", prog_name="xcon", message="%(prog)s %(version)s")  # read when asked
-def xcon() -> None:
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             invoke_without_command=True, epilog=EXIT_CODES)
+@click.option("--version", "show_version", is_flag=True, help="Print xcon's version and exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --version: the version, protocol and Python as JSON.")
+@click.pass_context
+def xcon(ctx: click.Context, show_version: bool, as_json: bool) -> None:
     """xcon: an Exchange 5.5 organisation in processes, to reproduce KB Q248839.
 
     Start a cluster with `xcon up`, add users, send mail, move mailboxes while mail flows,
     then read what happened with `xcon logs` and judge it with `xcon check`.
     `xcon scenario q248839 --all` runs the whole reproduction on fresh clusters.
     """
+    if show_version:
+        print_version(as_json)
+        ctx.exit(DONE)
+    if as_json:
+        raise click.UsageError("--json goes after a command (`xcon status --json`); before one, only with --version")
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def print_version(as_json: bool) -> None:
+    from importlib.metadata import version
+    import platform
+
+    from protocol import VERSION
+
+    about = {"name": "xcon", "version": version("xcon"), "protocol": VERSION, "python": platform.python_version()}
+    click.echo(json.dumps(about) if as_json else f"xcon {about['version']} (protocol {VERSION}, "
+                                                 f"Python {about['python']})")
 
 
 for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_sim, cli_web):
@@ -63,7 +85,7 @@ def main() -> None:
     except click.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "xcon"
         click.echo(one_line(f"{cmd}: {exc.format_message()} (see `{cmd} --help`)"), err=True)
-        sys.exit(2)
+        sys.exit(USAGE)
     except click.Abort:
         click.echo("xcon: aborted", err=True)
         sys.exit(130)
@@ -72,23 +94,26 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except Finding as exc:
         click.echo(one_line(f"xcon: {exc}"), err=True)
-        sys.exit(1)
+        sys.exit(FINDING)
+    except Refused as exc:  # the request was at fault, as a bad flag is
+        click.echo(one_line(f"xcon: {exc}"), err=True)
+        sys.exit(USAGE)
     except ClusterError as exc:
         click.echo(one_line(f"xcon: {exc}"), err=True)
-        sys.exit(1)
+        sys.exit(NOT_DONE)
     except UnicodeEncodeError:  # a name or text from the command line that Text did not see
         click.echo("xcon: an argument is not valid UTF-8 text", err=True)
-        sys.exit(2)
+        sys.exit(USAGE)
     except OSError as exc:  # a path the user gave or a run-dir that cannot be written: one line
         where = f": {exc.filename}" if exc.filename else ""
         click.echo(one_line(f"xcon: {exc.strerror or exc}{where}"), err=True)
-        sys.exit(1)
+        sys.exit(NOT_DONE)
     except Exception as exc:  # a bug: still one line, the traceback on demand
         if os.environ.get("XCON_DEBUG"):
             raise
         click.echo(one_line(f"xcon: internal error: {type(exc).__name__}: {exc} (set XCON_DEBUG=1 for the traceback)"),
                    err=True)
-        sys.exit(3)
+        sys.exit(NOT_DONE)
 
 
 if __name__ == "__main__":

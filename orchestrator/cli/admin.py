@@ -12,7 +12,7 @@ from rich.table import Table
 from nodes.config import ClusterConfig
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError
-from .common import emit_json, json_option, out, run_dir_option
+from .common import FINDING, emit_json, json_option, out, run_dir_option
 
 LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when a command runs
 
@@ -97,7 +97,7 @@ def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:
         else:
             click.echo(f"xcon: {msg_id} is in no mailbox and no queue of {run_dir} (see `xcon check`, "
                        f"`xcon trace {msg_id}`)", err=True)
-        sys.exit(1)
+        sys.exit(FINDING)
     first = admin.raw_of(run_dir, own[0])
     if raw:
         sys.stdout.buffer.write(first)

@@ -23,9 +23,20 @@ out = Console(highlight=False, soft_wrap=True,
               width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000)
 
 
+# Exit codes, the same for every command (stated in `xcon --help` and docs/cli.md)
+DONE = 0  # done, and nothing found wrong
+FINDING = 1  # a finding: lost mail, a broken invariant, no match, a run that did not go as expected
+USAGE = 2  # the request is at fault (a bad flag, an unknown name, a name taken): nothing was done
+NOT_DONE = 3  # xcon could not do it or could not judge: no cluster, no answer, logs missing, a bug
+EXIT_CODES = ("Exit codes: 0 done; 1 a finding (lost mail, a broken invariant, no match, a run that did not go "
+              "as expected); 2 a usage error (a bad flag, an unknown name, a name taken: nothing was done); "
+              "3 could not do it or could not judge (no cluster, a node that does not answer, a failed move, "
+              "logs missing for a verdict, an internal error); 130 interrupted.")
+
+
 class Finding(Exception):
     """What a command found rather than did: nothing matched, the awaited event never came. One
-    line on stderr and exit 1, the code of every finding (lost mail, a broken invariant, ...)."""
+    line on stderr and exit FINDING, the code of every finding (lost mail, a broken invariant, ...)."""
 
 
 def run_dir_option(f: Callable) -> Callable:

@@ -10,7 +10,7 @@ import click
 
 from orchestrator import cluster as cl
 from .common import attached, emit_json, json_option, out, run_dir_option
-from orchestrator.cluster.client import ClusterError
+from orchestrator.cluster.client import Refused
 from orchestrator.faults import MOVE_STEPS
 
 
@@ -172,7 +172,7 @@ def list_faults(cluster: cl.Cluster, as_json: bool) -> None:
 
 def known_node(cluster: cl.Cluster, node: str) -> None:
     if node not in cluster.config.nodes:
-        raise ClusterError(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
+        raise Refused(f"no node '{node}' (nodes: {', '.join(cluster.config.nodes)})")
 
 
 @click.command()

@@ -13,7 +13,7 @@ import click
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
 from protocol import hlc
-from .common import Finding, emit_json, json_option, out, run_dir_option
+from .common import FINDING, NOT_DONE, Finding, emit_json, json_option, out, run_dir_option
 from orchestrator.cluster.client import ClusterError
 
 HIDDEN = {"ts", "node", "level", "event", "hlc", "lamport"}
@@ -73,7 +73,7 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
     if not shown and msg:  # as `xcon trace` and `xcon show` say of a message nobody logged
         click.echo(f"xcon: no event of message {msg}" + (f" on {node}" if node else "")
                    + (f" matching {pattern!r}" if pattern else ""), err=True)
-        sys.exit(1)
+        sys.exit(FINDING)
 
 
 @click.command("trace")
@@ -130,7 +130,7 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
             emit_json({"ok": None, "no_verdict": str(exc)})
         else:
             click.echo(f"xcon: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(NOT_DONE)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -160,7 +160,7 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
         broken = len(report.violations) + len(report.stale_locks)
         out.print("invariant holds" if report.ok else f"[red]invariant broken: {broken} finding(s)[/red]")
     if not report.ok:
-        sys.exit(1)
+        sys.exit(FINDING)
 
 
 def brief(e: dict[str, Any]) -> str:

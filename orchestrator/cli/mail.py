@@ -15,8 +15,8 @@ from protocol import MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import MSG_ID_RULE, valid_submitted_id
 
 from orchestrator import cluster as cl
-from .common import TEXT, attached, emit_json, json_option, out, run_dir_option
-from orchestrator.cluster.client import ClusterError
+from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option
+from orchestrator.cluster.client import ClusterError, Refused
 
 @click.group()
 def user() -> None:
@@ -89,7 +89,7 @@ def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
     """Show ALIAS as the directory holds it."""
     entry = cluster.lookup(alias)
     if entry is None:
-        raise ClusterError(f"unknown user '{alias}'")
+        raise Refused(f"unknown user '{alias}'")
     print_user(entry, as_json)
 
 
@@ -187,7 +187,9 @@ def mailbox(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
 @json_option
 def move(run_dir: Path, alias: str, target: str | None, workaround: bool, copy_delay_ms: int, no_wait: bool,
          abort: bool, as_json: bool) -> None:
-    """Move ALIAS's mailbox to another server (Move User), or --abort one."""
+    """Move ALIAS's mailbox to another server (Move User), or --abort one.
+
+    Exit 3 when the move fails (it is rolled back), or an abort leaves a store unanswered."""
     if abort and (target or workaround):
         raise click.UsageError("--abort takes no --to or --workaround")
     if not abort and not target:
@@ -202,7 +204,7 @@ def print_move(cluster: cl.Cluster, alias: str, target: str, workaround: bool, c
     if as_json:
         emit_json(state)
         if state["step"] == "failed" or state["rolling_back"]:
-            sys.exit(1)
+            sys.exit(NOT_DONE)
         return
     if state["step"] == "failed" or state["rolling_back"]:
         raise ClusterError(f"move {state['move_id']} failed: {state['error']}{rollback_note(state)}")
@@ -234,7 +236,7 @@ def print_abort(result: dict[str, Any], as_json: bool) -> None:
         if not result["moves"] and not result["cleared"]:
             out.print(f"nothing to abort: no move of {alias} runs and no store holds a lock on its mailbox")
     if result["unreachable"] or any(m["step"] != "failed" for m in result["moves"]):
-        sys.exit(1)
+        sys.exit(NOT_DONE)
 
 
 @click.command()
@@ -251,7 +253,7 @@ def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
     elif not quiet:
         click.echo(f"xcon: still busy after {timeout:g}s (see `xcon status`)", err=True)
     if not quiet:
-        sys.exit(1)
+        sys.exit(FINDING)
 
 
 COMMANDS = [user, send, mailbox, move, wait]

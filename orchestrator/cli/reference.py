@@ -7,14 +7,19 @@ from __future__ import annotations
 import click
 
 from . import xcon
+from .common import EXIT_CODES
 
-INTRO = """# The xcon command line
+INTRO = f"""# The xcon command line
 
 Every command takes `--run-dir DIR` (or `XCON_RUN_DIR`, default `./.xcon`) and `--help`; every
-command that reports has `--json`, the form for scripts. A mistake ends as one line on stderr and
-a non-zero exit: 1 for what went wrong in the cluster (or what `check` judged broken), 2 for a
-command line that makes no sense, 3 for no verdict (`check`) or a bug. Tables fit a terminal's
-width; piped or redirected, they keep every column whole.
+command that reports has `--json`, the form for scripts. A mistake ends as one line on stderr,
+never a traceback. `xcon --version` prints the version (`--json` adds the protocol and Python).
+Tables fit a terminal's width (80 columns included, with `--wide` for every column); piped or
+redirected, they keep every column whole.
+
+{EXIT_CODES} A usage error changes nothing; a node's refusal of what was asked (an unknown user, a
+name taken) is a usage error too, while its refusal for its own state (busy, disk full, starting)
+is 3: asked later, it may succeed.
 
 This page is written from the commands themselves (`python -m orchestrator.cli.reference >
 docs/cli.md`); a test fails when the two differ.

@@ -21,7 +21,7 @@ from orchestrator.lab import results as results_store
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
-from .common import emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option
+from .common import DONE, FINDING, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option
 
 @click.command()
 @run_dir_option
@@ -233,11 +233,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                                   f"error: {c['real_error']}", same, c["run_dir"] or "-")
             out.print(confirmed)
     if nondeterministic:
-        sys.exit(1)
+        sys.exit(FINDING)
     if expect_loss:
-        sys.exit(0 if totals["lost"] else 1)
+        sys.exit(DONE if totals["lost"] else FINDING)
     if first:
-        sys.exit(1)
+        sys.exit(FINDING)
 
 
 def describe_break(trial: Any) -> str:
@@ -318,7 +318,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
             emit_json([r.to_json() for r in found])
         else:
             family.render(name, found, out)
-        sys.exit(0 if all(r.matches for r in found) else 1)
+        sys.exit(DONE if all(r.matches for r in found) else FINDING)
     if case:
         mta_build = mta_build or case
     if all_cases == bool(mta_build):
@@ -335,7 +335,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
     else:
         render(results, out)
     if not all(r.matches for r in results):
-        sys.exit(1)
+        sys.exit(FINDING)
 
 
 @click.command()

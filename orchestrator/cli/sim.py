@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nodes.config import BUILDS
 
-from .common import emit_json, json_option, keep_run, out, results_dir, run_dir_option
+from .common import DONE, FINDING, emit_json, json_option, keep_run, out, results_dir, run_dir_option
 
 
 @click.group()
@@ -117,7 +117,7 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
             out.print("no point loses bob's copy")
         out.print("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "
                   "sp4 and reroute nowhere")
-    sys.exit(0 if ok else 1)
+    sys.exit(DONE if ok else FINDING)
 
 
 COMMANDS = [sim]

@@ -3,8 +3,8 @@
 `from orchestrator import cluster as cl` gives what the tools use most: `cl.start`, `cl.stop`,
 `cl.Cluster` and `cl.ClusterError`."""
 
-from .client import ClusterError, NoAnswer
+from .client import ClusterError, NoAnswer, Refused
 from .cluster import Cluster, WallClock, cli_log, running_config
 from .launch import start, stop
 
-__all__ = ["Cluster", "ClusterError", "NoAnswer", "WallClock", "cli_log", "running_config", "start", "stop"]
+__all__ = ["Cluster", "ClusterError", "NoAnswer", "Refused", "WallClock", "cli_log", "running_config", "start", "stop"]

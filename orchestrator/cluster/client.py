@@ -16,11 +16,17 @@ import zmq
 
 from nodes.config import ClusterConfig
 from nodes.security import Security
-from protocol import Frame, ProtocolError, decode, encode, hlc
+from protocol import INVALID, NO_MAILBOX, Frame, ProtocolError, decode, encode, hlc
 
 
 class ClusterError(Exception):
-    """An error a user can act on; the CLI prints str(err) as one line."""
+    """What xcon could not do (no cluster, a node that does not answer, a start that failed); the
+    CLI prints str(err) as one line and exits 3."""
+
+
+class Refused(ClusterError):
+    """What was asked is at fault (an unknown user, a name taken, a value out of range): asked
+    again it is refused again, and nothing was done. The CLI exits 2, as on a bad flag."""
 
 
 class NoAnswer(ClusterError):
@@ -58,14 +64,14 @@ class Client:
         """Send one request and return the answer; an `error` answer raises ClusterError(reason)."""
         frame = self.ask(node, type_, body, timeout, trace)
         if frame.type == "error":
-            raise ClusterError(frame.body["reason"])
+            raise (Refused if frame.body["code"] in (INVALID, NO_MAILBOX) else ClusterError)(frame.body["reason"])
         return frame
 
     def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
             trace: str | None = None) -> Frame:
         """Like request, but hands back an `error` answer instead of raising."""
         if node not in self.config.nodes:
-            raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.config.nodes))})")
+            raise Refused(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.config.nodes))})")
         sock = self._socket(node)
         rid = uuid.uuid4().hex
         sock.send(encode(Frame(type_, rid, self._src, self._clock.tick(time.time()), body or {}, trace)))

@@ -21,7 +21,7 @@ from orchestrator import processes
 from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
 
-from .client import Client, ClusterError, NoAnswer, TimedOut
+from .client import Client, ClusterError, NoAnswer, Refused, TimedOut
 
 if TYPE_CHECKING:
     from orchestrator.inspect import audit
@@ -89,17 +89,17 @@ class Cluster:
         """Create the mailbox on its home store, then the directory entry. With `wait`, return
         once every MTA's cache holds the new entry."""
         if not valid_alias(alias):
-            raise ClusterError(f"'{alias.strip()}' is not a valid alias ({ALIAS_RULE})")
+            raise Refused(f"'{alias.strip()}' is not a valid alias ({ALIAS_RULE})")
         if alias in RESERVED_ALIASES:
-            raise ClusterError(f"'{alias}' is reserved: every store keeps the {alias} mailbox (`xcon mailbox {alias}`)")
+            raise Refused(f"'{alias}' is reserved: every store keeps the {alias} mailbox (`xcon mailbox {alias}`)")
         if server not in self.servers:
-            raise ClusterError(f"unknown server '{server}' (servers: {', '.join(self.servers)})")
+            raise Refused(f"unknown server '{server}' (servers: {', '.join(self.servers)})")
         if self.lookup(alias) is not None:
-            raise ClusterError(f"user '{alias}' already exists")
+            raise Refused(f"user '{alias}' already exists")
         if alternate is not None and self.lookup(alternate) is None:
-            raise ClusterError(f"unknown alternate recipient '{alternate}'")
+            raise Refused(f"unknown alternate recipient '{alternate}'")
         if deliver_to_both and alternate is None:
-            raise ClusterError("--deliver-to-both needs --alternate")
+            raise Refused("--deliver-to-both needs --alternate")
         self.client.request(f"store.{server}", "store.create", {"mailbox": alias, "owner": None})
         reply = self.client.request("directory", "dir.add", {
             "alias": alias, "display_name": display_name or alias, "home_server": server,
@@ -110,7 +110,7 @@ class Cluster:
 
     def set_user(self, alias: str, changes: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         if self.lookup(alias) is None:
-            raise ClusterError(f"unknown user '{alias}'")
+            raise Refused(f"unknown user '{alias}'")
         reply = self.client.request("directory", "dir.modify", {"alias": alias, "changes": changes, "op": None})
         if wait:
             self.wait_replicated(reply.body["usn"])
@@ -144,7 +144,7 @@ class Cluster:
         `priority` (protocol.PRIORITIES; None is normal) chooses the message's time-out."""
         entry = self.lookup(sender)
         if entry is None:
-            raise ClusterError(f"unknown user '{sender}'")
+            raise Refused(f"unknown user '{sender}'")
         try:
             reply = self.client.request(f"mta.{entry['home_server']}", "mta.submit", {
                 "msg_id": msg_id, "sender": sender, "recipients": to, "subject": subject, "body": body,
@@ -164,7 +164,7 @@ class Cluster:
             return {"alias": alias, "server": ", ".join(self.servers), "messages": messages}
         entry = self.lookup(alias)
         if entry is None:
-            raise ClusterError(f"unknown user '{alias}'")
+            raise Refused(f"unknown user '{alias}'")
         server = entry["home_server"]
         listing = self.client.request(f"store.{server}", "store.list", {"mailbox": alias})
         return {"alias": alias, "server": server, "messages": listing.body["messages"]}

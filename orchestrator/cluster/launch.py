@@ -22,7 +22,7 @@ from orchestrator import netns, processes
 from orchestrator.processes import pid_alive, spawn_node
 
 from . import rundir
-from .client import ClusterError, TimedOut
+from .client import ClusterError, Refused, TimedOut
 from .cluster import Cluster
 
 BIND_TRIES = 3  # starts of a cluster whose loopback ports another program took meanwhile
@@ -43,7 +43,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
     with rundir.locked(run_dir):
         rundir.claim(run_dir)
         if rundir.node_processes(run_dir):
-            raise ClusterError(f"a cluster is already running in {run_dir} (stop it with `xcon down`)")
+            raise Refused(f"a cluster is already running in {run_dir} (stop it with `xcon down`)")
         if fresh:
             _remove_network(run_dir)  # a crashed cluster's namespaces go with its state
             rundir.wipe(run_dir)

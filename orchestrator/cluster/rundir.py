@@ -39,7 +39,7 @@ from nodes.security import KEYS, create_keys
 from nodes.store.maildir import read_move_state
 
 from orchestrator import netns
-from .client import ClusterError
+from .client import ClusterError, Refused
 from orchestrator.processes import pid_alive
 
 MARKER = ".xcon-run-dir"
@@ -105,7 +105,7 @@ def claim(run_dir: Path) -> None:
     entries = list(run_dir.iterdir())
     if entries and not _made_before_marker(run_dir):
         names = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
-        raise ClusterError(f"{run_dir} holds files xcon did not make ({names}); give --run-dir an empty "
+        raise Refused(f"{run_dir} holds files xcon did not make ({names}); give --run-dir an empty "
                            "or new directory")
     (run_dir / MARKER).write_text("made by xcon: `xcon up --fresh` may delete what xcon made here\n")
 
@@ -126,7 +126,7 @@ def holds_state(run_dir: Path) -> bool:
 def wipe(run_dir: Path) -> None:
     """Delete a cluster's state: only in a directory xcon marked, only the names xcon made."""
     if not (run_dir / MARKER).exists():
-        raise ClusterError(f"{run_dir} was not made by xcon; it deletes nothing there")
+        raise Refused(f"{run_dir} was not made by xcon; it deletes nothing there")
     for name in STATE:
         path = run_dir / name
         if path.is_dir():
@@ -209,7 +209,7 @@ def resumed_config(run_dir: Path, settings: Settings, given: frozenset[str]) -> 
     fixed = [k for k in changed if k in FIXED]
     if fixed:
         was = ", ".join(f"{k} {changed[k][0]!r}" for k in fixed)
-        raise ClusterError(f"the cluster in {run_dir} was made with {was}, which a resume cannot change; "
+        raise Refused(f"the cluster in {run_dir} was made with {was}, which a resume cannot change; "
                            "`xcon up --fresh` starts anew, deleting its state")
     if not old.settings.insecure and not (run_dir / KEYS / "cluster.key_secret").exists():
         raise ClusterError(f"the cluster in {run_dir} has lost its keys ({run_dir / KEYS}); "

@@ -22,7 +22,7 @@ from protocol import hlc
 
 from orchestrator.inspect import audit
 from orchestrator import journal
-from orchestrator.cluster.client import Client, ClusterError
+from orchestrator.cluster.client import Client, ClusterError, Refused
 from orchestrator.cluster import Cluster
 from .world import Network, World
 
@@ -57,7 +57,7 @@ class SimClient(Client):
     def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,
             trace: str | None = None) -> Any:
         if node not in self.nodes:
-            raise ClusterError(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.nodes))})")
+            raise Refused(f"no node '{node}' in this cluster (nodes: {', '.join(sorted(self.nodes))})")
         stamp = self._clock.tick(self.world.now)
         wait = timeout if timeout is not None else self.timeout
         rid = f"cli.sim.{next(self._ids)}"
@@ -95,7 +95,7 @@ class SimCluster(Cluster):
         (a real request to a node that is down or paused times out; so does this, in virtual time)."""
         n = self.world.nodes.get(node)
         if n is None:
-            raise ClusterError(f"no node '{node}' in this cluster")
+            raise Refused(f"no node '{node}' in this cluster")
         if not n.alive or n.paused or n.host is None:
             self.clock.sleep(2.0)
             raise ClusterError(f"{node} did not answer within 2s (is the cluster up? try `xcon status`)")

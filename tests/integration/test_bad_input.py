@@ -67,7 +67,7 @@ def test_a_message_too_big_for_any_store_is_refused_at_once(run, tmp_path):
                    "the most a message can hold")
     # a body the command line lets through, which the headers push over the limit: the MTA says no
     huge.write_bytes(b"x" * (MAX_MESSAGE_BYTES - 10))
-    one_line_error(xcon("send", "--from", "alice", "--to", "bob", "--body-file", str(huge), run_dir=run), 1,
+    one_line_error(xcon("send", "--from", "alice", "--to", "bob", "--body-file", str(huge), run_dir=run), 2,
                    "over the limit")
     # a frame over the frame limit, from a client that does not check: its error reply names it
     with Client(ClusterConfig.load(run), timeout=30) as client:
@@ -81,26 +81,26 @@ def test_a_message_too_big_for_any_store_is_refused_at_once(run, tmp_path):
 
 
 def test_names_with_a_trailing_newline_and_restarting_a_running_node(run):
-    one_line_error(xcon("user", "add", "carol\n", "--server", "ex1", run_dir=run), 1, "not a valid alias")
-    one_line_error(xcon("user", "show", "bob\n", run_dir=run), 1, "unknown user")
+    one_line_error(xcon("user", "add", "carol\n", "--server", "ex1", run_dir=run), 2, "not a valid alias")
+    one_line_error(xcon("user", "show", "bob\n", run_dir=run), 2, "unknown user")
     assert xcon_json("status", run_dir=run)["nodes"]["directory"]["status"]["recipients"] == 2
     pid = xcon_json("status", run_dir=run)["nodes"]["mta.ex1"]["pid"]
-    one_line_error(xcon("restart", "mta.ex1", run_dir=run), 1, "mta.ex1 is running", str(pid))
+    one_line_error(xcon("restart", "mta.ex1", run_dir=run), 2, "mta.ex1 is running", str(pid))
     assert xcon_json("status", run_dir=run)["nodes"]["mta.ex1"]["pid"] == pid
 
 
 def test_paths_that_cannot_be_written(run, tmp_path):
-    one_line_error(xcon("logs", "--export", "perfetto", "/nonexistent/dir/p.json", run_dir=run), 1,
+    one_line_error(xcon("logs", "--export", "perfetto", "/nonexistent/dir/p.json", run_dir=run), 3,
                    "No such file or directory", "/nonexistent/dir/p.json")
     msg = xcon("send", "--from", "alice", "--to", "bob", run_dir=run, check=True).stdout.strip()
-    one_line_error(xcon("trace", msg, "--svg", "/nonexistent/t.svg", run_dir=run), 1, "No such file or directory")
+    one_line_error(xcon("trace", msg, "--svg", "/nonexistent/t.svg", run_dir=run), 3, "No such file or directory")
     ro = tmp_path / "ro"
     ro.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
         pytest.skip("cannot mount a read-only tmpfs here (not root?)")
     try:
-        one_line_error(xcon("up", run_dir=ro / "run"), 1, "Read-only file system")
-        one_line_error(xcon("chaos", "--trials", "1", "--report", str(ro / "report"), run_dir=ro), 1,
+        one_line_error(xcon("up", run_dir=ro / "run"), 3, "Read-only file system")
+        one_line_error(xcon("chaos", "--trials", "1", "--report", str(ro / "report"), run_dir=ro), 3,
                        "Read-only file system")
     finally:
         subprocess.run(["umount", str(ro)], check=True)
@@ -114,7 +114,7 @@ def test_an_alias_that_names_a_file_of_the_store_is_a_mailbox_like_any_other(run
     xcon("wait", run_dir=run, check=True)
     assert [m["msg_id"] for m in xcon_json("mailbox", "locks.json", run_dir=run)["messages"]] == [msg]
     assert xcon_json("status", run_dir=run)["nodes"]["store.ex1"]["alive"]
-    one_line_error(xcon("user", "add", "postmaster", "--server", "ex1", run_dir=run), 1, "reserved")
+    one_line_error(xcon("user", "add", "postmaster", "--server", "ex1", run_dir=run), 2, "reserved")
 
 
 def test_a_body_file_without_an_end_is_read_to_the_limit_and_no_further(run):

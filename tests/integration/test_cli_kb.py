@@ -106,7 +106,7 @@ def test_sites_show_in_status_and_a_move_across_sites_is_refused(tmp_path):
         status = xcon("status", run_dir=run, check=True).stdout
         assert "sites HQ: ex1 ex2, BRANCH: ex3" in status and "300 ms later" in status
         refused = xcon("move", "bob", "--to", "ex3", run_dir=run)
-        assert refused.returncode == 1 and "within its site only" in refused.stderr, refused.stderr
+        assert refused.returncode == 2 and "within its site only" in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
         moved = xcon("move", "bob", "--to", "ex2", "--json", run_dir=run, check=True)
         assert json.loads(moved.stdout)["step"] == "done"

@@ -56,7 +56,7 @@ def test_a_full_disk_refuses_new_mail_and_loses_none(small_disk):
 
     fill(filler, leave=8 * MB)  # below the floor, with room left for the logs
     wait_for_event(run, event="storage.low", node="mta.ex1")
-    one_line_error(xcon("send", "--from", "alice", "--to", "bob", run_dir=run), 1, "insufficient storage on mta.ex1")
+    one_line_error(xcon("send", "--from", "alice", "--to", "bob", run_dir=run), 3, "insufficient storage on mta.ex1")
     xcon("restart", "store.ex2", run_dir=run, check=True)
     wait_for_event(run, event="store.deferred", msg_id=held, mailbox="bob")  # the store keeps its floor too
     assert xcon_json("status", run_dir=run)["nodes"]["mta.ex2"]["status"]["open_pairs"] == 1, "still held"

@@ -33,10 +33,10 @@ def test_delay_kill_restart_pause_and_inspection(tmp_path):
         kinds = [json.loads(line)["kind"] for line in
                  xcon("logs", "--event", "fault.injected", "--json", run_dir=run, check=True).stdout.splitlines()]
         assert kinds == ["delay", "kill", "restart", "pause"]
-        one_line_error(xcon("fault", "pause", "orchestrator", run_dir=run), 1, "cannot pause itself")
-        one_line_error(xcon("fault", "delay", "mta.ex1", run_dir=run), 1, "needs --peer")
-        one_line_error(xcon("fault", "lag", "store.ex1", "--lag-ms", "5", run_dir=run), 1, "only an MTA")
-        one_line_error(xcon("kill", "mta.ex9", run_dir=run), 1, "no node 'mta.ex9'")
+        one_line_error(xcon("fault", "pause", "orchestrator", run_dir=run), 2, "cannot pause itself")
+        one_line_error(xcon("fault", "delay", "mta.ex1", run_dir=run), 2, "needs --peer")
+        one_line_error(xcon("fault", "lag", "store.ex1", "--lag-ms", "5", run_dir=run), 2, "only an MTA")
+        one_line_error(xcon("kill", "mta.ex9", run_dir=run), 2, "no node 'mta.ex9'")
         story = xcon("trace", first, "--svg", str(tmp_path / "t.svg"), run_dir=run, check=True).stdout
         assert "mta.ex1 -> store.ex2" not in story and "mta.ex1 -> mta.ex2" in story
         assert (tmp_path / "t.svg").read_text().startswith("<svg")

@@ -126,7 +126,7 @@ def test_a_shaped_link_shows_in_the_traced_latency_and_an_unknown_shaping_is_a_c
         slowest = 0.4
     else:
         refused = xcon("fault", "net", "ex2", "--delay-ms", "400", run_dir=netns_run)
-        assert refused.returncode == 1 and "no netem" in refused.stderr and len(refused.stderr.splitlines()) == 1
+        assert refused.returncode == 3 and "no netem" in refused.stderr and len(refused.stderr.splitlines()) == 1
         qdisc = subprocess.run([IP, "netns", "exec", record["hosts"]["ex2"]["ns"], "tc", "qdisc", "show", "dev",
                                 "eth0"], capture_output=True, text=True).stdout
         assert "netem" not in qdisc and "tbf" not in qdisc

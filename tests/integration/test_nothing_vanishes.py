@@ -88,7 +88,7 @@ def flip(path: Path, at: int) -> bytes:
 
 
 def refused_to_start(proc, *needles) -> None:
-    one_line_error(proc, 1, *needles)
+    one_line_error(proc, 3, *needles)
     assert "nothing was started" in proc.stderr
 
 
@@ -170,7 +170,7 @@ def test_a_damaged_state_file_is_one_line_and_starts_nothing(stopped, tmp_path, 
     starting: ... JSONDecodeError" (a traceback's tail), and check an "internal error"."""
     run = copy_of(stopped, tmp_path)
     damage(run)
-    one_line_error(xcon("up", run_dir=run), 1, "cannot start", needle)
+    one_line_error(xcon("up", run_dir=run), 3, "cannot start", needle)
     assert not node_processes(run)
     if "directory.json" in needle:
         one_line_error(xcon("check", run_dir=run), 3, "no verdict", needle)
@@ -188,9 +188,9 @@ def test_a_damaged_cluster_json_is_one_line(stopped, tmp_path, edit, needle):
     (run / "cluster.json").write_text(json.dumps(config))
     for args in (["up"], ["status"], ["check"]):
         proc = xcon(*args, run_dir=run)
-        assert proc.returncode in (1, 3) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
-    one_line_error(xcon("up", run_dir=run), 1, needle)
+    one_line_error(xcon("up", run_dir=run), 3, needle)
     assert not node_processes(run)
 
 
@@ -211,7 +211,7 @@ def test_the_corrupt_fault_damages_a_queue_log_that_its_mta_keeps_aside_and_the_
         for i in range(5):
             xcon("send", "--from", "alice", "--to", "bob", "--msg-id", f"c{i}", run_dir=run, check=True)
         wait_for_event(run, event="mta.transfer_in", msg_id="c4")
-        one_line_error(xcon("fault", "corrupt", "store.ex1", run_dir=run), 1, "corrupt damages an MTA's queue log")
+        one_line_error(xcon("fault", "corrupt", "store.ex1", run_dir=run), 2, "corrupt damages an MTA's queue log")
         xcon("fault", "corrupt", "mta.ex2", "--where", "0.5", "--restart-after", "0.2", run_dir=run, check=True)
         damaged = wait_for_event(run, event="storage.damaged", node="mta.ex2")
         assert (run / "mta" / "ex2" / damaged["kept_as"]).exists()

@@ -43,7 +43,7 @@ def test_a_cluster_whose_nodes_all_died_is_resumed_with_the_mail_it_had_accepted
                        check=True).stdout.strip()
         kill_every_node(run)
         hint = xcon("restart", "mta.ex1", run_dir=run)
-        one_line_error(hint, 1, "`xcon up` resumes it")
+        one_line_error(hint, 3, "`xcon up` resumes it")
 
         up = xcon("up", run_dir=run, check=True)
         assert "cluster resumed" in up.stdout and "taken up from its queue" in up.stdout, up.stdout
@@ -71,7 +71,7 @@ def test_fresh_deletes_only_what_xcon_made_and_a_foreign_directory_is_refused(tm
         xcon("up", "--insecure", "--fresh", run_dir=mine, check=True)
         assert xcon_json("status", run_dir=mine)["nodes"]["directory"]["status"]["recipients"] == 0
         assert (mine / "notes.txt").read_text() == "the user's own file", "--fresh deletes only what xcon made"
-        one_line_error(xcon("up", run_dir=mine), 1, "already running")
+        one_line_error(xcon("up", run_dir=mine), 2, "already running")
     finally:
         xcon("down", run_dir=mine)
 
@@ -80,10 +80,10 @@ def test_fresh_deletes_only_what_xcon_made_and_a_foreign_directory_is_refused(tm
         (theirs / name).mkdir(parents=True)
         (theirs / name / "precious").write_text("keep me")
     for args in (["up"], ["up", "--fresh"]):
-        one_line_error(xcon(*args, run_dir=theirs), 1, "xcon did not make")
+        one_line_error(xcon(*args, run_dir=theirs), 2, "xcon did not make")
     assert all((theirs / name / "precious").read_text() == "keep me" for name in ("logs", "keys", "stores"))
     assert sorted(p.name for p in theirs.iterdir()) == ["keys", "logs", "stores"], "nothing added either"
-    one_line_error(xcon("scenario", "q248839", "--mta-build", "legacy", "--sim", run_dir=theirs), 1, "xcon did not make")
+    one_line_error(xcon("scenario", "q248839", "--mta-build", "legacy", "--sim", run_dir=theirs), 2, "xcon did not make")
 
 
 def test_a_run_dir_a_scenario_wrote_in_takes_a_cluster_afterwards(tmp_path):
@@ -104,13 +104,13 @@ def test_two_ups_at_once_start_one_cluster_and_down_needs_no_cluster_json(tmp_pa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in ups]
     try:
-        assert sorted(code for code, _ in results) == [0, 1], results
-        assert "already running" in next(err for code, err in results if code == 1)
+        assert sorted(code for code, _ in results) == [0, 2], results
+        assert "already running" in next(err for code, err in results if code == 2)
         assert len(node_processes(run)) == 6
         (run / "cluster.json").write_text("{ this is not json")
         down = xcon("down", run_dir=run, check=True)
         assert "stopped 6 node(s)" in down.stdout and node_processes(run) == {}
-        one_line_error(xcon("down", run_dir=run), 1, "unreadable")
+        one_line_error(xcon("down", run_dir=run), 3, "unreadable")
     finally:
         for pid in node_processes(run):  # whatever the assertions above left running
             subprocess.run(["kill", "-9", str(pid)])

@@ -3,9 +3,11 @@ xcon show (postcat), xcon fault list (toxiproxy-cli list), xcon --version."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from orchestrator.cluster import Cluster
+from protocol import VERSION
 
 from ..conftest import wait_for_event, xcon, xcon_json
 
@@ -70,6 +72,12 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
 def test_version_and_the_exit_codes_of_nothing_found(tmp_path):
     proc = xcon("--version", check=True)
     assert proc.stdout.startswith("xcon ") and proc.stdout.split()[1][0].isdigit()
+    about = json.loads(xcon("--version", "--json", check=True).stdout)
+    assert about["version"] == proc.stdout.split()[1] and about["protocol"] == VERSION
+    stray = xcon("--json")
+    assert stray.returncode == 2 and "--json goes after a command" in stray.stderr
+    stated = " ".join(xcon("--help", check=True).stdout.split())
+    assert "Exit codes: 0 done; 1 a finding" in stated and "2 a usage error" in stated and "3 could not do it" in stated
     never = xcon("down", run_dir=tmp_path / "never")
     assert never.returncode == 0 and "nothing to stop" in never.stdout, "down where nothing ever ran is not an error"
     (tmp_path / "logs").mkdir()

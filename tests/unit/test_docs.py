@@ -77,7 +77,8 @@ def named(words: list[str]) -> None:
     rest = words[1:]
     while isinstance(command, click.Group) and rest and rest[0] in command.commands:
         command, rest = command.commands[rest[0]], rest[1:]
-    assert command is not xcon, f"no command {rest[:1]}"
+    # `xcon --version` names the group's own options; anything else names a command
+    assert command is not xcon or (rest and all(w.startswith("-") for w in rest)), f"no command {rest[:1]}"
     options = {o for p in command.params for o in (*p.opts, *getattr(p, "secondary_opts", ())) if o.startswith("-")}
     unknown = [w for w in rest if w.startswith("--") and w.split("=")[0] not in options]
     assert not unknown, f"{' '.join(words[:2])} has no option {unknown}"
