@@ -84,7 +84,8 @@ def main() -> None:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
     except click.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "xcon"
-        click.echo(one_line(f"{cmd}: {exc.format_message()} (see `{cmd} --help`)"), err=True)
+        said = exc.format_message().replace(":\n\t", ": ").replace("\n\t", ", ")  # click's list of choices
+        click.echo(one_line(f"{cmd}: {said} (see `{cmd} --help`)"), err=True)
         sys.exit(USAGE)
     except click.Abort:
         click.echo("xcon: aborted", err=True)

@@ -12,7 +12,7 @@ from rich.table import Table
 from nodes.config import ClusterConfig
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError
-from .common import FINDING, emit_json, json_option, out, run_dir_option
+from .common import FINDING, emit_json, json_option, out, run_dir_option, show_table
 
 LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when a command runs
 
@@ -73,7 +73,7 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
                 row[1:1] = [i["kind"], i["sender"]]
                 row += [i["alt_of"] or "", i["handed_to"] or "", f"{i['age_s']:.1f}s", i["priority"]]
             table.add_row(*row)
-        out.print(table)
+        show_table(table)
 
 
 @click.command()

@@ -16,7 +16,7 @@ from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings
 from orchestrator import cluster as cl
 from orchestrator.inspect import logread
 from orchestrator import netns
-from .common import attached, emit_json, json_option, out, profile_options, run_dir_option
+from .common import attached, emit_json, json_option, out, profile_options, prose, run_dir_option, show_table
 from orchestrator.cluster.client import ClusterError
 
 @click.command()
@@ -161,12 +161,12 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     for name, node in cluster.config.nodes.items():
         table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), node["endpoints"]["router"],
                       node["log"])
-    out.print(table)
+    show_table(table)
     st = cluster.config.settings
-    out.print(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
-              f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st.timings())}")
+    prose(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
+          f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st.timings())}")
     if resumed:
-        out.print(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
+        prose(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
             out.print(f"setting changed on resume: {key} {was} -> {now}")
         for e in resumed["damage"]:
@@ -291,15 +291,15 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
             detail += (f"; armed: {', '.join(armed)}" if armed else "") + (f"; paused: {', '.join(paused)}" if paused else "")
         table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"),
                       *([info.get("host", "-"), info.get("address", "-")] if network else []), detail)
-    out.print(table)
+    show_table(table)
     if network:
-        out.print(f"network: namespaces on bridge {network['bridge']} ({network['subnet']}; xcon reaches the nodes "
-                  f"from {network['bridge_address']})")
-    out.print(describe_timings(Settings.from_json(st["settings"]).timings()))
+        prose(f"network: namespaces on bridge {network['bridge']} ({network['subnet']}; xcon reaches the nodes "
+              f"from {network['bridge_address']})")
+    prose(describe_timings(Settings.from_json(st["settings"]).timings()))
     for m in moves:
         waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
         how = f"rolling back ({m['error']}), " if m["rolling_back"] else ""
-        out.print(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, {how}step {m['step']}{waiting}")
+        prose(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, {how}step {m['step']}{waiting}")
 
 
 # --- separate machines ----------------------------------------------------------------------
@@ -349,7 +349,7 @@ def deploy(hosts_file: Path, out_dir: Path, root: Path, python_path: str, mta_bu
         table.add_column(col)
     for name, node in made["nodes"].items():
         table.add_row(name, node["host"], node["endpoint"])
-    out.print(table)
+    show_table(table)
     out.print(f"next: copy {out_dir} to {root} on every host; on each, for each of its nodes, "
               f"`systemctl link {root}/units/xcon-NODE.service && systemctl enable --now xcon-NODE` "
               "(deploy/README.md)")

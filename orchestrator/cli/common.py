@@ -34,6 +34,20 @@ EXIT_CODES = ("Exit codes: 0 done; 1 a finding (lost mail, a broken invariant, n
               "logs missing for a verdict, an internal error); 130 interrupted.")
 
 
+def prose(text: str) -> None:
+    """A line of prose, broken at spaces to the terminal's width (orchestrator.lab.show)."""
+    from orchestrator.lab import show
+
+    show.prose(out, text)
+
+
+def show_table(table: Any) -> None:
+    """A table with its title broken to the terminal's width, as prose is."""
+    from orchestrator.lab import show
+
+    show.table(out, table)
+
+
 class Finding(Exception):
     """What a command found rather than did: nothing matched, the awaited event never came. One
     line on stderr and exit FINDING, the code of every finding (lost mail, a broken invariant, ...)."""

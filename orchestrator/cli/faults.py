@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from orchestrator import cluster as cl
-from .common import attached, emit_json, json_option, out, run_dir_option
+from .common import attached, emit_json, json_option, out, run_dir_option, show_table
 from orchestrator.cluster.client import Refused
 from orchestrator.faults import MOVE_STEPS
 
@@ -167,7 +167,7 @@ def list_faults(cluster: cl.Cluster, as_json: bool) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["where"], r["kind"], r["what"], r["ends"])
-    out.print(table)
+    show_table(table)
 
 
 def known_node(cluster: cl.Cluster, node: str) -> None:

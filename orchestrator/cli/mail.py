@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from protocol import MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import MSG_ID_RULE, valid_submitted_id
 
 from orchestrator import cluster as cl
-from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option
+from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option, show_table
 from orchestrator.cluster.client import ClusterError, Refused
 
 @click.group()
@@ -150,24 +151,32 @@ def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file
 @click.command()
 @run_dir_option
 @click.argument("alias")
+@click.option("--wide", is_flag=True, help="Every column: NDR, NDR for, failed recipients (for a wide terminal).")
 @json_option
 @attached
-def mailbox(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
-    """The messages in ALIAS's mailbox, wherever it lives now."""
+def mailbox(cluster: cl.Cluster, alias: str, wide: bool, as_json: bool) -> None:
+    """The messages in ALIAS's mailbox, wherever it lives now.
+
+    An NDR's subject is marked [NDR] (a copy of a report nobody else took, [report]); `xcon show
+    MSG_ID` reads one, and --wide adds the message each reports on and whom it failed."""
     box = cluster.mailbox(alias)
     if as_json:
         emit_json(box)
         return
-    table = Table(title=f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)")
+    table = Table(title=f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)", title_justify="left")
     servers = any("server" in m for m in box["messages"])  # the postmaster's: a mailbox on every server
-    for col in ("message id", *(["server"] if servers else []), "from", "subject", "NDR", "NDR for",
-                "failed recipients"):
-        table.add_column(col)
+    # the message id is what `xcon show` takes: never cut (folded, if ever wider than the screen)
+    table.add_column("message id", overflow="fold", min_width=max((len(m["msg_id"]) for m in box["messages"]),
+                                                                  default=10))
+    for col in ([*(["server"] if servers else []), "from", "subject"]
+                + (["NDR", "NDR for", "failed recipients"] if wide else [])):
+        table.add_column(col, overflow="fold")
     for m in box["messages"]:
         kind = "yes" if m["ndr"] else "copy" if m.get("report_id") else ""  # copy: a report nobody else took
-        table.add_row(m["msg_id"], *([m["server"]] if servers else []), m["from"], m["subject"], kind,
-                      m["ndr_for"] or "", ", ".join(m["failed"]))
-    out.print(table)
+        mark = "[NDR] " if m["ndr"] and not wide else "[report] " if kind == "copy" and not wide else ""
+        table.add_row(m["msg_id"], *([m["server"]] if servers else []), m["from"], escape(mark) + escape(m["subject"]),
+                      *([kind, m["ndr_for"] or "", ", ".join(m["failed"])] if wide else []))
+    show_table(table)
 
 
 # --- moves ----------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from orchestrator.lab import results as results_store
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
-from .common import DONE, FINDING, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option
+from .common import (
+    DONE, FINDING, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option, show_table,
+)
 
 @click.command()
 @run_dir_option
@@ -203,7 +205,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             table.add_column("value", justify="right", no_wrap=True)
             for name, value in figures:
                 table.add_row(name, value)
-        out.print(table)
+        show_table(table)
         if sim and torn_kills and "kill" in " ".join(kinds):
             out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
         out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
@@ -231,7 +233,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                                                              "[yellow]no (did not break)[/yellow]")
                 confirmed.add_row(str(c["seed"]), c["sim"], c["real"] if not c["real_error"] else
                                   f"error: {c['real_error']}", same, c["run_dir"] or "-")
-            out.print(confirmed)
+            show_table(confirmed)
     if nondeterministic:
         sys.exit(FINDING)
     if expect_loss:
@@ -373,7 +375,7 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> N
             notes.append(r.note)
         table.add_row(r.workload, r.figure, "-" if r.ratio is None else f"{r.ratio:.2f}", fmt(r.value),
                       fmt(r.baseline), r.unit, f"[{len(notes)}]" if r.note else "")
-    out.print(table)
+    show_table(table)
     for i, note in enumerate(notes, 1):
         out.print(f"[{i}] {note}", highlight=False)
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nodes.config import BUILDS
 
-from .common import DONE, FINDING, emit_json, json_option, keep_run, out, results_dir, run_dir_option
+from .common import DONE, FINDING, emit_json, json_option, keep_run, out, prose, results_dir, run_dir_option, show_table
 
 
 @click.group()
@@ -39,9 +39,10 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 @click.option("--retries", default="250,1000", show_default=True, help="MTA retry intervals to try (ms).")
 @click.option("--copies", default="100,1000", show_default=True, help="Move copy times to try (ms).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
+@click.option("--wide", is_flag=True, help="Also when each row loses, the lock and when the cache learns the move.")
 @json_option
 def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies: str, workers: int | None,
-            as_json: bool) -> None:
+            wide: bool, as_json: bool) -> None:
     """Search the KB world's timing space: where does bob's copy get lost?
 
     Every point is one simulated run: alice writes to bob (alternate carol, deliver to both)
@@ -91,32 +92,38 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
         emit_json({"build": mta_build, "points": len(done), "lost": lost, "errors": errors, "seconds": round(seconds, 2),
                    "rows": rows, "smallest": smallest, "loses_with": needs, "ok": ok})
     else:
-        table = Table(title=f"KB Q248839 timing space, {mta_build}: bob's copy by send time "
-                            f"('.' delivered, 'n' NDR, 'X' lost; one column per {ex.STEP_S:g} s from "
-                            f"{-ex.BEFORE_S:+g} s after the move is asked for)")
-        for col in ("lag ms", "retry ms", "copy ms", "send time ->", "lost at (s)", "locked (s)", "cache knows (s)"):
-            table.add_column(col, justify="left" if col == "send time ->" else "right")
+        prose(f"KB Q248839 timing space, {mta_build}: bob's copy by send time ('.' delivered, 'n' NDR, 'X' lost; "
+              f"one column per {ex.STEP_S:g} s from {-ex.BEFORE_S:+g} s after the move is asked for)")
+        table = Table()
+        for col in ("lag ms", "retry ms", "copy ms"):
+            table.add_column(col, justify="right")
+        # the map is the point: never cut (a terminal too narrow for it wraps the line, not rich)
+        table.add_column("send time ->", no_wrap=True, min_width=max((len(r["strip"]) for r in rows), default=1))
+        for col in ("lost at (s)", "locked (s)", "cache knows (s)") if wide else ():
+            table.add_column(col, justify="right")
         for r in rows:
             window = f"{r['window'][0]:+.1f}..{r['window'][1]:+.1f}" if r["window"] else "-"
             locked = f"{r['lock_s']:.2f}-{r['release_s']:.2f}" if r["lock_s"] is not None and r["release_s"] else "-"
             cache = "-" if r["cache_s"] is None else f"{r['cache_s']:.2f}"
-            table.add_row(str(r["lag_ms"]), str(r["retry_ms"]), str(r["copy_ms"]), r["strip"], window, locked, cache)
-        out.print(table)
-        out.print(f"{len(done)} runs in {seconds:.1f} s; {lost} lost" + (f", {errors} errors" if errors else ""))
+            table.add_row(str(r["lag_ms"]), str(r["retry_ms"]), str(r["copy_ms"]), r["strip"],
+                          *((window, locked, cache) if wide else ()))
+        show_table(table)
+        prose(f"{len(done)} runs in {seconds:.1f} s; {lost} lost" + (f", {errors} errors" if errors else "")
+              + ("" if wide else "; --wide adds when each row loses, the lock and when the cache learns the move"))
         if small is not None:
             locked = small.send_at < small.steps.get("release", 0)
             story = ("the message is deferred while the mailbox is locked, and retried at the release while the "
                      "MTA's cache still homes bob on ex1" if locked else
                      "the MTA's cache still homes bob on ex1 after the move, and the store says he is not there")
-            out.print(f"smallest losing world: lag {small.lag_ms} ms, retry {small.retry_ms} ms, copy {small.copy_ms} ms, "
-                      f"mail sent {small.send_at:+.1f} s after the move was asked for (lock at "
-                      f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): {story}; "
-                      "carol, bob's alternate, was given a copy, so legacy sends no NDR")
-            out.print("every losing point has: " + "; ".join(needs))
+            prose(f"smallest losing world: lag {small.lag_ms} ms, retry {small.retry_ms} ms, copy {small.copy_ms} ms, "
+                  f"mail sent {small.send_at:+.1f} s after the move was asked for (lock at "
+                  f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): {story}; "
+                  "carol, bob's alternate, was given a copy, so legacy sends no NDR")
+            prose("every losing point has: " + "; ".join(needs))
         else:
             out.print("no point loses bob's copy")
-        out.print("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "
-                  "sp4 and reroute nowhere")
+        prose("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "
+              "sp4 and reroute nowhere")
     sys.exit(DONE if ok else FINDING)
 
 

@@ -303,7 +303,7 @@ class Cluster:
                 try:
                     info["status"] = self.status_of(name)
                 except ClusterError as exc:
-                    info["error"] = str(exc)
+                    info["error"] = "no answer in 2 s (paused, busy or stopping)" if isinstance(exc, NoAnswer) else str(exc)
             nodes[name] = info
         return {"run_dir": str(self.config.run_dir), "settings": self.config.settings.to_json(),
                 "timings": self.config.settings.timings(), "nodes": nodes,

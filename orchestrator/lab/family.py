@@ -19,6 +19,7 @@ from nodes.config import Settings
 
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError
+from . import show
 from .scenario import CASES
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Network
@@ -266,7 +267,7 @@ def render(name: str, results: list[FamilyResult], console: Console) -> None:
         table.add_row(r.case, r.setting, yes(r.delivered), yes(r.ndr), said, verdict,
                       "[green]yes[/green]" if r.matches else "[red]NO[/red]",
                       f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
-    console.print(table)
+    show.table(console, table)
     console.print(f"bug: {article.bug}; fix: {article.fix}")
     for r in results:
         if r.error:
@@ -283,7 +284,7 @@ def render_list(console: Console, wide: bool = False) -> None:
         for name, a in FAMILY.items():
             cases = ", ".join(CASES) if name == "q248839" else ", ".join(a.cases)
             table.add_row(name, a.article, a.what, a.bug, a.fix, cases)
-        console.print(table)
+        show.table(console, table)
         return
     import textwrap
 

@@ -26,6 +26,7 @@ from rich.table import Table
 from nodes.config import Settings, describe_timings
 
 from orchestrator import cluster as cl
+from . import show
 from .chaos import digest as chaos_digest
 from orchestrator.cluster.client import ClusterError
 from orchestrator.sim.cluster import SimCluster
@@ -189,7 +190,7 @@ def render(results: list[CaseResult], console: Console) -> None:
         table.add_row(r.case, r.alternate_on, yes(r.alternate_delivered), yes(r.primary_delivered),
                       yes(r.ndr_to_originator), verdict, match,
                       f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
-    console.print(table)
+    show.table(console, table)
     if t:
         console.print(f"timings: {describe_timings(t)}")
     for case in dict.fromkeys(r.case for r in results):

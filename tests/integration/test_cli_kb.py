@@ -103,7 +103,7 @@ def test_sites_show_in_status_and_a_move_across_sites_is_refused(tmp_path):
          "--replication-jitter-ms", "0", "--intersite-lag-ms", "300", run_dir=run, check=True)
     try:
         xcon("user", "add", "bob", "--server", "ex1", run_dir=run, check=True)
-        status = xcon("status", run_dir=run, check=True).stdout
+        status = " ".join(xcon("status", run_dir=run, check=True).stdout.split())  # prose is wrapped to the width
         assert "sites HQ: ex1 ex2, BRANCH: ex3" in status and "300 ms later" in status
         refused = xcon("move", "bob", "--to", "ex3", run_dir=run)
         assert refused.returncode == 2 and "within its site only" in refused.stderr, refused.stderr

@@ -77,8 +77,9 @@ def test_the_faults_by_hand_each_do_what_they_say_and_clear_ends_them(tmp_path):
 
 def test_the_explore_sample_in_docs_chaos_is_what_explore_prints(tmp_path):
     (command,) = [c for c in docblocks.commands("docs/chaos.md", "simulator") if c.startswith("xcon sim explore")]
-    proc = xcon(*docblocks.adapted(command), run_dir=tmp_path / ".xcon", timeout=180)
+    proc = xcon(*docblocks.adapted(command), run_dir=tmp_path / ".xcon", timeout=180, env={"COLUMNS": "80"})
     assert proc.returncode == 0, proc.stderr
+    assert max(map(len, proc.stdout.splitlines())) <= 80 and "…" not in proc.stdout, "the map whole at 80 columns"
     kept = tmp_path / ".xcon" / "results" / "latest"  # kept, for xcon serve's heat map
     summary = json.loads((kept / "summary.json").read_text())
     assert summary["kind"] == "explore" and any("X" in r["strip"] for r in summary["rows"])

@@ -34,6 +34,9 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
                          ("orchestrator", "hold_at_step")}, kinds
         table = xcon("fault", "list", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
         assert "6 fault(s) in force" in table and max(map(len, table.splitlines())) <= 80
+        status = xcon("status", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+        assert max(len(line) for line in status.splitlines() if str(run) not in line) <= 80, status
+        assert "no answer in 2 s (paused" in " ".join(status.split()), "the paused store, said as such"
 
         # alice's store is paused: bob's message waits in mta.ex2's queue, for alice
         msg = xcon("send", "--from", "bob", "--to", "alice", "--subject", "held", run_dir=run, check=True).stdout.strip()
@@ -58,6 +61,9 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
         refused = xcon("send", "--from", "alice", "--to", "bob", run_dir=run, check=True).stdout.strip()
         xcon("wait", run_dir=run, check=True)
         text = xcon("show", refused, run_dir=run, check=True).stdout
+        box = xcon("mailbox", "alice", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+        ids = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+        assert len(ids) == 2 and all(i in box for i in ids) and "[NDR]" in box and max(map(len, box.splitlines())) <= 80
         assert f"in mailbox alice on ex2 (its report {refused}~ndr~" in text
         assert "Final-Recipient: rfc822; bob@xcon.test; Action: failed; Status: 5.7.1" in text
     finally:
