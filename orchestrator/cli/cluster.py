@@ -156,11 +156,12 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     verb = "resumed" if resumed else "up"
     table = Table(title=f"cluster {verb} in {took:.2f}s: {run_dir.resolve()}")
     hosts = cluster.config.network is not None
-    for col in ("node", "pid", *(["host"] if hosts else []), "endpoint", "log"):
+    for col in ("node", "pid", *(["host"] if hosts else []), "endpoint", "log (in the run-dir)"):
         table.add_column(col)
     for name, node in cluster.config.nodes.items():
+        log = Path(node["log"])
         table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), node["endpoints"]["router"],
-                      node["log"])
+                      str(log.relative_to(run_dir.resolve())) if log.is_relative_to(run_dir.resolve()) else str(log))
     show_table(table)
     st = cluster.config.settings
     prose(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "

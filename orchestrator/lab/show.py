@@ -17,7 +17,12 @@ def prose(console: Console, text: str) -> None:
 
 
 def table(console: Console, shown: Table) -> None:
-    """`shown` with its title as prose above it (rich would leave the title one long line)."""
+    """`shown` with its title as prose above it (rich would leave the title one long line), and
+    never a cell cut short with '…': a word too long for its column (a path, an id) is folded
+    onto the next line, whole."""
+    for column in shown.columns:
+        if column.overflow == "ellipsis":
+            column.overflow = "fold"
     if isinstance(shown.title, str) and shown.title:
         prose(console, shown.title)
         shown.title = None
