@@ -34,11 +34,11 @@ EXIT_CODES = ("Exit codes: 0 done; 1 a finding (lost mail, a broken invariant, n
               "logs missing for a verdict, an internal error); 130 interrupted.")
 
 
-def prose(text: str) -> None:
+def prose(text: str, indent: str = "") -> None:
     """A line of prose, broken at spaces to the terminal's width (orchestrator.lab.show)."""
     from orchestrator.lab import show
 
-    show.prose(out, text)
+    show.prose(out, text, indent)
 
 
 def show_table(table: Any) -> None:

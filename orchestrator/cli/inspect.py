@@ -13,7 +13,7 @@ import click
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
 from protocol import hlc
-from .common import FINDING, NOT_DONE, Finding, emit_json, json_option, out, run_dir_option
+from .common import FINDING, NOT_DONE, Finding, emit_json, json_option, out, prose, run_dir_option
 from orchestrator.cluster.client import ClusterError
 
 HIDDEN = {"ts", "node", "level", "event", "hlc", "lamport"}
@@ -138,25 +138,24 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
         source = "logs, queue logs and mailboxes" if report.audited else "logs only"
         postmaster = f"{c['postmaster']} to the postmaster, " if c["postmaster"] else ""
         damaged = f" ({c['damaged']} of them to damage)" if c["damaged"] else ""
-        out.print(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
-                  f"{postmaster}{c['lost'] + c['damaged']} lost{damaged}, {c['pending']} pending, "
-                  f"{c['duplicated']} duplicated, {c['both']} both (from the {source})")
+        prose(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
+              f"{postmaster}{c['lost'] + c['damaged']} lost{damaged}, {c['pending']} pending, "
+              f"{c['duplicated']} duplicated, {c['both']} both (from the {source})")
         if report.unlogged:
-            out.print(f"{report.unlogged} of them known from queue logs and mailboxes alone: their acceptance lines "
-                      "are missing")
+            prose(f"{report.unlogged} of them known from queue logs and mailboxes alone: their acceptance lines "
+                  "are missing")
         for v in report.violations:
             alt = f" (alternate of {v.alt_of})" if v.alt_of else ""
             shown = "LOST" if v.outcome == "damaged" else v.outcome.upper()
-            out.print(f"[red]{shown}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender or '?'}"
-                      + (f": {v.why}" if v.why else ""))
+            prose(f"[red]{shown}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender or '?'}" + (f": {v.why}" if v.why else ""))
             for e in v.last_events:
-                out.print(f"    {e['node']}: {e['event']} {brief(e)}".rstrip())
+                prose(f"{e['node']}: {e['event']} {brief(e)}".rstrip(), indent="    ")
             for e in v.removed_by:
-                out.print(f"    [red]removed by[/red] {e['node']}: {e['event']} {brief(e)}")
+                prose(f"[red]removed by[/red] {e['node']}: {e['event']} {brief(e)}", indent="    ")
         for lock in report.stale_locks:
             kind = "an incoming copy" if lock["incoming"] else "the mailbox"
-            out.print(f"[red]STALE LOCK[/red] store.{lock['server']}: {kind} of {lock['mailbox']} is locked by "
-                      f"{lock['owner']}, which no unfinished move is (clear it: xcon move {lock['mailbox']} --abort)")
+            prose(f"[red]STALE LOCK[/red] store.{lock['server']}: {kind} of {lock['mailbox']} is locked by "
+                  f"{lock['owner']}, which no unfinished move is (clear it: xcon move {lock['mailbox']} --abort)")
         broken = len(report.violations) + len(report.stale_locks)
         out.print("invariant holds" if report.ok else f"[red]invariant broken: {broken} finding(s)[/red]")
     if not report.ok:

@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 
-def prose(console: Console, text: str) -> None:
+def prose(console: Console, text: str, indent: str = "") -> None:
+    """`text`, broken at spaces; its first line indented by `indent`, the next two spaces more."""
     console.print(textwrap.fill(text, width=console.width, break_long_words=False, break_on_hyphens=False,
-                                subsequent_indent="  "), soft_wrap=True)
+                                initial_indent=indent, subsequent_indent=indent + "  "), soft_wrap=True)
 
 
 def table(console: Console, shown: Table) -> None:
