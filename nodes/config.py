@@ -90,6 +90,10 @@ class Settings:
     # where the nodes run: "loopback" (one network, 127.0.0.1) or "netns" (a network namespace per
     # host, on a bridge: orchestrator.netns)
     network: str = "loopback"
+    # an Internet Mail Service per server (nodes.ims: SMTP in, mail and DSNs out); where mail for
+    # outside the organisation goes ("HOST:PORT"; "": it waits in the IMS's queue until one is set)
+    smtp: bool = False
+    smarthost: str = ""
 
     def site_of(self, server: str) -> str:
         if not self.sites or server not in self.servers:
@@ -183,9 +187,11 @@ def describe_timings(t: dict[str, Any]) -> str:
             f"{sites}")
 
 
-def node_names(servers: tuple[str, ...]) -> list[str]:
-    """Every node of a cluster of these servers, as cluster.json names them."""
-    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator"]
+def node_names(servers: tuple[str, ...], smtp: bool = False) -> list[str]:
+    """Every node of a cluster of these servers, as cluster.json names them (with `smtp`, an
+    Internet Mail Service per server too)."""
+    return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator",
+            *(f"ims.{s}" for s in servers if smtp)]
 
 
 @dataclass(frozen=True)

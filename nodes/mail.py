@@ -68,16 +68,25 @@ STATUS = {
 
 
 def address(alias: str) -> str:
-    return f"{alias}@{DOMAIN}"
+    """bob's address; an address from outside the organisation (it has an @) as it is."""
+    return alias if "@" in alias else f"{alias}@{DOMAIN}"
+
+
+def external(name: str) -> bool:
+    """A sender or recipient outside the organisation: an address, where the organisation's are
+    aliases (which cannot hold an @)."""
+    return "@" in name
 
 
 def alias_of(addr: str) -> str:
-    """bob from "bob@xcon.test", "<bob@xcon.test>", "rfc822; bob@xcon.test" or "Bob <bob@xcon.test>"."""
+    """bob from "bob@xcon.test", "<bob@xcon.test>", "rfc822; bob@xcon.test" or "Bob <bob@xcon.test>";
+    an address outside the organisation whole."""
     addr = addr.strip()
     if ";" in addr:  # "rfc822; bob@xcon.test"
         addr = addr.split(";", 1)[1].strip()
     addr = parseaddr(addr)[1] or addr.strip("<>")
-    return addr.split("@", 1)[0]
+    local, _, domain = addr.partition("@")
+    return local if domain.lower() in ("", DOMAIN) else addr
 
 
 @lru_cache(maxsize=4)

@@ -17,7 +17,8 @@ from nodes.config import ClusterConfig, open_append
 
 from .netns import exec_prefix
 
-MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator"}
+MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator",
+           "ims": "nodes.ims"}
 
 
 def proc_stat(pid: int) -> list[str] | None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 7  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+VERSION = 8  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
 # marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held;
-# 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock; mta.queue
+# 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock; mta.queue;
+# 8: mail from and to outside the organisation: mta.submit_raw, mta.lookup, ims.outbound
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,13 @@ MESSAGES: dict[str, dict[str, Field]] = {
         "priority": Opt(STR),  # one of PRIORITIES; nil is normal
     },
     "mta.accepted": {"msg_id": STR, "rcpts": ListOf(STR)},
+    # a message from outside the organisation, as the Internet Mail Service took it over SMTP
+    # (nodes.ims): the client's bytes, an outside sender (an address) and the organisation's
+    # recipients (aliases); msg_id is the IMS's, the same for the same message sent again
+    "mta.submit_raw": {"msg_id": STR, "sender": STR, "recipients": ListOf(STR), "raw": BYTES, "priority": STR},
+    # is `alias` in this MTA's directory cache (the IMS's RCPT check)? recipient: the entry, or nil
+    "mta.lookup": {"alias": STR},
+    "mta.entry": {"recipient": Opt(MAP)},
     # a peer MTA hands over responsibility for some (message, recipient) pairs
     "mta.transfer": {
         "msg_id": STR,
@@ -178,6 +186,12 @@ MESSAGES: dict[str, dict[str, Field]] = {
     #          "reason", "attempts", "next_retry_s" (float|nil: seconds from now), "handed_to",
     #          "age_s", "priority"}]; total: every open pair
     "mta.queue_listing": {"items": ListOf(MAP), "total": INT},
+    # --- ims (an Internet Mail Service per server, with xcon up --smtp) ---
+    # an MTA hands over a message for outside the organisation (`rcpt` is an address): a report
+    # (ndr_for set) to an outside originator, as an RFC 3464 DSN, or mail to an outside address.
+    # "ok" once it is durable in the IMS's queue; the IMS relays it to the smarthost
+    "ims.outbound": {"msg_id": STR, "sender": STR, "rcpt": STR, "raw": BYTES, "ndr_for": Opt(STR),
+                     "ndr_rcpts": ListOf(STR)},
     # --- faults, applied by a node's runtime to its own outgoing frames (see nodes/faults.py) ---
     "fault.link": {"peer": STR, "delay_ms": INT, "jitter_ms": INT, "drop": FLOAT, "duplicate": FLOAT,
                    "reorder": FLOAT, "seconds": FLOAT},
@@ -216,6 +230,7 @@ REPLIES = frozenset(
         "store.imported",
         "store.move_ended",
         "mta.accepted",
+        "mta.entry",
         "mta.transfer_ack",
         "orch.move_started",
         "orch.move_state",

@@ -33,6 +33,14 @@ def valid_alias(alias: object) -> bool:
     return isinstance(alias, str) and ALIAS.fullmatch(alias) is not None
 
 
+ADDRESS = re.compile(r"[^\s@<>]{1,64}@[A-Za-z0-9.-]{1,189}")
+
+
+def valid_recipient(name: object) -> bool:
+    """A pair's recipient: an alias of the organisation, or an address outside it (nodes.ims)."""
+    return valid_alias(name) or (isinstance(name, str) and ADDRESS.fullmatch(name) is not None)
+
+
 def valid_msg_id(msg_id: object) -> bool:
     """Any id a frame may carry: a client's, or one an MTA derived."""
     return isinstance(msg_id, str) and len(msg_id) <= MAX_MSG_ID and MSG_ID.fullmatch(msg_id) is not None

@@ -27,8 +27,9 @@ from protocol.names import MSG_ID_RULE, generated_id, valid_msg_id, valid_submit
 
 from ..config import BUILDS, Settings
 from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, error, log
-from ..mail import compose
+from ..mail import compose, external
 from .cache import DirectoryCache
+from .external import External
 from .feed import DirectoryFeed
 from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage, listing as queue_listing
 from .reports import NEVER, Reports
@@ -39,7 +40,7 @@ MAX_RECIPIENTS = 500
 __all__ = ["MAX_CYCLES", "MAX_RECIPIENTS", "NEVER", "MtaCore"]
 
 
-class MtaCore(Routing, Reports, DirectoryFeed):
+class MtaCore(Routing, Reports, DirectoryFeed, External):
     def __init__(
         self,
         server: str,
@@ -147,6 +148,8 @@ class MtaCore(Routing, Reports, DirectoryFeed):
                 return [Reply(event.peer, event.frame.id, "mta.queue_listing", {"items": items, "total": total})]
             handler = {
                 "mta.submit": self._submit,
+                "mta.submit_raw": self._submit_raw,
+                "mta.lookup": self._lookup,
                 "mta.transfer": self._transfer_in,
                 "store.released": self._released,
             }.get(event.frame.type)
@@ -154,7 +157,7 @@ class MtaCore(Routing, Reports, DirectoryFeed):
                 return error(event, f"the MTA does not handle '{event.frame.type}'")
             if not self.ready:
                 return error(event, f"mta.{self.server} is starting: its directory cache is not loaded yet")
-            if event.frame.type != "store.released":
+            if event.frame.type not in ("store.released", "mta.lookup"):
                 if len(self.queue) >= self.max_queue:
                     # a bounded queue: the sender keeps the message and tries again later
                     return error(event, f"busy: mta.{self.server} holds {len(self.queue)} messages, retry later")
@@ -202,7 +205,7 @@ class MtaCore(Routing, Reports, DirectoryFeed):
             for pair in list(msg.pairs.values()):
                 if pair.state in WAITING and now >= pair.deadline:
                     self.requests.pop(pair.request or "", None)
-                    pair.unconfirmed = pair.unconfirmed or pair.state == "delivering"
+                    pair.unconfirmed = pair.unconfirmed or pair.state in ("delivering", "relaying")
                     actions += self._defer(msg, pair, now, f"no answer within {self.timeout_s:g}s", answered=False)
                 elif pair.state in ("deferred", "queued") and now >= self._expires_at(msg):
                     if pair.unconfirmed or pair.handed_to is not None:
@@ -234,8 +237,8 @@ class MtaCore(Routing, Reports, DirectoryFeed):
             return error(req, "a message needs at least one recipient", INVALID)
         if len(recipients) > MAX_RECIPIENTS:
             return error(req, f"at most {MAX_RECIPIENTS} recipients per message", INVALID)
-        for alias in [sender, *recipients]:
-            if self.cache.get(alias, now) is None:
+        for alias in [sender, *recipients]:  # a recipient outside the organisation leaves by the IMS
+            if self.cache.get(alias, now) is None and not (alias != sender and external(alias)):
                 return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)", INVALID)
         priority = body.get("priority") or "normal"
         if priority not in PRIORITIES:

@@ -34,8 +34,9 @@ class RetireMessage:
     accepted_at: float = 0.0  # when the message was first accepted: the memory is kept for a while after
 
 
-FINAL = frozenset({"delivered", "transferred", "failed"})
-WAITING = frozenset({"resolving", "delivering", "transferring"})
+# relaying/relayed: a pair for outside the organisation, handed to the server's IMS (nodes.ims)
+FINAL = frozenset({"delivered", "transferred", "relayed", "failed"})
+WAITING = frozenset({"resolving", "delivering", "transferring", "relaying"})
 
 
 @dataclass

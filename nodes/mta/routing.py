@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import Settings
 from ..core import Send, log
+from ..mail import external
 from .queue import Pair, PersistMessage, QueuedMessage
 
 # transfers in a row on directory data no newer than the hop before's: a routing loop (only a
@@ -51,6 +52,8 @@ class Routing:
     def _route(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
         if msg.report is not None:
             return self._to_own_postmaster(msg, pair, now)
+        if external(pair.rcpt):  # outside the organisation: no directory entry, the IMS's (nodes.mta.external)
+            return self._relay(msg, pair, now)
         if not self.ready and pair.handed_to is None:
             # a restarted MTA whose directory has not answered yet: an empty cache knows nobody,
             # and routing on it would fail every recipient (and the NDR's originator) as unknown
@@ -134,6 +137,8 @@ class Routing:
                 return self._fail(msg, [pair], "expired", now)
             # not_here, or soft_deleted: a mailbox the recipient was moved away from (KB 2579150)
             return self._not_here(msg, pair, now, "soft_deleted" if outcome == "soft_deleted" else "moved")
+        if frame.type == "ok" and pair.state == "relaying":
+            return self._relayed(msg, pair, frame)
         if frame.type == "mta.transfer_ack" and pair.state == "transferring":
             pair.state, pair.handed_to, pair.resent = "transferred", None, False
             return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]

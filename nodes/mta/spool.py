@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 
 from protocol import PRIORITIES
 from protocol.frame import pack
-from protocol.names import valid_alias, valid_msg_id
+from protocol.names import valid_msg_id, valid_recipient
 
 from ..config import append_whole, free_bytes, fsync_dir, open_append, write_atomic
 from ..records import Scan, scan_frames, set_aside
@@ -90,14 +90,14 @@ def valid_record(record: Any) -> bool:
         return len(record) == 1
     if tag == "r":
         return (len(record) == 4 and valid_msg_id(record[1]) and isinstance(record[2], dict)
-                and all(valid_alias(r) and type(h) is int for r, h in record[2].items())
+                and all(valid_recipient(r) and type(h) is int for r, h in record[2].items())
                 and isinstance(record[3], (int, float)) and not isinstance(record[3], bool))
     if tag != "p" or len(record) != 3:
         return False
     msg = record[2]
     return (_fields_ok(msg, _MESSAGE, _MESSAGE_REQUIRED) and msg["msg_id"] == record[1] and valid_msg_id(record[1])
             and msg.get("priority", "normal") in PRIORITIES and all(isinstance(r, str) for r in msg["ndr_rcpts"])
-            and all(_fields_ok(p, _PAIR, _PAIR_REQUIRED) and p["state"] in STATES and valid_alias(p["rcpt"])
+            and all(_fields_ok(p, _PAIR, _PAIR_REQUIRED) and p["state"] in STATES and valid_recipient(p["rcpt"])
                     for p in msg["pairs"]))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,12 @@ from orchestrator.cluster.client import ClusterError
               help="Resume even where a log is damaged in the middle: each damaged file is kept aside untouched "
                    "(NAME.damaged-TIME) and every record that reads is taken up; what was lost is logged, and "
                    "`xcon check` calls it LOST. Without it, `xcon up` says what is damaged and starts nothing.")
+@click.option("--smtp", is_flag=True,
+              help="An Internet Mail Service per server (ims.exN): SMTP in for the organisation's recipients, on a "
+                   "loopback port `xcon status` shows; mail and DSNs for outside addresses leave by --smarthost.")
+@click.option("--smarthost", metavar="HOST:PORT", default="",
+              help="Where the IMSs relay mail for outside the organisation (an NDR to an outside sender goes as an "
+                   "RFC 3464 DSN); without one it waits in their queues.")
 @click.option("--fresh", is_flag=True,
               help="Start anew: delete the state a stopped cluster left in RUN_DIR (mail, queues, directory, "
                    "journal, keys, logs) instead of resuming it.")
@@ -91,7 +98,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
        report_expire_ms: int | None,
        seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int,
-       accept_damage: bool, fresh: bool, as_json: bool) -> None:
+       accept_damage: bool, smtp: bool, smarthost: str, fresh: bool, as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -115,7 +122,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
                                      mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
-                                     network=network,
+                                     network=network, smtp=smtp, smarthost=smarthost,
                                      seed=seed, max_queue=max_queue, insecure=insecure,
                                      fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
@@ -124,6 +131,12 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
                       and field_of.get(name, name) in Settings.__dataclass_fields__)
     if given & {"profile", "time_scale"}:  # a profile given on resume brings all its timings
         given |= frozenset(PROFILES[profile])
+    if smarthost and not smtp:
+        raise click.UsageError("--smarthost needs --smtp")
+    if smarthost and not re.fullmatch(r"[\w.-]+:\d{1,5}", smarthost):
+        raise click.BadParameter(f"HOST:PORT, got {smarthost!r}", param_hint="--smarthost")
+    if smtp and network == "netns":
+        raise click.UsageError("--smtp runs on loopback clusters only, so far (not with --network netns)")
     wan_hosts = [s for s in names if settings.site_of(s) != settings.site_of(names[0])]
     if wan_delay_ms and (network != "netns" or not wan_hosts):
         raise click.UsageError("--wan-delay-ms needs --network netns and a server outside the first server's site "
@@ -160,7 +173,9 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         table.add_column(col)
     for name, node in cluster.config.nodes.items():
         log = Path(node["log"])
-        table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), node["endpoints"]["router"],
+        endpoint = node["endpoints"]["router"] + (f" (SMTP {node['endpoints']['smtp']})" if "smtp" in node["endpoints"]
+                                                  else "")
+        table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), endpoint,
                       str(log.relative_to(run_dir.resolve())) if log.is_relative_to(run_dir.resolve()) else str(log))
     show_table(table)
     st = cluster.config.settings
@@ -275,6 +290,9 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
             lag = "" if s.get("cache_usn") == dir_usn else "  (cache behind)"
             detail = (f"cache usn {s.get('cache_usn')}/{dir_usn}{lag}; queue: {s.get('open_pairs')} open, "
                       f"{s.get('deferred')} deferred, {s.get('in_flight')} in flight")
+        elif name.startswith("ims."):
+            detail = (f"SMTP {s.get('smtp')}; {s.get('accepted')} accepted, {s.get('outbound')} waiting to leave, "
+                      f"{s.get('relayed')} relayed to {s.get('smarthost') or 'no smarthost'}")
         elif name.startswith("store."):
             boxes = s.get("mailboxes", {})
             locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")

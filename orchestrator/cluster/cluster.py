@@ -310,16 +310,16 @@ class Cluster:
                 **({"network": self.config.network} if self.config.network else {})}
 
     def quiet(self) -> tuple | None:
-        """None while a move runs or an MTA holds an unfinished (message, recipient) pair; else
-        what each MTA has written to its queue so far (its spool's record count)."""
+        """None while a move runs, an MTA holds an unfinished (message, recipient) pair or an IMS
+        has mail for its smarthost; else what each has written so far (its record counts)."""
         if self.status_of("orchestrator")["active"]:
             return None
         seen = []
-        for mta in self.mtas:
-            status = self.status_of(mta)
-            if status["open_pairs"]:
+        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if self.config.settings.smarthost)]:
+            status = self.status_of(node)
+            if status.get("open_pairs") or status.get("outbound"):
                 return None
-            seen.append(status.get("spool", {}).get("records"))
+            seen.append(status.get("spool", {}).get("records", status.get("relayed")))
         return tuple(seen)
 
     def wait(self, timeout: float = 60.0) -> bool:

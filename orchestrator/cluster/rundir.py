@@ -152,7 +152,7 @@ def free_ports(n: int) -> list[int]:
 
 # settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
 # and queues, its keys)
-FIXED = ("servers", "insecure", "network")
+FIXED = ("servers", "insecure", "network", "smtp")
 
 
 def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
@@ -171,7 +171,7 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
     (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.insecure:
         create_keys(run_dir)
-    names = node_names(settings.servers)
+    names = node_names(settings.servers, settings.smtp)
     nodes: dict[str, dict[str, Any]] = {}
     if network:
         for name in names:
@@ -179,11 +179,13 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
             nodes[name] = node_entry(name, run_dir, netns.endpoints(network, name), host=host,
                                      address=network["hosts"][host]["address"])
         return ClusterConfig(run_dir, settings, nodes, network)
-    ports = iter(free_ports(len(names) + 1))
+    ports = iter(free_ports(2 * len(names)))
     for name in names:
         endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
         if name == "directory":
             endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
+        if name.startswith("ims."):  # the SMTP listener (not ZeroMQ: no tcp:// prefix)
+            endpoints["smtp"] = f"127.0.0.1:{next(ports)}"
         nodes[name] = node_entry(name, run_dir, endpoints)
     return ClusterConfig(run_dir, settings, nodes)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from nodes.config import ClusterConfig, Settings, node_names
 from nodes.directory.node import read_directory
+from nodes.ims.outbound import read_relayed
 from nodes.mta import spool
 from nodes.records import DamagedFile
 from nodes.store.maildir import read_mailboxes, read_move_state
@@ -31,9 +32,14 @@ class EndState:
     boxes: dict[tuple[str, str], Counter] = field(default_factory=dict)  # (server, alias) -> msg_id -> copies
     locks: list[dict[str, Any]] = field(default_factory=list)  # {"server", "mailbox", "owner", "incoming"}
     unfinished: set[str] = field(default_factory=set)  # move ids the journal has not closed
+    # (msg_id, outside address) -> how many times an IMS relayed it to the smarthost (nodes.ims)
+    relayed: Counter = field(default_factory=Counter)
 
     def copies(self, alias: str, msg_id: str) -> int:
-        """How many times `msg_id` is in `alias`'s mailbox, on the server the directory homes it."""
+        """How many times `msg_id` is in `alias`'s mailbox, on the server the directory homes it; for
+        an address outside the organisation, how many times it left for it."""
+        if "@" in alias:
+            return self.relayed[(msg_id, alias)]
         home = self.homes.get(alias)
         box = self.boxes.get((home, alias)) if home else None
         return box[msg_id] if box else 0
@@ -61,7 +67,10 @@ def read(run_dir: Path) -> EndState:
     directory = read_directory(run_dir / "directory" / "directory.json") or {}
     stores = {p.name: (read_mailboxes(p), read_move_state(p))
               for p in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir())}
-    return assemble(directory, stores, journal.read(run_dir / journal.PATH)[0])
+    state = assemble(directory, stores, journal.read(run_dir / journal.PATH)[0])
+    for path in sorted(run_dir.glob("ims/*/relayed.jsonl")):
+        state.relayed.update((r["msg_id"], r["rcpt"]) for r in read_relayed(path))
+    return state
 
 
 def assemble(directory: dict[str, Any], stores: dict[str, tuple[dict[str, Counter], dict[str, Any]]],
@@ -129,4 +138,4 @@ def nodes_of(run_dir: Path) -> list[str]:
         settings = Settings.from_json(json.loads((run_dir / "sim.json").read_text())["settings"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    return node_names(settings.servers)
+    return node_names(settings.servers, settings.smtp)

@@ -43,7 +43,7 @@ TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
 # the events the first pass reads; it skips every other at once
 JUDGED = frozenset({"store.duplicate_suppressed", "store.delivered", "mta.accepted", "storage.damaged", "mta.failed",
-                    "mta.ndr_queued"})
+                    "mta.ndr_queued", "ims.relayed"})
 # an MTA's events that say it holds a pair (not that it handed it on, delivered or failed it)
 HOLDING = frozenset({"mta.accepted", "mta.transfer_in", "mta.routed", "mta.deferred", "mta.retry", "mta.not_homed",
                      "mta.rerouted"})
@@ -120,6 +120,14 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                     (copies if to_postmaster else ndrs)[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
             else:
                 delivered[(e.get("msg_id"), e.get("mailbox"))] += 1
+        elif name == "ims.relayed":  # left the organisation (nodes.ims): an outside address's delivery
+            if e.get("ndr_for"):  # a DSN to an outside originator
+                for rcpt in e.get("ndr_rcpts") or ():
+                    reported[(e["ndr_for"], rcpt)] += 1
+                if state is not None:
+                    ndrs[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
+            else:
+                delivered[(e.get("msg_id"), e.get("rcpt"))] += 1
         elif name == "mta.accepted":
             alt_of = e.get("alt_of") or {}
             for rcpt in e.get("rcpts", ()):

@@ -1,0 +1,326 @@
+"""The Internet Mail Service of one server (Exchange 5.5's IMS: its SMTP connector), a node of its
+own: `ims.<server>`, started by `xcon up --smtp`.
+
+In: an SMTP server (aiosmtpd) for the organisation's recipients. RCPT asks this server's MTA
+whether its directory cache knows the recipient (550 5.1.1 if not); DATA hands the client's bytes
+to the MTA (mta.submit_raw) and says 250 only once the MTA has the message durably: a kill
+before the 250 leaves the client to send again (the message id is derived from what was sent,
+so the MTA takes a resend once), a kill after it loses nothing. A refusal for the MTA's state
+(busy, disk) is 452 4.3.1; a message over the limit 552 5.3.4; malformed commands get SMTP's own
+errors from aiosmtpd. RFC 3461's NOTIFY, ORCPT, RET and ENVID are taken and carried in the
+message (X-Xcon-DSN); they do not change what the MTA reports yet.
+
+Out: messages the MTA hands over (ims.outbound: an NDR to an outside originator, as an RFC 3464
+DSN, or mail to an outside address) are queued on disk (nodes.ims.outbound) before the MTA hears
+"ok", then relayed to the smarthost (`--smarthost HOST:PORT`) and retried on the MTA's transfer
+interval until it takes them. A report leaves with the null reverse-path (MAIL FROM:<>).
+
+The node answers ping and status on its ROUTER like any node, logs to logs/ims.<server>.jsonl with
+a hybrid logical clock, and its frames carry the message id as their trace, so `xcon trace`
+follows a message in from SMTP and a DSN out to the smarthost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.utils
+import hashlib
+import os
+import signal
+import smtplib
+import time
+import uuid
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from protocol import INVALID, MAX_MESSAGE_BYTES, Frame, ProtocolError, decode_message, encode
+
+from .. import logs
+from ..config import ClusterConfig
+from ..mail import DOMAIN, address
+from ..security import Security
+from .outbound import Item, Outbound
+
+ASK_S = 5.0  # how long a session waits for its MTA before it answers 451 (try again)
+DSN_PARAMS = ("NOTIFY", "ORCPT", "RET", "ENVID")
+
+
+class DsnSMTP(SMTP):
+    """aiosmtpd's server, which refuses every MAIL and RCPT parameter it does not know: here it
+    takes RFC 3461's (NOTIFY, ORCPT on RCPT; RET, ENVID on MAIL), keeps them in the session and
+    passes the rest on."""
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(self._take_dsn(arg, "mail"))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await super().smtp_RCPT(self._take_dsn(arg, "rcpt"))
+
+    def _take_dsn(self, arg: str | None, where: str) -> str | None:
+        if not arg or self.session is None:
+            return arg
+        words, kept = arg.split(), []
+        taken = getattr(self.session, "dsn", None)
+        if taken is None:
+            taken = self.session.dsn = {"mail": [], "rcpt": []}  # type: ignore[attr-defined]
+        for word in words:
+            name = word.split("=", 1)[0].upper()
+            (taken[where] if name in DSN_PARAMS and "=" in word else kept).append(word)
+        return " ".join(kept)
+
+
+class Ims:
+    def __init__(self, name: str, config: ClusterConfig):
+        self.name, self.config = name, config
+        self.server = config.nodes[name]["server"]
+        self.mta = f"mta.{self.server}"
+        settings = config.settings
+        self.smarthost = settings.smarthost
+        self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
+                        else settings.retry_ms) / 1000
+        self.nodelog = logs.file_log(name, config.run_dir / "logs" / f"{name}.jsonl", settings.console)
+        if self.nodelog.sinks.json_file.created:
+            self.log("info", logs.CREATED)
+        self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync)
+        self.pending: dict[str, asyncio.Future] = {}
+        self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.accepted = self.refused = 0
+
+    # --- the log and the clock ----------------------------------------------------------------
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        self.nodelog.emit(level, event, fields)
+        self.nodelog.flush()
+
+    def frame(self, type_: str, body: dict[str, Any], trace: str | None = None, re: str | None = None) -> Frame:
+        return Frame(type_, uuid.uuid4().hex, self.name, self.nodelog.hlc.tick(time.time()), body, trace, re)
+
+    # --- the node's life ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        security = Security(self.config.run_dir, self.config.settings.insecure)
+        sync_ctx = zmq.Context()
+        auth = security.authenticator(sync_ctx)
+        ctx = zmq.asyncio.Context.shadow(sync_ctx)
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        security.server(self.router)
+        self.router.bind(self.config.endpoint(self.name))
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.linger = 0
+        security.client(self.dealer)
+        self.dealer.connect(self.config.endpoint(self.mta))
+        host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        server = await loop.create_server(
+            lambda: DsnSMTP(Handler(self), data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
+                            hostname=f"{self.name}.{DOMAIN}", ident="xcon IMS"), host, int(port))
+        self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
+                 smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.outbound.items))
+        tasks = [asyncio.create_task(t) for t in (self._answers(), self._requests(), self._relay())]
+        await self.stopping.wait()
+        server.close()
+        for task in tasks:
+            task.cancel()
+        self.log("info", "node.stopped", reason="signal")
+        for sock in (self.router, self.dealer):
+            sock.close(0)
+        if auth is not None:
+            auth.stop()
+
+    async def ask(self, type_: str, body: dict[str, Any], trace: str | None = None) -> Frame:
+        """One request to this server's MTA; TimeoutError if it does not answer in ASK_S."""
+        frame = self.frame(type_, body, trace)
+        future = asyncio.get_running_loop().create_future()
+        self.pending[frame.id] = future
+        try:
+            await self.dealer.send(encode(frame))
+            return await asyncio.wait_for(future, ASK_S)
+        finally:
+            self.pending.pop(frame.id, None)
+
+    async def _answers(self) -> None:
+        while True:
+            data = await self.dealer.recv()
+            try:
+                frames = decode_message(data)
+            except ProtocolError as exc:
+                self.log("warning", "frame.rejected", reason=str(exc), via="dealer")
+                continue
+            for frame in frames:
+                self.nodelog.hlc.receive(frame.clock, time.time())
+                future = self.pending.get(frame.re or "")
+                if future is not None and not future.done():
+                    future.set_result(frame)
+
+    async def _requests(self) -> None:
+        while True:
+            peer, data = await self.router.recv_multipart()
+            try:
+                frames = decode_message(data)
+            except ProtocolError as exc:
+                self.log("warning", "frame.rejected", reason=str(exc), size=len(data))
+                continue
+            for frame in frames:
+                self.nodelog.hlc.receive(frame.clock, time.time())
+                kind, answer = self._answer(frame)
+                await self.router.send_multipart([peer, encode(self.frame(kind, answer, frame.trace, frame.id))])
+
+    def _answer(self, frame: Frame) -> tuple[str, dict[str, Any]]:
+        if frame.type == "ping":
+            return "pong", {"node": self.name, "ready": True, "pid": os.getpid()}
+        if frame.type == "status":
+            return "status_reply", {"node": self.name, "status": self.status()}
+        if frame.type == "ims.outbound":
+            item, new = self.outbound.put(frame.body, time.time())
+            if new:
+                self.log("info", "ims.queued_out", msg_id=frame.body["msg_id"], rcpt=frame.body["rcpt"],
+                         ndr_for=frame.body["ndr_for"], src=frame.src)
+                self.wake.set()
+            return "ok", {}
+        if frame.type == "fault.clock":
+            self.nodelog.hlc.offset = frame.body["offset_ms"] / 1000
+            return "ok", {}
+        if frame.type == "fault.clear":
+            self.nodelog.hlc.offset = 0.0
+            return "ok", {}
+        return "error", {"reason": f"the IMS does not handle '{frame.type}'",
+                         "code": INVALID if frame.type.startswith("fault.") else None}
+
+    def status(self) -> dict[str, Any]:
+        items = sorted(self.outbound.items.values(), key=lambda i: i.queued_at)
+        return {"smtp": self.config.endpoint(self.name, "smtp"), "smarthost": self.smarthost or None,
+                "accepted": self.accepted, "refused": self.refused, "outbound": len(items),
+                "relayed": len(self.outbound.relayed),
+                "queue": [{"msg_id": i.msg_id, "rcpt": i.rcpt, "attempts": i.attempts, "reason": i.reason}
+                          for i in items[:20]]}
+
+    # --- out: to the smarthost ----------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        while True:
+            now = time.time()
+            due = [i for i in self.outbound.items.values() if i.next_at <= now]
+            for item in due if self.smarthost else ():
+                await self._relay_one(item)
+            upcoming = [i.next_at for i in self.outbound.items.values()]
+            wait = max(0.05, min(upcoming) - time.time()) if upcoming and self.smarthost else 5.0
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _relay_one(self, item: Item) -> None:
+        item.attempts += 1
+        mail_from = "" if item.ndr_for else address(item.sender)  # a report: the null reverse-path
+        try:
+            await asyncio.to_thread(send, self.smarthost, self.name, mail_from, item.rcpt, item.raw)
+        except smtplib.SMTPResponseException as exc:
+            reason = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+            if exc.smtp_code >= 500:
+                self.outbound.failed(item)
+                self.log("error", "ims.relay_failed", msg_id=item.msg_id, rcpt=item.rcpt, ndr_for=item.ndr_for,
+                         smarthost=self.smarthost, reason=reason, kept=f"ims/{self.server}/failed/{item.key}.msg")
+                return
+            self._later(item, reason)
+            return
+        except (OSError, smtplib.SMTPException) as exc:
+            self._later(item, f"{type(exc).__name__}: {exc}")
+            return
+        self.outbound.done(item, self.smarthost, time.time())
+        self.log("info", "ims.relayed", msg_id=item.msg_id, rcpt=item.rcpt, ndr_for=item.ndr_for,
+                 ndr_rcpts=item.ndr_rcpts, smarthost=self.smarthost, attempt=item.attempts)
+
+    def _later(self, item: Item, reason: str) -> None:
+        item.reason, item.next_at = reason, time.time() + self.retry_s
+        self.log("warning", "ims.relay_deferred", msg_id=item.msg_id, rcpt=item.rcpt, smarthost=self.smarthost,
+                 reason=reason, retry_in_ms=int(self.retry_s * 1000))
+
+
+def send(smarthost: str, name: str, mail_from: str, rcpt: str, raw: bytes) -> None:
+    host, _, port = smarthost.rpartition(":")
+    with smtplib.SMTP(host, int(port), local_hostname=f"{name}.{DOMAIN}", timeout=10) as client:
+        client.sendmail(mail_from, [rcpt], raw)
+
+
+class Handler:
+    """aiosmtpd's hooks: RCPT and DATA, answered with what the MTA says."""
+
+    def __init__(self, ims: Ims):
+        self.ims = ims
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-DSN", responses[-1]] if responses else responses
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, addr: str,
+                          options: list[str]) -> str:
+        local, _, domain = addr.rpartition("@")
+        if domain.lower() != DOMAIN:
+            return f"550 5.7.1 <{addr}>: relaying denied (this server takes mail for {DOMAIN} only)"
+        try:
+            answer = await self.ims.ask("mta.lookup", {"alias": local.lower()})
+        except TimeoutError:
+            return f"451 4.4.1 {self.ims.mta} did not answer; try again later"
+        if answer.type == "error":
+            return f"451 4.3.0 {answer.body['reason']}"
+        if answer.body["recipient"] is None:
+            self.ims.refused += 1
+            self.ims.log("warning", "ims.rcpt_refused", rcpt=addr, reason="unknown user", peer=str(session.peer))
+            return f"550 5.1.1 <{addr}>: unknown user (not in {self.ims.mta}'s directory cache)"
+        envelope.rcpt_tos.append(addr)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        rcpts = [r.rpartition("@")[0].lower() for r in envelope.rcpt_tos]
+        # the null reverse-path (a bounce from outside): no report is ever sent to it; if this
+        # message fails, its report goes to the postmaster mailbox (nodes.mta.reports)
+        sender = "" if envelope.mail_from in (None, "", "<>") else envelope.mail_from
+        # the same message sent again (its client never heard our 250) gets the same id
+        digest = hashlib.sha256(b"\0".join([sender.encode(), *map(str.encode, envelope.rcpt_tos), raw])).hexdigest()
+        msg_id = f"smtp-{digest[:24]}"
+        dsn = getattr(session, "dsn", {"mail": [], "rcpt": []})
+        headers = email.parser.BytesHeaderParser().parsebytes(raw)
+        added = [f"Received: from {session.host_name or 'unknown'} ({session.peer[0] if session.peer else '?'}) "
+                 f"by {self.ims.name}.{DOMAIN} with ESMTP id {msg_id}; {email.utils.formatdate()}",
+                 f"X-Xcon-Msg-Id: {msg_id}"]
+        if headers.get("Message-ID") is None:
+            added.append(f"Message-ID: <{msg_id}@{DOMAIN}>")
+        if dsn["mail"] or dsn["rcpt"]:
+            added.append(f"X-Xcon-DSN: {' '.join(dsn['mail'] + dsn['rcpt'])}")
+        raw = ("\r\n".join(added) + "\r\n").encode() + raw
+        try:
+            answer = await self.ims.ask("mta.submit_raw", {"msg_id": msg_id, "sender": sender, "recipients": rcpts,
+                                                           "raw": raw, "priority": priority(headers)}, trace=msg_id)
+        except TimeoutError:
+            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=f"{self.ims.mta} did not answer", code=451)
+            return f"451 4.4.1 {self.ims.mta} did not answer; send it again later"
+        if answer.type == "error":
+            code = "554 5.6.0" if answer.body.get("code") == INVALID else "452 4.3.1"
+            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=answer.body["reason"], code=int(code[:3]))
+            return f"{code} {answer.body['reason']}"
+        self.ims.accepted += 1
+        self.ims.log("info", "ims.accepted", msg_id=msg_id, sender=sender, rcpts=answer.body["rcpts"],
+                     peer=str(session.peer), size=len(raw))
+        return f"250 2.0.0 Ok: queued as {msg_id}"
+
+
+def priority(headers: Any) -> str:
+    """xcon's priority from X-Priority (1-2 urgent, 4-5 non-urgent) or Importance (high, low)."""
+    x = (headers.get("X-Priority") or "").strip()[:1]
+    importance = (headers.get("Importance") or "").strip().lower()
+    if x in ("1", "2") or importance == "high":
+        return "urgent"
+    if x in ("4", "5") or importance == "low":
+        return "non-urgent"
+    return "normal"

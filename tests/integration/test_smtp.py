@@ -1,0 +1,183 @@
+"""Issue 21: mail from outside the organisation, through each server's Internet Mail Service
+(SMTP, nodes.ims), during Move User; and the DSN back out to a smarthost, an SMTP server of the
+outside world (aiosmtpd's, in this process). The KB's story told through real protocols:
+legacy loses the outside sender's message for bob and tells nobody (no DSN reaches the
+smarthost); sp4 sends the DSN; reroute delivers."""
+
+from __future__ import annotations
+
+import email
+import json
+import smtplib
+import threading
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from orchestrator.cluster.rundir import free_ports
+
+from ..conftest import wait_for_event, xcon, xcon_json
+
+
+class Outside:
+    """The outside world's mail server: what reached it, and an event per message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.arrived = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.arrived.set()
+        return "250 2.0.0 OK"
+
+
+@pytest.fixture
+def outside():
+    sink = Outside()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_ports(1)[0])
+    controller.start()
+    try:
+        yield sink, f"127.0.0.1:{controller.port}"
+    finally:
+        controller.stop()
+
+
+def smtp_of(run: Path, server: str) -> tuple[str, int]:
+    host, port = json.loads((run / "cluster.json").read_text())["nodes"][f"ims.{server}"]["endpoints"]["smtp"].split(":")
+    return host, int(port)
+
+
+def submit(run: Path, server: str, sender: str, rcpts: list[str], subject: str) -> str:
+    """One message over SMTP, as any client sends it; the IMS's id from its 250."""
+    raw = f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n\r\nfrom outside\r\n"
+    with smtplib.SMTP(*smtp_of(run, server), timeout=30) as client:
+        client.ehlo("outside.test")
+        client.mail(sender)
+        for rcpt in rcpts:
+            code, said = client.rcpt(rcpt)
+            assert code == 250, (rcpt, code, said)
+        code, said = client.data(raw.encode())
+    assert code == 250, said
+    return said.decode().rsplit(" ", 1)[1]
+
+
+@pytest.mark.parametrize("build", ["legacy", "sp4", "reroute"])
+def test_the_kb_through_smtp_an_outside_sender_hears_as_the_build_says(tmp_path, outside, build):
+    sink, smarthost = outside
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--smarthost", smarthost, "--mta-build", build, "--replication-lag-ms", "1500",
+         "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
+        xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run,
+             check=True)
+        xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)  # bob's mailbox stays locked
+        xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
+        wait_for_event(run, event="move.step", step="copy")
+        msg = submit(run, "ex2", "ann@outside.test", ["bob@xcon.test"], "during the move")
+        wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")  # locked: tried again later
+        xcon("fault", "release", run_dir=run, check=True)
+        xcon("wait", run_dir=run, check=True)
+        carol = {m["msg_id"] for m in xcon_json("mailbox", "carol", run_dir=run)["messages"]}
+        bob = {m["msg_id"] for m in xcon_json("mailbox", "bob", run_dir=run)["messages"]}
+        check = xcon("check", "--json", run_dir=run)
+        verdict = json.loads(check.stdout)
+        assert msg in carol, "the alternate has it in every build"
+        if build == "legacy":  # the KB: lost, and the outside sender hears nothing
+            assert msg not in bob and sink.messages == []
+            assert check.returncode == 1 and verdict["counts"]["lost"] == 1
+        elif build == "sp4":  # the fix: an RFC 3464 DSN to the outside sender, from the null sender
+            sink.arrived.wait(30)
+            ((mail_from, rcpts, raw),) = sink.messages
+            report = email.message_from_bytes(raw)
+            assert (mail_from, rcpts) == ("<>", ["ann@outside.test"])  # the null reverse-path
+            assert report.get_content_type() == "multipart/report" and report.get_param("report-type") == "delivery-status"
+            status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+            assert "Action: failed" in status.as_string() and "bob@xcon.test" in status.as_string()
+            assert check.returncode == 0 and verdict["counts"]["ndr"] == 1, verdict
+        else:  # reroute: bob has it on ex2
+            assert msg in bob and sink.messages == []
+            assert check.returncode == 0 and verdict["counts"]["delivered"] == 2, verdict
+    finally:
+        xcon("down", run_dir=run)
+
+
+def test_smtp_answers_unknown_users_outside_domains_and_bad_commands_and_mail_leaves_for_outside(tmp_path, outside):
+    sink, smarthost = outside
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--smarthost", smarthost, "--replication-lag-ms", "0", "--replication-jitter-ms",
+         "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+            code, features = client.ehlo("outside.test")
+            assert code == 250 and b"DSN" in features
+            client.mail("ann@outside.test", ["RET=HDRS", "ENVID=abc"])
+            assert client.rcpt("nobody@xcon.test")[0] == 550, "unknown user: 550 5.1.1"
+            assert client.rcpt("someone@elsewhere.test")[0] == 550, "no relaying for other domains"
+            assert client.rcpt("alice@xcon.test", ["NOTIFY=FAILURE", "ORCPT=rfc822;alice@xcon.test"])[0] == 250
+            assert client.docmd("FROBNICATE")[0] == 500
+            code, said = client.data(b"Subject: hi\r\nX-Priority: 5\r\n\r\nhello\r\n")
+            assert code == 250
+        msg = said.decode().rsplit(" ", 1)[1]
+        xcon("wait", run_dir=run, check=True)
+        shown = xcon_json("show", msg, run_dir=run)
+        headers = dict((k, v) for k, v in shown["message"]["headers"])
+        assert headers["X-Xcon-DSN"] == "RET=HDRS ENVID=abc NOTIFY=FAILURE ORCPT=rfc822;alice@xcon.test"
+        accepted = [json.loads(line) for line in xcon("logs", "--msg", msg, "--event", "mta.accepted", "--json",
+                                                        run_dir=run, check=True).stdout.splitlines()]
+        assert accepted and accepted[0]["sender"] == "ann@outside.test"
+        # mail from inside to an outside address leaves through the IMS to the smarthost
+        out = xcon("send", "--from", "alice", "--to", "dave@outside.test", "--subject", "out", run_dir=run,
+                   check=True).stdout.strip()
+        xcon("wait", run_dir=run, check=True)
+        ((mail_from, rcpts, raw),) = sink.messages
+        assert (mail_from, rcpts) == ("alice@xcon.test", ["dave@outside.test"]) and f"X-Xcon-Msg-Id: {out}" in raw.decode()
+        assert xcon("check", run_dir=run).returncode == 0
+        status = xcon_json("status", run_dir=run)["nodes"]["ims.ex1"]["status"]
+        assert (status["accepted"], status["relayed"], status["outbound"]) == (1, 1, 0)
+    finally:
+        xcon("down", run_dir=run)
+
+
+def test_what_a_client_was_told_was_accepted_is_never_lost_and_a_resend_arrives_once(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        # told 250, then the MTA is killed: alice's store is paused, so the message is only in the
+        # MTA's queue log when it dies; the restarted MTA delivers it
+        xcon("fault", "pause", "store.ex1", "--seconds", "600", run_dir=run, check=True)
+        first = submit(run, "ex1", "ann@outside.test", ["alice@xcon.test"], "told 250")
+        xcon("kill", "mta.ex1", run_dir=run, check=True)
+        xcon("restart", "mta.ex1", run_dir=run, check=True)
+        xcon("fault", "clear", run_dir=run, check=True)
+        # the MTA does not answer in time (paused): 451, so the client keeps the message and sends
+        # it again; the MTA took the first try after all, and takes the resend once
+        raw = b"From: ann@outside.test\r\nSubject: sent twice\r\n\r\nhello\r\n"
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
+            client.ehlo("outside.test")
+            client.mail("ann@outside.test")
+            assert client.rcpt("alice@xcon.test")[0] == 250
+            xcon("fault", "pause", "mta.ex1", "--seconds", "600", run_dir=run, check=True)
+            code, said = client.data(raw)
+        assert code == 451, said
+        xcon("fault", "clear", run_dir=run, check=True)
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
+            client.ehlo("outside.test")
+            client.mail("ann@outside.test")
+            client.rcpt("alice@xcon.test")
+            code, said = client.data(raw)
+        assert code == 250, said
+        second = said.decode().rsplit(" ", 1)[1]
+        accepted = [json.loads(line).get("repeated", False) for line in xcon(
+            "logs", "--msg", second, "--event", "mta.accepted", "--json", run_dir=run, check=True).stdout.splitlines()]
+        assert accepted == [False, True], "the try that got 451 was taken when the MTA woke; the resend was known"
+        xcon("wait", run_dir=run, check=True)
+        box = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+        assert sorted(box) == sorted([first, second]), box
+        assert xcon("check", run_dir=run).returncode == 0
+    finally:
+        xcon("down", run_dir=run)
