@@ -27,25 +27,19 @@ import email.parser
 import email.utils
 import hashlib
 import os
-import signal
 import smtplib
 import time
-import uuid
 from typing import Any
 
-import zmq
-import zmq.asyncio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from protocol import INVALID, MAX_MESSAGE_BYTES, Frame, ProtocolError, decode_message, encode
+from protocol import INVALID, MAX_MESSAGE_BYTES
 
-from .. import logs
 from ..config import ClusterConfig
+from ..edge import EdgeNode
 from ..mail import DOMAIN, address
-from ..security import Security
 from .outbound import Item, Outbound
 
-ASK_S = 5.0  # how long a session waits for its MTA before it answers 451 (try again)
 DSN_PARAMS = ("NOTIFY", "ORCPT", "RET", "ENVID")
 
 
@@ -73,126 +67,42 @@ class DsnSMTP(SMTP):
         return " ".join(kept)
 
 
-class Ims:
+class Ims(EdgeNode):
+    kind = "ims"
+
     def __init__(self, name: str, config: ClusterConfig):
-        self.name, self.config = name, config
-        self.server = config.nodes[name]["server"]
-        self.mta = f"mta.{self.server}"
+        super().__init__(name, config, peer=f"mta.{config.nodes[name]['server']}")
+        self.mta = self.peer
         settings = config.settings
         self.smarthost = settings.smarthost
         self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
                         else settings.retry_ms) / 1000
-        self.nodelog = logs.file_log(name, config.run_dir / "logs" / f"{name}.jsonl", settings.console)
-        if self.nodelog.sinks.json_file.created:
-            self.log("info", logs.CREATED)
         self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync)
-        self.pending: dict[str, asyncio.Future] = {}
-        self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.accepted = self.refused = 0
 
-    # --- the log and the clock ----------------------------------------------------------------
-
-    def log(self, level: str, event: str, **fields: Any) -> None:
-        self.nodelog.emit(level, event, fields)
-        self.nodelog.flush()
-
-    def frame(self, type_: str, body: dict[str, Any], trace: str | None = None, re: str | None = None) -> Frame:
-        return Frame(type_, uuid.uuid4().hex, self.name, self.nodelog.hlc.tick(time.time()), body, trace, re)
-
-    # --- the node's life ----------------------------------------------------------------------
-
-    async def run(self) -> None:
-        security = Security(self.config.run_dir, self.config.settings.insecure)
-        sync_ctx = zmq.Context()
-        auth = security.authenticator(sync_ctx)
-        ctx = zmq.asyncio.Context.shadow(sync_ctx)
-        self.router = ctx.socket(zmq.ROUTER)
-        self.router.linger = 0
-        security.server(self.router)
-        self.router.bind(self.config.endpoint(self.name))
-        self.dealer = ctx.socket(zmq.DEALER)
-        self.dealer.linger = 0
-        security.client(self.dealer)
-        self.dealer.connect(self.config.endpoint(self.mta))
+    async def start(self) -> list:
         host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        server = await loop.create_server(
+        self.smtp = await asyncio.get_running_loop().create_server(
             lambda: DsnSMTP(Handler(self), data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
                             hostname=f"{self.name}.{DOMAIN}", ident="xcon IMS"), host, int(port))
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
                  smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.outbound.items))
-        tasks = [asyncio.create_task(t) for t in (self._answers(), self._requests(), self._relay())]
-        await self.stopping.wait()
-        server.close()
-        for task in tasks:
-            task.cancel()
-        self.log("info", "node.stopped", reason="signal")
-        for sock in (self.router, self.dealer):
-            sock.close(0)
-        if auth is not None:
-            auth.stop()
+        return [self._relay()]
 
-    async def ask(self, type_: str, body: dict[str, Any], trace: str | None = None) -> Frame:
-        """One request to this server's MTA; TimeoutError if it does not answer in ASK_S."""
-        frame = self.frame(type_, body, trace)
-        future = asyncio.get_running_loop().create_future()
-        self.pending[frame.id] = future
-        try:
-            await self.dealer.send(encode(frame))
-            return await asyncio.wait_for(future, ASK_S)
-        finally:
-            self.pending.pop(frame.id, None)
+    async def stop(self) -> None:
+        if getattr(self, "smtp", None) is not None:
+            self.smtp.close()
 
-    async def _answers(self) -> None:
-        while True:
-            data = await self.dealer.recv()
-            try:
-                frames = decode_message(data)
-            except ProtocolError as exc:
-                self.log("warning", "frame.rejected", reason=str(exc), via="dealer")
-                continue
-            for frame in frames:
-                self.nodelog.hlc.receive(frame.clock, time.time())
-                future = self.pending.get(frame.re or "")
-                if future is not None and not future.done():
-                    future.set_result(frame)
-
-    async def _requests(self) -> None:
-        while True:
-            peer, data = await self.router.recv_multipart()
-            try:
-                frames = decode_message(data)
-            except ProtocolError as exc:
-                self.log("warning", "frame.rejected", reason=str(exc), size=len(data))
-                continue
-            for frame in frames:
-                self.nodelog.hlc.receive(frame.clock, time.time())
-                kind, answer = self._answer(frame)
-                await self.router.send_multipart([peer, encode(self.frame(kind, answer, frame.trace, frame.id))])
-
-    def _answer(self, frame: Frame) -> tuple[str, dict[str, Any]]:
-        if frame.type == "ping":
-            return "pong", {"node": self.name, "ready": True, "pid": os.getpid()}
-        if frame.type == "status":
-            return "status_reply", {"node": self.name, "status": self.status()}
-        if frame.type == "ims.outbound":
-            item, new = self.outbound.put(frame.body, time.time())
-            if new:
-                self.log("info", "ims.queued_out", msg_id=frame.body["msg_id"], rcpt=frame.body["rcpt"],
-                         ndr_for=frame.body["ndr_for"], src=frame.src)
-                self.wake.set()
-            return "ok", {}
-        if frame.type == "fault.clock":
-            self.nodelog.hlc.offset = frame.body["offset_ms"] / 1000
-            return "ok", {}
-        if frame.type == "fault.clear":
-            self.nodelog.hlc.offset = 0.0
-            return "ok", {}
-        return "error", {"reason": f"the IMS does not handle '{frame.type}'",
-                         "code": INVALID if frame.type.startswith("fault.") else None}
+    def answer(self, frame: Any) -> tuple[str, dict[str, Any]] | None:
+        if frame.type != "ims.outbound":
+            return None
+        item, new = self.outbound.put(frame.body, time.time())
+        if new:
+            self.log("info", "ims.queued_out", msg_id=frame.body["msg_id"], rcpt=frame.body["rcpt"],
+                     ndr_for=frame.body["ndr_for"], src=frame.src)
+            self.wake.set()
+        return "ok", {}
 
     def status(self) -> dict[str, Any]:
         items = sorted(self.outbound.items.values(), key=lambda i: i.queued_at)

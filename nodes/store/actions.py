@@ -84,7 +84,9 @@ def message_name(now: float, msg_id: str) -> str:
 
 
 def msg_id_of(name: str) -> str | None:
-    head, _, rest = name.partition(".")
+    """The message id in a message's file name (TIME.MSGID.xcon, and `:2,FLAGS` once a mail
+    reader moved it into cur/)."""
+    head, _, rest = name.split(":", 1)[0].partition(".")
     if not head.isdigit() or not rest.endswith(".xcon"):
         return None
     return rest[: -len(".xcon")] or None

@@ -208,22 +208,37 @@ class Maildirs:
             old.unlink()
 
     def names(self, mailbox: str) -> list[str]:
+        """The messages' names, without the info a mail reader adds when it moves one into cur/
+        (`NAME:2,S`, Maildir's flags: Dovecot does, with `xcon up --imap`)."""
         self.sync()  # a reader sees every message written before it asked
-        names = []
+        names = set()
         for sub in ("new", "cur"):
             try:
-                names += os.listdir(f"{self.root}/{mailbox}/{sub}")
+                names.update(n.split(":", 1)[0] for n in os.listdir(f"{self.root}/{mailbox}/{sub}"))
             except FileNotFoundError:
                 pass
         return sorted(names)
 
     def read(self, mailbox: str, name: str) -> bytes:
-        for sub in ("new", "cur"):
+        """A message by its name, in new/ or in cur/ with or without a reader's flags; a reader
+        that moves it meanwhile (new/ to cur/) is followed, not taken for its loss."""
+        for _ in range(3):
+            for sub in ("new", "cur"):
+                try:
+                    with open(f"{self.root}/{mailbox}/{sub}/{name}", "rb", buffering=0) as f:
+                        return f.readall()
+                except FileNotFoundError:
+                    continue
             try:
-                with open(f"{self.root}/{mailbox}/{sub}/{name}", "rb", buffering=0) as f:
-                    return f.readall()
+                flagged = [n for n in os.listdir(f"{self.root}/{mailbox}/cur") if n.split(":", 1)[0] == name]
             except FileNotFoundError:
-                continue
+                flagged = []
+            for n in flagged:
+                try:
+                    with open(f"{self.root}/{mailbox}/cur/{n}", "rb", buffering=0) as f:
+                        return f.readall()
+                except FileNotFoundError:
+                    continue
         raise FileNotFoundError(f"{mailbox}/{name}")
 
 

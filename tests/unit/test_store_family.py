@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from nodes.store.actions import IN_TRANSIT, SOFT_DELETED, RenameMailbox
 from nodes.store.core import StoreCore
 from nodes.store.maildir import Maildirs, MemoryMaildirs, read_mailboxes
@@ -135,3 +137,23 @@ def test_a_restart_between_the_flush_and_its_record_flushes_nothing_twice(tmp_pa
         assert events(again, "store.in_transit_flushed")[0].fields["already"] is True
         boxes = read_mailboxes(tmp_path / "ex2") if isinstance(maildirs, Maildirs) else maildirs.ids()
         assert {k: set(v) for k, v in boxes.items()} == {"bob": {"m1", "m2"}} and w.core.mailboxes["bob"] == {"m1", "m2"}
+
+
+def test_a_message_a_mail_reader_moved_into_cur_with_flags_is_still_listed_read_exported_and_counted(tmp_path):
+    """Dovecot (xcon up --imap) moves a message it has shown from new/ to cur/NAME:2,S: the store
+    must go on seeing it as the same message, or a move would leave it behind."""
+    from nodes.store.actions import ExportPage, ListMailbox, message_name
+    from nodes.store.node import export_page, listing
+
+    boxes = Maildirs(tmp_path / "ex1", fsync=False)
+    boxes.create("bob")
+    name = message_name(1.0, "m1")
+    boxes.write("bob", name, b"Subject: read over IMAP\r\n\r\nhi\r\n")
+    boxes.sync()
+    os.rename(tmp_path / "ex1" / "bob" / "new" / name, tmp_path / "ex1" / "bob" / "cur" / f"{name}:2,S")
+    assert boxes.names("bob") == [name] and boxes.read("bob", name).startswith(b"Subject: read over IMAP")
+    assert {k: dict(v) for k, v in read_mailboxes(tmp_path / "ex1").items()} == {"bob": {"m1": 1}}
+    (listed,) = replies(listing(boxes, ListMailbox(b"p", "r", "bob")))[0].body["messages"]
+    assert listed["subject"] == "read over IMAP"
+    (exported,) = replies(export_page(boxes, ExportPage(b"p", "r", "bob", "", 10)))[0].body["messages"]
+    assert exported["msg_id"] == "m1" and exported["raw"].endswith(b"hi\r\n")

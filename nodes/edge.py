@@ -1,0 +1,160 @@
+"""A node at the organisation's edge, which speaks a protocol of the outside world (SMTP: nodes.ims;
+IMAP through Dovecot: nodes.imap) and ZeroMQ to the cluster: one asyncio loop, its log with a
+hybrid logical clock, a ROUTER that answers ping, status and the clock faults as every node's does,
+and a DEALER to one node of the cluster (`peer`) for the requests it makes.
+
+Cores of the other nodes are pure functions run by nodes.runtime; an edge node's work is waiting on
+sockets of another protocol, so it is a small asyncio program instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from protocol import INVALID, Frame, ProtocolError, decode_message, encode
+
+from . import logs
+from .config import ClusterConfig
+from .security import Security
+
+ASK_S = 5.0  # how long a request to the peer is waited for
+
+
+class EdgeNode:
+    kind = "edge"
+
+    def __init__(self, name: str, config: ClusterConfig, peer: str):
+        self.name, self.config, self.peer = name, config, peer
+        self.server = config.nodes[name]["server"]
+        self.nodelog = logs.file_log(name, config.run_dir / "logs" / f"{name}.jsonl", config.settings.console)
+        if self.nodelog.sinks.json_file.created:
+            self.log("info", logs.CREATED)
+        self.pending: dict[str, asyncio.Future] = {}
+        self.stopping = asyncio.Event()
+        self.ready = False
+
+    # --- what a kind of edge node adds --------------------------------------------------------
+
+    async def start(self) -> list:
+        """Start the node's own work; the coroutines to run beside the sockets'."""
+        return []
+
+    async def stop(self) -> None:
+        """End the node's own work (the sockets close after)."""
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def answer(self, frame: Frame) -> tuple[str, dict[str, Any]] | None:
+        """A request of the node's own kind (not ping, status or a fault); None: not handled."""
+        return None
+
+    # --- the log and the clock ----------------------------------------------------------------
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        self.nodelog.emit(level, event, fields)
+        self.nodelog.flush()
+
+    def frame(self, type_: str, body: dict[str, Any], trace: str | None = None, re: str | None = None) -> Frame:
+        return Frame(type_, uuid.uuid4().hex, self.name, self.nodelog.hlc.tick(time.time()), body, trace, re)
+
+    # --- the node's life ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        security = Security(self.config.run_dir, self.config.settings.insecure)
+        sync_ctx = zmq.Context()
+        auth = security.authenticator(sync_ctx)  # ZAP on the shared libzmq context
+        ctx = zmq.asyncio.Context.shadow(sync_ctx)
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        security.server(self.router)
+        self.router.bind(self.config.endpoint(self.name))
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.linger = 0
+        security.client(self.dealer)
+        self.dealer.connect(self.config.endpoint(self.peer))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        tasks = [asyncio.create_task(c) for c in (self._answers(), self._requests())]
+        reason = "signal"
+        try:
+            tasks += [asyncio.create_task(c) for c in await self.start()]
+            self.ready = True
+            await self.stopping.wait()
+        except Exception as exc:  # a start that failed: said in the log and the console, then exit
+            reason = f"{type(exc).__name__}: {exc}"
+            self.log("error", "node.failed", reason=reason)
+            print(f"{self.name}: {reason}", flush=True)
+        finally:
+            await self.stop()
+            for task in tasks:
+                task.cancel()
+            self.log("info", "node.stopped", reason=reason)
+            for sock in (self.router, self.dealer):
+                sock.close(0)
+            if auth is not None:
+                auth.stop()
+
+    async def ask(self, type_: str, body: dict[str, Any], trace: str | None = None, wait: float = ASK_S) -> Frame:
+        """One request to the peer; TimeoutError if it does not answer in `wait` seconds."""
+        frame = self.frame(type_, body, trace)
+        future = asyncio.get_running_loop().create_future()
+        self.pending[frame.id] = future
+        try:
+            await self.dealer.send(encode(frame))
+            return await asyncio.wait_for(future, wait)
+        finally:
+            self.pending.pop(frame.id, None)
+
+    async def _answers(self) -> None:
+        while True:
+            data = await self.dealer.recv()
+            try:
+                frames = decode_message(data)
+            except ProtocolError as exc:
+                self.log("warning", "frame.rejected", reason=str(exc), via="dealer")
+                continue
+            for frame in frames:
+                self.nodelog.hlc.receive(frame.clock, time.time())
+                future = self.pending.get(frame.re or "")
+                if future is not None and not future.done():
+                    future.set_result(frame)
+
+    async def _requests(self) -> None:
+        while True:
+            peer, data = await self.router.recv_multipart()
+            try:
+                frames = decode_message(data)
+            except ProtocolError as exc:
+                self.log("warning", "frame.rejected", reason=str(exc), size=len(data))
+                continue
+            for frame in frames:
+                self.nodelog.hlc.receive(frame.clock, time.time())
+                kind, answer = self._answer(frame)
+                await self.router.send_multipart([peer, encode(self.frame(kind, answer, frame.trace, frame.id))])
+
+    def _answer(self, frame: Frame) -> tuple[str, dict[str, Any]]:
+        if frame.type == "ping":
+            return "pong", {"node": self.name, "ready": self.ready, "pid": os.getpid()}
+        if frame.type == "status":
+            return "status_reply", {"node": self.name, "status": self.status()}
+        if frame.type == "fault.clock":
+            self.nodelog.hlc.offset = frame.body["offset_ms"] / 1000
+            return "ok", {}
+        if frame.type == "fault.clear":
+            self.nodelog.hlc.offset = 0.0
+            return "ok", {}
+        answered = self.answer(frame)
+        if answered is not None:
+            return answered
+        return "error", {"reason": f"{self.name} does not handle '{frame.type}'",
+                         "code": INVALID if frame.type.startswith("fault.") else None}
