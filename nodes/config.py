@@ -94,6 +94,8 @@ class Settings:
     # outside the organisation goes ("HOST:PORT"; "": it waits in the IMS's queue until one is set)
     smtp: bool = False
     smarthost: str = ""
+    # IMAP4 per server, served by Debian's Dovecot over the store's Maildirs (nodes.imap)
+    imap: bool = False
 
     def site_of(self, server: str) -> str:
         if not self.sites or server not in self.servers:
@@ -187,11 +189,11 @@ def describe_timings(t: dict[str, Any]) -> str:
             f"{sites}")
 
 
-def node_names(servers: tuple[str, ...], smtp: bool = False) -> list[str]:
+def node_names(servers: tuple[str, ...], smtp: bool = False, imap: bool = False) -> list[str]:
     """Every node of a cluster of these servers, as cluster.json names them (with `smtp`, an
-    Internet Mail Service per server too)."""
+    Internet Mail Service per server too; with `imap`, an IMAP server per server)."""
     return ["directory", *(f"store.{s}" for s in servers), *(f"mta.{s}" for s in servers), "orchestrator",
-            *(f"ims.{s}" for s in servers if smtp)]
+            *(f"ims.{s}" for s in servers if smtp), *(f"imap.{s}" for s in servers if imap)]
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ def alias_of(addr: str) -> str:
         addr = addr.split(";", 1)[1].strip()
     addr = parseaddr(addr)[1] or addr.strip("<>")
     local, _, domain = addr.partition("@")
-    return local if domain.lower() in ("", DOMAIN) else addr
+    domain = domain.lower()
+    return local if domain in ("", DOMAIN) or domain.endswith("." + DOMAIN) else addr
 
 
 @lru_cache(maxsize=4)

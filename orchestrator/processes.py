@@ -18,7 +18,7 @@ from nodes.config import ClusterConfig, open_append
 from .netns import exec_prefix
 
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator",
-           "ims": "nodes.ims"}
+           "ims": "nodes.ims", "imap": "nodes.imap"}
 
 
 def proc_stat(pid: int) -> list[str] | None:

@@ -84,13 +84,18 @@ def _message_ids(folder: Path) -> Counter:
 
 
 class Maildirs:
-    def __init__(self, root: Path, fsync: bool = True):
+    def __init__(self, root: Path, fsync: bool = True, group: int | None = None):
+        """`group`: share the mail with this group (read and flagged by Dovecot, `xcon up --imap`):
+        folders 2770 (a new one takes the group), messages 660. Otherwise the owner's alone."""
         self.root = root
         self.fsync = fsync
         self._pending: list[tuple[str, str, bytes]] = []  # (mailbox, name, raw), written at sync
         self._boxes: set[str] = set()  # mailboxes whose directories are known to exist
+        self.dir_mode, self.file_mode = (0o2770, 0o660) if group is not None else (0o700, 0o600)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(root, 0o700)  # a store made before this rule: its mail becomes private too
+        if group is not None:
+            os.chown(root, -1, group)
+        os.chmod(root, self.dir_mode)  # a store made before this rule: its mail becomes private too
 
     def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
         """Every mailbox with the message ids in it, and the move state (locks, incoming, ended)
@@ -108,8 +113,10 @@ class Maildirs:
         return free_bytes(self.root)
 
     def create(self, mailbox: str) -> None:
-        for sub in ("tmp", "new", "cur"):
-            (self.root / mailbox / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (self.root / mailbox, *(self.root / mailbox / sub for sub in ("tmp", "new", "cur"))):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if self.dir_mode != 0o700:
+                os.chmod(folder, self.dir_mode)
         fsync_dir(self.root)
         self._boxes.add(mailbox)
 
@@ -137,6 +144,8 @@ class Maildirs:
                 box = f"{self.root}/{mailbox}"
                 tmp = f"{box}/tmp/{name}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                if self.file_mode != 0o600:
+                    os.fchmod(fd, self.file_mode)
                 written.append((tmp, f"{box}/new/{name}"))
                 try:
                     view = memoryview(raw)

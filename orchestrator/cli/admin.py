@@ -1,4 +1,4 @@
-"""xcon commands a mail administrator expects: queue (as mailq) and show (as postcat).
+"""xcon commands a mail administrator expects: queue (as mailq), show (as postcat), endpoint.
 The reading is orchestrator.inspect.admin's; these print it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nodes.config import ClusterConfig
 from orchestrator import cluster as cl
-from orchestrator.cluster.client import ClusterError
+from orchestrator.cluster.client import ClusterError, Refused
 from .common import FINDING, emit_json, json_option, out, run_dir_option, show_table
 
 LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when a command runs
@@ -126,4 +126,29 @@ def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:
         out.print("  " + "; ".join(f"{k}: {v}" for k, v in r.items()), markup=False)
 
 
-COMMANDS = [queue, show]
+@click.command()
+@run_dir_option
+@click.argument("node")
+@json_option
+def endpoint(run_dir: Path, node: str, as_json: bool) -> None:
+    """Where NODE listens, as HOST:PORT: its SMTP (ims.exN), its IMAP (imap.exN), or its ZeroMQ
+    socket; for a script or a client: `swaks --server $(xcon endpoint ims.ex2) ...`.
+
+    Reads cluster.json, so it works on a stopped cluster too."""
+    try:
+        config = ClusterConfig.load(run_dir.resolve())
+    except FileNotFoundError:
+        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)") from None
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+    if node not in config.nodes:
+        raise Refused(f"no node '{node}' (nodes: {', '.join(config.nodes)})")
+    endpoints = config.nodes[node]["endpoints"]
+    if as_json:
+        emit_json(endpoints)
+        return
+    shown = endpoints.get("smtp") or endpoints.get("imap") or endpoints["router"]
+    click.echo(shown.removeprefix("tcp://"))
+
+
+COMMANDS = [queue, show, endpoint]

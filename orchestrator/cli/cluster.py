@@ -86,6 +86,9 @@ from orchestrator.cluster.client import ClusterError
 @click.option("--smarthost", metavar="HOST:PORT", default="",
               help="Where the IMSs relay mail for outside the organisation (an NDR to an outside sender goes as an "
                    "RFC 3464 DSN); without one it waits in their queues.")
+@click.option("--imap", is_flag=True,
+              help="IMAP4 per server (imap.exN): Debian's Dovecot over that server's mailboxes, configured under "
+                   "RUN_DIR, on a loopback port `xcon status` shows; a user's password is its alias (a lab's).")
 @click.option("--fresh", is_flag=True,
               help="Start anew: delete the state a stopped cluster left in RUN_DIR (mail, queues, directory, "
                    "journal, keys, logs) instead of resuming it.")
@@ -98,7 +101,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
        report_expire_ms: int | None,
        seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int,
-       accept_damage: bool, smtp: bool, smarthost: str, fresh: bool, as_json: bool) -> None:
+       accept_damage: bool, smtp: bool, smarthost: str, imap: bool, fresh: bool, as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -122,7 +125,7 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
                                      mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
-                                     network=network, smtp=smtp, smarthost=smarthost,
+                                     network=network, smtp=smtp, smarthost=smarthost, imap=imap,
                                      seed=seed, max_queue=max_queue, insecure=insecure,
                                      fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
@@ -135,8 +138,10 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         raise click.UsageError("--smarthost needs --smtp")
     if smarthost and not re.fullmatch(r"[\w.-]+:\d{1,5}", smarthost):
         raise click.BadParameter(f"HOST:PORT, got {smarthost!r}", param_hint="--smarthost")
-    if smtp and network == "netns":
-        raise click.UsageError("--smtp runs on loopback clusters only, so far (not with --network netns)")
+    if (smtp or imap) and network == "netns":
+        raise click.UsageError("--smtp and --imap run on loopback clusters only, so far (not with --network netns)")
+    if imap and not Path("/usr/sbin/dovecot").exists():
+        raise click.UsageError("--imap needs Debian's dovecot-imapd (apt-get install dovecot-imapd)")
     wan_hosts = [s for s in names if settings.site_of(s) != settings.site_of(names[0])]
     if wan_delay_ms and (network != "netns" or not wan_hosts):
         raise click.UsageError("--wan-delay-ms needs --network netns and a server outside the first server's site "
@@ -173,8 +178,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         table.add_column(col)
     for name, node in cluster.config.nodes.items():
         log = Path(node["log"])
-        endpoint = node["endpoints"]["router"] + (f" (SMTP {node['endpoints']['smtp']})" if "smtp" in node["endpoints"]
-                                                  else "")
+        extra = [f"{k.upper()} {v}" for k, v in node["endpoints"].items() if k in ("smtp", "imap")]
+        endpoint = node["endpoints"]["router"] + (f" ({extra[0]})" if extra else "")
         table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), endpoint,
                       str(log.relative_to(run_dir.resolve())) if log.is_relative_to(run_dir.resolve()) else str(log))
     show_table(table)
@@ -293,6 +298,9 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
         elif name.startswith("ims."):
             detail = (f"SMTP {s.get('smtp')}; {s.get('accepted')} accepted, {s.get('outbound')} waiting to leave, "
                       f"{s.get('relayed')} relayed to {s.get('smarthost') or 'no smarthost'}")
+        elif name.startswith("imap."):
+            detail = (f"IMAP {s.get('imap')} (Dovecot pid {s.get('dovecot_pid')}); users: "
+                      f"{', '.join(s.get('users') or []) or 'none'}")
         elif name.startswith("store."):
             boxes = s.get("mailboxes", {})
             locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")

@@ -44,7 +44,7 @@ from orchestrator.processes import pid_alive
 
 MARKER = ".xcon-run-dir"
 STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json", "network.json")
-NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator")
+NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator", "nodes.ims", "nodes.imap")
 
 
 def node_processes(run_dir: Path) -> dict[int, str]:
@@ -152,7 +152,7 @@ def free_ports(n: int) -> list[int]:
 
 # settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
 # and queues, its keys)
-FIXED = ("servers", "insecure", "network", "smtp")
+FIXED = ("servers", "insecure", "network", "smtp", "imap")
 
 
 def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
@@ -171,7 +171,7 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
     (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.insecure:
         create_keys(run_dir)
-    names = node_names(settings.servers, settings.smtp)
+    names = node_names(settings.servers, settings.smtp, settings.imap)
     nodes: dict[str, dict[str, Any]] = {}
     if network:
         for name in names:
@@ -184,8 +184,8 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
         endpoints = {"router": f"tcp://127.0.0.1:{next(ports)}"}
         if name == "directory":
             endpoints["pub"] = f"tcp://127.0.0.1:{next(ports)}"
-        if name.startswith("ims."):  # the SMTP listener (not ZeroMQ: no tcp:// prefix)
-            endpoints["smtp"] = f"127.0.0.1:{next(ports)}"
+        if name.startswith(("ims.", "imap.")):  # the SMTP or IMAP listener (not ZeroMQ: no tcp:// prefix)
+            endpoints[name.split(".")[0].replace("ims", "smtp")] = f"127.0.0.1:{next(ports)}"
         nodes[name] = node_entry(name, run_dir, endpoints)
     return ClusterConfig(run_dir, settings, nodes)
 

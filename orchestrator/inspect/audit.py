@@ -138,4 +138,4 @@ def nodes_of(run_dir: Path) -> list[str]:
         settings = Settings.from_json(json.loads((run_dir / "sim.json").read_text())["settings"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    return node_names(settings.servers, settings.smtp)
+    return node_names(settings.servers, settings.smtp, settings.imap)

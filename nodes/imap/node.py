@@ -1,0 +1,202 @@
+"""IMAP4 for one server's mailboxes, served by Debian's Dovecot (`dovecot-imapd`): `imap.<server>`,
+started by `xcon up --imap`. This node writes Dovecot's configuration under the run-dir, runs
+Dovecot as its child (which dies with it), keeps Dovecot's users in step with the directory, and
+answers ping and status as every node does (nodes.edge).
+
+Nothing of the system's is touched: Dovecot runs from `<run-dir>/dovecot/<server>/dovecot.conf`
+and logs to `<run-dir>/logs/dovecot.<server>.log`, listening on 127.0.0.1 only. Its sockets,
+state, indexes and users file live in a short folder of its own, `/tmp/xcon-<hash>-<server>`
+(a Unix socket's path is limited to 108 bytes, and Dovecot's own users must reach them), which
+goes when the node stops; the indexes are never in the Maildirs, so the store and `xcon check`
+read the Maildirs as before. Dovecot sees the server's mailboxes through a bind mount in a mount
+namespace of its own (they are in the run-dir, whose parents may be private): nothing of it
+outlives Dovecot, and nothing on the machine changes.
+
+Users: every recipient the directory homes on this server, its password its alias (a lab's, on
+loopback; the directory has no passwords). A user moved away is no longer this server's: its old
+server answers `NO [AUTHENTICATIONFAILED]` and its new one serves its mailbox, as Exchange 5.5's
+IMAP4 did (a client had to be pointed at the new server). The list follows the directory within
+a second of a change (this node asks for its snapshot; it is not an MTA, it has no replication lag).
+
+Dovecot will not open mail as root, so with --imap the stores share their mail with the group
+`mail` (mailboxes 2770, messages 660), and Dovecot reads and flags it as the user `mail`.
+Without --imap mail stays its owner's alone. Dovecot needs root (and `unshare`, util-linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import grp
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import ClusterConfig, write_atomic
+from ..edge import EdgeNode
+
+DOVECOT = "/usr/sbin/dovecot"
+UNSHARE = "/usr/bin/unshare"
+MAIL_USER = "mail"
+SYNC_S = 0.5  # how often the users are compared with the directory
+
+
+def runtime_dir(run_dir: Path, server: str) -> Path:
+    """Dovecot's short folder for this run-dir's server (see the module's docstring)."""
+    return Path("/tmp") / f"xcon-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]}-{server}"
+
+
+def config_text(run_dir: Path, server: str, port: int) -> str:
+    home = runtime_dir(run_dir, server)
+    return f"""# written by xcon for imap.{server}; Dovecot runs from it alone (nothing of the system's)
+protocols = imap
+listen = 127.0.0.1
+base_dir = {home}/run
+state_dir = {home}/state
+instance_name = xcon-{server}-{os.getpid()}
+log_path = {run_dir}/logs/dovecot.{server}.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = dovenull
+default_internal_user = dovecot
+mail_uid = {MAIL_USER}
+mail_gid = {MAIL_USER}
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~:INDEX={home}/index/%n:CONTROL={home}/control/%n:VOLATILEDIR={home}/volatile/%n
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n {home}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%n {home}/users
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+def _die_with_parent() -> None:
+    """In Dovecot's master, before exec: SIGTERM when this node dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Imap(EdgeNode):
+    kind = "imap"
+
+    def __init__(self, name: str, config: ClusterConfig):
+        super().__init__(name, config, peer="directory")
+        self.conf = config.run_dir / "dovecot" / self.server / "dovecot.conf"
+        self.home = runtime_dir(config.run_dir, self.server)
+        self.port = int(config.endpoint(name, "imap").rpartition(":")[2])
+        self.usn = -1
+        self.users: list[str] = []
+        self.dovecot: subprocess.Popen | None = None
+
+    async def start(self) -> list:
+        missing = [tool for tool in (DOVECOT, UNSHARE) if not Path(tool).exists()]
+        if missing:
+            raise RuntimeError(f"{', '.join(missing)} missing: xcon up --imap needs Debian's dovecot-imapd and "
+                               "util-linux")
+        mail = pwd.getpwnam(MAIL_USER)
+        shutil.rmtree(self.home, ignore_errors=True)  # a killed Dovecot's sockets and pid file
+        self.home.mkdir()
+        os.chmod(self.home, 0o711)  # modes set, not asked of mkdir: a node's umask is 077
+        for sub in ("run", "state", "mail"):
+            (self.home / sub).mkdir()
+            os.chmod(self.home / sub, 0o755)
+        for sub in ("index", "control", "volatile"):  # Dovecot's own files about the mail, as the user mail
+            (self.home / sub).mkdir(mode=0o700)
+            os.chown(self.home / sub, mail.pw_uid, mail.pw_gid)
+        await self._sync_users()
+        write_atomic(self.conf, config_text(self.config.run_dir, self.server, self.port).encode())
+        stores = self.config.run_dir / "stores" / self.server
+        stores.mkdir(mode=0o700, parents=True, exist_ok=True)
+        console = open(self.config.run_dir / "logs" / f"dovecot.{self.server}.console", "ab")
+        # the mailboxes at a path Dovecot's users can reach, in a mount namespace of Dovecot's own
+        self.dovecot = subprocess.Popen(
+            [UNSHARE, "--mount", "--propagation", "private", "--", "sh", "-c",
+             'mount --bind "$1" "$2" && exec "$3" -F -c "$4"', "sh", str(stores), str(self.home / "mail"),
+             DOVECOT, str(self.conf)],
+            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        console.close()
+        deadline = time.time() + 20
+        while not _listening(self.port):
+            if self.dovecot.poll() is not None:
+                raise RuntimeError(f"dovecot exited with code {self.dovecot.returncode} (see "
+                                   f"logs/dovecot.{self.server}.log and .console)")
+            if time.time() > deadline:
+                raise RuntimeError(f"dovecot did not listen on 127.0.0.1:{self.port} in 20 s")
+            await asyncio.sleep(0.05)
+        self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
+                 imap=f"127.0.0.1:{self.port}", dovecot_pid=self.dovecot.pid, users=self.users)
+        return [self._follow()]
+
+    async def stop(self) -> None:
+        if self.dovecot is not None and self.dovecot.poll() is None:
+            self.dovecot.terminate()
+            try:
+                await asyncio.to_thread(self.dovecot.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.dovecot.kill()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def status(self) -> dict[str, Any]:
+        return {"imap": f"127.0.0.1:{self.port}", "users": self.users, "usn": self.usn,
+                "dovecot_pid": self.dovecot.pid if self.dovecot else None,
+                "dovecot_alive": self.dovecot is not None and self.dovecot.poll() is None}
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_S)
+            if self.dovecot is not None and self.dovecot.poll() is not None:
+                self.log("error", "imap.dovecot_exited", code=self.dovecot.returncode)
+                self.stopping.set()
+                return
+            try:
+                await self._sync_users()
+            except TimeoutError:
+                continue  # the directory is down or paused: the list stays as it was
+
+    async def _sync_users(self) -> None:
+        """Dovecot's users: the directory's recipients homed here (passwd-file, rewritten whole;
+        Dovecot reads it again when it changes)."""
+        answer = await self.ask("dir.snapshot", {})
+        if answer.type != "dir.snapshot_reply" or answer.body["usn"] == self.usn:
+            return
+        users = sorted(r["alias"] for r in answer.body["recipients"] if r["home_server"] == self.server)
+        lines = [f"{u}:{{PLAIN}}{u}::::{self.home / 'mail' / u}::\n" for u in users]
+        write_atomic(self.home / "users", "".join(lines).encode())
+        os.chmod(self.home / "users", 0o640)
+        os.chown(self.home / "users", -1, grp.getgrnam("dovecot").gr_gid)
+        if users != self.users:
+            self.log("info", "imap.users", usn=answer.body["usn"], users=users,
+                     added=sorted(set(users) - set(self.users)), removed=sorted(set(self.users) - set(users)))
+        self.usn, self.users = answer.body["usn"], users
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,96 @@
+"""Issue 21: IMAP4 through Debian's Dovecot over the stores' Maildirs (xcon up --imap), and the
+README's KB told with standard tools only (swaks sends over SMTP, curl reads over IMAP)."""
+
+from __future__ import annotations
+
+import imaplib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .. import docblocks
+from ..conftest import wait_for_event, xcon, xcon_json
+from .test_smtp import submit
+
+DOVECOT = Path("/usr/sbin/dovecot").exists()
+needs_dovecot = pytest.mark.skipif(not DOVECOT, reason="Debian's dovecot-imapd is not installed (.ci/run installs it)")
+
+
+def imap_of(run: Path, server: str) -> imaplib.IMAP4:
+    host, port = xcon("endpoint", f"imap.{server}", run_dir=run, check=True).stdout.strip().split(":")
+    return imaplib.IMAP4(host, int(port), timeout=30)
+
+
+def subjects(run: Path, server: str, user: str) -> list[str]:
+    with imap_of(run, server) as client:
+        client.login(user, user)
+        client.select("INBOX")
+        _, found = client.search(None, "ALL")
+        out = []
+        for num in found[0].split():
+            _, data = client.fetch(num, "(BODY[HEADER.FIELDS (SUBJECT)])")
+            out.append(data[0][1].decode().split(":", 1)[1].strip())
+        return out
+
+
+@pytest.mark.long
+def test_the_readme_kb_with_standard_tools_loses_bobs_copy_and_tells_nobody(tmp_path):
+    missing = [tool for tool in ("swaks", "curl") if shutil.which(tool) is None] + ([] if DOVECOT else ["dovecot"])
+    if missing:
+        pytest.skip(f"needs Debian's {', '.join(missing)} (.ci/run installs them)")
+    lines = docblocks.commands("README.md", "standard-tools")
+    try:
+        ran, proc = docblocks.run(lines, tmp_path)
+    finally:
+        xcon("down", run_dir=tmp_path / ".xcon")
+    failed = [(c, rc) for c, _, rc in ran if rc != 0 and c != "xcon check"]
+    assert not failed and len(ran) == len(lines), f"{failed}\n{proc.stdout}\n{proc.stderr}"
+    printed = {c: (out, rc) for c, out, rc in ran}
+    carol, bob = (next(out for c, (out, _) in printed.items() if f"{who}:{who}" in c) for who in ("carol", "bob"))
+    assert (carol.strip(), bob.strip()) == ("* SEARCH 1", "* SEARCH"), (carol, bob)
+    check, rc = printed["xcon check"]
+    assert rc == 1 and "LOST smtp-" in check and "-> bob, from ann@outside.test" in check, check
+
+
+@needs_dovecot
+def test_imap_follows_the_directory_and_dovecots_flags_confuse_neither_a_move_nor_check(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--imap", "--mta-build", "reroute", "--replication-lag-ms", "1000",
+         "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
+        xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run,
+             check=True)
+        wait_for_event(run, node="imap.ex1", event="imap.users", users=["bob", "carol"])
+        submit(run, "ex1", "ann@outside.test", ["bob@xcon.test"], "before the move")
+        xcon("wait", run_dir=run, check=True)
+        # read over IMAP: Dovecot moves the message from new/ to cur/NAME:2,S
+        assert subjects(run, "ex1", "bob") == ["before the move"]
+        assert [p.name.split(":")[1] for p in (run / "stores/ex1/bob/cur").iterdir()] == ["2,S"]
+        xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)
+        xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
+        wait_for_event(run, event="move.step", step="copy")
+        during = submit(run, "ex2", "ann@outside.test", ["bob@xcon.test"], "during the move")
+        wait_for_event(run, event="mta.deferred", msg_id=during, rcpt="bob")
+        xcon("fault", "release", run_dir=run, check=True)
+        xcon("wait", run_dir=run, check=True)
+        wait_for_event(run, node="imap.ex2", event="imap.users", users=["bob"])
+        # reroute delivered the message during the move; the one read before moved with the mailbox
+        assert sorted(subjects(run, "ex2", "bob")) == ["before the move", "during the move"]
+        with imap_of(run, "ex1") as old, pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            old.login("bob", "bob")  # his old server no longer serves him
+        assert sorted(subjects(run, "ex1", "carol")) == ["before the move", "during the move"]
+        assert xcon("check", run_dir=run).returncode == 0
+        status = xcon_json("status", run_dir=run)["nodes"]
+        assert status["imap.ex2"]["status"]["users"] == ["bob"] and status["imap.ex1"]["status"]["dovecot_alive"]
+    finally:
+        xcon("down", run_dir=run)
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _dovecot_of(p, run)], "Dovecot ended"
+
+
+def _dovecot_of(proc: Path, run: Path) -> bool:
+    try:
+        return str(run) in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
