@@ -42,7 +42,8 @@ def cluster(run_dir: Path) -> dict[str, Any]:
             state = ("" if not n["alive"] else "paused (SIGSTOP)" if name in paused else n.get("error")
                      or ("ready" if s.get("ready", True) else "starting"))
             snapshot["nodes"][name] = {"alive": n["alive"], "pid": n.get("pid"), "host": n.get("host"),
-                                       "address": n.get("address"), "state": state}
+                                       # an edge node's address is where the outside reaches it (SMTP, IMAP)
+                                       "address": n.get("address") or s.get("smtp") or s.get("imap"), "state": state}
             if name.startswith("mta.") and s:
                 snapshot["caches"].append({"mta": name, "cache_usn": s.get("cache_usn"), "directory_usn": directory_usn,
                                            "behind": (directory_usn or 0) - (s.get("cache_usn") or 0),
