@@ -10,6 +10,7 @@
 | xcon check over N log lines       | jq -c 'select(.event)' over the same files (or json.loads) |
 | cluster start                     | N x python -c 'import zmq, msgpack, structlog'             |
 | memory                            | RSS per node, idle, then every 20,000 messages to 100,000  |
+| SMTP in (smtp-source -> IMS)      | Postfix -> Postfix -> Maildir, same load (bench_smtp)      |
 """
 
 from __future__ import annotations
@@ -260,6 +261,9 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
     real_rate = 60 * trials / (time.perf_counter() - t0)
     rows.append(Row("chaos", "trials/minute", real_rate, None, "trials/min", "sp4, no faults, real processes"))
     rows.extend(sim_rows(root, quick, real_rate, say))
+    from .bench_smtp import smtp_rows
+
+    rows.extend(smtp_rows(root, BENCH_SETTINGS, quick, say, Row))
     return rows
 
 

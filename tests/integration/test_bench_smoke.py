@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from orchestrator.lab import bench_smtp
+
 from ..conftest import xcon
 
 
@@ -20,6 +22,8 @@ def test_bench_quick_reports_every_workload(tmp_path):
                      "durable acceptance", "Move User, 100 messages", "Move User, 1000 messages",
                      "xcon check, 100000 lines", "memory", "chaos", "recovery"):
         assert expected in workloads, expected
+    if bench_smtp.available():  # issue 21: smtp-source to an IMS beside Postfix -> Postfix -> Maildir
+        assert "SMTP in (smtp-source)" in workloads
     durable = {r["figure"] for r in data["rows"] if r["workload"] == "durable acceptance"}
     assert {"accepted/s, 64 in flight", "accepted/s, one at a time"} <= durable, durable
     for r in data["rows"]:
