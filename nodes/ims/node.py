@@ -196,6 +196,9 @@ class Handler:
         # the null reverse-path (a bounce from outside): no report is ever sent to it; if this
         # message fails, its report goes to the postmaster mailbox (nodes.mta.reports)
         sender = "" if envelope.mail_from in (None, "", "<>") else envelope.mail_from
+        local, _, domain = sender.rpartition("@")
+        if domain.lower() == DOMAIN:  # one of the organisation's users, submitting: its alias
+            sender = local.lower()
         # the same message sent again (its client never heard our 250) gets the same id
         digest = hashlib.sha256(b"\0".join([sender.encode(), *map(str.encode, envelope.rcpt_tos), raw])).hexdigest()
         msg_id = f"smtp-{digest[:24]}"

@@ -49,6 +49,9 @@ from .common import (
 @click.option("--stop-on-break", is_flag=True, help="End the campaign at the first trial that breaks the invariant.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write summary.json, the first broken trial's merged logs and its trace SVG here.")
+@click.option("--via", type=click.Choice(["zmq", "smtp"]), default="zmq", show_default=True,
+              help="smtp: every message is sent over SMTP to its sender's server's IMS, whose kill and pause the "
+                   "faults kill and pause can draw; a message the client was told 250 for must be accepted.")
 @click.option("--sim", is_flag=True, help="Run the trials in the simulator (same cores, virtual time, exact replay).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
 @click.option("--determinism", is_flag=True, help="With --sim: run every seed twice and compare the event digests.")
@@ -65,7 +68,7 @@ from .common import (
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
           move_build: str, faults: str, extremes: bool,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
-          sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
+          via: str, sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
@@ -96,6 +99,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             raise click.UsageError(str(exc)) from None
         if "net" in kinds and not netem and not as_json:
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
+    if via == "smtp" and sim:
+        raise click.UsageError("--via smtp runs real processes: the simulator has no SMTP")
     if not sim and (determinism or confirm_n or shrink or workers):
         raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
     if seed is None:
@@ -111,12 +116,13 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     # the build in the name: campaigns of two builds with one seed (a common comparison) keep apart
     name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
             f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else "") +
-            ("-netns" if network == "netns" else ""))
+            ("-netns" if network == "netns" else "") + ("-smtp" if via == "smtp" else ""))
     # kept in the results store: results/<time>-<name>/, with the broken trials' run-dirs inside
     root = results_store.new(results_dir(run_dir, "results"), ("sim-" if sim else "") + name)
     worlds = [given] if given else [draw_world(s, mta_build, kinds, users, moves, profile=profile,
                                                          time_scale=time_scale, move_build=move_build,
-                                                         network=network, netem=netem, extremes=extremes)
+                                                         network=network, netem=netem, extremes=extremes,
+                                                         via=via)
                                     for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()

@@ -30,6 +30,7 @@ from orchestrator.cluster.client import ClusterError
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network
 
+from . import smtp_client
 from .worlds import NET_FAULTS, SETTLE_S, World, draw_world, world_settings
 
 @dataclass
@@ -54,6 +55,7 @@ class TrialResult:
     # delivery latency (acceptance to the mailbox, on the nodes' clocks): {"n", "p50", "p99", "max"} in ms
     latency_ms: dict[str, int] = field(default_factory=dict)
     deliveries_per_s: list[int] = field(default_factory=list)  # in each second since the trial's first event
+    told: list[str] = field(default_factory=list)  # with --via smtp: the message ids a client was told 250 for
 
     @property
     def broken(self) -> bool:
@@ -92,6 +94,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.violations = [v.to_json() for v in report.violations]
     result.stale_locks = report.stale_locks
     events = list(cluster.events())  # merged once for the count and the digest
+    result.violations += smtp_client.told_but_not_accepted(result.told, events)
     result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
     result.latency_ms, result.deliveries_per_s = deliveries(events)
     result.seconds = round(time.time() - t0, 4)
@@ -195,8 +198,12 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 result.messages += 1
                 # a short wait: a paused MTA must not hold up the rest of the schedule
                 subject = "s" * event["subject_bytes"] if "subject_bytes" in event else f"chaos {world.seed}"
-                cluster.send(event["sender"], event["to"], subject, "", timeout=2.0 + len(subject) / 2e6,
-                             priority=event.get("priority"), msg_id=event.get("msg_id"))
+                if world.via == "smtp":  # a real client's SMTP session with the sender's IMS
+                    result.told.append(smtp_client.submit(cluster, event["sender"], event["to"], subject,
+                                                          event.get("priority")))
+                else:
+                    cluster.send(event["sender"], event["to"], subject, "", timeout=2.0 + len(subject) / 2e6,
+                                 priority=event.get("priority"), msg_id=event.get("msg_id"))
             elif event["do"] == "restrict":  # the recipient's delivery restrictions change (Q178534)
                 cluster.set_user(event["alias"], {"reject_from": event["reject_from"]}, wait=False)
             elif event["do"] == "move":

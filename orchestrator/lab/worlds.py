@@ -58,6 +58,7 @@ class World:
     move_build: str = "sp4"  # "legacy": Move User as before SP4 (KB Q277911's window)
     soft_delete_ms: int = 0  # stores keep a moved-away mailbox soft-deleted this long (KB 2579150)
     network: str = "loopback"  # "netns": a host per server (orchestrator.netns), where net faults live
+    via: str = "zmq"  # "smtp": mail is sent over SMTP to each sender's server's IMS (nodes.ims)
     expire_ms: int | None = None  # a normal message's time-out; None: the profile's (60 s in the lab)
 
 
@@ -72,7 +73,7 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
                moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0,
                move_build: str = "sp4", network: str = "loopback", netem: bool = False,
-               extremes: bool = True) -> World:
+               extremes: bool = True, via: str = "zmq") -> World:
     """A random but plausible world, the same for the same arguments (`netem`: whether the
     kernel can delay and drop, or only limit a link's rate; `extremes`: whether it may draw the
     extremes of the module's docstring)."""
@@ -159,7 +160,25 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     world.network = network
     if extremes:  # last again: a seed draws what it drew before, and then its extremes
         draw_extremes(rng, world, aliases, nodes, outage="kill" in faults)
+    if via == "smtp":  # last of all: the same seed draws the same world, then its IMSs' faults
+        world.via = "smtp"
+        draw_edge_faults(rng, world, names, faults)
     return world
+
+
+def draw_edge_faults(rng: random.Random, world: World, names: tuple[str, ...], faults: tuple[str, ...]) -> None:
+    """A world whose mail comes over SMTP: an IMS killed (and restarted) or paused while sessions
+    are open, around a 250 or before it, where the fault kinds allow."""
+    for kind in ("kill", "pause"):
+        if kind in faults and rng.random() < 0.7:
+            fault: dict[str, Any] = {"at": rng.uniform(0, SCHEDULE_S * 0.8), "do": "fault", "kind": kind,
+                                     "node": f"ims.{rng.choice(names)}"}
+            if kind == "kill":
+                fault["restart_after"] = round(rng.uniform(0.2, 1.5), 3)
+            else:
+                fault["seconds"] = round(rng.uniform(0.2, 1.5), 3)
+            world.events.append(fault)
+    world.events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
 
 
 def draw_extremes(rng: random.Random, world: World, aliases: list[str], nodes: list[str], outage: bool) -> None:
@@ -192,7 +211,8 @@ def world_settings(world: World) -> Settings:
     if world.profile != "lab" or world.time_scale != 1.0:
         return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
                                      seed=world.seed, move_build=world.move_build, soft_delete_ms=world.soft_delete_ms,
-                                     network=world.network, **expire)
+                                     network=world.network, smtp=world.via == "smtp", **expire)
     return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
                     expire_ms=world.expire_ms or 60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms,
-                    move_build=world.move_build, soft_delete_ms=world.soft_delete_ms, network=world.network)
+                    move_build=world.move_build, soft_delete_ms=world.soft_delete_ms, network=world.network,
+                    smtp=world.via == "smtp")

@@ -181,3 +181,28 @@ def test_what_a_client_was_told_was_accepted_is_never_lost_and_a_resend_arrives_
         assert xcon("check", run_dir=run).returncode == 0
     finally:
         xcon("down", run_dir=run)
+
+
+@pytest.mark.long
+def test_a_campaign_over_smtp_with_an_ims_killed_mid_session_loses_nothing_a_client_was_told(tmp_path):
+    """xcon chaos --via smtp: every message goes over SMTP to its sender's IMS. Trial seed
+    2035525363 (with --faults kill,pause) kills ims.ex1 0.71 s in, while mail is sent to it."""
+    from orchestrator.lab.worlds import draw_world
+
+    seed = 2035525363
+    world = draw_world(seed, "sp4", ("kill", "pause"), via="smtp")
+    assert "ims.ex1" in [e["node"] for e in world.events if e.get("kind") == "kill"], "the world this test is about"
+    proc = xcon("chaos", "--via", "smtp", "--replay", str(seed), "--faults", "kill,pause", "--json", run_dir=tmp_path,
+                timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (trial,) = json.loads(proc.stdout)["trials"]
+    assert trial["told"] and not trial["broken"] and not trial["error"], trial
+    assert trial["messages"] == len(trial["told"]) + trial["refused"], "each send was told 250 or not"
+
+
+def test_a_message_told_250_that_no_mta_accepted_is_lost():
+    from orchestrator.lab.smtp_client import told_but_not_accepted
+
+    events = [{"event": "mta.accepted", "msg_id": "smtp-a"}, {"event": "store.delivered", "msg_id": "smtp-b"}]
+    (lost,) = told_but_not_accepted(["smtp-a", "smtp-b"], events)
+    assert (lost["msg_id"], lost["outcome"]) == ("smtp-b", "lost")
