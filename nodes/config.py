@@ -94,6 +94,10 @@ class Settings:
     # outside the organisation goes ("HOST:PORT"; "": it waits in the IMS's queue until one is set)
     smtp: bool = False
     smarthost: str = ""
+    # the IMS offers STARTTLS with a certificate made at `xcon up` (keys/ims.crt); it offers AUTH
+    # PLAIN (over TLS when there is TLS), and a sender claiming an organisation address must use it
+    smtp_tls: bool = False
+    smtp_auth: bool = False
     # IMAP4 per server, served by Debian's Dovecot over the store's Maildirs (nodes.imap)
     imap: bool = False
 

@@ -72,3 +72,20 @@ class Security:
         auth.start()
         auth.configure_curve(domain="*", location=str(self.keys / "allowed"))
         return auth
+
+
+def create_smtp_certificate(run_dir: Path) -> Path:
+    """A self-signed certificate for the IMSs' STARTTLS (`xcon up --smtp-tls`): keys/ims.crt and
+    keys/ims.key, by the openssl command; a client trusts it by that file (a lab's, not a CA's)."""
+    import subprocess
+
+    keys = run_dir / KEYS
+    keys.mkdir(mode=0o700, exist_ok=True)
+    crt, key = keys / "ims.crt", keys / "ims.key"
+    if not shutil.which("openssl"):
+        raise FileNotFoundError("--smtp-tls makes its certificate with the openssl command, which is not installed")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+                    "/CN=xcon IMS", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(crt)], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    return crt

@@ -28,10 +28,11 @@ import email.utils
 import hashlib
 import os
 import smtplib
+import ssl
 import time
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from protocol import INVALID, MAX_MESSAGE_BYTES
 
@@ -83,9 +84,18 @@ class Ims(EdgeNode):
 
     async def start(self) -> list:
         host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
+        settings = self.config.settings
+        tls = None
+        if settings.smtp_tls:  # STARTTLS, with the certificate `xcon up --smtp-tls` made
+            keys = self.config.run_dir / "keys"
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(keys / "ims.crt", keys / "ims.key")
+        options: dict[str, Any] = {"tls_context": tls, "auth_require_tls": tls is not None}
+        if settings.smtp_auth:
+            options["authenticator"] = self.authenticate
         self.smtp = await asyncio.get_running_loop().create_server(
             lambda: DsnSMTP(Handler(self), data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
-                            hostname=f"{self.name}.{DOMAIN}", ident="xcon IMS"), host, int(port))
+                            hostname=f"{self.name}.{DOMAIN}", ident="xcon IMS", **options), host, int(port))
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
                  smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.outbound.items))
         return [self._relay()]
@@ -93,6 +103,15 @@ class Ims(EdgeNode):
     async def stop(self) -> None:
         if getattr(self, "smtp", None) is not None:
             self.smtp.close()
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        """AUTH PLAIN or LOGIN: an organisation user, its password its alias (a lab's, as IMAP's)."""
+        login = getattr(data, "login", b"") or b""
+        password = getattr(data, "password", b"") or b""
+        user = login.decode(errors="replace").lower().partition("@")[0]
+        ok = bool(user) and password.decode(errors="replace") == user
+        self.log("info" if ok else "warning", "ims.auth", user=user[:64], mechanism=mechanism, ok=ok)
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     def answer(self, frame: Any) -> tuple[str, dict[str, Any]] | None:
         if frame.type != "ims.outbound":
@@ -171,6 +190,18 @@ class Handler:
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
         return [*responses[:-1], "250-DSN", responses[-1]] if responses else responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, addr: str,
+                          options: list[str]) -> str:
+        # with --smtp-auth, only an authenticated user may claim an organisation address (and only
+        # its own); mail from outside needs no AUTH, as an MX's does not
+        local, _, domain = addr.rpartition("@")
+        if self.ims.config.settings.smtp_auth and domain.lower() == DOMAIN and \
+                session.auth_data != local.lower():
+            return "530 5.7.0 Authentication required to send as a user of this organisation"
+        envelope.mail_from = addr
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, addr: str,
                           options: list[str]) -> str:

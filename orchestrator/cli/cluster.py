@@ -86,6 +86,11 @@ from orchestrator.cluster.client import ClusterError
 @click.option("--smarthost", metavar="HOST:PORT", default="",
               help="Where the IMSs relay mail for outside the organisation (an NDR to an outside sender goes as an "
                    "RFC 3464 DSN); without one it waits in their queues.")
+@click.option("--smtp-tls", is_flag=True,
+              help="The IMSs offer STARTTLS, with a self-signed certificate made now (RUN_DIR/keys/ims.crt).")
+@click.option("--smtp-auth", is_flag=True,
+              help="The IMSs offer AUTH PLAIN (over TLS with --smtp-tls; a user's password is its alias), and a "
+                   "sender claiming an organisation address must have authenticated as that user.")
 @click.option("--imap", is_flag=True,
               help="IMAP4 per server (imap.exN): Debian's Dovecot over that server's mailboxes, configured under "
                    "RUN_DIR, on a loopback port `xcon status` shows; a user's password is its alias (a lab's).")
@@ -101,7 +106,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
        report_expire_ms: int | None,
        seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int,
-       accept_damage: bool, smtp: bool, smarthost: str, imap: bool, fresh: bool, as_json: bool) -> None:
+       accept_damage: bool, smtp: bool, smarthost: str, smtp_tls: bool, smtp_auth: bool, imap: bool, fresh: bool,
+       as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -125,7 +131,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
                                      mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
-                                     network=network, smtp=smtp, smarthost=smarthost, imap=imap,
+                                     network=network, smtp=smtp, smarthost=smarthost, smtp_tls=smtp_tls, smtp_auth=smtp_auth,
+                                     imap=imap,
                                      seed=seed, max_queue=max_queue, insecure=insecure,
                                      fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
     field_of = {"no_fsync": "fsync"}
@@ -134,8 +141,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
                       and field_of.get(name, name) in Settings.__dataclass_fields__)
     if given & {"profile", "time_scale"}:  # a profile given on resume brings all its timings
         given |= frozenset(PROFILES[profile])
-    if smarthost and not smtp:
-        raise click.UsageError("--smarthost needs --smtp")
+    if (smarthost or smtp_tls or smtp_auth) and not smtp:
+        raise click.UsageError("--smarthost, --smtp-tls and --smtp-auth need --smtp")
     if smarthost and not re.fullmatch(r"[\w.-]+:\d{1,5}", smarthost):
         raise click.BadParameter(f"HOST:PORT, got {smarthost!r}", param_hint="--smarthost")
     if (smtp or imap) and network == "netns":

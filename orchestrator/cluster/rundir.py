@@ -35,7 +35,7 @@ from nodes.directory.node import DirectoryFile
 from nodes.logs import last_value
 from nodes.mta import spool
 from nodes.records import DamagedFile, describe_damage
-from nodes.security import KEYS, create_keys
+from nodes.security import KEYS, create_keys, create_smtp_certificate
 from nodes.store.maildir import read_move_state
 
 from orchestrator import netns
@@ -152,7 +152,7 @@ def free_ports(n: int) -> list[int]:
 
 # settings a resumed cluster cannot change: they are the shape of its state (its servers' stores
 # and queues, its keys)
-FIXED = ("servers", "insecure", "network", "smtp", "imap")
+FIXED = ("servers", "insecure", "network", "smtp", "imap", "smtp_tls")
 
 
 def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
@@ -171,6 +171,8 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
     (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.insecure:
         create_keys(run_dir)
+    if settings.smtp_tls:
+        create_smtp_certificate(run_dir)
     names = node_names(settings.servers, settings.smtp, settings.imap)
     nodes: dict[str, dict[str, Any]] = {}
     if network:

@@ -206,3 +206,35 @@ def test_a_message_told_250_that_no_mta_accepted_is_lost():
     events = [{"event": "mta.accepted", "msg_id": "smtp-a"}, {"event": "store.delivered", "msg_id": "smtp-b"}]
     (lost,) = told_but_not_accepted(["smtp-a", "smtp-b"], events)
     assert (lost["msg_id"], lost["outcome"]) == ("smtp-b", "lost")
+
+
+def test_starttls_with_the_certificate_made_at_up_and_auth_plain_for_the_organisations_senders(tmp_path):
+    import ssl
+
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--smtp-tls", "--smtp-auth", "--replication-lag-ms", "0",
+         "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        trusted = ssl.create_default_context(cafile=str(run / "keys" / "ims.crt"))
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+            assert b"STARTTLS" in client.ehlo()[1] and b"AUTH" not in client.ehlo()[1], "AUTH only over TLS"
+            assert client.mail("alice@xcon.test")[0] == 530, "no one sends as alice without her password"
+            client.rset()
+            client.starttls(context=trusted)  # the certificate verifies against the file up made
+            client.ehlo()
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("alice", "not alice")
+            client.login("alice", "alice")
+            client.mail("alice@xcon.test")
+            client.rcpt("alice@xcon.test")
+            code, said = client.data(b"Subject: over TLS\r\n\r\nhi\r\n")
+        assert code == 250
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:  # mail from outside needs no AUTH
+            client.ehlo("outside.test")
+            assert client.mail("ann@outside.test")[0] == 250 and client.rcpt("alice@xcon.test")[0] == 250
+        xcon("wait", run_dir=run, check=True)
+        subjects = [m["subject"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+        assert subjects == ["over TLS"]
+    finally:
+        xcon("down", run_dir=run)
