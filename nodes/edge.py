@@ -33,7 +33,7 @@ class EdgeNode:
 
     def __init__(self, name: str, config: ClusterConfig, peer: str):
         self.name, self.config, self.peer = name, config, peer
-        self.server = config.nodes[name]["server"]
+        self.server = config.nodes[name].get("server", "")  # the internet host has none
         self.nodelog = logs.file_log(name, config.run_dir / "logs" / f"{name}.jsonl", config.settings.console)
         if self.nodelog.sinks.json_file.created:
             self.log("info", logs.CREATED)

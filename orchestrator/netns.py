@@ -31,7 +31,9 @@ from typing import Any, Iterator
 
 # every host has its own address, so the ports are fixed; an MTA and its store share a host
 PORTS = {"directory": {"router": 7000, "pub": 7001}, "orchestrator": {"router": 7002}, "mta": {"router": 7010},
-         "store": {"router": 7020}}
+         "store": {"router": 7020}, "ims": {"router": 7030, "smtp": 25}, "imap": {"router": 7031, "imap": 143},
+         "internet": {"router": 7040, "smtp": 25}}
+OUTSIDE = ("smtp", "imap")  # endpoints of the outside world's protocols: HOST:PORT, not ZeroMQ's tcp://
 BRIDGE_HOST = 254  # the root namespace's address on the bridge: where xcon's commands come from
 LOCK = Path("/run/xcon-netns.lock")  # two `xcon up` choosing a /24 at once must not choose the same
 RECORD = "network.json"
@@ -47,8 +49,9 @@ def host_of(node: str) -> str:
     return server or kind
 
 
-def hosts_for(servers: tuple[str, ...]) -> list[str]:
-    return ["directory", "orchestrator", *servers]
+def hosts_for(servers: tuple[str, ...], smtp: bool = False) -> list[str]:
+    """The hosts of a cluster; with `smtp`, the outside world's too (`internet`: nodes.internet)."""
+    return ["directory", "orchestrator", *servers, *(["internet"] if smtp else [])]
 
 
 def check_tools() -> None:
@@ -94,7 +97,7 @@ def _blocks() -> Iterator[str]:
         yield f"198.{18 + k // 256}.{k % 256}"
 
 
-def plan(run_dir: Path, servers: tuple[str, ...], taken: set[str] | None = None) -> dict[str, Any]:
+def plan(run_dir: Path, servers: tuple[str, ...], taken: set[str] | None = None, smtp: bool = False) -> dict[str, Any]:
     """What a cluster's network will be: names, a free /24, an address per host."""
     ident = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:6]
     in_use = _subnets_in_use() if taken is None else taken
@@ -102,7 +105,7 @@ def plan(run_dir: Path, servers: tuple[str, ...], taken: set[str] | None = None)
     if subnet is None:
         raise NetworkError("every /24 of 198.18.0.0/15 is in use by other clusters; stop one (`xcon down`)")
     hosts = {}
-    for i, host in enumerate(hosts_for(servers)):
+    for i, host in enumerate(hosts_for(servers, smtp)):
         hosts[host] = {"ns": f"xcon-{ident}-{host}", "address": f"{subnet}.{i + 1}", "veth": f"xv{ident}{i}"}
     return {"kind": "netns", "id": ident, "bridge": f"xb{ident}", "subnet": f"{subnet}.0/24",
             "bridge_address": f"{subnet}.{BRIDGE_HOST}", "hosts": hosts}
@@ -116,7 +119,8 @@ def endpoints(network: dict[str, Any], node: str) -> dict[str, str]:
 def endpoints_at(address: str, node: str) -> dict[str, str]:
     """A node's endpoints on a host of its own at `address` (a namespace, or a machine: xcon deploy)."""
     host = f"[{address}]" if ":" in address else address  # an IPv6 address, as ZeroMQ writes it
-    return {which: f"tcp://{host}:{port}" for which, port in PORTS[node.partition(".")[0]].items()}
+    return {which: f"{host}:{port}" if which in OUTSIDE else f"tcp://{host}:{port}"
+            for which, port in PORTS[node.partition(".")[0]].items()}
 
 
 class _Locked:
@@ -133,13 +137,14 @@ class _Locked:
         os.close(self.fd)
 
 
-def ensure(run_dir: Path, servers: tuple[str, ...], network: dict[str, Any] | None) -> dict[str, Any]:
+def ensure(run_dir: Path, servers: tuple[str, ...], network: dict[str, Any] | None,
+           smtp: bool = False) -> dict[str, Any]:
     """Make the cluster's network: the given record's (a resume), or a new plan's. All of it or
     none: a failure part-way removes what was made. Returns the record, also saved in run_dir."""
     check_tools()
     with _Locked():
         if network is None:
-            network = plan(run_dir, servers)
+            network = plan(run_dir, servers, smtp=smtp)
             if _exists("link", network["bridge"]):
                 raise NetworkError(f"a bridge {network['bridge']} exists already: a network this run-dir's cluster "
                                    "left (`xcon down --force` removes it) or another cluster's")

@@ -18,7 +18,7 @@ from nodes.config import ClusterConfig, open_append
 from .netns import exec_prefix
 
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator",
-           "ims": "nodes.ims", "imap": "nodes.imap"}
+           "ims": "nodes.ims", "imap": "nodes.imap", "internet": "nodes.internet"}
 
 
 def proc_stat(pid: int) -> list[str] | None:

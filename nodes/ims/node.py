@@ -75,7 +75,9 @@ class Ims(EdgeNode):
         super().__init__(name, config, peer=f"mta.{config.nodes[name]['server']}")
         self.mta = self.peer
         settings = config.settings
-        self.smarthost = settings.smarthost
+        # by default, on a cluster of namespaces, the outside world's host (nodes.internet)
+        internet = config.nodes.get("internet", {}).get("endpoints", {}).get("smtp", "")
+        self.smarthost = settings.smarthost or internet
         self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
                         else settings.retry_ms) / 1000
         self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync)

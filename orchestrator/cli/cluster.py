@@ -145,8 +145,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         raise click.UsageError("--smarthost, --smtp-tls and --smtp-auth need --smtp")
     if smarthost and not re.fullmatch(r"[\w.-]+:\d{1,5}", smarthost):
         raise click.BadParameter(f"HOST:PORT, got {smarthost!r}", param_hint="--smarthost")
-    if (smtp or imap) and network == "netns":
-        raise click.UsageError("--smtp and --imap run on loopback clusters only, so far (not with --network netns)")
+    if imap and network == "netns":
+        raise click.UsageError("--imap runs on loopback clusters only, so far (not with --network netns)")
     if imap and not Path("/usr/sbin/dovecot").exists():
         raise click.UsageError("--imap needs Debian's dovecot-imapd (apt-get install dovecot-imapd)")
     wan_hosts = [s for s in names if settings.site_of(s) != settings.site_of(names[0])]
@@ -305,6 +305,8 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
         elif name.startswith("ims."):
             detail = (f"SMTP {s.get('smtp')}; {s.get('accepted')} accepted, {s.get('outbound')} waiting to leave, "
                       f"{s.get('relayed')} relayed to {s.get('smarthost') or 'no smarthost'}")
+        elif name == "internet":
+            detail = f"the outside world: SMTP {s.get('smtp')} for {s.get('domain')}; {s.get('received')} received"
         elif name.startswith("imap."):
             detail = (f"IMAP {s.get('imap')} (Dovecot pid {s.get('dovecot_pid')}); users: "
                       f"{', '.join(s.get('users') or []) or 'none'}")

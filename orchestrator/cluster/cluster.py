@@ -310,12 +310,12 @@ class Cluster:
                 **({"network": self.config.network} if self.config.network else {})}
 
     def quiet(self) -> tuple | None:
-        """None while a move runs, an MTA holds an unfinished (message, recipient) pair or an IMS
-        has mail for its smarthost; else what each has written so far (its record counts)."""
+        """None while a move runs, an MTA holds an unfinished pair or an IMS mail to relay; else what each wrote."""
         if self.status_of("orchestrator")["active"]:
             return None
         seen = []
-        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if self.config.settings.smarthost)]:
+        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if self.config.settings.smarthost
+                                   or "internet" in self.config.nodes)]:
             status = self.status_of(node)
             if status.get("open_pairs") or status.get("outbound"):
                 return None

@@ -60,9 +60,11 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 resumed["started_at"] = time.time()  # what the nodes log from here on is this start's
                 if config.settings.network == "netns":
                     config = dataclasses.replace(
-                        config, network=netns.ensure(run_dir, config.settings.servers, config.network))
+                        config, network=netns.ensure(run_dir, config.settings.servers, config.network,
+                                                 config.settings.smtp))
             else:
-                network = netns.ensure(run_dir, settings.servers, None) if settings.network == "netns" else None
+                network = (netns.ensure(run_dir, settings.servers, None, settings.smtp) if settings.network == "netns"
+                           else None)
                 config = rundir.fresh_config(run_dir, settings, network)
         except netns.NetworkError as exc:
             raise ClusterError(str(exc)) from None

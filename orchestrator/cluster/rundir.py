@@ -44,7 +44,8 @@ from orchestrator.processes import pid_alive
 
 MARKER = ".xcon-run-dir"
 STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json", "network.json")
-NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator", "nodes.ims", "nodes.imap")
+NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator", "nodes.ims", "nodes.imap",
+                "nodes.internet")
 
 
 def node_processes(run_dir: Path) -> dict[int, str]:
@@ -176,6 +177,7 @@ def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | No
     names = node_names(settings.servers, settings.smtp, settings.imap)
     nodes: dict[str, dict[str, Any]] = {}
     if network:
+        names += ["internet"] if settings.smtp else []  # the outside world's mail server, on its own host
         for name in names:
             host = netns.host_of(name)
             nodes[name] = node_entry(name, run_dir, netns.endpoints(network, name), host=host,

@@ -209,3 +209,32 @@ def test_the_deployed_files_start_every_node_on_its_own_host_and_the_kb_runs_aga
             proc.wait()
         netns.destroy(net)
     assert netns.leftovers(net) == []
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/postfix").exists(), reason="Debian's postfix is not installed (.ci/run installs it)")
+def test_the_outside_world_is_a_real_postfix_on_its_own_host_and_sp4s_dsn_reaches_it(netns_run):
+    """xcon up --network netns --smtp: each IMS on port 25 of its server's address, and a Postfix
+    on the `internet` host as the smarthost. The KB from outside, sp4: ann@outside.test's DSN
+    crosses the bridge to that Postfix, which files it in the run-dir."""
+    import smtplib
+
+    run = netns_run
+    up(run, "--smtp", "--mta-build", "sp4", "--replication-lag-ms", "1500", "--replication-jitter-ms", "0")
+    assert xcon("endpoint", "ims.ex2", run_dir=run, check=True).stdout.strip().endswith(":25")
+    xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
+    xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run, check=True)
+    xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)
+    xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
+    wait_for_event(run, event="move.step", step="copy")
+    host, port = xcon("endpoint", "ims.ex2", run_dir=run, check=True).stdout.strip().split(":")
+    with smtplib.SMTP(host, int(port), timeout=30) as client:  # over the bridge, to ex2's host
+        client.sendmail("ann@outside.test", ["bob@xcon.test"], b"Subject: from outside\r\n\r\nhi\r\n")
+    msg = wait_for_event(run, event="ims.accepted")["msg_id"]
+    wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")
+    xcon("fault", "release", run_dir=run, check=True)
+    xcon("wait", run_dir=run, check=True)
+    received = wait_for_event(run, node="internet", event="internet.received", rcpt="ann@outside.test")
+    assert received["report"] is True and "Undeliverable" in received["subject"]
+    (dsn,) = (run / "internet" / "ann" / "new").iterdir()
+    assert b"Final-Recipient: rfc822; bob@xcon.test" in dsn.read_bytes() and b"Action: failed" in dsn.read_bytes()
+    assert json.loads(xcon("check", "--json", run_dir=run).stdout)["counts"]["ndr"] == 1
