@@ -117,6 +117,37 @@ def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body:
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
+# what an IMS (nodes.ims) puts above a client's message, in this order: a reader of RFC 3461's
+# parameters looks in that block alone, so a client's own X-Xcon-DSN lines count for nothing
+_IMS_BLOCK = ("received", "x-xcon-msg-id", "message-id", "x-xcon-dsn", "x-xcon-dsn-rcpt")
+RET_FULL_MAX = 64 * 1024  # RET=FULL returns a message this small whole, and a larger one's headers
+
+
+def dsn_of(raw: bytes) -> dict[str, Any]:
+    """RFC 3461's parameters the IMS took with a message: {"envid", "ret", "rcpts": {alias:
+    {"notify": set of NEVER|SUCCESS|FAILURE|DELAY, "orcpt": str|None}}}; empty ones for mail
+    that did not come over SMTP."""
+    found: dict[str, Any] = {"envid": None, "ret": None, "rcpts": {}}
+    if not raw.startswith(b"Received:"):
+        return found
+    for line in raw[:raw.find(b"\r\n\r\n") if b"\r\n\r\n" in raw else 65536].split(b"\r\n")[:600]:
+        name, _, value = line.decode("utf-8", "replace").partition(":")
+        if name.lower() not in _IMS_BLOCK:
+            break
+        words = value.split()
+        if name.lower() == "x-xcon-dsn":
+            for w in words:
+                key, _, v = w.partition("=")
+                found[{"ENVID": "envid", "RET": "ret"}.get(key.upper(), "_")] = v
+        elif name.lower() == "x-xcon-dsn-rcpt" and words:
+            params = dict(w.partition("=")[::2] for w in words[1:])
+            params = {k.upper(): v for k, v in params.items()}
+            found["rcpts"][words[0]] = {"notify": set(params.get("NOTIFY", "").upper().split(",")) - {""},
+                                        "orcpt": params.get("ORCPT")}
+    found.pop("_", None)
+    return found
+
+
 def compose_ndr(
     ndr_id: str,
     reporting_server: str,
@@ -139,6 +170,7 @@ def compose_ndr(
     """
     boundary = f"=_xcon_ndr_{_token(ndr_id)}"  # RFC 2046: at most 70 characters, whatever the id
     headers = quoted_headers(original)
+    dsn = dsn_of(original)  # over SMTP: ENVID, each recipient's ORCPT, RET (RFC 3461)
     original_subject = _quoted_subject(original)
     explanation = ["Your message did not reach some or all of the intended recipients.", "",
                    f"      Subject:  {original_subject}", f"      Sent:     {formatdate(arrival)}", "",
@@ -148,8 +180,10 @@ def compose_ndr(
         failure = STATUS[reason]
         explanation += [f"      {address(rcpt)} on {formatdate(now)}", f"            {failure.text}",
                         f"            MSEXCH:MSExchangeMTA:{site}:{reporting_server.upper()}", ""]
+        orcpt = dsn["rcpts"].get(rcpt, {}).get("orcpt")
         blocks += [
             "",
+            *([f"Original-Recipient: {_one_line(orcpt)[:500]}"] if orcpt else []),
             f"Final-Recipient: rfc822; {address(rcpt)}",
             "Action: failed",
             f"Status: {failure.status}",
@@ -180,15 +214,17 @@ def compose_ndr(
         f"--{boundary}",
         "Content-Type: message/delivery-status",
         "",
+        *([f"Original-Envelope-Id: {_one_line(dsn['envid'])[:100]}"] if dsn["envid"] else []),
         f"Reporting-MTA: dns; {reporting_server}.{DOMAIN}",
         f"X-Xcon-Original-Msg-Id: {original_msg_id}",
         f"Arrival-Date: {formatdate(arrival)}",
         *blocks,
         "",
         f"--{boundary}",
-        "Content-Type: text/rfc822-headers",
-        "",
-        headers,
+        # RET=FULL (RFC 3461) returns the whole message where it is small; the headers otherwise
+        *(["Content-Type: message/rfc822", "", original.decode("utf-8", "replace").rstrip("\r\n")]
+          if (dsn["ret"] or "").upper() == "FULL" and len(original) <= RET_FULL_MAX else
+          ["Content-Type: text/rfc822-headers", "", headers]),
         "",
         f"--{boundary}--",
         "",

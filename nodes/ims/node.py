@@ -7,8 +7,11 @@ to the MTA (mta.submit_raw) and says 250 only once the MTA has the message durab
 before the 250 leaves the client to send again (the message id is derived from what was sent,
 so the MTA takes a resend once), a kill after it loses nothing. A refusal for the MTA's state
 (busy, disk) is 452 4.3.1; a message over the limit 552 5.3.4; malformed commands get SMTP's own
-errors from aiosmtpd. RFC 3461's NOTIFY, ORCPT, RET and ENVID are taken and carried in the
-message (X-Xcon-DSN); they do not change what the MTA reports yet.
+errors from aiosmtpd. RFC 3461's parameters are taken (RET and ENVID for the transaction, NOTIFY
+and ORCPT per recipient) and carried above the client's message (X-Xcon-DSN, X-Xcon-DSN-Rcpt),
+where the MTA that reports reads them (nodes.mail.dsn_of): NOTIFY=NEVER, or a NOTIFY without
+FAILURE, means no DSN for that recipient's failure (`xcon check` counts it `declined`); ENVID and
+ORCPT come back in the DSN; RET=FULL returns a message of up to 64 KiB whole.
 
 Out: messages the MTA hands over (ims.outbound: an NDR to an outside originator, as an RFC 3464
 DSN, or mail to an outside address) are queued on disk (nodes.ims.outbound) before the MTA hears
@@ -46,26 +49,31 @@ DSN_PARAMS = ("NOTIFY", "ORCPT", "RET", "ENVID")
 
 class DsnSMTP(SMTP):
     """aiosmtpd's server, which refuses every MAIL and RCPT parameter it does not know: here it
-    takes RFC 3461's (NOTIFY, ORCPT on RCPT; RET, ENVID on MAIL), keeps them in the session and
-    passes the rest on."""
+    takes RFC 3461's (RET and ENVID on MAIL; NOTIFY and ORCPT on RCPT) for the transaction and
+    passes the rest on. The handler keeps a recipient's once it takes the recipient."""
+
+    dsn_mail: list[str]
+    dsn_rcpt: dict[str, list[str]]  # an accepted recipient's alias -> its parameters
+    dsn_pending: list[str]  # the parameters of the RCPT being answered
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        await super().smtp_MAIL(self._take_dsn(arg, "mail"))
+        arg, self.dsn_mail = _take_dsn(arg)
+        self.dsn_rcpt = {}
+        await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        await super().smtp_RCPT(self._take_dsn(arg, "rcpt"))
+        arg, self.dsn_pending = _take_dsn(arg)
+        await super().smtp_RCPT(arg)
 
-    def _take_dsn(self, arg: str | None, where: str) -> str | None:
-        if not arg or self.session is None:
-            return arg
-        words, kept = arg.split(), []
-        taken = getattr(self.session, "dsn", None)
-        if taken is None:
-            taken = self.session.dsn = {"mail": [], "rcpt": []}  # type: ignore[attr-defined]
-        for word in words:
-            name = word.split("=", 1)[0].upper()
-            (taken[where] if name in DSN_PARAMS and "=" in word else kept).append(word)
-        return " ".join(kept)
+
+def _take_dsn(arg: str | None) -> tuple[str | None, list[str]]:
+    if not arg:
+        return arg, []
+    kept, taken = [], []
+    for word in arg.split():
+        name = word.split("=", 1)[0].upper()
+        (taken if name in DSN_PARAMS and "=" in word else kept).append(word)
+    return " ".join(kept), taken
 
 
 class Ims(EdgeNode):
@@ -221,6 +229,7 @@ class Handler:
             self.ims.log("warning", "ims.rcpt_refused", rcpt=addr, reason="unknown user", peer=str(session.peer))
             return f"550 5.1.1 <{addr}>: unknown user (not in {self.ims.mta}'s directory cache)"
         envelope.rcpt_tos.append(addr)
+        server.dsn_rcpt[local.lower()] = server.dsn_pending  # type: ignore[attr-defined]
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -235,15 +244,20 @@ class Handler:
         # the same message sent again (its client never heard our 250) gets the same id
         digest = hashlib.sha256(b"\0".join([sender.encode(), *map(str.encode, envelope.rcpt_tos), raw])).hexdigest()
         msg_id = f"smtp-{digest[:24]}"
-        dsn = getattr(session, "dsn", {"mail": [], "rcpt": []})
+        dsn_mail: list[str] = getattr(server, "dsn_mail", [])
+        dsn_rcpt: dict[str, list[str]] = getattr(server, "dsn_rcpt", {})
         headers = email.parser.BytesHeaderParser().parsebytes(raw)
         added = [f"Received: from {session.host_name or 'unknown'} ({session.peer[0] if session.peer else '?'}) "
                  f"by {self.ims.name}.{DOMAIN} with ESMTP id {msg_id}; {email.utils.formatdate()}",
                  f"X-Xcon-Msg-Id: {msg_id}"]
         if headers.get("Message-ID") is None:
             added.append(f"Message-ID: <{msg_id}@{DOMAIN}>")
-        if dsn["mail"] or dsn["rcpt"]:
-            added.append(f"X-Xcon-DSN: {' '.join(dsn['mail'] + dsn['rcpt'])}")
+        # RFC 3461's parameters, for the MTA that reports (nodes.mail.dsn_of): the transaction's,
+        # then each recipient's that has any
+        if dsn_mail:
+            added.append(f"X-Xcon-DSN: {' '.join(dsn_mail)}")
+        added += [f"X-Xcon-DSN-Rcpt: {alias} {' '.join(params)}" for alias, params in dsn_rcpt.items()
+                  if params and alias in rcpts]
         raw = ("\r\n".join(added) + "\r\n").encode() + raw
         try:
             answer = await self.ims.ask("mta.submit_raw", {"msg_id": msg_id, "sender": sender, "recipients": rcpts,

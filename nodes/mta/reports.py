@@ -17,7 +17,7 @@ from protocol.names import POSTMASTER, postmaster_id, report_id
 
 from ..config import Settings
 from ..core import Send, log
-from ..mail import compose_ndr, compose_postmaster
+from ..mail import compose_ndr, compose_postmaster, dsn_of
 from .queue import Pair, PersistMessage, QueuedMessage
 
 NEVER = float("inf")  # a postmaster copy's time-out
@@ -55,6 +55,15 @@ class Reports:
             if len(silent) == len(pairs):
                 return silent + self._progress(msg)
             rcpts = [rcpt for rcpt, alt in copies.items() if not alt]
+        declined = self._declined(msg, rcpts)
+        if declined:
+            silent += [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=rcpt, reason=reason, report="none",
+                           notify=notify, cache_usn=self.cache.usn,
+                           why=f"the sender asked for no report of a failure (RFC 3461 NOTIFY={','.join(notify)})")
+                       for rcpt, notify in declined.items()]
+            rcpts = [r for r in rcpts if r not in declined]
+            if not rcpts:
+                return silent + self._progress(msg)
         ndr_id = report_id(msg.msg_id, rcpts)
         raw = compose_ndr(ndr_id, self.server, msg.raw, msg.msg_id, msg.sender, [(r, reason) for r in rcpts],
                           msg.accepted_at, now, site=self.site)
@@ -72,6 +81,22 @@ class Reports:
         if fresh:
             actions += self._route(ndr, ndr.pairs[msg.sender], now)
         return actions
+
+    @staticmethod
+    def _declined(msg: QueuedMessage, rcpts: list[str]) -> dict[str, list[str]]:
+        """The recipients whose failure the sender asked not to hear of (RFC 3461: NOTIFY=NEVER,
+        or a NOTIFY without FAILURE), given over SMTP for them or, for an alternate's copy, for
+        the recipient it stands for: each with its NOTIFY."""
+        dsn = dsn_of(msg.raw)["rcpts"]
+        if not dsn:
+            return {}
+        found = {}
+        for rcpt in rcpts:
+            pair = msg.pairs.get(rcpt)
+            notify = dsn.get(rcpt, dsn.get(pair.alt_of if pair else "", {})).get("notify") or set()
+            if notify and "FAILURE" not in notify:
+                found[rcpt] = sorted(notify)
+        return found
 
     def _give_to_postmaster(self, report: QueuedMessage, pairs: list[Pair], reason: str, now: float) -> list:
         """A report that cannot reach its addressee: a copy of it for this MTA's own postmaster

@@ -137,6 +137,7 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
         c = report.counts
         source = "logs, queue logs and mailboxes" if report.audited else "logs only"
         postmaster = f"{c['postmaster']} to the postmaster, " if c["postmaster"] else ""
+        postmaster += f"{c['declined']} failed with no report asked for, " if c.get("declined") else ""
         damaged = f" ({c['damaged']} of them to damage)" if c["damaged"] else ""
         prose(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
               f"{postmaster}{c['lost'] + c['damaged']} lost{damaged}, {c['pending']} pending, "

@@ -38,7 +38,8 @@ from protocol.names import POSTMASTER, is_derived
 from .audit import EndState
 
 VIOLATIONS = ("lost", "damaged", "pending", "duplicated", "both")
-OUTCOMES = ("delivered", "ndr", "postmaster", *VIOLATIONS)
+# declined: failed, and the sender asked for no report of it (RFC 3461 NOTIFY=NEVER over SMTP)
+OUTCOMES = ("delivered", "ndr", "postmaster", "declined", *VIOLATIONS)
 TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
 # the events the first pass reads; it skips every other at once
@@ -98,6 +99,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     delivered: Counter = Counter()
     reported: Counter = Counter()
     gave_up: set[tuple[str, str]] = set()
+    declined: set[tuple[str, str]] = set()  # failed, no report asked for (NOTIFY over SMTP)
     reports: dict[tuple[str, str], str] = {}  # a pair that failed with an NDR -> the NDR's id
     postmastered: Counter = Counter()
     ndrs: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {ndr id: the rcpts it names}
@@ -142,6 +144,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                         lost_to_damage.setdefault(msg_id.split("~ndr~")[0], (e, how.replace("its", "its report's", 1)))
         elif name == "mta.failed" and not e.get("ndr_for"):
             gave_up.add((e.get("msg_id"), e.get("rcpt")))
+            if e.get("notify"):
+                declined.add((e.get("msg_id"), e.get("rcpt")))
             if e.get("ndr_id"):
                 reports[(e.get("msg_id"), e.get("rcpt"))] = e["ndr_id"]
         elif name == "mta.failed" and e.get("report") == "postmaster" and state is not None:
@@ -179,6 +183,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             outcome = "ndr"
         elif p == 1:
             outcome = "postmaster"
+        elif key in declined and not why:
+            outcome = "declined"
         else:
             outcome = "lost" if why or key in gave_up else "pending"
         if outcome in VIOLATIONS and key[0] in lost_to_damage:

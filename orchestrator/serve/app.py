@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from . import data, pages
 
-OUTCOMES = ("delivered", "ndr", "postmaster", "lost", "pending", "duplicated", "both", "damaged")
+OUTCOMES = ("delivered", "ndr", "postmaster", "declined", "lost", "pending", "duplicated", "both", "damaged")
 
 
 def wants_json(request: Request) -> bool:

@@ -125,7 +125,8 @@ def test_smtp_answers_unknown_users_outside_domains_and_bad_commands_and_mail_le
         xcon("wait", run_dir=run, check=True)
         shown = xcon_json("show", msg, run_dir=run)
         headers = dict((k, v) for k, v in shown["message"]["headers"])
-        assert headers["X-Xcon-DSN"] == "RET=HDRS ENVID=abc NOTIFY=FAILURE ORCPT=rfc822;alice@xcon.test"
+        assert headers["X-Xcon-DSN"] == "RET=HDRS ENVID=abc"
+        assert headers["X-Xcon-DSN-Rcpt"] == "alice NOTIFY=FAILURE ORCPT=rfc822;alice@xcon.test"
         accepted = [json.loads(line) for line in xcon("logs", "--msg", msg, "--event", "mta.accepted", "--json",
                                                         run_dir=run, check=True).stdout.splitlines()]
         assert accepted and accepted[0]["sender"] == "ann@outside.test"
@@ -236,5 +237,50 @@ def test_starttls_with_the_certificate_made_at_up_and_auth_plain_for_the_organis
         xcon("wait", run_dir=run, check=True)
         subjects = [m["subject"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
         assert subjects == ["over TLS"]
+    finally:
+        xcon("down", run_dir=run)
+
+
+def test_rfc_3461_a_sender_who_asked_for_no_report_gets_none_and_one_who_gave_envid_and_orcpt_gets_them_back(
+        tmp_path, outside):
+    """sp4 fails bob's copy of two messages sent during his move: ann asked NOTIFY=NEVER for the
+    first (no DSN; check counts it declined, not lost), and ENVID, ORCPT and RET=FULL for the
+    second (its DSN carries Original-Envelope-Id, Original-Recipient and the whole message)."""
+    sink, smarthost = outside
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--smarthost", smarthost, "--mta-build", "sp4", "--replication-lag-ms", "1500",
+         "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
+        xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run,
+             check=True)
+        xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)
+        xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
+        wait_for_event(run, event="move.step", step="copy")
+        ids = []
+        for subject, mail_options, rcpt_options in (
+                ("never", [], ["NOTIFY=NEVER"]),
+                ("tell me", ["RET=FULL", "ENVID=env-42"], ["NOTIFY=FAILURE", "ORCPT=rfc822;bob@example.org"])):
+            with smtplib.SMTP(*smtp_of(run, "ex2"), timeout=30) as client:
+                client.ehlo("outside.test")
+                client.mail("ann@outside.test", mail_options)
+                assert client.rcpt("bob@xcon.test", rcpt_options)[0] == 250
+                code, said = client.data(f"Subject: {subject}\r\n\r\nbody of {subject}\r\n".encode())
+            ids.append(said.decode().rsplit(" ", 1)[1])
+        for msg in ids:
+            wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")
+        xcon("fault", "release", run_dir=run, check=True)
+        xcon("wait", run_dir=run, check=True)
+        assert sink.arrived.wait(30)
+        ((mail_from, rcpts, raw),) = sink.messages  # one DSN: the one asked for
+        text = raw.decode()
+        assert f"X-Xcon-Ndr-For: {ids[1]}" in text and "Original-Envelope-Id: env-42" in text
+        assert "Original-Recipient: rfc822;bob@example.org" in text and "body of tell me" in text, "RET=FULL"
+        declined = json.loads(xcon("logs", "--msg", ids[0], "--event", "mta.failed", "--json", run_dir=run,
+                                   check=True).stdout.splitlines()[0])
+        assert (declined["report"], declined["notify"]) == ("none", ["NEVER"])
+        check = xcon("check", "--json", run_dir=run)
+        counts = json.loads(check.stdout)["counts"]
+        assert check.returncode == 0 and (counts["declined"], counts["ndr"], counts["lost"]) == (1, 1, 0), counts
     finally:
         xcon("down", run_dir=run)

@@ -40,7 +40,7 @@ def test_each_outcome():
         accepted("m7", ["hal"]), failed("m7", "hal"), ndr("m7", ["hal"]), to_postmaster("m7", ["hal"]),
         accepted("m8", ["ivy"]), damaged("m8"),
     ])
-    assert report.counts == {"delivered": 1, "ndr": 1, "postmaster": 1, "lost": 1, "damaged": 1, "pending": 1,
+    assert report.counts == {"delivered": 1, "ndr": 1, "postmaster": 1, "declined": 0, "lost": 1, "damaged": 1, "pending": 1,
                              "duplicated": 2, "both": 1}
     outcome = {(v.msg_id, v.rcpt): v.outcome for v in report.violations}
     assert outcome == {("m1", "bob"): "lost", ("m3", "dave"): "duplicated", ("m4", "erin"): "both",

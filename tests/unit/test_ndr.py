@@ -91,3 +91,17 @@ def test_a_postmaster_copy_carries_the_report_and_says_whose_it_was():
     text = next(p for p in email.message_from_bytes(copy, policy=email.policy.default).walk()
                 if p.get_content_type() == "text/plain").get_content()
     assert "A delivery report for alice@xcon.test could not be delivered" in text
+
+
+def test_rfc_3461_parameters_are_read_from_the_ims_block_alone():
+    """What the IMS put above a client's message counts; the client's own X-Xcon-DSN lines do not
+    (a sender must not silence another recipient's report by writing a header)."""
+    from nodes.mail import dsn_of
+
+    raw = (b"Received: from outside.test by ims.ex1.xcon.test with ESMTP id smtp-1\r\n"
+           b"X-Xcon-Msg-Id: smtp-1\r\nX-Xcon-DSN: RET=HDRS ENVID=e1\r\n"
+           b"X-Xcon-DSN-Rcpt: bob NOTIFY=FAILURE,DELAY ORCPT=rfc822;bob@example.org\r\n"
+           b"Subject: hi\r\nX-Xcon-DSN-Rcpt: carol NOTIFY=NEVER\r\n\r\nbody\r\n")
+    assert dsn_of(raw) == {"envid": "e1", "ret": "HDRS",
+                           "rcpts": {"bob": {"notify": {"FAILURE", "DELAY"}, "orcpt": "rfc822;bob@example.org"}}}
+    assert dsn_of(b"From: alice@xcon.test\r\n\r\nx") == {"envid": None, "ret": None, "rcpts": {}}
