@@ -53,6 +53,9 @@ class EdgeNode:
     def status(self) -> dict[str, Any]:
         return {}
 
+    def clear_faults(self) -> None:
+        """`xcon fault clear`: the node's own faults end (the clock's offset is ended for it)."""
+
     def answer(self, frame: Frame) -> tuple[str, dict[str, Any]] | None:
         """A request of the node's own kind (not ping, status or a fault); None: not handled."""
         return None
@@ -152,6 +155,7 @@ class EdgeNode:
             return "ok", {}
         if frame.type == "fault.clear":
             self.nodelog.hlc.offset = 0.0
+            self.clear_faults()
             return "ok", {}
         answered = self.answer(frame)
         if answered is not None:

@@ -28,7 +28,7 @@ NET_KINDS = ("net", "partition", "heal")
 # a hold stops a move in a step until released: Move User's (orchestrator.move), routed there by
 # the orchestrator's core, which a clear releases too
 HOLD_KINDS = ("hold_at_step", "release")
-KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clock", "clear", "kill_at_step", "corrupt",
+KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clock", "clear", "kill_at_step", "corrupt", "smtp",
          *HOLD_KINDS,
          *NET_KINDS)
 SELF = "orchestrator"
@@ -203,6 +203,13 @@ class FaultCore:
             if abs(offset_ms) > 86_400_000:
                 raise ValueError("offset_ms must be within a day either way")
             return [Send(node, "fault.clock", {"offset_ms": offset_ms}, self.ids.next())]
+        if kind == "smtp":
+            if not node.startswith("ims."):
+                raise ValueError("smtp cuts and slows an IMS's sessions: give ims.<server> (xcon up --smtp)")
+            cut, delay_ms = float(params.get("cut", 0.0)), int(params.get("delay_ms", 0))
+            if not 0 <= cut <= 1 or not 0 <= delay_ms <= 600_000:
+                raise ValueError("cut must be in [0, 1] and delay_ms in [0, 600000]")
+            return [Send(node, "fault.smtp", {"cut": cut, "delay_ms": delay_ms, "seconds": seconds}, self.ids.next())]
         if kind == "lag":
             if not node.startswith("mta."):
                 raise ValueError("only an MTA has a replication lag")

@@ -199,6 +199,9 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "fault.clock": {"offset_ms": INT},
     "fault.lag": {"lag_ms": INT, "jitter_ms": INT},
     "fault.clear": {},
+    # an IMS's SMTP sessions (nodes.ims): each reply `delay_ms` late; a session cut, with chance
+    # `cut`, after its MTA took the message and before the 250 (the client does not know)
+    "fault.smtp": {"cut": FLOAT, "delay_ms": INT, "seconds": FLOAT},
     # --- orchestrator ---
     # kind: delay | drop | duplicate | reorder (on the link node<->peer), pause, kill, restart,
     # feed_cut (an MTA off the directory feed), lag (an MTA's replication lag), clear,

@@ -4,8 +4,9 @@ own: `ims.<server>`, started by `xcon up --smtp`.
 In: an SMTP server (aiosmtpd) for the organisation's recipients. RCPT asks this server's MTA
 whether its directory cache knows the recipient (550 5.1.1 if not); DATA hands the client's bytes
 to the MTA (mta.submit_raw) and says 250 only once the MTA has the message durably: a kill
-before the 250 leaves the client to send again (the message id is derived from what was sent,
-so the MTA takes a resend once), a kill after it loses nothing. A refusal for the MTA's state
+before the 250 leaves the client to send again (the message id is derived from the sender, the
+recipients and the client's Message-ID, so the MTA takes a resend once; a message without a
+Message-ID gets a new id each time), a kill after it loses nothing. A refusal for the MTA's state
 (busy, disk) is 452 4.3.1; a message over the limit 552 5.3.4; malformed commands get SMTP's own
 errors from aiosmtpd. RFC 3461's parameters are taken (RET and ENVID for the transaction, NOTIFY
 and ORCPT per recipient) and carried above the client's message (X-Xcon-DSN, X-Xcon-DSN-Rcpt),
@@ -30,9 +31,11 @@ import email.parser
 import email.utils
 import hashlib
 import os
+import random
 import smtplib
 import ssl
 import time
+import uuid
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -91,6 +94,8 @@ class Ims(EdgeNode):
         self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync)
         self.wake = asyncio.Event()
         self.accepted = self.refused = 0
+        self.session_fault: dict[str, Any] | None = None  # fault.smtp: {"cut", "delay_ms", "until"}
+        self.rng = random.Random(hash((config.settings.seed, name)))
 
     async def start(self) -> list:
         host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
@@ -123,7 +128,30 @@ class Ims(EdgeNode):
         self.log("info" if ok else "warning", "ims.auth", user=user[:64], mechanism=mechanism, ok=ok)
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
+    def clear_faults(self) -> None:
+        self.session_fault = None
+
+    def _fault(self) -> dict[str, Any] | None:
+        if self.session_fault is not None and time.time() >= self.session_fault["until"]:
+            self.session_fault = None
+        return self.session_fault
+
+    async def slow(self) -> None:
+        """A reply late by the fault's delay, if a fault.smtp is in force."""
+        fault = self._fault()
+        if fault and fault["delay_ms"]:
+            await asyncio.sleep(fault["delay_ms"] / 1000)
+
+    def cut(self) -> bool:
+        fault = self._fault()
+        return bool(fault) and self.rng.random() < fault["cut"]
+
     def answer(self, frame: Any) -> tuple[str, dict[str, Any]] | None:
+        if frame.type == "fault.smtp":
+            self.session_fault = {"cut": frame.body["cut"], "delay_ms": frame.body["delay_ms"],
+                                  "until": time.time() + frame.body["seconds"]}
+            self.log("warning", "fault.applied", type=frame.type, by=frame.src, **frame.body)
+            return "ok", {}
         if frame.type != "ims.outbound":
             return None
         item, new = self.outbound.put(frame.body, time.time())
@@ -135,7 +163,8 @@ class Ims(EdgeNode):
 
     def status(self) -> dict[str, Any]:
         items = sorted(self.outbound.items.values(), key=lambda i: i.queued_at)
-        return {"smtp": self.config.endpoint(self.name, "smtp"), "smarthost": self.smarthost or None,
+        fault = self._fault()
+        return {**({"faults": {"smtp": fault}} if fault else {}),"smtp": self.config.endpoint(self.name, "smtp"), "smarthost": self.smarthost or None,
                 "accepted": self.accepted, "refused": self.refused, "outbound": len(items),
                 "relayed": len(self.outbound.relayed),
                 "queue": [{"msg_id": i.msg_id, "rcpt": i.rcpt, "attempts": i.attempts, "reason": i.reason}
@@ -215,6 +244,7 @@ class Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, addr: str,
                           options: list[str]) -> str:
+        await self.ims.slow()
         local, _, domain = addr.rpartition("@")
         if domain.lower() != DOMAIN:
             return f"550 5.7.1 <{addr}>: relaying denied (this server takes mail for {DOMAIN} only)"
@@ -241,12 +271,17 @@ class Handler:
         local, _, domain = sender.rpartition("@")
         if domain.lower() == DOMAIN:  # one of the organisation's users, submitting: its alias
             sender = local.lower()
-        # the same message sent again (its client never heard our 250) gets the same id
-        digest = hashlib.sha256(b"\0".join([sender.encode(), *map(str.encode, envelope.rcpt_tos), raw])).hexdigest()
-        msg_id = f"smtp-{digest[:24]}"
+        headers = email.parser.BytesHeaderParser().parsebytes(raw)
+        # a message sent again (its client never heard our 250) is known by its Message-ID, which
+        # a client keeps for a resend and makes new for a new message; without one, every DATA is
+        # a new message (two messages of the same bytes are two messages: a chaos campaign found
+        # the same bytes sent twice, by a user before and after her move, taken as one id by two
+        # MTAs, one delivering it and the other reporting it)
+        client_id = (headers.get("Message-ID") or "").strip()
+        key = [sender, *envelope.rcpt_tos, client_id] if client_id else [uuid.uuid4().hex]
+        msg_id = f"smtp-{hashlib.sha256(chr(0).join(key).encode()).hexdigest()[:24]}"
         dsn_mail: list[str] = getattr(server, "dsn_mail", [])
         dsn_rcpt: dict[str, list[str]] = getattr(server, "dsn_rcpt", {})
-        headers = email.parser.BytesHeaderParser().parsebytes(raw)
         added = [f"Received: from {session.host_name or 'unknown'} ({session.peer[0] if session.peer else '?'}) "
                  f"by {self.ims.name}.{DOMAIN} with ESMTP id {msg_id}; {email.utils.formatdate()}",
                  f"X-Xcon-Msg-Id: {msg_id}"]
@@ -265,6 +300,12 @@ class Handler:
         except TimeoutError:
             self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=f"{self.ims.mta} did not answer", code=451)
             return f"451 4.4.1 {self.ims.mta} did not answer; send it again later"
+        await self.ims.slow()
+        if answer.type != "error" and self.ims.cut():
+            # the MTA has it; the client will not hear so (the window a resend must not double)
+            self.ims.log("warning", "ims.cut", msg_id=msg_id, peer=str(session.peer), why="fault.smtp")
+            server.transport.abort()
+            return "421 4.4.2 cut"
         if answer.type == "error":
             code = "554 5.6.0" if answer.body.get("code") == INVALID else "452 4.3.1"
             self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=answer.body["reason"], code=int(code[:3]))

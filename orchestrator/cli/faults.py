@@ -18,14 +18,14 @@ from orchestrator.faults import MOVE_STEPS
 @run_dir_option
 @click.argument("kind", type=click.Choice(["list", "delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
                                           "clock", "kill-at-step", "corrupt", "hold-at-step", "release", "clear", "net",
-                                          "partition", "heal"]))
+                                          "partition", "heal", "smtp"]))
 @click.argument("node", required=False)
 @click.argument("other", required=False)
 @click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
 @click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
               help="How long the fault lasts (not net and partition: they last until `xcon fault heal`).")
 @click.option("--delay-ms", type=click.IntRange(0, 600_000),
-              help="delay: fixed part (default 100); net: the link's delay (tc netem).")
+              help="delay: fixed part (default 100); net: the link's delay (tc netem); smtp: each reply that late.")
 @click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
               help="delay, net: random part; lag: replication jitter.")
 @click.option("--loss", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets lost.")
@@ -34,7 +34,8 @@ from orchestrator.faults import MOVE_STEPS
               help="net: % of packets sent at once, ahead of the delayed ones.")
 @click.option("--rate", "rate_kbit", type=click.IntRange(1, 10_000_000), help="net: the link's rate, kbit/s.")
 @click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="drop, duplicate, reorder: chance per frame.")
+              help="drop, duplicate, reorder: chance per frame; smtp: chance a session is cut after its MTA took "
+                   "the message, before the 250.")
 @click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
 @click.option("--offset-ms", type=click.IntRange(-86_400_000, 86_400_000),
               help="clock: how far NODE's clock reads off, + ahead, - behind (0: right again).")
@@ -65,6 +66,7 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault corrupt mta.ex2 --where 0.5        (kill it, flip a byte mid-queue-log, restart it)
     xcon fault hold-at-step --step copy           (the next move waits in that step; no time runs)
     xcon fault release                            (every held move goes on)
+    xcon fault smtp ims.ex1 --probability 0.3 --delay-ms 200   (SMTP sessions cut before their 250, slowed)
     xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
 
     On a cluster of namespaces (xcon up --network netns), the kernel's faults, on HOSTs (xcon status):
@@ -107,7 +109,7 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
         else:
             out.print(f"injected {kind}" + (f" on {node}" if node else "") + (f" and {other}" if other else ""))
         return
-    delay_ms = 100 if delay_ms is None else delay_ms
+    delay_ms = (0 if kind == "smtp" else 100) if delay_ms is None else delay_ms
     if kind == "lag" and lag_ms is None:
         raise click.UsageError("lag needs --lag-ms")
     if kind == "kill_at_step" and step is None:
@@ -127,6 +129,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
         params = {"offset_ms": offset_ms}
     elif kind == "corrupt":
         params = {"where": where, "restart_after": restart_after}
+    elif kind == "smtp":
+        params.update(cut=probability, delay_ms=delay_ms)
     if one_way:
         params["one_way"] = True
     cluster.fault(kind, node or "", peer, **params)
@@ -137,6 +141,8 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
                 "lag": f"{node} replication lag now {lag_ms} ms",
                 "clock": f"{node}'s clock now reads {offset_ms or 0:+d} ms off",
                 "kill_at_step": f"{node} is killed when a move next enters step {step}",
+                "smtp": f"{node}'s SMTP sessions cut before their 250 with chance {probability:g}, replies {delay_ms} "
+                        "ms late",
                 "corrupt": f"{node} killed, a byte of its queue log flipped at {where:g} of its length; it restarts "
                            f"in {restart_after:g}s (see `xcon logs --event storage.damaged`)"}.get(
                     kind, f"{kind} on {node} <-> {peer}")

@@ -124,6 +124,10 @@ def faults_in_force(status: dict[str, Any], now: float | None = None) -> list[di
         if "feed_cut_until" in s.get("faults", {}):
             rows.append({"where": name, "kind": "feed_cut", "what": "off the directory's feed",
                          "ends": ends(s["faults"]["feed_cut_until"])})
+        if "smtp" in s.get("faults", {}):
+            f = s["faults"]["smtp"]
+            rows.append({"where": name, "kind": "smtp", "what": f"sessions cut before their 250 with chance {f['cut']:g}, "
+                         f"replies {f['delay_ms']} ms late", "ends": ends(f["until"])})
         if "clock_offset_ms" in s.get("faults", {}):
             rows.append({"where": name, "kind": "clock", "what": f"reads {s['faults']['clock_offset_ms']:+d} ms off",
                          "ends": ends(None)})

@@ -4,6 +4,8 @@ message from an alias to aliases, submitted to the IMS of the sender's server (n
 from __future__ import annotations
 
 import smtplib
+import uuid
+from email.utils import formatdate
 from typing import Any
 
 from nodes.mail import DOMAIN
@@ -24,7 +26,10 @@ def submit(cluster: Any, sender: str, to: list[str], subject: str, priority: str
         raise NotTold(f"unknown user '{sender}'")
     node = f"ims.{entry['home_server']}"
     host, _, port = cluster.config.endpoint(node, "smtp").rpartition(":")
+    # a Message-ID of its own, as a real client's: the IMS knows a resend by it, and two messages
+    # of the same text apart
     head = [f"From: {sender}@{DOMAIN}", f"To: {', '.join(f'{r}@{DOMAIN}' for r in to)}",
+            f"Message-ID: <{uuid.uuid4().hex}@client.{DOMAIN}>", f"Date: {formatdate()}",
             f"Subject: {subject}", f"X-Priority: {X_PRIORITY[priority or 'normal']}"]
     raw = ("\r\n".join(head) + "\r\n\r\nchaos\r\n").encode()
     try:

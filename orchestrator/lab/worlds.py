@@ -168,7 +168,8 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
 
 def draw_edge_faults(rng: random.Random, world: World, names: tuple[str, ...], faults: tuple[str, ...]) -> None:
     """A world whose mail comes over SMTP: an IMS killed (and restarted) or paused while sessions
-    are open, around a 250 or before it, where the fault kinds allow."""
+    are open, around a 250 or before it, and (with delay or drop among the kinds) its sessions
+    slowed and cut just before their 250 (fault.smtp), where the fault kinds allow."""
     for kind in ("kill", "pause"):
         if kind in faults and rng.random() < 0.7:
             fault: dict[str, Any] = {"at": rng.uniform(0, SCHEDULE_S * 0.8), "do": "fault", "kind": kind,
@@ -178,6 +179,10 @@ def draw_edge_faults(rng: random.Random, world: World, names: tuple[str, ...], f
             else:
                 fault["seconds"] = round(rng.uniform(0.2, 1.5), 3)
             world.events.append(fault)
+    if {"delay", "drop"} & set(faults) and rng.random() < 0.7:  # sessions cut before their 250, and slowed
+        world.events.append({"at": rng.uniform(0, SCHEDULE_S * 0.8), "do": "fault", "kind": "smtp",
+                             "node": f"ims.{rng.choice(names)}", "cut": round(rng.uniform(0.1, 0.5), 3),
+                             "delay_ms": rng.randint(0, 300), "seconds": round(rng.uniform(1, 4), 3)})
     world.events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
 
 

@@ -10,6 +10,7 @@ import email
 import json
 import smtplib
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,8 @@ def smtp_of(run: Path, server: str) -> tuple[str, int]:
 
 def submit(run: Path, server: str, sender: str, rcpts: list[str], subject: str) -> str:
     """One message over SMTP, as any client sends it; the IMS's id from its 250."""
-    raw = f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n\r\nfrom outside\r\n"
+    raw = (f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nMessage-ID: <{uuid.uuid4().hex}@outside.test>\r\n"
+           f"Subject: {subject}\r\n\r\nfrom outside\r\n")
     with smtplib.SMTP(*smtp_of(run, server), timeout=30) as client:
         client.ehlo("outside.test")
         client.mail(sender)
@@ -157,7 +159,7 @@ def test_what_a_client_was_told_was_accepted_is_never_lost_and_a_resend_arrives_
         xcon("fault", "clear", run_dir=run, check=True)
         # the MTA does not answer in time (paused): 451, so the client keeps the message and sends
         # it again; the MTA took the first try after all, and takes the resend once
-        raw = b"From: ann@outside.test\r\nSubject: sent twice\r\n\r\nhello\r\n"
+        raw = b"From: ann@outside.test\r\nMessage-ID: <twice@outside.test>\r\nSubject: sent twice\r\n\r\nhello\r\n"
         with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
             client.ehlo("outside.test")
             client.mail("ann@outside.test")
@@ -282,5 +284,47 @@ def test_rfc_3461_a_sender_who_asked_for_no_report_gets_none_and_one_who_gave_en
         check = xcon("check", "--json", run_dir=run)
         counts = json.loads(check.stdout)["counts"]
         assert check.returncode == 0 and (counts["declined"], counts["ndr"], counts["lost"]) == (1, 1, 0), counts
+    finally:
+        xcon("down", run_dir=run)
+
+
+def test_a_session_cut_before_its_250_leaves_the_client_to_send_again_and_the_message_arrives_once(tmp_path):
+    """xcon fault smtp: the IMS drops the connection after its MTA took the message, before the
+    250: the client does not know it was accepted, sends it again, and alice has it once."""
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        xcon("fault", "smtp", "ims.ex1", "--probability", "1", "--delay-ms", "50", "--seconds", "600", run_dir=run,
+             check=True)
+        (row,) = xcon_json("fault", "list", run_dir=run)
+        assert (row["where"], row["kind"]) == ("ims.ex1", "smtp") and "chance 1" in row["what"]
+        raw = b"From: ann@outside.test\r\nMessage-ID: <cut@outside.test>\r\nSubject: cut\r\n\r\nhello\r\n"
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+                client.sendmail("ann@outside.test", ["alice@xcon.test"], raw)
+        cut = wait_for_event(run, node="ims.ex1", event="ims.cut")
+        xcon("fault", "clear", run_dir=run, check=True)
+        assert xcon_json("fault", "list", run_dir=run) == []
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+            client.sendmail("ann@outside.test", ["alice@xcon.test"], raw)
+        xcon("wait", run_dir=run, check=True)
+        box = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+        assert box == [cut["msg_id"]], "taken at the first try, once"
+        assert xcon("check", run_dir=run).returncode == 0
+    finally:
+        xcon("down", run_dir=run)
+
+
+def test_two_messages_of_the_same_bytes_without_a_message_id_are_two_messages(tmp_path):
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+        for _ in range(2):
+            with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+                client.sendmail("ann@outside.test", ["alice@xcon.test"], b"Subject: same\r\n\r\nsame\r\n")
+        xcon("wait", run_dir=run, check=True)
+        assert len({m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]}) == 2
     finally:
         xcon("down", run_dir=run)
