@@ -4,7 +4,8 @@ Dovecot as its child (which dies with it), keeps Dovecot's users in step with th
 answers ping and status as every node does (nodes.edge).
 
 Nothing of the system's is touched: Dovecot runs from `<run-dir>/dovecot/<server>/dovecot.conf`
-and logs to `<run-dir>/logs/dovecot.<server>.log`, listening on 127.0.0.1 only. Its sockets,
+and logs to `<run-dir>/logs/dovecot.<server>.log`, listening on its endpoint's address only
+(127.0.0.1, or its server's host's address on a cluster of namespaces, port 143). Its sockets,
 state, indexes and users file live in a short folder of its own, `/tmp/xcon-<hash>-<server>`
 (a Unix socket's path is limited to 108 bytes, and Dovecot's own users must reach them), which
 goes when the node stops; the indexes are never in the Maildirs, so the store and `xcon check`
@@ -53,11 +54,11 @@ def runtime_dir(run_dir: Path, server: str) -> Path:
     return Path("/tmp") / f"xcon-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]}-{server}"
 
 
-def config_text(run_dir: Path, server: str, port: int) -> str:
+def config_text(run_dir: Path, server: str, address: str, port: int) -> str:
     home = runtime_dir(run_dir, server)
     return f"""# written by xcon for imap.{server}; Dovecot runs from it alone (nothing of the system's)
 protocols = imap
-listen = 127.0.0.1
+listen = {address}
 base_dir = {home}/run
 state_dir = {home}/state
 instance_name = xcon-{server}-{os.getpid()}
@@ -82,7 +83,7 @@ userdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {address}
     port = {port}
   }}
   inet_listener imaps {{
@@ -109,7 +110,8 @@ class Imap(EdgeNode):
         super().__init__(name, config, peer="directory")
         self.conf = config.run_dir / "dovecot" / self.server / "dovecot.conf"
         self.home = runtime_dir(config.run_dir, self.server)
-        self.port = int(config.endpoint(name, "imap").rpartition(":")[2])
+        self.address, _, port = config.endpoint(name, "imap").rpartition(":")
+        self.port = int(port)
         self.usn = -1
         self.users: list[str] = []
         self.dovecot: subprocess.Popen | None = None
@@ -130,7 +132,7 @@ class Imap(EdgeNode):
             (self.home / sub).mkdir(mode=0o700)
             os.chown(self.home / sub, mail.pw_uid, mail.pw_gid)
         await self._sync_users()
-        write_atomic(self.conf, config_text(self.config.run_dir, self.server, self.port).encode())
+        write_atomic(self.conf, config_text(self.config.run_dir, self.server, self.address, self.port).encode())
         stores = self.config.run_dir / "stores" / self.server
         stores.mkdir(mode=0o700, parents=True, exist_ok=True)
         console = open(self.config.run_dir / "logs" / f"dovecot.{self.server}.console", "ab")
@@ -142,15 +144,15 @@ class Imap(EdgeNode):
             stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         console.close()
         deadline = time.time() + 20
-        while not _listening(self.port):
+        while not _listening(self.address, self.port):
             if self.dovecot.poll() is not None:
                 raise RuntimeError(f"dovecot exited with code {self.dovecot.returncode} (see "
                                    f"logs/dovecot.{self.server}.log and .console)")
             if time.time() > deadline:
-                raise RuntimeError(f"dovecot did not listen on 127.0.0.1:{self.port} in 20 s")
+                raise RuntimeError(f"dovecot did not listen on {self.address}:{self.port} in 20 s")
             await asyncio.sleep(0.05)
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
-                 imap=f"127.0.0.1:{self.port}", dovecot_pid=self.dovecot.pid, users=self.users)
+                 imap=f"{self.address}:{self.port}", dovecot_pid=self.dovecot.pid, users=self.users)
         return [self._follow()]
 
     async def stop(self) -> None:
@@ -163,7 +165,7 @@ class Imap(EdgeNode):
         shutil.rmtree(self.home, ignore_errors=True)
 
     def status(self) -> dict[str, Any]:
-        return {"imap": f"127.0.0.1:{self.port}", "users": self.users, "usn": self.usn,
+        return {"imap": f"{self.address}:{self.port}", "users": self.users, "usn": self.usn,
                 "dovecot_pid": self.dovecot.pid if self.dovecot else None,
                 "dovecot_alive": self.dovecot is not None and self.dovecot.poll() is None}
 
@@ -196,7 +198,7 @@ class Imap(EdgeNode):
         self.usn, self.users = answer.body["usn"], users
 
 
-def _listening(port: int) -> bool:
+def _listening(address: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((address, port)) == 0

@@ -145,8 +145,6 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         raise click.UsageError("--smarthost, --smtp-tls and --smtp-auth need --smtp")
     if smarthost and not re.fullmatch(r"[\w.-]+:\d{1,5}", smarthost):
         raise click.BadParameter(f"HOST:PORT, got {smarthost!r}", param_hint="--smarthost")
-    if imap and network == "netns":
-        raise click.UsageError("--imap runs on loopback clusters only, so far (not with --network netns)")
     if imap and not Path("/usr/sbin/dovecot").exists():
         raise click.UsageError("--imap needs Debian's dovecot-imapd (apt-get install dovecot-imapd)")
     wan_hosts = [s for s in names if settings.site_of(s) != settings.site_of(names[0])]

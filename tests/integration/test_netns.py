@@ -219,7 +219,9 @@ def test_the_outside_world_is_a_real_postfix_on_its_own_host_and_sp4s_dsn_reache
     import smtplib
 
     run = netns_run
-    up(run, "--smtp", "--mta-build", "sp4", "--replication-lag-ms", "1500", "--replication-jitter-ms", "0")
+    imap = Path("/usr/sbin/dovecot").exists()
+    up(run, "--smtp", *(["--imap"] if imap else []), "--mta-build", "sp4", "--replication-lag-ms", "1500",
+       "--replication-jitter-ms", "0")
     assert xcon("endpoint", "ims.ex2", run_dir=run, check=True).stdout.strip().endswith(":25")
     xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
     xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run, check=True)
@@ -238,3 +240,12 @@ def test_the_outside_world_is_a_real_postfix_on_its_own_host_and_sp4s_dsn_reache
     (dsn,) = (run / "internet" / "ann" / "new").iterdir()
     assert b"Final-Recipient: rfc822; bob@xcon.test" in dsn.read_bytes() and b"Action: failed" in dsn.read_bytes()
     assert json.loads(xcon("check", "--json", run_dir=run).stdout)["counts"]["ndr"] == 1
+    if imap:  # carol reads the alternate's copy over IMAP, at port 143 of her server's host
+        import imaplib
+
+        host, port = xcon("endpoint", "imap.ex1", run_dir=run, check=True).stdout.strip().split(":")
+        assert port == "143"
+        with imaplib.IMAP4(host, int(port), timeout=30) as reader:
+            reader.login("carol", "carol")
+            reader.select("INBOX")
+            assert reader.search(None, 'SUBJECT "from outside"')[1] == [b"1"]
