@@ -53,6 +53,13 @@ class Finding(Exception):
     line on stderr and exit FINDING, the code of every finding (lost mail, a broken invariant, ...)."""
 
 
+def dask_option(f: Callable) -> Callable:
+    return click.option(
+        "--dask", metavar="ADDRESS", envvar="XCON_DASK", show_envvar=True,
+        help="Run on a Dask cluster: its scheduler's address (tcp://HOST:8786), or local:N for N local "
+             "workers started for the run (pip install 'xcon[dask]'; deploy/README.md).")(f)
+
+
 def run_dir_option(f: Callable) -> Callable:
     return click.option(
         "--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="XCON_RUN_DIR",

@@ -22,7 +22,8 @@ from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_wor
 from orchestrator.inspect import logread
 from orchestrator import netns
 from .common import (
-    DONE, FINDING, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option, show_table,
+    DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option,
+    show_table,
 )
 
 @click.command()
@@ -54,6 +55,7 @@ from .common import (
                    "faults kill and pause can draw; a message the client was told 250 for must be accepted.")
 @click.option("--sim", is_flag=True, help="Run the trials in the simulator (same cores, virtual time, exact replay).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
+@dask_option
 @click.option("--determinism", is_flag=True, help="With --sim: run every seed twice and compare the event digests.")
 @click.option("--confirm", "confirm_n", type=click.IntRange(0, 20), default=0, show_default=True,
               help="With --sim: run the first N broken worlds again on real processes and say whether they broke the same way.")
@@ -68,7 +70,7 @@ from .common import (
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
           move_build: str, faults: str, extremes: bool,
           users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
-          via: str, sim: bool, workers: int | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
+          via: str, sim: bool, workers: int | None, dask: str | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
@@ -79,6 +81,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     In the simulator a seed replays exactly: the same events, the same verdict.
     """
     from orchestrator.lab import campaign as sim_campaign
+    from orchestrator.lab import executors
     from orchestrator.lab import chaos as chaos_mod  # the lab loads when a campaign runs, not for every command
     from orchestrator.sim.world import Network
 
@@ -101,8 +104,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
     if via == "smtp" and sim:
         raise click.UsageError("--via smtp runs real processes: the simulator has no SMTP")
-    if not sim and (determinism or confirm_n or shrink or workers):
-        raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
+    if not sim and (determinism or confirm_n or shrink or workers or dask):
+        raise click.UsageError("--determinism, --confirm, --shrink, --workers and --dask go with --sim")
     if seed is None:
         seed = int.from_bytes(os.urandom(3), "big")
     given = None
@@ -135,8 +138,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
 
         sim_net = Network(torn_kills=torn_kills)
         if sim:
-            results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
-                                       determinism, advance, stop_on_break)
+            try:
+                results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
+                                           determinism, advance, stop_on_break, dask)
+            except executors.DaskError as exc:
+                raise click.UsageError(str(exc)) from None
         else:
             results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
                                          worlds=worlds)

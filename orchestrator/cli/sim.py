@@ -11,7 +11,9 @@ from rich.table import Table
 
 from nodes.config import BUILDS
 
-from .common import DONE, FINDING, emit_json, json_option, keep_run, out, prose, results_dir, run_dir_option, show_table
+from .common import (
+    DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, prose, results_dir, run_dir_option, show_table,
+)
 
 
 @click.group()
@@ -39,10 +41,11 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 @click.option("--retries", default="250,1000", show_default=True, help="MTA retry intervals to try (ms).")
 @click.option("--copies", default="100,1000", show_default=True, help="Move copy times to try (ms).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
+@dask_option
 @click.option("--wide", is_flag=True, help="Also when each row loses, the lock and when the cache learns the move.")
 @json_option
 def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies: str, workers: int | None,
-            wide: bool, as_json: bool) -> None:
+            dask: str | None, wide: bool, as_json: bool) -> None:
     """Search the KB world's timing space: where does bob's copy get lost?
 
     Every point is one simulated run: alice writes to bob (alternate carol, deliver to both)
@@ -54,6 +57,7 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
     """
     from orchestrator.lab import explore as ex
     from orchestrator.lab.campaign import default_workers
+    from orchestrator.lab.executors import DaskError
 
     points = ex.grid(_ints(lags, "--lags"), _ints(retries, "--retries"), _ints(copies, "--copies"))
     started = time.time()
@@ -62,9 +66,12 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=True, disable=not show) as bar:
         task = bar.add_task(f"exploring {mta_build}", total=len(points))
-        for p in ex.explore(mta_build, points, workers or default_workers()):
-            done.append(p)
-            bar.update(task, advance=1)
+        try:
+            for p in ex.explore(mta_build, points, workers or default_workers(), dask):
+                done.append(p)
+                bar.update(task, advance=1)
+        except DaskError as exc:
+            raise click.UsageError(str(exc)) from None
     seconds = time.time() - started
     rows = ex.rows(done)
     small = ex.smallest(done)

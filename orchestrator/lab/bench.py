@@ -274,6 +274,28 @@ def _kb_case(seed: int) -> bool:
     return run_case("legacy", Path("/nonexistent/kb"), seed=seed, sim=Network(), write=False).matches
 
 
+def dask_rows(root: Path, worlds: list, local_rate: float, say: Callable[[str], None]) -> list[Row]:
+    """The same default-faults campaign on a local Dask cluster of 1 and of 2 workers (its start
+    included), beside the local pool's rate; none without Dask's distributed."""
+    from . import campaign
+    from orchestrator.sim.world import Network
+
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        say("Dask rows left out: pip install 'xcon[dask]'")
+        return []
+    rows = []
+    for n in (1, 2):
+        say(f"simulated chaos on Dask, local:{n}")
+        t0 = time.perf_counter()
+        campaign.run(root / "sim-dask", worlds, Network(), dask=f"local:{n}")
+        rows.append(Row("chaos --sim --dask", f"trials/minute, default faults, local:{n}",
+                        60 * len(worlds) / (time.perf_counter() - t0), local_rate, "trials/min",
+                        f"{len(worlds)} trials, the cluster's start included; baseline: the local pool's row"))
+    return rows
+
+
 def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], None]) -> list[Row]:
     """The simulator beside the real campaign: trials a minute (all cores), the KB case, explore,
     and how a trial's cost grows with servers and users."""
@@ -293,6 +315,8 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
         broken = sum(r.broken for r in results)
         rows.append(Row("chaos --sim", f"trials/minute, {label}", rate, real_rate, "trials/min",
                         f"sp4, {workers} workers, {n} trials, {broken} broken; baseline: the real campaign's row"))
+        if label == "default faults":
+            rows.extend(dask_rows(root, worlds, rate, say))
     say("simulated KB case")
     cases = 100 if quick else 4000
     t0 = time.perf_counter()

@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.sim.world import Network
 
-from . import chaos
+from . import chaos, executors
 from .worlds import World
 
 
@@ -44,12 +43,13 @@ def _trial(args: tuple) -> chaos.TrialResult:
 
 def run(root: Path, worlds: list[World], network: Network, workers: int = 1, twice: bool = False,
         on_trial: Callable[[chaos.TrialResult], None] | None = None,
-        stop_on_break: bool = False) -> list[chaos.TrialResult]:
-    """Run the worlds in the simulator, `workers` processes at once; the first broken trial's
-    run is written under `root` (run again alone, so it is the same run: the simulator replays)."""
+        stop_on_break: bool = False, dask: str | None = None) -> list[chaos.TrialResult]:
+    """Run the worlds in the simulator, `workers` processes at once (or on the Dask cluster
+    `dask`: orchestrator.lab.executors); the first broken trial's run is written under `root`
+    (run again alone, here, so it is the same run: the simulator replays)."""
     jobs = [(w, root / f"trial-{i:05d}-{w.seed}", network, twice) for i, w in enumerate(worlds)]
     results: list[chaos.TrialResult] = []
-    for result in _map(jobs, workers):
+    for result in executors.run_map(_trial, jobs, workers, dask):
         results.append(result)
         if on_trial:
             on_trial(result)
@@ -61,14 +61,6 @@ def run(root: Path, worlds: list[World], network: Network, workers: int = 1, twi
         again = chaos.run_trial(world, run_dir, sim=network, dump=True)
         results[first].run_dir = again.run_dir
     return results
-
-
-def _map(jobs: list[tuple], workers: int) -> Iterator[chaos.TrialResult]:
-    if workers <= 1 or len(jobs) < 8:
-        yield from map(_trial, jobs)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_trial, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
 
 
 def default_workers() -> int:

@@ -13,7 +13,6 @@ then retry interval.
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
@@ -22,6 +21,8 @@ from nodes.config import Settings
 from orchestrator.inspect import check as checker
 from orchestrator.cluster.client import ClusterError
 from orchestrator.sim.cluster import SimCluster
+
+from . import executors
 
 LAGS_MS = (0, 100, 250, 500, 1000, 2000)
 RETRIES_MS = (250, 1000)
@@ -97,13 +98,10 @@ def grid(lags: tuple[int, ...] = LAGS_MS, retries: tuple[int, ...] = RETRIES_MS,
     return points
 
 
-def explore(build: str, points: list[Point], workers: int = 1) -> Iterator[Point]:
-    jobs = [(build, p) for p in points]
-    if workers <= 1:
-        yield from map(_run, jobs)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_run, jobs, chunksize=16)
+def explore(build: str, points: list[Point], workers: int = 1, dask: str | None = None) -> Iterator[Point]:
+    """Each point's run, here (`workers` processes) or on the Dask cluster `dask`."""
+    yield from executors.run_map(_run, [(build, p) for p in points], max(1, workers) if len(points) > 1 else 1,
+                                 dask, chunksize=16)
 
 
 def rows(points: list[Point]) -> list[dict[str, Any]]:

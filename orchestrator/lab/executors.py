@@ -1,0 +1,87 @@
+"""Where a campaign's independent runs go: this machine's processes, or a Dask cluster.
+
+`--dask ADDRESS` (or XCON_DASK) sends a simulated campaign's trials, or an exploration's points,
+to the scheduler at ADDRESS (`tcp://host:8786`, started with `dask scheduler`, workers with `dask
+worker ADDRESS`: deploy/README.md); `--dask local:N` starts a Dask cluster of N worker processes
+on this machine for the run. Dask's `distributed` is its own well-kept engine (scheduling, worker
+loss, retries): a worker that dies mid-campaign has its tasks run again elsewhere, and each result
+comes back once, as a future's. A campaign's runs are pure (a seed gives its run), so the same
+seed gives the same summary and digests here or there.
+
+Runs go in batches (a task each), as ProcessPoolExecutor's chunksize does: a simulated trial
+costs about 10 ms, less than a task's round trip through a scheduler. Results come back in the
+order of the runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Iterator
+
+ENV = "XCON_DASK"
+
+
+def batches(items: list, workers: int) -> list[list]:
+    size = max(1, min(64, len(items) // (max(1, workers) * 8)))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _run_batch(fn: Callable[[Any], Any], batch: list) -> list:
+    return [fn(item) for item in batch]
+
+
+class DaskError(Exception):
+    """Dask is not installed, or its scheduler cannot be reached: one line, what to do."""
+
+
+def connect(address: str) -> tuple[Any, Any]:
+    """A Dask client for `address` ("local:N": a local cluster of N workers, closed with it)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DaskError("--dask needs Dask's distributed (pip install 'xcon[dask]')") from None
+    if address.startswith("local:"):
+        try:
+            n = int(address.split(":", 1)[1])
+        except ValueError:
+            raise DaskError(f"--dask local:N takes a number of workers, got {address!r}") from None
+        if not 1 <= n <= 256:
+            raise DaskError("--dask local:N takes 1 to 256 workers")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    try:
+        return Client(address, timeout=10), None
+    except (OSError, TimeoutError) as exc:
+        raise DaskError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | None = None,
+            chunksize: int | None = None) -> Iterator[Any]:
+    """fn over items, results in order: here (`workers` processes; one: in this process) or on
+    the Dask cluster `dask`."""
+    if dask:
+        client, cluster = connect(dask)
+        try:
+            nworkers = max(1, sum(client.nthreads().values()))
+            futures = client.map(_run_batch, [fn] * len(chunks := batches(items, nworkers)), chunks, pure=False)
+            for future in futures:
+                yield from future.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return
+    if workers <= 1 or len(items) < 8:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(fn, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
+
+
+def from_env(given: str | None) -> str | None:
+    return given or os.environ.get(ENV) or None
+
+
