@@ -274,9 +274,10 @@ def _kb_case(seed: int) -> bool:
     return run_case("legacy", Path("/nonexistent/kb"), seed=seed, sim=Network(), write=False).matches
 
 
-def dask_rows(root: Path, worlds: list, local_rate: float, say: Callable[[str], None]) -> list[Row]:
+def dask_rows(root: Path, worlds: list, local_rate: float, say: Callable[[str], None],
+              sizes: tuple[int, ...] = (1, 2)) -> list[Row]:
     """The same default-faults campaign on a local Dask cluster of 1 and of 2 workers (its start
-    included), beside the local pool's rate; none without Dask's distributed."""
+    included; --quick: 2 only), beside the local pool's rate; none without Dask's distributed."""
     from . import campaign
     from orchestrator.sim.world import Network
 
@@ -286,7 +287,7 @@ def dask_rows(root: Path, worlds: list, local_rate: float, say: Callable[[str], 
         say("Dask rows left out: pip install 'xcon[dask]'")
         return []
     rows = []
-    for n in (1, 2):
+    for n in sizes:
         say(f"simulated chaos on Dask, local:{n}")
         t0 = time.perf_counter()
         campaign.run(root / "sim-dask", worlds, Network(), dask=f"local:{n}")
@@ -316,7 +317,7 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
         rows.append(Row("chaos --sim", f"trials/minute, {label}", rate, real_rate, "trials/min",
                         f"sp4, {workers} workers, {n} trials, {broken} broken; baseline: the real campaign's row"))
         if label == "default faults":
-            rows.extend(dask_rows(root, worlds, rate, say))
+            rows.extend(dask_rows(root, worlds, rate, say, sizes=(2,) if quick else (1, 2)))
     say("simulated KB case")
     cases = 100 if quick else 4000
     t0 = time.perf_counter()

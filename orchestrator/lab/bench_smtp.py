@@ -55,7 +55,7 @@ def smtp_rows(root: Path, settings: Any, quick: bool, say: Callable[[str], None]
     if not available():
         say("SMTP in: left out, needs Debian's postfix (smtp-source and the peer)")
         return []
-    n, size = (300, 200) if quick else (5000, 200)
+    n, size = (100, 200) if quick else (5000, 200)
     say(f"SMTP in: {n} messages by smtp-source, {SESSIONS} sessions, to an IMS")
     cluster = cl.start(root / "smtp", replace(settings, smtp=True), fresh=True)
     try:

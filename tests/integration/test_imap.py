@@ -53,6 +53,7 @@ def test_the_readme_kb_with_standard_tools_loses_bobs_copy_and_tells_nobody(tmp_
     assert rc == 1 and "LOST smtp-" in check and "-> bob, from ann@outside.test" in check, check
 
 
+@pytest.mark.long
 @needs_dovecot
 def test_imap_follows_the_directory_and_dovecots_flags_confuse_neither_a_move_nor_check(tmp_path):
     run = tmp_path / "run"

@@ -19,25 +19,27 @@ from ..conftest import SEED, xcon
 distributed = pytest.importorskip("distributed", reason="Dask's distributed is not installed (pip install 'xcon[dask]')")
 
 
+@pytest.mark.long
 def test_a_campaign_on_dask_gives_the_summary_and_digests_it_gives_here(tmp_path):
     runs = []
     for extra in ([], ["--dask", "local:2"]):
-        proc = xcon("chaos", "--sim", "--trials", "300", "--seed", str(SEED), *extra, "--json", run_dir=tmp_path,
+        proc = xcon("chaos", "--sim", "--trials", "200", "--seed", str(SEED), *extra, "--json", run_dir=tmp_path,
                     timeout=180)
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout))
     here, dask = runs
     strip = lambda t: {k: v for k, v in t.items() if k not in ("seconds", "trials_per_minute", "wall_seconds")}  # noqa: E731
-    assert strip(here["totals"]) == strip(dask["totals"]) and here["totals"]["trials"] == 300
+    assert strip(here["totals"]) == strip(dask["totals"]) and here["totals"]["trials"] == 200
     assert [(t["seed"], t["digest"]) for t in here["trials"]] == [(t["seed"], t["digest"]) for t in dask["trials"]]
     bad = xcon("chaos", "--sim", "--trials", "5", "--dask", "local:x", run_dir=tmp_path)
     assert bad.returncode == 2 and "local:N takes a number" in bad.stderr
 
 
+@pytest.mark.long
 def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
     from distributed import Client, LocalCluster
 
-    worlds = [draw_world(s, "sp4") for s in chaos.trial_seeds(SEED, 600)]
+    worlds = [draw_world(s, "sp4") for s in chaos.trial_seeds(SEED, 400)]
     here = campaign.run(tmp_path / "here", worlds, Network(), workers=2)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     watcher = Client(cluster)
@@ -46,7 +48,7 @@ def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
 
     def on_trial(result: chaos.TrialResult) -> None:
         seen.append(result.seed)
-        if len(seen) == 40 and not killed:  # batches are out on both workers: one dies under them
+        if len(seen) == 20 and not killed:  # batches are out on both workers: one dies under them
             pid = next(iter(watcher.run(os.getpid).values()))
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
