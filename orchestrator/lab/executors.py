@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterator
 
@@ -49,8 +51,15 @@ def connect(address: str) -> tuple[Any, Any]:
             raise DaskError(f"--dask local:N takes a number of workers, got {address!r}") from None
         if not 1 <= n <= 256:
             raise DaskError("--dask local:N takes 1 to 256 workers")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+        # the workers' scratch folders in one of the run's own, removed with the cluster (Dask's
+        # default, /tmp/dask-scratch-space, outlives every run)
+        import dask
+
+        scratch = tempfile.mkdtemp(prefix="xcon-dask-")
+        with dask.config.set({"temporary-directory": scratch}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   silence_logs=logging.ERROR, local_directory=scratch)
+        cluster.xcon_scratch = scratch  # type: ignore[attr-defined]
         return Client(cluster), cluster
     try:
         return Client(address, timeout=10), None
@@ -73,6 +82,7 @@ def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | Non
             client.close()
             if cluster is not None:
                 cluster.close()
+                shutil.rmtree(cluster.xcon_scratch, ignore_errors=True)
         return
     if workers <= 1 or len(items) < 8:
         yield from map(fn, items)

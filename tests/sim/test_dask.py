@@ -41,7 +41,11 @@ def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
 
     worlds = [draw_world(s, "sp4") for s in chaos.trial_seeds(SEED, 400)]
     here = campaign.run(tmp_path / "here", worlds, Network(), workers=2)
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    import dask
+
+    with dask.config.set({"temporary-directory": str(tmp_path / "dask")}):  # not /tmp/dask-scratch-space
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               local_directory=str(tmp_path / "dask"))
     watcher = Client(cluster)
     killed: list[int] = []
     seen: list[int] = []
