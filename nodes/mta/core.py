@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from protocol import INVALID, MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import MSG_ID_RULE, generated_id, valid_msg_id, valid_submitted_id
@@ -249,6 +249,13 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             msg_id = generated_id(self.server, self._boot, self._submitted)
         elif not valid_submitted_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id ({MSG_ID_RULE})", INVALID)
+        return self._accept(req, msg_id, sender, recipients, priority, now,
+                            lambda: compose(msg_id, sender, recipients, body["subject"], body["body"], now, priority))
+
+    def _accept(self, req: Request, msg_id: str, sender: str, recipients: list[str], priority: str, now: float,
+                make_raw: Callable[[], bytes], **facts: Any) -> list:
+        """Take a submission whose fields were checked (mta.submit's, or the IMS's mta.submit_raw):
+        once by its id, durable before the acknowledgement; `facts` go on its mta.accepted line."""
         known = self.queue.get(msg_id)
         if known is not None and known.sender != sender:
             return error(req, f"message id '{msg_id}' belongs to another message (from {known.sender}); choose another",
@@ -261,8 +268,8 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             alt_of = {p.rcpt: p.alt_of for p in known.pairs.values() if p.alt_of} if known else {}
             return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id),
                     log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=rcpts, alt_of=alt_of,
-                        cache_usn=self.cache.usn, repeated=True)]
-        raw = compose(msg_id, sender, recipients, body["subject"], body["body"], now, priority)
+                        cache_usn=self.cache.usn, repeated=True, **facts)]
+        raw = make_raw()  # made only for a message not taken before
         if len(raw) > MAX_MESSAGE_BYTES:
             return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes", INVALID)
         if not self.room.fits(2 * len(raw)):
@@ -275,7 +282,7 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             PersistMessage(msg.msg_id, msg.to_record()),  # durable before the acknowledgement
             Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": list(msg.pairs)}, msg_id),
             log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=list(msg.pairs),
-                alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn),
+                alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn, **facts),
         ]
         for pair in list(msg.pairs.values()):
             actions += self._route(msg, pair, now)

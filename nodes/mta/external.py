@@ -14,25 +14,23 @@ one; reroute delivers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from protocol import INVALID, MAX_MESSAGE_BYTES, PRIORITIES
+from protocol import INVALID, PRIORITIES
 from protocol.names import MSG_ID_RULE, valid_submitted_id
 
 from ..config import Settings
 from ..core import Reply, Request, Send, error, log
 from ..mail import external
-from .queue import Pair, PersistMessage, QueuedMessage
+from .queue import Pair, QueuedMessage
 
 
 class External:
     server: str
     settings: Settings
-    queue: dict[str, QueuedMessage]
-    seen: Any
     cache: Any
     ids: Any
-    room: Any
+    _accept: Callable[..., list]
 
     def _lookup(self, req: Request, body: dict[str, Any], now: float) -> list:
         return [Reply(req.peer, req.frame.id, "mta.entry", {"recipient": self.cache.get(body["alias"], now)})]
@@ -47,30 +45,8 @@ class External:
         unknown = [r for r in recipients if external(r) or self.cache.get(r, now) is None]
         if unknown:
             return error(req, f"unknown user '{unknown[0]}' (not in mta.{self.server}'s directory cache)", INVALID)
-        if len(raw) > MAX_MESSAGE_BYTES:
-            return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes", INVALID)
-        known = self.queue.get(msg_id)
-        if known is not None or msg_id in self.seen:  # sent again (the client did not hear our 250)
-            rcpts = list(known.pairs) if known else sorted(self.seen.hops(msg_id))
-            return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id),
-                    log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=rcpts, alt_of={},
-                        cache_usn=self.cache.usn, repeated=True, via="smtp")]
-        if not self.room.fits(2 * len(raw)):
-            return error(req, self.room.refusal())
-        msg = QueuedMessage(msg_id, sender, raw, now, priority=body["priority"])
-        for pair in self._expand(recipients, now):
-            msg.pairs[pair.rcpt] = pair
-        self.queue[msg_id] = msg
-        actions: list = [
-            PersistMessage(msg.msg_id, msg.to_record()),  # durable before the IMS says 250
-            Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": list(msg.pairs)}, msg_id),
-            log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=list(msg.pairs),
-                alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn,
-                via="smtp"),
-        ]
-        for pair in list(msg.pairs.values()):
-            actions += self._route(msg, pair, now)
-        return actions
+        # the IMS's id is the same for the same message sent again: taken once (MtaCore._accept)
+        return self._accept(req, msg_id, sender, recipients, body["priority"], now, lambda: raw, via="smtp")
 
     def _relay(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
         """A pair for an address outside the organisation: to this server's IMS."""
