@@ -216,6 +216,11 @@ class ClusterConfig:
         except KeyError:
             raise KeyError(f"no node '{node}' with a {which} endpoint in the cluster") from None
 
+    def smarthost(self) -> str:
+        """Where the IMSs relay mail for outside the organisation: --smarthost, or on a cluster of
+        namespaces the outside world's host (nodes.internet); "" for nowhere (it waits)."""
+        return self.settings.smarthost or self.nodes.get("internet", {}).get("endpoints", {}).get("smtp", "")
+
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": self.nodes,
                 **({"network": self.network} if self.network else {}), **({"deployed": True} if self.deployed else {})}

@@ -10,10 +10,15 @@ sockets of another protocol, so it is a small asyncio program instead.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import hashlib
 import os
 import signal
+import socket
+import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -162,3 +167,42 @@ class EdgeNode:
             return answered
         return "error", {"reason": f"{self.name} does not handle '{frame.type}'",
                          "code": INVALID if frame.type.startswith("fault.") else None}
+
+
+# --- the daemons an edge node runs (Dovecot, Postfix) ------------------------------------------
+
+def runtime_dir(run_dir: Path, name: str) -> Path:
+    """A daemon's short folder of its own for this run-dir, /tmp/xcon-<hash>-<name>: a Unix
+    socket's path is limited to 108 bytes, and the daemon's own users must reach the folder, which
+    a run-dir's parents may not let them (pytest's are private)."""
+    return Path("/tmp") / f"xcon-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]}-{name}"
+
+
+def start_daemon(argv: list[str], address: str, port: int, what: str, timeout: float, console: Any = None
+                 ) -> subprocess.Popen:
+    """`argv` as a child of this process, which gets SIGTERM when this process dies, however it
+    dies; returned once it listens on address:port. RuntimeError if it exits first or does not
+    listen within `timeout` seconds (it is then killed)."""
+    proc = subprocess.Popen(argv, stdout=console or subprocess.DEVNULL, stderr=subprocess.STDOUT if console else
+                            subprocess.DEVNULL, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    deadline = time.time() + timeout
+    while not listening(address, port):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        if time.time() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{what} did not listen on {address}:{port} in {timeout:g} s")
+        time.sleep(0.05)
+    return proc
+
+
+def _die_with_parent() -> None:
+    """Before exec: SIGTERM when the parent dies (PR_SET_PDEATHSIG), however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def listening(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((address, port)) == 0

@@ -7,15 +7,13 @@ server) and by `xcon bench`'s SMTP-in row (orchestrator.lab.bench_smtp)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from .edge import start_daemon
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -103,30 +101,20 @@ class Postfix:
         (conf / "main.cf").write_text(main_cf(home, address, relay_to, domains))
         (conf / "master.cf").write_text(MASTER_CF.format(listen=f"{address}:{port}"))
         subprocess.run([POSTFIX, "-c", str(conf), "set-permissions"], check=True, capture_output=True)
-        self.proc = subprocess.Popen([POSTFIX, "-c", str(conf), "start-fg"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        deadline = time.time() + 30
-        while not listening(address, port):
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"postfix did not start on {address}:{port}")
-            time.sleep(0.05)
+        try:
+            self.proc: subprocess.Popen | None = start_daemon(
+                [POSTFIX, "-c", str(conf), "start-fg"], address, port, f"postfix on {address}:{port}", 30)
+        except RuntimeError:
+            self.proc = None
+            self.stop()
+            raise
 
     def stop(self) -> None:
         subprocess.run([POSTFIX, "-c", str(self.home / "conf"), "stop"], capture_output=True)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         shutil.rmtree(self.home, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def listening(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((address, port)) == 0

@@ -27,31 +27,21 @@ Without --imap mail stays its owner's alone. Dovecot needs root (and `unshare`, 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import grp
-import hashlib
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from ..config import ClusterConfig, write_atomic
-from ..edge import EdgeNode
+from ..edge import EdgeNode, runtime_dir, start_daemon
 
 DOVECOT = "/usr/sbin/dovecot"
 UNSHARE = "/usr/bin/unshare"
 MAIL_USER = "mail"
 SYNC_S = 0.5  # how often the users are compared with the directory
-
-
-def runtime_dir(run_dir: Path, server: str) -> Path:
-    """Dovecot's short folder for this run-dir's server (see the module's docstring)."""
-    return Path("/tmp") / f"xcon-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]}-{server}"
 
 
 def config_text(run_dir: Path, server: str, address: str, port: int) -> str:
@@ -97,12 +87,6 @@ service anvil {{
 """
 
 
-def _die_with_parent() -> None:
-    """In Dovecot's master, before exec: SIGTERM when this node dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class Imap(EdgeNode):
     kind = "imap"
 
@@ -135,22 +119,16 @@ class Imap(EdgeNode):
         write_atomic(self.conf, config_text(self.config.run_dir, self.server, self.address, self.port).encode())
         stores = self.config.run_dir / "stores" / self.server
         stores.mkdir(mode=0o700, parents=True, exist_ok=True)
-        console = open(self.config.run_dir / "logs" / f"dovecot.{self.server}.console", "ab")
         # the mailboxes at a path Dovecot's users can reach, in a mount namespace of Dovecot's own
-        self.dovecot = subprocess.Popen(
-            [UNSHARE, "--mount", "--propagation", "private", "--", "sh", "-c",
-             'mount --bind "$1" "$2" && exec "$3" -F -c "$4"', "sh", str(stores), str(self.home / "mail"),
-             DOVECOT, str(self.conf)],
-            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        console.close()
-        deadline = time.time() + 20
-        while not _listening(self.address, self.port):
-            if self.dovecot.poll() is not None:
-                raise RuntimeError(f"dovecot exited with code {self.dovecot.returncode} (see "
-                                   f"logs/dovecot.{self.server}.log and .console)")
-            if time.time() > deadline:
-                raise RuntimeError(f"dovecot did not listen on {self.address}:{self.port} in 20 s")
-            await asyncio.sleep(0.05)
+        argv = [UNSHARE, "--mount", "--propagation", "private", "--", "sh", "-c",
+                'mount --bind "$1" "$2" && exec "$3" -F -c "$4"', "sh", str(stores), str(self.home / "mail"),
+                DOVECOT, str(self.conf)]
+        with open(self.config.run_dir / "logs" / f"dovecot.{self.server}.console", "ab") as console:
+            try:
+                self.dovecot = await asyncio.to_thread(start_daemon, argv, self.address, self.port, "dovecot", 20,
+                                                       console)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc} (see logs/dovecot.{self.server}.log and .console)") from None
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
                  imap=f"{self.address}:{self.port}", dovecot_pid=self.dovecot.pid, users=self.users)
         return [self._follow()]
@@ -198,7 +176,3 @@ class Imap(EdgeNode):
         self.usn, self.users = answer.body["usn"], users
 
 
-def _listening(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((address, port)) == 0

@@ -44,6 +44,7 @@ from protocol import INVALID, MAX_MESSAGE_BYTES
 
 from ..config import ClusterConfig
 from ..edge import EdgeNode
+from ..host import node_seed
 from ..mail import DOMAIN, address
 from .outbound import Item, Outbound
 
@@ -86,16 +87,14 @@ class Ims(EdgeNode):
         super().__init__(name, config, peer=f"mta.{config.nodes[name]['server']}")
         self.mta = self.peer
         settings = config.settings
-        # by default, on a cluster of namespaces, the outside world's host (nodes.internet)
-        internet = config.nodes.get("internet", {}).get("endpoints", {}).get("smtp", "")
-        self.smarthost = settings.smarthost or internet
+        self.smarthost = config.smarthost()
         self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
                         else settings.retry_ms) / 1000
         self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync)
         self.wake = asyncio.Event()
         self.accepted = self.refused = 0
         self.session_fault: dict[str, Any] | None = None  # fault.smtp: {"cut", "delay_ms", "until"}
-        self.rng = random.Random(hash((config.settings.seed, name)))
+        self.rng = random.Random(node_seed(config.settings.seed, name))  # which sessions a fault.smtp cuts
 
     async def start(self) -> list:
         host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
@@ -164,8 +163,9 @@ class Ims(EdgeNode):
     def status(self) -> dict[str, Any]:
         items = sorted(self.outbound.items.values(), key=lambda i: i.queued_at)
         fault = self._fault()
-        return {**({"faults": {"smtp": fault}} if fault else {}),"smtp": self.config.endpoint(self.name, "smtp"), "smarthost": self.smarthost or None,
-                "accepted": self.accepted, "refused": self.refused, "outbound": len(items),
+        return {**({"faults": {"smtp": fault}} if fault else {}), "smtp": self.config.endpoint(self.name, "smtp"),
+                "smarthost": self.smarthost or None, "accepted": self.accepted, "refused": self.refused,
+                "outbound": len(items),
                 "relayed": len(self.outbound.relayed),
                 "queue": [{"msg_id": i.msg_id, "rcpt": i.rcpt, "attempts": i.attempts, "reason": i.reason}
                           for i in items[:20]]}

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import email.parser
-import hashlib
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 from ..config import ClusterConfig
-from ..edge import EdgeNode
+from ..edge import EdgeNode, runtime_dir
 from ..postfix import Postfix
 
 DOMAIN = "outside.test"
@@ -31,8 +29,7 @@ class Internet(EdgeNode):
         super().__init__(name, config, peer="directory")  # asks nothing of it: an outside server
         self.address, _, port = config.endpoint(name, "smtp").rpartition(":")
         self.port = int(port)
-        tag = hashlib.sha256(str(config.run_dir).encode()).hexdigest()[:10]
-        self.home = Path("/tmp") / f"xcon-{tag}-internet"
+        self.home = runtime_dir(config.run_dir, "internet")
         self.inbox = config.run_dir / "internet"
         self.postfix: Postfix | None = None
         self.received = 0

@@ -314,8 +314,7 @@ class Cluster:
         if self.status_of("orchestrator")["active"]:
             return None
         seen = []
-        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if self.config.settings.smarthost
-                                   or "internet" in self.config.nodes)]:
+        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if self.config.smarthost())]:
             status = self.status_of(node)
             if status.get("open_pairs") or status.get("outbound"):
                 return None

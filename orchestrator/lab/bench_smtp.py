@@ -12,7 +12,6 @@ comes with it); without it the row is left out, and the bench says so.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nodes import postfix
+from nodes.edge import runtime_dir
 from orchestrator import cluster as cl
 from orchestrator.cluster.rundir import free_ports
 
@@ -66,12 +66,10 @@ def smtp_rows(root: Path, settings: Any, quick: bool, say: Callable[[str], None]
         cluster.close()
         cl.stop(root / "smtp")
     say("SMTP in: the same to Postfix -> Postfix -> Maildir")
-    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
     to_port, relay_port = free_ports(2)
-    peer = postfix.Postfix(Path("/tmp") / f"xcon-pf-{tag}-b", "127.0.0.1", to_port)
+    peer = postfix.Postfix(runtime_dir(root, "pf-b"), "127.0.0.1", to_port)
     try:
-        relay = postfix.Postfix(Path("/tmp") / f"xcon-pf-{tag}-a", "127.0.0.1", relay_port,
-                                relay_to=f"127.0.0.1:{to_port}")
+        relay = postfix.Postfix(runtime_dir(root, "pf-a"), "127.0.0.1", relay_port, relay_to=f"127.0.0.1:{to_port}")
         try:
             postfix_s = _blast(relay_port, "box@peer.test", n, size, peer.home / "mail/all/new", 600)
         finally:
