@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from nodes.config import ClusterConfig
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError, Refused
 from .common import FINDING, emit_json, json_option, out, run_dir_option, show_table
@@ -32,6 +31,7 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
     queue log (its durable state, with no retry times: a restart starts those again). An empty
     queue everywhere is `xcon wait`'s end.
     """
+    from orchestrator.cluster.rundir import saved_config
     from orchestrator.inspect import admin
     try:
         cluster: cl.Cluster | None = cl.Cluster.attach(run_dir)
@@ -39,7 +39,7 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
     except ClusterError:
         if not (run_dir / "cluster.json").exists():
             raise
-        cluster, every = None, [n for n in ClusterConfig.load(run_dir.resolve()).nodes if n.startswith("mta.")]
+        cluster, every = None, [n for n in saved_config(run_dir).nodes if n.startswith("mta.")]
     try:
         names = list(mtas) or every
         unknown = [m for m in names if m not in every]
@@ -135,12 +135,9 @@ def endpoint(run_dir: Path, node: str, as_json: bool) -> None:
     socket; for a script or a client: `swaks --server $(xcon endpoint ims.ex2) ...`.
 
     Reads cluster.json, so it works on a stopped cluster too."""
-    try:
-        config = ClusterConfig.load(run_dir.resolve())
-    except FileNotFoundError:
-        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)") from None
-    except (OSError, ValueError) as exc:
-        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+    from orchestrator.cluster.rundir import saved_config
+
+    config = saved_config(run_dir)
     if node not in config.nodes:
         raise Refused(f"no node '{node}' (nodes: {', '.join(config.nodes)})")
     endpoints = config.nodes[node]["endpoints"]

@@ -22,6 +22,7 @@ from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
 
 from .client import Client, ClusterError, NoAnswer, Refused, TimedOut
+from .rundir import saved_config
 
 if TYPE_CHECKING:
     from orchestrator.inspect import audit
@@ -32,12 +33,7 @@ T = TypeVar("T")
 def running_config(run_dir: Path) -> ClusterConfig:
     """The cluster of run_dir if any of its nodes runs, else ClusterError saying what to do."""
     run_dir = run_dir.resolve()
-    if not (run_dir / "cluster.json").exists():
-        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)")
-    try:
-        config = ClusterConfig.load(run_dir)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+    config = saved_config(run_dir)
     if config.deployed:
         return config  # its nodes run on other machines (xcon deploy): they answer, or say they do not
     if not any(pid_alive(n.get("pid"), run_dir) for n in config.nodes.values()):

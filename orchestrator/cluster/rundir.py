@@ -48,6 +48,18 @@ NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator", "
                 "nodes.internet")
 
 
+def saved_config(run_dir: Path) -> ClusterConfig:
+    """The cluster of run_dir as its cluster.json describes it, running or not; ClusterError
+    saying what is wrong (none there, or one that does not read)."""
+    run_dir = run_dir.resolve()
+    if not (run_dir / "cluster.json").exists():
+        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)")
+    try:
+        return ClusterConfig.load(run_dir)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+
+
 def node_processes(run_dir: Path) -> dict[int, str]:
     """Every live node process of `run_dir`, found by its command line: pid -> node name."""
     return {pid: name for pid, (name, where) in node_processes_within(run_dir).items() if where == run_dir}
