@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import data, pages
+from orchestrator.inspect.check import OUTCOMES
 
-OUTCOMES = ("delivered", "ndr", "postmaster", "declined", "lost", "pending", "duplicated", "both", "damaged")
+from . import data, pages
 
 
 def wants_json(request: Request) -> bool:
