@@ -45,6 +45,42 @@ def outside():
         controller.stop()
 
 
+@pytest.fixture
+def smtp_cluster(tmp_path):
+    """start(*flags, lag_ms=0): a cluster with an IMS per server (`xcon up --smtp` and `flags`,
+    a replication lag of `lag_ms`, no jitter); taken down after the test."""
+    run = tmp_path / "run"
+
+    def start(*flags: str, lag_ms: int = 0) -> Path:
+        xcon("up", "--fresh", "--smtp", *flags, "--replication-lag-ms", str(lag_ms), "--replication-jitter-ms", "0",
+             run_dir=run, check=True)
+        return run
+
+    yield start
+    if (run / "cluster.json").exists():
+        xcon("down", run_dir=run)
+
+
+def with_alice(start, *flags: str) -> Path:
+    """A cluster of `start` (the smtp_cluster fixture) with alice on ex1."""
+    run = start(*flags)
+    xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
+    return run
+
+
+def held_move(start, *flags: str) -> Path:
+    """The KB's set-up, for mail from outside: carol, and bob (carol his alternate, deliver to
+    both) on ex1, a 1.5 s replication lag, and bob's move to ex2 held in its copy step, his
+    mailbox locked."""
+    run = start(*flags, lag_ms=1500)
+    xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
+    xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run, check=True)
+    xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)  # bob's mailbox stays locked
+    xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
+    wait_for_event(run, event="move.step", step="copy")
+    return run
+
+
 def smtp_of(run: Path, server: str) -> tuple[str, int]:
     host, port = json.loads((run / "cluster.json").read_text())["nodes"][f"ims.{server}"]["endpoints"]["smtp"].split(":")
     return host, int(port)
@@ -66,124 +102,102 @@ def submit(run: Path, server: str, sender: str, rcpts: list[str], subject: str) 
 
 
 @pytest.mark.parametrize("build", ["legacy", "sp4", "reroute"])
-def test_the_kb_through_smtp_an_outside_sender_hears_as_the_build_says(tmp_path, outside, build):
+def test_the_kb_through_smtp_an_outside_sender_hears_as_the_build_says(smtp_cluster, outside, build):
     sink, smarthost = outside
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--smarthost", smarthost, "--mta-build", build, "--replication-lag-ms", "1500",
-         "--replication-jitter-ms", "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
-        xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run,
-             check=True)
-        xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)  # bob's mailbox stays locked
-        xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
-        wait_for_event(run, event="move.step", step="copy")
-        msg = submit(run, "ex2", "ann@outside.test", ["bob@xcon.test"], "during the move")
-        wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")  # locked: tried again later
-        xcon("fault", "release", run_dir=run, check=True)
-        xcon("wait", run_dir=run, check=True)
-        carol = {m["msg_id"] for m in xcon_json("mailbox", "carol", run_dir=run)["messages"]}
-        bob = {m["msg_id"] for m in xcon_json("mailbox", "bob", run_dir=run)["messages"]}
-        check = xcon("check", "--json", run_dir=run)
-        verdict = json.loads(check.stdout)
-        assert msg in carol, "the alternate has it in every build"
-        if build == "legacy":  # the KB: lost, and the outside sender hears nothing
-            assert msg not in bob and sink.messages == []
-            assert check.returncode == 1 and verdict["counts"]["lost"] == 1
-        elif build == "sp4":  # the fix: an RFC 3464 DSN to the outside sender, from the null sender
-            sink.arrived.wait(30)
-            ((mail_from, rcpts, raw),) = sink.messages
-            report = email.message_from_bytes(raw)
-            assert (mail_from, rcpts) == ("<>", ["ann@outside.test"])  # the null reverse-path
-            assert report.get_content_type() == "multipart/report" and report.get_param("report-type") == "delivery-status"
-            status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
-            assert "Action: failed" in status.as_string() and "bob@xcon.test" in status.as_string()
-            assert check.returncode == 0 and verdict["counts"]["ndr"] == 1, verdict
-        else:  # reroute: bob has it on ex2
-            assert msg in bob and sink.messages == []
-            assert check.returncode == 0 and verdict["counts"]["delivered"] == 2, verdict
-    finally:
-        xcon("down", run_dir=run)
-
-
-def test_smtp_answers_unknown_users_outside_domains_and_bad_commands_and_mail_leaves_for_outside(tmp_path, outside):
-    sink, smarthost = outside
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--smarthost", smarthost, "--replication-lag-ms", "0", "--replication-jitter-ms",
-         "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
-        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
-            code, features = client.ehlo("outside.test")
-            assert code == 250 and b"DSN" in features
-            client.mail("ann@outside.test", ["RET=HDRS", "ENVID=abc"])
-            assert client.rcpt("nobody@xcon.test")[0] == 550, "unknown user: 550 5.1.1"
-            assert client.rcpt("someone@elsewhere.test")[0] == 550, "no relaying for other domains"
-            assert client.rcpt("alice@xcon.test", ["NOTIFY=FAILURE", "ORCPT=rfc822;alice@xcon.test"])[0] == 250
-            assert client.docmd("FROBNICATE")[0] == 500
-            code, said = client.data(b"Subject: hi\r\nX-Priority: 5\r\n\r\nhello\r\n")
-            assert code == 250
-        msg = said.decode().rsplit(" ", 1)[1]
-        xcon("wait", run_dir=run, check=True)
-        shown = xcon_json("show", msg, run_dir=run)
-        headers = dict((k, v) for k, v in shown["message"]["headers"])
-        assert headers["X-Xcon-DSN"] == "RET=HDRS ENVID=abc"
-        assert headers["X-Xcon-DSN-Rcpt"] == "alice NOTIFY=FAILURE ORCPT=rfc822;alice@xcon.test"
-        accepted = [json.loads(line) for line in xcon("logs", "--msg", msg, "--event", "mta.accepted", "--json",
-                                                        run_dir=run, check=True).stdout.splitlines()]
-        assert accepted and accepted[0]["sender"] == "ann@outside.test"
-        # mail from inside to an outside address leaves through the IMS to the smarthost
-        out = xcon("send", "--from", "alice", "--to", "dave@outside.test", "--subject", "out", run_dir=run,
-                   check=True).stdout.strip()
-        xcon("wait", run_dir=run, check=True)
+    run = held_move(smtp_cluster, "--smarthost", smarthost, "--mta-build", build)
+    msg = submit(run, "ex2", "ann@outside.test", ["bob@xcon.test"], "during the move")
+    wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")  # locked: tried again later
+    xcon("fault", "release", run_dir=run, check=True)
+    xcon("wait", run_dir=run, check=True)
+    carol = {m["msg_id"] for m in xcon_json("mailbox", "carol", run_dir=run)["messages"]}
+    bob = {m["msg_id"] for m in xcon_json("mailbox", "bob", run_dir=run)["messages"]}
+    check = xcon("check", "--json", run_dir=run)
+    verdict = json.loads(check.stdout)
+    assert msg in carol, "the alternate has it in every build"
+    if build == "legacy":  # the KB: lost, and the outside sender hears nothing
+        assert msg not in bob and sink.messages == []
+        assert check.returncode == 1 and verdict["counts"]["lost"] == 1
+    elif build == "sp4":  # the fix: an RFC 3464 DSN to the outside sender, from the null sender
+        sink.arrived.wait(30)
         ((mail_from, rcpts, raw),) = sink.messages
-        assert (mail_from, rcpts) == ("alice@xcon.test", ["dave@outside.test"]) and f"X-Xcon-Msg-Id: {out}" in raw.decode()
-        assert xcon("check", run_dir=run).returncode == 0
-        status = xcon_json("status", run_dir=run)["nodes"]["ims.ex1"]["status"]
-        assert (status["accepted"], status["relayed"], status["outbound"]) == (1, 1, 0)
-    finally:
-        xcon("down", run_dir=run)
+        report = email.message_from_bytes(raw)
+        assert (mail_from, rcpts) == ("<>", ["ann@outside.test"])  # the null reverse-path
+        assert report.get_content_type() == "multipart/report" and report.get_param("report-type") == "delivery-status"
+        status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+        assert "Action: failed" in status.as_string() and "bob@xcon.test" in status.as_string()
+        assert check.returncode == 0 and verdict["counts"]["ndr"] == 1, verdict
+    else:  # reroute: bob has it on ex2
+        assert msg in bob and sink.messages == []
+        assert check.returncode == 0 and verdict["counts"]["delivered"] == 2, verdict
 
 
-def test_what_a_client_was_told_was_accepted_is_never_lost_and_a_resend_arrives_once(tmp_path):
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
-        # told 250, then the MTA is killed: alice's store is paused, so the message is only in the
-        # MTA's queue log when it dies; the restarted MTA delivers it
-        xcon("fault", "pause", "store.ex1", "--seconds", "600", run_dir=run, check=True)
-        first = submit(run, "ex1", "ann@outside.test", ["alice@xcon.test"], "told 250")
-        xcon("kill", "mta.ex1", run_dir=run, check=True)
-        xcon("restart", "mta.ex1", run_dir=run, check=True)
-        xcon("fault", "clear", run_dir=run, check=True)
-        # the MTA does not answer in time (paused): 451, so the client keeps the message and sends
-        # it again; the MTA took the first try after all, and takes the resend once
-        raw = b"From: ann@outside.test\r\nMessage-ID: <twice@outside.test>\r\nSubject: sent twice\r\n\r\nhello\r\n"
-        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
-            client.ehlo("outside.test")
-            client.mail("ann@outside.test")
-            assert client.rcpt("alice@xcon.test")[0] == 250
-            xcon("fault", "pause", "mta.ex1", "--seconds", "600", run_dir=run, check=True)
-            code, said = client.data(raw)
-        assert code == 451, said
-        xcon("fault", "clear", run_dir=run, check=True)
-        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
-            client.ehlo("outside.test")
-            client.mail("ann@outside.test")
-            client.rcpt("alice@xcon.test")
-            code, said = client.data(raw)
-        assert code == 250, said
-        second = said.decode().rsplit(" ", 1)[1]
-        accepted = [json.loads(line).get("repeated", False) for line in xcon(
-            "logs", "--msg", second, "--event", "mta.accepted", "--json", run_dir=run, check=True).stdout.splitlines()]
-        assert accepted == [False, True], "the try that got 451 was taken when the MTA woke; the resend was known"
-        xcon("wait", run_dir=run, check=True)
-        box = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
-        assert sorted(box) == sorted([first, second]), box
-        assert xcon("check", run_dir=run).returncode == 0
-    finally:
-        xcon("down", run_dir=run)
+def test_smtp_answers_unknown_users_outside_domains_and_bad_commands_and_mail_leaves_for_outside(smtp_cluster, outside):
+    sink, smarthost = outside
+    run = with_alice(smtp_cluster, "--smarthost", smarthost)
+    with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+        code, features = client.ehlo("outside.test")
+        assert code == 250 and b"DSN" in features
+        client.mail("ann@outside.test", ["RET=HDRS", "ENVID=abc"])
+        assert client.rcpt("nobody@xcon.test")[0] == 550, "unknown user: 550 5.1.1"
+        assert client.rcpt("someone@elsewhere.test")[0] == 550, "no relaying for other domains"
+        assert client.rcpt("alice@xcon.test", ["NOTIFY=FAILURE", "ORCPT=rfc822;alice@xcon.test"])[0] == 250
+        assert client.docmd("FROBNICATE")[0] == 500
+        code, said = client.data(b"Subject: hi\r\nX-Priority: 5\r\n\r\nhello\r\n")
+        assert code == 250
+    msg = said.decode().rsplit(" ", 1)[1]
+    xcon("wait", run_dir=run, check=True)
+    shown = xcon_json("show", msg, run_dir=run)
+    headers = dict((k, v) for k, v in shown["message"]["headers"])
+    assert headers["X-Xcon-DSN"] == "RET=HDRS ENVID=abc"
+    assert headers["X-Xcon-DSN-Rcpt"] == "alice NOTIFY=FAILURE ORCPT=rfc822;alice@xcon.test"
+    accepted = [json.loads(line) for line in xcon("logs", "--msg", msg, "--event", "mta.accepted", "--json",
+                                                    run_dir=run, check=True).stdout.splitlines()]
+    assert accepted and accepted[0]["sender"] == "ann@outside.test"
+    # mail from inside to an outside address leaves through the IMS to the smarthost
+    out = xcon("send", "--from", "alice", "--to", "dave@outside.test", "--subject", "out", run_dir=run,
+               check=True).stdout.strip()
+    xcon("wait", run_dir=run, check=True)
+    ((mail_from, rcpts, raw),) = sink.messages
+    assert (mail_from, rcpts) == ("alice@xcon.test", ["dave@outside.test"]) and f"X-Xcon-Msg-Id: {out}" in raw.decode()
+    assert xcon("check", run_dir=run).returncode == 0
+    status = xcon_json("status", run_dir=run)["nodes"]["ims.ex1"]["status"]
+    assert (status["accepted"], status["relayed"], status["outbound"]) == (1, 1, 0)
+
+
+def test_what_a_client_was_told_was_accepted_is_never_lost_and_a_resend_arrives_once(smtp_cluster):
+    run = with_alice(smtp_cluster)
+    # told 250, then the MTA is killed: alice's store is paused, so the message is only in the
+    # MTA's queue log when it dies; the restarted MTA delivers it
+    xcon("fault", "pause", "store.ex1", "--seconds", "600", run_dir=run, check=True)
+    first = submit(run, "ex1", "ann@outside.test", ["alice@xcon.test"], "told 250")
+    xcon("kill", "mta.ex1", run_dir=run, check=True)
+    xcon("restart", "mta.ex1", run_dir=run, check=True)
+    xcon("fault", "clear", run_dir=run, check=True)
+    # the MTA does not answer in time (paused): 451, so the client keeps the message and sends
+    # it again; the MTA took the first try after all, and takes the resend once
+    raw = b"From: ann@outside.test\r\nMessage-ID: <twice@outside.test>\r\nSubject: sent twice\r\n\r\nhello\r\n"
+    with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
+        client.ehlo("outside.test")
+        client.mail("ann@outside.test")
+        assert client.rcpt("alice@xcon.test")[0] == 250
+        xcon("fault", "pause", "mta.ex1", "--seconds", "600", run_dir=run, check=True)
+        code, said = client.data(raw)
+    assert code == 451, said
+    xcon("fault", "clear", run_dir=run, check=True)
+    with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=60) as client:
+        client.ehlo("outside.test")
+        client.mail("ann@outside.test")
+        client.rcpt("alice@xcon.test")
+        code, said = client.data(raw)
+    assert code == 250, said
+    second = said.decode().rsplit(" ", 1)[1]
+    accepted = [json.loads(line).get("repeated", False) for line in xcon(
+        "logs", "--msg", second, "--event", "mta.accepted", "--json", run_dir=run, check=True).stdout.splitlines()]
+    assert accepted == [False, True], "the try that got 451 was taken when the MTA woke; the resend was known"
+    xcon("wait", run_dir=run, check=True)
+    box = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+    assert sorted(box) == sorted([first, second]), box
+    assert xcon("check", run_dir=run).returncode == 0
 
 
 @pytest.mark.long
@@ -211,120 +225,93 @@ def test_a_message_told_250_that_no_mta_accepted_is_lost():
     assert (lost["msg_id"], lost["outcome"]) == ("smtp-b", "lost")
 
 
-def test_starttls_with_the_certificate_made_at_up_and_auth_plain_for_the_organisations_senders(tmp_path):
+def test_starttls_with_the_certificate_made_at_up_and_auth_plain_for_the_organisations_senders(smtp_cluster):
     import ssl
 
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--smtp-tls", "--smtp-auth", "--replication-lag-ms", "0",
-         "--replication-jitter-ms", "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
-        trusted = ssl.create_default_context(cafile=str(run / "keys" / "ims.crt"))
-        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
-            assert b"STARTTLS" in client.ehlo()[1] and b"AUTH" not in client.ehlo()[1], "AUTH only over TLS"
-            assert client.mail("alice@xcon.test")[0] == 530, "no one sends as alice without her password"
-            client.rset()
-            client.starttls(context=trusted)  # the certificate verifies against the file up made
-            client.ehlo()
-            with pytest.raises(smtplib.SMTPAuthenticationError):
-                client.login("alice", "not alice")
-            client.login("alice", "alice")
-            client.mail("alice@xcon.test")
-            client.rcpt("alice@xcon.test")
-            code, said = client.data(b"Subject: over TLS\r\n\r\nhi\r\n")
-        assert code == 250
-        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:  # mail from outside needs no AUTH
-            client.ehlo("outside.test")
-            assert client.mail("ann@outside.test")[0] == 250 and client.rcpt("alice@xcon.test")[0] == 250
-        xcon("wait", run_dir=run, check=True)
-        subjects = [m["subject"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
-        assert subjects == ["over TLS"]
-    finally:
-        xcon("down", run_dir=run)
+    run = with_alice(smtp_cluster, "--smtp-tls", "--smtp-auth")
+    trusted = ssl.create_default_context(cafile=str(run / "keys" / "ims.crt"))
+    with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+        assert b"STARTTLS" in client.ehlo()[1] and b"AUTH" not in client.ehlo()[1], "AUTH only over TLS"
+        assert client.mail("alice@xcon.test")[0] == 530, "no one sends as alice without her password"
+        client.rset()
+        client.starttls(context=trusted)  # the certificate verifies against the file up made
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("alice", "not alice")
+        client.login("alice", "alice")
+        client.mail("alice@xcon.test")
+        client.rcpt("alice@xcon.test")
+        code, said = client.data(b"Subject: over TLS\r\n\r\nhi\r\n")
+    assert code == 250
+    with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:  # mail from outside needs no AUTH
+        client.ehlo("outside.test")
+        assert client.mail("ann@outside.test")[0] == 250 and client.rcpt("alice@xcon.test")[0] == 250
+    xcon("wait", run_dir=run, check=True)
+    subjects = [m["subject"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+    assert subjects == ["over TLS"]
 
 
 def test_rfc_3461_a_sender_who_asked_for_no_report_gets_none_and_one_who_gave_envid_and_orcpt_gets_them_back(
-        tmp_path, outside):
+        smtp_cluster, outside):
     """sp4 fails bob's copy of two messages sent during his move: ann asked NOTIFY=NEVER for the
     first (no DSN; check counts it declined, not lost), and ENVID, ORCPT and RET=FULL for the
     second (its DSN carries Original-Envelope-Id, Original-Recipient and the whole message)."""
     sink, smarthost = outside
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--smarthost", smarthost, "--mta-build", "sp4", "--replication-lag-ms", "1500",
-         "--replication-jitter-ms", "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "carol", "--server", "ex1", run_dir=run, check=True)
-        xcon("user", "add", "bob", "--server", "ex1", "--alternate", "carol", "--deliver-to-both", run_dir=run,
-             check=True)
-        xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)
-        xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
-        wait_for_event(run, event="move.step", step="copy")
-        ids = []
-        for subject, mail_options, rcpt_options in (
-                ("never", [], ["NOTIFY=NEVER"]),
-                ("tell me", ["RET=FULL", "ENVID=env-42"], ["NOTIFY=FAILURE", "ORCPT=rfc822;bob@example.org"])):
-            with smtplib.SMTP(*smtp_of(run, "ex2"), timeout=30) as client:
-                client.ehlo("outside.test")
-                client.mail("ann@outside.test", mail_options)
-                assert client.rcpt("bob@xcon.test", rcpt_options)[0] == 250
-                code, said = client.data(f"Subject: {subject}\r\n\r\nbody of {subject}\r\n".encode())
-            ids.append(said.decode().rsplit(" ", 1)[1])
-        for msg in ids:
-            wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")
-        xcon("fault", "release", run_dir=run, check=True)
-        xcon("wait", run_dir=run, check=True)
-        assert sink.arrived.wait(30)
-        ((mail_from, rcpts, raw),) = sink.messages  # one DSN: the one asked for
-        text = raw.decode()
-        assert f"X-Xcon-Ndr-For: {ids[1]}" in text and "Original-Envelope-Id: env-42" in text
-        assert "Original-Recipient: rfc822;bob@example.org" in text and "body of tell me" in text, "RET=FULL"
-        declined = json.loads(xcon("logs", "--msg", ids[0], "--event", "mta.failed", "--json", run_dir=run,
-                                   check=True).stdout.splitlines()[0])
-        assert (declined["report"], declined["notify"]) == ("none", ["NEVER"])
-        check = xcon("check", "--json", run_dir=run)
-        counts = json.loads(check.stdout)["counts"]
-        assert check.returncode == 0 and (counts["declined"], counts["ndr"], counts["lost"]) == (1, 1, 0), counts
-    finally:
-        xcon("down", run_dir=run)
+    run = held_move(smtp_cluster, "--smarthost", smarthost, "--mta-build", "sp4")
+    ids = []
+    for subject, mail_options, rcpt_options in (
+            ("never", [], ["NOTIFY=NEVER"]),
+            ("tell me", ["RET=FULL", "ENVID=env-42"], ["NOTIFY=FAILURE", "ORCPT=rfc822;bob@example.org"])):
+        with smtplib.SMTP(*smtp_of(run, "ex2"), timeout=30) as client:
+            client.ehlo("outside.test")
+            client.mail("ann@outside.test", mail_options)
+            assert client.rcpt("bob@xcon.test", rcpt_options)[0] == 250
+            code, said = client.data(f"Subject: {subject}\r\n\r\nbody of {subject}\r\n".encode())
+        ids.append(said.decode().rsplit(" ", 1)[1])
+    for msg in ids:
+        wait_for_event(run, event="mta.deferred", msg_id=msg, rcpt="bob")
+    xcon("fault", "release", run_dir=run, check=True)
+    xcon("wait", run_dir=run, check=True)
+    assert sink.arrived.wait(30)
+    ((mail_from, rcpts, raw),) = sink.messages  # one DSN: the one asked for
+    text = raw.decode()
+    assert f"X-Xcon-Ndr-For: {ids[1]}" in text and "Original-Envelope-Id: env-42" in text
+    assert "Original-Recipient: rfc822;bob@example.org" in text and "body of tell me" in text, "RET=FULL"
+    declined = json.loads(xcon("logs", "--msg", ids[0], "--event", "mta.failed", "--json", run_dir=run,
+                               check=True).stdout.splitlines()[0])
+    assert (declined["report"], declined["notify"]) == ("none", ["NEVER"])
+    check = xcon("check", "--json", run_dir=run)
+    counts = json.loads(check.stdout)["counts"]
+    assert check.returncode == 0 and (counts["declined"], counts["ndr"], counts["lost"]) == (1, 1, 0), counts
 
 
-def test_a_session_cut_before_its_250_leaves_the_client_to_send_again_and_the_message_arrives_once(tmp_path):
+def test_a_session_cut_before_its_250_leaves_the_client_to_send_again_and_the_message_arrives_once(smtp_cluster):
     """xcon fault smtp: the IMS drops the connection after its MTA took the message, before the
     250: the client does not know it was accepted, sends it again, and alice has it once."""
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
-        xcon("fault", "smtp", "ims.ex1", "--probability", "1", "--delay-ms", "50", "--seconds", "600", run_dir=run,
-             check=True)
-        (row,) = xcon_json("fault", "list", run_dir=run)
-        assert (row["where"], row["kind"]) == ("ims.ex1", "smtp") and "chance 1" in row["what"]
-        raw = b"From: ann@outside.test\r\nMessage-ID: <cut@outside.test>\r\nSubject: cut\r\n\r\nhello\r\n"
-        with pytest.raises(smtplib.SMTPServerDisconnected):
-            with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
-                client.sendmail("ann@outside.test", ["alice@xcon.test"], raw)
-        cut = wait_for_event(run, node="ims.ex1", event="ims.cut")
-        xcon("fault", "clear", run_dir=run, check=True)
-        assert xcon_json("fault", "list", run_dir=run) == []
+    run = with_alice(smtp_cluster)
+    xcon("fault", "smtp", "ims.ex1", "--probability", "1", "--delay-ms", "50", "--seconds", "600", run_dir=run,
+         check=True)
+    (row,) = xcon_json("fault", "list", run_dir=run)
+    assert (row["where"], row["kind"]) == ("ims.ex1", "smtp") and "chance 1" in row["what"]
+    raw = b"From: ann@outside.test\r\nMessage-ID: <cut@outside.test>\r\nSubject: cut\r\n\r\nhello\r\n"
+    with pytest.raises(smtplib.SMTPServerDisconnected):
         with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
             client.sendmail("ann@outside.test", ["alice@xcon.test"], raw)
-        xcon("wait", run_dir=run, check=True)
-        box = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
-        assert box == [cut["msg_id"]], "taken at the first try, once"
-        assert xcon("check", run_dir=run).returncode == 0
-    finally:
-        xcon("down", run_dir=run)
+    cut = wait_for_event(run, node="ims.ex1", event="ims.cut")
+    xcon("fault", "clear", run_dir=run, check=True)
+    assert xcon_json("fault", "list", run_dir=run) == []
+    with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+        client.sendmail("ann@outside.test", ["alice@xcon.test"], raw)
+    xcon("wait", run_dir=run, check=True)
+    box = [m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]]
+    assert box == [cut["msg_id"]], "taken at the first try, once"
+    assert xcon("check", run_dir=run).returncode == 0
 
 
-def test_two_messages_of_the_same_bytes_without_a_message_id_are_two_messages(tmp_path):
-    run = tmp_path / "run"
-    xcon("up", "--fresh", "--smtp", "--replication-lag-ms", "0", "--replication-jitter-ms", "0", run_dir=run, check=True)
-    try:
-        xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
-        for _ in range(2):
-            with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
-                client.sendmail("ann@outside.test", ["alice@xcon.test"], b"Subject: same\r\n\r\nsame\r\n")
-        xcon("wait", run_dir=run, check=True)
-        assert len({m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]}) == 2
-    finally:
-        xcon("down", run_dir=run)
+def test_two_messages_of_the_same_bytes_without_a_message_id_are_two_messages(smtp_cluster):
+    run = with_alice(smtp_cluster)
+    for _ in range(2):
+        with smtplib.SMTP(*smtp_of(run, "ex1"), timeout=30) as client:
+            client.sendmail("ann@outside.test", ["alice@xcon.test"], b"Subject: same\r\n\r\nsame\r\n")
+    xcon("wait", run_dir=run, check=True)
+    assert len({m["msg_id"] for m in xcon_json("mailbox", "alice", run_dir=run)["messages"]}) == 2
