@@ -104,8 +104,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
     if via == "smtp" and sim:
         raise click.UsageError("--via smtp runs real processes: the simulator has no SMTP")
-    if not sim and (determinism or confirm_n or shrink or workers or dask):
-        raise click.UsageError("--determinism, --confirm, --shrink, --workers and --dask go with --sim")
+    if not sim and (determinism or confirm_n or shrink or workers):
+        raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
     if seed is None:
         seed = int.from_bytes(os.urandom(3), "big")
     given = None
@@ -137,15 +137,15 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
 
         sim_net = Network(torn_kills=torn_kills)
-        if sim:
-            try:
+        try:
+            if sim:
                 results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
                                            determinism, advance, stop_on_break, dask)
-            except executors.DaskError as exc:
-                raise click.UsageError(str(exc)) from None
-        else:
-            results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
-                                         worlds=worlds)
+            else:
+                results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
+                                             worlds=worlds, dask=dask)
+        except executors.DaskError as exc:
+            raise click.UsageError(str(exc)) from None
     totals = chaos_mod.summarize(results)
     wall = time.time() - started
     totals["wall_seconds"] = round(wall, 2)

@@ -14,8 +14,10 @@ middle before it restarts: what its damaged record held is lost for a reason the
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from orchestrator import cluster as cl
 from protocol import hlc
 from orchestrator.inspect.check import OUTCOMES
 from orchestrator.cluster.client import ClusterError
+from orchestrator.processes import pid_alive
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network
 
@@ -271,18 +274,72 @@ def trial_seeds(seed: int, trials: int) -> list[int]:
 def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], users: int | None,
              moves: int | None, on_trial: Callable[[TrialResult], None] | None = None,
              stop_on_break: bool = False, sim: Network | None = None,
-             worlds: list[World] | None = None) -> list[TrialResult]:
-    """Run a world per seed (drawn, or the `worlds` given) one after the other."""
+             worlds: list[World] | None = None, dask: str | None = None) -> list[TrialResult]:
+    """Run a world per seed (drawn, or the `worlds` given) one after the other, or with `dask` on
+    that Dask cluster's workers (orchestrator.lab.executors), each trial's cluster on its worker's
+    machine: the run-dir of a trial that broke or failed comes back under `root`."""
+    worlds = worlds or [draw_world(seed, build, faults, users, moves) for seed in seeds]  # lab timings
+    names = [f"trial-{i:04d}-{w.seed}" for i, w in enumerate(worlds)]
+    if dask:
+        from . import executors
+
+        runs = ((result, name, archive) for (result, archive), name in
+                zip(executors.run_map(_trial_elsewhere, list(zip(worlds, names)), 1, dask, chunksize=1), names))
+    else:
+        runs = ((run_trial(world, root / name, sim=sim), name, None) for world, name in zip(worlds, names))
     results = []
-    for i, seed in enumerate(seeds):
-        world = worlds[i] if worlds else draw_world(seed, build, faults, users, moves)  # lab timings
-        result = run_trial(world, root / f"trial-{i:04d}-{seed}", sim=sim)
+    for result, name, archive in runs:
+        if archive is not None:
+            from . import executors
+
+            executors.unpack_dir(archive, root / name)
+            result.run_dir = str(root / name)
         results.append(result)
         if on_trial:
             on_trial(result)
         if stop_on_break and result.broken:
             break
     return results
+
+
+SCRATCH = "xcon-trial-"
+
+
+def _reap_orphans() -> None:
+    """Stop the clusters, and remove the folders, of trials whose worker died under them (a
+    killed Dask worker cannot clean up: the next trial on its machine does)."""
+    for folder in Path(tempfile.gettempdir()).glob(SCRATCH + "*"):
+        try:
+            owner = int((folder / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours yet (being made) or not ours
+        if pid_alive(owner):
+            continue
+        for run_dir in (d for d in folder.iterdir() if d.is_dir()):
+            try:
+                cl.stop(run_dir, force=True)
+            except ClusterError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _trial_elsewhere(job: tuple[World, str]) -> tuple[TrialResult, bytes | None]:
+    """A real trial on a Dask worker: its cluster in a scratch folder of the worker's machine, the
+    run-dir sent back (packed) when the trial broke or failed, the folder removed either way."""
+    from . import executors
+
+    world, name = job
+    _reap_orphans()
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH))
+    (scratch / "owner.pid").write_text(str(os.getpid()))
+    try:
+        result = run_trial(world, scratch / name)
+        kept = Path(result.run_dir) if result.run_dir else None
+        archive = executors.pack_dir(kept) if kept is not None and kept.is_dir() else None
+        result.run_dir = ""
+        return result, archive
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def summarize(results: list[TrialResult]) -> dict[str, Any]:

@@ -15,18 +15,21 @@ order of the runs.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 ENV = "XCON_DASK"
 
 
-def batches(items: list, workers: int) -> list[list]:
-    size = max(1, min(64, len(items) // (max(1, workers) * 8)))
+def batches(items: list, workers: int, size: int | None = None) -> list[list]:
+    size = size or max(1, min(64, len(items) // (max(1, workers) * 8)))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -70,12 +73,13 @@ def connect(address: str) -> tuple[Any, Any]:
 def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | None = None,
             chunksize: int | None = None) -> Iterator[Any]:
     """fn over items, results in order: here (`workers` processes; one: in this process) or on
-    the Dask cluster `dask`."""
+    the Dask cluster `dask` (`chunksize` runs a task; by default what keeps every worker busy)."""
     if dask:
         client, cluster = connect(dask)
         try:
             nworkers = max(1, sum(client.nthreads().values()))
-            futures = client.map(_run_batch, [fn] * len(chunks := batches(items, nworkers)), chunks, pure=False)
+            chunks = batches(items, nworkers, chunksize)
+            futures = client.map(_run_batch, [fn] * len(chunks), chunks, pure=False)
             for future in futures:
                 yield from future.result()
         finally:
@@ -95,3 +99,19 @@ def from_env(given: str | None) -> str | None:
     return given or os.environ.get(ENV) or None
 
 
+
+
+def pack_dir(path: Path) -> bytes:
+    """A folder as a gzipped tar in memory: a run-dir made on a worker, brought back to the caller."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(path, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack_dir(data: bytes, dest: Path) -> None:
+    """pack_dir's folder, made again at `dest` (tarfile's "data" filter: nothing outside it, no
+    devices or links out)."""
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(dest, filter="data")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,60 @@ def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
     assert killed, "a worker was killed"
     assert [r.seed for r in there] == [w.seed for w in worlds], "none missing, none twice, in order"
     assert [(r.digest, r.counts) for r in there] == [(r.digest, r.counts) for r in here]
+
+
+# KB Q248839 as a world: bob (alternate carol, deliver to both) moved while alice writes to him;
+# the copy holds his mailbox locked for 5 s and the MTAs learn his new home 8 s after the
+# directory, so the retry at the move's end finds the old home in every run, on a busy machine too
+KB_WORLD = {"seed": 248839, "build": "legacy", "servers": ["ex1", "ex2"],
+            "users": [{"alias": "alice", "home": "ex2", "alternate": None, "deliver_to_both": False},
+                      {"alias": "bob", "home": "ex1", "alternate": "carol", "deliver_to_both": True},
+                      {"alias": "carol", "home": "ex1", "alternate": None, "deliver_to_both": False}],
+            "lag_ms": 8000, "jitter_ms": 0, "retry_ms": 1000, "copy_delay_ms": 5000,
+            "events": [{"at": 0.0, "do": "move", "alias": "bob", "pick": 0.0},
+                       {"at": 1.0, "do": "send", "sender": "alice", "to": ["bob"]}]}
+
+
+@pytest.mark.long
+def test_a_real_process_campaign_on_two_dask_workers_brings_back_its_broken_trials_run_dir(tmp_path):
+    """Each trial's cluster runs on its worker's machine, in the worker's scratch folder; the
+    trial that broke comes back whole under the campaign's folder, where `xcon check` reads it,
+    and the clean one leaves nothing behind."""
+    legacy = campaign.world_from_json(KB_WORLD)
+    sp4 = campaign.world_from_json({**KB_WORLD, "build": "sp4"})
+    root = tmp_path / "campaign"
+    results = chaos.campaign(root, [], "", (), None, None, worlds=[legacy, sp4], dask="local:2")
+    lost, clean = results
+    print(f"legacy: {lost.counts} {lost.error}; sp4: {clean.counts} {clean.error}")
+    assert lost.broken and lost.lost == 1 and clean.error is None and not clean.broken and clean.counts["ndr"] == 1
+    assert lost.run_dir == str(root / "trial-0000-248839") and clean.run_dir == ""
+    assert sorted(p.name for p in root.iterdir()) == ["trial-0000-248839"], "only the broken trial comes back"
+    check = xcon("check", "--json", run_dir=Path(lost.run_dir))
+    assert check.returncode == 1 and json.loads(check.stdout)["counts"]["lost"] == 1, check.stderr
+
+
+def test_a_trial_whose_worker_died_is_stopped_and_removed_by_the_next_one_on_that_machine(tmp_path, monkeypatch):
+    """A killed Dask worker leaves its trial's cluster running in its scratch folder; the next
+    trial on the machine (chaos._reap_orphans, first thing in each) stops it and removes the folder.
+    A folder whose worker lives is left alone."""
+    import subprocess
+    import tempfile
+
+    from orchestrator import cluster as cl
+    from orchestrator.lab.worlds import world_settings
+    from orchestrator.processes import pid_alive
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the dead worker's
+    orphan, alive = tmp_path / f"{chaos.SCRATCH}dead", tmp_path / f"{chaos.SCRATCH}alive"
+    for folder, owner in ((orphan, gone.pid), (alive, os.getpid())):
+        folder.mkdir()
+        (folder / "owner.pid").write_text(str(owner))
+    running = cl.start(orphan / "trial-0000-1", world_settings(campaign.world_from_json(KB_WORLD)), fresh=True)
+    pids = [d["pid"] for d in running.config.nodes.values()]
+    running.close()
+    assert pids and all(pid_alive(p) for p in pids)
+    chaos._reap_orphans()
+    assert not orphan.exists() and alive.exists()
+    assert not any(pid_alive(p) for p in pids), "the orphaned cluster's nodes were stopped"
