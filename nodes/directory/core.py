@@ -16,7 +16,12 @@ from protocol.names import ALIAS_RULE, RESERVED_ALIASES, valid_alias
 
 from ..core import Publish, Reply, Request, error, log
 
+# the directory beats HEARTBEAT_S after a change, then twice as long after each quiet beat, up to
+# HEARTBEAT_MAX_S: a subscriber that missed the last change hears of it within half a second
+# while the directory is busy, and an idle directory costs each MTA a beat every few seconds, not
+# two a second (a world of 100 servers spent most of its quiet time in heartbeats)
 HEARTBEAT_S = 0.5
+HEARTBEAT_MAX_S = 4.0
 MAX_OPS = 1000  # named modifications remembered, to answer a repeat without applying it again
 
 
@@ -41,6 +46,7 @@ class DirectoryCore:
         self.ops: dict[str, int] = dict(state.get("ops", []))
         self.ready = True
         self._next_beat = 0.0
+        self._beat_every = HEARTBEAT_S / 2  # doubled at each beat
 
     # --- the core contract ------------------------------------------------------------------
 
@@ -52,7 +58,8 @@ class DirectoryCore:
         return self._next_beat
 
     def tick(self, now: float) -> list:
-        self._next_beat = now + HEARTBEAT_S
+        self._beat_every = min(HEARTBEAT_MAX_S, self._beat_every * 2)
+        self._next_beat = now + self._beat_every
         return [Publish("dir.heartbeat", {"usn": self.usn})]
 
     def status(self, now: float) -> dict[str, Any]:
@@ -69,7 +76,12 @@ class DirectoryCore:
         }.get(event.frame.type)
         if handler is None:
             return error(event, f"the directory does not handle '{event.frame.type}'")
-        return handler(event, event.frame.body)
+        usn = self.usn
+        actions = handler(event, event.frame.body)
+        if self.usn != usn:  # a change: beat soon again, for whoever missed it
+            self._beat_every = HEARTBEAT_S / 2
+            self._next_beat = min(self._next_beat, now + HEARTBEAT_S)
+        return actions
 
     # --- requests ---------------------------------------------------------------------------
 
