@@ -18,7 +18,7 @@ from rich.table import Table
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import results as results_store
-from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, draw_world
+from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS, draw_world
 from orchestrator.inspect import logread
 from orchestrator import netns
 from .common import (
@@ -44,7 +44,13 @@ from .common import (
 @click.option("--extremes/--no-extremes", default=True, show_default=True,
               help="Now and then a world draws an extreme: a node down longer than a report's time-out, users "
                    "moved many times in a row, the largest subject and id the API takes.")
-@click.option("--users", type=click.IntRange(2, 200), help="Users per world (default: drawn, 3-6).")
+@click.option("--users", type=click.IntRange(2, 100_000), help="Users per world (default: drawn, 3-6; more than "
+              f"{REAL_USERS} with --sim only).")
+@click.option("--servers", type=click.IntRange(2, 500), default=2, show_default=True,
+              help=f"Servers per world (more than {REAL_SERVERS} with --sim only).")
+@click.option("--sites", type=click.IntRange(1, 250), default=1, show_default=True,
+              help="Sites per world, each a run of consecutive servers: a change reaches another site's MTAs a "
+                   "drawn intersite lag later, and moves stay within their site.")
 @click.option("--moves", type=click.IntRange(0, 100), help="Moves per world (default: drawn, 1-3).")
 @click.option("--expect-loss", is_flag=True, help="A lost pair is the expected result (legacy): exit 0 if found, 1 if not.")
 @click.option("--stop-on-break", is_flag=True, help="End the campaign at the first trial that breaks the invariant.")
@@ -69,7 +75,7 @@ from .common import (
 @json_option
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
           move_build: str, faults: str, extremes: bool,
-          users: int | None, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
+          users: int | None, servers: int, sites: int, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           via: str, sim: bool, workers: int | None, dask: str | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
@@ -104,6 +110,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
     if via == "smtp" and sim:
         raise click.UsageError("--via smtp runs real processes: the simulator has no SMTP")
+    if sites > servers:
+        raise click.UsageError(f"--sites {sites} is more than --servers {servers}: a site holds a server at least")
+    if not sim and (servers > REAL_SERVERS or (users or 0) > REAL_USERS):
+        raise click.UsageError(f"a world of more than {REAL_SERVERS} servers or {REAL_USERS} users runs with --sim "
+                               "(on real processes, a cluster of that size is `xcon up`'s to make)")
     if not sim and (determinism or confirm_n or shrink or workers):
         raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
     if seed is None:
@@ -125,7 +136,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     worlds = [given] if given else [draw_world(s, mta_build, kinds, users, moves, profile=profile,
                                                          time_scale=time_scale, move_build=move_build,
                                                          network=network, netem=netem, extremes=extremes,
-                                                         via=via)
+                                                         via=via, servers=servers, sites=sites)
                                     for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()
@@ -156,6 +167,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         (" --network netns" if network == "netns" else "") + \
         (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "") + \
+        (f" --servers {servers}" if servers != 2 else "") + (f" --sites {sites}" if sites != 1 else "") + \
         ("" if extremes else " --no-extremes")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
     def replay_of(trial_seed: int) -> str:

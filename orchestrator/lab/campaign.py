@@ -83,13 +83,13 @@ def confirm(world: World, found: chaos.TrialResult, run_dir: Path) -> tuple[chao
 
 
 def world_to_json(world: World) -> dict[str, Any]:
-    return {**asdict(world), "servers": list(world.servers)}
+    return {**asdict(world), "servers": list(world.servers), "sites": list(world.sites)}
 
 
 def world_from_json(data: dict[str, Any]) -> World:
     """A world written by `shrink` (or by hand): the shape of World, checked."""
     try:
-        world = World(**{**data, "servers": tuple(data["servers"])})
+        world = World(**{**data, "servers": tuple(data["servers"]), "sites": tuple(data.get("sites") or ())})
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not a world: {exc!s} (write one with `xcon chaos --sim --shrink`)") from None
     if world.build not in BUILDS:

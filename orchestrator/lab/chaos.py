@@ -34,7 +34,7 @@ from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network
 
 from . import smtp_client
-from .worlds import NET_FAULTS, SETTLE_S, World, draw_world, world_settings
+from .worlds import NET_FAULTS, SETTLE_S, World, draw_world, move_targets, world_settings
 
 @dataclass
 class TrialResult:
@@ -82,9 +82,11 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
                          corrupted=any(e.get("kind") == "corrupt" for e in world.events))
     t0 = time.time()
     settings = world_settings(world)
-    cluster = SimCluster(settings, sim) if sim is not None else cl.start(run_dir, settings, fresh=True)
+    # the simulator starts with the organisation in place; a real cluster has its users added
+    cluster = SimCluster(settings, sim, users=world.users) if sim is not None else cl.start(run_dir, settings, fresh=True)
     try:
-        _populate(cluster, world)
+        if sim is None:
+            _populate(cluster, world)
         _play(cluster, world, result)
         if not settle(cluster, SETTLE_S, clear=True):
             result.error = f"did not settle within {SETTLE_S:g}s"
@@ -211,7 +213,9 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 cluster.set_user(event["alias"], {"reject_from": event["reject_from"]}, wait=False)
             elif event["do"] == "move":
                 entry = cluster.lookup(event["alias"])
-                others = [s for s in world.servers if s != entry["home_server"]]
+                others = move_targets(world, entry["home_server"])
+                if not others:
+                    continue  # the only server of its site: Move User has nowhere to take it
                 target = others[int(event["pick"] * len(others))]
                 down = event.get("source_down")
                 if down:  # the source store is down or paused as the move starts

@@ -30,6 +30,9 @@ DEFAULT_FAULTS = ("lag", "pause", "delay", "duplicate", "reorder")
 # healed after its drawn time
 NET_FAULTS = ("net", "partition")
 CRASH_STEPS = ("lock", "copy", "set_home", "open_target", "release", "rollback_target", "rollback_source")
+# the largest world a real-process campaign draws (26: `xcon up --servers`' limit); the simulator
+# takes organisation-sized ones
+REAL_SERVERS, REAL_USERS = 26, 500
 SCHEDULE_S = 4.0  # moves, mail and faults all start within this many seconds of a trial
 SETTLE_S = 90.0
 # the extremes a world draws now and then (draw_world), each with its chance
@@ -60,6 +63,10 @@ class World:
     network: str = "loopback"  # "netns": a host per server (orchestrator.netns), where net faults live
     via: str = "zmq"  # "smtp": mail is sent over SMTP to each sender's server's IMS (nodes.ims)
     expire_ms: int | None = None  # a normal message's time-out; None: the profile's (60 s in the lab)
+    # the site of each server, in `servers` order (() : one site); a change reaches the MTAs of a
+    # site other than the directory's intersite_lag_ms later, and a move stays within its site
+    sites: tuple[str, ...] = ()
+    intersite_lag_ms: int = 0
 
 
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -73,17 +80,18 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
                moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0,
                move_build: str = "sp4", network: str = "loopback", netem: bool = False,
-               extremes: bool = True, via: str = "zmq") -> World:
+               extremes: bool = True, via: str = "zmq", sites: int = 1) -> World:
     """A random but plausible world, the same for the same arguments (`netem`: whether the
     kernel can delay and drop, or only limit a link's rate; `extremes`: whether it may draw the
-    extremes of the module's docstring)."""
+    extremes of the module's docstring; `sites`: the servers in that many sites, each a run of
+    consecutive servers, with a replication lag between them drawn last)."""
     rng = random.Random(seed)
     names = tuple(f"ex{i}" for i in range(1, servers + 1))
     n_users = users or rng.randint(3, 6)
     aliases = NAMES[:n_users] if n_users <= len(NAMES) else [f"user{i}" for i in range(n_users)]
     people = []
-    for alias in aliases:
-        alternate = rng.choice([a for a in aliases if a != alias]) if rng.random() < 0.5 else None
+    for k, alias in enumerate(aliases):
+        alternate = other(rng, aliases, k) if rng.random() < 0.5 else None
         people.append({"alias": alias, "home": rng.choice(names), "alternate": alternate,
                        "deliver_to_both": bool(alternate) and rng.random() < 0.6})
     events: list[dict[str, Any]] = []
@@ -152,7 +160,7 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     if rng.random() < 0.3:
         alias = rng.choice(aliases)
         events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "restrict", "alias": alias,
-                       "reject_from": [rng.choice([a for a in aliases if a != alias])]})
+                       "reject_from": [other(rng, aliases, aliases.index(alias))]})
         events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
     # stores that keep moved-away mailboxes soft-deleted (KB 2579150: a stale route finds one)
     world.soft_delete_ms = rng.randint(1000, 30_000) if rng.random() < 0.4 else 0
@@ -163,7 +171,28 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     if via == "smtp":  # last of all: the same seed draws the same world, then its IMSs' faults
         world.via = "smtp"
         draw_edge_faults(rng, world, names, faults)
+    if sites > 1:  # after everything a one-site world draws
+        per = -(-servers // sites)
+        world.sites = tuple(f"site{i // per + 1}" for i in range(servers))
+        world.intersite_lag_ms = rng.randint(500, 10_000)
     return world
+
+
+def other(rng: random.Random, aliases: list[str], k: int) -> str:
+    """An alias other than aliases[k], drawn as rng.choice over the others would draw it (the same
+    number from the generator), without making that list: a world of 20,000 users drew 400
+    million comparisons that way."""
+    j = rng.randrange(len(aliases) - 1)
+    return aliases[j if j < k else j + 1]
+
+
+def move_targets(world: World, home: str) -> list[str]:
+    """Where a user homed on `home` can move: the other servers of its site (Exchange 5.5 moves a
+    mailbox within its site only)."""
+    if not world.sites:
+        return [s for s in world.servers if s != home]
+    site = world.sites[world.servers.index(home)]
+    return [s for s, at in zip(world.servers, world.sites) if s != home and at == site]
 
 
 def draw_edge_faults(rng: random.Random, world: World, names: tuple[str, ...], faults: tuple[str, ...]) -> None:
@@ -212,12 +241,11 @@ def draw_extremes(rng: random.Random, world: World, aliases: list[str], nodes: l
 
 
 def world_settings(world: World) -> Settings:
-    expire = {} if world.expire_ms is None else {"expire_ms": world.expire_ms}
+    common = {"servers": world.servers, "mta_build": world.build, "seed": world.seed, "move_build": world.move_build,
+              "soft_delete_ms": world.soft_delete_ms, "network": world.network, "smtp": world.via == "smtp",
+              **({"sites": world.sites, "intersite_lag_ms": world.intersite_lag_ms} if world.sites else {})}
     if world.profile != "lab" or world.time_scale != 1.0:
-        return Settings.from_profile(world.profile, world.time_scale, servers=world.servers, mta_build=world.build,
-                                     seed=world.seed, move_build=world.move_build, soft_delete_ms=world.soft_delete_ms,
-                                     network=world.network, smtp=world.via == "smtp", **expire)
-    return Settings(world.servers, world.build, world.lag_ms, world.jitter_ms, world.retry_ms,
-                    expire_ms=world.expire_ms or 60_000, seed=world.seed, read_cache_ttl_ms=world.read_cache_ttl_ms,
-                    move_build=world.move_build, soft_delete_ms=world.soft_delete_ms, network=world.network,
-                    smtp=world.via == "smtp")
+        expire = {} if world.expire_ms is None else {"expire_ms": world.expire_ms}
+        return Settings.from_profile(world.profile, world.time_scale, **common, **expire)
+    return Settings(replication_lag_ms=world.lag_ms, replication_jitter_ms=world.jitter_ms, retry_ms=world.retry_ms,
+                    expire_ms=world.expire_ms or 60_000, read_cache_ttl_ms=world.read_cache_ttl_ms, **common)

@@ -76,8 +76,9 @@ class SimClient(Client):
 
 
 class SimCluster(Cluster):
-    def __init__(self, settings: Settings, network: Network | None = None, run_dir: Path | None = None):
-        self.world = World(settings, network)
+    def __init__(self, settings: Settings, network: Network | None = None, run_dir: Path | None = None,
+                 users: list[dict[str, Any]] = ()):
+        self.world = World(settings, network, users)  # users: the organisation it starts with (World)
         names = list(self.world.nodes)
         self.config = ClusterConfig(run_dir or Path("/nonexistent/sim"), settings,
                                     {n: {"kind": self.world.nodes[n].kind, "endpoints": {}} for n in names})

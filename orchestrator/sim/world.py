@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from nodes import logs
 from nodes.config import Settings
+from nodes.directory.core import PersistDirectory
 from nodes.directory.node import MemoryDirectoryFile, wiring as directory_wiring
 from nodes.host import NodeHost, node_seed
 from nodes.logs import MemorySink
@@ -104,7 +105,12 @@ class SimNode:
 
 
 class World:
-    def __init__(self, settings: Settings, network: Network | None = None):
+    def __init__(self, settings: Settings, network: Network | None = None, users: list[dict[str, Any]] = ()):
+        """`users`: the organisation as it stands when the world starts (alias, home, alternate,
+        deliver_to_both): seeded into the directory's and the stores' storage before any node
+        boots, as an organisation that existed before the run. What the run then costs is what
+        happens in it, not the making of thousands of mailboxes and the replication of each to
+        every MTA (each MTA starts from the directory's snapshot)."""
         self.settings = settings
         self.network = network or Network()
         self.rng = random.Random(settings.seed * 31 + 7)  # the network's and crashes' draws
@@ -124,8 +130,19 @@ class World:
         self._client_inc = 0
         self._answers: dict[str, Frame] = {}
         self._pids = itertools.count(1001)
+        if users:
+            self._seed(users)
         for name in self.nodes:
             self.boot(name)
+
+    def _seed(self, users: list[dict[str, Any]]) -> None:
+        recipients = {}
+        for usn, u in enumerate(users, 1):
+            recipients[u["alias"]] = {"alias": u["alias"], "display_name": u["alias"], "home_server": u["home"],
+                                      "alternate": u.get("alternate"), "deliver_to_both": bool(u.get("deliver_to_both")),
+                                      "usn": usn}
+            self.nodes[f"store.{u['home']}"].storage.create(u["alias"])
+        self.nodes["directory"].storage.save(PersistDirectory({"usn": len(users), "recipients": recipients, "ops": []}))
 
     # --- the clock ------------------------------------------------------------------------------
 
