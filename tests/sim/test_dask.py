@@ -116,10 +116,12 @@ def test_a_trial_whose_worker_died_is_stopped_and_removed_by_the_next_one_on_tha
     for folder, owner in ((orphan, gone.pid), (alive, os.getpid())):
         folder.mkdir()
         (folder / "owner.pid").write_text(str(owner))
-    running = cl.start(orphan / "trial-0000-1", world_settings(campaign.world_from_json(KB_WORLD)), fresh=True)
+    run_dir = orphan / "trial-0000-1"
+    running = cl.start(run_dir, world_settings(campaign.world_from_json(KB_WORLD)), fresh=True)
     pids = [d["pid"] for d in running.config.nodes.values()]
     running.close()
-    assert pids and all(pid_alive(p) for p in pids)
+    # alive and a node of that run-dir (this test started them: a stopped one stays a zombie here)
+    assert pids and all(pid_alive(p, run_dir) for p in pids)
     chaos._reap_orphans()
     assert not orphan.exists() and alive.exists()
-    assert not any(pid_alive(p) for p in pids), "the orphaned cluster's nodes were stopped"
+    assert not any(pid_alive(p, run_dir) for p in pids), "the orphaned cluster's nodes were stopped"
