@@ -35,6 +35,18 @@ class PersistDirectory:
     change: dict[str, Any] | None = None
 
 
+def organisation(users: list[dict[str, Any]]) -> dict[str, Any]:
+    """A directory's state holding `users` (alias, home, and optionally alternate and
+    deliver_to_both), USNs in their order: the organisation a cluster starts with, seeded before its
+    nodes boot (`xcon up --users`, the simulator's worlds) instead of added a request at a time."""
+    recipients = {}
+    for usn, u in enumerate(users, 1):
+        recipients[u["alias"]] = {"alias": u["alias"], "display_name": u["alias"], "home_server": u["home"],
+                                  "alternate": u.get("alternate"), "deliver_to_both": bool(u.get("deliver_to_both")),
+                                  "usn": usn}
+    return {"usn": len(users), "recipients": recipients, "ops": []}
+
+
 class DirectoryCore:
     def __init__(self, servers: list[str], state: dict[str, Any] | None = None):
         self.servers = list(servers)

@@ -136,6 +136,14 @@ def damage_note(found: Scan, kept_as: str) -> dict[str, Any]:
             "lost_usns": [int(u) for u in found.ids]}
 
 
+def write_new(path: Path, state: dict[str, Any]) -> None:
+    """A new directory's files holding `state`: the snapshot, and an empty change log beside it
+    (the two go together: DirectoryFile.read)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, _snapshot(state))
+    write_atomic(path.with_name(CHANGES), b"")
+
+
 class DirectoryFile:
     """`<run-dir>/directory/directory.json` and `changes.jsonl` (see the module's docstring).
     `servers`: the cluster's, which every home server read must be one of; `reached`: the highest

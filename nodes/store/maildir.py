@@ -113,12 +113,19 @@ class Maildirs:
         return free_bytes(self.root)
 
     def create(self, mailbox: str) -> None:
-        for folder in (self.root / mailbox, *(self.root / mailbox / sub for sub in ("tmp", "new", "cur"))):
-            folder.mkdir(mode=0o700, exist_ok=True)
-            if self.dir_mode != 0o700:
-                os.chmod(folder, self.dir_mode)
-        fsync_dir(self.root)
-        self._boxes.add(mailbox)
+        self.create_many([mailbox])
+
+    def create_many(self, mailboxes: list[str]) -> None:
+        """New mailboxes, durable together (one fsync of the store's folder, not one per mailbox:
+        an organisation of 20,000 made at `xcon up --users`)."""
+        for mailbox in mailboxes:
+            for folder in (self.root / mailbox, *(self.root / mailbox / sub for sub in ("tmp", "new", "cur"))):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                if self.dir_mode != 0o700:
+                    os.chmod(folder, self.dir_mode)
+            self._boxes.add(mailbox)
+        if mailboxes:
+            fsync_dir(self.root)
 
     def write(self, mailbox: str, name: str, raw: bytes) -> None:
         """Take a message for the batch; `sync` writes it and makes it durable and visible

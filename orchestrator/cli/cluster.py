@@ -94,6 +94,10 @@ from orchestrator.cluster.client import ClusterError
 @click.option("--imap", is_flag=True,
               help="IMAP4 per server (imap.exN): Debian's Dovecot over that server's mailboxes, configured under "
                    "RUN_DIR, on a loopback port `xcon status` shows; a user's password is its alias (a lab's).")
+@click.option("--users", "n_users", type=click.IntRange(1, 100_000),
+              help="A new cluster's organisation: N users, user1 ... userN, homed on the servers in turn, in the "
+                   "directory and with their mailboxes before the nodes start (each MTA's cache takes them whole "
+                   "from its first snapshot).")
 @click.option("--fresh", is_flag=True,
               help="Start anew: delete the state a stopped cluster left in RUN_DIR (mail, queues, directory, "
                    "journal, keys, logs) instead of resuming it.")
@@ -106,8 +110,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
        read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
        report_expire_ms: int | None,
        seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int,
-       accept_damage: bool, smtp: bool, smarthost: str, smtp_tls: bool, smtp_auth: bool, imap: bool, fresh: bool,
-       as_json: bool) -> None:
+       accept_damage: bool, smtp: bool, smarthost: str, smtp_tls: bool, smtp_auth: bool, imap: bool, n_users: int | None,
+       fresh: bool, as_json: bool) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -159,7 +163,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
         except netns.NetworkError as exc:
             raise ClusterError(str(exc)) from None
     t0 = time.time()
-    cluster = cl.start(run_dir, settings, fresh=fresh, given=given, accept_damage=accept_damage)
+    users = [{"alias": f"user{i}", "home": names[(i - 1) % len(names)]} for i in range(1, (n_users or 0) + 1)]
+    cluster = cl.start(run_dir, settings, fresh=fresh, given=given, accept_damage=accept_damage, users=users)
     took = time.time() - t0
     if wan_delay_ms:
         try:
@@ -174,7 +179,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     finally:
         cluster.close()
     if as_json:
-        emit_json({**cluster.config.to_json(), "start_seconds": round(took, 3), "resumed": resumed})
+        emit_json({**cluster.config.to_json(), "start_seconds": round(took, 3), "resumed": resumed,
+                   "users": len(users)})
         return
     verb = "resumed" if resumed else "up"
     table = Table(title=f"cluster {verb} in {took:.2f}s: {run_dir.resolve()}")
@@ -191,6 +197,8 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     st = cluster.config.settings
     prose(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
           f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st.timings())}")
+    if users:
+        prose(f"organisation: {len(users):,} users, user1 ... user{len(users)}, homed on {', '.join(names)} in turn")
     if resumed:
         prose(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():

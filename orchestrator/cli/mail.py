@@ -99,7 +99,8 @@ def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
 @click.command()
 @run_dir_option
 @click.option("--from", "sender", required=True, type=TEXT, help="Originator's alias.")
-@click.option("--to", "to", required=True, type=TEXT, help="Recipients' aliases, comma separated.")
+@click.option("--to", "to", required=True, type=TEXT, multiple=True,
+              help="Recipients' aliases, comma separated or --to again for each.")
 @click.option("--subject", default="", type=TEXT, help="Subject line.")
 @click.option("--body", default="", type=TEXT, help="Message text; '-' reads it from standard input.")
 @click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -111,10 +112,10 @@ def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
               help="The message's priority; it chooses how long the MTAs try before the NDR (--expire-ms is normal's; "
                    "urgent gets 2/7 of it and non-urgent 10/7, as Exchange 5.5's 2, 7 and 10 days).")
 @json_option
-def send(run_dir: Path, sender: str, to: str, subject: str, body: str, body_file: Path | None, msg_id: str | None,
+def send(run_dir: Path, sender: str, to: tuple[str, ...], subject: str, body: str, body_file: Path | None, msg_id: str | None,
          priority: str, as_json: bool) -> None:
     """Submit a message to the originator's home MTA; prints its message id once accepted."""
-    rcpts = [r.strip() for r in to.split(",") if r.strip()]
+    rcpts = [r.strip() for given in to for r in given.split(",") if r.strip()]
     if not rcpts:
         raise click.UsageError("--to needs at least one alias")
     if body_file is not None and body:

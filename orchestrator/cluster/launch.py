@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from nodes.config import ClusterConfig, Settings
 
@@ -29,7 +30,8 @@ BIND_TRIES = 3  # starts of a cluster whose loopback ports another program took 
 
 
 def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool = False,
-          given: frozenset[str] = frozenset(), accept_damage: bool = False) -> "Cluster":
+          given: frozenset[str] = frozenset(), accept_damage: bool = False,
+          users: list[dict[str, Any]] = ()) -> "Cluster":
     """Start a cluster in `run_dir` and return once every node is ready.
 
     A run-dir that holds a stopped cluster's state is resumed: every node restarts on its own
@@ -38,7 +40,8 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
     changed). With `fresh`, that state is deleted first (only in a run-dir xcon made, only what it
     made). A directory that holds files xcon did not make is refused either way. Before a resume,
     the files the nodes will read are read (rundir.look_for_damage): one that does not read
-    stops the start, and so does a log damaged in the middle unless `accept_damage`."""
+    stops the start, and so does a log damaged in the middle unless `accept_damage`. `users`: a
+    new cluster's organisation (alias, home, ...: rundir.seed), refused for a resumed one."""
     run_dir = run_dir.resolve()
     with rundir.locked(run_dir):
         rundir.claim(run_dir)
@@ -50,6 +53,9 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
         resumed = None
         try:
             if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
+                if users:
+                    raise Refused(f"{run_dir} holds a cluster already: its users are its own (add --fresh to "
+                                  "start over with a new organisation)")
                 config, resumed = rundir.resumed_config(run_dir, settings, given)
                 refused, damaged = rundir.look_for_damage(run_dir, config.settings)
                 if refused:
@@ -66,6 +72,8 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
                 network = (netns.ensure(run_dir, settings.servers, None, settings.smtp) if settings.network == "netns"
                            else None)
                 config = rundir.fresh_config(run_dir, settings, network)
+                if users:
+                    rundir.seed(run_dir, settings, list(users))
         except netns.NetworkError as exc:
             raise ClusterError(str(exc)) from None
         except BaseException:

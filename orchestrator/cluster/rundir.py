@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nodes.config import ClusterConfig, Settings, node_names
-from nodes.directory.node import DirectoryFile
+from nodes.directory.core import organisation
+from nodes.directory.node import DirectoryFile, write_new
 from nodes.logs import last_value
 from nodes.mta import spool
 from nodes.records import DamagedFile, describe_damage
 from nodes.security import KEYS, create_keys, create_smtp_certificate
-from nodes.store.maildir import read_move_state
+from nodes.store.maildir import Maildirs, read_move_state
 
 from orchestrator import netns
 from .client import ClusterError, Refused
@@ -129,6 +130,22 @@ def _made_before_marker(run_dir: Path) -> bool:
         return Path(data["run_dir"]) == run_dir and isinstance(data["nodes"], dict)
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def seed(run_dir: Path, settings: Settings, users: list[dict[str, Any]]) -> None:
+    """A new cluster's organisation, written before its nodes start: the directory holding `users`
+    (nodes.directory.core.organisation) and each one's mailbox on its home store. The nodes then
+    start from it as from a stopped cluster's files; each MTA's cache takes it whole from its first
+    snapshot."""
+    group = None
+    if settings.imap:  # as the store shares its mail (nodes.store.__main__)
+        import grp
+
+        group = grp.getgrnam("mail").gr_gid
+    write_new(run_dir / "directory" / "directory.json", organisation(users))
+    for server in settings.servers:
+        Maildirs(run_dir / "stores" / server, settings.fsync, group).create_many(
+            [u["alias"] for u in users if u["home"] == server])
 
 
 def holds_state(run_dir: Path) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from nodes import logs
 from nodes.config import Settings
-from nodes.directory.core import PersistDirectory
+from nodes.directory.core import PersistDirectory, organisation
 from nodes.directory.node import MemoryDirectoryFile, wiring as directory_wiring
 from nodes.host import NodeHost, node_seed
 from nodes.logs import MemorySink
@@ -136,13 +136,9 @@ class World:
             self.boot(name)
 
     def _seed(self, users: list[dict[str, Any]]) -> None:
-        recipients = {}
-        for usn, u in enumerate(users, 1):
-            recipients[u["alias"]] = {"alias": u["alias"], "display_name": u["alias"], "home_server": u["home"],
-                                      "alternate": u.get("alternate"), "deliver_to_both": bool(u.get("deliver_to_both")),
-                                      "usn": usn}
+        for u in users:
             self.nodes[f"store.{u['home']}"].storage.create(u["alias"])
-        self.nodes["directory"].storage.save(PersistDirectory({"usn": len(users), "recipients": recipients, "ops": []}))
+        self.nodes["directory"].storage.save(PersistDirectory(organisation(users)))
 
     # --- the clock ------------------------------------------------------------------------------
 
