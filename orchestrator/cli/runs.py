@@ -18,7 +18,7 @@ from rich.table import Table
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import results as results_store
-from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS, draw_world
+from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS, Recipe, drawn
 from orchestrator.inspect import logread
 from orchestrator import netns
 from .common import (
@@ -133,10 +133,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             ("-netns" if network == "netns" else "") + ("-smtp" if via == "smtp" else ""))
     # kept in the results store: results/<time>-<name>/, with the broken trials' run-dirs inside
     root = results_store.new(results_dir(run_dir, "results"), ("sim-" if sim else "") + name)
-    worlds = [given] if given else [draw_world(s, mta_build, kinds, users, moves, profile=profile,
-                                                         time_scale=time_scale, move_build=move_build,
-                                                         network=network, netem=netem, extremes=extremes,
-                                                         via=via, servers=servers, sites=sites)
+    # drawn where each trial runs (worlds.Recipe): a campaign of large worlds holds none up front
+    worlds = [given] if given else [Recipe(s, dict(build=mta_build, faults=kinds, users=users, moves=moves,
+                                                   profile=profile, time_scale=time_scale, move_build=move_build,
+                                                   network=network, netem=netem, extremes=extremes, via=via,
+                                                   servers=servers, sites=sites))
                                     for s in seeds]
     show = not as_json and sys.stdout.isatty()
     started = time.time()
@@ -177,7 +178,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     replay_cmd = replay_of(first.seed) if first else None
     extra: dict[str, Any] = {}
     if sim and first and shrink:
-        world = next(w for w in worlds if w.seed == first.seed)
+        world = drawn(next(w for w in worlds if w.seed == first.seed))
         small, runs = sim_campaign.shrink(world, sim_net)
         path = root / f"shrunk-{first.seed}.json"
         path.write_text(json.dumps(sim_campaign.world_to_json(small), indent=1))
@@ -188,7 +189,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         confirmed = []
         broken = [r for r in results if r.broken][:confirm_n]
         for r in broken:
-            world = next(w for w in worlds if w.seed == r.seed)
+            world = drawn(next(w for w in worlds if w.seed == r.seed))
             real, same = sim_campaign.confirm(world, r, root / f"confirm-{r.seed}")
             confirmed.append({"seed": r.seed, "sim": describe_break(r), "real_broke": real.broken,
                               "same": same, "real": describe_break(real) if real.broken else "clean",

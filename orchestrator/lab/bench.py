@@ -335,11 +335,15 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
     points = list(explore.explore("legacy", explore.grid(), workers))
     rows.append(Row("sim explore q248839", f"seconds, {len(points)} points", time.perf_counter() - t0, None, "s",
                     f"legacy, {workers} workers, {sum(p.outcome == 'lost' for p in points)} points lose"))
-    for servers, users in ((2, 6), (10, 100)) if quick else ((2, 6), (10, 100), (50, 1000), (50, 5000)):
-        say(f"simulated world of {servers} servers, {users} users")
+    sizes = ((2, 6, 1), (10, 100, 1)) if quick else \
+        ((2, 6, 1), (10, 100, 1), (50, 1000, 1), (50, 5000, 1), (100, 20_000, 1), (100, 20_000, 10))
+    for servers, users, sites in sizes:
+        say(f"simulated world of {servers} servers, {users} users, {sites} site(s)")
         t0 = time.perf_counter()
-        world = draw_world(7, "sp4", (), users=users, moves=3, servers=servers)
+        world = draw_world(7, "sp4", (), users=users, moves=3, servers=servers, sites=sites)
         result = chaos.run_trial(world, root / "big", sim=Network(), dump=False)
-        rows.append(Row("chaos --sim", f"one trial, {servers} servers, {users} users", time.perf_counter() - t0, None,
-                        "s", f"sp4, no faults, 3 moves; {result.pairs} pairs, broken: {result.broken}"))
+        rows.append(Row("chaos --sim", f"one trial, {servers} servers, {users:,} users"
+                        + (f", {sites} sites" if sites > 1 else ""), time.perf_counter() - t0, None,
+                        "s", f"sp4, no faults, 3 moves; {result.events:,} events, {result.pairs} pairs, "
+                        f"broken: {result.broken}"))
     return rows

@@ -24,7 +24,7 @@ from nodes.config import BUILDS, MOVE_BUILDS
 from orchestrator.sim.world import Network
 
 from . import chaos, executors
-from .worlds import World
+from .worlds import Recipe, World, drawn
 
 
 # a shrunk world must stay one a real cluster can run: a retry interval of 0 would be a tight loop
@@ -33,6 +33,7 @@ FLOORS = {"retry_ms": 50}
 
 def _trial(args: tuple) -> chaos.TrialResult:
     world, run_dir, network, twice = args
+    world = drawn(world)
     result = chaos.run_trial(world, run_dir, sim=network, dump=False)
     if twice:
         again = chaos.run_trial(world, run_dir, sim=network, dump=False)
@@ -41,7 +42,7 @@ def _trial(args: tuple) -> chaos.TrialResult:
     return result
 
 
-def run(root: Path, worlds: list[World], network: Network, workers: int = 1, twice: bool = False,
+def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int = 1, twice: bool = False,
         on_trial: Callable[[chaos.TrialResult], None] | None = None,
         stop_on_break: bool = False, dask: str | None = None) -> list[chaos.TrialResult]:
     """Run the worlds in the simulator, `workers` processes at once (or on the Dask cluster
@@ -57,7 +58,7 @@ def run(root: Path, worlds: list[World], network: Network, workers: int = 1, twi
             break
     first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
     if first is not None:  # written by one more run of the same seed: the same events, to the byte
-        world, run_dir = jobs[first][0], jobs[first][1]
+        world, run_dir = drawn(jobs[first][0]), jobs[first][1]
         again = chaos.run_trial(world, run_dir, sim=network, dump=True)
         results[first].run_dir = again.run_dir
     return results

@@ -34,7 +34,7 @@ from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network
 
 from . import smtp_client
-from .worlds import NET_FAULTS, SETTLE_S, World, draw_world, move_targets, world_settings
+from .worlds import NET_FAULTS, SETTLE_S, Recipe, World, draw_world, drawn, move_targets, world_settings
 
 @dataclass
 class TrialResult:
@@ -59,6 +59,7 @@ class TrialResult:
     latency_ms: dict[str, int] = field(default_factory=dict)
     deliveries_per_s: list[int] = field(default_factory=list)  # in each second since the trial's first event
     told: list[str] = field(default_factory=list)  # with --via smtp: the message ids a client was told 250 for
+    events: int = 0  # the merged log's lines: the trial's size
 
     @property
     def broken(self) -> bool:
@@ -99,6 +100,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.violations = [v.to_json() for v in report.violations]
     result.stale_locks = report.stale_locks
     events = list(cluster.events())  # merged once for the count and the digest
+    result.events = len(events)
     result.violations += smtp_client.told_but_not_accepted(result.told, events)
     result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
     result.latency_ms, result.deliveries_per_s = deliveries(events)
@@ -278,7 +280,7 @@ def trial_seeds(seed: int, trials: int) -> list[int]:
 def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], users: int | None,
              moves: int | None, on_trial: Callable[[TrialResult], None] | None = None,
              stop_on_break: bool = False, sim: Network | None = None,
-             worlds: list[World] | None = None, dask: str | None = None) -> list[TrialResult]:
+             worlds: list[World | Recipe] | None = None, dask: str | None = None) -> list[TrialResult]:
     """Run a world per seed (drawn, or the `worlds` given) one after the other, or with `dask` on
     that Dask cluster's workers (orchestrator.lab.executors), each trial's cluster on its worker's
     machine: the run-dir of a trial that broke or failed comes back under `root`."""
@@ -290,7 +292,7 @@ def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], 
         runs = ((result, name, archive) for (result, archive), name in
                 zip(executors.run_map(_trial_elsewhere, list(zip(worlds, names)), 1, dask, chunksize=1), names))
     else:
-        runs = ((run_trial(world, root / name, sim=sim), name, None) for world, name in zip(worlds, names))
+        runs = ((run_trial(drawn(world), root / name, sim=sim), name, None) for world, name in zip(worlds, names))
     results = []
     for result, name, archive in runs:
         if archive is not None:
@@ -327,12 +329,13 @@ def _reap_orphans() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _trial_elsewhere(job: tuple[World, str]) -> tuple[TrialResult, bytes | None]:
+def _trial_elsewhere(job: tuple[World | Recipe, str]) -> tuple[TrialResult, bytes | None]:
     """A real trial on a Dask worker: its cluster in a scratch folder of the worker's machine, the
     run-dir sent back (packed) when the trial broke or failed, the folder removed either way."""
     from . import executors
 
     world, name = job
+    world = drawn(world)
     _reap_orphans()
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH))
     (scratch / "owner.pid").write_text(str(os.getpid()))

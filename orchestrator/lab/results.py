@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from .worlds import drawn
+
 LATEST = "latest"
 MAX_TRACES = 20  # the broken trials whose first finding gets a trace picture
 
@@ -56,11 +58,21 @@ def read(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "summary.json").read_text())
 
 
+WORLD_USERS = 100  # a larger world's summary names the users its events name, not all of them
+
+
 def world_of(world: Any) -> dict[str, Any]:
-    """What a trial's world was, labelled: its users, moves, sends, lag and each fault by kind,
-    node and time (s from the trial's start)."""
+    """What a trial's world was, labelled: its users (those its events name, in a world of more
+    than WORLD_USERS), moves, sends, lag and each fault by kind, node and time (s from the trial's
+    start)."""
+    world = drawn(world)
     faults = [{k: v for k, v in e.items() if k != "do"} for e in world.events if e.get("do") == "fault"]
-    return {"users": [u["alias"] for u in world.users], "servers": list(world.servers),
+    users = [u["alias"] for u in world.users]
+    if len(users) > WORLD_USERS:
+        named = {e.get("alias") for e in world.events} | {e.get("sender") for e in world.events}
+        named |= {r for e in world.events for r in e.get("to", ())}
+        users = [a for a in users if a in named]
+    return {"users": users, "user_count": len(world.users), "servers": list(world.servers),
             "moves": sum(e.get("do") == "move" for e in world.events),
             "sends": sum(e.get("do") == "send" for e in world.events),
             "lag_ms": world.lag_ms, "jitter_ms": world.jitter_ms, "copy_delay_ms": world.copy_delay_ms,

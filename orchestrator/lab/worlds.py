@@ -69,6 +69,23 @@ class World:
     intersite_lag_ms: int = 0
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A world not drawn yet: its seed and draw_world's other arguments. A campaign hands these
+    out and each trial draws its world where it runs: 200 worlds of 20,000 users drawn up front
+    held 1.1 GB in the CLI before a trial began."""
+
+    seed: int
+    args: dict[str, Any]
+
+    def draw(self) -> World:
+        return draw_world(self.seed, **self.args)
+
+
+def drawn(world: World | Recipe) -> World:
+    return world.draw() if isinstance(world, Recipe) else world
+
+
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
     out = []
     for s in servers:

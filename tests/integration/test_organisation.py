@@ -10,13 +10,17 @@ from orchestrator.lab import chaos
 from orchestrator.lab.worlds import draw_world, move_targets
 from orchestrator.sim.world import Network
 
+from .. import docblocks
 from ..conftest import SEED, xcon, xcon_json
+
+SIM_BLOCK, UP_BLOCK = docblocks.commands("docs/chaos.md", "organisations")  # run here, smaller
 
 
 def test_up_with_an_organisation_every_mta_starts_knowing_it_and_mail_and_moves_work(tmp_path):
     run = tmp_path / "run"
     try:
-        up = xcon_json("up", "--servers", "3", "--users", "3000", "--mta-build", "sp4", run_dir=run)
+        up = xcon_json(*docblocks.adapted(UP_BLOCK, {"--servers 4": "--servers 3", "--users 20000": "--users 3000"}),
+                       run_dir=run)
         assert up["users"] == 3000
         status = xcon_json("status", run_dir=run)["nodes"]
         assert status["directory"]["status"]["recipients"] == 3000
@@ -51,8 +55,9 @@ def test_worlds_of_many_servers_in_sites_move_within_their_site_and_lose_nothing
     print(f"seed {SEED}: {result.counts} moves {result.moves} failed {result.moves_failed} {result.error}")
     assert result.error is None and not result.broken and result.moves >= 10 and result.moves_failed == 0
     assert result.pairs > 0 and result.counts["delivered"] > 0
-    proc = xcon("chaos", "--sim", "--trials", "6", "--servers", "8", "--sites", "2", "--users", "2000",
-                "--seed", str(SEED), "--json", run_dir=tmp_path)
+    proc = xcon(*docblocks.adapted(SIM_BLOCK, {"--trials 200": "--trials 6", "--servers 100": "--servers 8",
+                                               "--sites 10": "--sites 2", "--users 20000": "--users 2000"},
+                                   ("--seed", str(SEED), "--json")), run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["totals"]["trials"] == 6 and data["totals"]["broken_trials"] == 0 and data["totals"]["pairs"] > 0
