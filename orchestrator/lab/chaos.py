@@ -33,7 +33,7 @@ from orchestrator.processes import pid_alive
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network
 
-from . import smtp_client
+from . import executors, smtp_client
 from .worlds import NET_FAULTS, SETTLE_S, Recipe, World, draw_world, drawn, move_targets, world_settings
 
 @dataclass
@@ -287,8 +287,6 @@ def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], 
     worlds = worlds or [draw_world(seed, build, faults, users, moves) for seed in seeds]  # lab timings
     names = [f"trial-{i:04d}-{w.seed}" for i, w in enumerate(worlds)]
     if dask:
-        from . import executors
-
         runs = ((result, name, archive) for (result, archive), name in
                 zip(executors.run_map(_trial_elsewhere, list(zip(worlds, names)), 1, dask, chunksize=1), names))
     else:
@@ -296,8 +294,6 @@ def campaign(root: Path, seeds: list[int], build: str, faults: tuple[str, ...], 
     results = []
     for result, name, archive in runs:
         if archive is not None:
-            from . import executors
-
             executors.unpack_dir(archive, root / name)
             result.run_dir = str(root / name)
         results.append(result)
@@ -332,8 +328,6 @@ def _reap_orphans() -> None:
 def _trial_elsewhere(job: tuple[World | Recipe, str]) -> tuple[TrialResult, bytes | None]:
     """A real trial on a Dask worker: its cluster in a scratch folder of the worker's machine, the
     run-dir sent back (packed) when the trial broke or failed, the folder removed either way."""
-    from . import executors
-
     world, name = job
     world = drawn(world)
     _reap_orphans()
