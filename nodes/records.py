@@ -93,12 +93,12 @@ def scan_frames(data: bytes, valid: Callable[[Any], bool]) -> Scan:
         if resume is None:
             if _complete(data, at):  # all its bytes are there, and they do not read: damage, not a tear
                 scan.damage.append((at, len(data)))
-                scan.ids += _ids_in(data[at:])
+                scan.ids += ids_in(data[at:])
             else:  # a torn tail: an incomplete last record, which a crash can leave
                 scan.torn = len(data) - at
             break
         scan.damage.append((at, resume))
-        scan.ids += _ids_in(data[at:resume])
+        scan.ids += ids_in(data[at:resume])
         at = resume
     return scan
 
@@ -141,7 +141,7 @@ def _next_frame(data: bytes, start: int, valid: Callable[[Any], bool]) -> int | 
     return None
 
 
-def _ids_in(run: bytes) -> list[str]:
+def ids_in(run: bytes) -> list[str]:
     """The message ids a damaged run of a queue log still shows, where its bytes allow."""
     ids = []
     for m in _RECORD_START.finditer(run):

@@ -44,7 +44,7 @@ from protocol.frame import pack
 from protocol.names import valid_msg_id, valid_recipient
 
 from ..config import append_whole, free_bytes, fsync_dir, open_append, write_atomic
-from ..records import Scan, scan_frames, set_aside
+from ..records import Scan, ids_in, scan_frames, set_aside
 from .queue import FINAL, WAITING, QueuedMessage
 
 HEADER = struct.Struct(">II")
@@ -141,8 +141,24 @@ def recover(data: bytes) -> tuple[Recovered, list[list], int]:
     if scan.damaged:
         left = {r[1] for r in records}
         damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": [i for i in scan.ids if i not in left],
-                  "older_state": [i for i in scan.ids if i in left]}
+                  "older_state": [i for i in scan.ids if i in left],
+                  "suspect": suspects(data, scan, queued)}
     return Recovered(queued, remembered, damage), records, good
+
+
+def suspects(data: bytes, scan: Scan, queued: list[QueuedMessage]) -> list[str]:
+    """The queued messages whose newer state may be in damage that names no id: a run of damaged
+    bytes whose record starts do not read (the tag or the id itself was hit) could have held a
+    delivery, a report or the retirement of any message whose every readable record lies before
+    it. Simulated campaign trial 1627879872: the retirement of a message already reported was hit
+    in its first bytes, the message came back queued with nothing named, and was delivered as well
+    as reported."""
+    unnamed = [start for start, end in scan.damage if not ids_in(data[start:end])]
+    if not unnamed:
+        return []  # each damaged run names what it held: `lost` and `older_state` say it all
+    newest = {r[1]: end for r, end in zip(scan.records, scan.ends) if r[0] != "c"}
+    named = set(scan.ids)
+    return [m.msg_id for m in queued if m.msg_id not in named and newest.get(m.msg_id, 0) <= max(unnamed)]
 
 
 def rewrite(records: list[list]) -> bytes:

@@ -137,7 +137,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                     accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
         elif name == "storage.damaged" and e.get("node", "").startswith("mta."):
             damage[e["node"]] = e
-            for key, how in (("lost", "its only record was in"), ("older_state", "its latest record was in")):
+            for key, how in (("lost", "its only record was in"), ("older_state", "its latest record was in"),
+                             ("suspect", "its latest record may have been in")):
                 for msg_id in e.get(key) or ():
                     lost_to_damage.setdefault(msg_id, (e, how))
                     if is_derived(msg_id):  # a report (or its postmaster copy): the pairs of what it reports on

@@ -180,3 +180,23 @@ def test_a_report_that_follows_its_originator_through_many_moves_is_delivered():
     report = cluster.verdict()
     assert hops >= 7, "the report followed alice through more hand-offs than the old cap of six"
     assert report.ok and report.counts["lost"] == report.counts["postmaster"] == 0, report.counts
+
+
+# trial 1627879872 of the sp4 campaign with every fault kind (`xcon chaos --sim --no-torn-kills
+# --seed 2 --trials 20000 --faults ...`), shrunk: mta.ex2 reports carol's copy (her mailbox is
+# soft-deleted on ex2, the move took her to ex1) and retires it; then a corrupt fault hits the
+# first bytes of that retirement record, and mta.ex2 comes back with the message queued again
+DAMAGED_RETIREMENT = json.loads('{"seed": 1627879872, "build": "sp4", "servers": ["ex1", "ex2"], "users": [{"alias": "alice", "home": "ex1", "alternate": null, "deliver_to_both": false}, {"alias": "bob", "home": "ex1", "alternate": null, "deliver_to_both": false}, {"alias": "carol", "home": "ex2", "alternate": "bob", "deliver_to_both": true}], "lag_ms": 149, "jitter_ms": 0, "retry_ms": 50, "copy_delay_ms": 0, "events": [{"at": 0.0, "do": "fault", "kind": "kill_at_step", "node": "directory", "step": "copy", "restart_after": 0.799}, {"at": 0.566, "do": "move", "alias": "carol", "pick": 0.125, "extreme": "moves"}, {"at": 0.751, "do": "move", "alias": "bob", "pick": 0.317, "source_down": {"how": "kill", "seconds": 13.211}}, {"at": 1.523, "do": "send", "sender": "alice", "to": ["carol", "alice", "bob"]}, {"at": 2.567, "do": "fault", "kind": "drop", "node": "mta.ex1", "peer": "mta.ex2", "seconds": 1.119, "probability": 0.422}, {"at": 2.57, "do": "send", "sender": "bob", "to": ["alice", "bob", "carol"]}, {"at": 3.082, "do": "fault", "kind": "corrupt", "node": "mta.ex2", "where": 0.491, "restart_after": 0.438}], "profile": "lab", "time_scale": 1.0, "read_cache_ttl_ms": 2401, "move_build": "sp4", "soft_delete_ms": 12363, "network": "loopback", "via": "zmq", "expire_ms": null}')
+
+
+def test_a_report_whose_retirement_was_damaged_unnamed_is_the_damage_s_cost_not_a_break(tmp_path):
+    """The message is delivered to carol after the NDR went out: "both". The damage named no id,
+    so the verdict had nothing to put it down to and called the trial broken; now the MTA names
+    the messages that damage may have set back (spool.suspects) and the pair is `damaged`, the
+    expected cost of the fault corrupt."""
+    world = campaign.world_from_json(DAMAGED_RETIREMENT)
+    result = chaos.run_trial(world, tmp_path / "trial", sim=Network(), dump=False)
+    assert result.corrupted and result.counts["both"] == 0 and result.counts["damaged"] == 1, result.counts
+    assert not result.broken and result.error is None
+    damaged = [v for v in result.violations if v["outcome"] == "damaged"]
+    assert damaged[0]["rcpt"] == "carol" and "may have been in the damaged part of mta/ex2/queue.wal" in damaged[0]["why"]

@@ -210,3 +210,32 @@ def test_a_last_record_whose_bytes_are_all_there_but_do_not_read_is_damage_not_a
     recovered = Spool(tmp_path).load()
     assert recovered.damage is not None and recovered.damage["lost"] == ["m5"]
     assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3", "m4"]
+
+
+def test_damage_whose_record_start_does_not_read_names_the_queued_messages_it_may_have_held(tmp_path):
+    """Simulated campaign trial 1627879872 (sp4, every fault kind): m1's retirement was hit in its
+    first bytes, so the damage named no id; m1 came back queued as its older record left it, was
+    delivered as well as reported, and the verdict called that a break, not the damage's cost. Now
+    the messages whose every readable record precedes such damage are `suspect`; damage that
+    names its record (`lost`, `older_state`) adds no suspects."""
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.persist("m2", message("m2", "carol").to_record())
+    s.sync()
+    s.retire("m1", {"bob": 1}, 100.0)
+    s.sync()
+    s.persist("m3", message("m3", "dave").to_record())
+    s.sync()
+    data = (tmp_path / "queue.wal").read_bytes()
+    at = data.index(spool_mod.frame(["r", "m1", {"bob": 1}, 100.0])) + spool_mod.HEADER.size  # the body's first byte
+    (tmp_path / "queue.wal").write_bytes(data[:at] + b"\x00" + data[at + 1:])
+    recovered = Spool(tmp_path).load()
+    assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3"], "m1 is queued again: its retirement is gone"
+    assert recovered.damage["lost"] == recovered.damage["older_state"] == [], "the damaged bytes name nothing"
+    assert recovered.damage["suspect"] == ["m1", "m2"], "m3's record comes after the damage: it is whole"
+    data = five_batches(tmp_path / "named")
+    at = data.index(b"raw m3") + 2
+    (tmp_path / "named" / "queue.wal").write_bytes(data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:])
+    named = Spool(tmp_path / "named").load()
+    assert named.damage["lost"] == ["m3"] and named.damage["suspect"] == []
