@@ -38,7 +38,7 @@ from .bench_load import (
     cpu_s, delivery_figures, log_append_rate, raw_pipeline, rss_kb, spool_stats, submit_load,
     synthetic_logs, timed,
 )
-from .worlds import DEFAULT_FAULTS, FAULTS, draw_world
+from .worlds import DEFAULT_FAULTS, FAULTS, Recipe, draw_world
 
 
 @dataclass
@@ -309,7 +309,7 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
     n = 200 if quick else 20_000  # --quick is the CI smoke test's: a rate, not a campaign
     for faults, label in ((DEFAULT_FAULTS, "default faults"), (FAULTS, "every fault kind")):
         say(f"simulated chaos, {n} trials, {label}")
-        worlds = [draw_world(s, "sp4", faults) for s in chaos.trial_seeds(2, n)]
+        worlds = [Recipe(s, {"build": "sp4", "faults": faults}) for s in chaos.trial_seeds(2, n)]  # as xcon chaos
         t0 = time.perf_counter()
         results = campaign.run(root / "sim", worlds, Network(), workers)
         rate = 60 * n / (time.perf_counter() - t0)

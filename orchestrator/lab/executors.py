@@ -21,6 +21,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -79,7 +80,9 @@ def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | Non
         try:
             nworkers = max(1, sum(client.nthreads().values()))
             chunks = batches(items, nworkers, chunksize)
-            futures = client.map(_run_batch, [fn] * len(chunks), chunks, pure=False)
+            with warnings.catch_warnings():  # the jobs are the graph's data: a large campaign's are many MB
+                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+                futures = client.map(_run_batch, [fn] * len(chunks), chunks, pure=False)
             for future in futures:
                 yield from future.result()
         finally:
