@@ -216,14 +216,15 @@ def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, d
     found its queue log damaged after holding it (its record may be among those bytes); and a pair
     delivered or reported twice by an MTA acting on it after finding its damage (its latest record
     may be among them, and the MTA acted on an earlier state again)."""
-    def after_damage(e: dict[str, Any] | None) -> bool:
+    def after_damage(e: dict[str, Any] | None, node: str | None = None) -> bool:
         # one node's clock goes on across its restarts, from its last line's (nodes.logs.last_hlc)
-        return e is not None and e["node"] in damage and hlc.of_event(damage[e["node"]]) >= hlc.of_event(e)
+        node = node or (e or {}).get("node")
+        return e is not None and node in damage and hlc.of_event(damage[node]) >= hlc.of_event(e)
 
     for key, verdict in broken.items():
         if verdict.outcome == "pending":
-            held = next((e for e in reversed(verdict.last_events) if e["event"] in HOLDING), None)
-            blamed, how = (held["node"] if after_damage(held) else None), "its record may have been in"
+            node, held = _holder(verdict.last_events)
+            blamed, how = (node if after_damage(held, node) else None), "its record may have been in"
         elif verdict.outcome == "lost":
             held = report_held.get(key)
             blamed, how = (held["node"] if after_damage(held) else None), "its report's record may have been in"
@@ -237,6 +238,19 @@ def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, d
             counts[verdict.outcome] -= 1
             counts["damaged"] += 1
             verdict.outcome, verdict.why = "damaged", _damage_why(damage[blamed], how)
+
+
+def _holder(events: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any] | None]:
+    """The MTA that last held a pair, and the event that says so: the node of its last holding
+    event, or the MTA it was then handed to (simulated trial 518674286, reroute: the pair went
+    back to mta.ex2, whose damaged log lost it unnamed, and the blame went to mta.ex1, which had
+    handed it over)."""
+    for e in reversed(events):
+        if e["event"] == "mta.transferred" and e.get("to"):
+            return e["to"], e
+        if e["event"] in HOLDING:
+            return e["node"], e
+    return None, None
 
 
 def _damage_why(event: dict[str, Any], how: str) -> str:
@@ -303,5 +317,5 @@ def check_run(run_dir: Path, audit: bool = True, every: dict | None = None) -> R
 
 def _brief(e: dict[str, Any]) -> dict[str, Any]:
     keep = ("ts", "node", "event", "hlc", "reason", "report", "why", "cache_usn", "directory_usn",
-            "home_server", "outcome", "step", "move_id", "owner", "deleted", "messages")
+            "home_server", "to", "outcome", "step", "move_id", "owner", "deleted", "messages")
     return {k: e[k] for k in keep if k in e}

@@ -200,3 +200,21 @@ def test_a_report_whose_retirement_was_damaged_unnamed_is_the_damage_s_cost_not_
     assert not result.broken and result.error is None
     damaged = [v for v in result.violations if v["outcome"] == "damaged"]
     assert damaged[0]["rcpt"] == "carol" and "may have been in the damaged part of mta/ex2/queue.wal" in damaged[0]["why"]
+
+
+# trial 518674286 of the reroute campaign with every fault kind and torn kills (`xcon chaos --sim
+# --seed 2 --trials 20000 --mta-build reroute --faults ...`), shrunk: alice's copy goes back to
+# mta.ex2 (she moved), which queues it; then a corrupt fault hits the first bytes of that record
+DAMAGED_HANDOVER = json.loads('{"seed": 518674286, "build": "reroute", "servers": ["ex1", "ex2"], "users": [{"alias": "alice", "home": "ex1", "alternate": null, "deliver_to_both": false}, {"alias": "bob", "home": "ex2", "alternate": "alice", "deliver_to_both": false}, {"alias": "carol", "home": "ex1", "alternate": null, "deliver_to_both": false}, {"alias": "dave", "home": "ex1", "alternate": null, "deliver_to_both": false}], "lag_ms": 5, "jitter_ms": 0, "retry_ms": 1406, "copy_delay_ms": 384, "events": [{"at": 0.0, "do": "fault", "kind": "kill_at_step", "node": "directory", "step": "set_home", "restart_after": 0.743}, {"at": 0.035, "do": "move", "alias": "alice", "pick": 0.937}, {"at": 0.179, "do": "send", "sender": "alice", "to": ["dave", "bob", "carol"]}, {"at": 0.259, "do": "fault", "kind": "reorder", "node": "mta.ex2", "peer": "store.ex2", "seconds": 2.658, "probability": 0.253}, {"at": 0.526, "do": "send", "sender": "bob", "to": ["carol", "alice", "dave"]}, {"at": 0.545, "do": "move", "alias": "alice", "pick": 0.449}, {"at": 0.813, "do": "fault", "kind": "pause", "node": "mta.ex1", "seconds": 0.424}, {"at": 0.823, "do": "move", "alias": "alice", "pick": 0.745, "source_down": {"how": "kill", "seconds": 14.647}}, {"at": 1.035, "do": "fault", "kind": "kill", "node": "mta.ex1", "restart_after": 0.498}, {"at": 1.34, "do": "send", "sender": "bob", "to": ["bob", "dave"], "priority": "non-urgent"}, {"at": 1.998, "do": "send", "sender": "alice", "to": ["dave", "bob"]}, {"at": 2.293, "do": "send", "sender": "alice", "to": ["alice", "dave", "bob"]}, {"at": 2.478, "do": "send", "sender": "bob", "to": ["carol"]}, {"at": 2.497, "do": "fault", "kind": "corrupt", "node": "mta.ex2", "where": 0.535, "restart_after": 0.718}], "profile": "lab", "time_scale": 1.0, "read_cache_ttl_ms": 2275, "move_build": "sp4", "soft_delete_ms": 0, "network": "loopback", "via": "zmq", "expire_ms": null}')
+
+
+def test_a_pair_handed_to_an_mta_whose_damaged_log_lost_it_unnamed_is_put_down_to_that_damage(tmp_path):
+    """The pair waits forever ("pending"); its last holding event was mta.ex1's, which had handed
+    it to mta.ex2, so the verdict looked for damage at mta.ex1 and called the trial broken. The
+    holder is the MTA it was handed to (check._holder)."""
+    world = campaign.world_from_json(DAMAGED_HANDOVER)
+    result = chaos.run_trial(world, tmp_path / "trial", sim=Network(torn_kills=True), dump=False)
+    assert result.corrupted and result.counts["pending"] == 0 and result.counts["damaged"] == 1, result.counts
+    assert not result.broken and result.error is None
+    damaged = [v for v in result.violations if v["outcome"] == "damaged"]
+    assert damaged[0]["rcpt"] == "alice" and "mta/ex2/queue.wal" in damaged[0]["why"]
