@@ -74,6 +74,19 @@ def test_a_pending_pair_last_held_by_an_mta_that_found_its_queue_log_damaged_is_
     assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
 
 
+def test_a_pending_pair_handed_to_an_mta_that_then_found_damage_is_lost_to_that_damage():
+    """Found by the reroute campaign with every fault kind (seed 2, trial 518674286): the pair's
+    last holding event was mta.ex1's routing before it handed the pair to mta.ex2, whose queue log
+    was damaged where no id reads; the blame went looking at mta.ex1 and the trial broke."""
+    routed = {"event": "mta.routed", "node": "mta.ex1", "msg_id": "m1", "rcpt": "bob", "hlc": [0, 50]}
+    handed = {"event": "mta.transferred", "node": "mta.ex1", "msg_id": "m1", "rcpt": "bob", "to": "mta.ex2",
+              "hlc": [0, 60]}
+    report = check([accepted("m1", ["bob"]), routed, handed, damaged()])
+    assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
+    elsewhere = check([accepted("m1", ["bob"]), routed, dict(handed, to="mta.ex3"), damaged()])
+    assert [v.outcome for v in elsewhere.violations] == ["pending"], "handed to an MTA that found no damage"
+
+
 def test_a_break_on_a_message_the_damaged_mta_took_up_in_an_older_state_is_the_damage_s():
     """Found by the campaigns' corrupt fault: the record saying a pair had failed (and its NDR sent)
     was damaged; the MTA took up the message's earlier state and delivered the pair as well."""
