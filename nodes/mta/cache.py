@@ -36,7 +36,10 @@ class DirectoryCache:
     def get(self, alias: str, now: float | None = None) -> dict[str, Any] | None:
         """The entry as the MTA sees it at `now`: what it read within the read cache's TTL, else
         the replicated view (read again, and trusted for the TTL from now)."""
-        if not self.read_ttl_s or now is None:
+        if not self.read_ttl_s or now is None or not self.initialized:
+            # before the first snapshot the view is empty: a read then is no read to trust (one
+            # was kept as "no such user" for the TTL and failed a delivered message as unknown:
+            # simulated trial 525040750, reroute)
             return self.entries.get(alias)
         read = self._reads.get(alias)
         if read is not None and now < read[1]:

@@ -58,12 +58,14 @@ class Routing:
             # a restarted MTA whose directory has not answered yet: an empty cache knows nobody,
             # and routing on it would fail every recipient (and the NDR's originator) as unknown
             return self._defer(msg, pair, now, "directory cache not loaded yet", answered=False)
-        entry, via = self._entry(pair, now)
         if pair.handed_to is not None:
             # an unacknowledged hand-off: the peer may own the pair already, so it goes to that
-            # peer again with what it was sent before; only the peer's answer settles it
+            # peer again with what it was sent before; only the peer's answer settles it (and the
+            # directory is not read: a read refreshes what the read cache trusts)
             entry, via = pair.hint, "unacknowledged transfer"
             pair.resent = True
+        else:
+            entry, via = self._entry(pair, now)
         if entry is None:
             return self._fail(msg, [pair], "unknown", now)
         home = entry["home_server"]

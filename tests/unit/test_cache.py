@@ -76,3 +76,13 @@ def test_an_mta_outside_the_directorys_site_hears_of_changes_over_the_connector(
     lags = {s: MtaCore(s, settings, "b").cache.lag_s for s in settings.servers}
     assert lags == {"ex1": 1.0, "ex2": 1.1, "ex3": 6.2}
     assert settings.site_of("ex3") == "BRANCH" and Settings().site_of("ex1") == "XCON"
+
+
+def test_a_read_before_the_first_snapshot_is_not_kept_by_the_read_cache():
+    """A restarted MTA read the empty view before its snapshot came (for a pair it had handed off,
+    whose entry it did not even use); the read cache kept "no such user" for its TTL, and a
+    message already delivered was failed as unknown and reported (simulated trial 525040750)."""
+    cache = DirectoryCache(lag_ms=0, jitter_ms=0, seed=1, read_ttl_ms=5000)
+    assert cache.get("dave", now=0.0) is None
+    cache.load_snapshot(1, [recipient("dave", "ex2", 1)], now=0.1)
+    assert cache.get("dave", now=0.2)["home_server"] == "ex2", "read again: the snapshot has him"
