@@ -83,6 +83,16 @@ def _message_ids(folder: Path) -> Counter:
     return ids
 
 
+def mail_group(settings: Any) -> int | None:
+    """The group a store shares its mail with: `mail` under --imap (Dovecot reads it as that
+    user: nodes.imap), else none (the owner's alone)."""
+    if not settings.imap:
+        return None
+    import grp
+
+    return grp.getgrnam("mail").gr_gid
+
+
 class Maildirs:
     def __init__(self, root: Path, fsync: bool = True, group: int | None = None):
         """`group`: share the mail with this group (read and flagged by Dovecot, `xcon up --imap`):

@@ -37,7 +37,7 @@ from nodes.logs import last_value
 from nodes.mta import spool
 from nodes.records import DamagedFile, describe_damage
 from nodes.security import KEYS, create_keys, create_smtp_certificate
-from nodes.store.maildir import Maildirs, read_move_state
+from nodes.store.maildir import Maildirs, mail_group, read_move_state
 
 from orchestrator import netns
 from .client import ClusterError, Refused
@@ -137,14 +137,9 @@ def seed(run_dir: Path, settings: Settings, users: list[dict[str, Any]]) -> None
     (nodes.directory.core.organisation) and each one's mailbox on its home store. The nodes then
     start from it as from a stopped cluster's files; each MTA's cache takes it whole from its first
     snapshot."""
-    group = None
-    if settings.imap:  # as the store shares its mail (nodes.store.__main__)
-        import grp
-
-        group = grp.getgrnam("mail").gr_gid
     write_new(run_dir / "directory" / "directory.json", organisation(users))
     for server in settings.servers:
-        Maildirs(run_dir / "stores" / server, settings.fsync, group).create_many(
+        Maildirs(run_dir / "stores" / server, settings.fsync, mail_group(settings)).create_many(
             [u["alias"] for u in users if u["home"] == server])
 
 
