@@ -24,7 +24,7 @@ from nodes.config import BUILDS, MOVE_BUILDS
 from orchestrator.sim.world import Network
 
 from . import chaos, executors
-from .worlds import Recipe, World, drawn
+from .worlds import Recipe, World, drawn, named_users
 
 
 # a shrunk world must stay one a real cluster can run: a retry interval of 0 would be a tight loop
@@ -142,9 +142,7 @@ def shrink(world: World, network: Network | None = None, budget: int = 400) -> t
                 best, changed = candidate, True
             else:
                 i += 1
-        named = {e.get("alias") for e in best.events} | {e.get("sender") for e in best.events}
-        named |= {r for e in best.events for r in e.get("to", ())}
-        named |= {u["alternate"] for u in best.users if u["alternate"]}
+        named = named_users(best) | {u["alternate"] for u in best.users if u["alternate"]}
         for user in [u for u in best.users if u["alias"] not in named]:
             if runs >= budget:
                 break

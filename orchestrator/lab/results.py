@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from .worlds import drawn
+from .worlds import drawn, named_users
 
 LATEST = "latest"
 MAX_TRACES = 20  # the broken trials whose first finding gets a trace picture
@@ -69,8 +69,7 @@ def world_of(world: Any) -> dict[str, Any]:
     faults = [{k: v for k, v in e.items() if k != "do"} for e in world.events if e.get("do") == "fault"]
     users = [u["alias"] for u in world.users]
     if len(users) > WORLD_USERS:
-        named = {e.get("alias") for e in world.events} | {e.get("sender") for e in world.events}
-        named |= {r for e in world.events for r in e.get("to", ())}
+        named = named_users(world)
         users = [a for a in users if a in named]
     return {"users": users, "user_count": len(world.users), "servers": list(world.servers),
             "moves": sum(e.get("do") == "move" for e in world.events),

@@ -86,6 +86,12 @@ def drawn(world: World | Recipe) -> World:
     return world.draw() if isinstance(world, Recipe) else world
 
 
+def named_users(world: World) -> set[str]:
+    """The aliases the world's events name: movers, senders, recipients, restricted users."""
+    named = {e.get("alias") for e in world.events} | {e.get("sender") for e in world.events}
+    return named | {r for e in world.events for r in e.get("to", ())}
+
+
 def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
     out = []
     for s in servers:
