@@ -174,5 +174,3 @@ class Imap(EdgeNode):
             self.log("info", "imap.users", usn=answer.body["usn"], users=users,
                      added=sorted(set(users) - set(self.users)), removed=sorted(set(self.users) - set(users)))
         self.usn, self.users = answer.body["usn"], users
-
-

@@ -102,8 +102,6 @@ def from_env(given: str | None) -> str | None:
     return given or os.environ.get(ENV) or None
 
 
-
-
 def pack_dir(path: Path) -> bytes:
     """A folder as a gzipped tar in memory: a run-dir made on a worker, brought back to the caller."""
     buffer = io.BytesIO()
