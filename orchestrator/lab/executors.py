@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 import tarfile
 import tempfile
@@ -25,8 +24,6 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
-
-ENV = "XCON_DASK"
 
 
 def batches(items: list, workers: int, size: int | None = None) -> list[list]:
@@ -96,10 +93,6 @@ def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | Non
         return
     with ProcessPoolExecutor(workers) as pool:
         yield from pool.map(fn, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
-
-
-def from_env(given: str | None) -> str | None:
-    return given or os.environ.get(ENV) or None
 
 
 def pack_dir(path: Path) -> bytes:
