@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
+import orjson
 
 from protocol.names import valid_msg_id
 
@@ -71,9 +72,9 @@ def describe_damage(name: str, damage: list, what: str = "") -> str:
 # --- binary frames: length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack ----------------------
 
 HEADER = struct.Struct(">II")
-# in a damaged run, the start of a queue-log record as msgpack writes it: ["p", id, ...] or
-# ["r", id, ...], then the id (a str of up to 255 bytes)
-_RECORD_START = re.compile(rb"(?:\x93\xa1p|\x94\xa1r)(?:([\xa0-\xbf])|\xd9(.))", re.S)
+# in a damaged run, the start of a queue-log record as msgpack writes it: ["p", id, ...],
+# ["s", id, ...] or ["r", id, ...], then the id (a str of up to 255 bytes)
+_RECORD_START = re.compile(rb"(?:\x93\xa1[ps]|\x94\xa1r)(?:([\xa0-\xbf])|\xd9(.))", re.S)
 
 
 def scan_frames(data: bytes, valid: Callable[[Any], bool]) -> Scan:
@@ -82,28 +83,29 @@ def scan_frames(data: bytes, valid: Callable[[Any], bool]) -> Scan:
     the reader looks for the next offset where a good record starts and goes on from there."""
     scan = Scan()
     at = 0
-    while at < len(data):
-        record, end = _frame_at(data, at, valid)
-        if record is not None:
-            scan.records.append(record)
-            scan.ends.append(end)
-            at = scan.good = end
-            continue
-        resume = _next_frame(data, at + 1, valid)
-        if resume is None:
-            if _complete(data, at):  # all its bytes are there, and they do not read: damage, not a tear
-                scan.damage.append((at, len(data)))
-                scan.ids += ids_in(data[at:])
-            else:  # a torn tail: an incomplete last record, which a crash can leave
-                scan.torn = len(data) - at
-            break
-        scan.damage.append((at, resume))
-        scan.ids += ids_in(data[at:resume])
-        at = resume
+    with memoryview(data) as view:  # each record's body read where it lies, not copied out first
+        while at < len(data):
+            record, end = _frame_at(view, at, valid)
+            if record is not None:
+                scan.records.append(record)
+                scan.ends.append(end)
+                at = scan.good = end
+                continue
+            resume = _next_frame(data, at + 1, valid)
+            if resume is None:
+                if _complete(data, at):  # all its bytes are there, and they do not read: damage, not a tear
+                    scan.damage.append((at, len(data)))
+                    scan.ids += ids_in(data[at:])
+                else:  # a torn tail: an incomplete last record, which a crash can leave
+                    scan.torn = len(data) - at
+                break
+            scan.damage.append((at, resume))
+            scan.ids += ids_in(data[at:resume])
+            at = resume
     return scan
 
 
-def _frame_at(data: bytes, at: int, valid: Callable[[Any], bool]) -> tuple[Any, int]:
+def _frame_at(data: bytes | memoryview, at: int, valid: Callable[[Any], bool]) -> tuple[Any, int]:
     if at + HEADER.size > len(data):
         return None, at
     size, crc = HEADER.unpack_from(data, at)
@@ -125,10 +127,10 @@ def _complete(data: bytes, at: int) -> bool:
     return at + HEADER.size <= len(data) and at + HEADER.size + HEADER.unpack_from(data, at)[0] <= len(data)
 
 
-# how a queue-log record's body begins (msgpack of ["p", ...], ["r", ...], ["c"]): the only offsets
+# how a queue-log record's body begins (msgpack of ["p", ...], ["s", ...], ["r", ...], ["c"]): the only offsets
 # where a record can start, found by the regex engine, not byte by byte in Python (a torn 15 MiB
 # record took 7.5 s to search that way)
-_BODY_START = re.compile(rb"\x93\xa1p|\x94\xa1r|\x91\xa1c")
+_BODY_START = re.compile(rb"\x93\xa1[ps]|\x94\xa1r|\x91\xa1c")
 
 
 def _next_frame(data: bytes, start: int, valid: Callable[[Any], bool]) -> int | None:
@@ -216,6 +218,20 @@ def set_aside(path: Path) -> Path:
         aside = path.with_name(f"{path.name}.damaged-{stamp}.{n}")
     os.rename(path, aside)
     return aside
+
+
+def read_back(value: Any, sort_keys: bool = False) -> Any:
+    """What a JSON file of `value` reads back as (a simulated node's file, kept in memory): a
+    deep copy with tuples as lists and keys as strings, by orjson, or by json's own round trip for
+    what orjson refuses (an int past 64 bits). No state holds a NaN, which json writes and orjson
+    writes as null."""
+    try:
+        return orjson.loads(orjson.dumps(value, option=_READ_BACK[sort_keys]))
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.loads(json.dumps(value, sort_keys=sort_keys))
+
+
+_READ_BACK = {False: orjson.OPT_NON_STR_KEYS, True: orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS}
 
 
 def read_json_file(path: Path, valid: Callable[[Any], str | None] | None = None) -> Any:

@@ -4,10 +4,18 @@
 `length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack`:
 
     ["p", msg_id, record]               the message and its pairs' states; the newest one wins
+    ["s", msg_id, state]                a newer state of a message whose "p" record is in the log:
+                                        the same record without the message's bytes (`raw`)
     ["r", msg_id, {rcpt: hops}, accepted_at]
                                         every pair is final: the message leaves the queue, and
                                         its pairs are remembered so a retransmission is refused
     ["c"]                               the end of a batch: the records before it count together
+
+A message's bytes are written once: its first record is whole, and each later step of its pairs
+(a delivery, a deferral, a report) writes only the state. Before, each step wrote the message
+again, and one of 15 MiB with three recipients left 125 MB in the log. The cost is that damage to
+the whole record loses the message even where later states read (it is named in `lost`, and
+`xcon check` puts its pairs down to the damage); a compaction writes every queued message whole.
 
 A batch is one append and one fsync (group commit: see Runtime.flush), where a queue file per
 message cost a create, an fsync, a rename, an unlink and a directory fsync. A crash can only
@@ -57,8 +65,14 @@ State = tuple[Iterable[dict], Iterable[tuple[str, dict[str, int], float]]]
 
 
 def frame(record: list) -> bytes:
+    return b"".join(frame_parts(record))
+
+
+def frame_parts(record: list) -> tuple[bytes, bytes]:
+    """A record's frame as its header and its body, for a caller that joins many at once (a
+    message's record is copied once on its way into a batch, not once more per frame)."""
     data = pack(record)
-    return HEADER.pack(len(data), zlib.crc32(data)) + data
+    return HEADER.pack(len(data), zlib.crc32(data)), data
 
 
 COMMIT = frame(["c"])
@@ -74,11 +88,25 @@ _PAIR_REQUIRED = frozenset(_PAIR) - {"cycles", "arrived_usn"}  # fields added si
 _MESSAGE = {"msg_id": {str}, "sender": {str}, "raw": {bytes}, "accepted_at": {int, float}, "ndr_for": {str, _NONE},
             "ndr_rcpts": {list}, "priority": {str}, "report": {str, _NONE}, "pairs": {list}}
 _MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
+_STATE = {k: v for k, v in _MESSAGE.items() if k != "raw"}  # an "s" record: the message without its bytes
+_STATE_REQUIRED = _MESSAGE_REQUIRED - {"raw"}
 
 
 def _fields_ok(d: Any, types: dict[str, set[type]], required: frozenset[str]) -> bool:
-    return (type(d) is dict and required <= d.keys() <= types.keys()
-            and all(type(v) in types[k] for k, v in d.items()))
+    if type(d) is not dict:
+        return False
+    # a record's shape (its keys and the types of their values, in order) is judged once: a log
+    # holds a handful of shapes, and this check ran per field of every pair of every record
+    shape = (id(types), *d, *map(type, d.values()))
+    if shape in _GOOD_SHAPES:
+        return True
+    ok = required <= d.keys() <= types.keys() and all(type(v) in types[k] for k, v in d.items())
+    if ok and len(_GOOD_SHAPES) < 4096:
+        _GOOD_SHAPES.add(shape)
+    return ok
+
+
+_GOOD_SHAPES: set[tuple] = set()
 
 
 def valid_record(record: Any) -> bool:
@@ -92,10 +120,11 @@ def valid_record(record: Any) -> bool:
         return (len(record) == 4 and valid_msg_id(record[1]) and isinstance(record[2], dict)
                 and all(valid_recipient(r) and type(h) is int for r, h in record[2].items())
                 and isinstance(record[3], (int, float)) and not isinstance(record[3], bool))
-    if tag != "p" or len(record) != 3:
+    if tag not in ("p", "s") or len(record) != 3:
         return False
     msg = record[2]
-    return (_fields_ok(msg, _MESSAGE, _MESSAGE_REQUIRED) and msg["msg_id"] == record[1] and valid_msg_id(record[1])
+    fields, required = (_MESSAGE, _MESSAGE_REQUIRED) if tag == "p" else (_STATE, _STATE_REQUIRED)
+    return (_fields_ok(msg, fields, required) and msg["msg_id"] == record[1] and valid_msg_id(record[1])
             and msg.get("priority", "normal") in PRIORITIES and all(isinstance(r, str) for r in msg["ndr_rcpts"])
             and all(_fields_ok(p, _PAIR, _PAIR_REQUIRED) and p["state"] in STATES and valid_recipient(p["rcpt"])
                     for p in msg["pairs"]))
@@ -133,14 +162,18 @@ class Recovered:
     damage: dict[str, Any] | None = None
 
 
-def recover(data: bytes) -> tuple[Recovered, list[list], int]:
-    """The state a log's bytes hold, the records kept and where the good part ends."""
+def recover(data: bytes | bytearray) -> tuple[Recovered, list[list], int]:
+    """The state a log's bytes hold, the records kept and where the good part ends. `data` is
+    only read (a simulated log's bytearray is read where it lies)."""
     records, good, scan = read_records(data)
-    queued, remembered = replay(records)
+    queued, remembered, orphans = replay(records)
     damage = None
-    if scan.damaged:
+    if scan.damaged or orphans:
+        # a state whose message's bytes are gone is lost with them; the log kept drops it
+        records = [r for r in records if not (r[0] == "s" and r[1] in orphans)] if orphans else records
         left = {r[1] for r in records}
-        damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": [i for i in scan.ids if i not in left],
+        lost = [i for i in scan.ids if i not in left]
+        damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": lost + [i for i in orphans if i not in lost],
                   "older_state": [i for i in scan.ids if i in left],
                   "suspect": suspects(data, scan, queued)}
     return Recovered(queued, remembered, damage), records, good
@@ -166,18 +199,27 @@ def rewrite(records: list[list]) -> bytes:
     return b"".join(frame(r) for r in records) + COMMIT if records else b""
 
 
-def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]]]:
-    """What a log's records leave: the queued messages, and each retirement in log order."""
+def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]], set[str]]:
+    """What a log's records leave: the queued messages, each retirement in log order, and the ids
+    of states ("s") whose message's bytes no record holds (damage took its "p" record)."""
     queued: dict[str, dict] = {}
     remembered: list[tuple[str, dict[str, int], float]] = []
+    orphans: set[str] = set()
     for rec in records:
-        if rec[0] == "p":
+        tag = rec[0]
+        if tag == "p":
             queued[rec[1]] = rec[2]
-        elif rec[0] == "r":
+        elif tag == "s":
+            whole = queued.get(rec[1])
+            if whole is None:
+                orphans.add(rec[1])
+            else:
+                queued[rec[1]] = {**rec[2], "raw": whole["raw"]}
+        elif tag == "r":
             _, msg_id, hops, accepted_at = rec
             queued.pop(msg_id, None)
             remembered.append((msg_id, hops, accepted_at))
-    return [QueuedMessage.from_record(r) for r in queued.values()], remembered
+    return [QueuedMessage.from_record(r) for r in queued.values()], remembered, orphans
 
 
 class Batch:
@@ -188,6 +230,7 @@ class Batch:
         # then handed to a peer, in the same turn) is written once, in its newer state
         self._pending: list[list | None] = []
         self._pending_at: dict[str, int] = {}  # msg_id -> index of its "p" record in _pending
+        self._whole: set[str] = set()  # the queued messages whose bytes the log holds: a new state is "s"
         self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
         self.compactions = 0
         self.syncs = self.records = self.bytes = 0  # since start: what group commit achieves
@@ -207,17 +250,37 @@ class Batch:
         self._pending.append(["r", msg_id, hops, accepted_at])
 
     def _take(self) -> bytes:
-        """The batch as it is appended: its records, then the commit record (none if empty)."""
-        pending = [frame(r) for r in self._pending if r is not None]
-        return b"".join(pending) + COMMIT if pending else b""
+        """The batch as it is appended: its records, then the commit record (none if empty). A
+        message whose bytes the log holds has its state written without them; one retired earlier
+        in the batch and queued again (back after a reroute) is written whole."""
+        parts: list[bytes] = []
+        retired = set()
+        for r in self._pending:
+            if r is None:
+                continue
+            if r[0] == "r":
+                retired.add(r[1])
+            elif r[1] in self._whole and r[1] not in retired:
+                r = ["s", r[1], {k: v for k, v in r[2].items() if k != "raw"}]
+            parts += frame_parts(r)
+        return b"".join((*parts, COMMIT)) if parts else b""
 
     def _taken(self, data: bytes) -> None:
         """The batch is durable: count it and start the next."""
+        whole = self._whole
+        for r in self._pending:
+            if r is not None:
+                (whole.add if r[0] == "p" else whole.discard)(r[1])
         self.records += sum(r is not None for r in self._pending)
         self._pending, self._pending_at = [], {}
         if data:
             self.syncs += 1
             self.bytes += len(data)
+
+    def _loaded(self, state: Recovered) -> Recovered:
+        """The log as `load` leaves it holds each queued message whole."""
+        self._whole = {m.msg_id for m in state.queued}
+        return state
 
 
 class MemorySpool(Batch):
@@ -231,14 +294,14 @@ class MemorySpool(Batch):
         self.damaged: list[bytes] = []  # damaged logs kept aside at load
 
     def load(self) -> Recovered:
-        state, records, good = recover(bytes(self.data))
+        state, records, good = recover(self.data)
         if state.damage is not None:
             self.damaged.append(bytes(self.data))  # kept aside, as a real log is
             self.data[:] = rewrite(records)
             state.damage["kept_as"] = f"damaged copy {len(self.damaged)}"
         else:
             del self.data[good:]
-        return state
+        return self._loaded(state)
 
     def sync(self) -> None:
         data = self._take()
@@ -292,7 +355,7 @@ class Spool(Batch):
         if good < os.fstat(self._fd).st_size:  # a torn tail: a batch that was never acknowledged
             os.ftruncate(self._fd, good)
         self._size = self._compacted_size = good
-        return state
+        return self._loaded(state)
 
 
     def sync(self) -> None:
@@ -320,6 +383,7 @@ class Spool(Batch):
         """Rewrite the log as the given state alone: tmp, fsync, rename, fsync of the directory.
         On a full disk the log stays as it was (compaction is only a saving) and False is returned."""
         records, remembered = state
+        whole = set()
         tmp = self.root / ".queue.wal.tmp"
         # record by record into a buffered file, not the whole log in memory first: that held an
         # object or two per remembered message at once and grew the MTA's RSS (docs/performance.md)
@@ -329,6 +393,7 @@ class Spool(Batch):
                     f.write(frame(["r", msg_id, hops, at]))
                 for record in records:
                     f.write(frame(["p", record["msg_id"], record]))
+                    whole.add(record["msg_id"])
                 f.write(COMMIT)
                 size = f.tell()
                 f.flush()
@@ -344,5 +409,6 @@ class Spool(Batch):
             os.close(self._fd)
         self._fd = open_append(self.path)
         self._size = self._compacted_size = size
+        self._whole = whole
         self.compactions += 1
         return True

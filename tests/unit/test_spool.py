@@ -239,3 +239,77 @@ def test_damage_whose_record_start_does_not_read_names_the_queued_messages_it_ma
     (tmp_path / "named" / "queue.wal").write_bytes(data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:])
     named = Spool(tmp_path / "named").load()
     assert named.damage["lost"] == ["m3"] and named.damage["suspect"] == []
+
+
+def test_a_message_s_bytes_are_written_once_and_its_later_states_without_them(tmp_path):
+    """A 15 MiB message with three recipients wrote 125 MB: each step of a pair wrote it again.
+    Now its first record holds the bytes and each later state ("s") holds the rest."""
+    s = Spool(tmp_path)
+    s.load()
+    big = QueuedMessage("m1", "alice", b"x" * 100_000, 100.0, pairs={"bob": Pair("bob", hops=1)})
+    s.persist("m1", big.to_record())
+    s.sync()
+    for state in ("deferred", "queued", "delivered"):
+        big.pairs["bob"].state = state
+        s.persist("m1", big.to_record())
+        s.sync()
+    data = (tmp_path / "queue.wal").read_bytes()
+    assert data.count(b"x" * 100_000) == 1 and len(data) < 101_000
+    records, _, _ = spool_mod.read_records(data)
+    assert [r[0] for r in records] == ["p", "s", "s", "s"] and "raw" not in records[1][2]
+    (queued,), _ = load(Spool(tmp_path))
+    assert queued.raw == b"x" * 100_000 and queued.pairs["bob"].state == "delivered"
+
+
+def test_a_message_retired_and_queued_again_is_written_whole_even_in_one_batch(tmp_path):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.sync()
+    s.retire("m1", {"bob": 1}, 100.0)
+    s.persist("m1", message("m1", "bob").to_record())  # back after a reroute, in the same batch
+    s.sync()
+    s.persist("m1", message("m1", "bob", state="failed").to_record())
+    s.sync()
+    records, _, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
+    assert [r[0] for r in records] == ["p", "r", "p", "s"]
+    (queued,), remembered = load(Spool(tmp_path))
+    assert queued.raw == b"raw m1" and queued.pairs["bob"].state == "failed" and len(remembered) == 1
+
+
+def test_damage_to_the_record_with_a_message_s_bytes_loses_it_and_says_so(tmp_path):
+    """The cost of writing the bytes once: later states that read cannot bring back a message
+    whose whole record is damaged. It is named in `lost` (so `xcon check` puts its pairs down to
+    the damage), its states are not kept, and the new log reads clean."""
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.persist("m2", message("m2", "carol").to_record())
+    s.sync()
+    s.persist("m1", message("m1", "bob", state="deferred").to_record())
+    s.sync()
+    data = (tmp_path / "queue.wal").read_bytes()
+    at = data.index(b"raw m1") + 1
+    (tmp_path / "queue.wal").write_bytes(data[:at] + b"X" + data[at + 1:])
+    recovered = Spool(tmp_path).load()
+    assert [m.msg_id for m in recovered.queued] == ["m2"]
+    assert recovered.damage["lost"] == ["m1"] and recovered.damage["older_state"] == []
+    assert load(Spool(tmp_path))[0][0].msg_id == "m2", "the new log holds no state without its message"
+
+
+def test_after_a_restart_or_a_compaction_a_queued_message_s_states_go_without_its_bytes(tmp_path, monkeypatch):
+    s = Spool(tmp_path)
+    s.load()
+    s.persist("m1", message("m1", "bob").to_record())
+    s.sync()
+    again = Spool(tmp_path)
+    load(again)
+    again.persist("m1", message("m1", "bob", state="deferred").to_record())
+    again.sync()
+    records, _, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
+    assert [r[0] for r in records] == ["p", "s"]
+    again.compact(([message("m1", "bob", state="deferred").to_record()], []))
+    again.persist("m1", message("m1", "bob", state="failed").to_record())
+    again.sync()
+    records, _, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
+    assert [r[0] for r in records] == ["p", "s"] and load(Spool(tmp_path))[0][0].pairs["bob"].state == "failed"
