@@ -221,12 +221,15 @@ class NodeLog:
         # console line is costly, for a copy nobody reads at load (docs/performance.md)
         self.quiet = frozenset() if console == "info" else frozenset(("info", "debug"))
         self.sinks = sinks
+        if isinstance(sinks.console, NoConsole):  # a simulated node: no console line is made at all
+            self.quiet = _LEVELS
+            self.log: Any = _Emitter(self)
+            return
         # this log's own pipeline (wrap_logger), not structlog.configure: a process may host many.
         # (Imported here: the CLI reads logs through this module and has no use for structlog.)
         import structlog
 
-        self.log: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
-            sinks.console, processors=[self.add_header, sinks.json_file, console_line])
+        self.log = structlog.wrap_logger(sinks.console, processors=[self.add_header, sinks.json_file, console_line])
 
     def header(self, level: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         """ts, node, level, event, hlc first, then the event's fields; the header wins a clash."""
@@ -259,6 +262,29 @@ class NodeLog:
 
     def flush(self) -> None:
         self.sinks.flush()
+
+
+_LEVELS = frozenset(("debug", "info", "warning", "error", "critical"))
+
+
+class _Emitter:
+    """`NodeLog.log` of a node with no console: the host's events go through `emit`, as a core's
+    do, without a structlog logger whose console line nobody reads (one per simulated node boot)."""
+
+    def __init__(self, log: NodeLog):
+        self._emit = log.emit
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
 
 
 def file_log(node: str, log_file: Path, console: str = "warning") -> NodeLog:
