@@ -11,14 +11,13 @@ operator decides (`xcon move ALIAS --abort`, `xcon status`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from nodes.config import append_whole, fsync_dir, open_append, write_atomic
-from nodes.records import Scan, encode_line, scan_lines, set_aside
+from nodes.records import Scan, encode_line, read_back, scan_lines, set_aside
 from protocol import MOVE_ENDED
 from protocol.names import valid_alias
 
@@ -96,7 +95,7 @@ class MemoryJournal:
         """The process died: every record was durable as it was written; nothing is lost."""
 
     def write(self, record: dict[str, Any]) -> None:
-        self.records.append(json.loads(json.dumps(record, sort_keys=True)))  # what a reader gets back
+        self.records.append(read_back(record, sort_keys=True))  # what a reader gets back
 
     def dump(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 from protocol.names import valid_alias
 
 from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
-from ..records import read_json_file
+from ..records import read_back, read_json_file
 from .actions import IN_TRANSIT, msg_id_of
 
 LOCKS_FILE = ".locks.json"
@@ -313,7 +313,7 @@ class MemoryMaildirs:
             self.boxes[mailbox] = self.boxes.pop(source)
 
     def save_state(self, state: dict[str, Any]) -> None:
-        self.state = json.loads(json.dumps(state))  # a copy, as a file would hold it
+        self.state = read_back(state)  # a copy, as a file would hold it
 
     def names(self, mailbox: str) -> list[str]:
         self.sync()
