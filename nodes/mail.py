@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import re
 from dataclasses import dataclass
 from email.utils import formatdate, parseaddr
 from functools import lru_cache
@@ -328,8 +329,31 @@ def summarize(raw: bytes) -> dict[str, Any]:
 
 
 def _header(raw: bytes, name: str) -> str | None:
-    msg = email.message_from_bytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=email.policy.compat32)
+    """The first `name` header of a message's header block, its folded lines joined by CRLF, as
+    the email package reads it (compat32). A plain block (ASCII, CRLF line ends, each line a
+    header or the fold of one) is read here; anything else by the email package itself, whose
+    parse of the block was 3% of a simulated trial (an NDR quotes its original's subject)."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    lines = head.decode("ascii").split("\r\n") if head.isascii() else None
+    if lines and all(_PLAIN_LINE.fullmatch(line) for line in lines):
+        want, found = name.lower(), None
+        for line in lines:
+            if line[0] in " \t":
+                if found is not None:
+                    found.append(line)
+            elif found is not None:
+                break
+            elif line[:line.index(":")].lower() == want:
+                found = [line[line.index(":") + 1:].lstrip(" \t")]
+        return "\r\n".join(found).rstrip("\r\n") if found is not None else None
+    msg = email.message_from_bytes(head + b"\r\n\r\n", policy=email.policy.compat32)
     return msg.get(name)
+
+
+# a header line the fast path of _header reads: a name (the email package's characters, at least
+# one) and a colon, or the fold of the line before, and no CR or LF alone (the email package ends
+# a line there too); "From " starts an mbox line, not a header
+_PLAIN_LINE = re.compile(r"(?:(?!From )[\x21-\x39\x3b-\x7e]+:|[ \t])[^\r\n]*")
 
 
 def _one_line(text: str) -> str:

@@ -7,7 +7,9 @@ import email.policy
 import mailbox
 
 from flufl.bounce import all_failures, scan_message
+from hypothesis import example, given, settings, strategies as st
 
+from nodes import mail
 from nodes.mail import STATUS, compose, compose_ndr, summarize
 
 ORIGINAL = compose("ex2.b.7", "alice", ["bob", "carol"], "during the move", "will bob ever see this?", 1000.0)
@@ -105,3 +107,23 @@ def test_rfc_3461_parameters_are_read_from_the_ims_block_alone():
     assert dsn_of(raw) == {"envid": "e1", "ret": "HDRS",
                            "rcpts": {"bob": {"notify": {"FAILURE", "DELAY"}, "orcpt": "rfc822;bob@example.org"}}}
     assert dsn_of(b"From: alice@xcon.test\r\n\r\nx") == {"envid": None, "ret": None, "rcpts": {}}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(["Subject", "subject", "To", ":", " ", "\t", "\r\n", "\r\n ", "\r\n\t", "\n", "\r",
+                                 "From ", "x", "a b", "\u00e9"]), max_size=16))
+@example(["subject", ":", "x", "\r\n", "Subject", ":", "a b"])  # the first of two
+@example(["To", ":", "x", "\r\n", "Subject", ":", "a b", "\r\n\t", "x", "\r\n ", "x"])  # folded
+@example(["Subject", ":", "a b", "\n", "x"])  # a bare LF ends the line there
+@example(["From ", "x", "\r\n", "Subject", ":", "x"])  # an mbox From line
+@example([" ", "x", "\r\n", "Subject", ":", "x"])  # a fold with nothing before it
+def test_the_subject_a_report_quotes_is_the_one_the_email_package_reads(pieces):
+    """nodes.mail reads a plain header block itself and the rest through the email package
+    (compat32); both must give the same subject, folds, odd line ends and all."""
+    raw = "".join(pieces).encode()
+    msg = email.message_from_bytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=email.policy.compat32)
+    theirs = msg.get("Subject")
+    if theirs is not None and not isinstance(theirs, str):
+        return  # 8-bit bytes: a Header object, which the fallback gives back the same way
+    ours = mail._header(raw, "Subject")
+    assert (ours if ours is None else mail._one_line(ours)) == (theirs if theirs is None else mail._one_line(theirs))
