@@ -97,3 +97,16 @@ def test_story_svg_and_perfetto(tmp_path):
     names = [e for e in perf["traceEvents"] if e["ph"] == "M"]
     assert len(names) == 5 and sum(e["ph"] == "i" for e in perf["traceEvents"]) == len(EVENTS)
     assert all(isinstance(e["ts"], int) for e in perf["traceEvents"] if e["ph"] == "i")
+
+
+def test_a_large_campaign_s_plots_show_runs_of_trials_and_keep_the_worst_of_each():
+    """20,000 bars took pygal 7 s to draw at the end of each 20,000-trial campaign (and on each
+    view of its page in `xcon serve`); past 500 trials a point is a run of them, the worst kept."""
+    from orchestrator.serve import pages
+
+    trials = [{"counts": {"lost": 0}, "latency_ms": {"p50": 10, "p99": 20, "max": 30}} for _ in range(1200)]
+    trials[700] = {"counts": {"lost": 3}, "latency_ms": {"p50": 10, "p99": 20, "max": 999}}
+    (_, bars), (_, lines), *_ = pages.plots({"kind": "chaos", "trials": trials})
+    assert "trials, 3 a point (the worst of them)" in bars
+    assert bars.count('class="rect reactive tooltip-trigger"') == 2 * 400, "lost and duplicated, 400 points each"
+    assert ">3<" in bars and ">999<" in lines, "the one bad trial shows"
