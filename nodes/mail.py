@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from email.utils import formatdate, parseaddr
@@ -97,6 +98,15 @@ def _date(second: int) -> str:
     return formatdate(second)
 
 
+def _date_at(t: float) -> str:
+    """formatdate(t), from _date's cache: the second is the one datetime rounds `t` into (to the
+    microsecond, half to even, so 9.9999996 is 10). A report writes four or five dates."""
+    if t < 0:
+        return formatdate(t)
+    fraction, whole = math.modf(t)
+    return _date(int(whole) + (round(fraction * 1e6) >= 1_000_000))
+
+
 def compose(msg_id: str, sender: str, recipients: list[str], subject: str, body: str, now: float,
             priority: str = "normal") -> bytes:
     """An RFC 5322 message with xcon's message id in X-Xcon-Msg-Id, and its priority in the
@@ -174,12 +184,12 @@ def compose_ndr(
     dsn = dsn_of(original)  # over SMTP: ENVID, each recipient's ORCPT, RET (RFC 3461)
     original_subject = _quoted_subject(original)
     explanation = ["Your message did not reach some or all of the intended recipients.", "",
-                   f"      Subject:  {original_subject}", f"      Sent:     {formatdate(arrival)}", "",
+                   f"      Subject:  {original_subject}", f"      Sent:     {_date_at(arrival)}", "",
                    "The following recipient(s) could not be reached:", ""]
     blocks = []
     for rcpt, reason in failures:
         failure = STATUS[reason]
-        explanation += [f"      {address(rcpt)} on {formatdate(now)}", f"            {failure.text}",
+        explanation += [f"      {address(rcpt)} on {_date_at(now)}", f"            {failure.text}",
                         f"            MSEXCH:MSExchangeMTA:{site}:{reporting_server.upper()}", ""]
         orcpt = dsn["rcpts"].get(rcpt, {}).get("orcpt")
         blocks += [
@@ -191,13 +201,13 @@ def compose_ndr(
             f"Diagnostic-Code: X-Exchange-MTA; {failure.text}",
             f"X-X400-Reason-Code: {failure.reason[0]} ({failure.reason[1]})",
             f"X-X400-Diagnostic-Code: {failure.diagnostic[0]} ({failure.diagnostic[1]})",
-            f"Last-Attempt-Date: {formatdate(now)}",
+            f"Last-Attempt-Date: {_date_at(now)}",
         ]
     lines = [
         f"From: Mail Delivery System <postmaster@{reporting_server}.{DOMAIN}>",
         f"To: {address(originator)}",
         f"Subject: Undeliverable: {original_subject}",
-        f"Date: {formatdate(now)}",
+        f"Date: {_date_at(now)}",
         f"Message-ID: <{ndr_id}@{DOMAIN}>",
         f"X-Xcon-Msg-Id: {ndr_id}",
         f"X-Xcon-Ndr-For: {original_msg_id}",
@@ -218,7 +228,7 @@ def compose_ndr(
         *([f"Original-Envelope-Id: {_one_line(dsn['envid'])[:100]}"] if dsn["envid"] else []),
         f"Reporting-MTA: dns; {reporting_server}.{DOMAIN}",
         f"X-Xcon-Original-Msg-Id: {original_msg_id}",
-        f"Arrival-Date: {formatdate(arrival)}",
+        f"Arrival-Date: {_date_at(arrival)}",
         *blocks,
         "",
         f"--{boundary}",
@@ -245,7 +255,7 @@ def compose_postmaster(pm_id: str, reporting_server: str, report: bytes, report_
         f"From: Mail Delivery System <postmaster@{reporting_server}.{DOMAIN}>",
         f"To: {address(POSTMASTER)}",
         f"Subject: Undeliverable report for {address(addressee)}: {_quoted_subject(report)}",
-        f"Date: {formatdate(now)}",
+        f"Date: {_date_at(now)}",
         f"Message-ID: <{pm_id}@{DOMAIN}>",
         f"X-Xcon-Msg-Id: {pm_id}",
         f"X-Xcon-Report-Id: {report_id}",

@@ -127,3 +127,16 @@ def test_the_subject_a_report_quotes_is_the_one_the_email_package_reads(pieces):
         return  # 8-bit bytes: a Header object, which the fallback gives back the same way
     ours = mail._header(raw, "Subject")
     assert (ours if ours is None else mail._one_line(ours)) == (theirs if theirs is None else mail._one_line(theirs))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.floats(min_value=0, max_value=4e9, allow_nan=False),
+                 st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999995),
+                 st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s - 5e-7),
+                 st.integers(min_value=0, max_value=4_000_000_000)))
+@example(9.9999996)  # datetime rounds it to 10 s
+@example(1_764_000_000.9999995)
+def test_a_report_s_dates_are_formatdate_s_to_the_second(t):
+    from email.utils import formatdate
+
+    assert mail._date_at(t) == formatdate(t)
