@@ -57,9 +57,13 @@ def connect(address: str) -> tuple[Any, Any]:
         import dask
 
         scratch = tempfile.mkdtemp(prefix="xcon-dask-")
-        with dask.config.set({"temporary-directory": scratch}):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=logging.ERROR, local_directory=scratch)
+        try:
+            with dask.config.set({"temporary-directory": scratch}):
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       silence_logs=logging.ERROR, local_directory=scratch)
+        except BaseException:  # a cluster that did not start leaves no folder behind either
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
         cluster.xcon_scratch = scratch  # type: ignore[attr-defined]
         return Client(cluster), cluster
     try:

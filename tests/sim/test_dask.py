@@ -125,3 +125,18 @@ def test_a_trial_whose_worker_died_is_stopped_and_removed_by_the_next_one_on_tha
     chaos._reap_orphans()
     assert not orphan.exists() and alive.exists()
     assert not any(pid_alive(p, run_dir) for p in pids), "the orphaned cluster's nodes were stopped"
+
+
+def test_a_local_dask_cluster_that_does_not_start_leaves_no_scratch_folder(tmp_path, monkeypatch):
+    """A LocalCluster that failed to start (its nanny could not spawn a worker) left its
+    xcon-dask-* folder in the temp dir for good."""
+    from orchestrator.lab import executors
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Nanny failed to start.")
+
+    monkeypatch.setattr(distributed, "LocalCluster", refuse)
+    monkeypatch.setattr(executors.tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError, match="Nanny"):
+        executors.connect("local:1")
+    assert list(tmp_path.iterdir()) == []
