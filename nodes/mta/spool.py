@@ -199,12 +199,13 @@ def rewrite(records: list[list]) -> bytes:
     return b"".join(frame(r) for r in records) + COMMIT if records else b""
 
 
-def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]], set[str]]:
+def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]], dict[str, None]]:
     """What a log's records leave: the queued messages, each retirement in log order, and the ids
-    of states ("s") whose message's bytes no record holds (damage took its "p" record)."""
+    of states ("s") whose message's bytes no record holds (damage took its "p" record), in log
+    order: they are logged, and a set's order would change with the process's hash seed."""
     queued: dict[str, dict] = {}
     remembered: list[tuple[str, dict[str, int], float]] = []
-    orphans: set[str] = set()
+    orphans: dict[str, None] = {}
     for rec in records:
         tag = rec[0]
         if tag == "p":
@@ -212,7 +213,7 @@ def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, di
         elif tag == "s":
             whole = queued.get(rec[1])
             if whole is None:
-                orphans.add(rec[1])
+                orphans[rec[1]] = None
             else:
                 queued[rec[1]] = {**rec[2], "raw": whole["raw"]}
         elif tag == "r":

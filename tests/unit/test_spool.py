@@ -313,3 +313,24 @@ def test_after_a_restart_or_a_compaction_a_queued_message_s_states_go_without_it
     again.sync()
     records, _, _ = spool_mod.read_records((tmp_path / "queue.wal").read_bytes())
     assert [r[0] for r in records] == ["p", "s"] and load(Spool(tmp_path))[0][0].pairs["bob"].state == "failed"
+
+
+def test_messages_lost_with_their_bytes_are_named_in_log_order(tmp_path):
+    """The orphaned states were kept in a set, so `lost` came out in the hash seed's order: the
+    same damaged log logged a different line in each process, and a simulated trial's digest
+    with it."""
+    s = Spool(tmp_path)
+    s.load()
+    ids = [f"m{i}" for i in range(1, 7)]
+    for msg_id in ids:
+        s.persist(msg_id, message(msg_id, "bob").to_record())
+    s.sync()
+    for msg_id in ids:
+        s.persist(msg_id, message(msg_id, "bob", state="failed").to_record())
+    s.sync()
+    data = bytearray((tmp_path / "queue.wal").read_bytes())
+    for msg_id in ids:  # the first byte of each whole record's body: its start no longer reads, nor its id
+        data[data.index(spool_mod.frame(["p", msg_id, message(msg_id, "bob").to_record()])) + spool_mod.HEADER.size] ^= 0xFF
+    (tmp_path / "queue.wal").write_bytes(bytes(data))
+    recovered = Spool(tmp_path).load()
+    assert recovered.queued == [] and recovered.damage["lost"] == ids
