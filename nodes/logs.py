@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partialmethod
 from pathlib import Path
 from typing import Any, Callable
 
@@ -274,17 +275,13 @@ class _Emitter:
     def __init__(self, log: NodeLog):
         self._emit = log.emit
 
-    def debug(self, event: str, **fields: Any) -> None:
-        self._emit("debug", event, fields)
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        self._emit(level, event, fields)
 
-    def info(self, event: str, **fields: Any) -> None:
-        self._emit("info", event, fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._emit("warning", event, fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._emit("error", event, fields)
+    debug = partialmethod(_log, "debug")
+    info = partialmethod(_log, "info")
+    warning = partialmethod(_log, "warning")
+    error = partialmethod(_log, "error")
 
 
 def file_log(node: str, log_file: Path, console: str = "warning") -> NodeLog:
