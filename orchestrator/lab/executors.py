@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+def _chunk_size(items: int, workers: int) -> int:
+    """Items a task runs at once: enough for about eight tasks a worker, at most 64."""
+    return max(1, min(64, items // (max(1, workers) * 8)))
+
+
 def batches(items: list, workers: int, size: int | None = None) -> list[list]:
-    size = size or max(1, min(64, len(items) // (max(1, workers) * 8)))
+    size = size or _chunk_size(len(items), workers)
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -96,7 +101,7 @@ def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | Non
         yield from map(fn, items)
         return
     with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(fn, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
+        yield from pool.map(fn, items, chunksize=chunksize or _chunk_size(len(items), workers))
 
 
 def pack_dir(path: Path) -> bytes:
