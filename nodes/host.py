@@ -32,6 +32,7 @@ from .logs import NodeLog
 
 
 PEER_NAMES = 1024  # requesters whose node names a host keeps, the most recent
+_PROMISES = frozenset((Log, Send, Reply, Publish))  # what a turn's unsynced writes hold back
 
 
 class Core(Protocol):
@@ -233,15 +234,19 @@ class NodeHost:
     def execute(self, actions: list) -> None:
         """Run actions in order; a node-specific action may return more actions to run."""
         queue = list(actions)
+        queue.reverse()  # the next action last: taken with pop(), and what it returns put after it
+        executors = self.executors
         while queue:
-            action = queue.pop(0)
+            action = queue.pop()
             kind = type(action)
-            if self._unsynced and kind in (Log, Send, Reply, Publish):
+            if self._unsynced and kind in _PROMISES:
                 self._after_sync.append(action)  # promised only once the batch is on disk
-                continue
-            if kind in self.executors:
-                queue[:0] = self.write(self.executors[kind], action) or []
-                self._unsynced = self._unsynced or kind in self.deferred
+            elif kind in executors:
+                more = self.write(executors[kind], action)
+                if more:
+                    queue += reversed(more)
+                if kind in self.deferred:
+                    self._unsynced = True
             else:
                 self._output(action)
 

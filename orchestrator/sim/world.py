@@ -199,7 +199,7 @@ class World:
         if not node.sink.events:
             host.log.info(logs.CREATED)  # as a real node's new log begins
         node.wakes = set()
-        self._turn(node, lambda: host.start(self.now))
+        self._turn(node, host.start, self.now)
         host.log.info("node.started", pid=node.pid, endpoint=f"sim://{name}")
         self._ship(node)
         waiting, node.waiting = node.waiting, []
@@ -255,13 +255,13 @@ class World:
     def _crash_self(self) -> None:
         raise NodeCrashed()
 
-    def _turn(self, node: SimNode, work: Callable[[], None]) -> None:
+    def _turn(self, node: SimNode, work: Callable[..., None], *args: Any) -> None:
         """One turn of a node's loop: the input, then the batch's commit. A crash ends the node
         where it stands: nothing of the turn leaves, and its log lines only if a crash point
         wrote them."""
         logged = len(node.sink.events)
         try:
-            work()
+            work(*args)
             node.host.flush()
         except NodeCrashed as crash:
             if not crash.keep_log:
@@ -318,7 +318,7 @@ class World:
         node.wakes.discard(wake)
         if node.paused:
             return
-        self._turn(node, lambda: node.host.due(self.now))
+        self._turn(node, node.host.due, self.now)
         self._ship(node)
 
     def _arrive(self, dst: str, channel: str, peer: Any, data: bytes, incarnation: int) -> None:
@@ -352,11 +352,11 @@ class World:
             self._ship(node)
             return
         if channel == "request":
-            self._turn(node, lambda: host.request(peer, frame, self.now))
+            self._turn(node, host.request, peer, frame, self.now)
         elif channel == "response":
-            self._turn(node, lambda: host.response(frame, self.now))
+            self._turn(node, host.response, frame, self.now)
         else:
-            self._turn(node, lambda: host.feed(frame, self.now))
+            self._turn(node, host.feed, frame, self.now)
         self._ship(node)
 
     # --- the client (what the CLI does over ZeroMQ) ---------------------------------------------
@@ -382,7 +382,7 @@ class World:
             return None
         peer = (CLIENT, -1)  # no incarnation of the client: the answer is taken here, not sent
         host = n.host
-        self._turn(n, lambda: host.request(peer, Frame(type_, rid, CLIENT, clock, body), self.now))
+        self._turn(n, host.request, peer, Frame(type_, rid, CLIENT, clock, body), self.now)
         if n.host is None:
             return None
         answer, others = None, []
