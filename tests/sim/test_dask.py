@@ -84,14 +84,16 @@ KB_WORLD = {"seed": 248839, "build": "legacy", "servers": ["ex1", "ex2"],
 def test_a_real_process_campaign_on_two_dask_workers_brings_back_its_broken_trials_run_dir(tmp_path):
     """Each trial's cluster runs on its worker's machine, in the worker's scratch folder; the
     trial that broke comes back whole under the campaign's folder, where `xcon check` reads it,
-    and the clean one leaves nothing behind."""
+    and the clean one leaves nothing behind. The clean one sends its mail over SMTP (`--via
+    smtp`): what its client was told comes back with it, and is judged against what the MTAs took."""
     legacy = campaign.world_from_json(KB_WORLD)
-    sp4 = campaign.world_from_json({**KB_WORLD, "build": "sp4"})
+    sp4 = campaign.world_from_json({**KB_WORLD, "build": "sp4", "via": "smtp"})
     root = tmp_path / "campaign"
     results = chaos.campaign(root, [], "", (), None, None, worlds=[legacy, sp4], dask="local:2")
     lost, clean = results
-    print(f"legacy: {lost.counts} {lost.error}; sp4: {clean.counts} {clean.error}")
+    print(f"legacy: {lost.counts} {lost.error}; sp4 over SMTP: {clean.counts} {clean.error}, told {clean.told}")
     assert lost.broken and lost.lost == 1 and clean.error is None and not clean.broken and clean.counts["ndr"] == 1
+    assert lost.told == [] and len(clean.told) == 1 and clean.messages == 1, "the one message, told 250 over SMTP"
     assert lost.run_dir == str(root / "trial-0000-248839") and clean.run_dir == ""
     assert sorted(p.name for p in root.iterdir()) == ["trial-0000-248839"], "only the broken trial comes back"
     check = xcon("check", "--json", run_dir=Path(lost.run_dir))
