@@ -83,11 +83,11 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
                          corrupted=any(e.get("kind") == "corrupt" for e in world.events))
     t0 = time.time()
     settings = world_settings(world)
-    # the simulator starts with the organisation in place; a real cluster has its users added
-    cluster = SimCluster(settings, sim, users=world.users) if sim is not None else cl.start(run_dir, settings, fresh=True)
+    # both start with the organisation in place (the directory's state written before the nodes
+    # boot): the same USNs, and no replication draws spent on adding it, in either
+    cluster = (SimCluster(settings, sim, users=world.users) if sim is not None
+               else cl.start(run_dir, settings, fresh=True, users=world.users))
     try:
-        if sim is None:
-            _populate(cluster, world)
         _play(cluster, world, result)
         if not settle(cluster, SETTLE_S, clear=True):
             result.error = f"did not settle within {SETTLE_S:g}s"
@@ -159,17 +159,6 @@ def digest(events: Iterable[dict[str, Any]]) -> str:
     """A fingerprint of a run's whole event sequence: two runs of one seed must give the same."""
     data = orjson.dumps(list(events), default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.blake2b(data, digest_size=12).hexdigest()
-
-
-def _populate(cluster: cl.Cluster, world: World) -> None:
-    for u in world.users:
-        cluster.add_user(u["alias"], u["home"], wait=False)
-    usn = 0
-    for u in world.users:
-        if u["alternate"]:
-            usn = cluster.set_user(u["alias"], {"alternate": u["alternate"], "deliver_to_both": u["deliver_to_both"]},
-                                   wait=False)["usn"]
-    cluster.wait_replicated(usn or len(world.users))
 
 
 def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
