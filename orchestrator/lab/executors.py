@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -46,9 +47,9 @@ def _run_batch(fn: Callable[[Any], Any], batch: list) -> list:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # the most glibc takes on 64 bits: a 15 MiB message's buffers come from the heap
 TRIM_THRESHOLD = 256 << 20  # free memory kept at the heap's top before any is given back
-_kept = [False]
 
 
+@cache  # once per process (a forked worker inherits it done)
 def keep_freed_memory() -> None:
     """Make this process's allocator keep the memory a run frees, for the next run to reuse.
 
@@ -57,10 +58,7 @@ def keep_freed_memory() -> None:
     from new pages, each a page fault on first touch. A campaign's worker runs thousands of
     runs, each freeing what it made: 311 minor faults a default-faults trial, 0.59 ms of system
     time of its 11.8, and a copy of a 15 MiB message cost 12 ms instead of 2.3
-    (docs/performance.md). Once per process; nothing where the C library has no mallopt."""
-    if _kept[0]:
-        return
-    _kept[0] = True
+    (docs/performance.md). Nothing where the C library has no mallopt."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (macOS, say): its allocator as it is
