@@ -53,9 +53,21 @@ class Finding(Exception):
     line on stderr and exit FINDING, the code of every finding (lost mail, a broken invariant, ...)."""
 
 
+def _dask_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--dask checked as it is read: a malformed address is a usage error before any work starts."""
+    if value:
+        from orchestrator.lab.executors import DaskError, check_address
+
+        try:
+            check_address(value)
+        except DaskError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--dask "), ctx, param) from None
+    return value
+
+
 def dask_option(f: Callable) -> Callable:
     return click.option(
-        "--dask", metavar="ADDRESS", envvar="XCON_DASK", show_envvar=True,
+        "--dask", metavar="ADDRESS", envvar="XCON_DASK", show_envvar=True, callback=_dask_address,
         help="Run on a Dask cluster: its scheduler's address (tcp://HOST:8786), or local:N for N local "
              "workers started for the run (pip install 'xcon[dask]'; deploy/README.md).")(f)
 

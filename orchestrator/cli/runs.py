@@ -346,6 +346,8 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
         else:
             family.render(name, found, out)
         sys.exit(DONE if all(r.matches for r in found) else FINDING)
+    if case and case not in CASES:
+        raise click.UsageError(f"q248839 has no case '{case}' (cases: {', '.join(CASES)})")
     if case:
         mta_build = mta_build or case
     if all_cases == bool(mta_build):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import io
 import logging
+import re
 import shutil
 import tarfile
 import tempfile
@@ -71,12 +72,14 @@ class DaskError(Exception):
     """Dask is not installed, or its scheduler cannot be reached: one line, what to do."""
 
 
-def connect(address: str) -> tuple[Any, Any]:
-    """A Dask client for `address` ("local:N": a local cluster of N workers, closed with it)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise DaskError("--dask needs Dask's distributed (pip install 'xcon[dask]')") from None
+# a scheduler's address as Dask takes it: [protocol://]host:port (an IPv6 host in brackets)
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})$")
+
+
+def check_address(address: str) -> int | None:
+    """The number of local workers `address` asks for ("local:N"), None for a scheduler's address;
+    DaskError, in one line, for anything else: a command refuses it before it starts any work
+    (`--dask bogus` once ended a campaign in "internal error")."""
     if address.startswith("local:"):
         try:
             n = int(address.split(":", 1)[1])
@@ -84,6 +87,21 @@ def connect(address: str) -> tuple[Any, Any]:
             raise DaskError(f"--dask local:N takes a number of workers, got {address!r}") from None
         if not 1 <= n <= 256:
             raise DaskError("--dask local:N takes 1 to 256 workers")
+        return n
+    m = _ADDRESS.match(address)
+    if m is None or not 0 < int(m.group(1)) < 65536:
+        raise DaskError(f"--dask takes a scheduler's address, tcp://HOST:PORT, or local:N; got {address!r}")
+    return None
+
+
+def connect(address: str) -> tuple[Any, Any]:
+    """A Dask client for `address` ("local:N": a local cluster of N workers, closed with it)."""
+    n = check_address(address)
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DaskError("--dask needs Dask's distributed (pip install 'xcon[dask]')") from None
+    if n is not None:
         # the workers' scratch folders in one of the run's own, removed with the cluster (Dask's
         # default, /tmp/dask-scratch-space, outlives every run)
         import dask
@@ -100,7 +118,7 @@ def connect(address: str) -> tuple[Any, Any]:
         return Client(cluster), cluster
     try:
         return Client(address, timeout=10), None
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise DaskError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 

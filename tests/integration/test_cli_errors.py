@@ -32,6 +32,11 @@ def test_no_cluster_running(tmp_path):
     (["frobnicate"], "frobnicate"),
     (["user", "set", "bob"], "nothing to change"),
     (["scenario", "q248839"], "--all"),
+    # requests at fault, once "internal error" with exit 3 (issue 34, story 19)
+    (["scenario", "q248839", "--case", "nosuch"], "no case 'nosuch'"),
+    (["chaos", "--sim", "--dask", "bogus", "--trials", "2"], "'bogus'"),
+    (["chaos", "--sim", "--dask", "local:x", "--trials", "2"], "local:N"),
+    (["sim", "explore", "--dask", "tcp://127.0.0.1:99999"], "--dask"),
 ])
 def test_bad_flags(tmp_path, args, needle):
     one_line_error(xcon(*args, run_dir=tmp_path), 2, needle)
