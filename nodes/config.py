@@ -250,10 +250,13 @@ class ClusterConfig:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content: tmp, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a file so that a crash leaves either the old or the new content: tmp, fsync, rename.
+    The file is its owner's alone (0600, in a folder made 0700), whatever the writer's umask: the
+    CLI writes cluster.json and, for `xcon up --users`, the directory's files."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # a tmp left by a crash keeps the mode it was made with
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -78,6 +78,9 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
+    # what the CLI writes in a run-dir (cluster.json, the marker, a new organisation's directory
+    # and mailboxes, results) is its owner's alone, as the nodes' own files are (docs/safety.md)
+    os.umask(0o077)
     try:
         xcon.main(standalone_mode=False)
     except NO_ARGS_IS_HELP as exc:

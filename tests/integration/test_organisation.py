@@ -5,6 +5,9 @@ worlds of that size, with moves kept within their site."""
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 from orchestrator.lab import chaos
 from orchestrator.lab.worlds import draw_world, move_targets
@@ -37,6 +40,9 @@ def test_up_with_an_organisation_every_mta_starts_knowing_it_and_mail_and_moves_
         again = xcon("up", "--users", "5", run_dir=run)  # running: refused, nothing changed
         assert again.returncode == 2 and "already running" in again.stderr
         xcon("down", run_dir=run, check=True)
+        # every file the run-dir holds is its owner's alone, the ones `up` wrote itself too
+        # (directory.json, changes.jsonl and cluster.json were 0644: issue 34, story 18)
+        assert not_private(run) == [], "not 0600 files in 0700 folders"
         resumed = xcon("up", "--users", "5", run_dir=run)
         assert resumed.returncode == 2 and "its users are its own" in resumed.stderr, resumed.stderr
         assert xcon("up", "--users", "0", run_dir=run).returncode == 2
@@ -65,3 +71,14 @@ def test_worlds_of_many_servers_in_sites_move_within_their_site_and_lose_nothing
     assert too_many.returncode == 2 and "--sim" in too_many.stderr
     sites = xcon("chaos", "--sim", "--servers", "3", "--sites", "4", run_dir=tmp_path)
     assert sites.returncode == 2 and "a site holds a server at least" in sites.stderr
+
+
+def not_private(root: Path) -> list[str]:
+    """What under `root` is not its owner's alone: files not 0600, folders not 0700."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name, want in [*((d, 0o700) for d in dirs), *((f, 0o600) for f in files)]:
+            mode = stat.S_IMODE(os.lstat(os.path.join(folder, name)).st_mode)
+            if mode != want:
+                found.append(f"{oct(mode)} {os.path.relpath(os.path.join(folder, name), root)}")
+    return sorted(found)
