@@ -9,6 +9,11 @@
 
 Every page answers JSON to a request that accepts application/json (or with ?format=json): the
 same paths are the API. Reading is all it does: it changes nothing in the run-dir.
+
+It answers only the host names it was started for (`allowed_hosts`: a Host check, as Django's
+ALLOWED_HOSTS), so a page on another site whose name an attacker points at 127.0.0.1 (DNS
+rebinding) reads nothing; and every answer says that no other site may frame it, and that a page
+runs only this server's own script (Content-Security-Policy).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -32,7 +39,54 @@ def wants_json(request: Request) -> bool:
         "application/json" in request.headers.get("accept", "").split(",")[0]
 
 
-def app(run_dir: Path, every: float = 1.0) -> Starlette:
+# what a page may load: its own script (the live cluster's, /live.js) and its own event stream;
+# styles inline (the SVG pictures carry theirs); no other site may frame it
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                               "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+# the one script of these pages: swap the live part when the server sends a newer one
+LIVE_JS = 'new EventSource("events").onmessage = (e) => { document.getElementById("live").innerHTML = e.data; };\n'
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def allowed_hosts(host: str, more: tuple[str, ...] = ()) -> list[str]:
+    """The Host names a server listening on `host` answers: loopback's, the address itself, and
+    for an address beyond loopback this machine's names and `more` (`xcon serve --allow-host`)."""
+    import socket
+
+    names = [*LOOPBACK, *more]
+    if host not in ("0.0.0.0", "::", ""):
+        names.append(f"[{host}]" if ":" in host else host)
+    if host not in LOOPBACK:
+        names += [socket.gethostname(), socket.getfqdn()]
+    return list(dict.fromkeys(names))
+
+
+class SecurityHeaders:
+    """An ASGI middleware that adds SECURITY_HEADERS to every answer."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> Starlette:
+    """The app over `run_dir`; `hosts`: the Host names it answers (allowed_hosts("127.0.0.1") by default)."""
     run_dir = run_dir.resolve()
     common = {"run_dir": str(run_dir)}
 
@@ -92,14 +146,18 @@ def app(run_dir: Path, every: float = 1.0) -> Starlette:
             return JSONResponse({"error": "no such file"}, 404)
         return FileResponse(found[1] / name)
 
+    async def live_js(request: Request) -> Response:
+        return Response(LIVE_JS, media_type="text/javascript")
+
     return Starlette(routes=[
-        Route("/", cluster), Route("/events", events), Route("/messages", messages),
+        Route("/", cluster), Route("/events", events), Route("/live.js", live_js), Route("/messages", messages),
         Route("/messages/{msg_id:path}", message), Route("/campaigns", campaigns),
         Route("/campaigns/{run}", campaign), Route("/campaigns/{run}/{file}", kept_file),
-    ])
+    ], middleware=[Middleware(SecurityHeaders),
+                   Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))])
 
 
-def serve(run_dir: Path, host: str, port: int, every: float = 1.0) -> None:
+def serve(run_dir: Path, host: str, port: int, every: float = 1.0, hosts: list[str] | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(app(run_dir, every), host=host, port=port, log_level="warning")
+    uvicorn.run(app(run_dir, every, hosts), host=host, port=port, log_level="warning")

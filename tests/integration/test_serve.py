@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -117,6 +118,50 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     with pytest.raises(urllib.error.HTTPError) as missing:
         get_json(base + "/messages/nosuch")
     assert missing.value.code == 404
+    # no other site reads it (issue 34, story 17): a page whose name an attacker points at
+    # 127.0.0.1 (DNS rebinding) sends its own Host, which is refused; no page may be framed
+    assert answer(base + "/messages?format=json", host="rebound.example")[0] == 400
+    code, headers = answer(base + "/")
+    assert code == 200 and headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "script-src 'self'" in headers["content-security-policy"], "the live page runs /live.js, nothing inline"
+
+
+def answer(url: str, host: str | None = None) -> tuple[int, dict[str, str]]:
+    """The status and headers of a GET, with another Host header if given."""
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}
+
+
+def test_serve_beyond_loopback_warns_and_answers_only_its_own_names(tmp_path):
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--host", "0.0.0.0", "--port", "0",
+                             "--allow-host", "xcon.example"], env={**os.environ, "XCON_RUN_DIR": str(tmp_path)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = re.search(r":(\d+)/", proc.stdout.readline()).group(1)
+        warning = proc.stderr.readline()
+        assert "warning: listening on 0.0.0.0, beyond loopback" in warning, warning
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + patience(30)
+        while True:
+            try:
+                urllib.request.urlopen(base + "/campaigns", timeout=5).read()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "xcon serve never answered"
+                time.sleep(0.1)
+        assert answer(base + "/campaigns", host="rebound.example")[0] == 400
+        for name in ("xcon.example", socket.gethostname(), f"localhost:{port}"):
+            assert answer(base + "/campaigns", host=name)[0] == 200, name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_trace(cluster, run, msg, base):
