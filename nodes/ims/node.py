@@ -7,9 +7,11 @@ to the MTA (mta.submit_raw) and says 250 only once the MTA has the message durab
 before the 250 leaves the client to send again (the message id is derived from the sender, the
 recipients and the client's Message-ID, so the MTA takes a resend once; a message without a
 Message-ID gets a new id each time), a kill after it loses nothing. A refusal for the MTA's state
-(busy, disk) is 452 4.3.1; a message over the limit 552 5.3.4; malformed commands get SMTP's own
-errors from aiosmtpd. RFC 3461's parameters are taken (RET and ENVID for the transaction, NOTIFY
-and ORCPT per recipient) and carried above the client's message (X-Xcon-DSN, X-Xcon-DSN-Rcpt),
+(busy, disk) is 452 4.3.1; a message over SIZE (the limit less the headers this server adds) 552
+5.3.4; malformed commands get SMTP's own errors from aiosmtpd, and this door's rules are
+nodes.ims.smtp's (EHLO's argument, AUTH, each RFC 3461 parameter checked and taken once).
+RFC 3461's parameters (RET and ENVID for the transaction, NOTIFY and ORCPT per recipient) are
+carried above the client's message (X-Xcon-DSN, X-Xcon-DSN-Rcpt),
 where the MTA that reports reads them (nodes.mail.dsn_of): NOTIFY=NEVER, or a NOTIFY without
 FAILURE, means no DSN for that recipient's failure (`xcon check` counts it `declined`); ENVID and
 ORCPT come back in the DSN; RET=FULL returns a message of up to 64 KiB whole.
@@ -45,40 +47,9 @@ from protocol import INVALID, MAX_MESSAGE_BYTES
 from ..config import ClusterConfig
 from ..edge import EdgeNode
 from ..host import node_seed
-from ..mail import DOMAIN, address
+from ..mail import DOMAIN, address, alias_of, external
 from .outbound import Item, Outbound
-
-DSN_PARAMS = ("NOTIFY", "ORCPT", "RET", "ENVID")
-
-
-class DsnSMTP(SMTP):
-    """aiosmtpd's server, which refuses every MAIL and RCPT parameter it does not know: here it
-    takes RFC 3461's (RET and ENVID on MAIL; NOTIFY and ORCPT on RCPT) for the transaction and
-    passes the rest on. The handler keeps a recipient's once it takes the recipient."""
-
-    dsn_mail: list[str]
-    dsn_rcpt: dict[str, list[str]]  # an accepted recipient's alias -> its parameters
-    dsn_pending: list[str]  # the parameters of the RCPT being answered
-
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        arg, self.dsn_mail = _take_dsn(arg)
-        self.dsn_rcpt = {}
-        await super().smtp_MAIL(arg)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        arg, self.dsn_pending = _take_dsn(arg)
-        await super().smtp_RCPT(arg)
-
-
-def _take_dsn(arg: str | None) -> tuple[str | None, list[str]]:
-    if not arg:
-        return arg, []
-    kept, taken = [], []
-    for word in arg.split():
-        name = word.split("=", 1)[0].upper()
-        (taken if name in DSN_PARAMS and "=" in word else kept).append(word)
-    return " ".join(kept), taken
-
+from .smtp import TOO_BIG, DsnSMTP, login_alias
 
 class Ims(EdgeNode):
     kind = "ims"
@@ -108,8 +79,8 @@ class Ims(EdgeNode):
         if settings.smtp_auth:
             options["authenticator"] = self.authenticate
         self.smtp = await asyncio.get_running_loop().create_server(
-            lambda: DsnSMTP(Handler(self), data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
-                            hostname=f"{self.name}.{DOMAIN}", ident="xcon IMS", **options), host, int(port))
+            lambda: DsnSMTP(Handler(self), self, enable_SMTPUTF8=True, hostname=f"{self.name}.{DOMAIN}",
+                            ident="xcon IMS", **options), host, int(port))
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
                  smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.outbound.items))
         return [self._relay()]
@@ -119,12 +90,13 @@ class Ims(EdgeNode):
             self.smtp.close()
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        """AUTH PLAIN or LOGIN: an organisation user, its password its alias (a lab's, as IMAP's)."""
-        login = getattr(data, "login", b"") or b""
-        password = getattr(data, "password", b"") or b""
-        user = login.decode(errors="replace").lower().partition("@")[0]
-        ok = bool(user) and password.decode(errors="replace") == user
-        self.log("info" if ok else "warning", "ims.auth", user=user[:64], mechanism=mechanism, ok=ok)
+        """AUTH PLAIN or LOGIN: an organisation user's alias (or address), its password its alias
+        (a lab's, as IMAP's); whether the directory has that user is asked next (DsnSMTP._known)."""
+        user = login_alias(getattr(data, "login", b"") or b"")
+        ok = user is not None and (getattr(data, "password", b"") or b"") == user.encode()
+        if not ok:
+            self.log("warning", "ims.auth", user=(getattr(data, "login", b"") or b"")[:64].decode(errors="replace"),
+                     mechanism=mechanism, ok=False, why="wrong login or password")
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     def clear_faults(self) -> None:
@@ -228,16 +200,22 @@ class Handler:
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
+        if not self.ims.config.settings.smtp_auth:  # no logins here: AUTH is not offered
+            responses = [r for r in responses if not r[4:].startswith("AUTH")]
         return [*responses[:-1], "250-DSN", responses[-1]] if responses else responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, addr: str,
                           options: list[str]) -> str:
         # with --smtp-auth, only an authenticated user may claim an organisation address (and only
-        # its own); mail from outside needs no AUTH, as an MX's does not
-        local, _, domain = addr.rpartition("@")
-        if self.ims.config.settings.smtp_auth and domain.lower() == DOMAIN and \
-                session.auth_data != local.lower():
-            return "530 5.7.0 Authentication required to send as a user of this organisation"
+        # its own), with its domain or without one (`MAIL FROM:<alice>` is alice's, as a local part
+        # is myorigin's in Postfix); mail from outside needs no AUTH, as an MX's does not
+        sender = alias_of(addr)
+        if not external(sender):
+            sender = sender.lower()
+            if self.ims.config.settings.smtp_auth and session.auth_data != sender:
+                self.ims.log("warning", "ims.refused", sender=addr[:200], code=530, peer=str(session.peer),
+                             reason="an organisation sender without its AUTH")
+                return "530 5.7.0 Authentication required to send as a user of this organisation"
         envelope.mail_from = addr
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -267,10 +245,9 @@ class Handler:
         rcpts = [r.rpartition("@")[0].lower() for r in envelope.rcpt_tos]
         # the null reverse-path (a bounce from outside): no report is ever sent to it; if this
         # message fails, its report goes to the postmaster mailbox (nodes.mta.reports)
-        sender = "" if envelope.mail_from in (None, "", "<>") else envelope.mail_from
-        local, _, domain = sender.rpartition("@")
-        if domain.lower() == DOMAIN:  # one of the organisation's users, submitting: its alias
-            sender = local.lower()
+        sender = "" if envelope.mail_from in (None, "", "<>") else alias_of(envelope.mail_from)
+        if sender and not external(sender):  # one of the organisation's users, submitting: its alias
+            sender = sender.lower()
         headers = email.parser.BytesHeaderParser().parsebytes(raw)
         # a message sent again (its client never heard our 250) is known by its Message-ID, which
         # a client keeps for a resend and makes new for a new message; without one, every DATA is
@@ -294,6 +271,9 @@ class Handler:
         added += [f"X-Xcon-DSN-Rcpt: {alias} {' '.join(params)}" for alias, params in dsn_rcpt.items()
                   if params and alias in rcpts]
         raw = ("\r\n".join(added) + "\r\n").encode() + raw
+        if len(raw) > MAX_MESSAGE_BYTES:  # what SIZE promised is measured with the headers added
+            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason="over the size limit", code=552, size=len(raw))
+            return TOO_BIG
         try:
             answer = await self.ims.ask("mta.submit_raw", {"msg_id": msg_id, "sender": sender, "recipients": rcpts,
                                                            "raw": raw, "priority": priority(headers)}, trace=msg_id)

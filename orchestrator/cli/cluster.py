@@ -89,8 +89,9 @@ from orchestrator.cluster.client import ClusterError
 @click.option("--smtp-tls", is_flag=True,
               help="The IMSs offer STARTTLS, with a self-signed certificate made now (RUN_DIR/keys/ims.crt).")
 @click.option("--smtp-auth", is_flag=True,
-              help="The IMSs offer AUTH PLAIN (over TLS with --smtp-tls; a user's password is its alias), and a "
-                   "sender claiming an organisation address must have authenticated as that user.")
+              help="The IMSs offer AUTH PLAIN and LOGIN (over TLS with --smtp-tls) to the directory's users (a "
+                   "user's password is its alias), and a sender claiming an organisation address, with its domain "
+                   "or without, must have authenticated as that user. Without it no AUTH is offered.")
 @click.option("--imap", is_flag=True,
               help="IMAP4 per server (imap.exN): Debian's Dovecot over that server's mailboxes, configured under "
                    "RUN_DIR, on a loopback port `xcon status` shows; a user's password is its alias (a lab's).")

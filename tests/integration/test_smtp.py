@@ -144,12 +144,14 @@ def test_smtp_answers_unknown_users_outside_domains_and_bad_commands_and_mail_le
         assert client.docmd("FROBNICATE")[0] == 500
         code, said = client.data(b"Subject: hi\r\nX-Priority: 5\r\n\r\nhello\r\n")
         assert code == 250
+        the_door_is_closed(client, features)
     msg = said.decode().rsplit(" ", 1)[1]
     xcon("wait", run_dir=run, check=True)
     shown = xcon_json("show", msg, run_dir=run)
     headers = dict((k, v) for k, v in shown["message"]["headers"])
     assert headers["X-Xcon-DSN"] == "RET=HDRS ENVID=abc"
     assert headers["X-Xcon-DSN-Rcpt"] == "alice NOTIFY=FAILURE ORCPT=rfc822;alice@xcon.test"
+    assert "X-Injected" not in headers and all("\r" not in v for v in headers.values())
     accepted = [json.loads(line) for line in xcon("logs", "--msg", msg, "--event", "mta.accepted", "--json",
                                                     run_dir=run, check=True).stdout.splitlines()]
     assert accepted and accepted[0]["sender"] == "ann@outside.test"
@@ -161,7 +163,38 @@ def test_smtp_answers_unknown_users_outside_domains_and_bad_commands_and_mail_le
     assert (mail_from, rcpts) == ("alice@xcon.test", ["dave@outside.test"]) and f"X-Xcon-Msg-Id: {out}" in raw.decode()
     assert xcon("check", run_dir=run).returncode == 0
     status = xcon_json("status", run_dir=run)["nodes"]["ims.ex1"]["status"]
-    assert (status["accepted"], status["relayed"], status["outbound"]) == (1, 1, 0)
+    assert (status["accepted"], status["relayed"], status["outbound"]) == (2, 1, 0)  # hi, and the SIZE test's
+
+
+def the_door_is_closed(client: smtplib.SMTP, features: bytes) -> None:
+    """Issue 34, stories 13 to 16, on a server without --smtp-auth: no AUTH offered or taken; an
+    EHLO argument that would break a header refused; RFC 3461's parameters checked, each once;
+    SIZE what the server takes with its own headers, 552 5.3.4 above it."""
+    assert b"AUTH" not in features, "no AUTH without --smtp-auth"
+    assert client.docmd("AUTH", "PLAIN AGFsaWNlAGFsaWNl")[0] == 502
+    client.send(b"EHLO foo\rX-Injected: yes\r\n")  # as a client that does not check its words sends it
+    assert client.getreply()[0] == 501, "a bare CR never reaches the Received header"
+    assert client.docmd("HELO", "foo\x07bar")[0] == 501
+    client.ehlo("outside.test")
+    for params in (b"ENVID=caf\xc3\xa9", b"ENVID=\xff\xfe", b"ENVID=a ENVID=b", b"RET=FULL RET=HDRS", b"RET=SOME"):
+        client.send(b"MAIL FROM:<ann@outside.test> " + params + b"\r\n")  # not xtext, or given twice
+        assert client.getreply()[0] == 501, params
+        client.rset()
+    client.mail("ann@outside.test")
+    for params in (["NOTIFY=GARBAGE"], ["NOTIFY=NEVER,FAILURE"], ["NOTIFY=FAILURE", "NOTIFY=DELAY"],
+                   ["ORCPT=alice@xcon.test"], ["NOTIFY=FAILURE,FAILURE"]):
+        assert client.docmd("RCPT", f"TO:<alice@xcon.test> {' '.join(params)}")[0] == 501, params
+    assert client.rcpt("alice@xcon.test", ["NOTIFY=DELAY,FAILURE"])[0] == 250
+    size = int(client.esmtp_features["size"])
+    body = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n"
+    just_under = body * (size // len(body)) + b"y" * (size % len(body) - 2) + b"\r\n"
+    assert len(just_under) == size
+    code, said = client.data(just_under)
+    assert code == 250, f"a message of SIZE bytes is taken with the headers added: {code} {said}"
+    client.mail("ann@outside.test")
+    client.rcpt("alice@xcon.test")
+    code, said = client.data(just_under + b"z\r\n")
+    assert (code, said[:5]) == (552, b"5.3.4"), said
 
 
 def test_what_a_client_was_told_was_accepted_is_never_lost_and_a_resend_arrives_once(smtp_cluster):
@@ -234,11 +267,19 @@ def test_starttls_with_the_certificate_made_at_up_and_auth_plain_for_the_organis
         assert b"STARTTLS" in client.ehlo()[1] and b"AUTH" not in client.ehlo()[1], "AUTH only over TLS"
         assert client.mail("alice@xcon.test")[0] == 530, "no one sends as alice without her password"
         client.rset()
+        assert client.mail("alice")[0] == 530, "nor as alice without a domain (issue 34, story 13)"
+        client.rset()
         client.starttls(context=trusted)  # the certificate verifies against the file up made
         client.ehlo()
-        with pytest.raises(smtplib.SMTPAuthenticationError):
-            client.login("alice", "not alice")
+        for login in ("nosuchuser", "postmaster", "alice"):  # only the directory's users, by their own password
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login(login, login if login != "alice" else "not alice")
+            client.ehlo()
         client.login("alice", "alice")
+        assert client.mail("bob@xcon.test")[0] == 530, "alice sends as alice only"
+        client.rset()
+        assert client.mail("alice")[0] == 250
+        client.rset()
         client.mail("alice@xcon.test")
         client.rcpt("alice@xcon.test")
         code, said = client.data(b"Subject: over TLS\r\n\r\nhi\r\n")
