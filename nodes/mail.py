@@ -6,6 +6,7 @@ Pure functions: the time comes in as an argument, nothing is read from a clock o
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
 import hashlib
 import math
@@ -62,6 +63,10 @@ STATUS = {
     # nothing can route to it. The codes are the emulation's choice
     "no_route": Failure("5.4.4", "Unable to route: the recipient's home server is not in this organisation",
                         (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
+    # the smarthost refused a message for outside for good (5xx), as the IMS found: the
+    # organisation's MTA cannot reach that address. The codes are the emulation's choice
+    "refused": Failure("5.4.0", "The remote mail server refused the message for this recipient",
+                       (1, "unable-to-transfer"), (0, "unrecognized-OR-name")),
     # delivery restrictions (the recipient rejects messages from the sender): X.400's
     # restricted-delivery; the diagnostic is the emulation's choice, as for a move
     "restricted": Failure("5.7.1", "You do not have permission to send to this recipient",
@@ -315,26 +320,26 @@ def summarize(raw: bytes) -> dict[str, Any]:
     postmaster copy by the report id it carries (`report_id`), with the recipients its report names."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     summary: dict[str, Any] = {
-        "msg_id": msg.get("X-Xcon-Msg-Id", ""),
-        "from": alias_of(msg.get("From", "")),
-        "subject": msg.get("Subject", ""),
+        "msg_id": header(msg, "X-Xcon-Msg-Id", ""),
+        "from": alias_of(header(msg, "From", "")),
+        "subject": header(msg, "Subject", ""),
         "ndr": False,
         "ndr_for": None,
         "failed": [],
-        "priority": (msg.get("Priority") or "normal").strip().lower(),
+        "priority": header(msg, "Priority", "normal").strip().lower() or "normal",
     }
     report = msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status"
     if msg.get("X-Xcon-Report-Id"):  # a postmaster copy: a report that could not reach its addressee
-        summary["report_id"] = msg.get("X-Xcon-Report-Id")
+        summary["report_id"] = header(msg, "X-Xcon-Report-Id")
     if report or "report_id" in summary:
         summary["ndr"] = report
-        summary["ndr_for"] = msg.get("X-Xcon-Ndr-For")
+        summary["ndr_for"] = header(msg, "X-Xcon-Ndr-For")
         for part in msg.walk():
             if part.get_content_type() != "message/delivery-status":
                 continue
             for block in part.get_payload():  # the parser yields one Message per field group
-                if block.get("Final-Recipient") and (block.get("Action") or "").strip().lower() == "failed":
-                    summary["failed"].append(alias_of(block["Final-Recipient"]))
+                if block.get("Final-Recipient") and header(block, "Action", "").strip().lower() == "failed":
+                    summary["failed"].append(alias_of(header(block, "Final-Recipient")))
     return summary
 
 
@@ -357,7 +362,7 @@ def _header(raw: bytes, name: str) -> str | None:
                 found = [line[line.index(":") + 1:].lstrip(" \t")]
         return "\r\n".join(found).rstrip("\r\n") if found is not None else None
     msg = email.message_from_bytes(head + b"\r\n\r\n", policy=email.policy.compat32)
-    return msg.get(name)
+    return header(msg, name)
 
 
 # a header line the fast path of _header reads: a name (the email package's characters, at least
@@ -368,3 +373,20 @@ _PLAIN_LINE = re.compile(r"(?:(?!From )[\x21-\x39\x3b-\x7e]+:|[ \t])[^\r\n]*")
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def text_of(value: Any) -> Any:
+    """A header's value as text. The email package (compat32) gives a header whose bytes are not
+    ASCII (UTF-8, as an SMTPUTF8 client sends it) as a Header object, not a str: read as UTF-8
+    here, so no reader meets a value it cannot strip or split (a Subject in UTF-8 once made the
+    MTA's NDR crash the MTA)."""
+    if value is None or isinstance(value, str):
+        return value
+    return "".join(part.decode("utf-8", "replace") if isinstance(part, bytes) else part
+                   for part, _ in email.header.decode_header(value))
+
+
+def header(msg: Any, name: str, default: Any = None) -> Any:
+    """The first `name` header of a parsed message as text (text_of), or `default`."""
+    value = msg.get(name)
+    return default if value is None else text_of(value)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERSION = 8  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+VERSION = 9  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
 # marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held;
 # 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock; mta.queue;
 # 8: mail from and to outside the organisation: mta.submit_raw, mta.lookup, ims.outbound
+# 9: ims.outbound carries the message's acceptance, priority and time-out; mta.relay_failed
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,15 @@ MESSAGES: dict[str, dict[str, Field]] = {
     # (ndr_for set) to an outside originator, as an RFC 3464 DSN, or mail to an outside address.
     # "ok" once it is durable in the IMS's queue; the IMS relays it to the smarthost
     "ims.outbound": {"msg_id": STR, "sender": STR, "rcpt": STR, "raw": BYTES, "ndr_for": Opt(STR),
-                     "ndr_rcpts": ListOf(STR)},
+                     "ndr_rcpts": ListOf(STR), "accepted_at": FLOAT, "priority": STR,
+                     "expires_at": FLOAT},  # past its time-out the IMS hands it back (mta.relay_failed)
+    # the IMS hands back what will not leave: reason "refused" (the smarthost said 5xx; its words in
+    # `diagnostic`) or "expired" (its time-out passed first). The MTA fails the pair as its own, an
+    # NDR to the originator or, for a report, the postmaster's copy, and answers "ok" once that is
+    # durable; taken once, however often it is sent
+    "mta.relay_failed": {"msg_id": STR, "sender": STR, "rcpt": STR, "raw": BYTES, "ndr_for": Opt(STR),
+                         "ndr_rcpts": ListOf(STR), "accepted_at": FLOAT, "priority": STR, "reason": STR,
+                         "diagnostic": STR},
     # --- faults, applied by a node's runtime to its own outgoing frames (see nodes/faults.py) ---
     "fault.link": {"peer": STR, "delay_ms": INT, "jitter_ms": INT, "drop": FLOAT, "duplicate": FLOAT,
                    "reorder": FLOAT, "seconds": FLOAT},

@@ -19,7 +19,9 @@ ORCPT come back in the DSN; RET=FULL returns a message of up to 64 KiB whole.
 Out: messages the MTA hands over (ims.outbound: an NDR to an outside originator, as an RFC 3464
 DSN, or mail to an outside address) are queued on disk (nodes.ims.outbound) before the MTA hears
 "ok", then relayed to the smarthost (`--smarthost HOST:PORT`) and retried on the MTA's transfer
-interval until it takes them. A report leaves with the null reverse-path (MAIL FROM:<>).
+interval until it takes them, or handed back to the MTA when they will not leave: refused for good
+(5xx), or their lifetime over (nodes.ims.relay). A report leaves with the null reverse-path
+(MAIL FROM:<>).
 
 The node answers ping and status on its ROUTER like any node, logs to logs/ims.<server>.jsonl with
 a hybrid logical clock, and its frames carry the message id as their trace, so `xcon trace`
@@ -34,7 +36,6 @@ import email.utils
 import hashlib
 import os
 import random
-import smtplib
 import ssl
 import time
 import uuid
@@ -47,8 +48,9 @@ from protocol import INVALID, MAX_MESSAGE_BYTES
 from ..config import ClusterConfig
 from ..edge import EdgeNode
 from ..host import node_seed
-from ..mail import DOMAIN, address, alias_of, external
-from .outbound import Item, Outbound
+from ..mail import DOMAIN, alias_of, external, header
+from .outbound import Outbound
+from .relay import Relay
 from .smtp import TOO_BIG, DsnSMTP, login_alias
 
 class Ims(EdgeNode):
@@ -61,8 +63,8 @@ class Ims(EdgeNode):
         self.smarthost = config.smarthost()
         self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
                         else settings.retry_ms) / 1000
-        self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync)
-        self.wake = asyncio.Event()
+        self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync, self._lifetime)
+        self.relay = Relay(self, self.outbound, self.smarthost, self.retry_s)
         self.accepted = self.refused = 0
         self.session_fault: dict[str, Any] | None = None  # fault.smtp: {"cut", "delay_ms", "until"}
         self.rng = random.Random(node_seed(config.settings.seed, name))  # which sessions a fault.smtp cuts
@@ -81,9 +83,19 @@ class Ims(EdgeNode):
         self.smtp = await asyncio.get_running_loop().create_server(
             lambda: DsnSMTP(Handler(self), self, enable_SMTPUTF8=True, hostname=f"{self.name}.{DOMAIN}",
                             ident="xcon IMS", **options), host, int(port))
+        if self.outbound.damage is not None:  # kept aside by the queue's load (nodes.ims.outbound)
+            self.log("error", "storage.damaged", **self.outbound.damage,
+                     why="damage in the IMS's queue: every file and line that reads was taken up; the messages in "
+                         "`lost` lost their item or its end here")
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
                  smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.outbound.items))
-        return [self._relay()]
+        return [self.relay.run()]
+
+    def _lifetime(self, record: dict[str, Any]) -> float:
+        """How long an item from before items carried their own lifetime may wait: a report's
+        time-out, or the message's (nodes.mta.reports._expires_at)."""
+        settings = self.config.settings
+        return settings.report_expire_s() if record["ndr_for"] else settings.expire_s(record.get("priority", "normal"))
 
     async def stop(self) -> None:
         if getattr(self, "smtp", None) is not None:
@@ -128,8 +140,9 @@ class Ims(EdgeNode):
         item, new = self.outbound.put(frame.body, time.time())
         if new:
             self.log("info", "ims.queued_out", msg_id=frame.body["msg_id"], rcpt=frame.body["rcpt"],
-                     ndr_for=frame.body["ndr_for"], src=frame.src)
-            self.wake.set()
+                     ndr_for=frame.body["ndr_for"], src=frame.src,
+                     expires_in_ms=int((frame.body["expires_at"] - time.time()) * 1000))
+            self.relay.wake.set()
         return "ok", {}
 
     def status(self) -> dict[str, Any]:
@@ -139,57 +152,10 @@ class Ims(EdgeNode):
                 "smarthost": self.smarthost or None, "accepted": self.accepted, "refused": self.refused,
                 "outbound": len(items),
                 "relayed": len(self.outbound.relayed),
-                "queue": [{"msg_id": i.msg_id, "rcpt": i.rcpt, "attempts": i.attempts, "reason": i.reason}
-                          for i in items[:20]]}
-
-    # --- out: to the smarthost ----------------------------------------------------------------
-
-    async def _relay(self) -> None:
-        while True:
-            now = time.time()
-            due = [i for i in self.outbound.items.values() if i.next_at <= now]
-            for item in due if self.smarthost else ():
-                await self._relay_one(item)
-            upcoming = [i.next_at for i in self.outbound.items.values()]
-            wait = max(0.05, min(upcoming) - time.time()) if upcoming and self.smarthost else 5.0
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
-
-    async def _relay_one(self, item: Item) -> None:
-        item.attempts += 1
-        mail_from = "" if item.ndr_for else address(item.sender)  # a report: the null reverse-path
-        try:
-            await asyncio.to_thread(send, self.smarthost, self.name, mail_from, item.rcpt, item.raw)
-        except smtplib.SMTPResponseException as exc:
-            reason = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
-            if exc.smtp_code >= 500:
-                self.outbound.failed(item)
-                self.log("error", "ims.relay_failed", msg_id=item.msg_id, rcpt=item.rcpt, ndr_for=item.ndr_for,
-                         smarthost=self.smarthost, reason=reason, kept=f"ims/{self.server}/failed/{item.key}.msg")
-                return
-            self._later(item, reason)
-            return
-        except (OSError, smtplib.SMTPException) as exc:
-            self._later(item, f"{type(exc).__name__}: {exc}")
-            return
-        self.outbound.done(item, self.smarthost, time.time())
-        self.log("info", "ims.relayed", msg_id=item.msg_id, rcpt=item.rcpt, ndr_for=item.ndr_for,
-                 ndr_rcpts=item.ndr_rcpts, smarthost=self.smarthost, attempt=item.attempts)
-
-    def _later(self, item: Item, reason: str) -> None:
-        item.reason, item.next_at = reason, time.time() + self.retry_s
-        self.log("warning", "ims.relay_deferred", msg_id=item.msg_id, rcpt=item.rcpt, smarthost=self.smarthost,
-                 reason=reason, retry_in_ms=int(self.retry_s * 1000))
-
-
-def send(smarthost: str, name: str, mail_from: str, rcpt: str, raw: bytes) -> None:
-    host, _, port = smarthost.rpartition(":")
-    with smtplib.SMTP(host, int(port), local_hostname=f"{name}.{DOMAIN}", timeout=10) as client:
-        client.sendmail(mail_from, [rcpt], raw)
-
+                "returned": len(self.outbound.returned),
+                "queue": [{"msg_id": i.msg_id, "rcpt": i.rcpt, "attempts": i.attempts,
+                           "state": "returning" if i.failed else "relaying", "reason": i.failed or i.reason,
+                           "expires_in_s": round(i.expires_at - time.time(), 3)} for i in items[:20]]}
 
 class Handler:
     """aiosmtpd's hooks: RCPT and DATA, answered with what the MTA says."""
@@ -254,7 +220,7 @@ class Handler:
         # a new message (two messages of the same bytes are two messages: a chaos campaign found
         # the same bytes sent twice, by a user before and after her move, taken as one id by two
         # MTAs, one delivering it and the other reporting it)
-        client_id = (headers.get("Message-ID") or "").strip()
+        client_id = header(headers, "Message-ID", "").strip()
         key = [sender, *envelope.rcpt_tos, client_id] if client_id else [uuid.uuid4().hex]
         msg_id = f"smtp-{hashlib.sha256(chr(0).join(key).encode()).hexdigest()[:24]}"
         dsn_mail: list[str] = getattr(server, "dsn_mail", [])
@@ -298,8 +264,8 @@ class Handler:
 
 def priority(headers: Any) -> str:
     """xcon's priority from X-Priority (1-2 urgent, 4-5 non-urgent) or Importance (high, low)."""
-    x = (headers.get("X-Priority") or "").strip()[:1]
-    importance = (headers.get("Importance") or "").strip().lower()
+    x = header(headers, "X-Priority", "").strip()[:1]
+    importance = header(headers, "Importance", "").strip().lower()
     if x in ("1", "2") or importance == "high":
         return "urgent"
     if x in ("4", "5") or importance == "low":

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import ClusterConfig
 from ..edge import EdgeNode, runtime_dir
+from ..mail import header
 from ..postfix import Postfix
 
 DOMAIN = "outside.test"
@@ -53,12 +54,12 @@ class Internet(EdgeNode):
             for new in sorted((self.home / "mail" / "all" / "new").glob("*")):
                 with open(new, "rb") as f:
                     headers = email.parser.BytesHeaderParser().parse(f)
-                user = (headers.get("Delivered-To") or "unknown").partition("@")[0].lower() or "unknown"
+                user = header(headers, "Delivered-To", "unknown").partition("@")[0].lower() or "unknown"
                 target = self.inbox / user / "new"
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(new, target / new.name)
                 new.unlink()
                 self.received += 1
                 self.log("info", "internet.received", rcpt=f"{user}@{DOMAIN}", file=f"internet/{user}/new/{new.name}",
-                         msg_id=headers.get("X-Xcon-Msg-Id"), subject=(headers.get("Subject") or "")[:200],
+                         msg_id=header(headers, "X-Xcon-Msg-Id"), subject=header(headers, "Subject", "")[:200],
                          report=headers.get_content_type() == "multipart/report")

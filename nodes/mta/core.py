@@ -151,6 +151,7 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
                 "mta.submit_raw": self._submit_raw,
                 "mta.lookup": self._lookup,
                 "mta.transfer": self._transfer_in,
+                "mta.relay_failed": self._relay_failed,
                 "store.released": self._released,
             }.get(event.frame.type)
             if handler is None:

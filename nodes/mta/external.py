@@ -17,12 +17,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from protocol import INVALID, PRIORITIES
-from protocol.names import MSG_ID_RULE, valid_submitted_id
+from protocol.names import MSG_ID_RULE, valid_msg_id, valid_submitted_id
 
 from ..config import Settings
 from ..core import Reply, Request, Send, error, log
 from ..mail import external
 from .queue import Pair, QueuedMessage
+
+RELAY_FAILURES = ("refused", "expired")  # why an IMS hands a pair back (nodes.ims.outbound.FAILURES)
 
 
 class External:
@@ -30,7 +32,11 @@ class External:
     settings: Settings
     cache: Any
     ids: Any
+    queue: dict[str, QueuedMessage]
+    requests: dict[str, tuple[str, str]]
     _accept: Callable[..., list]
+    _fail: Callable[..., list]
+    _expires_at: Callable[[QueuedMessage], float]
 
     def _lookup(self, req: Request, body: dict[str, Any], now: float) -> list:
         return [Reply(req.peer, req.frame.id, "mta.entry", {"recipient": self.cache.get(body["alias"], now)})]
@@ -59,7 +65,35 @@ class External:
                     cache_usn=self.cache.usn, attempt=pair.attempts),
                 Send(f"ims.{self.server}", "ims.outbound",
                      {"msg_id": msg.msg_id, "sender": msg.sender, "rcpt": pair.rcpt, "raw": msg.raw,
-                      "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts}, request, msg.msg_id)]
+                      "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts, "accepted_at": msg.accepted_at,
+                      "priority": msg.priority, "expires_at": self._expires_at(msg)}, request, msg.msg_id)]
+
+    def _relay_failed(self, req: Request, body: dict[str, Any], now: float) -> list:
+        """The IMS hands back a pair that will not leave (refused for good, or its time-out over):
+        it fails here as any pair this MTA gives up on, an NDR to the originator, or for a report
+        the postmaster's copy (nodes.mta.reports), durable before the IMS hears "ok". The message
+        may have left the queue since it was handed over: it is taken up again for this. Sent
+        again (the "ok" was lost), it is answered, not failed twice."""
+        msg_id, rcpt, reason = body["msg_id"], body["rcpt"], body["reason"]
+        if not valid_msg_id(msg_id) or not external(rcpt) or reason not in RELAY_FAILURES:
+            return error(req, "mta.relay_failed: a message id, an outside address and a reason "
+                              f"({', '.join(RELAY_FAILURES)})", INVALID)
+        ok = Reply(req.peer, req.frame.id, "ok", {}, msg_id)
+        msg = self.queue.get(msg_id)
+        if msg is None:
+            priority = body["priority"] if body["priority"] in PRIORITIES else "normal"
+            msg = QueuedMessage(msg_id, body["sender"], body["raw"], body["accepted_at"], body["ndr_for"],
+                                list(body["ndr_rcpts"]), priority=priority)
+        pair = msg.pairs.get(rcpt)
+        if pair is not None and pair.state == "failed":
+            return [ok, log("mta.relay_failed", msg_id=msg_id, rcpt=rcpt, reason=reason, repeated=True, src=req.frame.src)]
+        if pair is None:
+            pair = msg.pairs[rcpt] = Pair(rcpt, state="relayed")
+        self.queue[msg_id] = msg
+        self.requests.pop(pair.request or "", None)
+        return [log("mta.relay_failed", level="warning", msg_id=msg_id, rcpt=rcpt, reason=reason,
+                    diagnostic=body["diagnostic"][:500], ndr_for=msg.ndr_for, src=req.frame.src),
+                *self._fail(msg, [pair], reason, now), ok]
 
     def _relayed(self, msg: QueuedMessage, pair: Pair, frame: Any) -> list:
         pair.state = "relayed"

@@ -306,15 +306,18 @@ class Cluster:
                 **({"network": self.config.network} if self.config.network else {})}
 
     def quiet(self) -> tuple | None:
-        """None while a move runs, an MTA holds an unfinished pair or an IMS mail to relay; else what each wrote."""
+        """None while a move runs, an MTA holds an unfinished pair or an IMS mail to relay or hand
+        back; else what each wrote."""
         if self.status_of("orchestrator")["active"]:
             return None
         seen = []
-        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if self.config.smarthost())]:
+        # an IMS holds mail until it relays it or hands it back (its lifetime over, with no
+        # smarthost or one that is down): that mail is on its way too
+        for node in [*self.mtas, *(f"ims.{s}" for s in self.servers if f"ims.{s}" in self.config.nodes)]:
             status = self.status_of(node)
             if status.get("open_pairs") or status.get("outbound"):
                 return None
-            seen.append(status.get("spool", {}).get("records", status.get("relayed")))
+            seen.append(status.get("spool", {}).get("records", (status.get("relayed"), status.get("returned"))))
         return tuple(seen)
 
     def wait(self, timeout: float = 60.0) -> bool:

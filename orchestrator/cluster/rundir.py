@@ -34,6 +34,7 @@ from nodes.config import ClusterConfig, Settings, node_names
 from nodes.directory.core import organisation
 from nodes.directory.node import DirectoryFile, write_new
 from nodes.logs import last_value
+from nodes.ims import outbound
 from nodes.mta import spool
 from nodes.records import DamagedFile, describe_damage
 from nodes.security import KEYS, create_keys, create_smtp_certificate
@@ -296,6 +297,8 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
             if recovered.damage:
                 lost = recovered.damage["lost"]
                 damaged.append(spool_damage(f"mta/{server}/queue.wal", recovered.damage, lost))
+    for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
+        damaged += outbound.look(folder).damage(run_dir)
     path = run_dir / journal.PATH
     found = journal.scan(path.read_bytes()) if path.exists() else None
     if found is not None and found.damaged:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodes.mail import summarize
+from nodes.mail import summarize, text_of
 from nodes.mta import spool
 from nodes.mta.queue import listing
 from nodes.store.actions import msg_id_of
@@ -92,7 +92,7 @@ def reading(raw: bytes) -> dict[str, Any]:
         kind = part.get_content_type()
         if kind == "message/delivery-status":
             for block in part.get_payload():
-                report.append({k: " ".join(str(v).split()) for k, v in block.items()})
+                report.append({k: " ".join(text_of(v).split()) for k, v in block.items()})
         elif kind == "text/plain" and not part.is_multipart():
             payload = part.get_payload(decode=True) or b""
             text.append(payload.decode(part.get_content_charset() or "utf-8", errors="replace"))
@@ -100,7 +100,7 @@ def reading(raw: bytes) -> dict[str, Any]:
             payload = part.get_payload(decode=True)
             if payload:
                 text.append("--- the original's headers ---\n" + payload.decode("utf-8", errors="replace"))
-    return {"headers": [[k, " ".join(str(v).split())] for k, v in msg.items()], "text": "\n".join(text),
+    return {"headers": [[k, " ".join(text_of(v).split())] for k, v in msg.items()], "text": "\n".join(text),
             "report": report[1:] if report and "Reporting-MTA" in report[0] else report,
             "reporting": report[0] if report and "Reporting-MTA" in report[0] else None, **summarize(raw)}
 

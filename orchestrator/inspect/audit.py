@@ -17,7 +17,7 @@ from typing import Any
 
 from nodes.config import ClusterConfig, Settings, node_names
 from nodes.directory.node import read_directory
-from nodes.ims.outbound import read_relayed
+from nodes.ims import outbound
 from nodes.mta import spool
 from nodes.records import DamagedFile
 from nodes.store.maildir import read_mailboxes, read_move_state
@@ -34,6 +34,9 @@ class EndState:
     unfinished: set[str] = field(default_factory=set)  # move ids the journal has not closed
     # (msg_id, outside address) -> how many times an IMS relayed it to the smarthost (nodes.ims)
     relayed: Counter = field(default_factory=Counter)
+    # messages still on their way: queued in an MTA's queue log with a pair not final, or held by
+    # an IMS (to relay, or to hand back): a pair whose report is one of them is pending, not lost
+    waiting: set[str] = field(default_factory=set)
 
     def copies(self, alias: str, msg_id: str) -> int:
         """How many times `msg_id` is in `alias`'s mailbox, on the server the directory homes it; for
@@ -68,8 +71,15 @@ def read(run_dir: Path) -> EndState:
     stores = {p.name: (read_mailboxes(p), read_move_state(p))
               for p in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir())}
     state = assemble(directory, stores, journal.read(run_dir / journal.PATH)[0])
-    for path in sorted(run_dir.glob("ims/*/relayed.jsonl")):
-        state.relayed.update((r["msg_id"], r["rcpt"]) for r in read_relayed(path))
+    for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
+        found = outbound.look(folder)
+        damage = found.damage(run_dir)
+        if damage:
+            raise DamagedFile(run_dir / "ims" / folder.name, f"{'; '.join(damage)}; its IMS keeps it aside and takes "
+                                                             "up what reads when it starts (`xcon up --accept-damage`)")
+        state.relayed.update((r["msg_id"], r["rcpt"]) for r in found.lines if "returned" not in r)
+        ended = found.ended()
+        state.waiting.update(r["msg_id"] for key, r in found.items.items() if key not in ended)
     return state
 
 
@@ -102,6 +112,8 @@ def durable(run_dir: Path, state: EndState | None) -> Pairs:
             raise DamagedFile(path, "damaged in the middle; its MTA keeps it aside and takes up what reads when it "
                                     "starts (`xcon up --accept-damage`)")
         logs[path.parent.name] = recovered
+        if state is not None:
+            state.waiting.update(m.msg_id for m in recovered.queued if not m.done)
     return pairs_in(logs, state)
 
 

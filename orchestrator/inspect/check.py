@@ -47,7 +47,9 @@ JUDGED = frozenset({"store.duplicate_suppressed", "store.delivered", "mta.accept
                     "mta.ndr_queued", "ims.relayed"})
 # an MTA's events that say it holds a pair (not that it handed it on, delivered or failed it)
 HOLDING = frozenset({"mta.accepted", "mta.transfer_in", "mta.routed", "mta.deferred", "mta.retry", "mta.not_homed",
-                     "mta.rerouted"})
+                     "mta.rerouted",
+                     # an IMS's (nodes.ims): queued to leave, tried, or on its way back to its MTA
+                     "ims.queued_out", "ims.relay_deferred", "ims.relay_failed", "ims.hand_back_deferred"})
 
 
 class NoVerdict(Exception):
@@ -135,7 +137,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             for rcpt in e.get("rcpts", ()):
                 if not e.get("repeated") or (e.get("msg_id"), rcpt) not in accepted:
                     accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
-        elif name == "storage.damaged" and e.get("node", "").startswith("mta."):
+        elif name == "storage.damaged" and e.get("node", "").startswith(("mta.", "ims.")):
             damage[e["node"]] = e
             for key, how in (("lost", "its only record was in"), ("older_state", "its latest record was in"),
                              ("suspect", "its latest record may have been in")):
@@ -186,6 +188,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             outcome = "postmaster"
         elif key in declined and not why:
             outcome = "declined"
+        elif key in gave_up and not why and state is not None and reports.get(key) in state.waiting:
+            outcome = "pending"  # failed, and its report still on its way (in an MTA's or an IMS's queue)
         else:
             outcome = "lost" if why or key in gave_up else "pending"
         if outcome in VIOLATIONS and key[0] in lost_to_damage:

@@ -659,3 +659,42 @@ def test_a_directory_whose_usn_goes_backwards_is_refused_and_said_so_once():
     kept = mta.on_event(response(ask, "dir.snapshot_reply", {"usn": 1, "recipients": [recipient("x", "ex1", 1)]}), 2.1)
     assert events(kept, "mta.directory_regressed") and mta.cache.get("bob") is not None and mta.cache.usn == 4
     assert mta.status(2.2)["directory_regressed"] == 1
+
+
+def relay_failed(mta: MtaCore, msg_id: str, rcpt: str, reason: str, now: float, sender: str = "alice",
+                 ndr_for: str | None = None, ndr_rcpts: tuple[str, ...] = ()) -> list:
+    body = {"msg_id": msg_id, "sender": sender, "rcpt": rcpt, "raw": b"Subject: out\r\n\r\nx\r\n",
+            "ndr_for": ndr_for, "ndr_rcpts": list(ndr_rcpts), "accepted_at": 1.0, "priority": "normal",
+            "reason": reason, "diagnostic": "550 5.1.1 no such user here"}
+    return mta.on_event(request("mta.relay_failed", body, src="ims.ex1"), now)
+
+
+def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_before_the_ok():
+    """Issue 34, story 2: a message for outside that the smarthost refuses comes back to its
+    originator as an NDR, after the message left this MTA's queue; a report that cannot leave goes
+    to the postmaster; sent again (its "ok" lost), neither is made twice."""
+    mta = make_mta("sp4")
+    mta.settings = Settings(("ex1", "ex2"), "sp4", smtp=True, replication_lag_ms=1000, replication_jitter_ms=0,
+                            expire_ms=60_000)
+    msg_id, actions = submit(mta, ["zed@outside.test"], sender="carol")
+    (out,) = sends(actions, "ims.outbound")
+    assert out.body["expires_at"] == 1.0 + 60.0 and out.body["accepted_at"] == 1.0
+    mta.on_event(response(out, "ok", {}, src="ims.ex1"), 1.1)
+    assert msg_id not in mta.queue, "relayed: the IMS owns it"
+    back = relay_failed(mta, msg_id, "zed@outside.test", "refused", 2.0, sender="carol")
+    (failed,) = events(back, "mta.failed")
+    assert (failed.fields["reason"], failed.fields["report"]) == ("refused", "ndr")
+    kinds = [type(a).__name__ for a in back]
+    assert kinds.index("PersistMessage") < kinds.index("Reply"), "the NDR is durable before the IMS hears ok"
+    assert [r.type for r in replies(back)] == ["ok"]
+    ndr = [s for s in sends(back, "store.deliver") if s.body["ndr_for"] == msg_id]
+    assert [(s.body["mailbox"], s.to) for s in ndr] == [("carol", "store.ex1")]
+    again = relay_failed(mta, msg_id, "zed@outside.test", "refused", 2.5, sender="carol")
+    assert [r.type for r in replies(again)] == ["ok"] and not sends(again, "store.deliver"), "made once"
+    report = relay_failed(mta, "m-9~ndr~0123456789abcdef", "ann@outside.test", "expired", 3.0,
+                          sender="postmaster.ex2", ndr_for="m-9", ndr_rcpts=("bob",))
+    (gave_up,) = events(report, "mta.failed")
+    assert (gave_up.fields["report"], gave_up.fields["reason"]) == ("postmaster", "expired")
+    assert [s.body["mailbox"] for s in sends(report, "store.deliver")] == ["postmaster"]
+    refused = relay_failed(mta, "m-10", "bob", "refused", 3.0)
+    assert [(r.type, r.body.get("code")) for r in replies(refused)] == [("error", "invalid")], "bob is no address"

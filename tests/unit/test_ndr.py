@@ -140,3 +140,13 @@ def test_a_report_s_dates_are_formatdate_s_to_the_second(t):
     from email.utils import formatdate
 
     assert mail._date_at(t) == formatdate(t)
+
+
+def test_headers_in_raw_utf8_as_an_smtputf8_client_sends_them_are_read_as_text():
+    """A Subject in UTF-8 (not encoded-word) made the email package hand back a Header object, and
+    the NDR's composition crashed the MTA that made it (found by tests/integration/test_edges.py)."""
+    raw = "From: jürgen@outside.test\r\nSubject: grüße\r\nX-Priority: \xff\r\n\r\nhallo\r\n".encode()
+    summary = summarize(raw)
+    assert (summary["from"], summary["subject"], summary["priority"]) == ("jürgen@outside.test", "grüße", "normal")
+    ndr = compose_ndr("m~ndr~0123456789abcdef", "ex1", raw, "m", "jürgen@outside.test", [("bob", "moved")], 1.0, 2.0)
+    assert "Undeliverable: grüße" in ndr.decode() and summarize(ndr)["failed"] == ["bob"]
