@@ -138,6 +138,22 @@ def cluster_factory(tmp_path: Path) -> Callable[..., cl.Cluster]:
         cl.stop(run_dir)
 
 
+@pytest.fixture
+def smtp_cluster(tmp_path):
+    """start(*flags, lag_ms=0): a cluster with an IMS per server (`xcon up --smtp` and `flags`,
+    a replication lag of `lag_ms`, no jitter); taken down after the test."""
+    run = tmp_path / "run"
+
+    def start(*flags: str, lag_ms: int = 0) -> Path:
+        xcon("up", "--fresh", "--smtp", *flags, "--replication-lag-ms", str(lag_ms), "--replication-jitter-ms", "0",
+             run_dir=run, check=True)
+        return run
+
+    yield start
+    if (run / "cluster.json").exists():
+        xcon("down", run_dir=run)
+
+
 def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120,
          input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
     """Run the CLI as a user would (a separate process). `env` adds variables (None removes one)."""

@@ -10,7 +10,8 @@ from .spool import Spool
 def main() -> None:
     args = node_args("mta")
     server = args.config.nodes[args.name]["server"]
-    spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync)
+    spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync,
+                  node_log=args.run_dir / "logs" / f"{args.name}.jsonl")
     with refusing_damage(args.name):
         parts = wiring(server, args.config.settings, boot_id(), spool)
     Runtime(args.name, args.config, parts).run()

@@ -17,10 +17,11 @@ def wiring(server: str, settings: Settings, boot: str, spool: Any) -> Wiring:
     recovered = spool.load()
     core = MtaCore(server, settings, boot, recovered.queued, recovered.remembered)
     notes = [] if recovered.damage is None else [
-        log("storage.damaged", level="error", file=f"mta/{server}/queue.wal", **recovered.damage,
-            why="damage in the middle of the queue log: every record that reads was taken up; the ids in `lost` "
-                "have no record left and are gone from this MTA; those in `suspect` are queued again as their last "
-                "readable record left them, and may have had a newer state in the damage")]
+        log("storage.damaged", level="error", file=f"mta/{server}/queue.wal",
+            **{"why": "damage in the middle of the queue log: every record that reads was taken up; the ids in "
+                      "`lost` have no record left and are gone from this MTA; those in `suspect` are queued again as "
+                      "their last readable record left them, and may have had a newer state in the damage",
+               **recovered.damage})]
     spool.state = core.durable_state
     executors = {
         PersistMessage: lambda a: spool.persist(a.msg_id, a.record),

@@ -35,7 +35,7 @@ from nodes.directory.core import organisation
 from nodes.directory.node import DirectoryFile, write_new
 from nodes.logs import last_value
 from nodes.ims import outbound
-from nodes.mta import spool
+from nodes.mta import wal
 from nodes.records import DamagedFile, describe_damage
 from nodes.security import KEYS, create_keys, create_smtp_certificate
 from nodes.store.maildir import Maildirs, mail_group, read_move_state
@@ -291,9 +291,12 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
             read_move_state(run_dir / "stores" / server)
         except DamagedFile as exc:
             refused.append(_relative(str(exc), run_dir))
-        wal = run_dir / "mta" / server / "queue.wal"
-        if wal.exists():
-            recovered = spool.recover(wal.read_bytes())[0]
+        log = run_dir / "mta" / server / "queue.wal"
+        gone = wal.vanished(log, run_dir / "logs" / f"mta.{server}.jsonl")
+        if gone is not None:
+            damaged.append(vanished_damage(f"mta/{server}/queue.wal", gone))
+        elif log.exists():
+            recovered = wal.recover(log.read_bytes())[0]
             if recovered.damage:
                 lost = recovered.damage["lost"]
                 damaged.append(spool_damage(f"mta/{server}/queue.wal", recovered.damage, lost))
@@ -306,6 +309,14 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
         damaged.append(describe_damage(str(journal.PATH), found.damage,
                                        f"moves left for you to finish or abort: {', '.join(suspect)}" if suspect else ""))
     return refused, damaged
+
+
+def vanished_damage(name: str, gone: dict[str, Any]) -> str:
+    """One line for a queue log that is missing or empty though its MTA's log says it held records."""
+    lost = gone["lost"]
+    held = (f"{len(lost)} message(s) it held still open: {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}"
+            if lost else "no message still open, but the pairs it remembered against retransmissions")
+    return f"{name} is {gone['gone']}, though its MTA's log says it held records ({held})"
 
 
 def spool_damage(name: str, damage: dict[str, Any], lost: list[str]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.mail import summarize, text_of
-from nodes.mta import spool
+from nodes.mta import wal
 from nodes.mta.queue import listing
 from nodes.store.actions import msg_id_of
 from protocol.names import reports_of
@@ -44,7 +44,7 @@ def offline_queue(run_dir: Path, mta: str, limit: int = DEFAULT_LIMIT) -> dict[s
     """An MTA's open pairs as its queue log holds them (no retry times: a restart starts those again)."""
     path = run_dir / "mta" / mta.split(".", 1)[1] / "queue.wal"
     try:
-        recovered = spool.recover(path.read_bytes())[0]
+        recovered = wal.recover(path.read_bytes())[0]
     except FileNotFoundError:
         return {"items": [], "total": 0}
     messages = {m.msg_id: m for m in recovered.queued}
@@ -68,7 +68,7 @@ def where(run_dir: Path, msg_id: str) -> list[dict[str, Any]]:
                                        "mailbox": box.name, "path": str(f.relative_to(run_dir))})
     for log in sorted((run_dir / "mta").glob("*/queue.wal")):
         try:
-            recovered = spool.recover(log.read_bytes())[0]
+            recovered = wal.recover(log.read_bytes())[0]
         except OSError:
             continue
         for m in recovered.queued:

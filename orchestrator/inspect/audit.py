@@ -18,7 +18,7 @@ from typing import Any
 from nodes.config import ClusterConfig, Settings, node_names
 from nodes.directory.node import read_directory
 from nodes.ims import outbound
-from nodes.mta import spool
+from nodes.mta import wal
 from nodes.records import DamagedFile
 from nodes.store.maildir import read_mailboxes, read_move_state
 from protocol.names import POSTMASTER, is_derived
@@ -106,8 +106,15 @@ def durable(run_dir: Path, state: EndState | None) -> Pairs:
     queue log (its queued messages and the pairs it still remembers) and the messages in the
     mailboxes of `state`. DamagedFile for a queue log damaged in the middle (not yet kept aside)."""
     logs = {}
-    for path in sorted((run_dir / "mta").glob("*/queue.wal")):
-        recovered = spool.recover(path.read_bytes())[0]
+    for server in servers_of(run_dir):
+        path = run_dir / "mta" / server / "queue.wal"
+        if wal.vanished(path, run_dir / "logs" / f"mta.{server}.jsonl") is not None:
+            raise DamagedFile(path, "missing or empty, though its MTA's log says it held records: the queue it held "
+                                    "is not known (`xcon up --accept-damage` starts the MTA on an empty one and names "
+                                    "what it held)")
+        if not path.exists():
+            continue
+        recovered = wal.recover(path.read_bytes())[0]
         if recovered.damage:
             raise DamagedFile(path, "damaged in the middle; its MTA keeps it aside and takes up what reads when it "
                                     "starts (`xcon up --accept-damage`)")
@@ -118,7 +125,7 @@ def durable(run_dir: Path, state: EndState | None) -> Pairs:
 
 
 def pairs_in(logs: dict[str, Any], state: EndState | None) -> Pairs:
-    """The pairs queue logs (spool.Recovered, by server) and an end state's mailboxes hold."""
+    """The pairs queue logs (wal.Recovered, by server) and an end state's mailboxes hold."""
     pairs: Pairs = {}
     for recovered in logs.values():
         for msg in recovered.queued:
@@ -134,6 +141,13 @@ def pairs_in(logs: dict[str, Any], state: EndState | None) -> Pairs:
             if not is_derived(msg_id):
                 pairs.setdefault((msg_id, alias), (None, None))
     return pairs
+
+
+def servers_of(run_dir: Path) -> list[str]:
+    """The servers whose MTAs' queue logs a verdict reads: cluster.json's (or a simulated run's),
+    and any other folder of mta/."""
+    named = [n.split(".", 1)[1] for n in nodes_of(run_dir) if n.startswith("mta.")]
+    return sorted({*named, *(p.name for p in (run_dir / "mta").glob("*") if p.is_dir())})
 
 
 def nodes_of(run_dir: Path) -> list[str]:

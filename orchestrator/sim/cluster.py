@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings
-from nodes.mta import spool
+from nodes.mta import wal
 from protocol import hlc
 
 from orchestrator.inspect import audit
@@ -177,7 +177,7 @@ class SimCluster(Cluster):
 
     def durable(self, state: Any) -> audit.Pairs:
         """The pairs the simulated queue logs and mailboxes hold, read as a real run's are."""
-        logs = {n.server: spool.recover(n.storage.data)[0] for n in self.world.nodes.values() if n.kind == "mta"}
+        logs = {n.server: wal.recover(n.storage.data)[0] for n in self.world.nodes.values() if n.kind == "mta"}
         return audit.pairs_in(logs, state)
 
     def dump(self, run_dir: Path, replay: str = "") -> None:

@@ -16,7 +16,7 @@ from orchestrator.cluster.rundir import free_ports, node_processes
 from ..conftest import wait_for_event, xcon, xcon_json
 from .test_cli_errors import one_line_error
 from .test_nothing_vanishes import flip, refused_to_start
-from .test_smtp import held_move, smtp_cluster, smtp_of  # noqa: F401 (a fixture)
+from .test_smtp import held_move, smtp_of
 
 
 class Smarthost:

@@ -117,6 +117,30 @@ def test_damage_in_a_queue_log_stops_the_start_and_is_reported_lost_once_accepte
         xcon("down", run_dir=run)
 
 
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_queue_log_that_vanished_is_damage_not_an_empty_queue(stopped, tmp_path, how):
+    """Issue 34, story 5: with mta/ex2/queue.wal deleted or emptied, `up` said "0 message(s) taken
+    up", the five pairs it held were never delivered nor reported, and `xcon wait` exited 0."""
+    run = copy_of(stopped, tmp_path)
+    wal = run / "mta" / "ex2" / "queue.wal"
+    wal.unlink() if how == "deleted" else wal.write_bytes(b"")
+    one_line_error(xcon("check", run_dir=run), 3, "no verdict", "mta/ex2/queue.wal", "missing or empty")
+    refused_to_start(xcon("up", run_dir=run), f"mta/ex2/queue.wal is {'missing' if how == 'deleted' else how}",
+                     "5 message(s) it held still open: m1, m2", "--accept-damage")
+    assert not node_processes(run)
+    try:
+        up = xcon("up", "--accept-damage", run_dir=run, check=True)
+        assert "damage accepted: mta.ex2" in up.stdout, up.stdout
+        damaged = wait_for_event(run, event="storage.damaged", node="mta.ex2")
+        assert damaged["lost"] == ["m1", "m2", "m3", "m4", "m5"] and damaged["gone"] == how.replace("deleted", "missing")
+        proc = xcon("check", "--json", run_dir=run)
+        report = json.loads(proc.stdout)
+        assert proc.returncode == 1 and sorted((v["msg_id"], v["outcome"]) for v in report["violations"]) == \
+            [(f"m{i}", "damaged") for i in range(1, 6)], report["violations"]
+    finally:
+        xcon("down", run_dir=run)
+
+
 def test_a_directory_whose_state_vanished_is_refused_never_replaced_by_an_empty_one(stopped, tmp_path):
     """Story 4: with changes.jsonl deleted the directory restarted at USN 0 with no users, and
     every cache went back without a word; a home server that is no server routed mail nowhere."""

@@ -45,22 +45,6 @@ def outside():
         controller.stop()
 
 
-@pytest.fixture
-def smtp_cluster(tmp_path):
-    """start(*flags, lag_ms=0): a cluster with an IMS per server (`xcon up --smtp` and `flags`,
-    a replication lag of `lag_ms`, no jitter); taken down after the test."""
-    run = tmp_path / "run"
-
-    def start(*flags: str, lag_ms: int = 0) -> Path:
-        xcon("up", "--fresh", "--smtp", *flags, "--replication-lag-ms", str(lag_ms), "--replication-jitter-ms", "0",
-             run_dir=run, check=True)
-        return run
-
-    yield start
-    if (run / "cluster.json").exists():
-        xcon("down", run_dir=run)
-
-
 def with_alice(start, *flags: str) -> Path:
     """A cluster of `start` (the smtp_cluster fixture) with alice on ex1."""
     run = start(*flags)

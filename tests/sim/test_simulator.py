@@ -192,7 +192,7 @@ DAMAGED_RETIREMENT = json.loads('{"seed": 1627879872, "build": "sp4", "servers":
 def test_a_report_whose_retirement_was_damaged_unnamed_is_the_damage_s_cost_not_a_break(tmp_path):
     """The message is delivered to carol after the NDR went out: "both". The damage named no id,
     so the verdict had nothing to put it down to and called the trial broken; now the MTA names
-    the messages that damage may have set back (spool.suspects) and the pair is `damaged`, the
+    the messages that damage may have set back (wal.suspects) and the pair is `damaged`, the
     expected cost of the fault corrupt."""
     world = campaign.world_from_json(DAMAGED_RETIREMENT)
     result = chaos.run_trial(world, tmp_path / "trial", sim=Network(), dump=False)

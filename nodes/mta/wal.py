@@ -1,0 +1,258 @@
+"""The MTA's queue log, its records and how they are read back (the writing is nodes.mta.spool's).
+
+`<run-dir>/mta/<server>/queue.wal` is a sequence of records, each framed as
+`length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack`:
+
+    ["p", msg_id, record]               the message and its pairs' states; the newest one wins
+    ["s", msg_id, state]                a newer state of a message whose "p" record is in the log:
+                                        the same record without the message's bytes (`raw`)
+    ["r", msg_id, {rcpt: hops}, accepted_at]
+                                        every pair is final: the message leaves the queue, and
+                                        its pairs are remembered so a retransmission is refused
+    ["c"]                               the end of a batch: the records before it count together
+
+A message's bytes are written once: its first record is whole, and each later step of its pairs
+(a delivery, a deferral, a report) writes only the state. Before, each step wrote the message
+again, and one of 15 MiB with three recipients left 125 MB in the log. The cost is that damage to
+the whole record loses the message even where later states read (it is named in `lost`, and
+`xcon check` puts its pairs down to the damage); a compaction writes every queued message whole.
+
+A crash can only tear the tail, a batch that was never acknowledged; reading cuts it off, whole:
+the records of a batch after its last commit record are dropped together, never some of them. (A
+batch holds steps that belong together, an NDR and the failure it reports: the simulator's torn
+writes found an NDR kept without its failure, and the pair delivered after a restart as well as
+reported. A log written before commit records existed has none, and is read record by record.)
+
+Anything else that does not read is damage (nodes.records): what `recover` takes up is every
+record it can read on both sides of the damage, and it says what was lost (`Recovered.damage`):
+the ids the damaged bytes still show that have no record left. A record of the wrong shape is
+damage too: every value read back is checked as strictly as the same value in a frame. A log
+this MTA made always holds a record at least (a commit record), so a log that is missing or empty
+while the MTA's own log says it held records is damage too (`vanished`), never an empty queue.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol import PRIORITIES
+from protocol.frame import pack
+from protocol.names import valid_msg_id, valid_recipient
+
+from ..records import Scan, ids_in, scan_frames
+from .queue import FINAL, WAITING, QueuedMessage
+
+HEADER = struct.Struct(">II")
+def frame(record: list) -> bytes:
+    return b"".join(frame_parts(record))
+
+
+def frame_parts(record: list) -> tuple[bytes, bytes]:
+    """A record's frame as its header and its body, for a caller that joins many at once (a
+    message's record is copied once on its way into a batch, not once more per frame)."""
+    data = pack(record)
+    return HEADER.pack(len(data), zlib.crc32(data)), data
+
+
+COMMIT = frame(["c"])
+
+
+STATES = frozenset({"queued", "deferred", *WAITING, *FINAL})
+_NONE = type(None)
+# each field's exact types (type(), not isinstance: a bool is no int here), checked in one pass
+_PAIR = {"rcpt": {str}, "alt_of": {str, _NONE}, "state": {str}, "hint": {dict, _NONE}, "hops": {int},
+         "attempts": {int}, "reason": {str}, "handed_to": {str, _NONE}, "resent": {bool}, "unconfirmed": {bool},
+         "alt_copy": {str, _NONE}, "cycles": {int}, "arrived_usn": {int}}
+_PAIR_REQUIRED = frozenset(_PAIR) - {"cycles", "arrived_usn"}  # fields added since: a log from before lacks them
+_MESSAGE = {"msg_id": {str}, "sender": {str}, "raw": {bytes}, "accepted_at": {int, float}, "ndr_for": {str, _NONE},
+            "ndr_rcpts": {list}, "priority": {str}, "report": {str, _NONE}, "pairs": {list}}
+_MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
+_STATE = {k: v for k, v in _MESSAGE.items() if k != "raw"}  # an "s" record: the message without its bytes
+_STATE_REQUIRED = _MESSAGE_REQUIRED - {"raw"}
+
+
+def _fields_ok(d: Any, types: dict[str, set[type]], required: frozenset[str]) -> bool:
+    if type(d) is not dict:
+        return False
+    # a record's shape (its keys and the types of their values, in order) is judged once: a log
+    # holds a handful of shapes, and this check ran per field of every pair of every record
+    shape = (id(types), *d, *map(type, d.values()))
+    if shape in _GOOD_SHAPES:
+        return True
+    ok = required <= d.keys() <= types.keys() and all(type(v) in types[k] for k, v in d.items())
+    if ok and len(_GOOD_SHAPES) < 4096:
+        _GOOD_SHAPES.add(shape)
+    return ok
+
+
+_GOOD_SHAPES: set[tuple] = set()
+
+
+def valid_record(record: Any) -> bool:
+    """A record as this log writes it, field by field: anything else is damage, not a crash at start."""
+    if not isinstance(record, list) or not record:
+        return False
+    tag = record[0]
+    if tag == "c":
+        return len(record) == 1
+    if tag == "r":
+        return (len(record) == 4 and valid_msg_id(record[1]) and isinstance(record[2], dict)
+                and all(valid_recipient(r) and type(h) is int for r, h in record[2].items())
+                and isinstance(record[3], (int, float)) and not isinstance(record[3], bool))
+    if tag not in ("p", "s") or len(record) != 3:
+        return False
+    msg = record[2]
+    fields, required = (_MESSAGE, _MESSAGE_REQUIRED) if tag == "p" else (_STATE, _STATE_REQUIRED)
+    return (_fields_ok(msg, fields, required) and msg["msg_id"] == record[1] and valid_msg_id(record[1])
+            and msg.get("priority", "normal") in PRIORITIES and all(isinstance(r, str) for r in msg["ndr_rcpts"])
+            and all(_fields_ok(p, _PAIR, _PAIR_REQUIRED) and p["state"] in STATES and valid_recipient(p["rcpt"])
+                    for p in msg["pairs"]))
+
+
+def read_records(data: bytes) -> tuple[list[list], int, Scan]:
+    """The records of whole batches in `data` (up to its last commit record, or every whole
+    record of a log that has none), the offset where that good part ends, and the scan (its
+    damage, if any)."""
+    scan = scan_frames(data, valid_record)
+    commits = [i for i, r in enumerate(scan.records) if r == ["c"]]
+    if commits and scan.damage and scan.damage[-1][0] >= scan.ends[commits[-1]]:
+        # damage after the last commit that reads (perhaps in that commit itself): the records
+        # between are taken up like every record that reads; they are no torn tail
+        records = [r for r in scan.records if r != ["c"]]
+    elif commits:
+        last = commits[-1]
+        good = scan.ends[last]
+        if good < scan.good:  # a batch with no commit after it: torn, whole
+            scan.torn += scan.good - good
+            scan.good = good
+        records = [r for r in scan.records[:last] if r != ["c"]]
+    else:
+        records = scan.records
+    return records, scan.good, scan
+
+
+@dataclass
+class Recovered:
+    """What a queue log held at start: the queued messages, each retirement (msg_id, {rcpt: hops},
+    accepted_at) in log order, and what damage was found (None: none)."""
+
+    queued: list[QueuedMessage]
+    remembered: list[tuple[str, dict[str, int], float]]
+    damage: dict[str, Any] | None = None
+
+
+def recover(data: bytes | bytearray) -> tuple[Recovered, list[list], int]:
+    """The state a log's bytes hold, the records kept and where the good part ends. `data` is
+    only read (a simulated log's bytearray is read where it lies)."""
+    records, good, scan = read_records(data)
+    queued, remembered, orphans = replay(records)
+    damage = None
+    if scan.damaged or orphans:
+        # a state whose message's bytes are gone is lost with them; the log kept drops it
+        records = [r for r in records if not (r[0] == "s" and r[1] in orphans)] if orphans else records
+        left = {r[1] for r in records}
+        lost = [i for i in scan.ids if i not in left]
+        damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": lost + [i for i in orphans if i not in lost],
+                  "older_state": [i for i in scan.ids if i in left],
+                  "suspect": suspects(data, scan, queued)}
+    return Recovered(queued, remembered, damage), records, good
+
+
+def suspects(data: bytes, scan: Scan, queued: list[QueuedMessage]) -> list[str]:
+    """The queued messages whose newer state may be in damage that names no id: a run of damaged
+    bytes whose record starts do not read (the tag or the id itself was hit) could have held a
+    delivery, a report or the retirement of any message whose every readable record lies before
+    it. Simulated campaign trial 1627879872: the retirement of a message already reported was hit
+    in its first bytes, the message came back queued with nothing named, and was delivered as well
+    as reported."""
+    unnamed = [start for start, end in scan.damage if not ids_in(data[start:end])]
+    if not unnamed:
+        return []  # each damaged run names what it held: `lost` and `older_state` say it all
+    newest = {r[1]: end for r, end in zip(scan.records, scan.ends) if r[0] != "c"}
+    named = set(scan.ids)
+    return [m.msg_id for m in queued if m.msg_id not in named and newest.get(m.msg_id, 0) <= max(unnamed)]
+
+
+def rewrite(records: list[list]) -> bytes:
+    """A log holding `records` whole, as one committed batch (a commit record alone for none: a
+    log this MTA made is never empty, so an empty one is damage, not an empty queue)."""
+    return b"".join(frame(r) for r in records) + COMMIT
+
+
+# what an MTA logs only once a record of the message is durable in its queue log
+TAKEN = frozenset({"mta.accepted", "mta.transfer_in", "mta.ndr_queued", "mta.relay_failed"})
+
+
+def history(node_log: Path) -> dict[str, None] | None:
+    """What an MTA's own log says its queue log held: None if it never made a record durable
+    (nothing was taken, so no log is owed); else the ids of the messages still open at the log's
+    end (taken and not retired), in log order. Read only where the queue log is missing or empty."""
+    import orjson
+
+    held: dict[str, None] | None = None
+    try:
+        f = open(node_log, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        for line in f:
+            if b'"mta.' not in line:
+                continue
+            try:
+                e = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            name = e.get("event") if isinstance(e, dict) else None
+            if name in TAKEN or (name == "mta.failed" and e.get("report") == "postmaster"):
+                held = {} if held is None else held
+                taken = e.get("postmaster_id") if name == "mta.failed" else e.get("msg_id")
+                if isinstance(taken, str):
+                    held[taken] = None
+            elif name == "mta.retired" and held is not None:
+                held.pop(e.get("msg_id"), None)
+    return held
+
+
+def vanished(path: Path, node_log: Path) -> dict[str, Any] | None:
+    """Damage of a queue log that is missing or empty though its MTA's log says it held records
+    (None if it is there, or none was owed): what `recover` says of a damaged log, with `why`."""
+    try:
+        if path.stat().st_size > 0:
+            return None
+        gone = "emptied"
+    except FileNotFoundError:
+        gone = "missing"
+    held = history(node_log)
+    if held is None:
+        return None
+    return {"damaged_bytes": [], "lost": list(held), "older_state": [], "suspect": [], "gone": gone,
+            "why": f"{path.name} is {gone}, though {node_log.name} says it held records: the queue it held is "
+                   "gone, not empty"}
+
+
+def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]], dict[str, None]]:
+    """What a log's records leave: the queued messages, each retirement in log order, and the ids
+    of states ("s") whose message's bytes no record holds (damage took its "p" record), in log
+    order: they are logged, and a set's order would change with the process's hash seed."""
+    queued: dict[str, dict] = {}
+    remembered: list[tuple[str, dict[str, int], float]] = []
+    orphans: dict[str, None] = {}
+    for rec in records:
+        tag = rec[0]
+        if tag == "p":
+            queued[rec[1]] = rec[2]
+        elif tag == "s":
+            whole = queued.get(rec[1])
+            if whole is None:
+                orphans[rec[1]] = None
+            else:
+                queued[rec[1]] = {**rec[2], "raw": whole["raw"]}
+        elif tag == "r":
+            _, msg_id, hops, accepted_at = rec
+            queued.pop(msg_id, None)
+            remembered.append((msg_id, hops, accepted_at))
+    return [QueuedMessage.from_record(r) for r in queued.values()], remembered, orphans
