@@ -27,7 +27,7 @@ GARBAGE = [
     msgpack.packb({"v": VERSION, "type": "ping"}),
     msgpack.packb({"v": VERSION, "type": "no.such", "id": "g1", "src": "t", "clock": 1, "body": {}}),
     msgpack.packb({"v": VERSION, "type": "dir.lookup", "id": "g2", "src": "t", "clock": 1, "body": {"alias": 7}}),
-    msgpack.packb({"v": 9, "type": "ping", "id": "g3", "src": "t", "clock": 1, "body": {}}),
+    msgpack.packb({"v": VERSION + 1, "type": "ping", "id": "g3", "src": "t", "clock": 1, "body": {}}),
     msgpack.packb({"v": VERSION, "type": "mta.submit", "id": "g4", "src": "t", "clock": 1,
                    "body": {"msg_id": None, "sender": "x" * 100_000, "recipients": [[]], "subject": "", "body": "",
                             "priority": None}}),
