@@ -58,6 +58,21 @@ class JsonLinesFile:
 CREATED = "log.created"  # the first line of every node's log: a log without it was cut or emptied
 
 
+def log_lost(path: Path, node: str, why: str) -> None:
+    """Begin a node's log anew where the one it had is gone: its first line (CREATED) says that it
+    replaces a lost one (`lost`), so `xcon check` gives no verdict on it; the node appends after it."""
+    now = time.time()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    line = {"ts": now, "node": node, "level": "error", "event": CREATED, "hlc": hlc.wall(now),
+            "lost": f"logs/{path.name} was {why}: what the node logged before is lost"}
+    fd = open_append(path)
+    try:
+        os.write(fd, orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def cut_torn_line(path: Path) -> int:
     """Cut the last line of a log if a kill cut it short (no newline after it), so what the node
     writes next starts on a line of its own and every line in the middle of a log is whole: one

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from nodes.config import ClusterConfig, open_append
+from nodes.logs import log_lost
 
 from .netns import exec_prefix
 
@@ -68,9 +69,15 @@ def wait_gone(pids: Iterable[int], run_dir: Path, seconds: float) -> bool:
     return True
 
 
-def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subprocess.Popen:
-    """Start one node's process (in its own session) and record its pid in cluster.json."""
+def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool = True) -> subprocess.Popen:
+    """Start one node's process (in its own session) and record its pid in cluster.json. `again`:
+    the node ran in this run-dir before (a restart, a resumed cluster; not a new cluster's first
+    start); if its log is gone or empty, the new one says so in its first line
+    (nodes.logs.log_lost): a verdict never rests on a log made anew."""
     node = config.nodes[name]
+    log = config.run_dir / "logs" / f"{name}.jsonl"
+    if again and not _has_lines(log):
+        log_lost(log, name, "missing or empty when the node was started again")
     console = open_append(config.run_dir / "logs" / f"{name}.console")
     try:
         # on a cluster of namespaces, `ip netns exec` enters the node's host and execs Python: the
@@ -87,6 +94,13 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True) -> subproces
     if save:
         config.save()
     return proc
+
+
+def _has_lines(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 MIN_DAMAGE_BYTES = 64  # a log shorter than this has no middle to damage

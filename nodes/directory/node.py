@@ -240,10 +240,13 @@ class MemoryDirectoryFile:
         return replay(json.loads(self.snapshot) if self.snapshot else None, bytes(self.changes))[0]
 
     def dump(self, path: Path) -> None:
+        """Write the files a real directory would leave: its snapshot, and an empty change log
+        (the snapshot holds every change: the pair is whole, as DirectoryFile.read wants it)."""
         state = self.state()
         if state is not None:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.write_bytes(_snapshot(state))
+            path.with_name(CHANGES).write_bytes(b"")
 
 
 def wiring(settings: Settings, storage: DirectoryFile | MemoryDirectoryFile) -> Wiring:

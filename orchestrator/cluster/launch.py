@@ -81,7 +81,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
             raise
         for attempt in itertools.count(1):  # ends by returning or raising
             config.save()
-            procs = {name: spawn_node(config, name, save=False) for name in config.nodes}
+            procs = {name: spawn_node(config, name, save=False, again=resumed is not None) for name in config.nodes}
             config.save()
             cluster = Cluster(config)
             cluster.resumed = resumed

@@ -302,6 +302,12 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
                 damaged.append(spool_damage(f"mta/{server}/queue.wal", recovered.damage, lost))
     for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
         damaged += outbound.look(folder).damage(run_dir)
+    # a node's log is the record of what it did: one that is gone, emptied or cut at the start is
+    # damage (the node would begin it anew, and say so: nodes.logs.log_lost)
+    from orchestrator.inspect.logread import problems
+
+    damaged += [p for p in problems(run_dir, node_names(settings.servers, settings.smtp, settings.imap))
+                if "begun anew" not in p]
     path = run_dir / journal.PATH
     found = journal.scan(path.read_bytes()) if path.exists() else None
     if found is not None and found.damaged:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from nodes.config import ClusterConfig, Settings, node_names
-from nodes.directory.node import read_directory
+from nodes.directory.node import CHANGES, DirectoryFile
 from nodes.ims import outbound
 from nodes.mta import wal
+from nodes.logs import last_value
 from nodes.records import DamagedFile
 from nodes.store.maildir import read_mailboxes, read_move_state
 from protocol.names import POSTMASTER, is_derived
@@ -62,15 +63,35 @@ class EndState:
 
 
 def available(run_dir: Path) -> bool:
-    return (run_dir / "directory" / "directory.json").is_file() and (run_dir / "stores").is_dir()
+    """Whether `run_dir` is a cluster's (real or simulated), whose end state a verdict reads."""
+    return any((run_dir / name).exists() for name in ("cluster.json", "sim.json", "directory"))
 
 
 def read(run_dir: Path) -> EndState:
-    """The end state of `run_dir` (see `available`); DamagedFile for a file that does not read."""
-    directory = read_directory(run_dir / "directory" / "directory.json") or {}
+    """The end state of `run_dir` (see `available`), read by the rules its nodes read it by at
+    start (`xcon up`'s too): DamagedFile for a file that is missing where the run's logs say it
+    was written, or does not read, or a record log damaged in the middle (the journal, the
+    directory's change log). A verdict is never given from less than a node would start on."""
+    logs = run_dir / "logs"
+    reached = last_value(logs / "directory.jsonl", "usn") or 0
+    path = run_dir / "directory" / "directory.json"
+    if not path.exists() and (logs / "directory.jsonl").exists():
+        raise DamagedFile(path, "missing, though logs/directory.jsonl says the directory ran: whom it homes where "
+                                "is not known")
+    directory, _, _, _, found = DirectoryFile(path, None, reached).read()
+    if found.damaged:
+        raise DamagedFile(path.with_name(CHANGES), found.describe(CHANGES))
+    servers = servers_of(run_dir)
+    missing = [s for s in servers if not (run_dir / "stores" / s).is_dir() and (logs / f"store.{s}.jsonl").exists()]
+    if missing:
+        raise DamagedFile(run_dir / "stores" / missing[0], "missing, though its store's log says it ran")
     stores = {p.name: (read_mailboxes(p), read_move_state(p))
-              for p in sorted(p for p in (run_dir / "stores").iterdir() if p.is_dir())}
-    state = assemble(directory, stores, journal.read(run_dir / journal.PATH)[0])
+              for p in sorted(p for p in (run_dir / "stores").glob("*") if p.is_dir())}
+    found = journal.scan((run_dir / journal.PATH).read_bytes() if (run_dir / journal.PATH).exists() else b"")
+    if found.damaged:
+        raise DamagedFile(run_dir / journal.PATH, found.describe(journal.PATH.name) + "; the orchestrator keeps it "
+                          "aside and takes up what reads when it starts (`xcon up --accept-damage`)")
+    state = assemble(directory, stores, found.records)
     for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
         found = outbound.look(folder)
         damage = found.damage(run_dir)

@@ -79,9 +79,12 @@ def problems(run_dir: Path, nodes: Iterable[str]) -> list[str]:
             found.append(f"logs/{node}.jsonl is empty")
             continue
         try:
-            event = orjson.loads(first).get("event")
+            head = orjson.loads(first)
+            event = head.get("event")
         except (orjson.JSONDecodeError, AttributeError):
-            event = None
+            head, event = {}, None
         if event != CREATED:
             found.append(f"logs/{node}.jsonl does not begin with its {CREATED} line (cut at the start, or replaced)")
+        elif head.get("lost"):  # begun anew over a lost one (nodes.logs.log_lost)
+            found.append(f"logs/{node}.jsonl was begun anew: {head['lost']}")
     return found

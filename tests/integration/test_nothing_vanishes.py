@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.records import decode_line
+from nodes.records import decode_line, encode_line
 from orchestrator.cluster.rundir import node_processes
 
 from ..conftest import wait_for_event, xcon, xcon_json
@@ -181,6 +181,51 @@ def test_no_verdict_rests_on_a_log_that_is_emptied_or_damaged(stopped, tmp_path)
     assert [(v["msg_id"], v["outcome"]) for v in report["violations"] if v["msg_id"] == "m0"] == [("m0", "lost")]
     (run / "logs" / "store.ex2.jsonl").unlink()
     one_line_error(xcon("check", run_dir=run), 3, "logs/store.ex2.jsonl is missing")
+
+
+def test_no_verdict_rests_on_a_damaged_journal_or_a_directory_whose_files_are_gone(stopped, tmp_path):
+    """Issue 34, stories 6 to 8: a flipped byte in the move journal gave a verdict (and one in a
+    move's `done` record turned a STALE LOCK into "holds"); with directory.json gone check fell
+    back to the logs alone and said "holds" over a deleted message; with changes.jsonl gone it
+    reported six false LOSTs. Each file is read as the node reads it at start, or no verdict."""
+    run = copy_of(stopped, tmp_path)
+    records = [{"move_id": "mv1", "step": step, "alias": "bob", "source": "ex2", "target": "ex1"}
+               for step in ("lock", "copy", "set_home", "done")]
+    (run / "orchestrator" / "journal.jsonl").write_bytes(b"".join(encode_line(r) for r in records))
+    (run / "stores" / "ex2" / ".locks.json").write_text(json.dumps({"locks": {"bob": "mv1"}}))
+    stale = xcon("check", run_dir=run)
+    assert stale.returncode == 1 and "STALE LOCK" in stale.stdout, stale.stdout  # the move is done, its lock is not
+    journal = run / "orchestrator" / "journal.jsonl"
+    flip(journal, journal.read_bytes().index(b'"done"') + 2)
+    one_line_error(xcon("check", run_dir=run), 3, "no verdict", "journal.jsonl is damaged in the middle")
+    run = copy_of(stopped, tmp_path / "changes")
+    (run / "directory" / "changes.jsonl").unlink()
+    one_line_error(xcon("check", run_dir=run), 3, "no verdict", "changes.jsonl: missing while directory.json is there")
+    run = copy_of(stopped, tmp_path / "snapshot")
+    for f in (run / "stores" / "ex1" / "carol" / "new").iterdir():
+        f.unlink()  # m0, delivered to carol, is gone: "holds" would hide it
+    for name in ("directory.json", "changes.jsonl"):
+        (run / "directory" / name).unlink()
+    one_line_error(xcon("check", run_dir=run), 3, "no verdict", "directory.json: missing, though logs/directory.jsonl")
+    logs_only = xcon("check", "--logs-only", run_dir=run)  # the logs alone, when asked for: bob's five wait
+    assert logs_only.returncode == 1 and "1 delivered, 0 NDR, 0 lost, 5 pending" in logs_only.stdout, logs_only.stdout
+
+
+def test_a_node_log_that_vanished_stops_a_resume_and_one_begun_anew_gives_no_verdict(stopped, tmp_path):
+    """Issue 34, story 10: with a node's log deleted, `xcon up` made it anew and check said holds."""
+    run = copy_of(stopped, tmp_path)
+    (run / "logs" / "mta.ex1.jsonl").unlink()
+    one_line_error(xcon("check", run_dir=run), 3, "no verdict", "logs/mta.ex1.jsonl is missing")
+    refused_to_start(xcon("up", run_dir=run), "logs/mta.ex1.jsonl is missing", "--accept-damage")
+    assert not node_processes(run)
+    try:
+        xcon("up", "--accept-damage", run_dir=run, check=True)
+        first = json.loads((run / "logs" / "mta.ex1.jsonl").read_bytes().split(b"\n", 1)[0])
+        assert first["event"] == "log.created" and "what the node logged before is lost" in first["lost"]
+        xcon("wait", "--timeout", "30", run_dir=run, check=True)
+        one_line_error(xcon("check", run_dir=run), 3, "no verdict", "logs/mta.ex1.jsonl was begun anew")
+    finally:
+        xcon("down", run_dir=run)
 
 
 @pytest.mark.parametrize("damage, needle", [
