@@ -261,29 +261,34 @@ class NodeHost:
             self._output(action)
 
     def commit(self) -> list[Out]:
-        """End of a turn: write the log lines, then hand over the frames to send, in order."""
+        """End of a turn: write the log lines, then hand over the frames to send, in order. Each
+        frame is stamped here, as it leaves, after every line of the turn: a line about what a
+        frame answers is stamped after the group commit's fsync, and a reply stamped before it
+        carried a clock below that line, so the receiver's line about the reply could sort before
+        its cause (a store's clock ahead, its MTA's behind: issue 34, story 12)."""
         self.write(self.nodelog.flush)
         outbox, self._outbox = self._outbox, []
+        tick, now = self.hlc.tick, self.now
+        for out in outbox:
+            out.frame.clock = tick(now)
         return outbox
 
     def _output(self, action: Any) -> None:
         kind = type(action)
         if kind is Log:
             self.nodelog.emit(action.level, action.event, action.fields)
-        elif kind is Send:
-            frame = Frame(action.type, action.id, self.name, self.hlc.tick(self.now), action.body, action.trace)
+        elif kind is Send:  # a frame's clock is set as it leaves (commit)
+            frame = Frame(action.type, action.id, self.name, 0, action.body, action.trace)
             self._emit(action.to, Out("send", action.to, frame))
         elif kind is Reply:
             self._reply(action)
         elif kind is Publish:
-            self._outbox.append(Out("publish", "", Frame(action.type, self._next_id(), self.name,
-                                                         self.hlc.tick(self.now), action.body)))
+            self._outbox.append(Out("publish", "", Frame(action.type, self._next_id(), self.name, 0, action.body)))
         else:
             raise TypeError(f"{self.name}: no executor for action {action!r}")
 
     def _reply(self, action: Reply) -> None:
-        frame = Frame(action.type, self._next_id(), self.name, self.hlc.tick(self.now), action.body, action.trace,
-                      action.re)
+        frame = Frame(action.type, self._next_id(), self.name, 0, action.body, action.trace, action.re)
         self._emit(self._peer_names.get(action.peer, ""), Out("reply", action.peer, frame))
 
     def _emit(self, peer: str, out: Out) -> None:

@@ -62,6 +62,10 @@ class Network:
     jitter_us: int = 200
     cpu_us: int = 0  # processing time per event on a node
     torn_kills: bool = False
+    # how long a durable write (a batch's fsync) takes: the node's clock, as its log lines read it,
+    # moves on by this during the turn that syncs, as a real node's lines after an fsync are
+    # stamped after it. 0 (the default) keeps the instant turns every seed was drawn with
+    sync_us: int = 0
 
 
 LIVELOCK_EVENTS = 200_000  # events at one virtual instant that only a livelock makes
@@ -100,6 +104,7 @@ class SimNode:
     parked: list = field(default_factory=list)  # everything that came while it was paused
     wakes: set = field(default_factory=set)  # wake-up times already on the heap
     busy_until: float = 0.0
+    synced: float = 0.0  # seconds of the turn under way spent in durable writes (Network.sync_us)
     pid: int = 0
     kill_in_write: bool = False  # a kill armed to land inside its next write (Network.torn_kills)
 
@@ -188,7 +193,8 @@ class World:
                                         self._crash_self)
         # a restarted node's clock carries on from its last line, as a real one's (nodes.logs.last_hlc)
         last = node.sink.events[-1].get("hlc") if node.sink.events else None
-        nodelog = logs.NodeLog(name, lambda: self.now, logs.Sinks(node.sink, logs.NoConsole()),
+        clock = (lambda: self.now + node.synced) if self.network.sync_us else (lambda: self.now)
+        nodelog = logs.NodeLog(name, clock, logs.Sinks(node.sink, logs.NoConsole()),
                                hlc_start=hlc.packed(last) if last else 0)
         sync = parts.sync
         if sync is not None:
@@ -235,6 +241,7 @@ class World:
                 node.storage.crash(self.rng.random())  # part of the batch got there, the rest did not
                 raise NodeCrashed(keep_log=False)
             sync()
+            node.synced += self.network.sync_us / 1e6
         return sync_or_die
 
     def pause(self, name: str) -> None:
@@ -260,6 +267,7 @@ class World:
         where it stands: nothing of the turn leaves, and its log lines only if a crash point
         wrote them."""
         logged = len(node.sink.events)
+        node.synced = 0.0
         try:
             work(*args)
             node.host.flush()
