@@ -24,7 +24,7 @@ class Paging:
     def _import(self, move: Move, page: dict[str, Any], now: float) -> list:
         """Import an exported page on the target and, if there is more, export the next one
         meanwhile: the source store reads while the target store writes."""
-        move.cursor = page["messages"][-1]["name"] if page["messages"] else move.cursor
+        move.cursor = page["next"] if page["next"] is not None else move.cursor  # the key to ask after
         move.more = page["next"] is not None
         move.importing = len(page["messages"])
         actions = self._request(move, f"store.{move.target}", "store.import",

@@ -135,7 +135,10 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "store.lock": {"mailbox": STR, "owner": STR},
     "store.unlock": {"mailbox": STR, "owner": STR},
     "store.export": {"mailbox": STR, "after": STR, "limit": INT},
-    # messages: [{"name": str, "msg_id": str, "raw": bytes}], next: cursor or nil when done
+    # messages: [{"name": str, "msg_id": str, "raw": bytes, "folder": str ("" or a user's folder,
+    # Maildir++'s ".Archive"), "info": str|nil (Maildir's flags, "2,S"; nil: unread, in new/)}];
+    # next: the key to ask after, or nil when done. The whole mailbox travels, folders and flags
+    # included (nodes/store/node.py export_page)
     "store.exported": {"mailbox": STR, "messages": ListOf(MAP), "next": Opt(STR)},
     # a move's copy: the first page creates the mailbox locked by `owner` (not deliverable until
     # that owner unlocks it, once the directory names this server)

@@ -71,6 +71,13 @@ userdb {{
   driver = passwd-file
   args = username_format=%n {home}/users
 }}
+# the record of what each user did to the mail (nodes.imap.record): `xcon check` judges a message a
+# user expunged or filed elsewhere as the user's own act, not as lost
+mail_plugins = $mail_plugins notify mail_log
+plugin {{
+  mail_log_events = delete undelete expunge copy mailbox_delete mailbox_rename
+  mail_log_fields = uid box msgid
+}}
 service imap-login {{
   inet_listener imap {{
     address = {address}

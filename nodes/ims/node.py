@@ -258,7 +258,7 @@ class Handler:
             return f"{code} {answer.body['reason']}"
         self.ims.accepted += 1
         self.ims.log("info", "ims.accepted", msg_id=msg_id, sender=sender, rcpts=answer.body["rcpts"],
-                     peer=str(session.peer), size=len(raw))
+                     peer=str(session.peer), size=len(raw), message_id=client_id[:998] or None)
         return f"250 2.0.0 Ok: queued as {msg_id}"
 
 

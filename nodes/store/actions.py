@@ -6,6 +6,7 @@ and the storages (nodes.store.maildir: on disk, or in memory) carry them out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,15 @@ class CreateMailbox:
 
 @dataclass(slots=True)
 class WriteMessage:
-    """Write one message into mailbox/new the Maildir way (tmp, fsync, rename)."""
+    """Write one message into the mailbox the Maildir way (tmp, fsync, rename): into new/, or with
+    `info` (Maildir's `2,FLAGS`: a reader's flags) into cur/ as `NAME:INFO`; into the mailbox's
+    own folder, or a user's (`folder`: Maildir++'s `.Name`, made as IMAP made it)."""
 
     mailbox: str
     name: str
     raw: bytes
+    folder: str = ""
+    info: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,22 @@ class ExportPage:
 def message_name(now: float, msg_id: str) -> str:
     """The Maildir file name of a message: time, then message id, so names sort by arrival."""
     return f"{int(now * 1000)}.{msg_id}.xcon"
+
+
+# a file name a move may carry: one path segment, not hidden, printable (a reader's own names,
+# Dovecot's `TIME.M...P....host,S=...`, as well as xcon's)
+_SAFE_NAME = re.compile(r"[^./\x00-\x20\x7f][^/\x00-\x1f\x7f]{0,254}")
+# Maildir++'s folder of a mailbox (`.Archive`, `.Archive.2026`), as Dovecot names them
+_FOLDER = re.compile(r"\.[^./\x00-\x1f\x7f][^/\x00-\x1f\x7f]{0,254}")
+_INFO = re.compile(r"2,[A-Za-z]{0,52}")  # Maildir's info: the flags a reader set
+
+
+def carried(name: Any, folder: Any, info: Any) -> bool:
+    """Whether a message's file name, folder and info (a move's copy) are ones a Maildir holds
+    safely: nothing that climbs out of the mailbox, or that a reader would take for another file."""
+    return (isinstance(name, str) and bool(_SAFE_NAME.fullmatch(name)) and ":" not in name
+            and isinstance(folder, str) and (folder == "" or bool(_FOLDER.fullmatch(folder)))
+            and (info is None or (isinstance(info, str) and bool(_INFO.fullmatch(info)))))
 
 
 def msg_id_of(name: str) -> str | None:

@@ -39,7 +39,7 @@ from protocol.names import POSTMASTER, valid_alias, valid_msg_id
 from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
 from .actions import (
     IN_TRANSIT, SOFT_DELETED, CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, RenameMailbox,
-    WriteMessage, message_name, msg_id_of,
+    WriteMessage, carried, message_name, msg_id_of,
 )
 
 MAX_EXPORT = 5000  # messages per export page; the store also stops a page at PAGE_BYTES
@@ -65,6 +65,10 @@ class StoreCore:
         # between the flush and the state that records it): its folder is the move's copy
         self.staged = {m: set(staged[m]) for m in self.made if m in (staged or {})}
         self.soft_deleted = dict(soft_deleted or {})  # mailbox -> when it is purged (s)
+        # what each move's import pages wrote this run, by (folder, file name): a page sent again
+        # is not written twice (after a restart it is, whole: the same files again). A move's own:
+        # a move back later copies the same names anew
+        self.copied: dict[str, set[tuple[str, str]]] = {}
         self.soft_delete_s = soft_delete_ms / 1000
         self.ids = Ids(f"store.{server}", boot)
         self.room = Room(f"store.{server}", min_free_bytes)
@@ -259,11 +263,15 @@ class StoreCore:
             return self._late(req, mailbox, owner, "import into")
         pages = []
         for m in body["messages"]:
-            name, raw = m.get("name"), m.get("raw")
-            msg_id = msg_id_of(name) if isinstance(name, str) else None
-            if msg_id is None or not valid_msg_id(msg_id) or not isinstance(raw, bytes):
-                return error(req, "store.import: each message needs a valid 'name' and bytes 'raw'")
-            pages.append((name, msg_id, raw))
+            # the whole mailbox travels: every folder a user made, every file a reader named, each
+            # message's flags (Maildir's info); a move once carried the mailbox's own new/ and cur/
+            # alone, without flags, and deleted the rest with the source (issue 34, story 4)
+            name, raw, folder, info = m.get("name"), m.get("raw"), m.get("folder", ""), m.get("info")
+            if not carried(name, folder, info) or not isinstance(raw, bytes):
+                return error(req, "store.import: each message needs a safe 'name', bytes 'raw', and a Maildir "
+                                  "'folder' and 'info' where it has them")
+            msg_id = msg_id_of(name)
+            pages.append((name, msg_id if msg_id and valid_msg_id(msg_id) else None, raw, folder, info))
         holder = self.locked.get(mailbox)
         if self.made.get(mailbox) == owner:
             return self._stage(req, mailbox, owner, pages)
@@ -271,7 +279,7 @@ class StoreCore:
             # never copy into a mailbox someone can deliver to, or that another move holds
             why = f"locked by {holder}" if holder else "live"
             return error(req, f"mailbox '{mailbox}' already exists on {self.server} ({why})", INVALID)
-        if not self.room.fits(sum(len(raw) for _, _, raw in pages)):
+        if not self.room.fits(sum(len(p[2]) for p in pages)):
             return error(req, self.room.refusal())
         actions: list = []
         if mailbox not in self.mailboxes:
@@ -283,13 +291,15 @@ class StoreCore:
             self.incoming.add(mailbox)
             actions += [self._persist(), CreateMailbox(mailbox),
                         log("store.incoming", mailbox=mailbox, owner=owner)]
-        held = self.mailboxes[mailbox]
+        held, copied = self.mailboxes[mailbox], self.copied.setdefault(owner, set())
         written = 0
-        for name, msg_id, raw in pages:
-            if msg_id in held:
-                continue  # a retried import page: already here
-            held.add(msg_id)
-            actions.append(WriteMessage(mailbox, name, raw))
+        for name, msg_id, raw, folder, info in pages:
+            if (folder, name) in copied:
+                continue  # a retried import page: already here (after a restart it is written again, whole)
+            copied.add((folder, name))
+            if msg_id is not None:
+                held.add(msg_id)
+            actions.append(WriteMessage(mailbox, name, raw, folder, info))
             written += 1
         actions += [
             Reply(req.peer, req.frame.id, "store.imported", {"mailbox": mailbox, "count": written}),
@@ -297,14 +307,15 @@ class StoreCore:
         ]
         return actions
 
-    def _stage(self, req: Request, mailbox: str, owner: str, pages: list[tuple[str, str, bytes]]) -> list:
+    def _stage(self, req: Request, mailbox: str, owner: str, pages: list[tuple]) -> list:
         """A legacy move's copy page: into the in-transit folder of the mailbox it made live."""
-        if not self.room.fits(sum(len(raw) for _, _, raw in pages)):
+        if not self.room.fits(sum(len(p[2]) for p in pages)):
             return error(req, self.room.refusal())
-        staged = self.staged.setdefault(mailbox, set())
-        fresh = [(name, msg_id, raw) for name, msg_id, raw in pages if msg_id not in staged]
-        staged.update(msg_id for _, msg_id, _ in fresh)
-        return [*(WriteMessage(IN_TRANSIT + mailbox, name, raw) for name, _, raw in fresh),
+        staged, copied = self.staged.setdefault(mailbox, set()), self.copied.setdefault(owner, set())
+        fresh = [p for p in pages if (p[3], p[0]) not in copied]
+        copied.update((folder, name) for name, _, _, folder, _ in fresh)
+        staged.update(msg_id for _, msg_id, _, _, _ in fresh if msg_id is not None)
+        return [*(WriteMessage(IN_TRANSIT + mailbox, name, raw, folder, info) for name, _, raw, folder, info in fresh),
                 Reply(req.peer, req.frame.id, "store.imported", {"mailbox": mailbox, "count": len(fresh)}),
                 log("store.imported", mailbox=mailbox, owner=owner, count=len(fresh), into="in-transit folder")]
 
@@ -380,6 +391,7 @@ class StoreCore:
 
     def _end(self, owner: str) -> None:
         self.ended[owner] = None
+        self.copied.pop(owner, None)
         while len(self.ended) > MAX_ENDED:
             del self.ended[next(iter(self.ended))]
 

@@ -24,7 +24,7 @@ from typing import Any
 from protocol.names import valid_alias
 
 from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
-from ..records import read_back, read_json_file
+from ..records import read_json_file
 from .actions import IN_TRANSIT, msg_id_of
 
 LOCKS_FILE = ".locks.json"
@@ -72,6 +72,26 @@ def _move_state_problem(state: Any) -> str | None:
     return None
 
 
+def user_folders(box: Path) -> list[str]:
+    """A mailbox's own folders, as an IMAP reader made them (Maildir++'s `.Archive`, `.Archive.2026`)."""
+    try:
+        names = os.listdir(box)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(".") and os.path.isdir(box / n / "cur"))
+
+
+def read_filed(root: Path) -> dict[str, dict[str, str]]:
+    """What a store's users keep in folders of their own (IMAP's CREATE, COPY, MOVE), read and
+    nothing else: each mailbox's message ids there, with the first folder each is in."""
+    found: dict[str, dict[str, str]] = {}
+    for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in user_folders(box):
+            for msg_id in _message_ids(box / folder):
+                found.setdefault(box.name, {}).setdefault(msg_id, folder[1:])
+    return found
+
+
 def _message_ids(folder: Path) -> Counter:
     ids: Counter = Counter()
     for sub in ("new", "cur"):
@@ -117,7 +137,8 @@ class Maildirs:
         state = read_move_state(self.root)
         state["staged"] = {box: set(_message_ids(self.root / (IN_TRANSIT + box))) for box in state.get("made", {})
                            if (self.root / (IN_TRANSIT + box)).is_dir()}
-        return {box: set(ids) for box, ids in read_mailboxes(self.root).items()}, state
+        filed = read_filed(self.root)  # a message a user filed away is in the mailbox all the same
+        return {box: set(ids) | set(filed.get(box, ())) for box, ids in read_mailboxes(self.root).items()}, state
 
     def free_bytes(self) -> int:
         return free_bytes(self.root)
@@ -137,10 +158,11 @@ class Maildirs:
         if mailboxes:
             fsync_dir(self.root)
 
-    def write(self, mailbox: str, name: str, raw: bytes) -> None:
+    def write(self, mailbox: str, name: str, raw: bytes, folder: str = "", info: str | None = None) -> None:
         """Take a message for the batch; `sync` writes it and makes it durable and visible
-        (group commit, Runtime.flush)."""
-        self._pending.append((mailbox, name, raw))
+        (group commit, Runtime.flush): into new/, or with `info` into cur/ as NAME:INFO, of the
+        mailbox or of its `folder`."""
+        self._pending.append((mailbox, name, raw, folder, info))
 
     def sync(self) -> None:
         """Write every message of the batch into tmp/, fsync them, rename each into new/, fsync
@@ -155,15 +177,17 @@ class Maildirs:
             return
         written: list[tuple[str, str]] = []
         try:
-            for mailbox, name, raw in pending:
+            for mailbox, name, raw, folder, info in pending:
                 if mailbox not in self._boxes:
                     self.create(mailbox)
-                box = f"{self.root}/{mailbox}"
+                box = f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
+                if folder and not os.path.isdir(f"{box}/cur"):
+                    self._folder(mailbox, folder)
                 tmp = f"{box}/tmp/{name}"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 if self.file_mode != 0o600:
                     os.fchmod(fd, self.file_mode)
-                written.append((tmp, f"{box}/new/{name}"))
+                written.append((tmp, f"{box}/cur/{name}:{info}" if info is not None else f"{box}/new/{name}"))
                 try:
                     view = memoryview(raw)
                     while view:
@@ -195,6 +219,36 @@ class Maildirs:
             return
         for new_dir in {os.path.dirname(final) for _, final in written} if self.fsync else ():
             fsync_dir(Path(new_dir))
+
+    def _folder(self, mailbox: str, folder: str) -> None:
+        """A user's folder of the mailbox, as Dovecot makes one: Maildir's three folders and the
+        `maildirfolder` file that says it is a folder, not a mailbox of its own."""
+        path = self.root / mailbox / folder
+        for sub in (path, path / "tmp", path / "new", path / "cur"):
+            sub.mkdir(mode=0o700, exist_ok=True)
+            if self.dir_mode != 0o700:
+                os.chmod(sub, self.dir_mode)
+        (path / "maildirfolder").touch(mode=self.file_mode)
+        fsync_dir(path.parent)
+
+    def entries(self, mailbox: str) -> list[tuple[str, str, str, str | None]]:
+        """Every message of the mailbox, its own folder's and its user's folders': (key, folder,
+        name, info) by key (the name alone in the mailbox's own folder, `folder/name` in a user's),
+        with the info a reader added (`2,S`), None for one in new/. What a move carries."""
+        self.sync()
+        found = []
+        for folder in ["", *user_folders(self.root / mailbox)]:
+            base = f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
+            for sub in ("new", "cur"):
+                try:
+                    names = os.listdir(f"{base}/{sub}")
+                except FileNotFoundError:
+                    continue
+                for n in names:
+                    name, _, info = n.partition(":")
+                    found.append((f"{folder}/{name}" if folder else name, folder, name,
+                                  info if sub == "cur" else None))
+        return sorted(found)
 
     def delete(self, mailbox: str) -> None:
         self.sync()
@@ -245,100 +299,26 @@ class Maildirs:
                 pass
         return sorted(names)
 
-    def read(self, mailbox: str, name: str) -> bytes:
-        """A message by its name, in new/ or in cur/ with or without a reader's flags; a reader
-        that moves it meanwhile (new/ to cur/) is followed, not taken for its loss."""
+    def read(self, mailbox: str, name: str, folder: str = "") -> bytes:
+        """A message by its name, in new/ or in cur/ with or without a reader's flags, in the
+        mailbox's own folder or in its `folder`; a reader that moves it meanwhile (new/ to cur/)
+        is followed, not taken for its loss."""
+        box = f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
         for _ in range(3):
             for sub in ("new", "cur"):
                 try:
-                    with open(f"{self.root}/{mailbox}/{sub}/{name}", "rb", buffering=0) as f:
+                    with open(f"{box}/{sub}/{name}", "rb", buffering=0) as f:
                         return f.readall()
                 except FileNotFoundError:
                     continue
             try:
-                flagged = [n for n in os.listdir(f"{self.root}/{mailbox}/cur") if n.split(":", 1)[0] == name]
+                flagged = [n for n in os.listdir(f"{box}/cur") if n.split(":", 1)[0] == name]
             except FileNotFoundError:
                 flagged = []
             for n in flagged:
                 try:
-                    with open(f"{self.root}/{mailbox}/cur/{n}", "rb", buffering=0) as f:
+                    with open(f"{box}/cur/{n}", "rb", buffering=0) as f:
                         return f.readall()
                 except FileNotFoundError:
                     continue
-        raise FileNotFoundError(f"{mailbox}/{name}")
-
-
-class MemoryMaildirs:
-    """The mailboxes of a simulated store, in memory, with Maildirs' methods and promises: a
-    message is visible once its batch is synced; a crash loses the batch not yet synced."""
-
-    def __init__(self, free: int = 1 << 40) -> None:
-        self.boxes: dict[str, dict[str, bytes]] = {}
-        self.state: dict[str, Any] = {"locks": {}, "incoming": [], "ended": [], "made": {}, "soft_deleted": {}}
-        self._pending: list[tuple[str, str, bytes]] = []
-        self.free = free
-
-    def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
-        state = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in self.state.items()}
-        state["staged"] = {box: {msg_id_of(n) for n in self.boxes[IN_TRANSIT + box]}
-                           for box in state.get("made", {}) if IN_TRANSIT + box in self.boxes}
-        return {box: set(ids) for box, ids in self.ids().items()}, state
-
-    def create(self, mailbox: str) -> None:
-        self.boxes.setdefault(mailbox, {})
-
-    def write(self, mailbox: str, name: str, raw: bytes) -> None:
-        self._pending.append((mailbox, name, raw))
-
-    def sync(self) -> None:
-        for mailbox, name, raw in self._pending:
-            self.boxes.setdefault(mailbox, {})[name] = raw
-        self._pending = []
-
-    def crash(self, torn: float) -> None:
-        """The process died. A batch cut short by it: the `torn` fraction of its messages first
-        in line were renamed into new/ (Maildirs.sync renames them in order after writing them
-        all), the rest are gone; a single message is never half there."""
-        self._pending, pending = [], self._pending
-        for mailbox, name, raw in pending[:int(len(pending) * torn)]:
-            self.boxes.setdefault(mailbox, {})[name] = raw
-
-    def delete(self, mailbox: str) -> None:
-        self.sync()
-        self.boxes.pop(mailbox, None)
-
-    def rename(self, source: str, mailbox: str) -> None:
-        self.sync()
-        if source in self.boxes:
-            self.boxes[mailbox] = self.boxes.pop(source)
-
-    def save_state(self, state: dict[str, Any]) -> None:
-        self.state = read_back(state)  # a copy, as a file would hold it
-
-    def names(self, mailbox: str) -> list[str]:
-        self.sync()
-        return sorted(self.boxes.get(mailbox, ()))
-
-    def read(self, mailbox: str, name: str) -> bytes:
-        try:
-            return self.boxes[mailbox][name]
-        except KeyError:
-            raise FileNotFoundError(f"{mailbox}/{name}") from None
-
-    def free_bytes(self) -> int:
-        return self.free
-
-    def ids(self) -> dict[str, Counter]:
-        """What read_mailboxes reads from a store's directory: each mailbox's message ids."""
-        return {box: Counter(m for m in map(msg_id_of, names) if m) for box, names in self.boxes.items()
-                if not box.startswith(".")}
-
-    def dump(self, root: Path) -> None:
-        """Write the mailboxes as a real store would have them, for `xcon check` and `xcon logs`."""
-        for box, messages in self.boxes.items():
-            for sub in ("tmp", "new", "cur"):
-                (root / box / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-            for name, raw in messages.items():
-                (root / box / "new" / name).write_bytes(raw)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (root / LOCKS_FILE).write_text(json.dumps(self.state, sort_keys=True))
+        raise FileNotFoundError(f"{mailbox}/{folder + '/' if folder else ''}{name}")

@@ -24,16 +24,23 @@ def listing(maildirs: Any, a: ListMailbox) -> list:
 
 
 def export_page(maildirs: Any, a: ExportPage) -> list:
-    """`store.exported`: the next page of a move's copy, whole messages, far below the frame limit."""
-    names = [n for n in maildirs.names(a.mailbox) if n > a.after]
-    messages, size = [], 0
-    for n in names[: a.limit]:
-        raw = maildirs.read(a.mailbox, n)
+    """`store.exported`: the next page of a move's copy, whole messages, far below the frame limit:
+    every message of the mailbox and of its user's folders, with its folder and flags, by key
+    (Maildirs.entries); `next` is the key to ask after, nil when this page ends the mailbox."""
+    entries = [e for e in maildirs.entries(a.mailbox) if e[0] > a.after]
+    messages, size, taken = [], 0, 0
+    for key, folder, name, info in entries[: a.limit]:
+        try:
+            raw = maildirs.read(a.mailbox, name, folder)
+        except FileNotFoundError:  # a reader expunged it since the listing: nothing to carry
+            taken += 1
+            continue
         if messages and size + len(raw) > PAGE_BYTES:
             break  # a page stays far below the frame limit, however large the messages
-        messages.append({"name": n, "msg_id": msg_id_of(n) or "", "raw": raw})
+        messages.append({"name": name, "msg_id": msg_id_of(name) or "", "raw": raw, "folder": folder, "info": info})
         size += len(raw)
-    more = messages[-1]["name"] if len(names) > len(messages) else None
+        taken += 1
+    more = entries[taken - 1][0] if 0 < taken < len(entries) else None
     return [Reply(a.peer, a.re, "store.exported", {"mailbox": a.mailbox, "messages": messages, "next": more})]
 
 
@@ -45,7 +52,7 @@ def wiring(server: str, settings: Settings, boot: str, maildirs: Any) -> Wiring:
                      settings.soft_delete_ms)
     executors = {
         CreateMailbox: lambda a: maildirs.create(a.mailbox),
-        WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw),
+        WriteMessage: lambda a: maildirs.write(a.mailbox, a.name, a.raw, a.folder, a.info),
         DeleteMailbox: lambda a: maildirs.delete(a.mailbox),
         RenameMailbox: lambda a: maildirs.rename(a.source, a.mailbox),
         PersistLocks: lambda a: maildirs.save_state(a.state()),

@@ -142,6 +142,11 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
         prose(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
               f"{postmaster}{c['lost'] + c['damaged']} lost{damaged}, {c['pending']} pending, "
               f"{c['duplicated']} duplicated, {c['both']} both (from the {source})")
+        if report.by_users:
+            acts = report.by_users
+            prose(f"{len(acts)} of the delivered ones their users then filed away or expunged over IMAP (their own "
+                  f"act, not a loss): " + "; ".join(f"{a['msg_id']} -> {a['rcpt']}: {a['act']}" for a in acts[:3])
+                  + (" ..." if len(acts) > 3 else ""))
         if report.unlogged:
             prose(f"{report.unlogged} of them known from queue logs and mailboxes alone: their acceptance lines "
                   "are missing")

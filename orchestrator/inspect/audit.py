@@ -21,7 +21,8 @@ from nodes.ims import outbound
 from nodes.mta import wal
 from nodes.logs import last_value
 from nodes.records import DamagedFile
-from nodes.store.maildir import read_mailboxes, read_move_state
+from nodes.imap.record import expunged, matches
+from nodes.store.maildir import read_filed, read_mailboxes, read_move_state
 from protocol.names import POSTMASTER, is_derived
 
 from orchestrator import journal
@@ -38,6 +39,10 @@ class EndState:
     # messages still on their way: queued in an MTA's queue log with a pair not final, or held by
     # an IMS (to relay, or to hand back): a pair whose report is one of them is pending, not lost
     waiting: set[str] = field(default_factory=set)
+    # what users did over IMAP: (server, alias) -> {msg_id: a folder of theirs it is in}; and by
+    # Dovecot's record, alias -> {Message-ID as logged: the folder they expunged it from}
+    filed: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    expunged: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def copies(self, alias: str, msg_id: str) -> int:
         """How many times `msg_id` is in `alias`'s mailbox, on the server the directory homes it; for
@@ -47,6 +52,19 @@ class EndState:
         home = self.homes.get(alias)
         box = self.boxes.get((home, alias)) if home else None
         return box[msg_id] if box else 0
+
+    def by_user(self, alias: str, msg_id: str, message_ids: list[str]) -> str | None:
+        """What `alias` did with a message that is not in their mailbox's own folder: filed it in a
+        folder of theirs, or expunged it over IMAP (Dovecot's record, by the message's Message-ID,
+        one of `message_ids`); None if neither is known. The user's act, not a loss."""
+        home = self.homes.get(alias)
+        folder = self.filed.get((home, alias), {}).get(msg_id) if home else None
+        if folder:
+            return f"filed by {alias} in their folder {folder}"
+        for logged, box in self.expunged.get(alias, {}).items():
+            if any(matches(logged, m) for m in message_ids):
+                return f"expunged by {alias} over IMAP from {box} (Dovecot's log)"
+        return None
 
     def homed_copies(self, msg_id: str) -> int:
         """How many times `msg_id` is in any mailbox on the server the directory homes it (for a
@@ -92,6 +110,11 @@ def read(run_dir: Path) -> EndState:
         raise DamagedFile(run_dir / journal.PATH, found.describe(journal.PATH.name) + "; the orchestrator keeps it "
                           "aside and takes up what reads when it starts (`xcon up --accept-damage`)")
     state = assemble(directory, stores, found.records)
+    for server in stores:
+        state.filed.update(((server, box), ids) for box, ids in read_filed(run_dir / "stores" / server).items())
+    for log in sorted(logs.glob("dovecot.*.log")):
+        for user, acts in expunged(log).items():
+            state.expunged.setdefault(user, {}).update(acts)
     for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
         found = outbound.look(folder)
         damage = found.damage(run_dir)
@@ -157,7 +180,7 @@ def pairs_in(logs: dict[str, Any], state: EndState | None) -> Pairs:
             if not is_derived(msg_id):
                 for rcpt in hops:
                     pairs.setdefault((msg_id, rcpt), (None, None))
-    for (_, alias), ids in (state.boxes.items() if state else ()):
+    for (_, alias), ids in [*(state.boxes.items() if state else ()), *(state.filed.items() if state else ())]:
         for msg_id in ids:
             if not is_derived(msg_id):
                 pairs.setdefault((msg_id, alias), (None, None))

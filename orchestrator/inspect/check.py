@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from nodes.mail import DOMAIN
 from protocol import hlc
 from protocol.names import POSTMASTER, is_derived
 
@@ -44,7 +45,7 @@ TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
 # the events the first pass reads; it skips every other at once
 JUDGED = frozenset({"store.duplicate_suppressed", "store.delivered", "mta.accepted", "storage.damaged", "mta.failed",
-                    "mta.ndr_queued", "ims.relayed"})
+                    "mta.ndr_queued", "ims.relayed", "ims.accepted"})
 # an MTA's events that say it holds a pair (not that it handed it on, delivered or failed it)
 HOLDING = frozenset({"mta.accepted", "mta.transfer_in", "mta.routed", "mta.deferred", "mta.retry", "mta.not_homed",
                      "mta.rerouted",
@@ -80,10 +81,12 @@ class Report:
     audited: bool = False  # the verdict read the mailboxes, not only the logs
     stale_locks: list[dict[str, Any]] = field(default_factory=list)
     unlogged: int = 0  # pairs known from durable records alone: their acceptance lines are missing
+    # delivered pairs a user then filed in a folder or expunged over IMAP: {msg_id, rcpt, act}
+    by_users: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"pairs": self.pairs, "counts": self.counts, "ok": self.ok, "audited": self.audited,
-                "unlogged": self.unlogged, "stale_locks": self.stale_locks,
+                "unlogged": self.unlogged, "stale_locks": self.stale_locks, "by_users": self.by_users,
                 "violations": [v.to_json() for v in self.violations]}
 
 
@@ -109,6 +112,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     # a store that wrote a message and was killed before its log line answers the retry with
     # "duplicate": the message is in the mailbox, so that counts as its one delivery
     kept: set[tuple[str, str]] = set()
+    client_ids: dict[str, str] = {}  # msg_id -> the Message-ID its SMTP client gave it (Dovecot logs that)
+    by_users: list[dict[str, str]] = []
     for e in events:
         name = e["event"]
         if name not in JUDGED:
@@ -155,6 +160,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             copies[e["ndr_for"]][e.get("postmaster_id")] = e.get("ndr_rcpts") or []
         elif name == "mta.ndr_queued" and state is not None:  # the NDR's id even if its delivery's line is gone
             ndrs[e.get("ndr_for")][e.get("msg_id")] = e.get("rcpts") or []
+        elif name == "ims.accepted" and e.get("message_id"):
+            client_ids[e.get("msg_id")] = e["message_id"]
     logged = len(accepted)
     for key, known in (durable or {}).items():
         accepted.setdefault(key, known)
@@ -166,7 +173,14 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
         if state is not None:
             said = "delivered" if d else "reported" if n else "given to the postmaster" if p else ""
             d = state.copies(key[1], key[0])
-            n = sum(state.copies(sender, ndr_id) if sender else state.homed_copies(ndr_id)
+            if not d and "@" not in key[1]:  # not in the mailbox's own folder: the user's doing?
+                act = state.by_user(key[1], key[0], _message_ids(key[0], client_ids))
+                if act:
+                    d = 1
+                    by_users.append({"msg_id": key[0], "rcpt": key[1], "act": act})
+            n = sum(state.copies(sender, ndr_id) or (1 if sender and "@" not in sender and state.by_user(
+                        sender, ndr_id, _message_ids(ndr_id, client_ids)) else 0) if sender else
+                    state.homed_copies(ndr_id)
                     for ndr_id, rcpts in ndrs.get(key[0], {}).items() if key[1] in rcpts)
             p = sum(state.postmaster_copies(pm_id) for pm_id, rcpts in copies.get(key[0], {}).items() if key[1] in rcpts)
             if said and not d and not n and not p:
@@ -210,7 +224,12 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             every.update((k, (v.sender, v.outcome)) for k, v in broken.items())
     stale = state.stale_locks() if state is not None else []
     return Report(len(accepted), dict(counts), list(broken.values()), not broken and not stale,
-                  audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged)
+                  audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged, by_users=by_users)
+
+
+def _message_ids(msg_id: str, client_ids: dict[str, str]) -> list[str]:
+    """The Message-IDs a message may carry: xcon's own (nodes.mail.compose), or its SMTP client's."""
+    return [f"<{msg_id}@{DOMAIN}>", *([client_ids[msg_id]] if msg_id in client_ids else [])]
 
 
 def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, damage: dict[str, dict[str, Any]],

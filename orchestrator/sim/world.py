@@ -33,7 +33,7 @@ from nodes.host import NodeHost, node_seed
 from nodes.logs import MemorySink
 from nodes.mta.node import wiring as mta_wiring
 from nodes.mta.spool import MemorySpool
-from nodes.store.maildir import MemoryMaildirs
+from nodes.store.memory import MemoryMaildirs
 from nodes.store.node import wiring as store_wiring
 from protocol import Frame, ProtocolError, decode, encode, hlc
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from nodes.mta.spool import MemorySpool, Spool
-from nodes.store.maildir import Maildirs, MemoryMaildirs
+from nodes.store.maildir import Maildirs
+from nodes.store.memory import MemoryMaildirs
 from orchestrator.lab import campaign, chaos, explore, scenario
 from orchestrator.lab.worlds import FAULTS, draw_world, world_settings
 from orchestrator.sim.world import Network

@@ -7,7 +7,8 @@ import os
 
 from nodes.store.actions import IN_TRANSIT, SOFT_DELETED, RenameMailbox
 from nodes.store.core import StoreCore
-from nodes.store.maildir import Maildirs, MemoryMaildirs, read_mailboxes
+from nodes.store.maildir import Maildirs, read_mailboxes
+from nodes.store.memory import MemoryMaildirs
 from nodes.store.node import wiring
 from nodes.config import Settings
 

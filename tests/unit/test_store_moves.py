@@ -121,3 +121,52 @@ def test_refusals_a_move_acts_on_carry_a_declared_code_not_only_words():
     assert (gone.type, gone.body["code"]) == ("error", NO_MAILBOX)
     assert (open_.type, open_.body["code"]) == ("error", NOT_LOCKED)
     check_body("error", gone.body)  # the shape protocol/ declares
+
+
+def test_a_move_carries_every_folder_every_flag_and_every_file_a_reader_named(tmp_path):
+    """Issue 34, story 4: the copy carried new/ and cur/ of the mailbox alone, into new/, so a
+    user's folders were deleted with the source and every flag was lost. Export, then import page
+    by page on a Maildir store, as a move does; a name or folder that climbs out is refused."""
+    from nodes.store.maildir import Maildirs
+    from nodes.store.node import export_page, wiring
+    from nodes.store.actions import ExportPage
+    from nodes.config import Settings
+
+    source = Maildirs(tmp_path / "ex1", fsync=False)
+    source.create("bob")
+    files = {"new/1000.m1.xcon": b"m1", "cur/1001.m2.xcon:2,FS": b"m2", ".Archive/new/1002.m3.xcon": b"m3",
+             ".Archive/cur/1000.m1.xcon:2,S": b"m1", ".Archive.2026/cur/1700000000.M1P2.host,S=2:2,": b"appended"}
+    for path, raw in files.items():
+        (tmp_path / "ex1" / "bob" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ex1" / "bob" / path).write_bytes(raw)
+    for folder in (".Archive", ".Archive.2026"):
+        for sub in ("tmp", "new", "cur"):
+            (tmp_path / "ex1" / "bob" / folder / sub).mkdir(exist_ok=True)
+    target_disk = Maildirs(tmp_path / "ex2", fsync=False)
+    target = wiring("ex2", Settings(("ex1", "ex2"), "sp4"), "b", target_disk)
+    after, pages = "", 0
+    while True:  # two messages a page: the cursor crosses folders
+        (page,) = export_page(source, ExportPage(b"peer", "r", "bob", after, 2))
+        pages += 1
+        actions = target.core.on_event(request("store.import", {"mailbox": "bob", "owner": "move.1",
+                                                                "messages": page.body["messages"]}), 1.0)
+        for a in actions:
+            if type(a) in target.executors:
+                target.executors[type(a)](a)
+        if page.body["next"] is None:
+            break
+        after = page.body["next"]
+    target_disk.sync()
+    assert pages == 3
+    carried = {str(p.relative_to(tmp_path / "ex2" / "bob")): p.read_bytes()
+               for p in (tmp_path / "ex2" / "bob").rglob("*") if p.is_file() and p.name != "maildirfolder"}
+    assert carried == files and (tmp_path / "ex2" / "bob" / ".Archive" / "maildirfolder").exists()
+    assert target.core.mailboxes["bob"] == {"m1", "m2", "m3"}, "a delivery of what he filed away is a duplicate"
+    store = StoreCore("ex3", {}, {}, "b")
+    for bad in ({"name": "../../x", "raw": b"x", "folder": "", "info": None},
+                {"name": "1.m9.xcon", "raw": b"x", "folder": "../bob", "info": None},
+                {"name": "1.m9.xcon", "raw": b"x", "folder": ".A/../..", "info": None},
+                {"name": "1.m9.xcon", "raw": b"x", "folder": "", "info": "2,S/../x"}):
+        (answer,) = replies(ask(store, "store.import", mailbox="bob", owner="move.2", messages=[bad]))
+        assert answer.type == "error", bad
+    assert "bob" not in store.mailboxes, "nothing of a refused page was taken"
