@@ -61,8 +61,9 @@ class EdgeNode:
     def clear_faults(self) -> None:
         """`xcon fault clear`: the node's own faults end (the clock's offset is ended for it)."""
 
-    def answer(self, frame: Frame) -> tuple[str, dict[str, Any]] | None:
-        """A request of the node's own kind (not ping, status or a fault); None: not handled."""
+    def answer(self, frame: Frame) -> Any:
+        """A request of the node's own kind (not ping, status or a fault): (type, body) of the
+        answer, or a coroutine that gives it (the answer waits for it); None: not handled."""
         return None
 
     # --- the log and the clock ----------------------------------------------------------------
@@ -85,14 +86,13 @@ class EdgeNode:
         self.router.linger = 0
         security.server(self.router)
         self.router.bind(self.config.endpoint(self.name))
-        self.dealer = ctx.socket(zmq.DEALER)
-        self.dealer.linger = 0
-        security.client(self.dealer)
-        self.dealer.connect(self.config.endpoint(self.peer))
+        self._ctx, self._security = ctx, security
+        self.dealers: dict[str, Any] = {}
+        tasks = self._tasks = [asyncio.create_task(self._requests())]  # each DEALER's reader joins them
+        self.dealer = self._dealer(self.peer)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        tasks = [asyncio.create_task(c) for c in (self._answers(), self._requests())]
         reason = "signal"
         try:
             tasks += [asyncio.create_task(c) for c in await self.start()]
@@ -107,25 +107,38 @@ class EdgeNode:
             for task in tasks:
                 task.cancel()
             self.log("info", "node.stopped", reason=reason)
-            for sock in (self.router, self.dealer):
+            for sock in (self.router, *self.dealers.values()):
                 sock.close(0)
             if auth is not None:
                 auth.stop()
 
-    async def ask(self, type_: str, body: dict[str, Any], trace: str | None = None, wait: float = ASK_S) -> Frame:
-        """One request to the peer; TimeoutError if it does not answer in `wait` seconds."""
+    def _dealer(self, node: str) -> Any:
+        """The DEALER to `node` (made at the first request to it), with its reader."""
+        sock = self.dealers.get(node)
+        if sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            self._security.client(sock)
+            sock.connect(self.config.endpoint(node))
+            self.dealers[node] = sock
+            self._tasks.append(asyncio.create_task(self._answers(sock)))
+        return sock
+
+    async def ask(self, type_: str, body: dict[str, Any], trace: str | None = None, wait: float = ASK_S,
+                  to: str | None = None) -> Frame:
+        """One request to the peer (or to node `to`); TimeoutError if it does not answer in `wait` s."""
         frame = self.frame(type_, body, trace)
         future = asyncio.get_running_loop().create_future()
         self.pending[frame.id] = future
         try:
-            await self.dealer.send(encode(frame))
+            await self._dealer(to or self.peer).send(encode(frame))
             return await asyncio.wait_for(future, wait)
         finally:
             self.pending.pop(frame.id, None)
 
-    async def _answers(self) -> None:
+    async def _answers(self, sock: Any) -> None:
         while True:
-            data = await self.dealer.recv()
+            data = await sock.recv()
             try:
                 frames = decode_message(data)
             except ProtocolError as exc:
@@ -147,10 +160,22 @@ class EdgeNode:
                 continue
             for frame in frames:
                 self.nodelog.hlc.receive(frame.clock, time.time())
-                kind, answer = self._answer(frame)
+                answered = self._answer(frame)
+                if asyncio.iscoroutine(answered):  # a request the node works on: answered when it is done
+                    asyncio.create_task(self._answer_later(peer, frame, answered))
+                    continue
+                kind, answer = answered
                 await self.router.send_multipart([peer, encode(self.frame(kind, answer, frame.trace, frame.id))])
 
-    def _answer(self, frame: Frame) -> tuple[str, dict[str, Any]]:
+    async def _answer_later(self, peer: bytes, frame: Frame, work: Any) -> None:
+        try:
+            kind, answer = await work
+        except Exception as exc:  # the node's own work failed: said, and answered as an error
+            self.log("error", "node.request_failed", type=frame.type, reason=f"{type(exc).__name__}: {exc}")
+            kind, answer = "error", {"reason": f"{self.name}: {type(exc).__name__}: {exc}", "code": None}
+        await self.router.send_multipart([peer, encode(self.frame(kind, answer, frame.trace, frame.id))])
+
+    def _answer(self, frame: Frame) -> Any:
         if frame.type == "ping":
             return "pong", {"node": self.name, "ready": self.ready, "pid": os.getpid()}
         if frame.type == "status":

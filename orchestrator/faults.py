@@ -33,7 +33,8 @@ KINDS = (*LINK_KINDS, "pause", "kill", "restart", "feed_cut", "lag", "clock", "c
          *NET_KINDS)
 SELF = "orchestrator"
 # the steps a kill can be armed for (orchestrator.move)
-MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "create_target", "copy", "set_home", "mark_target",
+MOVE_STEPS = ("clear_alternate", "await_replication", "lock", "hold_imap", "create_target", "copy", "set_home",
+              "mark_target",
               "open_target", "release",
               "restore_alternate", "rollback_target", "rollback_source", "rollback_alternate", "done", "failed")
 

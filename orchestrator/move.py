@@ -4,6 +4,9 @@
     clear_alternate    (workaround) remove the alternate recipient ...
     await_replication  ... and wait until every MTA's cache holds that change
     lock               source store: deliveries now answer "deferred: mailbox locked"
+    hold_imap          (with --imap) the source's IMAP server ends the user's sessions and takes
+                       no login until the store's lock is gone: what is copied is what the user
+                       left, as Exchange's move locked the user out
     copy               export pages from the source, import them on the target, at the copy rate;
                        the next page is exported while this one is imported (read-ahead). The
                        first page creates the target mailbox locked by the move: nothing is
@@ -52,10 +55,12 @@ from .move_state import (
 
 class MoveCore(Rollback, Paging):
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
-                 sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = ()):
+                 sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = (),
+                 imap: bool = False):
         if move_build not in MOVE_BUILDS:
             raise ValueError(f"unknown move build '{move_build}' (builds: {', '.join(MOVE_BUILDS)})")
         self.legacy = move_build == "legacy"
+        self.imap = imap  # each server has an IMAP server (nodes.imap): a move holds its user there
         self.servers = list(servers)
         self.sites = sites or {}  # server -> site; Move Mailbox stays within one (5.5)
         self.ids = Ids("orchestrator", boot)
@@ -225,7 +230,10 @@ class MoveCore(Rollback, Paging):
             return [*self._enter(move, "await_replication", now, usn=move.wait_usn), *self._poll_mtas(move, now)]
         if step == "await_replication":
             return self._replication_answer(move, frame, now)
-        if step == "lock":
+        if step == "lock" and self.imap:
+            return [*self._enter(move, "hold_imap", now), *self._request(
+                move, f"imap.{move.source}", "imap.hold", {"user": move.alias, "owner": move.move_id}, now)]
+        if step in ("lock", "hold_imap"):
             if move.legacy:
                 return [*self._enter(move, "create_target", now), *self._request(
                     move, f"store.{move.target}", "store.create", {"mailbox": move.alias, "owner": move.move_id}, now)]

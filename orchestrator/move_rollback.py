@@ -70,7 +70,7 @@ class Rollback:
         told the move is over even if no grant was seen (the lock may be granted later, from a
         request queued while the store was down or paused); from the copy step on the target too
         (a page may be on its way there)."""
-        undo = {"lock": ["rollback_source"], "copy": ["rollback_target", "rollback_source"],
+        undo = {"lock": ["rollback_source"], "hold_imap": ["rollback_source"], "copy": ["rollback_target", "rollback_source"],
                 "create_target": ["rollback_target", "rollback_source"]}.get(step, [])
         return undo + (["rollback_alternate"] if saved else [])
 

@@ -105,7 +105,7 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
     damage = journal.damage
     core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
                                      {s: settings.site_of(s) for s in settings.servers}, settings.move_build,
-                                     suspect=damage["suspect"] if damage else ()),
+                                     suspect=damage["suspect"] if damage else (), imap=settings.imap),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
                  CrashSelf: crash_self, NetFault: net_fault, CorruptLog: corrupt_log}

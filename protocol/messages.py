@@ -16,7 +16,8 @@ VERSION = 9  # 2: owners on import and delete, store.end_move, idempotent dir.mo
 # marks a client's cannot (protocol.names); the postmaster mailbox; a move's state says held;
 # 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock; mta.queue;
 # 8: mail from and to outside the organisation: mta.submit_raw, mta.lookup, ims.outbound
-# 9: ims.outbound carries the message's acceptance, priority and time-out; mta.relay_failed
+# 9: ims.outbound carries the message's acceptance, priority and time-out; mta.relay_failed;
+# imap.hold (Move User locks a moving mailbox's user out of IMAP)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,10 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "mta.relay_failed": {"msg_id": STR, "sender": STR, "rcpt": STR, "raw": BYTES, "ndr_for": Opt(STR),
                          "ndr_rcpts": ListOf(STR), "accepted_at": FLOAT, "priority": STR, "reason": STR,
                          "diagnostic": STR},
+    # --- imap (an IMAP server per server, with xcon up --imap: nodes.imap) ---
+    # Move User holds the user of a mailbox it moves: "ok" once no session of `user` is open and
+    # no login is taken; it ends by itself when the store no longer locks the mailbox for `owner`
+    "imap.hold": {"user": STR, "owner": STR},
     # --- faults, applied by a node's runtime to its own outgoing frames (see nodes/faults.py) ---
     "fault.link": {"peer": STR, "delay_ms": INT, "jitter_ms": INT, "drop": FLOAT, "duplicate": FLOAT,
                    "reorder": FLOAT, "seconds": FLOAT},

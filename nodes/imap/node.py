@@ -19,6 +19,14 @@ server answers `NO [AUTHENTICATIONFAILED]` and its new one serves its mailbox, a
 IMAP4 did (a client had to be pointed at the new server). The list follows the directory within
 a second of a change (this node asks for its snapshot; it is not an MTA, it has no replication lag).
 
+A mailbox being moved is its user's to read and change no more, as Exchange's move locked the
+user out: Move User asks this node to hold the user (`imap.hold`) before it copies a page, and
+hears "ok" once the user's sessions are ended (`doveadm kick`) and no login is taken; what the
+user did before is what the move carries. The hold ends when the store no longer locks the
+mailbox for that move, and a user whose mailbox the store locks (a move's source, or its target
+not opened yet) is held too, so a restarted node keeps the user out (issue 34: a message filed
+during the copy, after its page left, was deleted with the source).
+
 Dovecot will not open mail as root, so with --imap the stores share their mail with the group
 `mail` (mailboxes 2770, messages 660), and Dovecot reads and flags it as the user `mail`.
 Without --imap mail stays its owner's alone. Dovecot needs root (and `unshare`, util-linux).
@@ -28,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import math
 import os
 import pwd
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +49,8 @@ from ..config import ClusterConfig, write_atomic
 from ..edge import EdgeNode, runtime_dir, start_daemon
 
 DOVECOT = "/usr/sbin/dovecot"
+DOVEADM = "/usr/bin/doveadm"
+KICK_S = 5.0  # how long a hold waits for the user's sessions to end
 UNSHARE = "/usr/bin/unshare"
 MAIL_USER = "mail"
 SYNC_S = 0.5  # how often the users are compared with the directory
@@ -53,9 +65,13 @@ base_dir = {home}/run
 state_dir = {home}/state
 instance_name = xcon-{server}-{os.getpid()}
 log_path = {run_dir}/logs/dovecot.{server}.log
+log_timestamp = "%Y-%m-%dT%H:%M:%S.%{{usecs}} "
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# a refused login (a user moved away, or held by a move) answered at once: a lab's clients on
+# loopback, not a brute force to slow down (Dovecot's default waits 2 s)
+auth_failure_delay = 0
 default_login_user = dovenull
 default_internal_user = dovecot
 mail_uid = {MAIL_USER}
@@ -105,6 +121,10 @@ class Imap(EdgeNode):
         self.port = int(port)
         self.usn = -1
         self.users: list[str] = []
+        self.homed: list[str] = []  # the directory's users homed here, as its last snapshot said
+        self.held: dict[str, tuple[str, float]] = {}  # user -> (the move that holds it, since when)
+        self.locked: dict[str, str] = {}  # mailbox -> the move whose lock the store said it holds
+        self.store_seen = False  # whether the store ever answered: until it does, nobody logs in
         self.dovecot: subprocess.Popen | None = None
 
     async def start(self) -> list:
@@ -151,8 +171,45 @@ class Imap(EdgeNode):
 
     def status(self) -> dict[str, Any]:
         return {"imap": f"{self.address}:{self.port}", "users": self.users, "usn": self.usn,
+                "held": sorted({*self.held, *(u for u in self.locked if u in self.homed)}),
                 "dovecot_pid": self.dovecot.pid if self.dovecot else None,
                 "dovecot_alive": self.dovecot is not None and self.dovecot.poll() is None}
+
+    def answer(self, frame: Any) -> Any:
+        if frame.type == "imap.hold":
+            return self._hold(frame.body["user"], frame.body["owner"])
+        return None
+
+    async def _hold(self, user: str, owner: str) -> tuple[str, dict[str, Any]]:
+        """Move User's hold: no login for `user` from now on, and its sessions ended; "ok" then."""
+        self.held[user] = (owner, time.monotonic())
+        await self._publish([u for u in self.users if u != user])
+        # Dovecot reads its passwd-file again at most once a second (on its loop's whole-second
+        # clock): a login in the second of the rewrite may still be taken. Kick after it ends
+        now = time.time()
+        await asyncio.sleep(math.ceil(now) - now + 0.01)
+        ended = await self._kick(user)
+        self.log("info", "imap.held", user=user, owner=owner, sessions_ended=ended)
+        return "ok", {}
+
+    async def _kick(self, user: str) -> bool:
+        """End `user`'s IMAP sessions and wait until none is left; whether they ended in time."""
+        if self.dovecot is None or self.dovecot.poll() is not None:
+            return True  # no Dovecot, no session
+
+        def run(*args: str) -> str:
+            return subprocess.run([DOVEADM, "-c", str(self.conf), *args], capture_output=True, text=True,
+                                  timeout=KICK_S).stdout
+
+        deadline = time.monotonic() + KICK_S
+        while time.monotonic() < deadline:
+            who = await asyncio.to_thread(run, "who", user)
+            if not any(line.split()[:1] == [user] for line in who.splitlines()):
+                return True
+            await asyncio.to_thread(run, "kick", user)
+            await asyncio.sleep(0.05)
+        self.log("warning", "imap.kick_late", user=user, why=f"sessions still open after {KICK_S:g}s")
+        return False
 
     async def _follow(self) -> None:
         while True:
@@ -167,17 +224,38 @@ class Imap(EdgeNode):
                 continue  # the directory is down or paused: the list stays as it was
 
     async def _sync_users(self) -> None:
-        """Dovecot's users: the directory's recipients homed here (passwd-file, rewritten whole;
-        Dovecot reads it again when it changes)."""
+        """Dovecot's users: the directory's recipients homed here whose mailbox no move holds
+        (passwd-file, rewritten whole; Dovecot reads it again when it changes). A user leaves the
+        list when moved away or held, and its sessions end then."""
+        polled = time.monotonic()
+        try:
+            store = await self.ask("status", {}, to=f"store.{self.server}")
+        except TimeoutError:  # the store is down or paused: its locks as last heard (none heard: nobody in)
+            store = None
+        if store is not None and store.type == "status_reply":
+            self.locked = dict(store.body["status"].get("locked") or {})
+            self.store_seen = True
+        for user, (owner, since) in list(self.held.items()):
+            if since < polled and self.locked.get(user) != owner:  # the move's lock is gone: so is its hold
+                del self.held[user]
+                self.log("info", "imap.released", user=user, owner=owner)
         answer = await self.ask("dir.snapshot", {})
-        if answer.type != "dir.snapshot_reply" or answer.body["usn"] == self.usn:
-            return
-        users = sorted(r["alias"] for r in answer.body["recipients"] if r["home_server"] == self.server)
+        if answer.type == "dir.snapshot_reply" and answer.body["usn"] != self.usn:
+            self.homed = sorted(r["alias"] for r in answer.body["recipients"] if r["home_server"] == self.server)
+            self.usn = answer.body["usn"]
+        users = [u for u in self.homed if u not in self.held and u not in self.locked] if self.store_seen else []
+        if users != self.users or not (self.home / "users").exists():
+            gone = sorted(set(self.users) - set(users))
+            await self._publish(users)
+            for user in gone:
+                await self._kick(user)
+
+    async def _publish(self, users: list[str]) -> None:
         lines = [f"{u}:{{PLAIN}}{u}::::{self.home / 'mail' / u}::\n" for u in users]
         write_atomic(self.home / "users", "".join(lines).encode())
         os.chmod(self.home / "users", 0o640)
         os.chown(self.home / "users", -1, grp.getgrnam("dovecot").gr_gid)
         if users != self.users:
-            self.log("info", "imap.users", usn=answer.body["usn"], users=users,
-                     added=sorted(set(users) - set(self.users)), removed=sorted(set(self.users) - set(users)))
-        self.usn, self.users = answer.body["usn"], users
+            self.log("info", "imap.users", usn=self.usn, users=users, added=sorted(set(users) - set(self.users)),
+                     removed=sorted(set(self.users) - set(users)))
+        self.users = users

@@ -21,7 +21,7 @@ from nodes.ims import outbound
 from nodes.mta import wal
 from nodes.logs import last_value
 from nodes.records import DamagedFile
-from nodes.imap.record import expunged, matches
+from nodes.imap.record import matches, removed
 from nodes.store.maildir import read_filed, read_mailboxes, read_move_state
 from protocol.names import POSTMASTER, is_derived
 
@@ -40,7 +40,8 @@ class EndState:
     # an IMS (to relay, or to hand back): a pair whose report is one of them is pending, not lost
     waiting: set[str] = field(default_factory=set)
     # what users did over IMAP: (server, alias) -> {msg_id: a folder of theirs it is in}; and by
-    # Dovecot's record, alias -> {Message-ID as logged: the folder they expunged it from}
+    # Dovecot's record, alias -> {Message-ID as logged: the folder they last expunged it from, once
+    # no folder held it}
     filed: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     expunged: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -112,9 +113,7 @@ def read(run_dir: Path) -> EndState:
     state = assemble(directory, stores, found.records)
     for server in stores:
         state.filed.update(((server, box), ids) for box, ids in read_filed(run_dir / "stores" / server).items())
-    for log in sorted(logs.glob("dovecot.*.log")):
-        for user, acts in expunged(log).items():
-            state.expunged.setdefault(user, {}).update(acts)
+    state.expunged = removed(sorted(logs.glob("dovecot.*.log")))
     for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
         found = outbound.look(folder)
         damage = found.damage(run_dir)

@@ -87,8 +87,18 @@ def test_imap_follows_the_directory_and_dovecots_flags_confuse_neither_a_move_no
         assert subjects(run, "ex1", "bob") == ["before the move"]
         assert [p.name.split(":")[1] for p in (run / "stores/ex1/bob/cur").iterdir()] == ["2,FS"]
         xcon("fault", "hold-at-step", "--step", "copy", run_dir=run, check=True)
+        session = imap_of(run, "ex1")
+        session.login("bob", "bob")
+        session.select("INBOX")
         xcon("move", "bob", "--to", "ex2", "--no-wait", run_dir=run, check=True)
         wait_for_event(run, event="move.step", step="copy")
+        # the mailbox being moved is no longer its user's to change: his session was ended before
+        # the copy began, and no login is taken until the move is over
+        assert wait_for_event(run, node="imap.ex1", event="imap.held", user="bob")["sessions_ended"]
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            session.noop()
+        with imap_of(run, "ex1") as again, pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            again.login("bob", "bob")
         during = submit(run, "ex2", "ann@outside.test", ["bob@xcon.test"], "during the move")
         wait_for_event(run, event="mta.deferred", msg_id=during, rcpt="bob")
         xcon("fault", "release", run_dir=run, check=True)

@@ -75,3 +75,27 @@ def test_a_host_remembers_a_bounded_number_of_requesters_the_nodes_among_them():
         if n % 100 == 0:
             host.request(b"mta", Frame("ping", f"m{n}", "mta.ex1", 1, {}), 1.0)
     assert len(host._peer_names) == PEER_NAMES and host._peer_names[b"mta"] == "mta.ex1"
+
+
+def test_dovecots_record_says_what_a_user_removed_and_a_move_to_a_folder_is_not_a_removal(tmp_path):
+    """Issue 34, story 11: an IMAP MOVE is a copy then an expunge; only a message the record
+    leaves in no folder, over every server the user lived on, in time order, is the user's removal."""
+    from nodes.imap.record import matches, removed
+
+    def line(at: str, act: str, box: str, msgid: str, user: str = "bob") -> str:
+        return f"2026-12-05T08:00:{at} imap({user})<1><s>: Info: {act}: box={box}, uid=1, msgid={msgid}\n"
+
+    (tmp_path / "dovecot.ex1.log").write_text(
+        line("01.000001", "copy from INBOX", "Archive", "<moved@xcon.test>")
+        + line("01.000002", "expunge", "INBOX", "<moved@xcon.test>")  # MOVE: in Archive now
+        + line("02.000000", "expunge", "INBOX", "<gone@xcon.test>")
+        + line("03.000000", "copy from INBOX", "Old", "<filed@xcon.test>")
+        + line("03.500000", "expunge", "INBOX", "<filed@xcon.test>")
+        + "2026-12-05T08:00:04.000000 imap(bob)<1><s>: Info: Disconnected: Logged out in=1 out=2\n")
+    (tmp_path / "dovecot.ex2.log").write_text(  # after his move to ex2: Old's copy goes too
+        line("05.000000", "expunge", "Old", "<filed@xcon.test>")
+        + line("00.500000", "expunge", "INBOX", "<m@xcon.test>", user="carol"))
+    gone = removed([tmp_path / "dovecot.ex1.log", tmp_path / "dovecot.ex2.log", tmp_path / "nosuch.log"])
+    assert gone == {"bob": {"<gone@xcon.test>": "INBOX", "<filed@xcon.test>": "Old"}, "carol": {"<m@xcon.test>": "INBOX"}}
+    long = "<" + "x" * 100 + "@xcon.test>"
+    assert matches(long[:77] + "...", long) and not matches("<x@xcon.test>", long)
