@@ -58,7 +58,13 @@ from .common import (
               help="Write summary.json, the first broken trial's merged logs and its trace SVG here.")
 @click.option("--via", type=click.Choice(["zmq", "smtp"]), default="zmq", show_default=True,
               help="smtp: every message is sent over SMTP to its sender's server's IMS, whose kill and pause the "
-                   "faults kill and pause can draw; a message the client was told 250 for must be accepted.")
+                   "faults kill and pause can draw; a message the client was told 250 for must be accepted. The "
+                   "outside world takes part: senders outside the organisation (some with UTF-8 addresses), "
+                   "users writing to outside addresses, and a smarthost that refuses some for good and is down "
+                   "for a while.")
+@click.option("--imap", is_flag=True,
+              help="Each server runs IMAP (Dovecot, root needed), and the users' clients file, flag and expunge "
+                   "mail over it while it flows and mailboxes move. Real processes only.")
 @click.option("--sim", is_flag=True, help="Run the trials in the simulator (same cores, virtual time, exact replay).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Simulator processes (default: one per core).")
 @dask_option
@@ -76,7 +82,8 @@ from .common import (
 def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_build: str, network: str,
           move_build: str, faults: str, extremes: bool,
           users: int | None, servers: int, sites: int, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
-          via: str, sim: bool, workers: int | None, dask: str | None, determinism: bool, confirm_n: int, shrink: bool, torn_kills: bool,
+          via: str, imap: bool, sim: bool, workers: int | None, dask: str | None, determinism: bool, confirm_n: int,
+          shrink: bool, torn_kills: bool,
           world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
@@ -110,6 +117,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
     if via == "smtp" and sim:
         raise click.UsageError("--via smtp runs real processes: the simulator has no SMTP")
+    if imap and (sim or not Path("/usr/sbin/dovecot").exists()):
+        raise click.UsageError("--imap runs real processes, with Debian's dovecot-imapd (apt-get install dovecot-imapd)")
     if sites > servers:
         raise click.UsageError(f"--sites {sites} is more than --servers {servers}: a site holds a server at least")
     if not sim and (servers > REAL_SERVERS or (users or 0) > REAL_USERS):
@@ -130,13 +139,13 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     # the build in the name: campaigns of two builds with one seed (a common comparison) keep apart
     name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
             f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else "") +
-            ("-netns" if network == "netns" else "") + ("-smtp" if via == "smtp" else ""))
+            ("-netns" if network == "netns" else "") + ("-smtp" if via == "smtp" else "") + ("-imap" if imap else ""))
     # kept in the results store: results/<time>-<name>/, with the broken trials' run-dirs inside
     root = results_store.new(results_dir(run_dir, "results"), ("sim-" if sim else "") + name)
     # drawn where each trial runs (worlds.Recipe): a campaign of large worlds holds none up front
     worlds = [given] if given else [Recipe(s, dict(build=mta_build, faults=kinds, users=users, moves=moves,
                                                    profile=profile, time_scale=time_scale, move_build=move_build,
-                                                   network=network, netem=netem, extremes=extremes, via=via,
+                                                   network=network, netem=netem, extremes=extremes, via=via, imap=imap,
                                                    servers=servers, sites=sites))
                                     for s in seeds]
     show = not as_json and sys.stdout.isatty()
@@ -169,7 +178,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "") + \
         (f" --servers {servers}" if servers != 2 else "") + (f" --sites {sites}" if sites != 1 else "") + \
-        ("" if extremes else " --no-extremes")
+        ("" if extremes else " --no-extremes") + (" --via smtp" if via == "smtp" else "") + (" --imap" if imap else "")
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
     def replay_of(trial_seed: int) -> str:
         return (f"xcon chaos {sim_flag}--world {world_file}" if world_file else

@@ -19,7 +19,7 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -33,7 +33,7 @@ from orchestrator.processes import pid_alive
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network
 
-from . import executors, smtp_client
+from . import executors, outside, smtp_client
 from .worlds import NET_FAULTS, SETTLE_S, Recipe, World, draw_world, drawn, move_targets, world_settings
 
 @dataclass
@@ -60,6 +60,12 @@ class TrialResult:
     deliveries_per_s: list[int] = field(default_factory=list)  # in each second since the trial's first event
     told: list[str] = field(default_factory=list)  # with --via smtp: the message ids a client was told 250 for
     events: int = 0  # the merged log's lines: the trial's size
+    # with --imap: the users' IMAP visits that acted, those the server refused (a user moving or
+    # just moved), and the delivered pairs the verdict found filed away or expunged by their users
+    imap_acts: int = 0
+    imap_refused: int = 0
+    by_users: int = 0
+    relayed_out: int = 0  # with --via smtp: messages the outside world's smarthost received
 
     @property
     def broken(self) -> bool:
@@ -83,19 +89,32 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
                          corrupted=any(e.get("kind") == "corrupt" for e in world.events))
     t0 = time.time()
     settings = world_settings(world)
-    # both start with the organisation in place (the directory's state written before the nodes
-    # boot): the same USNs, and no replication draws spent on adding it, in either
-    cluster = (SimCluster(settings, sim, users=world.users) if sim is not None
-               else cl.start(run_dir, settings, fresh=True, users=world.users))
+    smarthost = None
+    if world.outside is not None and sim is None:  # the outside world's server, in this process
+        smarthost = outside.Smarthost(world.outside["refuse"])
+        smarthost.up()
+        settings = replace(settings, smarthost=smarthost.address)
     try:
-        _play(cluster, world, result)
-        if not settle(cluster, SETTLE_S, clear=True):
-            result.error = f"did not settle within {SETTLE_S:g}s"
-    except (ClusterError, Livelock) as exc:
-        result.error = str(exc)
+        # both start with the organisation in place (the directory's state written before the nodes
+        # boot): the same USNs, and no replication draws spent on adding it, in either
+        cluster = (SimCluster(settings, sim, users=world.users) if sim is not None
+                   else cl.start(run_dir, settings, fresh=True, users=world.users))
+        try:
+            _play(cluster, world, result, smarthost)
+            if smarthost is not None:
+                smarthost.up()  # whatever the schedule left, the outside world is back for the settling
+            if not settle(cluster, SETTLE_S, clear=True):
+                result.error = f"did not settle within {SETTLE_S:g}s"
+        except (ClusterError, Livelock) as exc:
+            result.error = str(exc)
+        finally:
+            cluster.stop()
     finally:
-        cluster.stop()
+        if smarthost is not None:
+            smarthost.down()
+            result.relayed_out = len(smarthost.received)
     report = cluster.verdict()
+    result.by_users = len(report.by_users)
     result.counts, result.pairs = report.counts, report.pairs
     result.violations = [v.to_json() for v in report.violations]
     result.stale_locks = report.stale_locks
@@ -161,10 +180,10 @@ def digest(events: Iterable[dict[str, Any]]) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
-def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
+def _play(cluster: cl.Cluster, world: World, result: TrialResult, smarthost: outside.Smarthost | None = None) -> None:
     """Run the world's schedule: each event at its time (the campaign's clock, not a test's wait)."""
     t0 = cluster.clock.now()
-    restarts: list[tuple[float, str]] = []  # (when, node): a killed node starts again
+    restarts: list[tuple[float, str]] = []  # (when, node): a killed node starts again; "": the smarthost
     heals: list[float] = []  # when the network faults end (a heal ends all of them)
 
     def until(at: float) -> None:
@@ -178,11 +197,17 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
         except ClusterError:
             pass  # the orchestrator is down: settle's clear heals the network too
 
+    def start(node: str) -> None:
+        if node:
+            cluster.restart(node)
+        elif smarthost is not None:
+            smarthost.up()
+
     for event in world.events:
         while restarts and restarts[0][0] <= event["at"]:
             at, node = restarts.pop(0)
             until(at)  # a killed node stays down for its drawn time, no less
-            cluster.restart(node)
+            start(node)
         while heals and heals[0] <= event["at"]:
             until(heals.pop(0))
             heal()
@@ -194,12 +219,26 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 result.messages += 1
                 # a short wait: a paused MTA must not hold up the rest of the schedule
                 subject = "s" * event["subject_bytes"] if "subject_bytes" in event else f"chaos {world.seed}"
-                if world.via == "smtp":  # a real client's SMTP session with the sender's IMS
+                if world.via == "smtp" and not any("@" in r for r in event["to"]):
+                    # a real client's SMTP session: a user's with its own server's IMS, an outside
+                    # sender's with the IMS of the server its MX names
                     result.told.append(smtp_client.submit(cluster, event["sender"], event["to"], subject,
-                                                          event.get("priority")))
-                else:
+                                                          event.get("priority"), server=event.get("mx")))
+                else:  # (mail for outside leaves from the MTA a user's client submits to: the IMS relays for no one)
                     cluster.send(event["sender"], event["to"], subject, "", timeout=2.0 + len(subject) / 2e6,
                                  priority=event.get("priority"), msg_id=event.get("msg_id"))
+            elif event["do"] == "outside":  # the smarthost is down for a while
+                if smarthost is not None:
+                    smarthost.down()
+                    restarts.append((event["at"] + event["down_s"], ""))
+                    restarts.sort()
+                    result.faults += 1
+            elif event["do"] == "imap":  # a user at its IMAP client
+                try:
+                    outside.imap_act(cluster, event["alias"], event["act"], event["pick"])
+                    result.imap_acts += 1
+                except outside.ImapRefused:
+                    result.imap_refused += 1
             elif event["do"] == "restrict":  # the recipient's delivery restrictions change (Q178534)
                 cluster.set_user(event["alias"], {"reject_from": event["reject_from"]}, wait=False)
             elif event["do"] == "move":
@@ -236,7 +275,7 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult) -> None:
                 result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
     for at, node in restarts:
         until(at)
-        cluster.restart(node)
+        start(node)
     if heals:
         until(heals[-1])
         heal()
@@ -339,6 +378,9 @@ def summarize(results: list[TrialResult]) -> dict[str, Any]:
         totals[key] = sum(r.counts.get(key, 0) for r in results)
     totals["stale_locks"] = sum(len(r.stale_locks) for r in results)
     totals["moves"] = sum(r.moves for r in results)
+    for key in ("by_users", "imap_acts", "imap_refused", "relayed_out"):
+        if any(getattr(r, key) for r in results):  # campaigns with IMAP users, or the outside world
+            totals[key] = sum(getattr(r, key) for r in results)
     totals["moves_failed"] = sum(r.moves_failed for r in results)
     totals["torn_writes"] = sum(r.torn_writes for r in results)
     totals["broken_trials"] = sum(r.broken for r in results)

@@ -19,23 +19,28 @@ class NotTold(ClusterError):
 
 
 def submit(cluster: Any, sender: str, to: list[str], subject: str, priority: str | None = None,
-           timeout: float = 10.0) -> str:
-    """The IMS's message id, once it said 250; NotTold otherwise (a refusal, a lost session)."""
-    entry = cluster.lookup(sender)
-    if entry is None:
-        raise NotTold(f"unknown user '{sender}'")
-    node = f"ims.{entry['home_server']}"
+           timeout: float = 10.0, server: str | None = None) -> str:
+    """The IMS's message id, once it said 250; NotTold otherwise (a refusal, a lost session). A
+    user sends to its own server's IMS; an outside sender (an address, UTF-8 ones with SMTPUTF8)
+    to `server`'s, as the MX its DNS named."""
+    if server is None:
+        entry = cluster.lookup(sender)
+        if entry is None:
+            raise NotTold(f"unknown user '{sender}'")
+        server = entry["home_server"]
+    node = f"ims.{server}"
     host, _, port = cluster.config.endpoint(node, "smtp").rpartition(":")
+    address = sender if "@" in sender else f"{sender}@{DOMAIN}"
     # a Message-ID of its own, as a real client's: the IMS knows a resend by it, and two messages
     # of the same text apart
-    head = [f"From: {sender}@{DOMAIN}", f"To: {', '.join(f'{r}@{DOMAIN}' for r in to)}",
+    head = [f"From: {address}", f"To: {', '.join(f'{r}@{DOMAIN}' for r in to)}",
             f"Message-ID: <{uuid.uuid4().hex}@client.{DOMAIN}>", f"Date: {formatdate()}",
             f"Subject: {subject}", f"X-Priority: {X_PRIORITY[priority or 'normal']}"]
     raw = ("\r\n".join(head) + "\r\n\r\nchaos\r\n").encode()
     try:
         with smtplib.SMTP(host, int(port), timeout=timeout) as client:
             client.ehlo("client.xcon.test")
-            client.mail(f"{sender}@{DOMAIN}")
+            client.mail(address, ["SMTPUTF8"] if not address.isascii() else [])
             for rcpt in to:
                 code, said = client.rcpt(f"{rcpt}@{DOMAIN}")
                 if code != 250:

@@ -67,6 +67,10 @@ class World:
     # site other than the directory's intersite_lag_ms later, and a move stays within its site
     sites: tuple[str, ...] = ()
     intersite_lag_ms: int = 0
+    # with via smtp: the smarthost's plan (orchestrator.lab.outside), {"refuse": addresses it
+    # refuses for good, "down": [(at, seconds), ...]}; None: no mail with the outside world
+    outside: dict[str, Any] | None = None
+    imap: bool = False  # each server runs IMAP, and the users' clients file, flag and expunge over it
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def links(servers: tuple[str, ...]) -> list[tuple[str, str]]:
 def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, users: int | None = None,
                moves: int | None = None, servers: int = 2, profile: str = "lab", time_scale: float = 1.0,
                move_build: str = "sp4", network: str = "loopback", netem: bool = False,
-               extremes: bool = True, via: str = "zmq", sites: int = 1) -> World:
+               extremes: bool = True, via: str = "zmq", sites: int = 1, imap: bool = False) -> World:
     """A random but plausible world, the same for the same arguments (`netem`: whether the
     kernel can delay and drop, or only limit a link's rate; `extremes`: whether it may draw the
     extremes of the module's docstring; `sites`: the servers in that many sites, each a run of
@@ -194,6 +198,10 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     if via == "smtp":  # last of all: the same seed draws the same world, then its IMSs' faults
         world.via = "smtp"
         draw_edge_faults(rng, world, names, faults)
+        draw_outside(rng, world, aliases, names)
+    if imap:
+        world.imap = True
+        draw_imap(rng, world, aliases)
     if sites > 1:  # after everything a one-site world draws
         per = -(-servers // sites)
         world.sites = tuple(f"site{i // per + 1}" for i in range(servers))
@@ -238,6 +246,34 @@ def draw_edge_faults(rng: random.Random, world: World, names: tuple[str, ...], f
     world.events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
 
 
+def draw_outside(rng: random.Random, world: World, aliases: list[str], names: tuple[str, ...]) -> None:
+    """Mail with the outside world (orchestrator.lab.outside): senders outside the organisation,
+    some with addresses in UTF-8, each through one server's IMS (its MX); users writing to outside
+    addresses; a smarthost that refuses some addresses for good (550) and is down for a while."""
+    from .outside import ADDRESSES, SENDERS
+
+    refuse = {a for a in (*SENDERS, *ADDRESSES) if rng.random() < 0.25} | {"nobody@outside.test"}
+    down = [(round(rng.uniform(0, SCHEDULE_S), 3), round(rng.uniform(0.5, 4.0), 3)) for _ in range(rng.randint(0, 2))]
+    world.outside = {"refuse": sorted(refuse), "down": down}
+    for _ in range(rng.randint(3, 8)):
+        world.events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(SENDERS),
+                             "to": rng.sample(aliases, rng.randint(1, min(2, len(aliases)))), "mx": rng.choice(names)})
+    for _ in range(rng.randint(1, 4)):
+        to = [rng.choice(ADDRESSES), *([rng.choice(aliases)] if rng.random() < 0.4 else [])]
+        world.events.append({"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(aliases), "to": to})
+    world.events += [{"at": at, "do": "outside", "down_s": seconds} for at, seconds in down]
+    world.events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
+
+
+def draw_imap(rng: random.Random, world: World, aliases: list[str]) -> None:
+    """The users at their IMAP clients while mail flows and mailboxes move: each visit files a
+    message in a folder of the user's, flags one or expunges one (orchestrator.lab.outside)."""
+    for _ in range(rng.randint(3, 8)):
+        world.events.append({"at": rng.uniform(0.5, SCHEDULE_S + 2), "do": "imap", "alias": rng.choice(aliases),
+                             "act": rng.choice(["file", "flag", "expunge"]), "pick": rng.random()})
+    world.events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
+
+
 def draw_extremes(rng: random.Random, world: World, aliases: list[str], nodes: list[str], outage: bool) -> None:
     """Now and then, push the world to a limit (see the module's docstring); `outage`: whether a
     node may be down long (a kill: for worlds that draw kills)."""
@@ -266,6 +302,7 @@ def draw_extremes(rng: random.Random, world: World, aliases: list[str], nodes: l
 def world_settings(world: World) -> Settings:
     common = {"servers": world.servers, "mta_build": world.build, "seed": world.seed, "move_build": world.move_build,
               "soft_delete_ms": world.soft_delete_ms, "network": world.network, "smtp": world.via == "smtp",
+              "imap": world.imap,
               **({"sites": world.sites, "intersite_lag_ms": world.intersite_lag_ms} if world.sites else {})}
     if world.profile != "lab" or world.time_scale != 1.0:
         expire = {} if world.expire_ms is None else {"expire_ms": world.expire_ms}
