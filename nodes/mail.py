@@ -343,6 +343,12 @@ def summarize(raw: bytes) -> dict[str, Any]:
     return summary
 
 
+def message_id_of(raw: bytes) -> str | None:
+    """A message's Message-ID header, as its client gave it (what Dovecot's log names it by)."""
+    found = _header(raw[:QUOTED_HEADER_BYTES * 2], "Message-ID")
+    return found.strip()[:998] if found else None
+
+
 def _header(raw: bytes, name: str) -> str | None:
     """The first `name` header of a message's header block, its folded lines joined by CRLF, as
     the email package reads it (compat32). A plain block (ASCII, CRLF line ends, each line a

@@ -21,7 +21,7 @@ from protocol.names import MSG_ID_RULE, valid_msg_id, valid_submitted_id
 
 from ..config import Settings
 from ..core import Reply, Request, Send, error, log
-from ..mail import external
+from ..mail import external, message_id_of
 from .queue import Pair, QueuedMessage
 
 RELAY_FAILURES = ("refused", "expired")  # why an IMS hands a pair back (nodes.ims.outbound.FAILURES)
@@ -51,8 +51,12 @@ class External:
         unknown = [r for r in recipients if external(r) or self.cache.get(r, now) is None]
         if unknown:
             return error(req, f"unknown user '{unknown[0]}' (not in mta.{self.server}'s directory cache)", INVALID)
-        # the IMS's id is the same for the same message sent again: taken once (MtaCore._accept)
-        return self._accept(req, msg_id, sender, recipients, body["priority"], now, lambda: raw, via="smtp")
+        # the IMS's id is the same for the same message sent again: taken once (MtaCore._accept).
+        # Its client's Message-ID goes on the acceptance line: Dovecot's record of what a user
+        # expunged names a message by it (nodes.imap.record), and the IMS's own line may never be
+        # written (a session cut before its 250)
+        return self._accept(req, msg_id, sender, recipients, body["priority"], now, lambda: raw, via="smtp",
+                            message_id=message_id_of(raw))
 
     def _relay(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
         """A pair for an address outside the organisation: to this server's IMS."""

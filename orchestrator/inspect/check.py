@@ -138,6 +138,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             else:
                 delivered[(e.get("msg_id"), e.get("rcpt"))] += 1
         elif name == "mta.accepted":
+            if e.get("message_id"):  # taken over SMTP: its client's Message-ID, as Dovecot's log names it
+                client_ids[e.get("msg_id")] = e["message_id"]
             alt_of = e.get("alt_of") or {}
             for rcpt in e.get("rcpts", ()):
                 if not e.get("repeated") or (e.get("msg_id"), rcpt) not in accepted:

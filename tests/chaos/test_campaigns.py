@@ -86,3 +86,26 @@ def test_fixed_builds_lose_nothing_and_leave_no_lock_when_moves_meet_crashes(bui
         result = chaos.run_trial(world, tmp_path / f"t{i}")
         assert not result.broken and not result.error, f"campaign seed {SEED}: {describe(result, build, MOVE_FAULTS)}"
         assert result.pairs > 0 and result.stale_locks == []
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not (os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0),
+                    reason="IMAP users need Debian's dovecot-imapd and root (.ci/run installs it and runs as root)")
+def test_the_outside_world_and_imap_users_cost_sp4_nothing(tmp_path):
+    """Issue 34's campaign, one world of it: senders outside the organisation (one with an address
+    in UTF-8) through each server's IMS, users writing outside, a smarthost that refuses an address
+    for good and is down twice, IMAP users filing and expunging while users are moved 19 times."""
+    seed, faults = 5, ("kill", "pause", "lag")
+    world = draw_world(seed, "sp4", faults, via="smtp", imap=True)
+    sends = [e for e in world.events if e["do"] == "send"]
+    assert [e for e in sends if not e["sender"].isascii()] and world.outside["down"], "the world this test is about"
+    assert {e["act"] for e in world.events if e["do"] == "imap"} >= {"file", "expunge"}
+    proc = xcon("chaos", "--via", "smtp", "--imap", "--replay", str(seed), "--faults", ",".join(faults), "--json",
+                run_dir=tmp_path, timeout=300)
+    (trial,) = json.loads(proc.stdout)["trials"]
+    print(f"seed {seed}: {trial['counts']}, by users {trial['by_users']}, relayed out {trial['relayed_out']}, "
+          f"imap {trial['imap_acts']} acts {trial['imap_refused']} refused, error {trial['error']}")
+    assert proc.returncode == 0 and not trial["broken"] and not trial["error"], trial["violations"]
+    assert trial["counts"]["lost"] == trial["counts"]["pending"] == 0
+    # the refused address's NDR came back to its sender; the users filed or expunged what they read
+    assert trial["counts"]["ndr"] > 0 and trial["by_users"] > 0, trial

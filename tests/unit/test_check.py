@@ -200,3 +200,21 @@ def test_a_lock_no_unfinished_move_holds_breaks_the_verdict():
     assert held.ok and held.stale_locks == []
     stale = check([], state=state({"bob": []}, locks=[lock]))
     assert not stale.ok and stale.stale_locks == [lock]
+
+
+def test_a_message_its_user_filed_or_expunged_is_delivered_and_named_as_the_users_act():
+    """Issue 34, story 11: by the user's folders, and by Dovecot's record of an expunge, matched by
+    the Message-ID xcon gave the message or, for one taken over SMTP, its client's (on the MTA's
+    acceptance line: the IMS's own may never be written, a session cut before its 250)."""
+    state = EndState({"bob": "ex1"}, boxes={("ex1", "bob"): Counter({"m0": 1})},
+                     filed={("ex1", "bob"): {"m1": "Archive"}},
+                     expunged={"bob": {"<m2@xcon.test>": "INBOX", "<c3@client.example>": "Archive"}})
+    smtp = {**accepted("m3", ["bob"]), "message_id": "<c3@client.example>"}
+    report = check([accepted("m0", ["bob"]), delivered("m0", "bob"), accepted("m1", ["bob"]), delivered("m1", "bob"),
+                    accepted("m2", ["bob"]), delivered("m2", "bob"), smtp, delivered("m3", "bob"),
+                    accepted("m4", ["bob"]), delivered("m4", "bob")], state=state)
+    assert report.counts["delivered"] == 4 and report.counts["lost"] == 1, report.counts
+    assert [(v.msg_id, v.outcome) for v in report.violations] == [("m4", "lost")], "in no folder, and not expunged"
+    assert {a["msg_id"]: a["act"] for a in report.by_users} == {
+        "m1": "filed by bob in their folder Archive", "m2": "expunged by bob over IMAP from INBOX (Dovecot's log)",
+        "m3": "expunged by bob over IMAP from Archive (Dovecot's log)"}
