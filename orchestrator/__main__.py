@@ -58,8 +58,9 @@ def main() -> None:
         runtime.crash()
 
     with refusing_damage(args.name):
-        parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), Journal(args.run_dir / JOURNAL),
-                       RealProcesses(args.run_dir), crash, args.config.network)
+        journal = Journal(args.run_dir / JOURNAL, args.run_dir / "logs" / "orchestrator.jsonl")
+        parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), journal, RealProcesses(args.run_dir),
+                       crash, args.config.network)
     runtime = Runtime(args.name, args.config, parts)
     runtime.run()
 

@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from nodes.config import append_whole, fsync_dir, open_append, write_atomic
 from nodes.records import Scan, encode_line, read_back, scan_lines, set_aside
 from protocol import MOVE_ENDED
@@ -61,15 +63,52 @@ def damage_note(found: Scan, kept_as: str) -> dict[str, Any]:
             "suspect": suspect}
 
 
+def vanished(path: Path, node_log: Path) -> dict[str, Any] | None:
+    """A journal missing or empty though the orchestrator's own log says it wrote steps (a journal
+    is never compacted: once written, never empty), and no loss of it was accepted since (a
+    `storage.damaged` line about it after the last step): {"gone", "suspect": the moves the log
+    leaves unfinished}; None if it is there, or none was owed."""
+    try:
+        if path.stat().st_size > 0:
+            return None
+        gone = "emptied"
+    except FileNotFoundError:
+        gone = "missing"
+    last: dict[str, str] = {}
+    owed = False
+    try:
+        f = open(node_log, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        for line in f:
+            if b'"move.step"' in line:
+                e = orjson.loads(line)
+                last[e.get("move_id")] = e.get("step")
+                owed = True
+            elif b'"storage.damaged"' in line and str(PATH).encode() in line:
+                owed = False  # the loss was taken up (`xcon up --accept-damage`): what follows is the new journal's
+                last = {}
+    if not owed:
+        return None
+    return {"gone": gone, "suspect": sorted(m for m, step in last.items() if step not in MOVE_ENDED)}
+
+
 class Journal:
     """The journal of one orchestrator: its records at start, then appended step by step."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, node_log: Path | None = None):
+        """`node_log`: the orchestrator's own log, which says whether a journal missing or empty at
+        start had held steps (then it is damage: `vanished`)."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        gone = vanished(path, node_log) if node_log is not None else None
         found = scan(path.read_bytes() if path.exists() else b"")
         self.records, self._size = found.records, found.good
         self.damage: dict[str, Any] | None = None
-        if found.damaged:  # never cut: kept as it was, and what reads is the new journal
+        if gone is not None:  # never taken for a journal with no moves in it
+            kept = set_aside(path).name if path.exists() else None
+            self.damage = {"file": str(PATH), "kept_as": kept, "damaged_bytes": [], **gone}
+        elif found.damaged:  # never cut: kept as it was, and what reads is the new journal
             aside = set_aside(path)
             data = b"".join(encode_line(r) for r in found.records)
             write_atomic(path, data)

@@ -109,7 +109,10 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
                  CrashSelf: crash_self, NetFault: net_fault, CorruptLog: corrupt_log}
-    notes = [log("storage.damaged", level="error", **damage,
-                 why="damage in the middle of the journal: every line that reads was taken up; the moves in "
-                     "`suspect` are left for the operator")] if damage else []
+    why = (f"the journal is {damage['gone']}, though this orchestrator's log says it journaled steps: it starts on "
+           "a new one; the moves in `suspect` were unfinished and are left for the operator (`xcon status`, "
+           "`xcon move ALIAS --abort`)" if damage and damage.get("gone") else
+           "damage in the middle of the journal: every line that reads was taken up; the moves in `suspect` are "
+           "left for the operator")
+    notes = [log("storage.damaged", level="error", **damage, why=why)] if damage else []
     return Wiring(core, executors, notes=notes)

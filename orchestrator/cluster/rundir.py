@@ -309,6 +309,11 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
     damaged += [p for p in problems(run_dir, node_names(settings.servers, settings.smtp, settings.imap))
                 if "begun anew" not in p]
     path = run_dir / journal.PATH
+    gone = journal.vanished(path, run_dir / "logs" / "orchestrator.jsonl")
+    if gone is not None:
+        moves = f": moves left for you to finish or abort: {', '.join(gone['suspect'])}" if gone["suspect"] else ""
+        damaged.append(f"{journal.PATH} is {gone['gone']}, though the orchestrator's log says it journaled "
+                       f"steps{moves}")
     found = journal.scan(path.read_bytes()) if path.exists() else None
     if found is not None and found.damaged:
         suspect = journal.damage_note(found, "")["suspect"]

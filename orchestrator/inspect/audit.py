@@ -106,6 +106,10 @@ def read(run_dir: Path) -> EndState:
         raise DamagedFile(run_dir / "stores" / missing[0], "missing, though its store's log says it ran")
     stores = {p.name: (read_mailboxes(p), read_move_state(p))
               for p in sorted(p for p in (run_dir / "stores").glob("*") if p.is_dir())}
+    if journal.vanished(run_dir / journal.PATH, logs / "orchestrator.jsonl") is not None:
+        raise DamagedFile(run_dir / journal.PATH, "missing or empty, though the orchestrator's log says it journaled "
+                          "steps: which moves are unfinished is not known (`xcon up --accept-damage` starts the "
+                          "orchestrator on a new one, and names the moves it leaves for you)")
     found = journal.scan((run_dir / journal.PATH).read_bytes() if (run_dir / journal.PATH).exists() else b"")
     if found.damaged:
         raise DamagedFile(run_dir / journal.PATH, found.describe(journal.PATH.name) + "; the orchestrator keeps it "

@@ -45,7 +45,7 @@ TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
 # the events the first pass reads; it skips every other at once
 JUDGED = frozenset({"store.duplicate_suppressed", "store.delivered", "mta.accepted", "storage.damaged", "mta.failed",
-                    "mta.ndr_queued", "ims.relayed", "ims.accepted"})
+                    "mta.ndr_queued", "ims.relayed", "ims.accepted", "ims.queued_out"})
 # an MTA's events that say it holds a pair (not that it handed it on, delivered or failed it)
 HOLDING = frozenset({"mta.accepted", "mta.transfer_in", "mta.routed", "mta.deferred", "mta.retry", "mta.not_homed",
                      "mta.rerouted",
@@ -113,6 +113,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     # "duplicate": the message is in the mailbox, so that counts as its one delivery
     kept: set[tuple[str, str]] = set()
     client_ids: dict[str, str] = {}  # msg_id -> the Message-ID its SMTP client gave it (Dovecot logs that)
+    queued_out: dict[tuple[str, str], str] = {}  # a pair an IMS took to relay -> that IMS
     by_users: list[dict[str, str]] = []
     for e in events:
         name = e["event"]
@@ -164,6 +165,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             ndrs[e.get("ndr_for")][e.get("msg_id")] = e.get("rcpts") or []
         elif name == "ims.accepted" and e.get("message_id"):
             client_ids[e.get("msg_id")] = e["message_id"]
+        elif name == "ims.queued_out":
+            queued_out[(e.get("msg_id"), e.get("rcpt"))] = e.get("node", "an IMS")
     logged = len(accepted)
     for key, known in (durable or {}).items():
         accepted.setdefault(key, known)
@@ -206,6 +209,12 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             outcome = "declined"
         elif key in gave_up and not why and state is not None and reports.get(key) in state.waiting:
             outcome = "pending"  # failed, and its report still on its way (in an MTA's or an IMS's queue)
+        elif key in queued_out and key not in gave_up and state is not None and key[0] not in state.waiting:
+            # an IMS took it to relay, and nothing ended it: not relayed, not handed back, and no
+            # queue holds it (its item's file is gone): nothing will ever move it
+            outcome = "lost"
+            why = (f"{queued_out[key]} took it to relay, and it was neither relayed nor handed back, and no queue "
+                   f"holds it (ims/{queued_out[key].partition('.')[2]}/outbound)")
         else:
             outcome = "lost" if why or key in gave_up else "pending"
         if outcome in VIOLATIONS and key[0] in lost_to_damage:

@@ -198,6 +198,13 @@ def test_no_verdict_rests_on_a_damaged_journal_or_a_directory_whose_files_are_go
     journal = run / "orchestrator" / "journal.jsonl"
     flip(journal, journal.read_bytes().index(b'"done"') + 2)
     one_line_error(xcon("check", run_dir=run), 3, "no verdict", "journal.jsonl is damaged in the middle")
+    # a journal that vanished, where the orchestrator's log says it journaled steps: damage, not "no moves"
+    with open(run / "logs" / "orchestrator.jsonl", "ab") as log:
+        log.write(json.dumps({"ts": 1.0, "node": "orchestrator", "level": "info", "event": "move.step",
+                              "hlc": [1, 0], "move_id": "mv1", "step": "lock"}).encode() + b"\n")
+    journal.unlink()
+    one_line_error(xcon("check", run_dir=run), 3, "no verdict", "journal.jsonl: missing or empty")
+    refused_to_start(xcon("up", run_dir=run), "journal.jsonl is missing", "moves left for you to finish or abort: mv1")
     run = copy_of(stopped, tmp_path / "changes")
     (run / "directory" / "changes.jsonl").unlink()
     one_line_error(xcon("check", run_dir=run), 3, "no verdict", "changes.jsonl: missing while directory.json is there")

@@ -218,3 +218,15 @@ def test_a_message_its_user_filed_or_expunged_is_delivered_and_named_as_the_user
     assert {a["msg_id"]: a["act"] for a in report.by_users} == {
         "m1": "filed by bob in their folder Archive", "m2": "expunged by bob over IMAP from INBOX (Dovecot's log)",
         "m3": "expunged by bob over IMAP from Archive (Dovecot's log)"}
+
+
+def test_an_item_an_ims_took_that_nothing_ended_and_no_queue_holds_is_lost_not_pending():
+    """Issue 34, story 2: check said PENDING for what an IMS took, whether or not anything would
+    ever move it. Pending while a queue holds it; lost once none does and nothing ended it."""
+    events = [accepted("m1", ["dave@outside.test"]),
+              {"event": "ims.queued_out", "node": "ims.ex1", "msg_id": "m1", "rcpt": "dave@outside.test"}]
+    waiting = EndState({}, waiting={"m1"})
+    assert check(events, state=waiting).counts["pending"] == 1
+    (lost,) = check(events, state=EndState({})).violations
+    assert lost.outcome == "lost" and "ims.ex1 took it to relay" in lost.why and "ims/ex1/outbound" in lost.why
+    assert check(events).counts["pending"] == 1, "from the logs alone, it may still be on its way"
