@@ -18,7 +18,8 @@ LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when
 
 @click.command()
 @run_dir_option
-@click.option("--mta", "mtas", multiple=True, metavar="MTA", help="Only this MTA (mta.ex1); repeat for more.")
+@click.option("--mta", "mtas", multiple=True, metavar="NODE",
+              help="Only this MTA (mta.ex1), or Internet Mail Service (ims.ex1); repeat for more.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=LIMIT, show_default=True,
               help="At most this many pairs per MTA (the total is always given).")
 @click.option("--wide", is_flag=True, help="Every column: sender, alternate of, handed to, age, priority.")
@@ -28,23 +29,26 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
     state, the reason of its last deferral, its tries and when it is tried next.
 
     A running MTA is asked; one that is down, or every one of a stopped cluster, is read from its
-    queue log (its durable state, with no retry times: a restart starts those again). An empty
-    queue everywhere is `xcon wait`'s end.
+    queue log (its durable state, with no retry times: a restart starts those again). With
+    `--smtp`, each Internet Mail Service's queue follows, read from its files: what waits to leave
+    for outside, and what goes back to its MTA because it will not. An empty queue everywhere is
+    `xcon wait`'s end.
     """
     from orchestrator.cluster.rundir import saved_config
     from orchestrator.inspect import admin
     try:
         cluster: cl.Cluster | None = cl.Cluster.attach(run_dir)
-        every = cluster.mtas
+        nodes = list(cluster.config.nodes)
     except ClusterError:
         if not (run_dir / "cluster.json").exists():
             raise
-        cluster, every = None, [n for n in saved_config(run_dir).nodes if n.startswith("mta.")]
+        cluster, nodes = None, list(saved_config(run_dir).nodes)
+    every = [n for n in nodes if n.startswith("mta.")] + [n for n in nodes if n.startswith("ims.")]
     try:
         names = list(mtas) or every
         unknown = [m for m in names if m not in every]
         if unknown:
-            raise click.UsageError(f"no MTA {', '.join(unknown)} (MTAs: {', '.join(every)})")
+            raise click.UsageError(f"no MTA or IMS {', '.join(unknown)} (these: {', '.join(every)})")
         found = admin.queue(run_dir, cluster, names, limit)
     finally:
         if cluster is not None:
@@ -53,7 +57,8 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
         emit_json(found)
         return
     for mta, q in found.items():
-        source = "" if q["source"] == "live" else f", from its queue log ({mta} is not running)"
+        source = ("" if q["source"] in ("live", "queue files") else
+                  f", from its queue log ({mta} is not running)")
         title = f"{mta}: {q['total']} open pair(s){source}" + (", shown: the first " + str(limit)
                                                                if q["total"] > limit else "")
         if not q["items"]:

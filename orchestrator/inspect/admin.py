@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nodes.ims import outbound
 from nodes.mail import summarize, text_of
 from nodes.mta import wal
 from nodes.mta.queue import listing
@@ -27,9 +28,14 @@ DEFAULT_LIMIT = 1000
 
 def queue(run_dir: Path, cluster: Any, mtas: list[str], limit: int = DEFAULT_LIMIT) -> dict[str, dict[str, Any]]:
     """Per MTA: {"items", "total", "source"}; source is "live" (the MTA answered) or "queue log"
-    (it is down, or no cluster runs: `cluster` None; its durable state, with no retry times)."""
+    (it is down, or no cluster runs: `cluster` None; its durable state, with no retry times). An
+    IMS (`ims.exN`) among `mtas` is read from its queue's files (nodes.ims.outbound): what it
+    holds to relay or to hand back, and why."""
     found = {}
     for mta in mtas:
+        if mta.startswith("ims."):
+            found[mta] = ims_queue(run_dir, mta, limit)
+            continue
         try:
             if cluster is None or not cluster.alive(mta):
                 raise LookupError
@@ -52,6 +58,22 @@ def offline_queue(run_dir: Path, mta: str, limit: int = DEFAULT_LIMIT) -> dict[s
     for item in items:
         item["next_retry_s"] = None
     return {"items": items, "total": total, **({"damaged": True} if recovered.damage else {})}
+
+
+def ims_queue(run_dir: Path, ims: str, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """What an IMS holds, as its files say: each item to relay ("relaying") or to hand back to its
+    MTA ("returning", with why it will not leave), oldest first."""
+    found = outbound.look(run_dir / "ims" / ims.split(".", 1)[1])
+    ended = found.ended()
+    held = sorted((r for key, r in found.items.items() if key not in ended), key=lambda r: r["queued_at"])
+    now = time.time()
+    items = [{"msg_id": r["msg_id"], "kind": "ndr" if r["ndr_for"] else "message", "sender": r["sender"],
+              "rcpt": r["rcpt"], "alt_of": None, "state": "returning" if r["failed"] else "relaying",
+              "reason": r["failed"] or "", "attempts": None, "next_retry_s": None, "handed_to": None,
+              "age_s": round(now - r["queued_at"], 3), "priority": r.get("priority") or "normal"}
+             for r in held[:limit]]
+    return {"items": items, "total": len(held), "source": "queue files",
+            **({"damaged": True} if found.damaged_files or found.log_scan.damaged else {})}
 
 
 def where(run_dir: Path, msg_id: str) -> list[dict[str, Any]]:

@@ -111,6 +111,8 @@ def test_with_no_smarthost_mail_waits_pending_until_its_lifetime_then_comes_back
     waiting = json.loads(xcon("check", "--json", run_dir=run).stdout)
     assert (waiting["counts"]["pending"], waiting["counts"]["lost"]) == (1, 0), waiting["counts"]
     assert xcon("wait", "--timeout", "0.5", run_dir=run).returncode == 1, "the IMS still holds it"
+    held = xcon_json("queue", run_dir=run)["ims.ex1"]
+    assert [(i["msg_id"], i["rcpt"], i["state"]) for i in held["items"]] == [(msg, "dave@outside.test", "relaying")]
     assert xcon("wait", "--timeout", "60", run_dir=run).returncode == 0
     (ndr,) = xcon_json("mailbox", "alice", run_dir=run)["messages"]
     assert ndr["ndr_for"] == msg
