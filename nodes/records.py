@@ -205,6 +205,16 @@ def scan_lines(data: bytes, valid: Callable[[dict[str, Any]], bool] = lambda r: 
     return scan
 
 
+def absent(path: Path) -> str | None:
+    """"missing" or "emptied" for a record log that is not there or holds nothing, None for one
+    that holds something: a log a node made always holds a record, so either is damage where the
+    node's own log says it wrote one (nodes.mta.wal.vanished, orchestrator.journal.vanished)."""
+    try:
+        return None if path.stat().st_size > 0 else "emptied"
+    except FileNotFoundError:
+        return "missing"
+
+
 # --- keeping a damaged file ------------------------------------------------------------------------
 
 def set_aside(path: Path) -> Path:

@@ -16,10 +16,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from nodes.config import append_whole, fsync_dir, open_append, write_atomic
-from nodes.records import Scan, encode_line, read_back, scan_lines, set_aside
+from nodes.logs import events_in
+from nodes.records import Scan, absent, encode_line, read_back, scan_lines, set_aside
 from protocol import MOVE_ENDED
 from protocol.names import valid_alias
 
@@ -68,27 +67,18 @@ def vanished(path: Path, node_log: Path) -> dict[str, Any] | None:
     is never compacted: once written, never empty), and no loss of it was accepted since (a
     `storage.damaged` line about it after the last step): {"gone", "suspect": the moves the log
     leaves unfinished}; None if it is there, or none was owed."""
-    try:
-        if path.stat().st_size > 0:
-            return None
-        gone = "emptied"
-    except FileNotFoundError:
-        gone = "missing"
+    gone = absent(path)
+    if gone is None:
+        return None
     last: dict[str, str] = {}
     owed = False
-    try:
-        f = open(node_log, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        for line in f:
-            if b'"move.step"' in line:
-                e = orjson.loads(line)
-                last[e.get("move_id")] = e.get("step")
-                owed = True
-            elif b'"storage.damaged"' in line and str(PATH).encode() in line:
-                owed = False  # the loss was taken up (`xcon up --accept-damage`): what follows is the new journal's
-                last = {}
+    for e in events_in(node_log, b'"move.step"', b'"storage.damaged"'):
+        if e.get("event") == "move.step":
+            last[e.get("move_id")] = e.get("step")
+            owed = True
+        elif e.get("event") == "storage.damaged" and e.get("file") == str(PATH):
+            owed = False  # the loss was taken up (`xcon up --accept-damage`): what follows is the new journal's
+            last = {}
     if not owed:
         return None
     return {"gone": gone, "suspect": sorted(m for m, step in last.items() if step not in MOVE_ENDED)}

@@ -15,6 +15,7 @@ from typing import Iterable
 
 from nodes.config import ClusterConfig, open_append
 from nodes.logs import log_lost
+from nodes.records import absent
 
 from .netns import exec_prefix
 
@@ -76,7 +77,7 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool 
     (nodes.logs.log_lost): a verdict never rests on a log made anew."""
     node = config.nodes[name]
     log = config.run_dir / "logs" / f"{name}.jsonl"
-    if again and not _has_lines(log):
+    if again and absent(log):
         log_lost(log, name, "missing or empty when the node was started again")
     console = open_append(config.run_dir / "logs" / f"{name}.console")
     try:
@@ -94,13 +95,6 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool 
     if save:
         config.save()
     return proc
-
-
-def _has_lines(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except FileNotFoundError:
-        return False
 
 
 MIN_DAMAGE_BYTES = 64  # a log shorter than this has no middle to damage

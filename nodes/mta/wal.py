@@ -43,7 +43,8 @@ from protocol import PRIORITIES
 from protocol.frame import pack
 from protocol.names import valid_msg_id, valid_recipient
 
-from ..records import Scan, ids_in, scan_frames
+from ..logs import events_in
+from ..records import Scan, absent, ids_in, scan_frames
 from .queue import FINAL, WAITING, QueuedMessage
 
 HEADER = struct.Struct(">II")
@@ -191,42 +192,24 @@ def history(node_log: Path) -> dict[str, None] | None:
     """What an MTA's own log says its queue log held: None if it never made a record durable
     (nothing was taken, so no log is owed); else the ids of the messages still open at the log's
     end (taken and not retired), in log order. Read only where the queue log is missing or empty."""
-    import orjson
-
     held: dict[str, None] | None = None
-    try:
-        f = open(node_log, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        for line in f:
-            if b'"mta.' not in line:
-                continue
-            try:
-                e = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            name = e.get("event") if isinstance(e, dict) else None
-            if name in TAKEN or (name == "mta.failed" and e.get("report") == "postmaster"):
-                held = {} if held is None else held
-                taken = e.get("postmaster_id") if name == "mta.failed" else e.get("msg_id")
-                if isinstance(taken, str):
-                    held[taken] = None
-            elif name == "mta.retired" and held is not None:
-                held.pop(e.get("msg_id"), None)
+    for e in events_in(node_log, b'"mta.'):
+        name = e.get("event")
+        if name in TAKEN or (name == "mta.failed" and e.get("report") == "postmaster"):
+            held = {} if held is None else held
+            taken = e.get("postmaster_id") if name == "mta.failed" else e.get("msg_id")
+            if isinstance(taken, str):
+                held[taken] = None
+        elif name == "mta.retired" and held is not None:
+            held.pop(e.get("msg_id"), None)
     return held
 
 
 def vanished(path: Path, node_log: Path) -> dict[str, Any] | None:
     """Damage of a queue log that is missing or empty though its MTA's log says it held records
     (None if it is there, or none was owed): what `recover` says of a damaged log, with `why`."""
-    try:
-        if path.stat().st_size > 0:
-            return None
-        gone = "emptied"
-    except FileNotFoundError:
-        gone = "missing"
-    held = history(node_log)
+    gone = absent(path)
+    held = history(node_log) if gone else None
     if held is None:
         return None
     return {"damaged_bytes": [], "lost": list(held), "older_state": [], "suspect": [], "gone": gone,

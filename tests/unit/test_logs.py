@@ -99,3 +99,20 @@ def test_dovecots_record_says_what_a_user_removed_and_a_move_to_a_folder_is_not_
     assert gone == {"bob": {"<gone@xcon.test>": "INBOX", "<filed@xcon.test>": "Old"}, "carol": {"<m@xcon.test>": "INBOX"}}
     long = "<" + "x" * 100 + "@xcon.test>"
     assert matches(long[:77] + "...", long) and not matches("<x@xcon.test>", long)
+
+
+def test_a_vanished_journal_is_known_from_the_orchestrators_log_even_past_a_line_that_does_not_read(tmp_path):
+    from orchestrator import journal
+
+    log = tmp_path / "orchestrator.jsonl"
+    log.write_bytes(b'{"event": "move.step", "move_id": "mv1", "step": "lock"}\n'
+                    b'{"event": "move.step", "move_id": "mv2", "st\x00ep": \n'  # damage: passed over, not a crash
+                    b'{"event": "move.step", "move_id": "mv2", "step": "done"}\n')
+    gone = journal.vanished(tmp_path / "journal.jsonl", log)
+    assert gone == {"gone": "missing", "suspect": ["mv1"]}
+    (tmp_path / "journal.jsonl").write_bytes(b"")
+    assert journal.vanished(tmp_path / "journal.jsonl", log)["gone"] == "emptied"
+    with open(log, "ab") as f:  # the loss was taken up: the journal after it owes nothing yet
+        f.write(b'{"event": "storage.damaged", "file": "orchestrator/journal.jsonl", "gone": "emptied"}\n')
+    assert journal.vanished(tmp_path / "journal.jsonl", log) is None
+    assert journal.vanished(tmp_path / "journal.jsonl", tmp_path / "nosuch.jsonl") is None
