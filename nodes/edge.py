@@ -116,11 +116,7 @@ class EdgeNode:
         """The DEALER to `node` (made at the first request to it), with its reader."""
         sock = self.dealers.get(node)
         if sock is None:
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.linger = 0
-            self._security.client(sock)
-            sock.connect(self.config.endpoint(node))
-            self.dealers[node] = sock
+            sock = self.dealers[node] = self._security.dealer(self._ctx, self.config.endpoint(node))
             self._tasks.append(asyncio.create_task(self._answers(sock)))
         return sock
 

@@ -270,12 +270,8 @@ class Runtime:
             except KeyError as exc:
                 self.log.error("send.unknown_node", to=to, reason=str(exc))
                 return None
-            sock = self.ctx.socket(zmq.DEALER)
-            sock.linger = 0
-            self.security.client(sock)
             # a peer that is down must not make this node block: queue a bounded amount, then drop
-            sock.sndhwm = 10000
-            sock.connect(endpoint)
+            sock = self.security.dealer(self.ctx, endpoint, sndhwm=10000)
             self.poller.register(sock, zmq.POLLIN)
             self.dealers[to] = sock
         return sock

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth
@@ -60,6 +60,18 @@ class Security:
             sock.curve_secretkey = self.secret
             sock.curve_publickey = self.public
             sock.curve_serverkey = self.public
+
+    def dealer(self, ctx: Any, endpoint: str, **options: Any) -> Any:
+        """A DEALER on `ctx` (a zmq or zmq.asyncio context) connected to `endpoint` as this
+        cluster's client, closing at once (linger 0); `options` are socket options set before the
+        connect (sndhwm=...)."""
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        self.client(sock)
+        for name, value in options.items():
+            setattr(sock, name, value)
+        sock.connect(endpoint)
+        return sock
 
     def authenticator(self, ctx: zmq.Context) -> ThreadAuthenticator | None:
         """Start the ZAP handler; it must run before a server socket binds. (Imported here: the

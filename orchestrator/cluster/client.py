@@ -39,11 +39,7 @@ class TimedOut(ClusterError):
 
 def dealer(config: ClusterConfig, node: str) -> zmq.Socket:
     """A DEALER connected to `node` with the cluster's keys (for load and fuzz generators)."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 0
-    Security(config.run_dir, config.settings.insecure).client(sock)
-    sock.connect(config.endpoint(node))
-    return sock
+    return Security(config.run_dir, config.settings.insecure).dealer(zmq.Context.instance(), config.endpoint(node))
 
 
 class Client:
@@ -95,11 +91,7 @@ class Client:
     def _socket(self, node: str) -> zmq.Socket:
         sock = self._socks.get(node)
         if sock is None:
-            sock = self.ctx.socket(zmq.DEALER)
-            sock.linger = 0
-            self.security.client(sock)
-            sock.connect(self.config.endpoint(node))
-            self._socks[node] = sock
+            sock = self._socks[node] = self.security.dealer(self.ctx, self.config.endpoint(node))
         return sock
 
     def _drop(self, node: str) -> None:
