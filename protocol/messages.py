@@ -62,6 +62,9 @@ RECIPIENT_FIELDS = {
 
 # A message's priority (X.400's, as Exchange 5.5 kept it): it chooses the message's time-out.
 PRIORITIES = ("urgent", "normal", "non-urgent")
+# Why an IMS hands back a message it will not relay (mta.relay_failed's reason): the smarthost
+# refused it for good (5xx), or its time-out passed before any took it.
+RELAY_FAILURES = ("refused", "expired")
 
 # The codes an `error` answer may carry, for the node that acts on the refusal: a code is what a
 # program reads, the reason is what a person reads (and may be reworded at will).
@@ -198,8 +201,8 @@ MESSAGES: dict[str, dict[str, Field]] = {
     "ims.outbound": {"msg_id": STR, "sender": STR, "rcpt": STR, "raw": BYTES, "ndr_for": Opt(STR),
                      "ndr_rcpts": ListOf(STR), "accepted_at": FLOAT, "priority": STR,
                      "expires_at": FLOAT},  # past its time-out the IMS hands it back (mta.relay_failed)
-    # the IMS hands back what will not leave: reason "refused" (the smarthost said 5xx; its words in
-    # `diagnostic`) or "expired" (its time-out passed first). The MTA fails the pair as its own, an
+    # the IMS hands back what will not leave: reason one of RELAY_FAILURES, "refused" (the
+    # smarthost said 5xx; its words in `diagnostic`) or "expired" (its time-out passed first). The MTA fails the pair as its own, an
     # NDR to the originator or, for a report, the postmaster's copy, and answers "ok" once that is
     # durable; taken once, however often it is sent
     "mta.relay_failed": {"msg_id": STR, "sender": STR, "rcpt": STR, "raw": BYTES, "ndr_for": Opt(STR),

@@ -40,7 +40,6 @@ from ..records import Scan, describe_damage, encode_line, scan_lines, set_aside
 
 MAGIC = b"xcon ims item 1\n"
 LOG, OLD_LOG = "log.jsonl", "relayed.jsonl"
-FAILURES = ("refused", "expired")  # why an item goes back to its MTA (mta.relay_failed's reason)
 _ITEM = {"msg_id": str, "sender": str, "rcpt": str, "raw": bytes, "ndr_for": (str, type(None)), "ndr_rcpts": list,
          "queued_at": (int, float)}
 # in a damaged item file, where msgpack wrote the message id: the key, then a str of up to 255 bytes
@@ -73,7 +72,7 @@ class Item:
 
     @property
     def why(self) -> str:
-        """The failure's kind, as the MTA takes it: refused or expired."""
+        """The failure's kind, as the MTA takes it: one of protocol.RELAY_FAILURES."""
         return (self.failed or "").split(":", 1)[0]
 
 

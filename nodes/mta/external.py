@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from protocol import INVALID, PRIORITIES
+from protocol import INVALID, PRIORITIES, RELAY_FAILURES
 from protocol.names import MSG_ID_RULE, valid_msg_id, valid_submitted_id
 
 from ..config import Settings
 from ..core import Reply, Request, Send, error, log
 from ..mail import external, message_id_of
 from .queue import Pair, QueuedMessage
-
-RELAY_FAILURES = ("refused", "expired")  # why an IMS hands a pair back (nodes.ims.outbound.FAILURES)
 
 
 class External:

@@ -67,6 +67,16 @@ class EndState:
                 return f"expunged by {alias} over IMAP from {box} (Dovecot's log)"
         return None
 
+    def kept(self, alias: str, msg_id: str, message_ids: list[str]) -> tuple[int, str | None]:
+        """How many copies of `msg_id` count as in `alias`'s mailbox (copies), and the user's act
+        when there are none but the user filed it away or expunged it (by_user): then it counts
+        once. Only the organisation's users act over IMAP."""
+        found = self.copies(alias, msg_id)
+        if found or "@" in alias:
+            return found, None
+        act = self.by_user(alias, msg_id, message_ids)
+        return (1, act) if act else (0, None)
+
     def homed_copies(self, msg_id: str) -> int:
         """How many times `msg_id` is in any mailbox on the server the directory homes it (for a
         report whose originator only its id is known of)."""

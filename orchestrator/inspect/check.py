@@ -45,7 +45,7 @@ TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
 REMOVALS = ("store.deleted", "store.move_ended")
 # the events the first pass reads; it skips every other at once
 JUDGED = frozenset({"store.duplicate_suppressed", "store.delivered", "mta.accepted", "storage.damaged", "mta.failed",
-                    "mta.ndr_queued", "ims.relayed", "ims.accepted", "ims.queued_out"})
+                    "mta.ndr_queued", "ims.relayed", "ims.queued_out"})
 # an MTA's events that say it holds a pair (not that it handed it on, delivered or failed it)
 HOLDING = frozenset({"mta.accepted", "mta.transfer_in", "mta.routed", "mta.deferred", "mta.retry", "mta.not_homed",
                      "mta.rerouted",
@@ -163,8 +163,6 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             copies[e["ndr_for"]][e.get("postmaster_id")] = e.get("ndr_rcpts") or []
         elif name == "mta.ndr_queued" and state is not None:  # the NDR's id even if its delivery's line is gone
             ndrs[e.get("ndr_for")][e.get("msg_id")] = e.get("rcpts") or []
-        elif name == "ims.accepted" and e.get("message_id"):
-            client_ids[e.get("msg_id")] = e["message_id"]
         elif name == "ims.queued_out":
             queued_out[(e.get("msg_id"), e.get("rcpt"))] = e.get("node", "an IMS")
     logged = len(accepted)
@@ -177,15 +175,11 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
         why = ""
         if state is not None:
             said = "delivered" if d else "reported" if n else "given to the postmaster" if p else ""
-            d = state.copies(key[1], key[0])
-            if not d and "@" not in key[1]:  # not in the mailbox's own folder: the user's doing?
-                act = state.by_user(key[1], key[0], _message_ids(key[0], client_ids))
-                if act:
-                    d = 1
-                    by_users.append({"msg_id": key[0], "rcpt": key[1], "act": act})
-            n = sum(state.copies(sender, ndr_id) or (1 if sender and "@" not in sender and state.by_user(
-                        sender, ndr_id, _message_ids(ndr_id, client_ids)) else 0) if sender else
-                    state.homed_copies(ndr_id)
+            d, act = state.kept(key[1], key[0], _message_ids(key[0], client_ids))
+            if act:  # not in the mailbox's own folder: its user filed it away or expunged it
+                by_users.append({"msg_id": key[0], "rcpt": key[1], "act": act})
+            n = sum(state.kept(sender, ndr_id, _message_ids(ndr_id, client_ids))[0] if sender
+                    else state.homed_copies(ndr_id)
                     for ndr_id, rcpts in ndrs.get(key[0], {}).items() if key[1] in rcpts)
             p = sum(state.postmaster_copies(pm_id) for pm_id, rcpts in copies.get(key[0], {}).items() if key[1] in rcpts)
             if said and not d and not n and not p:
