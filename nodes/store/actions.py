@@ -104,6 +104,12 @@ def carried(name: Any, folder: Any, info: Any) -> bool:
             and (info is None or (isinstance(info, str) and bool(_INFO.fullmatch(info)))))
 
 
+def entry_key(folder: str, name: str) -> str:
+    """A message's key in a move's export (Maildirs.entries): its name in the mailbox's own
+    folder, `folder/name` in a user's."""
+    return f"{folder}/{name}" if folder else name
+
+
 def msg_id_of(name: str) -> str | None:
     """The message id in a message's file name (TIME.MSGID.xcon, and `:2,FLAGS` once a mail
     reader moved it into cur/)."""

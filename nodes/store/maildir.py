@@ -25,18 +25,31 @@ from protocol.names import valid_alias
 
 from ..config import SYNC_BATCH, free_bytes, fsync_dir, syncfs, write_atomic
 from ..records import read_json_file
-from .actions import IN_TRANSIT, msg_id_of
+from .actions import IN_TRANSIT, entry_key, msg_id_of
 
 LOCKS_FILE = ".locks.json"
 OLD_LOCKS_FILE = "locks.json"  # before the state left the mailboxes' namespace
 
 
-def read_mailboxes(root: Path) -> dict[str, Counter]:
+def read_store(root: Path) -> tuple[dict[str, Counter], dict[str, dict[str, str]]]:
     """What a store's Maildirs hold, read and nothing else (the store at start, `xcon check`'s
-    audit): each mailbox's message ids, with how many files each has in new/ and cur/. Folders
-    whose names start with a dot (a delete under way) are no mailbox."""
-    return {box.name: _message_ids(box)
-            for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
+    audit), in one walk: each mailbox's message ids in its own folder, with how many files each has
+    in new/ and cur/; and what its user keeps in folders of their own (IMAP's CREATE, COPY, MOVE),
+    each id with the first folder it is in. Folders whose names start with a dot (a delete under
+    way) are no mailbox."""
+    boxes: dict[str, Counter] = {}
+    filed: dict[str, dict[str, str]] = {}
+    for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        boxes[box.name] = _message_ids(box)
+        for folder in user_folders(box):
+            for msg_id in _message_ids(box / folder):
+                filed.setdefault(box.name, {}).setdefault(msg_id, folder[1:])
+    return boxes, filed
+
+
+def read_mailboxes(root: Path) -> dict[str, Counter]:
+    """Each mailbox's message ids in its own folder, with their copies (read_store's first half)."""
+    return read_store(root)[0]
 
 
 def read_move_state(root: Path) -> dict[str, Any]:
@@ -79,17 +92,6 @@ def user_folders(box: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if n.startswith(".") and os.path.isdir(box / n / "cur"))
-
-
-def read_filed(root: Path) -> dict[str, dict[str, str]]:
-    """What a store's users keep in folders of their own (IMAP's CREATE, COPY, MOVE), read and
-    nothing else: each mailbox's message ids there, with the first folder each is in."""
-    found: dict[str, dict[str, str]] = {}
-    for box in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for folder in user_folders(box):
-            for msg_id in _message_ids(box / folder):
-                found.setdefault(box.name, {}).setdefault(msg_id, folder[1:])
-    return found
 
 
 def _message_ids(folder: Path) -> Counter:
@@ -137,8 +139,8 @@ class Maildirs:
         state = read_move_state(self.root)
         state["staged"] = {box: set(_message_ids(self.root / (IN_TRANSIT + box))) for box in state.get("made", {})
                            if (self.root / (IN_TRANSIT + box)).is_dir()}
-        filed = read_filed(self.root)  # a message a user filed away is in the mailbox all the same
-        return {box: set(ids) | set(filed.get(box, ())) for box, ids in read_mailboxes(self.root).items()}, state
+        boxes, filed = read_store(self.root)  # a message a user filed away is in the mailbox all the same
+        return {box: set(ids) | set(filed.get(box, ())) for box, ids in boxes.items()}, state
 
     def free_bytes(self) -> int:
         return free_bytes(self.root)
@@ -180,7 +182,7 @@ class Maildirs:
             for mailbox, name, raw, folder, info in pending:
                 if mailbox not in self._boxes:
                     self.create(mailbox)
-                box = f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
+                box = self._box(mailbox, folder)
                 if folder and not os.path.isdir(f"{box}/cur"):
                     self._folder(mailbox, folder)
                 tmp = f"{box}/tmp/{name}"
@@ -220,6 +222,10 @@ class Maildirs:
         for new_dir in {os.path.dirname(final) for _, final in written} if self.fsync else ():
             fsync_dir(Path(new_dir))
 
+    def _box(self, mailbox: str, folder: str = "") -> str:
+        """The path of a mailbox's own folder, or of its user's `folder` in it."""
+        return f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
+
     def _folder(self, mailbox: str, folder: str) -> None:
         """A user's folder of the mailbox, as Dovecot makes one: Maildir's three folders and the
         `maildirfolder` file that says it is a folder, not a mailbox of its own."""
@@ -238,7 +244,7 @@ class Maildirs:
         self.sync()
         found = []
         for folder in ["", *user_folders(self.root / mailbox)]:
-            base = f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
+            base = self._box(mailbox, folder)
             for sub in ("new", "cur"):
                 try:
                     names = os.listdir(f"{base}/{sub}")
@@ -246,8 +252,7 @@ class Maildirs:
                     continue
                 for n in names:
                     name, _, info = n.partition(":")
-                    found.append((f"{folder}/{name}" if folder else name, folder, name,
-                                  info if sub == "cur" else None))
+                    found.append((entry_key(folder, name), folder, name, info if sub == "cur" else None))
         return sorted(found)
 
     def delete(self, mailbox: str) -> None:
@@ -303,7 +308,7 @@ class Maildirs:
         """A message by its name, in new/ or in cur/ with or without a reader's flags, in the
         mailbox's own folder or in its `folder`; a reader that moves it meanwhile (new/ to cur/)
         is followed, not taken for its loss."""
-        box = f"{self.root}/{mailbox}/{folder}" if folder else f"{self.root}/{mailbox}"
+        box = self._box(mailbox, folder)
         for _ in range(3):
             for sub in ("new", "cur"):
                 try:

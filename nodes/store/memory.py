@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import read_back
-from .actions import IN_TRANSIT, msg_id_of
+from .actions import IN_TRANSIT, entry_key, msg_id_of
 from .maildir import LOCKS_FILE
 
 
@@ -53,8 +53,7 @@ class MemoryMaildirs:
     def entries(self, mailbox: str) -> list[tuple[str, str, str, str | None]]:
         self.sync()
         found = [(name, "", name, None) for name in self.boxes.get(mailbox, ())]
-        found += [(f"{folder}/{name}" if folder else name, folder, name, info)
-                  for folder, name, info in self.filed.get(mailbox, ())]
+        found += [(entry_key(folder, name), folder, name, info) for folder, name, info in self.filed.get(mailbox, ())]
         return sorted(found)
 
     def crash(self, torn: float) -> None:

@@ -22,7 +22,7 @@ from nodes.mta import wal
 from nodes.logs import last_value
 from nodes.records import DamagedFile
 from nodes.imap.record import matches, removed
-from nodes.store.maildir import read_filed, read_mailboxes, read_move_state
+from nodes.store.maildir import read_move_state, read_store
 from protocol.names import POSTMASTER, is_derived
 
 from orchestrator import journal
@@ -114,8 +114,8 @@ def read(run_dir: Path) -> EndState:
     missing = [s for s in servers if not (run_dir / "stores" / s).is_dir() and (logs / f"store.{s}.jsonl").exists()]
     if missing:
         raise DamagedFile(run_dir / "stores" / missing[0], "missing, though its store's log says it ran")
-    stores = {p.name: (read_mailboxes(p), read_move_state(p))
-              for p in sorted(p for p in (run_dir / "stores").glob("*") if p.is_dir())}
+    read = {p.name: read_store(p) for p in sorted(p for p in (run_dir / "stores").glob("*") if p.is_dir())}
+    stores = {server: (boxes, read_move_state(run_dir / "stores" / server)) for server, (boxes, _) in read.items()}
     if journal.vanished(run_dir / journal.PATH, logs / "orchestrator.jsonl") is not None:
         raise DamagedFile(run_dir / journal.PATH, "missing or empty, though the orchestrator's log says it journaled "
                           "steps: which moves are unfinished is not known (`xcon up --accept-damage` starts the "
@@ -125,8 +125,8 @@ def read(run_dir: Path) -> EndState:
         raise DamagedFile(run_dir / journal.PATH, found.describe(journal.PATH.name) + "; the orchestrator keeps it "
                           "aside and takes up what reads when it starts (`xcon up --accept-damage`)")
     state = assemble(directory, stores, found.records)
-    for server in stores:
-        state.filed.update(((server, box), ids) for box, ids in read_filed(run_dir / "stores" / server).items())
+    for server, (_, filed) in read.items():
+        state.filed.update(((server, box), ids) for box, ids in filed.items())
     state.expunged = removed(sorted(logs.glob("dovecot.*.log")))
     for folder in sorted(p for p in run_dir.glob("ims/*") if p.is_dir()):
         found = outbound.look(folder)
