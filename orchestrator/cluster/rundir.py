@@ -41,6 +41,7 @@ from nodes.security import KEYS, create_keys, create_smtp_certificate
 from nodes.store.maildir import Maildirs, mail_group, read_move_state
 
 from orchestrator import netns
+from orchestrator.inspect.logread import problems
 from .client import ClusterError, Refused
 from orchestrator.processes import pid_alive
 
@@ -304,10 +305,7 @@ def look_for_damage(run_dir: Path, settings: Settings) -> tuple[list[str], list[
         damaged += outbound.look(folder).damage(run_dir)
     # a node's log is the record of what it did: one that is gone, emptied or cut at the start is
     # damage (the node would begin it anew, and say so: nodes.logs.log_lost)
-    from orchestrator.inspect.logread import problems
-
-    damaged += [p for p in problems(run_dir, node_names(settings.servers, settings.smtp, settings.imap))
-                if "begun anew" not in p]
+    damaged += problems(run_dir, node_names(settings.servers, settings.smtp, settings.imap), begun_anew=False)
     path = run_dir / journal.PATH
     gone = journal.vanished(path, run_dir / "logs" / "orchestrator.jsonl")
     if gone is not None:

@@ -63,9 +63,11 @@ def filtered(events: Iterable[dict[str, Any]], **criteria: Any) -> Iterator[dict
     return (e for e in events if matches(e, **criteria))
 
 
-def problems(run_dir: Path, nodes: Iterable[str]) -> list[str]:
+def problems(run_dir: Path, nodes: Iterable[str], begun_anew: bool = True) -> list[str]:
     """What is wrong with the logs of `nodes` (a line each): missing, empty, or not beginning with
-    the line every node's log begins with (nodes.logs.CREATED): cut at the start, or replaced."""
+    the line every node's log begins with (nodes.logs.CREATED): cut at the start, or replaced; and,
+    with `begun_anew`, a log its node began again over a lost one (that loss a start accepted
+    once, and no verdict rests on it ever after)."""
     found = []
     for node in nodes:
         path = run_dir / "logs" / f"{node}.jsonl"
@@ -85,6 +87,6 @@ def problems(run_dir: Path, nodes: Iterable[str]) -> list[str]:
             head, event = {}, None
         if event != CREATED:
             found.append(f"logs/{node}.jsonl does not begin with its {CREATED} line (cut at the start, or replaced)")
-        elif head.get("lost"):  # begun anew over a lost one (nodes.logs.log_lost)
+        elif head.get("lost") and begun_anew:  # begun anew over a lost one (nodes.logs.log_lost)
             found.append(f"logs/{node}.jsonl was begun anew: {head['lost']}")
     return found
