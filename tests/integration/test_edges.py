@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import smtplib
-import threading
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from orchestrator.cluster.rundir import free_ports, node_processes
+from orchestrator.cluster.rundir import node_processes
+from orchestrator.lab.outside import Smarthost
 
 from ..conftest import wait_for_event, xcon, xcon_json
 from .test_cli_errors import one_line_error
@@ -19,43 +18,20 @@ from .test_nothing_vanishes import flip, refused_to_start
 from .test_smtp import held_move, smtp_of
 
 
-class Smarthost:
-    """The outside world's server: takes what it is sent, but refuses some addresses for good (550)
-    and others for now (451); SMTPUTF8 as a real one offers it."""
-
-    def __init__(self, refuse: tuple[str, ...] = (), later: tuple[str, ...] = ()) -> None:
-        self.refuse, self.later = refuse, later
-        self.messages: list[tuple[str, list[str], bytes]] = []
-        self.arrived = threading.Event()
-
-    async def handle_RCPT(self, server, session, envelope, address, options) -> str:
-        if address in self.refuse:
-            return f"550 5.1.1 <{address}>: no such user here"
-        if address in self.later:
-            return "451 4.3.0 try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
-        self.arrived.set()
-        return "250 2.0.0 OK"
-
-
 @pytest.fixture
 def smarthost():
-    made: list[Controller] = []
+    """start(refuse): the campaigns' smarthost (orchestrator.lab.outside), up; down after the test."""
+    made: list[Smarthost] = []
 
-    def start(**kwargs) -> tuple[Smarthost, str]:
-        sink = Smarthost(**kwargs)
-        controller = Controller(sink, hostname="127.0.0.1", port=free_ports(1)[0], enable_SMTPUTF8=True)
-        controller.start()
-        made.append(controller)
-        return sink, f"127.0.0.1:{controller.port}"
+    def start(refuse: tuple[str, ...] = ()) -> tuple[Smarthost, str]:
+        sink = Smarthost(list(refuse))
+        sink.up()
+        made.append(sink)
+        return sink, sink.address
 
     yield start
-    for controller in made:
-        controller.stop()
+    for sink in made:
+        sink.down()
 
 
 def send_over_smtp(run, server: str, sender: str, rcpt: str, subject: str) -> str:
@@ -85,7 +61,7 @@ def test_what_cannot_leave_goes_back_for_its_report_and_a_utf8_address_stops_not
     out = xcon("send", "--from", "alice", "--to", "zed@outside.test", run_dir=run, check=True).stdout.strip()
     xcon("fault", "release", run_dir=run, check=True)
     assert xcon("wait", "--timeout", "60", run_dir=run).returncode == 0
-    ((mail_from, rcpts, raw),) = sink.messages
+    ((mail_from, rcpts, raw),) = sink.received
     assert (mail_from, rcpts) == ("<>", ["jürgen@outside.test"]) and f"X-Xcon-Ndr-For: {to_bob[0]}" in raw.decode()
     postmaster = xcon_json("mailbox", "postmaster", run_dir=run)["messages"]
     assert [(m["ndr_for"], m["failed"]) for m in postmaster] == [(to_bob[1], ["bob"])], postmaster
@@ -126,12 +102,13 @@ def test_a_damaged_ims_file_is_kept_aside_named_and_judged(smtp_cluster, smartho
     """Stories 3 and 9: one flipped byte in an IMS outbound file stopped the whole cluster from
     starting with a msgpack traceback, even with --accept-damage, and check did not read it; one in
     its log of relays gave a false LOST, and `up` did not notice."""
-    sink, address = smarthost(later=("eve@outside.test",))
+    sink, address = smarthost()
     run = smtp_cluster("--mta-build", "sp4", "--smarthost", address)
     xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
     relayed = xcon("send", "--from", "alice", "--to", "dave@outside.test", run_dir=run, check=True).stdout.strip()
-    waiting = xcon("send", "--from", "alice", "--to", "eve@outside.test", run_dir=run, check=True).stdout.strip()
     wait_for_event(run, event="ims.relayed", msg_id=relayed)
+    sink.down()  # the next waits in the IMS's queue
+    waiting = xcon("send", "--from", "alice", "--to", "eve@outside.test", run_dir=run, check=True).stdout.strip()
     wait_for_event(run, event="ims.relay_deferred", msg_id=waiting)
     xcon("down", run_dir=run, check=True)
     ims = run / "ims" / "ex1"

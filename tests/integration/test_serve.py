@@ -45,6 +45,18 @@ def lost_and_campaign(cluster_factory):
     return cluster, run, msg
 
 
+def answering(base: str, proc: subprocess.Popen) -> None:
+    """Until the server at `base` answers a page (its process still running), within patience."""
+    deadline = time.time() + patience(30)
+    while True:
+        try:
+            urllib.request.urlopen(base + "/campaigns", timeout=5).read()
+            return
+        except OSError:
+            assert time.time() < deadline and proc.poll() is None, "xcon serve never answered"
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def served(lost_and_campaign):
     cluster, run, msg = lost_and_campaign
@@ -56,14 +68,7 @@ def served(lost_and_campaign):
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert m, f"xcon serve said: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
         base = f"http://127.0.0.1:{m.group(1)}"
-        deadline = time.time() + patience(30)
-        while True:
-            try:
-                urllib.request.urlopen(base + "/campaigns", timeout=5).read()
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None, "xcon serve never answered"
-                time.sleep(0.1)
+        answering(base, proc)
         yield cluster, run, msg, base
     finally:
         proc.terminate()
@@ -148,14 +153,7 @@ def test_serve_beyond_loopback_warns_and_answers_only_its_own_names(tmp_path):
         warning = proc.stderr.readline()
         assert "warning: listening on 0.0.0.0, beyond loopback" in warning, warning
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + patience(30)
-        while True:
-            try:
-                urllib.request.urlopen(base + "/campaigns", timeout=5).read()
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None, "xcon serve never answered"
-                time.sleep(0.1)
+        answering(base, proc)
         assert answer(base + "/campaigns", host="rebound.example")[0] == 400
         for name in ("xcon.example", socket.gethostname(), f"localhost:{port}"):
             assert answer(base + "/campaigns", host=name)[0] == 200, name
