@@ -698,3 +698,15 @@ def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_befo
     assert [s.body["mailbox"] for s in sends(report, "store.deliver")] == ["postmaster"]
     refused = relay_failed(mta, "m-10", "bob", "refused", 3.0)
     assert [(r.type, r.body.get("code")) for r in replies(refused)] == [("error", "invalid")], "bob is no address"
+
+
+def test_mail_taken_over_smtp_is_accepted_with_its_clients_message_id():
+    """Dovecot's record of what a user expunged names a message by its Message-ID; for mail from
+    outside that is the client's, which the MTA's acceptance line carries (the IMS's own line is
+    never written for a session cut before its 250: campaign trial 1094192751)."""
+    mta = make_mta("sp4")
+    raw = b"Received: from x\r\nX-Xcon-Msg-Id: smtp-1\r\nMessage-ID: <c1@client.example>\r\nSubject: s\r\n\r\nhi\r\n"
+    actions = mta.on_event(request("mta.submit_raw", {"msg_id": "smtp-1", "sender": "ann@outside.test",
+                                                      "recipients": ["carol"], "raw": raw, "priority": "normal"}), 1.0)
+    (accepted,) = events(actions, "mta.accepted")
+    assert accepted.fields["message_id"] == "<c1@client.example>" and accepted.fields["via"] == "smtp"

@@ -170,3 +170,28 @@ def test_a_move_carries_every_folder_every_flag_and_every_file_a_reader_named(tm
         (answer,) = replies(ask(store, "store.import", mailbox="bob", owner="move.2", messages=[bad]))
         assert answer.type == "error", bad
     assert "bob" not in store.mailboxes, "nothing of a refused page was taken"
+
+
+def test_a_message_expunged_between_the_listing_and_its_read_is_passed_over_and_the_cursor_goes_on(tmp_path):
+    """A reader that expunges a message while its page is read (the user held out only from the
+    hold on): the page carries what is there, and the key after it is still the cursor."""
+    from nodes.store.actions import ExportPage
+    from nodes.store.maildir import Maildirs
+    from nodes.store.node import export_page
+
+    store = Maildirs(tmp_path, fsync=False)
+    store.create("bob")
+    for n in (1, 2, 3):
+        (tmp_path / "bob" / "new" / f"100{n}.m{n}.xcon").write_bytes(b"m")
+    read = store.read
+
+    def expunged_meanwhile(mailbox, name, folder=""):
+        if name == "1002.m2.xcon":
+            raise FileNotFoundError(name)
+        return read(mailbox, name, folder)
+
+    store.read = expunged_meanwhile
+    (page,) = export_page(store, ExportPage(b"p", "r", "bob", "", 2))
+    assert [m["name"] for m in page.body["messages"]] == ["1001.m1.xcon"] and page.body["next"] == "1002.m2.xcon"
+    (last,) = export_page(store, ExportPage(b"p", "r", "bob", page.body["next"], 2))
+    assert [m["name"] for m in last.body["messages"]] == ["1003.m3.xcon"] and last.body["next"] is None
