@@ -117,12 +117,20 @@ def test_reroute_asks_the_directory_and_transfers_to_the_new_home():
     assert events(done, "mta.transferred") and mta.status(2.1)["open_pairs"] == 0
 
 
-def test_reroute_ndrs_when_the_directory_says_the_mailbox_is_here_but_it_is_not():
+def test_reroute_retries_when_the_directory_says_the_mailbox_is_here_but_it_is_not_until_its_time_out():
+    """It used to fail such a pair as "gone", an NDR the facts did not owe: the directory homes bob
+    here, so his mailbox is on its way back (simulated trial 710053058: a late lookup's answer,
+    after a move back). It waits for it, and only the message's time-out ends it."""
     mta, msg_id, retry = bob_deferred_then_released("reroute", release_at=2.05)
     final = store_answer(mta, sends(retry, "store.deliver")[0], "not_here", 2.06)
-    answer = mta.on_event(response(sends(final, "dir.lookup")[0], "dir.entry",
-                                   {"recipient": recipient("bob", "ex1", 3, "carol", True), "usn": 5}), 2.07)
-    assert [f.fields["report"] for f in events(answer, "mta.failed")] == ["ndr"]
+    here = {"recipient": recipient("bob", "ex1", 6, "carol", True), "usn": 6}  # moved back to ex1
+    answer = mta.on_event(response(sends(final, "dir.lookup")[0], "dir.entry", here), 2.07)
+    assert not events(answer, "mta.failed") and events(answer, "mta.deferred")
+    again = store_answer(mta, sends(mta.tick(7.1), "store.deliver")[0], "not_here", 7.1)
+    assert events(mta.on_event(response(sends(again, "dir.lookup")[0], "dir.entry", here), 7.2), "mta.deferred")
+    assert not events(mta.tick(10.9), "mta.failed"), "before its time-out (10 s from its acceptance at 1.0)"
+    late = mta.tick(11.0)
+    assert [(f.fields["reason"], f.fields["report"]) for f in events(late, "mta.failed")] == [("expired", "ndr")]
 
 
 def test_legacy_sends_an_ndr_when_nothing_of_the_message_was_delivered():
