@@ -267,9 +267,11 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             # acceptance line delivered a message no line said was accepted
             rcpts = list(known.pairs) if known else sorted(self.seen.hops(msg_id))
             alt_of = {p.rcpt: p.alt_of for p in known.pairs.values() if p.alt_of} if known else {}
+            # when it was first taken, and its priority: its time-out runs from then (inspect.justify)
+            first = {"accepted_at": known.accepted_at, **_priority(known.priority)} if known else {}
             return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id),
                     log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=rcpts, alt_of=alt_of,
-                        cache_usn=self.cache.usn, repeated=True, **facts)]
+                        cache_usn=self.cache.usn, repeated=True, **first, **facts)]
         raw = make_raw()  # made only for a message not taken before
         if len(raw) > MAX_MESSAGE_BYTES:
             return error(req, f"the message is {len(raw)} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes", INVALID)
@@ -283,7 +285,8 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             PersistMessage(msg.msg_id, msg.to_record()),  # durable before the acknowledgement
             Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": list(msg.pairs)}, msg_id),
             log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=list(msg.pairs),
-                alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn, **facts),
+                alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn,
+                **_priority(priority), **facts),
         ]
         for pair in list(msg.pairs.values()):
             actions += self._route(msg, pair, now)
@@ -400,3 +403,8 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
                  self._timers[0][0] if self._timers else None]
         times = [t for t in times if t is not None]
         self._wake = min(times) if times else None
+
+
+def _priority(priority: str) -> dict[str, str]:
+    """An acceptance line's priority, where it is not normal (the time-out it chooses: Settings.expire_s)."""
+    return {} if priority == "normal" else {"priority": priority}

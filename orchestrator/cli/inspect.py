@@ -141,7 +141,7 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
         damaged = f" ({c['damaged']} of them to damage)" if c["damaged"] else ""
         prose(f"{report.pairs} accepted (message, recipient) pairs: {c['delivered']} delivered, {c['ndr']} NDR, "
               f"{postmaster}{c['lost'] + c['damaged']} lost{damaged}, {c['pending']} pending, "
-              f"{c['duplicated']} duplicated, {c['both']} both (from the {source})")
+              f"{c['duplicated']} duplicated, {c['both']} both{_unowed(c)} (from the {source})")
         if report.by_users:
             acts = report.by_users
             prose(f"{len(acts)} of the delivered ones their users then filed away or expunged over IMAP (their own "
@@ -173,3 +173,10 @@ def brief(e: dict[str, Any]) -> str:
 
 
 COMMANDS = [logs, trace_cmd, check_cmd]
+
+
+def _unowed(counts: dict[str, int]) -> str:
+    """The findings of inspect.justify, where there are any: reports the facts did not owe."""
+    found = [(counts.get("unjustified_ndr", 0), "unjustified NDR"), (counts.get("early_postmaster", 0),
+                                                                      "early to the postmaster")]
+    return "".join(f", {n} {what}" for n, what in found if n)

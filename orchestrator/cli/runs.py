@@ -224,6 +224,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                    ("pairs", f"{t['pairs']:,}"), ("delivered", f"{t['delivered']:,}"), ("NDR", f"{t['ndr']:,}"),
                    ("postmaster", f"{t['postmaster']:,}"), ("lost", f"{t['lost']:,}"),
                    ("duplicated", f"{t['duplicated']:,}"), ("pending", f"{t['pending']:,}"), ("both", f"{t['both']:,}"),
+                   ("unjustified NDR", f"{t['unjustified_ndr']:,}"), ("early postmaster", f"{t['early_postmaster']:,}"),
                    ("stale locks", f"{t['stale_locks']:,}"), ("moves (failed)", f"{t['moves']:,} ({t['moves_failed']:,})"),
                    ("broken trials", f"{t['broken_trials']:,}"), ("trials/min", f"{t['trials_per_minute']:,}")]
         title = f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}"

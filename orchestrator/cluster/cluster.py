@@ -406,7 +406,8 @@ class Cluster:
         """The invariant over this run (after `stop`): its logs, then its end state and durable records."""
         from orchestrator.inspect import check as checker
         state = self.end_state()
-        return checker.check(self.events(), again=self.events, state=state, durable=self.durable(state))
+        return checker.check(self.events(), again=self.events, state=state, durable=self.durable(state),
+                             settings=self.config.settings)
 
 
 def cli_log(run_dir: Path, event: str, **fields: Any) -> None:

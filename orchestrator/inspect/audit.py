@@ -207,6 +207,19 @@ def servers_of(run_dir: Path) -> list[str]:
     return sorted({*named, *(p.name for p in (run_dir / "mta").glob("*") if p.is_dir())})
 
 
+def settings_of(run_dir: Path) -> Settings | None:
+    """The settings `run_dir` ran with (cluster.json's, or a simulated run's); None if neither
+    reads (nodes_of says so where it matters)."""
+    try:
+        if (run_dir / "cluster.json").exists():
+            return ClusterConfig.load(run_dir).settings
+        import json
+
+        return Settings.from_json(json.loads((run_dir / "sim.json").read_text())["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def nodes_of(run_dir: Path) -> list[str]:
     """The nodes whose logs a verdict on `run_dir` needs: cluster.json's, or a simulated run's.
     DamagedFile if cluster.json is there but does not read: which logs must exist is not known."""

@@ -32,13 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from nodes.config import Settings
 from nodes.mail import DOMAIN
 from protocol import hlc
 from protocol.names import POSTMASTER, is_derived
 
 from .audit import EndState
+from .justify import FINDINGS, Facts, Judge
 
-VIOLATIONS = ("lost", "damaged", "pending", "duplicated", "both")
+# unjustified_ndr, early_postmaster: an NDR or a postmaster copy no rule allows (inspect.justify)
+VIOLATIONS = ("lost", "damaged", "pending", "duplicated", "both", *FINDINGS)
 # declined: failed, and the sender asked for no report of it (RFC 3461 NOTIFY=NEVER over SMTP)
 OUTCOMES = ("delivered", "ndr", "postmaster", "declined", *VIOLATIONS)
 TRACE_EVENTS = 4  # how many of a pair's last events a violation report keeps
@@ -67,6 +70,7 @@ class PairVerdict:
     last_events: list[dict[str, Any]] = field(default_factory=list)
     why: str = ""  # for a pair the mailboxes contradict the logs on
     removed_by: list[dict[str, Any]] = field(default_factory=list)  # what deleted it after delivery
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # for a finding of inspect.justify: what shows it
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__
@@ -92,12 +96,14 @@ class Report:
 
 def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[str, Any]]] | None = None,
           state: EndState | None = None, durable: dict[tuple[str, str], tuple[str | None, str | None]] | None = None,
-          every: dict[tuple[str, str], tuple[str, str]] | None = None) -> Report:
+          every: dict[tuple[str, str], tuple[str, str]] | None = None, settings: Settings | None = None) -> Report:
     """Judge every accepted pair, by the mailboxes of `state` when it is given; `durable` adds the
     pairs the durable records hold ((msg_id, rcpt) -> (sender or None, alt_of)), logged or not. A
     first pass counts; only when something broke does a second pass (over `again()`, or `events`
     again when it is a list) collect the last events of the broken pairs, so memory stays small
-    however long the logs are. `every`, when given, receives each pair's (sender, outcome)."""
+    however long the logs are. `every`, when given, receives each pair's (sender, outcome). With the
+    run's `settings`, each NDR and postmaster copy is judged too (inspect.justify): one no rule
+    allows is a finding; without them (a unit's hand-made events), any is accepted."""
     accepted: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     damage: dict[str, dict[str, Any]] = {}  # MTA -> its storage.damaged event
     lost_to_damage: dict[str, tuple[dict[str, Any], str]] = {}  # msg_id -> the damage event naming it, and how
@@ -115,8 +121,12 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     client_ids: dict[str, str] = {}  # msg_id -> the Message-ID its SMTP client gave it (Dovecot logs that)
     queued_out: dict[tuple[str, str], str] = {}  # a pair an IMS took to relay -> that IMS
     by_users: list[dict[str, str]] = []
+    facts = Facts() if settings is not None else None
+    noted = Facts.EVENTS if facts is not None else frozenset()
     for e in events:
         name = e["event"]
+        if name in noted:
+            facts.see(e)
         if name not in JUDGED:
             continue  # most lines: routing, retries, the feed, a node's own life
         if name == "store.duplicate_suppressed":
@@ -166,6 +176,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
         elif name == "ims.queued_out":
             queued_out[(e.get("msg_id"), e.get("rcpt"))] = e.get("node", "an IMS")
     logged = len(accepted)
+    findings = Judge(facts, settings, set(state.homes) if state is not None else None).findings() if facts else {}
     for key, known in (durable or {}).items():
         accepted.setdefault(key, known)
     counts = Counter({k: 0 for k in OUTCOMES})
@@ -211,6 +222,9 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                    f"holds it (ims/{queued_out[key].partition('.')[2]}/outbound)")
         else:
             outcome = "lost" if why or key in gave_up else "pending"
+        finding = findings.get(key) if outcome in ("ndr", "postmaster", "declined") else None
+        if finding is not None:  # it ended, but not as the facts allow
+            outcome, why = finding.name, finding.rule
         if outcome in VIOLATIONS and key[0] in lost_to_damage:
             # the damaged log lost the message's only record, or its latest (the MTA took up an
             # earlier state of it and acted on that again): the break is the damage's
@@ -219,7 +233,8 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
         if every is not None:
             every[key] = (sender or "", outcome)
         if outcome in VIOLATIONS:
-            broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why)
+            broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why,
+                                      evidence=finding.events if finding is not None else [])
     if broken:
         report_held = _explain(broken, again() if again else events,
                                {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
@@ -294,7 +309,7 @@ def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[s
     reports `report_of` names (report id -> pair), the last event of an MTA holding the report."""
     recent: dict[tuple[str, str], deque] = {key: deque(maxlen=TRACE_EVENTS) for key in broken}
     report_held: dict[tuple[str, str], dict[str, Any]] = {}
-    gone = {key for key, v in broken.items() if v.why}
+    gone = {key for key, v in broken.items() if v.why and v.outcome not in FINDINGS}
     delivered_on: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # (node, mailbox) -> keys
     for e in events:
         rcpt = e.get("rcpt") or e.get("mailbox")
@@ -336,7 +351,7 @@ def check_run(run_dir: Path, audit: bool = True, every: dict | None = None) -> R
         raise NoVerdict(f"no verdict: {str(exc).replace(f'{run_dir}/', '')}") from None
     bad: list[str] = []
     report = check(logread.merged(run_dir, bad), again=lambda: logread.merged(run_dir), state=state, durable=durable,
-                   every=every)
+                   every=every, settings=auditing.settings_of(run_dir))
     if bad:
         raise NoVerdict(f"no verdict: {len(bad)} log line(s) do not read, first at logs/{bad[0]} (damage in the middle "
                         "of a log: what it said is not known)")

@@ -19,6 +19,7 @@ from nodes.config import Settings
 
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError
+from orchestrator.inspect.justify import FINDINGS
 from . import show
 from .scenario import CASES
 from orchestrator.sim.cluster import SimCluster
@@ -92,7 +93,7 @@ class FamilyResult:
         counts = self.check.get("counts", {})
         lost = self.expected == (False, False)
         clean = (counts.get("lost", 0) >= 1) == lost and not any(
-            counts.get(k, 0) for k in ("pending", "duplicated", "both"))
+            counts.get(k, 0) for k in ("pending", "duplicated", "both", *FINDINGS))
         return self.error is None and (self.delivered, self.ndr) == self.expected and clean
 
     def to_json(self) -> dict[str, Any]:
@@ -262,7 +263,7 @@ def render(name: str, results: list[FamilyResult], console: Console) -> None:
         table.add_column(col)
     for r in results:
         c = r.check.get("counts", {})
-        verdict = ", ".join(f"{c[k]} {k}" for k in ("lost", "pending", "duplicated", "both") if c.get(k)) or "clean"
+        verdict = ", ".join(f"{c[k]} {k}" for k in ("lost", "pending", "duplicated", "both", *FINDINGS) if c.get(k)) or "clean"
         said = f"delivered {yes(r.expected[0])}, NDR {yes(r.expected[1])}"
         table.add_row(r.case, r.setting, yes(r.delivered), yes(r.ndr), said, verdict,
                       "[green]yes[/green]" if r.matches else "[red]NO[/red]",

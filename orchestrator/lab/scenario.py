@@ -29,6 +29,7 @@ from orchestrator import cluster as cl
 from . import show
 from .chaos import digest as chaos_digest
 from orchestrator.cluster.client import ClusterError
+from orchestrator.inspect.justify import FINDINGS
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Network
 
@@ -83,7 +84,7 @@ class CaseResult:
             return False
         # the invariant must break exactly where the KB says mail is lost, and nowhere else
         lost = self.check.get("counts", {}).get("lost", 0)
-        others = sum(self.check.get("counts", {}).get(k, 0) for k in ("pending", "duplicated", "both"))
+        others = sum(self.check.get("counts", {}).get(k, 0) for k in ("pending", "duplicated", "both", *FINDINGS))
         silent_loss = self.expected == (True, False, False)
         return others == 0 and lost == (1 if silent_loss else 0)
 

@@ -41,7 +41,8 @@ def test_each_outcome():
         accepted("m8", ["ivy"]), damaged("m8"),
     ])
     assert report.counts == {"delivered": 1, "ndr": 1, "postmaster": 1, "declined": 0, "lost": 1, "damaged": 1, "pending": 1,
-                             "duplicated": 2, "both": 1}
+                             "duplicated": 2, "both": 1, "unjustified_ndr": 0,
+                             "early_postmaster": 0}
     outcome = {(v.msg_id, v.rcpt): v.outcome for v in report.violations}
     assert outcome == {("m1", "bob"): "lost", ("m3", "dave"): "duplicated", ("m4", "erin"): "both",
                        ("m5", "fred"): "pending", ("m7", "hal"): "duplicated", ("m8", "ivy"): "damaged"}
