@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 
 import click
@@ -76,13 +77,32 @@ def one_line(text: str) -> str:
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class Stopped(BaseException):
+    """A signal (SIGTERM, or SIGHUP: a lost terminal) asked the command to stop. A BaseException,
+    as KeyboardInterrupt is, so that no `except Exception` keeps it from unwinding the command."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr, never a traceback."""
     # what the CLI writes in a run-dir (cluster.json, the marker, a new organisation's directory
     # and mailboxes, results) is its owner's alone, as the nodes' own files are (docs/safety.md)
     os.umask(0o077)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGINT is Python's KeyboardInterrupt: "aborted"
+        signal.signal(sig, _stop)
     try:
         xcon.main(standalone_mode=False)
+    except Stopped as exc:  # unwound: every `finally` ran (clusters stopped, workers ended)
+        name = signal.Signals(exc.signum).name
+        click.echo(f"xcon: stopped by {name}; what it had started is ended", err=True)
+        sys.exit(128 + exc.signum)
     except NO_ARGS_IS_HELP as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
     except click.UsageError as exc:

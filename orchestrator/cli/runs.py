@@ -18,8 +18,8 @@ from rich.table import Table
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import results as results_store
+from orchestrator.lab.findings import describe_break
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS, Recipe, drawn
-from orchestrator.inspect import logread
 from orchestrator import netns
 from .common import (
     DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option,
@@ -74,6 +74,10 @@ from .common import (
 @click.option("--shrink", is_flag=True, help="With --sim: cut the first broken world down to the smallest that still breaks.")
 @click.option("--torn-kills/--no-torn-kills", default=True, show_default=True,
               help="With --sim: half the kills land inside the node's next write (a torn batch), as a real kill rarely does.")
+@click.option("--stuck-after", type=click.IntRange(1000), metavar="EVENTS",
+              help="With --sim: a trial whose world runs more events than this between two steps of its schedule, "
+                   "or after its last, is stuck (a finding, with its replay; default 200,000, about 4 s). A real "
+                   "trial is stuck 90 s after its last step.")
 @click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @profile_options("each world draws its lag, jitter and retry")
@@ -83,7 +87,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
           move_build: str, faults: str, extremes: bool,
           users: int | None, servers: int, sites: int, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           via: str, imap: bool, sim: bool, workers: int | None, dask: str | None, determinism: bool, confirm_n: int,
-          shrink: bool, torn_kills: bool,
+          shrink: bool, torn_kills: bool, stuck_after: int | None,
           world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
@@ -157,7 +161,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         def advance(r: chaos_mod.TrialResult) -> None:
             bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
 
-        sim_net = Network(torn_kills=torn_kills)
+        sim_net = Network(torn_kills=torn_kills, **({"stuck_events": stuck_after} if stuck_after else {}))
         try:
             if sim:
                 results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
@@ -179,7 +183,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "") + \
         (f" --servers {servers}" if servers != 2 else "") + (f" --sites {sites}" if sites != 1 else "") + \
         ("" if extremes else " --no-extremes") + (" --via smtp" if via == "smtp" else "") + (" --imap" if imap else "")
-    sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ")) if sim else ""
+    sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ") +
+                (f"--stuck-after {stuck_after} " if stuck_after else "")) if sim else ""
     def replay_of(trial_seed: int) -> str:
         return (f"xcon chaos {sim_flag}--world {world_file}" if world_file else
                 f"xcon chaos {sim_flag}--replay {trial_seed} {flags}")
@@ -210,7 +215,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd, replay_of)
     keep_run(root, summary)
     if report_dir:
-        write_chaos_report(report_dir, summary, first)
+        results_store.write_report(report_dir, summary, first)
     nondeterministic = [r for r in results if (r.error or "").startswith("nondeterministic")]
     if as_json:
         emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
@@ -226,7 +231,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                    ("duplicated", f"{t['duplicated']:,}"), ("pending", f"{t['pending']:,}"), ("both", f"{t['both']:,}"),
                    ("unjustified NDR", f"{t['unjustified_ndr']:,}"), ("early postmaster", f"{t['early_postmaster']:,}"),
                    ("stale locks", f"{t['stale_locks']:,}"), ("moves (failed)", f"{t['moves']:,} ({t['moves_failed']:,})"),
-                   ("broken trials", f"{t['broken_trials']:,}"), ("trials/min", f"{t['trials_per_minute']:,}")]
+                   ("broken trials", f"{t['broken_trials']:,}"), ("stuck trials", f"{t['stuck_trials']:,}"), ("trials/min", f"{t['trials_per_minute']:,}")]
         title = f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}"
         # a figure a row, which any terminal shows whole; --wide: a column each, for a wide one
         out.print(textwrap.fill(title, width=out.width), markup=False)  # a title rich would not wrap
@@ -277,30 +282,12 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         sys.exit(FINDING)
 
 
-def describe_break(trial: Any) -> str:
-    from orchestrator.lab.chaos import what_broke
-
-    return what_broke(trial.violations, trial.stale_locks) or "broken"
-
-
 def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list) -> None:
     """A scenario run in the results store, as a campaign is (orchestrator.lab.results)."""
     root = results_store.new(results_dir(run_dir, "results"), f"{'sim-' if sim else ''}scenario-{name}")
     summary = results_store.scenario_summary({"kind": "scenario", "name": root.name, "build": name, "simulated": sim,
                                               "store": str(root)}, cases)
     keep_run(root, summary)
-
-
-def write_chaos_report(report_dir: Path, summary: dict[str, Any], first: Any) -> None:
-    """--report DIR: the campaign's summary.json, pictures and index.html (the page `xcon serve`
-    shows of it, readable from the file system), and the first broken trial's merged logs."""
-    report_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "index.html", *(t["trace"] for t in summary["trials"] if t.get("trace"))):
-        (report_dir / name).write_bytes((Path(summary["store"]) / name).read_bytes())
-    if first and Path(first.run_dir).is_dir():
-        with open(report_dir / "logs.jsonl", "w") as f:
-            for e in logread.merged(Path(first.run_dir)):
-                f.write(json.dumps(e) + "\n")
 
 
 # --- scenarios ------------------------------------------------------------------------------

@@ -89,9 +89,11 @@ def default_workers() -> int:
 
 def signature(result: chaos.TrialResult) -> Counter:
     """What broke, without the ids a run draws for itself: (outcome, recipient, sender) of each
-    broken pair, and each stale lock's mailbox."""
+    broken pair, each stale lock's mailbox, and whether it was stuck."""
     found: Counter = Counter((v["outcome"], v["rcpt"], v["sender"]) for v in result.violations)
     found.update(("stale lock", lock["mailbox"], lock["server"]) for lock in result.stale_locks)
+    if result.stuck:  # a trial past its bound: it shrinks to a smaller world that is stuck too
+        found["stuck", "", ""] += 1
     return found
 
 

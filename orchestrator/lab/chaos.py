@@ -31,10 +31,12 @@ from orchestrator.inspect.check import OUTCOMES
 from orchestrator.cluster.client import ClusterError
 from orchestrator.processes import pid_alive
 from orchestrator.sim.cluster import SimCluster
-from orchestrator.sim.world import Livelock, Network
+from orchestrator.sim.world import Livelock, Network, Stuck
 
 from . import executors, outside, smtp_client
+from .findings import moving
 from .worlds import NET_FAULTS, SETTLE_S, Recipe, World, draw_world, drawn, move_targets, world_settings
+
 
 @dataclass
 class TrialResult:
@@ -66,11 +68,13 @@ class TrialResult:
     imap_refused: int = 0
     by_users: int = 0
     relayed_out: int = 0  # with --via smtp: messages the outside world's smarthost received
+    # a trial past its bound (liveness): {"bound", "why", "moving": the pairs not yet final}
+    stuck: dict[str, Any] | None = None
 
     @property
     def broken(self) -> bool:
-        return bool(self.stale_locks or [v for v in self.violations
-                                         if not (v["outcome"] == "damaged" and self.corrupted)])
+        return bool(self.stuck or self.stale_locks or [v for v in self.violations
+                                                       if not (v["outcome"] == "damaged" and self.corrupted)])
 
     @property
     def lost(self) -> int:
@@ -99,20 +103,31 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
         # boot): the same USNs, and no replication draws spent on adding it, in either
         cluster = (SimCluster(settings, sim, users=world.users) if sim is not None
                    else cl.start(run_dir, settings, fresh=True, users=world.users))
+        clock = "virtual" if sim is not None else "wall"
         try:
             _play(cluster, world, result, smarthost)
+            if sim is not None:  # a simulated trial's bound in events, after its last step
+                cluster.world.rearm()
             if smarthost is not None:
                 smarthost.up()  # whatever the schedule left, the outside world is back for the settling
             if not settle(cluster, SETTLE_S, clear=True):
-                result.error = f"did not settle within {SETTLE_S:g}s"
-        except (ClusterError, Livelock) as exc:
+                result.stuck = {"bound": f"{SETTLE_S:g} s of {clock} time after its last send",
+                                "why": f"did not settle within {SETTLE_S:g} s ({clock} time)"}
+        except Livelock as exc:  # Stuck too: the world's events past its bound
+            result.stuck = {"bound": f"{sim.stuck_events:,} events after a step of its schedule" if isinstance(
+                exc, Stuck) and sim is not None else "events at one instant", "why": str(exc)}
+        except ClusterError as exc:
             result.error = str(exc)
         finally:
+            if result.stuck is not None:
+                result.stuck["moving"] = moving(cluster)
             cluster.stop()
     finally:
         if smarthost is not None:
             smarthost.down()
             result.relayed_out = len(smarthost.received)
+    if sim is not None:
+        cluster.world.event_limit = float("inf")  # the verdict's reads run nothing, but a dump's may
     report = cluster.verdict()
     result.by_users = len(report.by_users)
     result.counts, result.pairs = report.counts, report.pairs
@@ -134,17 +149,6 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     elif not keep and not result.broken and not result.error:
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
-
-
-def what_broke(violations: list[dict[str, Any]] | None, stale_locks: list[dict[str, Any]] | None) -> str | None:
-    """What broke first in a trial, as `xcon chaos` and `xcon serve` say it; None if nothing did."""
-    if violations:
-        v = violations[0]
-        return f"{v['outcome']} {v['msg_id']} -> {v['rcpt']}"
-    if stale_locks:
-        lock = stale_locks[0]
-        return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
-    return None
 
 
 def deliveries(events: list[dict[str, Any]], seconds: int = 600) -> tuple[dict[str, int], list[int]]:
@@ -204,6 +208,8 @@ def _play(cluster: cl.Cluster, world: World, result: TrialResult, smarthost: out
             smarthost.up()
 
     for event in world.events:
+        if isinstance(cluster, SimCluster):
+            cluster.world.rearm()  # each step may run Network.stuck_events events, no more
         while restarts and restarts[0][0] <= event["at"]:
             at, node = restarts.pop(0)
             until(at)  # a killed node stays down for its drawn time, no less
@@ -384,6 +390,7 @@ def summarize(results: list[TrialResult]) -> dict[str, Any]:
     totals["moves_failed"] = sum(r.moves_failed for r in results)
     totals["torn_writes"] = sum(r.torn_writes for r in results)
     totals["broken_trials"] = sum(r.broken for r in results)
+    totals["stuck_trials"] = sum(bool(r.stuck) for r in results)
     totals["errors"] = sum(bool(r.error) for r in results)
     totals["seconds"] = round(sum(r.seconds for r in results), 1)
     totals["trials_per_minute"] = round(60 * len(results) / totals["seconds"], 2) if totals["seconds"] else 0

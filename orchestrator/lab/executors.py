@@ -18,8 +18,10 @@ from __future__ import annotations
 import ctypes
 import io
 import logging
+import os
 import re
 import shutil
+import signal
 import tarfile
 import tempfile
 import warnings
@@ -46,6 +48,7 @@ def _run_batch(fn: Callable[[Any], Any], batch: list) -> list:
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+PR_SET_PDEATHSIG = 1  # prctl(2)
 MMAP_THRESHOLD = 32 << 20  # the most glibc takes on 64 bits: a 15 MiB message's buffers come from the heap
 TRIM_THRESHOLD = 256 << 20  # free memory kept at the heap's top before any is given back
 
@@ -146,8 +149,39 @@ def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | Non
         keep_freed_memory()
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(workers, initializer=keep_freed_memory) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_worker_start)
+    try:
         yield from pool.map(fn, items, chunksize=chunksize or _chunk_size(len(items), workers))
+    except BaseException:  # a signal (Stopped, Ctrl-C), a caller that stopped reading, an error
+        end(pool)
+        raise
+    pool.shutdown()
+
+
+def _worker_start() -> None:
+    """A pool worker's start: it dies with its parent (Linux's PR_SET_PDEATHSIG: a campaign killed
+    with SIGKILL leaves none behind either), and leaves Ctrl-C to its parent, which ends it."""
+    keep_freed_memory()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: end() still ends the workers of a stopped campaign
+        return
+    if os.getppid() == 1:  # the parent died before the prctl took
+        os._exit(1)
+
+
+def end(pool: ProcessPoolExecutor) -> None:
+    """Stop `pool` now: its workers are killed, whatever they run. shutdown() waits for each to
+    finish its task, and a worker in a trial that never ends never does: issue 31 found one
+    spinning with no parent after its campaign was stopped. (The processes are the pool's
+    `_processes`, which CPython has kept since 3.2; a pool without them is shut down only.)"""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=5)
 
 
 def pack_dir(path: Path) -> bytes:

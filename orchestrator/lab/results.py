@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from orchestrator.inspect import logread
+
 from .worlds import drawn, named_users
 
 LATEST = "latest"
@@ -145,3 +147,15 @@ def scenario_summary(meta: dict[str, Any], cases: list) -> dict[str, Any]:
     return {**meta, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "cases": rows,
             "labels": {"expected": "what the article says happens", "observed": "what this run saw",
                        "matches": "the run behaved as the article says (check agreeing)"}}
+
+
+def write_report(report_dir: Path, summary: dict[str, Any], first: Any) -> None:
+    """--report DIR: the campaign's summary.json, pictures and index.html (the page `xcon serve`
+    shows of it, readable from the file system), and the first broken trial's merged logs."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "index.html", *(t["trace"] for t in summary["trials"] if t.get("trace"))):
+        (report_dir / name).write_bytes((Path(summary["store"]) / name).read_bytes())
+    if first and Path(first.run_dir).is_dir():
+        with open(report_dir / "logs.jsonl", "w") as f:
+            for e in logread.merged(Path(first.run_dir)):
+                f.write(json.dumps(e) + "\n")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from orchestrator.lab.chaos import what_broke
+from orchestrator.lab.findings import what_broke
 
 from .data import TRIALS_SHOWN
 
@@ -29,7 +29,7 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
     for t in trials:
         if t.get("broken"):
             broken.append({"seed": t["seed"], "run_dir": t.get("run_dir"), "trace": t.get("trace"),
-                           "what": what_broke(t.get("violations"), t.get("stale_locks")) or t.get("error") or "broken",
+                           "what": what_broke(t.get("violations"), t.get("stale_locks"), t.get("stuck")) or t.get("error") or "broken",
                            "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else None,
                            "replay": t.get("replay", "")})
     return render("campaign.html", root, s=summary, trials=trials[:TRIALS_SHOWN], broken=broken,

@@ -41,39 +41,13 @@ from orchestrator.journal import MemoryJournal
 from orchestrator.inspect.logread import merge
 from orchestrator.node import wiring as orchestrator_wiring
 
+from .network import LIVELOCK_EVENTS, Livelock, Network, Stuck
 from .processes import SimProcesses
+
+__all__ = ["EPOCH", "Livelock", "Network", "Stuck", "World"]
 
 EPOCH = 1_780_000_000.0  # the virtual clock's start: a fixed date, so two runs log the same times
 CLIENT = "cli.sim"
-
-
-@dataclass
-class Network:
-    """Latency of a link: `latency_us` plus up to `jitter_us`, drawn per frame from the seed.
-
-    With `torn_kills`, a kill (a fault, not a crash point) lands half the time inside the
-    node's next write instead of at once (FoundationDB's "buggify": make the rare case common):
-    the batch it was making durable is torn (part of a queue log's record, a prefix of a batch of
-    Maildir renames) or lost, and neither the turn's log lines nor its frames leave. A real SIGKILL
-    lands there too, but too rarely for a campaign to see it. If the node writes nothing within
-    TORN_WAIT_S, it is killed then, idle."""
-
-    latency_us: int = 300
-    jitter_us: int = 200
-    cpu_us: int = 0  # processing time per event on a node
-    torn_kills: bool = False
-    # how long a durable write (a batch's fsync) takes: the node's clock, as its log lines read it,
-    # moves on by this during the turn that syncs, as a real node's lines after an fsync are
-    # stamped after it. 0 (the default) keeps the instant turns every seed was drawn with
-    sync_us: int = 0
-
-
-LIVELOCK_EVENTS = 200_000  # events at one virtual instant that only a livelock makes
-
-
-class Livelock(RuntimeError):
-    """The world makes no progress in time: some node keeps acting at the same instant (what
-    would spin a real node's CPU)."""
 
 
 TORN_WAIT_S = 0.05  # short: a kill that waited longer would outlive the restart a fault schedules after it
@@ -125,6 +99,7 @@ class World:
         self._seq = itertools.count()
         self._link_last: dict[tuple[str, str], float] = {}
         self.events_run = 0
+        self.event_limit = float("inf")  # Stuck past it (rearm)
         self._same_instant = 0
         self.nodes: dict[str, SimNode] = {"directory": SimNode("directory", "directory", None, MemoryDirectoryFile())}
         for s in settings.servers:
@@ -145,6 +120,10 @@ class World:
             self.nodes[f"store.{u['home']}"].storage.create(u["alias"])
         self.nodes["directory"].storage.save(PersistDirectory(organisation(users)))
 
+    def rearm(self) -> None:
+        """Allow the world Network.stuck_events more events from now (a campaign, at each step)."""
+        self.event_limit = self.events_run + self.network.stuck_events
+
     # --- the clock ------------------------------------------------------------------------------
 
     def at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
@@ -163,6 +142,9 @@ class World:
                     raise Livelock(f"{LIVELOCK_EVENTS:,} events at one instant (t={self.now - EPOCH:.6f} s): "
                                    "a node is re-arming a timer in the past")
             self.events_run += 1
+            if self.events_run > self.event_limit:
+                raise Stuck(f"{self.network.stuck_events:,} events since the last step of its schedule (t="
+                            f"{self.now - EPOCH:.3f} s of virtual time): the world does not settle")
             fn(*args)
             if stop is not None and stop():
                 return True
