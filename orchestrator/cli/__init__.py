@@ -19,6 +19,7 @@ import sys
 import click
 
 from . import admin as cli_admin
+from . import bench as cli_bench
 from . import cluster as cli_cluster
 from . import faults as cli_faults
 from . import inspect as cli_inspect
@@ -64,7 +65,7 @@ def print_version(as_json: bool) -> None:
                                                  f"Python {about['python']})")
 
 
-for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_sim, cli_web):
+for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_bench, cli_sim, cli_web):
     for command in module.COMMANDS:
         xcon.add_command(command)
 

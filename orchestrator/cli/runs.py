@@ -74,6 +74,9 @@ from .common import (
 @click.option("--shrink", is_flag=True, help="With --sim: cut the first broken world down to the smallest that still breaks.")
 @click.option("--torn-kills/--no-torn-kills", default=True, show_default=True,
               help="With --sim: half the kills land inside the node's next write (a torn batch), as a real kill rarely does.")
+@click.option("--guided", is_flag=True,
+              help="With --sim: keep the worlds that reached a decision no trial had, and draw most of the next "
+                   "worlds as mutations of them (orchestrator.lab.guided); a broken one is written for --world.")
 @click.option("--stuck-after", type=click.IntRange(1000), metavar="EVENTS",
               help="With --sim: a trial whose world runs more events than this between two steps of its schedule, "
                    "or after its last, is stuck (a finding, with its replay; default 200,000, about 4 s). A real "
@@ -87,7 +90,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
           move_build: str, faults: str, extremes: bool,
           users: int | None, servers: int, sites: int, moves: int | None, expect_loss: bool, stop_on_break: bool, report_dir: Path | None,
           via: str, imap: bool, sim: bool, workers: int | None, dask: str | None, determinism: bool, confirm_n: int,
-          shrink: bool, torn_kills: bool, stuck_after: int | None,
+          shrink: bool, torn_kills: bool, guided: bool, stuck_after: int | None,
           world_file: Path | None, profile: str, time_scale: float, wide: bool, as_json: bool) -> None:
     """Chaos campaign: random worlds on live clusters (or, with --sim, in the simulator), each
     judged by `xcon check`.
@@ -100,6 +103,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     from orchestrator.lab import campaign as sim_campaign
     from orchestrator.lab import executors
     from orchestrator.lab import chaos as chaos_mod  # the lab loads when a campaign runs, not for every command
+    from orchestrator.lab import guided as guided_mod
     from orchestrator.sim.world import Network
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
@@ -128,8 +132,11 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     if not sim and (servers > REAL_SERVERS or (users or 0) > REAL_USERS):
         raise click.UsageError(f"a world of more than {REAL_SERVERS} servers or {REAL_USERS} users runs with --sim "
                                "(on real processes, a cluster of that size is `xcon up`'s to make)")
-    if not sim and (determinism or confirm_n or shrink or workers):
-        raise click.UsageError("--determinism, --confirm, --shrink and --workers go with --sim")
+    if not sim and (determinism or confirm_n or shrink or workers or guided or stuck_after):
+        raise click.UsageError("--determinism, --confirm, --shrink, --workers, --guided and --stuck-after go with --sim")
+    if guided and (dask or replay is not None or world_file or determinism):
+        raise click.UsageError("--guided draws its worlds as it learns, here: not with --dask, --replay, --world or "
+                               "--determinism")
     if seed is None:
         seed = int.from_bytes(os.urandom(3), "big")
     given = None
@@ -163,7 +170,10 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
 
         sim_net = Network(torn_kills=torn_kills, **({"stuck_events": stuck_after} if stuck_after else {}))
         try:
-            if sim:
+            if sim and guided and not given:  # worlds drawn as it goes: the ones it ran replace the recipes
+                results, worlds = guided_mod.from_recipes(root, worlds, sim_net, workers or
+                                                          sim_campaign.default_workers(), seed, advance, stop_on_break)
+            elif sim:
                 results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
                                            determinism, advance, stop_on_break, dask)
             else:
@@ -186,7 +196,8 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ") +
                 (f"--stuck-after {stuck_after} " if stuck_after else "")) if sim else ""
     def replay_of(trial_seed: int) -> str:
-        return (f"xcon chaos {sim_flag}--world {world_file}" if world_file else
+        world = world_file or (root / f"world-{trial_seed}.json" if guided else None)  # no seed draws it
+        return (f"xcon chaos {sim_flag}--world {world}" if world else
                 f"xcon chaos {sim_flag}--replay {trial_seed} {flags}")
 
     replay_cmd = replay_of(first.seed) if first else None
@@ -211,7 +222,9 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         extra["confirmed"] = confirmed
     meta = {"kind": "chaos", "name": root.name, "seed": seed, "build": mta_build, "move_build": move_build,
             "faults": list(kinds), "simulated": sim, "network": network, "store": str(root),
-            "command": f"xcon chaos {sim_flag}--seed {seed} --trials {len(seeds)} {flags}"}
+            "guided": guided and sim,
+            "command": f"xcon chaos {sim_flag}{'--guided ' if guided and sim else ''}--seed {seed} --trials "
+                       f"{len(seeds)} {flags}"}
     summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd, replay_of)
     keep_run(root, summary)
     if report_dir:
@@ -364,44 +377,4 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
         sys.exit(FINDING)
 
 
-@click.command()
-@run_dir_option
-@click.option("--quick", is_flag=True, help="Smaller loads (under a minute): for CI and a first look.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as JSON.")
-@json_option
-def bench(run_dir: Path, quick: bool, out_file: Path | None, as_json: bool) -> None:
-    """Measure each workload beside its physical baseline, in the same run, as a ratio."""
-    import platform
-
-    from orchestrator.lab import bench as bench_mod
-
-    show = not as_json and sys.stdout.isatty()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=out,
-                  transient=True, disable=not show) as bar:
-        task = bar.add_task("bench", total=None)
-        rows = bench_mod.run(results_dir(run_dir, "bench"), quick, lambda s: bar.update(task, description=s))
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-    data = {"machine": machine, "quick": quick, "rows": [r.to_json() for r in rows]}
-    if out_file:
-        out_file.write_text(json.dumps(data, indent=2))
-    if as_json:
-        emit_json(data)
-        return
-    table = Table(title=f"xcon bench{' --quick' if quick else ''} on {machine}")
-    for col in ("workload", "figure", "ratio", "xcon", "baseline", "unit", "note"):
-        table.add_column(col, justify="right" if col in ("ratio", "xcon", "baseline", "note") else "left")
-    # the notes (what each baseline is, the breakdowns) are long: numbered under the table, so the
-    # figures stay on one line each in a terminal of ordinary width
-    notes: list[str] = []
-    for r in rows:
-        fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")  # noqa: E731
-        if r.note:
-            notes.append(r.note)
-        table.add_row(r.workload, r.figure, "-" if r.ratio is None else f"{r.ratio:.2f}", fmt(r.value),
-                      fmt(r.baseline), r.unit, f"[{len(notes)}]" if r.note else "")
-    show_table(table)
-    for i, note in enumerate(notes, 1):
-        out.print(f"[{i}] {note}", highlight=False)
-
-
-COMMANDS = [chaos, scenario, bench]
+COMMANDS = [chaos, scenario]

@@ -33,7 +33,7 @@ from orchestrator import cluster as cl
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
 
-from . import chaos
+from . import bench_power, chaos
 from .bench_load import (
     cpu_s, delivery_figures, log_append_rate, raw_pipeline, rss_kb, spool_stats, submit_load,
     synthetic_logs, timed,
@@ -55,7 +55,7 @@ class Row:
         if not self.baseline:
             return None
         # for times, smaller is better: the ratio is baseline/value so that 1.0 means "as fast"
-        return self.baseline / self.value if self.unit in ("s", "ms", "us") else self.value / self.baseline
+        return self.baseline / self.value if self.unit in ("s", "ms", "us", "trials") else self.value / self.baseline
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio}
@@ -109,7 +109,7 @@ def memory_rows(root: Path, quick: bool, body: str, py_start: float, say: Callab
 
 # --- the run --------------------------------------------------------------------------------
 
-def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) -> list[Row]:
+def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None, only: str | None = None) -> list[Row]:
     # An earlier run's files are deleted only after this run has measured: ext4 makes file
     # creation slow for a minute or more after many deletions (its inode allocator skips
     # recently deleted inodes, reading each one), which would slow the stores' Maildirs here.
@@ -118,7 +118,7 @@ def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None) ->
         root.rename(old)
     root.mkdir(parents=True)
     try:
-        return _run(root, quick, say)
+        return bench_power.rows(root, quick, say, Row) if only == "power" else _run(root, quick, say)
     finally:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -261,6 +261,7 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
     real_rate = 60 * trials / (time.perf_counter() - t0)
     rows.append(Row("chaos", "trials/minute", real_rate, None, "trials/min", "sp4, no faults, real processes"))
     rows.extend(sim_rows(root, quick, real_rate, say))
+    rows.extend(bench_power.rows(root, quick, say, Row))
     from .bench_smtp import smtp_rows
 
     rows.extend(smtp_rows(root, BENCH_SETTINGS, quick, say, Row))

@@ -63,10 +63,10 @@ def _collected_after() -> Iterator[None]:
 
 def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int = 1, twice: bool = False,
         on_trial: Callable[[chaos.TrialResult], None] | None = None,
-        stop_on_break: bool = False, dask: str | None = None) -> list[chaos.TrialResult]:
+        stop_on_break: bool = False, dask: str | None = None, dump: bool = True) -> list[chaos.TrialResult]:
     """Run the worlds in the simulator, `workers` processes at once (or on the Dask cluster
-    `dask`: orchestrator.lab.executors); the first broken trial's run is written under `root`
-    (run again alone, here, so it is the same run: the simulator replays)."""
+    `dask`: orchestrator.lab.executors); with `dump`, the first broken trial's run is written
+    under `root` (run again alone, here, so it is the same run: the simulator replays)."""
     jobs = [(w, root / f"trial-{i:05d}-{w.seed}", network, twice) for i, w in enumerate(worlds)]
     results: list[chaos.TrialResult] = []
     for result in executors.run_map(_trial, jobs, workers, dask):
@@ -75,7 +75,7 @@ def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int
             on_trial(result)
         if stop_on_break and result.broken:
             break
-    first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
+    first = next((i for i, r in enumerate(results) if r.broken or r.error), None) if dump else None
     if first is not None:  # written by one more run of the same seed: the same events, to the byte
         world, run_dir = drawn(jobs[first][0]), jobs[first][1]
         again = chaos.run_trial(world, run_dir, sim=network, dump=True)

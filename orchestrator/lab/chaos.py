@@ -33,7 +33,7 @@ from orchestrator.processes import pid_alive
 from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Livelock, Network, Stuck
 
-from . import executors, outside, smtp_client
+from . import executors, guided, outside, smtp_client
 from .findings import moving
 from .worlds import NET_FAULTS, SETTLE_S, Recipe, World, draw_world, drawn, move_targets, world_settings
 
@@ -70,6 +70,7 @@ class TrialResult:
     relayed_out: int = 0  # with --via smtp: messages the outside world's smarthost received
     # a trial past its bound (liveness): {"bound", "why", "moving": the pairs not yet final}
     stuck: dict[str, Any] | None = None
+    decisions: list[str] = field(default_factory=list)  # its coverage signature (orchestrator.lab.guided)
 
     @property
     def broken(self) -> bool:
@@ -80,8 +81,8 @@ class TrialResult:
     def lost(self) -> int:
         return self.counts.get("lost", 0)
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "broken": self.broken}
+    def to_json(self) -> dict[str, Any]:  # the decisions by their number: a campaign's summary holds every trial
+        return {**asdict(self), "broken": self.broken, "decisions": len(self.decisions)}
 
 
 def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | None = None,
@@ -135,6 +136,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.stale_locks = report.stale_locks
     events = list(cluster.events())  # merged once for the count and the digest
     result.events = len(events)
+    result.decisions = sorted(guided.decisions(events))
     result.violations += smtp_client.told_but_not_accepted(result.told, events)
     result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
     result.latency_ms, result.deliveries_per_s = deliveries(events)

@@ -1,10 +1,10 @@
 """Issue 31, part 2: a trial that cannot end is a finding (`stuck`), and a campaign stopped by a
 signal leaves no process behind.
 
-The livelock is planted in the MTA's core of the campaign's own processes by a sitecustomize
-module on PYTHONPATH (nothing in the project knows of it): a delivery is taken for a deferral and
-retried a microsecond on, for ever, as the bug issue 31 found did. It touches a flag file when it
-first spins, which is the event the signal tests wait on.
+The livelock (orchestrator.lab.plants' "livelock": a delivery taken for a deferral and retried a
+microsecond on, for ever, as the bug issue 31 found did) is planted in the campaign's own
+processes by a sitecustomize module on PYTHONPATH. It touches a flag file when it spins, which is
+the event the signal tests wait on.
 """
 
 from __future__ import annotations
@@ -25,21 +25,20 @@ PLANT = '''
 import os
 from pathlib import Path
 
-from nodes.mta import routing
+from orchestrator.lab.plants import plant
 
-answered = routing.Routing._response
+PLANTED = plant("livelock")  # kept: a context manager collected would take the plant out
+PLANTED.__enter__()  # for the whole process, and the workers it forks
+from nodes.mta import routing  # noqa: E402
+
+spinning = routing.Routing._response
 
 
 def _response(self, frame, now):
-    located = self._locate(frame.re) if frame.type == "store.result" else None
-    if located and frame.body.get("outcome") in ("delivered", "duplicate"):
-        msg, pair = located
-        self.requests.pop(frame.re, None)
-        pair.state, pair.request, pair.next_at = "deferred", None, now + 1e-6
-        self._timer(pair.next_at, msg.msg_id)
+    actions = spinning(self, frame, now)
+    if frame.type == "store.result" and actions == []:  # the plant's retry a microsecond on
         Path(os.environ["XCON_PLANT_FLAG"]).touch()
-        return []
-    return answered(self, frame, now)
+    return actions
 
 
 routing.Routing._response = _response
