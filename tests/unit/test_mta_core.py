@@ -674,7 +674,8 @@ def relay_failed(mta: MtaCore, msg_id: str, rcpt: str, reason: str, now: float, 
     body = {"msg_id": msg_id, "sender": sender, "rcpt": rcpt, "raw": b"Subject: out\r\n\r\nx\r\n",
             "ndr_for": ndr_for, "ndr_rcpts": list(ndr_rcpts), "accepted_at": 1.0, "priority": "normal",
             "reason": reason, "diagnostic": "550 5.1.1 no such user here"}
-    return mta.on_event(request("mta.relay_failed", body, src="ims.ex1"), now)
+    relay_failed.last = request("mta.relay_failed", body, src="ims.ex1")  # type: ignore[attr-defined]
+    return mta.on_event(relay_failed.last, now)  # type: ignore[attr-defined]
 
 
 def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_before_the_ok():
@@ -697,8 +698,12 @@ def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_befo
     assert [r.type for r in replies(back)] == ["ok"]
     ndr = [s for s in sends(back, "store.deliver") if s.body["ndr_for"] == msg_id]
     assert [(s.body["mailbox"], s.to) for s in ndr] == [("carol", "store.ex1")]
+    assert [r.re for r in replies(back)] == [relay_failed.last.frame.id] and replies(back)[0].trace == msg_id
+    said = events(back, "mta.relay_failed")[0].fields
+    assert said["ndr_for"] is None and said["diagnostic"].startswith("550") and said["src"] == "ims.ex1"
     again = relay_failed(mta, msg_id, "zed@outside.test", "refused", 2.5, sender="carol")
     assert [r.type for r in replies(again)] == ["ok"] and not sends(again, "store.deliver"), "made once"
+    assert not [a for a in again if type(a).__name__ == "PersistMessage" and "~ndr~" in a.msg_id], "no report again"
     report = relay_failed(mta, "m-9~ndr~0123456789abcdef", "ann@outside.test", "expired", 3.0,
                           sender="postmaster.ex2", ndr_for="m-9", ndr_rcpts=("bob",))
     (gave_up,) = events(report, "mta.failed")
@@ -718,3 +723,22 @@ def test_mail_taken_over_smtp_is_accepted_with_its_clients_message_id():
                                                       "recipients": ["carol"], "raw": raw, "priority": "normal"}), 1.0)
     (accepted,) = events(actions, "mta.accepted")
     assert accepted.fields["message_id"] == "<c1@client.example>" and accepted.fields["via"] == "smtp"
+
+
+def test_the_queue_listing_shows_each_open_pair_with_its_state_tries_and_next_retry():
+    """What `xcon queue` shows (nodes.mta.queue.listing): oldest message first, only open pairs."""
+    mta = make_mta("sp4")
+    first, actions = submit(mta, ["bob"], now=1.0)  # bob: deliver to both, carol too
+    by_box = {s.body["mailbox"]: s for s in sends(actions, "store.deliver")}
+    store_answer(mta, by_box["carol"], "delivered", 1.1)
+    store_answer(mta, by_box["bob"], "deferred", 1.2)
+    second, _ = submit(mta, ["dave"], now=2.0)
+    reply = mta.on_event(request("mta.queue", {"limit": 1}), 3.0)[0]
+    assert reply.type == "mta.queue_listing" and reply.body["total"] == 2, "bob's pair and the second message's"
+    item, = reply.body["items"]
+    assert item == {"msg_id": first, "kind": "message", "sender": "alice", "rcpt": "bob", "alt_of": None,
+                    "state": "deferred", "reason": "mailbox locked", "attempts": 1, "next_retry_s": 3.2,
+                    "handed_to": None, "age_s": 2.0, "priority": "normal"}
+    everything = mta.on_event(request("mta.queue", {"limit": 10}), 3.0)[0].body["items"]
+    assert [(i["msg_id"], i["rcpt"], i["state"], i["next_retry_s"]) for i in everything] == [
+        (first, "bob", "deferred", 3.2), (second, "carol", "delivering", None)]
