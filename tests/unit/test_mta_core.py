@@ -742,3 +742,24 @@ def test_the_queue_listing_shows_each_open_pair_with_its_state_tries_and_next_re
     everything = mta.on_event(request("mta.queue", {"limit": 10}), 3.0)[0].body["items"]
     assert [(i["msg_id"], i["rcpt"], i["state"], i["next_retry_s"]) for i in everything] == [
         (first, "bob", "deferred", 3.2), (second, "carol", "delivering", None)]
+
+
+def test_a_failure_whose_sender_asked_for_no_report_is_declined_and_the_others_reported():
+    """RFC 3461 over SMTP: NOTIFY=NEVER, or a NOTIFY without FAILURE, for a recipient or for the
+    one its alternate stands for, declines the report of its failure; FAILURE asks for it."""
+    mta = make_mta("sp4")
+
+    def fails(n: int, rcpt: str, notify: str | None) -> tuple[str, list[str] | None]:
+        dsn = f"X-Xcon-DSN-Rcpt: {rcpt} NOTIFY={notify}\r\n".encode() if notify else b""
+        raw = b"Received: from x\r\nX-Xcon-Msg-Id: smtp-%d\r\n" % n + dsn + b"Subject: s\r\n\r\nhi\r\n"
+        actions = mta.on_event(request("mta.submit_raw", {"msg_id": f"smtp-{n}", "sender": "ann@outside.test",
+                                                          "recipients": [rcpt], "raw": raw, "priority": "normal"}), 1.0)
+        answer = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.5)
+        (failed,) = [f for f in events(answer, "mta.failed") if f.fields["msg_id"] == f"smtp-{n}"]
+        return failed.fields["report"], failed.fields.get("notify")
+
+    assert fails(1, "carol", "NEVER") == ("none", ["NEVER"])
+    assert fails(2, "carol", "SUCCESS,DELAY") == ("none", ["DELAY", "SUCCESS"])
+    assert fails(3, "carol", "FAILURE,DELAY") == ("ndr", None)
+    assert fails(4, "carol", None) == ("ndr", None)
+    assert fails(5, "dave", "NEVER") == ("none", ["NEVER"]), "carol's copy stands for dave: his NOTIFY holds"
