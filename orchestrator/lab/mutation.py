@@ -1,6 +1,6 @@
 """The mutation score of each core, from a `mutmut run` (docs/testing.md):
 
-    python -m orchestrator.lab.mutation [--json] [--survivors CORE]
+    python -m orchestrator.lab.mutation [--json] [--survivors CORE] [--sample FRACTION --seed N]
 
 mutmut writes, beside each mutated file under mutants/, which of its mutants the tests killed
 (`*.py.meta`: an exit code per mutant). Here they are counted per core: killed (the tests failed,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -58,6 +59,19 @@ def tally(mutants: Path, equivalent: dict[str, str]) -> tuple[dict[str, Counter]
     return counts, survivors
 
 
+def sample(mutants: Path, fraction: float, seed: int) -> list[str]:
+    """`fraction` of each core's mutants, drawn with `seed` (mutmut's own names, as `mutmut run`
+    takes them): a score from a sample, when the whole run would take hours."""
+    rng = random.Random(seed)
+    picked = []
+    for prefix in CORES.values():
+        names = sorted(name for meta in sorted(mutants.rglob("*.py.meta"))
+                       if meta.relative_to(mutants).as_posix().startswith(prefix)
+                       for name in json.loads(meta.read_text())["exit_code_by_key"])
+        picked += rng.sample(names, round(len(names) * fraction))
+    return picked
+
+
 def score(c: Counter) -> float | None:
     judged = c["mutants"] - c["equivalent"] - c["not run"]
     return round(100 * c["killed"] / judged, 1) if judged else None
@@ -68,9 +82,15 @@ def main() -> None:
     parser.add_argument("--mutants", type=Path, default=Path("mutants"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--survivors", choices=list(CORES), help="List this core's survivors, one a line.")
+    parser.add_argument("--sample", type=float, metavar="FRACTION",
+                        help="Print that fraction of each core's mutants, drawn at random, as names `mutmut run` takes.")
+    parser.add_argument("--seed", type=int, default=31, help="The sample's seed.")
     args = parser.parse_args()
     if not args.mutants.is_dir():
         parser.exit(3, f"no {args.mutants}/ here: run `mutmut run` first (docs/testing.md)\n")
+    if args.sample is not None:
+        print(" ".join(sample(args.mutants, args.sample, args.seed)))
+        return
     counts, survivors = tally(args.mutants, equivalents())
     if args.survivors:
         print("\n".join(survivors[args.survivors]))
