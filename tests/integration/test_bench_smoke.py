@@ -24,6 +24,9 @@ def test_bench_quick_reports_every_workload(tmp_path):
         assert expected in workloads, expected
     if bench_smtp.available():  # issue 21: smtp-source to an IMS beside Postfix -> Postfix -> Maildir
         assert "SMTP in (smtp-source)" in workloads
+    figures = {r["figure"] for r in data["rows"]}
+    for mode in ("random", "guided"):  # issue 31: the power to find bugs, random worlds beside guided
+        assert f"distinct decisions in 130 trials, {mode}" in figures and f"trials to find livelock, {mode}" in figures
     durable = {r["figure"] for r in data["rows"] if r["workload"] == "durable acceptance"}
     assert {"accepted/s, 64 in flight", "accepted/s, one at a time"} <= durable, durable
     for r in data["rows"]:
