@@ -183,7 +183,9 @@ class Judge:
                     [_brief(x) for x in (*(rejects[-1:]), seen, e) if x])
         if rule.reason in ("moved", "soft_deleted"):
             homed = facts.not_homed.get((msg_id, rcpt, e.get("node")))
-            usn = (homed or {}).get("entry_usn") or 0
+            # the entry it routed on; without it, the cache's USN at the failure (never 0: a line
+            # that lost the field must not make every later move a justification)
+            usn = (homed or {}).get("entry_usn") or e.get("cache_usn") or 0
             server = (e.get("node") or "").partition(".")[2]
             newer = [c for c in facts.changes.get(rcpt, ()) if c.get("usn", 0) > usn
                      and c.get("home_server") != server and hlc.of_event(c) < at]

@@ -54,6 +54,8 @@ def test_an_ndr_for_a_moved_recipient_is_owed_only_while_the_mtas_cache_was_behi
     assert outcome == "unjustified_ndr" and "the cache was not behind" in why
     later = [accepted(), not_homed(1.0, 3), *failed(1.0, "moved"), moved(2.0, 4)]
     assert verdict(later)[0][0][0] == "unjustified_ndr", "a move after the failure does not justify it"
+    unnamed = [accepted(), moved(0.5, 3), dict(not_homed(1.0, 3), entry_usn=None), *failed(1.0, "moved")]
+    assert verdict(unnamed)[0][0][0] == "unjustified_ndr", "without the entry's USN, the cache's (3) is the bar"
     rerouted = verdict(behind, Settings(("ex1", "ex2"), "reroute"))[0]
     assert rerouted[0][0] == "unjustified_ndr" and "reroute never fails" in rerouted[0][1]
 

@@ -763,3 +763,29 @@ def test_a_failure_whose_sender_asked_for_no_report_is_declined_and_the_others_r
     assert fails(3, "carol", "FAILURE,DELAY") == ("ndr", None)
     assert fails(4, "carol", None) == ("ndr", None)
     assert fails(5, "dave", "NEVER") == ("none", ["NEVER"]), "carol's copy stands for dave: his NOTIFY holds"
+
+
+def test_every_message_due_in_one_tick_is_retried():
+    """A tick that handled only its last due message would heal through the request time-out, and
+    no campaign would see it (a mutant that did so survived the first mutation run)."""
+    mta = make_mta("sp4", retry_ms=500)
+    sent = [submit(mta, [rcpt], now=1.0)[1] for rcpt in ("carol", "dave")]
+    for actions in sent:
+        store_answer(mta, sends(actions, "store.deliver")[0], "deferred", 1.1)
+    retried = sends(mta.tick(7.0), "store.deliver")
+    assert sorted(s.body["msg_id"] for s in retried) == sorted(sends(a, "store.deliver")[0].body["msg_id"]
+                                                               for a in sent)
+
+
+def test_a_transferred_recipient_this_mtas_directory_does_not_know_fails_as_unknown_with_an_ndr():
+    """No world draws a recipient the directory lacks (the first mutation run's blind spot): a
+    peer that knew one hands it over, and this MTA reports it to the sender."""
+    mta = make_mta("sp4")
+    body = {"msg_id": "m-7", "sender": "alice", "raw": b"Subject: s\r\n\r\nx\r\n", "accepted_at": 1.0,
+            "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
+            "rcpts": [{"alias": "zoe", "alt_of": None, "hint": None, "hops": 1}]}
+    actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
+    (failed,) = events(actions, "mta.failed")
+    assert (failed.fields["msg_id"], failed.fields["rcpt"], failed.fields["reason"], failed.fields["report"]) == \
+        ("m-7", "zoe", "unknown", "ndr")
+    assert [(s.to, s.type) for s in sends(actions)] == [("mta.ex2", "mta.transfer")], "the NDR goes to alice on ex2"
