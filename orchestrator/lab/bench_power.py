@@ -29,7 +29,7 @@ def _first(results: list[chaos.TrialResult], finding: str) -> int | None:
 def _both(root: Path, trials: int, build: str, network: Network, workers: int,
           stop: bool) -> dict[str, list[chaos.TrialResult]]:
     worlds = [Recipe(s, {"build": build, "faults": FAULTS}) for s in chaos.trial_seeds(SEED, trials)]
-    return {"random": campaign.run(root, worlds, network, workers, stop_on_break=stop, dump=False),
+    return {"random": campaign.run(root, worlds, network, workers, stop_on_break=stop, dump=False, coverage=True),
             "guided": guided.run(root, trials, build, FAULTS, network, workers, SEED, stop_on_break=stop)[0]}
 
 

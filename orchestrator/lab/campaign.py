@@ -34,10 +34,10 @@ FLOORS = {"retry_ms": 50}
 
 
 def _trial(args: tuple) -> chaos.TrialResult:
-    world, run_dir, network, twice = args
+    world, run_dir, network, twice, coverage = args
     with _collected_after():
         world = drawn(world)
-        result = chaos.run_trial(world, run_dir, sim=network, dump=False)
+        result = chaos.run_trial(world, run_dir, sim=network, dump=False, coverage=coverage)
         if twice:
             again = chaos.run_trial(world, run_dir, sim=network, dump=False)
             if again.digest != result.digest:
@@ -63,11 +63,13 @@ def _collected_after() -> Iterator[None]:
 
 def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int = 1, twice: bool = False,
         on_trial: Callable[[chaos.TrialResult], None] | None = None,
-        stop_on_break: bool = False, dask: str | None = None, dump: bool = True) -> list[chaos.TrialResult]:
+        stop_on_break: bool = False, dask: str | None = None, dump: bool = True,
+        coverage: bool = False) -> list[chaos.TrialResult]:
     """Run the worlds in the simulator, `workers` processes at once (or on the Dask cluster
     `dask`: orchestrator.lab.executors); with `dump`, the first broken trial's run is written
-    under `root` (run again alone, here, so it is the same run: the simulator replays)."""
-    jobs = [(w, root / f"trial-{i:05d}-{w.seed}", network, twice) for i, w in enumerate(worlds)]
+    under `root` (run again alone, here, so it is the same run: the simulator replays); with
+    `coverage`, each result holds the decisions its trial reached (orchestrator.lab.guided)."""
+    jobs = [(w, root / f"trial-{i:05d}-{w.seed}", network, twice, coverage) for i, w in enumerate(worlds)]
     results: list[chaos.TrialResult] = []
     for result in executors.run_map(_trial, jobs, workers, dask):
         results.append(result)

@@ -70,7 +70,7 @@ class TrialResult:
     relayed_out: int = 0  # with --via smtp: messages the outside world's smarthost received
     # a trial past its bound (liveness): {"bound", "why", "moving": the pairs not yet final}
     stuck: dict[str, Any] | None = None
-    decisions: list[str] = field(default_factory=list)  # its coverage signature (orchestrator.lab.guided)
+    decisions: list[str] = field(default_factory=list)  # its coverage signature, when asked (lab.guided)
 
     @property
     def broken(self) -> bool:
@@ -86,9 +86,10 @@ class TrialResult:
 
 
 def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | None = None,
-              dump: bool = True) -> TrialResult:
+              dump: bool = True, coverage: bool = False) -> TrialResult:
     """Run one world on a fresh cluster (real processes, or with `sim` the simulator on that
-    network) and judge it. A real trial's run-dir is removed unless it broke or `keep`; a
+    network) and judge it; with `coverage`, record the decisions it reached (guided campaigns and
+    the bench ask: the signature is 6% of a simulated trial). A real trial's run-dir is removed unless it broke or `keep`; a
     simulated trial writes one (SimCluster.dump) only then, and only with `dump`."""
     result = TrialResult(world.seed, world.build, run_dir=str(run_dir),
                          corrupted=any(e.get("kind") == "corrupt" for e in world.events))
@@ -136,7 +137,8 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     result.stale_locks = report.stale_locks
     events = list(cluster.events())  # merged once for the count and the digest
     result.events = len(events)
-    result.decisions = sorted(guided.decisions(events))
+    if coverage:
+        result.decisions = sorted(guided.decisions(events))
     result.violations += smtp_client.told_but_not_accepted(result.told, events)
     result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
     result.latency_ms, result.deliveries_per_s = deliveries(events)

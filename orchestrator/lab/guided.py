@@ -130,7 +130,8 @@ def run(root: Path, trials: int, build: str, faults: tuple[str, ...], net: Netwo
                 round_worlds.append(mutate(rng.choices(kept, weights=weights)[0][0], rng, faults))
             else:
                 round_worlds.append(draw_world(next(seeds), build, faults, **draw))
-        for world, result in zip(round_worlds, campaign.run(root, round_worlds, net, workers, dump=False)):
+        ran = campaign.run(root, round_worlds, net, workers, dump=False, coverage=True)
+        for world, result in zip(round_worlds, ran):
             signature = set(result.decisions)
             if not result.error and not signature <= hits.keys():
                 kept.append((world, signature))
