@@ -69,7 +69,7 @@ def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int
     `dask`: orchestrator.lab.executors); with `dump`, the first broken trial's run is written
     under `root` (run again alone, here, so it is the same run: the simulator replays); with
     `coverage`, each result holds the decisions its trial reached (orchestrator.lab.guided)."""
-    jobs = [(w, root / f"trial-{i:05d}-{w.seed}", network, twice, coverage) for i, w in enumerate(worlds)]
+    jobs = [(w, trial_dir(root, i, w), network, twice, coverage) for i, w in enumerate(worlds)]
     results: list[chaos.TrialResult] = []
     for result in executors.run_map(_trial, jobs, workers, dask):
         results.append(result)
@@ -77,12 +77,22 @@ def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int
             on_trial(result)
         if stop_on_break and result.broken:
             break
-    first = next((i for i, r in enumerate(results) if r.broken or r.error), None) if dump else None
-    if first is not None:  # written by one more run of the same seed: the same events, to the byte
-        world, run_dir = drawn(jobs[first][0]), jobs[first][1]
-        again = chaos.run_trial(world, run_dir, sim=network, dump=True)
-        results[first].run_dir = again.run_dir
+    if dump:
+        write_first(root, worlds, results, network)
     return results
+
+
+def trial_dir(root: Path, i: int, world: World | Recipe) -> Path:
+    return root / f"trial-{i:05d}-{world.seed}"
+
+
+def write_first(root: Path, worlds: list[World | Recipe], results: list[chaos.TrialResult], network: Network) -> None:
+    """The run of the first trial that broke or failed, written under `root` by one more run of
+    its world: the same events, to the byte (the simulator replays); its result names the folder."""
+    first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
+    if first is not None:
+        again = chaos.run_trial(drawn(worlds[first]), trial_dir(root, first, worlds[first]), sim=network, dump=True)
+        results[first].run_dir = again.run_dir
 
 
 def default_workers() -> int:

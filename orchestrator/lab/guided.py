@@ -168,8 +168,5 @@ def from_recipes(root: Path, recipes: list[Recipe], net: Network, workers: int, 
     for r, w in zip(results, worlds):
         if r.broken:
             (root / f"world-{r.seed}.json").write_text(json.dumps(campaign.world_to_json(w)))
-    first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
-    if first is not None:  # its run written by one more run of it: the same events (campaign.run does so)
-        again = chaos.run_trial(worlds[first], root / f"trial-{first:05d}-{worlds[first].seed}", sim=net, dump=True)
-        results[first].run_dir = again.run_dir
+    campaign.write_first(root, worlds, results, net)
     return results, worlds
