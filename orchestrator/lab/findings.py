@@ -8,25 +8,24 @@ from typing import Any
 from nodes.mta.queue import listing as queue_listing
 
 from orchestrator import cluster as cl
-from orchestrator.cluster.client import ClusterError
+from orchestrator.inspect import admin
 from orchestrator.sim.cluster import SimCluster
 
 
 def moving(cluster: cl.Cluster, limit: int = 10) -> list[str]:
     """The pairs the MTAs still hold open (the first `limit`), each with its state and its tries:
     what a stuck trial was still moving. A simulated MTA's queue is read in the instant (a
-    request would run the stuck world again); a real one is asked, briefly."""
-    found: list[str] = []
-    for name in [n for n in cluster.config.nodes if n.startswith("mta.")]:
-        try:
-            if isinstance(cluster, SimCluster):
-                node = cluster.world.nodes[name]
-                items = queue_listing(node.host.core.queue, cluster.world.now, limit)[0] if node.alive else []
-            else:
-                items = cluster.client.request(name, "mta.queue", {"limit": limit}, timeout=2.0).body["items"]
-        except (ClusterError, AttributeError, KeyError):
-            continue  # down, or not answering: what it holds is in its queue log
-        found += [f"{i['msg_id']} -> {i['rcpt']} on {name} ({i['state']}, {i['attempts']:,} tries)" for i in items]
+    request would run the stuck world again); a real one as `xcon queue` reads it (asked, or its
+    queue log when it does not answer)."""
+    mtas = [n for n in cluster.config.nodes if n.startswith("mta.")]
+    if isinstance(cluster, SimCluster):
+        nodes = cluster.world.nodes
+        held = {m: queue_listing(nodes[m].host.core.queue, cluster.world.now, limit)[0]
+                for m in mtas if nodes[m].alive and nodes[m].host is not None}
+    else:
+        held = {m: q["items"] for m, q in admin.queue(cluster.config.run_dir, cluster, mtas, limit).items()}
+    found = [f"{i['msg_id']} -> {i['rcpt']} on {m} ({i['state']}, {i['attempts']:,} tries)"
+             for m, items in held.items() for i in items]
     return found[:limit]
 
 
