@@ -228,10 +228,5 @@ def nodes_of(run_dir: Path) -> list[str]:
             return list(ClusterConfig.load(run_dir).nodes)
         except (OSError, ValueError) as exc:
             raise DamagedFile(run_dir / "cluster.json", str(exc)) from None
-    try:
-        import json
-
-        settings = Settings.from_json(json.loads((run_dir / "sim.json").read_text())["settings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return node_names(settings.servers, settings.smtp, settings.imap)
+    settings = settings_of(run_dir)  # a simulated run's
+    return node_names(settings.servers, settings.smtp, settings.imap) if settings is not None else []
