@@ -34,16 +34,24 @@ def equivalents(path: Path = EQUIVALENT) -> dict[str, str]:
     return found
 
 
+def results(mutants: Path) -> dict[str, dict[str, int | None]]:
+    """Per core, each mutant by mutmut's name (as `mutmut run` takes it) and its exit code (None:
+    not run yet), from mutmut's `*.py.meta` beside each mutated file."""
+    found: dict[str, dict[str, int | None]] = {core: {} for core in CORES}
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        source = meta.relative_to(mutants).as_posix()
+        core = next((c for c, prefix in CORES.items() if source.startswith(prefix)), None)
+        if core is not None:
+            found[core].update(json.loads(meta.read_text())["exit_code_by_key"])
+    return found
+
+
 def tally(mutants: Path, equivalent: dict[str, str]) -> tuple[dict[str, Counter], dict[str, list[str]]]:
     """Per core: the counts, and the names of the mutants that survived or no test reached."""
     counts: dict[str, Counter] = {core: Counter() for core in CORES}
     survivors: dict[str, list[str]] = {core: [] for core in CORES}
-    for meta in sorted(mutants.rglob("*.py.meta")):
-        source = meta.relative_to(mutants).as_posix()
-        core = next((c for c, prefix in CORES.items() if source.startswith(prefix)), None)
-        if core is None:
-            continue
-        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+    for core, codes in results(mutants).items():
+        for name, code in codes.items():
             name = name.replace("\u01c1", ".")  # mutmut's separator in a method's mutant name
             c = counts[core]
             c["mutants"] += 1
@@ -64,10 +72,8 @@ def sample(mutants: Path, fraction: float, seed: int) -> list[str]:
     takes them): a score from a sample, when the whole run would take hours."""
     rng = random.Random(seed)
     picked = []
-    for prefix in CORES.values():
-        names = sorted(name for meta in sorted(mutants.rglob("*.py.meta"))
-                       if meta.relative_to(mutants).as_posix().startswith(prefix)
-                       for name in json.loads(meta.read_text())["exit_code_by_key"])
+    for codes in results(mutants).values():
+        names = sorted(codes)
         picked += rng.sample(names, round(len(names) * fraction))
     return picked
 
