@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -44,19 +44,22 @@ SEED = int(os.environ["XCON_TEST_SEED"])
 OWNER = "XCON_TEST_OWNER"
 
 
-def marked_by(pid: int) -> list[int]:
-    """Every live process whose environment carries `pid` in its XCON_TEST_OWNER mark."""
-    found = []
+def environs(skip: int | None = None) -> Iterator[tuple[int, list[bytes]]]:
+    """Each live process but `skip`, with its environment's entries (b"NAME=value")."""
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != pid:
+        if entry.isdigit() and int(entry) != skip:
             try:
                 environ = Path(f"/proc/{entry}/environ").read_bytes()
             except OSError:
-                continue
-            for var in environ.split(b"\0"):
-                if var.startswith(OWNER.encode() + b"=") and str(pid).encode() in var.split(b"=", 1)[1].split(b":"):
-                    found.append(int(entry))
-    return found
+                continue  # gone, or a zombie's (which has no environment left)
+            yield int(entry), environ.split(b"\0")
+
+
+def marked_by(pid: int) -> list[int]:
+    """Every live process whose environment carries `pid` in its XCON_TEST_OWNER mark."""
+    mark = OWNER.encode() + b"="
+    return [p for p, environ in environs(skip=pid)
+            if any(var.startswith(mark) and str(pid).encode() in var[len(mark):].split(b":") for var in environ)]
 
 
 def pytest_configure(config):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import patience
+from ..conftest import environs, patience
 
 PLANT = '''
 import os
@@ -73,14 +73,7 @@ def test_a_livelock_is_a_stuck_finding_with_the_pairs_it_was_moving_and_its_repl
 def ours(flag: Path) -> list[int]:
     """The processes (a campaign and its workers) whose environment names this test's flag."""
     mark = f"XCON_PLANT_FLAG={flag}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and mark in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue  # gone, or a zombie's (which has no environment left)
-    return found
+    return [pid for pid, environ in environs() if mark in environ]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
