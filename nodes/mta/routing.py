@@ -186,11 +186,10 @@ class Routing:
         pair.hint = entry
         if entry["home_server"] == self.server:
             # the directory homes it here, and the store had no mailbox: a move back here, or one
-            # under way, whose mailbox is not open yet. Never a failure (an NDR here was the
-            # oracle's first find: simulated trial 710053058, reroute, a lookup answered late
-            # after the user moved back): tried again, until its time-out
-            # after the time-out it fails as expired (the store answers "not here" before it
-            # judges a time-out, so an unconfirmed pair would otherwise ask for ever)
+            # under way, whose mailbox is not open yet. Not a failure (an NDR here was the oracle's
+            # first find: simulated trial 710053058, reroute, a lookup answered late after the user
+            # moved back): tried again until its time-out, then failed as expired here (the store
+            # answers "not here" before it judges a time-out: an unconfirmed pair would ask for ever)
             if now >= self._expires_at(msg):
                 return self._fail(msg, [pair], "expired", now)
             return self._defer(msg, pair, now, "the directory homes it here; the store has no mailbox yet")
