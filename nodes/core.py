@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import Frame
+from protocol import Frame, logs
 
 # Events and actions are values: nothing changes one once made. They are slotted dataclasses,
 # not frozen ones: a frozen one's __init__ is slower, and a message makes about forty of them
@@ -86,6 +86,9 @@ class Log:
 
 
 def log(event: str, level: str = "info", **fields: Any) -> Log:
+    """A line for the node's log, of an event declared in protocol/logs.py (checked in the tests)."""
+    if logs.STRICT:
+        logs.check(event, level, fields)
     return Log(event, fields, level)
 
 

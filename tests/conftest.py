@@ -18,9 +18,13 @@ from nodes.config import Settings
 from orchestrator import cluster as cl
 from orchestrator.cluster import rundir
 from orchestrator.inspect import logread
+from protocol import logs
 
 from .docblocks import ROOT
 
+# every event a core logs, here and in every node the suite starts, is held to its declaration
+os.environ["XCON_STRICT_LOGS"] = "1"
+logs.STRICT = True
 
 # Every CLI call and node the suite starts (some 900 processes) imports xcon's modules. Where
 # PYTHONDONTWRITEBYTECODE is set (as on this project's machines) each compiled them from source
