@@ -17,8 +17,24 @@ def frame(type_: str, body: dict[str, Any], src: str = "test", re: str | None = 
     return Frame(type_, f"t{_n}", src, _n, body, None, re)
 
 
+PEER = b"peer"  # the client every request here comes from
+
+
 def request(type_: str, body: dict[str, Any], src: str = "test") -> Request:
-    return Request(b"peer", frame(type_, body, src))
+    return Request(PEER, frame(type_, body, src))
+
+
+def held(actions: list) -> list:
+    """The actions, each checked as the real host would need it: a reply goes back to the client
+    that asked and answers a frame of ours; every frame body, sent or replied, is as
+    protocol/messages.py declares it (the host sends what a core makes without checking)."""
+    for a in actions:
+        if isinstance(a, Reply):
+            assert a.peer == PEER and isinstance(a.re, str) and a.re.startswith("t"), a
+            check_body(a.type, a.body)
+        elif isinstance(a, Send):
+            check_body(a.type, a.body)
+    return actions
 
 
 def response(to: Send, type_: str, body: dict[str, Any], src: str | None = None) -> Response:
@@ -26,15 +42,15 @@ def response(to: Send, type_: str, body: dict[str, Any], src: str | None = None)
 
 
 def sends(actions: list, type_: str | None = None) -> list[Send]:
-    return [a for a in actions if isinstance(a, Send) and (type_ is None or a.type == type_)]
+    return [a for a in held(actions) if isinstance(a, Send) and (type_ is None or a.type == type_)]
 
 
 def replies(actions: list) -> list[Reply]:
-    return [a for a in actions if isinstance(a, Reply)]
+    return [a for a in held(actions) if isinstance(a, Reply)]
 
 
 def events(actions: list, name: str | None = None) -> list[Log]:
-    return [a for a in actions if isinstance(a, Log) and (name is None or a.event == name)]
+    return [a for a in held(actions) if isinstance(a, Log) and (name is None or a.event == name)]
 
 
 def recipient(alias: str, home: str, usn: int, alternate: str | None = None, both: bool = False) -> dict[str, Any]:
