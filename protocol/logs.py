@@ -9,7 +9,8 @@ undeclared event, leaves out a field the event always has, adds one it does not 
 gives a field the wrong type raises `Undeclared`. Nodes do not check (no cost outside the tests).
 
 Each line of EVENTS is `event: (the fields it always has, the fields it may have)`; an event whose
-second part ends in `...` may carry more (a fault's own parameters). The host's events
+second part ends in `...` may carry more (a fault's own parameters). VALUES names the fields
+that choose from a closed set (a failure's reason, a route's `via`) and the set. The host's events
 (node.started, frame.rejected, ...) and the edges' (ims.*, imap.*) are not made by `log` and are
 not declared here.
 """
@@ -141,6 +142,20 @@ EVENTS: dict[str, tuple[str, str]] = {
     "fault.skipped": ("kind target reason", ""),
     "fault.triggered": ("kind target step move_id mailbox", ""),
 }
+# the fields that name a choice from a closed set (check, justify and the coverage signature read
+# them as names, not words): each event's, with the names it may give
+VALUES: dict[tuple[str, str], frozenset[str]] = {
+    ("mta.routed", "via"): frozenset({"cache", "hint", "unacknowledged transfer", "ims", "postmaster"}),
+    ("mta.failed", "report"): frozenset({"ndr", "none", "postmaster"}),
+    ("mta.failed", "reason"): frozenset({"unknown", "restricted", "moved", "soft_deleted", "expired", "loop",
+                                         "no_route", "refused", "gone"}),  # orchestrator/inspect/justify.py's RULES
+    ("mta.not_homed", "action"): frozenset({"ask directory", "hold report", "fail"}),
+    ("mta.retry", "reason"): frozenset({"retry timer", "mailbox released",
+                                        "expired: asking whether an earlier attempt landed"}),
+    ("mta.rerouted", "reason"): frozenset({"cache updated", "directory lookup"}),
+    ("mta.relay_failed", "reason"): frozenset({"refused", "expired"}),
+    ("store.imported", "into"): frozenset({"in-transit folder"}),
+}
 _SHAPES = {event: (frozenset(always.split()), frozenset(may.split()) - {"..."}, may.endswith("..."))
            for event, (always, may) in EVENTS.items()}
 
@@ -169,6 +184,9 @@ def problem(event: str, level: str, fields: dict[str, Any]) -> str | None:
             return f"{event}: {name}={value!r} is not {_named(kind)}"
         if kind is None and name in always | may:
             return f"{event}: field {name!r} has no type in protocol/logs.py FIELDS"
+        names = VALUES.get((event, name))
+        if names is not None and value not in names:
+            return f"{event}: {name}={value!r} is not one of {sorted(names)}"
     return None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nodes.core import log
+from orchestrator.inspect.justify import RULES
 from protocol import logs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ GOOD = {"msg_id": "m1", "rcpt": "bob", "reason": "mailbox locked", "retry_in_ms"
     ("mta.accepted", "info", {"msg_id": "m", "sender": "a", "rcpts": ["b"], "alt_of": {}, "cache_usn": 3,
                               "priority": "urgent"}, None),
     ("fault.applied", "warning", {"type": "fault.lag", "by": "cli", "lag_ms": 5}, None),  # open: its parameters
+    ("mta.retry", "info", {"msg_id": "m1", "rcpt": "bob", "reason": "RETRY TIMER"}, "reason='RETRY TIMER' is not one of"),
 ])
 def test_a_line_is_held_to_its_declaration(event, level, fields, wrong):
     found = logs.problem(event, level, fields)
@@ -52,7 +54,8 @@ def _calls():
                           [first.body.value, first.orelse.value] if isinstance(first, ast.IfExp) else
                           [f"directory.{how}" for how in ("added", "modified")]
                           if ast.unparse(first) == "f'directory.{how}'" else [None])
-                named = {k.arg for k in node.keywords if k.arg not in (None, "level")}
+                named = {k.arg: k.value.value if isinstance(k.value, ast.Constant) else None
+                         for k in node.keywords if k.arg not in (None, "level")}
                 yield f"{path.relative_to(ROOT)}:{node.lineno}", events, named, any(k.arg is None for k in node.keywords)
 
 
@@ -66,12 +69,18 @@ def test_every_log_call_in_the_code_names_a_declared_event_with_declared_fields(
                 wrong.append(f"{where}: {event} is not declared")
                 continue
             always, may = (set(part.split()) for part in logs.EVENTS[event])
-            extra = named - always - may
-            missing = set() if spread else always - named
+            extra = named.keys() - always - may
+            missing = set() if spread else always - named.keys()
             if extra and "..." not in may or missing:
                 wrong.append(f"{where}: {event}: extra {sorted(extra)}, missing {sorted(missing)}")
             wrong += [f"{where}: {event}: {f} has no type" for f in named if f not in logs.FIELDS]
+            wrong += [f"{where}: {event}: {f}={v!r} is not a declared value" for f, v in named.items()
+                      if v is not None and v not in logs.VALUES.get((event, f), {v})]
     assert wrong == []
+
+
+def test_the_reasons_a_failure_may_give_are_the_oracles_rules():
+    assert logs.VALUES[("mta.failed", "reason")] == set(RULES)
 
 
 def test_every_declared_event_is_logged_somewhere():
