@@ -155,6 +155,7 @@ VALUES: dict[tuple[str, str], frozenset[str]] = {
     ("mta.rerouted", "reason"): frozenset({"cache updated", "directory lookup"}),
     ("mta.relay_failed", "reason"): frozenset({"refused", "expired"}),
     ("store.imported", "into"): frozenset({"in-transit folder"}),
+    ("store.purged", "why"): frozenset({"retention over", "a new mailbox of its name"}),
 }
 _SHAPES = {event: (frozenset(always.split()), frozenset(may.split()) - {"..."}, may.endswith("..."))
            for event, (always, may) in EVENTS.items()}
