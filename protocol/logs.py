@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .messages import MESSAGES
+
 # `log` checks every event it makes: the suite sets it (tests/conftest.py), for its own process
 # and, through XCON_STRICT_LOGS=1, for every node it starts
 STRICT = os.environ.get("XCON_STRICT_LOGS") == "1"
@@ -154,6 +156,8 @@ VALUES: dict[tuple[str, str], frozenset[str]] = {
                                         "expired: asking whether an earlier attempt landed"}),
     ("mta.rerouted", "reason"): frozenset({"cache updated", "directory lookup"}),
     ("mta.relay_failed", "reason"): frozenset({"refused", "expired"}),
+    ("fault.applied", "type"): frozenset(t for t in MESSAGES if t.startswith("fault.")),  # the fault's frame
+    ("mta.accepted", "priority"): frozenset({"urgent", "non-urgent"}),  # normal is said by saying nothing
     ("store.imported", "into"): frozenset({"in-transit folder"}),
     ("store.purged", "why"): frozenset({"retention over", "a new mailbox of its name"}),
 }
