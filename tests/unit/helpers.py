@@ -53,6 +53,18 @@ def events(actions: list, name: str | None = None) -> list[Log]:
     return [a for a in held(actions) if isinstance(a, Log) and (name is None or a.event == name)]
 
 
+def refusal(actions: list) -> tuple[str, str | None, list[tuple[str, str, dict[str, Any]]]]:
+    """A core's refusal: its one reply, an error, as (reason, code, the log lines beside it)."""
+    (reply,) = replies(actions)
+    assert reply.type == "error", reply
+    return reply.body["reason"], reply.body["code"], [(e.event, e.level, e.fields) for e in events(actions)]
+
+
+def refusal_log(type_: str, reason: str, src: str = "test") -> tuple[str, str, dict[str, Any]]:
+    """The log line `nodes.core.error` leaves beside a refusal."""
+    return ("request.refused", "warning", {"type": type_, "src": src, "reason": reason})
+
+
 def recipient(alias: str, home: str, usn: int, alternate: str | None = None, both: bool = False) -> dict[str, Any]:
     return {"alias": alias, "display_name": alias, "home_server": home, "alternate": alternate,
             "deliver_to_both": both, "usn": usn}

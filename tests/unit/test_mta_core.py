@@ -20,11 +20,11 @@ DIRECTORY = [
 ]
 
 
-def make_mta(build: str, lag_ms: int = 1000, server: str = "ex1", **kw) -> MtaCore:
-    settings = Settings(("ex1", "ex2"), build, replication_lag_ms=lag_ms, replication_jitter_ms=0,
-                        retry_ms=kw.pop("retry_ms", 5000), expire_ms=kw.pop("expire_ms", 10_000),
-                        request_timeout_ms=2000)
-    mta = MtaCore(server, settings, "boot", **kw)
+def make_mta(build: str, lag_ms: int = 1000, server: str = "ex1", **settings) -> MtaCore:
+    """An MTA whose cache holds DIRECTORY; `settings` beside these tests' own (Settings' fields)."""
+    mta = MtaCore(server, Settings(("ex1", "ex2"), build, replication_lag_ms=lag_ms, replication_jitter_ms=0,
+                                   **{"retry_ms": 5000, "expire_ms": 10_000, "request_timeout_ms": 2000, **settings}),
+                  "boot")
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
     assert mta.ready
@@ -37,6 +37,12 @@ def submit(mta: MtaCore, to: list[str], now: float = 1.0, sender: str = "alice")
     accepted = [r for r in replies(actions) if r.type == "mta.accepted"]
     assert accepted, actions
     return accepted[0].body["msg_id"], actions
+
+
+def transfer(rcpts: list[dict], msg_id: str = "m1", **body) -> dict:
+    """An mta.transfer's body from alice's MTA, for these recipients."""
+    return {"msg_id": msg_id, "sender": "alice", "raw": b"Subject: s\r\n\r\nx\r\n", "accepted_at": 1.0,
+            "ndr_for": None, "ndr_rcpts": [], "priority": "normal", "rcpts": rcpts, **body}
 
 
 def store_answer(mta: MtaCore, send, outcome: str, now: float) -> list:
@@ -682,9 +688,7 @@ def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_befo
     """Issue 34, story 2: a message for outside that the smarthost refuses comes back to its
     originator as an NDR, after the message left this MTA's queue; a report that cannot leave goes
     to the postmaster; sent again (its "ok" lost), neither is made twice."""
-    mta = make_mta("sp4")
-    mta.settings = Settings(("ex1", "ex2"), "sp4", smtp=True, replication_lag_ms=1000, replication_jitter_ms=0,
-                            expire_ms=60_000)
+    mta = make_mta("sp4", smtp=True, expire_ms=60_000)
     msg_id, actions = submit(mta, ["zed@outside.test"], sender="carol")
     (out,) = sends(actions, "ims.outbound")
     assert out.body["expires_at"] == 1.0 + 60.0 and out.body["accepted_at"] == 1.0
@@ -781,9 +785,7 @@ def test_a_transferred_recipient_this_mtas_directory_does_not_know_fails_as_unkn
     """No world draws a recipient the directory lacks (the first mutation run's blind spot): a
     peer that knew one hands it over, and this MTA reports it to the sender."""
     mta = make_mta("sp4")
-    body = {"msg_id": "m-7", "sender": "alice", "raw": b"Subject: s\r\n\r\nx\r\n", "accepted_at": 1.0,
-            "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
-            "rcpts": [{"alias": "zoe", "alt_of": None, "hint": None, "hops": 1}]}
+    body = transfer([{"alias": "zoe", "alt_of": None, "hint": None, "hops": 1}], msg_id="m-7")
     actions = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     (failed,) = events(actions, "mta.failed")
     assert (failed.fields["msg_id"], failed.fields["rcpt"], failed.fields["reason"], failed.fields["report"]) == \

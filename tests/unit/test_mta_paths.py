@@ -4,14 +4,13 @@ retirement's memory, the IMS handing back a pair of a message still queued, and 
 
 from __future__ import annotations
 
-from nodes.config import Settings
 from nodes.core import DiskSpace, Feed
 from nodes.mta.queue import RetireMessage
 from protocol import MAX_MESSAGE_BYTES
 from protocol.names import MSG_ID_RULE
 
 from .helpers import events, frame, recipient, replies, request, sends
-from .test_mta_core import make_mta, relay_failed, store_answer, submit
+from .test_mta_core import make_mta, relay_failed, store_answer, submit, transfer
 
 RAW = {"msg_id": "ims.1", "sender": "x@example.com", "recipients": ["carol"], "priority": "normal"}
 
@@ -66,9 +65,8 @@ def test_a_long_bad_message_id_is_quoted_to_its_first_80_characters():
 def test_a_hand_over_keeps_each_recipients_alternate_and_the_entry_it_came_on():
     mta = make_mta("sp4")
     hint = recipient("carol", "ex1", 1)
-    body = {"msg_id": "m1", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
-            "priority": "normal", "rcpts": [{"alias": "carol", "alt_of": "bob", "hint": hint, "hops": 1},
-                                            {"alias": "dave", "alt_of": None, "hint": None, "hops": 1}]}
+    body = transfer([{"alias": "carol", "alt_of": "bob", "hint": hint, "hops": 1},
+                     {"alias": "dave", "alt_of": None, "hint": None, "hops": 1}])
     mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     pairs = mta.queue["m1"].pairs
     assert (pairs["carol"].alt_of, pairs["carol"].arrived_usn) == ("bob", 1)
@@ -85,8 +83,7 @@ def test_a_retired_message_is_remembered_from_when_it_was_accepted():
 
 
 def test_a_pair_handed_back_while_its_message_is_queued_leaves_the_other_pairs_alone():
-    mta = make_mta("sp4")
-    mta.settings = Settings(("ex1", "ex2"), "sp4", smtp=True, replication_lag_ms=1000, replication_jitter_ms=0)
+    mta = make_mta("sp4", smtp=True)
     msg_id, actions = submit(mta, ["carol", "zed@outside.test"], now=1.0)
     (deliver,) = sends(actions, "store.deliver")
     store_answer(mta, deliver, "deferred", 1.1)  # carol's copy waits; zed's "ok" from the IMS is lost
@@ -99,8 +96,7 @@ def test_a_pair_handed_back_while_its_message_is_queued_leaves_the_other_pairs_a
 
 
 def test_a_report_handed_back_keeps_the_recipients_it_reports_on():
-    mta = make_mta("sp4")
-    mta.settings = Settings(("ex1", "ex2"), "sp4", smtp=True, replication_lag_ms=1000, replication_jitter_ms=0)
+    mta = make_mta("sp4", smtp=True)
     back = relay_failed(mta, "m-9~ndr~0123456789abcdef", "ann@outside.test", "refused", 3.0,
                         sender="postmaster.ex2", ndr_for="m-9", ndr_rcpts=("bob", "dave"))
     (copy,) = sends(back, "store.deliver")

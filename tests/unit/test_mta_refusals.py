@@ -11,25 +11,19 @@ from nodes.mta.core import MAX_RECIPIENTS, MtaCore
 from protocol import INVALID, MAX_MESSAGE_BYTES
 from protocol.names import MSG_ID_RULE
 
-from .helpers import frame, recipient, replies, request, sends
-from .test_mta_core import make_mta, store_answer, submit
+from .helpers import frame, recipient, refusal, refusal_log, replies, request, sends
+from .test_mta_core import make_mta, store_answer, submit, transfer
 
 SUBMIT = {"msg_id": None, "sender": "alice", "recipients": ["bob"], "subject": "s", "body": "b", "priority": None}
 RAW = {"msg_id": "ims.1", "sender": "x@example.com", "recipients": ["bob"], "raw": b"Subject: s\r\n\r\nb",
        "priority": "normal"}
 HINT = {"alias": "bob", "alt_of": None, "hint": None, "hops": 0}
-TRANSFER = {"msg_id": "m1", "sender": "alice", "raw": b"x", "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [],
-            "priority": "normal"}
 RELAY = {"msg_id": "m1", "sender": "alice", "rcpt": "x@example.com", "raw": b"x", "ndr_for": None, "ndr_rcpts": [],
          "accepted_at": 1.0, "priority": "normal", "reason": "refused", "diagnostic": "550 no"}
 
 
 def refused(mta: MtaCore, type_: str, body: dict) -> tuple[str, str | None, list]:
-    actions = mta.on_event(request(type_, body), 2.0)
-    (reply,) = replies(actions)
-    assert reply.type == "error", reply
-    logs = [(a.event, a.level, a.fields) for a in actions if type(a).__name__ == "Log"]
-    return reply.body["reason"], reply.body["code"], logs
+    return refusal(mta.on_event(request(type_, body), 2.0))
 
 
 @pytest.mark.parametrize("type_, body, reason, code", [
@@ -50,16 +44,16 @@ def refused(mta: MtaCore, type_: str, body: dict) -> tuple[str, str | None, list
      "unknown user 'y@example.com' (not in mta.ex1's directory cache)", INVALID),
     ("mta.submit_raw", {**RAW, "recipients": ["zed"]},
      "unknown user 'zed' (not in mta.ex1's directory cache)", INVALID),
-    ("mta.transfer", {**TRANSFER, "msg_id": "-no", "rcpts": [HINT]}, "'-no' is not a valid message id", None),
-    ("mta.transfer", {**TRANSFER, "rcpts": [{**HINT, "hops": "0"}]},
+    ("mta.transfer", transfer([HINT], msg_id="-no"), "'-no' is not a valid message id", None),
+    ("mta.transfer", transfer([{**HINT, "hops": "0"}]),
      "mta.transfer: each rcpt needs alias (str), alt_of (str|nil), hint (map|nil), hops (int)", None),
-    ("mta.transfer", {**TRANSFER, "rcpts": [{**HINT, "alt_of": 3}]},
+    ("mta.transfer", transfer([{**HINT, "alt_of": 3}]),
      "mta.transfer: each rcpt needs alias (str), alt_of (str|nil), hint (map|nil), hops (int)", None),
-    ("mta.transfer", {**TRANSFER, "rcpts": [{**HINT, "hint": {"usn": 1}}]},
+    ("mta.transfer", transfer([{**HINT, "hint": {"usn": 1}}]),
      "mta.transfer: a rcpt's hint needs usn (int) and home_server (str)", None),
-    ("mta.transfer", {**TRANSFER, "rcpts": [{**HINT, "cycles": -1}]},
+    ("mta.transfer", transfer([{**HINT, "cycles": -1}]),
      "mta.transfer: a rcpt's cycles must be an int >= 0", None),
-    ("mta.transfer", {**TRANSFER, "rcpts": [{**HINT, "cycles": True}]},
+    ("mta.transfer", transfer([{**HINT, "cycles": True}]),
      "mta.transfer: a rcpt's cycles must be an int >= 0", None),
     ("mta.relay_failed", {**RELAY, "rcpt": "bob"},
      "mta.relay_failed: a message id, an outside address and a reason (refused, expired)", INVALID),
@@ -73,7 +67,7 @@ def test_each_refusal_says_why_in_its_own_words_with_its_code(type_, body, reaso
     else:
         assert got == reason
     assert got_code == code
-    assert logs == [("request.refused", "warning", {"type": type_, "src": "test", "reason": got})]
+    assert logs == [refusal_log(type_, got)]
 
 
 def test_a_starting_full_or_busy_mta_refuses_new_mail_but_answers_lookups_and_releases():
@@ -84,7 +78,7 @@ def test_a_starting_full_or_busy_mta_refuses_new_mail_but_answers_lookups_and_re
     mta.max_queue = 1
     submit(mta, ["alice"])
     assert refused(mta, "mta.submit", SUBMIT)[:2] == ("busy: mta.ex1 holds 1 messages, retry later", None)
-    assert refused(mta, "mta.transfer", {**TRANSFER, "rcpts": [HINT]})[0].startswith("busy: ")
+    assert refused(mta, "mta.transfer", transfer([HINT]))[0].startswith("busy: ")
     assert replies(mta.on_event(request("mta.lookup", {"alias": "bob"}), 2.0))[0].type == "mta.entry"
     full = make_mta("sp4")
     full.room.min_free_bytes = 1000

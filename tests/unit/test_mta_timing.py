@@ -4,23 +4,17 @@ does at the message's time-out (it asks again rather than fail: it may have land
 
 from __future__ import annotations
 
-from nodes.config import Settings
 from nodes.mta.core import MtaCore
 
 from .helpers import events, response, sends
-from .test_mta_core import DIRECTORY, submit
+from .test_mta_core import make_mta, submit
 
 RETRY_MS, TRANSFER_RETRY_MS, TIMEOUT_MS, EXPIRE_MS = 7000, 3000, 2000, 20_000
 
 
 def make(smtp: bool = False) -> MtaCore:
-    settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=1000, replication_jitter_ms=0, retry_ms=RETRY_MS,
-                        transfer_retry_ms=TRANSFER_RETRY_MS, request_timeout_ms=TIMEOUT_MS, expire_ms=EXPIRE_MS,
-                        smtp=smtp)
-    mta = MtaCore("ex1", settings, "boot")
-    (snapshot,) = sends(mta.start(0.0), "dir.snapshot")
-    mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
-    return mta
+    return make_mta("sp4", retry_ms=RETRY_MS, transfer_retry_ms=TRANSFER_RETRY_MS, request_timeout_ms=TIMEOUT_MS,
+                    expire_ms=EXPIRE_MS, smtp=smtp)
 
 
 def deferred(actions: list) -> list[tuple[str, str, int]]:

@@ -10,7 +10,7 @@ from nodes.core import DiskSpace
 from nodes.store.core import MAX_EXPORT, StoreCore
 from protocol import INVALID, NO_MAILBOX, NOT_LOCKED
 
-from .helpers import events, replies, request
+from .helpers import refusal, refusal_log, replies, request
 
 PAGE = [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"copy of m1"}]
 
@@ -24,14 +24,7 @@ def store_with_a_move() -> StoreCore:
 
 
 def refused(type_: str, body: dict, now: float = 2.0, store: StoreCore | None = None) -> tuple[str, str | None, list]:
-    actions = (store or store_with_a_move()).on_event(request(type_, body), now)
-    (reply,) = replies(actions)
-    assert reply.type == "error", reply
-    return reply.body["reason"], reply.body["code"], [(e.event, e.level, e.fields) for e in events(actions)]
-
-
-def refusal_log(type_: str, reason: str) -> tuple:
-    return ("request.refused", "warning", {"type": type_, "src": "test", "reason": reason})
+    return refusal((store or store_with_a_move()).on_event(request(type_, body), now))
 
 
 @pytest.mark.parametrize("type_, body, reason, code", [
