@@ -17,9 +17,10 @@ def ask(store: StoreCore, type_: str, now: float = 1.0, **body) -> list:
     return store.on_event(request(type_, body), now)
 
 
-def deliver(store: StoreCore, msg_id: str, mailbox: str = "bob") -> tuple[str, str]:
-    body = replies(ask(store, "store.deliver", msg_id=msg_id, mailbox=mailbox, raw=b"mail", ndr_for=None,
-                       ndr_rcpts=[], expires_at=1e12))[0].body
+def deliver(store: StoreCore, msg_id: str, mailbox: str = "bob", now: float = 1.0,
+            expires_at: float = 1e12) -> tuple[str, str]:
+    body = replies(ask(store, "store.deliver", now, msg_id=msg_id, mailbox=mailbox, raw=b"mail", ndr_for=None,
+                       ndr_rcpts=[], expires_at=expires_at))[0].body
     return body["outcome"], body["reason"]
 
 

@@ -16,19 +16,10 @@ from nodes.store.actions import (
 )
 from nodes.store.core import StoreCore
 
-from .helpers import events, replies, request
+from .helpers import events, replies
+from .test_store_moves import ask, deliver
 
 PAGE = {"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"copy of m1", "folder": ".Work", "info": "2,S"}
-
-
-def ask(store: StoreCore, type_: str, now: float = 1.0, **body) -> list:
-    return store.on_event(request(type_, body), now)
-
-
-def deliver(store: StoreCore, mailbox: str, now: float, expires_at: float = 1e12) -> tuple[str, str]:
-    body = replies(ask(store, "store.deliver", now, msg_id="m9", mailbox=mailbox, raw=b"mail", ndr_for=None,
-                       ndr_rcpts=[], expires_at=expires_at))[0].body
-    return body["outcome"], body["reason"]
 
 
 def test_a_legacy_target_is_made_live_and_its_copy_goes_to_the_in_transit_folder():
@@ -54,17 +45,17 @@ def test_a_legacy_target_is_made_live_and_its_copy_goes_to_the_in_transit_folder
 
 def test_a_message_is_taken_until_its_time_out_and_refused_after():
     store = StoreCore("ex1", {"carol": set()}, {}, "b")
-    assert deliver(store, "carol", now=5.0, expires_at=5.0) == ("delivered", "")
+    assert deliver(store, "m9", "carol", now=5.0, expires_at=5.0) == ("delivered", "")
     store.mailboxes["carol"].clear()
-    assert deliver(store, "carol", now=5.001, expires_at=5.0) == ("expired", "the message's time-out has passed")
+    assert deliver(store, "m9", "carol", now=5.001, expires_at=5.0) == ("expired", "the message's time-out has passed")
 
 
 def test_a_source_locked_by_a_move_defers_saying_locked_and_a_target_saying_moved_here():
     store = StoreCore("ex1", {"carol": set()}, {}, "b")
     ask(store, "store.lock", mailbox="carol", owner="move.1")
-    assert deliver(store, "carol", now=2.0) == ("deferred", "mailbox locked")
+    assert deliver(store, "m9", "carol", now=2.0) == ("deferred", "mailbox locked")
     ask(store, "store.import", mailbox="erin", owner="move.2", messages=[])
-    assert deliver(store, "erin", now=2.0) == ("deferred", "mailbox being moved here")
+    assert deliver(store, "m9", "erin", now=2.0) == ("deferred", "mailbox being moved here")
 
 
 def test_a_page_whose_name_holds_no_valid_id_is_written_but_not_counted_as_a_message_id():
