@@ -89,8 +89,9 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
               dump: bool = True, coverage: bool = False) -> TrialResult:
     """Run one world on a fresh cluster (real processes, or with `sim` the simulator on that
     network) and judge it; with `coverage`, record the decisions it reached (guided campaigns and
-    the bench ask: the signature is 6% of a simulated trial). A real trial's run-dir is removed unless it broke or `keep`; a
-    simulated trial writes one (SimCluster.dump) only then, and only with `dump`."""
+    the bench ask: the signature is 6% of a simulated trial). A real trial's run-dir is removed
+    unless it broke or `keep`; a simulated trial writes one (SimCluster.dump) only then, and only
+    with `dump`."""
     result = TrialResult(world.seed, world.build, run_dir=str(run_dir),
                          corrupted=any(e.get("kind") == "corrupt" for e in world.events))
     t0 = time.time()
