@@ -177,7 +177,7 @@ class EdgeNode:
         if frame.type == "status":
             return "status_reply", {"node": self.name, "status": self.status()}
         if frame.type == "fault.clock":
-            self.nodelog.hlc.offset = frame.body["offset_ms"] / 1000
+            self.nodelog.hlc.offset = frame.body.offset_ms / 1000
             return "ok", {}
         if frame.type == "fault.clear":
             self.nodelog.hlc.offset = 0.0

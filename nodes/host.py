@@ -24,12 +24,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from protocol import INVALID, Frame, hlc
+from protocol import INVALID, Frame, as_dict, hlc
+from protocol.messages import OK
 
 from .core import Feed, Log, Publish, Reply, Request, Response, Send
 from .faults import Faults, LinkRule
 from .logs import NodeLog
-
 
 PEER_NAMES = 1024  # requesters whose node names a host keeps, the most recent
 _PROMISES = frozenset((Log, Send, Reply, Publish))  # what a turn's unsynced writes hold back
@@ -205,26 +205,26 @@ class NodeHost:
     def _fault(self, peer: Any, frame: Frame, now: float) -> None:
         body = frame.body
         if frame.type == "fault.link":
-            rule = LinkRule(body["delay_ms"], body["jitter_ms"], body["drop"], body["duplicate"], body["reorder"],
-                            now + body["seconds"])
-            self.faults.set_link(body["peer"], rule)
+            rule = LinkRule(body.delay_ms, body.jitter_ms, body.drop, body.duplicate, body.reorder,
+                            now + body.seconds)
+            self.faults.set_link(body.peer, rule)
         elif frame.type == "fault.feed_cut":
-            self.faults.feed_cut_until = now + body["seconds"]
+            self.faults.feed_cut_until = now + body.seconds
         elif frame.type == "fault.clock":
             # what the node stamps from now on reads this far off (protocol.hlc); its timers do not
-            if abs(body["offset_ms"]) > hlc.MAX_OFFSET_S * 1000:
+            if abs(body.offset_ms) > hlc.MAX_OFFSET_S * 1000:
                 self._reply(Reply(peer, frame.id, "error", {"reason": "offset_ms must be within a day either way",
                                                             "code": INVALID}))
                 return
-            self.hlc.offset = body["offset_ms"] / 1000
+            self.hlc.offset = body.offset_ms / 1000
         else:
             self.faults.clear()
             self.hlc.offset = 0.0
             clear = getattr(self.core, "clear_faults", None)  # a fault a core keeps itself (an MTA's lag)
             if clear is not None:
                 clear()
-        self.log.warning("fault.applied", type=frame.type, by=frame.src, **body)
-        self._reply(Reply(peer, frame.id, "ok", {}))
+        self.log.warning("fault.applied", type=frame.type, by=frame.src, **as_dict(body))
+        self._reply(Reply(peer, frame.id, "ok", OK))
 
     def _tick_clock(self, frame: Frame) -> None:
         self.hlc.receive(frame.clock, self.now)

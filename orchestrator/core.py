@@ -32,7 +32,7 @@ class OrchestratorCore:
 
     def on_event(self, event: Any, now: float) -> list:
         if isinstance(event, Request) and event.frame.type == "orch.fault":
-            kind = event.frame.body["kind"]
+            kind = event.frame.body.kind
             if kind in HOLD_KINDS:
                 return self._hold(event, now)
             if kind == "clear":  # every fault ends, holds too
@@ -40,7 +40,7 @@ class OrchestratorCore:
             return self.faults.inject(event, now)
         if isinstance(event, Response) and (event.frame.re or "").startswith(self.faults.ids.prefix):
             if event.frame.type == "error":
-                return [log("fault.refused", level="warning", target=event.frame.src, reason=event.frame.body["reason"])]
+                return [log("fault.refused", level="warning", target=event.frame.src, reason=event.frame.body.reason)]
             return []  # a node took its fault
         return self._crash_points(self.moves.on_event(event, now), now)
 
@@ -48,8 +48,8 @@ class OrchestratorCore:
         """hold_at_step: stop the next move that enters params.step there; release: let every
         held move go on. Both are Move User's (orchestrator.move)."""
         body = req.frame.body
-        if body["kind"] == "hold_at_step":
-            step = body["params"].get("step")
+        if body.kind == "hold_at_step":
+            step = body.params.get("step")
             if step not in MOVE_STEPS:
                 return error(req, f"bad parameters for fault 'hold_at_step': step must be one of "
                                   f"{', '.join(MOVE_STEPS)} (got {step!r})", INVALID)
@@ -58,8 +58,8 @@ class OrchestratorCore:
         else:
             actions = self._crash_points(self.moves.release(now), now)
         return [*actions, Reply(req.peer, req.frame.id, "ok", {}),
-                log("fault.injected", level="warning", kind=body["kind"], target=body["node"] or None, peer=None,
-                    **body["params"])]
+                log("fault.injected", level="warning", kind=body.kind, target=body.node or None, peer=None,
+                    **body.params)]
 
     def _crash_points(self, actions: list, now: float) -> list:
         """The kills armed for a move step (kill_at_step) follow the step's journal record and

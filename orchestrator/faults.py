@@ -128,7 +128,7 @@ class FaultCore:
 
     def inject(self, req: Request, now: float) -> list:
         body = req.frame.body
-        kind, node, peer, params = body["kind"], body["node"], body["peer"], body["params"]
+        kind, node, peer, params = body.kind, body.node, body.peer, body.params
         if kind not in KINDS:
             return error(req, f"unknown fault '{kind}' (kinds: {', '.join(KINDS)})", INVALID)
         if kind in NET_KINDS:

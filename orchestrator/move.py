@@ -45,7 +45,7 @@ from typing import Any
 
 from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
-from protocol import INVALID, MOVE_ENDED
+from protocol import INVALID, MOVE_ENDED, messages
 
 from .move_paging import Paging
 from .move_rollback import Rollback
@@ -116,12 +116,12 @@ class MoveCore(Rollback, Paging):
             if event.frame.type == "orch.move":
                 return self._start_move(event, event.frame.body, now)
             if event.frame.type == "orch.move_status":
-                move = self.moves.get(event.frame.body["move_id"])
+                move = self.moves.get(event.frame.body.move_id)
                 if move is None:
-                    return error(event, f"unknown move '{event.frame.body['move_id']}'", INVALID)
+                    return error(event, f"unknown move '{event.frame.body.move_id}'", INVALID)
                 return [Reply(event.peer, event.frame.id, "orch.move_state", {"move": move.public()})]
             if event.frame.type == "orch.abort":
-                return self._abort(event, event.frame.body["alias"], now)
+                return self._abort(event, event.frame.body.alias, now)
             return error(event, f"the orchestrator does not handle '{event.frame.type}'")
         if isinstance(event, Response):
             for move in self.active():
@@ -169,8 +169,8 @@ class MoveCore(Rollback, Paging):
 
     # --- starting -------------------------------------------------------------------------
 
-    def _start_move(self, req: Request, body: dict[str, Any], now: float) -> list:
-        alias, target = body["alias"], body["target"]
+    def _start_move(self, req: Request, body: messages.OrchMove, now: float) -> list:
+        alias, target = body.alias, body.target
         if target not in self.servers:
             return error(req, f"unknown server '{target}' (servers: {', '.join(self.servers)})", INVALID)
         for m in self.active():
@@ -180,10 +180,10 @@ class MoveCore(Rollback, Paging):
                     return error(req, f"'{alias}' is still being rolled back from {m.move_id} "
                                       f"(step {m.step}{waiting})", INVALID)
                 return error(req, f"'{alias}' is already being moved ({m.move_id}, step {m.step})", INVALID)
-        if not 0 <= body["copy_delay_ms"] <= 600_000:
+        if not 0 <= body.copy_delay_ms <= 600_000:
             return error(req, "copy delay must be between 0 and 600000 ms", INVALID)
-        move = Move(self.ids.next().replace("orchestrator.", "move."), alias, target, body["workaround"],
-                    body["copy_delay_ms"], legacy=self.legacy, started_at=now, requester=(req.peer, req.frame.id))
+        move = Move(self.ids.next().replace("orchestrator.", "move."), alias, target, body.workaround,
+                    body.copy_delay_ms, legacy=self.legacy, started_at=now, requester=(req.peer, req.frame.id))
         self.moves[move.move_id] = move
         return [log("move.requested", move_id=move.move_id, alias=alias, target=target, workaround=move.workaround),
                 *self._request(move, "directory", "dir.lookup", {"alias": alias}, now)]
@@ -219,13 +219,13 @@ class MoveCore(Rollback, Paging):
 
     def _answer(self, move: Move, frame: Any, now: float) -> list:
         if frame.type == "error":
-            return self._problem(move, f"{frame.src}: {frame.body['reason']}", now, frame.body.get("code"))
+            return self._problem(move, f"{frame.src}: {frame.body.reason}", now, frame.body.code)
         body = frame.body
         step = move.step
         if step == "resolve":
-            return self._resolved(move, body["recipient"], now)
+            return self._resolved(move, body.recipient, now)
         if step == "clear_alternate":
-            move.wait_usn = body["usn"]
+            move.wait_usn = body.usn
             move.wait_until = now + REPLICATION_WAIT_S
             return [*self._enter(move, "await_replication", now, usn=move.wait_usn), *self._poll_mtas(move, now)]
         if step == "await_replication":
@@ -249,12 +249,12 @@ class MoveCore(Rollback, Paging):
             move.copied += count
             # the copy rate: each page takes copy_delay per message (at least one), mailbox locked
             move.timer = now + max(1, count) * move.copy_delay_ms / 1000
-            return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, written=body["count"],
+            return [log("move.copied", move_id=move.move_id, mailbox=move.alias, count=count, written=body.count,
                         total=move.copied)]
         if step == "set_home":
             if move.legacy:
-                return [*self._enter(move, "copy", now, usn=body["usn"]), *self._export(move, now)]
-            return [*self._enter(move, "open_target", now, usn=body["usn"]), *self._open_target(move, now)]
+                return [*self._enter(move, "copy", now, usn=body.usn), *self._export(move, now)]
+            return [*self._enter(move, "open_target", now, usn=body.usn), *self._open_target(move, now)]
         if step == "mark_target":
             return [*self._enter(move, "open_target", now), *self._open_target(move, now)]
         if step == "open_target":
@@ -262,7 +262,7 @@ class MoveCore(Rollback, Paging):
         if step == "release":
             return self._after_release(move, now)
         if step == "restore_alternate":
-            return self._finish(move, now, usn=body["usn"])
+            return self._finish(move, now, usn=body.usn)
         if step.startswith("rollback"):
             return self._rollback(move, now)
         return []
@@ -310,7 +310,7 @@ class MoveCore(Rollback, Paging):
         return self._request(move, move.pending_mtas[0], "status", {}, now)
 
     def _replication_answer(self, move: Move, frame: Any, now: float) -> list:
-        usn = frame.body["status"].get("cache_usn", 0)
+        usn = frame.body.status.get("cache_usn", 0)
         if usn >= move.wait_usn:
             move.pending_mtas.pop(0)
             if not move.pending_mtas:

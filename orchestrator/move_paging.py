@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.core import Send
+from protocol import messages
 
 from .move_state import EXPORT_PAGE, Move
 
@@ -21,14 +22,14 @@ class Paging:
     def _export_body(self, move: Move) -> dict[str, Any]:
         return {"mailbox": move.alias, "after": move.cursor, "limit": EXPORT_PAGE}
 
-    def _import(self, move: Move, page: dict[str, Any], now: float) -> list:
+    def _import(self, move: Move, page: messages.StoreExported, now: float) -> list:
         """Import an exported page on the target and, if there is more, export the next one
         meanwhile: the source store reads while the target store writes."""
-        move.cursor = page["next"] if page["next"] is not None else move.cursor  # the key to ask after
-        move.more = page["next"] is not None
-        move.importing = len(page["messages"])
+        move.cursor = page.next if page.next is not None else move.cursor  # the key to ask after
+        move.more = page.next is not None
+        move.importing = len(page.messages)
         actions = self._request(move, f"store.{move.target}", "store.import",
-                                {"mailbox": move.alias, "owner": move.move_id, "messages": page["messages"]}, now)
+                                {"mailbox": move.alias, "owner": move.move_id, "messages": page.messages}, now)
         if move.more:
             move.ahead = Send(f"store.{move.source}", "store.export", self._export_body(move), self.ids.next(),
                               move.move_id)

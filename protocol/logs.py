@@ -33,7 +33,8 @@ _TYPES: dict[type | tuple, str] = {
     str: "alias action by build cache_home into file home_server kind mailbox move_id msg_id owner postmaster_id "
          "ndr_id op rcpt re reason report sender source src step to type via why",
     int: "apply_in_ms attempt cache_usn count copied deleted directory_usn free_bytes hops messages mailboxes "
-         "min_free_bytes pid queued received_usn recipients retry_in_ms scheduled signal size total usn written",
+         "min_free_bytes pid queued received_usn recipients retry_in_ms scheduled signal size total usn written "
+         "lag_ms jitter_ms",
     bool: "already deliver_to_both first found repeated unlocked workaround",
     list: "dropped held incoming ndr_rcpts notify rcpts servers",
     dict: "alt_of changes locked outcome",

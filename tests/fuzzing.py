@@ -36,8 +36,8 @@ def _invalid_body(type_: str, body: dict) -> bool:
 def framed(draw) -> bytes:
     """A frame with a well-formed header and a body that breaks its type's declaration."""
     type_ = draw(st.sampled_from(sorted(MESSAGES)) | st.text(max_size=12))
-    spec = MESSAGES.get(type_, {})
-    body = draw(st.fixed_dictionaries({k: values for k in spec}) | st.dictionaries(st.text(max_size=10), values, max_size=6))
+    fields = MESSAGES[type_].__struct_fields__ if type_ in MESSAGES else ()
+    body = draw(st.fixed_dictionaries({k: values for k in fields}) | st.dictionaries(st.text(max_size=10), values, max_size=6))
     if type_ in MESSAGES and not _invalid_body(type_, body):
         body = {**body, "unexpected": 1}
     header = {"v": VERSION, "type": type_, "id": uuid.uuid4().hex, "src": "fuzz", "clock": 1, "trace": None, "re": None,
@@ -104,7 +104,7 @@ def main() -> None:
                 sent += 1
                 errors += reply.type == "error"
             print(f"{n}: {per_node} frames, RSS {before[n]} -> {rss_kb(pids[n])} kB", flush=True)
-        alive = {n: cluster.client.request(n, "ping").body["ready"] for n in nodes}
+        alive = {n: cluster.client.request(n, "ping").body.ready for n in nodes}
         after = {n: rss_kb(p) for n, p in pids.items()}
         print(f"{sent} frames in {time.time() - t0:.0f}s, {errors} error replies, all alive: {all(alive.values())}")
         for n in nodes:

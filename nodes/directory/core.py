@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import INVALID
+from protocol import INVALID, messages
 from protocol.names import ALIAS_RULE, RESERVED_ALIASES, valid_alias
 
 from ..core import Publish, Reply, Request, error, log
@@ -72,7 +72,7 @@ class DirectoryCore:
     def tick(self, now: float) -> list:
         self._beat_every = min(HEARTBEAT_MAX_S, self._beat_every * 2)
         self._next_beat = now + self._beat_every
-        return [Publish("dir.heartbeat", {"usn": self.usn})]
+        return [Publish("dir.heartbeat", messages.DirHeartbeat(self.usn))]
 
     def status(self, now: float) -> dict[str, Any]:
         return {"usn": self.usn, "recipients": len(self.recipients)}
@@ -97,8 +97,8 @@ class DirectoryCore:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _add(self, req: Request, body: dict[str, Any]) -> list:
-        alias = body["alias"]
+    def _add(self, req: Request, body: messages.DirAdd) -> list:
+        alias = body.alias
         if not valid_alias(alias):
             return error(req, f"'{alias}' is not a valid alias ({ALIAS_RULE})", INVALID)
         if alias in RESERVED_ALIASES:
@@ -107,18 +107,18 @@ class DirectoryCore:
             return error(req, f"user '{alias}' already exists", INVALID)
         entry = {
             "alias": alias,
-            "display_name": body["display_name"] or alias,
-            "home_server": body["home_server"],
-            "alternate": body["alternate"],
-            "deliver_to_both": body["deliver_to_both"],
+            "display_name": body.display_name or alias,
+            "home_server": body.home_server,
+            "alternate": body.alternate,
+            "deliver_to_both": body.deliver_to_both,
         }
         problem = self._check(entry)
         if problem:
             return error(req, problem, INVALID)
         return self._commit(req, entry, "added")
 
-    def _modify(self, req: Request, body: dict[str, Any]) -> list:
-        alias, changes, op = body["alias"], body["changes"], body["op"]
+    def _modify(self, req: Request, body: messages.DirModify) -> list:
+        alias, changes, op = body.alias, body.changes, body.op
         current = self.recipients.get(alias)
         if current is None:
             return error(req, f"unknown user '{alias}'", INVALID)
@@ -174,14 +174,14 @@ class DirectoryCore:
                 **({"op": op} if op is not None else {}), **extra),
         ]
 
-    def _lookup(self, req: Request, body: dict[str, Any]) -> list:
-        entry = self.recipients.get(body["alias"])
+    def _lookup(self, req: Request, body: messages.DirLookup) -> list:
+        entry = self.recipients.get(body.alias)
         return [
             Reply(req.peer, req.frame.id, "dir.entry", {"recipient": entry, "usn": self.usn}, req.frame.trace),
-            log("directory.lookup", alias=body["alias"], found=entry is not None, src=req.frame.src, usn=self.usn),
+            log("directory.lookup", alias=body.alias, found=entry is not None, src=req.frame.src, usn=self.usn),
         ]
 
-    def _snapshot(self, req: Request, body: dict[str, Any]) -> list:
+    def _snapshot(self, req: Request, body: messages.DirSnapshot) -> list:
         return [
             Reply(req.peer, req.frame.id, "dir.snapshot_reply",
                   {"usn": self.usn, "recipients": list(self.recipients.values())}),

@@ -177,7 +177,7 @@ class Imap(EdgeNode):
 
     def answer(self, frame: Any) -> Any:
         if frame.type == "imap.hold":
-            return self._hold(frame.body["user"], frame.body["owner"])
+            return self._hold(frame.body.user, frame.body.owner)
         return None
 
     async def _hold(self, user: str, owner: str) -> tuple[str, dict[str, Any]]:
@@ -233,16 +233,16 @@ class Imap(EdgeNode):
         except TimeoutError:  # the store is down or paused: its locks as last heard (none heard: nobody in)
             store = None
         if store is not None and store.type == "status_reply":
-            self.locked = dict(store.body["status"].get("locked") or {})
+            self.locked = dict(store.body.status.get("locked") or {})
             self.store_seen = True
         for user, (owner, since) in list(self.held.items()):
             if since < polled and self.locked.get(user) != owner:  # the move's lock is gone: so is its hold
                 del self.held[user]
                 self.log("info", "imap.released", user=user, owner=owner)
         answer = await self.ask("dir.snapshot", {})
-        if answer.type == "dir.snapshot_reply" and answer.body["usn"] != self.usn:
-            self.homed = sorted(r["alias"] for r in answer.body["recipients"] if r["home_server"] == self.server)
-            self.usn = answer.body["usn"]
+        if answer.type == "dir.snapshot_reply" and answer.body.usn != self.usn:
+            self.homed = sorted(r["alias"] for r in answer.body.recipients if r["home_server"] == self.server)
+            self.usn = answer.body.usn
         users = [u for u in self.homed if u not in self.held and u not in self.locked] if self.store_seen else []
         if users != self.users or not (self.home / "users").exists():
             gone = sorted(set(self.users) - set(users))

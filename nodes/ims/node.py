@@ -43,7 +43,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from protocol import INVALID, MAX_MESSAGE_BYTES
+from protocol import INVALID, MAX_MESSAGE_BYTES, as_dict
 
 from ..config import ClusterConfig
 from ..edge import EdgeNode
@@ -52,6 +52,7 @@ from ..mail import DOMAIN, alias_of, external, header
 from .outbound import Outbound
 from .relay import Relay
 from .smtp import TOO_BIG, DsnSMTP, login_alias
+
 
 class Ims(EdgeNode):
     kind = "ims"
@@ -131,17 +132,17 @@ class Ims(EdgeNode):
 
     def answer(self, frame: Any) -> tuple[str, dict[str, Any]] | None:
         if frame.type == "fault.smtp":
-            self.session_fault = {"cut": frame.body["cut"], "delay_ms": frame.body["delay_ms"],
-                                  "until": time.time() + frame.body["seconds"]}
-            self.log("warning", "fault.applied", type=frame.type, by=frame.src, **frame.body)
+            self.session_fault = {"cut": frame.body.cut, "delay_ms": frame.body.delay_ms,
+                                  "until": time.time() + frame.body.seconds}
+            self.log("warning", "fault.applied", type=frame.type, by=frame.src, **as_dict(frame.body))
             return "ok", {}
         if frame.type != "ims.outbound":
             return None
         item, new = self.outbound.put(frame.body, time.time())
         if new:
-            self.log("info", "ims.queued_out", msg_id=frame.body["msg_id"], rcpt=frame.body["rcpt"],
-                     ndr_for=frame.body["ndr_for"], src=frame.src,
-                     expires_in_ms=int((frame.body["expires_at"] - time.time()) * 1000))
+            self.log("info", "ims.queued_out", msg_id=frame.body.msg_id, rcpt=frame.body.rcpt,
+                     ndr_for=frame.body.ndr_for, src=frame.src,
+                     expires_in_ms=int((frame.body.expires_at - time.time()) * 1000))
             self.relay.wake.set()
         return "ok", {}
 
@@ -197,8 +198,8 @@ class Handler:
         except TimeoutError:
             return f"451 4.4.1 {self.ims.mta} did not answer; try again later"
         if answer.type == "error":
-            return f"451 4.3.0 {answer.body['reason']}"
-        if answer.body["recipient"] is None:
+            return f"451 4.3.0 {answer.body.reason}"
+        if answer.body.recipient is None:
             self.ims.refused += 1
             self.ims.log("warning", "ims.rcpt_refused", rcpt=addr, reason="unknown user", peer=str(session.peer))
             return f"550 5.1.1 <{addr}>: unknown user (not in {self.ims.mta}'s directory cache)"
@@ -253,11 +254,11 @@ class Handler:
             server.transport.abort()
             return "421 4.4.2 cut"
         if answer.type == "error":
-            code = "554 5.6.0" if answer.body.get("code") == INVALID else "452 4.3.1"
-            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=answer.body["reason"], code=int(code[:3]))
-            return f"{code} {answer.body['reason']}"
+            code = "554 5.6.0" if answer.body.code == INVALID else "452 4.3.1"
+            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=answer.body.reason, code=int(code[:3]))
+            return f"{code} {answer.body.reason}"
         self.ims.accepted += 1
-        self.ims.log("info", "ims.accepted", msg_id=msg_id, sender=sender, rcpts=answer.body["rcpts"],
+        self.ims.log("info", "ims.accepted", msg_id=msg_id, sender=sender, rcpts=answer.body.rcpts,
                      peer=str(session.peer), size=len(raw), message_id=client_id[:998] or None)
         return f"250 2.0.0 Ok: queued as {msg_id}"
 

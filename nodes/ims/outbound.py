@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import msgpack
 
+from protocol import messages
 from protocol.names import valid_msg_id
 
 from ..config import fsync_dir, open_append, write_atomic
@@ -222,16 +223,16 @@ class Outbound:
                                    r["queued_at"], expires, r.get("accepted_at") or r["queued_at"],
                                    r.get("priority") or "normal", r["failed"])
 
-    def put(self, body: dict[str, Any], now: float) -> tuple[Item | None, bool]:
+    def put(self, body: messages.ImsOutbound, now: float) -> tuple[Item | None, bool]:
         """Take a message for outside; (its item, whether it is new). Durable when this returns. One
         that ended here already (relayed, or handed back) is not taken again."""
-        key = key_of(body["msg_id"], body["rcpt"])
+        key = key_of(body.msg_id, body.rcpt)
         if key in self.relayed or key in self.returned:
             return None, False
         if key in self.items:
             return self.items[key], False
-        item = Item(key, body["msg_id"], body["sender"], body["rcpt"], body["raw"], body["ndr_for"],
-                    list(body["ndr_rcpts"]), now, body["expires_at"], body["accepted_at"], body["priority"])
+        item = Item(key, body.msg_id, body.sender, body.rcpt, body.raw, body.ndr_for,
+                    list(body.ndr_rcpts), now, body.expires_at, body.accepted_at, body.priority)
         self._write("outbound", item)
         self.items[key] = item
         return item, True

@@ -102,7 +102,7 @@ class Relay:
         except TimeoutError:
             answer = None
         if answer is None or answer.type != "ok":
-            why = answer.body.get("reason", answer.type) if answer is not None else f"{self.ims.mta} did not answer"
+            why = getattr(answer.body, "reason", answer.type) if answer is not None else f"{self.ims.mta} did not answer"
             item.next_at = time.time() + self.retry_s
             self.ims.log("warning", "ims.hand_back_deferred", msg_id=item.msg_id, rcpt=item.rcpt, reason=why,
                          retry_in_ms=int(self.retry_s * 1000))

@@ -178,7 +178,7 @@ class DsnSMTP(SMTP):
         except TimeoutError:
             self.ims.log("warning", "ims.auth", user=alias, ok=False, why=f"{self.ims.mta} did not answer")
             return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
-        known = answer.type == "mta.entry" and answer.body["recipient"] is not None
+        known = answer.type == "mta.entry" and answer.body.recipient is not None
         self.ims.log("info" if known else "warning", "ims.auth", user=alias, ok=known,
                      **({} if known else {"why": "not one of the directory's users"}))
         return result if known else AuthResult(success=False, handled=False)

@@ -22,7 +22,7 @@ import heapq
 import itertools
 from typing import Any, Callable, Iterator
 
-from protocol import INVALID, MAX_MESSAGE_BYTES, PRIORITIES
+from protocol import INVALID, MAX_MESSAGE_BYTES, PRIORITIES, messages
 from protocol.names import MSG_ID_RULE, generated_id, valid_msg_id, valid_submitted_id
 
 from ..config import BUILDS, Settings
@@ -31,7 +31,8 @@ from ..mail import compose, external
 from .cache import DirectoryCache
 from .external import External
 from .feed import DirectoryFeed
-from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage, listing as queue_listing
+from .queue import WAITING, Pair, PersistMessage, QueuedMessage, RetireMessage
+from .queue import listing as queue_listing
 from .reports import NEVER, Reports
 from .routing import MAX_CYCLES, Routing
 from .seen import Seen
@@ -144,7 +145,7 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             if event.frame.type == "fault.lag":
                 return self._set_lag(event, event.frame.body)
             if event.frame.type == "mta.queue":
-                items, total = queue_listing(self.queue, now, max(0, event.frame.body["limit"]))
+                items, total = queue_listing(self.queue, now, max(0, event.frame.body.limit))
                 return [Reply(event.peer, event.frame.id, "mta.queue_listing", {"items": items, "total": total})]
             handler = {
                 "mta.submit": self._submit,
@@ -179,11 +180,12 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
         """`xcon fault clear`: the configured replication lag again."""
         self.cache.lag_s, self.cache.jitter_s = self._lag
 
-    def _set_lag(self, req: Request, body: dict[str, Any]) -> list:
+    def _set_lag(self, req: Request, body: messages.FaultLag) -> list:
         """Change the replication lag from now on (a fault a campaign can inject)."""
-        self.cache.set_lag(body["lag_ms"], body["jitter_ms"])
+        self.cache.set_lag(body.lag_ms, body.jitter_ms)
         return [Reply(req.peer, req.frame.id, "ok", {}),
-                log("fault.applied", level="warning", type="fault.lag", by=req.frame.src, **body)]
+                log("fault.applied", level="warning", type="fault.lag", by=req.frame.src, lag_ms=body.lag_ms,
+                    jitter_ms=body.jitter_ms)]
 
     def _prune_seen(self, now: float) -> None:
         if now < self._next_prune:
@@ -232,8 +234,8 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
 
     # --- accepting --------------------------------------------------------------------------
 
-    def _submit(self, req: Request, body: dict[str, Any], now: float) -> list:
-        sender, recipients = body["sender"], list(dict.fromkeys(body["recipients"]))
+    def _submit(self, req: Request, body: messages.MtaSubmit, now: float) -> list:
+        sender, recipients = body.sender, list(dict.fromkeys(body.recipients))
         if not recipients:
             return error(req, "a message needs at least one recipient", INVALID)
         if len(recipients) > MAX_RECIPIENTS:
@@ -241,17 +243,17 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
         for alias in [sender, *recipients]:  # a recipient outside the organisation leaves by the IMS
             if self.cache.get(alias, now) is None and not (alias != sender and external(alias)):
                 return error(req, f"unknown user '{alias}' (not in mta.{self.server}'s directory cache)", INVALID)
-        priority = body.get("priority") or "normal"
+        priority = body.priority or "normal"
         if priority not in PRIORITIES:
             return error(req, f"priority must be one of {', '.join(PRIORITIES)} (got {priority!r})", INVALID)
-        msg_id = body["msg_id"]
+        msg_id = body.msg_id
         if msg_id is None:
             self._submitted += 1
             msg_id = generated_id(self.server, self._boot, self._submitted)
         elif not valid_submitted_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id ({MSG_ID_RULE})", INVALID)
         return self._accept(req, msg_id, sender, recipients, priority, now,
-                            lambda: compose(msg_id, sender, recipients, body["subject"], body["body"], now, priority))
+                            lambda: compose(msg_id, sender, recipients, body.subject, body.body, now, priority))
 
     def _accept(self, req: Request, msg_id: str, sender: str, recipients: list[str], priority: str, now: float,
                 make_raw: Callable[[], bytes], **facts: Any) -> list:
@@ -269,7 +271,7 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
             alt_of = {p.rcpt: p.alt_of for p in known.pairs.values() if p.alt_of} if known else {}
             # when it was first taken, and its priority: its time-out runs from then (inspect.justify)
             first = {"accepted_at": known.accepted_at, **_priority(known.priority)} if known else {}
-            return [Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": rcpts}, msg_id),
+            return [Reply(req.peer, req.frame.id, "mta.accepted", messages.MtaAccepted(msg_id, rcpts), msg_id),
                     log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=rcpts, alt_of=alt_of,
                         cache_usn=self.cache.usn, repeated=True, **first, **facts)]
         raw = make_raw()  # made only for a message not taken before
@@ -283,7 +285,7 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
         self.queue[msg_id] = msg
         actions: list = [
             PersistMessage(msg.msg_id, msg.to_record()),  # durable before the acknowledgement
-            Reply(req.peer, req.frame.id, "mta.accepted", {"msg_id": msg_id, "rcpts": list(msg.pairs)}, msg_id),
+            Reply(req.peer, req.frame.id, "mta.accepted", messages.MtaAccepted(msg_id, list(msg.pairs)), msg_id),
             log("mta.accepted", msg_id=msg_id, sender=sender, rcpts=list(msg.pairs),
                 alt_of={p.rcpt: p.alt_of for p in msg.pairs.values() if p.alt_of}, cache_usn=self.cache.usn,
                 **_priority(priority), **facts),
@@ -307,37 +309,27 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
                 pairs.setdefault(alias, Pair(alias))
         return list(pairs.values())
 
-    def _transfer_in(self, req: Request, body: dict[str, Any], now: float) -> list:
-        msg_id = body["msg_id"]
+    def _transfer_in(self, req: Request, body: messages.MtaTransfer, now: float) -> list:
+        msg_id = body.msg_id
         if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id")
         incoming = []
-        for r in body["rcpts"]:
-            if not (isinstance(r.get("alias"), str) and isinstance(r.get("hops"), int)
-                    and isinstance(r.get("alt_of"), (str, type(None))) and isinstance(r.get("hint"), (dict, type(None)))):
-                return error(req, "mta.transfer: each rcpt needs alias (str), alt_of (str|nil), hint (map|nil), hops (int)")
+        for r in body.rcpts:  # each of its fields checked as the frame was read (protocol.messages)
             # an unconfirmed pair (a delivery that went unanswered, upstream) stays so here: the
             # message may be in the mailbox already, wherever the mailbox has gone since
-            hint = r["hint"]
-            if hint is not None and not (isinstance(hint.get("usn"), int) and isinstance(hint.get("home_server"), str)):
-                return error(req, "mta.transfer: a rcpt's hint needs usn (int) and home_server (str)")
-            cycles = r.get("cycles", 0)
-            if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 0:
-                return error(req, "mta.transfer: a rcpt's cycles must be an int >= 0")
-            incoming.append(Pair(r["alias"], alt_of=r["alt_of"], hint=hint, hops=r["hops"],
-                                 unconfirmed=r.get("unconfirmed") is True,
-                                 alt_copy=r["alt_copy"] if isinstance(r.get("alt_copy"), str) else None,
-                                 cycles=cycles, arrived_usn=hint["usn"] if hint else -1))
+            hint = r.hint
+            incoming.append(Pair(r.alias, alt_of=r.alt_of, hint=hint, hops=r.hops, unconfirmed=r.unconfirmed,
+                                 alt_copy=r.alt_copy, cycles=r.cycles, arrived_usn=hint["usn"] if hint else -1))
         msg = self.queue.get(msg_id)
         fresh = [p for p in incoming if p.hops > self._known_hops(msg_id, msg, p.rcpt)]
         ack = Reply(req.peer, req.frame.id, "mta.transfer_ack",
-                    {"msg_id": msg_id, "rcpts": [p.rcpt for p in incoming]}, msg_id)
+                    messages.MtaTransferAck(msg_id, [p.rcpt for p in incoming]), msg_id)
         if not fresh:
             return [ack, log("mta.transfer_duplicate", msg_id=msg_id, rcpts=[p.rcpt for p in incoming], src=req.frame.src)]
         if msg is None:
-            priority = body.get("priority") if body.get("priority") in PRIORITIES else "normal"
-            msg = QueuedMessage(msg_id, body["sender"], body["raw"], body["accepted_at"], body["ndr_for"],
-                                list(body["ndr_rcpts"]), priority=priority)
+            priority = body.priority if body.priority in PRIORITIES else "normal"
+            msg = QueuedMessage(msg_id, body.sender, body.raw, body.accepted_at, body.ndr_for,
+                                list(body.ndr_rcpts), priority=priority)
             self.queue[msg_id] = msg
         for pair in fresh:
             msg.pairs[pair.rcpt] = pair
@@ -356,9 +348,9 @@ class MtaCore(Routing, Reports, DirectoryFeed, External):
         held = msg.pairs.get(rcpt) if msg else None
         return max(held.hops if held else -1, self.seen.hops(msg_id).get(rcpt, -1))
 
-    def _released(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox = body["mailbox"]
-        actions: list = [Reply(req.peer, req.frame.id, "ok", {}), log("mta.released", mailbox=mailbox)]
+    def _released(self, req: Request, body: messages.StoreReleased, now: float) -> list:
+        mailbox = body.mailbox
+        actions: list = [Reply(req.peer, req.frame.id, "ok", messages.OK), log("mta.released", mailbox=mailbox)]
         for msg in list(self.queue.values()):
             pair = msg.pairs.get(mailbox)
             if pair is not None and pair.state == "deferred":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from protocol import INVALID, PRIORITIES, RELAY_FAILURES
+from protocol import INVALID, PRIORITIES, RELAY_FAILURES, messages
 from protocol.names import MSG_ID_RULE, valid_msg_id, valid_submitted_id
 
 from ..config import Settings
@@ -36,15 +36,15 @@ class External:
     _fail: Callable[..., list]
     _expires_at: Callable[[QueuedMessage], float]
 
-    def _lookup(self, req: Request, body: dict[str, Any], now: float) -> list:
-        return [Reply(req.peer, req.frame.id, "mta.entry", {"recipient": self.cache.get(body["alias"], now)})]
+    def _lookup(self, req: Request, body: messages.MtaLookup, now: float) -> list:
+        return [Reply(req.peer, req.frame.id, "mta.entry", {"recipient": self.cache.get(body.alias, now)})]
 
-    def _submit_raw(self, req: Request, body: dict[str, Any], now: float) -> list:
-        msg_id, sender, raw = body["msg_id"], body["sender"], body["raw"]
-        recipients = list(dict.fromkeys(body["recipients"]))
+    def _submit_raw(self, req: Request, body: messages.MtaSubmitRaw, now: float) -> list:
+        msg_id, sender, raw = body.msg_id, body.sender, body.raw
+        recipients = list(dict.fromkeys(body.recipients))
         if not valid_submitted_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id ({MSG_ID_RULE})", INVALID)
-        if not recipients or body["priority"] not in PRIORITIES:
+        if not recipients or body.priority not in PRIORITIES:
             return error(req, "mta.submit_raw: needs a recipient and a priority", INVALID)
         unknown = [r for r in recipients if external(r) or self.cache.get(r, now) is None]
         if unknown:
@@ -53,7 +53,7 @@ class External:
         # Its client's Message-ID goes on the acceptance line: Dovecot's record of what a user
         # expunged names a message by it (nodes.imap.record), and the IMS's own line may never be
         # written (a session cut before its 250)
-        return self._accept(req, msg_id, sender, recipients, body["priority"], now, lambda: raw, via="smtp",
+        return self._accept(req, msg_id, sender, recipients, body.priority, now, lambda: raw, via="smtp",
                             message_id=message_id_of(raw))
 
     def _relay(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
@@ -70,22 +70,22 @@ class External:
                       "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts, "accepted_at": msg.accepted_at,
                       "priority": msg.priority, "expires_at": self._expires_at(msg)}, request, msg.msg_id)]
 
-    def _relay_failed(self, req: Request, body: dict[str, Any], now: float) -> list:
+    def _relay_failed(self, req: Request, body: messages.MtaRelayFailed, now: float) -> list:
         """The IMS hands back a pair that will not leave (refused for good, or its time-out over):
         it fails here as any pair this MTA gives up on, an NDR to the originator, or for a report
         the postmaster's copy (nodes.mta.reports), durable before the IMS hears "ok". The message
         may have left the queue since it was handed over: it is taken up again for this. Sent
         again (the "ok" was lost), it is answered, not failed twice."""
-        msg_id, rcpt, reason = body["msg_id"], body["rcpt"], body["reason"]
+        msg_id, rcpt, reason = body.msg_id, body.rcpt, body.reason
         if not valid_msg_id(msg_id) or not external(rcpt) or reason not in RELAY_FAILURES:
             return error(req, "mta.relay_failed: a message id, an outside address and a reason "
                               f"({', '.join(RELAY_FAILURES)})", INVALID)
         ok = Reply(req.peer, req.frame.id, "ok", {}, msg_id)
         msg = self.queue.get(msg_id)
         if msg is None:
-            priority = body["priority"] if body["priority"] in PRIORITIES else "normal"
-            msg = QueuedMessage(msg_id, body["sender"], body["raw"], body["accepted_at"], body["ndr_for"],
-                                list(body["ndr_rcpts"]), priority=priority)
+            priority = body.priority if body.priority in PRIORITIES else "normal"
+            msg = QueuedMessage(msg_id, body.sender, body.raw, body.accepted_at, body.ndr_for,
+                                list(body.ndr_rcpts), priority=priority)
         pair = msg.pairs.get(rcpt)
         if pair is not None and pair.state == "failed":
             return [ok, log("mta.relay_failed", msg_id=msg_id, rcpt=rcpt, reason=reason, repeated=True, src=req.frame.src)]
@@ -94,7 +94,7 @@ class External:
         self.queue[msg_id] = msg
         self.requests.pop(pair.request or "", None)
         return [log("mta.relay_failed", level="warning", msg_id=msg_id, rcpt=rcpt, reason=reason,
-                    diagnostic=body["diagnostic"][:500], ndr_for=msg.ndr_for, src=req.frame.src),
+                    diagnostic=body.diagnostic[:500], ndr_for=msg.ndr_for, src=req.frame.src),
                 *self._fail(msg, [pair], reason, now), ok]
 
     def _relayed(self, msg: QueuedMessage, pair: Pair, frame: Any) -> list:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol import messages
+
 from ..core import Send, log
 from .cache import DirectoryCache
 from .queue import QueuedMessage
@@ -45,13 +47,13 @@ class DirectoryFeed:
         if frame.re != self._snapshot_req:
             return []
         self._snapshot_req = None
-        if self.cache.initialized and frame.body["usn"] < self.cache.received_usn:
-            return self._went_back(frame.body["usn"])
+        if self.cache.initialized and frame.body.usn < self.cache.received_usn:
+            return self._went_back(frame.body.usn)
         first = not self.cache.initialized
-        scheduled = self.cache.load_snapshot(frame.body["usn"], frame.body["recipients"], now)
-        self.directory_usn = max(self.directory_usn, frame.body["usn"])
+        scheduled = self.cache.load_snapshot(frame.body.usn, frame.body.recipients, now)
+        self.directory_usn = max(self.directory_usn, frame.body.usn)
         self._wake_at(self.cache.next_apply())
-        actions: list = [log("mta.snapshot", usn=frame.body["usn"], first=first, scheduled=len(scheduled))]
+        actions: list = [log("mta.snapshot", usn=frame.body.usn, first=first, scheduled=len(scheduled))]
         if first:
             actions.append(log("mta.ready", cache_usn=self.cache.usn, queued=len(self.queue)))
             for msg in list(self.queue.values()):  # recovered from disk: route again
@@ -60,24 +62,24 @@ class DirectoryFeed:
                         actions += self._route(msg, pair, now)
         return actions
 
-    def _feed(self, type_: str, body: dict[str, Any], now: float) -> list:
+    def _feed(self, type_: str, body: messages.Body, now: float) -> list:
         if type_ == "dir.heartbeat":
-            if self.cache.initialized and body["usn"] < self.cache.received_usn:
-                return self._went_back(body["usn"])
-            self.directory_usn = max(self.directory_usn, body["usn"])
-            if self.cache.initialized and body["usn"] > self.cache.received_usn and self._snapshot_req is None:
-                return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),
+            if self.cache.initialized and body.usn < self.cache.received_usn:
+                return self._went_back(body.usn)
+            self.directory_usn = max(self.directory_usn, body.usn)
+            if self.cache.initialized and body.usn > self.cache.received_usn and self._snapshot_req is None:
+                return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body.usn),
                         self._ask_snapshot(now)]
             return []
         if type_ != "dir.change":
             return []
-        self.directory_usn = max(self.directory_usn, body["usn"])
-        outcome = self.cache.receive(body["usn"], body["recipient"], now)
+        self.directory_usn = max(self.directory_usn, body.usn)
+        outcome = self.cache.receive(body.usn, body.recipient, now)
         if outcome == "gap" and self._snapshot_req is None:
-            return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body["usn"]),
+            return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body.usn),
                     self._ask_snapshot(now)]
         if outcome == "scheduled":
             self._wake_at(self.cache.next_apply())
-            return [log("mta.change_received", usn=body["usn"], alias=body["recipient"]["alias"],
+            return [log("mta.change_received", usn=body.usn, alias=body.recipient["alias"],
                         apply_in_ms=int((self.cache.last_scheduled() - now) * 1000))]
         return []

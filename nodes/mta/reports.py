@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.messages import StoreDeliver
 from protocol.names import POSTMASTER, postmaster_id, report_id
 
 from ..config import Settings
@@ -133,8 +134,8 @@ class Reports:
         """Ask this server's store to deliver the pair, with the message's time-out."""
         self._await(msg, pair, "delivering", request, now)
         return Send(f"store.{self.server}", "store.deliver",
-                    {"msg_id": msg.msg_id, "mailbox": pair.rcpt, "raw": msg.raw, "ndr_for": msg.ndr_for,
-                     "ndr_rcpts": msg.ndr_rcpts, "expires_at": self._expires_at(msg)}, request, msg.msg_id)
+                    StoreDeliver(msg.msg_id, pair.rcpt, msg.raw, msg.ndr_for, msg.ndr_rcpts, self._expires_at(msg)),
+                    request, msg.msg_id)
 
     def _expires_at(self, msg: QueuedMessage) -> float:
         """When the message times out: its acceptance plus its priority's time-out; a report's own

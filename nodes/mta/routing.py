@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.messages import MtaTransfer, TransferRcpt
+
 from ..config import Settings
 from ..core import Send, log
 from ..mail import external
@@ -97,14 +99,11 @@ class Routing:
         pair.handed_to, pair.hint = f"mta.{home}", entry
         # the hand-off is on disk before the transfer leaves, so a restart sends it to the same peer
         durable = [PersistMessage(msg.msg_id, msg.to_record())] if first_hand_off else []
+        rcpt = TransferRcpt(pair.rcpt, pair.alt_of, entry, pair.hops + 1, pair.unconfirmed,
+                            self._alternate_copy(msg, pair), cycles)
         return [routed, *durable, Send(f"mta.{home}", "mta.transfer",
-                             {"msg_id": msg.msg_id, "sender": msg.sender, "raw": msg.raw,
-                              "accepted_at": msg.accepted_at, "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts,
-                              "priority": msg.priority,
-                              "rcpts": [{"alias": pair.rcpt, "alt_of": pair.alt_of, "hint": entry,
-                                         "hops": pair.hops + 1, "unconfirmed": pair.unconfirmed,
-                                         "alt_copy": self._alternate_copy(msg, pair), "cycles": cycles}]},
-                             request, msg.msg_id)]
+                                       MtaTransfer(msg.msg_id, msg.sender, msg.raw, msg.accepted_at, msg.ndr_for,
+                                                   msg.ndr_rcpts, msg.priority, [rcpt]), request, msg.msg_id)]
 
     def _await(self, msg: QueuedMessage, pair: Pair, state: str, request: str, now: float) -> None:
         pair.state, pair.request, pair.deadline = state, request, now + self.timeout_s
@@ -124,15 +123,15 @@ class Routing:
         if frame.type == "error":
             if not pair.resent:
                 pair.handed_to = None  # the peer refused the only copy it was sent: it does not own the pair
-            return self._defer(msg, pair, now, f"{frame.src}: {body['reason']}")
+            return self._defer(msg, pair, now, f"{frame.src}: {body.reason}")
         if frame.type == "store.result" and pair.state == "delivering":
-            outcome = body["outcome"]
+            outcome = body.outcome
             if outcome in ("delivered", "duplicate"):
                 pair.state = "delivered"
                 return [log("mta.delivered", msg_id=msg.msg_id, rcpt=pair.rcpt, duplicate=outcome == "duplicate"),
                         *self._progress(msg)]
             if outcome == "deferred" or msg.report is not None:  # a postmaster copy waits, whatever the answer
-                return self._defer(msg, pair, now, body["reason"])
+                return self._defer(msg, pair, now, body.reason)
             if outcome == "expired":
                 # the store has no copy and will take none: every attempt still on its way is
                 # refused too (it carries the same time-out), so the NDR cannot meet a delivery
@@ -145,7 +144,7 @@ class Routing:
             pair.state, pair.handed_to, pair.resent = "transferred", None, False
             return [log("mta.transferred", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src), *self._progress(msg)]
         if frame.type == "dir.entry" and pair.state == "resolving":
-            return self._resolved(msg, pair, body["recipient"], now)
+            return self._resolved(msg, pair, body.recipient, now)
         return self._defer(msg, pair, now, f"unexpected answer '{frame.type}' from {frame.src}")
 
     def _locate(self, request: str | None) -> tuple[QueuedMessage, Pair] | None:

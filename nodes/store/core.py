@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import INVALID, MAX_MESSAGE_BYTES, NO_MAILBOX, NOT_LOCKED
+from protocol import INVALID, MAX_MESSAGE_BYTES, NO_MAILBOX, NOT_LOCKED, messages
 from protocol.names import POSTMASTER, valid_alias, valid_msg_id
 
 from ..core import DiskSpace, Ids, Reply, Request, Room, Send, error, log
@@ -126,17 +126,17 @@ class StoreCore:
         }.get(frame.type)
         if handler is None:
             return error(event, f"the store does not handle '{frame.type}'")
-        mailbox = frame.body.get("mailbox", "")
+        mailbox = frame.body.mailbox
         if not valid_alias(mailbox):
             return error(event, f"'{mailbox}' is not a valid mailbox name", INVALID)
         return handler(event, frame.body, now)
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _create(self, req: Request, body: dict[str, Any], now: float) -> list:
+    def _create(self, req: Request, body: messages.StoreCreate, now: float) -> list:
         """A new mailbox, live at once. With an owner, a legacy move's target (KB Q277911): the
         move copies into its in-transit folder, and marks it in transit (a lock) later."""
-        mailbox, owner = body["mailbox"], body["owner"]
+        mailbox, owner = body.mailbox, body.owner
         if owner is not None and owner in self.ended:
             return self._late(req, mailbox, owner, "create")
         if owner is not None and self.made.get(mailbox) == owner:
@@ -153,16 +153,16 @@ class StoreCore:
                 *([CreateMailbox(IN_TRANSIT + mailbox)] if owner else []), self._ok(req),
                 log("store.created", mailbox=mailbox, **({"owner": owner} if owner else {}))]
 
-    def _deliver(self, req: Request, body: dict[str, Any], now: float) -> list:
-        msg_id, mailbox = body["msg_id"], body["mailbox"]
+    def _deliver(self, req: Request, body: messages.StoreDeliver, now: float) -> list:
+        msg_id, mailbox = body.msg_id, body.mailbox
         if not valid_msg_id(msg_id):
             return error(req, f"'{msg_id[:80]}' is not a valid message id", INVALID)
-        if len(body["raw"]) > MAX_MESSAGE_BYTES:
-            return error(req, f"a message of {len(body['raw'])} bytes is over the limit of {MAX_MESSAGE_BYTES}", INVALID)
+        if len(body.raw) > MAX_MESSAGE_BYTES:
+            return error(req, f"a message of {len(body.raw)} bytes is over the limit of {MAX_MESSAGE_BYTES}", INVALID)
         fields = {"msg_id": msg_id, "mailbox": mailbox}
 
         def result(outcome: str, reason: str = "") -> Reply:
-            return Reply(req.peer, req.frame.id, "store.result", {**fields, "outcome": outcome, "reason": reason},
+            return Reply(req.peer, req.frame.id, "store.result", messages.StoreResult(msg_id, mailbox, outcome, reason),
                          req.frame.trace)
 
         if mailbox not in self.mailboxes:
@@ -175,7 +175,7 @@ class StoreCore:
             # before the lock: a copy in a mailbox that is being moved is there all the same (the
             # move carries it), and the MTA learns that an earlier attempt of its landed
             return [result("duplicate"), log("store.duplicate_suppressed", **fields)]
-        if now > body.get("expires_at", float("inf")):
+        if now > body.expires_at:
             # an attempt that waited (in a queue, for a store that was down) past the message's
             # time-out: refused, so that the NDR the MTA sends at the time-out is the only outcome
             return [result("expired", "the message's time-out has passed"),
@@ -183,25 +183,25 @@ class StoreCore:
         if mailbox in self.locked:
             reason = "mailbox being moved here" if mailbox in self.incoming or mailbox in self.made else "mailbox locked"
             return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]
-        if not self.room.fits(len(body["raw"])):
+        if not self.room.fits(len(body.raw)):
             reason = self.room.refusal()
             return [result("deferred", reason), log("store.deferred", reason=reason, **fields)]
         self.mailboxes[mailbox].add(msg_id)
         name = message_name(now, msg_id)
         return [
-            WriteMessage(mailbox, name, body["raw"]),
+            WriteMessage(mailbox, name, body.raw),
             result("delivered"),
-            log("store.delivered", file=name, size=len(body["raw"]), ndr_for=body["ndr_for"],
-                ndr_rcpts=body["ndr_rcpts"], **fields),
+            log("store.delivered", file=name, size=len(body.raw), ndr_for=body.ndr_for,
+                ndr_rcpts=body.ndr_rcpts, **fields),
         ]
 
-    def _list(self, req: Request, body: dict[str, Any], now: float) -> list:
-        if body["mailbox"] not in self.mailboxes:
-            return error(req, f"no mailbox '{body['mailbox']}' on {self.server}", NO_MAILBOX)
-        return [ListMailbox(req.peer, req.frame.id, body["mailbox"])]
+    def _list(self, req: Request, body: messages.StoreList, now: float) -> list:
+        if body.mailbox not in self.mailboxes:
+            return error(req, f"no mailbox '{body.mailbox}' on {self.server}", NO_MAILBOX)
+        return [ListMailbox(req.peer, req.frame.id, body.mailbox)]
 
-    def _lock(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox, owner = body["mailbox"], body["owner"]
+    def _lock(self, req: Request, body: messages.StoreLock, now: float) -> list:
+        mailbox, owner = body.mailbox, body.owner
         if owner in self.ended:
             return self._late(req, mailbox, owner, "lock")
         if mailbox not in self.mailboxes:
@@ -215,10 +215,10 @@ class StoreCore:
         return [self._persist(), self._ok(req),
                 log("store.marked_in_transit" if mailbox in self.made else "store.locked", mailbox=mailbox, owner=owner)]
 
-    def _unlock(self, req: Request, body: dict[str, Any], now: float) -> list:
+    def _unlock(self, req: Request, body: messages.StoreUnlock, now: float) -> list:
         """Unlock, and end the owner here. For a mailbox the owner's import created, this opens
         it: from now on mail is delivered into it."""
-        mailbox, owner = body["mailbox"], body["owner"]
+        mailbox, owner = body.mailbox, body.owner
         if owner in self.ended:
             return self._repeat(req, self._ok(req), mailbox, owner)
         if mailbox not in self.locked:
@@ -249,27 +249,27 @@ class StoreCore:
                 log("store.in_transit_flushed", level="warning" if dropped else "info", mailbox=mailbox,
                     copied=len(copy), dropped=dropped)]
 
-    def _export(self, req: Request, body: dict[str, Any], now: float) -> list:
-        if body["mailbox"] not in self.mailboxes:
-            return error(req, f"no mailbox '{body['mailbox']}' on {self.server}", NO_MAILBOX)
-        limit = body["limit"]
+    def _export(self, req: Request, body: messages.StoreExport, now: float) -> list:
+        if body.mailbox not in self.mailboxes:
+            return error(req, f"no mailbox '{body.mailbox}' on {self.server}", NO_MAILBOX)
+        limit = body.limit
         if not 1 <= limit <= MAX_EXPORT:
             return error(req, f"export limit must be between 1 and {MAX_EXPORT}", INVALID)
-        return [ExportPage(req.peer, req.frame.id, body["mailbox"], body["after"], limit)]
+        return [ExportPage(req.peer, req.frame.id, body.mailbox, body.after, limit)]
 
-    def _import(self, req: Request, body: dict[str, Any], now: float) -> list:
-        mailbox, owner = body["mailbox"], body["owner"]
+    def _import(self, req: Request, body: messages.StoreImport, now: float) -> list:
+        mailbox, owner = body.mailbox, body.owner
         if owner in self.ended:
             return self._late(req, mailbox, owner, "import into")
         pages = []
-        for m in body["messages"]:
+        for m in body.messages:
             # the whole mailbox travels: every folder a user made, every file a reader named, each
             # message's flags (Maildir's info); a move once carried the mailbox's own new/ and cur/
             # alone, without flags, and deleted the rest with the source (issue 34, story 4)
-            name, raw, folder, info = m.get("name"), m.get("raw"), m.get("folder", ""), m.get("info")
-            if not carried(name, folder, info) or not isinstance(raw, bytes):
-                return error(req, "store.import: each message needs a safe 'name', bytes 'raw', and a Maildir "
-                                  "'folder' and 'info' where it has them")
+            name, raw, folder, info = m.name, m.raw, m.folder, m.info
+            if not carried(name, folder, info):
+                return error(req, "store.import: each message needs a safe 'name', and a Maildir 'folder' and "
+                                  "'info' where it has them")
             msg_id = msg_id_of(name)
             pages.append((name, msg_id if msg_id and valid_msg_id(msg_id) else None, raw, folder, info))
         holder = self.locked.get(mailbox)
@@ -319,10 +319,10 @@ class StoreCore:
                 Reply(req.peer, req.frame.id, "store.imported", {"mailbox": mailbox, "count": len(fresh)}),
                 log("store.imported", mailbox=mailbox, owner=owner, count=len(fresh), into="in-transit folder")]
 
-    def _delete(self, req: Request, body: dict[str, Any], now: float) -> list:
+    def _delete(self, req: Request, body: messages.StoreDelete, now: float) -> list:
         """The end of a move on its source: delete the mailbox the owner holds locked, and tell
         the MTA so it retries at once what it deferred for it."""
-        mailbox, owner = body["mailbox"], body["owner"]
+        mailbox, owner = body.mailbox, body.owner
         if owner in self.ended:
             return self._repeat(req, self._ok(req), mailbox, owner)
         if mailbox not in self.mailboxes:
@@ -344,11 +344,11 @@ class StoreCore:
             gone = [DeleteMailbox(mailbox), log("store.deleted", mailbox=mailbox, owner=owner, messages=count)]
         return [gone[0], self._persist(), self._ok(req), gone[1], *self._released(mailbox)]
 
-    def _end_move(self, req: Request, body: dict[str, Any], now: float) -> list:
+    def _end_move(self, req: Request, body: messages.StoreEndMove, now: float) -> list:
         """A move is over here without having finished (rolled back, aborted): release what it
         holds. An incoming mailbox holds only the move's copies, so it is deleted; a source is
         unlocked, its mail untouched."""
-        mailbox, owner = body["mailbox"], body["owner"]
+        mailbox, owner = body.mailbox, body.owner
 
         def answer(unlocked: bool, deleted: int) -> Reply:
             return Reply(req.peer, req.frame.id, "store.move_ended",
@@ -412,4 +412,4 @@ class StoreCore:
                 log("store.released", mailbox=mailbox, to=self.mta)]
 
     def _ok(self, req: Request) -> Reply:
-        return Reply(req.peer, req.frame.id, "ok", {}, req.frame.trace)
+        return Reply(req.peer, req.frame.id, "ok", messages.OK, req.frame.trace)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.messages import Carried, StoreExported
+
 from ..config import Settings
 from ..core import DiskSpace, Reply
 from ..host import Wiring
@@ -37,11 +39,11 @@ def export_page(maildirs: Any, a: ExportPage) -> list:
             continue
         if messages and size + len(raw) > PAGE_BYTES:
             break  # a page stays far below the frame limit, however large the messages
-        messages.append({"name": name, "msg_id": msg_id_of(name) or "", "raw": raw, "folder": folder, "info": info})
+        messages.append(Carried(name, raw, msg_id_of(name) or "", folder, info))
         size += len(raw)
         taken += 1
     more = entries[taken - 1][0] if 0 < taken < len(entries) else None
-    return [Reply(a.peer, a.re, "store.exported", {"mailbox": a.mailbox, "messages": messages, "next": more})]
+    return [Reply(a.peer, a.re, "store.exported", StoreExported(a.mailbox, messages, more))]
 
 
 def wiring(server: str, settings: Settings, boot: str, maildirs: Any) -> Wiring:

@@ -60,7 +60,7 @@ class Client:
         """Send one request and return the answer; an `error` answer raises ClusterError(reason)."""
         frame = self.ask(node, type_, body, timeout, trace)
         if frame.type == "error":
-            raise (Refused if frame.body["code"] in (INVALID, NO_MAILBOX) else ClusterError)(frame.body["reason"])
+            raise (Refused if frame.body.code in (INVALID, NO_MAILBOX) else ClusterError)(frame.body.reason)
         return frame
 
     def ask(self, node: str, type_: str, body: dict[str, Any] | None = None, timeout: float | None = None,

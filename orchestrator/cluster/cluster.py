@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from nodes.config import ClusterConfig, open_append
-from protocol import MOVE_ENDED, hlc
-from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
-
 from orchestrator import processes
 from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
+from protocol import MOVE_ENDED, as_dict, hlc
+from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
 from .client import Client, ClusterError, NoAnswer, Refused, TimedOut
 from .rundir import saved_config
@@ -101,19 +100,19 @@ class Cluster:
             "alias": alias, "display_name": display_name or alias, "home_server": server,
             "alternate": alternate, "deliver_to_both": deliver_to_both})
         if wait:
-            self.wait_replicated(reply.body["usn"])
-        return reply.body["recipient"]
+            self.wait_replicated(reply.body.usn)
+        return reply.body.recipient
 
     def set_user(self, alias: str, changes: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         if self.lookup(alias) is None:
             raise Refused(f"unknown user '{alias}'")
         reply = self.client.request("directory", "dir.modify", {"alias": alias, "changes": changes, "op": None})
         if wait:
-            self.wait_replicated(reply.body["usn"])
-        return reply.body["recipient"]
+            self.wait_replicated(reply.body.usn)
+        return reply.body.recipient
 
     def lookup(self, alias: str) -> dict[str, Any] | None:
-        return self.client.request("directory", "dir.lookup", {"alias": alias}).body["recipient"]
+        return self.client.request("directory", "dir.lookup", {"alias": alias}).body.recipient
 
     def until(self, condition: Callable[[], T], timeout: float, what: str, every: float = 0.02) -> T:
         """Ask `condition` on this cluster's clock (the wall clock, or the simulator's) until it
@@ -151,19 +150,19 @@ class Cluster:
             again = (f"send it again with the same message id ({msg_id}), which an MTA takes once" if msg_id else
                      "a resend may deliver it twice (give a message id to make a resend safe)")
             raise NoAnswer(f"{exc}; the message may have been accepted all the same: {again}") from None
-        return {**reply.body, "mta": f"mta.{entry['home_server']}"}
+        return {**as_dict(reply.body), "mta": f"mta.{entry['home_server']}"}
 
     def mailbox(self, alias: str) -> dict[str, Any]:
         if alias == POSTMASTER:  # a mailbox on every server: all of them, each message with its server
             messages = [{**m, "server": server} for server in self.servers
-                        for m in self.client.request(f"store.{server}", "store.list", {"mailbox": alias}).body["messages"]]
+                        for m in self.client.request(f"store.{server}", "store.list", {"mailbox": alias}).body.messages]
             return {"alias": alias, "server": ", ".join(self.servers), "messages": messages}
         entry = self.lookup(alias)
         if entry is None:
             raise Refused(f"unknown user '{alias}'")
         server = entry["home_server"]
         listing = self.client.request(f"store.{server}", "store.list", {"mailbox": alias})
-        return {"alias": alias, "server": server, "messages": listing.body["messages"]}
+        return {"alias": alias, "server": server, "messages": listing.body.messages}
 
     def holds(self, alias: str, msg_id: str) -> bool:
         """Whether `msg_id` is in `alias`'s mailbox, wherever it lives now."""
@@ -192,13 +191,13 @@ class Cluster:
              wait: bool = True, timeout: float = 600.0) -> dict[str, Any]:
         started = self.client.request("orchestrator", "orch.move", {
             "alias": alias, "target": target, "workaround": workaround, "copy_delay_ms": copy_delay_ms})
-        move_id = started.body["move_id"]
+        move_id = started.body.move_id
         if not wait:
             return self.move_state(move_id)
         return self.wait_move(move_id, timeout)
 
     def move_state(self, move_id: str) -> dict[str, Any]:
-        return self.client.request("orchestrator", "orch.move_status", {"move_id": move_id}).body["move"]
+        return self.client.request("orchestrator", "orch.move_status", {"move_id": move_id}).body.move
 
     def wait_move(self, move_id: str, timeout: float = 600.0, step: str | None = None,
                   settled: bool = False) -> dict[str, Any]:
@@ -221,7 +220,7 @@ class Cluster:
         running = [m for m in self.status_of("orchestrator")["active"] if m["alias"] == alias]
         for m in running:
             state = m if m["rolling_back"] else self.client.request("orchestrator", "orch.abort",
-                                                                   {"alias": alias}).body["move"]
+                                                                   {"alias": alias}).body.move
             if state["step"] != "failed":  # failed already: aborted while it resolved, and forgotten
                 try:
                     state = self.wait_move(state["move_id"], timeout, settled=True)
@@ -243,7 +242,7 @@ class Cluster:
             if owner in active:
                 continue
             ended = self.client.request(store, "store.end_move", {"mailbox": alias, "owner": owner}).body
-            result["cleared"].append({"store": store, **ended})
+            result["cleared"].append({"store": store, **as_dict(ended)})
         cli_log(self.config.run_dir, "move.abort", alias=alias, moves=[m["move_id"] for m in result["moves"]],
                 cleared=result["cleared"], unreachable=result["unreachable"])
         return result
@@ -278,7 +277,7 @@ class Cluster:
     def wait_node_ready(self, node: str, timeout: float = 20.0) -> None:
         def ready() -> bool:
             try:  # up but not ready (an MTA waiting for the directory), or not answering yet
-                return bool(self.client.ask(node, "ping", timeout=0.5).body.get("ready"))
+                return bool(self.client.ask(node, "ping", timeout=0.5).body.ready)
             except ClusterError:
                 return False
 
@@ -287,7 +286,7 @@ class Cluster:
     # --- watching -----------------------------------------------------------------------
 
     def status_of(self, node: str) -> dict[str, Any]:
-        return self.client.request(node, "status", timeout=2.0).body["status"]
+        return self.client.request(node, "status", timeout=2.0).body.status
 
     def status(self) -> dict[str, Any]:
         nodes = {}
@@ -394,7 +393,9 @@ class Cluster:
 
     def end_state(self) -> Any:
         """What the mailboxes, locks, directory and journal hold (orchestrator.audit), or None."""
-        from orchestrator.inspect import audit  # the verdict's modules load when a verdict is asked for
+        from orchestrator.inspect import (
+            audit,  # the verdict's modules load when a verdict is asked for
+        )
         return audit.read(self.config.run_dir) if audit.available(self.config.run_dir) else None
 
     def durable(self, state: Any) -> audit.Pairs:

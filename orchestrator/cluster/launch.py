@@ -159,7 +159,7 @@ def wait_ready(cluster: Cluster, procs: dict[str, subprocess.Popen], timeout: fl
                 tail = _tail(cluster.config.run_dir / "logs" / f"{name}.console")
                 raise ClusterError(f"{name} exited with code {procs[name].returncode} while starting: {tail}")
             try:
-                if cluster.client.request(name, "ping", timeout=0.2).body["ready"]:
+                if cluster.client.request(name, "ping", timeout=0.2).body.ready:
                     waiting.discard(name)
             except ClusterError:
                 pass

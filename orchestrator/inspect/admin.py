@@ -40,7 +40,7 @@ def queue(run_dir: Path, cluster: Any, mtas: list[str], limit: int = DEFAULT_LIM
             if cluster is None or not cluster.alive(mta):
                 raise LookupError
             body = cluster.client.request(mta, "mta.queue", {"limit": limit}, timeout=5.0).body
-            found[mta] = {**body, "source": "live"}
+            found[mta] = {"items": body.items, "total": body.total, "source": "live"}
         except Exception:  # noqa: BLE001 - down, paused or not answering: read its durable state
             found[mta] = {**offline_queue(run_dir, mta, limit), "source": "queue log"}
     return found

@@ -51,7 +51,7 @@ def _livelock() -> tuple[Any, str, Callable]:
 
     def response(self, frame, now):
         located = self._locate(frame.re) if frame.type == "store.result" else None
-        if located and frame.body.get("outcome") in ("delivered", "duplicate"):
+        if located and frame.body.outcome in ("delivered", "duplicate"):
             msg, pair = located  # a delivery taken for a deferral, retried a microsecond on
             self.requests.pop(frame.re, None)
             pair.state, pair.request, pair.next_at = "deferred", None, now + 1e-6

@@ -35,7 +35,7 @@ from nodes.mta.node import wiring as mta_wiring
 from nodes.mta.spool import MemorySpool
 from nodes.store.memory import MemoryMaildirs
 from nodes.store.node import wiring as store_wiring
-from protocol import Frame, ProtocolError, decode, encode, hlc
+from protocol import Frame, ProtocolError, body_of, decode, encode, hlc
 
 from orchestrator.journal import MemoryJournal
 from orchestrator.inspect.logread import merge
@@ -372,13 +372,14 @@ class World:
             return None
         peer = (CLIENT, -1)  # no incarnation of the client: the answer is taken here, not sent
         host = n.host
-        self._turn(n, host.request, peer, Frame(type_, rid, CLIENT, clock, body), self.now)
+        self._turn(n, host.request, peer, Frame(type_, rid, CLIENT, clock, body_of(type_, body)), self.now)
         if n.host is None:
             return None
         answer, others = None, []
         for out in host.commit():
-            if out.kind == "reply" and out.to == peer:
-                answer = out.frame  # made for this answer alone: nobody else holds it
+            if out.kind == "reply" and out.to == peer:  # made for this answer alone: nobody else holds it
+                answer = out.frame
+                answer.body = body_of(answer.type, answer.body)  # as the client would read it
             else:
                 others.append(out)
         self._send(n, others)

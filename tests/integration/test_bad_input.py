@@ -74,7 +74,7 @@ def test_a_message_too_big_for_any_store_is_refused_at_once(run, tmp_path):
         sent = time.time()
         reply = client.ask("mta.ex1", "mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
                                                      "subject": "", "body": "y" * MAX_FRAME_BYTES, "priority": None})
-        assert reply.type == "error" and "over the limit" in reply.body["reason"]
+        assert reply.type == "error" and "over the limit" in reply.body.reason
         assert time.time() - sent < 5, "answered, not left to time out"
     assert time.time() - t0 < 30
     assert xcon_json("status", run_dir=run)["nodes"]["mta.ex1"]["status"]["messages"] == 0

@@ -35,7 +35,7 @@ def test_every_invalid_frame_gets_an_error_and_changes_nothing(live, frame):
     cluster, socks = live
     for node, sock in socks.items():
         reply = ask(sock, frame)
-        assert reply.type == "error" and reply.body["reason"], (node, frame[:60])
+        assert reply.type == "error" and reply.body.reason, (node, frame[:60])
 
 
 def test_valid_frames_in_invalid_states_are_refused(live):
@@ -55,8 +55,9 @@ def test_valid_frames_in_invalid_states_are_refused(live):
                                   "deliver_to_both": False}),
         ("mta.ex1", "mta.submit", {"msg_id": "../x", "sender": "alice", "recipients": ["alice"], "subject": "",
                                    "body": "", "priority": None}),
-        ("mta.ex1", "mta.transfer", {"msg_id": "m", "sender": "a", "raw": b"", "accepted_at": 0.0, "ndr_for": None,
-                                     "ndr_rcpts": [], "priority": "normal", "rcpts": [{"alias": 5}]}),
+        ("mta.ex1", "mta.transfer", {"msg_id": "../m", "sender": "a", "raw": b"", "accepted_at": 0.0, "ndr_for": None,
+                                     "ndr_rcpts": [], "priority": "normal",
+                                     "rcpts": [{"alias": "alice", "alt_of": None, "hint": None, "hops": 1}]}),
     ]:
         assert cluster.client.ask(node, type_, body).type == "error", (node, type_, body)
 
@@ -64,7 +65,7 @@ def test_valid_frames_in_invalid_states_are_refused(live):
 def test_nothing_changed_and_every_node_lives(live):
     cluster, _ = live
     for node in cluster.config.nodes:
-        assert cluster.client.request(node, "ping").body["ready"], node
+        assert cluster.client.request(node, "ping").body.ready, node
     assert cluster.status_of("directory") == {"usn": 1, "recipients": 1}
     store = cluster.status_of("store.ex1")
     assert (store["mailboxes"], store["locked"], store["incoming"]) == ({"alice": 0, "postmaster": 0}, {}, [])

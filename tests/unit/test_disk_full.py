@@ -121,7 +121,7 @@ def test_an_mta_below_its_floor_refuses_new_mail_and_takes_it_again_when_there_i
     mta.room.min_free_bytes = 10_000
     assert events(mta.on_event(DiskSpace(5_000), 1.0), "storage.low")
     refused = submit(mta)
-    assert refused.type == "error" and "insufficient storage on mta.ex1" in refused.body["reason"]
+    assert refused.type == "error" and "insufficient storage on mta.ex1" in refused.body.reason
     transfer = mta.on_event(request("mta.transfer", {"msg_id": "ex2.x.1", "sender": "alice", "raw": b"r",
                                                      "accepted_at": 1.0, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
                                                      "rcpts": [{"alias": "bob", "alt_of": None, "hint": None,
@@ -134,4 +134,4 @@ def test_an_mta_below_its_floor_refuses_new_mail_and_takes_it_again_when_there_i
 def test_a_message_over_the_size_limit_is_refused_before_anything_is_kept():
     mta = make_mta("sp4")
     refused = submit(mta, body="x" * MAX_MESSAGE_BYTES)
-    assert refused.type == "error" and "over the limit" in refused.body["reason"] and not mta.queue
+    assert refused.type == "error" and "over the limit" in refused.body.reason and not mta.queue

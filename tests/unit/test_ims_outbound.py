@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from nodes.ims.outbound import Outbound
+from protocol import body_of
+from protocol.messages import ImsOutbound
 
 
-def body(msg_id: str, rcpt: str = "dave@outside.test") -> dict:
-    return {"msg_id": msg_id, "sender": "alice", "rcpt": rcpt, "raw": b"Subject: s\r\n\r\nx\r\n", "ndr_for": None,
-            "ndr_rcpts": [], "accepted_at": 1.0, "priority": "normal", "expires_at": 61.0}
+def body(msg_id: str, rcpt: str = "dave@outside.test") -> ImsOutbound:
+    return body_of("ims.outbound", {"msg_id": msg_id, "sender": "alice", "rcpt": rcpt, "raw": b"Subject: s\r\n\r\nx\r\n", "ndr_for": None,
+            "ndr_rcpts": [], "accepted_at": 1.0, "priority": "normal", "expires_at": 61.0})
 
 
 def test_an_item_ends_once_relayed_or_handed_back_and_is_not_taken_again_even_after_a_restart(tmp_path):

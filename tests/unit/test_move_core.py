@@ -42,7 +42,7 @@ def answers(alternate="carol", fail_import=False):
         "store.import": (lambda s: ("error", {"reason": "disk full", "code": None})) if fail_import
         else (lambda s: ("store.imported", {"mailbox": "bob", "count": 1})),
         "store.delete": lambda s: ("ok", {}),
-        "store.end_move": lambda s: ("store.move_ended", {"mailbox": "bob", "owner": s.body["owner"],
+        "store.end_move": lambda s: ("store.move_ended", {"mailbox": "bob", "owner": s.body.owner,
                                                           "unlocked": s.to == "store.ex1", "deleted": 0}),
     }
 
@@ -84,12 +84,12 @@ def test_bad_moves_are_refused():
     core = MoveCore(["ex1", "ex2"], "b")
     bad = core.on_event(request("orch.move", {"alias": "bob", "target": "ex9", "workaround": False,
                                               "copy_delay_ms": 0}), 1.0)
-    assert replies(bad)[0].type == "error" and "ex9" in replies(bad)[0].body["reason"]
+    assert replies(bad)[0].type == "error" and "ex9" in replies(bad)[0].body.reason
     started = start(core, False)
     again = start(core, False)
-    assert "already being moved" in replies(again)[0].body["reason"]
+    assert "already being moved" in replies(again)[0].body.reason
     unknown = core.on_event(response(sends(started)[0], "dir.entry", {"recipient": None, "usn": 1}), 1.0)
-    assert replies(unknown)[0].body["reason"] == "unknown user 'bob'" and not core.moves
+    assert replies(unknown)[0].body.reason == "unknown user 'bob'" and not core.moves
 
 
 def journal_at(step, saved=None):
@@ -126,7 +126,7 @@ def lock_times_out():
     # source store is told the move is over, and its lock, if it ever arrives, is refused
     assert [a.record["step"] for a in failed if isinstance(a, JournalStep)] == ["rollback_source"]
     (end,) = sends(failed, "store.end_move")
-    assert (end.to, end.body["owner"]) == ("store.ex1", end.trace)
+    assert (end.to, end.body.owner) == ("store.ex1", end.trace)
     return core, end
 
 
@@ -142,7 +142,7 @@ def test_an_undo_is_sent_until_it_is_answered_then_the_move_fails():
         (end,) = sends(core.tick(now), "store.end_move")
     (move,) = core.moves.values()
     assert move.step == "rollback_source" and move.public()["waiting_for"] == "store.ex1"
-    assert "still being rolled back" in replies(start(core, False))[0].body["reason"]
+    assert "still being rolled back" in replies(start(core, False))[0].body.reason
     done = core.on_event(response(end, *answers()["store.end_move"](end)), now)
     assert [a.record["step"] for a in done if isinstance(a, JournalStep)] == ["failed"]
     assert "no answer" in move.error
@@ -154,25 +154,25 @@ def test_the_operator_aborts_a_move_before_set_home_but_not_after():
     lock = sends(core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 1.0), "store.lock")[0]
     export = sends(core.on_event(response(lock, "ok", {}), 1.0), "store.export")[0]
     aborted = core.on_event(request("orch.abort", {"alias": "bob"}), 1.1)
-    assert replies(aborted)[0].body["move"]["rolling_back"] and events(aborted, "move.aborted")
+    assert replies(aborted)[0].body.move["rolling_back"] and events(aborted, "move.aborted")
     assert [s.to for s in sends(aborted, "store.end_move")] == ["store.ex2"]  # the target first
     assert core.on_event(response(export, *answers()["store.export"](export)), 1.2) == [], "its answer is not awaited"
     assert drive(core, aborted, answers())[-2:] == ["rollback_source", "failed"]
     assert "aborted by the operator" in next(iter(core.moves.values())).error
     late = core.on_event(request("orch.abort", {"alias": "bob"}), 2.0)
-    assert "no move of 'bob'" in replies(late)[0].body["reason"]
+    assert "no move of 'bob'" in replies(late)[0].body.reason
     # past set_home the directory may name the target: the move finishes
     core = MoveCore(["ex1", "ex2"], "b", journal=journal_at("set_home"))
     core.start(1.0)
     refused = core.on_event(request("orch.abort", {"alias": "bob"}), 1.0)
-    assert "past set_home" in replies(refused)[0].body["reason"]
+    assert "past set_home" in replies(refused)[0].body.reason
 
 
 def test_a_restarted_orchestrator_redoes_a_directory_change_under_the_same_op():
     core = MoveCore(["ex1", "ex2"], "b", journal=journal_at("set_home"))
     core.start(1.0)
     first = sends(core.tick(1.0), "dir.modify")[0]
-    assert first.body["op"] == "move.x.1.set_home"
+    assert first.body.op == "move.x.1.set_home"
     again = sends(core.tick(1.0 + 3.01), "dir.modify")[0]  # no answer: sent again, the same change
     assert again.body == first.body and again.id != first.id
 
@@ -191,14 +191,14 @@ def paged_mailbox(pages: int, per_page: int = 2) -> tuple[dict, list]:
     imported: list[str] = []
 
     def export(s):
-        rest = [n for n in names if n > s.body["after"]][:per_page]
+        rest = [n for n in names if n > s.body.after][:per_page]
         more = rest[-1] if rest and rest[-1] != names[-1] else None
         return "store.exported", {"mailbox": "bob", "next": more, "messages": [
             {"name": n, "msg_id": n.split(".")[1], "raw": b"r"} for n in rest]}
 
     def import_(s):
-        imported.extend(m["name"] for m in s.body["messages"])
-        return "store.imported", {"mailbox": "bob", "count": len(s.body["messages"])}
+        imported.extend(m.name for m in s.body.messages)
+        return "store.imported", {"mailbox": "bob", "count": len(s.body.messages)}
 
     return {**answers(alternate=None), "store.export": export, "store.import": import_}, imported
 
@@ -226,7 +226,7 @@ def first_import(pages: int, timeout_ms: int = 3000):
 
 def test_the_next_page_is_exported_while_this_one_is_imported():
     core, table, imported, imp, ahead = first_import(3)
-    assert ahead.to == "store.ex1" and ahead.body["after"] == imp.body["messages"][-1]["name"]
+    assert ahead.to == "store.ex1" and ahead.body.after == imp.body.messages[-1].name
     core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)  # the next page arrives first
     done = core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     assert not sends(done), "the next import waits for the copy-rate timer"
@@ -269,7 +269,7 @@ def test_a_read_ahead_that_answers_after_its_page_is_due_is_imported_then():
     core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     assert not sends(core.tick(core.next_wakeup()))  # due, not here yet
     late = core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)
-    assert [s.body["messages"][0]["name"] for s in sends(late, "store.import")] == ["3.m2.xcon"]
+    assert [s.body.messages[0].name for s in sends(late, "store.import")] == ["3.m2.xcon"]
     assert drive(core, late, table)[-1] == "done" and len(imported) == 4
 
 
@@ -293,7 +293,7 @@ def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
                                                                   "params": {"step": step, "restart_after": 0.5}}), 1.0)
     assert replies(arm("store.ex2", "open_target"))[0].type == "ok"
     assert replies(arm("orchestrator", "release"))[0].type == "ok"
-    assert "step must be one of" in replies(arm("mta.ex1", "teleport"))[0].body["reason"]
+    assert "step must be one of" in replies(arm("mta.ex1", "teleport"))[0].body.reason
     assert [a["step"] for a in core.status(1.0)["armed"]] == ["open_target", "release"]
     actions, now = start(core, False), 1.0
     crashed = []
@@ -335,7 +335,7 @@ def test_a_move_across_sites_is_refused_as_in_exchange_55():
     lookup = sends(actions, "dir.lookup")[0]
     refused = core.on_event(response(lookup, "dir.entry", {"recipient": recipient("bob", "ex1", 1), "usn": 1}), 1.1)
     (answer,) = replies(refused)
-    assert answer.type == "error" and "site HQ" in answer.body["reason"] and "site BRANCH" in answer.body["reason"]
+    assert answer.type == "error" and "site HQ" in answer.body.reason and "site BRANCH" in answer.body.reason
     assert core.active() == []
     within = MoveCore(["ex1", "ex2", "ex3"], "b", sites={"ex1": "HQ", "ex2": "HQ", "ex3": "BRANCH"})
     assert drive(within, start(within, False), answers()) == ["lock", "copy", "set_home", "open_target", "release",
@@ -353,7 +353,7 @@ def test_a_legacy_move_makes_the_target_live_names_it_copies_then_marks_it():
     tries = []
 
     def import_once_refused(s):
-        tries.append(s.body["messages"][0]["name"])
+        tries.append(s.body.messages[0].name)
         return ("error", {"reason": "disk full", "code": None}) if len(tries) == 1 else ("store.imported", {
             "mailbox": "bob", "count": 1})
 

@@ -36,7 +36,7 @@ def submit(mta: MtaCore, to: list[str], now: float = 1.0, sender: str = "alice")
                                                   "subject": "s", "body": "b", "priority": None}), now)
     accepted = [r for r in replies(actions) if r.type == "mta.accepted"]
     assert accepted, actions
-    return accepted[0].body["msg_id"], actions
+    return accepted[0].body.msg_id, actions
 
 
 def transfer(rcpts: list[dict], msg_id: str = "m1", **body) -> dict:
@@ -46,7 +46,7 @@ def transfer(rcpts: list[dict], msg_id: str = "m1", **body) -> dict:
 
 
 def store_answer(mta: MtaCore, send, outcome: str, now: float) -> list:
-    body = {"msg_id": send.body["msg_id"], "mailbox": send.body["mailbox"], "outcome": outcome,
+    body = {"msg_id": send.body.msg_id, "mailbox": send.body.mailbox, "outcome": outcome,
             "reason": "mailbox locked" if outcome == "deferred" else ""}
     return mta.on_event(response(send, "store.result", body), now)
 
@@ -57,7 +57,7 @@ def bob_deferred_then_released(build: str, release_at: float) -> tuple[MtaCore, 
     The store releases bob's mailbox at `release_at`; returns the actions of the retry's answer."""
     mta = make_mta(build)
     msg_id, actions = submit(mta, ["bob"])
-    by_box = {s.body["mailbox"]: s for s in sends(actions, "store.deliver")}
+    by_box = {s.body.mailbox: s for s in sends(actions, "store.deliver")}
     assert set(by_box) == {"bob", "carol"}  # deliver to both
     store_answer(mta, by_box["carol"], "delivered", 1.01)
     deferred = store_answer(mta, by_box["bob"], "deferred", 1.01)
@@ -71,7 +71,7 @@ def bob_deferred_then_released(build: str, release_at: float) -> tuple[MtaCore, 
 def test_legacy_drops_the_primary_silently_when_the_cache_is_stale():
     mta, msg_id, retry = bob_deferred_then_released("legacy", release_at=2.05)
     resend = sends(retry, "store.deliver")
-    assert [s.body["mailbox"] for s in resend] == ["bob"], "the retry still goes to ex1's store: stale cache"
+    assert [s.body.mailbox for s in resend] == ["bob"], "the retry still goes to ex1's store: stale cache"
     final = store_answer(mta, resend[0], "not_here", 2.06)
     failed = events(final, "mta.failed")
     assert [f.fields["report"] for f in failed] == ["none"]
@@ -86,7 +86,7 @@ def test_no_loss_when_the_cache_caught_up_before_the_retry(build):
     mta, msg_id, retry = bob_deferred_then_released(build, release_at=3.5)
     transfer = sends(retry, "mta.transfer")
     assert [s.to for s in transfer] == ["mta.ex2"], "the cache knows the new home: route there"
-    assert transfer[0].body["rcpts"][0]["alias"] == "bob"
+    assert transfer[0].body.rcpts[0].alias == "bob"
 
 
 def test_sp4_sends_an_ndr_naming_the_primary():
@@ -99,10 +99,10 @@ def test_sp4_sends_an_ndr_naming_the_primary():
     # the NDR is made durable before it is routed
     assert final.index(persisted[0]) < final.index(ndr_transfer[0])
     body = ndr_transfer[0].body
-    assert body["ndr_for"] == msg_id and body["rcpts"][0]["alias"] == "alice"
-    summary = summarize(body["raw"])
+    assert body.ndr_for == msg_id and body.rcpts[0].alias == "alice"
+    summary = summarize(body.raw)
     assert summary["ndr"] and summary["ndr_for"] == msg_id and summary["failed"] == ["bob"]
-    raw = body["raw"].decode()
+    raw = body.raw.decode()
     for field in ("multipart/report", "report-type=delivery-status", "Final-Recipient: rfc822; bob@",
                   "Action: failed", "Status: 5.1.6", "Diagnostic-Code:", "text/rfc822-headers",
                   f"X-Xcon-Msg-Id: {msg_id}"):
@@ -113,12 +113,12 @@ def test_reroute_asks_the_directory_and_transfers_to_the_new_home():
     mta, msg_id, retry = bob_deferred_then_released("reroute", release_at=2.05)
     final = store_answer(mta, sends(retry, "store.deliver")[0], "not_here", 2.06)
     lookup = sends(final, "dir.lookup")
-    assert lookup and lookup[0].body == {"alias": "bob"} and not events(final, "mta.failed")
+    assert lookup and lookup[0].body.alias == "bob" and not events(final, "mta.failed")
     answer = mta.on_event(response(lookup[0], "dir.entry",
                                    {"recipient": recipient("bob", "ex2", 5, "carol", True), "usn": 5}), 2.07)
     transfer = sends(answer, "mta.transfer")
     assert transfer[0].to == "mta.ex2"
-    assert transfer[0].body["rcpts"][0]["hint"]["usn"] == 5, "the fresher entry travels with the transfer"
+    assert transfer[0].body.rcpts[0].hint["usn"] == 5, "the fresher entry travels with the transfer"
     done = mta.on_event(response(transfer[0], "mta.transfer_ack", {"msg_id": msg_id, "rcpts": ["bob"]}), 2.08)
     assert events(done, "mta.transferred") and mta.status(2.1)["open_pairs"] == 0
 
@@ -150,7 +150,7 @@ def test_legacy_sends_an_ndr_when_nothing_of_the_message_was_delivered():
 def test_alternate_without_deliver_to_both_replaces_the_primary():
     mta = make_mta("sp4")
     _, actions = submit(mta, ["dave"])
-    assert [s.body["mailbox"] for s in sends(actions, "store.deliver")] == ["carol"]
+    assert [s.body.mailbox for s in sends(actions, "store.deliver")] == ["carol"]
     accepted = events(actions, "mta.accepted")[0].fields
     assert accepted["rcpts"] == ["carol"] and accepted["alt_of"] == {"carol": "dave"}
 
@@ -167,7 +167,7 @@ def test_unknown_recipient_is_refused_at_submission():
     mta = make_mta("sp4")
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["zed"],
                                                   "subject": "", "body": "", "priority": None}), 1.0)
-    assert replies(actions)[0].type == "error" and "zed" in replies(actions)[0].body["reason"]
+    assert replies(actions)[0].type == "error" and "zed" in replies(actions)[0].body.reason
     assert mta.status(1.0)["messages"] == 0
 
 
@@ -235,7 +235,7 @@ def test_an_unacknowledged_transfer_goes_to_the_same_peer_again_whatever_the_cac
     mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("alice", "ex1", 5)})), 1.1)
     assert events(mta.tick(3.5), "mta.deferred")  # no answer within 2 s; the cache now says ex1
     again = sends(mta.tick(4.1), "mta.transfer")
-    assert [(s.to, s.body["rcpts"][0]["hops"]) for s in again] == [("mta.ex2", 1)], "same peer, same hops"
+    assert [(s.to, s.body.rcpts[0].hops) for s in again] == [("mta.ex2", 1)], "same peer, same hops"
     acked = mta.on_event(response(again[0], "mta.transfer_ack", {"msg_id": msg_id, "rcpts": ["alice"]}), 4.2)
     assert events(acked, "mta.transferred") and mta.status(4.3)["open_pairs"] == 0
 
@@ -263,7 +263,7 @@ def test_a_hand_off_is_durable_before_the_transfer_leaves():
     msg_id, actions = submit(mta, ["alice"], now=1.0)
     transfer = sends(actions, "mta.transfer")[0]
     persisted = [a for a in actions if isinstance(a, PersistMessage) and actions.index(a) < actions.index(transfer)]
-    assert persisted[-1].record["pairs"][0]["handed_to"] == "mta.ex2"
+    assert persisted[-1].record.pairs[0].handed_to == "mta.ex2"
     restored = QueuedMessage.from_record(persisted[-1].record)
     assert restored.pairs["alice"].handed_to == "mta.ex2"
 
@@ -274,7 +274,7 @@ def test_a_refused_transfer_may_be_rerouted():
     mta.on_event(response(sends(actions, "mta.transfer")[0], "error", {"reason": "busy", "code": None}), 1.1)
     mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("alice", "ex1", 5)})), 1.2)
     retry = mta.tick(2.3)
-    assert [s.body["mailbox"] for s in sends(retry, "store.deliver")] == ["alice"]
+    assert [s.body.mailbox for s in sends(retry, "store.deliver")] == ["alice"]
 
 
 def test_a_routing_loop_ends_in_an_ndr():
@@ -294,7 +294,7 @@ def test_a_transfer_on_no_newer_data_counts_a_cycle_and_one_on_newer_data_starts
             "priority": "normal", "rcpts": [{"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex2", 9),
                                              "hops": 2, "cycles": 0}]}
     stale = sends(mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0), "mta.transfer")
-    assert stale[0].body["rcpts"][0]["cycles"] == 1
+    assert stale[0].body.rcpts[0].cycles == 1
     body = dict(body, msg_id="m-4", rcpts=[dict(body["rcpts"][0], hint=recipient("bob", "ex1", 9), cycles=2)])
     moved = mta.on_event(request("mta.transfer", body, src="mta.ex2"), 1.0)
     mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("bob", "ex2", 10)})), 1.05)
@@ -302,7 +302,7 @@ def test_a_transfer_on_no_newer_data_counts_a_cycle_and_one_on_newer_data_starts
     answer = store_answer(mta, sends(moved, "store.deliver")[0], "not_here", 2.2)
     onward = sends(answer, "mta.transfer")
     assert not events(answer, "mta.failed")
-    assert [(s.to, s.body["rcpts"][0]["cycles"]) for s in onward] == [("mta.ex2", 0)]
+    assert [(s.to, s.body.rcpts[0].cycles) for s in onward] == [("mta.ex2", 0)]
 
 
 def test_a_report_that_follows_its_addressee_through_many_moves_is_not_a_loop():
@@ -317,7 +317,7 @@ def test_a_report_that_follows_its_addressee_through_many_moves_is_not_a_loop():
     mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("carol", "ex2", 41)})), 1.2)
     onward = sends(mta.tick(10.0), "mta.transfer")
     assert not events(answer, "mta.failed")
-    assert [(s.to, s.body["rcpts"][0]["hops"], s.body["rcpts"][0]["cycles"]) for s in onward] == [("mta.ex2", 41, 0)]
+    assert [(s.to, s.body.rcpts[0].hops, s.body.rcpts[0].cycles) for s in onward] == [("mta.ex2", 41, 0)]
 
 
 def test_an_entry_naming_a_server_the_organisation_does_not_have_fails_with_an_ndr():
@@ -363,12 +363,12 @@ def test_a_report_that_expires_goes_to_the_postmaster_and_waits_for_its_store_fo
     assert now >= 21.0, "a report lives twice the normal time-out (10 s here)"
     assert [(f.fields["reason"], f.fields["report"]) for f in failed] == [("expired", "postmaster")]
     copy = sends(final, "store.deliver")
-    assert [(s.to, s.body["mailbox"], s.body["ndr_for"], s.body["expires_at"]) for s in copy] == \
+    assert [(s.to, s.body.mailbox, s.body.ndr_for, s.body.expires_at) for s in copy] == \
         [("store.ex1", "postmaster", "m-4", NEVER)]
-    assert copy[0].body["msg_id"] == "m-4~ndr~0123456789abcdef~pm" and not sends(final, "mta.transfer")
+    assert copy[0].body.msg_id == "m-4~ndr~0123456789abcdef~pm" and not sends(final, "mta.transfer")
     persisted = [a for a in final if isinstance(a, PersistMessage)]
-    assert persisted[0].msg_id == copy[0].body["msg_id"], "the copy is durable before the report's failure"
-    summary = summarize(copy[0].body["raw"])
+    assert persisted[0].msg_id == copy[0].body.msg_id, "the copy is durable before the report's failure"
+    summary = summarize(copy[0].body.raw)
     assert summary["report_id"] == "m-4~ndr~0123456789abcdef" and summary["ndr_for"] == "m-4"
     for now in (30.0, 1e6):  # the store stays away: the copy is tried again, and never given up
         store_answer(mta, sends(mta.tick(now), "store.deliver")[-1] if now > 30 else copy[0], "deferred", now)
@@ -388,7 +388,7 @@ def test_recovered_queue_is_routed_once_the_cache_is_loaded():
     mta = MtaCore("ex1", settings, "boot", queued=[restored])
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
     actions = mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 1.0)
-    assert [s.body["mailbox"] for s in sends(actions, "store.deliver")] == ["carol"]
+    assert [s.body.mailbox for s in sends(actions, "store.deliver")] == ["carol"]
 
 
 def test_requests_before_the_cache_is_loaded_are_refused():
@@ -396,7 +396,7 @@ def test_requests_before_the_cache_is_loaded_are_refused():
     mta.start(0.0)
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
                                                   "subject": "", "body": "", "priority": None}), 0.1)
-    assert replies(actions)[0].type == "error" and "starting" in replies(actions)[0].body["reason"]
+    assert replies(actions)[0].type == "error" and "starting" in replies(actions)[0].body.reason
 
 
 def test_timers_wake_only_the_messages_that_are_due():
@@ -441,12 +441,12 @@ def test_a_restarted_mta_whose_directory_is_down_keeps_the_ndrs_of_what_expires_
     snapshot = sends(expired, "dir.snapshot")[-1]  # asked again: the first went unanswered
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 4.6)
     attempt = sends(mta.tick(4.6), "store.deliver")[0]
-    assert attempt.body["expires_at"] == 4.0  # accepted at 1.0, a 3 s time-out
+    assert attempt.body.expires_at == 4.0  # accepted at 1.0, a 3 s time-out
     refused = mta.on_event(response(attempt, "store.result", {"msg_id": msg_id, "mailbox": "carol", "outcome": "expired",
                                                               "reason": "the message's time-out has passed"}), 4.7)
     assert [(e.fields["reason"], e.fields["report"]) for e in events(refused, "mta.failed")] == [("expired", "ndr")]
     ndr_id = events(refused, "mta.ndr_queued")[0].fields["msg_id"]
-    assert [(s.body["msg_id"], s.to) for s in sends(refused, "mta.transfer")] == [(ndr_id, "mta.ex2")]  # alice's home
+    assert [(s.body.msg_id, s.to) for s in sends(refused, "mta.transfer")] == [(ndr_id, "mta.ex2")]  # alice's home
 
 
 def test_an_attempt_that_waited_past_the_time_out_is_refused_and_the_ndr_is_the_only_outcome():
@@ -467,7 +467,7 @@ def test_an_attempt_that_waited_past_the_time_out_is_refused_and_the_ndr_is_the_
     ask = sends(at_time_out, "store.deliver")[0]
     for late in (held, ask):  # the store comes back at 30 s and takes them in order
         answer = replies(store.on_event(request("store.deliver", late.body, src="mta.ex1"), 30.0))[0]
-        assert answer.body["outcome"] == "expired"
+        assert answer.body.outcome == "expired"
     final = mta.on_event(response(ask, "store.result", answer.body, src="store.ex1"), 30.1)
     assert [(e.fields["reason"], e.fields["report"]) for e in events(final, "mta.failed")] == [("expired", "ndr")]
     assert store.mailboxes["carol"] == set(), "never delivered"
@@ -486,7 +486,7 @@ def test_an_unconfirmed_pair_stays_unconfirmed_across_a_transfer():
     lookup = sends(found, "dir.lookup")[0]
     moved = ex2.on_event(response(lookup, "dir.entry", {"recipient": recipient("alice", "ex1", 9), "usn": 9}), 4.3)
     transfer = sends(moved, "mta.transfer")[0]
-    assert transfer.body["rcpts"][0]["unconfirmed"] is True
+    assert transfer.body.rcpts[0].unconfirmed is True
     ex1 = make_mta("sp4", retry_ms=500)
     taken = ex1.on_event(request("mta.transfer", transfer.body, src="mta.ex2"), 4.4)
     deliver = sends(taken, "store.deliver")[0]
@@ -524,7 +524,7 @@ def test_legacy_reports_a_plain_co_recipient_even_when_another_copy_was_delivere
         mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": {**dtb, "usn": 5}})), 0.5)
         mta.tick(1.6)  # applied (lag 1 s)
         msg_id, actions = submit(mta, ["bob", "carol"], now=2.0)
-        by_box = {s.body["mailbox"]: s for s in sends(actions, "store.deliver")}
+        by_box = {s.body.mailbox: s for s in sends(actions, "store.deliver")}
         store_answer(mta, by_box["carol"], "delivered", 2.1)  # another copy delivered first
         final = store_answer(mta, by_box["bob"], "not_here", 2.2)
         assert [(f.fields["rcpt"], f.fields["report"]) for f in events(final, "mta.failed")] == [("bob", "ndr")], build
@@ -548,8 +548,8 @@ def test_legacy_drops_silently_when_the_alternate_was_given_a_copy_upstream():
 def test_a_transfer_says_the_alternate_was_given_a_copy():
     mta = make_mta("legacy", server="ex2")  # alice's home; bob (ex1) has carol (ex1) as alternate, deliver to both
     msg_id, actions = submit(mta, ["bob"])
-    transfers = {s.body["rcpts"][0]["alias"]: s.body["rcpts"][0] for s in sends(actions, "mta.transfer")}
-    assert transfers["bob"]["alt_copy"] == "carol" and transfers["carol"]["alt_copy"] is None
+    transfers = {s.body.rcpts[0].alias: s.body.rcpts[0] for s in sends(actions, "mta.transfer")}
+    assert transfers["bob"].alt_copy == "carol" and transfers["carol"].alt_copy is None
 
 
 @pytest.mark.parametrize("priority, expires", [("urgent", 1.0 + 7 * 2 / 7), ("normal", 8.0), ("non-urgent", 11.0)])
@@ -560,7 +560,7 @@ def test_a_message_times_out_by_its_priority(priority, expires):
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
                                                   "subject": "s", "body": "b", "priority": priority}), 1.0)
     send = sends(actions, "store.deliver")[0]
-    assert f"Priority: {priority}".encode() in send.body["raw"]
+    assert f"Priority: {priority}".encode() in send.body.raw
     failed, now = [], 1.0
     store_answer(mta, send, "deferred", 1.0)
     while not failed and now < 20:
@@ -568,7 +568,7 @@ def test_a_message_times_out_by_its_priority(priority, expires):
         ticked = mta.tick(now)
         failed = events(ticked, "mta.failed")
         for s in sends(ticked, "store.deliver"):
-            if s.body["mailbox"] == "carol":
+            if s.body.mailbox == "carol":
                 store_answer(mta, s, "deferred", now)
     assert [f.fields["reason"] for f in failed] == ["expired"] and abs(now - expires) < 0.6, (priority, now)
 
@@ -577,10 +577,10 @@ def test_priority_travels_with_a_transfer_and_a_bad_one_is_refused():
     mta = make_mta("sp4", server="ex2")
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
                                                   "subject": "s", "body": "b", "priority": "urgent"}), 1.0)
-    assert sends(actions, "mta.transfer")[0].body["priority"] == "urgent"
+    assert sends(actions, "mta.transfer")[0].body.priority == "urgent"
     bad = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
                                               "subject": "s", "body": "b", "priority": "whenever"}), 1.0)
-    assert replies(bad)[0].type == "error" and "priority must be one of" in replies(bad)[0].body["reason"]
+    assert replies(bad)[0].type == "error" and "priority must be one of" in replies(bad)[0].body.reason
 
 
 def test_after_the_time_out_an_unconfirmed_pair_asks_at_its_retry_interval_not_in_a_loop():
@@ -624,8 +624,8 @@ def test_an_ndr_names_the_site_and_server_of_the_mta_that_wrote_it():
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
     msg_id, actions = submit(mta, ["carol"])
     failed = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
-    ndr = [s for s in sends(failed) if s.body.get("ndr_for") == msg_id][0]
-    assert b"MSEXCH:MSExchangeMTA:HQ:EX1" in ndr.body["raw"]
+    ndr = [s for s in sends(failed) if s.body.ndr_for == msg_id][0]
+    assert b"MSEXCH:MSExchangeMTA:HQ:EX1" in ndr.body.raw
 
 
 def test_delivery_restrictions_are_enforced_as_the_read_cache_holds_them():
@@ -691,7 +691,7 @@ def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_befo
     mta = make_mta("sp4", smtp=True, expire_ms=60_000)
     msg_id, actions = submit(mta, ["zed@outside.test"], sender="carol")
     (out,) = sends(actions, "ims.outbound")
-    assert out.body["expires_at"] == 1.0 + 60.0 and out.body["accepted_at"] == 1.0
+    assert out.body.expires_at == 1.0 + 60.0 and out.body.accepted_at == 1.0
     mta.on_event(response(out, "ok", {}, src="ims.ex1"), 1.1)
     assert msg_id not in mta.queue, "relayed: the IMS owns it"
     back = relay_failed(mta, msg_id, "zed@outside.test", "refused", 2.0, sender="carol")
@@ -700,8 +700,8 @@ def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_befo
     kinds = [type(a).__name__ for a in back]
     assert kinds.index("PersistMessage") < kinds.index("Reply"), "the NDR is durable before the IMS hears ok"
     assert [r.type for r in replies(back)] == ["ok"]
-    ndr = [s for s in sends(back, "store.deliver") if s.body["ndr_for"] == msg_id]
-    assert [(s.body["mailbox"], s.to) for s in ndr] == [("carol", "store.ex1")]
+    ndr = [s for s in sends(back, "store.deliver") if s.body.ndr_for == msg_id]
+    assert [(s.body.mailbox, s.to) for s in ndr] == [("carol", "store.ex1")]
     assert [r.re for r in replies(back)] == [relay_failed.last.frame.id] and replies(back)[0].trace == msg_id
     said = events(back, "mta.relay_failed")[0].fields
     assert said["ndr_for"] is None and said["diagnostic"].startswith("550") and said["src"] == "ims.ex1"
@@ -712,9 +712,9 @@ def test_what_an_ims_hands_back_is_failed_here_once_with_its_report_durable_befo
                           sender="postmaster.ex2", ndr_for="m-9", ndr_rcpts=("bob",))
     (gave_up,) = events(report, "mta.failed")
     assert (gave_up.fields["report"], gave_up.fields["reason"]) == ("postmaster", "expired")
-    assert [s.body["mailbox"] for s in sends(report, "store.deliver")] == ["postmaster"]
+    assert [s.body.mailbox for s in sends(report, "store.deliver")] == ["postmaster"]
     refused = relay_failed(mta, "m-10", "bob", "refused", 3.0)
-    assert [(r.type, r.body.get("code")) for r in replies(refused)] == [("error", "invalid")], "bob is no address"
+    assert [(r.type, r.body.code) for r in replies(refused)] == [("error", "invalid")], "bob is no address"
 
 
 def test_mail_taken_over_smtp_is_accepted_with_its_clients_message_id():
@@ -733,17 +733,17 @@ def test_the_queue_listing_shows_each_open_pair_with_its_state_tries_and_next_re
     """What `xcon queue` shows (nodes.mta.queue.listing): oldest message first, only open pairs."""
     mta = make_mta("sp4")
     first, actions = submit(mta, ["bob"], now=1.0)  # bob: deliver to both, carol too
-    by_box = {s.body["mailbox"]: s for s in sends(actions, "store.deliver")}
+    by_box = {s.body.mailbox: s for s in sends(actions, "store.deliver")}
     store_answer(mta, by_box["carol"], "delivered", 1.1)
     store_answer(mta, by_box["bob"], "deferred", 1.2)
     second, _ = submit(mta, ["dave"], now=2.0)
-    reply = mta.on_event(request("mta.queue", {"limit": 1}), 3.0)[0]
-    assert reply.type == "mta.queue_listing" and reply.body["total"] == 2, "bob's pair and the second message's"
-    item, = reply.body["items"]
+    reply = replies(mta.on_event(request("mta.queue", {"limit": 1}), 3.0))[0]
+    assert reply.type == "mta.queue_listing" and reply.body.total == 2, "bob's pair and the second message's"
+    item, = reply.body.items
     assert item == {"msg_id": first, "kind": "message", "sender": "alice", "rcpt": "bob", "alt_of": None,
                     "state": "deferred", "reason": "mailbox locked", "attempts": 1, "next_retry_s": 3.2,
                     "handed_to": None, "age_s": 2.0, "priority": "normal"}
-    everything = mta.on_event(request("mta.queue", {"limit": 10}), 3.0)[0].body["items"]
+    everything = replies(mta.on_event(request("mta.queue", {"limit": 10}), 3.0))[0].body.items
     assert [(i["msg_id"], i["rcpt"], i["state"], i["next_retry_s"]) for i in everything] == [
         (first, "bob", "deferred", 3.2), (second, "carol", "delivering", None)]
 
@@ -777,7 +777,7 @@ def test_every_message_due_in_one_tick_is_retried():
     for actions in sent:
         store_answer(mta, sends(actions, "store.deliver")[0], "deferred", 1.1)
     retried = sends(mta.tick(7.0), "store.deliver")
-    assert sorted(s.body["msg_id"] for s in retried) == sorted(sends(a, "store.deliver")[0].body["msg_id"]
+    assert sorted(s.body.msg_id for s in retried) == sorted(sends(a, "store.deliver")[0].body.msg_id
                                                                for a in sent)
 
 

@@ -34,8 +34,8 @@ def test_the_status_and_the_queue_listing_count_what_waits():
     status = mta.status(1.0)
     assert (status["open_pairs"], status["deferred"], status["in_flight"]) == (3, 0, 3)
     (listing,) = replies(mta.on_event(request("mta.queue", {"limit": 10}), 2.23456))
-    assert listing.type == "mta.queue_listing" and listing.body["total"] == 3
-    assert {item["age_s"] for item in listing.body["items"]} == {1.235}
+    assert listing.type == "mta.queue_listing" and listing.body.total == 3
+    assert {item["age_s"] for item in listing.body.items} == {1.235}
 
 
 def test_a_message_at_the_size_limit_is_taken_and_one_past_the_disk_floor_is_not():
@@ -49,7 +49,7 @@ def test_a_message_at_the_size_limit_is_taken_and_one_past_the_disk_floor_is_not
     full.room.min_free_bytes = 1000
     full.on_event(DiskSpace(1000 + 2 * len(small) - 1), 1.0)  # above the floor, not by twice the message
     (refused,) = replies(full.on_event(request("mta.submit_raw", {**RAW, "raw": small}), 1.0))
-    assert refused.body["reason"] == f"insufficient storage on mta.ex1 ({1000 + 2 * len(small) - 1} bytes free), retry later"
+    assert refused.body.reason == f"insufficient storage on mta.ex1 ({1000 + 2 * len(small) - 1} bytes free), retry later"
     full.on_event(DiskSpace(1000 + 2 * len(small)), 1.0)
     assert [r.type for r in replies(full.on_event(request("mta.submit_raw", {**RAW, "raw": small}), 1.0))] == [
         "mta.accepted"]
@@ -59,7 +59,7 @@ def test_a_long_bad_message_id_is_quoted_to_its_first_80_characters():
     mta = make_mta("sp4")
     bad = "-" + "x" * 99
     (refused,) = replies(mta.on_event(request("mta.submit_raw", {**RAW, "msg_id": bad, "raw": b"x"}), 1.0))
-    assert refused.body["reason"] == f"'{bad[:80]}' is not a valid message id ({MSG_ID_RULE})"
+    assert refused.body.reason == f"'{bad[:80]}' is not a valid message id ({MSG_ID_RULE})"
 
 
 def test_a_hand_over_keeps_each_recipients_alternate_and_the_entry_it_came_on():
@@ -100,9 +100,9 @@ def test_a_report_handed_back_keeps_the_recipients_it_reports_on():
     back = relay_failed(mta, "m-9~ndr~0123456789abcdef", "ann@outside.test", "refused", 3.0,
                         sender="postmaster.ex2", ndr_for="m-9", ndr_rcpts=("bob", "dave"))
     (copy,) = sends(back, "store.deliver")
-    assert (copy.body["mailbox"], copy.body["ndr_rcpts"]) == ("postmaster", ["bob", "dave"])
+    assert (copy.body.mailbox, copy.body.ndr_rcpts) == ("postmaster", ["bob", "dave"])
     (failed,) = events(back, "mta.failed")
-    assert failed.fields["postmaster_id"] == copy.body["msg_id"]
+    assert failed.fields["postmaster_id"] == copy.body.msg_id
 
 
 def test_the_feed_asks_for_a_snapshot_only_on_a_gap():

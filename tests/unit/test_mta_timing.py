@@ -28,7 +28,7 @@ def test_no_answer_waits_the_open_interval_and_a_deferral_the_transfer_interval(
     assert deferred(mta.tick(1.0 + TIMEOUT_MS / 1000 - 0.01)) == []
     assert deferred(mta.tick(1.0 + TIMEOUT_MS / 1000)) == [("carol", "no answer within 2s", RETRY_MS)]
     assert mta.requests == {}, "an unanswered request is forgotten: a late answer is only logged"
-    late = mta.on_event(response(first, "store.result", {"msg_id": first.body["msg_id"], "mailbox": "carol",
+    late = mta.on_event(response(first, "store.result", {"msg_id": first.body.msg_id, "mailbox": "carol",
                                                          "outcome": "delivered", "reason": ""}), 3.5)
     assert [e.event for e in events(late)] == ["mta.late_answer"]
     retry_at = 1.0 + TIMEOUT_MS / 1000 + RETRY_MS / 1000
@@ -36,7 +36,7 @@ def test_no_answer_waits_the_open_interval_and_a_deferral_the_transfer_interval(
     again = mta.tick(retry_at)
     assert [(e.fields["rcpt"], e.fields["reason"]) for e in events(again, "mta.retry")] == [("carol", "retry timer")]
     (second,) = sends(again, "store.deliver")
-    answer = mta.on_event(response(second, "store.result", {"msg_id": second.body["msg_id"], "mailbox": "carol",
+    answer = mta.on_event(response(second, "store.result", {"msg_id": second.body.msg_id, "mailbox": "carol",
                                                             "outcome": "deferred", "reason": "mailbox locked"}), retry_at)
     assert deferred(answer) == [("carol", "mailbox locked", TRANSFER_RETRY_MS)]
 
@@ -49,7 +49,7 @@ def test_an_unanswered_delivery_asks_again_at_the_time_out_instead_of_failing():
     assert events(expired, "mta.failed") == []
     assert [e.fields["reason"] for e in events(expired, "mta.retry")] == [
         "expired: asking whether an earlier attempt landed"]
-    assert [s.body["mailbox"] for s in sends(expired, "store.deliver")] == ["carol"]
+    assert [s.body.mailbox for s in sends(expired, "store.deliver")] == ["carol"]
 
 
 def test_an_unanswered_relay_asks_the_ims_again_at_the_time_out_and_counts_its_tries():
@@ -69,13 +69,13 @@ def test_a_delivery_answered_in_time_fails_at_the_time_out_with_an_ndr():
     mta = make()
     _, actions = submit(mta, ["carol"], now=1.0, sender="alice")
     (first,) = sends(actions, "store.deliver")
-    mta.on_event(response(first, "store.result", {"msg_id": first.body["msg_id"], "mailbox": "carol",
+    mta.on_event(response(first, "store.result", {"msg_id": first.body.msg_id, "mailbox": "carol",
                                                   "outcome": "deferred", "reason": "mailbox locked"}), 1.1)
     t, failed = 1.1, []
     while not failed and t < 1.0 + EXPIRE_MS / 1000 + 1:
         t += 0.5
         for s in sends(actions := mta.tick(t), "store.deliver"):
-            mta.on_event(response(s, "store.result", {"msg_id": s.body["msg_id"], "mailbox": "carol",
+            mta.on_event(response(s, "store.result", {"msg_id": s.body.msg_id, "mailbox": "carol",
                                                       "outcome": "deferred", "reason": "mailbox locked"}), t)
         failed = events(actions, "mta.failed")
     assert [(f.fields["reason"], f.fields["report"]) for f in failed] == [("expired", "ndr")]

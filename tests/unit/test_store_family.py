@@ -18,7 +18,7 @@ from .helpers import PEER, events, replies, request
 def deliver(store: StoreCore, msg_id: str, now: float = 2.0, mailbox: str = "bob") -> str:
     actions = store.on_event(request("store.deliver", {"msg_id": msg_id, "mailbox": mailbox, "raw": b"x",
                                                       "ndr_for": None, "ndr_rcpts": [], "expires_at": 1e12}), now)
-    return replies(actions)[0].body["outcome"]
+    return replies(actions)[0].body.outcome
 
 
 def ask(store: StoreCore, type_: str, now: float = 2.0, **body) -> tuple[str, list]:
@@ -154,7 +154,7 @@ def test_a_message_a_mail_reader_moved_into_cur_with_flags_is_still_listed_read_
     os.rename(tmp_path / "ex1" / "bob" / "new" / name, tmp_path / "ex1" / "bob" / "cur" / f"{name}:2,S")
     assert boxes.names("bob") == [name] and boxes.read("bob", name).startswith(b"Subject: read over IMAP")
     assert {k: dict(v) for k, v in read_mailboxes(tmp_path / "ex1").items()} == {"bob": {"m1": 1}}
-    (listed,) = replies(listing(boxes, ListMailbox(PEER, "t0", "bob")))[0].body["messages"]
+    (listed,) = replies(listing(boxes, ListMailbox(PEER, "t0", "bob")))[0].body.messages
     assert listed["subject"] == "read over IMAP"
-    (exported,) = replies(export_page(boxes, ExportPage(PEER, "t0", "bob", "", 10)))[0].body["messages"]
-    assert exported["msg_id"] == "m1" and exported["raw"].endswith(b"hi\r\n")
+    (exported,) = replies(export_page(boxes, ExportPage(PEER, "t0", "bob", "", 10)))[0].body.messages
+    assert exported.msg_id == "m1" and exported.raw.endswith(b"hi\r\n")

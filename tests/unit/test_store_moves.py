@@ -4,7 +4,7 @@ move that, once over, can never lock or fill a mailbox again."""
 from __future__ import annotations
 
 from nodes.core import DiskSpace
-from protocol import NO_MAILBOX, NOT_LOCKED, check_body
+from protocol import NO_MAILBOX, NOT_LOCKED, as_dict, check_body
 from nodes.store.actions import CreateMailbox, DeleteMailbox, PersistLocks
 from nodes.store.core import StoreCore
 
@@ -21,7 +21,7 @@ def deliver(store: StoreCore, msg_id: str, mailbox: str = "bob", now: float = 1.
             expires_at: float = 1e12) -> tuple[str, str]:
     body = replies(ask(store, "store.deliver", now, msg_id=msg_id, mailbox=mailbox, raw=b"mail", ndr_for=None,
                        ndr_rcpts=[], expires_at=expires_at))[0].body
-    return body["outcome"], body["reason"]
+    return body.outcome, body.reason
 
 
 def restarted(store: StoreCore, persisted: PersistLocks) -> StoreCore:
@@ -52,10 +52,10 @@ def test_an_ended_move_deletes_its_copy_and_unlocks_the_source():
     ended = ask(target, "store.end_move", mailbox="bob", owner="move.1")
     kinds = [type(a) for a in ended]
     assert kinds.index(DeleteMailbox) < kinds.index(PersistLocks), "no folder outlives the state that locks it"
-    assert replies(ended)[0].body == {"mailbox": "bob", "owner": "move.1", "unlocked": False, "deleted": 1}
+    assert as_dict(replies(ended)[0].body) == {"mailbox": "bob", "owner": "move.1", "unlocked": False, "deleted": 1}
     assert "bob" not in target.mailboxes and not target.locked
     ended = ask(source, "store.end_move", mailbox="bob", owner="move.1")
-    assert replies(ended)[0].body["unlocked"] and sends(ended, "store.released")
+    assert replies(ended)[0].body.unlocked and sends(ended, "store.released")
     assert source.mailboxes["bob"] == {"m1", "m2"} and not source.locked, "the source keeps every message"
 
 
@@ -64,9 +64,9 @@ def test_a_late_lock_or_import_of_an_ended_move_is_refused():
     # the store was down when the move tried to lock: the move gave up and ended it here; its
     # lock requests, queued meanwhile, arrive after that (or a faulty link reorders them)
     ended = ask(source, "store.end_move", mailbox="bob", owner="move.1")
-    assert replies(ended)[0].body == {"mailbox": "bob", "owner": "move.1", "unlocked": False, "deleted": 0}
+    assert as_dict(replies(ended)[0].body) == {"mailbox": "bob", "owner": "move.1", "unlocked": False, "deleted": 0}
     late = ask(source, "store.lock", mailbox="bob", owner="move.1")
-    assert replies(late)[0].type == "error" and "has ended" in replies(late)[0].body["reason"]
+    assert replies(late)[0].type == "error" and "has ended" in replies(late)[0].body.reason
     assert not source.locked and deliver(source, "m2") == ("delivered", "")
     target = StoreCore("ex2", {}, {}, "b")
     ask(target, "store.end_move", mailbox="bob", owner="move.1")
@@ -80,10 +80,10 @@ def test_a_late_lock_or_import_of_an_ended_move_is_refused():
 def test_a_move_never_copies_into_a_live_mailbox_or_one_another_move_holds():
     store = StoreCore("ex2", {"bob": {"m9"}}, {}, "b")
     live = ask(store, "store.import", mailbox="bob", owner="move.1", messages=PAGE)
-    assert replies(live)[0].type == "error" and "(live)" in replies(live)[0].body["reason"]
+    assert replies(live)[0].type == "error" and "(live)" in replies(live)[0].body.reason
     ask(store, "store.import", mailbox="carol", owner="move.2", messages=PAGE)
     other = ask(store, "store.import", mailbox="carol", owner="move.3", messages=PAGE)
-    assert "locked by move.2" in replies(other)[0].body["reason"]
+    assert "locked by move.2" in replies(other)[0].body.reason
     assert store.mailboxes == {"bob": {"m9"}, "carol": {"m1"}}
     gone = ask(store, "store.delete", mailbox="carol", owner="move.3")
     assert replies(gone)[0].type == "error" and "carol" in store.mailboxes, "only the holder deletes"
@@ -119,8 +119,8 @@ def test_refusals_a_move_acts_on_carry_a_declared_code_not_only_words():
     store = StoreCore("ex1", {"bob": set()}, {}, "b")
     gone = replies(store.on_event(request("store.delete", {"mailbox": "carol", "owner": "move.1"}), 1.0))[0]
     open_ = replies(store.on_event(request("store.unlock", {"mailbox": "bob", "owner": "move.1"}), 1.0))[0]
-    assert (gone.type, gone.body["code"]) == ("error", NO_MAILBOX)
-    assert (open_.type, open_.body["code"]) == ("error", NOT_LOCKED)
+    assert (gone.type, gone.body.code) == ("error", NO_MAILBOX)
+    assert (open_.type, open_.body.code) == ("error", NOT_LOCKED)
     check_body("error", gone.body)  # the shape protocol/ declares
 
 
@@ -150,13 +150,13 @@ def test_a_move_carries_every_folder_every_flag_and_every_file_a_reader_named(tm
         (page,) = export_page(source, ExportPage(b"peer", "r", "bob", after, 2))
         pages += 1
         actions = target.core.on_event(request("store.import", {"mailbox": "bob", "owner": "move.1",
-                                                                "messages": page.body["messages"]}), 1.0)
+                                                                "messages": page.body.messages}), 1.0)
         for a in actions:
             if type(a) in target.executors:
                 target.executors[type(a)](a)
-        if page.body["next"] is None:
+        if page.body.next is None:
             break
-        after = page.body["next"]
+        after = page.body.next
     target_disk.sync()
     assert pages == 3
     carried = {str(p.relative_to(tmp_path / "ex2" / "bob")): p.read_bytes()
@@ -193,6 +193,6 @@ def test_a_message_expunged_between_the_listing_and_its_read_is_passed_over_and_
 
     store.read = expunged_meanwhile
     (page,) = export_page(store, ExportPage(b"p", "r", "bob", "", 2))
-    assert [m["name"] for m in page.body["messages"]] == ["1001.m1.xcon"] and page.body["next"] == "1002.m2.xcon"
-    (last,) = export_page(store, ExportPage(b"p", "r", "bob", page.body["next"], 2))
-    assert [m["name"] for m in last.body["messages"]] == ["1003.m3.xcon"] and last.body["next"] is None
+    assert [m.name for m in page.body.messages] == ["1001.m1.xcon"] and page.body.next == "1002.m2.xcon"
+    (last,) = export_page(store, ExportPage(b"p", "r", "bob", page.body.next, 2))
+    assert [m.name for m in last.body.messages] == ["1003.m3.xcon"] and last.body.next is None

@@ -36,9 +36,9 @@ def test_a_legacy_target_is_made_live_and_its_copy_goes_to_the_in_transit_folder
     assert [e.fields["into"] for e in events(copied, "store.imported")] == ["in-transit folder"]
     assert store.staged["bob"] == {"m1"}
     resent = ask(store, "store.import", mailbox="bob", owner="move.1", messages=[PAGE])
-    assert replies(resent)[0].body == {"mailbox": "bob", "count": 0}, "a page sent again is not written twice"
+    assert replies(resent)[0].body.count == 0, "a page sent again is not written twice"
     other_folder = ask(store, "store.import", mailbox="bob", owner="move.1", messages=[{**PAGE, "folder": ""}])
-    assert replies(other_folder)[0].body["count"] == 1, "the same name in another folder is another message"
+    assert replies(other_folder)[0].body.count == 1, "the same name in another folder is another message"
     marked = ask(store, "store.lock", mailbox="bob", owner="move.1")
     assert [e.event for e in events(marked)] == ["store.marked_in_transit"]
 

@@ -45,8 +45,7 @@ def refused(type_: str, body: dict, now: float = 2.0, store: StoreCore | None = 
     ("store.import", {"mailbox": "carol", "owner": "move.2", "messages": PAGE},
      "mailbox 'carol' already exists on ex1 (live)", INVALID),
     ("store.import", {"mailbox": "erin", "owner": "move.2", "messages": [{"name": "../x", "raw": b"x"}]},
-     ("store.import: each message needs a safe 'name', bytes 'raw', and a Maildir 'folder' and 'info' where it "
-      "has them"), None),
+     "store.import: each message needs a safe 'name', and a Maildir 'folder' and 'info' where it has them", None),
     ("store.lock", {"mailbox": "b/ob", "owner": "move.2"}, "'b/ob' is not a valid mailbox name", INVALID),
     ("store.deliver", {"msg_id": "not an id", "mailbox": "carol", "raw": b"x", "ndr_for": None, "ndr_rcpts": [],
                        "expires_at": 1e12}, "'not an id' is not a valid message id", INVALID),

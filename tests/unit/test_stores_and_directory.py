@@ -15,7 +15,7 @@ from .helpers import events, replies, request, sends
 def deliver(store, msg_id="m1", mailbox="bob", now=1.0):
     actions = store.on_event(request("store.deliver", {"msg_id": msg_id, "mailbox": mailbox, "raw": b"r",
                                                        "ndr_for": None, "ndr_rcpts": [], "expires_at": 1e12}), now)
-    return actions, replies(actions)[0].body.get("outcome")
+    return actions, replies(actions)[0].body.outcome
 
 
 def test_store_delivery_outcomes():
@@ -63,7 +63,7 @@ def test_import_is_idempotent():
     page = {"mailbox": "bob", "owner": "move.1", "messages": [{"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"r"}]}
     first = store.on_event(request("store.import", page), 1.0)
     again = store.on_event(request("store.import", page), 1.1)
-    assert replies(first)[0].body["count"] == 1 and replies(again)[0].body["count"] == 0
+    assert replies(first)[0].body.count == 1 and replies(again)[0].body.count == 0
     assert msg_id_of("1000.ex2.ab.3.ndr.bob+carol.xcon") == "ex2.ab.3.ndr.bob+carol"
 
 
@@ -71,16 +71,16 @@ def test_directory_usn_grows_and_changes_are_validated():
     d = DirectoryCore(["ex1", "ex2"])
     add = lambda alias, **kw: d.on_event(request("dir.add", {"alias": alias, "display_name": "", "home_server": "ex1",  # noqa: E731
                                                             "alternate": None, "deliver_to_both": False, **kw}), 1.0)
-    assert replies(add("carol"))[0].body["usn"] == 1
+    assert replies(add("carol"))[0].body.usn == 1
     actions = add("bob", alternate="carol", deliver_to_both=True)
-    assert replies(actions)[0].body["usn"] == 2
+    assert replies(actions)[0].body.usn == 2
     persist = [a for a in actions if isinstance(a, PersistDirectory)]
     assert persist and actions.index(persist[0]) < actions.index(replies(actions)[0]), "durable before answered"
     for bad in [add("carol"), add("x", home_server="ex9"), add("y", alternate="nobody"), add("z", deliver_to_both=True),
                 add("Bad Alias")]:
         assert replies(bad)[0].type == "error"
     modify = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"home_server": "ex2"}, "op": None}), 2.0)
-    assert replies(modify)[0].body["recipient"]["home_server"] == "ex2" and d.usn == 3
+    assert replies(modify)[0].body.recipient["home_server"] == "ex2" and d.usn == 3
     wrong = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"usn": 99}, "op": None}), 2.0)
     assert replies(wrong)[0].type == "error" and d.usn == 3
     assert events(modify, "directory.modified")
@@ -93,13 +93,13 @@ def test_a_repeated_op_is_applied_once():
     move = {"alias": "bob", "changes": {"home_server": "ex2"}, "op": "move.b.1.set_home"}
     first = d.on_event(request("dir.modify", move), 2.0)
     again = d.on_event(request("dir.modify", move), 3.0)  # the orchestrator's retry, or its restart's
-    assert replies(first)[0].body["usn"] == replies(again)[0].body["usn"] == d.usn == 2
+    assert replies(first)[0].body.usn == replies(again)[0].body.usn == d.usn == 2
     assert [a for a in again if isinstance(a, (PersistDirectory, Publish))] == [], "no second change on the feed"
     assert events(again, "directory.repeat")
     restored = DirectoryCore(["ex1", "ex2"], [a for a in first if isinstance(a, PersistDirectory)][0].state)
-    assert replies(restored.on_event(request("dir.modify", move), 4.0))[0].body["usn"] == 2, "remembered on disk"
+    assert replies(restored.on_event(request("dir.modify", move), 4.0))[0].body.usn == 2, "remembered on disk"
     other = d.on_event(request("dir.modify", {**move, "op": "move.b.1.restore_alternate"}), 5.0)
-    assert replies(other)[0].body["usn"] == 3
+    assert replies(other)[0].body.usn == 3
 
 
 def test_the_directory_logs_each_change_and_compacts_into_its_snapshot(tmp_path, monkeypatch):
