@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import msgpack
 import orjson
 
 from protocol.names import valid_msg_id
@@ -72,26 +71,27 @@ def describe_damage(name: str, damage: list, what: str = "") -> str:
 # --- binary frames: length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack ----------------------
 
 HEADER = struct.Struct(">II")
-# in a damaged run, the start of a queue-log record as msgpack writes it: ["p", id, ...],
-# ["s", id, ...] or ["r", id, ...], then the id (a str of up to 255 bytes)
-_RECORD_START = re.compile(rb"(?:\x93\xa1[ps]|\x94\xa1r)(?:([\xa0-\xbf])|\xd9(.))", re.S)
+# in a damaged run, the start of a queue-log record as msgpack writes it, then its id (a str of up
+# to 255 bytes): a record of today's form (nodes.mta.wal: ["P", id, ...] of 10, ["S", id, pairs],
+# ["R", id, hops, at]) or of the form before it (["p", id, {...}], ["s", id, {...}], ["r", ...])
+_RECORD_START = re.compile(rb"(?:\x93\xa1[psS]|\x94\xa1[rR]|\x9a\xa1P)(?:([\xa0-\xbf])|\xd9(.))", re.S)
 
 
-def scan_frames(data: bytes, valid: Callable[[Any], bool]) -> Scan:
-    """The records of a log of frames. A record whose frame, checksum, msgpack or shape (`valid`)
-    is wrong ends the good part if nothing readable follows it (a torn tail), else it is damage:
+def scan_frames(data: bytes, read: Callable[[Any], Any]) -> Scan:
+    """The records of a log of frames. A record whose frame, checksum or body (`read`: the record
+    the body's bytes hold, or None if they do not read as one) is wrong ends the good part if nothing readable follows it (a torn tail), else it is damage:
     the reader looks for the next offset where a good record starts and goes on from there."""
     scan = Scan()
     at = 0
     with memoryview(data) as view:  # each record's body read where it lies, not copied out first
         while at < len(data):
-            record, end = _frame_at(view, at, valid)
+            record, end = _frame_at(view, at, read)
             if record is not None:
                 scan.records.append(record)
                 scan.ends.append(end)
                 at = scan.good = end
                 continue
-            resume = _next_frame(data, at + 1, valid)
+            resume = _next_frame(data, at + 1, read)
             if resume is None:
                 if _complete(data, at):  # all its bytes are there, and they do not read: damage, not a tear
                     scan.damage.append((at, len(data)))
@@ -105,7 +105,7 @@ def scan_frames(data: bytes, valid: Callable[[Any], bool]) -> Scan:
     return scan
 
 
-def _frame_at(data: bytes | memoryview, at: int, valid: Callable[[Any], bool]) -> tuple[Any, int]:
+def _frame_at(data: bytes | memoryview, at: int, read: Callable[[Any], Any]) -> tuple[Any, int]:
     if at + HEADER.size > len(data):
         return None, at
     size, crc = HEADER.unpack_from(data, at)
@@ -115,11 +115,8 @@ def _frame_at(data: bytes | memoryview, at: int, valid: Callable[[Any], bool]) -
     body = data[at + HEADER.size:end]
     if zlib.crc32(body) != crc:
         return None, at
-    try:
-        record = msgpack.unpackb(body, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None, at
-    return (record, end) if valid(record) else (None, at)
+    record = read(body)
+    return (record, end) if record is not None else (None, at)
 
 
 def _complete(data: bytes, at: int) -> bool:
@@ -127,18 +124,18 @@ def _complete(data: bytes, at: int) -> bool:
     return at + HEADER.size <= len(data) and at + HEADER.size + HEADER.unpack_from(data, at)[0] <= len(data)
 
 
-# how a queue-log record's body begins (msgpack of ["p", ...], ["s", ...], ["r", ...], ["c"]): the only offsets
-# where a record can start, found by the regex engine, not byte by byte in Python (a torn 15 MiB
-# record took 7.5 s to search that way)
-_BODY_START = re.compile(rb"\x93\xa1[ps]|\x94\xa1r|\x91\xa1c")
+# how a queue-log record's body begins (as _RECORD_START, and a commit: ["C"], or ["c"] before): the
+# only offsets where a record can start, found by the regex engine, not byte by byte in Python (a
+# torn 15 MiB record took 7.5 s to search that way)
+_BODY_START = re.compile(rb"\x93\xa1[psS]|\x94\xa1[rR]|\x9a\xa1P|\x91\xa1[cC]")
 
 
-def _next_frame(data: bytes, start: int, valid: Callable[[Any], bool]) -> int | None:
+def _next_frame(data: bytes, start: int, read: Callable[[Any], Any]) -> int | None:
     """The first offset from `start` where a whole, valid record begins."""
     for m in _BODY_START.finditer(data, start + HEADER.size):
         at = m.start() - HEADER.size
         if at + HEADER.size + int.from_bytes(data[at:at + 4], "big") <= len(data) and \
-                _frame_at(data, at, valid)[0] is not None:
+                _frame_at(data, at, read)[0] is not None:
             return at
     return None
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .record import PairRecord, Whole
+
 
 @dataclass(slots=True)
 class PersistMessage:
     """Make the message and its pairs' states durable before the actions that follow."""
 
     msg_id: str
-    record: dict[str, Any]
+    record: Whole
 
 
 @dataclass(slots=True)
@@ -99,30 +101,26 @@ class QueuedMessage:
     def done(self) -> bool:
         return all(p.final for p in self.pairs.values())
 
-    def to_record(self) -> dict[str, Any]:
-        """What is persisted: everything but the in-flight bookkeeping, which a restart redoes.
-        Written out field by field: dataclasses.asdict deep-copies (docs/performance.md)."""
-        return {
-            "msg_id": self.msg_id, "sender": self.sender, "raw": self.raw, "accepted_at": self.accepted_at,
-            "ndr_for": self.ndr_for, "ndr_rcpts": list(self.ndr_rcpts), "priority": self.priority,
-            "report": self.report,
-            "pairs": [{"rcpt": p.rcpt, "alt_of": p.alt_of, "state": p.state, "hint": p.hint, "hops": p.hops,
-                       "attempts": p.attempts, "reason": p.reason, "handed_to": p.handed_to, "resent": p.resent,
-                       "unconfirmed": p.unconfirmed, "alt_copy": p.alt_copy, "cycles": p.cycles,
-                       "arrived_usn": p.arrived_usn} for p in self.pairs.values()],
-        }
+    def to_record(self) -> Whole:
+        """What is persisted: everything but the in-flight bookkeeping, which a restart redoes."""
+        return Whole(self.msg_id, self.sender, self.raw, self.accepted_at, self.ndr_for, list(self.ndr_rcpts),
+                     self.priority, self.report,
+                     [PairRecord(p.rcpt, p.alt_of, p.state, p.hint, p.hops, p.attempts, p.reason, p.handed_to, p.resent,
+                                 p.unconfirmed, p.alt_copy, p.cycles, p.arrived_usn) for p in self.pairs.values()])
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "QueuedMessage":
+    def from_record(cls, record: Whole) -> "QueuedMessage":
         pairs = {}
-        for p in record["pairs"]:
-            pair = Pair(**p)
+        for p in record.pairs:
+            pair = Pair(p.rcpt, p.alt_of, p.state, p.hint, p.hops, p.handed_to, p.resent, p.alt_copy, p.unconfirmed,
+                        p.cycles, p.arrived_usn, p.attempts, reason=p.reason)
             if not pair.final:
                 # whatever was in flight is retried; the peer and the store dedupe. A delivery may
                 # have happened just before the crash, so the pair is unconfirmed (see Pair)
                 pair.state, pair.unconfirmed = "queued", True
             pairs[pair.rcpt] = pair
-        return cls(**{**record, "pairs": pairs})
+        return cls(record.msg_id, record.sender, record.raw, record.accepted_at, record.ndr_for,
+                   list(record.ndr_rcpts), pairs, record.priority, record.report)
 
 
 def listing(queue: dict[str, QueuedMessage], now: float, limit: int) -> tuple[list[dict[str, Any]], int]:

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 from ..config import append_whole, free_bytes, fsync_dir, open_append, write_atomic
 from ..records import set_aside
+from .record import Retired, Step, Whole
 from .wal import COMMIT, Recovered, frame, frame_parts, recover, rewrite, vanished
 
 COMPACT_MIN_BYTES = 8 << 20
@@ -26,7 +27,7 @@ COMPACT_RATIO = 4
 
 # what a compaction writes: the queued messages' records, and (msg_id, {rcpt: hops}, accepted_at)
 # of each remembered message
-State = tuple[Iterable[dict], Iterable[tuple[str, dict[str, int], float]]]
+State = tuple[Iterable[Whole], Iterable[tuple[str, dict[str, int], float]]]
 
 
 class Batch:
@@ -35,26 +36,26 @@ class Batch:
     def __init__(self) -> None:
         # this batch's records, framed at sync; a message persisted twice in one batch (accepted,
         # then handed to a peer, in the same turn) is written once, in its newer state
-        self._pending: list[list | None] = []
-        self._pending_at: dict[str, int] = {}  # msg_id -> index of its "p" record in _pending
-        self._whole: set[str] = set()  # the queued messages whose bytes the log holds: a new state is "s"
+        self._pending: list[Whole | Retired | None] = []
+        self._pending_at: dict[str, int] = {}  # msg_id -> index of its Whole record in _pending
+        self._whole: set[str] = set()  # the queued messages whose bytes the log holds: a new state is a Step
         self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
         self.compactions = 0
         self.syncs = self.records = self.bytes = 0  # since start: what group commit achieves
 
-    def persist(self, msg_id: str, record: dict) -> None:
+    def persist(self, msg_id: str, record: Whole) -> None:
         at = self._pending_at.get(msg_id)
         if at is None:
             self._pending_at[msg_id] = len(self._pending)
-            self._pending.append(["p", msg_id, record])
+            self._pending.append(record)
         else:
-            self._pending[at] = ["p", msg_id, record]  # only the newest state of a message counts at load
+            self._pending[at] = record  # only the newest state of a message counts at load
 
     def retire(self, msg_id: str, hops: dict[str, int], accepted_at: float) -> None:
         at = self._pending_at.pop(msg_id, None)
         if at is not None:
             self._pending[at] = None  # the retirement makes it moot
-        self._pending.append(["r", msg_id, hops, accepted_at])
+        self._pending.append(Retired(msg_id, hops, accepted_at))
 
     def _take(self) -> bytes:
         """The batch as it is appended: its records, then the commit record (none if empty). A
@@ -65,10 +66,10 @@ class Batch:
         for r in self._pending:
             if r is None:
                 continue
-            if r[0] == "r":
-                retired.add(r[1])
-            elif r[1] in self._whole and r[1] not in retired:
-                r = ["s", r[1], {k: v for k, v in r[2].items() if k != "raw"}]
+            if type(r) is Retired:
+                retired.add(r.msg_id)
+            elif r.msg_id in self._whole and r.msg_id not in retired:
+                r = Step(r.msg_id, r.pairs)
             parts += frame_parts(r)
         return b"".join((*parts, COMMIT)) if parts else b""
 
@@ -77,7 +78,7 @@ class Batch:
         whole = self._whole
         for r in self._pending:
             if r is not None:
-                (whole.add if r[0] == "p" else whole.discard)(r[1])
+                (whole.add if type(r) is Whole else whole.discard)(r.msg_id)
         self.records += sum(r is not None for r in self._pending)
         self._pending, self._pending_at = [], {}
         if data:
@@ -205,10 +206,10 @@ class Spool(Batch):
         try:
             with open(tmp, "wb", buffering=1 << 20) as f:
                 for msg_id, hops, at in remembered:
-                    f.write(frame(["r", msg_id, hops, at]))
+                    f.write(frame(Retired(msg_id, hops, at)))
                 for record in records:
-                    f.write(frame(["p", record["msg_id"], record]))
-                    whole.add(record["msg_id"])
+                    f.write(frame(record))
+                    whole.add(record.msg_id)
                 f.write(COMMIT)
                 size = f.tell()
                 f.flush()

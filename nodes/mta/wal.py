@@ -1,15 +1,21 @@
 """The MTA's queue log, its records and how they are read back (the writing is nodes.mta.spool's).
 
 `<run-dir>/mta/<server>/queue.wal` is a sequence of records, each framed as
-`length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack`:
+`length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack`. A record is a msgpack array whose first
+item is its tag (msgspec's tagged array Structs, below), each pair an array of its 13 fields:
 
-    ["p", msg_id, record]               the message and its pairs' states; the newest one wins
-    ["s", msg_id, state]                a newer state of a message whose "p" record is in the log:
-                                        the same record without the message's bytes (`raw`)
-    ["r", msg_id, {rcpt: hops}, accepted_at]
+    ["P", msg_id, sender, raw, accepted_at, ndr_for, ndr_rcpts, priority, report, pairs]
+                                        the message and its pairs' states (Whole)
+    ["S", msg_id, pairs]                its pairs' newer states, the rest as its "P" record says
+                                        (Step: a message's other fields never change)
+    ["R", msg_id, {rcpt: hops}, accepted_at]
                                         every pair is final: the message leaves the queue, and
                                         its pairs are remembered so a retransmission is refused
-    ["c"]                               the end of a batch: the records before it count together
+    ["C"]                               the end of a batch: the records before it count together
+
+A log written before this form (lower-case tags, a message as a map of its fields: ["p", msg_id,
+{...}], ["s", msg_id, {...}], ["r", ...], ["c"]) is read as it is, record by record, so a queue
+left by an older xcon resumes; what it appends after is of today's form.
 
 A message's bytes are written once: its first record is whole, and each later step of its pairs
 (a delivery, a deferral, a report) writes only the state. Before, each step wrote the message
@@ -39,6 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
+import msgspec
+
 from protocol import PRIORITIES
 from protocol.frame import pack
 from protocol.names import valid_msg_id, valid_recipient
@@ -46,23 +55,40 @@ from protocol.names import valid_msg_id, valid_recipient
 from ..logs import events_in
 from ..records import Scan, absent, ids_in, scan_frames
 from .queue import FINAL, WAITING, QueuedMessage
+from .record import Commit, Record, Retired, Step, Whole
 
 HEADER = struct.Struct(">II")
-def frame(record: list) -> bytes:
+_decode = msgspec.msgpack.Decoder(Record).decode
+
+
+def frame(record: Record | list) -> bytes:
     return b"".join(frame_parts(record))
 
 
-def frame_parts(record: list) -> tuple[bytes, bytes]:
+def frame_parts(record: Record | list) -> tuple[bytes, bytes]:
     """A record's frame as its header and its body, for a caller that joins many at once (a
     message's record is copied once on its way into a batch, not once more per frame)."""
     data = pack(record)
     return HEADER.pack(len(data), zlib.crc32(data)), data
 
 
-COMMIT = frame(["c"])
+COMMIT = frame(Commit())
 
 
-STATES = frozenset({"queued", "deferred", *WAITING, *FINAL})
+def read_record(body: bytes | memoryview) -> Record | None:
+    """The record a frame's body holds, checked field by field as it is decoded (a record of the
+    wrong shape is damage, not a crash at start), or None. One of the form before reads too."""
+    if body[2:3] in _OLD_TAGS:
+        return _old_record(body)
+    try:
+        return _decode(body)
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested past the interpreter's depth
+        return None
+
+
+# --- the form before (a message as a map of its fields), read only -----------------------------
+
+_OLD_TAGS = (b"p", b"s", b"r", b"c")
 _NONE = type(None)
 # each field's exact types (type(), not isinstance: a bool is no int here), checked in one pass
 _PAIR = {"rcpt": {str}, "alt_of": {str, _NONE}, "state": {str}, "hint": {dict, _NONE}, "hops": {int},
@@ -74,27 +100,16 @@ _MESSAGE = {"msg_id": {str}, "sender": {str}, "raw": {bytes}, "accepted_at": {in
 _MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
 _STATE = {k: v for k, v in _MESSAGE.items() if k != "raw"}  # an "s" record: the message without its bytes
 _STATE_REQUIRED = _MESSAGE_REQUIRED - {"raw"}
+STATES = frozenset({"queued", "deferred", *WAITING, *FINAL})
 
 
 def _fields_ok(d: Any, types: dict[str, set[type]], required: frozenset[str]) -> bool:
-    if type(d) is not dict:
-        return False
-    # a record's shape (its keys and the types of their values, in order) is judged once: a log
-    # holds a handful of shapes, and this check ran per field of every pair of every record
-    shape = (id(types), *d, *map(type, d.values()))
-    if shape in _GOOD_SHAPES:
-        return True
-    ok = required <= d.keys() <= types.keys() and all(type(v) in types[k] for k, v in d.items())
-    if ok and len(_GOOD_SHAPES) < 4096:
-        _GOOD_SHAPES.add(shape)
-    return ok
+    return (type(d) is dict and required <= d.keys() <= types.keys()
+            and all(type(v) in types[k] for k, v in d.items()))
 
 
-_GOOD_SHAPES: set[tuple] = set()
-
-
-def valid_record(record: Any) -> bool:
-    """A record as this log writes it, field by field: anything else is damage, not a crash at start."""
+def valid_old_record(record: Any) -> bool:
+    """A record of the form before, field by field."""
     if not isinstance(record, list) or not record:
         return False
     tag = record[0]
@@ -114,23 +129,49 @@ def valid_record(record: Any) -> bool:
                     for p in msg["pairs"]))
 
 
-def read_records(data: bytes) -> tuple[list[list], int, Scan]:
+def _old_record(body: bytes | memoryview) -> Record | None:
+    try:
+        old = msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    if not valid_old_record(old):
+        return None
+    tag = old[0]
+    if tag == "c":
+        new: list = ["C"]
+    elif tag == "r":
+        new = ["R", *old[1:]]
+    else:
+        msg = old[2]
+        pairs = [[p["rcpt"], p["alt_of"], p["state"], p["hint"], p["hops"], p["attempts"], p["reason"], p["handed_to"],
+                  p["resent"], p["unconfirmed"], p["alt_copy"], p.get("cycles", 0), p.get("arrived_usn", -1)]
+                 for p in msg["pairs"]]
+        new = ["S", old[1], pairs] if tag == "s" else [
+            "P", old[1], msg["sender"], msg["raw"], msg["accepted_at"], msg["ndr_for"], msg["ndr_rcpts"],
+            msg.get("priority", "normal"), msg.get("report"), pairs]
+    try:
+        return msgspec.convert(new, Record)  # checked as a record of today's form is
+    except msgspec.ValidationError:  # a hint that is no directory entry, say
+        return None
+
+
+def read_records(data: bytes) -> tuple[list[Record], int, Scan]:
     """The records of whole batches in `data` (up to its last commit record, or every whole
     record of a log that has none), the offset where that good part ends, and the scan (its
     damage, if any)."""
-    scan = scan_frames(data, valid_record)
-    commits = [i for i, r in enumerate(scan.records) if r == ["c"]]
+    scan = scan_frames(data, read_record)
+    commits = [i for i, r in enumerate(scan.records) if type(r) is Commit]
     if commits and scan.damage and scan.damage[-1][0] >= scan.ends[commits[-1]]:
         # damage after the last commit that reads (perhaps in that commit itself): the records
         # between are taken up like every record that reads; they are no torn tail
-        records = [r for r in scan.records if r != ["c"]]
+        records = [r for r in scan.records if type(r) is not Commit]
     elif commits:
         last = commits[-1]
         good = scan.ends[last]
         if good < scan.good:  # a batch with no commit after it: torn, whole
             scan.torn += scan.good - good
             scan.good = good
-        records = [r for r in scan.records[:last] if r != ["c"]]
+        records = [r for r in scan.records[:last] if type(r) is not Commit]
     else:
         records = scan.records
     return records, scan.good, scan
@@ -146,7 +187,7 @@ class Recovered:
     damage: dict[str, Any] | None = None
 
 
-def recover(data: bytes | bytearray) -> tuple[Recovered, list[list], int]:
+def recover(data: bytes | bytearray) -> tuple[Recovered, list[Record], int]:
     """The state a log's bytes hold, the records kept and where the good part ends. `data` is
     only read (a simulated log's bytearray is read where it lies)."""
     records, good, scan = read_records(data)
@@ -154,8 +195,8 @@ def recover(data: bytes | bytearray) -> tuple[Recovered, list[list], int]:
     damage = None
     if scan.damaged or orphans:
         # a state whose message's bytes are gone is lost with them; the log kept drops it
-        records = [r for r in records if not (r[0] == "s" and r[1] in orphans)] if orphans else records
-        left = {r[1] for r in records}
+        records = [r for r in records if not (type(r) is Step and r.msg_id in orphans)] if orphans else records
+        left = {r.msg_id for r in records}
         lost = [i for i in scan.ids if i not in left]
         damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": lost + [i for i in orphans if i not in lost],
                   "older_state": [i for i in scan.ids if i in left],
@@ -173,12 +214,12 @@ def suspects(data: bytes, scan: Scan, queued: list[QueuedMessage]) -> list[str]:
     unnamed = [start for start, end in scan.damage if not ids_in(data[start:end])]
     if not unnamed:
         return []  # each damaged run names what it held: `lost` and `older_state` say it all
-    newest = {r[1]: end for r, end in zip(scan.records, scan.ends) if r[0] != "c"}
+    newest = {r.msg_id: end for r, end in zip(scan.records, scan.ends) if type(r) is not Commit}
     named = set(scan.ids)
     return [m.msg_id for m in queued if m.msg_id not in named and newest.get(m.msg_id, 0) <= max(unnamed)]
 
 
-def rewrite(records: list[list]) -> bytes:
+def rewrite(records: list[Record]) -> bytes:
     """A log holding `records` whole, as one committed batch (a commit record alone for none: a
     log this MTA made is never empty, so an empty one is damage, not an empty queue)."""
     return b"".join(frame(r) for r in records) + COMMIT
@@ -217,25 +258,25 @@ def vanished(path: Path, node_log: Path) -> dict[str, Any] | None:
                    "gone, not empty"}
 
 
-def replay(records: list[list]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]], dict[str, None]]:
+def replay(records: list[Record]) -> tuple[list[QueuedMessage], list[tuple[str, dict[str, int], float]],
+                                         dict[str, None]]:
     """What a log's records leave: the queued messages, each retirement in log order, and the ids
-    of states ("s") whose message's bytes no record holds (damage took its "p" record), in log
+    of states ("S") whose message's bytes no record holds (damage took its "P" record), in log
     order: they are logged, and a set's order would change with the process's hash seed."""
-    queued: dict[str, dict] = {}
+    queued: dict[str, Whole] = {}
     remembered: list[tuple[str, dict[str, int], float]] = []
     orphans: dict[str, None] = {}
     for rec in records:
-        tag = rec[0]
-        if tag == "p":
-            queued[rec[1]] = rec[2]
-        elif tag == "s":
-            whole = queued.get(rec[1])
+        kind = type(rec)
+        if kind is Whole:
+            queued[rec.msg_id] = rec
+        elif kind is Step:
+            whole = queued.get(rec.msg_id)
             if whole is None:
-                orphans[rec[1]] = None
+                orphans[rec.msg_id] = None
             else:
-                queued[rec[1]] = {**rec[2], "raw": whole["raw"]}
-        elif tag == "r":
-            _, msg_id, hops, accepted_at = rec
-            queued.pop(msg_id, None)
-            remembered.append((msg_id, hops, accepted_at))
+                queued[rec.msg_id] = msgspec.structs.replace(whole, pairs=rec.pairs)
+        elif kind is Retired:
+            queued.pop(rec.msg_id, None)
+            remembered.append((rec.msg_id, rec.hops, rec.accepted_at))
     return [QueuedMessage.from_record(r) for r in queued.values()], remembered, orphans

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from nodes.mta import spool as spool_mod, wal
 from nodes.mta.queue import Pair, QueuedMessage
+from nodes.mta.record import Retired, Step, Whole
 from nodes.mta.spool import Spool
 
 
@@ -12,6 +15,12 @@ def load(spool) -> tuple[list, list]:
     recovered = spool.load()
     assert recovered.damage is None, recovered.damage
     return recovered.queued, recovered.remembered
+
+
+def old_form(msg: QueuedMessage) -> list:
+    """A message's record as logs before nodes.mta.record wrote it: ["p", msg_id, {field: value}]."""
+    return ["p", msg.msg_id, {**{k: v for k, v in msgspec.structs.asdict(msg.to_record()).items() if k != "pairs"},
+                              "pairs": [msgspec.structs.asdict(p) for p in msg.to_record().pairs]}]
 
 
 def message(msg_id: str, *rcpts: str, state: str = "queued") -> QueuedMessage:
@@ -59,8 +68,8 @@ def test_a_message_persisted_twice_in_a_batch_is_written_once_in_its_newer_state
     queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1", "m2"] and remembered == [("m3", {"dave": 1}, 100.0)]
     records, _, _ = wal.read_records((tmp_path / "queue.wal").read_bytes())
-    assert [(r[0], r[1]) for r in records] == [("p", "m1"), ("p", "m2"), ("r", "m3")]
-    assert records[0][2]["pairs"][0]["state"] == "transferring"
+    assert [(type(r), r.msg_id) for r in records] == [(Whole, "m1"), (Whole, "m2"), (Retired, "m3")]
+    assert records[0].pairs[0].state == "transferring"
 
 
 def test_an_unsynced_batch_is_not_on_disk(tmp_path):
@@ -76,7 +85,7 @@ def test_a_torn_tail_is_cut_and_later_appends_are_read(tmp_path):
     s.persist("m1", message("m1", "bob").to_record())
     s.sync()
     whole = (tmp_path / "queue.wal").stat().st_size
-    torn = wal.frame(["p", "m2", message("m2", "carol").to_record()])
+    torn = wal.frame(message("m2", "carol").to_record())
     for cut in (3, 8, len(torn) - 1):  # in the header, at the body, one byte short
         with open(tmp_path / "queue.wal", "ab") as f:
             f.write(torn[:cut])
@@ -143,8 +152,8 @@ def test_a_batch_torn_after_some_of_its_records_is_dropped_whole(tmp_path):
     s.load()
     s.persist("m1", message("m1", "bob").to_record())
     s.sync()
-    torn = wal.frame(["p", "ndr1", message("ndr1", "alice").to_record()])  # a whole record ...
-    torn += wal.frame(["p", "m1", message("m1", "bob", state="failed").to_record()])[:9]  # ... and part of one
+    torn = wal.frame(message("ndr1", "alice").to_record())  # a whole record ...
+    torn += wal.frame(message("m1", "bob", state="failed").to_record())[:9]  # ... and part of one
     with open(tmp_path / "queue.wal", "ab") as f:
         f.write(torn)
     queued, _ = load(Spool(tmp_path))
@@ -153,10 +162,31 @@ def test_a_batch_torn_after_some_of_its_records_is_dropped_whole(tmp_path):
 
 
 def test_a_log_written_before_commit_records_is_read_record_by_record(tmp_path):
-    old = wal.frame(["p", "m1", message("m1", "bob").to_record()]) + wal.frame(["r", "m2", {"x": 0}, 1.0])
+    old = wal.frame(old_form(message("m1", "bob"))) + wal.frame(["r", "m2", {"x": 0}, 1.0])
     (tmp_path / "queue.wal").write_bytes(old)
     queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m2", {"x": 0}, 1.0)]
+
+
+def test_a_log_of_the_form_before_resumes_and_goes_on_in_todays(tmp_path):
+    """A queue left by the xcon before typed records (a message as a map of its fields) reads
+    whole: its messages, their later states, its retirements; what is appended after is of
+    today's form, and the two read back together."""
+    old = (wal.frame(old_form(message("m1", "bob"))) + wal.frame(old_form(message("m2", "carol"))) + wal.frame(["c"])
+           + wal.frame(["s", "m1", {k: v for k, v in old_form(message("m1", "bob", state="deferred"))[2].items()
+                                   if k != "raw"}])
+           + wal.frame(["r", "m2", {"carol": 1}, 100.0]) + wal.frame(["c"]))
+    (tmp_path / "queue.wal").write_bytes(old)
+    s = Spool(tmp_path)
+    (m1,), remembered = load(s)
+    assert m1.raw == b"raw m1" and m1.pairs["bob"].state == "queued"  # deferred: a restart tries it again
+    assert remembered == [("m2", {"carol": 1}, 100.0)]
+    s.persist("m1", message("m1", "bob", state="delivered").to_record())
+    s.sync()
+    records, _, _ = wal.read_records((tmp_path / "queue.wal").read_bytes())
+    assert [type(r) for r in records] == [Whole, Whole, Step, Retired, Step]
+    (m1,), _ = load(Spool(tmp_path))
+    assert m1.raw == b"raw m1" and m1.pairs["bob"].state == "delivered"
 
 
 def five_batches(tmp_path) -> bytes:
@@ -185,8 +215,8 @@ def test_damage_in_the_middle_is_kept_aside_and_every_record_that_reads_is_taken
 
 def test_damage_to_a_record_s_length_is_found_past_and_a_torn_tail_is_still_cut_silently(tmp_path):
     data = five_batches(tmp_path)
-    second = data.index(wal.frame(["p", "m2", message("m2", "bob").to_record()]))
-    damaged = data[:second] + b"\xff" + data[second + 1:] + wal.frame(["p", "m6", {}])[:5]
+    second = data.index(wal.frame(message("m2", "bob").to_record()))
+    damaged = data[:second] + b"\xff" + data[second + 1:] + wal.frame(message("m6", "bob").to_record())[:5]
     (tmp_path / "queue.wal").write_bytes(damaged)
     recovered = Spool(tmp_path).load()
     assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m3", "m4", "m5"]
@@ -196,11 +226,14 @@ def test_damage_to_a_record_s_length_is_found_past_and_a_torn_tail_is_still_cut_
 def test_a_record_of_the_wrong_shape_is_damage_not_a_crash(tmp_path):
     """Story 7 of issue 19: WAL records of the wrong shape made the MTA exit with a traceback."""
     data = five_batches(tmp_path)
-    wrong = wal.frame(["p", "m9", {"msg_id": "m9", "pairs": "not a list"}]) + wal.COMMIT
-    (tmp_path / "queue.wal").write_bytes(data + wrong + five_batches(tmp_path / "more"))
-    recovered = Spool(tmp_path).load()
-    assert recovered.damage is not None and recovered.damage["lost"] == ["m9"]
-    assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3", "m4", "m5"]
+    bad_state = msgspec.structs.replace(message("m8", "bob").to_record().pairs[0], state="lost")
+    for wrong in (wal.frame(["p", "m9", {"msg_id": "m9", "pairs": "not a list"}]),  # of the form before
+                  wal.frame(["P", "m9", "alice", b"x", 1.0, None, [], "normal", None, "not a list"]),
+                  wal.frame(msgspec.structs.replace(message("m9", "bob").to_record(), pairs=[bad_state]))):
+        (tmp_path / "queue.wal").write_bytes(data + wrong + wal.COMMIT + five_batches(tmp_path / "more"))
+        recovered = Spool(tmp_path).load()
+        assert recovered.damage is not None and recovered.damage["lost"] == ["m9"]
+        assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3", "m4", "m5"]
 
 
 def test_a_last_record_whose_bytes_are_all_there_but_do_not_read_is_damage_not_a_torn_tail(tmp_path):
@@ -228,7 +261,7 @@ def test_damage_whose_record_start_does_not_read_names_the_queued_messages_it_ma
     s.persist("m3", message("m3", "dave").to_record())
     s.sync()
     data = (tmp_path / "queue.wal").read_bytes()
-    at = data.index(wal.frame(["r", "m1", {"bob": 1}, 100.0])) + wal.HEADER.size  # the body's first byte
+    at = data.index(wal.frame(Retired("m1", {"bob": 1}, 100.0))) + wal.HEADER.size  # the body's first byte
     (tmp_path / "queue.wal").write_bytes(data[:at] + b"\x00" + data[at + 1:])
     recovered = Spool(tmp_path).load()
     assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3"], "m1 is queued again: its retirement is gone"
@@ -256,7 +289,7 @@ def test_a_message_s_bytes_are_written_once_and_its_later_states_without_them(tm
     data = (tmp_path / "queue.wal").read_bytes()
     assert data.count(b"x" * 100_000) == 1 and len(data) < 101_000
     records, _, _ = wal.read_records(data)
-    assert [r[0] for r in records] == ["p", "s", "s", "s"] and "raw" not in records[1][2]
+    assert [type(r) for r in records] == [Whole, Step, Step, Step]
     (queued,), _ = load(Spool(tmp_path))
     assert queued.raw == b"x" * 100_000 and queued.pairs["bob"].state == "delivered"
 
@@ -272,7 +305,7 @@ def test_a_message_retired_and_queued_again_is_written_whole_even_in_one_batch(t
     s.persist("m1", message("m1", "bob", state="failed").to_record())
     s.sync()
     records, _, _ = wal.read_records((tmp_path / "queue.wal").read_bytes())
-    assert [r[0] for r in records] == ["p", "r", "p", "s"]
+    assert [type(r) for r in records] == [Whole, Retired, Whole, Step]
     (queued,), remembered = load(Spool(tmp_path))
     assert queued.raw == b"raw m1" and queued.pairs["bob"].state == "failed" and len(remembered) == 1
 
@@ -307,12 +340,12 @@ def test_after_a_restart_or_a_compaction_a_queued_message_s_states_go_without_it
     again.persist("m1", message("m1", "bob", state="deferred").to_record())
     again.sync()
     records, _, _ = wal.read_records((tmp_path / "queue.wal").read_bytes())
-    assert [r[0] for r in records] == ["p", "s"]
+    assert [type(r) for r in records] == [Whole, Step]
     again.compact(([message("m1", "bob", state="deferred").to_record()], []))
     again.persist("m1", message("m1", "bob", state="failed").to_record())
     again.sync()
     records, _, _ = wal.read_records((tmp_path / "queue.wal").read_bytes())
-    assert [r[0] for r in records] == ["p", "s"] and load(Spool(tmp_path))[0][0].pairs["bob"].state == "failed"
+    assert [type(r) for r in records] == [Whole, Step] and load(Spool(tmp_path))[0][0].pairs["bob"].state == "failed"
 
 
 def test_messages_lost_with_their_bytes_are_named_in_log_order(tmp_path):
@@ -330,7 +363,7 @@ def test_messages_lost_with_their_bytes_are_named_in_log_order(tmp_path):
     s.sync()
     data = bytearray((tmp_path / "queue.wal").read_bytes())
     for msg_id in ids:  # the first byte of each whole record's body: its start no longer reads, nor its id
-        data[data.index(wal.frame(["p", msg_id, message(msg_id, "bob").to_record()])) + wal.HEADER.size] ^= 0xFF
+        data[data.index(wal.frame(message(msg_id, "bob").to_record())) + wal.HEADER.size] ^= 0xFF
     (tmp_path / "queue.wal").write_bytes(bytes(data))
     recovered = Spool(tmp_path).load()
     assert recovered.queued == [] and recovered.damage["lost"] == ids
