@@ -22,7 +22,7 @@ _KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "int | None": (int, type(N
 
 
 # Named sets of timing defaults. "lab" is xcon's own (seconds: tests, demos); "exchange55" is
-# Exchange 5.5's documented numbers (../shared/EXCHANGE55.md), meant to be shrunk by a time scale.
+# Exchange 5.5's documented numbers (docs/EXCHANGE55.md), meant to be shrunk by a time scale.
 # A profile's durations are multiplied by the time scale; options given on a command line win.
 PROFILES: dict[str, dict[str, int | None]] = {
     "lab": {"replication_lag_ms": 2000, "replication_jitter_ms": 500, "replication_step_ms": 0,

@@ -40,7 +40,7 @@ class Failure:
     diagnostic: tuple[int, str]
 
 
-# The lines are those the 5.5 KB articles show (../shared/EXCHANGE55.md); which X.400 codes pair
+# The lines are those the 5.5 KB articles show (docs/EXCHANGE55.md); which X.400 codes pair
 # with a moved mailbox is not documented, and is the emulation's choice: the MTA's directory
 # read failed it (reason 6), the recipient was unavailable where it looked (diagnostic 4).
 STATUS = {

@@ -4,7 +4,7 @@ It is made of three parts besides what is here (accepting, the timers, the queue
 the answers that settle a pair (nodes.mta.routing), final failures and reports
 (nodes.mta.reports), and the directory's snapshot and feed (nodes.mta.feed). When the store
 answers "not_here" for a mailbox the cache still homes on this server, the three builds part
-ways (../shared/DESIGN.md):
+ways (docs/DESIGN.md):
 
   legacy   the alternate's copy counts as the report: when a recipient whose alternate (deliver
            to both) was given a copy of the message fails, no NDR is sent, wherever that copy

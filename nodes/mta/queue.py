@@ -1,13 +1,15 @@
 """The MTA's queue entries: a message and the state of each of its (message, recipient) pairs.
 
-Pair states:
+Pair states (ten: nodes.mta.record.State is the list the queue log admits):
   queued       ready to route
   resolving    (reroute build) asking the directory past the cache
   delivering   waiting for the store's answer
   transferring waiting for the peer MTA's acknowledgement
+  relaying     waiting for the server's IMS to take a pair for outside the organisation
   deferred     waiting until `next_at` (mailbox locked, a timeout, a peer error)
   delivered    final: in the mailbox
   transferred  final here: the peer MTA made it durable and owns it now
+  relayed      final here: the IMS made it durable and relays it (nodes.ims)
   failed       final: undeliverable (with or without an NDR, as the build decides)
 """
 

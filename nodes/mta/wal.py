@@ -43,7 +43,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgpack
 import msgspec
@@ -54,8 +54,8 @@ from protocol.names import valid_msg_id, valid_recipient
 
 from ..logs import events_in
 from ..records import Scan, absent, ids_in, scan_frames
-from .queue import FINAL, WAITING, QueuedMessage
-from .record import Commit, Record, Retired, Step, Whole
+from .queue import QueuedMessage
+from .record import Commit, Record, Retired, State, Step, Whole
 
 HEADER = struct.Struct(">II")
 _decode = msgspec.msgpack.Decoder(Record).decode
@@ -100,7 +100,7 @@ _MESSAGE = {"msg_id": {str}, "sender": {str}, "raw": {bytes}, "accepted_at": {in
 _MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
 _STATE = {k: v for k, v in _MESSAGE.items() if k != "raw"}  # an "s" record: the message without its bytes
 _STATE_REQUIRED = _MESSAGE_REQUIRED - {"raw"}
-STATES = frozenset({"queued", "deferred", *WAITING, *FINAL})
+STATES = frozenset(get_args(State))
 
 
 def _fields_ok(d: Any, types: dict[str, set[type]], required: frozenset[str]) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import msgspec
 
-from nodes.mta import spool as spool_mod, wal
-from nodes.mta.queue import Pair, QueuedMessage
-from nodes.mta.record import Retired, Step, Whole
+from nodes.mta import spool as spool_mod
+from nodes.mta import wal
+from nodes.mta.queue import FINAL, WAITING, Pair, QueuedMessage
+from nodes.mta.record import Retired, State, Step, Whole
 from nodes.mta.spool import Spool
 
 
@@ -187,6 +190,10 @@ def test_a_log_of_the_form_before_resumes_and_goes_on_in_todays(tmp_path):
     assert [type(r) for r in records] == [Whole, Whole, Step, Retired, Step]
     (m1,), _ = load(Spool(tmp_path))
     assert m1.raw == b"raw m1" and m1.pairs["bob"].state == "delivered"
+
+
+def test_the_log_admits_every_pair_state_the_queue_has_and_no_other():
+    assert set(get_args(State)) == {"queued", "deferred", *WAITING, *FINAL}
 
 
 def five_batches(tmp_path) -> bytes:
