@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodes.core import Ids, Reply, Request, Send, error, log
-from protocol import INVALID
+from protocol import INVALID, hlc
 
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
 # the kernel's faults on a cluster of network namespaces (orchestrator.netns): on hosts, not nodes
@@ -201,7 +201,7 @@ class FaultCore:
             if node == SELF:
                 raise ValueError("the orchestrator's clock cannot be set off through itself")
             offset_ms = int(params["offset_ms"])
-            if abs(offset_ms) > 86_400_000:
+            if abs(offset_ms) > hlc.MAX_OFFSET_S * 1000:
                 raise ValueError("offset_ms must be within a day either way")
             return [Send(node, "fault.clock", {"offset_ms": offset_ms}, self.ids.next())]
         if kind == "smtp":

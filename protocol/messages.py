@@ -15,6 +15,8 @@ from typing import Annotated, Any, NotRequired, TypedDict
 
 from msgspec import Meta, Struct, defstruct
 
+from .hlc import MAX_OFFSET_S
+
 VERSION = 9  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
@@ -289,7 +291,10 @@ FaultLink = message("fault.link", peer=str, delay_ms=int, jitter_ms=int, drop=fl
 
 FaultFeedCut = message("fault.feed_cut", seconds=float)
 
-FaultClock = message("fault.clock", offset_ms=int)
+# how far off the node's clock reads from now on, bounded for every node alike (the host's and an
+# edge node's runtime once checked it apart, and only one of them did)
+FaultClock = message("fault.clock", offset_ms=Annotated[int, Meta(ge=-int(MAX_OFFSET_S * 1000),
+                                                                  le=int(MAX_OFFSET_S * 1000))])
 
 FaultLag = message("fault.lag", lag_ms=int, jitter_ms=int)
 

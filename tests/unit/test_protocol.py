@@ -57,6 +57,8 @@ def test_round_trip():
         "msg_id": "m", "sender": "a", "raw": b"", "accepted_at": 1, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
         "rcpts": [{"alias": "b", "alt_of": None, "hint": {"alias": "b"}, "hops": 0}]}), use_bin_type=True),
      "mta.transfer: rcpts[0].hint: missing field 'display_name'"),
+    (msgpack.packb(good(type_="fault.clock", body={"offset_ms": 86_400_001})),
+     "fault.clock: field 'offset_ms' must be int <= 86400000"),  # for an edge node's runtime as for the host's
     (b"\x00" * (MAX_FRAME_BYTES + 1), "over the limit"),
 ])
 def test_malformed_frames_are_refused_with_a_reason(data, reason):
@@ -107,7 +109,7 @@ def fitting(t: msgspec.inspect.Type) -> st.SearchStrategy:
     if type(t) in simple:
         return simple[type(t)]
     if isinstance(t, i.IntType):
-        return st.integers(t.ge if t.ge is not None else -2**63, 2**63 - 1)
+        return st.integers(t.ge if t.ge is not None else -2**63, t.le if t.le is not None else 2**63 - 1)
     if isinstance(t, i.UnionType):
         return st.one_of([fitting(x) for x in t.types])
     if isinstance(t, i.ListType):
