@@ -4,7 +4,7 @@ logged as fault.injected."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -14,46 +14,11 @@ from orchestrator.cluster.client import Refused
 from orchestrator.faults import MOVE_STEPS
 
 
-@click.command()
-@run_dir_option
-@click.argument("kind", type=click.Choice(["list", "delay", "drop", "duplicate", "reorder", "pause", "feed-cut", "lag",
-                                          "clock", "kill-at-step", "corrupt", "hold-at-step", "release", "clear", "net",
-                                          "partition", "heal", "smtp"]))
-@click.argument("node", required=False)
-@click.argument("other", required=False)
-@click.option("--peer", help="The other end of the link (link faults: delay, drop, duplicate, reorder).")
-@click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
-              help="How long the fault lasts (not net and partition: they last until `xcon fault heal`).")
-@click.option("--delay-ms", type=click.IntRange(0, 600_000),
-              help="delay: fixed part (default 100); net: the link's delay (tc netem); smtp: each reply that late.")
-@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True,
-              help="delay, net: random part; lag: replication jitter.")
-@click.option("--loss", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets lost.")
-@click.option("--duplicate", "dup_pct", type=click.FloatRange(0, 100), default=0.0, help="net: % of packets sent twice.")
-@click.option("--reorder", "reorder_pct", type=click.FloatRange(0, 100), default=0.0,
-              help="net: % of packets sent at once, ahead of the delayed ones.")
-@click.option("--rate", "rate_kbit", type=click.IntRange(1, 10_000_000), help="net: the link's rate, kbit/s.")
-@click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="drop, duplicate, reorder: chance per frame; smtp: chance a session is cut after its MTA took "
-                   "the message, before the 250.")
-@click.option("--lag-ms", type=click.IntRange(0, 3_600_000), help="lag: the MTA's new replication lag.")
-@click.option("--offset-ms", type=click.IntRange(-86_400_000, 86_400_000),
-              help="clock: how far NODE's clock reads off, + ahead, - behind (0: right again).")
-@click.option("--one-way", is_flag=True, help="Link faults: only frames from NODE to PEER.")
-@click.option("--step", type=click.Choice(MOVE_STEPS),
-              help="kill-at-step: the move step that kills NODE; hold-at-step: the step that holds the next move.")
-@click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
-              help="kill-at-step, corrupt: seconds until NODE starts again (the orchestrator: restart it yourself).")
-@click.option("--where", type=click.FloatRange(0.01, 0.99), default=0.5, show_default=True,
-              help="corrupt: where in the MTA's queue log the flipped byte goes, as a fraction of its length.")
-@json_option
-@attached
-def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, peer: str | None, seconds: float,
-          delay_ms: int | None, jitter_ms: int, loss: float, dup_pct: float, reorder_pct: float, rate_kbit: int | None,
-          probability: float, lag_ms: int | None, offset_ms: int | None, one_way: bool, step: str | None, restart_after: float,
-          where: float, as_json: bool) -> None:
+@click.group()
+def fault() -> None:
     """Inject a fault at run time, through the orchestrator; each one is logged as fault.injected.
-    `xcon fault list` shows every fault in force, and when each ends.
+    `xcon fault list` shows every fault in force, and when each ends. Each kind is a command of
+    its own, with the options it reads (`xcon fault KIND --help`).
 
     \b
     xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --jitter-ms 100 --seconds 30
@@ -75,78 +40,188 @@ def fault(cluster: cl.Cluster, kind: str, node: str | None, other: str | None, p
     xcon fault partition ex1 ex2 [--one-way]      (ex1 and ex2 cannot reach each other)
     xcon fault heal                               (every partition and shaping undone)
     """
-    kind = kind.replace("-", "_")
-    if kind == "list":
-        list_faults(cluster, as_json)
-        return
-    if kind in ("hold_at_step", "release"):
-        if kind == "hold_at_step" and step is None:
-            raise click.UsageError("hold-at-step needs --step")
-        if node:
-            raise click.UsageError(f"{kind.replace('_', '-')} takes no NODE: it holds a move, wherever it runs")
-        params = {"step": step} if kind == "hold_at_step" else {}
-        cluster.fault(kind, "", None, **params)
-        if as_json:
-            emit_json({"kind": kind, "params": params})
-        else:
-            out.print(f"the next move to enter step {step} waits there until `xcon fault release`"
-                      if step else "every held move goes on")
-        return
-    if kind not in ("clear", "heal") and not node:
-        raise click.UsageError(f"'{kind}' needs a {'HOST' if kind in ('net', 'partition') else 'NODE'}")
-    if kind == "partition" and not other:
-        raise click.UsageError("partition needs two hosts: xcon fault partition HOST_A HOST_B")
-    if other and kind != "partition":
-        raise click.UsageError(f"unexpected argument '{other}' (only partition takes two hosts)")
-    if kind in ("net", "partition", "heal"):
-        params = {"delay_ms": delay_ms or 0, "jitter_ms": jitter_ms, "loss": loss, "duplicate": dup_pct,
-                  "reorder": reorder_pct, "rate_kbit": rate_kbit or 0} if kind == "net" else {}
-        if one_way:
-            params["one_way"] = True
-        cluster.fault(kind, node or "", other, **params)
-        if as_json:
-            emit_json({"injected": kind, "host": node, "other": other, **params})
-        else:
-            out.print(f"injected {kind}" + (f" on {node}" if node else "") + (f" and {other}" if other else ""))
-        return
-    delay_ms = (0 if kind == "smtp" else 100) if delay_ms is None else delay_ms
-    if kind == "lag" and lag_ms is None:
-        raise click.UsageError("lag needs --lag-ms")
-    if kind == "kill_at_step" and step is None:
-        raise click.UsageError("kill-at-step needs --step")
-    if kind == "clock" and offset_ms is None:
-        raise click.UsageError("clock needs --offset-ms")
-    params: dict[str, Any] = {"seconds": seconds}
-    if kind == "delay":
-        params.update(delay_ms=delay_ms, jitter_ms=jitter_ms)
-    elif kind in ("drop", "duplicate", "reorder"):
-        params["probability"] = probability
-    elif kind == "lag":
-        params.update(lag_ms=lag_ms, jitter_ms=jitter_ms)
-    elif kind == "kill_at_step":
-        params = {"step": step, "restart_after": restart_after}
-    elif kind == "clock":
-        params = {"offset_ms": offset_ms}
-    elif kind == "corrupt":
-        params = {"where": where, "restart_after": restart_after}
-    elif kind == "smtp":
-        params.update(cut=probability, delay_ms=delay_ms)
-    if one_way:
-        params["one_way"] = True
-    cluster.fault(kind, node or "", peer, **params)
+
+
+def kind_command(name: str, help_: str, target: str | None = "NODE") -> Callable[[Callable], Callable]:
+    """A `xcon fault NAME` command: --run-dir, --json, the cluster attached, and its TARGET argument."""
+    def wrap(f: Callable) -> Callable:
+        f = attached(json_option(f))
+        if target is not None:
+            f = click.argument("node", metavar=target)(f)
+        return fault.command(name, help=help_)(run_dir_option(f))
+    return wrap
+
+
+SECONDS = click.option("--seconds", type=click.FloatRange(0.001, 3600), default=10.0, show_default=True,
+                       help="How long the fault lasts.")
+PEER = click.option("--peer", help="The other end of the link.")
+ONE_WAY = click.option("--one-way", is_flag=True, help="Only frames from NODE to PEER.")
+PROBABILITY = click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+                           help="The chance per frame.")
+RESTART_AFTER = click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
+                             help="Seconds until NODE starts again (the orchestrator: restart it yourself).")
+STEP = click.option("--step", type=click.Choice(MOVE_STEPS), required=True, help="A step of Move User.")
+
+
+def inject(cluster: cl.Cluster, kind: str, node: str, peer: str | None, params: dict[str, Any], as_json: bool,
+           said: str) -> None:
+    """Ask the orchestrator for the fault; say what it does (or print it as JSON)."""
+    cluster.fault(kind, node, peer, **params)
     if as_json:
-        emit_json({"kind": kind, "node": node, "peer": peer, "params": params})
+        emit_json({"kind": kind, "node": node or None, "peer": peer, "params": params})
     else:
-        what = {"clear": "every fault cleared", "pause": f"{node} paused", "feed_cut": f"{node} off the directory feed",
-                "lag": f"{node} replication lag now {lag_ms} ms",
-                "clock": f"{node}'s clock now reads {offset_ms or 0:+d} ms off",
-                "kill_at_step": f"{node} is killed when a move next enters step {step}",
-                "smtp": f"{node}'s SMTP sessions cut before their 250 with chance {probability:g}, replies {delay_ms} "
-                        "ms late",
-                "corrupt": f"{node} killed, a byte of its queue log flipped at {where:g} of its length; it restarts "
-                           f"in {restart_after:g}s (see `xcon logs --event storage.damaged`)"}.get(
-                    kind, f"{kind} on {node} <-> {peer}")
-        out.print(what if kind in ("clear", "lag", "clock", "kill_at_step", "corrupt") else f"{what} for {seconds:g}s")
+        out.print(said)
+
+
+def _link(kind: str, node: str, peer: str | None, one_way: bool, seconds: float, **params: Any) -> tuple:
+    params = {"seconds": seconds, **params, **({"one_way": True} if one_way else {})}
+    return kind, node, peer, params, f"{kind} on {node} <-> {peer} for {seconds:g}s"
+
+
+@kind_command("delay", "Delay the frames on the link NODE <-> PEER.")
+@PEER
+@click.option("--delay-ms", type=click.IntRange(0, 600_000), default=100, show_default=True, help="Fixed part.")
+@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True, help="Random part.")
+@ONE_WAY
+@SECONDS
+def delay(cluster: cl.Cluster, node: str, peer: str | None, delay_ms: int, jitter_ms: int, one_way: bool,
+          seconds: float, as_json: bool) -> None:
+    *fault_, said = _link("delay", node, peer, one_way, seconds, delay_ms=delay_ms, jitter_ms=jitter_ms)
+    inject(cluster, *fault_, as_json, said)
+
+
+def _chance(kind: str, help_: str) -> None:
+    @kind_command(kind, help_)
+    @PEER
+    @PROBABILITY
+    @ONE_WAY
+    @SECONDS
+    def command(cluster: cl.Cluster, node: str, peer: str | None, probability: float, one_way: bool,
+                seconds: float, as_json: bool) -> None:
+        *fault_, said = _link(kind, node, peer, one_way, seconds, probability=probability)
+        inject(cluster, *fault_, as_json, said)
+
+
+_chance("drop", "Drop frames on the link NODE <-> PEER, each with the given chance.")
+_chance("duplicate", "Send frames on the link NODE <-> PEER twice, each with the given chance.")
+_chance("reorder", "Send frames on the link NODE <-> PEER out of order, each with the given chance.")
+
+
+@kind_command("pause", "Stop NODE (SIGSTOP) and let it go on (SIGCONT) after --seconds.")
+@SECONDS
+def pause(cluster: cl.Cluster, node: str, seconds: float, as_json: bool) -> None:
+    inject(cluster, "pause", node, None, {"seconds": seconds}, as_json, f"{node} paused for {seconds:g}s")
+
+
+@kind_command("feed-cut", "Cut an MTA off the directory's change feed: it misses the updates meanwhile.")
+@SECONDS
+def feed_cut(cluster: cl.Cluster, node: str, seconds: float, as_json: bool) -> None:
+    inject(cluster, "feed_cut", node, None, {"seconds": seconds}, as_json,
+           f"{node} off the directory feed for {seconds:g}s")
+
+
+@kind_command("lag", "Give an MTA a new replication lag, live.")
+@click.option("--lag-ms", type=click.IntRange(0, 3_600_000), required=True, help="The MTA's new replication lag.")
+@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True, help="Replication jitter.")
+@SECONDS
+def lag(cluster: cl.Cluster, node: str, lag_ms: int, jitter_ms: int, seconds: float, as_json: bool) -> None:
+    inject(cluster, "lag", node, None, {"seconds": seconds, "lag_ms": lag_ms, "jitter_ms": jitter_ms}, as_json,
+           f"{node} replication lag now {lag_ms} ms")
+
+
+@kind_command("clock", "Set NODE's clock off: what it stamps from now on (its timers run as before).")
+@click.option("--offset-ms", type=click.IntRange(-86_400_000, 86_400_000), required=True,
+              help="How far it reads off, + ahead, - behind (0: right again).")
+def clock(cluster: cl.Cluster, node: str, offset_ms: int, as_json: bool) -> None:
+    inject(cluster, "clock", node, None, {"offset_ms": offset_ms}, as_json,
+           f"{node}'s clock now reads {offset_ms:+d} ms off")
+
+
+@kind_command("kill-at-step", "Kill NODE (SIGKILL) when a move next enters --step.")
+@STEP
+@RESTART_AFTER
+def kill_at_step(cluster: cl.Cluster, node: str, step: str, restart_after: float, as_json: bool) -> None:
+    inject(cluster, "kill_at_step", node, None, {"step": step, "restart_after": restart_after}, as_json,
+           f"{node} is killed when a move next enters step {step}")
+
+
+@kind_command("corrupt", "Kill an MTA, flip a byte of its queue log, and start it again.")
+@click.option("--where", type=click.FloatRange(0.01, 0.99), default=0.5, show_default=True,
+              help="Where the flipped byte goes, as a fraction of the log's length.")
+@RESTART_AFTER
+def corrupt(cluster: cl.Cluster, node: str, where: float, restart_after: float, as_json: bool) -> None:
+    inject(cluster, "corrupt", node, None, {"where": where, "restart_after": restart_after}, as_json,
+           f"{node} killed, a byte of its queue log flipped at {where:g} of its length; it restarts in "
+           f"{restart_after:g}s (see `xcon logs --event storage.damaged`)")
+
+
+@kind_command("smtp", "Cut an IMS's SMTP sessions after its MTA took the message, before the 250; slow its replies.")
+@click.option("--probability", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="The chance a session is cut.")
+@click.option("--delay-ms", type=click.IntRange(0, 600_000), default=0, show_default=True, help="Each reply that late.")
+@SECONDS
+def smtp(cluster: cl.Cluster, node: str, probability: float, delay_ms: int, seconds: float, as_json: bool) -> None:
+    inject(cluster, "smtp", node, None, {"seconds": seconds, "cut": probability, "delay_ms": delay_ms}, as_json,
+           f"{node}'s SMTP sessions cut before their 250 with chance {probability:g}, replies {delay_ms} ms late "
+           f"for {seconds:g}s")
+
+
+@kind_command("hold-at-step", "Hold the next move that enters --step there, until `xcon fault release`.", None)
+@STEP
+def hold_at_step(cluster: cl.Cluster, step: str, as_json: bool) -> None:
+    inject(cluster, "hold_at_step", "", None, {"step": step}, as_json,
+           f"the next move to enter step {step} waits there until `xcon fault release`")
+
+
+@kind_command("release", "Let every held move go on.", None)
+def release(cluster: cl.Cluster, as_json: bool) -> None:
+    inject(cluster, "release", "", None, {}, as_json, "every held move goes on")
+
+
+@kind_command("clear", "End every link rule, pause, feed cut, lag, clock offset and armed kill, everywhere.", None)
+def clear(cluster: cl.Cluster, as_json: bool) -> None:
+    inject(cluster, "clear", "", None, {}, as_json, "every fault cleared")
+
+
+@kind_command("net", "Shape HOST's link in the kernel (tc netem, tbf), until `xcon fault heal`.", "HOST")
+@click.option("--delay-ms", type=click.IntRange(0, 600_000), default=0, show_default=True, help="The link's delay.")
+@click.option("--jitter-ms", type=click.IntRange(0, 600_000), default=0, show_default=True, help="Its random part.")
+@click.option("--loss", type=click.FloatRange(0, 100), default=0.0, help="% of packets lost.")
+@click.option("--duplicate", "dup_pct", type=click.FloatRange(0, 100), default=0.0, help="% of packets sent twice.")
+@click.option("--reorder", "reorder_pct", type=click.FloatRange(0, 100), default=0.0,
+              help="% of packets sent at once, ahead of the delayed ones.")
+@click.option("--rate", "rate_kbit", type=click.IntRange(1, 10_000_000), help="The link's rate, kbit/s.")
+def net(cluster: cl.Cluster, node: str, delay_ms: int, jitter_ms: int, loss: float, dup_pct: float,
+        reorder_pct: float, rate_kbit: int | None, as_json: bool) -> None:
+    params = {"delay_ms": delay_ms, "jitter_ms": jitter_ms, "loss": loss, "duplicate": dup_pct,
+              "reorder": reorder_pct, "rate_kbit": rate_kbit or 0}
+    inject(cluster, "net", node, None, params, as_json, f"injected net on {node}")
+
+
+@fault.command("partition", help="Cut HOST_A and HOST_B off each other in the kernel, until `xcon fault heal`.")
+@run_dir_option
+@click.argument("host_a", metavar="HOST_A")
+@click.argument("host_b", metavar="HOST_B")
+@click.option("--one-way", is_flag=True, help="Only packets from HOST_A to HOST_B.")
+@json_option
+@attached
+def partition(cluster: cl.Cluster, host_a: str, host_b: str, one_way: bool, as_json: bool) -> None:
+    inject(cluster, "partition", host_a, host_b, {"one_way": True} if one_way else {}, as_json,
+           f"injected partition on {host_a} and {host_b}")
+
+
+@kind_command("heal", "Undo every partition and shaping.", None)
+def heal(cluster: cl.Cluster, as_json: bool) -> None:
+    inject(cluster, "heal", "", None, {}, as_json, "injected heal")
+
+
+@fault.command("list")
+@run_dir_option
+@json_option
+@attached
+def list_command(cluster: cl.Cluster, as_json: bool) -> None:
+    """Every fault in force, and when each ends."""
+    list_faults(cluster, as_json)
 
 
 def list_faults(cluster: cl.Cluster, as_json: bool) -> None:
