@@ -19,7 +19,7 @@ State = Literal["queued", "deferred", "resolving", "delivering", "transferring",
 Priority = Literal["urgent", "normal", "non-urgent"]
 
 
-class PairRecord(Struct, array_like=True, gc=False):
+class PairRecord(Struct, array_like=True, forbid_unknown_fields=True, gc=False):
     """A pair as the log keeps it: everything but the in-flight bookkeeping a restart redoes."""
 
     rcpt: Rcpt
@@ -37,7 +37,7 @@ class PairRecord(Struct, array_like=True, gc=False):
     arrived_usn: int
 
 
-class Whole(Struct, array_like=True, tag="P", gc=False):
+class Whole(Struct, array_like=True, forbid_unknown_fields=True, tag="P", gc=False):
     msg_id: MsgId
     sender: str
     raw: bytes
@@ -49,18 +49,18 @@ class Whole(Struct, array_like=True, tag="P", gc=False):
     pairs: list[PairRecord]
 
 
-class Step(Struct, array_like=True, tag="S", gc=False):
+class Step(Struct, array_like=True, forbid_unknown_fields=True, tag="S", gc=False):
     msg_id: MsgId
     pairs: list[PairRecord]
 
 
-class Retired(Struct, array_like=True, tag="R", gc=False):
+class Retired(Struct, array_like=True, forbid_unknown_fields=True, tag="R", gc=False):
     msg_id: MsgId
     hops: dict[Rcpt, int]
     accepted_at: float
 
 
-class Commit(Struct, array_like=True, tag="C", gc=False):
+class Commit(Struct, array_like=True, forbid_unknown_fields=True, tag="C", gc=False):
     pass
 
 

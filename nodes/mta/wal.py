@@ -43,19 +43,19 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import msgpack
 import msgspec
+from msgspec import Struct
 
-from protocol import PRIORITIES
 from protocol.frame import pack
-from protocol.names import valid_msg_id, valid_recipient
+from protocol.messages import Recipient
 
 from ..logs import events_in
 from ..records import Scan, absent, ids_in, scan_frames
 from .queue import QueuedMessage
-from .record import Commit, Record, Retired, State, Step, Whole
+from .record import Commit, MsgId, PairRecord, Priority, Rcpt, Record, Retired, State, Step, Whole
 
 HEADER = struct.Struct(">II")
 _decode = msgspec.msgpack.Decoder(Record).decode
@@ -89,69 +89,65 @@ def read_record(body: bytes | memoryview) -> Record | None:
 # --- the form before (a message as a map of its fields), read only -----------------------------
 
 _OLD_TAGS = (b"p", b"s", b"r", b"c")
-_NONE = type(None)
-# each field's exact types (type(), not isinstance: a bool is no int here), checked in one pass
-_PAIR = {"rcpt": {str}, "alt_of": {str, _NONE}, "state": {str}, "hint": {dict, _NONE}, "hops": {int},
-         "attempts": {int}, "reason": {str}, "handed_to": {str, _NONE}, "resent": {bool}, "unconfirmed": {bool},
-         "alt_copy": {str, _NONE}, "cycles": {int}, "arrived_usn": {int}}
-_PAIR_REQUIRED = frozenset(_PAIR) - {"cycles", "arrived_usn"}  # fields added since: a log from before lacks them
-_MESSAGE = {"msg_id": {str}, "sender": {str}, "raw": {bytes}, "accepted_at": {int, float}, "ndr_for": {str, _NONE},
-            "ndr_rcpts": {list}, "priority": {str}, "report": {str, _NONE}, "pairs": {list}}
-_MESSAGE_REQUIRED = frozenset(_MESSAGE) - {"priority", "report"}
-_STATE = {k: v for k, v in _MESSAGE.items() if k != "raw"}  # an "s" record: the message without its bytes
-_STATE_REQUIRED = _MESSAGE_REQUIRED - {"raw"}
-STATES = frozenset(get_args(State))
 
 
-def _fields_ok(d: Any, types: dict[str, set[type]], required: frozenset[str]) -> bool:
-    return (type(d) is dict and required <= d.keys() <= types.keys()
-            and all(type(v) in types[k] for k, v in d.items()))
+class _OldPair(Struct, forbid_unknown_fields=True):
+    """A pair as the form before wrote it: a map, its fields in PairRecord's order."""
+
+    rcpt: Rcpt
+    alt_of: str | None
+    state: State
+    hint: Recipient | None
+    hops: int
+    attempts: int
+    reason: str
+    handed_to: str | None
+    resent: bool
+    unconfirmed: bool
+    alt_copy: str | None
+    cycles: int = 0  # added since: a log from before lacks them
+    arrived_usn: int = -1
 
 
-def valid_old_record(record: Any) -> bool:
-    """A record of the form before, field by field."""
-    if not isinstance(record, list) or not record:
-        return False
-    tag = record[0]
-    if tag == "c":
-        return len(record) == 1
-    if tag == "r":
-        return (len(record) == 4 and valid_msg_id(record[1]) and isinstance(record[2], dict)
-                and all(valid_recipient(r) and type(h) is int for r, h in record[2].items())
-                and isinstance(record[3], (int, float)) and not isinstance(record[3], bool))
-    if tag not in ("p", "s") or len(record) != 3:
-        return False
-    msg = record[2]
-    fields, required = (_MESSAGE, _MESSAGE_REQUIRED) if tag == "p" else (_STATE, _STATE_REQUIRED)
-    return (_fields_ok(msg, fields, required) and msg["msg_id"] == record[1] and valid_msg_id(record[1])
-            and msg.get("priority", "normal") in PRIORITIES and all(isinstance(r, str) for r in msg["ndr_rcpts"])
-            and all(_fields_ok(p, _PAIR, _PAIR_REQUIRED) and p["state"] in STATES and valid_recipient(p["rcpt"])
-                    for p in msg["pairs"]))
+class _OldState(Struct, forbid_unknown_fields=True, kw_only=True):
+    """An "s" record's map: the message without its bytes."""
+
+    msg_id: MsgId
+    sender: str
+    accepted_at: float
+    ndr_for: str | None
+    ndr_rcpts: list[str]
+    priority: Priority = "normal"
+    report: str | None = None
+    pairs: list[_OldPair]
+
+
+class _OldMessage(_OldState, kw_only=True):
+    """A "p" record's map: the message whole."""
+
+    raw: bytes
 
 
 def _old_record(body: bytes | memoryview) -> Record | None:
+    """A record of the form before, checked field by field as today's are, as today's type."""
     try:
         old = msgpack.unpackb(body, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None
-    if not valid_old_record(old):
-        return None
-    tag = old[0]
-    if tag == "c":
-        new: list = ["C"]
-    elif tag == "r":
-        new = ["R", *old[1:]]
-    else:
-        msg = old[2]
-        pairs = [[p["rcpt"], p["alt_of"], p["state"], p["hint"], p["hops"], p["attempts"], p["reason"], p["handed_to"],
-                  p["resent"], p["unconfirmed"], p["alt_copy"], p.get("cycles", 0), p.get("arrived_usn", -1)]
-                 for p in msg["pairs"]]
-        new = ["S", old[1], pairs] if tag == "s" else [
-            "P", old[1], msg["sender"], msg["raw"], msg["accepted_at"], msg["ndr_for"], msg["ndr_rcpts"],
-            msg.get("priority", "normal"), msg.get("report"), pairs]
-    try:
-        return msgspec.convert(new, Record)  # checked as a record of today's form is
-    except msgspec.ValidationError:  # a hint that is no directory entry, say
+        if type(old) is not list or not old or old[0] not in ("p", "s", "r", "c"):
+            return None
+        tag = old[0]
+        if tag in ("c", "r"):
+            return msgspec.convert([tag.upper(), *old[1:]], Record)
+        if len(old) != 3:
+            return None
+        msg = msgspec.convert(old[2], _OldMessage if tag == "p" else _OldState)
+        if msg.msg_id != old[1]:
+            return None
+        pairs = [PairRecord(*msgspec.structs.astuple(p)) for p in msg.pairs]
+        if tag == "s":
+            return Step(msg.msg_id, pairs)
+        return Whole(msg.msg_id, msg.sender, msg.raw, msg.accepted_at, msg.ndr_for, msg.ndr_rcpts, msg.priority,
+                     msg.report, pairs)
+    except (ValueError, msgpack.UnpackException):  # msgspec.ValidationError is a ValueError
         return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import get_args
 
+import msgpack
 import msgspec
 
 from nodes.mta import spool as spool_mod
@@ -194,6 +195,32 @@ def test_a_log_of_the_form_before_resumes_and_goes_on_in_todays(tmp_path):
 
 def test_the_log_admits_every_pair_state_the_queue_has_and_no_other():
     assert set(get_args(State)) == {"queued", "deferred", *WAITING, *FINAL}
+
+
+def test_a_record_of_the_form_before_is_checked_as_strictly_as_todays():
+    """Each of these was refused by the form before's own checker; read as today's types they
+    are refused still (damage, not a record)."""
+    good = old_form(message("m1", "bob"))
+    assert wal.read_record(msgpack.packb(good, use_bin_type=True)) is not None
+    pair = good[2]["pairs"][0]
+    for wrong in (["p", "m2", good[2]],  # filed under another id
+                  ["p", "m1", {**good[2], "extra": 1}],  # a field no record had
+                  ["p", "m1", {**good[2], "accepted_at": True}],  # a bool is no time
+                  ["s", "m1", good[2]],  # a state carries no bytes
+                  ["p", "m1", {**good[2], "pairs": [{**pair, "state": "lost"}]}],
+                  ["p", "m1", {**good[2], "pairs": [{**pair, "hops": True}]}],
+                  ["p", "m1", {**good[2], "pairs": [{**pair, "extra": 1}]}],
+                  [*good, 1],  # an item no record had
+                  ["p", "m1", {**good[2], "priority": "high"}],
+                  ["r", "m1", {"bob": 1}],  # a retirement lacks its time
+                  ["r", "m1", {"no one!": 1}, 1.0],
+                  ["c", 1]):
+        assert wal.read_record(msgpack.packb(wrong, use_bin_type=True)) is None, wrong
+    # today's form: ["P", ...], each pair an array
+    whole = msgspec.to_builtins(message("m1", "bob").to_record(), builtin_types=(bytes,))
+    assert wal.read_record(msgspec.msgpack.encode(whole)) is not None
+    for wrong in ([*whole, 1], [*whole[:-1], [[*whole[-1][0], 1]]], ["C", 1], ["R", "m1", {"bob": 1}, 1.0, 1]):
+        assert wal.read_record(msgspec.msgpack.encode(wrong)) is None, wrong  # an item no record has
 
 
 def five_batches(tmp_path) -> bytes:
