@@ -79,7 +79,8 @@ _RECORD_START = re.compile(rb"(?:\x93\xa1[psS]|\x94\xa1[rR]|\x9a\xa1P)(?:([\xa0-
 
 def scan_frames(data: bytes, read: Callable[[Any], Any]) -> Scan:
     """The records of a log of frames. A record whose frame, checksum or body (`read`: the record
-    the body's bytes hold, or None if they do not read as one) is wrong ends the good part if nothing readable follows it (a torn tail), else it is damage:
+    the body's bytes hold, or None if they do not read as one) is wrong ends the good part if
+    nothing readable follows it (a torn tail), else it is damage:
     the reader looks for the next offset where a good record starts and goes on from there."""
     scan = Scan()
     at = 0

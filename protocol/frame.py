@@ -110,19 +110,10 @@ def as_dict(body: Body) -> dict[str, Any]:
     return msgspec.structs.asdict(body)
 
 
-def check_body(type_: str, body: Any) -> None:
-    """Raise ProtocolError unless `body` has exactly the declared fields of `type_`, well typed."""
-    body_of(type_, body)
-
-
 def decode(data: bytes) -> Frame:
     """Unpack and validate one frame, or raise ProtocolError naming the problem."""
     _size(data)
-    try:
-        head = _read_head(data)
-    except _UNREADABLE as exc:
-        raise ProtocolError(_header_reason(exc), _peek_id(data)) from None
-    return _frame_of(head)
+    return _frame_of(data)
 
 
 def decode_message(data: bytes) -> list[Frame]:
@@ -134,17 +125,13 @@ def decode_message(data: bytes) -> list[Frame]:
     except _UNREADABLE as exc:
         raise ProtocolError(_header_reason(exc), _peek_id(data)) from None
     if type(obj) is not list:
-        return [_frame_of(obj)]
+        return [_checked(obj)]
     if not 0 < len(obj) <= MAX_BATCH_FRAMES:
         raise ProtocolError(f"a batch holds 1 to {MAX_BATCH_FRAMES} frames, this one {len(obj)}")
     frames = []
     for i, raw in enumerate(obj):
         try:
-            try:
-                head = _read_head(raw)
-            except _UNREADABLE as exc:
-                raise ProtocolError(_header_reason(exc), _peek_id(bytes(raw))) from None
-            frames.append(_frame_of(head))
+            frames.append(_frame_of(raw))
         except ProtocolError as exc:
             raise ProtocolError(f"batch frame {i}: {exc}", exc.frame_id) from None
     return frames
@@ -164,7 +151,17 @@ def _size(data: bytes) -> None:
         raise ProtocolError(f"frame of {len(data)} bytes is over the limit of {MAX_FRAME_BYTES}", _peek_id(data))
 
 
-def _frame_of(head: _Head) -> Frame:
+def _frame_of(data: bytes | Raw) -> Frame:
+    """The frame `data` holds (a frame alone, or one of a batch), or ProtocolError."""
+    try:
+        head = _read_head(data)
+    except _UNREADABLE as exc:
+        raise ProtocolError(_header_reason(exc), _peek_id(bytes(data))) from None
+    return _checked(head)
+
+
+def _checked(head: _Head) -> Frame:
+    """The frame of a header that reads: its version, then its body read into its type."""
     if head.v != VERSION:
         raise ProtocolError(f"protocol version {head.v} is not supported (this node speaks {VERSION})", head.id)
     read = _READ_BODY.get(head.type)
@@ -206,7 +203,7 @@ _FIELD = re.compile(r"Object (missing required|contains unknown) field `([^`]*)`
 
 
 def _kind(name: str) -> str:
-    return " or ".join(_KINDS.get(k, k) for k in name.split(" | ")) if name not in _KINDS else _KINDS[name]
+    return _KINDS.get(name) or " or ".join(_KINDS.get(k, k) for k in name.split(" | "))
 
 
 def _reason(exc: Exception, what: str = "field") -> str:
@@ -224,8 +221,9 @@ def _reason(exc: Exception, what: str = "field") -> str:
         return f"{where}{'missing' if f.group(1) == 'missing required' else 'unknown'} {what} '{f.group(2)}'"
     if e := _EXPECTED.match(text):
         got = f", got {_kind(e.group(3))}" if e.group(3) else ""
-        subject = f"{what} '{path}'" if path else "frame must be a" if what == "frame header" else "body must be a"
-        return f"{subject} must be {_kind(e.group(1))}{e.group(2)}{got}" if path else f"{subject} {_kind(e.group(1))}{got}"
+        if path:
+            return f"{what} '{path}' must be {_kind(e.group(1))}{e.group(2)}{got}"
+        return f"{'frame' if what == 'frame header' else 'body'} must be a {_kind(e.group(1))}{got}"
     return where + text
 
 

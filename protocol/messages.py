@@ -324,7 +324,6 @@ OrchAbort = message("orch.abort", alias=str)
 OrchMoveState = message("orch.move_state", move=MoveState)
 
 
-TYPES = {cls: name for name, cls in MESSAGES.items()}  # a body's message type
 OK = Ok()  # the one "ok" body: it has no fields, so one value serves every answer
 
 # Every message a node may receive that is an answer to one it sent.

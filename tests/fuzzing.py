@@ -15,7 +15,7 @@ import msgpack
 import zmq
 from hypothesis import strategies as st
 
-from protocol import MESSAGES, VERSION, ProtocolError, check_body, decode
+from protocol import MESSAGES, VERSION, ProtocolError, body_of, decode
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=30)
@@ -26,7 +26,7 @@ values = st.recursive(
 
 def _invalid_body(type_: str, body: dict) -> bool:
     try:
-        check_body(type_, body)
+        body_of(type_, body)
     except ProtocolError:
         return True
     return False
