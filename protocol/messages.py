@@ -17,7 +17,7 @@ from msgspec import Meta, Struct, defstruct
 
 from .hlc import MAX_OFFSET_S
 
-VERSION = 9  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+VERSION = 10  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
@@ -25,7 +25,8 @@ VERSION = 9  # 2: owners on import and delete, store.end_move, idempotent dir.mo
 # 7: a frame's clock is a hybrid logical clock (protocol.hlc), below 2**62; fault.clock; mta.queue;
 # 8: mail from and to outside the organisation: mta.submit_raw, mta.lookup, ims.outbound
 # 9: ims.outbound carries the message's acceptance, priority and time-out; mta.relay_failed;
-# imap.hold (Move User locks a moving mailbox's user out of IMAP)
+# imap.hold (Move User locks a moving mailbox's user out of IMAP); 10: ims.rcpt, ims.data, ims.said (the
+# IMS's SMTP door asks its core)
 
 
 class Body(Struct, forbid_unknown_fields=True, gc=False):
@@ -270,6 +271,16 @@ MtaQueueListing = message("mta.queue_listing", items=list[dict[str, Any]], total
 # hands it back (mta.relay_failed).
 ImsOutbound = message("ims.outbound", msg_id=str, sender=str, rcpt=str, raw=bytes, ndr_for=Opt(str),
                        ndr_rcpts=list[str], accepted_at=float, priority=str, expires_at=float)
+
+# An SMTP session's transaction, as the IMS's door (aiosmtpd, or a simulated client) asks its core
+# (nodes.ims.core): a RCPT's address; DATA's reverse-path ("" or "<>" for the null one), the
+# recipients RCPT took, the client's bytes, EHLO's name and the client's address, and RFC 3461's
+# parameters (the transaction's; each recipient's by alias). Answered ims.said: the SMTP reply's
+# code and text; `cut` when a fault.smtp cut the session before its 250; `msg_id` with a 250 to DATA.
+ImsRcpt = message("ims.rcpt", address=str, peer=str)
+ImsData = message("ims.data", mail_from=str, rcpts=list[str], raw=bytes, helo=str, peer=str, peer_ip=str,
+                   dsn_mail=list[str], dsn_rcpt=dict[str, list[str]])
+ImsSaid = message("ims.said", code=int, text=str, cut=(bool, False), msg_id=(Opt(str), None))
 
 # The IMS hands back what will not leave: reason one of RELAY_FAILURES, "refused" (the smarthost
 # said 5xx; its words in `diagnostic`) or "expired" (its time-out passed first). The MTA fails the

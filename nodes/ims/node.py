@@ -20,22 +20,20 @@ Out: messages the MTA hands over (ims.outbound: an NDR to an outside originator,
 DSN, or mail to an outside address) are queued on disk (nodes.ims.outbound) before the MTA hears
 "ok", then relayed to the smarthost (`--smarthost HOST:PORT`) and retried on the MTA's transfer
 interval until it takes them, or handed back to the MTA when they will not leave: refused for good
-(5xx), or their lifetime over (nodes.ims.relay). A report leaves with the null reverse-path
-(MAIL FROM:<>).
+(5xx), or their lifetime over. A report leaves with the null reverse-path (MAIL FROM:<>).
 
-The node answers ping and status on its ROUTER like any node, logs to logs/ims.<server>.jsonl with
-a hybrid logical clock, and its frames carry the message id as their trace, so `xcon trace`
-follows a message in from SMTP and a DSN out to the smarthost.
+What is decided, in and out, is the core's (nodes.ims.core), which the simulator runs too; this
+module is its shell: aiosmtpd's server, whose hooks ask the core (EdgeNode.ask_core), and the
+relay's SMTP client, in a thread per item (nodes.ims.relay). The node answers ping, status and
+the faults as every node does (nodes.edge), logs to logs/ims.<server>.jsonl with a hybrid logical
+clock, and its frames carry the message id as their trace, so `xcon trace` follows a message in
+from SMTP and a DSN out to the smarthost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.parser
-import email.utils
-import hashlib
 import os
-import random
 import ssl
 import time
 import uuid
@@ -43,15 +41,16 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from protocol import INVALID, MAX_MESSAGE_BYTES, as_dict
+from protocol.messages import ImsSaid
 
 from ..config import ClusterConfig
 from ..edge import EdgeNode
-from ..host import node_seed
-from ..mail import DOMAIN, alias_of, external, header
+from ..host import Wiring, node_seed
+from ..mail import DOMAIN, alias_of, external
+from . import core
 from .outbound import Outbound
-from .relay import Relay
-from .smtp import TOO_BIG, DsnSMTP, login_alias
+from .relay import attempt
+from .smtp import DsnSMTP, login_alias
 
 
 class Ims(EdgeNode):
@@ -60,15 +59,16 @@ class Ims(EdgeNode):
     def __init__(self, name: str, config: ClusterConfig):
         super().__init__(name, config, peer=f"mta.{config.nodes[name]['server']}")
         self.mta = self.peer
-        settings = config.settings
         self.smarthost = config.smarthost()
-        self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
-                        else settings.retry_ms) / 1000
-        self.outbound = Outbound(config.run_dir / "ims" / self.server, settings.fsync, self._lifetime)
-        self.relay = Relay(self, self.outbound, self.smarthost, self.retry_s)
-        self.accepted = self.refused = 0
-        self.session_fault: dict[str, Any] | None = None  # fault.smtp: {"cut", "delay_ms", "until"}
-        self.rng = random.Random(node_seed(config.settings.seed, name))  # which sessions a fault.smtp cuts
+
+    def wiring(self) -> Wiring:
+        settings = self.config.settings
+        queue = Outbound(self.config.run_dir / "ims" / self.server, settings.fsync, core.lifetime(settings))
+        wiring = core.wiring(self.server, settings, uuid.uuid4().hex[:6], node_seed(settings.seed, self.name),
+                             self.smarthost, queue, self._relay)
+        wiring.core.ready = False  # until the SMTP server listens
+        wiring.stats = lambda: {"smtp": self.config.endpoint(self.name, "smtp")}
+        return wiring
 
     async def start(self) -> list:
         host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
@@ -84,19 +84,20 @@ class Ims(EdgeNode):
         self.smtp = await asyncio.get_running_loop().create_server(
             lambda: DsnSMTP(Handler(self), self, enable_SMTPUTF8=True, hostname=f"{self.name}.{DOMAIN}",
                             ident="xcon IMS", **options), host, int(port))
-        if self.outbound.damage is not None:  # kept aside by the queue's load (nodes.ims.outbound)
-            self.log("error", "storage.damaged", **self.outbound.damage,
-                     why="damage in the IMS's queue: every file and line that reads was taken up; the messages in "
-                         "`lost` lost their item or its end here")
+        self.host.core.ready = True
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
-                 smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.outbound.items))
-        return [self.relay.run()]
+                 smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.host.core.items))
+        return []
 
-    def _lifetime(self, record: dict[str, Any]) -> float:
-        """How long an item from before items carried their own lifetime may wait: a report's
-        time-out, or the message's (nodes.mta.reports._expires_at)."""
-        settings = self.config.settings
-        return settings.report_expire_s() if record["ndr_for"] else settings.expire_s(record.get("priority", "normal"))
+    def _relay(self, action: core.Relay) -> None:
+        """The core's Relay: tried in a thread; its answer goes back to the core as Relayed."""
+        async def relay() -> None:
+            code, words = await asyncio.to_thread(attempt, action.smarthost, self.name, action.mail_from,
+                                                  action.rcpt, action.raw)
+            self.host.event(core.Relayed(action.key, code, words), time.time())
+            await self.ship()
+
+        self.spawn(relay())
 
     async def stop(self) -> None:
         if getattr(self, "smtp", None) is not None:
@@ -112,51 +113,6 @@ class Ims(EdgeNode):
                      mechanism=mechanism, ok=False, why="wrong login or password")
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
-    def clear_faults(self) -> None:
-        self.session_fault = None
-
-    def _fault(self) -> dict[str, Any] | None:
-        if self.session_fault is not None and time.time() >= self.session_fault["until"]:
-            self.session_fault = None
-        return self.session_fault
-
-    async def slow(self) -> None:
-        """A reply late by the fault's delay, if a fault.smtp is in force."""
-        fault = self._fault()
-        if fault and fault["delay_ms"]:
-            await asyncio.sleep(fault["delay_ms"] / 1000)
-
-    def cut(self) -> bool:
-        fault = self._fault()
-        return bool(fault) and self.rng.random() < fault["cut"]
-
-    def answer(self, frame: Any) -> tuple[str, dict[str, Any]] | None:
-        if frame.type == "fault.smtp":
-            self.session_fault = {"cut": frame.body.cut, "delay_ms": frame.body.delay_ms,
-                                  "until": time.time() + frame.body.seconds}
-            self.log("warning", "fault.applied", type=frame.type, by=frame.src, **as_dict(frame.body))
-            return "ok", {}
-        if frame.type != "ims.outbound":
-            return None
-        item, new = self.outbound.put(frame.body, time.time())
-        if new:
-            self.log("info", "ims.queued_out", msg_id=frame.body.msg_id, rcpt=frame.body.rcpt,
-                     ndr_for=frame.body.ndr_for, src=frame.src,
-                     expires_in_ms=int((frame.body.expires_at - time.time()) * 1000))
-            self.relay.wake.set()
-        return "ok", {}
-
-    def status(self) -> dict[str, Any]:
-        items = sorted(self.outbound.items.values(), key=lambda i: i.queued_at)
-        fault = self._fault()
-        return {**({"faults": {"smtp": fault}} if fault else {}), "smtp": self.config.endpoint(self.name, "smtp"),
-                "smarthost": self.smarthost or None, "accepted": self.accepted, "refused": self.refused,
-                "outbound": len(items),
-                "relayed": len(self.outbound.relayed),
-                "returned": len(self.outbound.returned),
-                "queue": [{"msg_id": i.msg_id, "rcpt": i.rcpt, "attempts": i.attempts,
-                           "state": "returning" if i.failed else "relaying", "reason": i.failed or i.reason,
-                           "expires_in_s": round(i.expires_at - time.time(), 3)} for i in items[:20]]}
 
 class Handler:
     """aiosmtpd's hooks: RCPT and DATA, answered with what the MTA says."""
@@ -189,86 +145,24 @@ class Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, addr: str,
                           options: list[str]) -> str:
-        await self.ims.slow()
-        local, _, domain = addr.rpartition("@")
-        if domain.lower() != DOMAIN:
-            return f"550 5.7.1 <{addr}>: relaying denied (this server takes mail for {DOMAIN} only)"
-        try:
-            answer = await self.ims.ask("mta.lookup", {"alias": local.lower()})
-        except TimeoutError:
-            return f"451 4.4.1 {self.ims.mta} did not answer; try again later"
-        if answer.type == "error":
-            return f"451 4.3.0 {answer.body.reason}"
-        if answer.body.recipient is None:
-            self.ims.refused += 1
-            self.ims.log("warning", "ims.rcpt_refused", rcpt=addr, reason="unknown user", peer=str(session.peer))
-            return f"550 5.1.1 <{addr}>: unknown user (not in {self.ims.mta}'s directory cache)"
-        envelope.rcpt_tos.append(addr)
-        server.dsn_rcpt[local.lower()] = server.dsn_pending  # type: ignore[attr-defined]
-        return "250 2.1.5 OK"
+        said = await self._ask("ims.rcpt", {"address": addr, "peer": str(session.peer)})
+        if said.code == 250:
+            envelope.rcpt_tos.append(addr)
+            server.dsn_rcpt[addr.rpartition("@")[0].lower()] = server.dsn_pending  # type: ignore[attr-defined]
+        return f"{said.code} {said.text}"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        rcpts = [r.rpartition("@")[0].lower() for r in envelope.rcpt_tos]
-        # the null reverse-path (a bounce from outside): no report is ever sent to it; if this
-        # message fails, its report goes to the postmaster mailbox (nodes.mta.reports)
-        sender = "" if envelope.mail_from in (None, "", "<>") else alias_of(envelope.mail_from)
-        if sender and not external(sender):  # one of the organisation's users, submitting: its alias
-            sender = sender.lower()
-        headers = email.parser.BytesHeaderParser().parsebytes(raw)
-        # a message sent again (its client never heard our 250) is known by its Message-ID, which
-        # a client keeps for a resend and makes new for a new message; without one, every DATA is
-        # a new message (two messages of the same bytes are two messages: a chaos campaign found
-        # the same bytes sent twice, by a user before and after her move, taken as one id by two
-        # MTAs, one delivering it and the other reporting it)
-        client_id = header(headers, "Message-ID", "").strip()
-        key = [sender, *envelope.rcpt_tos, client_id] if client_id else [uuid.uuid4().hex]
-        msg_id = f"smtp-{hashlib.sha256(chr(0).join(key).encode()).hexdigest()[:24]}"
-        dsn_mail: list[str] = getattr(server, "dsn_mail", [])
-        dsn_rcpt: dict[str, list[str]] = getattr(server, "dsn_rcpt", {})
-        added = [f"Received: from {session.host_name or 'unknown'} ({session.peer[0] if session.peer else '?'}) "
-                 f"by {self.ims.name}.{DOMAIN} with ESMTP id {msg_id}; {email.utils.formatdate()}",
-                 f"X-Xcon-Msg-Id: {msg_id}"]
-        if headers.get("Message-ID") is None:
-            added.append(f"Message-ID: <{msg_id}@{DOMAIN}>")
-        # RFC 3461's parameters, for the MTA that reports (nodes.mail.dsn_of): the transaction's,
-        # then each recipient's that has any
-        if dsn_mail:
-            added.append(f"X-Xcon-DSN: {' '.join(dsn_mail)}")
-        added += [f"X-Xcon-DSN-Rcpt: {alias} {' '.join(params)}" for alias, params in dsn_rcpt.items()
-                  if params and alias in rcpts]
-        raw = ("\r\n".join(added) + "\r\n").encode() + raw
-        if len(raw) > MAX_MESSAGE_BYTES:  # what SIZE promised is measured with the headers added
-            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason="over the size limit", code=552, size=len(raw))
-            return TOO_BIG
-        try:
-            answer = await self.ims.ask("mta.submit_raw", {"msg_id": msg_id, "sender": sender, "recipients": rcpts,
-                                                           "raw": raw, "priority": priority(headers)}, trace=msg_id)
-        except TimeoutError:
-            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=f"{self.ims.mta} did not answer", code=451)
-            return f"451 4.4.1 {self.ims.mta} did not answer; send it again later"
-        await self.ims.slow()
-        if answer.type != "error" and self.ims.cut():
-            # the MTA has it; the client will not hear so (the window a resend must not double)
-            self.ims.log("warning", "ims.cut", msg_id=msg_id, peer=str(session.peer), why="fault.smtp")
+        said = await self._ask("ims.data", {
+            "mail_from": envelope.mail_from or "", "rcpts": list(envelope.rcpt_tos),
+            "raw": envelope.original_content or b"", "helo": session.host_name or "", "peer": str(session.peer),
+            "peer_ip": str(session.peer[0]) if session.peer else "", "dsn_mail": getattr(server, "dsn_mail", []),
+            "dsn_rcpt": getattr(server, "dsn_rcpt", {})})
+        if said.cut:  # the MTA has it; the client will not hear so (fault.smtp)
             server.transport.abort()
-            return "421 4.4.2 cut"
-        if answer.type == "error":
-            code = "554 5.6.0" if answer.body.code == INVALID else "452 4.3.1"
-            self.ims.log("warning", "ims.refused", msg_id=msg_id, reason=answer.body.reason, code=int(code[:3]))
-            return f"{code} {answer.body.reason}"
-        self.ims.accepted += 1
-        self.ims.log("info", "ims.accepted", msg_id=msg_id, sender=sender, rcpts=answer.body.rcpts,
-                     peer=str(session.peer), size=len(raw), message_id=client_id[:998] or None)
-        return f"250 2.0.0 Ok: queued as {msg_id}"
+        return f"{said.code} {said.text}"
 
-
-def priority(headers: Any) -> str:
-    """xcon's priority from X-Priority (1-2 urgent, 4-5 non-urgent) or Importance (high, low)."""
-    x = header(headers, "X-Priority", "").strip()[:1]
-    importance = header(headers, "Importance", "").strip().lower()
-    if x in ("1", "2") or importance == "high":
-        return "urgent"
-    if x in ("4", "5") or importance == "low":
-        return "non-urgent"
-    return "normal"
+    async def _ask(self, type_: str, body: dict[str, Any]) -> Any:
+        try:
+            return (await self.ims.ask_core(type_, body)).body
+        except TimeoutError:  # the core always answers first; this is a bug's answer, not a hang's
+            return ImsSaid(451, "4.3.0 the IMS did not decide in time; try again later")

@@ -33,7 +33,6 @@ from typing import Any, Callable
 
 import msgpack
 
-from protocol import messages
 from protocol.names import valid_msg_id
 
 from ..config import fsync_dir, open_append, write_atomic
@@ -181,7 +180,31 @@ def _ids_in_lines(data: bytes, scan: Scan) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def load_queue(records: dict[str, dict[str, Any]], lines: list[dict[str, Any]],
+               lifetime: Callable[[dict[str, Any]], float] | None) -> tuple[dict[str, Item], set[str], set[str], list[str]]:
+    """The queue as the files hold it: (items by key, relayed keys, returned keys, the keys whose
+    file in outbound/ is stale: ended, or moved to failed/, then killed before it left)."""
+    relayed = {key_of(r["msg_id"], r["rcpt"]) for r in lines if "returned" not in r}
+    returned = {key_of(r["msg_id"], r["rcpt"]) for r in lines if "returned" in r}
+    items: dict[str, Item] = {}
+    stale = []
+    for key, r in records.items():
+        if key in relayed or key in returned or r["failed"]:
+            stale.append(key)  # a failed item's file stays in failed/ for the administrator
+        if key in relayed or key in returned:
+            continue
+        expires = r.get("expires_at") or r["queued_at"] + (lifetime(r) if lifetime else float("inf"))
+        items[key] = Item(key, r["msg_id"], r["sender"], r["rcpt"], r["raw"], r["ndr_for"], r["ndr_rcpts"],
+                          r["queued_at"], expires, r.get("accepted_at") or r["queued_at"],
+                          r.get("priority") or "normal", r["failed"])
+    return items, relayed, returned, stale
+
+
 class Outbound:
+    """The queue's files: what they held at load (`items`, `relayed`, `returned`), and the three
+    writes the IMS's core asks for (nodes.ims.core: WriteItem, RemoveItem, AppendLine), each
+    durable when it returns."""
+
     def __init__(self, folder: Path, fsync: bool = True, lifetime: Callable[[dict[str, Any]], float] | None = None):
         """The queue in `folder`, as its files hold it; damaged files kept aside and described in
         `damage` (None: none). `lifetime(record)` is the seconds an item from before items had
@@ -207,65 +230,13 @@ class Outbound:
             os.truncate(folder / LOG, found.log_scan.good)
         if kept:
             self.damage = {"file": f"ims/{folder.name}", "kept_as": ", ".join(kept), "lost": list(dict.fromkeys(lost))}
-        self.relayed = {key_of(r["msg_id"], r["rcpt"]) for r in lines if "returned" not in r}
-        self.returned = {key_of(r["msg_id"], r["rcpt"]) for r in lines if "returned" in r}
         self._log = open_append(folder / LOG)
-        self.items: dict[str, Item] = {}
-        for key, r in found.items.items():
-            if key in self.relayed or key in self.returned or r["failed"]:
-                # ended (or moved to failed/), then killed before its file left outbound/: it goes
-                # now; a failed item's file stays in failed/ for the administrator
-                (folder / "outbound" / f"{key}.msg").unlink(missing_ok=True)
-            if key in self.relayed or key in self.returned:
-                continue
-            expires = r.get("expires_at") or r["queued_at"] + (lifetime(r) if lifetime else float("inf"))
-            self.items[key] = Item(key, r["msg_id"], r["sender"], r["rcpt"], r["raw"], r["ndr_for"], r["ndr_rcpts"],
-                                   r["queued_at"], expires, r.get("accepted_at") or r["queued_at"],
-                                   r.get("priority") or "normal", r["failed"])
+        self.items, self.relayed, self.returned, stale = load_queue(found.items, lines, lifetime)
+        for key in stale:
+            (folder / "outbound" / f"{key}.msg").unlink(missing_ok=True)
 
-    def put(self, body: messages.ImsOutbound, now: float) -> tuple[Item | None, bool]:
-        """Take a message for outside; (its item, whether it is new). Durable when this returns. One
-        that ended here already (relayed, or handed back) is not taken again."""
-        key = key_of(body.msg_id, body.rcpt)
-        if key in self.relayed or key in self.returned:
-            return None, False
-        if key in self.items:
-            return self.items[key], False
-        item = Item(key, body.msg_id, body.sender, body.rcpt, body.raw, body.ndr_for,
-                    list(body.ndr_rcpts), now, body.expires_at, body.accepted_at, body.priority)
-        self._write("outbound", item)
-        self.items[key] = item
-        return item, True
-
-    def done(self, item: Item, smarthost: str, now: float) -> None:
-        """The smarthost took it: recorded as relayed (durably), then out of the queue."""
-        self._line({"msg_id": item.msg_id, "rcpt": item.rcpt, "ndr_for": item.ndr_for, "ndr_rcpts": item.ndr_rcpts,
-                    "smarthost": smarthost, "at": round(now, 6)})
-        self.relayed.add(item.key)
-        self._remove("outbound", item)
-        self.items.pop(item.key, None)
-
-    def fail(self, item: Item, failed: str) -> None:
-        """It will not leave: kept in failed/ (so it is never relayed after), to go back to the MTA."""
-        item.failed = failed
-        self._write("failed", item)
-        self._remove("outbound", item)
-        self.items[item.key] = item
-
-    def returned_to_mta(self, item: Item, mta: str, now: float) -> None:
-        """Its MTA took the failure back (and made its report): recorded, out of the queue; the
-        file stays in failed/ for the administrator."""
-        self._line({"msg_id": item.msg_id, "rcpt": item.rcpt, "ndr_for": item.ndr_for, "ndr_rcpts": item.ndr_rcpts,
-                    "returned": item.failed, "to": mta, "at": round(now, 6)})
-        self.returned.add(item.key)
-        self.items.pop(item.key, None)
-
-    def _line(self, record: dict[str, Any]) -> None:
-        os.write(self._log, encode_line(record))
-        if self.fsync:
-            os.fsync(self._log)
-
-    def _write(self, sub: str, item: Item) -> None:
+    def write(self, sub: str, item: Item) -> None:
+        """The item's file in `sub` (outbound/ or failed/), written whole."""
         path = self.folder / sub / f"{item.key}.msg"
         data = encode_item(item.record())
         if self.fsync:
@@ -273,9 +244,55 @@ class Outbound:
         else:
             path.write_bytes(data)
 
-    def _remove(self, sub: str, item: Item) -> None:
-        path = self.folder / sub / f"{item.key}.msg"
+    def remove(self, sub: str, key: str) -> None:
+        path = self.folder / sub / f"{key}.msg"
         path.unlink(missing_ok=True)
         if self.fsync:
             fsync_dir(path.parent)
 
+    def line(self, record: dict[str, Any]) -> None:
+        """What ended an item (relayed, returned), on the log."""
+        os.write(self._log, encode_line(record))
+        if self.fsync:
+            os.fsync(self._log)
+
+
+class MemoryOutbound:
+    """The queue's files in memory, for the simulator (orchestrator.sim): every write is durable
+    when it returns, as on disk, so a kill loses nothing of it; `dump` writes the files a real
+    IMS leaves, for `xcon check` to read."""
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lines: list[dict[str, Any]] = []
+        self.damage: dict[str, Any] | None = None
+        self.items: dict[str, Item] = {}
+        self.relayed: set[str] = set()
+        self.returned: set[str] = set()
+
+    def load(self, lifetime: Callable[[dict[str, Any]], float] | None) -> None:
+        records: dict[str, dict[str, Any]] = {}
+        for (sub, key), r in sorted(self.files.items()):  # failed/ sorts first: a file in both is failed
+            records.setdefault(key, r)
+        self.items, self.relayed, self.returned, stale = load_queue(records, self.lines, lifetime)
+        for key in stale:
+            self.files.pop(("outbound", key), None)
+
+    def write(self, sub: str, item: Item) -> None:
+        self.files[(sub, item.key)] = item.record()
+
+    def remove(self, sub: str, key: str) -> None:
+        self.files.pop((sub, key), None)
+
+    def line(self, record: dict[str, Any]) -> None:
+        self.lines.append(record)
+
+    def crash(self, torn: float = 0.0) -> None:
+        """Nothing is lost: each write was whole when it returned."""
+
+    def dump(self, folder: Path) -> None:
+        for sub in ("outbound", "failed"):
+            (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for (sub, key), record in self.files.items():
+            (folder / sub / f"{key}.msg").write_bytes(encode_item(record))
+        (folder / LOG).write_bytes(b"".join(encode_line(r) for r in self.lines))

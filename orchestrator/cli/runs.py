@@ -123,8 +123,6 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             raise click.UsageError(str(exc)) from None
         if "net" in kinds and not netem and not as_json:
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
-    if via == "smtp" and sim:
-        raise click.UsageError("--via smtp runs real processes: the simulator has no SMTP")
     if imap and (sim or not Path("/usr/sbin/dovecot").exists()):
         raise click.UsageError("--imap runs real processes, with Debian's dovecot-imapd (apt-get install dovecot-imapd)")
     if sites > servers:

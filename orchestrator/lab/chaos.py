@@ -96,15 +96,15 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
                          corrupted=any(e.get("kind") == "corrupt" for e in world.events))
     t0 = time.time()
     settings = world_settings(world)
-    smarthost = None
-    if world.outside is not None and sim is None:  # the outside world's server, in this process
-        smarthost = outside.Smarthost(world.outside["refuse"])
+    smarthost: Any = None
+    if world.outside is not None:  # the outside world's server, in this process (or in the world)
+        smarthost = (outside.Smarthost if sim is None else outside.SimSmarthost)(world.outside["refuse"])
         smarthost.up()
         settings = replace(settings, smarthost=smarthost.address)
     try:
         # both start with the organisation in place (the directory's state written before the nodes
         # boot): the same USNs, and no replication draws spent on adding it, in either
-        cluster = (SimCluster(settings, sim, users=world.users) if sim is not None
+        cluster = (SimCluster(settings, sim, users=world.users, smarthost=smarthost) if sim is not None
                    else cl.start(run_dir, settings, fresh=True, users=world.users))
         clock = "virtual" if sim is not None else "wall"
         try:
@@ -141,6 +141,8 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
     if coverage:
         result.decisions = sorted(guided.decisions(events))
     result.violations += smtp_client.told_but_not_accepted(result.told, events)
+    if smarthost is not None:
+        result.violations += outside.relayed_not_received(events, smarthost.received)
     result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
     result.latency_ms, result.deliveries_per_s = deliveries(events)
     result.seconds = round(time.time() - t0, 4)

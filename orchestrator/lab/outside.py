@@ -1,5 +1,6 @@
 """The world outside a campaign's trial (`xcon chaos --via smtp`, `--imap`): the Internet's
-mail server the IMSs relay to, and the organisation's users at their IMAP clients.
+mail server the IMSs relay to (SimSmarthost in a simulated trial), and the organisation's users
+at their IMAP clients.
 
 The smarthost is aiosmtpd's server in the campaign's process, on loopback: it refuses the
 addresses the world says it refuses, for good (550), and it is down (not listening) in the
@@ -13,6 +14,7 @@ this one gives up.
 from __future__ import annotations
 
 import imaplib
+import re
 import threading
 from typing import Any
 
@@ -59,6 +61,52 @@ class Smarthost:
         with self.lock:
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
         return "250 2.0.0 OK"
+
+
+class SimSmarthost:
+    """The same server in a simulated trial (orchestrator.sim.world): an IMS's attempt is answered
+    as Smarthost answers it, in the instant, and not at all while it is down."""
+
+    address = "smarthost.outside.test:25"
+
+    def __init__(self, refuse: list[str]):
+        self.refuse = set(refuse)
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.listening = True
+
+    def up(self) -> None:
+        self.listening = True
+
+    def down(self) -> None:
+        self.listening = False
+
+    def take(self, mail_from: str, rcpt: str, raw: bytes) -> tuple[int | None, str]:
+        """(code, words) as nodes.ims.relay.attempt gives them for the real one."""
+        if not self.listening:
+            return None, "ConnectionRefusedError: [Errno 111] Connection refused"
+        if rcpt in self.refuse:
+            return 550, f"550 5.1.1 <{rcpt}>: no such user here"
+        self.received.append((mail_from, [rcpt], raw))
+        return 250, "250 2.0.0 OK"
+
+
+_MSG_ID = re.compile(rb"^X-Xcon-Msg-Id: *(\S+)", re.M)
+
+
+def relayed_not_received(events: list[dict[str, Any]], received: list[tuple[str, list[str], bytes]]
+                         ) -> list[dict[str, Any]]:
+    """The pairs an IMS logged as relayed that the smarthost never received: an IMS's word is
+    checked against the outside world's own record (a message is known there by its first
+    X-Xcon-Msg-Id, the IMS's item's id). An IMS that took a refusal for a relay would leave its
+    sender no report and every log clean."""
+    got = set()
+    for _, rcpts, raw in received:
+        found = _MSG_ID.search(raw or b"")
+        if found:
+            got.update((found.group(1).decode(errors="replace"), r) for r in rcpts)
+    return [{"msg_id": e["msg_id"], "rcpt": e["rcpt"], "sender": "", "alt_of": None, "outcome": "lost",
+             "why": f"{e['node']} logged it relayed and the smarthost never received it", "last_events": [],
+             "removed_by": []} for e in events if e["event"] == "ims.relayed" and (e["msg_id"], e["rcpt"]) not in got]
 
 
 class ImapRefused(Exception):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings
+from nodes.ims import outbound
 from nodes.mta import wal
 from protocol import hlc
 
@@ -78,8 +79,9 @@ class SimClient(Client):
 
 class SimCluster(Cluster):
     def __init__(self, settings: Settings, network: Network | None = None, run_dir: Path | None = None,
-                 users: list[dict[str, Any]] = ()):
-        self.world = World(settings, network, users)  # users: the organisation it starts with (World)
+                 users: list[dict[str, Any]] = (), smarthost: Any = None):
+        # users: the organisation it starts with; smarthost: the outside world's, with --via smtp (World)
+        self.world = World(settings, network, users, smarthost)
         names = list(self.world.nodes)
         self.config = ClusterConfig(run_dir or Path("/nonexistent/sim"), settings,
                                     {n: {"kind": self.world.nodes[n].kind, "endpoints": {}} for n in names})
@@ -173,7 +175,13 @@ class SimCluster(Cluster):
         nodes = self.world.nodes
         directory = nodes["directory"].storage.state() or {}
         stores = {n.server: (n.storage.ids(), n.storage.state) for n in nodes.values() if n.kind == "store"}
-        return audit.assemble(directory, stores, nodes["orchestrator"].storage.records)
+        state = audit.assemble(directory, stores, nodes["orchestrator"].storage.records)
+        for n in nodes.values():
+            if n.kind == "ims":  # as audit.end_state reads an IMS's files
+                state.relayed.update((r["msg_id"], r["rcpt"]) for r in n.storage.lines if "returned" not in r)
+                ended = {outbound.key_of(r["msg_id"], r["rcpt"]) for r in n.storage.lines}
+                state.waiting.update(r["msg_id"] for (_, key), r in n.storage.files.items() if key not in ended)
+        return state
 
     def durable(self, state: Any) -> audit.Pairs:
         """The pairs the simulated queue logs and mailboxes hold, read as a real run's are."""
@@ -197,6 +205,8 @@ class SimCluster(Cluster):
                 (run_dir / "mta" / n.server / "queue.wal").write_bytes(bytes(n.storage.data))
             elif n.kind == "directory":
                 n.storage.dump(run_dir / "directory" / "directory.json")
+            elif n.kind == "ims":
+                n.storage.dump(run_dir / "ims" / n.server)
             else:
                 n.storage.dump(run_dir / journal.PATH)
         if self.world.client_sink.events:

@@ -30,6 +30,8 @@ from nodes.config import Settings
 from nodes.directory.core import PersistDirectory, organisation
 from nodes.directory.node import MemoryDirectoryFile, wiring as directory_wiring
 from nodes.host import NodeHost, node_seed
+from nodes.ims import core as ims_core
+from nodes.ims.outbound import MemoryOutbound
 from nodes.logs import MemorySink
 from nodes.mta.node import wiring as mta_wiring
 from nodes.mta.spool import MemorySpool
@@ -84,13 +86,19 @@ class SimNode:
 
 
 class World:
-    def __init__(self, settings: Settings, network: Network | None = None, users: list[dict[str, Any]] = ()):
+    def __init__(self, settings: Settings, network: Network | None = None, users: list[dict[str, Any]] = (),
+                 smarthost: Any = None):
         """`users`: the organisation as it stands when the world starts (alias, home, alternate,
         deliver_to_both): seeded into the directory's and the stores' storage before any node
         boots, as an organisation that existed before the run. What the run then costs is what
         happens in it, not the making of thousands of mailboxes and the replication of each to
-        every MTA (each MTA starts from the directory's snapshot)."""
+        every MTA (each MTA starts from the directory's snapshot).
+
+        With `settings.smtp`, each server has its IMS (nodes.ims.core), which relays to
+        `smarthost` (orchestrator.lab.outside.SimSmarthost: its `take` answers an attempt, as
+        the outside world's server would; None: there is none)."""
         self.settings = settings
+        self.smarthost = smarthost
         self.network = network or Network()
         self.rng = random.Random(settings.seed * 31 + 7)  # the network's and crashes' draws
         self.torn_writes = 0  # kills that landed inside a write
@@ -105,6 +113,8 @@ class World:
         for s in settings.servers:
             self.nodes[f"store.{s}"] = SimNode(f"store.{s}", "store", s, MemoryMaildirs())
             self.nodes[f"mta.{s}"] = SimNode(f"mta.{s}", "mta", s, MemorySpool())
+        for s in settings.servers if settings.smtp else ():
+            self.nodes[f"ims.{s}"] = SimNode(f"ims.{s}", "ims", s, MemoryOutbound())
         self.nodes["orchestrator"] = SimNode("orchestrator", "orchestrator", None, MemoryJournal())
         self.client_sink = MemorySink()  # what the CLI itself logs (cli.jsonl in a real run)
         self._client_inc = 0
@@ -170,6 +180,10 @@ class World:
             parts = store_wiring(node.server, settings, boot, node.storage)
         elif node.kind == "directory":
             parts = directory_wiring(settings, node.storage)
+        elif node.kind == "ims":
+            node.storage.load(ims_core.lifetime(settings))
+            parts = ims_core.wiring(node.server, settings, boot, node_seed(settings.seed, name),
+                                    settings.smarthost, node.storage, lambda action: self._relay(node, action))
         else:
             parts = orchestrator_wiring(settings, list(self.nodes), boot, node.storage, SimProcesses(self),
                                         self._crash_self)
@@ -258,6 +272,14 @@ class World:
                 del node.sink.events[logged:]
             self.kill(node.name)
 
+    def _relay(self, node: SimNode, action: ims_core.Relay) -> None:
+        """An IMS's attempt at the smarthost: answered as the smarthost is now, heard a round trip later."""
+        code, words = self.smarthost.take(action.mail_from, action.rcpt, action.raw) if self.smarthost else (
+            None, "ConnectionRefusedError: no smarthost")
+        at = self._arrival(node.name, "smarthost")
+        self.at(at + (at - self.now), self._arrive, node.name, "event", None,
+                ims_core.Relayed(action.key, code, words), node.incarnation)
+
     # --- the network ----------------------------------------------------------------------------
 
     def _arrival(self, src: str, dst: str) -> float:
@@ -318,8 +340,8 @@ class World:
                 self._answers[frame.re or ""] = frame
             return
         node = self.nodes[dst]
-        if channel == "response" and incarnation != node.incarnation:
-            return  # its asker restarted: the DEALER that would take it is gone
+        if channel in ("response", "event") and incarnation != node.incarnation:
+            return  # its asker restarted: the DEALER (or the thread) that would take it is gone
         if not node.alive:
             if channel == "request":
                 node.waiting.append((dst, channel, peer, data, incarnation))  # held for its restart
@@ -333,6 +355,10 @@ class World:
             return
         node.busy_until = self.now + cpu
         host = node.host
+        if channel == "event":  # what the node's shell measured or heard (an IMS's relay)
+            self._turn(node, host.event, data, self.now)
+            self._ship(node)
+            return
         try:
             frame = decode(data)
         except ProtocolError as exc:

@@ -17,6 +17,8 @@ from orchestrator.lab import campaign, chaos, explore, scenario
 from orchestrator.lab.worlds import FAULTS, draw_world, world_settings
 from orchestrator.sim.world import Network
 
+from ..conftest import xcon
+
 ALL_FAULTS = FAULTS
 SEED = int(os.environ.get("XCON_CHAOS_SEED", "20261126"))
 
@@ -68,6 +70,27 @@ def test_a_simulated_campaign_with_every_fault_kind_loses_and_duplicates_nothing
     assert totals["trials"] == 300 and totals["pairs"] > 3000 and totals["moves_failed"] > 0
     broken = [(r.seed, r.counts, r.stale_locks, r.error) for r in results if r.broken or r.error]
     assert broken == [], broken
+
+
+
+def test_a_simulated_smtp_campaign_with_every_fault_kind_loses_nothing_and_its_runs_read_as_real_ones(tmp_path):
+    """`xcon chaos --sim --via smtp`: the IMSs' core in the simulator, killed, paused and cut by
+    the faults, with the outside world's smarthost refusing and down; a kept trial's run-dir
+    (its IMSs' queues and logs included) reads back under `xcon check` as the trial judged it."""
+    from orchestrator.inspect.check import check_run
+
+    proc = xcon("chaos", "--sim", "--via", "smtp", "--trials", "60", "--mta-build", "sp4", "--faults", ",".join(ALL_FAULTS),
+                "--seed", str(SEED), "--json", run_dir=tmp_path, timeout=300)
+    summary = json.loads(proc.stdout)
+    print(f"seed {SEED}: {summary['totals']}")
+    assert proc.returncode == 0 and summary["simulated"] and summary["totals"]["trials"] == 60, proc.stderr[-2000:]
+    assert summary["totals"]["broken_trials"] == 0 and summary["totals"]["relayed_out"] > 0
+    world = draw_world(SEED, "sp4", ALL_FAULTS, via="smtp")
+    result = chaos.run_trial(world, tmp_path / "kept", keep=True, sim=Network())
+    kinds = {e.get("kind") for e in world.events if str(e.get("node", "")).startswith("ims.")}
+    assert result.told and result.relayed_out and kinds, (kinds, result.told, result.relayed_out)
+    report = check_run(tmp_path / "kept")
+    assert report.audited and report.counts == result.counts and list((tmp_path / "kept" / "ims").iterdir())
 
 
 def test_legacy_loses_in_a_simulated_campaign_and_the_find_shrinks_and_replays(tmp_path):
