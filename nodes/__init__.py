@@ -6,7 +6,9 @@ simulator (orchestrator.sim): `directory`, `store` and `mta` (one of each per se
 move orchestrator (orchestrator.move).
 
 The edge nodes speak a protocol of the outside world as well as ZeroMQ, in one asyncio loop
-(nodes.edge), and run on real processes only: `ims`, the Internet Mail Service (SMTP in, and
-mail and DSNs out to a smarthost); `imap`, Dovecot over a server's mailboxes; and `internet`, a
-Postfix standing for the world outside the organisation (with `--network netns --smtp`).
+around the same node host (nodes.edge): `ims`, the Internet Mail Service (SMTP in, and mail and
+DSNs out to a smarthost), whose decisions are a core too (nodes.ims.core), so the simulator runs
+it with a model of the smarthost; `imap`, Dovecot over a server's mailboxes; and `internet`, a
+Postfix standing for the world outside the organisation (with `--network netns --smtp`). The
+last two run on real processes only.
 """
