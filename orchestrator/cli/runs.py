@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import results as results_store
 from orchestrator.lab.findings import describe_break
-from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS, Recipe, drawn
+from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, REAL_SERVERS, REAL_USERS
 from orchestrator import netns
 from .common import (
     DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option,
@@ -101,133 +100,65 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     In the simulator a seed replays exactly: the same events, the same verdict.
     """
     from orchestrator.lab import campaign as sim_campaign
-    from orchestrator.lab import executors
-    from orchestrator.lab import chaos as chaos_mod  # the lab loads when a campaign runs, not for every command
-    from orchestrator.lab import guided as guided_mod
-    from orchestrator.sim.world import Network
+    from orchestrator.lab import executors, spec as campaigns  # the lab loads when a campaign runs, not for every command
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
-    known = (*FAULTS, *NET_FAULTS)
-    unknown = [k for k in kinds if k not in known]
-    if unknown:
-        raise click.UsageError(f"unknown fault kind(s): {', '.join(unknown)} (kinds: {', '.join(known)})")
-    if network != "netns" and set(kinds) & set(NET_FAULTS):
-        raise click.UsageError("the faults net and partition are the kernel's: they need --network netns")
-    if network == "netns" and sim:
-        raise click.UsageError("--sim has no kernel network: --network netns runs real processes")
-    netem = False
+    spec = campaigns.CampaignSpec(
+        seed=int.from_bytes(os.urandom(3), "big") if seed is None else seed, trials=trials, build=mta_build,
+        faults=kinds, users=users, moves=moves, servers=servers, sites=sites, profile=profile, time_scale=time_scale,
+        move_build=move_build, network=network, extremes=extremes, via=via, imap=imap, sim=sim, workers=workers,
+        dask=dask, determinism=determinism, guided=guided, torn_kills=torn_kills, stuck_after=stuck_after,
+        stop_on_break=stop_on_break, replay=replay, world_file=world_file, shrink=shrink, confirm=confirm_n)
+    problem = spec.problem()
+    if problem:
+        raise click.UsageError(problem)
     if network == "netns":
         try:
-            netem = netns.probe_netem()
+            spec = replace(spec, netem=netns.probe_netem())
         except netns.NetworkError as exc:
             raise click.UsageError(str(exc)) from None
-        if "net" in kinds and not netem and not as_json:
+        if "net" in kinds and not spec.netem and not as_json:
             out.print("[yellow]this kernel has no netem: the fault net limits a link's rate only (tbf)[/yellow]")
-    if imap and (sim or not Path("/usr/sbin/dovecot").exists()):
-        raise click.UsageError("--imap runs real processes, with Debian's dovecot-imapd (apt-get install dovecot-imapd)")
-    if sites > servers:
-        raise click.UsageError(f"--sites {sites} is more than --servers {servers}: a site holds a server at least")
-    if not sim and (servers > REAL_SERVERS or (users or 0) > REAL_USERS):
-        raise click.UsageError(f"a world of more than {REAL_SERVERS} servers or {REAL_USERS} users runs with --sim "
-                               "(on real processes, a cluster of that size is `xcon up`'s to make)")
-    if not sim and (determinism or confirm_n or shrink or workers or guided or stuck_after):
-        raise click.UsageError("--determinism, --confirm, --shrink, --workers, --guided and --stuck-after go with --sim")
-    if guided and (dask or replay is not None or world_file or determinism):
-        raise click.UsageError("--guided draws its worlds as it learns, here: not with --dask, --replay, --world or "
-                               "--determinism")
-    if seed is None:
-        seed = int.from_bytes(os.urandom(3), "big")
-    given = None
     if world_file is not None:
         try:
-            given = sim_campaign.load_world(world_file)
+            spec = spec.given(sim_campaign.load_world(world_file), world_file)
         except (ValueError, KeyError, OSError) as exc:
             raise click.UsageError(f"{world_file}: {exc}") from None
-        mta_build, move_build = given.build, given.move_build
-    seeds = [given.seed] if given else [replay] if replay is not None else chaos_mod.trial_seeds(seed, trials)
-    # the build in the name: campaigns of two builds with one seed (a common comparison) keep apart
-    name = (f"world-{world_file.stem}" if world_file else f"replay-{replay}" if replay is not None else
-            f"campaign-{seed}-{mta_build}" + ("-legacy-move" if move_build == "legacy" else "") +
-            ("-netns" if network == "netns" else "") + ("-smtp" if via == "smtp" else "") + ("-imap" if imap else ""))
     # kept in the results store: results/<time>-<name>/, with the broken trials' run-dirs inside
-    root = results_store.new(results_dir(run_dir, "results"), ("sim-" if sim else "") + name)
-    # drawn where each trial runs (worlds.Recipe): a campaign of large worlds holds none up front
-    worlds = [given] if given else [Recipe(s, dict(build=mta_build, faults=kinds, users=users, moves=moves,
-                                                   profile=profile, time_scale=time_scale, move_build=move_build,
-                                                   network=network, netem=netem, extremes=extremes, via=via, imap=imap,
-                                                   servers=servers, sites=sites))
-                                    for s in seeds]
+    root = results_store.new(results_dir(run_dir, "results"), spec.name())
     show = not as_json and sys.stdout.isatty()
-    started = time.time()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=True, disable=not show) as bar:
-        task = bar.add_task(f"{mta_build} seed {seed}", total=len(seeds))
+        task = bar.add_task(f"{spec.build} seed {spec.seed}", total=len(spec.seeds()))
 
-        def advance(r: chaos_mod.TrialResult) -> None:
-            bar.update(task, advance=1, description=f"{mta_build}: {r.lost} lost in trial {r.seed}")
+        def advance(r: Any) -> None:
+            bar.update(task, advance=1, description=f"{spec.build}: {r.lost} lost in trial {r.seed}")
 
-        sim_net = Network(torn_kills=torn_kills, **({"stuck_events": stuck_after} if stuck_after else {}))
         try:
-            if sim and guided and not given:  # worlds drawn as it goes: the ones it ran replace the recipes
-                results, worlds = guided_mod.from_recipes(root, worlds, sim_net, workers or
-                                                          sim_campaign.default_workers(), seed, advance, stop_on_break)
-            elif sim:
-                results = sim_campaign.run(root, worlds, sim_net, workers or sim_campaign.default_workers(),
-                                           determinism, advance, stop_on_break, dask)
-            else:
-                results = chaos_mod.campaign(root, seeds, mta_build, kinds, users, moves, advance, stop_on_break,
-                                             worlds=worlds, dask=dask)
+            done = campaigns.run(spec, root, advance)
         except executors.DaskError as exc:
             raise click.UsageError(str(exc)) from None
-    totals = chaos_mod.summarize(results)
-    wall = time.time() - started
-    totals["wall_seconds"] = round(wall, 2)
-    totals["trials_per_minute"] = round(60 * len(results) / wall, 1) if wall > 0 else 0  # the campaign's, all workers
-    first = next((r for r in results if r.broken), None)
-    flags = f"--mta-build {mta_build} --faults {','.join(kinds) or 'none'}" + \
-        (f" --move-build {move_build}" if move_build != "sp4" else "") + \
-        (" --network netns" if network == "netns" else "") + \
-        (f" --profile {profile} --time-scale {time_scale:g}" if profile != "lab" or time_scale != 1.0 else "") + \
-        (f" --users {users}" if users else "") + (f" --moves {moves}" if moves else "") + \
-        (f" --servers {servers}" if servers != 2 else "") + (f" --sites {sites}" if sites != 1 else "") + \
-        ("" if extremes else " --no-extremes") + (" --via smtp" if via == "smtp" else "") + (" --imap" if imap else "")
-    sim_flag = ("--sim " + ("" if torn_kills else "--no-torn-kills ") +
-                (f"--stuck-after {stuck_after} " if stuck_after else "")) if sim else ""
-    def replay_of(trial_seed: int) -> str:
-        world = world_file or (root / f"world-{trial_seed}.json" if guided else None)  # no seed draws it
-        return (f"xcon chaos {sim_flag}--world {world}" if world else
-                f"xcon chaos {sim_flag}--replay {trial_seed} {flags}")
+    render_campaign(done, report_dir, wide, as_json)
+    if done.nondeterministic:
+        sys.exit(FINDING)
+    if expect_loss:
+        sys.exit(DONE if done.totals["lost"] else FINDING)
+    if done.first:
+        sys.exit(FINDING)
 
-    replay_cmd = replay_of(first.seed) if first else None
-    extra: dict[str, Any] = {}
-    if sim and first and shrink:
-        world = drawn(next(w for w in worlds if w.seed == first.seed))
-        small, runs = sim_campaign.shrink(world, sim_net)
-        path = root / f"shrunk-{first.seed}.json"
-        path.write_text(json.dumps(sim_campaign.world_to_json(small), indent=1))
-        extra["shrunk"] = {"world": sim_campaign.world_to_json(small), "runs": runs, "file": str(path),
-                           "replay": f"xcon chaos {sim_flag}--world {path}", "events": [len(world.events), len(small.events)],
-                           "users": [len(world.users), len(small.users)]}
-    if sim and confirm_n:
-        confirmed = []
-        broken = [r for r in results if r.broken][:confirm_n]
-        for r in broken:
-            world = drawn(next(w for w in worlds if w.seed == r.seed))
-            real, same = sim_campaign.confirm(world, r, root / f"confirm-{r.seed}")
-            confirmed.append({"seed": r.seed, "sim": describe_break(r), "real_broke": real.broken,
-                              "same": same, "real": describe_break(real) if real.broken else "clean",
-                              "real_error": real.error, "run_dir": real.run_dir})
-        extra["confirmed"] = confirmed
-    meta = {"kind": "chaos", "name": root.name, "seed": seed, "build": mta_build, "move_build": move_build,
-            "faults": list(kinds), "simulated": sim, "network": network, "store": str(root),
-            "guided": guided and sim,
-            "command": f"xcon chaos {sim_flag}{'--guided ' if guided and sim else ''}--seed {seed} --trials "
-                       f"{len(seeds)} {flags}"}
-    summary = results_store.campaign_summary(meta, totals, results, worlds, replay_cmd, replay_of)
+
+def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: bool) -> None:
+    """A campaign's summary kept in the results store (and in `report_dir`), then shown: as JSON,
+    or as a table of figures and what it found."""
+    spec, totals, first, extra, results = done.spec, done.totals, done.first, done.extra, done.results
+    seed, mta_build, kinds, sim, determinism = spec.seed, spec.build, spec.faults, spec.sim, spec.determinism
+    root, replay_cmd = done.root, done.replay
+    summary = results_store.campaign_summary(done.meta(), totals, results, done.worlds, replay_cmd,
+                                             lambda s: spec.replay_of(s, root))
     keep_run(root, summary)
     if report_dir:
         results_store.write_report(report_dir, summary, first)
-    nondeterministic = [r for r in results if (r.error or "").startswith("nondeterministic")]
+    nondeterministic = done.nondeterministic
     if as_json:
         emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
                    "first_broken": first.to_json() if first else None, "replay": replay_cmd,
@@ -257,7 +188,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             for name, value in figures:
                 table.add_row(name, value)
         show_table(table)
-        if sim and torn_kills and "kill" in " ".join(kinds):
+        if sim and spec.torn_kills and "kill" in " ".join(kinds):
             out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
         out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
         if first:
@@ -285,12 +216,6 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                 confirmed.add_row(str(c["seed"]), c["sim"], c["real"] if not c["real_error"] else
                                   f"error: {c['real_error']}", same, c["run_dir"] or "-")
             show_table(confirmed)
-    if nondeterministic:
-        sys.exit(FINDING)
-    if expect_loss:
-        sys.exit(DONE if totals["lost"] else FINDING)
-    if first:
-        sys.exit(FINDING)
 
 
 def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list) -> None:

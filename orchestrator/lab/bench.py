@@ -38,7 +38,7 @@ from .bench_load import (
     cpu_s, delivery_figures, log_append_rate, raw_pipeline, rss_kb, spool_stats, submit_load,
     synthetic_logs, timed,
 )
-from .worlds import DEFAULT_FAULTS, FAULTS, Recipe, draw_world
+from .worlds import DEFAULT_FAULTS, FAULTS, draw_world
 
 
 @dataclass
@@ -278,12 +278,11 @@ def _kb_case(seed: int) -> bool:
     return run_case("legacy", Path("/nonexistent/kb"), seed=seed, sim=Network(), write=False).matches
 
 
-def dask_rows(root: Path, worlds: list, local_rate: float, say: Callable[[str], None],
+def dask_rows(root: Path, spec: Any, local_rate: float, say: Callable[[str], None],
               sizes: tuple[int, ...] = (1, 2)) -> list[Row]:
     """The same default-faults campaign on a local Dask cluster of 1 and of 2 workers (its start
     included; --quick: 2 only), beside the local pool's rate; none without Dask's distributed."""
-    from . import campaign
-    from orchestrator.sim.world import Network
+    from . import spec as spec_mod
 
     import importlib.util
 
@@ -294,10 +293,10 @@ def dask_rows(root: Path, worlds: list, local_rate: float, say: Callable[[str], 
     for n in sizes:
         say(f"simulated chaos on Dask, local:{n}")
         t0 = time.perf_counter()
-        campaign.run(root / "sim-dask", worlds, Network(), dask=f"local:{n}")
+        spec_mod.run(replace(spec, dask=f"local:{n}"), root / "sim-dask")
         rows.append(Row("chaos --sim --dask", f"trials/minute, default faults, local:{n}",
-                        60 * len(worlds) / (time.perf_counter() - t0), local_rate, "trials/min",
-                        f"{len(worlds)} trials, the cluster's start included; baseline: the local pool's row"))
+                        60 * spec.trials / (time.perf_counter() - t0), local_rate, "trials/min",
+                        f"{spec.trials} trials, the cluster's start included; baseline: the local pool's row"))
     return rows
 
 
@@ -305,7 +304,8 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
     """The simulator beside the real campaign: trials a minute (all cores), the KB case, explore,
     and how a trial's cost grows with servers and users."""
     from .scenario import run_case
-    from . import campaign, explore
+    from . import campaign, explore, spec as spec_mod
+    from .spec import CampaignSpec
     from orchestrator.sim.world import Network
 
     rows = []
@@ -313,15 +313,15 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
     n = 200 if quick else 20_000  # --quick is the CI smoke test's: a rate, not a campaign
     for faults, label in ((DEFAULT_FAULTS, "default faults"), (FAULTS, "every fault kind")):
         say(f"simulated chaos, {n} trials, {label}")
-        worlds = [Recipe(s, {"build": "sp4", "faults": faults}) for s in chaos.trial_seeds(2, n)]  # as xcon chaos
+        spec = CampaignSpec(2, trials=n, faults=faults, sim=True, workers=workers)  # as xcon chaos --sim builds it
         t0 = time.perf_counter()
-        results = campaign.run(root / "sim", worlds, Network(), workers)
+        results = spec_mod.run(spec, root / "sim").results
         rate = 60 * n / (time.perf_counter() - t0)
         broken = sum(r.broken for r in results)
         rows.append(Row("chaos --sim", f"trials/minute, {label}", rate, real_rate, "trials/min",
                         f"sp4, {workers} workers, {n} trials, {broken} broken; baseline: the real campaign's row"))
         if label == "default faults":
-            rows.extend(dask_rows(root, worlds, rate, say, sizes=(2,) if quick else (1, 2)))
+            rows.extend(dask_rows(root, spec, rate, say, sizes=(2,) if quick else (1, 2)))
     say("simulated KB case")
     cases = 100 if quick else 4000
     t0 = time.perf_counter()

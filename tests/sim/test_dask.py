@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from orchestrator.lab import campaign, chaos
-from orchestrator.lab.worlds import draw_world
-from orchestrator.sim.world import Network
+from orchestrator.lab.spec import CampaignSpec, run
 
 from ..conftest import SEED, xcon
 
@@ -40,8 +40,8 @@ def test_a_campaign_on_dask_gives_the_summary_and_digests_it_gives_here(tmp_path
 def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
     from distributed import Client, LocalCluster
 
-    worlds = [draw_world(s, "sp4") for s in chaos.trial_seeds(SEED, 400)]
-    here = campaign.run(tmp_path / "here", worlds, Network(), workers=2)
+    spec = CampaignSpec(SEED, trials=400, sim=True, workers=2)  # the campaign `xcon chaos --sim` builds
+    here = run(spec, tmp_path / "here").results
     import dask
 
     with dask.config.set({"temporary-directory": str(tmp_path / "dask")}):  # not /tmp/dask-scratch-space
@@ -59,12 +59,12 @@ def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
             killed.append(pid)
 
     try:
-        there = campaign.run(tmp_path / "there", worlds, Network(), on_trial=on_trial, dask=cluster.scheduler_address)
+        there = run(replace(spec, dask=cluster.scheduler_address), tmp_path / "there", on_trial).results
     finally:
         watcher.close()
         cluster.close()
     assert killed, "a worker was killed"
-    assert [r.seed for r in there] == [w.seed for w in worlds], "none missing, none twice, in order"
+    assert [r.seed for r in there] == spec.seeds(), "none missing, none twice, in order"
     assert [(r.digest, r.counts) for r in there] == [(r.digest, r.counts) for r in here]
 
 
