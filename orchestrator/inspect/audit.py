@@ -134,10 +134,16 @@ def read(run_dir: Path) -> EndState:
         if damage:
             raise DamagedFile(run_dir / "ims" / folder.name, f"{'; '.join(damage)}; its IMS keeps it aside and takes "
                                                              "up what reads when it starts (`xcon up --accept-damage`)")
-        state.relayed.update((r["msg_id"], r["rcpt"]) for r in found.lines if "returned" not in r)
-        ended = found.ended()
-        state.waiting.update(r["msg_id"] for key, r in found.items.items() if key not in ended)
+        add_ims(state, found.lines, found.items)
     return state
+
+
+def add_ims(state: EndState, lines: list[dict[str, Any]], items: dict[str, dict[str, Any]]) -> None:
+    """What an IMS's queue holds: the pairs it relayed, and the messages it still holds (its
+    items, by key, that no line of its log ended)."""
+    state.relayed.update((r["msg_id"], r["rcpt"]) for r in lines if "returned" not in r)
+    ended = {outbound.key_of(r["msg_id"], r["rcpt"]) for r in lines}
+    state.waiting.update(r["msg_id"] for key, r in items.items() if key not in ended)
 
 
 def assemble(directory: dict[str, Any], stores: dict[str, tuple[dict[str, Counter], dict[str, Any]]],

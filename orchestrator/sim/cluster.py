@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nodes.config import ClusterConfig, Settings
-from nodes.ims import outbound
 from nodes.mta import wal
 from protocol import hlc
 
@@ -178,9 +177,7 @@ class SimCluster(Cluster):
         state = audit.assemble(directory, stores, nodes["orchestrator"].storage.records)
         for n in nodes.values():
             if n.kind == "ims":  # as audit.end_state reads an IMS's files
-                state.relayed.update((r["msg_id"], r["rcpt"]) for r in n.storage.lines if "returned" not in r)
-                ended = {outbound.key_of(r["msg_id"], r["rcpt"]) for r in n.storage.lines}
-                state.waiting.update(r["msg_id"] for (_, key), r in n.storage.files.items() if key not in ended)
+                audit.add_ims(state, n.storage.lines, {key: r for (_, key), r in n.storage.files.items()})
         return state
 
     def durable(self, state: Any) -> audit.Pairs:
