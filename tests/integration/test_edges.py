@@ -76,11 +76,13 @@ def test_what_cannot_leave_goes_back_for_its_report_and_a_utf8_address_stops_not
     assert all(e["reason"].startswith("refused: 550") for e in handed)
 
 
-def test_with_no_smarthost_mail_waits_pending_until_its_lifetime_then_comes_back(smtp_cluster):
+def test_with_no_smarthost_mail_for_outside_waits_pending_in_the_ims(smtp_cluster):
     """Story 2: with no smarthost a message for outside sat in outbound/ past its lifetime; check
-    called it LOST and `xcon wait` exited 0. It is pending while it waits, and comes back to its
-    sender as an NDR when its time-out passes."""
-    run = smtp_cluster("--mta-build", "sp4", "--expire-ms", "3000")
+    called it LOST and `xcon wait` exited 0. It is pending while it waits. Its lifetime is long
+    here, so that no load on the machine closes the window; its coming back as an NDR when the
+    lifetime passes is tests/sim/test_simulator.py's, on virtual time, and a hand-back on real
+    processes is the test above's."""
+    run = smtp_cluster("--mta-build", "sp4", "--expire-ms", "600000")
     xcon("user", "add", "alice", "--server", "ex1", run_dir=run, check=True)
     msg = xcon("send", "--from", "alice", "--to", "dave@outside.test", run_dir=run, check=True).stdout.strip()
     wait_for_event(run, event="ims.queued_out", msg_id=msg)
@@ -89,13 +91,6 @@ def test_with_no_smarthost_mail_waits_pending_until_its_lifetime_then_comes_back
     assert xcon("wait", "--timeout", "0.5", run_dir=run).returncode == 1, "the IMS still holds it"
     held = xcon_json("queue", run_dir=run)["ims.ex1"]
     assert [(i["msg_id"], i["rcpt"], i["state"]) for i in held["items"]] == [(msg, "dave@outside.test", "relaying")]
-    assert xcon("wait", "--timeout", "60", run_dir=run).returncode == 0
-    (ndr,) = xcon_json("mailbox", "alice", run_dir=run)["messages"]
-    assert ndr["ndr_for"] == msg
-    failed = wait_for_event(run, event="mta.failed", msg_id=msg)
-    assert (failed["reason"], failed["report"]) == ("expired", "ndr")
-    report = json.loads(xcon("check", "--json", run_dir=run).stdout)
-    assert report["ok"] and report["counts"]["ndr"] == 1, report["counts"]
 
 
 def test_a_damaged_ims_file_is_kept_aside_named_and_judged(smtp_cluster, smarthost):

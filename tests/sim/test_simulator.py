@@ -243,3 +243,24 @@ def test_a_read_of_the_cache_before_its_snapshot_does_not_fail_a_delivered_messa
     world = campaign.world_from_json(EMPTY_CACHE_READ)
     result = chaos.run_trial(world, tmp_path / "trial", sim=Network(torn_kills=True), dump=False)
     assert result.counts["both"] == 0 and not result.broken and result.error is None, result.counts
+
+
+def test_with_no_smarthost_mail_for_outside_comes_back_to_its_sender_at_its_lifetime():
+    """The rest of tests/integration/test_edges.py's no-smarthost story, on virtual time, where
+    no load on the machine can close its window: the message waits in the IMS, pending, until
+    its lifetime passes; then it is failed, handed back, and alice has her NDR."""
+    from nodes.config import Settings
+    from orchestrator.sim.cluster import SimCluster
+
+    alice = {"alias": "alice", "home": "ex1", "alternate": None, "deliver_to_both": False}
+    cluster = SimCluster(Settings(mta_build="sp4", expire_ms=3000, smtp=True, seed=SEED), Network(), users=[alice])
+    msg = cluster.send("alice", ["dave@outside.test"])["msg_id"]
+    cluster.clock.sleep(2.5)
+    assert [(i["msg_id"], i["state"]) for i in cluster.status_of("ims.ex1")["queue"]] == [(msg, "relaying")]
+    assert cluster.quiet() is None and cluster.verdict().counts["pending"] == 1
+    assert cluster.wait(timeout=60), "the item comes back at its lifetime and the cluster goes quiet"
+    (ndr,) = cluster.mailbox("alice")["messages"]
+    failed = [e for e in cluster.events() if e["event"] == "mta.failed" and e["msg_id"] == msg]
+    assert ndr["ndr_for"] == msg and [(e["reason"], e["report"]) for e in failed] == [("expired", "ndr")]
+    report = cluster.verdict()
+    assert report.ok and report.counts["ndr"] == 1 and report.counts["pending"] == 0, report.counts
