@@ -130,7 +130,7 @@ def run(root: Path, trials: int, build: str, faults: tuple[str, ...], net: Netwo
                 round_worlds.append(mutate(rng.choices(kept, weights=weights)[0][0], rng, faults))
             else:
                 round_worlds.append(draw_world(next(seeds), build, faults, **draw))
-        ran = campaign.run(root, round_worlds, net, workers, dump=False, coverage=True)
+        ran = campaign.run(root, round_worlds, net, workers, dump=False, coverage=True, stop_on_break=stop_on_break)
         for world, result in zip(round_worlds, ran):
             signature = set(result.decisions)
             if not result.error and not signature <= hits.keys():
