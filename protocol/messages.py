@@ -11,6 +11,7 @@ meaning or a required field is added.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, NotRequired, TypedDict
 
 from msgspec import Meta, Struct, defstruct
@@ -160,9 +161,20 @@ StoreCreate = message("store.create", mailbox=str, owner=Opt(str))
 StoreDeliver = message("store.deliver", msg_id=str, mailbox=str, raw=bytes, ndr_for=Opt(str),
                         ndr_rcpts=list[str], expires_at=float)
 
-# outcome: delivered | duplicate | deferred | not_here | expired | soft_deleted (the mailbox was
-# moved away and its source kept for recovery: KB 2579150).
-StoreResult = message("store.result", msg_id=str, mailbox=str, outcome=str, reason=str)
+
+
+class Outcome(StrEnum):
+    """A store's answer to store.deliver; a frame with any other is refused as it is read."""
+
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"  # delivered before: the store holds it once
+    DEFERRED = "deferred"  # the mailbox is locked (a move)
+    NOT_HERE = "not_here"
+    EXPIRED = "expired"  # past the message's time-out, and not held: refused
+    SOFT_DELETED = "soft_deleted"  # moved away, its source kept for recovery (KB 2579150)
+
+
+StoreResult = message("store.result", msg_id=str, mailbox=str, outcome=Outcome, reason=str)
 
 StoreList = message("store.list", mailbox=str)
 

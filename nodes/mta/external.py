@@ -1,4 +1,4 @@
-"""Mail that crosses the organisation's edge, for MtaCore (nodes.mta.core), whose state it shares.
+"""Mail that crosses the organisation's edge: the MTA's side of its IMS (Outside).
 
 In: the server's Internet Mail Service (nodes.ims) asks whether a recipient is in this MTA's
 directory cache (mta.lookup, its RCPT check) and submits what an SMTP client sent
@@ -22,24 +22,23 @@ from protocol.names import MSG_ID_RULE, valid_msg_id, valid_submitted_id
 from ..config import Settings
 from ..core import Reply, Request, Send, error, log
 from ..mail import external, message_id_of
-from .queue import Pair, QueuedMessage
+from .cache import DirectoryCache
+from .queue import Pair, Queue, QueuedMessage, State
 
 
-class External:
-    server: str
-    settings: Settings
-    cache: Any
-    ids: Any
-    queue: dict[str, QueuedMessage]
-    requests: dict[str, tuple[str, str]]
-    _accept: Callable[..., list]
-    _fail: Callable[..., list]
-    _expires_at: Callable[[QueuedMessage], float]
+class Outside:
+    """`accept` takes a checked submission (MtaCore._accept); `fail` fails a pair as the MTA
+    fails any (MtaCore._fail: the report, routed)."""
 
-    def _lookup(self, req: Request, body: messages.MtaLookup, now: float) -> list:
+    def __init__(self, server: str, settings: Settings, cache: DirectoryCache, ids: Any, queue: Queue,
+                 accept: Callable[..., list], fail: Callable[[QueuedMessage, Pair, str, float], list]):
+        self.server, self.smtp, self.cache, self.ids, self.queue = server, settings.smtp, cache, ids, queue
+        self._accept, self._fail = accept, fail
+
+    def lookup(self, req: Request, body: messages.MtaLookup, now: float) -> list:
         return [Reply(req.peer, req.frame.id, "mta.entry", {"recipient": self.cache.get(body.alias, now)})]
 
-    def _submit_raw(self, req: Request, body: messages.MtaSubmitRaw, now: float) -> list:
+    def submit_raw(self, req: Request, body: messages.MtaSubmitRaw, now: float) -> list:
         msg_id, sender, raw = body.msg_id, body.sender, body.raw
         recipients = list(dict.fromkeys(body.recipients))
         if not valid_submitted_id(msg_id):
@@ -56,21 +55,21 @@ class External:
         return self._accept(req, msg_id, sender, recipients, body.priority, now, lambda: raw, via="smtp",
                             message_id=message_id_of(raw))
 
-    def _relay(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
+    def relay(self, msg: QueuedMessage, pair: Pair, now: float) -> list:
         """A pair for an address outside the organisation: to this server's IMS."""
-        if not self.settings.smtp:
-            return self._fail(msg, [pair], "no_route", now)
+        if not self.smtp:
+            return self._fail(msg, pair, "no_route", now)
         request = self.ids.next()
         pair.attempts += 1
-        self._await(msg, pair, "relaying", request, now)
+        self.queue.await_answer(msg, pair, State.RELAYING, request, now)
         return [log("mta.routed", msg_id=msg.msg_id, rcpt=pair.rcpt, via="ims", to=f"ims.{self.server}",
                     cache_usn=self.cache.usn, attempt=pair.attempts),
                 Send(f"ims.{self.server}", "ims.outbound",
                      {"msg_id": msg.msg_id, "sender": msg.sender, "rcpt": pair.rcpt, "raw": msg.raw,
                       "ndr_for": msg.ndr_for, "ndr_rcpts": msg.ndr_rcpts, "accepted_at": msg.accepted_at,
-                      "priority": msg.priority, "expires_at": self._expires_at(msg)}, request, msg.msg_id)]
+                      "priority": msg.priority, "expires_at": self.queue.expires_at(msg)}, request, msg.msg_id)]
 
-    def _relay_failed(self, req: Request, body: messages.MtaRelayFailed, now: float) -> list:
+    def relay_failed(self, req: Request, body: messages.MtaRelayFailed, now: float) -> list:
         """The IMS hands back a pair that will not leave (refused for good, or its time-out over):
         it fails here as any pair this MTA gives up on, an NDR to the originator, or for a report
         the postmaster's copy (nodes.mta.reports), durable before the IMS hears "ok". The message
@@ -87,17 +86,17 @@ class External:
             msg = QueuedMessage(msg_id, body.sender, body.raw, body.accepted_at, body.ndr_for,
                                 list(body.ndr_rcpts), priority=priority)
         pair = msg.pairs.get(rcpt)
-        if pair is not None and pair.state == "failed":
+        if pair is not None and pair.state == State.FAILED:
             return [ok, log("mta.relay_failed", msg_id=msg_id, rcpt=rcpt, reason=reason, repeated=True, src=req.frame.src)]
         if pair is None:
-            pair = msg.pairs[rcpt] = Pair(rcpt, state="relayed")
-        self.queue[msg_id] = msg
-        self.requests.pop(pair.request or "", None)
+            pair = msg.pairs[rcpt] = Pair(rcpt, state=State.RELAYED)
+        self.queue.add(msg)
+        self.queue.forget(pair)
         return [log("mta.relay_failed", level="warning", msg_id=msg_id, rcpt=rcpt, reason=reason,
                     diagnostic=body.diagnostic[:500], ndr_for=msg.ndr_for, src=req.frame.src),
-                *self._fail(msg, [pair], reason, now), ok]
+                *self._fail(msg, pair, reason, now), ok]
 
-    def _relayed(self, msg: QueuedMessage, pair: Pair, frame: Any) -> list:
-        pair.state = "relayed"
+    def relayed(self, msg: QueuedMessage, pair: Pair, frame: Any) -> list:
+        pair.state = State.RELAYED
         return [log("mta.relayed", msg_id=msg.msg_id, rcpt=pair.rcpt, to=frame.src, ndr_for=msg.ndr_for),
-                *self._progress(msg)]
+                *self.queue.progress(msg)]

@@ -4,34 +4,46 @@ shows a missed change, and a USN that goes backwards refused and said so."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from protocol import messages
 
 from ..core import Send, log
 from .cache import DirectoryCache
-from .queue import QueuedMessage
 
 DIRECTORY = "directory"
 
 
 class DirectoryFeed:
-    """The directory's snapshot and feed, for MtaCore (nodes.mta.core), whose state they share."""
+    """What an MTA knows of the directory beyond its cache's entries: the snapshot it asked for
+    (and when it asks again), the USN the directory last announced, and a USN that went back."""
 
-    cache: DirectoryCache
-    queue: dict[str, QueuedMessage]
-    ids: Any
-    timeout_s: float
-    directory_usn: int
-    regressed: int | None
-    _snapshot_req: str | None
-    _snapshot_deadline: float
+    def __init__(self, cache: DirectoryCache, ids: Any, timeout_s: float, wake_at: Callable[[float], None]):
+        self.cache, self.ids, self.timeout_s, self._wake_at = cache, ids, timeout_s, wake_at
+        self.directory_usn = 0  # as last heard in a heartbeat
+        # a USN the directory announced below what this cache had received: its state went back (a
+        # lost file, a restore); the MTA keeps its view and says so, once per such USN
+        self.regressed: int | None = None
+        self.snapshot_req: str | None = None
+        self.snapshot_deadline = 0.0
 
-    def _ask_snapshot(self, now: float) -> Send:
-        self._snapshot_req = self.ids.next()
-        self._snapshot_deadline = now + self.timeout_s
-        self._wake_at(self._snapshot_deadline)
-        return Send(DIRECTORY, "dir.snapshot", {}, self._snapshot_req)
+    def next_wakeup(self) -> float | None:
+        return self.snapshot_deadline if self.snapshot_req else None
+
+    def ask_snapshot(self, now: float) -> Send:
+        self.snapshot_req = self.ids.next()
+        self.snapshot_deadline = now + self.timeout_s
+        self._wake_at(self.snapshot_deadline)
+        return Send(DIRECTORY, "dir.snapshot", {}, self.snapshot_req)
+
+    def tick(self, now: float) -> list:
+        """The cache's changes whose lag has passed, applied; the snapshot asked again if unanswered."""
+        actions: list = [log("mta.cache_applied", usn=entry["usn"], alias=entry["alias"],
+                             home_server=entry["home_server"], alternate=entry["alternate"])
+                         for entry in self.cache.apply_due(now)]
+        if self.snapshot_req and now >= self.snapshot_deadline:
+            actions.append(self.ask_snapshot(now))
+        return actions
 
     def _went_back(self, usn: int) -> list:
         """The directory announces a USN below what this cache received: a Clone client that sees
@@ -43,41 +55,35 @@ class DirectoryFeed:
                     why="the directory's USN went backwards (its state was lost or replaced); this MTA keeps its "
                         "cache and takes no change at or below the USN it had")]
 
-    def _snapshot(self, frame: Any, now: float) -> list:
-        if frame.re != self._snapshot_req:
-            return []
-        self._snapshot_req = None
+    def snapshot(self, frame: Any, now: float) -> tuple[list, bool]:
+        """The directory's snapshot: the actions, and whether it is the first (the MTA is ready)."""
+        if frame.re != self.snapshot_req:
+            return [], False
+        self.snapshot_req = None
         if self.cache.initialized and frame.body.usn < self.cache.received_usn:
-            return self._went_back(frame.body.usn)
+            return self._went_back(frame.body.usn), False
         first = not self.cache.initialized
         scheduled = self.cache.load_snapshot(frame.body.usn, frame.body.recipients, now)
         self.directory_usn = max(self.directory_usn, frame.body.usn)
         self._wake_at(self.cache.next_apply())
-        actions: list = [log("mta.snapshot", usn=frame.body.usn, first=first, scheduled=len(scheduled))]
-        if first:
-            actions.append(log("mta.ready", cache_usn=self.cache.usn, queued=len(self.queue)))
-            for msg in list(self.queue.values()):  # recovered from disk: route again
-                for pair in list(msg.pairs.values()):
-                    if pair.state == "queued":
-                        actions += self._route(msg, pair, now)
-        return actions
+        return [log("mta.snapshot", usn=frame.body.usn, first=first, scheduled=len(scheduled))], first
 
-    def _feed(self, type_: str, body: messages.Body, now: float) -> list:
+    def feed(self, type_: str, body: messages.Body, now: float) -> list:
         if type_ == "dir.heartbeat":
             if self.cache.initialized and body.usn < self.cache.received_usn:
                 return self._went_back(body.usn)
             self.directory_usn = max(self.directory_usn, body.usn)
-            if self.cache.initialized and body.usn > self.cache.received_usn and self._snapshot_req is None:
+            if self.cache.initialized and body.usn > self.cache.received_usn and self.snapshot_req is None:
                 return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body.usn),
-                        self._ask_snapshot(now)]
+                        self.ask_snapshot(now)]
             return []
         if type_ != "dir.change":
             return []
         self.directory_usn = max(self.directory_usn, body.usn)
         outcome = self.cache.receive(body.usn, body.recipient, now)
-        if outcome == "gap" and self._snapshot_req is None:
+        if outcome == "gap" and self.snapshot_req is None:
             return [log("mta.feed_gap", received_usn=self.cache.received_usn, directory_usn=body.usn),
-                    self._ask_snapshot(now)]
+                    self.ask_snapshot(now)]
         if outcome == "scheduled":
             self._wake_at(self.cache.next_apply())
             return [log("mta.change_received", usn=body.usn, alias=body.recipient["alias"],

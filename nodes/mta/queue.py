@@ -1,6 +1,7 @@
-"""The MTA's queue entries: a message and the state of each of its (message, recipient) pairs.
+"""The MTA's queue: its messages, the state of each (message, recipient) pair, and the timers and
+requests that wait on them (Queue).
 
-Pair states (ten: nodes.mta.record.State is the list the queue log admits):
+Pair states (ten: nodes.mta.record.State, the list the queue log admits):
   queued       ready to route
   resolving    (reroute build) asking the directory past the cache
   delivering   waiting for the store's answer
@@ -15,10 +16,19 @@ Pair states (ten: nodes.mta.record.State is the list the queue log admits):
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from .record import PairRecord, Whole
+from protocol import PRIORITIES
+
+from ..config import Settings
+from ..core import log
+from .record import PairRecord, State, Whole
+from .seen import Seen
+
+NEVER = float("inf")  # a postmaster copy's time-out
 
 
 @dataclass(slots=True)
@@ -39,15 +49,15 @@ class RetireMessage:
 
 
 # relaying/relayed: a pair for outside the organisation, handed to the server's IMS (nodes.ims)
-FINAL = frozenset({"delivered", "transferred", "relayed", "failed"})
-WAITING = frozenset({"resolving", "delivering", "transferring", "relaying"})
+FINAL = frozenset({State.DELIVERED, State.TRANSFERRED, State.RELAYED, State.FAILED})
+WAITING = frozenset({State.RESOLVING, State.DELIVERING, State.TRANSFERRING, State.RELAYING})
 
 
 @dataclass
 class Pair:
     rcpt: str
     alt_of: str | None = None  # set when this pair is an alternate recipient's copy
-    state: str = "queued"
+    state: State = State.QUEUED
     hint: dict[str, Any] | None = None  # the freshest directory entry known beside the cache
     hops: int = 0
     # a transfer sent but not acknowledged: the peer may own the pair already, so it is sent
@@ -119,7 +129,7 @@ class QueuedMessage:
             if not pair.final:
                 # whatever was in flight is retried; the peer and the store dedupe. A delivery may
                 # have happened just before the crash, so the pair is unconfirmed (see Pair)
-                pair.state, pair.unconfirmed = "queued", True
+                pair.state, pair.unconfirmed = State.QUEUED, True
             pairs[pair.rcpt] = pair
         return cls(record.msg_id, record.sender, record.raw, record.accepted_at, record.ndr_for,
                    list(record.ndr_rcpts), pairs, record.priority, record.report)
@@ -145,3 +155,161 @@ def listing(queue: dict[str, QueuedMessage], now: float, limit: int) -> tuple[li
                               else None, "handed_to": p.handed_to, "age_s": round(now - msg.accepted_at, 3),
                               "priority": msg.priority})
     return items, total
+
+
+def alternate_copy(msg: QueuedMessage, pair: Pair) -> str | None:
+    """The alternate of `pair`'s recipient that was given a copy of the message (deliver to
+    both): here (its pair exists and has not failed), or upstream, as the transfer said."""
+    if pair.alt_copy:
+        return pair.alt_copy
+    return next((p.rcpt for p in msg.pairs.values() if p.alt_of == pair.rcpt and p.state != State.FAILED), None)
+
+
+class Queue:
+    """The messages an MTA holds, with what waits on them: each open request (id -> its pair),
+    the timers (a pair's deadline, retry or time-out), and the finished messages remembered to
+    refuse a retransmission (nodes.mta.seen). What it does to a pair is what only it knows:
+    when it times out, when it is tried again, when its message is done."""
+
+    def __init__(self, settings: Settings, queued: list[QueuedMessage], remembered: list, wake_at: Callable[[float], None]):
+        self.settings = settings
+        self.retry_s = settings.retry_ms / 1000  # after no answer (5.5's open interval)
+        # after an answer that defers (a locked mailbox, a busy peer: 5.5's transfer interval)
+        self.transfer_retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
+                                 else settings.retry_ms) / 1000
+        self.timeout_s = settings.request_timeout_ms / 1000
+        self.messages: dict[str, QueuedMessage] = {m.msg_id: m for m in queued}
+        self.recovered = len(self.messages)  # messages this run found in the queue log at start
+        self.remember_s = 2 * max(settings.expire_s(p) for p in PRIORITIES) + 60
+        # the pairs this MTA finished: a transfer of a pair with no more hops than remembered is
+        # a retransmission, one with more is the pair coming back after a reroute (nodes.mta.seen)
+        self.seen = Seen(self.remember_s, remembered)
+        self.next_prune = 0.0
+        self.requests: dict[str, tuple[str, str]] = {}  # request id -> (msg_id, rcpt)
+        # (at, seq, msg_id): a message that has a pair's deadline, retry or expiry due then. An
+        # entry may be stale (the pair moved on); the core looks at the message again and finds
+        # nothing to do. Without it, every timer meant a scan of the whole queue.
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake_at = wake_at
+        for msg in self.messages.values():  # recovered: each expires in its time, routed or not
+            self.timer(self.expires_at(msg), msg.msg_id)
+
+    # --- the messages, as a mapping ----------------------------------------------------------
+
+    def __getitem__(self, msg_id: str) -> QueuedMessage:
+        return self.messages[msg_id]
+
+    def __contains__(self, msg_id: object) -> bool:
+        return msg_id in self.messages
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.messages)
+
+    def get(self, msg_id: str) -> QueuedMessage | None:
+        return self.messages.get(msg_id)
+
+    def values(self) -> Iterator[QueuedMessage]:
+        return iter(self.messages.values())
+
+    def add(self, msg: QueuedMessage) -> None:
+        self.messages[msg.msg_id] = msg
+
+    def taken(self, msg_id: str) -> bool:
+        """Held now, or finished and remembered: a report or copy with this id is made once."""
+        return msg_id in self.messages or msg_id in self.seen
+
+    # --- time ----------------------------------------------------------------------------------
+
+    def expires_at(self, msg: QueuedMessage) -> float:
+        """When the message times out: its acceptance plus its priority's time-out; a report's own
+        (longer) time-out; never, for a postmaster copy."""
+        if msg.report is not None:
+            return NEVER
+        if msg.ndr_for is not None:
+            return msg.accepted_at + self.settings.report_expire_s()
+        return msg.accepted_at + self.settings.expire_s(msg.priority)
+
+    def timer(self, at: float, msg_id: str) -> None:
+        heapq.heappush(self._timers, (at, next(self._seq), msg_id))
+        self._wake_at(at)
+
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def due(self, now: float) -> list[QueuedMessage]:
+        """The messages with a timer due by `now`, each once, in the order their timers came."""
+        due: dict[str, bool] = {}
+        while self._timers and self._timers[0][0] <= now:
+            due[heapq.heappop(self._timers)[2]] = True
+        return [self.messages[m] for m in due if m in self.messages]
+
+    def prune_seen(self, now: float) -> None:
+        if now < self.next_prune:
+            return
+        self.next_prune = now + 10  # cheap: only what is due is looked at
+        self.seen.prune(now)
+
+    # --- a pair's waits ------------------------------------------------------------------------
+
+    def await_answer(self, msg: QueuedMessage, pair: Pair, state: State, request: str, now: float) -> None:
+        """The pair waits on the answer to `request`, until its deadline."""
+        pair.state, pair.request, pair.deadline = state, request, now + self.timeout_s
+        self.requests[request] = (msg.msg_id, pair.rcpt)
+        self.timer(pair.deadline, msg.msg_id)
+
+    def answered(self, request: str | None) -> tuple[QueuedMessage, Pair] | None:
+        """The pair that waits on `request`, which no longer waits (None: an answer that came late)."""
+        msg_id, rcpt = self.requests.get(request or "", ("", ""))
+        msg = self.messages.get(msg_id)
+        pair = msg.pairs.get(rcpt) if msg else None
+        if pair is None or pair.request != request:
+            return None
+        self.requests.pop(request or "", None)
+        pair.request = None
+        return msg, pair
+
+    def forget(self, pair: Pair) -> None:
+        """The pair's request will have no answer that matters (it timed out, it was handed back)."""
+        self.requests.pop(pair.request or "", None)
+
+    def defer(self, msg: QueuedMessage, pair: Pair, now: float, reason: str, answered: bool = True) -> list:
+        """Try the pair again later: after the transfer interval when the other side answered and
+        deferred it, after the open interval when nothing answered."""
+        wait = self.transfer_retry_s if answered else self.retry_s
+        pair.state, pair.reason, pair.request = State.DEFERRED, reason, None
+        pair.next_at = now + wait
+        expires = self.expires_at(msg)
+        self.timer(pair.next_at if now >= expires else min(pair.next_at, expires), msg.msg_id)
+        return [log("mta.deferred", msg_id=msg.msg_id, rcpt=pair.rcpt, reason=reason, retry_in_ms=int(wait * 1000))]
+
+    # --- a message's end -----------------------------------------------------------------------
+
+    def progress(self, msg: QueuedMessage) -> list:
+        """Persist a pair's final state, and retire the message once every pair is final."""
+        retired = self.retire_if_done(msg)
+        return retired or [PersistMessage(msg.msg_id, msg.to_record())]
+
+    def retire_if_done(self, msg: QueuedMessage) -> list:
+        if not msg.done or msg.msg_id not in self.messages:
+            return []
+        del self.messages[msg.msg_id]
+        hops = {p.rcpt: p.hops for p in msg.pairs.values()}
+        self.seen.add(msg.msg_id, hops, msg.accepted_at)
+        return [RetireMessage(msg.msg_id, hops, msg.accepted_at),
+                log("mta.retired", level="debug", msg_id=msg.msg_id,
+                    outcome={p.rcpt: p.state for p in msg.pairs.values()})]
+
+    def known_hops(self, msg_id: str, rcpt: str) -> int:
+        """The hop count at which this MTA last took the pair on (-1: never)."""
+        msg = self.messages.get(msg_id)
+        held = msg.pairs.get(rcpt) if msg else None
+        return max(held.hops if held else -1, self.seen.hops(msg_id).get(rcpt, -1))
+
+    def durable_state(self) -> tuple[Iterator[dict], Iterator[tuple[str, dict[str, int], float]]]:
+        """What a compaction of the spool writes: the queued messages, and the pairs still remembered.
+        Read one at a time as the compaction writes them (nothing else runs meanwhile)."""
+        return ((m.to_record() for m in self.messages.values()), self.seen.items())

@@ -4,6 +4,7 @@ log's layout, and the form before this one, are described in nodes/mta/wal.py.""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
@@ -14,8 +15,24 @@ from protocol.names import ADDRESS, ALIAS, MAX_MSG_ID, MSG_ID
 # a message id and a recipient, checked as a record is read, as a frame's would be (protocol.names)
 MsgId = Annotated[str, Meta(pattern=rf"^(?:{MSG_ID.pattern})\Z", max_length=MAX_MSG_ID)]
 Rcpt = Annotated[str, Meta(pattern=rf"^(?:{ALIAS.pattern}|{ADDRESS.pattern})\Z")]
-State = Literal["queued", "deferred", "resolving", "delivering", "transferring", "relaying", "delivered",
-                "transferred", "relayed", "failed"]
+
+
+class State(StrEnum):
+    """A pair's state (nodes/mta/queue.py says what each means). A StrEnum: it is its name in a
+    log line, a record and a status, and the queue log admits no other."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    RESOLVING = "resolving"
+    DELIVERING = "delivering"
+    TRANSFERRING = "transferring"
+    RELAYING = "relaying"
+    DELIVERED = "delivered"
+    TRANSFERRED = "transferred"
+    RELAYED = "relayed"
+    FAILED = "failed"
+
+
 Priority = Literal["urgent", "normal", "non-urgent"]
 
 

@@ -10,56 +10,58 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from nodes.mta import reports, routing
+from nodes.mta.core import MtaCore
+from nodes.mta.queue import Queue, State
+from nodes.mta.router import Fail, Router
 
 
 def _early_postmaster() -> tuple[Any, str, Callable]:
-    held = routing.Routing._not_here
+    held = Router.not_here
 
-    def not_here(self, msg, pair, now, reason="moved"):
+    def not_here(self, msg, pair, now, reason, directory_usn):
         if msg.ndr_for is not None:  # a report for a moved originator fails at once
-            return self._fail(msg, [pair], reason, now)
-        return held(self, msg, pair, now, reason)
+            return Fail(reason)
+        return held(self, msg, pair, now, reason, directory_usn)
 
-    return routing.Routing, "_not_here", not_here
+    return Router, "not_here", not_here
 
 
 def _reroute_gone() -> tuple[Any, str, Callable]:
-    resolved = routing.Routing._resolved
+    resolved = Router.resolved
 
-    def gone(self, msg, pair, entry, now):
+    def gone(self, msg, pair, entry, expired):
         if entry is not None and entry["home_server"] == self.server:  # an NDR, not a retry
-            return self._fail(msg, [pair], "gone", now)
-        return resolved(self, msg, pair, entry, now)
+            return Fail("gone")
+        return resolved(self, msg, pair, entry, expired)
 
-    return routing.Routing, "_resolved", gone
+    return Router, "resolved", gone
 
 
 def _short_time_out() -> tuple[Any, str, Callable]:
-    expires = reports.Reports._expires_at
+    expires = Queue.expires_at
 
     def half(self, msg):
         if msg.report is None and msg.ndr_for is None:  # half the priority's time-out
             return msg.accepted_at + self.settings.expire_s(msg.priority) / 2
         return expires(self, msg)
 
-    return reports.Reports, "_expires_at", half
+    return Queue, "expires_at", half
 
 
 def _livelock() -> tuple[Any, str, Callable]:
-    answered = routing.Routing._response
+    answered = MtaCore._response
 
     def response(self, frame, now):
-        located = self._locate(frame.re) if frame.type == "store.result" else None
-        if located and frame.body.outcome in ("delivered", "duplicate"):
-            msg, pair = located  # a delivery taken for a deferral, retried a microsecond on
-            self.requests.pop(frame.re, None)
-            pair.state, pair.request, pair.next_at = "deferred", None, now + 1e-6
-            self._timer(pair.next_at, msg.msg_id)
-            return []
+        if frame.type == "store.result" and frame.body.outcome in ("delivered", "duplicate"):
+            located = self.queue.answered(frame.re)
+            if located:
+                msg, pair = located  # a delivery taken for a deferral, retried a microsecond on
+                pair.state, pair.next_at = State.DEFERRED, now + 1e-6
+                self.queue.timer(pair.next_at, msg.msg_id)
+                return []
         return answered(self, frame, now)
 
-    return routing.Routing, "_response", response
+    return MtaCore, "_response", response
 
 
 # name -> (the build it is measured on, what `check` says, how it is made)

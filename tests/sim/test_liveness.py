@@ -29,9 +29,9 @@ from orchestrator.lab.plants import plant
 
 PLANTED = plant("livelock")  # kept: a context manager collected would take the plant out
 PLANTED.__enter__()  # for the whole process, and the workers it forks
-from nodes.mta import routing  # noqa: E402
+from nodes.mta.core import MtaCore  # noqa: E402
 
-spinning = routing.Routing._response
+spinning = MtaCore._response
 
 
 def _response(self, frame, now):
@@ -41,7 +41,7 @@ def _response(self, frame, now):
     return actions
 
 
-routing.Routing._response = _response
+MtaCore._response = _response
 '''
 XCON = [sys.executable, "-m", "orchestrator.cli"]
 

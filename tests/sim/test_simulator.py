@@ -238,7 +238,7 @@ EMPTY_CACHE_READ = json.loads('{"seed": 525040750, "build": "reroute", "servers"
 def test_a_read_of_the_cache_before_its_snapshot_does_not_fail_a_delivered_message_as_unknown(tmp_path):
     """The read cache kept that empty read ("no such user") for its TTL; dave's unconfirmed pair,
     retried within it, was failed as unknown and reported, though the first attempt had landed:
-    "both". Fixed in nodes.mta.cache (no read kept before the first snapshot) and nodes.mta.routing
+    "both". Fixed in nodes.mta.cache (no read kept before the first snapshot) and nodes.mta.core
     (a handed-off pair's retry reads nothing)."""
     world = campaign.world_from_json(EMPTY_CACHE_READ)
     result = chaos.run_trial(world, tmp_path / "trial", sim=Network(torn_kills=True), dump=False)

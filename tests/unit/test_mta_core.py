@@ -197,11 +197,11 @@ def test_finished_messages_are_forgotten_once_no_peer_can_retry_them():
     mta = make_mta("sp4", expire_ms=10_000)
     msg_id, actions = submit(mta, ["carol"], now=1.0)
     store_answer(mta, sends(actions, "store.deliver")[0], "delivered", 1.1)
-    assert msg_id in mta.seen
+    assert msg_id in mta.queue.seen
     mta.tick(50.0)
-    assert msg_id in mta.seen, "within 2 x expire + 60 s a retransmission is still refused"
+    assert msg_id in mta.queue.seen, "within 2 x expire + 60 s a retransmission is still refused"
     mta.tick(1.0 + 2 * 10 + 60 + 61)
-    assert msg_id not in mta.seen and len(mta.seen) == 0
+    assert msg_id not in mta.queue.seen and len(mta.queue.seen) == 0
 
 
 def test_deferred_pair_expires_into_an_ndr():
@@ -669,7 +669,7 @@ def test_a_directory_whose_usn_goes_backwards_is_refused_and_said_so_once():
     said = mta.on_event(Feed(frame("dir.heartbeat", {"usn": 0})), 1.0)
     assert [e.fields["directory_usn"] for e in events(said, "mta.directory_regressed")] == [0]
     assert mta.on_event(Feed(frame("dir.heartbeat", {"usn": 0})), 1.5) == [], "once, not every heartbeat"
-    ask = mta._ask_snapshot(2.0)
+    ask = mta.feed.ask_snapshot(2.0)
     kept = mta.on_event(response(ask, "dir.snapshot_reply", {"usn": 1, "recipients": [recipient("x", "ex1", 1)]}), 2.1)
     assert events(kept, "mta.directory_regressed") and mta.cache.get("bob") is not None and mta.cache.usn == 4
     assert mta.status(2.2)["directory_regressed"] == 1

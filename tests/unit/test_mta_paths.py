@@ -90,7 +90,7 @@ def test_a_pair_handed_back_while_its_message_is_queued_leaves_the_other_pairs_a
     back = relay_failed(mta, msg_id, "zed@outside.test", "refused", 2.0)
     assert [e.fields["repeated"] for e in events(back, "mta.relay_failed") if "repeated" in e.fields] == []
     assert mta.queue[msg_id].pairs["carol"].state == "deferred", "carol's copy is still owed"
-    assert (msg_id, "zed@outside.test") not in mta.requests.values(), "the IMS's unanswered request is forgotten"
+    assert (msg_id, "zed@outside.test") not in mta.queue.requests.values(), "the IMS's unanswered request is forgotten"
     again = relay_failed(mta, msg_id, "zed@outside.test", "refused", 2.5)
     assert [e.fields.get("repeated") for e in events(again, "mta.relay_failed")] == [True]
 

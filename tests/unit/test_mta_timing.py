@@ -27,7 +27,7 @@ def test_no_answer_waits_the_open_interval_and_a_deferral_the_transfer_interval(
     (first,) = sends(actions, "store.deliver")
     assert deferred(mta.tick(1.0 + TIMEOUT_MS / 1000 - 0.01)) == []
     assert deferred(mta.tick(1.0 + TIMEOUT_MS / 1000)) == [("carol", "no answer within 2s", RETRY_MS)]
-    assert mta.requests == {}, "an unanswered request is forgotten: a late answer is only logged"
+    assert mta.queue.requests == {}, "an unanswered request is forgotten: a late answer is only logged"
     late = mta.on_event(response(first, "store.result", {"msg_id": first.body.msg_id, "mailbox": "carol",
                                                          "outcome": "delivered", "reason": ""}), 3.5)
     assert [e.event for e in events(late)] == ["mta.late_answer"]

@@ -116,6 +116,8 @@ def fitting(t: msgspec.inspect.Type) -> st.SearchStrategy:
         return st.lists(fitting(t.item_type), max_size=3)
     if isinstance(t, i.DictType):
         return st.dictionaries(st.text(max_size=8), fitting(t.value_type), max_size=3)
+    if isinstance(t, i.EnumType):  # a store's outcome: one of its values
+        return st.sampled_from([m.value for m in t.cls])
     fields = t.fields  # a Struct or a TypedDict
     return st.fixed_dictionaries({f.encode_name: fitting(f.type) for f in fields if f.required},
                                  optional={f.encode_name: fitting(f.type) for f in fields if not f.required})
