@@ -25,9 +25,9 @@ it only goes forward, as every move does; a copy that fails is started again fro
 page (the store skips what it holds).
 
 Each step is journaled (JournalStep) before it is acted on. A failure before set_home rolls
-back, and from set_home on a move only goes forward (orchestrator.rollback, which also takes up
-what a restarted orchestrator finds unfinished in its journal); the copy goes page by page
-(orchestrator.paging). A request without an answer is sent again (the Lazy Pirate pattern):
+back, and from set_home on a move only goes forward (orchestrator.move_rollback, which also
+takes up what a restarted orchestrator finds unfinished in its journal); the copy goes page by
+page (orchestrator.move_paging). A request without an answer is sent again (the Lazy Pirate pattern):
 before set_home a few times, then the move rolls back; from set_home on, and while rolling
 back, until it is answered, because what those steps release must be released. Every request
 is safe to repeat: locks have an owner, imports skip what is there, a move's last word to a
@@ -47,13 +47,13 @@ from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
 from protocol import INVALID, MOVE_ENDED, messages
 
-from .move_paging import Paging
+from . import move_paging as paging
 from .move_rollback import Rollback
 from .move_state import (
     FORWARD_ONLY, LEGACY_FORWARD_ONLY, POLL_S, REPLICATION_WAIT_S, REQUEST_TRIES, JournalStep, Move,
 )
 
-class MoveCore(Rollback, Paging):
+class MoveCore(Rollback):
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
                  sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = (),
                  imap: bool = False):
@@ -210,6 +210,29 @@ class MoveCore(Rollback, Paging):
         request = self.ids.next()
         self._waiting(move, request, (to, type_, body), now, again)
         return [Send(to, type_, body, request, move.move_id)]
+
+    # --- the copy, page by page (orchestrator.move_paging) ----------------------------------
+
+    def _export(self, move: Move, now: float) -> list:
+        return self._request(move, *paging.export_request(move), now)
+
+    def _import(self, move: Move, page: messages.StoreExported, now: float) -> list:
+        """Import an exported page on the target and, if there is more, export the next one
+        meanwhile: the source store reads while the target store writes."""
+        actions = self._request(move, *paging.import_request(move, page), now)
+        if move.more:
+            move.ahead = Send(*paging.export_request(move), self.ids.next(), move.move_id)
+            actions.append(move.ahead)
+        return actions
+
+    def _next_page(self, move: Move, now: float) -> list:
+        what, value = paging.next_page(move)
+        if what == "import":
+            return self._import(move, value, now)
+        if what == "await":  # asked again as the step's own request if it never comes
+            self._waiting(move, value.id, (value.to, value.type, value.body), now)
+            return []
+        return self._export(move, now)
 
     def _waiting(self, move: Move, request: str, sent: tuple[str, str, dict[str, Any]], now: float,
                  again: bool = False) -> None:

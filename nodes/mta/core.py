@@ -138,7 +138,7 @@ class MtaCore:
             if not self.ready:
                 return error(event, f"mta.{self.server} is starting: its directory cache is not loaded yet")
             if event.frame.type not in ("store.released", "mta.lookup"):
-                if len(self.queue) >= self.max_queue:
+                if len(self.queue.messages) >= self.max_queue:
                     # a bounded queue: the sender keeps the message and tries again later
                     return error(event, f"busy: mta.{self.server} holds {len(self.queue)} messages, retry later")
                 if self.room.low:

@@ -179,6 +179,8 @@ class Queue:
                                  else settings.retry_ms) / 1000
         self.timeout_s = settings.request_timeout_ms / 1000
         self.messages: dict[str, QueuedMessage] = {m.msg_id: m for m in queued}
+        self.get = self.messages.get  # the dict's own, not a call through this class: the hot path's
+        self.values = self.messages.values
         self.recovered = len(self.messages)  # messages this run found in the queue log at start
         self.remember_s = 2 * max(settings.expire_s(p) for p in PRIORITIES) + 60
         # the pairs this MTA finished: a transfer of a pair with no more hops than remembered is
@@ -208,12 +210,6 @@ class Queue:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.messages)
-
-    def get(self, msg_id: str) -> QueuedMessage | None:
-        return self.messages.get(msg_id)
-
-    def values(self) -> Iterator[QueuedMessage]:
-        return iter(self.messages.values())
 
     def add(self, msg: QueuedMessage) -> None:
         self.messages[msg.msg_id] = msg

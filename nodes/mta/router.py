@@ -29,7 +29,7 @@ from .queue import Pair, QueuedMessage
 MAX_CYCLES = 3
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Route:
     """Routed on `entry` (found `via` the cache, a hint, an unacknowledged transfer): `to` is
     "here" (this server's store), "peer" (the MTA of the entry's home, `cycles` the transfer's),
@@ -41,7 +41,7 @@ class Route:
     cycles: int = 0
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Wait:
     """Try it again later (`answered`: after the transfer interval, else the open interval)."""
 
@@ -50,20 +50,20 @@ class Wait:
     why: list = field(default_factory=list)  # the log lines that say why, before the deferral's
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Fail:
     reason: str
     why: list = field(default_factory=list)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Reroute:
     """Route it again: its home is elsewhere now (`why` says how this MTA learned it)."""
 
     why: list
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class AskDirectory:
     """Ask the directory itself, past the cache, where the mailbox went."""
 
