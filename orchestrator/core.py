@@ -8,7 +8,8 @@ from nodes.core import Reply, Request, Response, error, log
 from protocol import INVALID
 
 from .faults import HOLD_KINDS, MOVE_STEPS, FaultCore
-from .move import JournalStep, MoveCore
+from .move import MoveCore
+from .move_state import JournalStep
 
 
 class OrchestratorCore:

@@ -45,15 +45,16 @@ from typing import Any
 
 from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
-from protocol import INVALID, MOVE_ENDED, messages
+from protocol import INVALID, MOVE_ENDED, NO_MAILBOX, NOT_LOCKED, messages
 
 from . import move_paging as paging
 from .move_rollback import Rollback
+from .move_steps import Steps
 from .move_state import (
-    FORWARD_ONLY, LEGACY_FORWARD_ONLY, POLL_S, REPLICATION_WAIT_S, REQUEST_TRIES, JournalStep, Move,
+    POLL_S, REPLICATION_WAIT_S, REQUEST_TRIES, Move, forward,
 )
 
-class MoveCore(Rollback):
+class MoveCore:
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
                  sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = (),
                  imap: bool = False):
@@ -71,13 +72,16 @@ class MoveCore(Rollback):
         # moves a damaged journal line names (orchestrator.journal): left for the operator, since
         # the step that was lost may be past set_home, where a rollback would delete mail
         self.suspect = set(suspect)
-        self.holds: list[str] = []  # steps armed to hold the next move that enters them (one each)
+        self.steps = Steps(self.ids, self.timeout_s)
+        self.rollback = Rollback(self.steps)
         self.ready = True
 
     # --- the core contract ------------------------------------------------------------------
 
     def start(self, now: float) -> list:
-        return [log("orchestrator.ready", servers=self.servers), *self.recover(self.journal, now)]
+        recovered = self.rollback.recover(self.journal, self.moves, self.suspect, now)
+        self.recovered = len(self.moves)  # unfinished moves the journal held, taken up
+        return [log("orchestrator.ready", servers=self.servers), *recovered]
 
     def next_wakeup(self) -> float | None:
         times = [t for m in self.active() if not m.held
@@ -90,15 +94,15 @@ class MoveCore(Rollback):
     def status(self, now: float) -> dict[str, Any]:
         return {"active": [m.public() for m in self.active()],
                 "finished": sum(m.step in MOVE_ENDED for m in self.moves.values()),
-                "recovered": self.recovered, "holds": list(self.holds)}
+                "recovered": self.recovered, "holds": list(self.steps.holds)}
 
     def arm_hold(self, step: str) -> None:
         """Hold the next move that enters `step` there, until `release`."""
-        self.holds.append(step)
+        self.steps.holds.append(step)
 
     def release(self, now: float) -> list:
         """Let every held move go on (reading the answer that came meanwhile), and disarm the holds."""
-        self.holds.clear()
+        self.steps.holds.clear()
         actions: list = []
         for move in [m for m in self.active() if m.held]:
             move.held = False
@@ -149,7 +153,7 @@ class MoveCore(Rollback):
                     to, type_, body = move.last
                     actions.append(log("move.request_again", level="warning", move_id=move.move_id, step=move.step,
                                        to=to, type=type_, attempt=move.tries + 1))
-                    actions += self._request(move, to, type_, body, now, again=True)
+                    actions += self.steps.request(move, to, type_, body, now, again=True)
                 else:
                     actions += self._problem(move, f"no answer within {self.timeout_s:g}s in step {move.step} "
                                                    f"({move.tries} tries)", now)
@@ -159,13 +163,9 @@ class MoveCore(Rollback):
         return actions
 
     @staticmethod
-    def _forward(move: Move) -> bool:
-        """The directory may name the target already: the move only goes forward."""
-        return move.step in FORWARD_ONLY or (move.legacy and move.step in LEGACY_FORWARD_ONLY)
-
-    def _must_finish(self, move: Move) -> bool:
+    def _must_finish(move: Move) -> bool:
         """A step whose request is sent until it is answered, however long that takes."""
-        return self._forward(move) or move.rolling_back
+        return forward(move) or move.rolling_back
 
     # --- starting -------------------------------------------------------------------------
 
@@ -186,40 +186,64 @@ class MoveCore(Rollback):
                     body.copy_delay_ms, legacy=self.legacy, started_at=now, requester=(req.peer, req.frame.id))
         self.moves[move.move_id] = move
         return [log("move.requested", move_id=move.move_id, alias=alias, target=target, workaround=move.workaround),
-                *self._request(move, "directory", "dir.lookup", {"alias": alias}, now)]
+                *self.steps.request(move, "directory", "dir.lookup", {"alias": alias}, now)]
 
-    # --- steps ----------------------------------------------------------------------------
+    # --- failures: the forward path's own, then the rollback's (orchestrator.move_rollback) -----
 
-    def _enter(self, move: Move, step: str, now: float, **facts: Any) -> list:
-        move.step = step
-        held = []
-        if step in self.holds and not move.held:
-            self.holds.remove(step)
-            move.held = True
-            held = [log("move.held", level="warning", move_id=move.move_id, step=step, alias=move.alias,
-                        mailbox=move.alias, why="a hold armed for this step (xcon fault release lets it go on)")]
-        record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
-                  "target": move.target, "saved": move.saved, "workaround": move.workaround,
-                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at, "legacy": move.legacy,
-                  **({"error": move.error} if move.error else {}), **facts}
-        return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
-                                         mailbox=move.alias, source=move.source, target=move.target, **facts),
-                *held]
+    def _problem(self, move: Move, reason: str, now: float, code: str | None = None) -> list:
+        if move.step == "resolve":
+            return self._refuse(move, reason)
+        if move.step == "release" and code == NO_MAILBOX:
+            return self._after_release(move, now)  # an earlier try of this step got there
+        if move.step == "open_target" and code == NOT_LOCKED:
+            return [*self.steps.enter(move, "release", now), *self._release(move, now)]  # opened already
+        if forward(move):
+            # from set_home on the move must finish, not roll back: the directory may already name
+            # the target. Retry the step in a second; a legacy copy from its first page (the
+            # cursor is past a page whose import failed)
+            move.timer = now + 1.0
+            if move.step == "copy":
+                move.cursor, move.more, move.ahead, move.page, move.copied = "", True, None, None, 0
+            return [log("move.retry_step", level="warning", move_id=move.move_id, step=move.step, reason=reason)]
+        return self.rollback.failed(move, reason, now)
 
-    def _request(self, move: Move, to: str, type_: str, body: dict[str, Any], now: float, again: bool = False) -> list:
-        request = self.ids.next()
-        self._waiting(move, request, (to, type_, body), now, again)
-        return [Send(to, type_, body, request, move.move_id)]
+    def _refuse(self, move: Move, reason: str, why: str | None = None, code: str | None = None) -> list:
+        """A move that never got past resolving: nothing to undo, its requester hears `reason`
+        (the log line says `why`, when shorter) and `code` (INVALID: the request was at fault)."""
+        peer, re = move.requester or (b"", "")
+        del self.moves[move.move_id]
+        return [Reply(peer, re, "error", {"reason": reason, "code": code}),
+                log("move.refused", move_id=move.move_id, alias=move.alias, reason=why or reason)]
+
+    def _abort(self, req: Request, alias: str, now: float) -> list:
+        """The operator's abort: roll back the running move of `alias`, if it is before set_home."""
+        move = next((m for m in self.active() if m.alias == alias), None)
+        if move is None:
+            return error(req, f"no move of '{alias}' is running", INVALID)
+        if forward(move):
+            return error(req, f"{move.move_id} is past set_home (the directory names {move.target}): "
+                              "it finishes, it cannot be rolled back", INVALID)
+        actions = [log("move.aborted", level="warning", move_id=move.move_id, alias=alias, mailbox=alias,
+                       step=move.step, src=req.frame.src)]
+        move.held, move.parked = False, None  # a hold stops a move's progress, never its rollback
+        if move.step == "resolve":
+            actions += self._refuse(move, "aborted by the operator")
+            return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": {**move.public(), "step": "failed"}})]
+        if not move.rolling_back:
+            move.request = None  # its answer, if it comes, is no longer awaited
+            move.error = "aborted by the operator"
+            actions += self.rollback.run(move, now)
+        return [*actions, Reply(req.peer, req.frame.id, "orch.move_state", {"move": move.public()})]
 
     # --- the copy, page by page (orchestrator.move_paging) ----------------------------------
 
     def _export(self, move: Move, now: float) -> list:
-        return self._request(move, *paging.export_request(move), now)
+        return self.steps.request(move, *paging.export_request(move), now)
 
     def _import(self, move: Move, page: messages.StoreExported, now: float) -> list:
         """Import an exported page on the target and, if there is more, export the next one
         meanwhile: the source store reads while the target store writes."""
-        actions = self._request(move, *paging.import_request(move, page), now)
+        actions = self.steps.request(move, *paging.import_request(move, page), now)
         if move.more:
             move.ahead = Send(*paging.export_request(move), self.ids.next(), move.move_id)
             actions.append(move.ahead)
@@ -230,15 +254,9 @@ class MoveCore(Rollback):
         if what == "import":
             return self._import(move, value, now)
         if what == "await":  # asked again as the step's own request if it never comes
-            self._waiting(move, value.id, (value.to, value.type, value.body), now)
+            self.steps.waiting(move, value.id, (value.to, value.type, value.body), now)
             return []
         return self._export(move, now)
-
-    def _waiting(self, move: Move, request: str, sent: tuple[str, str, dict[str, Any]], now: float,
-                 again: bool = False) -> None:
-        """The step waits for the answer to `request` (`sent`: to, type, body), sent again on a timeout."""
-        move.request, move.deadline, move.last = request, now + self.timeout_s, sent
-        move.tries = move.tries + 1 if again else 1
 
     def _answer(self, move: Move, frame: Any, now: float) -> list:
         if frame.type == "error":
@@ -250,17 +268,17 @@ class MoveCore(Rollback):
         if step == "clear_alternate":
             move.wait_usn = body.usn
             move.wait_until = now + REPLICATION_WAIT_S
-            return [*self._enter(move, "await_replication", now, usn=move.wait_usn), *self._poll_mtas(move, now)]
+            return [*self.steps.enter(move, "await_replication", now, usn=move.wait_usn), *self._poll_mtas(move, now)]
         if step == "await_replication":
             return self._replication_answer(move, frame, now)
         if step == "lock" and self.imap:
-            return [*self._enter(move, "hold_imap", now), *self._request(
+            return [*self.steps.enter(move, "hold_imap", now), *self.steps.request(
                 move, f"imap.{move.source}", "imap.hold", {"user": move.alias, "owner": move.move_id}, now)]
         if step in ("lock", "hold_imap"):
             if move.legacy:
-                return [*self._enter(move, "create_target", now), *self._request(
+                return [*self.steps.enter(move, "create_target", now), *self.steps.request(
                     move, f"store.{move.target}", "store.create", {"mailbox": move.alias, "owner": move.move_id}, now)]
-            return [*self._enter(move, "copy", now), *self._export(move, now)]
+            return [*self.steps.enter(move, "copy", now), *self._export(move, now)]
         if step == "create_target":
             return self._set_home(move, now)
         if step == "copy":
@@ -276,18 +294,18 @@ class MoveCore(Rollback):
                         total=move.copied)]
         if step == "set_home":
             if move.legacy:
-                return [*self._enter(move, "copy", now, usn=body.usn), *self._export(move, now)]
-            return [*self._enter(move, "open_target", now, usn=body.usn), *self._open_target(move, now)]
+                return [*self.steps.enter(move, "copy", now, usn=body.usn), *self._export(move, now)]
+            return [*self.steps.enter(move, "open_target", now, usn=body.usn), *self._open_target(move, now)]
         if step == "mark_target":
-            return [*self._enter(move, "open_target", now), *self._open_target(move, now)]
+            return [*self.steps.enter(move, "open_target", now), *self._open_target(move, now)]
         if step == "open_target":
-            return [*self._enter(move, "release", now), *self._release(move, now)]
+            return [*self.steps.enter(move, "release", now), *self._release(move, now)]
         if step == "release":
             return self._after_release(move, now)
         if step == "restore_alternate":
             return self._finish(move, now, usn=body.usn)
         if step.startswith("rollback"):
-            return self._rollback(move, now)
+            return self.rollback.run(move, now)
         return []
 
     def _resolved(self, move: Move, entry: dict[str, Any] | None, now: float) -> list:
@@ -307,30 +325,25 @@ class MoveCore(Rollback):
                              source=move.source, target=move.target, workaround=move.workaround)]
         if move.workaround and entry["alternate"] is not None:
             move.saved = {"alternate": entry["alternate"], "deliver_to_both": entry["deliver_to_both"]}
-            return actions + self._enter(move, "clear_alternate", now, cleared=move.saved) + self._modify(
+            return actions + self.steps.enter(move, "clear_alternate", now, cleared=move.saved) + self.steps.modify(
                 move, {"alternate": None, "deliver_to_both": False}, now)
         return actions + self._lock(move, now)
 
-    def _modify(self, move: Move, changes: dict[str, Any], now: float) -> list:
-        """A directory change named by the move and its step: sent again, it is applied once."""
-        return self._request(move, "directory", "dir.modify",
-                             {"alias": move.alias, "changes": changes, "op": f"{move.move_id}.{move.step}"}, now)
-
     def _open_target(self, move: Move, now: float) -> list:
-        return self._request(move, f"store.{move.target}", "store.unlock", {"mailbox": move.alias, "owner": move.move_id},
+        return self.steps.request(move, f"store.{move.target}", "store.unlock", {"mailbox": move.alias, "owner": move.move_id},
                              now)
 
     def _release(self, move: Move, now: float) -> list:
-        return self._request(move, f"store.{move.source}", "store.delete", {"mailbox": move.alias, "owner": move.move_id},
+        return self.steps.request(move, f"store.{move.source}", "store.delete", {"mailbox": move.alias, "owner": move.move_id},
                              now)
 
     def _lock(self, move: Move, now: float) -> list:
-        return self._enter(move, "lock", now) + self._request(
+        return self.steps.enter(move, "lock", now) + self.steps.request(
             move, f"store.{move.source}", "store.lock", {"mailbox": move.alias, "owner": move.move_id}, now)
 
     def _poll_mtas(self, move: Move, now: float) -> list:
         move.pending_mtas = [f"mta.{s}" for s in self.servers]
-        return self._request(move, move.pending_mtas[0], "status", {}, now)
+        return self.steps.request(move, move.pending_mtas[0], "status", {}, now)
 
     def _replication_answer(self, move: Move, frame: Any, now: float) -> list:
         usn = frame.body.status.get("cache_usn", 0)
@@ -338,7 +351,7 @@ class MoveCore(Rollback):
             move.pending_mtas.pop(0)
             if not move.pending_mtas:
                 return [log("move.replicated", move_id=move.move_id, usn=move.wait_usn), *self._lock(move, now)]
-            return self._request(move, move.pending_mtas[0], "status", {}, now)
+            return self.steps.request(move, move.pending_mtas[0], "status", {}, now)
         if now >= move.wait_until:
             return self._problem(move, f"{frame.src} did not apply USN {move.wait_usn} in {REPLICATION_WAIT_S:g}s", now)
         move.timer = now + POLL_S  # not there yet: ask the same MTA again shortly
@@ -346,41 +359,41 @@ class MoveCore(Rollback):
 
     def _on_timer(self, move: Move, now: float) -> list:
         if move.step == "set_home":
-            return self._modify(move, {"home_server": move.target}, now)
+            return self.steps.modify(move, {"home_server": move.target}, now)
         if move.step == "open_target":
             return self._open_target(move, now)
         if move.step == "release":
             return self._release(move, now)
         if move.step == "restore_alternate":
-            return self._modify(move, dict(move.saved), now)
+            return self.steps.modify(move, dict(move.saved), now)
         if move.step == "await_replication":
-            return self._request(move, move.pending_mtas[0], "status", {}, now)
+            return self.steps.request(move, move.pending_mtas[0], "status", {}, now)
         if move.step == "copy":
             if move.more:
                 return self._next_page(move, now)
             if move.legacy:
-                return self._enter(move, "mark_target", now, copied=move.copied) + self._mark(move, now)
+                return self.steps.enter(move, "mark_target", now, copied=move.copied) + self._mark(move, now)
             return self._set_home(move, now, copied=move.copied)
         if move.step == "mark_target":
             return self._mark(move, now)
         return []
 
     def _set_home(self, move: Move, now: float, **facts: Any) -> list:
-        return self._enter(move, "set_home", now, **facts) + self._modify(move, {"home_server": move.target}, now)
+        return self.steps.enter(move, "set_home", now, **facts) + self.steps.modify(move, {"home_server": move.target}, now)
 
     def _mark(self, move: Move, now: float) -> list:
         """A legacy move marks its target in transit: the lock of its owner."""
-        return self._request(move, f"store.{move.target}", "store.lock", {"mailbox": move.alias, "owner": move.move_id},
+        return self.steps.request(move, f"store.{move.target}", "store.lock", {"mailbox": move.alias, "owner": move.move_id},
                              now)
 
     def _after_release(self, move: Move, now: float) -> list:
         if move.saved is not None:
-            return self._enter(move, "restore_alternate", now, restored=move.saved) + self._modify(
+            return self.steps.enter(move, "restore_alternate", now, restored=move.saved) + self.steps.modify(
                 move, dict(move.saved), now)
         return self._finish(move, now)
 
     def _finish(self, move: Move, now: float, **facts: Any) -> list:
         move.finished_at = now
-        return [*self._enter(move, "done", now, copied=move.copied, **facts),
+        return [*self.steps.enter(move, "done", now, copied=move.copied, **facts),
                 log("move.done", move_id=move.move_id, alias=move.alias, mailbox=move.alias, source=move.source,
                     target=move.target, copied=move.copied, seconds=round(now - move.started_at, 3))]

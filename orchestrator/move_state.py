@@ -1,4 +1,4 @@
-"""A move's state, shared by the parts of Move User (orchestrator.move, move_rollback,
+"""A move's state, shared by the parts of Move User (orchestrator.move, move_steps, move_rollback,
 move_paging): the Move record, the journal's step record, and the step names' rules."""
 
 from __future__ import annotations
@@ -73,3 +73,8 @@ class Move:
 
 # what a status shows of a move: the fields protocol.MOVE_STATE declares, but for the two public() adds
 PUBLIC = tuple(k for k in MOVE_STATE if k not in ("waiting_for", "attempts"))
+
+
+def forward(move: Move) -> bool:
+    """The directory may name the target already: the move only goes forward."""
+    return move.step in FORWARD_ONLY or (move.legacy and move.step in LEGACY_FORWARD_ONLY)

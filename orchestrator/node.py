@@ -13,7 +13,8 @@ from nodes.host import Wiring
 from .core import OrchestratorCore
 from . import netns
 from .faults import CorruptLog, CrashSelf, FaultCore, NetFault, RestartNode, SignalNode
-from .move import JournalStep, MoveCore
+from .move import MoveCore
+from .move_state import JournalStep
 
 
 class Processes(Protocol):

@@ -70,7 +70,7 @@ def test_imports_run_one_way_from_the_command_line_down_to_the_protocol():
 def test_the_orchestrator_node_is_the_top_of_its_folder_and_the_tools_are_in_folders_by_role():
     top = sorted(p.stem for p in (ROOT / "orchestrator").glob("*.py"))
     assert top == ["__init__", "__main__", "core", "faults", "journal", "move", "move_paging", "move_rollback",
-                   "move_state", "netns", "node", "processes"], top
+                   "move_state", "move_steps", "netns", "node", "processes"], top
     assert sorted(p.name for p in (ROOT / "orchestrator").iterdir() if p.is_dir() and p.name != "__pycache__") == \
         ["cli", "cluster", "inspect", "lab", "serve", "sim"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from orchestrator.core import OrchestratorCore
 from orchestrator.faults import CrashSelf, FaultCore, RestartNode, SignalNode
-from orchestrator.move import JournalStep, MoveCore
+from orchestrator.move import MoveCore
+from orchestrator.move_state import JournalStep
 
 from .helpers import events, recipient, replies, request, response, sends
 
