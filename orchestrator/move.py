@@ -49,10 +49,15 @@ from protocol import INVALID, MOVE_ENDED, NO_MAILBOX, NOT_LOCKED, messages
 
 from . import move_paging as paging
 from .move_rollback import Rollback
-from .move_steps import Steps
 from .move_state import (
-    POLL_S, REPLICATION_WAIT_S, REQUEST_TRIES, Move, forward,
+    POLL_S,
+    REPLICATION_WAIT_S,
+    REQUEST_TRIES,
+    Move,
+    forward,
 )
+from .move_steps import Steps
+
 
 class MoveCore:
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,

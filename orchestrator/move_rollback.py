@@ -16,7 +16,7 @@ from typing import Any
 from nodes.core import log
 from protocol import MOVE_ENDED
 
-from .move_state import ROLLBACK, OLD_STEPS, Move, forward
+from .move_state import OLD_STEPS, ROLLBACK, Move, forward
 from .move_steps import Steps
 
 

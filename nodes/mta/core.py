@@ -28,15 +28,45 @@ from protocol import messages
 from protocol.messages import MtaTransfer, Outcome, StoreDeliver, TransferRcpt
 
 from ..config import BUILDS, Settings
-from ..core import DiskSpace, Feed, Ids, Reply, Request, Response, Room, Send, error, log
+from ..core import (
+    DiskSpace,
+    Feed,
+    Ids,
+    Reply,
+    Request,
+    Response,
+    Room,
+    Send,
+    error,
+    log,
+)
 from .cache import DirectoryCache
 from .external import Outside
-from .intake import MAX_RECIPIENTS, Intake
 from .feed import DIRECTORY, DirectoryFeed
-from .queue import NEVER, WAITING, Pair, PersistMessage, Queue, QueuedMessage, State, alternate_copy
+from .intake import MAX_RECIPIENTS, Intake
+from .queue import (
+    NEVER,
+    WAITING,
+    Pair,
+    PersistMessage,
+    Queue,
+    QueuedMessage,
+    State,
+    alternate_copy,
+)
 from .queue import listing as queue_listing
 from .reports import Reporter
-from .router import MAX_CYCLES, OUTSIDE, POSTMASTER_COPY, AskDirectory, Fail, Reroute, Route, Router, Wait
+from .router import (
+    MAX_CYCLES,
+    OUTSIDE,
+    POSTMASTER_COPY,
+    AskDirectory,
+    Fail,
+    Reroute,
+    Route,
+    Router,
+    Wait,
+)
 
 __all__ = ["MAX_CYCLES", "MAX_RECIPIENTS", "NEVER", "MtaCore"]
 

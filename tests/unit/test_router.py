@@ -4,7 +4,17 @@ decisions out: tests/unit/test_mta_core.py and test_mta_paths.py)."""
 from nodes.config import Settings
 from nodes.mta.cache import DirectoryCache
 from nodes.mta.queue import Pair, QueuedMessage
-from nodes.mta.router import MAX_CYCLES, OUTSIDE, POSTMASTER_COPY, AskDirectory, Fail, Reroute, Route, Router, Wait
+from nodes.mta.router import (
+    MAX_CYCLES,
+    OUTSIDE,
+    POSTMASTER_COPY,
+    AskDirectory,
+    Fail,
+    Reroute,
+    Route,
+    Router,
+    Wait,
+)
 
 from .helpers import recipient
 
