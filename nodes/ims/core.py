@@ -384,7 +384,7 @@ def priority(headers: Any) -> str:
 
 def lifetime(settings: Settings):
     """How long an item from before items carried their own lifetime may wait: a report's
-    time-out, or the message's (nodes.mta.reports._expires_at)."""
+    time-out, or the message's (nodes.mta.queue.Queue.expires_at)."""
     return lambda r: settings.report_expire_s() if r["ndr_for"] else settings.expire_s(r.get("priority", "normal"))
 
 

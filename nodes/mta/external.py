@@ -27,7 +27,7 @@ from .queue import Pair, Queue, QueuedMessage, State
 
 
 class Outside:
-    """`accept` takes a checked submission (MtaCore._accept); `fail` fails a pair as the MTA
+    """`accept` takes a checked submission (Intake.accept); `fail` fails a pair as the MTA
     fails any (MtaCore._fail: the report, routed)."""
 
     def __init__(self, server: str, settings: Settings, cache: DirectoryCache, ids: Any, queue: Queue,
@@ -48,7 +48,7 @@ class Outside:
         unknown = [r for r in recipients if external(r) or self.cache.get(r, now) is None]
         if unknown:
             return error(req, f"unknown user '{unknown[0]}' (not in mta.{self.server}'s directory cache)", INVALID)
-        # the IMS's id is the same for the same message sent again: taken once (MtaCore._accept).
+        # the IMS's id is the same for the same message sent again: taken once (Intake.accept).
         # Its client's Message-ID goes on the acceptance line: Dovecot's record of what a user
         # expunged names a message by it (nodes.imap.record), and the IMS's own line may never be
         # written (a session cut before its 250)

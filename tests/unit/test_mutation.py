@@ -8,20 +8,20 @@ from orchestrator.lab.mutation import score, tally
 
 
 def test_the_score_counts_timeouts_as_killed_and_leaves_out_the_equivalent_and_the_not_run(tmp_path):
-    meta = tmp_path / "nodes" / "mta" / "routing.py.meta"
+    meta = tmp_path / "nodes" / "mta" / "router.py.meta"
     meta.parent.mkdir(parents=True)
     codes = {"a": 1, "b": 0, "c": 36, "d": 33, "e": 0, "f": None}
-    meta.write_text(json.dumps({"exit_code_by_key": {f"nodes.mta.routing.x\u01c1Routing\u01c1_route__mutmut_{k}": v
+    meta.write_text(json.dumps({"exit_code_by_key": {f"nodes.mta.router.x\u01c1Router\u01c1decide__mutmut_{k}": v
                                                      for k, v in codes.items()}}))
     (tmp_path / "nodes" / "ims").mkdir()
     (tmp_path / "nodes" / "ims" / "relay.py.meta").write_text(json.dumps({"exit_code_by_key": {"x": 0}}))
-    counts, survivors = tally(tmp_path, {"nodes.mta.routing.x.Routing._route__mutmut_e": "a log's words"})
+    counts, survivors = tally(tmp_path, {"nodes.mta.router.x.Router.decide__mutmut_e": "a log's words"})
     mta = counts["mta"]
     assert (mta["mutants"], mta["killed"], mta["survived"], mta["no tests"], mta["equivalent"], mta["not run"]) == \
         (6, 2, 1, 1, 1, 1)
     assert score(mta) == 50.0, "2 killed of the 4 judged: the survivor and the unreached count against it"
-    assert survivors["mta"] == ["nodes.mta.routing.x.Routing._route__mutmut_b",
-                                "nodes.mta.routing.x.Routing._route__mutmut_d"]
+    assert survivors["mta"] == ["nodes.mta.router.x.Router.decide__mutmut_b",
+                                "nodes.mta.router.x.Router.decide__mutmut_d"]
     assert score(counts["store"]) is None and sum(c["mutants"] for c in counts.values()) == 6, "not a core: left out"
 
 
