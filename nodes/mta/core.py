@@ -104,7 +104,7 @@ class MtaCore:
         self.queue = Queue(settings, queued or [], remembered or [], self._wake_at)
         self.feed = DirectoryFeed(self.cache, self.ids, self.queue.timeout_s, self._wake_at)
         self.router = Router(server, self.build, settings, self.cache)
-        self.reporter = Reporter(server, self.build, site, self.queue, lambda: self.cache.usn)
+        self.reporter = Reporter(server, self.build, site, self.queue, self.cache)
         self.intake = Intake(server, boot, self.cache, self.queue, self.room, self._route)
         self.outside = Outside(server, settings, self.cache, self.ids, self.queue, self.intake.accept, self._fail)
 

@@ -208,9 +208,6 @@ class Queue:
     def __len__(self) -> int:
         return len(self.messages)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.messages)
-
     def add(self, msg: QueuedMessage) -> None:
         self.messages[msg.msg_id] = msg
 

@@ -17,6 +17,7 @@ from protocol.names import POSTMASTER, postmaster_id, report_id
 
 from ..core import log
 from ..mail import compose_ndr, compose_postmaster, dsn_of
+from .cache import DirectoryCache
 from .queue import Pair, PersistMessage, Queue, QueuedMessage, State, alternate_copy
 
 
@@ -32,9 +33,8 @@ class Failure:
 
 
 class Reporter:
-    def __init__(self, server: str, build: str, site: str, queue: Queue, cache_usn):
-        self.server, self.build, self.site, self.queue = server, build, site, queue
-        self.cache_usn = cache_usn  # () -> the cache's USN, for the lines
+    def __init__(self, server: str, build: str, site: str, queue: Queue, cache: DirectoryCache):
+        self.server, self.build, self.site, self.queue, self.cache = server, build, site, queue, cache
 
     def fail(self, msg: QueuedMessage, pair: Pair, reason: str, now: float) -> Failure:
         pair.state, pair.reason, pair.request = State.FAILED, reason, None
@@ -50,12 +50,12 @@ class Reporter:
             alt = alternate_copy(msg, pair)
             if alt:
                 return Failure([log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=rcpt, reason=reason,
-                                    report="none", cache_usn=self.cache_usn(),
+                                    report="none", cache_usn=self.cache.usn,
                                     why=f"legacy: the alternate {alt} was given a copy"), *self.queue.progress(msg)])
         notify = self._declined(msg, pair)
         if notify:
             return Failure([log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=rcpt, reason=reason,
-                                report="none", notify=notify, cache_usn=self.cache_usn(),
+                                report="none", notify=notify, cache_usn=self.cache.usn,
                                 why=f"the sender asked for no report of a failure (RFC 3461 NOTIFY={','.join(notify)})"),
                             *self.queue.progress(msg)])
         ndr_id = report_id(msg.msg_id, [rcpt])
@@ -69,7 +69,7 @@ class Reporter:
             self.queue.add(ndr)
             actions.append(PersistMessage(ndr_id, ndr.to_record()))  # the report is durable first
         actions += [log("mta.failed", level="warning", msg_id=msg.msg_id, rcpt=rcpt, reason=reason, report="ndr",
-                        ndr_id=ndr_id, cache_usn=self.cache_usn()),
+                        ndr_id=ndr_id, cache_usn=self.cache.usn),
                     log("mta.ndr_queued", msg_id=ndr_id, ndr_for=msg.msg_id, rcpts=[rcpt], to=msg.sender),
                     *self.queue.progress(msg)]
         return Failure(actions, ndr)
