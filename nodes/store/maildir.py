@@ -28,6 +28,7 @@ from ..records import read_json_file
 from .actions import IN_TRANSIT, entry_key, msg_id_of
 
 LOCKS_FILE = ".locks.json"
+DELETING = ".deleting."  # + mailbox + time: renamed aside, its files removed by a thread
 OLD_LOCKS_FILE = "locks.json"  # before the state left the mailboxes' namespace
 
 
@@ -132,10 +133,12 @@ class Maildirs:
     def load(self) -> tuple[dict[str, set[str]], dict[str, Any]]:
         """Every mailbox with the message ids in it, and the move state (locks, incoming, ended)
         as on disk; a write or a delete a crash cut short is cleared away first."""
-        for stale in self.root.glob("*/tmp/*"):  # a write cut short by a crash: never renamed, never seen
-            stale.unlink()
-        for doomed in self.root.glob(".deleting.*"):  # a delete cut short by a crash: finish it
+        for doomed in self.root.glob(DELETING + "*"):  # a delete cut short by a crash: finish it
             shutil.rmtree(doomed, ignore_errors=True)  # the delete thread of a store in this process may be at it too
+        for box in self.root.iterdir():  # not a folder being deleted: that thread may empty it under the scan
+            if box.is_dir() and not box.name.startswith(DELETING):
+                for stale in box.glob("tmp/*"):  # a write cut short by a crash: never renamed, never seen
+                    stale.unlink(missing_ok=True)
         state = read_move_state(self.root)
         state["staged"] = {box: set(_message_ids(self.root / (IN_TRANSIT + box))) for box in state.get("made", {})
                            if (self.root / (IN_TRANSIT + box)).is_dir()}
@@ -261,7 +264,7 @@ class Maildirs:
         self._boxes.discard(mailbox)
         if box.exists():
             # rename first so a crash mid-delete never leaves a half mailbox that looks whole
-            doomed = self.root / f".deleting.{mailbox}.{time.time_ns()}"
+            doomed = self.root / f"{DELETING}{mailbox}.{time.time_ns()}"
             os.rename(box, doomed)
             fsync_dir(self.root)
             # the rename is the delete; removing the files can happen after the answer (a start
@@ -278,7 +281,7 @@ class Maildirs:
         if not src.exists():
             return
         if box.exists():
-            doomed = self.root / f".deleting.{mailbox}.{time.time_ns()}"
+            doomed = self.root / f"{DELETING}{mailbox}.{time.time_ns()}"
             os.rename(box, doomed)
             threading.Thread(target=shutil.rmtree, args=(doomed, True), daemon=True).start()
         os.rename(src, box)

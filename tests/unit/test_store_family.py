@@ -140,6 +140,21 @@ def test_a_restart_between_the_flush_and_its_record_flushes_nothing_twice(tmp_pa
         assert {k: set(v) for k, v in boxes.items()} == {"bob": {"m1", "m2"}} and w.core.mailboxes["bob"] == {"m1", "m2"}
 
 
+def test_a_start_leaves_a_folder_being_deleted_to_the_thread_deleting_it(tmp_path, monkeypatch):
+    """A restart in the same process (as above) may find a folder renamed aside whose files a
+    delete thread is still removing: the start clears the half-written files of the mailboxes,
+    and does not walk that folder while it vanishes (CI once saw its tmp/ go under the scan)."""
+    maildirs = Maildirs(tmp_path, fsync=False)
+    maildirs.create("bob")
+    (tmp_path / "bob" / "tmp" / "cut.short").write_bytes(b"half")
+    doomed = tmp_path / ".deleting.bob.1" / "tmp"
+    doomed.mkdir(parents=True)
+    (doomed / "theirs").write_bytes(b"the thread's to remove")
+    monkeypatch.setattr("nodes.store.maildir.shutil.rmtree", lambda *a, **k: None)  # the thread has it
+    maildirs.load()
+    assert os.listdir(tmp_path / "bob" / "tmp") == [] and os.listdir(doomed) == ["theirs"]
+
+
 def test_a_message_a_mail_reader_moved_into_cur_with_flags_is_still_listed_read_exported_and_counted(tmp_path):
     """Dovecot (xcon up --imap) moves a message it has shown from new/ to cur/NAME:2,S: the store
     must go on seeing it as the same message, or a move would leave it behind."""
