@@ -150,8 +150,10 @@ def run_map(fn: Callable[[Any], Any], items: list, workers: int, dask: str | Non
         yield from map(fn, items)
         return
     pool = ProcessPoolExecutor(workers, initializer=_worker_start)
-    try:
-        yield from pool.map(fn, items, chunksize=chunksize or _chunk_size(len(items), workers))
+    try:  # pool.map's batches, but not its cancelling of them on a stop: see end()
+        futures = [pool.submit(_run_batch, fn, batch) for batch in batches(items, workers, chunksize)]
+        for future in futures:
+            yield from future.result()
     except BaseException:  # a signal (Stopped, Ctrl-C), a caller that stopped reading, an error
         end(pool)
         raise
@@ -175,13 +177,19 @@ def end(pool: ProcessPoolExecutor) -> None:
     """Stop `pool` now: its workers are killed, whatever they run. shutdown() waits for each to
     finish its task, and a worker in a trial that never ends never does: issue 31 found one
     spinning with no parent after its campaign was stopped. (The processes are the pool's
-    `_processes`, which CPython has kept since 3.2; a pool without them is shut down only.)"""
+    `_processes`, which CPython has kept since 3.2; a pool without them is shut down only.)
+    The pool's own thread sees the killed workers and fails every future still pending; none may
+    be cancelled before it is done, or 3.11's thread fails a cancelled future and prints a
+    traceback (InvalidStateError) after a campaign that stopped at its first break."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:
         process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.join(timeout=5)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if processes and manager is not None:
+        manager.join(timeout=5)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def pack_dir(path: Path) -> bytes:
