@@ -183,9 +183,11 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def scan_lines(data: bytes, valid: Callable[[dict[str, Any]], bool] = lambda r: True) -> Scan:
-    """The records of a log of JSON lines. The text after the last newline is a torn tail; a whole
-    line that does not read (or fails `valid`) is damage."""
+def scan_lines(data: bytes, read: Callable[[dict[str, Any]], Any] = lambda r: r) -> Scan:
+    """The records of a log of JSON lines, each as `read` makes it of the line's dict (a type:
+    orchestrator.journal, nodes.directory.node); `read` returning None or raising ValueError (as
+    msgspec.ValidationError is) refuses it. The text after the last newline is a torn tail; a
+    whole line that does not read, or is refused, is damage."""
     scan = Scan()
     end = data.rfind(b"\n") + 1
     scan.good, scan.torn = end, len(data) - end
@@ -193,7 +195,11 @@ def scan_lines(data: bytes, valid: Callable[[dict[str, Any]], bool] = lambda r: 
     while at < end:
         nl = data.index(b"\n", at)
         record = decode_line(data[at:nl])
-        if record is not None and valid(record):
+        try:
+            record = None if record is None else read(record)
+        except ValueError:
+            record = None
+        if record is not None:
             scan.records.append(record)
         elif scan.damage and scan.damage[-1][1] == at:
             scan.damage[-1] = (scan.damage[-1][0], nl + 1)

@@ -22,6 +22,8 @@ from typing import Any
 from nodes.core import Ids, Reply, Request, Send, error, log
 from protocol import INVALID, hlc
 
+from .journal import Record
+
 LINK_KINDS = ("delay", "drop", "duplicate", "reorder")
 # the kernel's faults on a cluster of network namespaces (orchestrator.netns): on hosts, not nodes
 NET_KINDS = ("net", "partition", "heal")
@@ -110,15 +112,15 @@ class FaultCore:
     def status(self) -> dict[str, Any]:
         return {"paused": sorted(self.resume_at), "resume_at": dict(self.resume_at), "armed": list(self.armed)}
 
-    def on_steps(self, steps: list[dict[str, Any]], now: float) -> list:
+    def on_steps(self, steps: list[Record], now: float) -> list:
         """Fire the kills armed for the move steps just journaled (their records)."""
         actions: list = []
         for record in steps:
-            for arm in [a for a in self.armed if a["step"] == record["step"]]:
+            for arm in [a for a in self.armed if a["step"] == record.step]:
                 self.armed.remove(arm)
                 node = arm["node"]
                 actions.append(log("fault.triggered", level="warning", kind="kill_at_step", target=node,
-                                   step=record["step"], move_id=record["move_id"], mailbox=record["alias"]))
+                                   step=record.step, move_id=record.move_id, mailbox=record.alias))
                 if node == SELF:
                     return actions + [CrashSelf()]  # nothing after this runs
                 self.resume_at.pop(node, None)

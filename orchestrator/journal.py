@@ -14,43 +14,71 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
 
 from nodes.config import append_whole, fsync_dir, open_append, write_atomic
 from nodes.logs import events_in
-from nodes.records import Scan, absent, encode_line, read_back, scan_lines, set_aside
+from nodes.records import Scan, absent, encode_line, scan_lines, set_aside
 from protocol import MOVE_ENDED
-from protocol.names import valid_alias
+from protocol.names import ALIAS
 
 PATH = Path("orchestrator") / "journal.jsonl"  # under the run-dir
 _MOVE_ID = re.compile(rb'"move_id": "([^"]{1,100})"')
+Alias = Annotated[str, Meta(pattern=rf"^(?:{ALIAS.pattern})\Z")]
 
 
-def valid(record: dict[str, Any]) -> bool:
-    """A step record as the orchestrator writes it (orchestrator.move: MoveCore._enter)."""
-    return (isinstance(record.get("move_id"), str) and isinstance(record.get("step"), str)
-            and valid_alias(record.get("alias")) and isinstance(record.get("source"), str)
-            and isinstance(record.get("target"), str))
+class Record(Struct, frozen=True, omit_defaults=True, gc=False):
+    """One step of a move, as orchestrator.move_steps.Steps.enter journals it: the move, the step
+    entered and when, and what a restarted orchestrator needs to take the move up again. The
+    facts of a step (`usn`, `copied`, ...) are there only where that step has them. A JSON object
+    per line, checked field by field as it is read; a field it does not know is passed over, and
+    one a journal of an older xcon lacks takes its default (`legacy`: moves before the legacy tool)."""
+
+    move_id: str
+    step: str
+    alias: Alias
+    source: str
+    target: str
+    at: float = 0.0
+    started_at: float | None = None  # None: an older journal's, which did not say (now, at a restart)
+    saved: dict[str, Any] | None = None  # the alternate settings the workaround cleared
+    workaround: bool = False
+    copy_delay_ms: int = 0
+    legacy: bool = False
+    error: str | None = None
+    reason: str | None = None  # failed: why
+    usn: int | None = None  # await_replication, copy, open_target, done: the directory's USN
+    copied: int | None = None  # mark_target, set_home, done: messages copied
+    cleared: dict[str, Any] | None = None  # clear_alternate: the settings it cleared
+    restored: dict[str, Any] | None = None  # restore_alternate: the settings it put back
+
+
+def line(record: Record) -> bytes:
+    """A record as its journal line (nodes.records.encode_line: sorted keys, its own checksum)."""
+    return encode_line(msgspec.to_builtins(record))
 
 
 def scan(data: bytes) -> Scan:
     """The journal's records and its damage (nodes.records.scan_lines); the move ids the damaged
     lines still show are in `ids`."""
-    found = scan_lines(data, valid)
+    found = scan_lines(data, lambda r: msgspec.convert(r, Record))
     found.ids = list(dict.fromkeys(m.group(1).decode(errors="replace") for a, b in found.damage
                                    for m in _MOVE_ID.finditer(data[a:b])))
     return found
 
 
-def read(path: Path) -> tuple[list[dict[str, Any]], int]:
+def read(path: Path) -> tuple[list[Record], int]:
     """The journal's records, and where its last whole line ends (for a reader: `xcon check`)."""
     found = scan(path.read_bytes() if path.exists() else b"")
     return found.records, found.good
 
 
-def unfinished(records: list[dict[str, Any]]) -> set[str]:
+def unfinished(records: list[Record]) -> set[str]:
     """The moves whose last record is neither done nor failed."""
-    last = {r["move_id"]: r["step"] for r in records}
+    last = {r.move_id: r.step for r in records}
     return {move_id for move_id, step in last.items() if step not in MOVE_ENDED}
 
 
@@ -100,7 +128,7 @@ class Journal:
             self.damage = {"file": str(PATH), "kept_as": kept, "damaged_bytes": [], **gone}
         elif found.damaged:  # never cut: kept as it was, and what reads is the new journal
             aside = set_aside(path)
-            data = b"".join(encode_line(r) for r in found.records)
+            data = b"".join(line(r) for r in found.records)
             write_atomic(path, data)
             self._size = len(data)
             self.damage = damage_note(found, aside.name)
@@ -108,24 +136,24 @@ class Journal:
         os.ftruncate(self._fd, self._size)  # the cut-short line goes, so the next one starts whole
         fsync_dir(path.parent)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Record) -> None:
         """Append and fsync one record, all or nothing (a full disk: the runtime tries again)."""
-        self._size = append_whole(self._fd, encode_line(record), self._size, os.fsync)
+        self._size = append_whole(self._fd, line(record), self._size, os.fsync)
 
 
 class MemoryJournal:
     """The journal of a simulated orchestrator: records in memory, each one durable as written."""
 
     def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
         self.damage: dict[str, Any] | None = None
 
     def crash(self, torn: float) -> None:
         """The process died: every record was durable as it was written; nothing is lost."""
 
-    def write(self, record: dict[str, Any]) -> None:
-        self.records.append(read_back(record, sort_keys=True))  # what a reader gets back
+    def write(self, record: Record) -> None:
+        self.records.append(record)  # frozen: what a reader would get back
 
     def dump(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.write_bytes(b"".join(encode_line(r) for r in self.records))
+        path.write_bytes(b"".join(line(r) for r in self.records))

@@ -48,6 +48,7 @@ from nodes.core import Ids, Reply, Request, Response, Send, error, log
 from protocol import INVALID, MOVE_ENDED, NO_MAILBOX, NOT_LOCKED, messages
 
 from . import move_paging as paging
+from .journal import Record
 from .move_rollback import Rollback
 from .move_state import (
     POLL_S,
@@ -60,7 +61,7 @@ from .move_steps import Steps
 
 
 class MoveCore:
-    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[dict[str, Any]] | None = None,
+    def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[Record] | None = None,
                  sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = (),
                  imap: bool = False):
         if move_build not in MOVE_BUILDS:

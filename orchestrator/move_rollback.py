@@ -11,11 +11,10 @@ move it finds unfinished (`recover`); a move a damaged journal line names is lef
 
 from __future__ import annotations
 
-from typing import Any
-
 from nodes.core import log
 from protocol import MOVE_ENDED
 
+from .journal import Record
 from .move_state import OLD_STEPS, ROLLBACK, Move, forward
 from .move_steps import Steps
 
@@ -24,26 +23,26 @@ class Rollback:
     def __init__(self, steps: Steps):
         self.steps = steps
 
-    def recover(self, records: list[dict[str, Any]], moves: dict[str, Move], suspect: set[str], now: float) -> list:
+    def recover(self, records: list[Record], moves: dict[str, Move], suspect: set[str], now: float) -> list:
         """Finish what a killed orchestrator left: forward from set_home on, back before it. Each
         move taken up goes into `moves`; one a damaged journal line names (`suspect`) is left."""
-        last: dict[str, dict[str, Any]] = {}
+        last: dict[str, Record] = {}
         for record in records:
-            last[record["move_id"]] = record
+            last[record.move_id] = record
         actions: list = []
         for move_id, r in last.items():
-            step = OLD_STEPS.get(r["step"], r["step"])
+            step = OLD_STEPS.get(r.step, r.step)
             if step in MOVE_ENDED:
                 continue
             if move_id in suspect:
-                actions.append(log("move.left_alone", level="error", move_id=move_id, alias=r["alias"],
-                                   mailbox=r["alias"], step=step,
+                actions.append(log("move.left_alone", level="error", move_id=move_id, alias=r.alias,
+                                   mailbox=r.alias, step=step,
                                    why="a damaged journal line names this move: its last step is not known, so it is "
                                        "neither finished nor rolled back; see `xcon status` and `xcon move --abort`"))
                 continue
-            move = Move(move_id, r["alias"], r["target"], r.get("workaround", False), r.get("copy_delay_ms", 0),
-                        legacy=r.get("legacy", False), source=r["source"], step=step,
-                        started_at=r.get("started_at", now), saved=r.get("saved"), error=r.get("error"))
+            move = Move(move_id, r.alias, r.target, r.workaround, r.copy_delay_ms, legacy=r.legacy, source=r.source,
+                        step=step, started_at=now if r.started_at is None else r.started_at, saved=r.saved,
+                        error=r.error)
             moves[move_id] = move
             actions.append(log("move.recovered", move_id=move_id, alias=move.alias, mailbox=move.alias, step=step))
             if forward(move):

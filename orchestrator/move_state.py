@@ -9,6 +9,8 @@ from typing import Any
 from nodes.core import Send
 from protocol import MOVE_STATE
 
+from .journal import Record
+
 EXPORT_PAGE = 2000
 POLL_S = 0.05
 REPLICATION_WAIT_S = 120.0
@@ -22,7 +24,7 @@ OLD_STEPS = {"rollback_unlock": "rollback_source"}  # journals written before op
 
 @dataclass(frozen=True)
 class JournalStep:
-    record: dict[str, Any]
+    record: Record  # written and synced before the step is acted on
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 
 from nodes.core import Ids, Send, log
 
+from .journal import Record
 from .move_state import JournalStep, Move
 
 
@@ -25,10 +26,9 @@ class Steps:
             move.held = True
             held = [log("move.held", level="warning", move_id=move.move_id, step=step, alias=move.alias,
                         mailbox=move.alias, why="a hold armed for this step (xcon fault release lets it go on)")]
-        record = {"move_id": move.move_id, "step": step, "at": now, "alias": move.alias, "source": move.source,
-                  "target": move.target, "saved": move.saved, "workaround": move.workaround,
-                  "copy_delay_ms": move.copy_delay_ms, "started_at": move.started_at, "legacy": move.legacy,
-                  **({"error": move.error} if move.error else {}), **facts}
+        record = Record(move.move_id, step, move.alias, move.source, move.target, at=now, started_at=move.started_at,
+                        saved=move.saved, workaround=move.workaround, copy_delay_ms=move.copy_delay_ms,
+                        legacy=move.legacy, error=move.error or None, **facts)
         return [JournalStep(record), log("move.step", move_id=move.move_id, step=step, alias=move.alias,
                                          mailbox=move.alias, source=move.source, target=move.target, **facts),
                 *held]

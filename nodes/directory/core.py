@@ -15,6 +15,7 @@ from protocol import INVALID, messages
 from protocol.names import ALIAS_RULE, RESERVED_ALIASES, valid_alias
 
 from ..core import Publish, Reply, Request, error, log
+from .records import Change
 
 # the directory beats HEARTBEAT_S after a change, then twice as long after each quiet beat, up to
 # HEARTBEAT_MAX_S: a subscriber that missed the last change hears of it within half a second
@@ -27,12 +28,12 @@ MAX_OPS = 1000  # named modifications remembered, to answer a repeat without app
 
 @dataclass(frozen=True)
 class PersistDirectory:
-    """Make this change durable before what follows: `change` is the change itself ({"usn",
-    "recipient", "op"}), `state` the whole directory after it (recipients, USN, ops), which the
-    storage writes now and then instead of the change log (nodes.directory.node)."""
+    """Make this change durable before what follows: `change` is the change itself, `state` the
+    whole directory after it (recipients, USN, ops), which the storage writes now and then instead
+    of the change log (nodes.directory.node)."""
 
     state: dict[str, Any]
-    change: dict[str, Any] | None = None
+    change: Change | None = None
 
 
 def organisation(users: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,7 +167,7 @@ class DirectoryCore:
                 del self.ops[next(iter(self.ops))]  # the oldest: dicts keep insertion order
         return [
             PersistDirectory({"usn": self.usn, "recipients": self.recipients, "ops": list(self.ops.items())},
-                             {"usn": self.usn, "recipient": entry, "op": op}),
+                             Change(self.usn, entry, op)),
             Publish("dir.change", {"usn": self.usn, "recipient": entry}),
             Reply(req.peer, req.frame.id, "dir.changed", {"usn": self.usn, "recipient": entry}),
             log(f"directory.{how}", usn=self.usn, alias=entry["alias"], home_server=entry["home_server"],

@@ -14,7 +14,8 @@ is kept aside (`changes.jsonl.damaged-<time>`) with every line that reads taken 
 that does not read, one of the two files gone while the other is there, or both gone where the
 directory's own log says it had reached a USN, is refused (DamagedFile): a directory restarted at
 USN 0 with no users made every cache go back without a word. Every value read is checked as
-strictly as a frame's: an entry whose home server is not a server of the cluster is refused.
+strictly as a frame's (nodes.directory.records, its types): an entry whose home server is not a
+server of the cluster is refused.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from protocol.names import valid_alias
-
 from ..config import Settings, append_whole, open_append, write_atomic
 from ..core import log
 from ..host import Wiring
 from ..records import DamagedFile, Scan, encode_line, read_json_file, scan_lines, set_aside
 from .core import MAX_OPS, DirectoryCore, PersistDirectory
+from .records import Change, line, read_change, snapshot_problem
 
 COMPACT_MIN = 1000
 CHANGES = "changes.jsonl"  # beside directory.json
@@ -40,61 +40,22 @@ CHANGES = "changes.jsonl"  # beside directory.json
 _USN = re.compile(rb'"usn": (\d{1,18})')
 
 
-def problem_with(entry: Any, servers: list[str] | None) -> str | None:
-    """What is wrong with a recipient entry read from a file (None: nothing), checked as strictly as
-    the directory checks one in a frame; `servers`: the cluster's, or None not to check homes."""
-    if not isinstance(entry, dict) or not valid_alias(entry.get("alias")):
-        return f"an entry that is not a recipient ({str(entry)[:80]})"
-    alias = entry["alias"]
-    if type(entry.get("usn")) is not int or not isinstance(entry.get("home_server"), str):
-        return f"recipient '{alias}' has no usn or home server"
-    if servers is not None and entry["home_server"] not in servers:
-        return (f"recipient '{alias}' names home server '{entry['home_server'][:40]}', which is not a server of "
-                f"this cluster ({', '.join(servers)})")
-    alt = entry.get("alternate")
-    if alt is not None and not valid_alias(alt):
-        return f"recipient '{alias}' has an alternate that is not an alias"
-    if not isinstance(entry.get("deliver_to_both"), bool) or not isinstance(entry.get("display_name", ""), str):
-        return f"recipient '{alias}' has a deliver_to_both or display_name of the wrong type"
-    rejects = entry.get("reject_from") or []
-    if not isinstance(rejects, list) or not all(valid_alias(a) for a in rejects):
-        return f"recipient '{alias}' has a reject_from that is not a list of aliases"
-    return None
-
-
-def _snapshot_problem(state: Any, servers: list[str] | None) -> str | None:
-    if not isinstance(state, dict) or type(state.get("usn")) is not int or not isinstance(state.get("recipients"), dict):
-        return "not a directory snapshot (needs usn and recipients)"
-    if not isinstance(state.get("ops", []), list):
-        return "its ops are not a list"
-    for alias, entry in state["recipients"].items():
-        problem = problem_with(entry, servers)
-        if problem or entry["alias"] != alias:
-            return problem or f"recipient '{alias}' is filed under another name"
-    return None
-
-
-def _valid_change(servers: list[str] | None):
-    return lambda c: (type(c.get("usn")) is int and problem_with(c.get("recipient"), servers) is None
-                      and isinstance(c.get("op"), (str, type(None))))
-
-
 def replay(state: dict[str, Any] | None, data: bytes, servers: list[str] | None = None
            ) -> tuple[dict[str, Any], int, int, Scan]:
     """The snapshot `state` with the changes logged in `data` applied (those newer than it);
     returns it, how many changes the log holds, where its last whole line ends (a line a crash cut
     short was never acknowledged), and the scan (its damage: nodes.records)."""
     state = state or {"usn": 0, "recipients": {}, "ops": []}
-    found = scan_lines(data, _valid_change(servers))
+    found = scan_lines(data, lambda line: read_change(line, servers))
     found.ids = list(dict.fromkeys(m.group(1).decode() for a, b in found.damage for m in _USN.finditer(data[a:b])))
     ops = dict(state.get("ops", []))
     for change in found.records:
-        if change["usn"] <= state["usn"]:
+        if change.usn <= state["usn"]:
             continue  # already in the snapshot (a compaction that died before emptying the log)
-        state["usn"] = change["usn"]
-        state["recipients"][change["recipient"]["alias"]] = change["recipient"]
-        if change.get("op") is not None:
-            ops[change["op"]] = change["usn"]
+        state["usn"] = change.usn
+        state["recipients"][change.recipient["alias"]] = change.recipient
+        if change.op is not None:
+            ops[change.op] = change.usn
             while len(ops) > MAX_OPS:
                 del ops[next(iter(ops))]
     state["ops"] = list(ops.items())
@@ -103,7 +64,7 @@ def replay(state: dict[str, Any] | None, data: bytes, servers: list[str] | None 
 
 def read_snapshot(path: Path, servers: list[str] | None = None) -> dict[str, Any]:
     """directory.json, checked; DamagedFile if it does not read."""
-    return read_json_file(path, lambda v: _snapshot_problem(v, servers))
+    return read_json_file(path, lambda v: snapshot_problem(v, servers))
 
 
 def read_directory(path: Path, servers: list[str] | None = None) -> dict[str, Any] | None:
@@ -122,8 +83,8 @@ def _snapshot(state: dict[str, Any]) -> bytes:
     return json.dumps(state, indent=1, sort_keys=True).encode()
 
 
-def _line(change: dict[str, Any]) -> bytes:
-    return encode_line(change)
+def _line(change: Change) -> bytes:
+    return encode_line(line(change))
 
 
 def _compact_due(changes: int, state: dict[str, Any]) -> bool:

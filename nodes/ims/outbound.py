@@ -154,7 +154,7 @@ def look(folder: Path) -> Found:
         data = log_path.read_bytes()
     except FileNotFoundError:
         data = b""
-    scan = scan_lines(data, _valid_line)
+    scan = scan_lines(data, lambda r: r if _valid_line(r) else None)
     items: dict[str, dict[str, Any]] = {}
     damaged: dict[Path, str | None] = {}
     for sub in ("failed", "outbound"):  # failed first: a file in both is failed (moved, then killed)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from orchestrator.core import OrchestratorCore
 from orchestrator.faults import CrashSelf, FaultCore, RestartNode, SignalNode
+from orchestrator.journal import Record
 from orchestrator.move import MoveCore
 from orchestrator.move_state import JournalStep
 
@@ -18,7 +21,7 @@ def drive(core: MoveCore, first: list, answers: dict, now: float = 1.0) -> list[
     fire timers as they come. Returns the journaled steps in order."""
     steps, actions = [], first
     for _ in range(200):
-        steps += [a.record["step"] for a in actions if isinstance(a, JournalStep)]
+        steps += [a.record.step for a in actions if isinstance(a, JournalStep)]
         out = sends(actions)
         if out:
             send = out[0]
@@ -94,8 +97,10 @@ def test_bad_moves_are_refused():
 
 
 def journal_at(step, saved=None):
-    return [{"move_id": "move.x.1", "step": s, "alias": "bob", "source": "ex1", "target": "ex2", "saved": saved,
-             "workaround": saved is not None, "copy_delay_ms": 0, "started_at": 0.5}
+    """The journal a move killed in `step` leaves, as the orchestrator reads it back."""
+    return [msgspec.convert({"move_id": "move.x.1", "step": s, "alias": "bob", "source": "ex1", "target": "ex2",
+                             "saved": saved, "workaround": saved is not None, "copy_delay_ms": 0, "started_at": 0.5},
+                            Record)
             for s in ("lock", "copy", "set_home", "release")[: ("lock", "copy", "set_home", "release").index(step) + 1]]
 
 
@@ -125,7 +130,7 @@ def lock_times_out():
     failed = core.tick(1.0 + 1.01 * 4 + 0.01)
     # no grant was seen, but one may come yet (a lock queued at a store that is down): the
     # source store is told the move is over, and its lock, if it ever arrives, is refused
-    assert [a.record["step"] for a in failed if isinstance(a, JournalStep)] == ["rollback_source"]
+    assert [a.record.step for a in failed if isinstance(a, JournalStep)] == ["rollback_source"]
     (end,) = sends(failed, "store.end_move")
     assert (end.to, end.body.owner) == ("store.ex1", end.trace)
     return core, end
@@ -145,7 +150,7 @@ def test_an_undo_is_sent_until_it_is_answered_then_the_move_fails():
     assert move.step == "rollback_source" and move.public()["waiting_for"] == "store.ex1"
     assert "still being rolled back" in replies(start(core, False))[0].body.reason
     done = core.on_event(response(end, *answers()["store.end_move"](end)), now)
-    assert [a.record["step"] for a in done if isinstance(a, JournalStep)] == ["failed"]
+    assert [a.record.step for a in done if isinstance(a, JournalStep)] == ["failed"]
     assert "no answer" in move.error
 
 
@@ -179,7 +184,7 @@ def test_a_restarted_orchestrator_redoes_a_directory_change_under_the_same_op():
 
 
 def test_old_journals_roll_back_under_the_new_names():
-    records = journal_at("copy") + [{**journal_at("copy")[-1], "step": "rollback_unlock"}]
+    records = journal_at("copy") + [msgspec.structs.replace(journal_at("copy")[-1], step="rollback_unlock")]
     core = MoveCore(["ex1", "ex2"], "b", journal=records)
     assert drive(core, core.start(1.0), answers()) == ["rollback_source", "failed"]
 
@@ -304,7 +309,7 @@ def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
             break
         kills = [a for a in actions if isinstance(a, SignalNode)]
         if kills:
-            journal = [a.record["step"] for a in actions if isinstance(a, JournalStep)]
+            journal = [a.record.step for a in actions if isinstance(a, JournalStep)]
             assert journal == ["open_target"] and kills[0].node == "store.ex2"
             assert actions.index(kills[0]) > actions.index(sends(actions, "store.unlock")[0]), "after the step's request"
         out = sends(actions)
@@ -315,7 +320,7 @@ def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
             actions = core.tick(now)
             if any(isinstance(a, RestartNode) for a in actions):
                 assert [a.node for a in actions if isinstance(a, RestartNode)] == ["store.ex2"] and now >= 1.5
-    assert [a.record["step"] for a in crashed if isinstance(a, JournalStep)] == ["release"]
+    assert [a.record.step for a in crashed if isinstance(a, JournalStep)] == ["release"]
     assert isinstance(crashed[-1], CrashSelf), "the orchestrator dies last, its step journaled"
     assert core.status(now)["armed"] == []
 
@@ -373,8 +378,7 @@ def test_a_legacy_move_that_fails_creating_its_target_rolls_back():
 def test_a_restarted_orchestrator_takes_up_a_legacy_move_by_its_own_order():
     """Journaled as legacy: killed while creating the target it rolls back (nobody's home is
     there yet); killed in the copy, which follows set_home, it goes forward from the first page."""
-    legacy = [{"move_id": "move.x.1", "step": s, "alias": "bob", "source": "ex1", "target": "ex2", "saved": None,
-               "workaround": False, "copy_delay_ms": 0, "started_at": 0.5, "legacy": True}
+    legacy = [Record("move.x.1", s, "bob", "ex1", "ex2", started_at=0.5, legacy=True)
               for s in ("lock", "create_target", "set_home", "copy")]
     table = {**answers(), "store.create": lambda s: ("ok", {})}
     core = MoveCore(["ex1", "ex2"], "b", journal=legacy[:2])  # this run's build does not matter: the journal's does
@@ -393,7 +397,7 @@ def test_a_hold_stops_the_next_move_in_its_step_with_no_clock_running_until_rele
     assert replies(fault("hold_at_step", step="nowhere"))[0].type == "error"
     held_steps, actions, now = [], start(core, False), 1.0
     while sends(actions) and not events(actions, "move.held"):
-        held_steps += [a.record["step"] for a in actions if isinstance(a, JournalStep)]
+        held_steps += [a.record.step for a in actions if isinstance(a, JournalStep)]
         send = sends(actions)[0]
         actions = core.on_event(response(send, *answers()[send.type](send)), now)
     assert events(actions, "move.held") and core.status(now)["active"][0]["held"]
@@ -425,3 +429,20 @@ def test_a_clear_releases_a_held_move_and_an_abort_rolls_one_back():
     aborted = core.on_event(request("orch.abort", {"alias": "bob"}), 1.3)
     assert events(aborted, "move.aborted") and not core.status(1.3)["active"][0]["held"]
     assert "failed" in drive(core.moves, aborted, answers(), now=1.4)
+
+
+def test_the_journal_reads_its_records_by_their_type_and_a_line_of_the_form_before():
+    """A journal line written before `started_at` and `legacy` existed reads with their defaults;
+    a line whose alias is not one is damage; a step's facts are written only where it has them."""
+    from nodes.records import encode_line
+    from orchestrator.journal import line, scan
+
+    old = encode_line({"move_id": "move.x.1", "step": "copy", "alias": "bob", "source": "ex1", "target": "ex2",
+                       "saved": None})
+    bad = encode_line({"move_id": "move.x.2", "step": "lock", "alias": "Bob Smith", "source": "ex1", "target": "ex2"})
+    new = line(Record("move.x.3", "await_replication", "bob", "ex1", "ex2", at=2.0, started_at=1.0, usn=5))
+    found = scan(old + bad + new)
+    assert [r.move_id for r in found.records] == ["move.x.1", "move.x.3"] and found.ids == ["move.x.2"]
+    assert found.damage == [(len(old), len(old) + len(bad))]
+    assert found.records[0].started_at is None and not found.records[0].legacy and found.records[1].usn == 5
+    assert b'"usn": 5' in new and b"copied" not in new and b"reason" not in new

@@ -6,6 +6,7 @@ import json
 
 from nodes.core import Publish
 from nodes.directory.core import DirectoryCore, PersistDirectory
+from nodes.directory.records import Change
 from nodes.store.actions import WriteMessage, msg_id_of
 from nodes.store.core import StoreCore
 
@@ -120,7 +121,7 @@ def test_the_directory_logs_each_change_and_compacts_into_its_snapshot(tmp_path,
                     storage.save(a)
         core.on_event(request("dir.modify", {"alias": "u1", "changes": {"home_server": "ex2"}, "op": "m.1.set_home"}), 2.0)
         storage.save(PersistDirectory({"usn": core.usn, "recipients": core.recipients, "ops": list(core.ops.items())},
-                                      {"usn": core.usn, "recipient": core.recipients["u1"], "op": "m.1.set_home"}))
+                                      Change(core.usn, core.recipients["u1"], "m.1.set_home")))
     # 5 changes logged; the 6th finds as many logged as there are recipients, and compacts instead
     assert path.with_name("changes.jsonl").read_text() == "" and json.loads(path.read_text())["usn"] == 6
     for read in (dirnode.read_directory(path), memory.state(), dirnode.DirectoryFile(path).load(), memory.load()):
@@ -133,3 +134,27 @@ def test_the_directory_logs_each_change_and_compacts_into_its_snapshot(tmp_path,
     with open(path.with_name("changes.jsonl"), "ab") as f:
         f.write(b'{"usn": 8, "recipient"')  # a line a crash cut short: never acknowledged
     assert dirnode.DirectoryFile(path).load()["usn"] == 7 and dirnode.read_directory(path)["usn"] == 7
+
+
+def test_the_directory_reads_its_records_by_their_types_and_takes_up_a_line_of_the_form_before():
+    """A change line of a foreign home, or with a name that is not an alias, is damage in the
+    middle; the lines around it are taken up, one written before `op` was left out when None too."""
+    from nodes.directory.node import replay
+    from nodes.directory.records import snapshot_problem
+    from nodes.records import encode_line
+
+    def bob(usn, **entry):
+        return {"alias": "bob", "display_name": "Bob", "home_server": "ex1", "alternate": None,
+                "deliver_to_both": False, "usn": usn, **entry}
+
+    lines = [encode_line({"usn": 1, "recipient": bob(1), "op": None}),  # the form before: "op": null
+             encode_line({"usn": 2, "recipient": bob(2, home_server="ex7")}),
+             encode_line({"usn": 3, "recipient": bob(3, alias="Bob Smith")}),
+             encode_line({"usn": 4, "recipient": bob(4, home_server="ex2"), "op": "m.1.set_home"})]
+    state, changes, good, found = replay(None, b"".join(lines), ["ex1", "ex2"])
+    assert changes == 2 and good == len(b"".join(lines))
+    assert found.damage == [(len(lines[0]), len(lines[0]) + len(lines[1]) + len(lines[2]))]
+    assert state["recipients"]["bob"] == bob(4, home_server="ex2") and state["ops"] == [("m.1.set_home", 4)]
+    assert snapshot_problem({"usn": "7", "recipients": {}}, None).startswith("not a directory snapshot (Expected `int`")
+    assert "'ex7', which is not a server" in snapshot_problem({"usn": 2, "recipients": {"bob": bob(2, home_server="ex7")}},
+                                                             ["ex1", "ex2"])
