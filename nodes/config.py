@@ -221,8 +221,22 @@ class ClusterConfig:
         namespaces the outside world's host (nodes.internet); "" for nowhere (it waits)."""
         return self.settings.smarthost or self.nodes.get("internet", {}).get("endpoints", {}).get("smtp", "")
 
+    def node_settings(self, node: str) -> Any:
+        """What `node`'s core reads (nodes.node_settings): its own entry, as `xcon up` wrote it,
+        or, in a cluster.json made before there were any, worked out from the cluster's."""
+        from . import node_settings  # it builds on Settings, above
+
+        own = self.nodes.get(node, {}).get("settings")
+        return node_settings.of(self.settings, node) if own is None else node_settings.from_json(node, own)
+
     def to_json(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": self.nodes,
+        """As cluster.json holds it: each node with the settings its core reads, worked out anew
+        from the cluster's at every save, so the two never disagree."""
+        from . import node_settings
+
+        nodes = {name: {**node, "settings": node_settings.to_json(node_settings.of(self.settings, name))}
+                 if node.get("kind") in node_settings.KINDS else node for name, node in self.nodes.items()}
+        return {"run_dir": str(self.run_dir), "settings": self.settings.to_json(), "nodes": nodes,
                 **({"network": self.network} if self.network else {}), **({"deployed": True} if self.deployed else {})}
 
     def save(self) -> None:
@@ -245,6 +259,14 @@ class ClusterConfig:
             raise ValueError("nodes must map each node's name to its kind, endpoints and pid")
         if data.get("network") is not None and not isinstance(data["network"], dict):
             raise ValueError("network must be an object")
+        from . import node_settings  # it builds on Settings, above
+
+        for name, node in nodes.items():  # what a node's core reads, as `up` wrote it (none before there were)
+            if node.get("settings") is not None and node["kind"] in node_settings.KINDS:
+                try:
+                    node_settings.from_json(name, node["settings"])
+                except ValueError as exc:  # msgspec.ValidationError
+                    raise ValueError(f"the settings of node {name[:40]} do not read ({exc})") from None
         return cls(Path(data["run_dir"]), Settings.from_json(data.get("settings")), nodes, data.get("network"),
                    bool(data.get("deployed")))
 

@@ -59,7 +59,7 @@ def main() -> None:
 
     with refusing_damage(args.name):
         journal = Journal(args.run_dir / JOURNAL, args.run_dir / "logs" / "orchestrator.jsonl")
-        parts = wiring(args.config.settings, list(args.config.nodes), boot_id(), journal, RealProcesses(args.run_dir),
+        parts = wiring(args.config.node_settings(args.name), list(args.config.nodes), boot_id(), journal, RealProcesses(args.run_dir),
                        crash, args.config.network)
     runtime = Runtime(args.name, args.config, parts)
     runtime.run()

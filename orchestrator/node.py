@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from nodes.config import Settings
 from nodes.core import Reply, log
-from protocol import INVALID
 from nodes.host import Wiring
+from nodes.node_settings import OrchestratorSettings
+from protocol import INVALID
 
-from .core import OrchestratorCore
 from . import netns
+from .core import OrchestratorCore
 from .faults import CorruptLog, CrashSelf, FaultCore, NetFault, RestartNode, SignalNode
 from .move import MoveCore
 from .move_state import JournalStep
@@ -35,7 +35,7 @@ class Processes(Protocol):
         damaged ({"file", "offset", "size"}), or None if the log is too short to damage."""
 
 
-def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, processes: Processes,
+def wiring(settings: OrchestratorSettings, nodes: list[str], boot: str, journal: Any, processes: Processes,
            crash: Callable[[], None], network: dict[str, Any] | None = None) -> Wiring:
     """The orchestrator, recovered from `journal` (its records at start, then `write`);
     `network`: the cluster's namespaces, where kernel network faults are made."""
@@ -105,7 +105,7 @@ def wiring(settings: Settings, nodes: list[str], boot: str, journal: Any, proces
 
     damage = journal.damage
     core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
-                                     {s: settings.site_of(s) for s in settings.servers}, settings.move_build,
+                                     dict(settings.sites), settings.move_build,
                                      suspect=damage["suspect"] if damage else (), imap=settings.imap),
                             FaultCore(nodes, boot))
     executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,

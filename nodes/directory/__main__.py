@@ -13,7 +13,7 @@ def main() -> None:
     reached = last_value(args.run_dir / "logs" / f"{args.name}.jsonl", "usn") or 0
     storage = DirectoryFile(args.run_dir / "directory" / "directory.json", list(args.config.settings.servers), reached)
     with refusing_damage(args.name):
-        parts = wiring(args.config.settings, storage)
+        parts = wiring(args.config.node_settings(args.name), storage)
     Runtime(args.name, args.config, parts).run()
 
 

@@ -26,9 +26,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, append_whole, open_append, write_atomic
+from ..config import append_whole, open_append, write_atomic
 from ..core import log
 from ..host import Wiring
+from ..node_settings import DirectorySettings
 from ..records import DamagedFile, Scan, encode_line, read_json_file, scan_lines, set_aside
 from .core import MAX_OPS, DirectoryCore, PersistDirectory
 from .records import Change, line, read_change, snapshot_problem
@@ -210,7 +211,7 @@ class MemoryDirectoryFile:
             path.with_name(CHANGES).write_bytes(b"")
 
 
-def wiring(settings: Settings, storage: DirectoryFile | MemoryDirectoryFile) -> Wiring:
+def wiring(settings: DirectorySettings, storage: DirectoryFile | MemoryDirectoryFile) -> Wiring:
     core = DirectoryCore(list(settings.servers), storage.load())
 
     def persist(action: PersistDirectory) -> list:

@@ -31,10 +31,10 @@ from typing import Any
 from protocol import INVALID, MAX_MESSAGE_BYTES, as_dict
 from protocol.messages import OK
 
-from ..config import Settings
 from ..core import Ids, Log, Reply, Request, Response, Send
 from ..host import Wiring
 from ..mail import DOMAIN, address, alias_of, external, header
+from ..node_settings import ImsSettings
 from .outbound import Item, key_of
 from .smtp import TOO_BIG
 
@@ -99,12 +99,11 @@ class _Ask:
 
 
 class ImsCore:
-    def __init__(self, name: str, server: str, settings: Settings, boot: str, seed: int, smarthost: str,
+    def __init__(self, name: str, server: str, settings: ImsSettings, boot: str, seed: int, smarthost: str,
                  items: dict[str, Item], relayed: set[str], returned: set[str], damage: dict[str, Any] | None = None):
-        self.name, self.server, self.settings, self.smarthost = name, server, settings, smarthost
+        self.name, self.server, self.smarthost = name, server, smarthost
         self.mta = f"mta.{server}"
-        self.retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
-                        else settings.retry_ms) / 1000
+        self.retry_s = settings.retry_ms / 1000
         self.items, self.relayed, self.returned, self.damage = dict(items), set(relayed), set(returned), damage
         self.ids = Ids(name, boot)
         self.rng = random.Random(seed)  # which sessions a fault.smtp cuts; ids of messages without a Message-ID
@@ -382,13 +381,13 @@ def priority(headers: Any) -> str:
     return "normal"
 
 
-def lifetime(settings: Settings):
+def lifetime(settings: ImsSettings):
     """How long an item from before items carried their own lifetime may wait: a report's
     time-out, or the message's (nodes.mta.queue.Queue.expires_at)."""
-    return lambda r: settings.report_expire_s() if r["ndr_for"] else settings.expire_s(r.get("priority", "normal"))
+    return lambda r: settings.lifetimes.report_s if r["ndr_for"] else settings.lifetimes.of(r.get("priority", "normal"))
 
 
-def wiring(server: str, settings: Settings, boot: str, seed: int, smarthost: str, queue: Any,
+def wiring(server: str, settings: ImsSettings, boot: str, seed: int, smarthost: str, queue: Any,
            relay: Any) -> Wiring:
     """The IMS of `server` on `queue` (nodes.ims.outbound: Outbound or MemoryOutbound, loaded),
     whose Relay actions `relay(action)` sends, its answer to come back as a Relayed event."""

@@ -13,7 +13,7 @@ def main() -> None:
     spool = Spool(args.run_dir / "mta" / server, args.config.settings.fsync,
                   node_log=args.run_dir / "logs" / f"{args.name}.jsonl")
     with refusing_damage(args.name):
-        parts = wiring(server, args.config.settings, boot_id(), spool)
+        parts = wiring(server, args.config.node_settings(args.name), boot_id(), spool)
     Runtime(args.name, args.config, parts).run()
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from protocol import messages
 from protocol.messages import MtaTransfer, Outcome, StoreDeliver, TransferRcpt
 
-from ..config import BUILDS, Settings
+from ..config import BUILDS
 from ..core import (
     DiskSpace,
     Feed,
@@ -40,6 +40,7 @@ from ..core import (
     error,
     log,
 )
+from ..node_settings import MtaSettings
 from .cache import DirectoryCache
 from .external import Outside
 from .feed import DIRECTORY, DirectoryFeed
@@ -75,38 +76,30 @@ class MtaCore:
     def __init__(
         self,
         server: str,
-        settings: Settings,
+        settings: MtaSettings,
         boot: str,
         queued: list[QueuedMessage] | None = None,
         remembered: list[tuple[str, dict[str, int], float]] | None = None,
     ):
-        if settings.mta_build not in BUILDS:
-            raise ValueError(f"unknown MTA build '{settings.mta_build}'")
+        if settings.build not in BUILDS:
+            raise ValueError(f"unknown MTA build '{settings.build}'")
         self.server = server
-        self.build = settings.mta_build
+        self.build = settings.build
         self.max_queue = settings.max_queue
         self.room = Room(f"mta.{server}", settings.min_free_bytes)
-        # each MTA draws its own jitter from the cluster seed
-        # the directory replicates to the servers one after the other: each further server hears
-        # of a change replication_step_ms later (5.5's "Pause Between DSAs", Q137203)
-        rank = settings.servers.index(server) if server in settings.servers else 0
-        # and a server in another site than the directory's (the first server's) hears of it over
-        # the site connector, intersite_lag_ms later
-        site = settings.site_of(server)
-        remote = settings.servers and site != settings.site_of(settings.servers[0])
-        self.cache = DirectoryCache(settings.replication_lag_ms + rank * settings.replication_step_ms
-                                    + (settings.intersite_lag_ms if remote else 0),
-                                    settings.replication_jitter_ms, settings.seed * 1000 + sum(map(ord, server)),
-                                    settings.read_cache_ttl_ms)
+        # its cache's lag is this server's: the replication lag, its rank's step, its site's
+        # connector (nodes.node_settings); its jitter is drawn from a seed of its own
+        self.cache = DirectoryCache(settings.cache_lag_ms, settings.cache_jitter_ms, settings.cache_seed,
+                                    settings.cache_ttl_ms)
         self._lag = (self.cache.lag_s, self.cache.jitter_s)  # as configured: a clear of the faults restores it
         self.ids = Ids(f"mta.{server}", boot)
         self._wake: float | None = None
         self.queue = Queue(settings, queued or [], remembered or [], self._wake_at)
         self.feed = DirectoryFeed(self.cache, self.ids, self.queue.timeout_s, self._wake_at)
-        self.router = Router(server, self.build, settings, self.cache)
-        self.reporter = Reporter(server, self.build, site, self.queue, self.cache)
+        self.router = Router(server, self.build, settings.servers, self.cache)
+        self.reporter = Reporter(server, self.build, settings.site, self.queue, self.cache)
         self.intake = Intake(server, boot, self.cache, self.queue, self.room, self._route)
-        self.outside = Outside(server, settings, self.cache, self.ids, self.queue, self.intake.accept, self._fail)
+        self.outside = Outside(server, settings.smtp, self.cache, self.ids, self.queue, self.intake.accept, self._fail)
 
     @property
     def ready(self) -> bool:

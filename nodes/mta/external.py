@@ -19,7 +19,6 @@ from typing import Any, Callable
 from protocol import INVALID, PRIORITIES, RELAY_FAILURES, messages
 from protocol.names import MSG_ID_RULE, valid_msg_id, valid_submitted_id
 
-from ..config import Settings
 from ..core import Reply, Request, Send, error, log
 from ..mail import external, message_id_of
 from .cache import DirectoryCache
@@ -30,9 +29,9 @@ class Outside:
     """`accept` takes a checked submission (Intake.accept); `fail` fails a pair as the MTA
     fails any (MtaCore._fail: the report, routed)."""
 
-    def __init__(self, server: str, settings: Settings, cache: DirectoryCache, ids: Any, queue: Queue,
+    def __init__(self, server: str, smtp: bool, cache: DirectoryCache, ids: Any, queue: Queue,
                  accept: Callable[..., list], fail: Callable[[QueuedMessage, Pair, str, float], list]):
-        self.server, self.smtp, self.cache, self.ids, self.queue = server, settings.smtp, cache, ids, queue
+        self.server, self.smtp, self.cache, self.ids, self.queue = server, smtp, cache, ids, queue
         self._accept, self._fail = accept, fail
 
     def lookup(self, req: Request, body: messages.MtaLookup, now: float) -> list:

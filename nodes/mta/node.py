@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Settings
 from ..core import DiskSpace, log
 from ..host import Wiring
+from ..node_settings import MtaSettings
 from .core import MtaCore
 from .queue import PersistMessage, RetireMessage
 
 
-def wiring(server: str, settings: Settings, boot: str, spool: Any) -> Wiring:
+def wiring(server: str, settings: MtaSettings, boot: str, spool: Any) -> Wiring:
     """The MTA of `server`, recovered from what `spool` holds (and what it found damaged)."""
     recovered = spool.load()
     core = MtaCore(server, settings, boot, recovered.queued, recovered.remembered)

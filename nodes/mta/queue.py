@@ -21,10 +21,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from protocol import PRIORITIES
-
-from ..config import Settings
 from ..core import log
+from ..node_settings import MtaSettings
 from .record import PairRecord, State, Whole
 from .seen import Seen
 
@@ -171,18 +169,18 @@ class Queue:
     refuse a retransmission (nodes.mta.seen). What it does to a pair is what only it knows:
     when it times out, when it is tried again, when its message is done."""
 
-    def __init__(self, settings: Settings, queued: list[QueuedMessage], remembered: list, wake_at: Callable[[float], None]):
-        self.settings = settings
+    def __init__(self, settings: MtaSettings, queued: list[QueuedMessage], remembered: list,
+                 wake_at: Callable[[float], None]):
+        self.lifetimes = settings.lifetimes
         self.retry_s = settings.retry_ms / 1000  # after no answer (5.5's open interval)
         # after an answer that defers (a locked mailbox, a busy peer: 5.5's transfer interval)
-        self.transfer_retry_s = (settings.transfer_retry_ms if settings.transfer_retry_ms is not None
-                                 else settings.retry_ms) / 1000
+        self.transfer_retry_s = settings.transfer_retry_ms / 1000
         self.timeout_s = settings.request_timeout_ms / 1000
         self.messages: dict[str, QueuedMessage] = {m.msg_id: m for m in queued}
         self.get = self.messages.get  # the dict's own, not a call through this class: the hot path's
         self.values = self.messages.values
         self.recovered = len(self.messages)  # messages this run found in the queue log at start
-        self.remember_s = 2 * max(settings.expire_s(p) for p in PRIORITIES) + 60
+        self.remember_s = 2 * settings.lifetimes.longest() + 60
         # the pairs this MTA finished: a transfer of a pair with no more hops than remembered is
         # a retransmission, one with more is the pair coming back after a reroute (nodes.mta.seen)
         self.seen = Seen(self.remember_s, remembered)
@@ -223,8 +221,8 @@ class Queue:
         if msg.report is not None:
             return NEVER
         if msg.ndr_for is not None:
-            return msg.accepted_at + self.settings.report_expire_s()
-        return msg.accepted_at + self.settings.expire_s(msg.priority)
+            return msg.accepted_at + self.lifetimes.report_s
+        return msg.accepted_at + self.lifetimes.of(msg.priority)
 
     def timer(self, at: float, msg_id: str) -> None:
         heapq.heappush(self._timers, (at, next(self._seq), msg_id))

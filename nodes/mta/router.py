@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Settings
 from ..core import log
 from ..mail import external
 from .cache import DirectoryCache
@@ -76,8 +75,8 @@ Decision = Route | Wait | Fail | Reroute | AskDirectory | str
 
 
 class Router:
-    def __init__(self, server: str, build: str, settings: Settings, cache: DirectoryCache):
-        self.server, self.build, self.servers, self.cache = server, build, settings.servers, cache
+    def __init__(self, server: str, build: str, servers: tuple[str, ...], cache: DirectoryCache):
+        self.server, self.build, self.servers, self.cache = server, build, servers, cache
 
     def entry(self, pair: Pair, now: float) -> tuple[dict[str, Any] | None, str]:
         """The freshest entry known for the pair's recipient: the cache's, or the hint's when newer."""

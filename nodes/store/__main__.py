@@ -12,7 +12,7 @@ def main() -> None:
     server = args.config.nodes[args.name]["server"]
     maildirs = Maildirs(args.run_dir / "stores" / server, args.config.settings.fsync, mail_group(args.config.settings))
     with refusing_damage(args.name):
-        parts = wiring(server, args.config.settings, boot_id(), maildirs)
+        parts = wiring(server, args.config.node_settings(args.name), boot_id(), maildirs)
     Runtime(args.name, args.config, parts).run()
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from protocol.messages import Carried, StoreExported
 
-from ..config import Settings
 from ..core import DiskSpace, Reply
 from ..host import Wiring
 from ..mail import summarize
+from ..node_settings import StoreSettings
 from .actions import (
     CreateMailbox, DeleteMailbox, ExportPage, ListMailbox, PersistLocks, RenameMailbox, WriteMessage, msg_id_of,
 )
@@ -46,7 +46,7 @@ def export_page(maildirs: Any, a: ExportPage) -> list:
     return [Reply(a.peer, a.re, "store.exported", StoreExported(a.mailbox, messages, more))]
 
 
-def wiring(server: str, settings: Settings, boot: str, maildirs: Any) -> Wiring:
+def wiring(server: str, settings: StoreSettings, boot: str, maildirs: Any) -> Wiring:
     """The store of `server`, recovered from what `maildirs` holds."""
     mailboxes, state = maildirs.load()
     core = StoreCore(server, mailboxes, state.get("locks", {}), boot, state.get("incoming"), state.get("ended"),

@@ -42,7 +42,7 @@ def _short_time_out() -> tuple[Any, str, Callable]:
 
     def half(self, msg):
         if msg.report is None and msg.ndr_for is None:  # half the priority's time-out
-            return msg.accepted_at + self.settings.expire_s(msg.priority) / 2
+            return msg.accepted_at + self.lifetimes.of(msg.priority) / 2
         return expires(self, msg)
 
     return Queue, "expires_at", half

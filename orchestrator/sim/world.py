@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from nodes import logs
+from nodes import logs, node_settings
 from nodes.config import Settings
 from nodes.directory.core import PersistDirectory, organisation
 from nodes.directory.node import MemoryDirectoryFile, wiring as directory_wiring
@@ -173,7 +173,7 @@ class World:
         node.alive, node.paused = True, False
         node.pid = pid or next(self._pids)
         boot = f"{node.incarnation:06x}"
-        settings = self.settings
+        settings, cluster = node_settings.of(self.settings, name), self.settings
         if node.kind == "mta":
             parts = mta_wiring(node.server, settings, boot, node.storage)
         elif node.kind == "store":
@@ -182,8 +182,8 @@ class World:
             parts = directory_wiring(settings, node.storage)
         elif node.kind == "ims":
             node.storage.load(ims_core.lifetime(settings))
-            parts = ims_core.wiring(node.server, settings, boot, node_seed(settings.seed, name),
-                                    settings.smarthost, node.storage, lambda action: self._relay(node, action))
+            parts = ims_core.wiring(node.server, settings, boot, node_seed(cluster.seed, name),
+                                    cluster.smarthost, node.storage, lambda action: self._relay(node, action))
         else:
             parts = orchestrator_wiring(settings, list(self.nodes), boot, node.storage, SimProcesses(self),
                                         self._crash_self)
@@ -195,7 +195,7 @@ class World:
         sync = parts.sync
         if sync is not None:
             sync = self._syncing(node, sync)
-        host = NodeHost(name, parts.core, nodelog, node_seed(settings.seed, name), parts.executors, sync,
+        host = NodeHost(name, parts.core, nodelog, node_seed(cluster.seed, name), parts.executors, sync,
                         parts.deferred, parts.stats, facts=lambda: {"pid": node.pid}, notes=parts.notes)
         node.host = host
         if not node.sink.events:

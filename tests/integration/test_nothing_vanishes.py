@@ -256,6 +256,8 @@ def test_a_damaged_state_file_is_one_line_and_starts_nothing(stopped, tmp_path, 
     (lambda c: c["settings"].update(mta_build="evil"), "mta_build must be one of legacy, sp4, reroute"),
     (lambda c: c.update(nodes="directory"), "nodes must map each node's name"),
     (lambda c: c["settings"].update(servers="ex1"), "servers must be a list"),
+    (lambda c: c["nodes"]["mta.ex1"]["settings"].update(cache_lag_ms="soon"),
+     "the settings of node mta.ex1 do not read (Expected `int`, got `str` - at `$.cache_lag_ms`)"),
 ])
 def test_a_damaged_cluster_json_is_one_line(stopped, tmp_path, edit, needle):
     run = copy_of(stopped, tmp_path)

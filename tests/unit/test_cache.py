@@ -70,10 +70,11 @@ def test_the_exchange55_profile_has_the_documented_numbers_and_scales_them():
 def test_an_mta_outside_the_directorys_site_hears_of_changes_over_the_connector():
     from nodes.config import Settings
     from nodes.mta.core import MtaCore
+    from nodes.node_settings import of
 
     settings = Settings(("ex1", "ex2", "ex3"), "sp4", replication_lag_ms=1000, replication_jitter_ms=0,
                         replication_step_ms=100, sites=("HQ", "HQ", "BRANCH"), intersite_lag_ms=5000)
-    lags = {s: MtaCore(s, settings, "b").cache.lag_s for s in settings.servers}
+    lags = {s: MtaCore(s, of(settings, f"mta.{s}"), "b").cache.lag_s for s in settings.servers}
     assert lags == {"ex1": 1.0, "ex2": 1.1, "ex3": 6.2}
     assert settings.site_of("ex3") == "BRANCH" and Settings().site_of("ex1") == "XCON"
 

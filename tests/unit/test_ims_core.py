@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nodes.config import Settings
+from nodes.node_settings import of
 from nodes.ims import core
 from nodes.ims.outbound import MemoryOutbound, Outbound
 
@@ -24,7 +25,7 @@ class Ims:
 
     def __init__(self, queue: Outbound | MemoryOutbound, smarthost: str = SMARTHOST):
         self.queue, self.relays = queue, []
-        self.wiring = core.wiring("ex1", Settings(servers=("ex1",)), "b1", 7, smarthost, queue, self.relays.append)
+        self.wiring = core.wiring("ex1", of(Settings(servers=("ex1",)), "ims.ex1"), "b1", 7, smarthost, queue, self.relays.append)
         self.core = self.wiring.core
 
     def run(self, actions: list) -> list:

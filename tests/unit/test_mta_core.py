@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nodes.config import Settings
+from nodes.node_settings import of
 from nodes.core import Feed
 from nodes.mail import summarize
 from nodes.mta.core import MAX_CYCLES, NEVER, MtaCore
@@ -22,9 +23,9 @@ DIRECTORY = [
 
 def make_mta(build: str, lag_ms: int = 1000, server: str = "ex1", **settings) -> MtaCore:
     """An MTA whose cache holds DIRECTORY; `settings` beside these tests' own (Settings' fields)."""
-    mta = MtaCore(server, Settings(("ex1", "ex2"), build, replication_lag_ms=lag_ms, replication_jitter_ms=0,
-                                   **{"retry_ms": 5000, "expire_ms": 10_000, "request_timeout_ms": 2000, **settings}),
-                  "boot")
+    cluster = Settings(("ex1", "ex2"), build, replication_lag_ms=lag_ms, replication_jitter_ms=0,
+                       **{"retry_ms": 5000, "expire_ms": 10_000, "request_timeout_ms": 2000, **settings})
+    mta = MtaCore(server, of(cluster, f"mta.{server}"), "boot")
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
     assert mta.ready
@@ -385,14 +386,14 @@ def test_recovered_queue_is_routed_once_the_cache_is_loaded():
     restored = QueuedMessage.from_record(msg.to_record())
     assert restored.pairs["carol"].state == "queued" and restored.pairs["carol"].unconfirmed
     settings = Settings(("ex1", "ex2"), "sp4", replication_jitter_ms=0)
-    mta = MtaCore("ex1", settings, "boot", queued=[restored])
+    mta = MtaCore("ex1", of(settings, "mta.ex1"), "boot", queued=[restored])
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
     actions = mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 1.0)
     assert [s.body.mailbox for s in sends(actions, "store.deliver")] == ["carol"]
 
 
 def test_requests_before_the_cache_is_loaded_are_refused():
-    mta = MtaCore("ex1", Settings(), "boot")
+    mta = MtaCore("ex1", of(Settings(), "mta.ex1"), "boot")
     mta.start(0.0)
     actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["bob"],
                                                   "subject": "", "body": "", "priority": None}), 0.1)
@@ -432,7 +433,7 @@ def test_a_restarted_mta_whose_directory_is_down_keeps_the_ndrs_of_what_expires_
     queued = [QueuedMessage.from_record(m.to_record()) for m in first.queue.values()]
     settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=0, replication_jitter_ms=0, retry_ms=500,
                         expire_ms=3000, request_timeout_ms=2000)
-    mta = MtaCore("ex1", settings, "boot2", queued)
+    mta = MtaCore("ex1", of(settings, "mta.ex1"), "boot2", queued)
     mta.start(2.0)  # asks the directory for its snapshot; no answer comes
     assert not mta.ready
     expired = mta.tick(4.01)
@@ -619,7 +620,7 @@ def test_a_time_out_that_comes_before_the_retry_still_leads_to_the_question():
 def test_an_ndr_names_the_site_and_server_of_the_mta_that_wrote_it():
     settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=0, replication_jitter_ms=0, retry_ms=5000,
                         expire_ms=10_000, request_timeout_ms=2000, sites=("HQ", "BRANCH"))
-    mta = MtaCore("ex1", settings, "boot")
+    mta = MtaCore("ex1", of(settings, "mta.ex1"), "boot")
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
     msg_id, actions = submit(mta, ["carol"])
@@ -632,7 +633,7 @@ def test_delivery_restrictions_are_enforced_as_the_read_cache_holds_them():
     """Q178534: an MTA enforces the restrictions it read, for as long as it trusts the read."""
     settings = Settings(("ex1", "ex2"), "sp4", replication_lag_ms=0, replication_jitter_ms=0, retry_ms=5000,
                         expire_ms=10_000, request_timeout_ms=2000, read_cache_ttl_ms=5000)
-    mta = MtaCore("ex1", settings, "boot")
+    mta = MtaCore("ex1", of(settings, "mta.ex1"), "boot")
     snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
     mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.0)
     first_id, first = submit(mta, ["carol"], now=1.0)  # mta.ex1 reads carol's entry at 1.0

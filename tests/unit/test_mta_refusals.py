@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from nodes.config import Settings
+from nodes.node_settings import of
 from nodes.core import DiskSpace, Feed
 from nodes.mta.core import MAX_RECIPIENTS, MtaCore
 from protocol import INVALID, MAX_MESSAGE_BYTES, VERSION, ProtocolError, decode
@@ -78,7 +79,7 @@ def test_a_transfer_of_the_wrong_shape_never_reaches_the_core(rcpt, reason):
 
 
 def test_a_starting_full_or_busy_mta_refuses_new_mail_but_answers_lookups_and_releases():
-    starting = MtaCore("ex1", Settings(("ex1", "ex2"), "sp4"), "boot")
+    starting = MtaCore("ex1", of(Settings(("ex1", "ex2"), "sp4"), "mta.ex1"), "boot")
     assert refused(starting, "mta.submit", SUBMIT)[:2] == (
         "mta.ex1 is starting: its directory cache is not loaded yet", None)
     mta = make_mta("sp4")

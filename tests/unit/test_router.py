@@ -1,7 +1,6 @@
 """nodes/mta/router.py: where a pair goes, as a decision, from the cache alone (the core carries
 decisions out: tests/unit/test_mta_core.py and test_mta_paths.py)."""
 
-from nodes.config import Settings
 from nodes.mta.cache import DirectoryCache
 from nodes.mta.queue import Pair, QueuedMessage
 from nodes.mta.router import (
@@ -22,7 +21,7 @@ from .helpers import recipient
 def router(build: str = "sp4", *entries: dict) -> Router:
     cache = DirectoryCache(0, 0, 0)
     cache.load_snapshot(9, list(entries), now=0.0)
-    return Router("ex1", build, Settings(("ex1", "ex2"), build), cache)
+    return Router("ex1", build, ("ex1", "ex2"), cache)
 
 
 def message(**kw) -> QueuedMessage:

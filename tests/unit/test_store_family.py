@@ -11,6 +11,7 @@ from nodes.store.maildir import Maildirs, read_mailboxes
 from nodes.store.memory import MemoryMaildirs
 from nodes.store.node import wiring
 from nodes.config import Settings
+from nodes.node_settings import of
 
 from .helpers import PEER, events, replies, request
 
@@ -86,7 +87,7 @@ def test_both_storages_keep_the_in_transit_folder_and_soft_deleted_out_of_the_ma
     """Through the store's wiring, on disk and in memory: a restart reloads the legacy target's
     state and copy; no reader counts the dot folders as mailboxes."""
     for maildirs in (Maildirs(tmp_path / "ex2", fsync=False), MemoryMaildirs()):
-        settings = Settings(("ex1", "ex2"), soft_delete_ms=60_000)
+        settings = of(Settings(("ex1", "ex2"), soft_delete_ms=60_000), "store.ex2")
         w = wiring("ex2", settings, "b", maildirs)
 
         def run(type_, **body):
@@ -117,7 +118,7 @@ def test_a_restart_between_the_flush_and_its_record_flushes_nothing_twice(tmp_pa
     """The store dies after putting the in-transit folder in place, before the state says so:
     the restarted store finds no in-transit folder, and the move's repeated open keeps the copy."""
     for maildirs in (Maildirs(tmp_path / "ex2", fsync=False), MemoryMaildirs()):
-        settings = Settings(("ex1", "ex2"))
+        settings = of(Settings(("ex1", "ex2")), "store.ex2")
         w = wiring("ex2", settings, "b", maildirs)
 
         def run(type_, skip=(), **body):

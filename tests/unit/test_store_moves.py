@@ -131,6 +131,7 @@ def test_a_move_carries_every_folder_every_flag_and_every_file_a_reader_named(tm
     from nodes.store.node import export_page, wiring
     from nodes.store.actions import ExportPage
     from nodes.config import Settings
+    from nodes.node_settings import of
 
     source = Maildirs(tmp_path / "ex1", fsync=False)
     source.create("bob")
@@ -143,7 +144,7 @@ def test_a_move_carries_every_folder_every_flag_and_every_file_a_reader_named(tm
         for sub in ("tmp", "new", "cur"):
             (tmp_path / "ex1" / "bob" / folder / sub).mkdir(exist_ok=True)
     target_disk = Maildirs(tmp_path / "ex2", fsync=False)
-    target = wiring("ex2", Settings(("ex1", "ex2"), "sp4"), "b", target_disk)
+    target = wiring("ex2", of(Settings(("ex1", "ex2"), "sp4"), "store.ex2"), "b", target_disk)
     after, pages = "", 0
     while True:  # two messages a page: the cursor crosses folders
         (page,) = export_page(source, ExportPage(b"peer", "r", "bob", after, 2))

@@ -5,6 +5,7 @@ time-out, a source locked by a move, a mailbox deleted for good, and the ids of 
 from __future__ import annotations
 
 from nodes.config import Settings
+from nodes.node_settings import of
 from nodes.mta.core import MtaCore
 from nodes.store.actions import (
     IN_TRANSIT,
@@ -84,7 +85,7 @@ def test_an_ended_move_that_held_nothing_is_logged_as_information():
 def test_the_ids_of_a_new_run_are_not_those_of_the_last():
     settings = Settings(("ex1", "ex2"), "sp4")
     for node, a, b in (("store.ex1", StoreCore("ex1", {}, {}, "b1"), StoreCore("ex1", {}, {}, "b2")),
-                       ("mta.ex1", MtaCore("ex1", settings, "b1"), MtaCore("ex1", settings, "b2"))):
+                       ("mta.ex1", MtaCore("ex1", of(settings, "mta.ex1"), "b1"), MtaCore("ex1", of(settings, "mta.ex1"), "b2"))):
         assert (a.ids.next(), b.ids.next()) == (f"{node}.b1.1", f"{node}.b2.1")
 
 

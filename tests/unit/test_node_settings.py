@@ -1,0 +1,55 @@
+"""What each node's core reads of the cluster's settings (nodes/node_settings.py): worked out
+once per node, written into cluster.json by every save, read back checked, and worked out the
+same way for a cluster.json made before there were any."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nodes.config import ClusterConfig, Settings
+from nodes.node_settings import (
+    DirectorySettings, ImsSettings, MtaSettings, OrchestratorSettings, StoreSettings, from_json, of, to_json,
+)
+
+
+def test_each_kind_of_node_gets_its_own_settings_in_its_own_terms():
+    s = Settings(("ex1", "ex2", "ex3"), "sp4", replication_lag_ms=1000, replication_step_ms=100,
+                 sites=("HQ", "HQ", "BRANCH"), intersite_lag_ms=5000, expire_ms=70_000, transfer_retry_ms=None,
+                 retry_ms=400, smtp=True, smtp_auth=True, soft_delete_ms=9, seed=3)
+    mta = of(s, "mta.ex3")
+    assert isinstance(mta, MtaSettings) and mta.build == "sp4" and mta.site == "BRANCH"
+    assert mta.cache_lag_ms == 1000 + 2 * 100 + 5000, "the lag, this server's step, its site's connector"
+    assert mta.transfer_retry_ms == 400 and mta.smtp and mta.cache_seed == 3000 + sum(map(ord, "ex3"))
+    assert (mta.lifetimes.of("normal"), mta.lifetimes.of("urgent"), mta.lifetimes.report_s) == (70.0, 20.0, 140.0)
+    assert of(s, "mta.ex1").cache_lag_ms == 1000 and of(s, "mta.ex1").site == "HQ"
+    assert of(s, "store.ex1") == StoreSettings(s.min_free_bytes, 9, False)
+    assert of(s, "directory") == DirectorySettings(("ex1", "ex2", "ex3"))
+    orch = of(s, "orchestrator")
+    assert isinstance(orch, OrchestratorSettings) and orch.sites == {"ex1": "HQ", "ex2": "HQ", "ex3": "BRANCH"}
+    ims = of(s, "ims.ex2")
+    assert isinstance(ims, ImsSettings) and ims.smtp_auth and not ims.smtp_tls and ims.retry_ms == 400
+    with pytest.raises(KeyError):
+        of(s, "imap.ex1")  # Dovecot's config is its own
+    for node in ("mta.ex2", "store.ex2", "directory", "orchestrator", "ims.ex1"):
+        assert from_json(node, json.loads(json.dumps(to_json(of(s, node))))) == of(s, node)
+
+
+def test_cluster_json_carries_each_nodes_settings_and_one_made_before_them_still_reads(tmp_path):
+    s = Settings(("ex1", "ex2"), "reroute", replication_lag_ms=300)
+    nodes = {n: {"kind": n.split(".")[0], "endpoints": {}, "log": "x"} for n in ("directory", "mta.ex1", "imap.ex1")}
+    ClusterConfig(tmp_path, s, nodes).save()
+    saved = json.loads((tmp_path / "cluster.json").read_text())["nodes"]
+    assert saved["mta.ex1"]["settings"]["cache_lag_ms"] == 300 and "settings" not in saved["imap.ex1"]
+    assert ClusterConfig.load(tmp_path).node_settings("mta.ex1") == of(s, "mta.ex1")
+    # the node reads its own entry, as `up` wrote it
+    data = json.loads((tmp_path / "cluster.json").read_text())
+    data["nodes"]["mta.ex1"]["settings"]["cache_lag_ms"] = 4321
+    (tmp_path / "cluster.json").write_text(json.dumps(data))
+    assert ClusterConfig.load(tmp_path).node_settings("mta.ex1").cache_lag_ms == 4321
+    # a cluster.json of the release before: none, so they are worked out from the cluster's
+    for node in data["nodes"].values():
+        node.pop("settings", None)
+    (tmp_path / "cluster.json").write_text(json.dumps(data))
+    assert ClusterConfig.load(tmp_path).node_settings("mta.ex1") == of(s, "mta.ex1")
