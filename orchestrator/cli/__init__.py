@@ -3,13 +3,15 @@
 click for the commands (help text, types and choices checked before anything runs) and rich
 for tables. Every command takes --run-dir (or XCON_RUN_DIR; default ./.xcon); every command
 that reports has --json. A user's mistake ends as one line on stderr and a non-zero exit.
-The commands live by what they do: running the cluster (cli_cluster), faults (cli_faults), users, mail and moves
-(cli_mail), reading what happened (cli_inspect), an administrator's viewers (cli_admin), experiments on fresh
-clusters (cli_runs), searches in the simulator (cli_sim).
+The commands live by what they do, a module each (MODULES, below): running the cluster
+(cluster), faults (faults), users, mail and moves (mail), reading what happened (inspect), an
+administrator's viewers (admin), experiments on fresh clusters (runs), the bench (bench),
+searches in the simulator (sim), the web pages (web).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -18,22 +20,42 @@ import sys
 
 import click
 
-from . import admin as cli_admin
-from . import bench as cli_bench
-from . import cluster as cli_cluster
-from . import faults as cli_faults
-from . import inspect as cli_inspect
-from . import mail as cli_mail
-from . import runs as cli_runs
-from . import sim as cli_sim
-from . import web as cli_web
 from orchestrator.cluster.client import ClusterError, Refused
 from .common import DONE, EXIT_CODES, FINDING, NOT_DONE, USAGE, Finding
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
+# each command's module (orchestrator.cli.<module>, whose COMMANDS it is): a command loads its own
+# module only, so `xcon send` does not load the simulator, the bench and the web pages (a third
+# of a call's CPU, times the hundreds of calls a test run makes). tests/unit/test_cli_lazy.py
+# holds this table to the modules' COMMANDS.
+MODULES = {"deploy": "cluster", "up": "cluster", "down": "cluster", "status": "cluster",
+           "fault": "faults", "kill": "faults", "restart": "faults",
+           "user": "mail", "send": "mail", "mailbox": "mail", "move": "mail", "wait": "mail",
+           "logs": "inspect", "trace": "inspect", "check": "inspect",
+           "queue": "admin", "show": "admin", "endpoint": "admin",
+           "chaos": "runs", "scenario": "runs", "bench": "bench", "sim": "sim", "serve": "web"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+
+class LazyGroup(click.Group):
+    """The xcon group, whose commands are imported when asked for (MODULES)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in MODULES:
+            module = importlib.import_module(f"{__name__}.{MODULES[name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(name)
+
+    def load_all(self) -> dict[str, click.Command]:
+        """Every command, imported (the reference page, the tests)."""
+        return {name: self.get_command(click.Context(self), name) for name in self.list_commands(click.Context(self))}
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              invoke_without_command=True, epilog=EXIT_CODES)
 @click.option("--version", "show_version", is_flag=True, help="Print xcon's version and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --version: the version, protocol and Python as JSON.")
@@ -63,11 +85,6 @@ def print_version(as_json: bool) -> None:
     about = {"name": "xcon", "version": version("xcon"), "protocol": VERSION, "python": platform.python_version()}
     click.echo(json.dumps(about) if as_json else f"xcon {about['version']} (protocol {VERSION}, "
                                                  f"Python {about['python']})")
-
-
-for module in (cli_cluster, cli_faults, cli_mail, cli_inspect, cli_admin, cli_runs, cli_bench, cli_sim, cli_web):
-    for command in module.COMMANDS:
-        xcon.add_command(command)
 
 
 def one_line(text: str) -> str:

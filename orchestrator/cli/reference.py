@@ -29,8 +29,9 @@ docs/cli.md`); a test fails when the two differ.
 def commands(group: click.Group, prefix: str = "xcon") -> list[tuple[str, click.Command]]:
     """Every command under `group`, depth first, in alphabetical order, with its full name."""
     found = []
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    every = group.load_all() if hasattr(group, "load_all") else group.commands
+    for name in sorted(every):
+        command = every[name]
         full = f"{prefix} {name}"
         if isinstance(command, click.Group):
             found += commands(command, full)

@@ -75,8 +75,8 @@ def named(words: list[str]) -> None:
     option written beside it is one of its own."""
     command: click.Command = xcon
     rest = words[1:]
-    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
-        command, rest = command.commands[rest[0]], rest[1:]
+    while isinstance(command, click.Group) and rest and rest[0] in command.list_commands(click.Context(command)):
+        command, rest = command.get_command(click.Context(command), rest[0]), rest[1:]
     # `xcon --version` names the group's own options; anything else names a command
     assert command is not xcon or (rest and all(w.startswith("-") for w in rest)), f"no command {rest[:1]}"
     options = {o for p in command.params for o in (*p.opts, *getattr(p, "secondary_opts", ())) if o.startswith("-")}
