@@ -34,7 +34,7 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
     for outside, and what goes back to its MTA because it will not. An empty queue everywhere is
     `xcon wait`'s end.
     """
-    from orchestrator.cluster.rundir import saved_config
+    from orchestrator.cluster.client import saved_config
     from orchestrator.inspect import admin
     try:
         cluster: cl.Cluster | None = cl.Cluster.attach(run_dir)
@@ -140,7 +140,7 @@ def endpoint(run_dir: Path, node: str, as_json: bool) -> None:
     socket; for a script or a client: `swaks --server $(xcon endpoint ims.ex2) ...`.
 
     Reads cluster.json, so it works on a stopped cluster too."""
-    from orchestrator.cluster.rundir import saved_config
+    from orchestrator.cluster.client import saved_config
 
     config = saved_config(run_dir)
     if node not in config.nodes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -108,3 +109,15 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def saved_config(run_dir: Path) -> ClusterConfig:
+    """The cluster of run_dir as its cluster.json describes it, running or not; ClusterError
+    saying what is wrong (none there, or one that does not read)."""
+    run_dir = run_dir.resolve()
+    if not (run_dir / "cluster.json").exists():
+        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)")
+    try:
+        return ClusterConfig.load(run_dir)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None

@@ -20,8 +20,7 @@ from orchestrator.processes import pid_alive, spawn_node
 from protocol import MOVE_ENDED, as_dict, hlc
 from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
-from .client import Client, ClusterError, NoAnswer, Refused, TimedOut
-from .rundir import saved_config
+from .client import Client, ClusterError, NoAnswer, Refused, TimedOut, saved_config
 
 if TYPE_CHECKING:
     from orchestrator.inspect import audit

@@ -42,25 +42,13 @@ from nodes.store.maildir import Maildirs, mail_group, read_move_state
 
 from orchestrator import netns
 from orchestrator.inspect.logread import problems
-from .client import ClusterError, Refused
+from .client import ClusterError, Refused, saved_config  # noqa: F401  (saved_config: read here too)
 from orchestrator.processes import pid_alive
 
 MARKER = ".xcon-run-dir"
 STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json", "network.json")
 NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator", "nodes.ims", "nodes.imap",
                 "nodes.internet")
-
-
-def saved_config(run_dir: Path) -> ClusterConfig:
-    """The cluster of run_dir as its cluster.json describes it, running or not; ClusterError
-    saying what is wrong (none there, or one that does not read)."""
-    run_dir = run_dir.resolve()
-    if not (run_dir / "cluster.json").exists():
-        raise ClusterError(f"no cluster in {run_dir} (start one with `xcon up`)")
-    try:
-        return ClusterConfig.load(run_dir)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
 
 
 def node_processes(run_dir: Path) -> dict[int, str]:
