@@ -24,13 +24,13 @@ distributed = pytest.importorskip("distributed", reason="Dask's distributed is n
 def test_a_campaign_on_dask_gives_the_summary_and_digests_it_gives_here(tmp_path):
     runs = []
     for extra in ([], ["--dask", "local:2"]):
-        proc = xcon("chaos", "--sim", "--trials", "200", "--seed", str(SEED), *extra, "--json", run_dir=tmp_path,
+        proc = xcon("chaos", "--sim", "--trials", "100", "--seed", str(SEED), *extra, "--json", run_dir=tmp_path,
                     timeout=180)
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout))
     here, dask = runs
     strip = lambda t: {k: v for k, v in t.items() if k not in ("seconds", "trials_per_minute", "wall_seconds")}  # noqa: E731
-    assert strip(here["totals"]) == strip(dask["totals"]) and here["totals"]["trials"] == 200
+    assert strip(here["totals"]) == strip(dask["totals"]) and here["totals"]["trials"] == 100
     assert [(t["seed"], t["digest"]) for t in here["trials"]] == [(t["seed"], t["digest"]) for t in dask["trials"]]
     bad = xcon("chaos", "--sim", "--trials", "5", "--dask", "local:x", run_dir=tmp_path)
     assert bad.returncode == 2 and "local:N takes a number" in bad.stderr
@@ -40,7 +40,7 @@ def test_a_campaign_on_dask_gives_the_summary_and_digests_it_gives_here(tmp_path
 def test_a_dask_worker_killed_mid_campaign_costs_nothing(tmp_path):
     from distributed import Client, LocalCluster
 
-    spec = CampaignSpec(SEED, trials=400, sim=True, workers=2)  # the campaign `xcon chaos --sim` builds
+    spec = CampaignSpec(SEED, trials=200, sim=True, workers=2)  # the campaign `xcon chaos --sim` builds
     here = run(spec, tmp_path / "here").results
     import dask
 
