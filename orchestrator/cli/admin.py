@@ -93,7 +93,10 @@ def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:
     Reads the run-dir's files, so it works on a stopped cluster too. Exit 1 if the message is
     nowhere (it may have been lost: see `xcon check`).
     """
+    from orchestrator.cluster.client import saved_config
     from orchestrator.inspect import admin
+
+    saved_config(run_dir)  # no run-dir to read is ClusterError, 3, as for every other command (not "nowhere": 1)
     places = admin.where(run_dir, msg_id)
     own = [p for p in places if p["msg_id"] == msg_id] or places
     if not places:
@@ -126,9 +129,12 @@ def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:
     out.print(message["text"].rstrip("\n"), markup=False)
     if message["reporting"]:
         out.print("", markup=False)
-        out.print(" ".join(f"{k}: {v}" for k, v in message["reporting"].items()), markup=False)
+        for k, v in message["reporting"].items():  # the delivery-status fields a line each, as RFC 3464 writes them
+            out.print(f"{k}: {v}", markup=False)
     for r in message["report"]:
-        out.print("  " + "; ".join(f"{k}: {v}" for k, v in r.items()), markup=False)
+        out.print("", markup=False)
+        for k, v in r.items():
+            out.print(f"  {k}: {v}", markup=False)
 
 
 @click.command()

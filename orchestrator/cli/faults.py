@@ -75,7 +75,7 @@ def inject(cluster: cl.Cluster, kind: str, node: str, peer: str | None, params: 
 
 def _link(kind: str, node: str, peer: str | None, one_way: bool, seconds: float, **params: Any) -> tuple:
     params = {"seconds": seconds, **params, **({"one_way": True} if one_way else {})}
-    return kind, node, peer, params, f"{kind} on {node} <-> {peer} for {seconds:g}s"
+    return kind, node, peer, params, f"{kind} on {node} {'->' if one_way else '<->'} {peer} for {seconds:g}s"
 
 
 @kind_command("delay", "Delay the frames on the link NODE <-> PEER.")

@@ -18,7 +18,7 @@ def one_line_error(proc, code, *needles):
 
 def test_no_cluster_running(tmp_path):
     for args in (["status"], ["send", "--from", "a", "--to", "b"], ["move", "bob", "--to", "ex2"], ["wait"],
-                 ["user", "show", "bob"], ["mailbox", "bob"], ["check"], ["logs"]):
+                 ["user", "show", "bob"], ["mailbox", "bob"], ["check"], ["logs"], ["show", "m1"]):
         proc = xcon(*args, run_dir=tmp_path / "nothing")
         one_line_error(proc, 3, "xcon: ")  # 3: could not do it
     down = xcon("down", run_dir=tmp_path / "nothing")  # nothing to do is no error (issue 20)

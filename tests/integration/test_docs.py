@@ -59,6 +59,8 @@ def test_the_faults_by_hand_each_do_what_they_say_and_clear_ends_them(tmp_path):
         ran, proc = docblocks.run(lines, tmp_path)
         failed = [(c, rc, out) for c, out, rc in ran if rc != 0]
         assert not failed and len(ran) == len(lines), f"{failed}\n{proc.stdout}\n{proc.stderr}"
+        (one_way,) = [out for c, out, rc in ran if "--one-way" in c]
+        assert "drop on mta.ex1 -> mta.ex2 for" in one_way, one_way  # it said <-> of a one-way fault (issue 33)
         faults = [(e.get("kind"), e.get("target") or None) for e in map(json.loads, xcon(
             "logs", "--event", "fault.injected", "--json", run_dir=run, check=True).stdout.splitlines())]
         for kind, target in [("delay", "mta.ex1"), ("drop", "mta.ex1"), ("pause", "store.ex2"),
