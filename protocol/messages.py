@@ -272,7 +272,7 @@ MtaQueue = message("mta.queue", limit=int)
 
 # items: [{"msg_id", "kind" (message | ndr | postmaster), "sender", "rcpt", "alt_of", "state",
 # "reason", "attempts", "next_retry_s" (float|nil: seconds from now), "handed_to", "age_s",
-# "priority"}]; total: every open pair.
+# "priority", "expired" (its message's time-out has passed)}]; total: every open pair.
 MtaQueueListing = message("mta.queue_listing", items=list[dict[str, Any]], total=int)
 
 # --- ims (an Internet Mail Service per server, with xcon up --smtp) ---

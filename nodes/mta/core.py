@@ -146,7 +146,8 @@ class MtaCore:
             if event.frame.type == "fault.lag":
                 return self._set_lag(event, event.frame.body)
             if event.frame.type == "mta.queue":
-                items, total = queue_listing(self.queue.messages, now, max(0, event.frame.body.limit))
+                items, total = queue_listing(self.queue.messages, now, max(0, event.frame.body.limit),
+                                             self.queue.lifetimes)
                 return [Reply(event.peer, event.frame.id, "mta.queue_listing", {"items": items, "total": total})]
             handler = {
                 "mta.submit": self.intake.submit,

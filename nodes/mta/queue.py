@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..core import log
-from ..node_settings import MtaSettings
+from ..node_settings import Lifetimes, MtaSettings
 from .record import PairRecord, State, Whole
 from .seen import Seen
 
@@ -133,11 +133,23 @@ class QueuedMessage:
                    list(record.ndr_rcpts), pairs, record.priority, record.report)
 
 
-def listing(queue: dict[str, QueuedMessage], now: float, limit: int) -> tuple[list[dict[str, Any]], int]:
+def expiry(msg: QueuedMessage, lifetimes: Lifetimes) -> float:
+    """When the message times out: its acceptance plus its priority's time-out; a report's own
+    (longer) time-out; never, for a postmaster copy."""
+    if msg.report is not None:
+        return NEVER
+    if msg.ndr_for is not None:
+        return msg.accepted_at + lifetimes.report_s
+    return msg.accepted_at + lifetimes.of(msg.priority)
+
+
+def listing(queue: dict[str, QueuedMessage], now: float, limit: int,
+            lifetimes: Lifetimes | None = None) -> tuple[list[dict[str, Any]], int]:
     """What `xcon queue` shows of an MTA (as mailq shows Postfix's queue): each open pair, oldest
-    message first, with its state, the reason of its last deferral or failure, its tries, and
-    when it is tried again (seconds from now; None when it waits on an answer, not a timer).
-    The first `limit` of them, and how many there are."""
+    message first, with its state, the reason of its last deferral or failure, its tries, when it
+    is tried again (seconds from now; None when it waits on an answer, not a timer), and whether
+    its message's time-out has passed (a pair still open then is asking whether an earlier
+    attempt landed: its state alone said `delivering`). The first `limit` of them, and how many."""
     items: list[dict[str, Any]] = []
     total = 0
     for msg in sorted(queue.values(), key=lambda m: m.accepted_at):
@@ -151,7 +163,8 @@ def listing(queue: dict[str, QueuedMessage], now: float, limit: int) -> tuple[li
                               "alt_of": p.alt_of, "state": p.state, "reason": p.reason, "attempts": p.attempts,
                               "next_retry_s": round(max(0.0, p.next_at - now), 3) if p.state in ("deferred", "queued")
                               else None, "handed_to": p.handed_to, "age_s": round(now - msg.accepted_at, 3),
-                              "priority": msg.priority})
+                              "priority": msg.priority,
+                              "expired": lifetimes is not None and now >= expiry(msg, lifetimes)})
     return items, total
 
 
@@ -216,13 +229,8 @@ class Queue:
     # --- time ----------------------------------------------------------------------------------
 
     def expires_at(self, msg: QueuedMessage) -> float:
-        """When the message times out: its acceptance plus its priority's time-out; a report's own
-        (longer) time-out; never, for a postmaster copy."""
-        if msg.report is not None:
-            return NEVER
-        if msg.ndr_for is not None:
-            return msg.accepted_at + self.lifetimes.report_s
-        return msg.accepted_at + self.lifetimes.of(msg.priority)
+        """When the message times out (`expiry`)."""
+        return expiry(msg, self.lifetimes)
 
     def timer(self, at: float, msg_id: str) -> None:
         heapq.heappush(self._timers, (at, next(self._seq), msg_id))

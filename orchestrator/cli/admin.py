@@ -73,7 +73,8 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
             table.add_column(col, overflow="fold", no_wrap=col in ("message id", "rcpt", "state"))
         for i in q["items"]:
             nxt = "-" if i["next_retry_s"] is None else f"{i['next_retry_s']:.1f}s"
-            row = [i["msg_id"], i["rcpt"], i["state"], str(i["attempts"]), nxt, i["reason"] or ""]
+            state = f"{i['state']}, expired" if i.get("expired") else i["state"]  # asking whether it landed
+            row = [i["msg_id"], i["rcpt"], state, str(i["attempts"]), nxt, i["reason"] or ""]
             if wide:
                 row[1:1] = [i["kind"], i["sender"]]
                 row += [i["alt_of"] or "", i["handed_to"] or "", f"{i['age_s']:.1f}s", i["priority"]]

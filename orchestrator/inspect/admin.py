@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nodes.config import ClusterConfig
 from nodes.ims import outbound
 from nodes.mail import summarize, text_of
 from nodes.mta import wal
@@ -54,7 +55,11 @@ def offline_queue(run_dir: Path, mta: str, limit: int = DEFAULT_LIMIT) -> dict[s
     except FileNotFoundError:
         return {"items": [], "total": 0}
     messages = {m.msg_id: m for m in recovered.queued}
-    items, total = listing(messages, time.time(), limit)
+    try:
+        lifetimes = ClusterConfig.load(run_dir).node_settings(mta).lifetimes
+    except (OSError, ValueError):  # no cluster.json to say: whether a message expired is not known
+        lifetimes = None
+    items, total = listing(messages, time.time(), limit, lifetimes)
     for item in items:
         item["next_retry_s"] = None
     return {"items": items, "total": total, **({"damaged": True} if recovered.damage else {})}

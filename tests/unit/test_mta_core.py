@@ -743,7 +743,7 @@ def test_the_queue_listing_shows_each_open_pair_with_its_state_tries_and_next_re
     item, = reply.body.items
     assert item == {"msg_id": first, "kind": "message", "sender": "alice", "rcpt": "bob", "alt_of": None,
                     "state": "deferred", "reason": "mailbox locked", "attempts": 1, "next_retry_s": 3.2,
-                    "handed_to": None, "age_s": 2.0, "priority": "normal"}
+                    "handed_to": None, "age_s": 2.0, "priority": "normal", "expired": False}
     everything = replies(mta.on_event(request("mta.queue", {"limit": 10}), 3.0))[0].body.items
     assert [(i["msg_id"], i["rcpt"], i["state"], i["next_retry_s"]) for i in everything] == [
         (first, "bob", "deferred", 3.2), (second, "carol", "delivering", None)]

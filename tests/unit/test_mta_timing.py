@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from nodes.mta.core import MtaCore
 
-from .helpers import events, response, sends
+from .helpers import events, request, response, sends
 from .test_mta_core import make_mta, submit
 
 RETRY_MS, TRANSFER_RETRY_MS, TIMEOUT_MS, EXPIRE_MS = 7000, 3000, 2000, 20_000
@@ -50,6 +50,11 @@ def test_an_unanswered_delivery_asks_again_at_the_time_out_instead_of_failing():
     assert [e.fields["reason"] for e in events(expired, "mta.retry")] == [
         "expired: asking whether an earlier attempt landed"]
     assert [s.body.mailbox for s in sends(expired, "store.deliver")] == ["carol"]
+    # `xcon queue` says so: its state alone said "delivering" while the trace said it expired
+    listed = mta.on_event(request("mta.queue", {"limit": 10}), 1.0 + EXPIRE_MS / 1000)
+    assert [(i["rcpt"], i["state"], i["expired"]) for i in listed[0].body["items"]] == [("carol", "delivering", True)]
+    early = mta.on_event(request("mta.queue", {"limit": 10}), 1.0 + EXPIRE_MS / 1000 - 1)
+    assert [i["expired"] for i in early[0].body["items"]] == [False]
 
 
 def test_an_unanswered_relay_asks_the_ims_again_at_the_time_out_and_counts_its_tries():
