@@ -131,8 +131,13 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                   TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=True, disable=not show) as bar:
         task = bar.add_task(f"{spec.build} seed {spec.seed}", total=len(spec.seeds()))
 
+        so_far = {"broken": 0, "lost": 0}  # the campaign's running totals, not the last trial's
+
         def advance(r: Any) -> None:
-            bar.update(task, advance=1, description=f"{spec.build}: {r.lost} lost in trial {r.seed}")
+            so_far["broken"] += bool(r.broken)
+            so_far["lost"] += r.lost
+            bar.update(task, advance=1, description=f"{spec.build}: {so_far['broken']:,} broken trial(s), "
+                                                    f"{so_far['lost']:,} lost so far")
 
         try:
             done = campaigns.run(spec, root, advance)
@@ -162,7 +167,8 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
     if as_json:
         emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
                    "first_broken": first.to_json() if first else None, "replay": replay_cmd,
-                   "nondeterministic": [r.seed for r in nondeterministic], "kept": str(root), **extra,
+                   "nondeterministic": [r.seed for r in nondeterministic], "kept": str(root),
+                   "executor": done.executor(), **extra,
                    "trials": [r.to_json() for r in results]})
     else:
         where = "simulated" if sim else "live clusters"
@@ -174,7 +180,8 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
                    ("unjustified NDR", f"{t['unjustified_ndr']:,}"), ("early postmaster", f"{t['early_postmaster']:,}"),
                    ("stale locks", f"{t['stale_locks']:,}"), ("moves (failed)", f"{t['moves']:,} ({t['moves_failed']:,})"),
                    ("broken trials", f"{t['broken_trials']:,}"), ("stuck trials", f"{t['stuck_trials']:,}"), ("trials/min", f"{t['trials_per_minute']:,}")]
-        title = f"xcon chaos ({where}): campaign seed {seed}, faults {', '.join(kinds) or 'none'}"
+        title = (f"xcon chaos ({where}, {done.executor_words()}): campaign seed {seed}, "
+                 f"faults {', '.join(kinds) or 'none'}")
         # a figure a row, which any terminal shows whole; --wide: a column each, for a wide one
         out.print(textwrap.fill(title, width=out.width), markup=False)  # a title rich would not wrap
         table = Table()

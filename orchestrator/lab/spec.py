@@ -169,7 +169,19 @@ class Campaign:
         s = self.spec
         return {"kind": "chaos", "name": self.root.name, "seed": s.seed, "build": s.build, "move_build": s.move_build,
                 "faults": list(s.faults), "simulated": s.sim, "network": s.network, "store": str(self.root),
-                "guided": s.guided and s.sim, "command": s.command()}
+                "guided": s.guided and s.sim, "command": s.command(), "executor": self.executor()}
+
+    def executor(self) -> dict[str, Any]:
+        """Where its trials ran: a Dask cluster (its scheduler, or local:N) or this machine's
+        processes (a simulated campaign's pool; a real one runs a cluster at a time)."""
+        s = self.spec
+        if s.dask:
+            return {"kind": "dask", "address": s.dask}
+        return {"kind": "local", "workers": (s.workers or campaign.default_workers()) if s.sim else 1}
+
+    def executor_words(self) -> str:
+        e = self.executor()
+        return f"on Dask at {e['address']}" if e["kind"] == "dask" else f"on {e['workers']} local process(es)"
 
 
 def run(spec: CampaignSpec, root: Path, on_trial: Callable[[chaos.TrialResult], None] | None = None) -> Campaign:

@@ -29,6 +29,10 @@ def test_a_campaign_on_dask_gives_the_summary_and_digests_it_gives_here(tmp_path
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout))
     here, dask = runs
+    assert here["executor"]["kind"] == "local" and here["executor"]["workers"] >= 1, here["executor"]
+    assert dask["executor"] == {"kind": "dask", "address": "local:2"}
+    kept = json.loads((Path(dask["kept"]) / "summary.json").read_text())
+    assert kept["executor"] == dask["executor"], "summary.json says where the trials ran too"
     strip = lambda t: {k: v for k, v in t.items() if k not in ("seconds", "trials_per_minute", "wall_seconds")}  # noqa: E731
     assert strip(here["totals"]) == strip(dask["totals"]) and here["totals"]["trials"] == 100
     assert [(t["seed"], t["digest"]) for t in here["trials"]] == [(t["seed"], t["digest"]) for t in dask["trials"]]
