@@ -17,13 +17,31 @@ import os
 import re
 import signal
 import sys
+from typing import Any
 
 import click
+import click._textwrap as click_textwrap
+import click.formatting
 
 from orchestrator.cluster.client import ClusterError, Refused
 from .common import DONE, EXIT_CODES, FINDING, NOT_DONE, USAGE, Finding
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class _WholeWords(click_textwrap.TextWrapper):
+    """click's help wrapper, breaking lines at spaces only: textwrap's default also breaks after a
+    hyphen, which cut `--time-` from `scale` and `co-` from `recipient` at 80 columns
+    (tests/unit/test_help_width.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("break_on_hyphens", False)
+        super().__init__(*args, **kwargs)
+
+
+click_textwrap.TextWrapper = _WholeWords  # type: ignore[misc]  # click.formatting imports it when it wraps
+if hasattr(click.formatting, "TextWrapper"):  # a click that imported it once, at its start
+    click.formatting.TextWrapper = _WholeWords  # type: ignore[attr-defined]
 
 # each command's module (orchestrator.cli.<module>, whose COMMANDS it is): a command loads its own
 # module only, so `xcon send` does not load the simulator, the bench and the web pages (a third

@@ -21,24 +21,30 @@ def fault() -> None:
     its own, with the options it reads (`xcon fault KIND --help`).
 
     \b
-    xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --jitter-ms 100 --seconds 30
+    xcon fault delay mta.ex1 --peer store.ex1 --delay-ms 200 --seconds 30
     xcon fault drop mta.ex1 --peer mta.ex2 --probability 0.3
-    xcon fault pause mta.ex1 --seconds 2          (SIGSTOP, SIGCONT after 2 s)
-    xcon fault feed-cut mta.ex2 --seconds 5       (the MTA misses directory updates)
-    xcon fault lag mta.ex1 --lag-ms 5000          (a new replication lag, live)
-    xcon fault clock mta.ex2 --offset-ms -3000    (its clock reads 3 s behind: what it stamps)
-    xcon fault kill-at-step store.ex2 --step open_target   (SIGKILL when a move enters the step)
-    xcon fault corrupt mta.ex2 --where 0.5        (kill it, flip a byte mid-queue-log, restart it)
-    xcon fault hold-at-step --step copy           (the next move waits in that step; no time runs)
-    xcon fault release                            (every held move goes on)
-    xcon fault smtp ims.ex1 --probability 0.3 --delay-ms 200   (SMTP sessions cut before their 250, slowed)
-    xcon fault clear                              (every link rule, feed cut and armed kill, everywhere)
+    xcon fault pause mta.ex1 --seconds 2      (SIGSTOP, then SIGCONT)
+    xcon fault feed-cut mta.ex2 --seconds 5   (it misses directory updates)
+    xcon fault lag mta.ex1 --lag-ms 5000      (a new replication lag, live)
+    xcon fault clock mta.ex2 --offset-ms -3000   (it stamps 3 s behind)
+    xcon fault kill-at-step store.ex2 --step open_target
+                                      (SIGKILL when a move enters the step)
+    xcon fault corrupt mta.ex2 --where 0.5
+                      (kill it, flip a byte mid-queue-log, restart it)
+    xcon fault hold-at-step --step copy   (the next move waits there)
+    xcon fault release                    (every held move goes on)
+    xcon fault smtp ims.ex1 --probability 0.3 --delay-ms 200
+                      (SMTP sessions cut before their 250, and slowed)
+    xcon fault clear   (every link rule, feed cut and armed kill, everywhere)
 
-    On a cluster of namespaces (xcon up --network netns), the kernel's faults, on HOSTs (xcon status):
-    xcon fault net ex1 --delay-ms 80 --jitter-ms 20 --loss 5   (tc netem on ex1's link)
-    xcon fault net ex2 --rate 256                 (256 kbit/s: tbf, no netem needed)
-    xcon fault partition ex1 ex2 [--one-way]      (ex1 and ex2 cannot reach each other)
-    xcon fault heal                               (every partition and shaping undone)
+    On a cluster of namespaces (xcon up --network netns), the kernel's
+    faults, on HOSTs (xcon status):
+
+    \b
+    xcon fault net ex1 --delay-ms 80 --jitter-ms 20 --loss 5   (tc netem)
+    xcon fault net ex2 --rate 256          (256 kbit/s: tbf, no netem)
+    xcon fault partition ex1 ex2 [--one-way]   (they cannot reach each other)
+    xcon fault heal                        (every partition and shaping undone)
     """
 
 
@@ -60,7 +66,8 @@ PROBABILITY = click.option("--probability", type=click.FloatRange(0, 1), default
                            help="The chance per frame.")
 RESTART_AFTER = click.option("--restart-after", type=click.FloatRange(0, 3600), default=0.5, show_default=True,
                              help="Seconds until NODE starts again (the orchestrator: restart it yourself).")
-STEP = click.option("--step", type=click.Choice(MOVE_STEPS), required=True, help="A step of Move User.")
+STEP = click.option("--step", type=click.Choice(MOVE_STEPS), required=True, metavar="STEP",  # the list would run wide
+                    help=f"A step of Move User: {', '.join(MOVE_STEPS)}.")
 
 
 def inject(cluster: cl.Cluster, kind: str, node: str, peer: str | None, params: dict[str, Any], as_json: bool,
