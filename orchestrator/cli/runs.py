@@ -17,7 +17,7 @@ from rich.table import Table
 from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import results as results_store
-from orchestrator.lab.findings import describe_break
+from orchestrator.lab.findings import by_cause, describe_break
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, REAL_SERVERS, REAL_USERS
 from orchestrator import netns
 from .common import (
@@ -168,7 +168,9 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
         emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
                    "first_broken": first.to_json() if first else None, "replay": replay_cmd,
                    "nondeterministic": [r.seed for r in nondeterministic], "kept": str(root),
-                   "executor": done.executor(), **extra,
+                   "executor": done.executor(),
+                   "causes": [{"cause": c["cause"], "count": c["count"], "smallest": c["smallest"]["seed"]}
+                              for c in by_cause([r.to_json() for r in results if r.broken])], **extra,
                    "trials": [r.to_json() for r in results]})
     else:
         where = "simulated" if sim else "live clusters"
@@ -198,6 +200,13 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
         if sim and spec.torn_kills and "kill" in " ".join(kinds):
             out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
         out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
+        causes = by_cause([r.to_json() for r in results if r.broken])
+        if len(causes) > 1:  # what broke, a line a cause, before the first trial's details
+            out.print(f"broken trials by cause ({len(causes)}):", markup=False)
+            for c in causes[:5]:
+                out.print(f"  {c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest']['seed']})", markup=False)
+            if len(causes) > 5:
+                out.print(f"  and {len(causes) - 5} more: `xcon serve` groups them all", markup=False)
         if first:
             out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
             out.print(f"replay: {replay_cmd}")

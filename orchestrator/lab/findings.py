@@ -3,6 +3,7 @@ moving."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from nodes.mta.queue import listing as queue_listing
@@ -42,6 +43,42 @@ def what_broke(violations: list[dict[str, Any]] | None, stale_locks: list[dict[s
         lock = stale_locks[0]
         return f"stale lock on store.{lock['server']}: {lock['mailbox']} held by {lock['owner']}"
     return None
+
+
+def cause_of(violations: list[dict[str, Any]] | None, stale_locks: list[dict[str, Any]] | None,
+             stuck: dict[str, Any] | None = None) -> str | None:
+    """The rule a trial broke and the decision that broke it, without what differs from trial to
+    trial (ids, counts, times): trials broken the same way share it, as Jepsen groups anomalies.
+    None if nothing broke."""
+    if stuck:
+        return "stuck: " + re.sub(r"\d[\d,.]*", "N", str(stuck.get("why", "")).split(";")[0])
+    if violations:
+        v = violations[0]
+        decisive = next((e for e in reversed(v.get("last_events") or []) if e.get("reason")), None)
+        if decisive is None:
+            return f"{v['outcome']}: no decision logged for it"
+        report = f", report {decisive['report']}" if decisive.get("report") else ""
+        return f"{v['outcome']}: {decisive['event']} ({decisive['reason']}{report})"
+    if stale_locks:
+        return "stale lock: a lock outlived the move that took it"
+    return None
+
+
+def by_cause(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The broken trials of a campaign's summary (its trials' JSON) grouped by cause_of, the most
+    trials first: each cause with its count, its smallest trial (fewest events, then lowest
+    seed: the one to read first) and the others' seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in trials:
+        if t.get("broken"):
+            cause = cause_of(t.get("violations"), t.get("stale_locks"), t.get("stuck")) or t.get("error") or "broken"
+            groups.setdefault(cause, []).append(t)
+    out = []
+    for cause, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        members = sorted(members, key=lambda t: (t.get("events") or 0, t["seed"]))
+        out.append({"cause": cause, "count": len(members), "smallest": members[0],
+                    "others": [t["seed"] for t in members[1:]], "trials": members})
+    return out
 
 
 def describe_break(trial: Any) -> str:

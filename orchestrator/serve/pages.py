@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from orchestrator.lab.findings import what_broke
+from orchestrator.lab.findings import by_cause, what_broke
 
 from .data import TRIALS_SHOWN
 
@@ -32,7 +32,13 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
                            "what": what_broke(t.get("violations"), t.get("stale_locks"), t.get("stuck")) or t.get("error") or "broken",
                            "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else None,
                            "replay": t.get("replay", "")})
-    return render("campaign.html", root, s=summary, trials=trials[:TRIALS_SHOWN], broken=broken,
+    shown = {b["seed"]: b for b in broken}
+    causes = []
+    for c in by_cause(trials):
+        # the smallest trial to read first; the trace of the first of the cause's trials that has one
+        traced = next((shown[t["seed"]] for t in c["trials"] if t.get("trace")), None)
+        causes.append({**c, "smallest": shown[c["smallest"]["seed"]], "traced": traced})
+    return render("campaign.html", root, s=summary, trials=trials[:TRIALS_SHOWN], broken=broken, causes=causes,
                   plots=plots(summary), **context)
 
 

@@ -206,7 +206,7 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
         browser.find_element(By.CSS_SELECTOR, "#campaigns td a").click()
         assert browser.find_elements(By.CSS_SELECTOR, "figure svg"), "the campaign's plots"
         shot("campaign")
-        first = browser.find_element(By.CSS_SELECTOR, "#broken a.trace")
+        first = browser.find_element(By.CSS_SELECTOR, "#causes a.trace")  # broken trials by cause (issue 33)
         first.click()
         assert "xcon trace" in browser.page_source and "DROPPED SILENTLY" in browser.page_source
     finally:
