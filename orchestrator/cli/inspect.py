@@ -151,13 +151,10 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
             prose(f"{report.unlogged} of them known from queue logs and mailboxes alone: their acceptance lines "
                   "are missing")
         for v in report.violations:
-            alt = f" (alternate of {v.alt_of})" if v.alt_of else ""
-            shown = "LOST" if v.outcome == "damaged" else v.outcome.upper()
-            prose(f"[red]{shown}[/red] {v.msg_id} -> {v.rcpt}{alt}, from {v.sender or '?'}" + (f": {v.why}" if v.why else ""))
-            for e in v.last_events:
-                prose(f"{e['node']}: {e['event']} {brief(e)}".rstrip(), indent="    ")
-            for e in v.removed_by:
-                prose(f"[red]removed by[/red] {e['node']}: {e['event']} {brief(e)}", indent="    ")
+            shown, rest = v.headline().split(" ", 1)
+            prose(f"[red]{shown}[/red] {rest}")
+            for line in v.decisive():
+                prose(line.replace("removed by ", "[red]removed by[/red] ", 1), indent="    ")
         for lock in report.stale_locks:
             kind = "an incoming copy" if lock["incoming"] else "the mailbox"
             prose(f"[red]STALE LOCK[/red] store.{lock['server']}: {kind} of {lock['mailbox']} is locked by "
@@ -166,10 +163,6 @@ def check_cmd(run_dir: Path, logs_only: bool, as_json: bool) -> None:
         out.print("invariant holds" if report.ok else f"[red]invariant broken: {broken} finding(s)[/red]")
     if not report.ok:
         sys.exit(FINDING)
-
-
-def brief(e: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "hlc", "lamport"))
 
 
 COMMANDS = [logs, trace_cmd, check_cmd]

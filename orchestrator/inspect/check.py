@@ -75,6 +75,23 @@ class PairVerdict:
     def to_json(self) -> dict[str, Any]:
         return self.__dict__
 
+    def headline(self) -> str:
+        """The verdict in words, as `xcon check` prints it: `LOST m1 -> bob, from alice: why`."""
+        alt = f" (alternate of {self.alt_of})" if self.alt_of else ""
+        shown = "LOST" if self.outcome == "damaged" else self.outcome.upper()
+        return f"{shown} {self.msg_id} -> {self.rcpt}{alt}, from {self.sender or '?'}" + (f": {self.why}" if self.why else "")
+
+    def decisive(self) -> list[str]:
+        """The events that decided it, a line each (`node: event field=value, ...`), then what
+        removed it after its delivery."""
+        return ([f"{e['node']}: {e['event']} {brief(e)}".rstrip() for e in self.last_events]
+                + [f"removed by {e['node']}: {e['event']} {brief(e)}".rstrip() for e in self.removed_by])
+
+
+def brief(e: dict[str, Any]) -> str:
+    """An event's fields beside its header, as `field=value, ...`."""
+    return ", ".join(f"{k}={e[k]}" for k in e if k not in ("ts", "node", "event", "hlc", "lamport"))
+
 
 @dataclass
 class Report:

@@ -137,8 +137,10 @@ def svg(events: list[dict[str, Any]], msg_id: str) -> str:
     text_x = left + lane_w * len(lanes) + 10
     width = text_x + 760
     height = top + row_h * (len(events) + 1) + 40
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="DejaVu Sans Mono, monospace" font-size="11">',
+    # drawn to its size, shown no wider than its window or page (issue 33: a 1,566 px trace
+    # widened the message's page); the viewBox keeps its proportions as it shrinks
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'style="max-width: 100%; height: auto" font-family="DejaVu Sans Mono, monospace" font-size="11">',
            '<defs><marker id="a" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
            f'<rect width="{width}" height="{height}" fill="white"/>',

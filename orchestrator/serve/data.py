@@ -78,12 +78,16 @@ def message(run_dir: Path, msg_id: str) -> dict[str, Any]:
     reading = admin.reading(admin.raw_of(run_dir, own[0])) if own else None
     story = trace_mod.story(run_dir, msg_id) if (run_dir / "logs").is_dir() else []
     every: dict[tuple[str, str], tuple[str, str]] = {}
+    found: dict[str, Any] = {}  # rcpt -> its broken verdict: the why, in words, and the events that decided it
     try:
-        checker.check_run(run_dir, every=every)
+        for v in checker.check_run(run_dir, every=every).violations:
+            if v.msg_id == msg_id:
+                found[v.rcpt] = {"headline": v.headline(), "events": v.decisive()}
     except checker.NoVerdict:
         pass
     return {"msg_id": msg_id, "places": [{k: v for k, v in p.items() if k != "raw"} for p in places],
-            "message": reading, "verdicts": [{"rcpt": r, "outcome": o} for (m, r), (_, o) in every.items() if m == msg_id],
+            "message": reading,
+            "verdicts": [{"rcpt": r, "outcome": o, **found.get(r, {})} for (m, r), (_, o) in every.items() if m == msg_id],
             "story": story, "lines": list(trace_mod.render_text(story)),
             "svg": trace_mod.svg(story, msg_id) if story else None}
 

@@ -100,6 +100,9 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
         [{"msg_id": msg, "rcpt": "bob", "sender": "alice", "outcome": "lost"}]
     page = get_json(f"{base}/messages/{msg}")
     assert [v["outcome"] for v in page["verdicts"] if v["rcpt"] == "bob"] == ["lost"]
+    (bob,) = [v for v in page["verdicts"] if v["rcpt"] == "bob"]  # the why, as `xcon check` prints it (issue 33)
+    assert bob["headline"] == f"LOST {msg} -> bob, from alice" and bob["events"][-1].startswith("mta.ex1: mta.failed ")
+    assert "why=legacy: the alternate carol was given a copy" in bob["events"][-1], bob["events"]
     assert any(e["event"] == "mta.failed" and e.get("report") == "none" for e in page["story"])
     (kept,) = get_json(base + "/campaigns")
     summary = get_json(f"{base}/campaigns/{kept['folder']}")
@@ -171,13 +174,17 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
     shots = os.environ.get("XCON_SCREENSHOTS")
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(arg)
     browser = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
         def shot(name: str) -> None:
             if shots:
                 browser.save_screenshot(str(Path(shots) / f"serve-{name}.png"))
+
+        def within_the_window() -> None:  # issue 33: no page wider than the window at 1280 px
+            wide = browser.execute_script("return document.documentElement.scrollWidth")
+            assert wide <= 1280, f"{browser.current_url} is {wide} px wide"
 
         def live(selector: str) -> list[str]:  # read in one script: the server swaps the live part at will
             return browser.execute_script(
@@ -189,6 +196,7 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
         cluster.fault("pause", "store.ex2", seconds=600)
         WebDriverWait(browser, patience(30)).until(lambda b: "store.ex2" in live("#faults td"))
         shot("cluster")
+        within_the_window()
         cluster.fault("clear", "")
 
         browser.find_element(By.ID, "nav-messages").click()
@@ -196,7 +204,13 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
         (row,) = browser.find_elements(By.CSS_SELECTOR, "#messages tr td:last-child")
         assert row.text == "lost"
         shot("messages")
+        within_the_window()
         browser.find_element(By.LINK_TEXT, msg).click()
+        # the why first (issue 33): the verdict and the events that decided it, on the first screen
+        why = browser.find_element(By.CSS_SELECTOR, ".why")
+        assert why.text.startswith(f"LOST {msg} -> bob") and "legacy: the alternate carol was given a copy" in why.text
+        assert why.rect["y"] + why.rect["height"] <= browser.execute_script("return window.innerHeight"), why.rect
+        within_the_window()
         story = browser.find_element(By.ID, "story")
         assert "DROPPED SILENTLY: bob" in story.get_attribute("innerHTML")
         assert "during the move" in browser.find_element(By.ID, "headers").text
@@ -206,8 +220,10 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
         browser.find_element(By.CSS_SELECTOR, "#campaigns td a").click()
         assert browser.find_elements(By.CSS_SELECTOR, "figure svg"), "the campaign's plots"
         shot("campaign")
+        within_the_window()
         first = browser.find_element(By.CSS_SELECTOR, "#causes a.trace")  # broken trials by cause (issue 33)
         first.click()
         assert "xcon trace" in browser.page_source and "DROPPED SILENTLY" in browser.page_source
+        within_the_window()
     finally:
         browser.quit()
