@@ -137,7 +137,7 @@ def scenario_summary(meta: dict[str, Any], cases: list) -> dict[str, Any]:
         if entry.get("run_dir") and not Path(entry["run_dir"]).is_dir():
             entry["run_dir"] = None
         counts = (entry.get("check") or {}).get("counts") or {}
-        entry["row"] = {"case": entry.get("build") or entry.get("case") or entry.get("name", ""),
+        entry["row"] = {"case": entry.get("case") or entry.get("build") or entry.get("name", ""),  # legacy+workaround, not legacy
                         "where": entry.get("alternate_on") or "",
                         "expected": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in (entry.get("expected") or {}).items())
                         if isinstance(entry.get("expected"), dict) else str(entry.get("expected", "")),

@@ -5,6 +5,7 @@ Every function returns plain data: the pages render it, the JSON API returns it 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,27 @@ def campaigns(run_dir: Path) -> list[dict[str, Any]]:
         counted = s.get("trials") or s.get("cases") or s.get("rows") or []
         broken = sum(1 for t in counted if t.get("broken") or t.get("matches") is False
                      or (s.get("kind") == "explore" and t.get("lost")))
-        found.append({"folder": folder.name, "kind": s.get("kind", "?"), "build": s.get("build", ""),
-                      "when": s.get("when", ""), "count": len(counted), "broken": broken})
+        found.append({"folder": folder.name, "kind": s.get("kind", "?"), "what": _what_run(s),
+                      "build": s.get("build", ""), "when": _started(folder.name) or s.get("when", ""),
+                      "ended": s.get("when", ""), "count": len(counted), "broken": broken})
     return found
+
+
+def _what_run(summary: dict[str, Any]) -> str:
+    """A kept run's kind in words: a simulated campaign and one on real processes are not alike."""
+    kind = summary.get("kind", "?")
+    if kind == "chaos":
+        return "campaign, simulated" if summary.get("simulated") else "campaign, real processes"
+    if kind == "scenario":
+        return "scenario, simulated" if any(c.get("simulated") for c in summary.get("cases") or []) else "scenario"
+    return {"explore": "exploration, simulated"}.get(kind, kind)
+
+
+def _started(folder: str) -> str | None:
+    """When a kept run started, as its folder's name says (`20261206-033406-...`): the time a
+    person finds it by. Its summary's `when` is when it ended."""
+    m = re.match(r"^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-", folder)
+    return "{}-{}-{} {}:{}:{}".format(*m.groups()) if m else None
 
 
 def campaign(run_dir: Path, folder: str) -> tuple[dict[str, Any], Path] | None:

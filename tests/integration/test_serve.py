@@ -105,6 +105,9 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     assert "why=legacy: the alternate carol was given a copy" in bob["events"][-1], bob["events"]
     assert any(e["event"] == "mta.failed" and e.get("report") == "none" for e in page["story"])
     (kept,) = get_json(base + "/campaigns")
+    folder = kept["folder"]  # named as it is: simulated, and started when its folder says (issue 33)
+    assert kept["what"] == "campaign, simulated" and kept["when"].replace("-", "").replace(":", "").replace(" ", "-") \
+        == folder[:15], kept
     summary = get_json(f"{base}/campaigns/{kept['folder']}")
     assert summary["kind"] == "chaos" and summary["build"] == "legacy" and len(summary["trials"]) == 30
     broken = [t for t in summary["trials"] if t["broken"]]
