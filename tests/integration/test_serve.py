@@ -126,6 +126,8 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     assert traces and all(f'href="{t}"' in page and (latest / t).is_file() for t in traces), "links beside the page"
     cluster_now = get_json(base + "/")
     assert cluster_now["running"] and set(cluster_now["nodes"]) == set(cluster.config.nodes)
+    assert all(n["host"] == "loopback" and n["address"] for n in cluster_now["nodes"].values()), cluster_now["nodes"]
+    assert [(b["msg_id"], b["rcpt"], b["outcome"]) for b in cluster_now["broken"]] == [(msg, "bob", "lost")]
     with pytest.raises(urllib.error.HTTPError) as missing:
         get_json(base + "/messages/nosuch")
     assert missing.value.code == 404
@@ -201,6 +203,12 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
         shot("cluster")
         within_the_window()
         cluster.fault("clear", "")
+        # the lost pair, a line on the cluster page (issue 33), and a click to its message's why
+        WebDriverWait(browser, patience(30)).until(lambda b: any(f"LOST {msg} -> bob" in t for t in live("#broken-pairs a")))
+        browser.execute_script("document.querySelector('#broken-pairs a').click()")  # the live part is swapped at will
+        why = WebDriverWait(browser, patience(30)).until(lambda b: b.find_element(By.CSS_SELECTOR, ".why"))
+        assert why.text.startswith(f"LOST {msg} -> bob") and "legacy: the alternate carol was given a copy" in why.text
+        assert why.rect["y"] + why.rect["height"] <= browser.execute_script("return window.innerHeight"), why.rect
 
         browser.find_element(By.ID, "nav-messages").click()
         browser.find_element(By.ID, "filter-lost").click()
