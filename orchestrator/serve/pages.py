@@ -4,6 +4,7 @@ the server shows, for `index.html` in the results store and `xcon chaos --report
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +20,21 @@ ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / 
 
 
 def render(template: str, root: str = "", **context: Any) -> str:
-    return ENV.get_template(template).render(root=root, **context)
+    return ENV.get_template(template).render(root=root, figure_words=figure_words, **context)
+
+
+# a campaign's totals as a person reads them, where the key alone does not say it (issue 33: a raw
+# `stale_locks` was a heading); any other key reads with its underscores as spaces
+FIGURE_WORDS = {"ndr": "NDRs", "stale_locks": "locks left by no move", "moves_failed": "moves that failed",
+                "broken_trials": "broken trials", "stuck_trials": "trials that never settled",
+                "torn_writes": "kills inside a write", "unjustified_ndr": "NDRs the facts do not justify",
+                "early_postmaster": "copies to the postmaster too early", "both": "delivered and NDR'd",
+                "declined": "failed, no report asked for", "damaged": "lost to damaged files",
+                "seconds": "seconds in trials", "wall_seconds": "seconds", "trials_per_minute": "trials a minute"}
+
+
+def figure_words(key: str) -> str:
+    return FIGURE_WORDS.get(key, key.replace("_", " "))
 
 
 def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "", **context: Any) -> str:
@@ -69,14 +84,18 @@ def plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     every = -(-len(trials) // PER_TRIAL_POINTS)
     runs = [trials[i:i + every] for i in range(0, len(trials), every)]
     per = "trial" if every == 1 else f"trials, {every:,} a point (the worst of them)"
-    lost = pygal.Bar(title="lost pairs per trial", x_title=per, **small)
+    worst = {kind: [max(t.get("counts", {}).get(kind, 0) for t in run) for run in runs] for kind in ("lost", "duplicated")}
+    lost = pygal.Bar(title="lost pairs per trial", x_title=per, y_labels=round_ticks(max(map(max, worst.values()))),
+                     **small)
     for kind in ("lost", "duplicated"):
-        lost.add(kind, [max(t.get("counts", {}).get(kind, 0) for t in run) for run in runs])
+        lost.add(kind, worst[kind])
     out.append(("lost pairs per trial", lost.render(is_unicode=True)))
-    latency = pygal.Line(title="delivery latency per trial (ms)", x_title=per, **small)
+    points = {key: [max((v for t in run if (v := (t.get("latency_ms") or {}).get(key)) is not None), default=None)
+                    for run in runs] for key in ("p50", "p99", "max")}
+    highest = max((v for values in points.values() for v in values if v is not None), default=0)
+    latency = pygal.Line(title="delivery latency per trial (ms)", x_title=per, y_labels=round_ticks(highest), **small)
     for key in ("p50", "p99", "max"):
-        latency.add(key, [max((v for t in run if (v := (t.get("latency_ms") or {}).get(key)) is not None), default=None)
-                          for run in runs])
+        latency.add(key, points[key])
     out.append(("delivery latency", latency.render(is_unicode=True)))
     seconds = max((len(t.get("deliveries_per_s") or []) for t in trials), default=0)
     delivered, faults = [0] * seconds, [0] * seconds
@@ -89,11 +108,25 @@ def plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 faults[second] += 1
     if seconds:
         over_time = pygal.Line(title="faults injected and copies delivered, by second of the trials", x_title="s",
-                               secondary_range=(0, max(faults) or 1), **small)
+                               secondary_range=(0, max(faults) or 1), y_labels=round_ticks(max(delivered)), **small)
         over_time.add("delivered", delivered)
         over_time.add("faults", faults, secondary=True)
         out.append(("faults against deliveries over time", over_time.render(is_unicode=True)))
     return out
+
+
+def round_ticks(highest: float, most: int = 6) -> list[float]:
+    """An axis's ticks at whole, round steps (1, 2 or 5 times a power of ten) from 0 to `highest`
+    or just past it, at most about `most` of them: pygal's own were at values such as 6.363636364
+    (issue 33). Every axis here counts something (pairs, copies, ms): no step under 1."""
+    if highest <= 0:
+        return [0, 1]
+    step = 10 ** max(0, math.floor(math.log10(highest / most)))
+    for factor in (1, 2, 5, 10):
+        if highest / (step * factor) <= most:
+            step *= factor
+            break
+    return [i * step for i in range(math.ceil(highest / step) + 1)]
 
 
 def explore_map(summary: dict[str, Any]) -> str:

@@ -20,3 +20,15 @@ def test_a_scenario_run_names_each_case_by_its_name_not_its_build():
              for name in ("legacy", "legacy+workaround", "legacy+co-recipient")]
     summary = scenario_summary({"kind": "scenario", "build": "q248839"}, cases)
     assert [c["row"]["case"] for c in summary["cases"]] == ["legacy", "legacy+workaround", "legacy+co-recipient"]
+
+
+def test_a_campaigns_figures_read_as_words_and_its_axes_have_round_ticks():
+    import re
+
+    from orchestrator.serve.pages import campaign_page, round_ticks
+
+    page = campaign_page({"name": "c", "kind": "chaos", "build": "sp4", "seed": 1, "trials": [],
+                          "totals": {"trials": 20000, "stale_locks": 0, "broken_trials": 2, "trials_per_minute": 11187}})
+    totals = re.search(r'<table id="totals">(.*?)</table>', page, re.S).group(1)
+    assert "stale_locks" not in totals and "<th>locks left by no move</th>" in totals and "20,000" in totals
+    assert [round_ticks(h) for h in (0, 3, 6.363636364, 140)] == [[0, 1], [0, 1, 2, 3], [0, 2, 4, 6, 8], [0, 50, 100, 150]]
