@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import textwrap
 from dataclasses import replace
@@ -234,11 +235,14 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
             show_table(confirmed)
 
 
-def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list) -> None:
-    """A scenario run in the results store, as a campaign is (orchestrator.lab.results)."""
+def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list, seed: int) -> None:
+    """A scenario run in the results store, as a campaign is (orchestrator.lab.results): the
+    builds and seed it used, and the command that runs it again (as it was typed)."""
     root = results_store.new(results_dir(run_dir, "results"), f"{'sim-' if sim else ''}scenario-{name}")
-    summary = results_store.scenario_summary({"kind": "scenario", "name": root.name, "build": name, "simulated": sim,
-                                              "store": str(root)}, cases)
+    builds = sorted({b for c in cases if (b := c.to_json().get("build"))})
+    summary = results_store.scenario_summary({"kind": "scenario", "name": root.name, "scenario": name,
+                                              "build": ", ".join(builds), "seed": seed, "simulated": sim,
+                                              "command": shlex.join(["xcon", *sys.argv[1:]]), "store": str(root)}, cases)
     keep_run(root, summary)
 
 
@@ -289,7 +293,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
         found = family.run_cases(name, results_dir(run_dir, "scenario-sim" if sim else "scenario"),
                                  known if all_cases else [case], progress=None if as_json else out,
                                  sim=Network() if sim else None, seed=seed)
-        keep_scenario(run_dir, name, sim, found)
+        keep_scenario(run_dir, name, sim, found, seed)
         if as_json:
             emit_json([r.to_json() for r in found])
         else:
@@ -307,7 +311,7 @@ def scenario(run_dir: Path, name: str, mta_build: str | None, case: str | None, 
     root = results_dir(run_dir, "scenario-sim" if sim else "scenario")
     results = run_cases(root, cases, progress=None if as_json else out, sim=Network() if sim else None, seed=seed,
                         placements=placements, profile=profile, time_scale=time_scale)
-    keep_scenario(run_dir, name, sim, results)
+    keep_scenario(run_dir, name, sim, results, seed)
     if as_json:
         emit_json([r.to_json() for r in results])
     else:

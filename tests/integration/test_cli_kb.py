@@ -86,6 +86,12 @@ def test_scenario_all_matches_the_kb_and_prints_the_readmes_table(tmp_path):
     for row in printed:
         assert row[2:] == expected[row[0]] + ["yes"], row
     assert printed == documented
+    # kept for xcon serve: the case by its name, the builds and seed it ran, and the command again (issue 33)
+    (kept,) = [p for p in (tmp_path / "results").iterdir() if "scenario-q248839" in p.name]
+    summary = json.loads((kept / "summary.json").read_text())
+    assert (summary["scenario"], summary["build"], summary["seed"]) == ("q248839", "legacy, reroute, sp4", 0)
+    assert summary["command"].startswith("xcon scenario q248839 --all")
+    assert [c["row"]["case"] for c in summary["cases"]][:5] == cases
 
 
 def test_legacy_loses_with_the_alternate_on_a_third_server(tmp_path):
