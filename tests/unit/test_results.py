@@ -32,3 +32,21 @@ def test_a_campaigns_figures_read_as_words_and_its_axes_have_round_ticks():
     totals = re.search(r'<table id="totals">(.*?)</table>', page, re.S).group(1)
     assert "stale_locks" not in totals and "<th>locks left by no move</th>" in totals and "20,000" in totals
     assert [round_ticks(h) for h in (0, 3, 6.363636364, 140)] == [[0, 1], [0, 1, 2, 3], [0, 2, 4, 6, 8], [0, 50, 100, 150]]
+
+
+def test_past_the_trace_cap_each_cause_gets_a_trace_before_a_second_of_any(tmp_path, monkeypatch):
+    from orchestrator.inspect import trace as trace_mod
+    from orchestrator.lab import results
+
+    monkeypatch.setattr(results, "MAX_TRACES", 2)
+    monkeypatch.setattr(trace_mod, "story", lambda run_dir, msg_id: [{"event": "x"}])
+    monkeypatch.setattr(trace_mod, "svg", lambda story, msg_id: "<svg/>")
+
+    def trial(seed, reason):
+        event = {"node": "mta.ex1", "event": "mta.failed", "reason": reason}
+        return {"seed": seed, "broken": True, "run_dir": str(tmp_path),
+                "violations": [{"outcome": "lost", "msg_id": f"m{seed}", "rcpt": "bob", "last_events": [event]}]}
+
+    summary = {"trials": [trial(1, "moved"), trial(2, "moved"), trial(3, "moved"), trial(4, "soft_deleted")]}
+    results.write(tmp_path, summary)
+    assert [t["seed"] for t in summary["trials"] if t.get("trace")] == [1, 4]
