@@ -109,3 +109,15 @@ def test_tables_at_80_columns_cut_no_number_and_no_name(tmp_path):
     assert (tmp_path / "results" / "latest").resolve() == Path(kept), "the campaign's folder, whole"
     assert "…" not in campaign and max(len(line) for line in campaign.splitlines() if kept not in line) <= 80, campaign
     assert "│ pairs " in campaign and "│ broken trials " in campaign
+
+
+def test_the_kb_table_is_whole_at_80_columns(tmp_path):
+    """The README's main job draws its table at 80 columns, headers broken between words and no
+    word cut, not a lone "?" (issue 33); the simulator runs it, the table is the same code's."""
+    proc = xcon("scenario", "q248839", "--all", "--sim", run_dir=tmp_path, env={"COLUMNS": "80"}, check=True)
+    lines = proc.stdout.splitlines()
+    wide = [line for line in lines if len(line) > 80 and str(tmp_path) not in line]  # a path is whole, to copy
+    assert not wide, wide
+    header = [line for line in lines if line.startswith("┃")]
+    cells = {c.strip() for line in header for c in line.strip("┃").split("┃")}
+    assert len(header) <= 3 and "?" not in cells and {"case", "check"} <= cells, header
