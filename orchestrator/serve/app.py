@@ -139,6 +139,17 @@ def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> St
             return JSONResponse(summary)
         return HTMLResponse(pages.campaign_page(summary, trace_base=f"/campaigns/{folder}/", **common))
 
+    async def case_message(request: Request) -> Response:
+        """A message of a scenario's case, read in that case's own run-dir (the summary names it)."""
+        found = await asyncio.to_thread(data.campaign, run_dir, request.path_params["run"])
+        cases = (found[0].get("cases") or []) if found else []
+        index = request.path_params["case"]
+        where = cases[index].get("run_dir") if 0 <= index < len(cases) else None
+        if not where or not Path(where).is_dir():
+            return JSONResponse({"error": "no such case, or its run-dir is gone"}, 404)
+        shown = await asyncio.to_thread(data.message, Path(where), request.path_params["msg_id"])
+        return page(request, "message.html", {k: v for k, v in shown.items() if k != "svg"}, **shown)
+
     async def kept_file(request: Request) -> Response:
         found = data.campaign(run_dir, request.path_params["run"])
         name = request.path_params["file"]
@@ -152,7 +163,8 @@ def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> St
     return Starlette(routes=[
         Route("/", cluster), Route("/events", events), Route("/live.js", live_js), Route("/messages", messages),
         Route("/messages/{msg_id:path}", message), Route("/campaigns", campaigns),
-        Route("/campaigns/{run}", campaign), Route("/campaigns/{run}/{file}", kept_file),
+        Route("/campaigns/{run}", campaign), Route("/campaigns/{run}/cases/{case:int}/messages/{msg_id:path}", case_message),
+        Route("/campaigns/{run}/{file}", kept_file),
     ], middleware=[Middleware(SecurityHeaders),
                    Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))])
 

@@ -41,6 +41,7 @@ def lost_and_campaign(cluster_factory):
     wait_for_event(run, event="mta.deferred", msg_id=msg)
     cluster.fault("release", "")
     assert cluster.wait()
+    xcon("scenario", "q248839", "--mta-build", "legacy", "--sim", run_dir=run, check=True)  # a scenario run kept too
     xcon("chaos", "--sim", "--mta-build", "legacy", "--expect-loss", "--trials", "30", "--seed", "7", run_dir=run, check=True)
     return cluster, run, msg
 
@@ -104,7 +105,14 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     assert bob["headline"] == f"LOST {msg} -> bob, from alice" and bob["events"][-1].startswith("mta.ex1: mta.failed ")
     assert "why=legacy: the alternate carol was given a copy" in bob["events"][-1], bob["events"]
     assert any(e["event"] == "mta.failed" and e.get("report") == "none" for e in page["story"])
-    (kept,) = get_json(base + "/campaigns")
+    runs = get_json(base + "/campaigns")
+    (kept,) = [r for r in runs if r["kind"] == "chaos"]
+    (scenario,) = [r for r in runs if r["kind"] == "scenario"]
+    # a scenario's case links its message, read in the case's own run-dir (issue 33)
+    shown = urllib.request.urlopen(f"{base}/campaigns/{scenario['folder']}", timeout=30).read().decode()
+    (link,) = re.findall(r'href="(/campaigns/[^"]+/cases/0/messages/[^"]+)"', shown)
+    case_page = urllib.request.urlopen(base + link, timeout=30).read().decode()
+    assert "LOST" in case_page and "-&gt; bob" in case_page, case_page[:500]
     folder = kept["folder"]  # named as it is: simulated, and started when its folder says (issue 33)
     assert kept["what"] == "campaign, simulated" and kept["when"].replace("-", "").replace(":", "").replace(" ", "-") \
         == folder[:15], kept
@@ -228,7 +236,7 @@ def from_the_cluster_to_a_lost_message_and_from_a_campaign_to_a_broken_trials_tr
         shot("message")
 
         browser.find_element(By.ID, "nav-campaigns").click()
-        browser.find_element(By.CSS_SELECTOR, "#campaigns td a").click()
+        browser.find_element(By.PARTIAL_LINK_TEXT, "sim-campaign-7-legacy").click()  # beside a scenario run
         assert browser.find_elements(By.CSS_SELECTOR, "figure svg"), "the campaign's plots"
         shot("campaign")
         within_the_window()
