@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.inspect import trace as trace_mod
 from orchestrator.inspect.check import OUTCOMES
 
 from . import data, pages
@@ -150,6 +151,19 @@ def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> St
         shown = await asyncio.to_thread(data.message, Path(where), request.path_params["msg_id"])
         return page(request, "message.html", {k: v for k, v in shown.items() if k != "svg"}, **shown)
 
+    async def trial_trace(request: Request) -> Response:
+        """The trace of a kept broken trial's first finding, drawn from its run-dir on asking: past
+        the pictures drawn when the run was kept (orchestrator.lab.results.MAX_TRACES)."""
+        found = await asyncio.to_thread(data.campaign, run_dir, request.path_params["run"])
+        seed = request.path_params["seed"]
+        trial = next((t for t in (found[0].get("trials") or []) if t.get("seed") == seed), None) if found else None
+        if not trial or not trial.get("run_dir") or not trial.get("violations") or not Path(trial["run_dir"]).is_dir():
+            return JSONResponse({"error": f"no kept broken trial {seed}"}, 404)
+        msg_id = trial["violations"][0]["msg_id"]
+        story = await asyncio.to_thread(trace_mod.story, Path(trial["run_dir"]), msg_id)
+        return Response(trace_mod.svg(story, msg_id), media_type="image/svg+xml") if story else \
+            JSONResponse({"error": f"no node logged {msg_id}"}, 404)
+
     async def kept_file(request: Request) -> Response:
         found = data.campaign(run_dir, request.path_params["run"])
         name = request.path_params["file"]
@@ -164,7 +178,7 @@ def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> St
         Route("/", cluster), Route("/events", events), Route("/live.js", live_js), Route("/messages", messages),
         Route("/messages/{msg_id:path}", message), Route("/campaigns", campaigns),
         Route("/campaigns/{run}", campaign), Route("/campaigns/{run}/cases/{case:int}/messages/{msg_id:path}", case_message),
-        Route("/campaigns/{run}/{file}", kept_file),
+        Route("/campaigns/{run}/trace/{seed:int}", trial_trace), Route("/campaigns/{run}/{file}", kept_file),
     ], middleware=[Middleware(SecurityHeaders),
                    Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))])
 

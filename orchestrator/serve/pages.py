@@ -45,7 +45,11 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
         if t.get("broken"):
             broken.append({"seed": t["seed"], "run_dir": t.get("run_dir"), "trace": t.get("trace"),
                            "what": what_broke(t.get("violations"), t.get("stale_locks"), t.get("stuck")) or t.get("error") or "broken",
-                           "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else None,
+                           # a trace drawn when the run was kept, or (past MAX_TRACES, in xcon serve) drawn
+                           # on asking from the trial's kept run-dir: every kept broken trial has one
+                           "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else
+                           f"{trace_base}trace/{t['seed']}" if t.get("run_dir") and t.get("violations")
+                           and not context.get("static") else None,
                            "replay": t.get("replay", "")})
     shown = {b["seed"]: b for b in broken}
     causes = []

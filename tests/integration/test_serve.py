@@ -132,6 +132,10 @@ def the_json_api_is_the_pages_paths(cluster, run, msg, base):
     assert "Broken trials" in page and "<svg" in page
     traces = [t["trace"] for t in summary["trials"] if t.get("trace")]
     assert traces and all(f'href="{t}"' in page and (latest / t).is_file() for t in traces), "links beside the page"
+    # any kept broken trial's trace, drawn on asking (past the pictures drawn when it was kept)
+    seed = next(t["seed"] for t in broken if t["run_dir"])
+    drawn = urllib.request.urlopen(f"{base}/campaigns/{kept['folder']}/trace/{seed}", timeout=30)
+    assert drawn.headers["content-type"].startswith("image/svg+xml") and b"xcon trace" in drawn.read()
     cluster_now = get_json(base + "/")
     assert cluster_now["running"] and set(cluster_now["nodes"]) == set(cluster.config.nodes)
     assert all(n["host"] == "loopback" and n["address"] for n in cluster_now["nodes"].values()), cluster_now["nodes"]

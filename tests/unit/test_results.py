@@ -50,3 +50,16 @@ def test_past_the_trace_cap_each_cause_gets_a_trace_before_a_second_of_any(tmp_p
     summary = {"trials": [trial(1, "moved"), trial(2, "moved"), trial(3, "moved"), trial(4, "soft_deleted")]}
     results.write(tmp_path, summary)
     assert [t["seed"] for t in summary["trials"] if t.get("trace")] == [1, 4]
+
+
+def test_every_kept_broken_trial_links_a_trace_in_xcon_serve():
+    """Past the pictures drawn when the run was kept, a kept trial's trace is drawn on asking; the
+    static page beside summary.json has only the files (issue 33)."""
+    from orchestrator.serve.pages import campaign_page
+
+    event = {"node": "mta.ex1", "event": "mta.failed", "reason": "moved"}
+    trial = {"seed": 42, "broken": True, "run_dir": "/kept/trial-42", "replay": "xcon chaos --sim --replay 42",
+             "violations": [{"outcome": "lost", "msg_id": "m1", "rcpt": "bob", "last_events": [event]}]}
+    summary = {"name": "c", "kind": "chaos", "build": "legacy", "seed": 1, "trials": [trial], "totals": {}}
+    assert 'href="/campaigns/c/trace/42"' in campaign_page(summary, trace_base="/campaigns/c/")
+    assert "trace/42" not in campaign_page(summary, static=True)
