@@ -59,6 +59,7 @@ def test_every_kept_broken_trial_links_a_trace_in_xcon_serve():
 
     event = {"node": "mta.ex1", "event": "mta.failed", "reason": "moved"}
     trial = {"seed": 42, "broken": True, "run_dir": "/kept/trial-42", "replay": "xcon chaos --sim --replay 42",
+             "pairs": 3, "counts": {"lost": 1},
              "violations": [{"outcome": "lost", "msg_id": "m1", "rcpt": "bob", "last_events": [event]}]}
     summary = {"name": "c", "kind": "chaos", "build": "legacy", "seed": 1, "trials": [trial], "totals": {}}
     assert 'href="/campaigns/c/trace/42"' in campaign_page(summary, trace_base="/campaigns/c/")
