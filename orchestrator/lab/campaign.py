@@ -66,8 +66,9 @@ def run(root: Path, worlds: list[World | Recipe], network: Network, workers: int
         stop_on_break: bool = False, dask: str | None = None, dump: bool = True,
         coverage: bool = False) -> list[chaos.TrialResult]:
     """Run the worlds in the simulator, `workers` processes at once (or on the Dask cluster
-    `dask`: orchestrator.lab.executors); with `dump`, the first broken trial's run is written
-    under `root` (run again alone, here, so it is the same run: the simulator replays); with
+    `dask`: orchestrator.lab.executors); with `dump`, the first broken trial's run, and the
+    smallest of each other cause's, are written under `root` (run again alone, here, so each is
+    the same run: the simulator replays); with
     `coverage`, each result holds the decisions its trial reached (orchestrator.lab.guided)."""
     jobs = [(w, trial_dir(root, i, w), network, twice, coverage) for i, w in enumerate(worlds)]
     results: list[chaos.TrialResult] = []
@@ -87,12 +88,22 @@ def trial_dir(root: Path, i: int, world: World | Recipe) -> Path:
 
 
 def write_first(root: Path, worlds: list[World | Recipe], results: list[chaos.TrialResult], network: Network) -> None:
-    """The run of the first trial that broke or failed, written under `root` by one more run of
-    its world: the same events, to the byte (the simulator replays); its result names the folder."""
+    """The run of the first trial that broke or failed, and of the smallest trial (fewest events)
+    of each other way trials broke (findings.cause_of: what a campaign page shows a row of, with
+    that trial's trace), each written under `root` by one more run of its world: the same
+    events, to the byte (the simulator replays); its result names the folder."""
+    from .findings import cause_of
+
     first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
-    if first is not None:
-        again = chaos.run_trial(drawn(worlds[first]), trial_dir(root, first, worlds[first]), sim=network, dump=True)
-        results[first].run_dir = again.run_dir
+    smallest: dict[str | None, int] = {}
+    for i, r in enumerate(results):
+        if r.broken:
+            cause = cause_of(r.violations, r.stale_locks, r.stuck)
+            if cause not in smallest or (r.events, r.seed) < (results[smallest[cause]].events, results[smallest[cause]].seed):
+                smallest[cause] = i
+    for i in dict.fromkeys([*([first] if first is not None else []), *smallest.values()]):
+        again = chaos.run_trial(drawn(worlds[i]), trial_dir(root, i, worlds[i]), sim=network, dump=True)
+        results[i].run_dir = again.run_dir
 
 
 def default_workers() -> int:

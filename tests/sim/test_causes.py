@@ -18,6 +18,9 @@ def test_hundreds_of_broken_trials_of_two_causes_are_two_rows(tmp_path):
     done = campaigns.run(campaigns.CampaignSpec(5, trials=40, build="legacy", sim=True, workers=1), tmp_path)
     broken = [r.to_json() for r in done.results if r.broken]
     assert len(broken) == 21, [r.seed for r in done.results if r.broken]
+    # the smallest trial of each cause is kept, for its row's trace (besides the first broken one)
+    kept = {t["seed"] for t in broken if t["run_dir"]}
+    assert {c["smallest"]["seed"] for c in by_cause(broken)} <= kept and len(kept) <= 3, kept
     many = []
     for copy_no in range(15):
         for t in broken:
