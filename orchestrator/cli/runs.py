@@ -170,8 +170,8 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
                    "first_broken": first.to_json() if first else None, "replay": replay_cmd,
                    "nondeterministic": [r.seed for r in nondeterministic], "kept": str(root),
                    "executor": done.executor(),
-                   "causes": [{"cause": c["cause"], "count": c["count"], "smallest": c["smallest"]["seed"]}
-                              for c in by_cause([r.to_json() for r in results if r.broken])], **extra,
+                   "causes": [{"cause": c["cause"], "count": c["count"], "smallest": c["smallest"].seed}
+                              for c in by_cause(results)], **extra,
                    "trials": [r.to_json() for r in results]})
     else:
         where = "simulated" if sim else "live clusters"
@@ -201,11 +201,11 @@ def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: boo
         if sim and spec.torn_kills and "kill" in " ".join(kinds):
             out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
         out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
-        causes = by_cause([r.to_json() for r in results if r.broken])
+        causes = by_cause(results)
         if len(causes) > 1:  # what broke, a line a cause, before the first trial's details
             out.print(f"broken trials by cause ({len(causes)}):", markup=False)
             for c in causes[:5]:
-                out.print(f"  {c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest']['seed']})", markup=False)
+                out.print(f"  {c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest'].seed})", markup=False)
             if len(causes) > 5:
                 out.print(f"  and {len(causes) - 5} more: `xcon serve` groups them all", markup=False)
         if first:

@@ -92,16 +92,12 @@ def write_first(root: Path, worlds: list[World | Recipe], results: list[chaos.Tr
     of each other way trials broke (findings.cause_of: what a campaign page shows a row of, with
     that trial's trace), each written under `root` by one more run of its world: the same
     events, to the byte (the simulator replays); its result names the folder."""
-    from .findings import cause_of
+    from .findings import by_cause
 
     first = next((i for i, r in enumerate(results) if r.broken or r.error), None)
-    smallest: dict[str | None, int] = {}
-    for i, r in enumerate(results):
-        if r.broken:
-            cause = cause_of(r.violations, r.stale_locks, r.stuck)
-            if cause not in smallest or (r.events, r.seed) < (results[smallest[cause]].events, results[smallest[cause]].seed):
-                smallest[cause] = i
-    for i in dict.fromkeys([*([first] if first is not None else []), *smallest.values()]):
+    index = {id(r): i for i, r in enumerate(results)}
+    smallest = [index[id(c["smallest"])] for c in by_cause(results)]
+    for i in dict.fromkeys([*([first] if first is not None else []), *smallest]):
         again = chaos.run_trial(drawn(worlds[i]), trial_dir(root, i, worlds[i]), sim=network, dump=True)
         results[i].run_dir = again.run_dir
 

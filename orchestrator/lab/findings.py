@@ -64,20 +64,22 @@ def cause_of(violations: list[dict[str, Any]] | None, stale_locks: list[dict[str
     return None
 
 
-def by_cause(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The broken trials of a campaign's summary (its trials' JSON) grouped by cause_of, the most
-    trials first: each cause with its count, its smallest trial (fewest events, then lowest
-    seed: the one to read first) and the others' seeds."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+def by_cause(trials: list[Any]) -> list[dict[str, Any]]:
+    """The broken trials of a campaign grouped by cause_of, the most trials first: each cause with
+    its count, its smallest trial (fewest events, then lowest seed: the one to read first) and the
+    others' seeds. A trial is a TrialResult or its JSON (a summary's), and comes back as given."""
+    field = lambda t, name: t.get(name) if isinstance(t, dict) else getattr(t, name, None)  # noqa: E731
+    groups: dict[str, list[Any]] = {}
     for t in trials:
-        if t.get("broken"):
-            cause = cause_of(t.get("violations"), t.get("stale_locks"), t.get("stuck")) or t.get("error") or "broken"
+        if field(t, "broken"):
+            cause = (cause_of(field(t, "violations"), field(t, "stale_locks"), field(t, "stuck"))
+                     or field(t, "error") or "broken")
             groups.setdefault(cause, []).append(t)
     out = []
     for cause, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        members = sorted(members, key=lambda t: (t.get("events") or 0, t["seed"]))
+        members = sorted(members, key=lambda t: (field(t, "events") or 0, field(t, "seed")))
         out.append({"cause": cause, "count": len(members), "smallest": members[0],
-                    "others": [t["seed"] for t in members[1:]], "trials": members})
+                    "others": [field(t, "seed") for t in members[1:]], "trials": members})
     return out
 
 
