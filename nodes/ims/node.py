@@ -60,10 +60,10 @@ class Ims(EdgeNode):
         super().__init__(name, config, peer=f"mta.{config.nodes[name]['server']}")
         self.mta = self.peer
         self.smarthost = config.smarthost()
-        self.auth = config.node_settings(name).smtp_auth
+        self.settings = config.node_settings(name)  # read once: its core's, TLS and AUTH
 
     def wiring(self) -> Wiring:
-        cluster, settings = self.config.settings, self.config.node_settings(self.name)
+        cluster, settings = self.config.settings, self.settings
         queue = Outbound(self.config.run_dir / "ims" / self.server, cluster.fsync, core.lifetime(settings))
         wiring = core.wiring(self.server, settings, uuid.uuid4().hex[:6], node_seed(cluster.seed, self.name),
                              self.smarthost, queue, self._relay)
@@ -73,7 +73,7 @@ class Ims(EdgeNode):
 
     async def start(self) -> list:
         host, _, port = self.config.endpoint(self.name, "smtp").rpartition(":")
-        settings = self.config.node_settings(self.name)
+        settings = self.settings
         tls = None
         if settings.smtp_tls:  # STARTTLS, with the certificate `xcon up --smtp-tls` made
             keys = self.config.run_dir / "keys"
@@ -124,7 +124,7 @@ class Handler:
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
-        if not self.ims.auth:  # no logins here: AUTH is not offered
+        if not self.ims.settings.smtp_auth:  # no logins here: AUTH is not offered
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
         return [*responses[:-1], "250-DSN", responses[-1]] if responses else responses
 
@@ -136,7 +136,7 @@ class Handler:
         sender = alias_of(addr)
         if not external(sender):
             sender = sender.lower()
-            if self.ims.auth and session.auth_data != sender:
+            if self.ims.settings.smtp_auth and session.auth_data != sender:
                 self.ims.log("warning", "ims.refused", sender=addr[:200], code=530, peer=str(session.peer),
                              reason="an organisation sender without its AUTH")
                 return "530 5.7.0 Authentication required to send as a user of this organisation"
