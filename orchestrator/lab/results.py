@@ -107,14 +107,12 @@ def write(folder: Path, summary: dict[str, Any]) -> None:
     """summary.json and each kept broken trial's first finding as a trace picture (the command
     adds index.html, the page `xcon serve` shows of it: orchestrator.serve)."""
     from orchestrator.inspect import trace as trace_mod
-    from orchestrator.lab.findings import cause_of
+    from orchestrator.lab.findings import by_cause
 
     kept = [t for t in summary.get("trials", []) if t.get("broken") and t.get("run_dir") and t.get("violations")]
-    # past MAX_TRACES, the first kept trial of each cause before a second of any (issue 33: a
-    # cause's row on the page links a trace)
-    seen: set[str | None] = set()
-    firsts = [t for t in kept if (c := cause_of(t["violations"], t.get("stale_locks"), t.get("stuck"))) not in seen
-              and not seen.add(c)]
+    # past MAX_TRACES, the smallest kept trial of each cause before a second of any (issue 33: a
+    # cause's row on the page links that trial's trace)
+    firsts = [c["smallest"] for c in by_cause(kept)]
     drawn, first = 0, {id(t) for t in firsts}
     for t in firsts + [t for t in kept if id(t) not in first]:
         if drawn < MAX_TRACES:
