@@ -50,6 +50,10 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
                            "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else
                            f"{trace_base}trace/{t['seed']}" if t.get("run_dir") and t.get("violations")
                            and not context.get("static") else None,
+                           # a static page cannot draw on asking: it gives the command that draws it
+                           "trace_cmd": f"xcon trace {t['violations'][0]['msg_id']} --run-dir {t['run_dir']} "
+                           f"--svg trace-{t['seed']}.svg" if context.get("static") and not t.get("trace")
+                           and t.get("run_dir") and t.get("violations") else None,
                            "replay": t.get("replay", "")})
     shown = {b["seed"]: b for b in broken}
     causes = []

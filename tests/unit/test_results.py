@@ -54,7 +54,7 @@ def test_past_the_trace_cap_each_cause_gets_a_trace_before_a_second_of_any(tmp_p
 
 def test_every_kept_broken_trial_links_a_trace_in_xcon_serve():
     """Past the pictures drawn when the run was kept, a kept trial's trace is drawn on asking; the
-    static page beside summary.json has only the files (issue 33)."""
+    static page beside summary.json, which cannot draw, gives the command that does (issue 33)."""
     from orchestrator.serve.pages import campaign_page
 
     event = {"node": "mta.ex1", "event": "mta.failed", "reason": "moved"}
@@ -63,4 +63,9 @@ def test_every_kept_broken_trial_links_a_trace_in_xcon_serve():
              "violations": [{"outcome": "lost", "msg_id": "m1", "rcpt": "bob", "last_events": [event]}]}
     summary = {"name": "c", "kind": "chaos", "build": "legacy", "seed": 1, "trials": [trial], "totals": {}}
     assert 'href="/campaigns/c/trace/42"' in campaign_page(summary, trace_base="/campaigns/c/")
-    assert "trace/42" not in campaign_page(summary, static=True)
+    static = campaign_page(summary, static=True)
+    assert "trace/42" not in static
+    assert "xcon trace m1 --run-dir /kept/trial-42 --svg trace-42.svg" in static
+    trial["trace"] = "trace-42-m1.svg"  # drawn when kept: the file, not the command
+    static = campaign_page(summary, static=True)
+    assert 'href="trace-42-m1.svg"' in static and "xcon trace m1" not in static
