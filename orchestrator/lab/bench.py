@@ -158,7 +158,7 @@ def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
             raw = raw_pipeline(hops, n, frame_size, window)
             busy = ", ".join(f"{name} {us:.0f}" for name, us in sorted(cpu.items(), key=lambda kv: -kv[1]) if us >= 1)
             rows.extend([Row(label, "delivered msgs/s", rate, raw[0], "msgs/s",
-                             f"raw {hops}-hop pipeline, {frame_size} B frames, window {window}{note}"),
+                             f"raw {hops}-hop pipeline, {frame_size} B frames, window {window} ({raw[4]}){note}"),
                          Row(label, "p50 latency", p50, raw[1], "ms"),
                          Row(label, "p99 latency", p99, raw[2], "ms"),
                          # /proc counts CPU in clock ticks (10 ms): the raw chain's relays on a
