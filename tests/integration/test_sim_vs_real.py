@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,16 @@ def test_simulated_and_real_smtp_worlds_agree(tmp_path):
     """`--via smtp` in the simulator (nodes.ims.core hosted there, a model of the smarthost):
     worlds of SMTP clients, senders and addresses outside, a smarthost that refuses some and is
     down for a while, give the outcome real processes give (aiosmtpd, smtplib, the smarthost on
-    loopback), the same messages told 250 and the same number that reached the outside world. As
-    above, a world whose real run differs is run for real once more, and a loaded machine may
-    move one world's real outcome (a move's window meets more mail, more of it comes back):
-    two worlds of three must agree."""
+    loopback), the same messages told 250 and the same number that reached the outside world.
+
+    The worlds have no moves: how much mail a move's window meets is timing, which a loaded
+    machine stretches (in a whole suite's run, two worlds of three came out a pair or three apart
+    in both real runs, on either side of the simulated split); the test above compares moves.
+    As above, a world whose real run differs is run for real once more; every world must agree."""
     same = []
     for seed in chaos.trial_seeds(SEED + 1, 3):
         world = draw_world(seed, "sp4", (), extremes=False, via="smtp")
+        world = replace(world, events=[e for e in world.events if e["do"] != "move"])
         sim = chaos.run_trial(world, tmp_path / f"sim-{seed}", sim=Network(), dump=False)
         said = (sim.counts, len(sim.told), sim.relayed_out)
         assert sim.error is None and not sim.broken and len(sim.told) > 0 and sum(sim.counts.values()) > 0
@@ -68,8 +72,8 @@ def test_simulated_and_real_smtp_worlds_agree(tmp_path):
             if reals[-1] == said:
                 break
         same.append(said in reals)
-    # 3 of 3 agreed at the first real run with the machine idle (session 2 of issue 32)
-    assert sum(same) >= 2, same
+    # without moves, 9 worlds of 9 agreed at the first real run beside two CPU hogs (issue 32)
+    assert all(same), same
 
 
 @pytest.mark.long
