@@ -5,6 +5,7 @@ the server shows, for `index.html` in the results store and `xcon chaos --report
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -51,7 +52,8 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
                            f"{trace_base}trace/{t['seed']}" if t.get("run_dir") and t.get("violations")
                            and not context.get("static") else None,
                            # a static page cannot draw on asking: it gives the command that draws it
-                           "trace_cmd": f"xcon trace {t['violations'][0]['msg_id']} --run-dir {t['run_dir']} "
+                           "trace_cmd": f"xcon trace {shlex.quote(t['violations'][0]['msg_id'])} "
+                           f"--run-dir {shlex.quote(t['run_dir'])} "
                            f"--svg trace-{t['seed']}.svg" if context.get("static") and not t.get("trace")
                            and t.get("run_dir") and t.get("violations") else None,
                            "replay": t.get("replay", "")})

@@ -66,6 +66,8 @@ def test_every_kept_broken_trial_links_a_trace_in_xcon_serve():
     static = campaign_page(summary, static=True)
     assert "trace/42" not in static
     assert "xcon trace m1 --run-dir /kept/trial-42 --svg trace-42.svg" in static
+    trial["violations"][0]["msg_id"], trial["run_dir"] = "ex2~1c8c6b~2", "/kept/a b"  # quoted for a shell
+    assert "xcon trace 'ex2~1c8c6b~2' --run-dir '/kept/a b' --svg" in campaign_page(summary, static=True)
     trial["trace"] = "trace-42-m1.svg"  # drawn when kept: the file, not the command
     static = campaign_page(summary, static=True)
     assert 'href="trace-42-m1.svg"' in static and "xcon trace m1" not in static
