@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from orchestrator.lab.results import scenario_summary
 
 
@@ -67,7 +69,7 @@ def test_every_kept_broken_trial_links_a_trace_in_xcon_serve():
     assert "trace/42" not in static
     assert "xcon trace m1 --run-dir /kept/trial-42 --svg trace-42.svg" in static
     trial["violations"][0]["msg_id"], trial["run_dir"] = "ex2~1c8c6b~2", "/kept/a b"  # quoted for a shell
-    assert "xcon trace 'ex2~1c8c6b~2' --run-dir '/kept/a b' --svg" in campaign_page(summary, static=True)
+    assert "xcon trace 'ex2~1c8c6b~2' --run-dir '/kept/a b' --svg" in html.unescape(campaign_page(summary, static=True))
     trial["trace"] = "trace-42-m1.svg"  # drawn when kept: the file, not the command
     static = campaign_page(summary, static=True)
     assert 'href="trace-42-m1.svg"' in static and "xcon trace m1" not in static
