@@ -91,6 +91,11 @@ def lifetimes(s: Settings) -> Lifetimes:
     return Lifetimes(s.expire_s("urgent"), s.expire_s("normal"), s.expire_s("non-urgent"), s.report_expire_s())
 
 
+def transfer_retry_ms(s: Settings) -> int:
+    """5.5's transfer interval, after an answer that defers: the open interval unless set apart."""
+    return s.transfer_retry_ms if s.transfer_retry_ms is not None else s.retry_ms
+
+
 def kind_of(node: str) -> str:
     return node.split(".", 1)[0]
 
@@ -111,7 +116,7 @@ def of(s: Settings, node: str) -> NodeSettings:
             s.mta_build, tuple(s.servers), site,
             s.replication_lag_ms + rank * s.replication_step_ms + (s.intersite_lag_ms if remote else 0),
             s.replication_jitter_ms, s.seed * 1000 + sum(map(ord, server)), s.read_cache_ttl_ms, s.retry_ms,
-            s.transfer_retry_ms if s.transfer_retry_ms is not None else s.retry_ms, s.request_timeout_ms,
+            transfer_retry_ms(s), s.request_timeout_ms,
             lifetimes(s), s.max_queue, s.min_free_bytes, s.smtp)
     if kind == "store":
         return StoreSettings(s.min_free_bytes, s.soft_delete_ms, s.imap)
@@ -121,7 +126,7 @@ def of(s: Settings, node: str) -> NodeSettings:
         return OrchestratorSettings(tuple(s.servers), {x: s.site_of(x) for x in s.servers}, s.request_timeout_ms,
                                     s.move_build, s.imap)
     if kind == "ims":
-        return ImsSettings(s.transfer_retry_ms if s.transfer_retry_ms is not None else s.retry_ms, lifetimes(s),
+        return ImsSettings(transfer_retry_ms(s), lifetimes(s),
                            s.smtp_tls, s.smtp_auth)
     raise KeyError(f"a node of kind '{kind}' has no settings of its own")
 

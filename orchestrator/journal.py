@@ -14,20 +14,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Struct
 
 from nodes.config import append_whole, fsync_dir, open_append, write_atomic
 from nodes.logs import events_in
 from nodes.records import Scan, absent, encode_line, scan_lines, set_aside
 from protocol import MOVE_ENDED
-from protocol.names import ALIAS
+from protocol.names import Alias
 
 PATH = Path("orchestrator") / "journal.jsonl"  # under the run-dir
 _MOVE_ID = re.compile(rb'"move_id": "([^"]{1,100})"')
-Alias = Annotated[str, Meta(pattern=rf"^(?:{ALIAS.pattern})\Z")]
 
 
 class Record(Struct, frozen=True, omit_defaults=True, gc=False):

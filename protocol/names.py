@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Annotated
+
+from msgspec import Meta
 
 ALIAS = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# an alias as the field of a record msgspec reads, checked as it is decoded (nodes.directory.records,
+# orchestrator.journal)
+Alias = Annotated[str, Meta(pattern=rf"^(?:{ALIAS.pattern})\Z")]
 SUBMITTED_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 MSG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}(?:~[a-z0-9]{1,16}){0,6}")
 # a Maildir file is `<ms>.<msg id>.xcon`: 13 + 1 + 230 + 5 bytes stays under a file name's 255

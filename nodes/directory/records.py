@@ -5,14 +5,12 @@ what a type cannot say (that a home server is one of this cluster's) is checked 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Struct
 
-from protocol.names import ALIAS
-
-Alias = Annotated[str, Meta(pattern=rf"^(?:{ALIAS.pattern})\Z")]
+from protocol.names import Alias
 
 
 class Entry(TypedDict):
