@@ -44,19 +44,10 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
     broken = []
     for t in trials:
         if t.get("broken"):
+            href, cmd = _trace_links(t, trace_base, bool(context.get("static")))
             broken.append({"seed": t["seed"], "run_dir": t.get("run_dir"), "trace": t.get("trace"),
                            "what": what_broke(t.get("violations"), t.get("stale_locks"), t.get("stuck")) or t.get("error") or "broken",
-                           # a trace drawn when the run was kept, or (past MAX_TRACES, in xcon serve) drawn
-                           # on asking from the trial's kept run-dir: every kept broken trial has one
-                           "trace_href": trace_base + quote(t["trace"]) if t.get("trace") else
-                           f"{trace_base}trace/{t['seed']}" if t.get("run_dir") and t.get("violations")
-                           and not context.get("static") else None,
-                           # a static page cannot draw on asking: it gives the command that draws it
-                           "trace_cmd": f"xcon trace {shlex.quote(t['violations'][0]['msg_id'])} "
-                           f"--run-dir {shlex.quote(t['run_dir'])} "
-                           f"--svg trace-{t['seed']}.svg" if context.get("static") and not t.get("trace")
-                           and t.get("run_dir") and t.get("violations") else None,
-                           "replay": t.get("replay", "")})
+                           "trace_href": href, "trace_cmd": cmd, "replay": t.get("replay", "")})
     shown = {b["seed"]: b for b in broken}
     causes = []
     for c in by_cause(trials):
@@ -65,6 +56,21 @@ def campaign_page(summary: dict[str, Any], root: str = "", trace_base: str = "",
         causes.append({**c, "smallest": shown[c["smallest"]["seed"]], "traced": traced})
     return render("campaign.html", root, s=summary, trials=trials[:TRIALS_SHOWN], broken=broken, causes=causes,
                   plots=plots(summary), **context)
+
+
+def _trace_links(t: dict[str, Any], trace_base: str, static: bool) -> tuple[str | None, str | None]:
+    """A broken trial's trace: a link to the picture drawn when the run was kept; past
+    MAX_TRACES, in xcon serve, a link that draws it on asking from the trial's kept run-dir; on a
+    static page, which cannot draw, the command that does. (None, None) for a trial with no
+    run-dir or finding to draw."""
+    if t.get("trace"):
+        return trace_base + quote(t["trace"]), None
+    if not (t.get("run_dir") and t.get("violations")):
+        return None, None
+    if not static:
+        return f"{trace_base}trace/{t['seed']}", None
+    return None, (f"xcon trace {shlex.quote(t['violations'][0]['msg_id'])} --run-dir {shlex.quote(t['run_dir'])} "
+                  f"--svg trace-{t['seed']}.svg")
 
 
 def static_campaign(summary: dict[str, Any]) -> str:
