@@ -20,6 +20,7 @@ from orchestrator.cluster import rundir
 from orchestrator.inspect import logread
 from protocol import logs
 
+from . import cli_server
 from .docblocks import ROOT
 
 # every event a core logs, here and in every node the suite starts, is held to its declaration
@@ -163,7 +164,10 @@ def smtp_cluster(tmp_path):
 
 def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120,
          input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would (a separate process). `env` adds variables (None removes one)."""
+    """Run the CLI as a user would: `python -m orchestrator.cli ARGS`, a separate process with its
+    own streams and exit code. It is forked from a server that has made the imports already
+    (tests/cli_server.py: a tenth of the CPU), or started from scratch with XCON_TEST_CLI=exec.
+    `env` adds variables (None removes one)."""
     environ = {**os.environ, "COLUMNS": "200"}
     environ.pop("XCON_DEBUG", None)
     if run_dir is not None:
@@ -173,9 +177,12 @@ def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: 
             environ.pop(key, None)
         else:
             environ[key] = value
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, env=environ,
-                          timeout=timeout, input=input.encode() if isinstance(input, str) else input,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+    stdin = input.encode() if isinstance(input, str) else input
+    if os.environ.get("XCON_TEST_CLI") == "exec":
+        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, env=environ,
+                              timeout=timeout, input=stdin, stdin=None if input is not None else subprocess.DEVNULL)
+    else:
+        proc = cli_server.call(list(args), environ, stdin, timeout)
     proc.stdout, proc.stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     if check and proc.returncode != 0:
         raise AssertionError(f"xcon {' '.join(args)} exited {proc.returncode}: {proc.stderr}{proc.stdout}")

@@ -17,10 +17,16 @@ from nodes.config import PROFILES
 
 from orchestrator import cluster as cl
 
-# in a terminal, tables fit its width; piped or redirected, they keep every column whole (rich
-# would squeeze them into 80 columns and cut the words in them)
-out = Console(highlight=False, soft_wrap=True,
-              width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000)
+
+
+def console_width() -> int | None:
+    """In a terminal (or where COLUMNS says), tables fit its width: None, rich's own choice.
+    Piped or redirected, they keep every column whole (rich would squeeze them into 80 columns
+    and cut the words in them)."""
+    return None if sys.stdout.isatty() or "COLUMNS" in os.environ else 10_000
+
+
+out = Console(highlight=False, soft_wrap=True, width=console_width())
 
 
 # Exit codes, the same for every command (stated in `xcon --help` and docs/cli.md)
