@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import json
 import os
 import re
@@ -321,14 +320,13 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 SYNC_BATCH = 16  # from this many files on, one syncfs beats an fsync each
 
 
 def syncfs(path: Path) -> bool:
     """Flush the whole filesystem holding `path` in one call (Linux syncfs(2), what `sync` does for
     one filesystem). False where it is not available: the caller then fsyncs file by file."""
-    fn = getattr(_libc, "syncfs", None)
+    fn = getattr(_libc(), "syncfs", None)
     if fn is None:
         return False
     fd = os.open(path, os.O_RDONLY)
@@ -336,3 +334,13 @@ def syncfs(path: Path) -> bool:
         return fn(fd) == 0
     finally:
         os.close(fd)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library's functions, loaded on first use: ctypes.util.find_library("c") ran
+    `ldconfig -p` in a subprocess, 10-40 ms in every process that imported this module (every
+    node, every CLI call). dlopen(NULL) reaches the same libc, which Python is linked with."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
