@@ -121,7 +121,10 @@ def wait_for_call(conn: socket.socket) -> tuple[dict, socket.socket]:
         return request, conn
     conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     _, status = os.waitpid(pid, 0)
-    conn.sendall(json.dumps({"status": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+    try:
+        conn.sendall(json.dumps({"status": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+    except OSError:
+        pass  # the caller is gone (it gave up at its timeout and killed the call)
     os._exit(0)
 
 
