@@ -124,7 +124,7 @@ def run(root: Path, quick: bool, say: Callable[[str], None] = lambda s: None, on
 
 
 def _run(root: Path, quick: bool, say: Callable[[str], None]) -> list[Row]:
-    n = 1000 if quick else 20_000
+    n = 500 if quick else 20_000  # --quick is the CI smoke test's: every row, none a figure to quote
     window = 64
     body = "x" * 200
     rows: list[Row] = []
@@ -310,7 +310,7 @@ def sim_rows(root: Path, quick: bool, real_rate: float, say: Callable[[str], Non
 
     rows = []
     workers = campaign.default_workers()
-    n = 200 if quick else 20_000  # --quick is the CI smoke test's: a rate, not a campaign
+    n = 100 if quick else 20_000  # --quick is the CI smoke test's: a rate, not a campaign
     for faults, label in ((DEFAULT_FAULTS, "default faults"), (FAULTS, "every fault kind")):
         say(f"simulated chaos, {n} trials, {label}")
         spec = CampaignSpec(2, trials=n, faults=faults, sim=True, workers=workers)  # as xcon chaos --sim builds it

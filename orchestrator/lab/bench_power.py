@@ -38,7 +38,7 @@ def rows(root: Path, quick: bool, say: Callable[[str], None], Row: Any) -> list[
     # --quick is the CI smoke test's: every row, from a campaign of two rounds (guided's first is
     # the same fresh draws as random's), and a short search for each bug
     n = 130 if quick else 10_000
-    budget = 20 if quick else 3_000  # the trials each campaign may spend looking for one bug
+    budget = 10 if quick else 3_000  # the trials each campaign may spend looking for one bug
     network = Network(stuck_events=20_000)  # a livelock is stuck in a fraction of a second
     out = []
     say(f"random and guided worlds, {n} trials each, every fault kind")
