@@ -6,10 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from orchestrator.processes import proc_stat
+
 from .. import cli_server
+from ..conftest import patience
 
 CALLS = [
     ("--version", "--json"),
@@ -20,9 +25,17 @@ CALLS = [
 ]
 
 
-def from_scratch(args: tuple[str, ...], env: dict[str, str], cwd: str) -> subprocess.CompletedProcess:
+def from_scratch(args: tuple[str, ...], env: dict[str, str], cwd: str | None = None,
+                 stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    given = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}  # as cli_server.call
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, env=env, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+                          **given)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the server's: a call's waiter, which ends with its call)."""
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and (proc_stat(int(p.name)) or [None, None])[1] == str(pid)]
 
 
 @pytest.mark.parametrize("args", CALLS, ids=" ".join)
@@ -39,9 +52,13 @@ def test_a_forked_call_reads_its_stdin_and_is_killed_at_its_timeout(tmp_path):
     env = {**os.environ, "XCON_RUN_DIR": str(tmp_path)}
     args = ("send", "--from", "alice", "--to", "bob", "--body", "-")  # a body that is not UTF-8: exit 2
     forked = cli_server.call(list(args), env, b"\xff\xfe", 60)
-    scratch = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, env=env,
-                             input=b"\xff\xfe")
+    scratch = from_scratch(args, env, stdin=b"\xff\xfe")
     assert forked.returncode == scratch.returncode == 2, forked.stderr
     assert forked.stderr == scratch.stderr
     with pytest.raises(subprocess.TimeoutExpired):  # a server runs until it is stopped
         cli_server.call(["serve", "--port", "0"], env, None, 1.0)
+    # killed, not left running: its waiter saw it end, and ended too
+    server, deadline = cli_server._server.pid, time.time() + patience(10)
+    while children(server):
+        assert time.time() < deadline, f"the timed-out call still runs under the fork server {server}"
+        time.sleep(0.05)
