@@ -19,8 +19,9 @@ from ..conftest import patience
 CALLS = [
     ("--version", "--json"),
     ("send", "--bogus"),  # a usage error: exit 2, one line on stderr
-    ("status",),  # no cluster in the directory given by the environment: exit 3
-    ("user", "add", "--help"),  # help wrapped at the caller's COLUMNS
+    ("status",),  # no cluster in the default run-dir, .xcon in the caller's directory: exit 3
+    ("user", "add", "--help"),  # click's help wrapped at the caller's COLUMNS
+    ("scenario", "list"),  # the CLI's own console (common.out) wrapped at the caller's COLUMNS
     ("serve", "--port", "x"),
 ]
 
@@ -40,7 +41,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.parametrize("args", CALLS, ids=" ".join)
 def test_a_forked_call_gives_what_a_call_from_scratch_gives(args, tmp_path, monkeypatch):
-    env = {**os.environ, "COLUMNS": "60", "XCON_RUN_DIR": str(tmp_path / "nothing here")}
+    env = {**{k: v for k, v in os.environ.items() if k != "XCON_RUN_DIR"}, "COLUMNS": "60"}
     monkeypatch.chdir(tmp_path)
     forked = cli_server.call(list(args), env, None, 60)
     scratch = from_scratch(args, env, str(tmp_path))
