@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +10,11 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, PROFILES, Settings, describe_timings
+from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, Settings, describe_timings
 
 from orchestrator import cluster as cl
-from orchestrator.inspect import logread
-from orchestrator import netns
+from orchestrator.cluster.spec import Started, UpSpec
 from .common import attached, emit_json, json_option, out, profile_options, prose, run_dir_option, show_table
-from orchestrator.cluster.client import ClusterError
 
 @click.command()
 @run_dir_option
@@ -104,15 +100,7 @@ from orchestrator.cluster.client import ClusterError
                    "journal, keys, logs) instead of resuming it.")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_build: str, soft_delete_ms: int,
-       network: str, wan_delay_ms: int | None, site_specs: tuple[str, ...],
-       intersite_lag_ms: int | None, profile: str, time_scale: float,
-       replication_lag_ms: int | None, replication_step_ms: int | None, replication_jitter_ms: int | None,
-       read_cache_ttl_ms: int | None, retry_ms: int | None, transfer_retry_ms: int | None, expire_ms: int | None,
-       report_expire_ms: int | None,
-       seed: int, max_queue: int, insecure: bool, no_fsync: bool, console: str, min_free_mb: int,
-       accept_damage: bool, smtp: bool, smarthost: str, smtp_tls: bool, smtp_auth: bool, imap: bool, n_users: int | None,
-       fresh: bool, as_json: bool) -> None:
+def up(ctx: click.Context, run_dir: Path, site_specs: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -125,81 +113,44 @@ def up(ctx: click.Context, run_dir: Path, servers: int, mta_build: str, move_bui
     Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
     key is admitted. Endpoints bind to 127.0.0.1 (cluster.json holds them).
     """
-    if insecure:
+    if options["insecure"]:
         click.echo("xcon: WARNING: --insecure: no encryption, no authentication; any process that can reach "
                    "the ports can submit, move and read mail", err=True)
-    timings = {k: v for k, v in {"replication_lag_ms": replication_lag_ms, "replication_step_ms": replication_step_ms,
-                                 "replication_jitter_ms": replication_jitter_ms, "read_cache_ttl_ms": read_cache_ttl_ms,
-                                 "retry_ms": retry_ms, "transfer_retry_ms": transfer_retry_ms,
-                                 "expire_ms": expire_ms, "report_expire_ms": report_expire_ms,
-                                 "intersite_lag_ms": intersite_lag_ms}.items() if v is not None}
-    names = tuple(f"ex{i}" for i in range(1, servers + 1))
-    settings = Settings.from_profile(profile, time_scale, servers=names, sites=parse_sites(site_specs, names),
-                                     mta_build=mta_build, move_build=move_build, soft_delete_ms=soft_delete_ms,
-                                     network=network, smtp=smtp, smarthost=smarthost, smtp_tls=smtp_tls, smtp_auth=smtp_auth,
-                                     imap=imap,
-                                     seed=seed, max_queue=max_queue, insecure=insecure,
-                                     fsync=not no_fsync, console=console, min_free_mb=min_free_mb, **timings)
-    field_of = {"no_fsync": "fsync"}
-    given = frozenset(field_of.get(name, name) for name in ctx.params
-                      if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-                      and field_of.get(name, name) in Settings.__dataclass_fields__)
-    if given & {"profile", "time_scale"}:  # a profile given on resume brings all its timings
-        given |= frozenset(PROFILES[profile])
-    if (smarthost or smtp_tls or smtp_auth) and not smtp:
-        raise click.UsageError("--smarthost, --smtp-tls and --smtp-auth need --smtp")
-    if smarthost and not re.fullmatch(r"[\w.-]+:\d{1,5}", smarthost):
-        raise click.BadParameter(f"HOST:PORT, got {smarthost!r}", param_hint="--smarthost")
-    if imap and not Path("/usr/sbin/dovecot").exists():
-        raise click.UsageError("--imap needs Debian's dovecot-imapd (apt-get install dovecot-imapd)")
-    wan_hosts = [s for s in names if settings.site_of(s) != settings.site_of(names[0])]
-    if wan_delay_ms and (network != "netns" or not wan_hosts):
-        raise click.UsageError("--wan-delay-ms needs --network netns and a server outside the first server's site "
-                               "(--site)")
-    if wan_delay_ms:  # before anything is made: a kernel without netem cannot delay a link
-        try:
-            if not netns.probe_netem():
-                raise ClusterError("--wan-delay-ms needs tc netem, and this kernel has no netem (sch_netem); "
-                                   "nothing was started")
-        except netns.NetworkError as exc:
-            raise ClusterError(str(exc)) from None
-    t0 = time.time()
-    users = [{"alias": f"user{i}", "home": names[(i - 1) % len(names)]} for i in range(1, (n_users or 0) + 1)]
-    cluster = cl.start(run_dir, settings, fresh=fresh, given=given, accept_damage=accept_damage, users=users)
-    took = time.time() - t0
-    if wan_delay_ms:
-        try:
-            for host in wan_hosts:
-                netns.net(cluster.config.network, host, delay_ms=wan_delay_ms)
-        except netns.NetworkError as exc:
-            cluster.close()
-            cl.stop(run_dir)
-            raise ClusterError(f"--wan-delay-ms: {exc}") from None
-    try:
-        resumed = resume_summary(cluster) if cluster.resumed is not None else None
-    finally:
-        cluster.close()
+    named = frozenset(name for name in ctx.params
+                      if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
+    servers = tuple(f"ex{i}" for i in range(1, options["servers"] + 1))
+    spec = UpSpec.of_options(run_dir, options, named, parse_sites(site_specs, servers))
+    problem = spec.problem()
+    if problem:
+        raise click.UsageError(problem)
+    render_up(spec, spec.start(), as_json)
+
+
+def render_up(spec: UpSpec, started: Started, as_json: bool) -> None:
+    """A started cluster: its config as JSON, or a table of its nodes and a line of its settings."""
+    config, resumed, run_dir = started.config, started.resumed, spec.run_dir
     if as_json:
-        emit_json({**cluster.config.to_json(), "start_seconds": round(took, 3), "resumed": resumed,
-                   "users": len(users)})
+        emit_json({**config.to_json(), "start_seconds": round(started.seconds, 3), "resumed": resumed,
+                   "users": spec.users})
         return
     verb = "resumed" if resumed else "up"
-    table = Table(title=f"cluster {verb} in {took:.2f}s: {run_dir.resolve()}")
-    hosts = cluster.config.network is not None
+    table = Table(title=f"cluster {verb} in {started.seconds:.2f}s: {run_dir.resolve()}")
+    hosts = config.network is not None
     for col in ("node", "pid", *(["host"] if hosts else []), "endpoint", "log (in the run-dir)"):
         table.add_column(col)
-    for name, node in cluster.config.nodes.items():
+    for name, node in config.nodes.items():
         log = Path(node["log"])
         extra = [f"{k.upper()} {v}" for k, v in node["endpoints"].items() if k in ("smtp", "imap")]
         endpoint = node["endpoints"]["router"] + (f" ({extra[0]})" if extra else "")
         table.add_row(name, str(node["pid"]), *([node.get("host", "-")] if hosts else []), endpoint,
                       str(log.relative_to(run_dir.resolve())) if log.is_relative_to(run_dir.resolve()) else str(log))
     show_table(table)
-    st = cluster.config.settings
+    st = config.settings
     prose(f"MTA build: {st.mta_build}, move build: {st.move_build}, soft delete: "
           f"{f'{st.soft_delete_ms} ms' if st.soft_delete_ms else 'off'}, seed {st.seed}; {describe_timings(st.timings())}")
-    if users:
-        prose(f"organisation: {len(users):,} users, user1 ... user{len(users)}, homed on {', '.join(names)} in turn")
+    if spec.users:
+        prose(f"organisation: {spec.users:,} users, user1 ... user{spec.users}, homed on "
+              f"{', '.join(st.servers)} in turn")
     if resumed:
         prose(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
@@ -232,29 +183,6 @@ def parse_sites(specs: tuple[str, ...], servers: tuple[str, ...]) -> tuple[str, 
     if missing:
         raise click.BadParameter(f"no site for {', '.join(missing)}: give every server a site", param_hint="--site")
     return tuple(site_of[s] for s in servers)
-
-
-def resume_summary(cluster: cl.Cluster) -> dict[str, Any]:
-    """What a resumed cluster took up again, as its nodes report it."""
-    kept = []
-    d = cluster.status_of("directory")
-    kept.append(f"directory at USN {d['usn']}, {d['recipients']} user(s)")
-    for server in cluster.servers:
-        box = cluster.status_of(f"store.{server}")
-        held = sum(box["mailboxes"].values())
-        kept.append(f"store.{server}: {len(box['mailboxes'])} mailbox(es), {held} message(s)"
-                    + (f", locked: {', '.join(box['locked'])}" if box["locked"] else ""))
-    for mta in cluster.mtas:
-        m = cluster.status_of(mta)
-        kept.append(f"{mta}: {m['recovered']} message(s) taken up from its queue, {m['messages']} queued now")
-    orch = cluster.status_of("orchestrator")
-    kept.append(f"orchestrator: {orch['recovered']} unfinished move(s) taken up from its journal"
-                + "".join(f", {m['move_id']} of {m['alias']} ({'rolling back' if m['rolling_back'] else 'finishing'})"
-                          for m in orch["active"]))
-    damage = [e for e in logread.merged(cluster.config.run_dir)
-              if e["event"] == "storage.damaged" and e.get("ts", 0) >= cluster.resumed["started_at"]]
-    return {"kept": kept, "changed": {k: list(v) for k, v in cluster.resumed["changed"].items()},
-            "moved_endpoints": cluster.resumed["moved_endpoints"], "damage": damage}
 
 
 @click.command()
