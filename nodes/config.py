@@ -192,6 +192,11 @@ def describe_timings(t: dict[str, Any]) -> str:
             f"{sites}")
 
 
+def server_names(n: int) -> tuple[str, ...]:
+    """The names of a cluster's `n` servers: ex1 ... exN."""
+    return tuple(f"ex{i}" for i in range(1, n + 1))
+
+
 def node_names(servers: tuple[str, ...], smtp: bool = False, imap: bool = False) -> list[str]:
     """Every node of a cluster of these servers, as cluster.json names them (with `smtp`, an
     Internet Mail Service per server too; with `imap`, an IMAP server per server)."""

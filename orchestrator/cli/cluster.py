@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, Settings, describe_timings
+from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, Settings, describe_timings, server_names
 
 from orchestrator import cluster as cl
 from orchestrator.cluster.spec import Started, UpSpec
@@ -100,7 +100,7 @@ from .common import attached, emit_json, json_option, out, profile_options, pros
                    "journal, keys, logs) instead of resuming it.")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, run_dir: Path, site_specs: tuple[str, ...], as_json: bool, **options: Any) -> None:
+def up(ctx: click.Context, insecure: bool, as_json: bool, **_: Any) -> None:  # every option is in ctx.params
     """Start every node in the background; return when all are ready.
 
     A RUN_DIR that holds a stopped cluster (after `xcon down`, or after every node died) is
@@ -113,17 +113,25 @@ def up(ctx: click.Context, run_dir: Path, site_specs: tuple[str, ...], as_json: 
     Every socket uses CURVE with keys created in RUN_DIR/keys (owner-only); only the cluster's
     key is admitted. Endpoints bind to 127.0.0.1 (cluster.json holds them).
     """
-    if options["insecure"]:
+    if insecure:
         click.echo("xcon: WARNING: --insecure: no encryption, no authentication; any process that can reach "
                    "the ports can submit, move and read mail", err=True)
-    named = frozenset(name for name in ctx.params
-                      if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
-    servers = tuple(f"ex{i}" for i in range(1, options["servers"] + 1))
-    spec = UpSpec.of_options(run_dir, options, named, parse_sites(site_specs, servers))
+    spec = up_spec(ctx)
     problem = spec.problem()
     if problem:
         raise click.UsageError(problem)
     render_up(spec, spec.start(), as_json)
+
+
+def up_spec(ctx: click.Context) -> UpSpec:
+    """The spec of the `xcon up` parsed into `ctx`: the options given on the command line or in
+    the environment are the settings a resume changes."""
+    options = dict(ctx.params)
+    run_dir, site_specs = options.pop("run_dir"), options.pop("site_specs")
+    del options["as_json"]
+    named = frozenset(name for name in ctx.params
+                      if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
+    return UpSpec.of_options(run_dir, options, named, parse_sites(site_specs, server_names(options["servers"])))
 
 
 def render_up(spec: UpSpec, started: Started, as_json: bool) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodes.config import ClusterConfig, Settings, node_names
+from nodes.config import ClusterConfig, Settings, node_names, server_names
 from nodes.security import create_keys
 
 from orchestrator import netns
@@ -80,7 +80,7 @@ def parse_hosts(text: str) -> list[Host]:
     servers = list(_servers(seen_roles))
     if not servers:
         raise DeployError("no host has a server (ex1, ex2, ...)")
-    if servers != [f"ex{i}" for i in range(1, len(servers) + 1)]:
+    if tuple(servers) != server_names(len(servers)):
         raise DeployError(f"servers must be ex1..exN with none missing (got {', '.join(servers)})")
     return hosts
 

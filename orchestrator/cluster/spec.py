@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from nodes.config import PROFILES, Settings
+from nodes.config import PROFILES, Settings, server_names
 from orchestrator.inspect import logread
 
 from .client import ClusterError
@@ -29,7 +29,7 @@ _TIMINGS = frozenset(PROFILES["lab"])
 @dataclass(frozen=True)
 class Started:
     """What `UpSpec.start` made: the cluster's config as cluster.json holds it, how long the start
-    took, and for a resumed cluster what it took up again (orchestrator.cli.cluster.resume_summary)."""
+    took, and for a resumed cluster what it took up again (resume_summary)."""
 
     config: Any
     seconds: float
@@ -57,12 +57,11 @@ class UpSpec:
         """The spec of `xcon up`'s `options` (by parameter name); `named`: the options given on
         the command line; `sites`: each server's site, parsed from --site. A timing left out
         (None) is the profile's. Raises ValueError for a profile or time scale that does not exist."""
-        names = tuple(f"ex{i}" for i in range(1, options["servers"] + 1))
         values = {**options, "fsync": not options.get("no_fsync", False)}
         chosen = {k: v for k, v in values.items() if k in _SETTINGS_FIELDS and not (k in _TIMINGS and v is None)
                   and k not in ("servers", "sites", "profile", "time_scale")}
         settings = Settings.from_profile(options.get("profile", "lab"), options.get("time_scale", 1.0),
-                                         servers=names, sites=sites, **chosen)
+                                         servers=server_names(options["servers"]), sites=sites, **chosen)
         named_fields = frozenset(_FIELD_OF.get(k, k) for k in named if _FIELD_OF.get(k, k) in _SETTINGS_FIELDS)
         if named_fields & {"profile", "time_scale"}:  # a profile given on resume brings all its timings
             named_fields |= _TIMINGS

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from nodes.config import Settings
+from nodes.config import Settings, server_names
 from protocol import MAX_MESSAGE_BYTES
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
@@ -113,7 +113,7 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     extremes of the module's docstring; `sites`: the servers in that many sites, each a run of
     consecutive servers, with a replication lag between them drawn last)."""
     rng = random.Random(seed)
-    names = tuple(f"ex{i}" for i in range(1, servers + 1))
+    names = server_names(servers)
     n_users = users or rng.randint(3, 6)
     aliases = NAMES[:n_users] if n_users <= len(NAMES) else [f"user{i}" for i in range(n_users)]
     people = []

@@ -3,24 +3,14 @@ parse (click's make_context: no process is started) and judged before anything i
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from click.core import ParameterSource
-
 from nodes.config import PROFILES, Settings
-from orchestrator.cli.cluster import parse_sites, up
+from orchestrator.cli.cluster import up, up_spec
 from orchestrator.cluster.spec import UpSpec
 
 
 def spec_of(*argv: str) -> UpSpec:
-    """The spec `xcon up ARGV` builds, as the command builds it."""
-    ctx = up.make_context("up", list(argv))
-    options = dict(ctx.params)
-    run_dir, site_specs = options.pop("run_dir"), options.pop("site_specs")
-    options.pop("as_json")
-    named = frozenset(n for n in ctx.params if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE)
-    servers = tuple(f"ex{i}" for i in range(1, options["servers"] + 1))
-    return UpSpec.of_options(Path(run_dir), options, named, parse_sites(site_specs, servers))
+    """The spec `xcon up ARGV` builds, by the command's own parse and builder."""
+    return up_spec(up.make_context("up", list(argv)))
 
 
 def test_no_options_are_the_lab_profile_on_two_servers_and_name_nothing():
