@@ -33,6 +33,7 @@ from . import logs
 from .config import ClusterConfig
 from .core import Reply, Request
 from .host import NodeHost, Wiring, node_seed
+from .runtime import bind
 from .security import Security
 
 ASK_S = 5.0  # how long a request to the peer is waited for
@@ -139,7 +140,7 @@ class EdgeNode:
         self.router = ctx.socket(zmq.ROUTER)
         self.router.linger = 0
         security.server(self.router)
-        self.router.bind(self.config.endpoint(self.name))
+        bind(self.router, self.name, self.config.endpoint(self.name))
         self._ctx, self._security = ctx, security
         self.dealers: dict[str, Any] = {}
         self._wake = asyncio.Event()

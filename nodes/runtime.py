@@ -44,6 +44,16 @@ class NodeStopped(Exception):
     """Asked to stop while waiting for the disk: exit without saying anything not yet written."""
 
 
+def bind(sock: zmq.Socket, name: str, endpoint: str) -> None:
+    """Bind a node's server socket, or exit 2 with one line for `xcon up` to show (and to start
+    the cluster on other ports: a port another program took between its choice and this bind)."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        print(f"{name}: cannot bind {endpoint}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 class Runtime:
     def __init__(self, name: str, config: ClusterConfig, wiring: Wiring):
         self.name = name
@@ -98,11 +108,7 @@ class Runtime:
         # refused by the socket itself before they take memory
         sock.maxmsgsize = 2 * MAX_FRAME_BYTES
         self.security.server(sock)
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:  # a port another program took: one line for `xcon up` to show
-            print(f"{self.name}: cannot bind {endpoint}: {exc}", file=sys.stderr)
-            sys.exit(2)
+        bind(sock, self.name, endpoint)
         if kind == zmq.ROUTER:
             self.poller.register(sock, zmq.POLLIN)
         return sock

@@ -151,3 +151,31 @@ def test_a_port_taken_between_choosing_it_and_binding_it_is_replaced(tmp_path, m
         squatter.close()
         if run.exists():
             cl.stop(run)
+
+
+def test_an_ims_whose_port_was_taken_says_so_in_one_line_and_the_start_moves_it(tmp_path, monkeypatch):
+    """The IMS binds its own socket (nodes/edge.py), not the host runtime's: a port taken there
+    is the same one line and the same second start, not a traceback that ends the start."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = f"tcp://127.0.0.1:{squatter.getsockname()[1]}"
+    real = rundir.fresh_config
+
+    def racy(*args, **kwargs):
+        config = real(*args, **kwargs)
+        config.nodes["ims.ex1"]["endpoints"]["router"] = taken
+        return config
+
+    monkeypatch.setattr(rundir, "fresh_config", racy)
+    run = tmp_path / "run"
+    try:
+        cluster = cl.start(run, Settings(insecure=True, smtp=True))
+        cluster.close()
+        assert cluster.config.endpoint("ims.ex1") != taken
+        assert f"ims.ex1: cannot bind {taken}: Address already in use" in \
+            (run / "logs" / "ims.ex1.console").read_text()
+    finally:
+        squatter.close()
+        if run.exists():
+            cl.stop(run)
