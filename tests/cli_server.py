@@ -1,23 +1,29 @@
-"""A fork server for the suite's `xcon` calls: `python -m tests.cli_server SOCKET`.
+"""A fork server for the suite's `xcon` calls and nodes: `python -m tests.cli_server SOCKET`.
 
 Each `xcon` call of the suite (some 800 a run) used to be `python -m orchestrator.cli ...` from
-scratch, and 0.16 s of its 0.18 s of CPU went on Python's start and the imports. This process
-makes the imports once (every command's module); each call then forks it, and the child runs
-`python -m orchestrator.cli` as Python's `-m` does (runpy), with the caller's arguments,
-environment, working directory and standard streams: a separate process, as a user's call is,
-whose exit code and output are the caller's to read (tests.conftest.xcon).
+scratch, and 0.16 s of its 0.18 s of CPU went on Python's start and the imports; so did 0.15 s
+of each of some 700 node starts. This process makes the imports once (every command's module and
+every node's); each call then forks it, and the child runs `python -m <module>` as Python's `-m`
+does (runpy), with the caller's arguments, environment, working directory and standard streams:
+a separate process, as a user's call or node is, whose exit code and output are the caller's to
+read (tests.conftest.xcon). The suite's nodes start here through orchestrator.processes'
+FORK_SERVER (a session-wide fixture in tests/conftest.py sets it); a node forked so is known by
+its console (processes.node_identity), since its command line is this server's.
 
-One request per connection, a JSON object (argv, env, cwd) with three descriptors passed beside
-it (stdin, stdout, stderr). The server forks a waiter for the connection; the waiter forks the
-call, sends its pid (so that the caller can kill it at a timeout), waits for it and sends its exit
-status as subprocess reports it (-N for a signal). It ends when its stdin (a pipe from the test
-worker that started it) closes.
+One request per connection, a JSON object (module, argv, env, cwd, session) with three
+descriptors passed beside it (stdin, stdout, stderr); orchestrator.processes.fork_call sends it.
+The server forks a waiter for the connection; the waiter forks the call, sends its pid (so that
+the caller can kill it at a timeout), waits for it and sends its exit status as subprocess
+reports it (-N for a signal). The server ends when its stdin (a pipe from the test worker that
+started it) closes; a node it started runs on, in its own session, until it is stopped.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
+import importlib
+import io
 import json
 import os
 import runpy
@@ -31,6 +37,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from orchestrator.processes import MODULES, fork_call
+
 MAX_REQUEST = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
@@ -42,30 +50,25 @@ def call(argv: list[str], env: dict[str, str], stdin: bytes | None, timeout: flo
     """`python -m orchestrator.cli *argv`, forked from this worker's server (started on the first
     call): its status and output as subprocess.run(capture_output=True) gives them. stdin is
     /dev/null unless given; at `timeout` the call is killed and TimeoutExpired raised."""
-    path = _started()
     with (tempfile.TemporaryFile() if stdin is not None else open(os.devnull, "rb")) as given, \
-            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         if stdin is not None:
             given.write(stdin)
             given.seek(0)
-        conn.connect(path)
-        request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}).encode()
-        socket.send_fds(conn, [request], [given.fileno(), out.fileno(), err.fileno()])
-        conn.settimeout(timeout)
-        replies = conn.makefile("rb")
-        pid = json.loads(replies.readline())["pid"]
+        proc = fork_call(started(), {"argv": argv, "env": env, "cwd": os.getcwd()},
+                         (given.fileno(), out.fileno(), err.fileno()))
         try:
-            status = json.loads(replies.readline())["status"]
+            status = proc.wait(timeout)
         except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.close()
             raise subprocess.TimeoutExpired(["xcon", *argv], timeout) from None
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(["xcon", *argv], status, out.read(), err.read())
 
 
-def _started() -> str:
+def started() -> str:
     """The socket of this process's server, started (and awaited) if it is not running."""
     global _server, _socket
     with _lock:
@@ -114,24 +117,30 @@ def wait_for_call(conn: socket.socket) -> tuple[dict, socket.socket]:
     request = json.loads(message)
     pid = os.fork()
     if pid == 0:
+        if request.get("session"):
+            os.setsid()  # a node: in a session of its own, as subprocess's start_new_session makes it
         for fd, std in zip(fds, (0, 1, 2)):
             os.dup2(fd, std)
         for fd in fds:
             os.close(fd)
         return request, conn
+    for fd in fds:
+        os.close(fd)  # the call's streams are its own: a node's console is not held open here
     conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     _, status = os.waitpid(pid, 0)
     try:
         conn.sendall(json.dumps({"status": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
     except OSError:
-        pass  # the caller is gone (it gave up at its timeout and killed the call)
+        pass  # the caller is gone (it gave up at its timeout and killed the call, or it started a node)
     os._exit(0)
 
 
 def main() -> None:
-    # every command's module, imported once here instead of in each call
+    # every command's module and every node's, imported once here instead of in each call
     from orchestrator.cli import xcon
     xcon.load_all()
+    for module in MODULES.values():
+        importlib.import_module(f"{module}.__main__")
     # the imports' objects are left out of the collector's work in every call (Python's advice for
     # a fork server): a call's exit took 70 ms of CPU collecting them, 29 ms without
     gc.freeze()
@@ -140,10 +149,16 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
+    module = request.get("module", "orchestrator.cli")
     sys.argv = ["-m", *request["argv"]]
-    from orchestrator.cli import common
-    common.out.width = common.console_width()  # made at import, in the server: this call's streams
-    runpy.run_module("orchestrator.cli", run_name="__main__", alter_sys=True)
+    if os.environ.get("PYTHONUNBUFFERED"):  # as `python -u` makes them: a node's console, line by line
+        sys.stdout = io.TextIOWrapper(open(1, "wb", 0, closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(open(2, "wb", 0, closefd=False), write_through=True,
+                                      errors="backslashreplace")
+    if module == "orchestrator.cli":
+        from orchestrator.cli import common
+        common.out.width = common.console_width()  # made at import, in the server: this call's streams
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from nodes.config import Settings
 from orchestrator import cluster as cl
 from orchestrator.cluster import rundir
 from orchestrator.inspect import logread
+from orchestrator.processes import FORK_SERVER
 from protocol import logs
 
 from . import cli_server
@@ -160,6 +161,16 @@ def smtp_cluster(tmp_path):
     yield start
     if (run / "cluster.json").exists():
         xcon("down", run_dir=run)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nodes_forked() -> None:
+    """The suite's nodes start from its fork server (tests/cli_server.py: a node's start is a
+    third of the CPU it is from scratch), unless XCON_TEST_CLI=exec asks for everything from
+    scratch, as a user's `xcon` starts it. Nodes on hosts of their own (netns) are exec'd
+    either way, and a test that must see a user's start unsets XCON_FORK_SERVER."""
+    if os.environ.get("XCON_TEST_CLI") != "exec":
+        os.environ[FORK_SERVER] = cli_server.started()
 
 
 def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120,

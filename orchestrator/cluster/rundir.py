@@ -43,16 +43,14 @@ from nodes.store.maildir import Maildirs, mail_group, read_move_state
 from orchestrator import netns
 from orchestrator.inspect.logread import problems
 from .client import ClusterError, Refused, saved_config  # noqa: F401  (saved_config: read here too)
-from orchestrator.processes import pid_alive
+from orchestrator.processes import node_identity
 
 MARKER = ".xcon-run-dir"
 STATE = ("logs", "stores", "mta", "directory", "orchestrator", KEYS, "cluster.json", "network.json")
-NODE_MODULES = ("nodes.directory", "nodes.store", "nodes.mta", "orchestrator", "nodes.ims", "nodes.imap",
-                "nodes.internet")
 
 
 def node_processes(run_dir: Path) -> dict[int, str]:
-    """Every live node process of `run_dir`, found by its command line: pid -> node name."""
+    """Every live node process of `run_dir` (processes.node_identity): pid -> node name."""
     return {pid: name for pid, (name, where) in node_processes_within(run_dir).items() if where == run_dir}
 
 
@@ -60,22 +58,9 @@ def node_processes_within(root: Path) -> dict[int, tuple[str, Path]]:
     """Every live node process whose run-dir is `root` or lies below it: pid -> (node name, run-dir)."""
     found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in args]
-
-        def value(flag: str) -> str:
-            at = words.index(flag) + 1 if flag in words else len(words)
-            return words[at] if at < len(words) else ""
-
-        where = Path(value("--run-dir"))
-        if value("-m") in NODE_MODULES and value("--name") and (where == root or root in where.parents) \
-                and pid_alive(int(entry), where):
-            found[int(entry)] = (value("--name"), where)
+        node = node_identity(int(entry)) if entry.isdigit() else None
+        if node is not None and (node[1] == root or root in node[1].parents):
+            found[int(entry)] = node
     return found
 
 
