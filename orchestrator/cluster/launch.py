@@ -135,17 +135,25 @@ def _stop(run_dir: Path, grace: float, force: bool = False) -> tuple[list[str], 
         raise ClusterError(f"no cluster in {run_dir}" if not (run_dir / "cluster.json").exists() else
                            f"{run_dir}/cluster.json is unreadable and no node of {run_dir} runs")
     for pid in live:
-        os.kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM)
     processes.wait_gone(live, run_dir, grace)
     for pid in live:
         if pid_alive(pid, run_dir):
-            os.kill(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
     processes.reap()
     if config is not None:
         for node in config.nodes.values():
             node.pop("pid", None)
         config.save()
     return sorted(live.values()), _remove_network(run_dir, config)
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Signal a node found running a moment ago; one that has ended since is stopped already."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def wait_ready(cluster: Cluster, procs: dict[str, subprocess.Popen], timeout: float) -> None:

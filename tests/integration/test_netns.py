@@ -31,8 +31,8 @@ def netns_run(tmp_path):
     yield run
     if (run / "cluster.json").exists() or (run / netns.RECORD).exists():
         record = netns.load(run)
-        xcon("down", "--force", run_dir=run)
-        assert not record or netns.leftovers(record) == [], "the network outlived xcon down"
+        down = xcon("down", "--force", run_dir=run)
+        assert not record or netns.leftovers(record) == [], f"the network outlived xcon down: {down.stdout}{down.stderr}"
 
 
 def up(run: Path, *args: str) -> dict:
