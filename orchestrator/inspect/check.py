@@ -121,131 +121,31 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     however long the logs are. `every`, when given, receives each pair's (sender, outcome). With the
     run's `settings`, each NDR and postmaster copy is judged too (inspect.justify): one no rule
     allows is a finding; without them (a unit's hand-made events), any is accepted."""
-    accepted: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-    damage: dict[str, dict[str, Any]] = {}  # MTA -> its storage.damaged event
-    lost_to_damage: dict[str, tuple[dict[str, Any], str]] = {}  # msg_id -> the damage event naming it, and how
-    delivered: Counter = Counter()
-    reported: Counter = Counter()
-    gave_up: set[tuple[str, str]] = set()
-    declined: set[tuple[str, str]] = set()  # failed, no report asked for (NOTIFY over SMTP)
-    reports: dict[tuple[str, str], str] = {}  # a pair that failed with an NDR -> the NDR's id
-    postmastered: Counter = Counter()
-    ndrs: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {ndr id: the rcpts it names}
-    copies: dict[str, dict[str, list[str]]] = defaultdict(dict)  # msg_id -> {postmaster copy id: rcpts}
-    # a store that wrote a message and was killed before its log line answers the retry with
-    # "duplicate": the message is in the mailbox, so that counts as its one delivery
-    kept: set[tuple[str, str]] = set()
-    client_ids: dict[str, str] = {}  # msg_id -> the Message-ID its SMTP client gave it (Dovecot logs that)
-    queued_out: dict[tuple[str, str], str] = {}  # a pair an IMS took to relay -> that IMS
-    by_users: list[dict[str, str]] = []
+    tally = Tally(audited=state is not None)
     facts = Facts() if settings is not None else None
     noted = Facts.EVENTS if facts is not None else frozenset()
     for e in events:
-        name = e["event"]
-        if name in noted:
+        if e["event"] in noted:
             facts.see(e)
-        if name not in JUDGED:
-            continue  # most lines: routing, retries, the feed, a node's own life
-        if name == "store.duplicate_suppressed":
-            kept.add((e.get("msg_id"), e.get("mailbox")))
-        elif name == "store.delivered":
-            if e.get("ndr_for"):
-                to_postmaster = e.get("mailbox") == POSTMASTER
-                for rcpt in e.get("ndr_rcpts") or ():
-                    (postmastered if to_postmaster else reported)[(e["ndr_for"], rcpt)] += 1
-                if state is not None:
-                    (copies if to_postmaster else ndrs)[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
-            else:
-                delivered[(e.get("msg_id"), e.get("mailbox"))] += 1
-        elif name == "ims.relayed":  # left the organisation (nodes.ims): an outside address's delivery
-            if e.get("ndr_for"):  # a DSN to an outside originator
-                for rcpt in e.get("ndr_rcpts") or ():
-                    reported[(e["ndr_for"], rcpt)] += 1
-                if state is not None:
-                    ndrs[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
-            else:
-                delivered[(e.get("msg_id"), e.get("rcpt"))] += 1
-        elif name == "mta.accepted":
-            if e.get("message_id"):  # taken over SMTP: its client's Message-ID, as Dovecot's log names it
-                client_ids[e.get("msg_id")] = e["message_id"]
-            alt_of = e.get("alt_of") or {}
-            for rcpt in e.get("rcpts", ()):
-                if not e.get("repeated") or (e.get("msg_id"), rcpt) not in accepted:
-                    accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
-        elif name == "storage.damaged" and e.get("node", "").startswith(("mta.", "ims.")):
-            damage[e["node"]] = e
-            for key, how in (("lost", "its only record was in"), ("older_state", "its latest record was in"),
-                             ("suspect", "its latest record may have been in")):
-                for msg_id in e.get(key) or ():
-                    lost_to_damage.setdefault(msg_id, (e, how))
-                    if is_derived(msg_id):  # a report (or its postmaster copy): the pairs of what it reports on
-                        lost_to_damage.setdefault(msg_id.split("~ndr~")[0], (e, how.replace("its", "its report's", 1)))
-        elif name == "mta.failed" and not e.get("ndr_for"):
-            gave_up.add((e.get("msg_id"), e.get("rcpt")))
-            if e.get("notify"):
-                declined.add((e.get("msg_id"), e.get("rcpt")))
-            if e.get("ndr_id"):
-                reports[(e.get("msg_id"), e.get("rcpt"))] = e["ndr_id"]
-        elif name == "mta.failed" and e.get("report") == "postmaster" and state is not None:
-            copies[e["ndr_for"]][e.get("postmaster_id")] = e.get("ndr_rcpts") or []
-        elif name == "mta.ndr_queued" and state is not None:  # the NDR's id even if its delivery's line is gone
-            ndrs[e.get("ndr_for")][e.get("msg_id")] = e.get("rcpts") or []
-        elif name == "ims.queued_out":
-            queued_out[(e.get("msg_id"), e.get("rcpt"))] = e.get("node", "an IMS")
+        if e["event"] in JUDGED:  # most lines (routing, retries, the feed, a node's own life) are not
+            tally.see(e)
+    accepted = tally.accepted
     logged = len(accepted)
     findings = Judge(facts, settings, set(state.homes) if state is not None else None).findings() if facts else {}
     for key, known in (durable or {}).items():
         accepted.setdefault(key, known)
     counts = Counter({k: 0 for k in OUTCOMES})
     broken: dict[tuple[str, str], PairVerdict] = {}
+    by_users: list[dict[str, str]] = []
     for key, (sender, alt_of) in accepted.items():
-        d, n, p = delivered[key] or (1 if key in kept else 0), reported[key], postmastered[key]
-        why = ""
-        if state is not None:
-            said = "delivered" if d else "reported" if n else "given to the postmaster" if p else ""
-            d, act = state.kept(key[1], key[0], _message_ids(key[0], client_ids))
-            if act:  # not in the mailbox's own folder: its user filed it away or expunged it
-                by_users.append({"msg_id": key[0], "rcpt": key[1], "act": act})
-            n = sum(state.kept(sender, ndr_id, _message_ids(ndr_id, client_ids))[0] if sender
-                    else state.homed_copies(ndr_id)
-                    for ndr_id, rcpts in ndrs.get(key[0], {}).items() if key[1] in rcpts)
-            p = sum(state.postmaster_copies(pm_id) for pm_id, rcpts in copies.get(key[0], {}).items() if key[1] in rcpts)
-            if said and not d and not n and not p:
-                owner = key[1] if said == "delivered" else sender
-                where = {"delivered": f"{key[1]}'s mailbox on its home server",
-                         "reported": f"{sender}'s mailbox on its home server"}.get(said, "any postmaster mailbox")
-                why = f"the logs say {said}, but it is not in {where}"
-                if said != "given to the postmaster" and owner and owner not in state.homes:
-                    why += f" (the directory has no entry for {owner}: no mailbox counts as theirs)"
-        if d and (n or p):
-            outcome = "both"
-        elif d > 1 or n + p > 1:
-            outcome = "duplicated"
-        elif d == 1:
-            outcome = "delivered"
-        elif n == 1:
-            outcome = "ndr"
-        elif p == 1:
-            outcome = "postmaster"
-        elif key in declined and not why:
-            outcome = "declined"
-        elif key in gave_up and not why and state is not None and reports.get(key) in state.waiting:
-            outcome = "pending"  # failed, and its report still on its way (in an MTA's or an IMS's queue)
-        elif key in queued_out and key not in gave_up and state is not None and key[0] not in state.waiting:
-            # an IMS took it to relay, and nothing ended it: not relayed, not handed back, and no
-            # queue holds it (its item's file is gone): nothing will ever move it
-            outcome = "lost"
-            why = (f"{queued_out[key]} took it to relay, and it was neither relayed nor handed back, and no queue "
-                   f"holds it (ims/{queued_out[key].partition('.')[2]}/outbound)")
-        else:
-            outcome = "lost" if why or key in gave_up else "pending"
+        outcome, why = tally.outcome(key, *tally.found(key, sender, state, by_users), state)
         finding = findings.get(key) if outcome in ("ndr", "postmaster", "declined") else None
         if finding is not None:  # it ended, but not as the facts allow
             outcome, why = finding.name, finding.rule
-        if outcome in VIOLATIONS and key[0] in lost_to_damage:
+        if outcome in VIOLATIONS and key[0] in tally.lost_to_damage:
             # the damaged log lost the message's only record, or its latest (the MTA took up an
             # earlier state of it and acted on that again): the break is the damage's
-            outcome, why = "damaged", _damage_why(*lost_to_damage[key[0]])
+            outcome, why = "damaged", _damage_why(*tally.lost_to_damage[key[0]])
         counts[outcome] += 1
         if every is not None:
             every[key] = (sender or "", outcome)
@@ -253,15 +153,146 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
             broken[key] = PairVerdict(key[0], key[1], sender or "", alt_of, outcome, why=why,
                                       evidence=finding.events if finding is not None else [])
     if broken:
+        reports = tally.reports
         report_held = _explain(broken, again() if again else events,
                                {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
-        if damage:
-            _blame_damage(broken, counts, damage, report_held)
+        if tally.damage:
+            _blame_damage(broken, counts, tally.damage, report_held)
         if every is not None:
             every.update((k, (v.sender, v.outcome)) for k, v in broken.items())
     stale = state.stale_locks() if state is not None else []
     return Report(len(accepted), dict(counts), list(broken.values()), not broken and not stale,
                   audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged, by_users=by_users)
+
+
+@dataclass
+class Tally:
+    """check's first pass: what the logs say happened to each pair, counted (`see`), and each
+    pair's outcome from the counts and, when `audited`, from the end state (`found`, `outcome`)."""
+
+    audited: bool  # an end state will be read: keep the ids of the NDRs and postmaster copies
+    accepted: dict[tuple[str, str], tuple[str | None, str | None]] = field(default_factory=dict)
+    damage: dict[str, dict[str, Any]] = field(default_factory=dict)  # MTA -> its storage.damaged event
+    # msg_id -> the damage event naming it, and how
+    lost_to_damage: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    delivered: Counter = field(default_factory=Counter)
+    reported: Counter = field(default_factory=Counter)
+    postmastered: Counter = field(default_factory=Counter)
+    gave_up: set[tuple[str, str]] = field(default_factory=set)
+    declined: set[tuple[str, str]] = field(default_factory=set)  # failed, no report asked for (NOTIFY over SMTP)
+    reports: dict[tuple[str, str], str] = field(default_factory=dict)  # a pair failed with an NDR -> the NDR's id
+    # msg_id -> {ndr id: the rcpts it names}, {postmaster copy id: rcpts}
+    ndrs: dict[str, dict[str, list[str]]] = field(default_factory=lambda: defaultdict(dict))
+    copies: dict[str, dict[str, list[str]]] = field(default_factory=lambda: defaultdict(dict))
+    # a store that wrote a message and was killed before its log line answers the retry with
+    # "duplicate": the message is in the mailbox, so that counts as its one delivery
+    kept: set[tuple[str, str]] = field(default_factory=set)
+    client_ids: dict[str, str] = field(default_factory=dict)  # msg_id -> its SMTP client's Message-ID (Dovecot's)
+    queued_out: dict[tuple[str, str], str] = field(default_factory=dict)  # a pair an IMS took to relay -> that IMS
+
+    def see(self, e: dict[str, Any]) -> None:
+        """Count one of the JUDGED events."""
+        name = e["event"]
+        if name == "store.duplicate_suppressed":
+            self.kept.add((e.get("msg_id"), e.get("mailbox")))
+        elif name == "store.delivered":
+            if e.get("ndr_for"):
+                to_postmaster = e.get("mailbox") == POSTMASTER
+                for rcpt in e.get("ndr_rcpts") or ():
+                    (self.postmastered if to_postmaster else self.reported)[(e["ndr_for"], rcpt)] += 1
+                if self.audited:
+                    ids = self.copies if to_postmaster else self.ndrs
+                    ids[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
+            else:
+                self.delivered[(e.get("msg_id"), e.get("mailbox"))] += 1
+        elif name == "ims.relayed":  # left the organisation (nodes.ims): an outside address's delivery
+            if e.get("ndr_for"):  # a DSN to an outside originator
+                for rcpt in e.get("ndr_rcpts") or ():
+                    self.reported[(e["ndr_for"], rcpt)] += 1
+                if self.audited:
+                    self.ndrs[e["ndr_for"]][e.get("msg_id")] = e.get("ndr_rcpts") or []
+            else:
+                self.delivered[(e.get("msg_id"), e.get("rcpt"))] += 1
+        elif name == "mta.accepted":
+            if e.get("message_id"):  # taken over SMTP: its client's Message-ID, as Dovecot's log names it
+                self.client_ids[e.get("msg_id")] = e["message_id"]
+            alt_of = e.get("alt_of") or {}
+            for rcpt in e.get("rcpts", ()):
+                if not e.get("repeated") or (e.get("msg_id"), rcpt) not in self.accepted:
+                    self.accepted[(e.get("msg_id"), rcpt)] = (e.get("sender", ""), alt_of.get(rcpt))
+        elif name == "storage.damaged" and e.get("node", "").startswith(("mta.", "ims.")):
+            self.damage[e["node"]] = e
+            for key, how in (("lost", "its only record was in"), ("older_state", "its latest record was in"),
+                             ("suspect", "its latest record may have been in")):
+                for msg_id in e.get(key) or ():
+                    self.lost_to_damage.setdefault(msg_id, (e, how))
+                    if is_derived(msg_id):  # a report (or its postmaster copy): the pairs of what it reports on
+                        self.lost_to_damage.setdefault(msg_id.split("~ndr~")[0],
+                                                       (e, how.replace("its", "its report's", 1)))
+        elif name == "mta.failed" and not e.get("ndr_for"):
+            self.gave_up.add((e.get("msg_id"), e.get("rcpt")))
+            if e.get("notify"):
+                self.declined.add((e.get("msg_id"), e.get("rcpt")))
+            if e.get("ndr_id"):
+                self.reports[(e.get("msg_id"), e.get("rcpt"))] = e["ndr_id"]
+        elif name == "mta.failed" and e.get("report") == "postmaster" and self.audited:
+            self.copies[e["ndr_for"]][e.get("postmaster_id")] = e.get("ndr_rcpts") or []
+        elif name == "mta.ndr_queued" and self.audited:  # the NDR's id even if its delivery's line is gone
+            self.ndrs[e.get("ndr_for")][e.get("msg_id")] = e.get("rcpts") or []
+        elif name == "ims.queued_out":
+            self.queued_out[(e.get("msg_id"), e.get("rcpt"))] = e.get("node", "an IMS")
+
+    def found(self, key: tuple[str, str], sender: str | None, state: EndState | None,
+              by_users: list[dict[str, str]]) -> tuple[int, int, int, str]:
+        """A pair's copies delivered, NDRs and postmaster copies: as the logs count them, or with
+        an end state as the mailboxes hold them (and why, where the two disagree). A delivered
+        copy its user filed away or expunged is added to `by_users`."""
+        d, n, p = self.delivered[key] or (1 if key in self.kept else 0), self.reported[key], self.postmastered[key]
+        if state is None:
+            return d, n, p, ""
+        why = ""
+        said = "delivered" if d else "reported" if n else "given to the postmaster" if p else ""
+        d, act = state.kept(key[1], key[0], _message_ids(key[0], self.client_ids))
+        if act:  # not in the mailbox's own folder: its user filed it away or expunged it
+            by_users.append({"msg_id": key[0], "rcpt": key[1], "act": act})
+        n = sum(state.kept(sender, ndr_id, _message_ids(ndr_id, self.client_ids))[0] if sender
+                else state.homed_copies(ndr_id)
+                for ndr_id, rcpts in self.ndrs.get(key[0], {}).items() if key[1] in rcpts)
+        p = sum(state.postmaster_copies(pm_id)
+                for pm_id, rcpts in self.copies.get(key[0], {}).items() if key[1] in rcpts)
+        if said and not d and not n and not p:
+            owner = key[1] if said == "delivered" else sender
+            where = {"delivered": f"{key[1]}'s mailbox on its home server",
+                     "reported": f"{sender}'s mailbox on its home server"}.get(said, "any postmaster mailbox")
+            why = f"the logs say {said}, but it is not in {where}"
+            if said != "given to the postmaster" and owner and owner not in state.homes:
+                why += f" (the directory has no entry for {owner}: no mailbox counts as theirs)"
+        return d, n, p, why
+
+    def outcome(self, key: tuple[str, str], d: int, n: int, p: int, why: str,
+                state: EndState | None) -> tuple[str, str]:
+        """A pair's outcome (OUTCOMES) from what `found` counted, and why, where there is a why."""
+        if d and (n or p):
+            return "both", why
+        if d > 1 or n + p > 1:
+            return "duplicated", why
+        if d == 1:
+            return "delivered", why
+        if n == 1:
+            return "ndr", why
+        if p == 1:
+            return "postmaster", why
+        if key in self.declined and not why:
+            return "declined", why
+        if key in self.gave_up and not why and state is not None and self.reports.get(key) in state.waiting:
+            return "pending", why  # failed, and its report still on its way (in an MTA's or an IMS's queue)
+        if key in self.queued_out and key not in self.gave_up and state is not None and key[0] not in state.waiting:
+            # an IMS took it to relay, and nothing ended it: not relayed, not handed back, and no
+            # queue holds it (its item's file is gone): nothing will ever move it
+            ims = self.queued_out[key]
+            return "lost", (f"{ims} took it to relay, and it was neither relayed nor handed back, and no queue "
+                            f"holds it (ims/{ims.partition('.')[2]}/outbound)")
+        return ("lost" if why or key in self.gave_up else "pending"), why
 
 
 def _message_ids(msg_id: str, client_ids: dict[str, str]) -> list[str]:
