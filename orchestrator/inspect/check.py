@@ -124,11 +124,13 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     tally = Tally(audited=state is not None)
     facts = Facts() if settings is not None else None
     noted = Facts.EVENTS if facts is not None else frozenset()
+    see = tally.see
     for e in events:
-        if e["event"] in noted:
+        name = e["event"]
+        if name in noted:
             facts.see(e)
-        if e["event"] in JUDGED:  # most lines (routing, retries, the feed, a node's own life) are not
-            tally.see(e)
+        if name in JUDGED:  # most lines (routing, retries, the feed, a node's own life) are not
+            see(e, name)
     accepted = tally.accepted
     logged = len(accepted)
     findings = Judge(facts, settings, set(state.homes) if state is not None else None).findings() if facts else {}
@@ -138,7 +140,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
     broken: dict[tuple[str, str], PairVerdict] = {}
     by_users: list[dict[str, str]] = []
     for key, (sender, alt_of) in accepted.items():
-        outcome, why = tally.outcome(key, *tally.found(key, sender, state, by_users), state)
+        outcome, why = tally.outcome(key, sender, state, by_users)
         finding = findings.get(key) if outcome in ("ndr", "postmaster", "declined") else None
         if finding is not None:  # it ended, but not as the facts allow
             outcome, why = finding.name, finding.rule
@@ -165,7 +167,7 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                   audited=state is not None, stale_locks=stale, unlogged=len(accepted) - logged, by_users=by_users)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tally:
     """check's first pass: what the logs say happened to each pair, counted (`see`), and each
     pair's outcome from the counts and, when `audited`, from the end state (`found`, `outcome`)."""
@@ -190,9 +192,8 @@ class Tally:
     client_ids: dict[str, str] = field(default_factory=dict)  # msg_id -> its SMTP client's Message-ID (Dovecot's)
     queued_out: dict[tuple[str, str], str] = field(default_factory=dict)  # a pair an IMS took to relay -> that IMS
 
-    def see(self, e: dict[str, Any]) -> None:
-        """Count one of the JUDGED events."""
-        name = e["event"]
+    def see(self, e: dict[str, Any], name: str) -> None:
+        """Count one of the JUDGED events, `name` its event."""
         if name == "store.duplicate_suppressed":
             self.kept.add((e.get("msg_id"), e.get("mailbox")))
         elif name == "store.delivered":
@@ -242,14 +243,11 @@ class Tally:
         elif name == "ims.queued_out":
             self.queued_out[(e.get("msg_id"), e.get("rcpt"))] = e.get("node", "an IMS")
 
-    def found(self, key: tuple[str, str], sender: str | None, state: EndState | None,
-              by_users: list[dict[str, str]]) -> tuple[int, int, int, str]:
-        """A pair's copies delivered, NDRs and postmaster copies: as the logs count them, or with
-        an end state as the mailboxes hold them (and why, where the two disagree). A delivered
+    def found(self, key: tuple[str, str], sender: str | None, state: EndState, by_users: list[dict[str, str]],
+              d: int, n: int, p: int) -> tuple[int, int, int, str]:
+        """A pair's copies delivered, NDRs and postmaster copies as the end state's mailboxes hold
+        them, and why, where they and the logs (which counted d, n and p) disagree. A delivered
         copy its user filed away or expunged is added to `by_users`."""
-        d, n, p = self.delivered[key] or (1 if key in self.kept else 0), self.reported[key], self.postmastered[key]
-        if state is None:
-            return d, n, p, ""
         why = ""
         said = "delivered" if d else "reported" if n else "given to the postmaster" if p else ""
         d, act = state.kept(key[1], key[0], _message_ids(key[0], self.client_ids))
@@ -269,9 +267,14 @@ class Tally:
                 why += f" (the directory has no entry for {owner}: no mailbox counts as theirs)"
         return d, n, p, why
 
-    def outcome(self, key: tuple[str, str], d: int, n: int, p: int, why: str,
-                state: EndState | None) -> tuple[str, str]:
-        """A pair's outcome (OUTCOMES) from what `found` counted, and why, where there is a why."""
+    def outcome(self, key: tuple[str, str], sender: str | None, state: EndState | None,
+                by_users: list[dict[str, str]]) -> tuple[str, str]:
+        """A pair's outcome (OUTCOMES) and why, where there is a why: from what the logs counted,
+        or with an end state from what its mailboxes hold (`found`)."""
+        d, n, p, why = (self.delivered[key] or (1 if key in self.kept else 0), self.reported[key],
+                        self.postmastered[key], "")
+        if state is not None:
+            d, n, p, why = self.found(key, sender, state, by_users, d, n, p)
         if d and (n or p):
             return "both", why
         if d > 1 or n + p > 1:
