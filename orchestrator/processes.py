@@ -40,28 +40,18 @@ def proc_stat(pid: int) -> list[str] | None:
 
 def node_identity(pid: int) -> tuple[str, Path] | None:
     """The node a live process is (its name and run-dir), or None for a process that is no node.
-    A node is known by its command line (`-m <node module> --run-dir D --name N`, as spawn_node
-    and deploy start one) or, when it was forked from a server that made its imports already
-    (see fork_call), by its standard output: every node's is <run-dir>/logs/<name>.console."""
+    A node is known by its standard output, <run-dir>/logs/<name>.console, as spawn_node and
+    deploy's units start every node (a command line would not do: a node forked from a server
+    that made its imports already, see fork_call, has the server's)."""
     try:
-        words = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
-        if _flag(words, "-m") in MODULES.values():
-            name, run_dir = _flag(words, "--name"), _flag(words, "--run-dir")
-            found = (name, Path(run_dir)) if name and run_dir else None
-        else:
-            console = Path(os.readlink(f"/proc/{pid}/fd/1"))
-            found = (console.name.removesuffix(".console"), console.parent.parent) if (
-                console.suffix == ".console" and console.parent.name == "logs") else None
-    except (OSError, ValueError):
+        console = Path(os.readlink(f"/proc/{pid}/fd/1").removesuffix(" (deleted)"))
+    except OSError:
+        return None
+    # a daemon a node runs writes to a console of its own (logs/dovecot.ex1.console): no node's
+    if console.suffix != ".console" or console.parent.name != "logs" or console.stem.partition(".")[0] not in MODULES:
         return None
     stat = proc_stat(pid)
-    return found if stat is not None and stat[0] != "Z" else None
-
-
-def _flag(words: list[str], flag: str) -> str:
-    """The word after `flag` in a command line, or ""."""
-    at = words.index(flag) + 1 if flag in words else len(words)
-    return words[at] if at < len(words) else ""
+    return (console.stem, console.parent.parent) if stat is not None and stat[0] != "Z" else None
 
 
 def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:

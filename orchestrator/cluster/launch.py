@@ -3,7 +3,7 @@
 `start` picks free loopback ports, writes `<run-dir>/cluster.json`, starts every node as its
 own OS process (in its own session, so it outlives the CLI) and returns once each answers
 `ping` with ready=true; a stopped cluster's run-dir is resumed, after its files are read for
-damage. `stop` ends every node of a run-dir, found by cluster.json and by command line.
+damage. `stop` ends every node of a run-dir, found by cluster.json and by its console.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
 
 def stop(run_dir: Path, grace: float = 5.0, force: bool = False) -> tuple[list[str], list[str]]:
     """Stop every node of the run-dir: SIGTERM, then SIGKILL after `grace` seconds. The nodes are
-    those cluster.json names and every process whose command line names the run-dir, so a
+    those cluster.json names and every process whose output is a console of the run-dir, so a
     missing or corrupt cluster.json stops nothing from being stopped; then the cluster's network
     of namespaces, if it has one, is removed. Returns the nodes stopped and the network's parts
     removed. `force`: no error when there is nothing to stop, only what is left to remove."""

@@ -6,8 +6,9 @@ journal, the keys and the logs. Nothing in it is removed behind the user's back:
   only when asked (`xcon up --fresh`); it refuses a directory that holds files it did not make;
 - `xcon up` and `xcon down` hold a lock on the directory while they work, so a second one waits
   for the first instead of starting or killing nodes beside it;
-- a node process is found by its own command line (`--run-dir DIR`), so `xcon down` stops every
-  node of a run-dir even when cluster.json is gone or unreadable;
+- a node process is found by its standard output, its console in the run-dir's logs/
+  (orchestrator.processes.node_identity), so `xcon down` stops every node of a run-dir even
+  when cluster.json is gone or unreadable;
 - a cluster's config is new (free loopback ports, new keys) or the stopped cluster's, resumed with
   the settings the user changed and its taken loopback ports moved;
 - before a stopped cluster is resumed, every log and state file its nodes will read is read first

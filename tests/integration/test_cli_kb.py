@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nodes.config import ClusterConfig
-from orchestrator.processes import FORK_SERVER, pid_alive
+from orchestrator.processes import pid_alive
 
 from .. import docblocks
 from ..conftest import SEED, wait_for_event, xcon, xcon_json
@@ -68,11 +68,10 @@ def test_move_while_mail_flows(build, tmp_path):
 @pytest.mark.long
 def test_scenario_all_matches_the_kb_and_prints_the_readmes_table(tmp_path):
     """The main job as the README's block "setup" runs it (after its install): its table, row by
-    row, is the README's sample "kb-table" (less the seconds). Its nodes start as a user's do,
-    each a new Python, not forked from the suite's server (tests/cli_server.py)."""
+    row, is the README's sample "kb-table" (less the seconds)."""
     main_job = docblocks.commands("README.md", "setup")[0].split(" && ")[-1]
     assert main_job == "xcon scenario q248839 --all"
-    proc = xcon(*docblocks.adapted(main_job), run_dir=tmp_path, timeout=300, env={FORK_SERVER: None})
+    proc = xcon(*docblocks.adapted(main_job), run_dir=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     printed = [[c.strip() for c in line.strip("│").split("│")][:-1] for line in proc.stdout.splitlines()
                if line.startswith("│")]

@@ -12,11 +12,13 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from nodes.config import Settings
 from orchestrator import cluster as cl
 from orchestrator.cluster import rundir
 from orchestrator.cluster.rundir import node_processes
+from orchestrator.processes import FORK_SERVER
 
 from ..conftest import xcon, xcon_json
 from .test_cli_errors import one_line_error
@@ -99,14 +101,18 @@ def test_a_run_dir_a_scenario_wrote_in_takes_a_cluster_afterwards(tmp_path):
 
 
 def test_two_ups_at_once_start_one_cluster_and_down_needs_no_cluster_json(tmp_path):
+    """A user's `xcon up`s, with nodes started as a user's are, each a new Python (not forked from
+    the suite's server): found by their consoles when cluster.json does not read."""
     run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != FORK_SERVER}
     ups = [subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "up", "--insecure", "--run-dir", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in ups]
     try:
         assert sorted(code for code, _ in results) == [0, 2], results
         assert "already running" in next(err for code, err in results if code == 2)
         assert len(node_processes(run)) == 6
+        assert all(b"--name" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in node_processes(run))
         (run / "cluster.json").write_text("{ this is not json")
         down = xcon("down", run_dir=run, check=True)
         assert "stopped 6 node(s)" in down.stdout and node_processes(run) == {}
