@@ -219,11 +219,15 @@ def leftovers(n: dict[str, Any]) -> list[str]:
     return names + ([n["bridge"]] if _exists("link", n["bridge"]) else [])
 
 
+def namespace(n: dict[str, Any] | None, node: str) -> str | None:
+    """The network namespace of a node's host; None on a cluster without hosts of their own."""
+    return n["hosts"][host_of(node)]["ns"] if n else None
+
+
 def exec_prefix(n: dict[str, Any] | None, node: str) -> list[str]:
     """The command words that run a node's process on its host."""
-    if not n:
-        return []
-    return [_which("ip") or "ip", "netns", "exec", n["hosts"][host_of(node)]["ns"]]
+    ns = namespace(n, node)
+    return [_which("ip") or "ip", "netns", "exec", ns] if ns else []
 
 
 # --- kernel faults ------------------------------------------------------------------------------

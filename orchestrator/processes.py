@@ -20,7 +20,7 @@ from nodes.config import ClusterConfig, open_append
 from nodes.logs import log_lost
 from nodes.records import absent
 
-from .netns import exec_prefix
+from .netns import exec_prefix, namespace
 
 MODULES = {"directory": "nodes.directory", "store": "nodes.store", "mta": "nodes.mta", "orchestrator": "orchestrator",
            "ims": "nodes.ims", "imap": "nodes.imap", "internet": "nodes.internet"}
@@ -94,25 +94,26 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool 
     the node ran in this run-dir before (a restart, a resumed cluster; not a new cluster's first
     start); if its log is gone or empty, the new one says so in its first line
     (nodes.logs.log_lost): a verdict never rests on a log made anew. With FORK_SERVER set, a
-    node on this host is forked from that server (`python -m <module>` run in a process whose
+    node is forked from that server (`python -m <module>` run in a process whose
     imports are made: a third of the CPU of a start); from scratch when the server is gone."""
     node = config.nodes[name]
     log = config.run_dir / "logs" / f"{name}.jsonl"
     if again and absent(log):
         log_lost(log, name, "missing or empty when the node was started again")
     console = open_append(config.run_dir / "logs" / f"{name}.console")
-    # on a cluster of namespaces, `ip netns exec` enters the node's host and execs Python: the
-    # pid is the node's own
+    # on a cluster of namespaces, `ip netns exec` enters the node's host and execs Python (the
+    # pid is the node's own); a fork server's child enters it itself (setns)
     host = exec_prefix(config.network, name)
     module, args = MODULES[node["kind"]], ["--run-dir", str(config.run_dir), "--name", name]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc: subprocess.Popen | Forked | None = None
     try:
-        if os.environ.get(FORK_SERVER) and not host:
+        if os.environ.get(FORK_SERVER):
             try:
                 with open(os.devnull, "rb") as null:
                     proc = fork_call(os.environ[FORK_SERVER], {"module": module, "argv": args, "env": env,
-                                                               "cwd": os.getcwd(), "session": True},
+                                                               "cwd": os.getcwd(), "session": True,
+                                                               "netns": namespace(config.network, name)},
                                      (null.fileno(), console, console))
             except (OSError, ValueError):
                 proc = None  # no server there (any more): from scratch
@@ -157,7 +158,8 @@ class Forked:
 
 def fork_call(path: str, request: dict, fds: tuple[int, int, int]) -> Forked:
     """Have the fork server at `path` run `python -m <request's module>` with its argv, env and
-    cwd (and setsid() if it asks for a session), `fds` as the standard streams. The protocol:
+    cwd (setsid() if it asks for a session, in the network namespace it names as `netns`), `fds`
+    as the standard streams. The protocol:
     the JSON request with the three descriptors beside it; the replies, a line each, {"pid"} and
     then {"status"} when the process ends. OSError or ValueError when no server answers."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

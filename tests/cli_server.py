@@ -21,6 +21,7 @@ started it) closes; a node it started runs on, in its own session, until it is s
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import importlib
 import io
@@ -123,6 +124,8 @@ def wait_for_call(conn: socket.socket) -> tuple[dict, socket.socket]:
             os.dup2(fd, std)
         for fd in fds:
             os.close(fd)
+        if request.get("netns"):  # a node on a host of its own: its network, as `ip netns exec` enters it
+            enter_netns(request["netns"])
         return request, conn
     for fd in fds:
         os.close(fd)  # the call's streams are its own: a node's console is not held open here
@@ -135,12 +138,28 @@ def wait_for_call(conn: socket.socket) -> tuple[dict, socket.socket]:
     os._exit(0)
 
 
+CLONE_NEWNET = 0x40000000  # setns(2)
+
+
+def enter_netns(name: str) -> None:
+    """Move this process into the network namespace `ip netns add NAME` made (/run/netns/NAME)."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name}: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+
+
 def main() -> None:
     # every command's module and every node's, imported once here instead of in each call
     from orchestrator.cli import xcon
     xcon.load_all()
     for module in MODULES.values():
         importlib.import_module(f"{module}.__main__")
+        # what it imports stays; itself it goes, for runpy to run as __main__ (which warns on a
+        # console of every node otherwise that it was imported already)
+        del sys.modules[f"{module}.__main__"]
     # the imports' objects are left out of the collector's work in every call (Python's advice for
     # a fork server): a call's exit took 70 ms of CPU collecting them, 29 ms without
     gc.freeze()

@@ -166,9 +166,9 @@ def smtp_cluster(tmp_path):
 @pytest.fixture(scope="session", autouse=True)
 def nodes_forked() -> None:
     """The suite's nodes start from its fork server (tests/cli_server.py: a node's start is a
-    third of the CPU it is from scratch), unless XCON_TEST_CLI=exec asks for everything from
-    scratch, as a user's `xcon` starts it. Nodes on hosts of their own (netns) are exec'd
-    either way, and a test that must see a user's start unsets XCON_FORK_SERVER."""
+    sixth of the CPU it is from scratch; on a host of its own it enters its namespace), unless
+    XCON_TEST_CLI=exec asks for everything from scratch, as a user's `xcon` starts it. A test
+    that must see a user's start unsets XCON_FORK_SERVER."""
     if os.environ.get("XCON_TEST_CLI") != "exec":
         os.environ[FORK_SERVER] = cli_server.started()
 
