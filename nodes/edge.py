@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -153,7 +154,7 @@ class EdgeNode:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        reason = "signal"
+        reason, failed = "signal", False
         try:
             self.host.start(time.time())
             await self.ship()
@@ -164,6 +165,7 @@ class EdgeNode:
             reason = f"{type(exc).__name__}: {exc}"
             self.log("error", "node.failed", reason=reason)
             print(f"{self.name}: {reason}", flush=True)
+            failed = True
         finally:
             await self.stop()
             for task in [*tasks, *self._work]:
@@ -173,6 +175,8 @@ class EdgeNode:
                 sock.close(0)
             if auth is not None:
                 auth.stop()
+        if failed:
+            sys.exit(1)  # a start that failed is no clean exit: `xcon up` and a restart see it
 
     def spawn(self, work: Any) -> None:
         """Run `work` beside the loop, held until it ends (a task nobody holds may be collected)."""

@@ -94,8 +94,8 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool 
     the node ran in this run-dir before (a restart, a resumed cluster; not a new cluster's first
     start); if its log is gone or empty, the new one says so in its first line
     (nodes.logs.log_lost): a verdict never rests on a log made anew. With FORK_SERVER set, a
-    node is forked from that server (`python -m <module>` run in a process whose
-    imports are made: a third of the CPU of a start); from scratch when the server is gone."""
+    node is forked from that server (`python -m <module>` run in a process whose imports are
+    made: a sixth of the CPU of a start); from scratch when no server answers there."""
     node = config.nodes[name]
     log = config.run_dir / "logs" / f"{name}.jsonl"
     if again and absent(log):
@@ -159,9 +159,9 @@ class Forked:
 def fork_call(path: str, request: dict, fds: tuple[int, int, int]) -> Forked:
     """Have the fork server at `path` run `python -m <request's module>` with its argv, env and
     cwd (setsid() if it asks for a session, in the network namespace it names as `netns`), `fds`
-    as the standard streams. The protocol:
-    the JSON request with the three descriptors beside it; the replies, a line each, {"pid"} and
-    then {"status"} when the process ends. OSError or ValueError when no server answers."""
+    as the standard streams. The protocol: the JSON request with the three descriptors beside
+    it; the replies, a line each, {"pid"} and then {"status"} when the process ends. OSError or
+    ValueError when no server answers."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)

@@ -10,7 +10,7 @@ read (tests.conftest.xcon). The suite's nodes start here through orchestrator.pr
 FORK_SERVER (a session-wide fixture in tests/conftest.py sets it); a node forked so is known by
 its console (processes.node_identity), since its command line is this server's.
 
-One request per connection, a JSON object (module, argv, env, cwd, session) with three
+One request per connection, a JSON object (module, argv, env, cwd, session, netns) with three
 descriptors passed beside it (stdin, stdout, stderr); orchestrator.processes.fork_call sends it.
 The server forks a waiter for the connection; the waiter forks the call, sends its pid (so that
 the caller can kill it at a timeout), waits for it and sends its exit status as subprocess

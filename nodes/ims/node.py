@@ -82,9 +82,12 @@ class Ims(EdgeNode):
         options: dict[str, Any] = {"tls_context": tls, "auth_require_tls": tls is not None}
         if settings.smtp_auth:
             options["authenticator"] = self.authenticate
-        self.smtp = await asyncio.get_running_loop().create_server(
-            lambda: DsnSMTP(Handler(self), self, enable_SMTPUTF8=True, hostname=f"{self.name}.{DOMAIN}",
-                            ident="xcon IMS", **options), host, int(port))
+        try:
+            self.smtp = await asyncio.get_running_loop().create_server(
+                lambda: DsnSMTP(Handler(self), self, enable_SMTPUTF8=True, hostname=f"{self.name}.{DOMAIN}",
+                                ident="xcon IMS", **options), host, int(port))
+        except OSError as exc:  # a port another program took: in the words `xcon up` moves the ports on
+            raise RuntimeError(f"cannot bind {host}:{port}: {exc.strerror}") from None
         self.host.core.ready = True
         self.log("info", "node.started", pid=os.getpid(), endpoint=self.config.endpoint(self.name),
                  smtp=f"{host}:{port}", smarthost=self.smarthost or None, outbound=len(self.host.core.items))

@@ -158,12 +158,12 @@ FIXED = ("servers", "insecure", "network", "smtp", "imap", "smtp_tls")
 
 def new_ports(config: ClusterConfig, endpoints: list[str]) -> None:
     """Give each of these loopback endpoints a port free now (other endpoints are the operator's)."""
-    mine = [e for e in endpoints if e.startswith("tcp://127.0.0.1:")]
+    mine = [e for e in endpoints if _loopback(e)]
     ports = iter(free_ports(len(mine)))
     for node in config.nodes.values():
         for which, endpoint in node["endpoints"].items():
             if endpoint in mine:
-                node["endpoints"][which] = f"tcp://127.0.0.1:{next(ports)}"
+                node["endpoints"][which] = f"{endpoint.rpartition(':')[0]}:{next(ports)}"
 
 
 def fresh_config(run_dir: Path, settings: Settings, network: dict[str, Any] | None = None) -> ClusterConfig:
@@ -228,9 +228,15 @@ def resumed_config(run_dir: Path, settings: Settings, given: frozenset[str]) -> 
     return config, {"changed": changed, "moved_endpoints": len(taken)}
 
 
+def _loopback(endpoint: str) -> bool:
+    """A port of ours on this machine: ZeroMQ's tcp://127.0.0.1:PORT, or an SMTP or IMAP
+    listener's 127.0.0.1:PORT."""
+    return endpoint.removeprefix("tcp://").startswith("127.0.0.1:")
+
+
 def bindable(endpoint: str) -> bool:
-    """Whether a loopback tcp endpoint's port is free to bind (other endpoints are the operator's)."""
-    if not endpoint.startswith("tcp://127.0.0.1:"):
+    """Whether a loopback endpoint's port is free to bind (other endpoints are the operator's)."""
+    if not _loopback(endpoint):
         return True
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no obstacle
