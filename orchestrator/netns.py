@@ -224,6 +224,22 @@ def namespace(n: dict[str, Any] | None, node: str) -> str | None:
     return n["hosts"][host_of(node)]["ns"] if n else None
 
 
+CLONE_NEWNET = 0x40000000  # setns(2)
+
+
+def enter(ns: str) -> None:
+    """Move this process into the network namespace `ip netns add NS` made, as `ip netns exec`
+    does before it execs (a process forked with its imports made enters it so itself)."""
+    import ctypes
+
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {ns}: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+
+
 def exec_prefix(n: dict[str, Any] | None, node: str) -> list[str]:
     """The command words that run a node's process on its host."""
     ns = namespace(n, node)

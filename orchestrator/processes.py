@@ -101,9 +101,6 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool 
     if again and absent(log):
         log_lost(log, name, "missing or empty when the node was started again")
     console = open_append(config.run_dir / "logs" / f"{name}.console")
-    # on a cluster of namespaces, `ip netns exec` enters the node's host and execs Python (the
-    # pid is the node's own); a fork server's child enters it itself (setns)
-    host = exec_prefix(config.network, name)
     module, args = MODULES[node["kind"]], ["--run-dir", str(config.run_dir), "--name", name]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc: subprocess.Popen | Forked | None = None
@@ -118,6 +115,9 @@ def spawn_node(config: ClusterConfig, name: str, save: bool = True, again: bool 
             except (OSError, ValueError):
                 proc = None  # no server there (any more): from scratch
         if proc is None:
+            # on a cluster of namespaces, `ip netns exec` enters the node's host and execs Python
+            # (the pid is the node's own); a fork server's child enters it itself (netns.enter)
+            host = exec_prefix(config.network, name)
             proc = subprocess.Popen([*host, sys.executable, "-m", module, *args], stdout=console,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     finally:

@@ -21,7 +21,6 @@ started it) closes; a node it started runs on, in its own session, until it is s
 from __future__ import annotations
 
 import atexit
-import ctypes
 import gc
 import importlib
 import io
@@ -38,6 +37,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from orchestrator import netns
 from orchestrator.processes import MODULES, fork_call
 
 MAX_REQUEST = 1 << 20
@@ -125,7 +125,7 @@ def wait_for_call(conn: socket.socket) -> tuple[dict, socket.socket]:
         for fd in fds:
             os.close(fd)
         if request.get("netns"):  # a node on a host of its own: its network, as `ip netns exec` enters it
-            enter_netns(request["netns"])
+            netns.enter(request["netns"])
         return request, conn
     for fd in fds:
         os.close(fd)  # the call's streams are its own: a node's console is not held open here
@@ -136,19 +136,6 @@ def wait_for_call(conn: socket.socket) -> tuple[dict, socket.socket]:
     except OSError:
         pass  # the caller is gone (it gave up at its timeout and killed the call, or it started a node)
     os._exit(0)
-
-
-CLONE_NEWNET = 0x40000000  # setns(2)
-
-
-def enter_netns(name: str) -> None:
-    """Move this process into the network namespace `ip netns add NAME` made (/run/netns/NAME)."""
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {name}: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(fd)
 
 
 def main() -> None:

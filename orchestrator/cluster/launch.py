@@ -20,7 +20,7 @@ from typing import Any
 from nodes.config import ClusterConfig, Settings
 
 from orchestrator import netns, processes
-from orchestrator.processes import pid_alive, spawn_node
+from orchestrator.processes import Forked, pid_alive, spawn_node
 
 from . import rundir
 from .client import ClusterError, Refused, TimedOut
@@ -156,7 +156,7 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def wait_ready(cluster: Cluster, procs: dict[str, subprocess.Popen], timeout: float) -> None:
+def wait_ready(cluster: Cluster, procs: dict[str, subprocess.Popen | Forked], timeout: float) -> None:
     """Until every node started answers `ping` with ready=true; ClusterError naming a node that exited
     (with the end of its console) or the nodes still not ready at `timeout`."""
     waiting = set(procs)
