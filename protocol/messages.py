@@ -18,7 +18,7 @@ from msgspec import Meta, Struct, defstruct
 
 from .hlc import MAX_OFFSET_S
 
-VERSION = 10  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
+VERSION = 11  # 2: owners on import and delete, store.end_move, idempotent dir.modify, orch.abort; 3: error codes;
 # 4: priority on mta.submit and mta.transfer; a delivery's time-out (store.deliver expires_at);
 # 5: store.create's owner (a legacy move's live target), the outcome soft_deleted;
 # 6: a transfer's rcpt counts routing cycles (not hops) for loops; ids an MTA derives carry `~`
@@ -27,7 +27,7 @@ VERSION = 10  # 2: owners on import and delete, store.end_move, idempotent dir.m
 # 8: mail from and to outside the organisation: mta.submit_raw, mta.lookup, ims.outbound
 # 9: ims.outbound carries the message's acceptance, priority and time-out; mta.relay_failed;
 # imap.hold (Move User locks a moving mailbox's user out of IMAP); 10: ims.rcpt, ims.data, ims.said (the
-# IMS's SMTP door asks its core)
+# IMS's SMTP door asks its core); 11: imap.sync, imap.synced (`xcon wait` waits for IMAP's users)
 
 
 class Body(Struct, forbid_unknown_fields=True, gc=False):
@@ -307,6 +307,12 @@ MtaRelayFailed = message("mta.relay_failed", msg_id=str, sender=str, rcpt=str, r
 # login is taken; it ends by itself when the store no longer locks the mailbox for `owner`.
 ImapHold = message("imap.hold", user=str, owner=str)
 
+# `xcon wait` asks each IMAP server to bring its users in step with the directory and the store's
+# locks now (they follow both every half second): answered once Dovecot has read them, so that a
+# user just moved logs in on the new server at once.
+ImapSync = message("imap.sync")
+ImapSynced = message("imap.synced", usn=int, users=list[str])
+
 # --- faults, applied by a node's runtime to its own outgoing frames (see nodes/faults.py) ---
 
 FaultLink = message("fault.link", peer=str, delay_ms=int, jitter_ms=int, drop=float, duplicate=float,
@@ -370,5 +376,6 @@ REPLIES = frozenset(
         "mta.transfer_ack",
         "orch.move_started",
         "orch.move_state",
+        "imap.synced",
     }
 )

@@ -17,7 +17,8 @@ Users: every recipient the directory homes on this server, its password its alia
 loopback; the directory has no passwords). A user moved away is no longer this server's: its old
 server answers `NO [AUTHENTICATIONFAILED]` and its new one serves its mailbox, as Exchange 5.5's
 IMAP4 did (a client had to be pointed at the new server). The list follows the directory within
-a second of a change (this node asks for its snapshot; it is not an MTA, it has no replication lag).
+a second of a change (this node asks for its snapshot; it is not an MTA, it has no replication lag),
+and `xcon wait` asks it to catch up at once (`imap.sync`): a wait ends with Dovecot's users in step.
 
 A mailbox being moved is its user's to read and change no more, as Exchange's move locked the
 user out: Move User asks this node to hold the user (`imap.hold`) before it copies a page, and
@@ -125,6 +126,8 @@ class Imap(EdgeNode):
         self.held: dict[str, tuple[str, float]] = {}  # user -> (the move that holds it, since when)
         self.locked: dict[str, str] = {}  # mailbox -> the move whose lock the store said it holds
         self.store_seen = False  # whether the store ever answered: until it does, nobody logs in
+        self.published = 0.0  # when Dovecot's users were last written (wall clock)
+        self.syncing = asyncio.Lock()  # one comparison with the directory at a time (its loop's, or a wait's)
         self.dovecot: subprocess.Popen | None = None
 
     async def start(self) -> list:
@@ -178,19 +181,36 @@ class Imap(EdgeNode):
     def answer(self, frame: Any) -> Any:
         if frame.type == "imap.hold":
             return self._hold(frame.body.user, frame.body.owner)
+        if frame.type == "imap.sync":
+            return self._synced()
         return None
 
     async def _hold(self, user: str, owner: str) -> tuple[str, dict[str, Any]]:
         """Move User's hold: no login for `user` from now on, and its sessions ended; "ok" then."""
         self.held[user] = (owner, time.monotonic())
         await self._publish([u for u in self.users if u != user])
-        # Dovecot reads its passwd-file again at most once a second (on its loop's whole-second
-        # clock): a login in the second of the rewrite may still be taken. Kick after it ends
-        now = time.time()
-        await asyncio.sleep(math.ceil(now) - now + 0.01)
+        await self._read_by_dovecot(time.time())  # a login in the second of the rewrite may still be taken: kick after
         ended = await self._kick(user)
         self.log("info", "imap.held", user=user, owner=owner, sessions_ended=ended)
         return "ok", {}
+
+    async def _synced(self) -> tuple[str, dict[str, Any]]:
+        """`xcon wait`'s question (imap.sync): the users compared with the directory and the store
+        now, answered once Dovecot has read them."""
+        try:
+            await self._sync_users()
+        except TimeoutError:
+            return "error", {"reason": f"{self.name} cannot compare its users with the directory now: no answer",
+                             "code": None}
+        await self._read_by_dovecot(self.published)
+        return "imap.synced", {"usn": self.usn, "users": self.users}
+
+    async def _read_by_dovecot(self, written: float) -> None:
+        """Until Dovecot has read users written at `written` (wall clock): it reads its passwd-file
+        again at most once a second, on its loop's whole-second clock."""
+        wait = math.ceil(written) + 0.01 - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _kick(self, user: str) -> bool:
         """End `user`'s IMAP sessions and wait until none is left; whether they ended in time."""
@@ -227,6 +247,10 @@ class Imap(EdgeNode):
         """Dovecot's users: the directory's recipients homed here whose mailbox no move holds
         (passwd-file, rewritten whole; Dovecot reads it again when it changes). A user leaves the
         list when moved away or held, and its sessions end then."""
+        async with self.syncing:
+            await self._compare()
+
+    async def _compare(self) -> None:
         polled = time.monotonic()
         try:
             store = await self.ask("status", {}, to=f"store.{self.server}")
@@ -253,6 +277,7 @@ class Imap(EdgeNode):
     async def _publish(self, users: list[str]) -> None:
         lines = [f"{u}:{{PLAIN}}{u}::::{self.home / 'mail' / u}::\n" for u in users]
         write_atomic(self.home / "users", "".join(lines).encode())
+        self.published = time.time()
         os.chmod(self.home / "users", 0o640)
         os.chown(self.home / "users", -1, grp.getgrnam("dovecot").gr_gid)
         if users != self.users:

@@ -255,7 +255,8 @@ def print_abort(result: dict[str, Any], as_json: bool) -> None:
 @json_option
 @attached
 def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
-    """Return when no move runs and every MTA queue is empty (exit 1 on timeout)."""
+    """Return when no move runs, every MTA queue is empty and every IMAP server's users are the
+    directory's (exit 1 on timeout)."""
     t0 = time.time()
     quiet = cluster.wait(timeout)
     if as_json:

@@ -5,8 +5,8 @@
 
 from typing import Any
 
-from .client import ClusterError, NoAnswer, Refused
-from .cluster import Cluster, WallClock, cli_log, running_config
+from .client import ClusterError, NoAnswer, Refused, running_config
+from .cluster import Cluster, WallClock, cli_log
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ import zmq
 
 from nodes.config import ClusterConfig
 from nodes.security import Security
+from orchestrator.processes import pid_alive
 from protocol import INVALID, NO_MAILBOX, Frame, ProtocolError, decode, encode, hlc
 
 
@@ -121,3 +122,15 @@ def saved_config(run_dir: Path) -> ClusterConfig:
         return ClusterConfig.load(run_dir)
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise ClusterError(f"{run_dir}/cluster.json is unreadable: {exc}") from None
+
+
+def running_config(run_dir: Path) -> ClusterConfig:
+    """The cluster of run_dir if any of its nodes runs, else ClusterError saying what to do."""
+    run_dir = run_dir.resolve()
+    config = saved_config(run_dir)
+    if config.deployed:
+        return config  # its nodes run on other machines (xcon deploy): they answer, or say they do not
+    if not any(pid_alive(n.get("pid"), run_dir) for n in config.nodes.values()):
+        raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
+                           "its own queue, journal, directory and mail)")
+    return config

@@ -20,25 +20,16 @@ from orchestrator.processes import pid_alive, spawn_node
 from protocol import MOVE_ENDED, as_dict, hlc
 from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
-from .client import Client, ClusterError, NoAnswer, Refused, TimedOut, saved_config
+from .client import Client, ClusterError, NoAnswer, Refused, TimedOut, running_config
 
 if TYPE_CHECKING:
     from orchestrator.inspect import audit
     from orchestrator.inspect import check as checker
 
 T = TypeVar("T")
-
-def running_config(run_dir: Path) -> ClusterConfig:
-    """The cluster of run_dir if any of its nodes runs, else ClusterError saying what to do."""
-    run_dir = run_dir.resolve()
-    config = saved_config(run_dir)
-    if config.deployed:
-        return config  # its nodes run on other machines (xcon deploy): they answer, or say they do not
-    if not any(pid_alive(n.get("pid"), run_dir) for n in config.nodes.values()):
-        raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
-                           "its own queue, journal, directory and mail)")
-    return config
-
+# how long an IMAP server may take to catch up with the directory (its two questions, a kick of a
+# user moved away, a second for Dovecot to read its users)
+IMAP_SYNC_S = 20.0
 
 class WallClock:
     """The real cluster's time: the wall clock, and sleeping in it."""
@@ -304,8 +295,9 @@ class Cluster:
                 **({"network": self.config.network} if self.config.network else {})}
 
     def quiet(self) -> tuple | None:
-        """None while a move runs, an MTA holds an unfinished pair or an IMS mail to relay or hand
-        back; else what each wrote."""
+        """None while a move runs, an MTA holds an unfinished pair, an IMS mail to relay or hand
+        back, or an IMAP server cannot bring its users in step; else what each wrote, and whom
+        each IMAP server lets in."""
         if self.status_of("orchestrator")["active"]:
             return None
         seen = []
@@ -316,6 +308,13 @@ class Cluster:
             if status.get("open_pairs") or status.get("outbound"):
                 return None
             seen.append(status.get("spool", {}).get("records", (status.get("relayed"), status.get("returned"))))
+        # an IMAP server follows the directory and its store's locks every half second: asked,
+        # it catches up now (a user just moved logs in on the new server once the wait is over)
+        for node in (f"imap.{s}" for s in self.servers if f"imap.{s}" in self.config.nodes):
+            synced = self.client.ask(node, "imap.sync", {}, timeout=IMAP_SYNC_S)
+            if synced.type != "imap.synced":
+                return None
+            seen.append((synced.body.usn, tuple(synced.body.users)))
         return tuple(seen)
 
     def wait(self, timeout: float = 60.0) -> bool:

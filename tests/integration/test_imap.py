@@ -127,6 +127,28 @@ def test_imap_follows_the_directory_and_dovecots_flags_confuse_neither_a_move_no
     assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _dovecot_of(p, run)], "Dovecot ended"
 
 
+@needs_dovecot
+def test_a_wait_ends_with_a_moved_user_let_in_on_the_new_server_however_late_imap_hears_the_directory(tmp_path):
+    """An IMAP server follows the directory every half second, and Dovecot reads its users a
+    second later at most: `xcon wait` returned before that, and the README's next step, bob's
+    login on his new server, was refused (once in a loaded suite). Here its link to the directory
+    is slowed, so that without the wait's question (imap.sync) the login is refused every time."""
+    run = tmp_path / "run"
+    xcon("up", "--fresh", "--smtp", "--imap", run_dir=run, check=True)
+    try:
+        xcon("user", "add", "bob", "--server", "ex1", run_dir=run, check=True)
+        xcon("fault", "delay", "imap.ex2", "--peer", "directory", "--delay-ms", "1500", "--seconds", "120",
+             run_dir=run, check=True)
+        xcon("move", "bob", "--to", "ex2", run_dir=run, check=True)
+        xcon("wait", run_dir=run, check=True)
+        with imap_of(run, "ex2") as new:
+            assert new.login("bob", "bob")[0] == "OK"
+        with imap_of(run, "ex1") as old, pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            old.login("bob", "bob")
+    finally:
+        xcon("down", run_dir=run)
+
+
 def numbered(client: imaplib.IMAP4) -> list[tuple[bytes, str]]:
     """(number, subject) of each message of the selected folder."""
     _, found = client.search(None, "ALL")
