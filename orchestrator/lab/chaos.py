@@ -35,7 +35,8 @@ from orchestrator.sim.world import Livelock, Network, Stuck
 
 from . import executors, guided, outside, smtp_client
 from .findings import moving
-from .worlds import NET_FAULTS, SETTLE_S, Recipe, World, draw_world, drawn, move_targets, world_settings
+from .play import Player
+from .worlds import SETTLE_S, Recipe, World, draw_world, drawn, world_settings
 
 
 @dataclass
@@ -108,7 +109,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
                    else cl.start(run_dir, settings, fresh=True, users=world.users))
         clock = "virtual" if sim is not None else "wall"
         try:
-            _play(cluster, world, result, smarthost)
+            Player(cluster, world, result, smarthost).play()
             if sim is not None:  # a simulated trial's bound in events, after its last step
                 cluster.world.rearm()
             if smarthost is not None:
@@ -131,20 +132,7 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
             result.relayed_out = len(smarthost.received)
     if sim is not None:
         cluster.world.event_limit = float("inf")  # the verdict's reads run nothing, but a dump's may
-    report = cluster.verdict()
-    result.by_users = len(report.by_users)
-    result.counts, result.pairs = report.counts, report.pairs
-    result.violations = [v.to_json() for v in report.violations]
-    result.stale_locks = report.stale_locks
-    events = list(cluster.events())  # merged once for the count and the digest
-    result.events = len(events)
-    if coverage:
-        result.decisions = sorted(guided.decisions(events))
-    result.violations += smtp_client.told_but_not_accepted(result.told, events)
-    if smarthost is not None:
-        result.violations += outside.relayed_not_received(events, smarthost.received)
-    result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
-    result.latency_ms, result.deliveries_per_s = deliveries(events)
+    events = _judged(cluster, result, smarthost, coverage)
     result.seconds = round(time.time() - t0, 4)
     if isinstance(cluster, SimCluster):
         result.digest = digest(events)
@@ -191,107 +179,24 @@ def digest(events: Iterable[dict[str, Any]]) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
-def _play(cluster: cl.Cluster, world: World, result: TrialResult, smarthost: outside.Smarthost | None = None) -> None:
-    """Run the world's schedule: each event at its time (the campaign's clock, not a test's wait)."""
-    t0 = cluster.clock.now()
-    restarts: list[tuple[float, str]] = []  # (when, node): a killed node starts again; "": the smarthost
-    heals: list[float] = []  # when the network faults end (a heal ends all of them)
-
-    def until(at: float) -> None:
-        delay = t0 + at - cluster.clock.now()
-        if delay > 0:
-            cluster.clock.sleep(delay)
-
-    def heal() -> None:
-        try:
-            cluster.fault("heal", "")
-        except ClusterError:
-            pass  # the orchestrator is down: settle's clear heals the network too
-
-    def start(node: str) -> None:
-        if node:
-            cluster.restart(node)
-        elif smarthost is not None:
-            smarthost.up()
-
-    for event in world.events:
-        if isinstance(cluster, SimCluster):
-            cluster.world.rearm()  # each step may run Network.stuck_events events, no more
-        while restarts and restarts[0][0] <= event["at"]:
-            at, node = restarts.pop(0)
-            until(at)  # a killed node stays down for its drawn time, no less
-            start(node)
-        while heals and heals[0] <= event["at"]:
-            until(heals.pop(0))
-            heal()
-        until(event["at"])
-        if not cluster.alive("orchestrator"):
-            cluster.restart("orchestrator")  # it killed itself at a step (kill_at_step)
-        try:
-            if event["do"] == "send":
-                result.messages += 1
-                # a short wait: a paused MTA must not hold up the rest of the schedule
-                subject = "s" * event["subject_bytes"] if "subject_bytes" in event else f"chaos {world.seed}"
-                if world.via == "smtp" and not any("@" in r for r in event["to"]):
-                    # a real client's SMTP session: a user's with its own server's IMS, an outside
-                    # sender's with the IMS of the server its MX names
-                    result.told.append(smtp_client.submit(cluster, event["sender"], event["to"], subject,
-                                                          event.get("priority"), server=event.get("mx")))
-                else:  # (mail for outside leaves from the MTA a user's client submits to: the IMS relays for no one)
-                    cluster.send(event["sender"], event["to"], subject, "", timeout=2.0 + len(subject) / 2e6,
-                                 priority=event.get("priority"), msg_id=event.get("msg_id"))
-            elif event["do"] == "outside":  # the smarthost is down for a while
-                if smarthost is not None:
-                    smarthost.down()
-                    restarts.append((event["at"] + event["down_s"], ""))
-                    restarts.sort()
-                    result.faults += 1
-            elif event["do"] == "imap":  # a user at its IMAP client
-                try:
-                    outside.imap_act(cluster, event["alias"], event["act"], event["pick"])
-                    result.imap_acts += 1
-                except outside.ImapRefused:
-                    result.imap_refused += 1
-            elif event["do"] == "restrict":  # the recipient's delivery restrictions change (Q178534)
-                cluster.set_user(event["alias"], {"reject_from": event["reject_from"]}, wait=False)
-            elif event["do"] == "move":
-                entry = cluster.lookup(event["alias"])
-                others = move_targets(world, entry["home_server"])
-                if not others:
-                    continue  # the only server of its site: Move User has nowhere to take it
-                target = others[int(event["pick"] * len(others))]
-                down = event.get("source_down")
-                if down:  # the source store is down or paused as the move starts
-                    store = f"store.{entry['home_server']}"
-                    if down["how"] == "pause":
-                        cluster.fault("pause", store, seconds=down["seconds"])
-                    else:
-                        cluster.fault("kill", store)
-                        restarts.append((event["at"] + down["seconds"], store))
-                        restarts.sort()
-                    result.faults += 1
-                cluster.move(event["alias"], target, copy_delay_ms=world.copy_delay_ms, wait=False)
-                result.moves += 1
-            else:
-                skip = ("at", "do", "kind", "node", "peer") + (("restart_after",) if event["kind"] == "kill" else ())
-                params = {k: v for k, v in event.items() if k not in skip}
-                cluster.fault(event["kind"], event["node"], event.get("peer"), **params)
-                result.faults += 1
-                if event["kind"] == "kill":
-                    restarts.append((event["at"] + event["restart_after"], event["node"]))
-                    restarts.sort()
-                if event["kind"] in NET_FAULTS:  # lasts its drawn time from when it was made
-                    heals.append(cluster.clock.now() - t0 + event["seconds"])
-                    heals.sort()
-        except ClusterError:
-            if event["do"] == "send":
-                result.refused += 1  # e.g. the MTA is paused: the client gave up, the MTA may still accept
-    for at, node in restarts:
-        until(at)
-        start(node)
-    if heals:
-        until(heals[-1])
-        heal()
+def _judged(cluster: cl.Cluster, result: TrialResult, smarthost: Any, coverage: bool) -> list[dict[str, Any]]:
+    """The trial's verdict and figures into `result`: the check's, then what a client was told and
+    the smarthost received against the logs; the merged log, which they were read from."""
+    report = cluster.verdict()
+    result.by_users = len(report.by_users)
+    result.counts, result.pairs = report.counts, report.pairs
+    result.violations = [v.to_json() for v in report.violations]
+    result.stale_locks = report.stale_locks
+    events = list(cluster.events())  # merged once for the count and the digest
+    result.events = len(events)
+    if coverage:
+        result.decisions = sorted(guided.decisions(events))
+    result.violations += smtp_client.told_but_not_accepted(result.told, events)
+    if smarthost is not None:
+        result.violations += outside.relayed_not_received(events, smarthost.received)
+    result.moves_failed = sum(1 for e in events if e["event"] == "move.failed")
+    result.latency_ms, result.deliveries_per_s = deliveries(events)
+    return events
 
 
 def settle(cluster: cl.Cluster, timeout: float, clear: bool = False) -> bool:

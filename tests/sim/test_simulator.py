@@ -15,6 +15,7 @@ from nodes.mta.spool import MemorySpool, Spool
 from nodes.store.maildir import Maildirs
 from nodes.store.memory import MemoryMaildirs
 from orchestrator.lab import campaign, chaos, explore, scenario
+from orchestrator.lab.play import Player
 from orchestrator.lab.worlds import FAULTS, draw_world, world_settings
 from orchestrator.sim.world import Network
 
@@ -207,13 +208,25 @@ def test_a_report_that_follows_its_originator_through_many_moves_is_delivered():
 
     world = draw_world(1227104459, "sp4", (), users=2, moves=40)
     cluster = SimCluster(world_settings(world), Network(), users=world.users)
-    chaos._play(cluster, world, chaos.TrialResult(world.seed, world.build))
+    Player(cluster, world, chaos.TrialResult(world.seed, world.build)).play()
     assert chaos.settle(cluster, chaos.SETTLE_S, clear=True)
     hops = max(e["hops"] for e in cluster.events() if e["event"] == "mta.transfer_in" and "~ndr~" in e["msg_id"])
     report = cluster.verdict()
     assert hops >= 7, "the report followed alice through more hand-offs than the old cap of six"
     assert report.ok and report.counts["lost"] == report.counts["postmaster"] == 0, report.counts
 
+
+
+@pytest.mark.parametrize("seconds, fails", [(1.0, False), (14.0, True)])
+def test_a_move_whose_source_store_is_down_waits_out_a_short_outage_and_fails_a_long_one(seconds, fails):
+    """move_source_down (worlds.draw_fault): the source store killed as its move starts, for less
+    than the lock step's tries or for longer. The schedule starts it again after its drawn time,
+    so a short outage is waited out; a long one fails the move, which loses nothing."""
+    world = draw_world(7, "sp4", (), users=2, moves=1)
+    next(e for e in world.events if e["do"] == "move")["source_down"] = {"how": "kill", "seconds": seconds}
+    result = chaos.run_trial(world, Path("/nonexistent"), sim=Network(), dump=False)
+    assert (result.moves, result.moves_failed, result.faults) == (1, int(fails), 1), result
+    assert not result.broken and result.lost == 0, result.violations
 
 # trial 1627879872 of the sp4 campaign with every fault kind (`xcon chaos --sim --no-torn-kills
 # --seed 2 --trials 20000 --faults ...`), shrunk: mta.ex2 reports carol's copy (her mailbox is
