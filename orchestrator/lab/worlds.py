@@ -116,67 +116,15 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
     names = server_names(servers)
     n_users = users or rng.randint(3, 6)
     aliases = NAMES[:n_users] if n_users <= len(NAMES) else [f"user{i}" for i in range(n_users)]
-    people = []
-    for k, alias in enumerate(aliases):
-        alternate = other(rng, aliases, k) if rng.random() < 0.5 else None
-        people.append({"alias": alias, "home": rng.choice(names), "alternate": alternate,
-                       "deliver_to_both": bool(alternate) and rng.random() < 0.6})
-    events: list[dict[str, Any]] = []
-    for _ in range(moves or rng.randint(1, 3)):
-        events.append({"at": rng.uniform(0, SCHEDULE_S * 0.6), "do": "move", "alias": rng.choice(aliases),
-                       "pick": rng.random()})  # pick chooses the target among the other servers at that time
-    for _ in range(rng.randint(8, 20)):
-        send = {"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(aliases),
-                "to": rng.sample(aliases, rng.randint(1, min(3, len(aliases))))}
-        if rng.random() < 0.3:  # most mail is normal; some urgent (a shorter time-out), some not
-            send["priority"] = rng.choice(["urgent", "non-urgent"])
-        events.append(send)
+    people = draw_people(rng, aliases, names)
+    events = draw_mail(rng, aliases, moves)
     nodes = ["directory", *(f"{k}.{s}" for s in names for k in ("store", "mta"))]
     for kind in faults:
         if rng.random() > 0.7:
             continue
-        at = rng.uniform(0, SCHEDULE_S * 0.8)
-        mta = f"mta.{rng.choice(names)}"
-        if kind == "move_source_down":
-            move = rng.choice([e for e in events if e["do"] == "move"])
-            # down for less than the lock step's tries (the move waits it out), or for longer
-            # (it fails, and the locks it asked for must not outlive it)
-            move["source_down"] = {"how": rng.choice(["kill", "pause"]),
-                                   "seconds": round(rng.choice([rng.uniform(0.3, 3.0), rng.uniform(12.5, 15.0)]), 3)}
-            continue
-        if kind == "lag":
-            fault = {"kind": "lag", "node": mta, "lag_ms": rng.randint(100, 3000), "jitter_ms": rng.randint(0, 500)}
-        elif kind == "pause":
-            fault = {"kind": "pause", "node": rng.choice(nodes), "seconds": round(rng.uniform(0.2, 1.5), 3)}
-        elif kind == "feed_cut":
-            fault = {"kind": "feed_cut", "node": mta, "seconds": round(rng.uniform(0.5, 3.0), 3)}
-        elif kind == "kill":
-            fault = {"kind": "kill", "node": rng.choice(nodes), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
-        elif kind == "net":
-            fault = {"kind": "net", "node": rng.choice(names), "seconds": round(rng.uniform(1, 4), 3),
-                     "rate_kbit": rng.choice([64, 256, 1024])}
-            if netem:
-                fault.update(rate_kbit=0, delay_ms=rng.randint(5, 300), jitter_ms=rng.randint(0, 50),
-                             loss=round(rng.uniform(0, 20), 1), duplicate=round(rng.uniform(0, 5), 1))
-        elif kind == "partition":
-            a, b = rng.sample(["directory", "orchestrator", *names], 2)
-            fault = {"kind": "partition", "node": a, "peer": b, "seconds": round(rng.uniform(1, 5), 3),
-                     **({"one_way": True} if rng.random() < 0.3 else {})}
-        elif kind == "corrupt":  # killed, a byte flipped mid-queue-log, restarted: it finds the damage
-            fault = {"kind": "corrupt", "node": mta, "where": round(rng.uniform(0.1, 0.8), 3),
-                     "restart_after": round(rng.uniform(0.2, 1.5), 3)}
-        elif kind == "kill_at_step":
-            at = 0.0  # armed before the moves start
-            fault = {"kind": "kill_at_step", "node": rng.choice([*nodes, "orchestrator"]),
-                     "step": rng.choice(CRASH_STEPS), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
-        else:
-            a, b = rng.choice(links(names))
-            fault = {"kind": kind, "node": a, "peer": b, "seconds": round(rng.uniform(1, 4), 3)}
-            if kind == "delay":
-                fault.update(delay_ms=rng.randint(20, 300), jitter_ms=rng.randint(0, 200))
-            else:
-                fault["probability"] = round(rng.uniform(0.1, 0.5), 3)
-        events.append({"at": at, "do": "fault", **fault})
+        fault = draw_fault(rng, kind, names, nodes, events, netem)
+        if fault is not None:
+            events.append(fault)
     events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
     world = World(seed, build, names, people, lag_ms=rng.randint(100, 2500), jitter_ms=rng.randint(0, 800),
                   retry_ms=rng.randint(200, 1500), copy_delay_ms=rng.randint(50, 600), events=events,
@@ -207,6 +155,79 @@ def draw_world(seed: int, build: str, faults: tuple[str, ...] = DEFAULT_FAULTS, 
         world.sites = tuple(f"site{i // per + 1}" for i in range(servers))
         world.intersite_lag_ms = rng.randint(500, 10_000)
     return world
+
+
+def draw_people(rng: random.Random, aliases: list[str], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each user's home, and half of them an alternate (most of those with "deliver to both")."""
+    people = []
+    for k, alias in enumerate(aliases):
+        alternate = other(rng, aliases, k) if rng.random() < 0.5 else None
+        people.append({"alias": alias, "home": rng.choice(names), "alternate": alternate,
+                       "deliver_to_both": bool(alternate) and rng.random() < 0.6})
+    return people
+
+
+def draw_mail(rng: random.Random, aliases: list[str], moves: int | None) -> list[dict[str, Any]]:
+    """The moves (in the schedule's first 60%), then the mail."""
+    events: list[dict[str, Any]] = []
+    for _ in range(moves or rng.randint(1, 3)):
+        events.append({"at": rng.uniform(0, SCHEDULE_S * 0.6), "do": "move", "alias": rng.choice(aliases),
+                       "pick": rng.random()})  # pick chooses the target among the other servers at that time
+    for _ in range(rng.randint(8, 20)):
+        send = {"at": rng.uniform(0, SCHEDULE_S), "do": "send", "sender": rng.choice(aliases),
+                "to": rng.sample(aliases, rng.randint(1, min(3, len(aliases))))}
+        if rng.random() < 0.3:  # most mail is normal; some urgent (a shorter time-out), some not
+            send["priority"] = rng.choice(["urgent", "non-urgent"])
+        events.append(send)
+    return events
+
+
+def draw_fault(rng: random.Random, kind: str, names: tuple[str, ...], nodes: list[str],
+               events: list[dict[str, Any]], netem: bool) -> dict[str, Any] | None:
+    """One fault of `kind`, as a schedule's event; move_source_down marks one of the `events`' moves
+    instead (and gives None)."""
+    at = rng.uniform(0, SCHEDULE_S * 0.8)
+    mta = f"mta.{rng.choice(names)}"
+    if kind == "move_source_down":
+        move = rng.choice([e for e in events if e["do"] == "move"])
+        # down for less than the lock step's tries (the move waits it out), or for longer
+        # (it fails, and the locks it asked for must not outlive it)
+        move["source_down"] = {"how": rng.choice(["kill", "pause"]),
+                               "seconds": round(rng.choice([rng.uniform(0.3, 3.0), rng.uniform(12.5, 15.0)]), 3)}
+        return None
+    if kind == "lag":
+        fault = {"kind": "lag", "node": mta, "lag_ms": rng.randint(100, 3000), "jitter_ms": rng.randint(0, 500)}
+    elif kind == "pause":
+        fault = {"kind": "pause", "node": rng.choice(nodes), "seconds": round(rng.uniform(0.2, 1.5), 3)}
+    elif kind == "feed_cut":
+        fault = {"kind": "feed_cut", "node": mta, "seconds": round(rng.uniform(0.5, 3.0), 3)}
+    elif kind == "kill":
+        fault = {"kind": "kill", "node": rng.choice(nodes), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
+    elif kind == "net":
+        fault = {"kind": "net", "node": rng.choice(names), "seconds": round(rng.uniform(1, 4), 3),
+                 "rate_kbit": rng.choice([64, 256, 1024])}
+        if netem:
+            fault.update(rate_kbit=0, delay_ms=rng.randint(5, 300), jitter_ms=rng.randint(0, 50),
+                         loss=round(rng.uniform(0, 20), 1), duplicate=round(rng.uniform(0, 5), 1))
+    elif kind == "partition":
+        a, b = rng.sample(["directory", "orchestrator", *names], 2)
+        fault = {"kind": "partition", "node": a, "peer": b, "seconds": round(rng.uniform(1, 5), 3),
+                 **({"one_way": True} if rng.random() < 0.3 else {})}
+    elif kind == "corrupt":  # killed, a byte flipped mid-queue-log, restarted: it finds the damage
+        fault = {"kind": "corrupt", "node": mta, "where": round(rng.uniform(0.1, 0.8), 3),
+                 "restart_after": round(rng.uniform(0.2, 1.5), 3)}
+    elif kind == "kill_at_step":
+        at = 0.0  # armed before the moves start
+        fault = {"kind": "kill_at_step", "node": rng.choice([*nodes, "orchestrator"]),
+                 "step": rng.choice(CRASH_STEPS), "restart_after": round(rng.uniform(0.2, 1.5), 3)}
+    else:
+        a, b = rng.choice(links(names))
+        fault = {"kind": kind, "node": a, "peer": b, "seconds": round(rng.uniform(1, 4), 3)}
+        if kind == "delay":
+            fault.update(delay_ms=rng.randint(20, 300), jitter_ms=rng.randint(0, 200))
+        else:
+            fault["probability"] = round(rng.uniform(0.1, 0.5), 3)
+    return {"at": at, "do": "fault", **fault}
 
 
 def other(rng: random.Random, aliases: list[str], k: int) -> str:
