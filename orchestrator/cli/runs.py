@@ -156,83 +156,97 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
 def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: bool) -> None:
     """A campaign's summary kept in the results store (and in `report_dir`), then shown: as JSON,
     or as a table of figures and what it found."""
-    spec, totals, first, extra, results = done.spec, done.totals, done.first, done.extra, done.results
-    seed, mta_build, kinds, sim, determinism = spec.seed, spec.build, spec.faults, spec.sim, spec.determinism
-    root, replay_cmd = done.root, done.replay
-    summary = results_store.campaign_summary(done.meta(), totals, results, done.worlds, replay_cmd,
+    spec, root, results = done.spec, done.root, done.results
+    summary = results_store.campaign_summary(done.meta(), done.totals, results, done.worlds, done.replay,
                                              lambda s: spec.replay_of(s, root))
     keep_run(root, summary)
     if report_dir:
-        results_store.write_report(report_dir, summary, first)
-    nondeterministic = done.nondeterministic
+        results_store.write_report(report_dir, summary, done.first)
     if as_json:
-        emit_json({"seed": seed, "build": mta_build, "faults": list(kinds), "simulated": sim, "totals": totals,
-                   "first_broken": first.to_json() if first else None, "replay": replay_cmd,
-                   "nondeterministic": [r.seed for r in nondeterministic], "kept": str(root),
-                   "executor": done.executor(),
+        emit_json({"seed": spec.seed, "build": spec.build, "faults": list(spec.faults), "simulated": spec.sim,
+                   "totals": done.totals, "first_broken": done.first.to_json() if done.first else None,
+                   "replay": done.replay, "nondeterministic": [r.seed for r in done.nondeterministic],
+                   "kept": str(root), "executor": done.executor(),
                    "causes": [{"cause": c["cause"], "count": c["count"], "smallest": c["smallest"].seed}
-                              for c in by_cause(results)], **extra,
+                              for c in by_cause(results)], **done.extra,
                    "trials": [r.to_json() for r in results]})
+        return
+    _campaign_figures(done, wide)
+    out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
+    _campaign_findings(done)
+    _shrunk_and_confirmed(done.extra)
+
+
+def _campaign_figures(done: Any, wide: bool) -> None:
+    """Its title, then its figures: a figure a row, which any terminal shows whole; --wide: a
+    column each, for a wide one."""
+    spec, t = done.spec, done.totals
+    figures = [("build", spec.build), ("trials", f"{t['trials']:,}"), ("messages", f"{t['messages']:,}"),
+               ("pairs", f"{t['pairs']:,}"), ("delivered", f"{t['delivered']:,}"), ("NDR", f"{t['ndr']:,}"),
+               ("postmaster", f"{t['postmaster']:,}"), ("lost", f"{t['lost']:,}"),
+               ("duplicated", f"{t['duplicated']:,}"), ("pending", f"{t['pending']:,}"), ("both", f"{t['both']:,}"),
+               ("unjustified NDR", f"{t['unjustified_ndr']:,}"), ("early postmaster", f"{t['early_postmaster']:,}"),
+               ("stale locks", f"{t['stale_locks']:,}"), ("moves (failed)", f"{t['moves']:,} ({t['moves_failed']:,})"),
+               ("broken trials", f"{t['broken_trials']:,}"), ("stuck trials", f"{t['stuck_trials']:,}"),
+               ("trials/min", f"{t['trials_per_minute']:,}")]
+    where = "simulated" if spec.sim else "live clusters"
+    title = (f"xcon chaos ({where}, {done.executor_words()}): campaign seed {spec.seed}, "
+             f"faults {', '.join(spec.faults) or 'none'}")
+    out.print(textwrap.fill(title, width=out.width), markup=False)  # a title rich would not wrap
+    table = Table()
+    if wide:
+        for name, _ in figures:
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_row(*(value for _, value in figures))
     else:
-        where = "simulated" if sim else "live clusters"
-        t = totals
-        figures = [("build", mta_build), ("trials", f"{t['trials']:,}"), ("messages", f"{t['messages']:,}"),
-                   ("pairs", f"{t['pairs']:,}"), ("delivered", f"{t['delivered']:,}"), ("NDR", f"{t['ndr']:,}"),
-                   ("postmaster", f"{t['postmaster']:,}"), ("lost", f"{t['lost']:,}"),
-                   ("duplicated", f"{t['duplicated']:,}"), ("pending", f"{t['pending']:,}"), ("both", f"{t['both']:,}"),
-                   ("unjustified NDR", f"{t['unjustified_ndr']:,}"), ("early postmaster", f"{t['early_postmaster']:,}"),
-                   ("stale locks", f"{t['stale_locks']:,}"), ("moves (failed)", f"{t['moves']:,} ({t['moves_failed']:,})"),
-                   ("broken trials", f"{t['broken_trials']:,}"), ("stuck trials", f"{t['stuck_trials']:,}"), ("trials/min", f"{t['trials_per_minute']:,}")]
-        title = (f"xcon chaos ({where}, {done.executor_words()}): campaign seed {seed}, "
-                 f"faults {', '.join(kinds) or 'none'}")
-        # a figure a row, which any terminal shows whole; --wide: a column each, for a wide one
-        out.print(textwrap.fill(title, width=out.width), markup=False)  # a title rich would not wrap
-        table = Table()
-        if wide:
-            for name, _ in figures:
-                table.add_column(name, justify="right", no_wrap=True)
-            table.add_row(*(value for _, value in figures))
-        else:
-            table.add_column("figure")
-            table.add_column("value", justify="right", no_wrap=True)
-            for name, value in figures:
-                table.add_row(name, value)
-        show_table(table)
-        if sim and spec.torn_kills and "kill" in " ".join(kinds):
-            out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
-        out.print(f"kept for `xcon serve` in\n  {root}", markup=False)  # a path whole, on a line of its own
-        causes = by_cause(results)
-        if len(causes) > 1:  # what broke, a line a cause, before the first trial's details
-            out.print(f"broken trials by cause ({len(causes)}):", markup=False)
-            for c in causes[:5]:
-                out.print(f"  {c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest'].seed})", markup=False)
-            if len(causes) > 5:
-                out.print(f"  and {len(causes) - 5} more: `xcon serve` groups them all", markup=False)
-        if first:
-            out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
-            out.print(f"replay: {replay_cmd}")
-        errors = [r for r in results if r.error]
-        if errors:
-            out.print(f"[yellow]{len(errors)} trial(s) had errors, first: seed {errors[0].seed}: {errors[0].error}[/yellow]")
-        if determinism:
-            out.print(f"determinism: {len(results) - len(nondeterministic)} of {len(results)} seeds gave the same "
-                      "event digest twice" + (f"; [red]differ: {[r.seed for r in nondeterministic][:10]}[/red]"
-                                              if nondeterministic else ""))
-        if "shrunk" in extra:
-            s = extra["shrunk"]
-            out.print(f"shrunk in {s['runs']} runs: {s['events'][0]} -> {s['events'][1]} events, "
-                      f"{s['users'][0]} -> {s['users'][1]} users; smallest world in {s['file']}")
-            out.print(f"replay it: {s['replay']}")
-        if extra.get("confirmed"):
-            confirmed = Table(title="broken in simulation, run again on real processes")
-            for col in ("seed", "in simulation", "on real processes", "broke the same way?", "real run"):
-                confirmed.add_column(col)
-            for c in extra["confirmed"]:
-                same = "[green]yes[/green]" if c["same"] else ("no (broke otherwise)" if c["real_broke"] else
-                                                             "[yellow]no (did not break)[/yellow]")
-                confirmed.add_row(str(c["seed"]), c["sim"], c["real"] if not c["real_error"] else
-                                  f"error: {c['real_error']}", same, c["run_dir"] or "-")
-            show_table(confirmed)
+        table.add_column("figure")
+        table.add_column("value", justify="right", no_wrap=True)
+        for name, value in figures:
+            table.add_row(name, value)
+    show_table(table)
+    if spec.sim and spec.torn_kills and "kill" in " ".join(spec.faults):
+        out.print(f"kills that landed inside a node's write (torn batches): {t['torn_writes']}")
+
+
+def _campaign_findings(done: Any) -> None:
+    """What broke, a line a cause, then the first broken trial, the errors and the determinism check."""
+    results, first = done.results, done.first
+    causes = by_cause(results)
+    if len(causes) > 1:  # what broke, a line a cause, before the first trial's details
+        out.print(f"broken trials by cause ({len(causes)}):", markup=False)
+        for c in causes[:5]:
+            out.print(f"  {c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest'].seed})", markup=False)
+        if len(causes) > 5:
+            out.print(f"  and {len(causes) - 5} more: `xcon serve` groups them all", markup=False)
+    if first:
+        out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
+        out.print(f"replay: {done.replay}")
+    errors = [r for r in results if r.error]
+    if errors:
+        out.print(f"[yellow]{len(errors)} trial(s) had errors, first: seed {errors[0].seed}: {errors[0].error}[/yellow]")
+    if done.spec.determinism:
+        differ = [r.seed for r in done.nondeterministic]
+        out.print(f"determinism: {len(results) - len(differ)} of {len(results)} seeds gave the same "
+                  "event digest twice" + (f"; [red]differ: {differ[:10]}[/red]" if differ else ""))
+
+
+def _shrunk_and_confirmed(extra: dict[str, Any]) -> None:
+    """The shrunk world (--shrink), and the finds run again on real processes (--confirm)."""
+    if "shrunk" in extra:
+        s = extra["shrunk"]
+        out.print(f"shrunk in {s['runs']} runs: {s['events'][0]} -> {s['events'][1]} events, "
+                  f"{s['users'][0]} -> {s['users'][1]} users; smallest world in {s['file']}")
+        out.print(f"replay it: {s['replay']}")
+    if extra.get("confirmed"):
+        confirmed = Table(title="broken in simulation, run again on real processes")
+        for col in ("seed", "in simulation", "on real processes", "broke the same way?", "real run"):
+            confirmed.add_column(col)
+        for c in extra["confirmed"]:
+            same = "[green]yes[/green]" if c["same"] else ("no (broke otherwise)" if c["real_broke"] else
+                                                         "[yellow]no (did not break)[/yellow]")
+            confirmed.add_row(str(c["seed"]), c["sim"], c["real"] if not c["real_error"] else
+                              f"error: {c['real_error']}", same, c["run_dir"] or "-")
+        show_table(confirmed)
 
 
 def keep_scenario(run_dir: Path, name: str, sim: bool, cases: list, seed: int) -> None:

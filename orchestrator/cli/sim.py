@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -56,29 +57,16 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
     `xcon serve` draws it as a heat map.
     """
     from orchestrator.lab import explore as ex
-    from orchestrator.lab.campaign import default_workers
-    from orchestrator.lab.executors import DaskError
 
     points = ex.grid(_ints(lags, "--lags"), _ints(retries, "--retries"), _ints(copies, "--copies"))
     started = time.time()
-    done = []
-    show = not as_json and sys.stdout.isatty()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=out, transient=True, disable=not show) as bar:
-        task = bar.add_task(f"exploring {mta_build}", total=len(points))
-        try:
-            for p in ex.explore(mta_build, points, workers or default_workers(), dask):
-                done.append(p)
-                bar.update(task, advance=1)
-        except DaskError as exc:
-            raise click.UsageError(str(exc)) from None
+    done = _explored(mta_build, points, workers, dask, show=not as_json and sys.stdout.isatty())
     seconds = time.time() - started
     rows = ex.rows(done)
     small = ex.smallest(done)
     lost = sum(r["lost"] for r in rows)
     errors = sum(p.outcome == "error" for p in done)
-    ok = (lost > 0) if mta_build == "legacy" else lost == 0
-    ok = ok and errors == 0
+    ok = ((lost > 0) if mta_build == "legacy" else lost == 0) and errors == 0
     smallest = None if small is None else {
         "lag_ms": small.lag_ms, "retry_ms": small.retry_ms, "copy_ms": small.copy_ms, "send_at_s": small.send_at,
         "steps_s": small.steps, "replay": f"xcon sim explore q248839 --mta-build {mta_build} --lags {small.lag_ms} "
@@ -99,39 +87,63 @@ def explore(run_dir, name: str, mta_build: str, lags: str, retries: str, copies:
         emit_json({"build": mta_build, "points": len(done), "lost": lost, "errors": errors, "seconds": round(seconds, 2),
                    "rows": rows, "smallest": smallest, "loses_with": needs, "ok": ok})
     else:
-        prose(f"KB Q248839 timing space, {mta_build}: bob's copy by send time ('.' delivered, 'n' NDR, 'X' lost; "
-              f"one column per {ex.STEP_S:g} s from {-ex.BEFORE_S:+g} s after the move is asked for)")
-        table = Table()
-        for col in ("lag ms", "retry ms", "copy ms"):
-            table.add_column(col, justify="right")
-        # the map is the point: never cut (a terminal too narrow for it wraps the line, not rich)
-        table.add_column("send time ->", no_wrap=True, min_width=max((len(r["strip"]) for r in rows), default=1))
-        for col in ("lost at (s)", "locked (s)", "cache knows (s)") if wide else ():
-            table.add_column(col, justify="right")
-        for r in rows:
-            window = f"{r['window'][0]:+.1f}..{r['window'][1]:+.1f}" if r["window"] else "-"
-            locked = f"{r['lock_s']:.2f}-{r['release_s']:.2f}" if r["lock_s"] is not None and r["release_s"] else "-"
-            cache = "-" if r["cache_s"] is None else f"{r['cache_s']:.2f}"
-            table.add_row(str(r["lag_ms"]), str(r["retry_ms"]), str(r["copy_ms"]), r["strip"],
-                          *((window, locked, cache) if wide else ()))
-        show_table(table)
-        prose(f"{len(done)} runs in {seconds:.1f} s; {lost} lost" + (f", {errors} errors" if errors else "")
-              + ("" if wide else "; --wide adds when each row loses, the lock and when the cache learns the move"))
-        if small is not None:
-            locked = small.send_at < small.steps.get("release", 0)
-            story = ("the message is deferred while the mailbox is locked, and retried at the release while the "
-                     "MTA's cache still homes bob on ex1" if locked else
-                     "the MTA's cache still homes bob on ex1 after the move, and the store says he is not there")
-            prose(f"smallest losing world: lag {small.lag_ms} ms, retry {small.retry_ms} ms, copy {small.copy_ms} ms, "
-                  f"mail sent {small.send_at:+.1f} s after the move was asked for (lock at "
-                  f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): {story}; "
-                  "carol, bob's alternate, was given a copy, so legacy sends no NDR")
-            prose("every losing point has: " + "; ".join(needs))
-        else:
-            out.print("no point loses bob's copy")
-        prose("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "
-              "sp4 and reroute nowhere")
+        _render_explore(summary, len(done), errors, small, wide, ok)
     sys.exit(DONE if ok else FINDING)
 
+
+def _explored(mta_build: str, points: list, workers: int | None, dask: str | None, show: bool) -> list:
+    """Every point run in the simulator (lab.explore), with a progress bar on a terminal."""
+    from orchestrator.lab import explore as ex
+    from orchestrator.lab.campaign import default_workers
+    from orchestrator.lab.executors import DaskError
+
+    done = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=True, disable=not show) as bar:
+        task = bar.add_task(f"exploring {mta_build}", total=len(points))
+        try:
+            for p in ex.explore(mta_build, points, workers or default_workers(), dask):
+                done.append(p)
+                bar.update(task, advance=1)
+        except DaskError as exc:
+            raise click.UsageError(str(exc)) from None
+    return done
+
+
+def _render_explore(summary: dict, points: int, errors: int, small: Any, wide: bool, ok: bool) -> None:
+    """The map as a table, then the smallest losing world's story and whether the build behaved."""
+    rows, build = summary["rows"], summary["build"]
+    prose(f"KB Q248839 timing space, {build}: bob's copy by send time ('.' delivered, 'n' NDR, 'X' lost; "
+          f"one column per {summary['step_s']:g} s from {-summary['before_s']:+g} s after the move is asked for)")
+    table = Table()
+    for col in ("lag ms", "retry ms", "copy ms"):
+        table.add_column(col, justify="right")
+    # the map is the point: never cut (a terminal too narrow for it wraps the line, not rich)
+    table.add_column("send time ->", no_wrap=True, min_width=max((len(r["strip"]) for r in rows), default=1))
+    for col in ("lost at (s)", "locked (s)", "cache knows (s)") if wide else ():
+        table.add_column(col, justify="right")
+    for r in rows:
+        window = f"{r['window'][0]:+.1f}..{r['window'][1]:+.1f}" if r["window"] else "-"
+        locked = f"{r['lock_s']:.2f}-{r['release_s']:.2f}" if r["lock_s"] is not None and r["release_s"] else "-"
+        cache = "-" if r["cache_s"] is None else f"{r['cache_s']:.2f}"
+        table.add_row(str(r["lag_ms"]), str(r["retry_ms"]), str(r["copy_ms"]), r["strip"],
+                      *((window, locked, cache) if wide else ()))
+    show_table(table)
+    prose(f"{points} runs in {summary['seconds']:.1f} s; {summary['lost']} lost" + (f", {errors} errors" if errors else "")
+          + ("" if wide else "; --wide adds when each row loses, the lock and when the cache learns the move"))
+    if small is not None:
+        locked = small.send_at < small.steps.get("release", 0)
+        story = ("the message is deferred while the mailbox is locked, and retried at the release while the "
+                 "MTA's cache still homes bob on ex1" if locked else
+                 "the MTA's cache still homes bob on ex1 after the move, and the store says he is not there")
+        prose(f"smallest losing world: lag {small.lag_ms} ms, retry {small.retry_ms} ms, copy {small.copy_ms} ms, "
+              f"mail sent {small.send_at:+.1f} s after the move was asked for (lock at "
+              f"{small.steps.get('lock', 0):.3f} s, release at {small.steps.get('release', 0):.3f} s): {story}; "
+              "carol, bob's alternate, was given a copy, so legacy sends no NDR")
+        prose("every losing point has: " + "; ".join(summary["loses_with"]))
+    else:
+        out.print("no point loses bob's copy")
+    prose("as it should be" if ok else "[red]NOT as it should be[/red]: legacy must lose somewhere, "
+          "sp4 and reroute nowhere")
 
 COMMANDS = [sim]

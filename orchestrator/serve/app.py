@@ -86,75 +86,87 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> Starlette:
-    """The app over `run_dir`; `hosts`: the Host names it answers (allowed_hosts("127.0.0.1") by default)."""
-    run_dir = run_dir.resolve()
-    common = {"run_dir": str(run_dir)}
+class Pages:
+    """The pages over one run-dir: each method answers one route of the module's docstring."""
 
-    def page(request: Request, template: str, found: Any, **context: Any) -> Response:
+    def __init__(self, run_dir: Path, every: float):
+        self.run_dir, self.every = run_dir, every  # every: how often the live page looks again
+        self.common = {"run_dir": str(run_dir)}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.cluster), Route("/events", self.events), Route("/live.js", self.live_js),
+            Route("/messages", self.messages), Route("/messages/{msg_id:path}", self.message),
+            Route("/campaigns", self.campaigns), Route("/campaigns/{run}", self.campaign),
+            Route("/campaigns/{run}/cases/{case:int}/messages/{msg_id:path}", self.case_message),
+            Route("/campaigns/{run}/trace/{seed:int}", self.trial_trace),
+            Route("/campaigns/{run}/{file}", self.kept_file),
+        ]
+
+    def page(self, request: Request, template: str, found: Any, **context: Any) -> Response:
         if wants_json(request):
             return JSONResponse(found, headers={"cache-control": "no-store"})
-        return HTMLResponse(pages.render(template, **common, **context))
+        return HTMLResponse(pages.render(template, **self.common, **context))
 
-    async def cluster(request: Request) -> Response:
-        c = await asyncio.to_thread(data.cluster, run_dir)
-        return page(request, "cluster.html", c, c=c)
+    async def cluster(self, request: Request) -> Response:
+        c = await asyncio.to_thread(data.cluster, self.run_dir)
+        return self.page(request, "cluster.html", c, c=c)
 
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         async def stream():
             last = None
             while not await request.is_disconnected():
-                c = await asyncio.to_thread(data.cluster, run_dir)
+                c = await asyncio.to_thread(data.cluster, self.run_dir)
                 html = pages.render("cluster_live.html", c=c)
                 if html != last:
                     last = html
                     yield "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"
-                await asyncio.sleep(every)
+                await asyncio.sleep(self.every)
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
-    async def messages(request: Request) -> Response:
+    async def messages(self, request: Request) -> Response:
         outcome = request.query_params.get("outcome")
         if outcome is not None and outcome not in OUTCOMES:
             return JSONResponse({"error": f"no outcome {outcome!r} (outcomes: {', '.join(OUTCOMES)})"}, 400)
-        found = await asyncio.to_thread(data.messages, run_dir, outcome)
-        return page(request, "messages.html", found, **found)
+        found = await asyncio.to_thread(data.messages, self.run_dir, outcome)
+        return self.page(request, "messages.html", found, **found)
 
-    async def message(request: Request) -> Response:
-        found = await asyncio.to_thread(data.message, run_dir, request.path_params["msg_id"])
+    async def message(self, request: Request) -> Response:
+        found = await asyncio.to_thread(data.message, self.run_dir, request.path_params["msg_id"])
         if not found["places"] and not found["story"]:
-            return JSONResponse({"error": f"no message {found['msg_id']!r} in {run_dir}"}, 404) if wants_json(request) \
-                else HTMLResponse(pages.render("message.html", **common, **found), 404)
-        return page(request, "message.html", {k: v for k, v in found.items() if k != "svg"}, **found)
+            return JSONResponse({"error": f"no message {found['msg_id']!r} in {self.run_dir}"}, 404) \
+                if wants_json(request) else HTMLResponse(pages.render("message.html", **self.common, **found), 404)
+        return self.page(request, "message.html", {k: v for k, v in found.items() if k != "svg"}, **found)
 
-    async def campaigns(request: Request) -> Response:
-        found = await asyncio.to_thread(data.campaigns, run_dir)
-        return page(request, "campaigns.html", found, runs=found, results=str(run_dir / "results"))
+    async def campaigns(self, request: Request) -> Response:
+        found = await asyncio.to_thread(data.campaigns, self.run_dir)
+        return self.page(request, "campaigns.html", found, runs=found, results=str(self.run_dir / "results"))
 
-    async def campaign(request: Request) -> Response:
+    async def campaign(self, request: Request) -> Response:
         folder = request.path_params["run"]
-        found = await asyncio.to_thread(data.campaign, run_dir, folder)
+        found = await asyncio.to_thread(data.campaign, self.run_dir, folder)
         if found is None:
             return JSONResponse({"error": f"no kept run {folder!r}"}, 404)
         summary, _ = found
         if wants_json(request):
             return JSONResponse(summary)
-        return HTMLResponse(pages.campaign_page(summary, trace_base=f"/campaigns/{folder}/", **common))
+        return HTMLResponse(pages.campaign_page(summary, trace_base=f"/campaigns/{folder}/", **self.common))
 
-    async def case_message(request: Request) -> Response:
+    async def case_message(self, request: Request) -> Response:
         """A message of a scenario's case, read in that case's own run-dir (the summary names it)."""
-        found = await asyncio.to_thread(data.campaign, run_dir, request.path_params["run"])
+        found = await asyncio.to_thread(data.campaign, self.run_dir, request.path_params["run"])
         cases = (found[0].get("cases") or []) if found else []
         index = request.path_params["case"]
         where = cases[index].get("run_dir") if 0 <= index < len(cases) else None
         if not where or not Path(where).is_dir():
             return JSONResponse({"error": "no such case, or its run-dir is gone"}, 404)
         shown = await asyncio.to_thread(data.message, Path(where), request.path_params["msg_id"])
-        return page(request, "message.html", {k: v for k, v in shown.items() if k != "svg"}, **shown)
+        return self.page(request, "message.html", {k: v for k, v in shown.items() if k != "svg"}, **shown)
 
-    async def trial_trace(request: Request) -> Response:
+    async def trial_trace(self, request: Request) -> Response:
         """The trace of a kept broken trial's first finding, drawn from its run-dir on asking: past
         the pictures drawn when the run was kept (orchestrator.lab.results.MAX_TRACES)."""
-        found = await asyncio.to_thread(data.campaign, run_dir, request.path_params["run"])
+        found = await asyncio.to_thread(data.campaign, self.run_dir, request.path_params["run"])
         seed = request.path_params["seed"]
         trial = next((t for t in (found[0].get("trials") or []) if t.get("seed") == seed), None) if found else None
         if not trial or not trial.get("run_dir") or not trial.get("violations") or not Path(trial["run_dir"]).is_dir():
@@ -164,23 +176,22 @@ def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> St
         return Response(trace_mod.svg(story, msg_id), media_type="image/svg+xml") if story else \
             JSONResponse({"error": f"no node logged {msg_id}"}, 404)
 
-    async def kept_file(request: Request) -> Response:
-        found = data.campaign(run_dir, request.path_params["run"])
+    async def kept_file(self, request: Request) -> Response:
+        found = data.campaign(self.run_dir, request.path_params["run"])
         name = request.path_params["file"]
         if found is None or "/" in name or name.startswith(".") or not (found[1] / name).is_file():
             return JSONResponse({"error": "no such file"}, 404)
         return FileResponse(found[1] / name)
 
-    async def live_js(request: Request) -> Response:
+    async def live_js(self, request: Request) -> Response:
         return Response(LIVE_JS, media_type="text/javascript")
 
-    return Starlette(routes=[
-        Route("/", cluster), Route("/events", events), Route("/live.js", live_js), Route("/messages", messages),
-        Route("/messages/{msg_id:path}", message), Route("/campaigns", campaigns),
-        Route("/campaigns/{run}", campaign), Route("/campaigns/{run}/cases/{case:int}/messages/{msg_id:path}", case_message),
-        Route("/campaigns/{run}/trace/{seed:int}", trial_trace), Route("/campaigns/{run}/{file}", kept_file),
-    ], middleware=[Middleware(SecurityHeaders),
-                   Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))])
+
+def app(run_dir: Path, every: float = 1.0, hosts: list[str] | None = None) -> Starlette:
+    """The app over `run_dir`; `hosts`: the Host names it answers (allowed_hosts("127.0.0.1") by default)."""
+    return Starlette(routes=Pages(run_dir.resolve(), every).routes(),
+                     middleware=[Middleware(SecurityHeaders),
+                                 Middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))])
 
 
 def serve(run_dir: Path, host: str, port: int, every: float = 1.0, hosts: list[str] | None = None) -> None:

@@ -116,6 +116,22 @@ def test_legacy_loses_in_a_simulated_campaign_and_the_find_shrinks_and_replays(t
     assert again.lost >= 1
 
 
+def test_a_campaigns_text_names_its_first_broken_trial_and_the_replay_it_prints_breaks_it_again(tmp_path):
+    """What a person reads after a campaign that broke: the first broken trial and the command
+    that replays it, a line each, and that command, run as printed, loses the same mail."""
+    import re
+    import shlex
+
+    proc = xcon("chaos", "--sim", "--mta-build", "legacy", "--seed", "1", "--trials", "60", "--stop-on-break",
+                run_dir=tmp_path, env={"COLUMNS": "80"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    first = re.search(r"^first broken trial: seed (\d+): lost ", proc.stdout, re.M)
+    replay = re.search(r"^replay: (xcon chaos .*)$", proc.stdout, re.M)
+    assert first and replay, proc.stdout
+    again = xcon(*shlex.split(replay.group(1))[1:], "--json", run_dir=tmp_path)
+    found = json.loads(again.stdout)["first_broken"]
+    assert found["seed"] == int(first.group(1)) and found["counts"]["lost"] >= 1, found
+
 def test_explore_finds_the_window_in_legacy_and_none_in_the_fixed_builds():
     points = explore.grid(lags=(0, 500), retries=(250,), copies=(500,))
     found = {b: list(explore.explore(b, points)) for b in ("legacy", "sp4", "reroute")}
