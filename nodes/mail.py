@@ -164,17 +164,8 @@ def dsn_of(raw: bytes) -> dict[str, Any]:
     return found
 
 
-def compose_ndr(
-    ndr_id: str,
-    reporting_server: str,
-    original: bytes,
-    original_msg_id: str,
-    originator: str,
-    failures: list[tuple[str, str]],
-    arrival: float,
-    now: float,
-    site: str = DEFAULT_SITE,
-) -> bytes:
+def compose_ndr(ndr_id: str, reporting_server: str, original: bytes, original_msg_id: str, originator: str,
+                failures: list[tuple[str, str]], arrival: float, now: float, site: str = DEFAULT_SITE) -> bytes:
     """An RFC 3464 delivery status notification (multipart/report; report-type=delivery-status)
     that reads as Exchange 5.5's MTA wrote its NDRs.
 
@@ -191,23 +182,12 @@ def compose_ndr(
     explanation = ["Your message did not reach some or all of the intended recipients.", "",
                    f"      Subject:  {original_subject}", f"      Sent:     {_date_at(arrival)}", "",
                    "The following recipient(s) could not be reached:", ""]
-    blocks = []
+    blocks: list[str] = []
     for rcpt, reason in failures:
-        failure = STATUS[reason]
-        explanation += [f"      {address(rcpt)} on {_date_at(now)}", f"            {failure.text}",
-                        f"            MSEXCH:MSExchangeMTA:{site}:{reporting_server.upper()}", ""]
-        orcpt = dsn["rcpts"].get(rcpt, {}).get("orcpt")
-        blocks += [
-            "",
-            *([f"Original-Recipient: {_one_line(orcpt)[:500]}"] if orcpt else []),
-            f"Final-Recipient: rfc822; {address(rcpt)}",
-            "Action: failed",
-            f"Status: {failure.status}",
-            f"Diagnostic-Code: X-Exchange-MTA; {failure.text}",
-            f"X-X400-Reason-Code: {failure.reason[0]} ({failure.reason[1]})",
-            f"X-X400-Diagnostic-Code: {failure.diagnostic[0]} ({failure.diagnostic[1]})",
-            f"Last-Attempt-Date: {_date_at(now)}",
-        ]
+        said, block = _failed_rcpt(rcpt, STATUS[reason], dsn["rcpts"].get(rcpt, {}).get("orcpt"), now,
+                                   f"MSEXCH:MSExchangeMTA:{site}:{reporting_server.upper()}")
+        explanation += said
+        blocks += block
     lines = [
         f"From: Mail Delivery System <postmaster@{reporting_server}.{DOMAIN}>",
         f"To: {address(originator)}",
@@ -246,6 +226,24 @@ def compose_ndr(
         "",
     ]
     return "\r\n".join(lines).encode("utf-8")
+
+
+def _failed_rcpt(rcpt: str, failure: Failure, orcpt: str | None, now: float, trailer: str) -> tuple[list[str], list[str]]:
+    """A failed recipient's lines in an NDR: in its human-readable part (5.5's wording and its
+    MSEXCH trailer), and its per-recipient block of the delivery-status part (RFC 3464 2.3)."""
+    said = [f"      {address(rcpt)} on {_date_at(now)}", f"            {failure.text}", f"            {trailer}", ""]
+    block = [
+        "",
+        *([f"Original-Recipient: {_one_line(orcpt)[:500]}"] if orcpt else []),
+        f"Final-Recipient: rfc822; {address(rcpt)}",
+        "Action: failed",
+        f"Status: {failure.status}",
+        f"Diagnostic-Code: X-Exchange-MTA; {failure.text}",
+        f"X-X400-Reason-Code: {failure.reason[0]} ({failure.reason[1]})",
+        f"X-X400-Diagnostic-Code: {failure.diagnostic[0]} ({failure.diagnostic[1]})",
+        f"Last-Attempt-Date: {_date_at(now)}",
+    ]
+    return said, block
 
 
 def compose_postmaster(pm_id: str, reporting_server: str, report: bytes, report_id: str, original_msg_id: str,

@@ -148,79 +148,96 @@ class FaultCore:
                 log("fault.injected", level="warning", kind=kind, target=node, peer=peer, **params)]
 
     def _actions(self, kind: str, node: str, peer: str | None, params: dict[str, Any], now: float) -> list:
+        """What a fault of `kind` does (ValueError, KeyError or TypeError for bad parameters)."""
         seconds = float(params.get("seconds", 10.0))
         if not 0 < seconds <= 3600:
             raise ValueError("seconds must be in (0, 3600]")
         if kind in LINK_KINDS:
-            if peer not in self.nodes or peer == node:
-                raise ValueError(f"a link fault needs --peer, another node (got {peer!r})")
-            rule = {"delay_ms": 0, "jitter_ms": 0, "drop": 0.0, "duplicate": 0.0, "reorder": 0.0, "seconds": seconds}
-            if kind == "delay":
-                rule.update(delay_ms=int(params.get("delay_ms", 100)), jitter_ms=int(params.get("jitter_ms", 0)))
-            else:
-                p = float(params.get("probability", 0.2))
-                if not 0 <= p <= 1:
-                    raise ValueError("probability must be in [0, 1]")
-                rule[kind] = p
-                if kind == "reorder":
-                    rule["jitter_ms"] = int(params.get("jitter_ms", 20))
-            ends = [(node, peer)] if params.get("one_way") else [(node, peer), (peer, node)]
-            return [Send(a, "fault.link", {**rule, "peer": b}, self.ids.next()) for a, b in ends]
-        if kind == "pause":
-            if node == SELF:
-                raise ValueError("the orchestrator cannot pause itself (it would not wake up)")
-            self.resume_at[node] = now + seconds
-            return [SignalNode(node, signal.SIGSTOP)]
-        if kind == "kill":
-            if node == SELF:
-                raise ValueError("kill the orchestrator with `xcon kill orchestrator`, not through itself")
-            self.resume_at.pop(node, None)
-            return [SignalNode(node, signal.SIGKILL)]
-        if kind == "kill_at_step":
-            step = params.get("step")
-            if step not in MOVE_STEPS:
-                raise ValueError(f"step must be one of {', '.join(MOVE_STEPS)} (got {step!r})")
-            restart_after = float(params.get("restart_after", 0.5))
-            if not 0 <= restart_after <= 3600:
-                raise ValueError("restart_after must be in [0, 3600]")
-            self.armed.append({"node": node, "step": step, "restart_after": restart_after})
-            return []
-        if kind == "corrupt":
-            if not node.startswith("mta."):
-                raise ValueError("corrupt damages an MTA's queue log: give mta.<server>")
-            where = float(params.get("where", 0.5))
-            restart_after = float(params.get("restart_after", 0.5))
-            if not 0 < where < 1 or not 0 <= restart_after <= 3600:
-                raise ValueError("where must be in (0, 1) and restart_after in [0, 3600]")
-            self.resume_at.pop(node, None)
-            self.restart_at[node] = now + restart_after
-            return [SignalNode(node, signal.SIGKILL), CorruptLog(node, where)]
-        if kind == "feed_cut":
-            if not node.startswith("mta."):
-                raise ValueError("only an MTA subscribes to the directory's feed")
-            return [Send(node, "fault.feed_cut", {"seconds": seconds}, self.ids.next())]
-        if kind == "clock":
-            if node == SELF:
-                raise ValueError("the orchestrator's clock cannot be set off through itself")
-            offset_ms = int(params["offset_ms"])
-            if abs(offset_ms) > hlc.MAX_OFFSET_S * 1000:
-                raise ValueError("offset_ms must be within a day either way")
-            return [Send(node, "fault.clock", {"offset_ms": offset_ms}, self.ids.next())]
-        if kind == "smtp":
-            if not node.startswith("ims."):
-                raise ValueError("smtp cuts and slows an IMS's sessions: give ims.<server> (xcon up --smtp)")
-            cut, delay_ms = float(params.get("cut", 0.0)), int(params.get("delay_ms", 0))
-            if not 0 <= cut <= 1 or not 0 <= delay_ms <= 600_000:
-                raise ValueError("cut must be in [0, 1] and delay_ms in [0, 600000]")
-            return [Send(node, "fault.smtp", {"cut": cut, "delay_ms": delay_ms, "seconds": seconds}, self.ids.next())]
-        if kind == "lag":
-            if not node.startswith("mta."):
-                raise ValueError("only an MTA has a replication lag")
-            return [Send(node, "fault.lag", {"lag_ms": int(params["lag_ms"]), "jitter_ms": int(params.get("jitter_ms", 0))},
-                         self.ids.next())]
-        # clear: every link rule and feed cut everywhere, every armed kill, and wake every node: a
-        # node paused by an orchestrator that died before resuming it is stopped all the same;
-        # and heal the network, on a cluster of namespaces (no answer: this request has its own)
+            return self._link(kind, node, peer, params, seconds)
+        act = {"pause": self._pause, "kill": self._kill, "kill_at_step": self._kill_at_step, "corrupt": self._corrupt,
+               "feed_cut": self._feed_cut, "clock": self._clock, "smtp": self._smtp, "lag": self._lag}.get(kind)
+        return act(node, params, now, seconds) if act else self._clear()
+
+    def _link(self, kind: str, node: str, peer: str | None, params: dict[str, Any], seconds: float) -> list:
+        if peer not in self.nodes or peer == node:
+            raise ValueError(f"a link fault needs --peer, another node (got {peer!r})")
+        rule = {"delay_ms": 0, "jitter_ms": 0, "drop": 0.0, "duplicate": 0.0, "reorder": 0.0, "seconds": seconds}
+        if kind == "delay":
+            rule.update(delay_ms=int(params.get("delay_ms", 100)), jitter_ms=int(params.get("jitter_ms", 0)))
+        else:
+            p = float(params.get("probability", 0.2))
+            if not 0 <= p <= 1:
+                raise ValueError("probability must be in [0, 1]")
+            rule[kind] = p
+            if kind == "reorder":
+                rule["jitter_ms"] = int(params.get("jitter_ms", 20))
+        ends = [(node, peer)] if params.get("one_way") else [(node, peer), (peer, node)]
+        return [Send(a, "fault.link", {**rule, "peer": b}, self.ids.next()) for a, b in ends]
+
+    def _pause(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if node == SELF:
+            raise ValueError("the orchestrator cannot pause itself (it would not wake up)")
+        self.resume_at[node] = now + seconds
+        return [SignalNode(node, signal.SIGSTOP)]
+
+    def _kill(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if node == SELF:
+            raise ValueError("kill the orchestrator with `xcon kill orchestrator`, not through itself")
+        self.resume_at.pop(node, None)
+        return [SignalNode(node, signal.SIGKILL)]
+
+    def _kill_at_step(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        step = params.get("step")
+        if step not in MOVE_STEPS:
+            raise ValueError(f"step must be one of {', '.join(MOVE_STEPS)} (got {step!r})")
+        restart_after = float(params.get("restart_after", 0.5))
+        if not 0 <= restart_after <= 3600:
+            raise ValueError("restart_after must be in [0, 3600]")
+        self.armed.append({"node": node, "step": step, "restart_after": restart_after})
+        return []
+
+    def _corrupt(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if not node.startswith("mta."):
+            raise ValueError("corrupt damages an MTA's queue log: give mta.<server>")
+        where = float(params.get("where", 0.5))
+        restart_after = float(params.get("restart_after", 0.5))
+        if not 0 < where < 1 or not 0 <= restart_after <= 3600:
+            raise ValueError("where must be in (0, 1) and restart_after in [0, 3600]")
+        self.resume_at.pop(node, None)
+        self.restart_at[node] = now + restart_after
+        return [SignalNode(node, signal.SIGKILL), CorruptLog(node, where)]
+
+    def _feed_cut(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if not node.startswith("mta."):
+            raise ValueError("only an MTA subscribes to the directory's feed")
+        return [Send(node, "fault.feed_cut", {"seconds": seconds}, self.ids.next())]
+
+    def _clock(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if node == SELF:
+            raise ValueError("the orchestrator's clock cannot be set off through itself")
+        offset_ms = int(params["offset_ms"])
+        if abs(offset_ms) > hlc.MAX_OFFSET_S * 1000:
+            raise ValueError("offset_ms must be within a day either way")
+        return [Send(node, "fault.clock", {"offset_ms": offset_ms}, self.ids.next())]
+
+    def _smtp(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if not node.startswith("ims."):
+            raise ValueError("smtp cuts and slows an IMS's sessions: give ims.<server> (xcon up --smtp)")
+        cut, delay_ms = float(params.get("cut", 0.0)), int(params.get("delay_ms", 0))
+        if not 0 <= cut <= 1 or not 0 <= delay_ms <= 600_000:
+            raise ValueError("cut must be in [0, 1] and delay_ms in [0, 600000]")
+        return [Send(node, "fault.smtp", {"cut": cut, "delay_ms": delay_ms, "seconds": seconds}, self.ids.next())]
+
+    def _lag(self, node: str, params: dict[str, Any], now: float, seconds: float) -> list:
+        if not node.startswith("mta."):
+            raise ValueError("only an MTA has a replication lag")
+        return [Send(node, "fault.lag", {"lag_ms": int(params["lag_ms"]), "jitter_ms": int(params.get("jitter_ms", 0))},
+                     self.ids.next())]
+
+    def _clear(self) -> list:
+        """Every link rule and feed cut everywhere, every armed kill, and wake every node: a node
+        paused by an orchestrator that died before resuming it is stopped all the same; and heal
+        the network, on a cluster of namespaces (no answer: this request has its own)."""
         resumes = [SignalNode(n, signal.SIGCONT) for n in self.nodes if n != SELF]
         self.resume_at.clear()
         self.armed.clear()

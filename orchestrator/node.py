@@ -35,37 +35,45 @@ class Processes(Protocol):
         damaged ({"file", "offset", "size"}), or None if the log is too short to damage."""
 
 
-def wiring(settings: OrchestratorSettings, nodes: list[str], boot: str, journal: Any, processes: Processes,
-           crash: Callable[[], None], network: dict[str, Any] | None = None) -> Wiring:
-    """The orchestrator, recovered from `journal` (its records at start, then `write`);
-    `network`: the cluster's namespaces, where kernel network faults are made."""
+class Executors:
+    """What the orchestrator's core asks of the world outside it: its journal written, nodes
+    signalled and restarted, the network's faults made, a queue log damaged, itself crashed."""
 
-    def write_journal(action: JournalStep) -> list:
-        journal.write(action.record)  # durable before the step's request goes out
+    def __init__(self, journal: Any, processes: Processes, crash: Callable[[], None],
+                 network: dict[str, Any] | None):
+        self.journal, self.processes, self.crash, self.network = journal, processes, crash, network
+
+    def table(self) -> dict[type, Callable[[Any], list]]:
+        return {JournalStep: self.write_journal, SignalNode: self.signal_node, RestartNode: self.restart_node,
+                CrashSelf: self.crash_self, NetFault: self.net_fault, CorruptLog: self.corrupt_log}
+
+    def write_journal(self, action: JournalStep) -> list:
+        self.journal.write(action.record)  # durable before the step's request goes out
         return []
 
-    def signal_node(action: SignalNode) -> list:
-        pid = processes.signal(action.node, action.signum)
+    def signal_node(self, action: SignalNode) -> list:
+        pid = self.processes.signal(action.node, action.signum)
         if pid is None:
             return [log("fault.no_process", level="warning", target=action.node, signal=int(action.signum))]
         return [log("fault.signalled", target=action.node, pid=pid, signal=int(action.signum))]
 
-    def restart_node(action: RestartNode) -> list:
+    def restart_node(self, action: RestartNode) -> list:
         # a node killed a moment ago may still be on its way out (SIGKILL takes milliseconds); the
         # wait blocks the orchestrator, so it is short, not seconds per refused restart
         answer = [] if action.re == "" else [Reply(action.peer, action.re, "ok", {})]
-        pid = processes.running(action.node, grace=0.5)
+        pid = self.processes.running(action.node, grace=0.5)
         if pid is not None:
             reason = f"{action.node} is running (pid {pid}); kill it first"
             if action.re:
                 answer = [Reply(action.peer, action.re, "error", {"reason": reason, "code": INVALID})]
             return [*answer, log("fault.restart_refused", level="warning", target=action.node, reason=reason)]
-        pid = processes.spawn(action.node)
+        pid = self.processes.spawn(action.node)
         return [*answer, log("fault.injected", level="warning", kind="restart", target=action.node, peer=None,
                              **(action.params or {})),
                 log("fault.restarted", target=action.node, pid=pid)]
 
-    def net_fault(a: NetFault) -> list:
+    def net_fault(self, a: NetFault) -> list:
+        network = self.network
         if not a.re and network is None:
             return []  # the heal that comes with a clear, on a cluster with no network to heal
         try:
@@ -92,28 +100,31 @@ def wiring(settings: OrchestratorSettings, nodes: list[str], boot: str, journal:
                 log("fault.injected", level="warning", kind=a.kind, target=a.host or None, peer=a.peer, done=done,
                     **a.params)]
 
-    def corrupt_log(action: CorruptLog) -> list:
-        done = processes.corrupt(action.node, action.where)
+    def corrupt_log(self, action: CorruptLog) -> list:
+        done = self.processes.corrupt(action.node, action.where)
         if done is None:
             return [log("fault.skipped", level="warning", kind="corrupt", target=action.node,
                         reason="its queue log is too short to damage in the middle")]
         return [log("fault.corrupted", level="warning", target=action.node, **done)]
 
-    def crash_self(action: CrashSelf) -> list:
-        crash()
+    def crash_self(self, action: CrashSelf) -> list:
+        self.crash()
         return []
 
+
+def wiring(settings: OrchestratorSettings, nodes: list[str], boot: str, journal: Any, processes: Processes,
+           crash: Callable[[], None], network: dict[str, Any] | None = None) -> Wiring:
+    """The orchestrator, recovered from `journal` (its records at start, then `write`);
+    `network`: the cluster's namespaces, where kernel network faults are made."""
     damage = journal.damage
     core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
                                      dict(settings.sites), settings.move_build,
                                      suspect=damage["suspect"] if damage else (), imap=settings.imap),
                             FaultCore(nodes, boot))
-    executors = {JournalStep: write_journal, SignalNode: signal_node, RestartNode: restart_node,
-                 CrashSelf: crash_self, NetFault: net_fault, CorruptLog: corrupt_log}
     why = (f"the journal is {damage['gone']}, though this orchestrator's log says it journaled steps: it starts on "
            "a new one; the moves in `suspect` were unfinished and are left for the operator (`xcon status`, "
            "`xcon move ALIAS --abort`)" if damage and damage.get("gone") else
            "damage in the middle of the journal: every line that reads was taken up; the moves in `suspect` are "
            "left for the operator")
     notes = [log("storage.damaged", level="error", **damage, why=why)] if damage else []
-    return Wiring(core, executors, notes=notes)
+    return Wiring(core, Executors(journal, processes, crash, network).table(), notes=notes)

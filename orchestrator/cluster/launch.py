@@ -50,35 +50,7 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
         if fresh:
             _remove_network(run_dir)  # a crashed cluster's namespaces go with its state
             rundir.wipe(run_dir)
-        resumed = None
-        try:
-            if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
-                if users:
-                    raise Refused(f"{run_dir} holds a cluster already: its users are its own (add --fresh to "
-                                  "start over with a new organisation)")
-                config, resumed = rundir.resumed_config(run_dir, settings, given)
-                refused, damaged = rundir.look_for_damage(run_dir, config.settings)
-                if refused:
-                    raise ClusterError(f"cannot start: {'; '.join(refused)}; nothing was started")
-                if damaged and not accept_damage:
-                    raise ClusterError(f"{'; '.join(damaged)}; nothing was started. `xcon up --accept-damage` keeps "
-                                       "each damaged file aside untouched and takes up every record it can read")
-                resumed["started_at"] = time.time()  # what the nodes log from here on is this start's
-                if config.settings.network == "netns":
-                    config = dataclasses.replace(
-                        config, network=netns.ensure(run_dir, config.settings.servers, config.network,
-                                                 config.settings.smtp))
-            else:
-                network = (netns.ensure(run_dir, settings.servers, None, settings.smtp) if settings.network == "netns"
-                           else None)
-                config = rundir.fresh_config(run_dir, settings, network)
-                if users:
-                    rundir.seed(run_dir, settings, list(users))
-        except netns.NetworkError as exc:
-            raise ClusterError(str(exc)) from None
-        except BaseException:
-            _remove_network(run_dir)  # nothing half-made is left behind
-            raise
+        config, resumed = _config(run_dir, settings, given, accept_damage, users)
         for attempt in itertools.count(1):  # ends by returning or raising
             config.save()
             procs = {name: spawn_node(config, name, save=False, again=resumed is not None) for name in config.nodes}
@@ -99,6 +71,43 @@ def start(run_dir: Path, settings: Settings, timeout: float = 30.0, fresh: bool 
             except BaseException:
                 _stop(run_dir, 5.0)
                 raise
+
+
+def _config(run_dir: Path, settings: Settings, given: frozenset[str], accept_damage: bool,
+            users: list[dict[str, Any]]) -> tuple[ClusterConfig, dict[str, Any] | None]:
+    """The config a start runs (start's docstring): a resumed cluster's, with what the resume kept
+    and changed, once its files read; or a new one's, its organisation seeded. Its network of
+    namespaces is made here; nothing half-made is left if this fails."""
+    resumed = None
+    try:
+        if (run_dir / "cluster.json").exists() or rundir.holds_state(run_dir):
+            if users:
+                raise Refused(f"{run_dir} holds a cluster already: its users are its own (add --fresh to "
+                              "start over with a new organisation)")
+            config, resumed = rundir.resumed_config(run_dir, settings, given)
+            refused, damaged = rundir.look_for_damage(run_dir, config.settings)
+            if refused:
+                raise ClusterError(f"cannot start: {'; '.join(refused)}; nothing was started")
+            if damaged and not accept_damage:
+                raise ClusterError(f"{'; '.join(damaged)}; nothing was started. `xcon up --accept-damage` keeps "
+                                   "each damaged file aside untouched and takes up every record it can read")
+            resumed["started_at"] = time.time()  # what the nodes log from here on is this start's
+            if config.settings.network == "netns":
+                config = dataclasses.replace(
+                    config, network=netns.ensure(run_dir, config.settings.servers, config.network,
+                                             config.settings.smtp))
+        else:
+            network = (netns.ensure(run_dir, settings.servers, None, settings.smtp) if settings.network == "netns"
+                       else None)
+            config = rundir.fresh_config(run_dir, settings, network)
+            if users:
+                rundir.seed(run_dir, settings, list(users))
+    except netns.NetworkError as exc:
+        raise ClusterError(str(exc)) from None
+    except BaseException:
+        _remove_network(run_dir)  # nothing half-made is left behind
+        raise
+    return config, resumed
 
 
 def stop(run_dir: Path, grace: float = 5.0, force: bool = False) -> tuple[list[str], list[str]]:
