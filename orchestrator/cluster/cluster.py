@@ -31,6 +31,7 @@ T = TypeVar("T")
 # user moved away, a second for Dovecot to read its users)
 IMAP_SYNC_S = 20.0
 
+
 class WallClock:
     """The real cluster's time: the wall clock, and sleeping in it."""
 
