@@ -331,7 +331,7 @@ SYNC_BATCH = 16  # from this many files on, one syncfs beats an fsync each
 def syncfs(path: Path) -> bool:
     """Flush the whole filesystem holding `path` in one call (Linux syncfs(2), what `sync` does for
     one filesystem). False where it is not available: the caller then fsyncs file by file."""
-    fn = getattr(_libc(), "syncfs", None)
+    fn = getattr(libc(), "syncfs", None)
     if fn is None:
         return False
     fd = os.open(path, os.O_RDONLY)
@@ -342,10 +342,11 @@ def syncfs(path: Path) -> bool:
 
 
 @functools.cache
-def _libc() -> Any:
-    """The C library's functions, loaded on first use: ctypes.util.find_library("c") ran
-    `ldconfig -p` in a subprocess, 10-40 ms in every process that imported this module (every
-    node, every CLI call). dlopen(NULL) reaches the same libc, which Python is linked with."""
+def libc() -> Any:
+    """The C library's functions (errno kept for ctypes.get_errno), loaded on first use:
+    ctypes.util.find_library("c") ran `ldconfig -p` in a subprocess, 10-40 ms in every process
+    that imported this module (every node, every CLI call). dlopen(NULL) reaches the same libc,
+    which Python is linked with."""
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)

@@ -13,7 +13,6 @@ a node of the cluster for something itself (`ask`) on a DEALER to that node.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import os
 import signal
@@ -31,7 +30,7 @@ import zmq.asyncio
 from protocol import INVALID, Frame, ProtocolError, body_of, decode_message, encode
 
 from . import logs
-from .config import ClusterConfig
+from .config import ClusterConfig, libc
 from .core import Reply, Request
 from .host import NodeHost, Wiring, node_seed
 from .runtime import bind
@@ -320,7 +319,7 @@ def start_daemon(argv: list[str], address: str, port: int, what: str, timeout: f
 
 def _die_with_parent() -> None:
     """Before exec: SIGTERM when the parent dies (PR_SET_PDEATHSIG), however it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    libc().prctl(1, signal.SIGTERM)
 
 
 def listening(address: str, port: int) -> bool:

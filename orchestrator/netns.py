@@ -29,6 +29,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from nodes.config import libc
+
 # every host has its own address, so the ports are fixed; an MTA and its store share a host
 PORTS = {"directory": {"router": 7000, "pub": 7001}, "orchestrator": {"router": 7002}, "mta": {"router": 7010},
          "store": {"router": 7020}, "ims": {"router": 7030, "smtp": 25}, "imap": {"router": 7031, "imap": 143},
@@ -234,7 +236,7 @@ def enter(ns: str) -> None:
 
     fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+        if libc().setns(fd, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns into {ns}: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(fd)

@@ -15,7 +15,6 @@ order of the runs.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import logging
 import os
@@ -29,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from nodes.config import libc
 
 
 def _chunk_size(items: int, workers: int) -> int:
@@ -64,7 +65,7 @@ def keep_freed_memory() -> None:
     time of its 11.8, and a copy of a 15 MiB message cost 12 ms instead of 2.3
     (docs/performance.md). Nothing where the C library has no mallopt."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = libc().mallopt
     except (OSError, AttributeError):  # not glibc (macOS, say): its allocator as it is
         return
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
@@ -166,7 +167,7 @@ def _worker_start() -> None:
     keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: end() still ends the workers of a stopped campaign
         return
     if os.getppid() == 1:  # the parent died before the prctl took
