@@ -176,7 +176,6 @@ def compose_ndr(ndr_id: str, reporting_server: str, original: bytes, original_ms
     original's headers travel in a text/rfc822-headers part.
     """
     boundary = f"=_xcon_ndr_{_token(ndr_id)}"  # RFC 2046: at most 70 characters, whatever the id
-    headers = quoted_headers(original)
     dsn = dsn_of(original)  # over SMTP: ENVID, each recipient's ORCPT, RET (RFC 3461)
     original_subject = _quoted_subject(original)
     explanation = ["Your message did not reach some or all of the intended recipients.", "",
@@ -217,15 +216,20 @@ def compose_ndr(ndr_id: str, reporting_server: str, original: bytes, original_ms
         *blocks,
         "",
         f"--{boundary}",
-        # RET=FULL (RFC 3461) returns the whole message where it is small; the headers otherwise
-        *(["Content-Type: message/rfc822", "", original.decode("utf-8", "replace").rstrip("\r\n")]
-          if (dsn["ret"] or "").upper() == "FULL" and len(original) <= RET_FULL_MAX else
-          ["Content-Type: text/rfc822-headers", "", headers]),
+        *_returned(original, dsn["ret"]),
         "",
         f"--{boundary}--",
         "",
     ]
     return "\r\n".join(lines).encode("utf-8")
+
+
+def _returned(original: bytes, ret: str | None) -> list[str]:
+    """The NDR's last part: the whole message where RET=FULL (RFC 3461) asked and it is small,
+    its headers otherwise."""
+    if (ret or "").upper() == "FULL" and len(original) <= RET_FULL_MAX:
+        return ["Content-Type: message/rfc822", "", original.decode("utf-8", "replace").rstrip("\r\n")]
+    return ["Content-Type: text/rfc822-headers", "", quoted_headers(original)]
 
 
 def _failed_rcpt(rcpt: str, failure: Failure, orcpt: str | None, now: float, trailer: str) -> tuple[list[str], list[str]]:

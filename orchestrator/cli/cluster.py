@@ -239,35 +239,10 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
             detail = "-"
         elif "error" in info:
             detail = info["error"]
-        elif name == "directory":
-            detail = f"usn {s.get('usn')}, {s.get('recipients')} recipients"
-        elif name.startswith("mta."):
-            lag = "" if s.get("cache_usn") == dir_usn else "  (cache behind)"
-            detail = (f"cache usn {s.get('cache_usn')}/{dir_usn}{lag}; queue: {s.get('open_pairs')} open, "
-                      f"{s.get('deferred')} deferred, {s.get('in_flight')} in flight")
-        elif name.startswith("ims."):
-            detail = (f"SMTP {s.get('smtp')}; {s.get('accepted')} accepted, {s.get('outbound')} waiting to leave, "
-                      f"{s.get('relayed')} relayed to {s.get('smarthost') or 'no smarthost'}")
-        elif name == "internet":
-            detail = f"the outside world: SMTP {s.get('smtp')} for {s.get('domain')}; {s.get('received')} received"
-        elif name.startswith("imap."):
-            detail = (f"IMAP {s.get('imap')} (Dovecot pid {s.get('dovecot_pid')}); users: "
-                      f"{', '.join(s.get('users') or []) or 'none'}")
-        elif name.startswith("store."):
-            boxes = s.get("mailboxes", {})
-            locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")
-                     for m, o in s.get("locked", {}).items()]
-            detail = f"{len(boxes)} mailboxes" + (f", locked: {', '.join(locks)}" if locks else "")
-            if s.get("made"):
-                detail += f", made live by a legacy move: {', '.join(s['made'])}"
-            if s.get("soft_deleted"):
-                detail += f", soft-deleted: {', '.join(s['soft_deleted'])}"
         else:
-            moves = s.get("active", [])
-            detail = f"{len(moves)} move(s) running, {s.get('finished', 0)} finished"
-            armed = [f"kill {a['node']} at {a['step']}" for a in s.get("armed", [])]
-            paused = s.get("paused", [])
-            detail += (f"; armed: {', '.join(armed)}" if armed else "") + (f"; paused: {', '.join(paused)}" if paused else "")
+            detail = _node_state(name, s, dir_usn)
+            if name == "orchestrator":
+                moves = s.get("active", [])
         table.add_row(name, "yes" if info["alive"] else "[red]no[/red]", str(info.get("pid") or "-"),
                       *([info.get("host", "-"), info.get("address", "-")] if network else []), detail)
     show_table(table)
@@ -279,6 +254,34 @@ def status(cluster: cl.Cluster, as_json: bool) -> None:
         waiting = f", waiting for {m['waiting_for']} (try {m['attempts']})" if m.get("waiting_for") else ""
         how = f"rolling back ({m['error']}), " if m["rolling_back"] else ""
         prose(f"move {m['move_id']}: {m['alias']} {m['source']} -> {m['target']}, {how}step {m['step']}{waiting}")
+
+
+def _node_state(name: str, s: dict[str, Any], dir_usn: Any) -> str:
+    """A node's state column in `xcon status`, from the status it answered."""
+    if name == "directory":
+        return f"usn {s.get('usn')}, {s.get('recipients')} recipients"
+    if name.startswith("mta."):
+        lag = "" if s.get("cache_usn") == dir_usn else "  (cache behind)"
+        return (f"cache usn {s.get('cache_usn')}/{dir_usn}{lag}; queue: {s.get('open_pairs')} open, "
+                f"{s.get('deferred')} deferred, {s.get('in_flight')} in flight")
+    if name.startswith("ims."):
+        return (f"SMTP {s.get('smtp')}; {s.get('accepted')} accepted, {s.get('outbound')} waiting to leave, "
+                f"{s.get('relayed')} relayed to {s.get('smarthost') or 'no smarthost'}")
+    if name == "internet":
+        return f"the outside world: SMTP {s.get('smtp')} for {s.get('domain')}; {s.get('received')} received"
+    if name.startswith("imap."):
+        return (f"IMAP {s.get('imap')} (Dovecot pid {s.get('dovecot_pid')}); users: "
+                f"{', '.join(s.get('users') or []) or 'none'}")
+    if name.startswith("store."):
+        locks = [f"{m} by {o}" + (" (incoming)" if m in s.get("incoming", ()) else "")
+                 for m, o in s.get("locked", {}).items()]
+        return (f"{len(s.get('mailboxes', {}))} mailboxes" + (f", locked: {', '.join(locks)}" if locks else "") +
+                (f", made live by a legacy move: {', '.join(s['made'])}" if s.get("made") else "") +
+                (f", soft-deleted: {', '.join(s['soft_deleted'])}" if s.get("soft_deleted") else ""))
+    armed = [f"kill {a['node']} at {a['step']}" for a in s.get("armed", [])]  # the orchestrator
+    paused = s.get("paused", [])
+    return (f"{len(s.get('active', []))} move(s) running, {s.get('finished', 0)} finished" +
+            (f"; armed: {', '.join(armed)}" if armed else "") + (f"; paused: {', '.join(paused)}" if paused else ""))
 
 
 # --- separate machines ----------------------------------------------------------------------

@@ -101,7 +101,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     In the simulator a seed replays exactly: the same events, the same verdict.
     """
     from orchestrator.lab import campaign as sim_campaign
-    from orchestrator.lab import executors, spec as campaigns  # the lab loads when a campaign runs, not for every command
+    from orchestrator.lab import spec as campaigns  # the lab loads when a campaign runs, not for every command
 
     kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
     spec = campaigns.CampaignSpec(
@@ -127,7 +127,20 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
             raise click.UsageError(f"{world_file}: {exc}") from None
     # kept in the results store: results/<time>-<name>/, with the broken trials' run-dirs inside
     root = results_store.new(results_dir(run_dir, "results"), spec.name())
-    show = not as_json and sys.stdout.isatty()
+    done = _run_shown(spec, root, show=not as_json and sys.stdout.isatty())
+    render_campaign(done, report_dir, wide, as_json)
+    if done.nondeterministic:
+        sys.exit(FINDING)
+    if expect_loss:
+        sys.exit(DONE if done.totals["lost"] else FINDING)
+    if done.first:
+        sys.exit(FINDING)
+
+
+def _run_shown(spec: Any, root: Path, show: bool) -> Any:
+    """Run the campaign, with a progress bar of its running totals on a terminal."""
+    from orchestrator.lab import executors, spec as campaigns
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=True, disable=not show) as bar:
         task = bar.add_task(f"{spec.build} seed {spec.seed}", total=len(spec.seeds()))
@@ -141,16 +154,9 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
                                                     f"{so_far['lost']:,} lost so far")
 
         try:
-            done = campaigns.run(spec, root, advance)
+            return campaigns.run(spec, root, advance)
         except executors.DaskError as exc:
             raise click.UsageError(str(exc)) from None
-    render_campaign(done, report_dir, wide, as_json)
-    if done.nondeterministic:
-        sys.exit(FINDING)
-    if expect_loss:
-        sys.exit(DONE if done.totals["lost"] else FINDING)
-    if done.first:
-        sys.exit(FINDING)
 
 
 def render_campaign(done: Any, report_dir: Path | None, wide: bool, as_json: bool) -> None:
