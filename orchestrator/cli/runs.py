@@ -79,8 +79,9 @@ from .common import (
                    "worlds as mutations of them (orchestrator.lab.guided); a broken one is written for --world.")
 @click.option("--stuck-after", type=click.IntRange(1000), metavar="EVENTS",
               help="With --sim: a trial whose world runs more events than this between two steps of its schedule, "
-                   "or after its last, is stuck (a finding, with its replay; default 200,000, about 4 s). A real "
-                   "trial is stuck 90 s after its last step.")
+                   "or after its last, is stuck (a finding, with its replay; default 200,000, about 4 s). Any "
+                   "trial is stuck if it has not settled 90 s after its last step (of virtual time in the "
+                   "simulator), at the lab's timings; in proportion for a slower --profile or --time-scale.")
 @click.option("--world", "world_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Run this one world (a JSON file --shrink wrote) instead of drawing worlds.")
 @profile_options("each world draws its lag, jitter and retry")

@@ -36,7 +36,7 @@ from orchestrator.sim.world import Livelock, Network, Stuck
 from . import executors, guided, outside, smtp_client
 from .findings import moving
 from .play import Player
-from .worlds import SETTLE_S, Recipe, World, draw_world, drawn, world_settings
+from .worlds import Recipe, World, draw_world, drawn, settle_s, world_settings
 
 
 @dataclass
@@ -114,9 +114,10 @@ def run_trial(world: World, run_dir: Path, keep: bool = False, sim: Network | No
                 cluster.world.rearm()
             if smarthost is not None:
                 smarthost.up()  # whatever the schedule left, the outside world is back for the settling
-            if not settle(cluster, SETTLE_S, clear=True):
-                result.stuck = {"bound": f"{SETTLE_S:g} s of {clock} time after its last send",
-                                "why": f"did not settle within {SETTLE_S:g} s ({clock} time)"}
+            bound = settle_s(world)
+            if not settle(cluster, bound, clear=True):
+                result.stuck = {"bound": f"{bound:g} s of {clock} time after its last send",
+                                "why": f"did not settle within {bound:g} s ({clock} time)"}
         except Livelock as exc:  # Stuck too: the world's events past its bound
             result.stuck = {"bound": f"{sim.stuck_events:,} events after a step of its schedule" if isinstance(
                 exc, Stuck) and sim is not None else "events at one instant", "why": str(exc)}

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from nodes.config import Settings, server_names
+from nodes.config import PROFILES, Settings, server_names
 from protocol import MAX_MESSAGE_BYTES
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj"]
@@ -34,7 +34,9 @@ CRASH_STEPS = ("lock", "copy", "set_home", "open_target", "release", "rollback_t
 # takes organisation-sized ones
 REAL_SERVERS, REAL_USERS = 26, 500
 SCHEDULE_S = 4.0  # moves, mail and faults all start within this many seconds of a trial
-SETTLE_S = 90.0
+SETTLE_S = 90.0  # at the lab's timings: a world of slower ones settles in proportion (settle_s)
+# the waits a settling world goes through again and again, in the profiles (nodes.config.PROFILES)
+SETTLE_WAITS = ("retry_ms", "transfer_retry_ms", "replication_lag_ms", "intersite_lag_ms", "read_cache_ttl_ms")
 # the extremes a world draws now and then (draw_world), each with its chance
 OUTAGE_P, MOVES_P, LARGEST_P = 0.12, 0.10, 0.10
 # the subjects of a "largest" world: a header line's limit, larger ones, and (one world in twenty of
@@ -318,6 +320,16 @@ def draw_extremes(rng: random.Random, world: World, aliases: list[str], nodes: l
                        "subject_bytes": LARGEST_SUBJECT if rng.random() < 0.05 else rng.choice(LARGEST_SUBJECTS),
                        "extreme": "largest"})
     events.sort(key=lambda e: (e["at"], e["do"] != "fault"))
+
+
+def settle_s(world: World) -> float:
+    """How long a world may take to settle after its last step before it is stuck: SETTLE_S at
+    the lab's timings, and as many times that as its profile's waits (a retry, a replication or
+    a site's lag, a read cache), times its time scale, are longer than the lab's. Exchange 5.5's
+    retry of 600 s settles in its own time: at 90 s, three trials in four were called stuck."""
+    lab, own = PROFILES["lab"], PROFILES[world.profile]
+    slower = max((own[k] or 0) / lab[k] for k in SETTLE_WAITS if lab[k])
+    return SETTLE_S * max(1.0, slower * world.time_scale)
 
 
 def world_settings(world: World) -> Settings:

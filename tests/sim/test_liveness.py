@@ -102,3 +102,21 @@ def test_a_campaign_stopped_by_a_signal_ends_its_workers(tmp_path, sig):
         if campaign.poll() is None:
             campaign.kill()
             campaign.wait()
+
+
+def test_a_world_of_exchange_5_5s_own_timings_settles_in_them_and_is_not_called_stuck(tmp_path):
+    """Exchange 5.5's profile at its own speed retries every 600 s: a bound of the lab's 90 s
+    called three trials in four of such a campaign stuck. The bound grows with the profile's
+    waits and the time scale; the lab's stays 90 s."""
+    from orchestrator.lab import chaos
+    from orchestrator.lab.worlds import SETTLE_S, draw_world, settle_s
+    from orchestrator.sim.world import Network
+
+    assert settle_s(draw_world(1, "sp4")) == SETTLE_S == 90
+    assert settle_s(draw_world(1, "sp4", time_scale=10)) == 900
+    assert settle_s(draw_world(1, "sp4", profile="exchange55", time_scale=0.01)) == 540  # its retry: 6 s
+    world = draw_world(1337671203, "sp4", profile="exchange55")  # a trial the 90 s called stuck
+    assert settle_s(world) == 54_000
+    result = chaos.run_trial(world, tmp_path / "run", sim=Network(), dump=False)
+    assert (result.stuck, result.broken, result.lost) == (None, False, 0), result.stuck
+    assert result.counts.get("delivered"), f"its mail got through, in its own time: {result.counts}"

@@ -16,7 +16,7 @@ from nodes.store.maildir import Maildirs
 from nodes.store.memory import MemoryMaildirs
 from orchestrator.lab import campaign, chaos, explore, scenario
 from orchestrator.lab.play import Player
-from orchestrator.lab.worlds import FAULTS, draw_world, world_settings
+from orchestrator.lab.worlds import FAULTS, SETTLE_S, draw_world, world_settings
 from orchestrator.sim.world import Network
 
 from ..conftest import xcon
@@ -225,7 +225,7 @@ def test_a_report_that_follows_its_originator_through_many_moves_is_delivered():
     world = draw_world(1227104459, "sp4", (), users=2, moves=40)
     cluster = SimCluster(world_settings(world), Network(), users=world.users)
     Player(cluster, world, chaos.TrialResult(world.seed, world.build)).play()
-    assert chaos.settle(cluster, chaos.SETTLE_S, clear=True)
+    assert chaos.settle(cluster, SETTLE_S, clear=True)
     hops = max(e["hops"] for e in cluster.events() if e["event"] == "mta.transfer_in" and "~ndr~" in e["msg_id"])
     report = cluster.verdict()
     assert hops >= 7, "the report followed alice through more hand-offs than the old cap of six"
