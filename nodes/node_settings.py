@@ -38,6 +38,9 @@ class Lifetimes(Struct, frozen=True, forbid_unknown_fields=True):
         return max(self.urgent_s, self.normal_s, self.non_urgent_s)
 
 
+REPLICATION_WAIT_MS = 120_000  # at least; three times the slowest MTA's cache lag where that is longer
+
+
 class MtaSettings(Struct, frozen=True, forbid_unknown_fields=True):
     build: str
     servers: tuple[str, ...]
@@ -73,6 +76,9 @@ class OrchestratorSettings(Struct, frozen=True, forbid_unknown_fields=True):
     request_timeout_ms: int
     move_build: str
     imap: bool
+    # how long a move with the workaround waits for every MTA to hear that the alternate is gone
+    # (replication_wait_ms; the floor for a cluster.json written before it was a setting)
+    replication_wait_ms: int = REPLICATION_WAIT_MS
 
 
 class ImsSettings(Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,6 +102,21 @@ def transfer_retry_ms(s: Settings) -> int:
     return s.transfer_retry_ms if s.transfer_retry_ms is not None else s.retry_ms
 
 
+def cache_lag_ms(s: Settings, server: str) -> int:
+    """How long after a change the MTA of `server` hears of it (before its jitter). The directory
+    replicates to the servers one after the other: each further server hears of a change
+    replication_step_ms later (5.5's "Pause Between DSAs", Q137203); a server in another site than
+    the directory's (the first server's) hears of it over the site connector, intersite_lag_ms later."""
+    rank = s.servers.index(server) if server in s.servers else 0
+    remote = bool(s.servers) and s.site_of(server) != s.site_of(s.servers[0])
+    return s.replication_lag_ms + rank * s.replication_step_ms + (s.intersite_lag_ms if remote else 0)
+
+
+def slowest_lag_ms(s: Settings) -> int:
+    """The longest a change may take to reach an MTA's cache: the slowest server's lag and the jitter."""
+    return max((cache_lag_ms(s, x) for x in s.servers), default=0) + s.replication_jitter_ms
+
+
 def kind_of(node: str) -> str:
     return node.split(".", 1)[0]
 
@@ -105,17 +126,8 @@ def of(s: Settings, node: str) -> NodeSettings:
     KeyError for a node of a kind that has none (an IMAP server: Dovecot's config is its own)."""
     kind, server = kind_of(node), node.partition(".")[2]
     if kind == "mta":
-        # the directory replicates to the servers one after the other: each further server hears of
-        # a change replication_step_ms later (5.5's "Pause Between DSAs", Q137203); a server in
-        # another site than the directory's (the first server's) hears of it over the site
-        # connector, intersite_lag_ms later
-        rank = s.servers.index(server) if server in s.servers else 0
-        site = s.site_of(server)
-        remote = bool(s.servers) and site != s.site_of(s.servers[0])
         return MtaSettings(
-            s.mta_build, tuple(s.servers), site,
-            s.replication_lag_ms + rank * s.replication_step_ms + (s.intersite_lag_ms if remote else 0),
-            s.replication_jitter_ms, s.seed * 1000 + sum(map(ord, server)), s.read_cache_ttl_ms, s.retry_ms,
+            s.mta_build, tuple(s.servers), s.site_of(server), cache_lag_ms(s, server), s.replication_jitter_ms, s.seed * 1000 + sum(map(ord, server)), s.read_cache_ttl_ms, s.retry_ms,
             transfer_retry_ms(s), s.request_timeout_ms,
             lifetimes(s), s.max_queue, s.min_free_bytes, s.smtp)
     if kind == "store":
@@ -124,7 +136,7 @@ def of(s: Settings, node: str) -> NodeSettings:
         return DirectorySettings(tuple(s.servers))
     if kind == "orchestrator":
         return OrchestratorSettings(tuple(s.servers), {x: s.site_of(x) for x in s.servers}, s.request_timeout_ms,
-                                    s.move_build, s.imap)
+                                    s.move_build, s.imap, max(REPLICATION_WAIT_MS, 3 * slowest_lag_ms(s)))
     if kind == "ims":
         return ImsSettings(transfer_retry_ms(s), lifetimes(s),
                            s.smtp_tls, s.smtp_auth)

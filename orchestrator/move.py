@@ -45,6 +45,7 @@ from typing import Any
 
 from nodes.config import MOVE_BUILDS
 from nodes.core import Ids, Reply, Request, Response, Send, error, log
+from nodes.node_settings import REPLICATION_WAIT_MS
 from protocol import INVALID, MOVE_ENDED, NO_MAILBOX, NOT_LOCKED, messages
 
 from . import move_paging as paging
@@ -52,7 +53,6 @@ from .journal import Record
 from .move_rollback import Rollback
 from .move_state import (
     POLL_S,
-    REPLICATION_WAIT_S,
     REQUEST_TRIES,
     Move,
     forward,
@@ -63,7 +63,7 @@ from .move_steps import Steps
 class MoveCore:
     def __init__(self, servers: list[str], boot: str, timeout_ms: int = 3000, journal: list[Record] | None = None,
                  sites: dict[str, str] | None = None, move_build: str = "sp4", suspect: list[str] | tuple = (),
-                 imap: bool = False):
+                 imap: bool = False, replication_wait_ms: int = REPLICATION_WAIT_MS):
         if move_build not in MOVE_BUILDS:
             raise ValueError(f"unknown move build '{move_build}' (builds: {', '.join(MOVE_BUILDS)})")
         self.legacy = move_build == "legacy"
@@ -72,6 +72,7 @@ class MoveCore:
         self.sites = sites or {}  # server -> site; Move Mailbox stays within one (5.5)
         self.ids = Ids("orchestrator", boot)
         self.timeout_s = timeout_ms / 1000
+        self.replication_wait_s = replication_wait_ms / 1000  # the workaround's wait (OrchestratorSettings)
         self.moves: dict[str, Move] = {}
         self.journal = journal or []
         self.recovered = 0  # unfinished moves this run found in the journal at start
@@ -273,7 +274,7 @@ class MoveCore:
             return self._resolved(move, body.recipient, now)
         if step == "clear_alternate":
             move.wait_usn = body.usn
-            move.wait_until = now + REPLICATION_WAIT_S
+            move.wait_until = now + self.replication_wait_s
             return [*self.steps.enter(move, "await_replication", now, usn=move.wait_usn), *self._poll_mtas(move, now)]
         if step == "await_replication":
             return self._replication_answer(move, frame, now)
@@ -359,7 +360,7 @@ class MoveCore:
                 return [log("move.replicated", move_id=move.move_id, usn=move.wait_usn), *self._lock(move, now)]
             return self.steps.request(move, move.pending_mtas[0], "status", {}, now)
         if now >= move.wait_until:
-            return self._problem(move, f"{frame.src} did not apply USN {move.wait_usn} in {REPLICATION_WAIT_S:g}s", now)
+            return self._problem(move, f"{frame.src} did not apply USN {move.wait_usn} in {self.replication_wait_s:g}s", now)
         move.timer = now + POLL_S  # not there yet: ask the same MTA again shortly
         return []
 

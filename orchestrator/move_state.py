@@ -13,7 +13,6 @@ from .journal import Record
 
 EXPORT_PAGE = 2000
 POLL_S = 0.05
-REPLICATION_WAIT_S = 120.0
 REQUEST_TRIES = 4
 # from set_home on the directory may name the target: the move can only go forward
 FORWARD_ONLY = ("set_home", "open_target", "release", "restore_alternate")

@@ -119,7 +119,8 @@ def wiring(settings: OrchestratorSettings, nodes: list[str], boot: str, journal:
     damage = journal.damage
     core = OrchestratorCore(MoveCore(list(settings.servers), boot, settings.request_timeout_ms, journal.records,
                                      dict(settings.sites), settings.move_build,
-                                     suspect=damage["suspect"] if damage else (), imap=settings.imap),
+                                     suspect=damage["suspect"] if damage else (), imap=settings.imap,
+                                     replication_wait_ms=settings.replication_wait_ms),
                             FaultCore(nodes, boot))
     why = (f"the journal is {damage['gone']}, though this orchestrator's log says it journaled steps: it starts on "
            "a new one; the moves in `suspect` were unfinished and are left for the operator (`xcon status`, "

@@ -5,8 +5,8 @@
 
 from typing import Any
 
-from .client import ClusterError, NoAnswer, Refused, running_config
-from .cluster import Cluster, WallClock, cli_log
+from .client import ClusterError, NoAnswer, Refused, cli_log, running_config
+from .cluster import Cluster, WallClock
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ gets a ClusterError it can print as one line.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from nodes.config import ClusterConfig
+from nodes.config import ClusterConfig, open_append
 from nodes.security import Security
 from orchestrator.processes import pid_alive
 from protocol import INVALID, NO_MAILBOX, Frame, ProtocolError, decode, encode, hlc
@@ -134,3 +135,12 @@ def running_config(run_dir: Path) -> ClusterConfig:
         raise ClusterError(f"no cluster is running in {run_dir} (`xcon up` resumes it: every node restarts on "
                            "its own queue, journal, directory and mail)")
     return config
+
+
+def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
+    """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
+    own kill and restart, an operator's abort."""
+    now = time.time()
+    line = {"ts": round(now, 6), "node": "cli", "level": "warning", "event": event, "hlc": hlc.wall(now), **fields}
+    with open(open_append(run_dir / "logs" / "cli.jsonl"), "a") as f:
+        f.write(json.dumps(line) + "\n")

@@ -5,7 +5,6 @@ world). Starting and stopping one is orchestrator.cluster.launch's.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -13,14 +12,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
-from nodes.config import ClusterConfig, open_append
+from nodes.config import ClusterConfig
+from nodes.node_settings import slowest_lag_ms
 from orchestrator import processes
 from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
-from protocol import MOVE_ENDED, as_dict, hlc
+from protocol import MOVE_ENDED, as_dict
 from protocol.names import ALIAS_RULE, POSTMASTER, RESERVED_ALIASES, valid_alias
 
-from .client import Client, ClusterError, NoAnswer, Refused, TimedOut, running_config
+from .client import Client, ClusterError, NoAnswer, Refused, TimedOut, cli_log, running_config
 
 if TYPE_CHECKING:
     from orchestrator.inspect import audit
@@ -117,10 +117,15 @@ class Cluster:
                 raise TimedOut(f"{what}: not within {timeout:g}s")
             self.clock.sleep(every)
 
-    def wait_replicated(self, usn: int, timeout: float = 60.0) -> None:
-        """Return once every MTA's directory cache has applied `usn`."""
-        self.until(lambda: all(self.status_of(m)["cache_usn"] >= usn for m in self.mtas), timeout,
-                   f"every MTA's cache at USN {usn}")
+    def replication_s(self) -> float:
+        """Three times the longest a change takes to reach an MTA's cache (Exchange 5.5's own: 330 s)."""
+        return 3 * slowest_lag_ms(self.config.settings) / 1000
+
+    def wait_replicated(self, usn: int, timeout: float | None = None) -> None:
+        """Return once every MTA's directory cache has applied `usn` (by default, within a
+        minute, or replication_s where that is longer)."""
+        self.until(lambda: all(self.status_of(m)["cache_usn"] >= usn for m in self.mtas),
+                   max(60.0, self.replication_s()) if timeout is None else timeout, f"every MTA's cache at USN {usn}")
 
     # --- mail ---------------------------------------------------------------------------
 
@@ -179,7 +184,7 @@ class Cluster:
     # --- moves --------------------------------------------------------------------------
 
     def move(self, alias: str, target: str, workaround: bool = False, copy_delay_ms: int = 0,
-             wait: bool = True, timeout: float = 600.0) -> dict[str, Any]:
+             wait: bool = True, timeout: float | None = None) -> dict[str, Any]:
         started = self.client.request("orchestrator", "orch.move", {
             "alias": alias, "target": target, "workaround": workaround, "copy_delay_ms": copy_delay_ms})
         move_id = started.body.move_id
@@ -190,11 +195,13 @@ class Cluster:
     def move_state(self, move_id: str) -> dict[str, Any]:
         return self.client.request("orchestrator", "orch.move_status", {"move_id": move_id}).body.move
 
-    def wait_move(self, move_id: str, timeout: float = 600.0, step: str | None = None,
+    def wait_move(self, move_id: str, timeout: float | None = None, step: str | None = None,
                   settled: bool = False) -> dict[str, Any]:
-        """Wait until the move ends (or reaches `step`). A move that failed is rolling back,
-        which takes as long as the stores it must release take to answer: it counts as ended at
-        once, unless `settled` asks for the end of its rollback too."""
+        """Wait until the move ends (or reaches `step`; by default within ten minutes and
+        replication_s, a workaround's wait). A move that failed is rolling back, which takes as
+        long as the stores it must release take to answer: it counts as ended at once, unless
+        `settled` asks for the end of its rollback too."""
+        timeout = 600.0 + self.replication_s() if timeout is None else timeout
         def ended() -> dict[str, Any] | None:
             state = self.move_state(move_id)
             done = state["step"] in MOVE_ENDED or state["step"] == step or (state["rolling_back"] and not settled)
@@ -409,11 +416,3 @@ class Cluster:
         return checker.check(self.events(), again=self.events, state=state, durable=self.durable(state),
                              settings=self.config.settings)
 
-
-def cli_log(run_dir: Path, event: str, **fields: Any) -> None:
-    """A log line from the CLI itself (node "cli"), for what no node can log: the orchestrator's
-    own kill and restart, an operator's abort."""
-    now = time.time()
-    line = {"ts": round(now, 6), "node": "cli", "level": "warning", "event": event, "hlc": hlc.wall(now), **fields}
-    with open(open_append(run_dir / "logs" / "cli.jsonl"), "a") as f:
-        f.write(json.dumps(line) + "\n")

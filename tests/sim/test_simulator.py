@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from nodes.config import Settings
 from nodes.mta.spool import MemorySpool, Spool
 from nodes.store.maildir import Maildirs
 from nodes.store.memory import MemoryMaildirs
 from orchestrator.lab import campaign, chaos, explore, scenario
 from orchestrator.lab.play import Player
 from orchestrator.lab.worlds import FAULTS, SETTLE_S, draw_world, world_settings
+from orchestrator.sim.cluster import SimCluster
 from orchestrator.sim.world import Network
 
 from ..conftest import xcon
@@ -191,6 +193,26 @@ def test_the_kb_cases_behave_as_the_kb_says_with_exchange_55s_timings(case, plac
                                profile="exchange55", time_scale=0.01)
     assert result.error is None and result.matches, (result.observed, result.check)
     assert result.timings["read_cache_ttl_ms"] == 600 and result.timings["replication_lag_ms"] == 3000
+
+
+def test_the_kbs_workaround_waits_out_exchange_55s_own_replication(tmp_path):
+    """At Exchange 5.5's own speed the alternate's removal takes 330 s to reach ex2's MTA: a
+    move that gave up after a fixed 120 s failed, and the workaround case with it."""
+    result = scenario.run_case("legacy+workaround", tmp_path / "w", seed=5, sim=Network(), profile="exchange55")
+    assert result.error is None and result.matches, (result.error, result.observed)
+    assert result.timings["replication_lag_ms"] == 300_000
+
+
+def test_a_user_added_and_moved_with_the_workaround_waits_as_long_as_exchange_55s_replication_takes():
+    """`xcon user add` on a cluster of Exchange 5.5's own timings gave up after a fixed minute
+    (TimedOut) while the directory's change was still on its 330 s way to ex2's MTA."""
+    cluster = SimCluster(Settings.from_profile("exchange55", servers=("ex1", "ex2"), mta_build="sp4"), Network())
+    start = cluster.world.now
+    cluster.add_user("carol", "ex1")
+    assert cluster.world.now - start > 330, "it waited for ex2's MTA, 300 s + a server's 30 s later"
+    cluster.add_user("bob", "ex1", alternate="carol", deliver_to_both=True)
+    moved = cluster.move("bob", "ex2", workaround=True)
+    assert moved["step"] == "done" and moved["copied"] == 0, moved
 
 
 @pytest.mark.parametrize("name, case", [("q178534", "cache"), ("q178534", "no-cache"), ("q178534", "restart"),

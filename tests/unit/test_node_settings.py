@@ -10,7 +10,15 @@ import pytest
 
 from nodes.config import ClusterConfig, Settings
 from nodes.node_settings import (
-    DirectorySettings, ImsSettings, MtaSettings, OrchestratorSettings, StoreSettings, from_json, of, to_json,
+    REPLICATION_WAIT_MS,
+    DirectorySettings,
+    ImsSettings,
+    MtaSettings,
+    OrchestratorSettings,
+    StoreSettings,
+    from_json,
+    of,
+    to_json,
 )
 
 
@@ -28,6 +36,11 @@ def test_each_kind_of_node_gets_its_own_settings_in_its_own_terms():
     assert of(s, "directory") == DirectorySettings(("ex1", "ex2", "ex3"))
     orch = of(s, "orchestrator")
     assert isinstance(orch, OrchestratorSettings) and orch.sites == {"ex1": "HQ", "ex2": "HQ", "ex3": "BRANCH"}
+    assert orch.replication_wait_ms == REPLICATION_WAIT_MS, "120 s: longer than three of this cluster's slowest lag"
+    # a workaround's move waits three times the slowest MTA's lag where that is longer: Exchange 5.5's own
+    assert of(Settings.from_profile("exchange55"), "orchestrator").replication_wait_ms == 3 * (300_000 + 30_000)
+    far = Settings(("ex1", "ex2"), sites=("HQ", "BRANCH"), intersite_lag_ms=60_000, replication_jitter_ms=500)
+    assert of(far, "orchestrator").replication_wait_ms == 3 * (2000 + 60_000 + 500)
     ims = of(s, "ims.ex2")
     assert isinstance(ims, ImsSettings) and ims.smtp_auth and not ims.smtp_tls and ims.retry_ms == 400
     with pytest.raises(KeyError):
@@ -53,3 +66,6 @@ def test_cluster_json_carries_each_nodes_settings_and_one_made_before_them_still
         node.pop("settings", None)
     (tmp_path / "cluster.json").write_text(json.dumps(data))
     assert ClusterConfig.load(tmp_path).node_settings("mta.ex1") == of(s, "mta.ex1")
+    # an orchestrator's of the commit before replication_wait_ms: the 120 s it ran with
+    old = {k: v for k, v in to_json(of(s, "orchestrator")).items() if k != "replication_wait_ms"}
+    assert from_json("orchestrator", old).replication_wait_ms == REPLICATION_WAIT_MS
