@@ -75,6 +75,22 @@ def test_a_pending_pair_last_held_by_an_mta_that_found_its_queue_log_damaged_is_
     assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
 
 
+def test_a_pending_pair_is_lost_to_damage_however_many_store_lines_came_after_its_holders_last():
+    """Found by a 40,000-trial sp4 campaign with every fault (seed 20261206, trial 1742714835):
+    mta.ex2's attempts had waited out store.ex2's outage, and the store refused all four as past
+    the message's time-out; mta.ex2's log was damaged where the pair's id no longer read. The
+    blame looked for the holder among the pair's last four events only, all the store's, and
+    called the pair pending: a broken trial that was the corrupt fault's cost."""
+    routed = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "hlc": [0, 50]}
+    refused = [{"event": "store.expired_refused", "node": "store.ex2", "msg_id": "m1", "mailbox": "bob", "hlc": [0, 60 + i]}
+               for i in range(4)]
+    report = check([accepted("m1", ["bob"]), routed, *refused, damaged()])
+    assert [(v.outcome, "may have been in" in v.why) for v in report.violations] == [("damaged", True)]
+    assert [e["event"] for e in report.violations[0].last_events] == ["store.expired_refused"] * 4
+    undamaged = check([accepted("m1", ["bob"]), routed, *refused, dict(damaged(), node="mta.ex1")])
+    assert [v.outcome for v in undamaged.violations] == ["pending"], "its holder found no damage"
+
+
 def test_a_pending_pair_handed_to_an_mta_that_then_found_damage_is_lost_to_that_damage():
     """Found by the reroute campaign with every fault kind (seed 2, trial 518674286): the pair's
     last holding event was mta.ex1's routing before it handed the pair to mta.ex2, whose queue log
