@@ -19,7 +19,7 @@ from nodes.config import BUILDS, MOVE_BUILDS
 
 from orchestrator.lab import results as results_store
 from orchestrator.lab.findings import by_cause, describe_break
-from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, REAL_SERVERS, REAL_USERS
+from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS
 from orchestrator import netns
 from .common import (
     DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option,
@@ -40,7 +40,8 @@ from .common import (
 @click.option("--move-build", type=click.Choice(MOVE_BUILDS), default="sp4", show_default=True,
               help="Move User's build: legacy (5.5 before SP4) has KB Q277911's window, whatever the MTA build.")
 @click.option("--faults", default=",".join(DEFAULT_FAULTS), show_default=True,
-              help=f"Comma-separated fault kinds to draw from: {', '.join(FAULTS)}; 'none' for none.")
+              help=f"Comma-separated fault kinds to draw from: {', '.join(FAULTS)}; 'all' for every one (with "
+                   f"--network netns, {' and '.join(NET_FAULTS)} too); 'none' for none.")
 @click.option("--extremes/--no-extremes", default=True, show_default=True,
               help="Now and then a world draws an extreme: a node down longer than a report's time-out, users "
                    "moved many times in a row, the largest subject and id the API takes.")
@@ -104,7 +105,7 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
     from orchestrator.lab import campaign as sim_campaign
     from orchestrator.lab import spec as campaigns  # the lab loads when a campaign runs, not for every command
 
-    kinds = () if faults.strip() == "none" else tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
+    kinds = _fault_kinds(faults, network)
     spec = campaigns.CampaignSpec(
         seed=int.from_bytes(os.urandom(3), "big") if seed is None else seed, trials=trials, build=mta_build,
         faults=kinds, users=users, moves=moves, servers=servers, sites=sites, profile=profile, time_scale=time_scale,
@@ -136,6 +137,14 @@ def chaos(run_dir: Path, trials: int, seed: int | None, replay: int | None, mta_
         sys.exit(DONE if done.totals["lost"] else FINDING)
     if done.first:
         sys.exit(FINDING)
+
+
+def _fault_kinds(faults: str, network: str) -> tuple[str, ...]:
+    """--faults as kinds: 'none', 'all' (every kind, and the kernel's on namespaces), or a list."""
+    said = faults.strip().lower()
+    if said in ("none", "all"):
+        return () if said == "none" else FAULTS + (NET_FAULTS if network == "netns" else ())
+    return tuple(k.strip().replace("-", "_") for k in faults.split(",") if k.strip())
 
 
 def _run_shown(spec: Any, root: Path, show: bool) -> Any:
