@@ -40,6 +40,7 @@ class Batch:
         self._pending_at: dict[str, int] = {}  # msg_id -> index of its Whole record in _pending
         self._whole: set[str] = set()  # the queued messages whose bytes the log holds: a new state is a Step
         self.state: Callable[[], State] | None = None  # set by the node: what a compaction writes
+        self._sealed = True  # the log holds a commit record; else the next batch begins with one (wal.Recovered)
         self.compactions = 0
         self.syncs = self.records = self.bytes = 0  # since start: what group commit achieves
 
@@ -71,7 +72,9 @@ class Batch:
             elif r.msg_id in self._whole and r.msg_id not in retired:
                 r = Step(r.msg_id, r.pairs)
             parts += frame_parts(r)
-        return b"".join((*parts, COMMIT)) if parts else b""
+        if not parts:
+            return b""
+        return b"".join((COMMIT, *parts, COMMIT) if not self._sealed else (*parts, COMMIT))
 
     def _taken(self, data: bytes) -> None:
         """The batch is durable: count it and start the next."""
@@ -84,10 +87,12 @@ class Batch:
         if data:
             self.syncs += 1
             self.bytes += len(data)
+            self._sealed = True
 
     def _loaded(self, state: Recovered) -> Recovered:
         """The log as `load` leaves it holds each queued message whole."""
         self._whole = {m.msg_id for m in state.queued}
+        self._sealed = state.sealed or state.damage is not None  # a damaged log is written anew, sealed
         return state
 
 

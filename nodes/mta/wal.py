@@ -181,6 +181,11 @@ class Recovered:
     queued: list[QueuedMessage]
     remembered: list[tuple[str, dict[str, int], float]]
     damage: dict[str, Any] | None = None
+    # the log holds a commit record: a torn batch after it is cut whole. A log without one (new,
+    # or of the form before commit records) is read record by record, and its first batch torn
+    # would be taken up in part (an NDR's record lost, the failure it reports kept): the spool
+    # begins its next batch with a commit record (spool.Batch._take)
+    sealed: bool = True
 
 
 def recover(data: bytes | bytearray) -> tuple[Recovered, list[Record], int]:
@@ -197,7 +202,7 @@ def recover(data: bytes | bytearray) -> tuple[Recovered, list[Record], int]:
         damage = {"damaged_bytes": [list(d) for d in scan.damage], "lost": lost + [i for i in orphans if i not in lost],
                   "older_state": [i for i in scan.ids if i in left],
                   "suspect": suspects(data, scan, queued)}
-    return Recovered(queued, remembered, damage), records, good
+    return Recovered(queued, remembered, damage, any(type(r) is Commit for r in scan.records)), records, good
 
 
 def suspects(data: bytes, scan: Scan, queued: list[QueuedMessage]) -> list[str]:

@@ -164,9 +164,40 @@ def test_a_batch_torn_after_some_of_its_records_is_dropped_whole(tmp_path):
     assert load(Spool(tmp_path))[0][0].msg_id == "m1"  # and the tail was cut, so it stays so
 
 
+def torn_batch(spool, *records) -> bytes:
+    """The batch `spool` would append for `records`, cut in the last record's first bytes."""
+    for r in records:
+        spool.persist(r.msg_id, r)
+    data = spool._take()
+    return data[:len(data) - len(wal.COMMIT) - len(wal.frame(records[-1])) + 9]
+
+
+def test_the_first_batch_of_a_new_log_torn_is_dropped_whole(tmp_path):
+    """Found by a 40,000-trial reroute campaign with every fault (seed 20261207, trial
+    2049418204): a log with no commit record is read record by record (the form before commit
+    records), and so was a new log's first batch torn by a kill. A message refused for alice at
+    its acceptance came back with alice's pair failed and without the NDR its batch held: the
+    report was never sent. A log without a commit record now gets one before its next batch."""
+    failed, report = message("m1", "alice", state="failed").to_record(), message("m1~ndr", "carol").to_record()
+    disk = Spool(tmp_path)
+    disk.load()
+    with open(tmp_path / "queue.wal", "ab") as f:
+        f.write(torn_batch(disk, failed, report))
+    memory = spool_mod.MemorySpool()
+    memory.load()
+    memory.data += torn_batch(memory, failed, report)
+    for again in (Spool(tmp_path), memory):
+        assert load(again)[0] == [], "the failure went with the batch that held its report"
+
+
 def test_a_log_written_before_commit_records_is_read_record_by_record(tmp_path):
     old = wal.frame(old_form(message("m1", "bob"))) + wal.frame(["r", "m2", {"x": 0}, 1.0])
     (tmp_path / "queue.wal").write_bytes(old)
+    s = Spool(tmp_path)
+    queued, remembered = load(s)
+    assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m2", {"x": 0}, 1.0)]
+    with open(tmp_path / "queue.wal", "ab") as f:  # and a batch torn after them is dropped whole
+        f.write(torn_batch(s, message("m3", "bob").to_record(), message("m4", "bob").to_record()))
     queued, remembered = load(Spool(tmp_path))
     assert [m.msg_id for m in queued] == ["m1"] and remembered == [("m2", {"x": 0}, 1.0)]
 
