@@ -27,7 +27,7 @@ a file of the end state does not read.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -156,10 +156,10 @@ def check(events: Iterable[dict[str, Any]], again: Callable[[], Iterable[dict[st
                                       evidence=finding.events if finding is not None else [])
     if broken:
         reports = tally.reports
-        report_held, holders = _explain(broken, again() if again else events,
-                                        {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
+        report_held, seen = _explain(broken, again() if again else events,
+                                     {reports[k]: k for k, v in broken.items() if v.outcome == "lost" and k in reports})
         if tally.damage:
-            _blame_damage(broken, counts, tally.damage, report_held, holders)
+            _blame_damage(broken, counts, tally.damage, report_held, seen)
         if every is not None:
             every.update((k, (v.sender, v.outcome)) for k, v in broken.items())
     stale = state.stale_locks() if state is not None else []
@@ -304,13 +304,14 @@ def _message_ids(msg_id: str, client_ids: dict[str, str]) -> list[str]:
 
 
 def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, damage: dict[str, dict[str, Any]],
-                  report_held: dict[tuple[str, str], dict[str, Any]],
-                  holders: dict[tuple[str, str], tuple[str, dict[str, Any]]]) -> None:
+                  report_held: dict[tuple[str, str], dict[str, Any]], seen: dict[tuple[str, str], list]) -> None:
     """Breaks the damaged bytes explain, though no id could be read from them (a flipped byte in
     the id itself): a pair still waiting, or whose report never arrived, last held by an MTA that
     found its queue log damaged after holding it (its record may be among those bytes); and a pair
     delivered or reported twice by an MTA acting on it after finding its damage (its latest record
-    may be among them, and the MTA acted on an earlier state again)."""
+    may be among them, and the MTA acted on an earlier state again). `seen`: each pair's every
+    event, not its last few: those may all be another node's (simulated trials 1742714835, sp4,
+    a store's four refusals; 665556484, sp4 over SMTP, the next MTA's delivery)."""
     def after_damage(e: dict[str, Any] | None, node: str | None = None) -> bool:
         # one node's clock goes on across its restarts, from its last line's (nodes.logs.last_hlc)
         node = node or (e or {}).get("node")
@@ -318,13 +319,13 @@ def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, d
 
     for key, verdict in broken.items():
         if verdict.outcome == "pending":
-            node, last = holders.get(key, (None, None))
-            blamed, how = (node if after_damage(last, node) else None), "its record may have been in"
+            node, held = _holder(seen[key])
+            blamed, how = (node if after_damage(held, node) else None), "its record may have been in"
         elif verdict.outcome == "lost":
             held = report_held.get(key)
             blamed, how = (held["node"] if after_damage(held) else None), "its report's record may have been in"
         elif verdict.outcome in ("both", "duplicated"):
-            acted = next((e for e in verdict.last_events if e["node"] in damage
+            acted = next((e for e in seen[key] if e["node"] in damage
                           and hlc.of_event(e) >= hlc.of_event(damage[e["node"]])), None)
             blamed, how = (acted["node"] if acted else None), "its latest record may have been in"
         else:
@@ -335,6 +336,19 @@ def _blame_damage(broken: dict[tuple[str, str], PairVerdict], counts: Counter, d
             verdict.outcome, verdict.why = "damaged", _damage_why(damage[blamed], how)
 
 
+def _holder(events: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any] | None]:
+    """The MTA that last held a pair, and the event that says so: the node of its last holding
+    event, or the MTA it was then handed to (simulated trial 518674286, reroute: the pair went
+    back to mta.ex2, whose damaged log lost it unnamed, and the blame went to mta.ex1, which had
+    handed it over)."""
+    for e in reversed(events):
+        if e["event"] == "mta.transferred" and e.get("to"):
+            return e["to"], e
+        if e["event"] in HOLDING:
+            return e["node"], e
+    return None, None
+
+
 def _damage_why(event: dict[str, Any], how: str) -> str:
     took = "; it took up an earlier state and acted on it again" if "latest" in how else ""
     return (f"{how} the damaged part of {event.get('file')} (kept aside as {event.get('kept_as')}), "
@@ -343,28 +357,20 @@ def _damage_why(event: dict[str, Any], how: str) -> str:
 
 def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[str, Any]],
              report_of: dict[str, tuple[str, str]]) -> tuple[dict, dict]:
-    """The second pass: each broken pair's last events, and for a pair delivered and then gone,
-    the deletes of its mailbox on that store after the delivery. Returns, for the pairs whose
-    reports `report_of` names (report id -> pair), the last event of an MTA holding the report;
-    and for each broken pair, the MTA that last held it and the event that says so:
-    - however far back: its last few events may all be a store's (four refusals of attempts
-      that had waited out the store's outage, simulated trial 1742714835, sp4: the holder was
-      looked for among them only, and a pair its damaged log lost was called pending);
-    - the MTA it was handed to, not the one that handed it (simulated trial 518674286, reroute:
-      the pair went back to mta.ex2, whose damaged log lost it unnamed, and mta.ex1 was blamed)."""
-    recent: dict[tuple[str, str], deque] = {key: deque(maxlen=TRACE_EVENTS) for key in broken}
-    held: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    """The second pass: each broken pair's events (its last few kept in its verdict), and for a
+    pair delivered and then gone, the deletes of its mailbox on that store after the delivery.
+    Returns, for the pairs whose reports `report_of` names (report id -> pair), the last event of
+    an MTA holding the report, and each broken pair's every event."""
+    seen: dict[tuple[str, str], list] = {key: [] for key in broken}
     report_held: dict[tuple[str, str], dict[str, Any]] = {}
     gone = {key for key, v in broken.items() if v.why and v.outcome not in FINDINGS}
     delivered_on: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # (node, mailbox) -> keys
     for e in events:
         rcpt = e.get("rcpt") or e.get("mailbox")
         key = (e.get("msg_id"), rcpt)
-        slot = recent.get(key)
+        slot = seen.get(key)
         if slot is not None:
             slot.append(_brief(e))
-            if e["event"] in HOLDING or (e["event"] == "mta.transferred" and e.get("to")):
-                held[key] = (e["to"] if e["event"] == "mta.transferred" else e["node"], slot[-1])
             if key in gone and e["event"] == "store.delivered":
                 delivered_on[(e.get("node", ""), rcpt)].append(key)
         elif e["event"] in HOLDING and e.get("msg_id") in report_of:
@@ -376,8 +382,8 @@ def _explain(broken: dict[tuple[str, str], PairVerdict], events: Iterable[dict[s
             for k in delivered_on.get((f"store.{e.get('target')}", e.get("mailbox")), ()):
                 broken[k].removed_by.append(_brief(e))
     for key, verdict in broken.items():
-        verdict.last_events = list(recent[key])
-    return report_held, held
+        verdict.last_events = seen[key][-TRACE_EVENTS:]
+    return report_held, seen
 
 
 def check_run(run_dir: Path, audit: bool = True, every: dict | None = None) -> Report:

@@ -114,6 +114,26 @@ def test_a_break_on_a_message_the_damaged_mta_took_up_in_an_older_state_is_the_d
     assert outcome == {"m1": ("damaged", True), "m2": ("duplicated", False)}
 
 
+def test_a_pair_reported_and_delivered_again_by_an_mta_after_its_damage_is_the_damage_s_however_far_back():
+    """Found by a 30,000-trial sp4 campaign over SMTP with every fault (seed 20261208, trial
+    665556484): mta.ex1 reported the pair failed; a flipped byte in its retirement's id ('s' to
+    'S') named a message that never was, and mta.ex1 took the pair up again and handed it to
+    mta.ex2, which delivered it. The blame looked for an act of mta.ex1 after its damage among
+    the pair's last four events, all mta.ex2's and its store's, and called the pair both."""
+    named = dict(damaged("M1"), node="mta.ex1")  # the id as the flipped byte left it
+    ex1 = {"node": "mta.ex1", "msg_id": "m1", "rcpt": "bob"}
+    ex2 = {"node": "mta.ex2", "msg_id": "m1", "rcpt": "bob"}
+    events = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr("m1", ["bob"]), named,
+              {**ex1, "event": "mta.routed", "hlc": [0, 110]}, {**ex1, "event": "mta.transferred", "to": "mta.ex2",
+                                                                   "hlc": [0, 111]},
+              {**ex2, "event": "mta.routed", "hlc": [0, 120]}, {**ex2, "event": "mta.deferred", "hlc": [0, 121]},
+              {**ex2, "event": "mta.retry", "hlc": [0, 122]}, {**ex2, "event": "mta.routed", "hlc": [0, 123]},
+              dict(delivered("m1", "bob"), hlc=[0, 124])]
+    (v,) = check(events).violations
+    assert (v.outcome, "earlier state" in v.why) == ("damaged", True), v
+    assert all(e["node"] != "mta.ex1" for e in v.last_events), "mta.ex1's act is not among the last four"
+
+
 def test_a_pair_whose_report_was_lost_to_damage_is_the_damage_s():
     """Found by the campaigns' corrupt fault: the record lost was the NDR's, not the message's."""
     report = check([accepted("m1", ["bob"]), failed("m1", "bob"), damaged("m1~ndr~0123456789abcdef")])
