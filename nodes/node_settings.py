@@ -127,7 +127,8 @@ def of(s: Settings, node: str) -> NodeSettings:
     kind, server = kind_of(node), node.partition(".")[2]
     if kind == "mta":
         return MtaSettings(
-            s.mta_build, tuple(s.servers), s.site_of(server), cache_lag_ms(s, server), s.replication_jitter_ms, s.seed * 1000 + sum(map(ord, server)), s.read_cache_ttl_ms, s.retry_ms,
+            s.mta_build, tuple(s.servers), s.site_of(server), cache_lag_ms(s, server), s.replication_jitter_ms,
+            s.seed * 1000 + sum(map(ord, server)), s.read_cache_ttl_ms, s.retry_ms,
             transfer_retry_ms(s), s.request_timeout_ms,
             lifetimes(s), s.max_queue, s.min_free_bytes, s.smtp)
     if kind == "store":

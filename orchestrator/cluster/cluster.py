@@ -202,6 +202,7 @@ class Cluster:
         long as the stores it must release take to answer: it counts as ended at once, unless
         `settled` asks for the end of its rollback too."""
         timeout = 600.0 + self.replication_s() if timeout is None else timeout
+
         def ended() -> dict[str, Any] | None:
             state = self.move_state(move_id)
             done = state["step"] in MOVE_ENDED or state["step"] == step or (state["rolling_back"] and not settled)
