@@ -38,7 +38,7 @@ class Lifetimes(Struct, frozen=True, forbid_unknown_fields=True):
         return max(self.urgent_s, self.normal_s, self.non_urgent_s)
 
 
-REPLICATION_WAIT_MS = 120_000  # at least; three times the slowest MTA's cache lag where that is longer
+REPLICATION_WAIT_MS = 120_000  # at least; replication_bound_ms where that is longer
 
 
 class MtaSettings(Struct, frozen=True, forbid_unknown_fields=True):
@@ -112,9 +112,11 @@ def cache_lag_ms(s: Settings, server: str) -> int:
     return s.replication_lag_ms + rank * s.replication_step_ms + (s.intersite_lag_ms if remote else 0)
 
 
-def slowest_lag_ms(s: Settings) -> int:
-    """The longest a change may take to reach an MTA's cache: the slowest server's lag and the jitter."""
-    return max((cache_lag_ms(s, x) for x in s.servers), default=0) + s.replication_jitter_ms
+def replication_bound_ms(s: Settings) -> int:
+    """Three times the longest a change may take to reach an MTA's cache (the slowest server's lag
+    and the jitter): what a wait for every MTA to hear of a change allows, where that is longer
+    than its own floor (the workaround's move, Cluster.wait_replicated)."""
+    return 3 * (max((cache_lag_ms(s, x) for x in s.servers), default=0) + s.replication_jitter_ms)
 
 
 def kind_of(node: str) -> str:
@@ -137,7 +139,7 @@ def of(s: Settings, node: str) -> NodeSettings:
         return DirectorySettings(tuple(s.servers))
     if kind == "orchestrator":
         return OrchestratorSettings(tuple(s.servers), {x: s.site_of(x) for x in s.servers}, s.request_timeout_ms,
-                                    s.move_build, s.imap, max(REPLICATION_WAIT_MS, 3 * slowest_lag_ms(s)))
+                                    s.move_build, s.imap, max(REPLICATION_WAIT_MS, replication_bound_ms(s)))
     if kind == "ims":
         return ImsSettings(transfer_retry_ms(s), lifetimes(s),
                            s.smtp_tls, s.smtp_auth)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from nodes.config import ClusterConfig
-from nodes.node_settings import slowest_lag_ms
+from nodes.node_settings import replication_bound_ms
 from orchestrator import processes
 from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
@@ -118,8 +118,8 @@ class Cluster:
             self.clock.sleep(every)
 
     def replication_s(self) -> float:
-        """Three times the longest a change takes to reach an MTA's cache (Exchange 5.5's own: 330 s)."""
-        return 3 * slowest_lag_ms(self.config.settings) / 1000
+        """How long every MTA may take to hear of a change (node_settings.replication_bound_ms)."""
+        return replication_bound_ms(self.config.settings) / 1000
 
     def wait_replicated(self, usn: int, timeout: float | None = None) -> None:
         """Return once every MTA's directory cache has applied `usn` (by default, within a
