@@ -119,6 +119,14 @@ def replication_bound_ms(s: Settings) -> int:
     return 3 * (max((cache_lag_ms(s, x) for x in s.servers), default=0) + s.replication_jitter_ms)
 
 
+def quiet_bound_ms(s: Settings) -> int:
+    """How long a wait for a quiet cluster allows by default (Cluster.wait): a minute, or where
+    the timings are slower (Exchange 5.5's retry of 600 s), twice the replication bound and three
+    of the longest retry, so that a deferred message and a move's replication both fit."""
+    retry = max(s.retry_ms, s.transfer_retry_ms or 0)
+    return max(60_000, 2 * replication_bound_ms(s) + 3 * retry)
+
+
 def kind_of(node: str) -> str:
     return node.split(".", 1)[0]
 

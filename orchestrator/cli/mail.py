@@ -14,6 +14,7 @@ from rich.table import Table
 
 from protocol import MAX_MESSAGE_BYTES, PRIORITIES
 from protocol.names import MSG_ID_RULE, valid_submitted_id
+from nodes.node_settings import quiet_bound_ms
 
 from orchestrator import cluster as cl
 from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option, show_table
@@ -251,13 +252,16 @@ def print_abort(result: dict[str, Any], as_json: bool) -> None:
 
 @click.command()
 @run_dir_option
-@click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True, help="Seconds to wait at most.")
+@click.option("--timeout", type=click.FloatRange(0), default=None,
+              help="Seconds to wait at most (default: a minute; with slower timings, as Exchange 5.5's, "
+                   "three of the longest retry and twice the replication bound).")
 @json_option
 @attached
 def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
     """Return when no move runs, every MTA queue is empty and every IMAP server's users are the
     directory's (exit 1 on timeout)."""
     t0 = time.time()
+    timeout = quiet_bound_ms(cluster.config.settings) / 1000 if timeout is None else timeout
     quiet = cluster.wait(timeout)
     if as_json:
         emit_json({"quiet": quiet, "seconds": round(time.time() - t0, 3)})

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from nodes.config import ClusterConfig
-from nodes.node_settings import replication_bound_ms
+from nodes.node_settings import quiet_bound_ms, replication_bound_ms
 from orchestrator import processes
 from orchestrator.inspect import logread
 from orchestrator.processes import pid_alive, spawn_node
@@ -326,12 +326,13 @@ class Cluster:
             seen.append((synced.body.usn, tuple(synced.body.users)))
         return tuple(seen)
 
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Until two polls in a row find every MTA idle with nothing written in between. One poll
-        is not enough: it asks the MTAs one after the other, so a transfer can reach mta.ex1
-        after mta.ex1 was asked and leave mta.ex2 before mta.ex2 is (chaos trial 1374652453,
-        reroute: the cluster was stopped with that pair in flight, and check saw it pending)."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until two polls in a row find every MTA idle, nothing written in between (by default
+        within quiet_bound_ms). One poll is not enough: it asks the MTAs in turn, so a transfer can
+        reach mta.ex1 after it was asked and leave mta.ex2 before it is (chaos trial 1374652453,
+        reroute: the cluster was stopped with that pair in flight; check saw it pending)."""
         polls: list[tuple | None] = [None]
+        timeout = quiet_bound_ms(self.config.settings) / 1000 if timeout is None else timeout
 
         def settled() -> bool:
             now = self.quiet()

@@ -215,6 +215,21 @@ def test_a_user_added_and_moved_with_the_workaround_waits_as_long_as_exchange_55
     assert moved["step"] == "done" and moved["copied"] == 0, moved
 
 
+def test_a_wait_for_quiet_allows_for_exchange_55s_own_retry():
+    """`xcon wait` gave up after a fixed minute while a message to a server whose MTA had been
+    down waited out the retry of Exchange 5.5's timings (node_settings.quiet_bound_ms)."""
+    cluster = SimCluster(Settings.from_profile("exchange55", servers=("ex1", "ex2"), mta_build="sp4"), Network())
+    cluster.add_user("alice", "ex1")
+    cluster.add_user("bob", "ex2")
+    cluster.fault("kill", "mta.ex2")
+    sent = cluster.send("alice", ["bob"])
+    cluster.restart("mta.ex2")
+    start = cluster.world.now
+    assert cluster.wait(), "quiet within the default bound"
+    assert cluster.world.now - start > 60, "a minute would not have been enough"
+    assert cluster.holds("bob", sent["msg_id"])
+
+
 @pytest.mark.parametrize("name, case", [("q178534", "cache"), ("q178534", "no-cache"), ("q178534", "restart"),
                                         ("q172364", "cache"), ("q172364", "no-cache"), ("q172364", "reroute"),
                                         ("q277911", "legacy-move"), ("q277911", "sp4-move"),

@@ -18,6 +18,7 @@ from nodes.node_settings import (
     StoreSettings,
     from_json,
     of,
+    quiet_bound_ms,
     to_json,
 )
 
@@ -69,3 +70,10 @@ def test_cluster_json_carries_each_nodes_settings_and_one_made_before_them_still
     # an orchestrator's of the commit before replication_wait_ms: the 120 s it ran with
     old = {k: v for k, v in to_json(of(s, "orchestrator")).items() if k != "replication_wait_ms"}
     assert from_json("orchestrator", old).replication_wait_ms == REPLICATION_WAIT_MS
+
+
+def test_a_wait_for_quiet_is_a_minute_or_as_long_as_slower_timings_need():
+    assert quiet_bound_ms(Settings()) == 60_000, "the lab's: a minute"
+    # Exchange 5.5's: twice three times 330 s of replication, and three of its 600 s retry
+    assert quiet_bound_ms(Settings.from_profile("exchange55")) == 2 * 3 * 330_000 + 3 * 600_000
+    assert quiet_bound_ms(Settings(retry_ms=1000, transfer_retry_ms=50_000)) == 2 * 3 * 2500 + 3 * 50_000
