@@ -18,7 +18,7 @@ from nodes.node_settings import quiet_bound_ms
 
 from orchestrator import cluster as cl
 from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option, show_table
-from orchestrator.cluster.client import ClusterError, Refused
+from orchestrator.cluster.client import ClusterError, NoAnswer, Refused
 
 @click.group()
 def user() -> None:
@@ -259,16 +259,30 @@ def print_abort(result: dict[str, Any], as_json: bool) -> None:
 @attached
 def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
     """Return when no move runs, every MTA queue is empty and every IMAP server's users are the
-    directory's (exit 1 on timeout)."""
+    directory's (exit 1 on timeout). A node that does not answer for a while (paused, restarting)
+    is waited for too."""
     t0 = time.time()
     timeout = quiet_bound_ms(cluster.config.settings) / 1000 if timeout is None else timeout
-    quiet = cluster.wait(timeout)
+    quiet, silent = quiet_within(cluster, timeout)
     if as_json:
-        emit_json({"quiet": quiet, "seconds": round(time.time() - t0, 3)})
+        emit_json({"quiet": quiet, "seconds": round(time.time() - t0, 3), **({"no_answer": silent} if silent else {})})
     elif not quiet:
-        click.echo(f"xcon: still busy after {timeout:g}s (see `xcon status`)", err=True)
+        click.echo(f"xcon: still busy after {timeout:g}s ({silent or 'see `xcon status`'})", err=True)
     if not quiet:
         sys.exit(FINDING)
+
+
+def quiet_within(cluster: cl.Cluster, timeout: float) -> tuple[bool, str | None]:
+    """Cluster.wait until `timeout` is over, through nodes that do not answer meanwhile (a
+    pause is not the end of a wait: the command gave up at the first poll of a paused MTA); and
+    the last such node's silence, if the time ran out on one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return cluster.wait(max(0.0, deadline - time.monotonic())), None
+        except NoAnswer as exc:
+            if time.monotonic() >= deadline:
+                return False, str(exc)
 
 
 COMMANDS = [user, send, mailbox, move, wait]

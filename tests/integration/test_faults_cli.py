@@ -33,6 +33,12 @@ def test_delay_kill_restart_pause_and_inspection(tmp_path):
         kinds = [json.loads(line)["kind"] for line in
                  xcon("logs", "--event", "fault.injected", "--json", run_dir=run, check=True).stdout.splitlines()]
         assert kinds == ["delay", "kill", "restart", "pause"]
+        # a paused node is waited for, not an error at the first poll; at the time-out it is named
+        xcon("fault", "pause", "mta.ex1", "--seconds", "60", run_dir=run, check=True)
+        waited = xcon("wait", "--timeout", "3", "--json", run_dir=run)
+        assert waited.returncode == 1 and "mta.ex1 did not answer" in json.loads(waited.stdout)["no_answer"]
+        xcon("fault", "clear", run_dir=run, check=True)
+        xcon("wait", "--timeout", "30", run_dir=run, check=True)
         one_line_error(xcon("fault", "pause", "orchestrator", run_dir=run), 2, "cannot pause itself")
         one_line_error(xcon("fault", "delay", "mta.ex1", run_dir=run), 2, "needs --peer")
         one_line_error(xcon("fault", "lag", "store.ex1", "--lag-ms", "5", run_dir=run), 2, "only an MTA")

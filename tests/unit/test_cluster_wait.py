@@ -1,4 +1,5 @@
-"""Cluster.wait: quiet only when two polls in a row see every MTA idle and nothing written between."""
+"""Cluster.wait: quiet only when two polls in a row see every MTA idle and nothing written between;
+`xcon wait` (orchestrator/cli/mail.py quiet_within) waits through a node that does not answer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 from nodes.config import ClusterConfig, Settings
 from orchestrator import cluster as cl
+from orchestrator.cli.mail import quiet_within
+from orchestrator.cluster.client import NoAnswer
 
 
 class NoSleep(cl.WallClock):
@@ -27,7 +30,10 @@ class Scripted(cl.Cluster):
         if node == "orchestrator":
             self.asked += 1
             return {"active": False}
-        return self.polls[min(self.asked, len(self.polls)) - 1][node]
+        answer = self.polls[min(self.asked, len(self.polls)) - 1][node]
+        if answer is None:  # paused, say: a real client's request times out
+            raise NoAnswer(f"{node} did not answer within 2s")
+        return answer
 
 
 def mta(open_pairs: int, records: int) -> dict:
@@ -47,3 +53,13 @@ def test_a_pair_handed_between_two_polls_of_one_round_is_not_missed():
 def test_busy_mtas_are_not_quiet():
     c = Scripted([{"mta.ex1": mta(1, 10), "mta.ex2": mta(0, 20)}])
     assert not c.wait(0.01)
+
+
+def test_xcon_wait_waits_through_a_node_that_does_not_answer_for_a_while():
+    """It exited 3 at the first poll of an MTA paused for a few seconds (`xcon fault pause`)."""
+    silent = {"mta.ex1": mta(0, 10), "mta.ex2": None}
+    c = Scripted([silent, silent, {"mta.ex1": mta(0, 10), "mta.ex2": mta(0, 20)}])
+    assert quiet_within(c, 5.0) == (True, None)
+    assert c.asked == 4, "two polls without an answer, then two that agree"
+    assert quiet_within(Scripted([silent]), 0.05) == (False, "mta.ex2 did not answer within 2s"), \
+        "at the end of its time, the node that did not answer is named"
