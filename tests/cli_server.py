@@ -84,6 +84,17 @@ def started() -> str:
         return _socket
 
 
+def stop() -> None:
+    """Stop this process's server, if it runs: at the end of the suite's session, so that a run
+    inside another program (mutmut runs the tests in its own process, then waits for any child
+    of its own) leaves no child behind. atexit stops it otherwise; stopping twice is harmless."""
+    global _server
+    with _lock:
+        if _server is not None:
+            _stop(_server, os.path.dirname(_socket))
+            _server = None
+
+
 def _stop(server: subprocess.Popen, where: str) -> None:
     server.stdin.close()  # its end: it exits
     server.wait()

@@ -164,13 +164,18 @@ def smtp_cluster(tmp_path):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nodes_forked() -> None:
+def nodes_forked() -> Iterator[None]:
     """The suite's nodes start from its fork server (tests/cli_server.py: a node's start is a
     sixth of the CPU it is from scratch; on a host of its own it enters its namespace), unless
     XCON_TEST_CLI=exec asks for everything from scratch, as a user's `xcon` starts it. A test
     that must see a user's start unsets XCON_FORK_SERVER."""
-    if os.environ.get("XCON_TEST_CLI") != "exec":
-        os.environ[FORK_SERVER] = cli_server.started()
+    if os.environ.get("XCON_TEST_CLI") == "exec":
+        yield
+        return
+    os.environ[FORK_SERVER] = cli_server.started()
+    yield
+    os.environ.pop(FORK_SERVER, None)
+    cli_server.stop()
 
 
 def xcon(*args: str, run_dir: Path | None = None, check: bool = False, timeout: float = 120,
