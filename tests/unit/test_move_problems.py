@@ -1,14 +1,18 @@
 """Move User when a node answers a step with an error (orchestrator/move.py `_problem`): refused
 while resolving, taken as done where an earlier try got there, retried from set_home on, rolled
-back before it. Mutation testing found these paths reached by no test: planted, a move that
-answered a refused lock by releasing the source went on to `done` unnoticed."""
+back before it; an undo refused, the workaround's wait for every MTA, the operator's abort in
+each phase. Mutation testing found these paths reached by no test: planted, a move that answered
+a refused lock by releasing the source went on to `done` unnoticed, and a workaround that asked
+only the first MTA locked the mailbox while the second still had the alternate."""
 
 from __future__ import annotations
 
 from orchestrator.move import MoveCore
-from protocol import NO_MAILBOX, NOT_LOCKED
+from orchestrator.move_rollback import undo_for
+from orchestrator.move_state import POLL_S, JournalStep
+from protocol import INVALID, NO_MAILBOX, NOT_LOCKED
 
-from .helpers import events, refusal, response, sends
+from .helpers import events, refusal, replies, request, response, sends
 from .test_move_core import answers, drive, paged_mailbox, start
 
 
@@ -110,3 +114,142 @@ def test_a_retried_release_is_journaled_once():
     steps = drive(core, start(core, False), table)
     assert steps[-2:] == ["release", "done"] and steps.count("release") == 1
     assert len(table["store.delete"].told) == 2
+
+
+def to_first(core: MoveCore, actions: list, table: dict, type_: str, now: float = 1.0) -> tuple:
+    """Answer the core's requests from `table` until it sends one of `type_`: (that Send, the actions)."""
+    while not sends(actions, type_):
+        out = sends(actions)
+        actions = core.on_event(response(out[0], *table[out[0].type](out[0])), now) if out else core.tick(
+            core.next_wakeup())
+    return sends(actions, type_)[0], actions
+
+
+def journaled(actions: list) -> list:
+    return [a.record for a in actions if isinstance(a, JournalStep)]
+
+
+def test_a_failed_step_and_a_refused_undo_each_say_so_and_the_rollback_goes_on():
+    core = MoveCore(["ex1", "ex2"], "b")
+    table = {**answers(), "store.import": lambda s: error(reason="disk full")}
+    imp, _ = to_first(core, start(core, True), table, "store.import")
+    failed = core.on_event(response(imp, *table["store.import"](imp)), 7.0)
+    (problem,) = events(failed, "move.problem")
+    assert (problem.level, problem.fields) == ("warning", {"move_id": "move.b.1", "step": "copy",
+                                                           "reason": "store.ex2: disk full"})
+    (end,) = sends(failed, "store.end_move")
+    assert end.to == "store.ex2" and [r.step for r in journaled(failed)] == ["rollback_target"]
+    refused = core.on_event(response(end, *error(reason="busy")), 8.0)
+    (undo,) = events(refused, "move.undo_refused")
+    assert (undo.level, undo.fields) == ("warning", {"move_id": "move.b.1", "step": "rollback_target",
+                                                     "reason": "store.ex2: busy"})
+    assert [s.to for s in sends(refused, "store.end_move")] == ["store.ex1"], "the rest of the rollback"
+    steps = drive(core, refused, table, now=9.0)
+    assert steps == ["rollback_source", "rollback_alternate", "failed"]
+    move = core.moves["move.b.1"]
+    assert move.error == "store.ex2: disk full", "the failure's reason, not the refused undo's"
+    assert move.finished_at == 9.0 and move.public()["step"] == "failed"
+
+
+def test_the_failed_step_is_journaled_with_its_reason_and_time_and_logged_as_a_warning():
+    core = MoveCore(["ex1", "ex2"], "b")
+    lock, _ = to_first(core, start(core, False), answers(alternate=None), "store.lock")
+    failed = core.on_event(response(lock, *error(reason="no")), 2.0)
+    end = sends(failed, "store.end_move")[0]
+    done = core.on_event(response(end, *answers()["store.end_move"](end)), 3.0)
+    (record,) = journaled(done)
+    assert (record.step, record.at, record.reason) == ("failed", 3.0, "store.ex1: no")
+    (line,) = events(done, "move.failed")
+    assert (line.level, line.fields) == ("warning", {"move_id": "move.b.1", "alias": "bob", "reason": "store.ex1: no"})
+
+
+def test_what_each_step_undoes():
+    assert undo_for("lock", False) == undo_for("hold_imap", False) == ["rollback_source"]
+    assert undo_for("copy", True) == ["rollback_target", "rollback_source", "rollback_alternate"]
+    assert undo_for("create_target", False) == ["rollback_target", "rollback_source"]
+    assert undo_for("await_replication", False) == [] and undo_for("clear_alternate", True) == ["rollback_alternate"]
+
+
+def test_the_workaround_waits_for_every_mta_in_turn_and_reads_a_missing_usn_as_none_applied():
+    core = MoveCore(["ex1", "ex2"], "b", replication_wait_ms=10_000)
+    usns = {"mta.ex1": [4], "mta.ex2": [None, 3, 4]}
+
+    def status(s):
+        seen = usns[s.to].pop(0) if len(usns[s.to]) > 1 else usns[s.to][0]
+        return "status_reply", {"node": s.to, "status": {} if seen is None else {"cache_usn": seen}}
+
+    table = {**answers(), "status": status}
+    first, actions = to_first(core, start(core, True), table, "status")
+    assert first.to == "mta.ex1"
+    asked = []
+    for _ in range(10):
+        out = sends(actions)
+        if out and out[0].type != "status":
+            break
+        if out:
+            asked.append(out[0].to)
+            actions = core.on_event(response(out[0], *status(out[0])), 2.0 + len(asked) * POLL_S)
+        else:
+            actions = core.tick(core.next_wakeup())
+    assert asked == ["mta.ex1", "mta.ex2", "mta.ex2", "mta.ex2"], "the second MTA until it has the change"
+    assert events(actions, "move.replicated") and sends(actions, "store.lock")
+
+
+def test_the_workaround_gives_up_when_an_mta_has_not_applied_the_change_in_its_time():
+    core = MoveCore(["ex1", "ex2"], "b", replication_wait_ms=10_000)
+    behind = lambda s: ("status_reply", {"node": s.to, "status": {"cache_usn": 3}})  # noqa: E731
+    table = {**answers(), "status": behind}
+    status, actions = to_first(core, start(core, True), table, "status")
+    until = core.moves["move.b.1"].wait_until
+    assert core.on_event(response(status, *behind(status)), until - 0.01) == [], "asked again shortly"
+    again = sends(core.tick(core.next_wakeup()), "status")[0]
+    failed = core.on_event(response(again, *behind(again)), until)
+    (problem,) = events(failed, "move.problem")
+    assert problem.fields["reason"] == "mta.ex1 did not apply USN 4 in 10s"
+    assert drive(core, failed, table, now=until)[-1] == "failed"
+
+
+def test_the_operator_aborts_a_move_still_resolving_and_both_askers_hear_of_it():
+    core = MoveCore(["ex1", "ex2"], "b")
+    mover = start(core, False)
+    lookup = sends(mover)[0]
+    aborted = core.on_event(request("orch.abort", {"alias": "bob"}, src="admin"), 1.5)
+    (line,) = events(aborted, "move.aborted")
+    assert (line.level, line.fields) == ("warning", {"move_id": "move.b.1", "alias": "bob", "mailbox": "bob",
+                                                     "step": "resolve", "src": "admin"})
+    told, answered = replies(aborted)
+    assert (told.type, told.body.reason, told.body.code) == ("error", "aborted by the operator", None)
+    assert (answered.type, answered.body.move["step"]) == ("orch.move_state", "failed")
+    assert not core.moves and core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 2.0) == []
+
+
+def test_an_abort_with_nothing_to_abort_or_past_set_home_is_refused_as_invalid():
+    core = MoveCore(["ex1", "ex2"], "b")
+    reason, code, _ = refusal(core.on_event(request("orch.abort", {"alias": "bob"}), 1.0))
+    assert (reason, code) == ("no move of 'bob' is running", INVALID)
+    table = answers(alternate=None)
+    modify, _ = to_first(core, start(core, False), table, "dir.modify")
+    reason, code, _ = refusal(core.on_event(request("orch.abort", {"alias": "bob"}), 2.0))
+    assert (reason, code) == ("move.b.1 is past set_home (the directory names ex2): it finishes, it cannot be "
+                              "rolled back", INVALID)
+
+
+def test_an_aborted_move_says_why_and_awaits_no_answer():
+    core = MoveCore(["ex1", "ex2"], "b")
+    lock, _ = to_first(core, start(core, False), answers(alternate=None), "store.lock")
+    core.on_event(request("orch.abort", {"alias": "bob"}), 2.0)
+    move = core.moves["move.b.1"]
+    assert move.error == "aborted by the operator" and move.rolling_back
+    assert core.on_event(response(lock, "ok", {}), 2.1) == [], "the lock's late grant is not taken up"
+
+
+def test_a_held_request_gets_its_whole_time_again_once_the_hold_is_released():
+    """No time runs while a move is held: released at 1000 s, its unanswered lock is sent
+    again a whole time-out later, not at once."""
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=2000)
+    core.arm_hold("lock")
+    lock, _ = to_first(core, start(core, False), answers(alternate=None), "store.lock")
+    assert core.moves["move.b.1"].held and core.next_wakeup() is None
+    assert events(core.release(1000.0), "move.released")
+    assert core.next_wakeup() == 1002.0 and not sends(core.tick(1001.9))
+    assert sends(core.tick(1002.0), "store.lock")[0].body == lock.body
