@@ -42,6 +42,14 @@ def test_a_lookup_the_directory_refuses_refuses_the_move_with_its_reason():
     assert not core.moves, "nothing to undo: it never got past resolving"
 
 
+def test_a_move_of_a_user_the_directory_does_not_know_is_refused_as_invalid_and_logged_in_short():
+    core = MoveCore(["ex1", "ex2"], "b")
+    lookup = sends(start(core, False))[0]
+    reason, code, logged = refusal(core.on_event(response(lookup, "dir.entry", {"recipient": None, "usn": 1}), 1.0))
+    assert (reason, code) == ("unknown user 'bob'", INVALID)
+    assert logged == [("move.refused", "info", {"move_id": "move.b.1", "alias": "bob", "reason": "unknown user"})]
+
+
 def test_a_release_an_earlier_try_already_made_goes_on_to_done():
     """The source's copy was deleted by a try whose answer was lost: its NO_MAILBOX is success."""
     table = answers(alternate=None)
