@@ -146,7 +146,7 @@ def test_a_failed_step_and_a_refused_undo_each_say_so_and_the_rollback_goes_on()
     assert (problem.level, problem.fields) == ("warning", {"move_id": "move.b.1", "step": "copy",
                                                            "reason": "store.ex2: disk full"})
     (end,) = sends(failed, "store.end_move")
-    assert end.to == "store.ex2" and [r.step for r in journaled(failed)] == ["rollback_target"]
+    assert end.to == "store.ex2" and [(r.step, r.at) for r in journaled(failed)] == [("rollback_target", 7.0)]
     refused = core.on_event(response(end, *error(reason="busy")), 8.0)
     (undo,) = events(refused, "move.undo_refused")
     assert (undo.level, undo.fields) == ("warning", {"move_id": "move.b.1", "step": "rollback_target",
