@@ -63,7 +63,10 @@ def test_a_target_an_earlier_try_already_opened_goes_on_to_release():
     table = answers(alternate=None)
     table["store.unlock"] = once(error(NOT_LOCKED), table["store.unlock"])
     core = MoveCore(["ex1", "ex2"], "b")
-    assert drive(core, start(core, False), table)[-3:] == ["open_target", "release", "done"]
+    unlock, _ = to_first(core, start(core, False), table, "store.unlock")
+    opened = core.on_event(response(unlock, *table["store.unlock"](unlock)), 4.0)
+    assert [(r.step, r.at) for r in journaled(opened)] == [("release", 4.0)] and sends(opened, "store.delete")
+    assert drive(core, opened, table, now=4.0)[-1:] == ["done"]
     assert len(table["store.unlock"].told) == 1, "not sent again"
 
 
