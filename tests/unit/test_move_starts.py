@@ -1,0 +1,117 @@
+"""Move User's start, its requests over time and a restart's recovery (orchestrator/move.py,
+move_rollback.Rollback.recover, move_state.Move.public), where mutation testing left mutants
+alive: refusals and their codes, IMAP's hold, two moves ticking at once, a journal of several
+moves, and what a status says of a move that waits for nothing."""
+
+from __future__ import annotations
+
+import msgspec
+
+from orchestrator.move import MoveCore
+from protocol import INVALID
+
+from .helpers import events, refusal, replies, request, response, sends
+from .test_move_core import answers, drive, journal_at, start
+from .test_move_problems import journaled, to_first
+
+
+def move_request(alias: str = "bob", delay_ms: int = 0, workaround: bool = False) -> object:
+    return request("orch.move", {"alias": alias, "target": "ex2", "workaround": workaround, "copy_delay_ms": delay_ms})
+
+
+def test_the_refusals_of_a_move_request_carry_the_invalid_code():
+    core = MoveCore(["ex1", "ex2"], "b")
+    assert refusal(core.on_event(move_request(delay_ms=600_001), 1.0))[:2] == (
+        "copy delay must be between 0 and 600000 ms", INVALID)
+    assert sends(core.on_event(move_request(delay_ms=600_000), 1.0), "dir.lookup"), "the bound itself is taken"
+    assert refusal(core.on_event(move_request(), 1.0))[:2] == (
+        "'bob' is already being moved (move.b.1, step resolve)", INVALID)
+    assert refusal(core.on_event(request("orch.move_status", {"move_id": "move.b.9"}), 1.0))[:2] == (
+        "unknown move 'move.b.9'", INVALID)
+
+
+def test_a_move_refused_while_the_last_is_rolled_back_names_what_that_waits_for():
+    core = MoveCore(["ex1", "ex2"], "b")
+    lock, _ = to_first(core, start(core, False), answers(alternate=None), "store.lock")
+    core.on_event(response(lock, "error", {"reason": "no", "code": None}), 2.0)
+    assert refusal(core.on_event(move_request(), 2.0))[:2] == (
+        "'bob' is still being rolled back from move.b.1 (step rollback_source: waiting for store.ex1)", INVALID)
+
+
+def test_a_move_to_where_the_user_is_is_refused_and_logged_in_short():
+    core = MoveCore(["ex1", "ex2"], "b")
+    lookup = sends(start(core, False))[0]
+    there = ("dir.entry", {"recipient": {**answers()["dir.lookup"](lookup)[1]["recipient"], "home_server": "ex2"},
+                           "usn": 3})
+    reason, code, logged = refusal(core.on_event(response(lookup, *there), 1.0))
+    assert (reason, code) == ("'bob' is already on ex2", INVALID) and logged[0][2]["reason"] == "already there"
+
+
+def test_the_workaround_clears_only_an_alternate_there_is_and_journals_what_it_cleared():
+    core = MoveCore(["ex1", "ex2"], "b")
+    assert drive(core, start(core, True), answers(alternate=None))[0] == "lock", "nothing to clear"
+    core = MoveCore(["ex1", "ex2"], "b")
+    lookup = sends(start(core, True))[0]
+    cleared = core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 1.0)
+    (record,) = journaled(cleared)
+    assert (record.step, record.cleared) == ("clear_alternate", {"alternate": "carol", "deliver_to_both": True})
+
+
+def test_with_imap_the_source_servers_imap_holds_the_user_before_the_copy():
+    core = MoveCore(["ex1", "ex2"], "b", imap=True)
+    table = {**answers(alternate=None), "imap.hold": lambda s: ("ok", {})}
+    lock, actions = to_first(core, start(core, False), table, "store.lock")
+    held = core.on_event(response(lock, "ok", {}), 2.0)
+    (hold,) = sends(held, "imap.hold")
+    assert (hold.to, hold.body.user, hold.body.owner) == ("imap.ex1", "bob", "move.b.1")
+    assert [(r.step, r.at) for r in journaled(held)] == [("hold_imap", 2.0)]
+    assert drive(core, held, table, now=2.0)[:3] == ["hold_imap", "copy", "set_home"]
+
+
+def test_two_moves_tick_at_once_one_held_the_other_resent():
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    core.arm_hold("lock")
+    for alias in ("bob", "ann"):
+        lookup = sends(core.on_event(move_request(alias), 1.0))[0]
+        entry = answers()["dir.lookup"](lookup)[1]
+        core.on_event(response(lookup, "dir.entry", {**entry, "recipient": {**entry["recipient"], "alias": alias}}), 1.0)
+    assert [m.held for m in core.moves.values()] == [True, False]
+    resent = sends(core.tick(2.5), "store.lock")
+    assert [s.body.mailbox for s in resent] == ["ann"], "the held move's time does not run; the other's does"
+    core.release(2.5)
+    both = sends(core.tick(3.6), "store.lock")
+    assert sorted(s.body.mailbox for s in both) == ["ann", "bob"], "two moves' requests in one tick"
+
+
+def test_a_restart_takes_up_every_unfinished_move_and_leaves_a_suspect_one_alone():
+    finished = msgspec.structs.replace(journal_at("lock")[0], move_id="move.x.0", step="done")
+    rolled = [msgspec.structs.replace(r, move_id="move.x.2", error="disk full", started_at=0.25,
+                                      saved={"alternate": "carol", "deliver_to_both": True}, workaround=True)
+              for r in journal_at("copy")]
+    suspect = msgspec.structs.replace(journal_at("lock")[0], move_id="move.x.3")
+    core = MoveCore(["ex1", "ex2"], "b", journal=[finished, *journal_at("release"), *rolled, suspect],
+                    suspect=["move.x.3"])
+    actions = core.start(1.0)
+    assert sorted(core.moves) == ["move.x.1", "move.x.2"], "every unfinished move after a finished one"
+    (alone,) = events(actions, "move.left_alone")
+    assert alone.level == "error" and (alone.fields["move_id"], alone.fields["mailbox"], alone.fields["step"]) == (
+        "move.x.3", "bob", "lock")
+    back = core.moves["move.x.2"]
+    assert (back.workaround, back.error, back.started_at) == (True, "disk full", 0.25)
+    assert back.undo == ["rollback_source", "rollback_alternate"], "its saved alternate restored at the end"
+    assert [s.to for s in sends(actions, "store.end_move")] == ["store.ex2"]
+
+
+def test_a_move_that_waits_for_nothing_shows_no_peer_and_no_attempts():
+    core = MoveCore(["ex1", "ex2"], "b", journal=journal_at("set_home"))
+    core.start(1.0)  # the step's request goes out on the next tick
+    shown = core.moves["move.x.1"].public()
+    assert (shown["waiting_for"], shown["attempts"]) == (None, 0)
+    (modify,) = sends(core.tick(1.0))
+    shown = core.moves["move.x.1"].public()
+    assert (shown["waiting_for"], shown["attempts"]) == ("directory", 1)
+    status = core.on_event(request("orch.move_status", {"move_id": "move.x.1"}), 1.0)
+    assert replies(status)[0].body.move["waiting_for"] == "directory"
+    drive(core, core.on_event(response(modify, *answers()["dir.modify"](modify)), 1.5), answers(), now=1.5)
+    shown = core.moves["move.x.1"].public()
+    assert (shown["step"], shown["waiting_for"], shown["attempts"]) == ("done", None, 0)
