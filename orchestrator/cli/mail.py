@@ -263,26 +263,16 @@ def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:
     is waited for too."""
     t0 = time.time()
     timeout = quiet_bound_ms(cluster.config.settings) / 1000 if timeout is None else timeout
-    quiet, silent = quiet_within(cluster, timeout)
+    try:
+        quiet, silent = cluster.wait(timeout), None
+    except NoAnswer as exc:  # a node still silent at the time-out (Cluster.wait waits through a pause)
+        quiet, silent = False, str(exc)
     if as_json:
         emit_json({"quiet": quiet, "seconds": round(time.time() - t0, 3), **({"no_answer": silent} if silent else {})})
     elif not quiet:
         click.echo(f"xcon: still busy after {timeout:g}s ({silent or 'see `xcon status`'})", err=True)
     if not quiet:
         sys.exit(FINDING)
-
-
-def quiet_within(cluster: cl.Cluster, timeout: float) -> tuple[bool, str | None]:
-    """Cluster.wait until `timeout` is over, through nodes that do not answer meanwhile (a
-    pause is not the end of a wait: the command gave up at the first poll of a paused MTA); and
-    the last such node's silence, if the time ran out on one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return cluster.wait(max(0.0, deadline - time.monotonic())), None
-        except NoAnswer as exc:
-            if time.monotonic() >= deadline:
-                return False, str(exc)
 
 
 COMMANDS = [user, send, mailbox, move, wait]

@@ -279,7 +279,6 @@ class Cluster:
                 return bool(self.client.ask(node, "ping", timeout=0.5).body.ready)
             except ClusterError:
                 return False
-
         self.until(ready, timeout, f"{node} ready after its restart")
 
     # --- watching -----------------------------------------------------------------------
@@ -327,22 +326,26 @@ class Cluster:
         return tuple(seen)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Until two polls in a row find every MTA idle, nothing written in between (by default
-        within quiet_bound_ms). One poll is not enough: it asks the MTAs in turn, so a transfer can
-        reach mta.ex1 after it was asked and leave mta.ex2 before it is (chaos trial 1374652453,
-        reroute: the cluster was stopped with that pair in flight; check saw it pending)."""
-        polls: list[tuple | None] = [None]
-        timeout = quiet_bound_ms(self.config.settings) / 1000 if timeout is None else timeout
+        """Until two polls in a row find every MTA idle, nothing written in between (by default within
+        quiet_bound_ms), through nodes silent for a while (paused, restarting): NoAnswer if one still is
+        at the end. One poll is not enough: it asks the MTAs in turn, so a transfer can reach mta.ex1 after
+        it was asked and leave mta.ex2 before it is (chaos trial 1374652453, reroute: check saw it pending)."""
+        polls: list = [None, None]  # what the last poll saw, and the silence it met (NoAnswer) if any
 
         def settled() -> bool:
-            now = self.quiet()
-            same = now is not None and now == polls[0]
-            polls[0] = now
+            try:
+                now, polls[1] = self.quiet(), None
+            except NoAnswer as silent:  # not quiet yet: `xcon wait` gave up at a paused MTA's first poll
+                now, polls[1] = None, silent
+            same, polls[0] = now is not None and now == polls[0], now
             return same
 
         try:
-            return self.until(settled, timeout, "every queue empty, no move running", every=0.05)
+            return self.until(settled, quiet_bound_ms(self.config.settings) / 1000 if timeout is None else timeout,
+                              "every queue empty, no move running", every=0.05)
         except TimedOut:
+            if polls[1] is not None:
+                raise polls[1] from None
             return False
 
     # --- what a campaign needs beside the CLI's operations ---------------------------------------
@@ -391,7 +394,6 @@ class Cluster:
     def stop(self) -> None:
         """Close the connection and stop every node (the run's files stay)."""
         from .launch import stop  # the launcher starts Clusters: it imports this module
-
         self.close()
         stop(self.config.run_dir)
 
@@ -401,9 +403,7 @@ class Cluster:
 
     def end_state(self) -> Any:
         """What the mailboxes, locks, directory and journal hold (orchestrator.audit), or None."""
-        from orchestrator.inspect import (
-            audit,  # the verdict's modules load when a verdict is asked for
-        )
+        from orchestrator.inspect import audit  # the verdict's modules load when a verdict is asked for
         return audit.read(self.config.run_dir) if audit.available(self.config.run_dir) else None
 
     def durable(self, state: Any) -> audit.Pairs:

@@ -36,7 +36,9 @@ def test_delay_kill_restart_pause_and_inspection(tmp_path):
         # a paused node is waited for, not an error at the first poll; at the time-out it is named
         xcon("fault", "pause", "mta.ex1", "--seconds", "60", run_dir=run, check=True)
         waited = xcon("wait", "--timeout", "3", "--json", run_dir=run)
-        assert waited.returncode == 1 and "mta.ex1 did not answer" in json.loads(waited.stdout)["no_answer"]
+        said = json.loads(waited.stdout)
+        assert waited.returncode == 1 and "mta.ex1 did not answer" in said["no_answer"]
+        assert said["seconds"] >= 3, "it waited its time out, not only the first poll"
         xcon("fault", "clear", run_dir=run, check=True)
         xcon("wait", "--timeout", "30", run_dir=run, check=True)
         one_line_error(xcon("fault", "pause", "orchestrator", run_dir=run), 2, "cannot pause itself")
