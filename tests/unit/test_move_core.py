@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from nodes.core import Request
 from orchestrator.core import OrchestratorCore
 from orchestrator.faults import CrashSelf, FaultCore, RestartNode, SignalNode
 from orchestrator.journal import Record
@@ -16,22 +17,45 @@ from .helpers import events, recipient, replies, request, response, sends
 NODES = ["directory", "store.ex1", "store.ex2", "mta.ex1", "mta.ex2", "orchestrator"]
 
 
-def drive(core: MoveCore, first: list, answers: dict, now: float = 1.0) -> list[str]:
-    """Answer each request the core sends with answers[type](send) until it stops asking;
-    fire timers as they come. Returns the journaled steps in order."""
-    steps, actions = [], first
+def journaled(actions: list) -> list[Record]:
+    """The journal records among a core's actions, in order."""
+    return [a.record for a in actions if isinstance(a, JournalStep)]
+
+
+def run(core: MoveCore, first: list, answers: dict, now: float = 1.0, step: float = 0.0) -> tuple[list[Record], list]:
+    """Answer each request the core sends with answers[type](send), each `step` seconds after the
+    last, until it stops asking; fire timers as they come. Returns the journal records and the
+    log lines, in order."""
+    records: list[Record] = []
+    lines: list = []
+    actions = first
     for _ in range(200):
-        steps += [a.record.step for a in actions if isinstance(a, JournalStep)]
+        records += journaled(actions)
+        lines += events(actions)
         out = sends(actions)
         if out:
-            send = out[0]
-            actions = core.on_event(response(send, *answers[send.type](send)), now)
+            now += step
+            actions = core.on_event(response(out[0], *answers[out[0].type](out[0])), now)
         elif core.next_wakeup() is not None:
             now = core.next_wakeup()
             actions = core.tick(now)
         else:
-            return steps
+            return records, lines
     raise AssertionError("the move never ended")
+
+
+def drive(core: MoveCore, first: list, answers: dict, now: float = 1.0) -> list[str]:
+    """The steps `run` journals, every answer at `now`."""
+    return [r.step for r in run(core, first, answers, now)[0]]
+
+
+def to_first(core: MoveCore, actions: list, table: dict, type_: str, now: float = 1.0) -> tuple:
+    """Answer the core's requests from `table` until it sends one of `type_`: (that Send, the actions)."""
+    while not sends(actions, type_):
+        out = sends(actions)
+        actions = core.on_event(response(out[0], *table[out[0].type](out[0])), now) if out else core.tick(
+            core.next_wakeup())
+    return sends(actions, type_)[0], actions
 
 
 def answers(alternate="carol", fail_import=False):
@@ -51,9 +75,13 @@ def answers(alternate="carol", fail_import=False):
     }
 
 
-def start(core, workaround):
-    return core.on_event(request("orch.move", {"alias": "bob", "target": "ex2", "workaround": workaround,
-                                               "copy_delay_ms": 100}), 1.0)
+def move_request(alias: str = "bob", copy_delay_ms: int = 100, workaround: bool = False) -> Request:
+    return request("orch.move", {"alias": alias, "target": "ex2", "workaround": workaround,
+                                 "copy_delay_ms": copy_delay_ms})
+
+
+def start(core, workaround, alias: str = "bob", copy_delay_ms: int = 100):
+    return core.on_event(move_request(alias, copy_delay_ms, workaround), 1.0)
 
 
 def test_a_move_runs_its_steps_in_order():
@@ -130,7 +158,7 @@ def lock_times_out():
     failed = core.tick(1.0 + 1.01 * 4 + 0.01)
     # no grant was seen, but one may come yet (a lock queued at a store that is down): the
     # source store is told the move is over, and its lock, if it ever arrives, is refused
-    assert [a.record.step for a in failed if isinstance(a, JournalStep)] == ["rollback_source"]
+    assert [r.step for r in journaled(failed)] == ["rollback_source"]
     (end,) = sends(failed, "store.end_move")
     assert (end.to, end.body.owner) == ("store.ex1", end.trace)
     return core, end
@@ -150,7 +178,7 @@ def test_an_undo_is_sent_until_it_is_answered_then_the_move_fails():
     assert move.step == "rollback_source" and move.public()["waiting_for"] == "store.ex1"
     assert "still being rolled back" in replies(start(core, False))[0].body.reason
     done = core.on_event(response(end, *answers()["store.end_move"](end)), now)
-    assert [a.record.step for a in done if isinstance(a, JournalStep)] == ["failed"]
+    assert [r.step for r in journaled(done)] == ["failed"]
     assert "no answer" in move.error
 
 
@@ -211,12 +239,7 @@ def paged_mailbox(pages: int, per_page: int = 2) -> tuple[dict, list]:
 
 def to_copy_step(core, table):
     """Drive a move to its first export; returns that export's Send."""
-    actions = core.on_event(request("orch.move", {"alias": "bob", "target": "ex2", "workaround": False,
-                                                  "copy_delay_ms": 0}), 1.0)
-    while not sends(actions, "store.export"):
-        send = sends(actions)[0]
-        actions = core.on_event(response(send, *table[send.type](send)), 1.0)
-    return sends(actions, "store.export")[0]
+    return to_first(core, start(core, False, copy_delay_ms=0), table, "store.export")[0]
 
 
 def first_import(pages: int, timeout_ms: int = 3000):
@@ -309,7 +332,7 @@ def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
             break
         kills = [a for a in actions if isinstance(a, SignalNode)]
         if kills:
-            journal = [a.record.step for a in actions if isinstance(a, JournalStep)]
+            journal = [r.step for r in journaled(actions)]
             assert journal == ["open_target"] and kills[0].node == "store.ex2"
             assert actions.index(kills[0]) > actions.index(sends(actions, "store.unlock")[0]), "after the step's request"
         out = sends(actions)
@@ -320,7 +343,7 @@ def test_a_kill_armed_for_a_step_follows_that_steps_journal_record():
             actions = core.tick(now)
             if any(isinstance(a, RestartNode) for a in actions):
                 assert [a.node for a in actions if isinstance(a, RestartNode)] == ["store.ex2"] and now >= 1.5
-    assert [a.record.step for a in crashed if isinstance(a, JournalStep)] == ["release"]
+    assert [r.step for r in journaled(crashed)] == ["release"]
     assert isinstance(crashed[-1], CrashSelf), "the orchestrator dies last, its step journaled"
     assert core.status(now)["armed"] == []
 
@@ -397,7 +420,7 @@ def test_a_hold_stops_the_next_move_in_its_step_with_no_clock_running_until_rele
     assert replies(fault("hold_at_step", step="nowhere"))[0].type == "error"
     held_steps, actions, now = [], start(core, False), 1.0
     while sends(actions) and not events(actions, "move.held"):
-        held_steps += [a.record.step for a in actions if isinstance(a, JournalStep)]
+        held_steps += [r.step for r in journaled(actions)]
         send = sends(actions)[0]
         actions = core.on_event(response(send, *answers()[send.type](send)), now)
     assert events(actions, "move.held") and core.status(now)["active"][0]["held"]

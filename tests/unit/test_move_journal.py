@@ -5,39 +5,15 @@ alternate's restore, a legacy move's mark). Mutation testing left each of these 
 
 from __future__ import annotations
 
-from orchestrator.journal import Record
 from orchestrator.move import MoveCore
-from orchestrator.move_state import JournalStep
 
-from .helpers import events, response, sends
-from .test_move_core import answers, journal_at, start
+from .test_move_core import answers, journal_at, run, start
 from .test_move_problems import error
-
-
-def run(core: MoveCore, first: list, table: dict, now: float = 1.0, step: float = 0.5) -> tuple[list[Record], list]:
-    """Answer each request from `table`, each answer `step` seconds after the last, firing timers as
-    they come; the journal records and log lines, in order, once the core stops asking."""
-    records: list[Record] = []
-    lines: list = []
-    actions = first
-    for _ in range(200):
-        records += [a.record for a in actions if isinstance(a, JournalStep)]
-        lines += events(actions)
-        out = sends(actions)
-        if out:
-            now += step
-            actions = core.on_event(response(out[0], *table[out[0].type](out[0])), now)
-        elif core.next_wakeup() is not None:
-            now = core.next_wakeup()
-            actions = core.tick(now)
-        else:
-            return records, lines
-    raise AssertionError("the move never ended")
 
 
 def test_each_step_is_journaled_when_it_was_entered_with_its_facts():
     core = MoveCore(["ex1", "ex2"], "b")
-    records, lines = run(core, start(core, True), answers())
+    records, lines = run(core, start(core, True), answers(), step=0.5)
     saved = {"alternate": "carol", "deliver_to_both": True}
     by_step = {r.step: r for r in records}
     assert [r.step for r in records] == ["clear_alternate", "await_replication", "lock", "copy", "set_home",
@@ -54,7 +30,7 @@ def test_each_step_is_journaled_when_it_was_entered_with_its_facts():
 
 def test_a_legacy_move_journals_what_it_copied_at_its_mark():
     core = MoveCore(["ex1", "ex2"], "b", move_build="legacy")
-    records, _ = run(core, start(core, False), {**answers(), "store.create": lambda s: ("ok", {})})
+    records, _ = run(core, start(core, False), {**answers(), "store.create": lambda s: ("ok", {})}, step=0.5)
     assert [r.copied for r in records if r.step in ("mark_target", "done")] == [1, 1]
     assert all(b.at > a.at for a, b in zip(records, records[1:])), "each at its own time, in order"
 
@@ -65,7 +41,7 @@ def test_the_status_counts_finished_moves_and_names_the_recovered_and_the_holds(
     core.arm_hold("copy")
     assert core.status(1.0) == {"active": [core.moves["move.x.1"].public()], "finished": 0, "recovered": 1,
                                 "holds": ["copy"]}
-    run(core, [], answers())
+    run(core, [], answers(), step=0.5)
     assert core.status(9.0) == {"active": [], "finished": 1, "recovered": 1, "holds": ["copy"]}
 
 
@@ -81,7 +57,7 @@ def test_the_alternates_restore_is_tried_again_until_the_directory_takes_it():
         return changed(s)
 
     core = MoveCore(["ex1", "ex2"], "b")
-    records, lines = run(core, start(core, True), {**answers(), "dir.modify": modify})
+    records, lines = run(core, start(core, True), {**answers(), "dir.modify": modify}, step=0.5)
     assert restore[0] == 2 and records[-1].step == "done"
     assert [e.fields["step"] for e in lines if e.event == "move.retry_step"] == ["restore_alternate"]
 
@@ -98,6 +74,6 @@ def test_a_legacy_moves_mark_is_tried_again_until_the_target_takes_it():
 
     core = MoveCore(["ex1", "ex2"], "b", move_build="legacy")
     records, lines = run(core, start(core, False), {**answers(), "store.create": lambda s: ("ok", {}),
-                                                    "store.lock": lock})
+                                                    "store.lock": lock}, step=0.5)
     assert marks == ["move.b.1", "move.b.1"] and records[-1].step == "done"
     assert [e.fields["step"] for e in lines if e.event == "move.retry_step"] == ["mark_target"]

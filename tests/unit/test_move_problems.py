@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from orchestrator.move import MoveCore
 from orchestrator.move_rollback import undo_for
-from orchestrator.move_state import POLL_S, JournalStep
+from orchestrator.move_state import POLL_S
 from protocol import INVALID, NO_MAILBOX, NOT_LOCKED
 
 from .helpers import events, refusal, replies, request, response, sends
-from .test_move_core import answers, drive, paged_mailbox, start
+from .test_move_core import answers, drive, journaled, paged_mailbox, start, to_first
 
 
 def error(code: str | None = None, reason: str = "refused") -> tuple[str, dict]:
@@ -125,19 +125,6 @@ def test_a_retried_release_is_journaled_once():
     steps = drive(core, start(core, False), table)
     assert steps[-2:] == ["release", "done"] and steps.count("release") == 1
     assert len(table["store.delete"].told) == 2
-
-
-def to_first(core: MoveCore, actions: list, table: dict, type_: str, now: float = 1.0) -> tuple:
-    """Answer the core's requests from `table` until it sends one of `type_`: (that Send, the actions)."""
-    while not sends(actions, type_):
-        out = sends(actions)
-        actions = core.on_event(response(out[0], *table[out[0].type](out[0])), now) if out else core.tick(
-            core.next_wakeup())
-    return sends(actions, type_)[0], actions
-
-
-def journaled(actions: list) -> list:
-    return [a.record for a in actions if isinstance(a, JournalStep)]
 
 
 def test_a_failed_step_and_a_refused_undo_each_say_so_and_the_rollback_goes_on():

@@ -11,19 +11,22 @@ from orchestrator.move import MoveCore
 from protocol import INVALID
 
 from .helpers import events, refusal, replies, request, response, sends
-from .test_move_core import answers, drive, journal_at, start
-from .test_move_problems import journaled, to_first
-
-
-def move_request(alias: str = "bob", delay_ms: int = 0, workaround: bool = False) -> object:
-    return request("orch.move", {"alias": alias, "target": "ex2", "workaround": workaround, "copy_delay_ms": delay_ms})
+from .test_move_core import (
+    answers,
+    drive,
+    journal_at,
+    journaled,
+    move_request,
+    start,
+    to_first,
+)
 
 
 def test_the_refusals_of_a_move_request_carry_the_invalid_code():
     core = MoveCore(["ex1", "ex2"], "b")
-    assert refusal(core.on_event(move_request(delay_ms=600_001), 1.0))[:2] == (
+    assert refusal(core.on_event(move_request(copy_delay_ms=600_001), 1.0))[:2] == (
         "copy delay must be between 0 and 600000 ms", INVALID)
-    assert sends(core.on_event(move_request(delay_ms=600_000), 1.0), "dir.lookup"), "the bound itself is taken"
+    assert sends(core.on_event(move_request(copy_delay_ms=600_000), 1.0), "dir.lookup"), "the bound itself is taken"
     assert refusal(core.on_event(move_request(), 1.0))[:2] == (
         "'bob' is already being moved (move.b.1, step resolve)", INVALID)
     assert refusal(core.on_event(request("orch.move_status", {"move_id": "move.b.9"}), 1.0))[:2] == (
