@@ -256,6 +256,7 @@ def first_import(pages: int, timeout_ms: int = 3000):
 def test_the_next_page_is_exported_while_this_one_is_imported():
     core, table, imported, imp, ahead = first_import(3)
     assert ahead.to == "store.ex1" and ahead.body.after == imp.body.messages[-1].name
+    assert ahead.trace == imp.trace == "move.b.1" and ahead.id != imp.id, "the move's trace, an id of its own"
     core.on_event(response(ahead, *table["store.export"](ahead)), 1.0)  # the next page arrives first
     done = core.on_event(response(imp, *table["store.import"](imp)), 1.0)
     assert not sends(done), "the next import waits for the copy-rate timer"

@@ -10,7 +10,7 @@ import msgspec
 from orchestrator.move import MoveCore
 from protocol import INVALID
 
-from .helpers import events, refusal, replies, request, response, sends
+from .helpers import events, recipient, refusal, replies, request, response, sends
 from .test_move_core import (
     answers,
     drive,
@@ -118,3 +118,55 @@ def test_a_move_that_waits_for_nothing_shows_no_peer_and_no_attempts():
     drive(core, core.on_event(response(modify, *answers()["dir.modify"](modify)), 1.5), answers(), now=1.5)
     shown = core.moves["move.x.1"].public()
     assert (shown["step"], shown["waiting_for"], shown["attempts"]) == ("done", None, 0)
+
+
+def test_a_move_across_sites_is_refused_in_exchange_55s_words_and_one_within_a_site_starts():
+    core = MoveCore(["ex1", "ex2"], "b", sites={"ex1": "north", "ex2": "south"})
+    lookup = sends(start(core, False))[0]
+    reason, code, logged = refusal(core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 1.0))
+    assert (reason, code) == ("ex1 is in site north and ex2 in site south: Exchange 5.5 moves a mailbox within its "
+                              "site only (across sites, export and import it)", INVALID)
+    assert [(event, fields["reason"]) for event, _, fields in logged] == [("move.refused", "across sites")]
+    core = MoveCore(["ex1", "ex2"], "b", sites={"ex1": "north", "ex2": "north"})
+    lookup = sends(start(core, False))[0]
+    started = core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 1.0)
+    assert replies(started)[0].type == "orch.move_started"
+    assert events(started, "move.started")[0].fields == {"move_id": "move.b.1", "alias": "bob", "mailbox": "bob",
+                                                         "source": "ex1", "target": "ex2", "workaround": False}
+
+
+def test_a_request_sent_again_says_so_with_its_attempt():
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    start(core, False)
+    lines = [line for now in (2.0, 3.0, 4.0) for line in events(core.tick(now), "move.request_again")]
+    assert [(e.level, e.fields["attempt"]) for e in lines] == [("warning", 2), ("warning", 3), ("warning", 4)]
+    assert lines[0].fields == {"move_id": "move.b.1", "step": "resolve", "to": "directory", "type": "dir.lookup",
+                               "attempt": 2}
+
+
+def ann() -> dict:
+    return {**answers(alternate=None), "dir.lookup": lambda s: ("dir.entry", {"recipient": recipient("ann", "ex1", 3),
+                                                                               "usn": 3})}
+
+
+def test_one_moves_request_sent_again_in_the_tick_another_move_gives_up():
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    start(core, False)
+    start(core, False, "ann")  # ann's lookup is never answered
+    (again,) = [s for s in sends(core.tick(2.0)) if s.body.alias == "bob"]
+    core.on_event(response(again, *answers()["dir.lookup"](again)), 2.0)  # bob's lock: a try behind ann's lookup
+    for now in (3.0, 4.0):
+        core.tick(now)
+    tick = core.tick(5.0)
+    assert [(s.type, s.body.mailbox) for s in sends(tick)] == [("store.lock", "bob")], "bob's lock again"
+    assert [r.body.reason for r in replies(tick)] == ["no answer within 1s in step resolve (4 tries)"]
+    assert "move.b.2" not in core.moves, "ann's move gave up"
+
+
+def test_one_moves_request_sent_again_in_the_tick_another_moves_timer_fires():
+    core = MoveCore(["ex1", "ex2"], "b", timeout_ms=1000)
+    start(core, False)  # bob's lookup is never answered
+    imp, _ = to_first(core, start(core, False, "ann", copy_delay_ms=1000), ann(), "store.import")
+    core.on_event(response(imp, *ann()["store.import"](imp)), 1.0)  # ann's next step waits for the copy rate
+    assert core.next_wakeup() == 2.0
+    assert [s.type for s in sends(core.tick(2.0))] == ["dir.lookup", "dir.modify"], "bob's lookup, ann's set_home"
