@@ -24,6 +24,8 @@ from .test_move_core import (
 
 def test_the_refusals_of_a_move_request_carry_the_invalid_code():
     core = MoveCore(["ex1", "ex2"], "b")
+    elsewhere = request("orch.move", {"alias": "bob", "target": "ex9", "workaround": False, "copy_delay_ms": 100})
+    assert refusal(core.on_event(elsewhere, 1.0))[:2] == ("unknown server 'ex9' (servers: ex1, ex2)", INVALID)
     assert refusal(core.on_event(move_request(copy_delay_ms=600_001), 1.0))[:2] == (
         "copy delay must be between 0 and 600000 ms", INVALID)
     assert sends(core.on_event(move_request(copy_delay_ms=600_000), 1.0), "dir.lookup"), "the bound itself is taken"
