@@ -130,7 +130,10 @@ def test_a_move_across_sites_is_refused_in_exchange_55s_words_and_one_within_a_s
                               "site only (across sites, export and import it)", INVALID)
     assert [(event, fields["reason"]) for event, _, fields in logged] == [("move.refused", "across sites")]
     core = MoveCore(["ex1", "ex2"], "b", sites={"ex1": "north", "ex2": "north"})
-    lookup = sends(start(core, False))[0]
+    requested = start(core, False)
+    assert events(requested, "move.requested")[0].fields == {"move_id": "move.b.1", "alias": "bob", "target": "ex2",
+                                                             "workaround": False}
+    lookup = sends(requested)[0]
     started = core.on_event(response(lookup, *answers()["dir.lookup"](lookup)), 1.0)
     assert replies(started)[0].type == "orch.move_started"
     assert events(started, "move.started")[0].fields == {"move_id": "move.b.1", "alias": "bob", "mailbox": "bob",
