@@ -27,6 +27,7 @@ def test_each_step_is_journaled_when_it_was_entered_with_its_facts():
     assert all(b.at > a.at for a, b in zip(records, records[1:])), "each at its own time, in order"
     assert by_step["set_home"].copied == 1 and by_step["done"].copied == 1
     assert by_step["restore_alternate"].restored == saved and by_step["done"].usn == 7
+    assert by_step["await_replication"].usn == 4, "the USN of the alternate's clearing, which the MTAs must reach"
     (done,) = [e for e in lines if e.event == "move.done"]
     move = core.moves["move.b.1"]
     assert move.finished_at == by_step["done"].at
