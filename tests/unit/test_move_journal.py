@@ -14,9 +14,10 @@ from .test_move_problems import error
 def test_each_step_is_journaled_when_it_was_entered_with_its_facts():
     changed = answers()["dir.modify"]
 
-    def modify(s):  # the alternate's restore gets a USN of its own, which `done` journals
+    def modify(s):  # each change its own USN: the clearing 4, the new home 6, the restore 7
         type_, body = changed(s)
-        return type_, {**body, "usn": 7} if s.body.changes.get("alternate") == "carol" else body
+        usn = 7 if s.body.changes.get("alternate") == "carol" else 6 if "home_server" in s.body.changes else 4
+        return type_, {**body, "usn": usn}
 
     core = MoveCore(["ex1", "ex2"], "b")
     records, lines = run(core, start(core, True), {**answers(), "dir.modify": modify}, step=0.3717)
@@ -28,6 +29,7 @@ def test_each_step_is_journaled_when_it_was_entered_with_its_facts():
     assert by_step["set_home"].copied == 1 and by_step["done"].copied == 1
     assert by_step["restore_alternate"].restored == saved and by_step["done"].usn == 7
     assert by_step["await_replication"].usn == 4, "the USN of the alternate's clearing, which the MTAs must reach"
+    assert by_step["open_target"].usn == 6, "the USN of the new home"
     (done,) = [e for e in lines if e.event == "move.done"]
     move = core.moves["move.b.1"]
     assert move.finished_at == by_step["done"].at
@@ -39,6 +41,7 @@ def test_a_legacy_move_journals_what_it_copied_at_its_mark():
     core = MoveCore(["ex1", "ex2"], "b", move_build="legacy")
     records, _ = run(core, start(core, False), {**answers(), "store.create": lambda s: ("ok", {})}, step=0.5)
     assert [r.copied for r in records if r.step in ("mark_target", "done")] == [1, 1]
+    assert [r.usn for r in records if r.step == "copy"] == [4], "legacy copies after set_home: its USN"
     assert all(b.at > a.at for a, b in zip(records, records[1:])), "each at its own time, in order"
 
 

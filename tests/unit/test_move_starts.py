@@ -6,6 +6,7 @@ moves, and what a status says of a move that waits for nothing."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from orchestrator.move import MoveCore
 from protocol import INVALID
@@ -98,9 +99,12 @@ def test_a_restart_takes_up_every_unfinished_move_and_leaves_a_suspect_one_alone
                     suspect=["move.x.3"])
     actions = core.start(1.0)
     assert sorted(core.moves) == ["move.x.1", "move.x.2"], "every unfinished move after a finished one"
+    assert [e.fields["move_id"] for e in events(actions, "move.recovered")] == ["move.x.1", "move.x.2"]
     (alone,) = events(actions, "move.left_alone")
-    assert alone.level == "error" and (alone.fields["move_id"], alone.fields["mailbox"], alone.fields["step"]) == (
-        "move.x.3", "bob", "lock")
+    assert alone.level == "error" and alone.fields == {
+        "move_id": "move.x.3", "alias": "bob", "mailbox": "bob", "step": "lock",
+        "why": "a damaged journal line names this move: its last step is not known, so it is neither finished nor "
+               "rolled back; see `xcon status` and `xcon move --abort`"}
     back = core.moves["move.x.2"]
     assert (back.workaround, back.error, back.started_at) == (True, "disk full", 0.25)
     assert back.undo == ["rollback_source", "rollback_alternate"], "its saved alternate restored at the end"
@@ -175,3 +179,40 @@ def test_one_moves_request_sent_again_in_the_tick_another_moves_timer_fires():
     core.on_event(response(imp, *ann()["store.import"](imp)), 1.0)  # ann's next step waits for the copy rate
     assert core.next_wakeup() == 2.0
     assert [s.type for s in sends(core.tick(2.0))] == ["dir.lookup", "dir.modify"], "bob's lookup, ann's set_home"
+
+
+def test_a_suspect_move_first_in_the_journal_does_not_stop_the_others_being_taken_up():
+    suspect = msgspec.structs.replace(journal_at("lock")[0], move_id="move.x.0", started_at=None)
+    core = MoveCore(["ex1", "ex2"], "b", journal=[suspect, *journal_at("copy")], suspect=["move.x.0"])
+    core.start(1.0)
+    assert list(core.moves) == ["move.x.1"] and core.status(1.0)["recovered"] == 1
+    unknown = msgspec.structs.replace(journal_at("lock")[0], started_at=None)
+    core = MoveCore(["ex1", "ex2"], "b", journal=[unknown])
+    core.start(7.0)
+    assert core.moves["move.x.1"].started_at == 7.0, "a start not journaled is taken as the restart's"
+
+
+def test_a_move_killed_in_its_rollback_undoes_its_alternate_once():
+    saved = {"alternate": "carol", "deliver_to_both": True}
+    rolling = [*journal_at("copy", saved=saved),
+               msgspec.structs.replace(journal_at("copy", saved=saved)[-1], step="rollback_target")]
+    core = MoveCore(["ex1", "ex2"], "b", journal=rolling)
+    steps = drive(core, core.start(1.0), answers())
+    assert steps == ["rollback_target", "rollback_source", "rollback_alternate", "failed"]
+
+
+def test_a_new_move_core_has_recovered_nothing_and_refuses_what_it_does_not_handle():
+    core = MoveCore(["ex1", "ex2"], "b")
+    core.start(1.0)
+    assert core.status(1.0) == {"active": [], "finished": 0, "recovered": 0, "holds": []}
+    reason = "the orchestrator does not handle 'store.lock'"
+    assert refusal(core.on_event(request("store.lock", {"mailbox": "bob", "owner": "m"}), 1.0)) == (
+        reason, None, [("request.refused", "warning", {"type": "store.lock", "src": "test", "reason": reason})])
+    with pytest.raises(ValueError, match=r"^unknown move build 'sp9' \(builds: legacy, sp4\)$"):
+        MoveCore(["ex1", "ex2"], "b", move_build="sp9")
+
+
+def test_a_request_is_sent_again_after_three_seconds_by_default():
+    core = MoveCore(["ex1", "ex2"], "b")
+    start(core, False)
+    assert core.next_wakeup() == 4.0
