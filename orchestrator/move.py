@@ -81,7 +81,6 @@ class MoveCore:
         self.suspect = set(suspect)
         self.steps = Steps(self.ids, self.timeout_s)
         self.rollback = Rollback(self.steps)
-        self.ready = True
 
     # --- the core contract ------------------------------------------------------------------
 
