@@ -97,9 +97,11 @@ def test_sp4_sends_an_ndr_naming_the_primary():
     persisted = [a for a in final if isinstance(a, PersistMessage)]
     ndr_transfer = sends(final, "mta.transfer")
     assert len(ndr_transfer) == 1 and ndr_transfer[0].to == "mta.ex2", "the NDR travels to alice's server"
-    # the NDR is made durable before it is routed
-    assert final.index(persisted[0]) < final.index(ndr_transfer[0])
     body = ndr_transfer[0].body
+    # the NDR is made durable, whole, before it is routed
+    first = next(p for p in persisted if p.msg_id == body.msg_id)
+    assert final.index(first) < final.index(ndr_transfer[0])
+    assert (first.record.raw, first.record.ndr_for, [p.rcpt for p in first.record.pairs]) == (body.raw, msg_id, ["alice"])
     assert body.ndr_for == msg_id and body.rcpts[0].alias == "alice"
     summary = summarize(body.raw)
     assert summary["ndr"] and summary["ndr_for"] == msg_id and summary["failed"] == ["bob"]
