@@ -1,7 +1,7 @@
 """The directory's core (nodes/directory/core.py) read whole: every refusal with its words and
 code, every change with what it persists, publishes, answers and logs, the heartbeat's schedule,
-and the named modifications it remembers. Written from the survivors of a mutation run of the
-core (docs/testing.md): each test names what a planted change broke unseen before it."""
+and the named modifications it remembers. Written from the survivors of the core's mutation run
+(docs/testing.md): each of them had gone unseen by the tests before."""
 
 from __future__ import annotations
 
