@@ -11,7 +11,16 @@ import pytest
 from orchestrator.move import MoveCore
 from protocol import INVALID
 
-from .helpers import events, recipient, refusal, replies, request, response, sends
+from .helpers import (
+    events,
+    recipient,
+    refusal,
+    refusal_log,
+    replies,
+    request,
+    response,
+    sends,
+)
 from .test_move_core import (
     answers,
     drive,
@@ -207,7 +216,7 @@ def test_a_new_move_core_has_recovered_nothing_and_refuses_what_it_does_not_hand
     assert core.status(1.0) == {"active": [], "finished": 0, "recovered": 0, "holds": []}
     reason = "the orchestrator does not handle 'store.lock'"
     assert refusal(core.on_event(request("store.lock", {"mailbox": "bob", "owner": "m"}), 1.0)) == (
-        reason, None, [("request.refused", "warning", {"type": "store.lock", "src": "test", "reason": reason})])
+        reason, None, [refusal_log("store.lock", reason)])
     with pytest.raises(ValueError, match=r"^unknown move build 'sp9' \(builds: legacy, sp4\)$"):
         MoveCore(["ex1", "ex2"], "b", move_build="sp9")
 

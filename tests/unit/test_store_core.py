@@ -22,12 +22,7 @@ from nodes.store.core import StoreCore
 from protocol import INVALID, MAX_MESSAGE_BYTES, Frame, body_of
 
 from .helpers import PEER, events, refusal, refusal_log, replies, request
-from .test_store_moves import ask, deliver
-
-
-def store_deliver(store: StoreCore, msg_id: str = "m1", raw: bytes = b"mail", now: float = 1.0, **kw) -> list:
-    return ask(store, "store.deliver", now, msg_id=msg_id, mailbox=kw.pop("mailbox", "bob"), raw=raw,
-               ndr_for=kw.pop("ndr_for", None), ndr_rcpts=kw.pop("ndr_rcpts", []), expires_at=1e12)
+from .test_store_moves import ask, deliver, delivery
 
 
 def kinds(actions: list) -> list[str]:
@@ -57,20 +52,19 @@ def test_an_unknown_request_is_refused_in_words_and_answers_carry_the_requests_t
 def test_a_delivery_refused_or_turned_away_says_why():
     store = StoreCore("ex1", {"bob": set()}, {}, "b", soft_deleted={"ann": 9.0})
     bad = "x y" * 50
-    assert refusal(store_deliver(store, bad))[:2] == (f"'{bad[:80]}' is not a valid message id", INVALID)
+    assert refusal(delivery(store, bad))[:2] == (f"'{bad[:80]}' is not a valid message id", INVALID)
     too_big = f"a message of {MAX_MESSAGE_BYTES + 1} bytes is over the limit of {MAX_MESSAGE_BYTES}"
-    assert refusal(store_deliver(store, raw=b"x" * (MAX_MESSAGE_BYTES + 1)))[:2] == (too_big, INVALID)
-    assert replies(store_deliver(store, raw=b"x" * MAX_MESSAGE_BYTES))[0].body.outcome == "delivered", "the limit itself"
+    assert refusal(delivery(store, raw=b"x" * (MAX_MESSAGE_BYTES + 1)))[:2] == (too_big, INVALID)
+    assert replies(delivery(store, raw=b"x" * MAX_MESSAGE_BYTES))[0].body.outcome == "delivered", "the limit itself"
     assert deliver(store, "m2", "ann") == ("soft_deleted", "the mailbox 'ann' on ex1 is soft-deleted (moved away)")
     assert deliver(store, "m2", "carol") == ("not_here", "no mailbox 'carol' on ex1")
-    late = ask(store, "store.deliver", 5.0, msg_id="m3", mailbox="bob", raw=b"r", ndr_for=None, ndr_rcpts=[],
-               expires_at=4.0)
+    late = delivery(store, "m3", now=5.0, expires_at=4.0)
     assert [(e.event, e.level) for e in events(late)] == [("store.expired_refused", "warning")]
 
 
 def test_a_report_delivered_is_logged_with_what_it_reports():
     store = StoreCore("ex1", {"bob": set()}, {}, "b")
-    done = store_deliver(store, "ex1.b.9.ndr.bob", ndr_for="m7", ndr_rcpts=["carol"])
+    done = delivery(store, "ex1.b.9.ndr.bob", ndr_for="m7", ndr_rcpts=("carol",))
     assert [(e.fields["ndr_for"], e.fields["ndr_rcpts"]) for e in events(done, "store.delivered")] == [("m7", ["carol"])]
 
 
@@ -124,7 +118,7 @@ def test_a_legacy_targets_flush_warns_only_when_it_drops_mail():
         store = StoreCore("ex2", {}, {}, "b")
         ask(store, "store.create", mailbox="bob", owner="move.1")
         if delivered_first:
-            store_deliver(store, "m9")  # between its creation and its mark: lost at the flush
+            delivery(store, "m9")  # between its creation and its mark: lost at the flush
         ask(store, "store.import", mailbox="bob", owner="move.1", messages=[
             {"name": "1000.m1.xcon", "msg_id": "m1", "raw": b"r"}])
         ask(store, "store.lock", mailbox="bob", owner="move.1")
@@ -180,7 +174,7 @@ def test_a_move_ended_over_several_mailboxes_deletes_and_counts_them_all():
             {"name": f"100{i}.{box}{i}.xcon", "msg_id": f"{box}{i}", "raw": b"r"} for i in range(n)])
     ask(store, "store.create", mailbox="gail", owner="move.2")
     ask(store, "store.import", mailbox="gail", owner="move.2", messages=[{"name": "1.a.xcon", "msg_id": "a", "raw": b"r"}])
-    store_deliver(store, "live", mailbox="gail")
+    delivery(store, "live", mailbox="gail")
     ended = ask(store, "store.end_move", mailbox="zoe", owner="move.2")
     assert [a.mailbox for a in ended if isinstance(a, DeleteMailbox)] == ["erin", "fred", "gail", IN_TRANSIT + "gail"]
     (answer,) = replies(ended)

@@ -17,10 +17,16 @@ def ask(store: StoreCore, type_: str, now: float = 1.0, **body) -> list:
     return store.on_event(request(type_, body), now)
 
 
+def delivery(store: StoreCore, msg_id: str = "m1", mailbox: str = "bob", now: float = 1.0, expires_at: float = 1e12,
+             raw: bytes = b"mail", ndr_for: str | None = None, ndr_rcpts: tuple[str, ...] = ()) -> list:
+    """The store's actions for one store.deliver."""
+    return ask(store, "store.deliver", now, msg_id=msg_id, mailbox=mailbox, raw=raw, ndr_for=ndr_for,
+               ndr_rcpts=list(ndr_rcpts), expires_at=expires_at)
+
+
 def deliver(store: StoreCore, msg_id: str, mailbox: str = "bob", now: float = 1.0,
             expires_at: float = 1e12) -> tuple[str, str]:
-    body = replies(ask(store, "store.deliver", now, msg_id=msg_id, mailbox=mailbox, raw=b"mail", ndr_for=None,
-                       ndr_rcpts=[], expires_at=expires_at))[0].body
+    body = replies(delivery(store, msg_id, mailbox, now, expires_at))[0].body
     return body.outcome, body.reason
 
 

@@ -11,11 +11,12 @@ from nodes.store.actions import WriteMessage, msg_id_of
 from nodes.store.core import StoreCore
 
 from .helpers import events, replies, request, sends
+from .test_directory_core import add, modify
+from .test_store_moves import delivery
 
 
 def deliver(store, msg_id="m1", mailbox="bob", now=1.0):
-    actions = store.on_event(request("store.deliver", {"msg_id": msg_id, "mailbox": mailbox, "raw": b"r",
-                                                       "ndr_for": None, "ndr_rcpts": [], "expires_at": 1e12}), now)
+    actions = delivery(store, msg_id, mailbox, now)
     return actions, replies(actions)[0].body.outcome
 
 
@@ -70,27 +71,24 @@ def test_import_is_idempotent():
 
 def test_directory_usn_grows_and_changes_are_validated():
     d = DirectoryCore(["ex1", "ex2"])
-    add = lambda alias, **kw: d.on_event(request("dir.add", {"alias": alias, "display_name": "", "home_server": "ex1",  # noqa: E731
-                                                            "alternate": None, "deliver_to_both": False, **kw}), 1.0)
-    assert replies(add("carol"))[0].body.usn == 1
-    actions = add("bob", alternate="carol", deliver_to_both=True)
+    assert replies(add(d, "carol"))[0].body.usn == 1
+    actions = add(d, "bob", alternate="carol", deliver_to_both=True)
     assert replies(actions)[0].body.usn == 2
     persist = [a for a in actions if isinstance(a, PersistDirectory)]
     assert persist and actions.index(persist[0]) < actions.index(replies(actions)[0]), "durable before answered"
-    for bad in [add("carol"), add("x", home_server="ex9"), add("y", alternate="nobody"), add("z", deliver_to_both=True),
-                add("Bad Alias")]:
+    for bad in [add(d, "carol"), add(d, "x", home_server="ex9"), add(d, "y", alternate="nobody"),
+                add(d, "z", deliver_to_both=True), add(d, "Bad Alias")]:
         assert replies(bad)[0].type == "error"
-    modify = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"home_server": "ex2"}, "op": None}), 2.0)
-    assert replies(modify)[0].body.recipient["home_server"] == "ex2" and d.usn == 3
-    wrong = d.on_event(request("dir.modify", {"alias": "bob", "changes": {"usn": 99}, "op": None}), 2.0)
+    moved = modify(d, "bob", {"home_server": "ex2"})
+    assert replies(moved)[0].body.recipient["home_server"] == "ex2" and d.usn == 3
+    wrong = modify(d, "bob", {"usn": 99})
     assert replies(wrong)[0].type == "error" and d.usn == 3
-    assert events(modify, "directory.modified")
+    assert events(moved, "directory.modified")
 
 
 def test_a_repeated_op_is_applied_once():
     d = DirectoryCore(["ex1", "ex2"])
-    d.on_event(request("dir.add", {"alias": "bob", "display_name": "", "home_server": "ex1", "alternate": None,
-                                   "deliver_to_both": False}), 1.0)
+    add(d, "bob")
     move = {"alias": "bob", "changes": {"home_server": "ex2"}, "op": "move.b.1.set_home"}
     first = d.on_event(request("dir.modify", move), 2.0)
     again = d.on_event(request("dir.modify", move), 3.0)  # the orchestrator's retry, or its restart's
@@ -114,8 +112,7 @@ def test_the_directory_logs_each_change_and_compacts_into_its_snapshot(tmp_path,
     cores = [DirectoryCore(["ex1", "ex2"], s.load()) for s in (disk, memory)]
     for core, storage in zip(cores, (disk, memory)):
         for i in range(5):
-            actions = core.on_event(request("dir.add", {"alias": f"u{i}", "display_name": "", "home_server": "ex1",
-                                                         "alternate": None, "deliver_to_both": False}), 1.0)
+            actions = add(core, f"u{i}")
             for a in actions:
                 if isinstance(a, PersistDirectory):
                     storage.save(a)
@@ -127,8 +124,7 @@ def test_the_directory_logs_each_change_and_compacts_into_its_snapshot(tmp_path,
     for read in (dirnode.read_directory(path), memory.state(), dirnode.DirectoryFile(path).load(), memory.load()):
         assert read["usn"] == 6 and read["recipients"]["u1"]["home_server"] == "ex2"
         assert sorted(read["recipients"]) == [f"u{i}" for i in range(5)] and dict(read["ops"]) == {"m.1.set_home": 6}
-    actions = cores[0].on_event(request("dir.add", {"alias": "u9", "display_name": "", "home_server": "ex1",
-                                                    "alternate": None, "deliver_to_both": False}), 3.0)
+    actions = add(cores[0], "u9", now=3.0)
     disk.save(next(a for a in actions if isinstance(a, PersistDirectory)))
     assert len(path.with_name("changes.jsonl").read_text().splitlines()) == 1 and json.loads(path.read_text())["usn"] == 6
     with open(path.with_name("changes.jsonl"), "ab") as f:
