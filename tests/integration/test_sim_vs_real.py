@@ -87,32 +87,43 @@ def test_the_simulator_block_finds_shrinks_confirms_and_replays_the_legacy_loss(
 
     def run(command: str, replace: dict[str, str], add: tuple[str, ...] = seeded) -> tuple[int, dict]:
         proc = xcon(*docblocks.adapted(command, replace, add), run_dir=tmp_path, timeout=300)
-        return proc.returncode, json.loads(proc.stdout) if "--json" in add else {}
+        if "--json" not in add:
+            return proc.returncode, {}
+        try:
+            return proc.returncode, json.loads(proc.stdout)
+        except ValueError:  # a failure says what the command said, not only that it wrote no JSON
+            raise AssertionError(f"{command}: exit {proc.returncode}, no JSON: {proc.stdout[-2000:]}"
+                                 f"{proc.stderr[-2000:]}") from None
 
     rc, found = run(find, {"--trials 2000": "--trials 50"})
-    assert rc == 0 and found["simulated"] and found["totals"]["lost"] > 0, (rc, found["totals"])
+    assert rc == 0 and found["simulated"] and found["totals"]["lost"] > 0, ("find", rc, found["totals"])
     rc, sp4 = run(fixed, {"--trials 20000": "--trials 50"})
-    assert rc == 0 and sp4["totals"]["lost"] == sp4["totals"]["duplicated"] == 0 and sp4["totals"]["trials"] == 50
+    assert rc == 0 and sp4["totals"]["lost"] == sp4["totals"]["duplicated"] == 0 and sp4["totals"]["trials"] == 50, (
+        "fixed", rc, sp4["totals"])
     rc, data = run(confirm, {"--trials 2000": "--trials 300", "--confirm 2": "--confirm 1"},
                    ("--faults", "none", *seeded))
     print(f"seed {SEED}: {data['totals']}, confirmed {data['confirmed']}")
-    assert rc == 1 and data["totals"]["trials"] == 300 and data["totals"]["lost"] > 0, "legacy broke: exit 1"
+    assert rc == 1 and data["totals"]["trials"] == 300 and data["totals"]["lost"] > 0, ("confirm", rc, data["totals"])
     assert data["confirmed"][0]["real_broke"], data["confirmed"]
     rc, same = run(determinism, {"--trials 2000": "--trials 50"})
-    assert rc == 0 and same["nondeterministic"] == [] and same["totals"]["trials"] == 50
+    assert rc == 0 and same["nondeterministic"] == [] and same["totals"]["trials"] == 50, (
+        "determinism", rc, same["nondeterministic"], same["totals"])
     first = data["first_broken"]
     rc, again = run(replay, {"SEED": str(first["seed"])}, ("--faults", "none", "--json"))
-    assert rc == 1 and again["trials"][0]["digest"] == first["digest"] and again["trials"][0]["counts"] == first["counts"]
+    assert rc == 1 and again["trials"][0]["digest"] == first["digest"] and again["trials"][0]["counts"] == first["counts"], (
+        "replay", rc, again["trials"][0], first)
     check = xcon("check", "--json", run_dir=Path(first["run_dir"]))  # the simulated run, read as a real one
-    assert check.returncode == 1 and json.loads(check.stdout)["counts"]["lost"] == first["counts"]["lost"]
+    assert check.returncode == 1 and json.loads(check.stdout)["counts"]["lost"] == first["counts"]["lost"], (
+        "check", check.returncode, check.stdout[-2000:], check.stderr[-2000:])
     shrunk = Path(data["shrunk"]["file"]).relative_to(tmp_path.resolve())
     documented = world.split("--world ")[1].split()[0]
     # the seed, the folder's time, the campaign's seed
     pattern = re.escape(documented).replace("SEED", r"\d+").replace("TIME", r"\d{8}-\d{6}(-\d+)?").replace("S", r"\d+")
     assert re.fullmatch(pattern, str(Path(".xcon") / shrunk)), (documented, shrunk)
     rc, small = run(world, {documented: str(tmp_path / shrunk)}, ("--json",))
-    assert rc == 1 and small["totals"]["lost"] > 0
-    assert xcon(*docblocks.adapted(scenario), run_dir=tmp_path, timeout=300).returncode == 0
+    assert rc == 1 and small["totals"]["lost"] > 0, ("shrunk world", rc, small["totals"])
+    kb = xcon(*docblocks.adapted(scenario), run_dir=tmp_path, timeout=300)
+    assert kb.returncode == 0, ("scenario", kb.stdout[-3000:], kb.stderr[-2000:])
 
 
 def test_chaos_sim_refuses_what_it_cannot_do(tmp_path):
