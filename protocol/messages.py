@@ -255,7 +255,7 @@ class TransferRcpt(Body):
     alias: str
     alt_of: str | None
     hint: Recipient | None
-    hops: int
+    hops: Count  # a negative count would be taken for a retransmission: acknowledged and dropped
     unconfirmed: bool = False  # an earlier delivery of the pair may have happened
     alt_copy: str | None = None  # the alternate given a copy upstream (deliver to both)
     cycles: Count = 0  # transfers in a row on no newer directory data; MAX_CYCLES is a loop

@@ -55,6 +55,10 @@ def test_round_trip():
      "mta.transfer: field 'rcpts[0].cycles' must be int >= 0"),
     (msgpack.packb(good(type_="mta.transfer", body={
         "msg_id": "m", "sender": "a", "raw": b"", "accepted_at": 1, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
+        "rcpts": [{"alias": "b", "alt_of": None, "hint": None, "hops": -1}]}), use_bin_type=True),
+     "mta.transfer: field 'rcpts[0].hops' must be int >= 0"),
+    (msgpack.packb(good(type_="mta.transfer", body={
+        "msg_id": "m", "sender": "a", "raw": b"", "accepted_at": 1, "ndr_for": None, "ndr_rcpts": [], "priority": "normal",
         "rcpts": [{"alias": "b", "alt_of": None, "hint": {"alias": "b"}, "hops": 0}]}), use_bin_type=True),
      "mta.transfer: rcpts[0].hint: missing field 'display_name'"),
     (msgpack.packb(good(type_="fault.clock", body={"offset_ms": 86_400_001})),
