@@ -204,7 +204,13 @@ class Cluster:
         timeout = 600.0 + self.replication_s() if timeout is None else timeout
 
         def ended() -> dict[str, Any] | None:
-            state = self.move_state(move_id)
+            try:
+                state = self.move_state(move_id)
+            except NoAnswer:  # paused or busy: waited through, as `xcon wait` waits; down: said at once
+                if not self.alive("orchestrator"):
+                    raise ClusterError(f"the orchestrator is down: move {move_id} goes on from its journal "
+                                       "once it is started again (`xcon restart orchestrator`)") from None
+                return None
             done = state["step"] in MOVE_ENDED or state["step"] == step or (state["rolling_back"] and not settled)
             return state if done else None
 

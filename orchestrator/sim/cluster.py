@@ -22,7 +22,7 @@ from protocol import hlc
 
 from orchestrator.inspect import audit
 from orchestrator import journal
-from orchestrator.cluster.client import Client, ClusterError, Refused
+from orchestrator.cluster.client import Client, ClusterError, NoAnswer, Refused
 from orchestrator.cluster import Cluster
 from .world import Network, World
 
@@ -68,7 +68,7 @@ class SimClient(Client):
         if reply is None:
             reply = self.world.request(node, type_, body or {}, wait, rid, stamp)
         if reply is None:
-            raise ClusterError(f"{node} did not answer within {wait:g}s (is the cluster up? try `xcon status`)")
+            raise NoAnswer(f"{node} did not answer within {wait:g}s (is the cluster up? try `xcon status`)")
         self._clock.receive(reply.clock, self.world.now)
         return reply
 

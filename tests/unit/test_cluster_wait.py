@@ -1,5 +1,6 @@
 """Cluster.wait: quiet only when two polls in a row see every MTA idle and nothing written between;
-and it waits through a node that does not answer for a while (`xcon wait` exited 3 at a paused MTA)."""
+and it waits through a node that does not answer for a while (`xcon wait` exited 3 at a paused MTA).
+Cluster.wait_move (`xcon move`): through an orchestrator paused for a while, not for a dead one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from nodes.config import ClusterConfig, Settings
 from orchestrator import cluster as cl
-from orchestrator.cluster.client import NoAnswer
+from orchestrator.cluster.client import ClusterError, NoAnswer
+from orchestrator.sim.cluster import SimCluster
+from orchestrator.sim.world import Network
 
 
 class NoSleep(cl.WallClock):
@@ -64,3 +67,32 @@ def test_a_wait_goes_on_through_a_node_that_does_not_answer_for_a_while():
     assert c.asked == 4, "two polls without an answer, then two that agree"
     with pytest.raises(NoAnswer, match="^mta.ex2 did not answer within 2s$"):  # at the end, the silent node named
         Scripted([silent]).wait(0.05)
+
+
+def moving(copy_delay_ms: int) -> tuple[SimCluster, str]:
+    """A simulated cluster (the orchestrator's silence on the virtual clock, as a real one's on
+    the wall clock) with bob's move to ex2 started."""
+    cluster = SimCluster(Settings(("ex1", "ex2"), "sp4", seed=7), Network())
+    cluster.add_user("bob", "ex1")
+    return cluster, cluster.move("bob", "ex2", copy_delay_ms=copy_delay_ms, wait=False)["move_id"]
+
+
+def test_a_move_is_waited_for_through_an_orchestrator_paused_for_a_while():
+    """`xcon move` gave up with "orchestrator did not answer" at the first poll that met a pause
+    longer than the client's time-out (5 s), though the move went on to its end."""
+    cluster, move_id = moving(3000)
+    world = cluster.world
+    world.pause("orchestrator")
+    world.at(world.now + 8.0, world.resume, "orchestrator")
+    start = world.now
+    assert cluster.wait_move(move_id)["step"] == "done"
+    assert world.now - start >= 8.0, "it waited the pause out"
+
+
+def test_a_move_waited_for_while_the_orchestrator_is_down_is_said_at_once():
+    cluster, move_id = moving(3000)
+    cluster.world.kill("orchestrator")
+    start = cluster.world.now
+    with pytest.raises(ClusterError, match=f"the orchestrator is down: move {move_id} goes on from its journal"):
+        cluster.wait_move(move_id)
+    assert cluster.world.now - start < 10, "one unanswered poll, not the move's whole time-out"
