@@ -87,3 +87,43 @@ def test_a_read_before_the_first_snapshot_is_not_kept_by_the_read_cache():
     assert cache.get("dave", now=0.0) is None
     cache.load_snapshot(1, [recipient("dave", "ex2", 1)], now=0.1)
     assert cache.get("dave", now=0.2)["home_server"] == "ex2", "read again: the snapshot has him"
+
+
+def test_the_jitter_is_drawn_over_its_whole_range_from_the_lag_on():
+    """A change waits its lag plus a jitter drawn from [0, jitter]: over many changes the draws
+    reach the range's end, and never pass it (a fault's jitter, set_lag, the same)."""
+    for cache in (DirectoryCache(lag_ms=200, jitter_ms=1000, seed=5), DirectoryCache(0, 0, 5)):
+        cache.load_snapshot(0, [], 0.0)
+        if not cache.jitter_s:
+            cache.set_lag(200, 1000)
+        delays = []
+        for usn in range(1, 5001):
+            now = usn * 10.0  # each applied before the next comes: none waits behind another
+            cache.receive(usn, recipient("x", "ex1", usn), now)
+            delays.append(cache.next_apply() - now)
+            cache.apply_due(now + 5.0)
+        assert 0.2 <= min(delays) < 0.201 and 1.1995 < max(delays) <= 1.2, (min(delays), max(delays))
+
+
+def test_what_every_read_sees_is_the_usn_applied_a_read_s_lifetime_ago():
+    """view_usn (the status' cache_usn, which a move's workaround waits on): with a read cache, a
+    read made before a change was applied may hide it for the read's lifetime."""
+    cache = DirectoryCache(lag_ms=1000, jitter_ms=0, seed=1, read_ttl_ms=5000)
+    assert cache.view_usn(100.0) == 0, "before the first snapshot: nothing"
+    cache.load_snapshot(4, [recipient("bob", "ex1", 4)], now=0.0)
+    for usn, at in ((5, 2.0), (6, 4.0)):
+        cache.receive(usn, recipient("bob", "ex2", usn), now=at - 1.0)
+        cache.apply_due(at)
+    assert [cache.view_usn(t) for t in (1.0, 6.99, 7.0, 8.99, 9.0, 100.0)] == [4, 4, 5, 5, 6, 6]
+    assert cache.last_scheduled() == 0.0, "nothing waits"
+
+
+def test_an_entry_read_is_trusted_until_its_lifetime_ends_not_at_its_end():
+    cache = DirectoryCache(lag_ms=0, jitter_ms=0, seed=1, read_ttl_ms=5000)
+    cache.load_snapshot(1, [recipient("bob", "ex1", 1)], now=0.0)
+    assert cache.get("bob", now=2.0)["home_server"] == "ex1"  # trusted until 7.0
+    cache.receive(2, recipient("bob", "ex2", 2), now=2.5)
+    cache.apply_due(2.5)
+    assert cache.get("bob", now=6.998)["home_server"] == "ex1"
+    assert cache.get("bob", now=7.0)["home_server"] == "ex2"
+    assert cache.get("bob")["home_server"] == "ex2", "asked at no moment: the replica, not a read"

@@ -6,10 +6,10 @@ import pytest
 
 from nodes.config import Settings
 from nodes.node_settings import of
-from nodes.core import Feed
+from nodes.core import DiskSpace, Feed
 from nodes.mail import summarize
 from nodes.mta.core import MAX_CYCLES, NEVER, MtaCore
-from nodes.mta.queue import PersistMessage, QueuedMessage, RetireMessage
+from nodes.mta.queue import Pair, PersistMessage, QueuedMessage, RetireMessage
 
 from .helpers import events, frame, recipient, replies, request, response, sends
 
@@ -117,6 +117,7 @@ def test_reroute_asks_the_directory_and_transfers_to_the_new_home():
     final = store_answer(mta, sends(retry, "store.deliver")[0], "not_here", 2.06)
     lookup = sends(final, "dir.lookup")
     assert lookup and lookup[0].body.alias == "bob" and not events(final, "mta.failed")
+    assert lookup[0].trace == msg_id, "the lookup is part of the message's story (xcon trace)"
     answer = mta.on_event(response(lookup[0], "dir.entry",
                                    {"recipient": recipient("bob", "ex2", 5, "carol", True), "usn": 5}), 2.07)
     transfer = sends(answer, "mta.transfer")
@@ -383,7 +384,6 @@ def test_a_report_that_expires_goes_to_the_postmaster_and_waits_for_its_store_fo
 
 def test_recovered_queue_is_routed_once_the_cache_is_loaded():
     msg = QueuedMessage("m-5", "alice", b"raw", 0.5)
-    from nodes.mta.queue import Pair
     msg.pairs["carol"] = Pair("carol", state="delivering")
     restored = QueuedMessage.from_record(msg.to_record())
     assert restored.pairs["carol"].state == "queued" and restored.pairs["carol"].unconfirmed
@@ -670,7 +670,10 @@ def test_a_directory_whose_usn_goes_backwards_is_refused_and_said_so_once():
     without a word. A Clone client that sees its server's sequence go back has found a fault."""
     mta = make_mta("sp4")  # its cache is at USN 4
     said = mta.on_event(Feed(frame("dir.heartbeat", {"usn": 0})), 1.0)
-    assert [e.fields["directory_usn"] for e in events(said, "mta.directory_regressed")] == [0]
+    assert [(e.level, e.fields) for e in events(said, "mta.directory_regressed")] == [("error", {
+        "directory_usn": 0, "received_usn": 4,
+        "why": "the directory's USN went backwards (its state was lost or replaced); this MTA keeps its cache and "
+               "takes no change at or below the USN it had"})], "an operator's alarm, in words"
     assert mta.on_event(Feed(frame("dir.heartbeat", {"usn": 0})), 1.5) == [], "once, not every heartbeat"
     ask = mta.feed.ask_snapshot(2.0)
     kept = mta.on_event(response(ask, "dir.snapshot_reply", {"usn": 1, "recipients": [recipient("x", "ex1", 1)]}), 2.1)
@@ -794,3 +797,188 @@ def test_a_transferred_recipient_this_mtas_directory_does_not_know_fails_as_unkn
     assert (failed.fields["msg_id"], failed.fields["rcpt"], failed.fields["reason"], failed.fields["report"]) == \
         ("m-7", "zoe", "unknown", "ndr")
     assert [(s.to, s.type) for s in sends(actions)] == [("mta.ex2", "mta.transfer")], "the NDR goes to alice on ex2"
+
+
+def test_the_directory_homing_a_missing_mailbox_here_waits_the_transfer_interval():
+    """The directory answered (bob is homed here, his mailbox not open yet): a wait after an
+    answer is the transfer interval, not the open interval a silence earns."""
+    mta = make_mta("reroute", retry_ms=5000, transfer_retry_ms=1000)
+    msg_id, actions = submit(mta, ["carol"])
+    asked = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.1)
+    here = {"recipient": recipient("carol", "ex1", 6), "usn": 6}
+    answer = mta.on_event(response(sends(asked, "dir.lookup")[0], "dir.entry", here), 1.2)
+    assert [(e.fields["reason"], e.fields["retry_in_ms"]) for e in events(answer, "mta.deferred")] == [
+        ("the directory homes it here; the store has no mailbox yet", 1000)]
+
+
+def test_an_unconfirmed_pair_past_its_time_out_asks_again_at_its_retry_not_at_once():
+    """Past its time-out a delivery that went unanswered is not failed (it may have landed): it
+    asks the store again at its retry interval, as any retry; the time-out alone sends nothing."""
+    mta = make_mta("sp4", retry_ms=5000, expire_ms=10_000, request_timeout_ms=2000)
+    msg_id, actions = submit(mta, ["carol"])  # store.deliver at 1.0: never answered
+    assert events(mta.tick(3.0), "mta.deferred"), "no answer by its deadline (3.0): tried again at 8.0"
+    assert [s.body.msg_id for s in sends(mta.tick(8.0), "store.deliver")] == [msg_id]
+    assert events(mta.tick(10.0), "mta.deferred"), "unanswered again: tried again at 15.0"
+    assert mta.next_wakeup() == 11.0, "its time-out"
+    assert mta.tick(11.0) == [] and mta.next_wakeup() == 15.0, "the time-out passes without a word"
+    asked = mta.tick(15.0)
+    assert [e.fields["reason"] for e in events(asked, "mta.retry")] == ["expired: asking whether an earlier attempt landed"]
+    assert [s.body.msg_id for s in sends(asked, "store.deliver")] == [msg_id]
+
+
+def test_a_retry_s_routed_line_names_its_attempt_the_entry_and_the_cache_and_its_delivery_the_trace():
+    mta, msg_id, retry = bob_deferred_then_released("sp4", release_at=2.05)
+    assert [e.fields for e in events(retry, "mta.routed")] == [
+        {"msg_id": msg_id, "rcpt": "bob", "home_server": "ex1", "via": "cache", "entry_usn": 3, "cache_usn": 4,
+         "attempt": 2}]
+    assert [(s.body.mailbox, s.trace) for s in sends(retry, "store.deliver")] == [("bob", msg_id)]
+
+
+def test_an_alternate_s_copy_handed_to_a_peer_says_whose_alternate_it_is_and_is_made_durable_once():
+    """erin (ex1) has alice (ex2) as her alternate, deliver to both: alice's copy is transferred
+    as erin's alternate, durable before the transfer leaves; sent again to the same peer after
+    no answer, it is not written again (the hand-off is on disk already)."""
+    mta = make_mta("sp4", retry_ms=5000)
+    mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("erin", "ex1", 5, "alice", True)})), 1.0)
+    mta.tick(2.0)
+    msg_id, actions = submit(mta, ["erin"], now=2.0, sender="carol")
+    (handed,) = sends(actions, "mta.transfer")
+    assert (handed.to, handed.trace, handed.body.rcpts[0].alias, handed.body.rcpts[0].alt_of) == (
+        "mta.ex2", msg_id, "alice", "erin")
+    durable = [a for a in actions if isinstance(a, PersistMessage)]
+    assert len(durable) == 2 and actions.index(durable[-1]) < actions.index(handed), "accepted, then the hand-off"
+    assert events(mta.tick(4.0), "mta.deferred"), "no answer within its 2 s"
+    again = mta.tick(9.0)
+    assert [s.to for s in sends(again, "mta.transfer")] == ["mta.ex2"]
+    assert not [a for a in again if isinstance(a, PersistMessage)], "the same peer again: nothing new to write"
+
+
+def test_a_report_made_before_the_directory_cache_is_loaded_waits_the_open_interval():
+    """A restarted MTA whose directory has not answered yet: a recovered message expires, and its
+    NDR waits for the cache. Nothing answered it: the open interval, not the transfer one."""
+    held = QueuedMessage("m-8", "alice", b"raw", 0.5, pairs={"carol": Pair("carol", state="deferred", next_at=1.0)})
+    settings = Settings(("ex1", "ex2"), "sp4", retry_ms=500, transfer_retry_ms=5000, expire_ms=3000)
+    mta = MtaCore("ex1", of(settings, "mta.ex1"), "boot", queued=[held])
+    mta.start(0.9)
+    assert mta.next_wakeup() == 3.5, "its time-out"
+    waited = mta.tick(3.5)
+    assert [(e.fields["msg_id"].startswith("m-8~ndr~"), e.fields["reason"], e.fields["retry_in_ms"])
+            for e in events(waited, "mta.deferred")] == [(True, "directory cache not loaded yet", 500)]
+
+
+def test_every_pair_of_a_recovered_message_is_routed_once_the_cache_is_loaded():
+    """A restart's routing of what it recovered kept only the last pair's actions: the others'
+    deliveries were never sent, and waited out a request's time-out (no campaign saw the delay)."""
+    held = QueuedMessage("m-6", "alice", b"raw", 0.5, pairs={"carol": Pair("carol"), "dave": Pair("dave")})
+    mta = MtaCore("ex1", of(Settings(("ex1", "ex2"), "sp4"), "mta.ex1"), "boot", queued=[held])
+    snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
+    ready = mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 1.0)
+    assert [e.fields for e in events(ready, "mta.ready")] == [{"cache_usn": 4, "queued": 1}]
+    assert [s.body.mailbox for s in sends(ready, "store.deliver")] == ["carol", "dave"], "both pairs, not the last"
+
+
+def test_an_answer_of_the_wrong_kind_defers_the_pair_and_a_late_one_is_only_noted():
+    """A peer that answers a delivery with a transfer's ack (or anything not owed) has not said
+    the message is in; nor is an answer for a request given up on."""
+    for wrong in ("mta.transfer_ack", "ok", "dir.entry", "store.result"):
+        mta = make_mta("sp4")
+        msg_id, actions = submit(mta, ["alice"] if wrong == "store.result" else ["carol"])
+        (asked,) = sends(actions, "mta.transfer" if wrong == "store.result" else "store.deliver")
+        body = {"mta.transfer_ack": {"msg_id": msg_id, "rcpts": ["carol"]}, "ok": {},
+                "dir.entry": {"recipient": recipient("carol", "ex1", 1), "usn": 4},
+                "store.result": {"msg_id": msg_id, "mailbox": "alice", "outcome": "delivered", "reason": ""}}[wrong]
+        answer = mta.on_event(response(asked, wrong, body), 1.1)
+        assert [e.fields["reason"] for e in events(answer, "mta.deferred")] == [
+            f"unexpected answer '{wrong}' from {asked.to}"], wrong
+        assert not events(answer, "mta.delivered") and not events(answer, "mta.transferred"), wrong
+        assert mta.status(1.2)["deferred"] == 1, wrong
+    late = mta.on_event(response(asked, "ok", {}), 1.3)
+    assert [(e.event, e.level, e.fields) for e in events(late)] == [
+        ("mta.late_answer", "debug", {"re": asked.id, "type": "ok"})]
+
+
+def test_a_delivery_says_whether_the_store_had_it_already_and_a_soft_deleted_mailbox_fails_as_such():
+    mta = make_mta("sp4")
+    for outcome, duplicate in (("delivered", False), ("duplicate", True)):
+        _, actions = submit(mta, ["carol"])
+        answer = store_answer(mta, sends(actions, "store.deliver")[0], outcome, 1.1)
+        assert [e.fields["duplicate"] for e in events(answer, "mta.delivered")] == [duplicate]
+    _, gone = submit(mta, ["carol"], now=2.0)
+    failed = store_answer(mta, sends(gone, "store.deliver")[0], "soft_deleted", 2.1)
+    assert [(f.fields["reason"], f.fields["report"]) for f in events(failed, "mta.failed")] == [("soft_deleted", "ndr")]
+
+
+def test_an_unanswered_delivery_past_its_time_out_fails_as_expired_when_the_directory_homes_it_here():
+    """The store says "not here" to a pair that may have landed (its delivery went unanswered):
+    the directory is asked, and homes it here. Before the time-out that is a wait; after it, the
+    pair fails as expired (it would otherwise ask for ever)."""
+    mta = make_mta("sp4", retry_ms=5000, expire_ms=10_000, request_timeout_ms=2000)
+    msg_id, _ = submit(mta, ["carol"])
+    mta.tick(3.0)  # unanswered: unconfirmed from now on
+    (asked,) = sends(mta.tick(11.0), "store.deliver")  # the time-out passed: asks whether it landed
+    (lookup,) = sends(store_answer(mta, asked, "not_here", 11.1), "dir.lookup")
+    answer = mta.on_event(response(lookup, "dir.entry", {"recipient": recipient("carol", "ex1", 1), "usn": 4}), 11.2)
+    assert [(f.fields["reason"], f.fields["report"]) for f in events(answer, "mta.failed")] == [("expired", "ndr")]
+
+
+def test_a_released_mailbox_s_retry_is_said_with_the_cache_s_usn_and_an_answer_frees_its_request():
+    mta = make_mta("sp4")
+    msg_id, actions = submit(mta, ["carol"])
+    store_answer(mta, sends(actions, "store.deliver")[0], "deferred", 1.1)
+    assert mta.queue.requests == {}, "answered: nothing waits on that request any more"
+    released = mta.on_event(request("store.released", {"mailbox": "carol"}, src="store.ex1"), 1.2)
+    assert [e.fields for e in events(released, "mta.retry")] == [
+        {"msg_id": msg_id, "rcpt": "carol", "reason": "mailbox released", "cache_usn": 4}]
+
+
+def test_a_pair_s_final_state_is_durable_while_its_message_is_open_and_its_retirement_is_a_debug_line():
+    """carol's copy is in, bob's still owed: carol's state is written (a restart must not deliver
+    her copy again); once bob's is in, the message retires."""
+    mta = make_mta("sp4")
+    msg_id, actions = submit(mta, ["alice", "carol"])
+    transfer_out, deliver = sends(actions, "mta.transfer")[0], sends(actions, "store.deliver")[0]
+    done = store_answer(mta, deliver, "delivered", 1.1)
+    (written,) = [a for a in done if isinstance(a, PersistMessage)]
+    assert written.msg_id == msg_id
+    back = QueuedMessage.from_record(written.record)
+    assert (back.pairs["carol"].state, back.pairs["alice"].state) == ("delivered", "queued")
+    retired = mta.on_event(response(transfer_out, "mta.transfer_ack", {"msg_id": msg_id, "rcpts": ["alice"]}), 1.2)
+    assert [(e.level, e.fields) for e in events(retired, "mta.retired")] == [
+        ("debug", {"msg_id": msg_id, "outcome": {"alice": "transferred", "carol": "delivered"}})]
+
+
+def test_what_a_restart_remembers_of_finished_pairs_refuses_their_retransmission():
+    remembered = [("m-1", {"bob": 1}, 1.0)]
+    mta = MtaCore("ex1", of(Settings(("ex1", "ex2"), "sp4"), "mta.ex1"), "boot", remembered=remembered)
+    snapshot = sends(mta.start(0.0), "dir.snapshot")[0]
+    mta.on_event(response(snapshot, "dir.snapshot_reply", {"usn": 4, "recipients": DIRECTORY}), 0.5)
+    again = mta.on_event(request("mta.transfer", transfer([{"alias": "bob", "alt_of": None, "hint": None, "hops": 1}],
+                                                          msg_id="m-1"), src="mta.ex2"), 1.0)
+    assert events(again, "mta.transfer_duplicate") and not sends(again)
+
+
+def test_an_idle_mta_sleeps_and_one_that_remembers_wakes_to_forget():
+    mta = make_mta("sp4")
+    mta.tick(2.0)  # the snapshot's deadline, answered before it
+    assert mta.next_wakeup() is None and "lag_fault" not in mta.status(2.0)
+    _, actions = submit(mta, ["carol"])
+    store_answer(mta, sends(actions, "store.deliver")[0], "delivered", 1.1)
+    mta.tick(3.5)  # the delivery's request deadline (3.0), stale now: the memory's prune is all that is left
+    assert len(mta.queue.seen) == 1 and mta.next_wakeup() == mta.queue.next_prune
+
+
+def test_the_queue_listing_with_no_room_counts_and_lists_nothing():
+    mta = make_mta("sp4")
+    submit(mta, ["carol"])
+    (listing,) = replies(mta.on_event(request("mta.queue", {"limit": 0}), 2.0))
+    assert (listing.body.items, listing.body.total) == ([], 1)
+
+
+def test_an_mta_of_an_unknown_build_is_refused_and_its_disk_floor_comes_from_its_settings():
+    with pytest.raises(ValueError, match="unknown MTA build 'sp5'"):
+        MtaCore("ex1", of(Settings(("ex1", "ex2"), "sp5"), "mta.ex1"), "boot")
+    mta = make_mta("sp4", min_free_mb=1)
+    mta.on_event(DiskSpace(10), 2.0)  # under its floor of 1 MiB
+    (refused,) = replies(mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
+                                                             "subject": "s", "body": "b", "priority": None}), 2.0))
+    assert refused.body.reason == "insufficient storage on mta.ex1 (10 bytes free), retry later"

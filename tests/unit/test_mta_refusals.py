@@ -13,7 +13,7 @@ from nodes.mta.core import MAX_RECIPIENTS, MtaCore
 from protocol import INVALID, MAX_MESSAGE_BYTES, VERSION, ProtocolError, decode
 from protocol.names import MSG_ID_RULE
 
-from .helpers import frame, recipient, refusal, refusal_log, replies, request, sends
+from .helpers import events, frame, recipient, refusal, refusal_log, replies, request, sends
 from .test_mta_core import make_mta, store_answer, submit, transfer
 
 SUBMIT = {"msg_id": None, "sender": "alice", "recipients": ["bob"], "subject": "s", "body": "b", "priority": None}
@@ -125,8 +125,10 @@ def test_the_status_shows_the_queue_the_cache_and_a_lag_fault_in_force():
     store_answer(mta, by_box["carol"], "delivered", 1.01)
     store_answer(mta, by_box["bob"], "deferred", 1.01)
     mta.on_event(Feed(frame("dir.change", {"usn": 5, "recipient": recipient("dave", "ex2", 5)})), 1.5)
-    lagged = mta.on_event(request("fault.lag", {"lag_ms": 2500, "jitter_ms": 300}), 1.6)
+    lagged = mta.on_event(request("fault.lag", {"lag_ms": 2500, "jitter_ms": 1000}), 1.6)
     assert [r.type for r in replies(lagged)] == ["ok"]
+    assert [(e.level, e.fields) for e in events(lagged, "fault.applied")] == [
+        ("warning", {"type": "fault.lag", "by": "test", "lag_ms": 2500, "jitter_ms": 1000})]
     # dave's change came at 1.5 and waits for its lag; carol's copy is in, bob's deferred, alice's
     # transfer to ex2 unanswered
     assert mta.status(1.7) == {
@@ -135,5 +137,5 @@ def test_the_status_shows_the_queue_the_cache_and_a_lag_fault_in_force():
         "directory_regressed": None, "messages": 1, "recovered": 0,
         "open_pairs": 2, "deferred": 1, "in_flight": 1, "remembered": 0, "postmaster": 0,
         "free_bytes": None, "lag_ms": 2500,
-        "lag_fault": {"lag_ms": 2500, "jitter_ms": 300, "configured_ms": 1000},
+        "lag_fault": {"lag_ms": 2500, "jitter_ms": 1000, "configured_ms": 1000},
     }

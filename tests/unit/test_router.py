@@ -43,6 +43,8 @@ def test_a_newer_hint_wins_and_a_transfer_on_data_no_newer_counts_a_cycle():
     r = router("sp4", recipient("carol", "ex1", 2))
     moved = recipient("carol", "ex2", 5)
     assert r.decide(message(), Pair("carol", hint=moved), 1.0, ready=True) == Route("peer", moved, "hint", 0)
+    same = recipient("carol", "ex1", 2)
+    assert r.decide(message(), Pair("carol", hint=same), 1.0, ready=True).via == "cache", "a hint no newer: the cache"
     looping = Pair("carol", hint=moved, arrived_usn=5, cycles=MAX_CYCLES - 1)
     assert r.decide(message(), looping, 1.0, ready=True).to == "loop"
     looping.handed_to = "mta.ex2"  # an unacknowledged hand-off goes to its peer again, never fails as a loop
@@ -67,7 +69,13 @@ def test_not_here_parts_the_builds_ways():
     assert isinstance(router("sp4", here).not_here(message(), Pair("bob", unconfirmed=True), 1.0, "moved", 9),
                       AskDirectory), "a delivery that went unanswered may have left with the mailbox"
     held = router("sp4", here).not_here(message(ndr_for="m0"), Pair("bob"), 1.0, "moved", 9)
-    assert isinstance(held, Wait), "a report is held until the cache learns the new home"
+    assert (held.reason, held.answered) == ("originator's mailbox moved; waiting for the directory cache", True), \
+        "a report is held until the cache learns the new home"
+    assert [(w.event, w.fields) for w in held.why] == [("mta.not_homed", {
+        "action": "hold report", "cache_home": "ex1", "msg_id": "m1", "rcpt": "bob", "cache_usn": 9, "entry_usn": 1,
+        "directory_usn": 9})]
+    unknown = router("sp4").not_here(message(), Pair("bob"), 1.0, "moved", 9)
+    assert unknown.why[0].fields["entry_usn"] is None, "the facts of a recipient the cache does not hold"
     caught_up = router("sp4", recipient("bob", "ex2", 4)).not_here(message(), Pair("bob"), 1.0, "moved", 9)
     assert isinstance(caught_up, Reroute)
 
@@ -75,6 +83,10 @@ def test_not_here_parts_the_builds_ways():
 def test_the_directorys_answer_reroutes_waits_or_fails():
     r = router("reroute")
     assert r.resolved(message(), Pair("bob"), None, expired=False) == Fail("unknown")
-    assert isinstance(r.resolved(message(), Pair("bob"), recipient("bob", "ex2", 4), expired=False), Reroute)
-    assert isinstance(r.resolved(message(), Pair("bob"), recipient("bob", "ex1", 4), expired=False), Wait)
+    rerouted = r.resolved(message(), Pair("bob"), recipient("bob", "ex2", 4), expired=False)
+    assert [(w.event, w.fields) for w in rerouted.why] == [("mta.rerouted", {
+        "msg_id": "m1", "rcpt": "bob", "reason": "directory lookup", "home_server": "ex2", "entry_usn": 4,
+        "cache_usn": 9})]
+    assert r.resolved(message(), Pair("bob"), recipient("bob", "ex1", 4), expired=False) == Wait(
+        "the directory homes it here; the store has no mailbox yet")
     assert r.resolved(message(), Pair("bob"), recipient("bob", "ex1", 4), expired=True) == Fail("expired")

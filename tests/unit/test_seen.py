@@ -14,6 +14,14 @@ def test_hops_merge_per_recipient_and_keep_the_highest():
     assert seen.hops("nope") == {} and "nope" not in seen and len(seen) == 1
 
 
+def test_an_outside_address_with_an_equals_sign_is_remembered_whole():
+    """An outside recipient may hold "=" (an SRS address, say): the hop count is after the last."""
+    seen = Seen(100.0)
+    seen.add("m1", {"SRS0=x=y=ann@outside.test": 2, "bob": 1}, 10.5)
+    assert seen.hops("m1") == {"SRS0=x=y=ann@outside.test": 2, "bob": 1}
+    assert list(seen.items()) == [("m1", {"SRS0=x=y=ann@outside.test": 2, "bob": 1}, 10.5)]
+
+
 def test_forgotten_after_remember_s_from_acceptance_and_not_before():
     seen = Seen(100.0)
     seen.add("a", {"bob": 1}, 0.0)
