@@ -19,6 +19,7 @@ from nodes.node_settings import quiet_bound_ms
 from orchestrator import cluster as cl
 from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option, show_table
 from orchestrator.cluster.client import ClusterError, NoAnswer, Refused
+from orchestrator.cluster.abort import abort as abort_move
 
 @click.group()
 def user() -> None:
@@ -205,7 +206,7 @@ def move(run_dir: Path, alias: str, target: str | None, workaround: bool, copy_d
         raise click.UsageError("--abort takes no --to or --workaround")
     if not abort and not target:
         raise click.UsageError("Missing option '--to' (or give --abort).")
-    attached(lambda cluster: (print_abort(cluster.abort(alias), as_json) if abort else
+    attached(lambda cluster: (print_abort(abort_move(cluster, alias), as_json) if abort else
                               print_move(cluster, alias, target, workaround, copy_delay_ms, no_wait, as_json)))(run_dir)
 
 
