@@ -119,6 +119,7 @@ def test_a_submission_reads_through_the_read_cache_and_keeps_each_deliver_to_bot
     assert refusal(mta.on_event(request("mta.submit", submit_body(["zed"])), 3.0))[0] == \
         "unknown user 'zed' (not in mta.ex1's directory cache)", "as read at 1.0"
     _, actions = submit(mta, ["erin", "bob", "dave"], now=3.0)
+    assert replies(actions)[0].body.rcpts == ["erin", "bob", "carol", "dave"] and not events(actions, "mta.failed")
     assert [(s.body.mailbox) for s in sends(actions, "store.deliver")] == ["erin", "bob", "carol", "dave"], \
         "zed was read as no one: erin keeps her copy alone; bob (as read) and dave share carol, one copy"
     _, later = submit(mta, ["erin", "bob"], now=6.5)

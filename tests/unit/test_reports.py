@@ -111,3 +111,11 @@ def test_a_report_given_to_the_postmaster_is_durable_whole_made_once_and_the_rep
     store_answer(mta, copy, "deferred", 5.1)
     retried = mta.tick(10.1)  # the transfer interval (5 s here) after the store deferred it
     assert [e.fields["attempt"] for e in events(retried, "mta.routed")] == [2]
+
+
+def test_a_postmaster_copy_names_the_site_of_the_mta_that_made_it():
+    mta = make_mta("sp4", smtp=True, sites=("SITE1", "SITE2"))
+    back = relay_failed(mta, "m-9~ndr~0123456789abcdef", "ann@outside.test", "expired", 3.0, sender="postmaster.ex2",
+                        ndr_for="m-9", ndr_rcpts=("bob",))
+    (copy,) = sends(back, "store.deliver")
+    assert b"MSEXCH:MSExchangeMTA:SITE1:EX1" in copy.body.raw
