@@ -3,14 +3,20 @@ relayed or handed back, across restarts; and the door's rules: what RCPT and DAT
 
 from __future__ import annotations
 
+import email.parser
+import email.utils
+import re
 from pathlib import Path
+
+import pytest
 
 from nodes.config import Settings
 from nodes.node_settings import of
 from nodes.ims import core
 from nodes.ims.outbound import MemoryOutbound, Outbound
+from protocol import MAX_MESSAGE_BYTES
 
-from .helpers import events, held, replies, request, response, sends
+from .helpers import events, held, recipient, replies, request, response, sends
 
 SMARTHOST = "127.0.0.1:25"
 
@@ -137,3 +143,210 @@ def test_a_simulated_queue_keeps_what_a_kill_would_leave_and_dumps_the_files_a_r
     queue.dump(tmp_path)
     disk = Outbound(tmp_path, fsync=False)
     assert set(disk.items) == set(queue.items) and disk.relayed == queue.relayed
+
+
+def relayed_as(code: int | None, now: float = 3.0, words: str = "words") -> tuple[Ims, list]:
+    """An item relayed once, and the smarthost's answer `code` to it."""
+    ims = Ims(MemoryOutbound())
+    ims.put("m1", 2.0)
+    ims.tick(2.0)
+    (relay,) = ims.relays
+    return ims, ims.run(ims.core.on_event(core.Relayed(relay.key, code, words), now))
+
+
+def test_the_smarthost_s_answer_is_judged_by_its_class():
+    """2xx: relayed; 5xx: refused for good (handed back); anything else, or no answer: later."""
+    for code, outcome in ((200, "ims.relayed"), (299, "ims.relayed"), (300, "ims.relay_deferred"),
+                          (499, "ims.relay_deferred"), (500, "ims.relay_failed"), (599, "ims.relay_failed"),
+                          (None, "ims.relay_deferred")):
+        _, actions = relayed_as(code)
+        assert [e.event for e in events(actions)] == [outcome], code
+
+
+def test_a_relayed_item_leaves_its_file_and_a_line_that_says_it_all(tmp_path):
+    ims = Ims(Outbound(tmp_path, fsync=False))
+    ims.put("m1", 2.0)
+    ims.tick(2.0)
+    (relay,) = ims.relays
+    assert (tmp_path / "outbound" / f"{relay.key}.msg").exists()
+    done = ims.run(ims.core.on_event(core.Relayed(relay.key, 250, "2.0.0 ok"), 3.1234567))
+    assert not (tmp_path / "outbound" / f"{relay.key}.msg").exists(), "its file is gone once relayed"
+    assert [a.record for a in done if isinstance(a, core.AppendLine)] == [
+        {"msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "ndr_rcpts": [], "smarthost": SMARTHOST,
+         "at": 3.123457}]
+    assert [e.fields for e in events(done, "ims.relayed")] == [
+        {"msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "ndr_rcpts": [], "smarthost": SMARTHOST,
+         "attempt": 1}]
+
+
+def test_a_deferral_waits_the_retry_and_says_why_in_500_characters():
+    ims, actions = relayed_as(451, words="451 " + "w" * 600)
+    (deferred,) = events(actions, "ims.relay_deferred")
+    retry_s = ims.core.retry_s
+    assert (deferred.level, deferred.fields) == ("warning", {
+        "msg_id": "m1", "rcpt": "dave@outside.test", "smarthost": SMARTHOST, "reason": ("451 " + "w" * 600)[:500],
+        "retry_in_ms": int(retry_s * 1000)})
+    assert ims.core.next_wakeup() == 3.0 + retry_s
+    assert not ims.tick(3.0 + retry_s - 0.001) and len(ims.tick(3.0 + retry_s)) == 1, "the retry, then"
+    ims, refused = relayed_as(554, words="554 " + "r" * 600)
+    assert events(refused, "ims.relay_failed")[0].fields["reason"] == ("refused: 554 " + "r" * 600)[:500]
+
+
+def test_an_answer_for_an_item_that_failed_meanwhile_changes_nothing():
+    ims, actions = relayed_as(550)
+    (item,) = ims.core.items.values()
+    assert item.failed and ims.run(ims.core.on_event(core.Relayed(item.key, 250, "ok"), 3.5)) == []
+    assert item.key not in ims.core.relayed
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ("X-Priority: 1 (Highest)", "urgent"), ("X-Priority: 2", "urgent"), ("X-Priority: 3 (Normal)", "normal"),
+    ("X-Priority: 4", "non-urgent"), ("X-Priority: 5 (Lowest)", "non-urgent"), ("Importance: High", "urgent"),
+    ("Importance: low", "non-urgent"), ("Importance: normal", "normal"), ("Subject: s", "normal"),
+    ("X-Priority: 3\r\nImportance: high", "urgent"), ("X-Priority: 3\r\nImportance: Low", "non-urgent"),
+])
+def test_a_message_s_priority_is_read_from_x_priority_or_importance(headers, expected):
+    """What a mail client sets (Outlook's X-Priority 1-5, or Importance) chooses the message's
+    time-out, as Exchange 5.5's priorities do."""
+    assert core.priority(email.parser.BytesHeaderParser().parsebytes(f"{headers}\r\n\r\nx".encode())) == expected
+
+
+def data(mail_from: str = "ann@outside.test", raw: bytes = b"Message-ID: <a@b>\r\n\r\nx\r\n", **more) -> dict:
+    return {"mail_from": mail_from, "rcpts": ["bob@xcon.test"], "raw": raw, "helo": "client.test", "peer": "p",
+            "peer_ip": "192.0.2.1", "dsn_mail": [], "dsn_rcpt": {}, **more}
+
+
+def test_data_is_given_this_server_s_headers_and_its_id_and_the_mta_s_ok_becomes_a_250():
+    c = Ims(MemoryOutbound()).core
+    (submit,) = sends(c.on_event(request("ims.data", data(
+        raw=b"Subject: s\r\n\r\nx\r\n", helo="", peer_ip="", dsn_mail=["RET=HDRS", "ENVID=e1"],
+        dsn_rcpt={"bob": ["NOTIFY=NEVER", "ORCPT=rfc822;bob@xcon.test"], "carol": ["NOTIFY=NEVER"], "dave": []},
+        rcpts=["bob@xcon.test", "dave@xcon.test"])), 1000.0), "mta.submit_raw")
+    msg_id = submit.body.msg_id
+    assert re.fullmatch(r"smtp-[0-9a-f]{24}", msg_id) and submit.trace == msg_id
+    assert submit.body.raw == (
+        f"Received: from unknown (?) by ims.ex1.xcon.test with ESMTP id {msg_id}; {email.utils.formatdate(1000.0)}\r\n"
+        f"X-Xcon-Msg-Id: {msg_id}\r\nMessage-ID: <{msg_id}@xcon.test>\r\nX-Xcon-DSN: RET=HDRS ENVID=e1\r\n"
+        "X-Xcon-DSN-Rcpt: bob NOTIFY=NEVER ORCPT=rfc822;bob@xcon.test\r\nSubject: s\r\n\r\nx\r\n").encode(), \
+        "a DSN line for each recipient of this message that has parameters; its own Message-ID where it had none"
+    taken = c.on_event(response(submit, "mta.accepted", {"msg_id": msg_id, "rcpts": ["bob", "dave"]}), 1000.1)
+    assert [e.fields for e in events(taken, "ims.accepted")] == [
+        {"msg_id": msg_id, "sender": "ann@outside.test", "rcpts": ["bob", "dave"], "peer": "p",
+         "size": len(submit.body.raw), "message_id": None}]
+
+
+def test_each_data_without_a_message_id_is_a_message_of_its_own_and_a_resend_with_one_is_the_same():
+    c = Ims(MemoryOutbound()).core
+    ids = [sends(c.on_event(request("ims.data", data(raw=b"Subject: same\r\n\r\nx\r\n")), 1.0))[0].body.msg_id
+           for _ in range(2)]
+    assert ids[0] != ids[1], "the same bytes sent twice, by two sessions, are two messages"
+    ids = [sends(c.on_event(request("ims.data", data()), 1.0))[0].body.msg_id for _ in range(2)]
+    assert ids[0] == ids[1], "the same Message-ID, sender and recipients: a resend"
+
+
+def test_the_null_reverse_path_has_no_sender_and_a_user_s_address_is_its_alias():
+    c = Ims(MemoryOutbound()).core
+    for mail_from, sender in (("", ""), ("<>", ""), ("Alice@xcon.test", "alice"), ("Ann@Outside.test", "Ann@Outside.test")):
+        (submit,) = sends(c.on_event(request("ims.data", data(mail_from)), 1.0))
+        assert submit.body.sender == sender, mail_from
+
+
+def test_data_over_the_size_limit_with_this_server_s_headers_is_refused_with_552():
+    c = Ims(MemoryOutbound()).core
+    headers = len(sends(c.on_event(request("ims.data", data(raw=b"")), 1.0))[0].body.raw)
+    fits = data(raw=b"x" * (MAX_MESSAGE_BYTES - headers))
+    assert sends(c.on_event(request("ims.data", fits), 1.0), "mta.submit_raw"), "at the limit: taken"
+    over = c.on_event(request("ims.data", data(raw=b"x" * (MAX_MESSAGE_BYTES - headers + 1))), 1.0)
+    (refused,) = events(over, "ims.refused")
+    assert (refused.level, refused.fields["reason"], refused.fields["code"], refused.fields["size"]) == (
+        "warning", "over the size limit", 552, MAX_MESSAGE_BYTES + 1)
+    assert [(r.body.code, r.body.text) for r in replies(over)] == [(552, "5.3.4 Message size exceeds fixed maximum message size")]
+
+
+def said(actions: list) -> list[tuple[int, str]]:
+    return [(r.body.code, r.body.text) for r in replies(actions)]
+
+
+def test_the_door_s_every_answer_and_line_in_words_and_its_counts():
+    ims = Ims(MemoryOutbound())
+    c = ims.core
+
+    def rcpt(answer_type: str, body: dict, now: float) -> list:
+        (lookup,) = sends(c.on_event(request("ims.rcpt", {"address": "Zed@xcon.test", "peer": "p"}), now))
+        return c.on_event(response(lookup, answer_type, body), now)
+
+    unknown = rcpt("mta.entry", {"recipient": None}, 1.0)
+    assert [(e.level, e.fields) for e in events(unknown)] == [
+        ("warning", {"rcpt": "Zed@xcon.test", "reason": "unknown user", "peer": "p"})]
+    assert said(unknown) == [(550, "5.1.1 <Zed@xcon.test>: unknown user (not in mta.ex1's directory cache)")]
+    assert said(rcpt("error", {"reason": "busy", "code": None}, 1.0)) == [(451, "4.3.0 busy")]
+    assert said(rcpt("mta.entry", {"recipient": recipient("zed", "ex1", 1)}, 1.0)) == [(250, "2.1.5 OK")]
+
+    def submitted(now: float):
+        (submit,) = sends(c.on_event(request("ims.data", data()), now))
+        return submit
+
+    submitted(2.0)
+    silent = c.tick(2.0 + core.ASK_S)
+    assert [(e.level, e.fields["reason"], e.fields["code"]) for e in events(silent, "ims.refused")] == [
+        ("warning", "mta.ex1 did not answer", 451)]
+    assert said(silent) == [(451, "4.4.1 mta.ex1 did not answer; send it again later")]
+    for code, answer in ((554, "5.6.0 bad id"), (452, "4.3.1 bad id")):
+        refused = c.on_event(response(submitted(10.0), "error", {"reason": "bad id",
+                                                                 "code": "invalid" if code == 554 else None}), 10.0)
+        assert [(e.level, e.fields["reason"], e.fields["code"]) for e in events(refused, "ims.refused")] == [
+            ("warning", "bad id", code)]
+        assert said(refused) == [(code, answer)]
+    c.on_event(request("fault.smtp", {"cut": 1.0, "delay_ms": 0, "seconds": 10.0}), 20.0)
+    submit = submitted(20.0)
+    cut = c.on_event(response(submit, "mta.accepted", {"msg_id": submit.body.msg_id, "rcpts": ["bob"]}), 20.0)
+    assert [(e.level, e.fields) for e in events(cut, "ims.cut")] == [
+        ("warning", {"msg_id": submit.body.msg_id, "peer": "p", "why": "fault.smtp"})]
+    assert said(cut) == [(421, "4.4.2 cut")]
+    status = c.status(40.0)
+    assert (status["accepted"], status["refused"]) == (0, 1), "the cut one is not counted as accepted"
+
+
+
+def test_a_hand_back_the_mta_does_not_take_is_tried_again_and_one_it_takes_is_written_whole():
+    ims, _ = relayed_as(550)
+    c = ims.core
+    (back,) = sends(ims.tick(3.0), "mta.relay_failed")
+    assert back.trace == "m1"
+    later = ims.run(c.on_event(response(back, "error", {"reason": "busy", "code": None}), 3.1))
+    assert [(e.level, e.fields) for e in events(later, "ims.hand_back_deferred")] == [
+        ("warning", {"msg_id": "m1", "rcpt": "dave@outside.test", "reason": "busy",
+                     "retry_in_ms": int(c.retry_s * 1000)})]
+    assert c.next_wakeup() == 3.1 + c.retry_s
+    silent = ims.tick(3.1 + c.retry_s)
+    (again,) = sends(silent, "mta.relay_failed")
+    quiet = ims.tick(3.1 + c.retry_s + core.ASK_S)
+    assert [e.fields["reason"] for e in events(quiet, "ims.hand_back_deferred")] == ["mta.ex1 did not answer"]
+    (third,) = sends(ims.tick(c.next_wakeup()), "mta.relay_failed")
+    done = ims.run(c.on_event(response(third, "ok", {}), 20.1234567))
+    assert [a.record for a in done if isinstance(a, core.AppendLine)] == [
+        {"msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "ndr_rcpts": [], "returned": "refused: words",
+         "to": "mta.ex1", "at": 20.123457}]
+    assert [e.fields for e in events(done, "ims.returned")] == [
+        {"msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "ndr_rcpts": [], "reason": "refused: words",
+         "to": "mta.ex1"}]
+    assert c.items == {} and c.status(21.0)["returned"] == 1
+
+
+def test_the_status_shows_the_queue_oldest_first_and_a_fault_while_it_lasts():
+    ims = Ims(MemoryOutbound())
+    c = ims.core
+    ims.put("m1", 2.0)
+    ims.put("m2", 2.5)
+    ims.tick(2.5)
+    first = next(r for r in ims.relays if r.key == next(i.key for i in c.items.values() if i.msg_id == "m1"))
+    ims.run(c.on_event(core.Relayed(first.key, 550, "550 no"), 3.0))
+    c.on_event(request("fault.smtp", {"cut": 0.5, "delay_ms": 100, "seconds": 10.0}), 3.0)
+    assert c.status(4.0) == {
+        "faults": {"smtp": {"cut": 0.5, "delay_ms": 100, "until": 13.0}}, "smarthost": SMARTHOST,
+        "accepted": 0, "refused": 0, "outbound": 2, "relayed": 0, "returned": 0,
+        "queue": [{"msg_id": "m1", "rcpt": "dave@outside.test", "attempts": 1, "state": "returning",
+                   "reason": "refused: 550 no", "expires_in_s": 57.0},
+                  {"msg_id": "m2", "rcpt": "dave@outside.test", "attempts": 1, "state": "relaying", "reason": "",
+                   "expires_in_s": 57.0}]}
+    assert "faults" not in c.status(13.0), "over at its end"

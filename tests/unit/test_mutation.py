@@ -13,8 +13,8 @@ def test_the_score_counts_timeouts_as_killed_and_leaves_out_the_equivalent_and_t
     codes = {"a": 1, "b": 0, "c": 36, "d": 33, "e": 0, "f": None}
     meta.write_text(json.dumps({"exit_code_by_key": {f"nodes.mta.router.x\u01c1Router\u01c1decide__mutmut_{k}": v
                                                      for k, v in codes.items()}}))
-    (tmp_path / "nodes" / "ims").mkdir()
-    (tmp_path / "nodes" / "ims" / "relay.py.meta").write_text(json.dumps({"exit_code_by_key": {"x": 0}}))
+    (tmp_path / "nodes" / "imap").mkdir()
+    (tmp_path / "nodes" / "imap" / "record.py.meta").write_text(json.dumps({"exit_code_by_key": {"x": 0}}))
     counts, survivors = tally(tmp_path, {"nodes.mta.router.x.Router.decide__mutmut_e": "a log's words"})
     mta = counts["mta"]
     assert (mta["mutants"], mta["killed"], mta["survived"], mta["no tests"], mta["equivalent"], mta["not run"]) == \
