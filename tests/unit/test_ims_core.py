@@ -350,3 +350,57 @@ def test_the_status_shows_the_queue_oldest_first_and_a_fault_while_it_lasts():
                   {"msg_id": "m2", "rcpt": "dave@outside.test", "attempts": 1, "state": "relaying", "reason": "",
                    "expires_in_s": 57.0}]}
     assert "faults" not in c.status(13.0), "over at its end"
+
+
+def test_what_falls_due_in_one_tick_is_all_done():
+    """Two sessions' asks unanswered, two items past their lifetime, in the same tick: each
+    session hears its 451 and each item goes to failed/, none only the last."""
+    ims = Ims(MemoryOutbound(), smarthost="")
+    c = ims.core
+    for n in (1, 2):
+        c.on_event(request("ims.rcpt", {"address": f"u{n}@xcon.test", "peer": "p"}), 1.0)
+    ims.put("m1", 2.0)
+    ims.put("m2", 2.0)
+    due = ims.tick(61.0)
+    assert [code for code, _ in said(due)] == [451, 451]
+    assert sorted(a.item.msg_id for a in due if isinstance(a, core.WriteItem) and a.sub == "failed") == ["m1", "m2"]
+    handing = sends(due, "mta.relay_failed")
+    assert len(handing) == 2 and not sends(ims.tick(62.0), "mta.relay_failed"), "not handed back twice at once"
+
+
+def test_a_report_leaves_with_the_null_reverse_path_and_each_relay_is_counted():
+    ims = Ims(MemoryOutbound())
+    report = {**body("m9~ndr~0123456789abcdef"), "sender": "postmaster.ex1", "ndr_for": "m9", "ndr_rcpts": ["bob"],
+              "priority": "urgent"}
+    ims.run(ims.core.on_event(request("ims.outbound", report, "mta.ex1"), 2.0))
+    ims.tick(2.0)
+    (relay,) = ims.relays
+    assert (relay.smarthost, relay.mail_from, relay.rcpt) == (SMARTHOST, "", "dave@outside.test")
+    ims.run(ims.core.on_event(core.Relayed(relay.key, 451, "451 later"), 2.5))
+    ims.tick(2.5 + 1.0)  # the retry (1 s: the settings' retry_ms)
+    assert len(ims.relays) == 2 and ims.core.status(4.0)["queue"][0]["attempts"] == 2
+    ims.run(ims.core.on_event(core.Relayed(relay.key, 550, "550 no"), 4.0))
+    (back,) = sends(ims.tick(4.0), "mta.relay_failed")
+    assert (back.body.priority, back.body.ndr_for, back.body.ndr_rcpts, back.trace) == ("urgent", "m9", ["bob"], "m9")
+
+
+def test_the_ims_is_ready_at_once_names_its_requests_and_draws_ids_from_its_seed():
+    ims, other = Ims(MemoryOutbound()), Ims(MemoryOutbound())
+    assert ims.core.ready is True
+    raw = data(raw=b"Subject: no id\r\n\r\nx\r\n")
+    (a,) = sends(ims.core.on_event(request("ims.data", raw), 1.0))
+    (b,) = sends(other.core.on_event(request("ims.data", raw), 1.0))
+    assert a.id.startswith("ims.ex1.b1.") and a.body.msg_id == b.body.msg_id, "the same seed: the same run again"
+    (wrong,) = replies(ims.core.on_event(request("store.list", {"mailbox": "bob"}), 1.0))
+    assert (wrong.type, wrong.body.reason, wrong.body.code) == ("error", "ims.ex1 does not handle 'store.list'", None)
+
+
+def test_a_delayed_answer_waits_its_whole_delay_and_the_status_lists_twenty():
+    ims = Ims(MemoryOutbound())
+    c = ims.core
+    c.on_event(request("fault.smtp", {"cut": 0.0, "delay_ms": 300, "seconds": 10.0}), 1.0)
+    assert c.on_event(request("ims.rcpt", {"address": "x@elsewhere.test", "peer": "p"}), 1.0) == []
+    assert c.tick(1.299) == [] and said(c.tick(1.3))[0][0] == 550
+    for n in range(21):
+        ims.put(f"m{n}", 2.0)
+    assert len(c.status(3.0)["queue"]) == 20 and c.status(3.0)["outbound"] == 21
