@@ -404,3 +404,31 @@ def test_a_delayed_answer_waits_its_whole_delay_and_the_status_lists_twenty():
     for n in range(21):
         ims.put(f"m{n}", 2.0)
     assert len(c.status(3.0)["queue"]) == 20 and c.status(3.0)["outbound"] == 21
+
+
+def test_taking_failing_and_a_fault_are_each_said_whole():
+    ims = Ims(MemoryOutbound(), smarthost="")
+    c = ims.core
+    traced = request("ims.outbound", body("m1"), "mta.ex1")
+    traced.frame.trace = "m1"
+    taken = ims.run(c.on_event(traced, 2.0))
+    assert [r.trace for r in replies(taken)] == ["m1"]
+    assert [e.fields for e in events(taken, "ims.queued_out")] == [
+        {"msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "src": "mta.ex1", "expires_in_ms": 59000}]
+    (key,) = c.items
+    failed = ims.tick(61.0)
+    assert [(e.level, e.fields) for e in events(failed, "ims.relay_failed")] == [("warning", {
+        "msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "smarthost": None,
+        "reason": "expired: no smarthost took it", "attempts": 0, "kept": f"ims/ex1/failed/{key}.msg"})]
+    fault = c.on_event(request("fault.smtp", {"cut": 0.25, "delay_ms": 10, "seconds": 5.0}), 62.0)
+    assert [(e.level, e.fields) for e in events(fault, "fault.applied")] == [
+        ("warning", {"type": "fault.smtp", "by": "test", "cut": 0.25, "delay_ms": 10, "seconds": 5.0})]
+
+
+def test_an_item_from_before_items_carried_their_lifetime_gets_its_report_s_or_its_priority_s():
+    settings = of(Settings(servers=("ex1",)), "ims.ex1")
+    life = core.lifetime(settings)
+    lifetimes = settings.lifetimes
+    assert life({"ndr_for": "m0", "priority": "urgent"}) == lifetimes.report_s
+    assert life({"ndr_for": None, "priority": "urgent"}) == lifetimes.urgent_s
+    assert life({"ndr_for": None}) == lifetimes.normal_s
