@@ -8,7 +8,7 @@ from __future__ import annotations
 from nodes.core import Feed
 
 from .helpers import events, frame, recipient, refusal, replies, request, response, sends
-from .test_mta_core import make_mta, store_answer
+from .test_mta_core import make_mta, refused_from_outside
 
 
 def test_the_ims_s_lookup_and_its_submission_read_through_the_mta_s_read_cache():
@@ -36,10 +36,7 @@ def test_the_ims_s_lookup_and_its_submission_read_through_the_mta_s_read_cache()
 
 def ndr_to_outside(mta) -> tuple[str, list]:
     """ann@outside.test's message to carol fails on ex1; its NDR leaves through the IMS."""
-    raw = b"X-Xcon-Msg-Id: smtp-2\r\nSubject: s\r\n\r\nhi\r\n"
-    actions = mta.on_event(request("mta.submit_raw", {"msg_id": "smtp-2", "sender": "ann@outside.test",
-                                                      "recipients": ["carol"], "raw": raw, "priority": "normal"}), 1.0)
-    failed = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.5)
+    failed = refused_from_outside(mta, 2, "carol")
     (queued,) = events(failed, "mta.ndr_queued")
     return queued.fields["msg_id"], failed
 

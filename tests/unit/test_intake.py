@@ -11,7 +11,7 @@ from nodes.mta.queue import PersistMessage
 from protocol.names import MSG_ID_RULE, generated_id
 
 from .helpers import events, frame, recipient, refusal, replies, request, sends
-from .test_mta_core import make_mta, store_answer, submit, transfer
+from .test_mta_core import make_mta, store_answer, submit, submit_body, transfer
 
 BOB = {"alias": "bob", "alt_of": None, "hint": recipient("bob", "ex1", 3), "hops": 1}
 
@@ -52,10 +52,6 @@ def test_a_transfer_with_a_bad_id_is_refused_quoting_its_first_80_characters():
     bad = "bad id " + "x" * 100
     reason, _, _ = refusal(mta.on_event(request("mta.transfer", transfer([BOB], msg_id=bad), src="mta.ex2"), 1.0))
     assert reason == f"'{bad[:80]}' is not a valid message id"
-
-
-def submit_body(to: list[str], msg_id: str | None = None, sender: str = "alice") -> dict:
-    return {"msg_id": msg_id, "sender": sender, "recipients": to, "subject": "s", "body": "b", "priority": None}
 
 
 def test_submissions_without_an_id_are_numbered_from_one_and_as_many_recipients_as_the_limit_are_taken():

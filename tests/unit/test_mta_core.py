@@ -32,9 +32,13 @@ def make_mta(build: str, lag_ms: int = 1000, server: str = "ex1", **settings) ->
     return mta
 
 
+def submit_body(to: list[str], msg_id: str | None = None, sender: str = "alice") -> dict:
+    """An mta.submit's body: a client's message to `to`."""
+    return {"msg_id": msg_id, "sender": sender, "recipients": to, "subject": "s", "body": "b", "priority": None}
+
+
 def submit(mta: MtaCore, to: list[str], now: float = 1.0, sender: str = "alice") -> tuple[str, list]:
-    actions = mta.on_event(request("mta.submit", {"msg_id": None, "sender": sender, "recipients": to,
-                                                  "subject": "s", "body": "b", "priority": None}), now)
+    actions = mta.on_event(request("mta.submit", submit_body(to, sender=sender)), now)
     accepted = [r for r in replies(actions) if r.type == "mta.accepted"]
     assert accepted, actions
     return accepted[0].body.msg_id, actions
@@ -44,6 +48,15 @@ def transfer(rcpts: list[dict], msg_id: str = "m1", **body) -> dict:
     """An mta.transfer's body from alice's MTA, for these recipients."""
     return {"msg_id": msg_id, "sender": "alice", "raw": b"Subject: s\r\n\r\nx\r\n", "accepted_at": 1.0,
             "ndr_for": None, "ndr_rcpts": [], "priority": "normal", "rcpts": rcpts, **body}
+
+
+def refused_from_outside(mta: MtaCore, n: int, rcpt: str, dsn: str = "") -> list:
+    """ann@outside.test's message smtp-N (the IMS's mta.submit_raw, its DSN block `dsn`) at 1.0,
+    and the store's "not here" for `rcpt` at 1.5: the actions of that answer."""
+    raw = f"Received: from x\r\nX-Xcon-Msg-Id: smtp-{n}\r\n{dsn}Subject: s\r\n\r\nhi\r\n".encode()
+    actions = mta.on_event(request("mta.submit_raw", {"msg_id": f"smtp-{n}", "sender": "ann@outside.test",
+                                                      "recipients": [rcpt], "raw": raw, "priority": "normal"}), 1.0)
+    return store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.5)
 
 
 def store_answer(mta: MtaCore, send, outcome: str, now: float) -> list:
@@ -760,11 +773,7 @@ def test_a_failure_whose_sender_asked_for_no_report_is_declined_and_the_others_r
     mta = make_mta("sp4")
 
     def fails(n: int, rcpt: str, notify: str | None) -> tuple[str, list[str] | None]:
-        dsn = f"X-Xcon-DSN-Rcpt: {rcpt} NOTIFY={notify}\r\n".encode() if notify else b""
-        raw = b"Received: from x\r\nX-Xcon-Msg-Id: smtp-%d\r\n" % n + dsn + b"Subject: s\r\n\r\nhi\r\n"
-        actions = mta.on_event(request("mta.submit_raw", {"msg_id": f"smtp-{n}", "sender": "ann@outside.test",
-                                                          "recipients": [rcpt], "raw": raw, "priority": "normal"}), 1.0)
-        answer = store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.5)
+        answer = refused_from_outside(mta, n, rcpt, f"X-Xcon-DSN-Rcpt: {rcpt} NOTIFY={notify}\r\n" if notify else "")
         (failed,) = [f for f in events(answer, "mta.failed") if f.fields["msg_id"] == f"smtp-{n}"]
         return failed.fields["report"], failed.fields.get("notify")
 
@@ -980,6 +989,5 @@ def test_an_mta_of_an_unknown_build_is_refused_and_its_disk_floor_comes_from_its
         MtaCore("ex1", of(Settings(("ex1", "ex2"), "sp5"), "mta.ex1"), "boot")
     mta = make_mta("sp4", min_free_mb=1)
     mta.on_event(DiskSpace(10), 2.0)  # under its floor of 1 MiB
-    (refused,) = replies(mta.on_event(request("mta.submit", {"msg_id": None, "sender": "alice", "recipients": ["carol"],
-                                                             "subject": "s", "body": "b", "priority": None}), 2.0))
+    (refused,) = replies(mta.on_event(request("mta.submit", submit_body(["carol"])), 2.0))
     assert refused.body.reason == "insufficient storage on mta.ex1 (10 bytes free), retry later"

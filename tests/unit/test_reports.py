@@ -9,7 +9,7 @@ from nodes.mta.queue import Pair, PersistMessage, QueuedMessage, RetireMessage, 
 from protocol.names import POSTMASTER
 
 from .helpers import events, replies, request, sends
-from .test_mta_core import bob_deferred_then_released, make_mta, relay_failed, store_answer
+from .test_mta_core import bob_deferred_then_released, make_mta, refused_from_outside, relay_failed, store_answer
 
 
 def failure_line(actions: list) -> tuple[str, dict]:
@@ -36,17 +36,9 @@ def test_sp4_s_report_is_a_warning_naming_the_ndr_and_the_cache_s_usn():
     assert queued.fields == {"msg_id": ndr_id, "ndr_for": msg_id, "rcpts": ["bob"], "to": "alice"}
 
 
-def smtp_failure(mta, n: int, rcpt: str, dsn: str) -> list:
-    """A message from outside (the IMS's submit_raw) whose DSN block is `dsn`, refused for `rcpt`."""
-    raw = f"Received: from x\r\nX-Xcon-Msg-Id: smtp-{n}\r\n{dsn}Subject: s\r\n\r\nhi\r\n".encode()
-    actions = mta.on_event(request("mta.submit_raw", {"msg_id": f"smtp-{n}", "sender": "ann@outside.test",
-                                                      "recipients": [rcpt], "raw": raw, "priority": "normal"}), 1.0)
-    return store_answer(mta, sends(actions, "store.deliver")[0], "not_here", 1.5)
-
-
 def test_a_declined_report_says_which_notify_declined_it():
     mta = make_mta("sp4")
-    answer = smtp_failure(mta, 1, "carol", "X-Xcon-DSN-Rcpt: carol NOTIFY=SUCCESS,DELAY\r\n")
+    answer = refused_from_outside(mta, 1, "carol", "X-Xcon-DSN-Rcpt: carol NOTIFY=SUCCESS,DELAY\r\n")
     assert failure_line(answer) == ("warning", {
         "msg_id": "smtp-1", "rcpt": "carol", "reason": "moved", "report": "none", "notify": ["DELAY", "SUCCESS"],
         "cache_usn": 4, "why": "the sender asked for no report of a failure (RFC 3461 NOTIFY=DELAY,SUCCESS)"})
@@ -57,7 +49,7 @@ def test_a_notify_for_another_recipient_declines_nothing_for_this_one():
     """The DSN block names bob alone; carol, with no NOTIFY of her own (and no one she stands
     for), gets the report that RFC 3461 makes the default."""
     mta = make_mta("sp4")
-    answer = smtp_failure(mta, 2, "carol", "X-Xcon-DSN-Rcpt: bob NOTIFY=NEVER\r\n")
+    answer = refused_from_outside(mta, 2, "carol", "X-Xcon-DSN-Rcpt: bob NOTIFY=NEVER\r\n")
     assert [f.fields["report"] for f in events(answer, "mta.failed") if f.fields["msg_id"] == "smtp-2"] == ["ndr"]
     assert [e.fields["ndr_for"] for e in events(answer, "mta.ndr_queued")] == ["smtp-2"]
 
