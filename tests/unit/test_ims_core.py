@@ -48,8 +48,9 @@ class Ims:
     def tick(self, now: float) -> list:
         return self.run(self.core.tick(now))
 
-    def relayed(self, key: str, code: int | None, now: float) -> list:
-        return self.run(self.core.on_event(core.Relayed(key, code, f"{code} words"), now))
+    def relayed(self, key: str, code: int | None, now: float, words: str | None = None) -> list:
+        """The smarthost's answer to the relay of `key` (its words: "<code> words" unless given)."""
+        return self.run(self.core.on_event(core.Relayed(key, code, f"{code} words" if words is None else words), now))
 
 
 def test_an_item_ends_once_relayed_or_handed_back_and_is_not_taken_again_even_after_a_restart(tmp_path):
@@ -151,7 +152,7 @@ def relayed_as(code: int | None, now: float = 3.0, words: str = "words") -> tupl
     ims.put("m1", 2.0)
     ims.tick(2.0)
     (relay,) = ims.relays
-    return ims, ims.run(ims.core.on_event(core.Relayed(relay.key, code, words), now))
+    return ims, ims.relayed(relay.key, code, now, words)
 
 
 def test_the_smarthost_s_answer_is_judged_by_its_class():
@@ -169,7 +170,7 @@ def test_a_relayed_item_leaves_its_file_and_a_line_that_says_it_all(tmp_path):
     ims.tick(2.0)
     (relay,) = ims.relays
     assert (tmp_path / "outbound" / f"{relay.key}.msg").exists()
-    done = ims.run(ims.core.on_event(core.Relayed(relay.key, 250, "2.0.0 ok"), 3.1234567))
+    done = ims.relayed(relay.key, 250, 3.1234567, "2.0.0 ok")
     assert not (tmp_path / "outbound" / f"{relay.key}.msg").exists(), "its file is gone once relayed"
     assert [a.record for a in done if isinstance(a, core.AppendLine)] == [
         {"msg_id": "m1", "rcpt": "dave@outside.test", "ndr_for": None, "ndr_rcpts": [], "smarthost": SMARTHOST,
@@ -195,7 +196,7 @@ def test_a_deferral_waits_the_retry_and_says_why_in_500_characters():
 def test_an_answer_for_an_item_that_failed_meanwhile_changes_nothing():
     ims, actions = relayed_as(550)
     (item,) = ims.core.items.values()
-    assert item.failed and ims.run(ims.core.on_event(core.Relayed(item.key, 250, "ok"), 3.5)) == []
+    assert item.failed and ims.relayed(item.key, 250, 3.5, "ok") == []
     assert item.key not in ims.core.relayed
 
 
@@ -260,10 +261,11 @@ def test_data_over_the_size_limit_with_this_server_s_headers_is_refused_with_552
     (refused,) = events(over, "ims.refused")
     assert (refused.level, refused.fields["reason"], refused.fields["code"], refused.fields["size"]) == (
         "warning", "over the size limit", 552, MAX_MESSAGE_BYTES + 1)
-    assert [(r.body.code, r.body.text) for r in replies(over)] == [(552, "5.3.4 Message size exceeds fixed maximum message size")]
+    assert answers(over) == [(552, "5.3.4 Message size exceeds fixed maximum message size")]
 
 
-def said(actions: list) -> list[tuple[int, str]]:
+def answers(actions: list) -> list[tuple[int, str]]:
+    """The SMTP answers (code, text) the door gives in `actions`."""
     return [(r.body.code, r.body.text) for r in replies(actions)]
 
 
@@ -278,9 +280,9 @@ def test_the_door_s_every_answer_and_line_in_words_and_its_counts():
     unknown = rcpt("mta.entry", {"recipient": None}, 1.0)
     assert [(e.level, e.fields) for e in events(unknown)] == [
         ("warning", {"rcpt": "Zed@xcon.test", "reason": "unknown user", "peer": "p"})]
-    assert said(unknown) == [(550, "5.1.1 <Zed@xcon.test>: unknown user (not in mta.ex1's directory cache)")]
-    assert said(rcpt("error", {"reason": "busy", "code": None}, 1.0)) == [(451, "4.3.0 busy")]
-    assert said(rcpt("mta.entry", {"recipient": recipient("zed", "ex1", 1)}, 1.0)) == [(250, "2.1.5 OK")]
+    assert answers(unknown) == [(550, "5.1.1 <Zed@xcon.test>: unknown user (not in mta.ex1's directory cache)")]
+    assert answers(rcpt("error", {"reason": "busy", "code": None}, 1.0)) == [(451, "4.3.0 busy")]
+    assert answers(rcpt("mta.entry", {"recipient": recipient("zed", "ex1", 1)}, 1.0)) == [(250, "2.1.5 OK")]
 
     def submitted(now: float):
         (submit,) = sends(c.on_event(request("ims.data", data()), now))
@@ -290,19 +292,19 @@ def test_the_door_s_every_answer_and_line_in_words_and_its_counts():
     silent = c.tick(2.0 + core.ASK_S)
     assert [(e.level, e.fields["reason"], e.fields["code"]) for e in events(silent, "ims.refused")] == [
         ("warning", "mta.ex1 did not answer", 451)]
-    assert said(silent) == [(451, "4.4.1 mta.ex1 did not answer; send it again later")]
+    assert answers(silent) == [(451, "4.4.1 mta.ex1 did not answer; send it again later")]
     for code, answer in ((554, "5.6.0 bad id"), (452, "4.3.1 bad id")):
         refused = c.on_event(response(submitted(10.0), "error", {"reason": "bad id",
                                                                  "code": "invalid" if code == 554 else None}), 10.0)
         assert [(e.level, e.fields["reason"], e.fields["code"]) for e in events(refused, "ims.refused")] == [
             ("warning", "bad id", code)]
-        assert said(refused) == [(code, answer)]
+        assert answers(refused) == [(code, answer)]
     c.on_event(request("fault.smtp", {"cut": 1.0, "delay_ms": 0, "seconds": 10.0}), 20.0)
     submit = submitted(20.0)
     cut = c.on_event(response(submit, "mta.accepted", {"msg_id": submit.body.msg_id, "rcpts": ["bob"]}), 20.0)
     assert [(e.level, e.fields) for e in events(cut, "ims.cut")] == [
         ("warning", {"msg_id": submit.body.msg_id, "peer": "p", "why": "fault.smtp"})]
-    assert said(cut) == [(421, "4.4.2 cut")]
+    assert answers(cut) == [(421, "4.4.2 cut")]
     status = c.status(40.0)
     assert (status["accepted"], status["refused"]) == (0, 1), "the cut one is not counted as accepted"
 
@@ -340,7 +342,7 @@ def test_the_status_shows_the_queue_oldest_first_and_a_fault_while_it_lasts():
     ims.put("m2", 2.5)
     ims.tick(2.5)
     first = next(r for r in ims.relays if r.key == next(i.key for i in c.items.values() if i.msg_id == "m1"))
-    ims.run(c.on_event(core.Relayed(first.key, 550, "550 no"), 3.0))
+    ims.relayed(first.key, 550, 3.0, "550 no")
     c.on_event(request("fault.smtp", {"cut": 0.5, "delay_ms": 100, "seconds": 10.0}), 3.0)
     assert c.status(4.0) == {
         "faults": {"smtp": {"cut": 0.5, "delay_ms": 100, "until": 13.0}}, "smarthost": SMARTHOST,
@@ -362,7 +364,7 @@ def test_what_falls_due_in_one_tick_is_all_done():
     ims.put("m1", 2.0)
     ims.put("m2", 2.0)
     due = ims.tick(61.0)
-    assert [code for code, _ in said(due)] == [451, 451]
+    assert [code for code, _ in answers(due)] == [451, 451]
     assert sorted(a.item.msg_id for a in due if isinstance(a, core.WriteItem) and a.sub == "failed") == ["m1", "m2"]
     handing = sends(due, "mta.relay_failed")
     assert len(handing) == 2 and not sends(ims.tick(62.0), "mta.relay_failed"), "not handed back twice at once"
@@ -376,10 +378,10 @@ def test_a_report_leaves_with_the_null_reverse_path_and_each_relay_is_counted():
     ims.tick(2.0)
     (relay,) = ims.relays
     assert (relay.smarthost, relay.mail_from, relay.rcpt) == (SMARTHOST, "", "dave@outside.test")
-    ims.run(ims.core.on_event(core.Relayed(relay.key, 451, "451 later"), 2.5))
+    ims.relayed(relay.key, 451, 2.5, "451 later")
     ims.tick(2.5 + 1.0)  # the retry (1 s: the settings' retry_ms)
     assert len(ims.relays) == 2 and ims.core.status(4.0)["queue"][0]["attempts"] == 2
-    ims.run(ims.core.on_event(core.Relayed(relay.key, 550, "550 no"), 4.0))
+    ims.relayed(relay.key, 550, 4.0, "550 no")
     (back,) = sends(ims.tick(4.0), "mta.relay_failed")
     assert (back.body.priority, back.body.ndr_for, back.body.ndr_rcpts, back.trace) == ("urgent", "m9", ["bob"], "m9")
 
@@ -400,7 +402,7 @@ def test_a_delayed_answer_waits_its_whole_delay_and_the_status_lists_twenty():
     c = ims.core
     c.on_event(request("fault.smtp", {"cut": 0.0, "delay_ms": 300, "seconds": 10.0}), 1.0)
     assert c.on_event(request("ims.rcpt", {"address": "x@elsewhere.test", "peer": "p"}), 1.0) == []
-    assert c.tick(1.299) == [] and said(c.tick(1.3))[0][0] == 550
+    assert c.tick(1.299) == [] and answers(c.tick(1.3))[0][0] == 550
     for n in range(21):
         ims.put(f"m{n}", 2.0)
     assert len(c.status(3.0)["queue"]) == 20 and c.status(3.0)["outbound"] == 21
