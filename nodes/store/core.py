@@ -65,10 +65,10 @@ class StoreCore:
         # between the flush and the state that records it): its folder is the move's copy
         self.staged = {m: set(staged[m]) for m in self.made if m in (staged or {})}
         self.soft_deleted = dict(soft_deleted or {})  # mailbox -> when it is purged (s)
-        # what each move's import pages wrote this run, by (folder, file name): a page sent again
+        # what each move's import pages wrote this run, by (mailbox, folder, file name): a page sent again
         # is not written twice (after a restart it is, whole: the same files again). A move's own:
         # a move back later copies the same names anew
-        self.copied: dict[str, set[tuple[str, str]]] = {}
+        self.copied: dict[str, set[tuple[str, str, str]]] = {}
         self.soft_delete_s = soft_delete_ms / 1000
         self.ids = Ids(f"store.{server}", boot)
         self.room = Room(f"store.{server}", min_free_bytes)
@@ -294,9 +294,9 @@ class StoreCore:
         held, copied = self.mailboxes[mailbox], self.copied.setdefault(owner, set())
         written = 0
         for name, msg_id, raw, folder, info in pages:
-            if (folder, name) in copied:
+            if (mailbox, folder, name) in copied:
                 continue  # a retried import page: already here (after a restart it is written again, whole)
-            copied.add((folder, name))
+            copied.add((mailbox, folder, name))
             if msg_id is not None:
                 held.add(msg_id)
             actions.append(WriteMessage(mailbox, name, raw, folder, info))
@@ -312,8 +312,8 @@ class StoreCore:
         if not self.room.fits(sum(len(p[2]) for p in pages)):
             return error(req, self.room.refusal())
         staged, copied = self.staged.setdefault(mailbox, set()), self.copied.setdefault(owner, set())
-        fresh = [p for p in pages if (p[3], p[0]) not in copied]
-        copied.update((folder, name) for name, _, _, folder, _ in fresh)
+        fresh = [p for p in pages if (mailbox, p[3], p[0]) not in copied]
+        copied.update((mailbox, folder, name) for name, _, _, folder, _ in fresh)
         staged.update(msg_id for _, msg_id, _, _, _ in fresh if msg_id is not None)
         return [*(WriteMessage(IN_TRANSIT + mailbox, name, raw, folder, info) for name, _, raw, folder, info in fresh),
                 Reply(req.peer, req.frame.id, "store.imported", {"mailbox": mailbox, "count": len(fresh)}),

@@ -40,6 +40,9 @@ def test_a_legacy_target_is_made_live_and_its_copy_goes_to_the_in_transit_folder
     assert replies(resent)[0].body.count == 0, "a page sent again is not written twice"
     other_folder = ask(store, "store.import", mailbox="bob", owner="move.1", messages=[{**PAGE, "folder": ""}])
     assert replies(other_folder)[0].body.count == 1, "the same name in another folder is another message"
+    other_box = ask(store, "store.import", mailbox="erin", owner="move.1", messages=[PAGE])
+    assert [(w.mailbox, w.name) for w in other_box if isinstance(w, WriteMessage)] == [("erin", "1000.m1.xcon")], \
+        "the same name in another mailbox of the same move is another message"
     marked = ask(store, "store.lock", mailbox="bob", owner="move.1")
     assert [e.event for e in events(marked)] == ["store.marked_in_transit"]
 
