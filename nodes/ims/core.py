@@ -228,7 +228,7 @@ class ImsCore:
         rcpts = [r.rpartition("@")[0].lower() for r in body.rcpts]
         # the null reverse-path (a bounce from outside): no report is ever sent to it; if this
         # message fails, its report goes to the postmaster mailbox (nodes.mta.reports)
-        sender = "" if body.mail_from in ("", "<>") else alias_of(body.mail_from)
+        sender = alias_of(body.mail_from)  # "" for it, written "" or "<>"
         if sender and not external(sender):  # one of the organisation's users, submitting: its alias
             sender = sender.lower()
         headers = email.parser.BytesHeaderParser().parsebytes(raw)

@@ -13,7 +13,7 @@ import pytest
 from nodes.config import Settings
 from nodes.node_settings import of
 from nodes.ims import core
-from nodes.ims.outbound import MemoryOutbound, Outbound
+from nodes.ims.outbound import MemoryOutbound, Outbound, key_of
 from protocol import MAX_MESSAGE_BYTES
 
 from .helpers import events, held, recipient, replies, request, response, sends
@@ -434,3 +434,113 @@ def test_an_item_from_before_items_carried_their_lifetime_gets_its_report_s_or_i
     assert life({"ndr_for": "m0", "priority": "urgent"}) == lifetimes.report_s
     assert life({"ndr_for": None, "priority": "urgent"}) == lifetimes.urgent_s
     assert life({"ndr_for": None}) == lifetimes.normal_s
+
+
+def test_damage_found_at_a_start_is_said_once_whole_as_an_error():
+    queue = MemoryOutbound()
+    queue.damage = {"file": "ims/ex1", "kept_as": "ims/ex1/log.jsonl.damaged-1", "lost": ["m-gone"]}
+    said = Ims(queue).core.start(1.0)
+    assert [(e.event, e.level, e.fields) for e in events(said)] == [("storage.damaged", "error", {
+        **queue.damage, "why": "damage in the IMS's queue: every file and line that reads was taken up; the messages "
+                               "in `lost` lost their item or its end here"})]
+    assert Ims(MemoryOutbound()).core.start(1.0) == [], "nothing to say of a queue that read whole"
+
+
+def traced(type_: str, body: dict, trace: str):
+    req = request(type_, body)
+    req.frame.trace = trace
+    return req
+
+
+def test_a_fault_s_delay_holds_every_refusal_and_each_answer_keeps_its_session_s_trace():
+    c = Ims(MemoryOutbound()).core
+    c.on_event(request("fault.smtp", {"cut": 0.0, "delay_ms": 1000, "seconds": 10.0}), 1.0)
+    big = c.on_event(traced("ims.data", data(raw=b"x" * MAX_MESSAGE_BYTES), "t-big"), 1.0)
+    (refused,) = events(big, "ims.refused")
+    assert re.fullmatch(r"smtp-[0-9a-f]{24}", refused.fields["msg_id"]) and not replies(big), "held for its delay"
+    (lookup,) = sends(c.on_event(traced("ims.rcpt", {"address": "zed@xcon.test", "peer": "p"}, "t-rcpt"), 1.0))
+    assert not replies(c.on_event(response(lookup, "mta.entry", {"recipient": None}), 1.0))
+    (submit,) = sends(c.on_event(traced("ims.data", data(), "t-error"), 1.0))
+    error = c.on_event(response(submit, "error", {"reason": "bad id", "code": "invalid"}), 1.0)
+    assert [e.fields["msg_id"] for e in events(error, "ims.refused")] == [submit.body.msg_id]
+    (unanswered,) = sends(c.on_event(traced("ims.data", data(raw=b"Message-ID: <c@d>\r\n\r\nx\r\n"), "t-silent"), 1.0))
+    assert c.tick(1.9995) == [], "a second's delay is a whole second"
+    assert [(r.trace, r.body.code) for r in replies(c.tick(2.0))] == [("t-big", 552), ("t-rcpt", 550), ("t-error", 554)]
+    silent = c.tick(1.0 + core.ASK_S)
+    assert [e.fields["msg_id"] for e in events(silent, "ims.refused")] == [unanswered.body.msg_id]
+    assert not replies(silent) and c.tick(2.0 + core.ASK_S - 0.0005) == []
+    assert [(r.trace, r.body.code) for r in replies(c.tick(2.0 + core.ASK_S))] == [("t-silent", 451)]
+
+
+def test_the_door_counts_each_refusal_and_acceptance_and_names_its_lines():
+    c = Ims(MemoryOutbound()).core
+    for n in range(2):
+        (lookup,) = sends(c.on_event(request("ims.rcpt", {"address": f"u{n}@xcon.test", "peer": "p"}), 1.0))
+        refused = c.on_event(response(lookup, "mta.entry", {"recipient": None}), 1.0)
+        assert [(e.event, e.level) for e in events(refused)] == [("ims.rcpt_refused", "warning")]
+    long_id = "<" + "i" * 1200 + "@client.test>"
+    for raw in (b"Message-ID: <a@b>\r\n\r\nx\r\n", f"Message-ID: {long_id}\r\n\r\nx\r\n".encode()):
+        (submit,) = sends(c.on_event(request("ims.data", data(raw=raw)), 2.0))
+        taken = c.on_event(response(submit, "mta.accepted", {"msg_id": submit.body.msg_id, "rcpts": ["bob"]}), 2.0)
+        assert [(e.event, e.level) for e in events(taken)] == [("ims.accepted", "info")]
+    assert events(taken)[0].fields["message_id"] == long_id[:998], "as long as a header line may be"
+    assert (c.status(3.0)["accepted"], c.status(3.0)["refused"]) == (2, 2)
+
+
+def test_a_message_s_id_is_derived_as_the_release_before_derived_it():
+    """A client that never heard the 250 sends the message again, perhaps to an IMS upgraded
+    meanwhile: it is the same message only if the id is derived as it was. The same for an item's
+    key, which names its file in the queue a restart reads."""
+    c = Ims(MemoryOutbound()).core
+    (submit,) = sends(c.on_event(request("ims.data", data()), 1.0))
+    assert submit.body.msg_id == "smtp-952eedc71a0b0c498ad574c4"
+    assert submit.body.raw.count(b"Message-ID:") == 1, "the client's own Message-ID, and no second"
+    assert key_of("m1", "dave@outside.test") == "c9ab706d50d355d58c71c0e9c892ca33"
+
+
+def test_no_more_than_four_items_are_relayed_at_once():
+    ims = Ims(MemoryOutbound())
+    assert ims.core.retry_s == of(Settings(servers=("ex1",)), "ims.ex1").retry_ms / 1000
+    for n in range(6):
+        ims.put(f"m{n}", 2.0)
+    ims.tick(2.0)
+    assert len(ims.relays) == core.RELAY_SESSIONS == 4
+    ims.relayed(ims.relays[0].key, 250, 2.5)
+    ims.tick(2.5)
+    assert len(ims.relays) == 5 and len(ims.core.relaying) == 4
+
+
+def test_an_item_no_answer_came_for_expires_saying_so_and_a_report_s_lines_name_what_it_reports():
+    ims = Ims(MemoryOutbound())
+    ims.put("m1", 2.0)
+    (failed,) = events(ims.tick(61.0), "ims.relay_failed")
+    assert (failed.fields["reason"], failed.fields["smarthost"]) == ("expired: -", SMARTHOST)
+    report = {**body("m9~ndr~0123456789abcdef"), "ndr_for": "m9", "ndr_rcpts": ["bob"]}
+    for code in (250, 550):
+        ims = Ims(MemoryOutbound())
+        queued = ims.run(ims.core.on_event(request("ims.outbound", report, "mta.ex1"), 2.0))
+        assert [(e.level, e.fields["ndr_for"]) for e in events(queued, "ims.queued_out")] == [("info", "m9")]
+        ims.tick(2.0)
+        ended = ims.relayed(ims.relays[0].key, code, 3.0)
+        if code == 550:
+            (back,) = sends(ims.tick(3.0), "mta.relay_failed")
+            ended += ims.run(ims.core.on_event(response(back, "ok", {}), 3.1))
+        assert {e.event: e.fields["ndr_for"] for e in events(ended)} == (
+            {"ims.relayed": "m9"} if code == 250 else {"ims.relay_failed": "m9", "ims.returned": "m9"})
+
+
+def test_the_status_rounds_an_item_s_time_left_to_the_millisecond():
+    ims = Ims(MemoryOutbound())
+    ims.put("m1", 2.0)
+    assert ims.core.status(4.1234)["queue"][0]["expires_in_s"] == 56.877
+
+
+def test_an_unknown_fault_is_invalid_and_a_hand_back_answered_otherwise_is_tried_again_naming_the_answer():
+    c = Ims(MemoryOutbound()).core
+    (wrong,) = replies(c.on_event(request("fault.feed_cut", {"seconds": 1.0}), 1.0))
+    assert (wrong.type, wrong.body.reason, wrong.body.code) == ("error", "ims.ex1 does not handle 'fault.feed_cut'",
+                                                                 "invalid")
+    ims, _ = relayed_as(550)
+    (back,) = sends(ims.tick(3.0), "mta.relay_failed")
+    odd = ims.run(ims.core.on_event(response(back, "mta.entry", {"recipient": None}), 3.1))
+    assert [e.fields["reason"] for e in events(odd, "ims.hand_back_deferred")] == ["mta.entry"]
