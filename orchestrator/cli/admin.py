@@ -22,7 +22,8 @@ LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when
               help="Only this MTA (mta.ex1), or Internet Mail Service (ims.ex1); repeat for more.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=LIMIT, show_default=True,
               help="At most this many pairs per MTA (the total is always given).")
-@click.option("--wide", is_flag=True, help="Every column: sender, alternate of, handed to, age, priority.")
+@click.option("--wide", is_flag=True, help="Every column: sender, alternate of, handed to, age, priority; where the terminal is too "
+                   "narrow for them, a pair at a time, a line a column.")
 @json_option
 def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json: bool) -> None:
     """What each MTA holds, as Postfix's mailq: every open (message, recipient) pair with its
@@ -74,7 +75,8 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
         for i in q["items"]:
             nxt = "-" if i["next_retry_s"] is None else f"{i['next_retry_s']:.1f}s"
             state = f"{i['state']}, expired" if i.get("expired") else i["state"]  # asking whether it landed
-            row = [i["msg_id"], i["rcpt"], state, str(i["attempts"]), nxt, i["reason"] or ""]
+            tries = "-" if i["attempts"] is None else str(i["attempts"])  # an IMS's files do not count them
+            row = [i["msg_id"], i["rcpt"], state, tries, nxt, i["reason"] or ""]
             if wide:
                 row[1:1] = [i["kind"], i["sender"]]
                 row += [i["alt_of"] or "", i["handed_to"] or "", f"{i['age_s']:.1f}s", i["priority"]]

@@ -9,6 +9,7 @@ import textwrap
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def prose(console: Console, text: str, indent: str = "") -> None:
@@ -17,14 +18,59 @@ def prose(console: Console, text: str, indent: str = "") -> None:
                                 initial_indent=indent, subsequent_indent=indent + "  "), soft_wrap=True)
 
 
+# a word longer than this (an id, a path) may be folded in its column; a shorter one never is
+FOLDED_WORD = 20
+
+
 def table(console: Console, shown: Table) -> None:
     """`shown` with its title as prose above it (rich would leave the title one long line), and
     never a cell cut short with '…': a word too long for its column (a path, an id) is folded
-    onto the next line, whole."""
+    onto the next line, whole. A table too wide for the console to keep its words whole (rich
+    would break its headers and words a letter a line) is shown a row at a time instead, a
+    line a column, each with its header (`records`)."""
     for column in shown.columns:
         if column.overflow == "ellipsis":
             column.overflow = "fold"
     if isinstance(shown.title, str) and shown.title:
         prose(console, shown.title)
         shown.title = None
-    console.print(shown)
+    if needed_width(shown) <= console.width:
+        console.print(shown)
+    else:
+        console.print("\n".join(records(shown, console.width)), soft_wrap=True, highlight=False)
+
+
+def needed_width(shown: Table) -> int:
+    """The width `shown` needs to break no word shorter than FOLDED_WORD: each column as wide as
+    its longest word (header and cells), its padding, and the box's lines."""
+    _, right, _, left = shown.padding
+    lines = (len(shown.columns) + 1 if shown.show_edge else len(shown.columns) - 1) if shown.box else 0
+    words = 0
+    for column in shown.columns:
+        cells = [_plain(c) for c in (column.header, *column.cells)]
+        words += min(FOLDED_WORD, max((len(w) for c in cells for w in c.split()), default=1))
+    return words + len(shown.columns) * (left + right) + lines
+
+
+def _plain(cell: object) -> str:
+    """A cell's text as shown, without its markup."""
+    if isinstance(cell, Text):
+        return cell.plain
+    return Text.from_markup(cell).plain if isinstance(cell, str) else ""
+
+
+def records(shown: Table, width: int) -> list[str]:
+    """`shown`'s rows one after another, a line per column: its header, then the cell (empty
+    cells left out; a long one broken at spaces, under itself), a blank line between rows."""
+    headers = [_plain(column.header) for column in shown.columns]
+    cells = [[c if isinstance(c, str) else _plain(c) for c in column.cells] for column in shown.columns]
+    left = max(map(len, headers), default=0) + 2
+    lines: list[str] = []
+    for row in range(shown.row_count):
+        lines += [""] if row else []
+        for header, values in zip(headers, cells):
+            if values[row]:
+                lines += textwrap.wrap(values[row], width=max(width, left + FOLDED_WORD), break_long_words=False,
+                                       break_on_hyphens=False, initial_indent=header.ljust(left),
+                                       subsequent_indent=" " * left)
+    return lines

@@ -48,6 +48,8 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
         # mta.ex1 holds the pair until mta.ex2's ack comes back over the delayed link, then nothing
         assert [(i["msg_id"], i["state"]) for i in queued["mta.ex1"]["items"]] in ([], [(msg, "transferring")])
         assert msg in xcon("queue", "--mta", "mta.ex2", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+        wide = xcon("queue", "--wide", "--mta", "mta.ex2", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+        assert f"message id  {msg}" in wide and "priority    normal" in wide, "too wide for 80: a pair at a time"
 
         xcon("fault", "clear", run_dir=run, check=True)
         assert xcon_json("fault", "list", run_dir=run) == [], "clear ends every fault, the lag and the offset too"
