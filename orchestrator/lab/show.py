@@ -41,14 +41,17 @@ def table(console: Console, shown: Table) -> None:
 
 
 def needed_width(shown: Table) -> int:
-    """The width `shown` needs to break no word shorter than FOLDED_WORD: each column as wide as
-    its longest word (header and cells), its padding, and the box's lines."""
+    """The width `shown` needs to break no word shorter than FOLDED_WORD, nor any cell of a
+    column that is not to wrap (a map drawn a character a time step): each column as wide as its
+    longest word (header and cells), its padding, and the box's lines."""
     _, right, _, left = shown.padding
     lines = (len(shown.columns) + 1 if shown.show_edge else len(shown.columns) - 1) if shown.box else 0
     words = 0
     for column in shown.columns:
-        cells = [_plain(c) for c in (column.header, *column.cells)]
-        words += min(FOLDED_WORD, max((len(w) for c in cells for w in c.split()), default=1))
+        header, *cells = [_plain(c) for c in (column.header, *column.cells)]
+        longest = max((len(w) for c in (header, *cells) for w in c.split()), default=1)
+        whole = max(map(len, cells), default=0) if column.no_wrap else 0
+        words += max(min(FOLDED_WORD, longest), whole, column.min_width or 0)
     return words + len(shown.columns) * (left + right) + lines
 
 

@@ -51,3 +51,15 @@ def test_a_long_cell_of_a_record_is_broken_at_spaces_under_itself():
     lines = printed(60, WIDE, ["m1", *["x"] * 6, words, *["y"] * 4]).splitlines()
     reason = lines.index(next(line for line in lines if line.startswith("reason")))
     assert lines[reason + 1].startswith(" " * 12 + "word") and all(len(line) <= 60 for line in lines)
+
+
+def test_a_column_not_to_wrap_counts_whole_and_so_does_a_column_s_least_width():
+    """`xcon sim explore --wide` at 80 columns: its map (a character per time step) is not to
+    wrap, and rich broke the columns beside it a letter a line."""
+    narrow = Table("lag", "retry")
+    narrow.add_column("send time ->", no_wrap=True)
+    narrow.add_row("0", "250", "." * 60)
+    assert show.needed_width(narrow) == 3 + 5 + 60 + 3 * 2 + 4
+    least = Table("a")
+    least.add_column("b", min_width=50)
+    assert show.needed_width(least) == 1 + 50 + 2 * 2 + 3
