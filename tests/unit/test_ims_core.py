@@ -544,3 +544,18 @@ def test_an_unknown_fault_is_invalid_and_a_hand_back_answered_otherwise_is_tried
     (back,) = sends(ims.tick(3.0), "mta.relay_failed")
     odd = ims.run(ims.core.on_event(response(back, "mta.entry", {"recipient": None}), 3.1))
     assert [e.fields["reason"] for e in events(odd, "ims.hand_back_deferred")] == ["mta.entry"]
+
+
+def test_the_domain_is_what_follows_the_last_at_sign():
+    """RFC 5321 lets a quoted local part hold an '@': the domain is after the last one."""
+    c = Ims(MemoryOutbound()).core
+    (lookup,) = sends(c.on_event(request("ims.rcpt", {"address": '"a@b"@xcon.test', "peer": "p"}), 1.0))
+    assert lookup.body.alias == '"a@b"'
+    (submit,) = sends(c.on_event(request("ims.data", data(rcpts=['"a@b"@xcon.test'])), 1.0))
+    assert submit.body.recipients == ['"a@b"']
+
+
+def test_an_item_failed_in_a_tick_is_handed_back_in_the_same_tick_at_any_time():
+    ims = Ims(MemoryOutbound(), smarthost="")
+    ims.run(ims.core.on_event(request("ims.outbound", {**body("m1"), "expires_at": 0.5}, "mta.ex1"), 0.0))
+    assert [s.body.msg_id for s in sends(ims.tick(0.5), "mta.relay_failed")] == ["m1"]
