@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orchestrator import cluster as cl
 from orchestrator.cluster.client import ClusterError, Refused
-from .common import FINDING, emit_json, json_option, out, run_dir_option, show_table
+from .common import FINDING, emit_json, json_option, msg_id_argument, out, run_dir_option, show_table
 
 LIMIT = 1000  # orchestrator.inspect.admin.DEFAULT_LIMIT: that module loads when a command runs
 
@@ -86,7 +86,7 @@ def queue(run_dir: Path, mtas: tuple[str, ...], limit: int, wide: bool, as_json:
 
 @click.command()
 @run_dir_option
-@click.argument("msg_id")
+@msg_id_argument
 @click.option("--raw", is_flag=True, help="The message's bytes as stored, nothing else.")
 @json_option
 def show(run_dir: Path, msg_id: str, raw: bool, as_json: bool) -> None:

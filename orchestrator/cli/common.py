@@ -59,6 +59,20 @@ class Finding(Exception):
     line on stderr and exit FINDING, the code of every finding (lost mail, a broken invariant, ...)."""
 
 
+def _msg_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from protocol.names import MSG_ID_RULE, valid_msg_id
+
+    if not valid_msg_id(value):
+        raise click.BadParameter(f"{value[:80]!r} is not a message id ({MSG_ID_RULE})", ctx, param)
+    return value
+
+
+def msg_id_argument(f: Callable) -> Callable:
+    """MSG_ID, one xcon took or made: anything else (an empty one, a Message-ID in angle
+    brackets) is a usage error that says what one is, not a search that finds nothing."""
+    return click.argument("msg_id", callback=_msg_id)(f)
+
+
 def _dask_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """--dask checked as it is read: a malformed address is a usage error before any work starts."""
     if value:

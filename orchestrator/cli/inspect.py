@@ -13,7 +13,7 @@ import click
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
 from protocol import hlc
-from .common import FINDING, NOT_DONE, Finding, emit_json, json_option, out, prose, run_dir_option
+from .common import FINDING, NOT_DONE, Finding, emit_json, json_option, msg_id_argument, out, prose, run_dir_option
 from orchestrator.cluster.client import ClusterError
 
 HIDDEN = {"ts", "node", "level", "event", "hlc", "lamport"}
@@ -78,7 +78,7 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
 
 @click.command("trace")
 @run_dir_option
-@click.argument("msg_id")
+@msg_id_argument
 @click.option("--svg", "svg_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw the story as an SVG sequence diagram (one lane per node).")
 @json_option

@@ -83,6 +83,8 @@ def test_a_message_too_big_for_any_store_is_refused_at_once(run, tmp_path):
 def test_names_with_a_trailing_newline_and_restarting_a_running_node(run):
     one_line_error(xcon("user", "add", "carol\n", "--server", "ex1", run_dir=run), 2, "not a valid alias")
     one_line_error(xcon("user", "show", "bob\n", run_dir=run), 2, "unknown user")
+    for viewer, bad in (("show", ""), ("trace", "<m1@client.test>"), ("show", "m1\n")):
+        one_line_error(xcon(viewer, bad, run_dir=run), 2, "is not a message id")  # not "found nowhere"
     assert xcon_json("status", run_dir=run)["nodes"]["directory"]["status"]["recipients"] == 2
     pid = xcon_json("status", run_dir=run)["nodes"]["mta.ex1"]["pid"]
     one_line_error(xcon("restart", "mta.ex1", run_dir=run), 2, "mta.ex1 is running", str(pid))
