@@ -163,11 +163,17 @@ def render_up(spec: UpSpec, started: Started, as_json: bool) -> None:
         prose(f"resumed the stopped cluster's state: {'; '.join(resumed['kept'])}")
         for key, (was, now) in resumed["changed"].items():
             out.print(f"setting changed on resume: {key} {was} -> {now}")
-        for e in resumed["damage"]:
-            lost = e.get("lost") or e.get("lost_usns") or e.get("suspect") or []
-            out.print(f"[yellow]damage accepted: {e['node']} kept {e['file']} aside as {e['kept_as']} and took up every "
-                      f"record that reads; {len(lost)} lost or left alone: {', '.join(map(str, lost[:5]))}"
-                      f"{' ...' if len(lost) > 5 else ''} (see `xcon check`)[/yellow]")
+        say_damage(resumed["damage"])
+
+
+def say_damage(found: list[dict[str, Any]]) -> None:
+    """A line for each storage.damaged a node logged as it started: what it kept aside, and what
+    was lost with it."""
+    for e in found:
+        lost = e.get("lost") or e.get("lost_usns") or e.get("suspect") or []
+        out.print(f"[yellow]damage accepted: {e['node']} kept {e['file']} aside as {e['kept_as']} and took up every "
+                  f"record that reads; {len(lost)} lost or left alone: {', '.join(map(str, lost[:5]))}"
+                  f"{' ...' if len(lost) > 5 else ''} (see `xcon check`)[/yellow]")
 
 
 def parse_sites(specs: tuple[str, ...], servers: tuple[str, ...]) -> tuple[str, ...]:

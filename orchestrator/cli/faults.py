@@ -4,6 +4,9 @@ logged as fault.injected."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -279,11 +282,37 @@ def kill(cluster: cl.Cluster, node: str) -> None:
 @click.argument("node")
 @attached
 def restart(cluster: cl.Cluster, node: str) -> None:
-    """Start NODE again after a kill; returns once it is ready."""
+    """Start NODE again after a kill; returns once it is ready, saying what damage it found in
+    its files, if any (kept aside; `xcon check` says what it cost)."""
+    from .cluster import say_damage
+
     known_node(cluster, node)
+    log = cluster.config.run_dir / "logs" / f"{node}.jsonl"
+    before = log.stat().st_size if log.exists() else 0
     cluster.fault("restart", node)
     cluster.wait_node_ready(node)
     out.print(f"restarted {node}")
+    say_damage(logged_since(log, before, b'"storage.damaged"'))
+
+
+def logged_since(log: Path, offset: int, needle: bytes) -> list[dict[str, Any]]:
+    """The events of `log` past `offset` (its size before a restart) whose lines hold `needle`; a
+    line that does not read is passed over. A log cut shorter meanwhile (its torn last line) is
+    read from its start."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset if offset <= os.fstat(f.fileno()).st_size else 0)
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        if needle in line:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
 
 
 COMMANDS = [fault, kill, restart]

@@ -123,3 +123,14 @@ def test_a_damaged_ims_file_is_kept_aside_named_and_judged(smtp_cluster, smartho
     report = json.loads(proc.stdout)
     assert proc.returncode == 1 and {(v["msg_id"], v["outcome"]) for v in report["violations"]} == \
         {(waiting, "damaged"), (relayed, "damaged")}, report["violations"]
+    # the same damage found by a node restarted alone: `xcon restart` says so, as `up` does
+    later = xcon("send", "--from", "alice", "--to", "fay@outside.test", run_dir=run, check=True).stdout.strip()
+    wait_for_event(run, event="ims.relay_deferred", msg_id=later)
+    xcon("kill", "ims.ex1", run_dir=run, check=True)
+    (item,) = (ims / "outbound").glob("*.msg")
+    flip(item, len(item.read_bytes()) - 5)
+    restarted = xcon("restart", "ims.ex1", run_dir=run, check=True).stdout
+    assert "damage accepted: ims.ex1" in restarted and f"1 lost or left alone: {later}" in restarted, restarted
+    xcon("kill", "ims.ex1", run_dir=run, check=True)
+    again = xcon("restart", "ims.ex1", run_dir=run, check=True).stdout
+    assert again.strip() == "restarted ims.ex1", "the damage of this restart only, not its log's older lines"
