@@ -168,9 +168,9 @@ def mailbox(cluster: cl.Cluster, alias: str, wide: bool, as_json: bool) -> None:
         return
     table = Table(title=f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)", title_justify="left")
     servers = any("server" in m for m in box["messages"])  # the postmaster's: a mailbox on every server
-    # the message id is what `xcon show` takes: never cut (folded, if ever wider than the screen)
-    table.add_column("message id", overflow="fold", min_width=max((len(m["msg_id"]) for m in box["messages"]),
-                                                                  default=10))
+    # the message id is what `xcon show` takes: never broken (a row at a time where the screen is too
+    # narrow for it: orchestrator.lab.show). Not min_width: rich then drew the table past the screen
+    table.add_column("message id", overflow="fold", no_wrap=True)
     for col in ([*(["server"] if servers else []), "from", "subject"]
                 + (["NDR", "NDR for", "failed recipients"] if wide else [])):
         table.add_column(col, overflow="fold")

@@ -60,7 +60,8 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
 
         # an NDR, rendered as the report it is
         xcon("user", "set", "bob", "--reject-from", "alice", run_dir=run, check=True)
-        refused = xcon("send", "--from", "alice", "--to", "bob", run_dir=run, check=True).stdout.strip()
+        refused = xcon("send", "--from", "alice", "--to", "bob", "--subject", "a subject as long as people write them, "
+                       "so that the table must fold it", run_dir=run, check=True).stdout.strip()
         xcon("wait", run_dir=run, check=True)
         text = xcon("show", refused, run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
         box = xcon("mailbox", "alice", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
