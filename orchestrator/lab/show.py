@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 
 from rich.console import Console
+from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -34,8 +35,9 @@ def table(console: Console, shown: Table) -> None:
     if isinstance(shown.title, str) and shown.title:
         prose(console, shown.title)
         shown.title = None
-    if needed_width(shown) <= console.width:
-        console.print(shown)
+    drawn = drawing(console, shown) if needed_width(shown) <= console.width else None
+    if drawn is not None and width_of(drawn) <= console.width:
+        console.print(Segments(drawn))  # drawn once: a queue of 1,000 pairs takes half a second
     else:
         console.print("\n".join(records(shown, console.width)), soft_wrap=True, highlight=False)
 
@@ -53,6 +55,19 @@ def needed_width(shown: Table) -> int:
         whole = max(map(len, cells), default=0) if column.no_wrap else 0
         words += max(min(FOLDED_WORD, longest), whole, column.min_width or 0)
     return words + len(shown.columns) * (left + right) + lines
+
+
+def drawing(console: Console, shown: Table) -> list[Segment]:
+    """`shown` drawn as `console.print` draws it: its console's soft wrap measures every cell
+    unwrapped, and a column's min_width may then keep rich from narrowing the others, so that
+    the table runs past the console (`xcon mailbox` drew 87 columns at 80)."""
+    options = console.options.update(no_wrap=True, overflow="ignore") if console.soft_wrap else console.options
+    return list(console.render(shown, options))
+
+
+def width_of(drawn: list[Segment]) -> int:
+    """The longest line of a drawing (not Console.render_lines: it crops them to the width)."""
+    return max((Segment.get_line_length(line) for line in Segment.split_lines(drawn)), default=0)
 
 
 def _plain(cell: object) -> str:

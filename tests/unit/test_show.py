@@ -63,3 +63,18 @@ def test_a_column_not_to_wrap_counts_whole_and_so_does_a_column_s_least_width():
     least = Table("a")
     least.add_column("b", min_width=50)
     assert show.needed_width(least) == 1 + 50 + 2 * 2 + 3
+
+
+def test_a_table_rich_would_draw_past_the_console_is_shown_a_row_at_a_time():
+    """`xcon mailbox` at 80 columns drew 87: its id column's min_width kept rich from narrowing
+    the subject, though every word would have fitted."""
+    console = Console(file=io.StringIO(), width=80, soft_wrap=True, color_system=None)
+    table = Table()
+    table.add_column("message id", overflow="fold", min_width=37)
+    table.add_column("from", overflow="fold")
+    table.add_column("subject", overflow="fold")
+    table.add_row("bc7260c10f54baf8~ndr~5737826d04088de4", "postmaster", "a subject " * 8)
+    assert show.needed_width(table) <= 80 < show.width_of(show.drawing(console, table)) == 87
+    show.table(console, table)
+    lines = console.file.getvalue().splitlines()
+    assert lines[0] == "message id  bc7260c10f54baf8~ndr~5737826d04088de4" and max(map(len, lines)) <= 80
