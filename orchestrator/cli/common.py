@@ -67,6 +67,11 @@ def _msg_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def msg_id_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option's message id, checked as MSG_ID is (None: not given)."""
+    return None if value is None else _msg_id(ctx, param, value)
+
+
 def msg_id_argument(f: Callable) -> Callable:
     """MSG_ID, one xcon took or made: anything else (an empty one, a Message-ID in angle
     brackets) is a usage error that says what one is, not a search that finds nothing."""

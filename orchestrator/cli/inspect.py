@@ -13,7 +13,18 @@ import click
 from orchestrator.inspect import check as checker
 from orchestrator.inspect import logread
 from protocol import hlc
-from .common import FINDING, NOT_DONE, Finding, emit_json, json_option, msg_id_argument, out, prose, run_dir_option
+from .common import (
+    FINDING,
+    NOT_DONE,
+    Finding,
+    emit_json,
+    json_option,
+    msg_id_argument,
+    msg_id_option,
+    out,
+    prose,
+    run_dir_option,
+)
 from orchestrator.cluster.client import ClusterError
 
 HIDDEN = {"ts", "node", "level", "event", "hlc", "lamport"}
@@ -30,7 +41,7 @@ def format_event(e: dict[str, Any]) -> str:
 @click.command()
 @run_dir_option
 @click.option("--node", help="Only this node (glob: 'mta.*').")
-@click.option("--msg", "msg", help="Only events of this message id (and NDRs about it).")
+@click.option("--msg", "msg", callback=msg_id_option, help="Only events of this message id (and NDRs about it).")
 @click.option("--event", "pattern", help="Only events matching this glob ('mta.*', '*deferred').")
 @click.option("--until", "until", metavar="GLOB",
               help="First wait until an event matching this glob (among those the other options select) is logged, "
@@ -70,8 +81,8 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
     for e in events:
         click.echo(json.dumps(e) if as_json else format_event(e))
         shown += 1
-    if not shown and msg:  # as `xcon trace` and `xcon show` say of a message nobody logged
-        click.echo(f"xcon: no event of message {msg}" + (f" on {node}" if node else "")
+    if not shown and (msg or node or pattern):  # no match: a finding, as `xcon trace` and `xcon show` say
+        click.echo("xcon: no event" + (f" of message {msg}" if msg else "") + (f" on {node}" if node else "")
                    + (f" matching {pattern!r}" if pattern else ""), err=True)
         sys.exit(FINDING)
 

@@ -61,6 +61,10 @@ def test_errors_against_a_running_cluster(tmp_path):
         one_line_error(xcon("logs", "--msg", "nope", "--until", "mta.deferred", "--timeout", "0.3", run_dir=run), 1,
                        "no event 'mta.deferred' for message nope within 0.3s")
         assert "directory.added" in xcon("logs", "--until", "directory.added", run_dir=run, check=True).stdout
+        one_line_error(xcon("logs", "--node", "mta.ex9", run_dir=run), 1, "no event on mta.ex9")  # no match: a finding
+        one_line_error(xcon("logs", "--node", "mta.*", "--event", "move.*", run_dir=run), 1,
+                       "no event on mta.* matching 'move.*'")
+        one_line_error(xcon("logs", "--msg", "", run_dir=run), 2, "'' is not a message id")
         # nothing changed: one user, no message, no move
         status = xcon_json("status", run_dir=run)
         assert status["nodes"]["directory"]["status"] == {"usn": 1, "recipients": 1}
