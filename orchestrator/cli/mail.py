@@ -166,7 +166,11 @@ def mailbox(cluster: cl.Cluster, alias: str, wide: bool, as_json: bool) -> None:
     if as_json:
         emit_json(box)
         return
-    table = Table(title=f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)", title_justify="left")
+    title = f"mailbox {alias} on {box['server']}: {len(box['messages'])} message(s)"
+    if not box["messages"]:  # as `xcon queue` says an empty queue: no empty table under it
+        out.print(title)
+        return
+    table = Table(title=title, title_justify="left")
     servers = any("server" in m for m in box["messages"])  # the postmaster's: a mailbox on every server
     # the message id is what `xcon show` takes: never broken (a row at a time where the screen is too
     # narrow for it: orchestrator.lab.show). Not min_width: rich then drew the table past the screen
