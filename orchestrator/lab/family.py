@@ -269,10 +269,10 @@ def render(name: str, results: list[FamilyResult], console: Console) -> None:
                       "[green]yes[/green]" if r.matches else "[red]NO[/red]",
                       f"{r.seconds:.3f}" if r.seconds < 1 else f"{r.seconds:.1f}")
     show.table(console, table)
-    console.print(f"bug: {article.bug}; fix: {article.fix}")
+    show.prose(console, f"bug: {article.bug}; fix: {article.fix}")
     for r in results:
         if r.error:
-            console.print(f"  [red]{r.case}: error: {r.error}[/red]")
+            show.prose(console, f"[red]{r.case}: error: {r.error}[/red]", indent="  ")
 
 
 def render_list(console: Console, wide: bool = False) -> None:

@@ -124,3 +124,12 @@ def test_the_kb_table_is_whole_at_80_columns(tmp_path):
     header = [line for line in lines if line.startswith("┃")]
     cells = {c.strip() for line in header for c in line.strip("┃").split("┃")}
     assert len(header) <= 3 and "?" not in cells and {"case", "check"} <= cells, header
+
+
+def test_a_family_scenario_is_whole_at_80_columns(tmp_path):
+    """`xcon scenario q172364` at 80 columns broke 'delivere|d?' and 'director|y' in its table and
+    ran its bug-and-fix line to 150 columns."""
+    proc = xcon("scenario", "q172364", "--all", "--sim", run_dir=tmp_path, env={"COLUMNS": "80"}, check=True)
+    lines = [line for line in proc.stdout.splitlines() if str(tmp_path) not in line]
+    assert max(map(len, lines)) <= 80, proc.stdout
+    assert "delivered?" in proc.stdout and "asks the directory on 'not here'" in proc.stdout, proc.stdout
