@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console
 from rich.table import Table
 
-from .common import emit_json, json_option, out, results_dir, run_dir_option, show_table
+from .common import emit_json, json_option, out, results_dir, run_dir_option
 
 
 @click.command()
@@ -39,11 +40,17 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, only: str | None, a
     if as_json:
         emit_json(data)
         return
-    table = Table(title=f"xcon bench{' --quick' if quick else ''} on {machine}")
+    render(out, rows, f"xcon bench{' --quick' if quick else ''} on {machine}")
+
+
+def render(console: Console, rows: list, title: str) -> None:
+    """The rows as a table, their notes (what each baseline is, the breakdowns: long) numbered
+    under it, so that the figures stay on one line each in a terminal of ordinary width."""
+    from orchestrator.lab import show
+
+    table = Table(title=title)
     for col in ("workload", "figure", "ratio", "xcon", "baseline", "unit", "note"):
         table.add_column(col, justify="right" if col in ("ratio", "xcon", "baseline", "note") else "left")
-    # the notes (what each baseline is, the breakdowns) are long: numbered under the table, so the
-    # figures stay on one line each in a terminal of ordinary width
     notes: list[str] = []
     for r in rows:
         fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")  # noqa: E731
@@ -51,9 +58,9 @@ def bench(run_dir: Path, quick: bool, out_file: Path | None, only: str | None, a
             notes.append(r.note)
         table.add_row(r.workload, r.figure, "-" if r.ratio is None else f"{r.ratio:.2f}", fmt(r.value),
                       fmt(r.baseline), r.unit, f"[{len(notes)}]" if r.note else "")
-    show_table(table)
+    show.table(console, table)
     for i, note in enumerate(notes, 1):
-        out.print(f"[{i}] {note}", highlight=False)
+        show.prose(console, f"[{i}] {note}")  # broken to the width, as every line of prose
 
 
 COMMANDS = [bench]
