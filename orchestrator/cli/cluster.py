@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from rich.markup import escape
 from rich.table import Table
 
 from nodes.config import BUILDS, CONSOLE_LEVELS, MOVE_BUILDS, Settings, describe_timings, server_names
@@ -171,9 +172,10 @@ def say_damage(found: list[dict[str, Any]]) -> None:
     was lost with it."""
     for e in found:
         lost = e.get("lost") or e.get("lost_usns") or e.get("suspect") or []
-        out.print(f"[yellow]damage accepted: {e['node']} kept {e['file']} aside as {e['kept_as']} and took up every "
-                  f"record that reads; {len(lost)} lost or left alone: {', '.join(map(str, lost[:5]))}"
-                  f"{' ...' if len(lost) > 5 else ''} (see `xcon check`)[/yellow]")
+        prose("[yellow]" + escape(f"damage accepted: {e['node']} kept {e['file']} aside as {e['kept_as']} and took "
+                                  f"up every record that reads; {len(lost)} lost or left alone: "
+                                  f"{', '.join(map(str, lost[:5]))}{' ...' if len(lost) > 5 else ''} (see `xcon check`)")
+              + "[/yellow]")
 
 
 def parse_sites(specs: tuple[str, ...], servers: tuple[str, ...]) -> tuple[str, ...]:

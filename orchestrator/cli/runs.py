@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.markup import escape
 from rich.table import Table
 
 from nodes.config import BUILDS, MOVE_BUILDS
@@ -22,8 +23,8 @@ from orchestrator.lab.findings import by_cause, describe_break
 from orchestrator.lab.worlds import DEFAULT_FAULTS, FAULTS, NET_FAULTS, REAL_SERVERS, REAL_USERS
 from orchestrator import netns
 from .common import (
-    DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, profile_options, results_dir, run_dir_option,
-    show_table,
+    DONE, FINDING, dask_option, emit_json, json_option, keep_run, out, profile_options, prose, results_dir,
+    run_dir_option, show_table,
 )
 
 @click.command()
@@ -231,27 +232,28 @@ def _campaign_findings(done: Any) -> None:
     if len(causes) > 1:  # what broke, a line a cause, before the first trial's details
         out.print(f"broken trials by cause ({len(causes)}):", markup=False)
         for c in causes[:5]:
-            out.print(f"  {c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest'].seed})", markup=False)
+            prose(escape(f"{c['count']:>5,}  {c['cause']} (smallest: seed {c['smallest'].seed})"), indent="  ")
         if len(causes) > 5:
             out.print(f"  and {len(causes) - 5} more: `xcon serve` groups them all", markup=False)
     if first:
-        out.print(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})")
+        prose(escape(f"first broken trial: seed {first.seed}: {describe_break(first)} (logs in {first.run_dir})"))
         out.print(f"replay: {done.replay}")
     errors = [r for r in results if r.error]
     if errors:
-        out.print(f"[yellow]{len(errors)} trial(s) had errors, first: seed {errors[0].seed}: {errors[0].error}[/yellow]")
+        prose(f"[yellow]{len(errors)} trial(s) had errors, first: seed {errors[0].seed}: "
+              f"{escape(errors[0].error)}[/yellow]")
     if done.spec.determinism:
         differ = [r.seed for r in done.nondeterministic]
-        out.print(f"determinism: {len(results) - len(differ)} of {len(results)} seeds gave the same "
-                  "event digest twice" + (f"; [red]differ: {differ[:10]}[/red]" if differ else ""))
+        prose(f"determinism: {len(results) - len(differ)} of {len(results)} seeds gave the same "
+              "event digest twice" + (f"; [red]differ: {escape(str(differ[:10]))}[/red]" if differ else ""))
 
 
 def _shrunk_and_confirmed(extra: dict[str, Any]) -> None:
     """The shrunk world (--shrink), and the finds run again on real processes (--confirm)."""
     if "shrunk" in extra:
         s = extra["shrunk"]
-        out.print(f"shrunk in {s['runs']} runs: {s['events'][0]} -> {s['events'][1]} events, "
-                  f"{s['users'][0]} -> {s['users'][1]} users; smallest world in {s['file']}")
+        prose(escape(f"shrunk in {s['runs']} runs: {s['events'][0]} -> {s['events'][1]} events, "
+                     f"{s['users'][0]} -> {s['users'][1]} users; smallest world in {s['file']}"))
         out.print(f"replay it: {s['replay']}")
     if extra.get("confirmed"):
         confirmed = Table(title="broken in simulation, run again on real processes")

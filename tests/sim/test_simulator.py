@@ -130,6 +130,9 @@ def test_a_campaigns_text_names_its_first_broken_trial_and_the_replay_it_prints_
     first = re.search(r"^first broken trial: seed (\d+): lost ", proc.stdout, re.M)
     replay = re.search(r"^replay: (xcon chaos .*)$", proc.stdout, re.M)
     assert first and replay, proc.stdout
+    wide = [line for line in proc.stdout.splitlines()
+            if len(line) > 80 and not line.startswith("replay: ") and not line.strip().startswith(str(tmp_path))]
+    assert not wide, "prose broken to 80 columns; a command and a path whole, on lines of their own"
     again = xcon(*shlex.split(replay.group(1))[1:], "--json", run_dir=tmp_path)
     found = json.loads(again.stdout)["first_broken"]
     assert found["seed"] == int(first.group(1)) and found["counts"]["lost"] >= 1, found
