@@ -340,9 +340,9 @@ def deploy(hosts_file: Path, out_dir: Path, root: Path, python_path: str, mta_bu
     for name, node in made["nodes"].items():
         table.add_row(name, node["host"], node["endpoint"])
     show_table(table)
-    out.print(f"next: copy {out_dir} to {root} on every host; on each, for each of its nodes, "
-              f"`systemctl link {root}/units/xcon-NODE.service && systemctl enable --now xcon-NODE` "
-              "(deploy/README.md)")
+    prose(escape(f"next: copy {out_dir} to {root} on every host; on each, for each of its nodes, "
+                 f"`systemctl link {root}/units/xcon-NODE.service && systemctl enable --now xcon-NODE` "
+                 "(deploy/README.md)"))
 
 
 COMMANDS = [deploy, up, down, status]

@@ -17,7 +17,7 @@ from protocol.names import MSG_ID_RULE, valid_submitted_id
 from nodes.node_settings import quiet_bound_ms
 
 from orchestrator import cluster as cl
-from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, run_dir_option, show_table
+from .common import FINDING, NOT_DONE, TEXT, attached, emit_json, json_option, out, prose, run_dir_option, show_table
 from orchestrator.cluster.client import ClusterError, NoAnswer, Refused
 from orchestrator.cluster.abort import abort as abort_move
 
@@ -225,8 +225,8 @@ def print_move(cluster: cl.Cluster, alias: str, target: str, workaround: bool, c
     if state["step"] == "failed" or state["rolling_back"]:
         raise ClusterError(f"move {state['move_id']} failed: {state['error']}{rollback_note(state)}")
     took = f" in {state['finished_at'] - state['started_at']:.2f}s" if state.get("finished_at") else ""
-    out.print(f"move {state['move_id']}: {alias} {state['source']} -> {state['target']}: {state['step']}{took}"
-              f", {state['copied']} message(s) copied")
+    prose(escape(f"move {state['move_id']}: {alias} {state['source']} -> {state['target']}: {state['step']}{took}"
+                 f", {state['copied']} message(s) copied"))
 
 
 def rollback_note(state: dict[str, Any]) -> str:
@@ -243,14 +243,14 @@ def print_abort(result: dict[str, Any], as_json: bool) -> None:
     else:
         alias = result["alias"]
         for m in result["moves"]:
-            out.print(f"move {m['move_id']} of {alias}: {m['error'] or 'aborted'}{rollback_note(m)}")
+            prose(escape(f"move {m['move_id']} of {alias}: {m['error'] or 'aborted'}{rollback_note(m)}"))
         for c in result["cleared"]:
             what = "deleted its copy" if c["deleted"] or not c["unlocked"] else "unlocked"
-            out.print(f"{c['store']}: ended {c['owner']}, which held {alias}'s mailbox: {what}")
+            prose(escape(f"{c['store']}: ended {c['owner']}, which held {alias}'s mailbox: {what}"))
         for store in result["unreachable"]:
-            out.print(f"[yellow]{store} did not answer: a lock there, if any, is still there[/yellow]")
+            prose(f"[yellow]{escape(store)} did not answer: a lock there, if any, is still there[/yellow]")
         if not result["moves"] and not result["cleared"]:
-            out.print(f"nothing to abort: no move of {alias} runs and no store holds a lock on its mailbox")
+            prose(escape(f"nothing to abort: no move of {alias} runs and no store holds a lock on its mailbox"))
     if result["unreachable"] or any(m["step"] != "failed" for m in result["moves"]):
         sys.exit(NOT_DONE)
 
