@@ -141,10 +141,17 @@ def _next_frame(data: bytes, start: int, read: Callable[[Any], Any]) -> int | No
     return None
 
 
-def ids_in(run: bytes) -> list[str]:
-    """The message ids a damaged run of a queue log still shows, where its bytes allow."""
+# the tags of a message's later states (a step, a retirement), today's and before: not its first record
+LATER = frozenset(b"sSrR")
+
+
+def ids_in(run: bytes, later: bool = False) -> list[str]:
+    """The message ids a damaged run of a queue log still shows, where its bytes allow (`later`:
+    only those of records of a message's later states)."""
     ids = []
     for m in _RECORD_START.finditer(run):
+        if later and run[m.start() + 2] not in LATER:
+            continue
         size = (m.group(1)[0] - 0xa0) if m.group(1) is not None else m.group(2)[0]
         raw = run[m.end():m.end() + size]
         if len(raw) == size:

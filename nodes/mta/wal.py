@@ -206,18 +206,30 @@ def recover(data: bytes | bytearray) -> tuple[Recovered, list[Record], int]:
 
 
 def suspects(data: bytes, scan: Scan, queued: list[QueuedMessage]) -> list[str]:
-    """The queued messages whose newer state may be in damage that names no id: a run of damaged
-    bytes whose record starts do not read (the tag or the id itself was hit) could have held a
-    delivery, a report or the retirement of any message whose every readable record lies before
-    it. Simulated campaign trial 1627879872: the retirement of a message already reported was hit
-    in its first bytes, the message came back queued with nothing named, and was delivered as well
-    as reported."""
-    unnamed = [start for start, end in scan.damage if not ids_in(data[start:end])]
-    if not unnamed:
-        return []  # each damaged run names what it held: `lost` and `older_state` say it all
+    """The queued messages whose newer state may be in damage that does not name them: a run of
+    damaged bytes whose record starts do not read (the tag or the id itself was hit) could have
+    held a delivery, a report or the retirement of any message whose every readable record lies
+    before it. Simulated campaign trial 1627879872: the retirement of a message already reported
+    was hit in its first bytes, the message came back queued with nothing named, and was
+    delivered as well as reported. A byte flipped inside an id can leave an id still ("mx1" to
+    "mX1"): a later state (a step, a retirement) of an id no readable record has names, as well,
+    the queued messages a byte from it. (A first record of an unknown id is a message of its own.)"""
+    known = {r.msg_id for r in scan.records if type(r) is not Commit}
     newest = {r.msg_id: end for r, end in zip(scan.records, scan.ends) if type(r) is not Commit}
     named = set(scan.ids)
-    return [m.msg_id for m in queued if m.msg_id not in named and newest.get(m.msg_id, 0) <= max(unnamed)]
+    found: dict[str, None] = {}
+    for start, end in scan.damage:
+        shown = ids_in(data[start:end])
+        strangers = [i for i in ids_in(data[start:end], later=True) if i not in known]
+        for m in queued:
+            if m.msg_id not in named and newest.get(m.msg_id, 0) <= start and (
+                    not shown or any(_a_byte_apart(m.msg_id, i) for i in strangers)):
+                found[m.msg_id] = None
+    return [m.msg_id for m in queued if m.msg_id in found]
+
+
+def _a_byte_apart(a: str, b: str) -> bool:
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
 
 
 def rewrite(records: list[Record]) -> bytes:

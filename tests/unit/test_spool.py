@@ -338,6 +338,31 @@ def test_damage_whose_record_start_does_not_read_names_the_queued_messages_it_ma
     assert named.damage["lost"] == ["m3"] and named.damage["suspect"] == []
 
 
+def test_damage_that_shows_an_id_a_byte_from_a_queued_one_names_that_one_suspect(tmp_path):
+    """The fault `corrupt` flips a byte (XOR 0x20): inside a record's id it turns "mx1" into "mX1",
+    an id still, which the damage showed as `lost` while the message whose retirement it hit came
+    back queued named nowhere (sessions 12-15 left this). Now a queued message whose id is a byte
+    from an id the damage shows, and that no readable record has, is `suspect`; an id the damage
+    shows that is a readable record's, or is no byte from a queued one, sets back nothing."""
+    s = Spool(tmp_path)
+    s.load()
+    for msg_id, rcpt in (("mx1", "bob"), ("mz2", "carol")):
+        s.persist(msg_id, message(msg_id, rcpt).to_record())
+    s.sync()
+    s.retire("mx1", {"bob": 1}, 100.0)
+    s.sync()
+    s.persist("mx3", message("mx3", "dave").to_record())
+    s.sync()
+    data = (tmp_path / "queue.wal").read_bytes()
+    retired = wal.frame(Retired("mx1", {"bob": 1}, 100.0))
+    at = data.index(retired) + retired.index(b"mx1") + 1
+    (tmp_path / "queue.wal").write_bytes(data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:])
+    recovered = Spool(tmp_path).load()
+    assert sorted(m.msg_id for m in recovered.queued) == ["mx1", "mx3", "mz2"], "mx1's retirement is gone"
+    assert recovered.damage["lost"] == ["mX1"], "what the damaged bytes show, as they show it"
+    assert recovered.damage["suspect"] == ["mx1"], "mz2 is two bytes from mX1; mx3 comes after the damage"
+
+
 def test_a_message_s_bytes_are_written_once_and_its_later_states_without_them(tmp_path):
     """A 15 MiB message with three recipients wrote 125 MB: each step of a pair wrote it again.
     Now its first record holds the bytes and each later state ("s") holds the rest."""
