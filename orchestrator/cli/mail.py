@@ -32,7 +32,8 @@ def print_user(entry: dict[str, Any], as_json: bool) -> None:
         return
     alt = entry["alternate"] or "-"
     both = " (deliver to both)" if entry["deliver_to_both"] else ""
-    out.print(f"{entry['alias']}: home {entry['home_server']}, alternate {alt}{both}, usn {entry['usn']}")
+    rejects = f", rejects mail from {', '.join(entry['reject_from'])}" if entry.get("reject_from") else ""
+    prose(escape(f"{entry['alias']}: home {entry['home_server']}, alternate {alt}{both}{rejects}, usn {entry['usn']}"))
 
 
 @user.command("add")
@@ -94,6 +95,30 @@ def user_show(cluster: cl.Cluster, alias: str, as_json: bool) -> None:
     if entry is None:
         raise Refused(f"unknown user '{alias}'")
     print_user(entry, as_json)
+
+
+@user.command("list")
+@run_dir_option
+@json_option
+@attached
+def user_list(cluster: cl.Cluster, as_json: bool) -> None:
+    """Every recipient the directory holds, by alias, with the directory's USN."""
+    usn, users = cluster.users()
+    if as_json:
+        emit_json({"usn": usn, "users": users})
+        return
+    title = f"{len(users)} recipient(s) in the directory, usn {usn}"
+    if not users:
+        out.print(title)
+        return
+    table = Table(title=title, title_justify="left")
+    for column in ("alias", "home", "alternate", "rejects mail from", "usn"):
+        table.add_column(column, no_wrap=column in ("alias", "usn"))
+    for u in users:
+        alternate = (u["alternate"] or "-") + (" (both)" if u["deliver_to_both"] else "")
+        table.add_row(escape(u["alias"]), escape(u["home_server"]), escape(alternate),
+                      escape(", ".join(u.get("reject_from") or ()) or "-"), str(u["usn"]))
+    show_table(table)
 
 
 # --- mail -----------------------------------------------------------------------------------

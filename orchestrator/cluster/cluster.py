@@ -105,6 +105,11 @@ class Cluster:
     def lookup(self, alias: str) -> dict[str, Any] | None:
         return self.client.request("directory", "dir.lookup", {"alias": alias}).body.recipient
 
+    def users(self) -> tuple[int, list[dict[str, Any]]]:
+        """The directory's USN and every recipient it holds, by alias."""
+        body = self.client.request("directory", "dir.snapshot", {}).body
+        return body.usn, sorted(body.recipients, key=lambda r: r["alias"])
+
     def until(self, condition: Callable[[], T], timeout: float, what: str, every: float = 0.02) -> T:
         """Ask `condition` on this cluster's clock (the wall clock, or the simulator's) until it
         gives something true, and return that; TimedOut naming `what` after `timeout` seconds."""

@@ -59,7 +59,15 @@ def test_queue_show_and_fault_list_on_a_running_and_a_stopped_cluster(tmp_path):
         assert ["Subject", "held"] in shown["message"]["headers"]
 
         # an NDR, rendered as the report it is
-        xcon("user", "set", "bob", "--reject-from", "alice", run_dir=run, check=True)
+        said = xcon("user", "set", "bob", "--reject-from", "alice", run_dir=run, check=True).stdout
+        assert said == "bob: home ex1, alternate -, rejects mail from alice, usn 3\n", "the restriction, said"
+        listed = xcon_json("user", "list", run_dir=run)
+        assert listed["usn"] == 3 and [(u["alias"], u["home_server"], u.get("reject_from")) for u in listed["users"]] == [
+            ("alice", "ex2", None), ("bob", "ex1", ["alice"])]
+        table = xcon("user", "list", run_dir=run, env={"COLUMNS": "80"}, check=True).stdout
+        rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in table.splitlines() if line.startswith("│")]
+        assert rows == [["alice", "ex2", "-", "-", "1"], ["bob", "ex1", "-", "alice", "3"]], table
+        assert table.startswith("2 recipient(s) in the directory, usn 3\n")
         refused = xcon("send", "--from", "alice", "--to", "bob", "--subject", "a subject as long as people write them, "
                        "so that the table must fold it", run_dir=run, check=True).stdout.strip()
         xcon("wait", run_dir=run, check=True)
