@@ -136,10 +136,17 @@ class DirectoryCore:
                 return error(req, f"'{key}' has the wrong type", INVALID)
         entry = {k: v for k, v in current.items() if k != "usn"}
         entry.update(changes)
-        problem = self._check(entry)
+        problem = self._check(entry) or self._unknown_senders(current, changes)
         if problem:
             return error(req, problem, INVALID)
         return self._commit(req, entry, "modified", op=op, changes=changes)
+
+    def _unknown_senders(self, current: dict[str, Any], changes: dict[str, Any]) -> str | None:
+        """A restriction names recipients of the directory, as Exchange's picked them from the
+        address book: a typo was taken and rejected nobody. A name the list held before stays."""
+        held = set(current.get("reject_from") or ())
+        unknown = [s for s in changes.get("reject_from") or () if s not in self.recipients and s not in held]
+        return f"reject_from: unknown recipient '{unknown[0]}'" if unknown else None
 
     def _check(self, entry: dict[str, Any]) -> str | None:
         if entry["home_server"] not in self.servers:

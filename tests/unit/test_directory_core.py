@@ -137,6 +137,7 @@ def test_an_add_is_persisted_published_answered_and_logged_in_that_order():
     ({"home_server": "ex9"}, "unknown server 'ex9' (servers: ex1, ex2)"),
     ({"alternate": "bob"}, "a user cannot be its own alternate recipient"),
     ({"alternate": None}, "deliver-to-both needs an alternate recipient"),
+    ({"reject_from": ["carol", "eve"]}, "reject_from: unknown recipient 'eve'"),
     ({"reject_from": ["eve", "Not An Alias" + "x" * 80]},
      "reject_from: 'Not An Alias" + "x" * 52 + "' is not a valid alias (lower-case letters, digits, . _ -; at most 64)"),
 ])
@@ -147,6 +148,17 @@ def test_a_modification_refused_says_why_with_invalid_and_changes_nothing(change
     actions = modify(d, "bob", {"display_name": "B", **changes}, op="m.1.x")
     assert refusal(actions) == (reason, INVALID, [refusal_log("dir.modify", reason)])
     assert d.usn == 2 and d.recipients == before and d.ops == {}, "nothing applied, the op not remembered"
+
+
+def test_a_restriction_s_name_the_list_held_before_stays_though_nobody_has_it():
+    """A restriction names recipients the directory holds; one an older directory kept (no
+    check then) does not stop its user being changed, nor the list being set again with it."""
+    d = with_users("carol")
+    d.recipients["carol"]["reject_from"] = ["gone"]
+    modify(d, "carol", {"display_name": "C"})
+    modify(d, "carol", {"reject_from": ["gone", "carol"]})
+    assert d.recipients["carol"]["reject_from"] == ["gone", "carol"] and d.usn == 3
+    assert refusal(modify(d, "carol", {"reject_from": ["gone", "eve"]}))[0] == "reject_from: unknown recipient 'eve'"
 
 
 def test_a_modification_of_nobody_is_refused():
