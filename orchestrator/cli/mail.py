@@ -284,7 +284,8 @@ def print_abort(result: dict[str, Any], as_json: bool) -> None:
 @run_dir_option
 @click.option("--timeout", type=click.FloatRange(0), default=None,
               help="Seconds to wait at most (default: a minute; with slower timings, as Exchange 5.5's, "
-                   "three of the longest retry and twice the replication bound).")
+                   "three of the longest retry and twice the replication bound); 0: is it quiet now (two polls, "
+                   "50 ms apart).")
 @json_option
 @attached
 def wait(cluster: cl.Cluster, timeout: float, as_json: bool) -> None:

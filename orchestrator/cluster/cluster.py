@@ -315,9 +315,10 @@ class Cluster:
             same, polls[0] = now is not None and now == polls[0], now
             return same
 
-        try:
-            return self.until(settled, quiet_bound_ms(self.config.settings) / 1000 if timeout is None else timeout,
-                              "every queue empty, no move running", every=0.05)
+        every = 0.05
+        bound = quiet_bound_ms(self.config.settings) / 1000 if timeout is None else max(timeout, every)
+        try:  # at least two polls: a time-out of 0 asks "quiet now?" (it was always "no")
+            return self.until(settled, bound, "every queue empty, no move running", every=every)
         except TimedOut:
             if polls[1] is not None:
                 raise polls[1] from None

@@ -54,6 +54,13 @@ def test_a_pair_handed_between_two_polls_of_one_round_is_not_missed():
     assert c.asked == 3, "one poll's idleness alone was taken for quiet"
 
 
+def test_a_time_out_of_0_still_polls_twice():
+    """`xcon wait --timeout 0` asks "quiet now?": it gave up after the first poll, and said busy."""
+    idle = {"mta.ex1": mta(0, 10), "mta.ex2": mta(0, 20)}
+    c = Scripted([idle, idle])
+    assert c.wait(0) and c.asked == 2
+
+
 def test_busy_mtas_are_not_quiet():
     c = Scripted([{"mta.ex1": mta(1, 10), "mta.ex2": mta(0, 20)}])
     assert not c.wait(0.01)
