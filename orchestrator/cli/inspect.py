@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 import time
@@ -61,8 +62,12 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
     run_dir = run_dir.resolve()
     if bool(export) != bool(file):
         raise click.UsageError("--export needs a FILE, and a FILE needs --export")
-    if not logread.log_files(run_dir):
+    files = logread.log_files(run_dir)
+    if not files:
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
+    names = [f.stem for f in files]
+    if node and not until and not fnmatch.filter(names, node):  # a typo, not a node that was quiet
+        raise click.UsageError(f"no node {node!r} has a log here (these do: {', '.join(names)})")
     if until:
         deadline = time.time() + timeout
         while not any(logread.filtered(logread.merged(run_dir), node=node, msg=msg, pattern=until)):

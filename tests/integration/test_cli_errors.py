@@ -61,10 +61,14 @@ def test_errors_against_a_running_cluster(tmp_path):
         one_line_error(xcon("logs", "--msg", "nope", "--until", "mta.deferred", "--timeout", "0.3", run_dir=run), 1,
                        "no event 'mta.deferred' for message nope within 0.3s")
         assert "directory.added" in xcon("logs", "--until", "directory.added", run_dir=run, check=True).stdout
-        one_line_error(xcon("logs", "--node", "mta.ex9", run_dir=run), 1, "no event on mta.ex9")  # no match: a finding
+        one_line_error(xcon("logs", "--node", "mta.ex9", run_dir=run), 2, "no node 'mta.ex9' has a log here (these do: ")
+        one_line_error(xcon("logs", "--node", "mta.ex1", "--event", "move.*", run_dir=run), 1,
+                       "no event on mta.ex1 matching 'move.*'")  # a node that has a log, and no match: a finding
         one_line_error(xcon("logs", "--node", "mta.*", "--event", "move.*", run_dir=run), 1,
                        "no event on mta.* matching 'move.*'")
         one_line_error(xcon("logs", "--msg", "", run_dir=run), 2, "'' is not a message id")
+        one_line_error(xcon("user", "set", "alice", "--reject-from", "zed", run_dir=run), 2,
+                       "reject_from: unknown recipient 'zed'")
         # nothing changed: one user, no message, no move
         status = xcon_json("status", run_dir=run)
         assert status["nodes"]["directory"]["status"] == {"usn": 1, "recipients": 1}
