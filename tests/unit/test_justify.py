@@ -128,3 +128,149 @@ def test_docs_safety_shows_the_table_the_judge_uses():
 
     assert table() in (Path(__file__).parents[2] / "docs" / "safety.md").read_text(), \
         "docs/safety.md's table is stale: python -c 'from orchestrator.inspect.justify import table; print(table())'"
+
+
+# --- each rule's branches, and what a finding shows (mutation testing of the oracle, session 16) ---
+
+SMTP = Settings(("ex1", "ex2"), "sp4", expire_ms=10_000, report_expire_ms=20_000, smtp=True)
+CAROL = "carol@example.org"
+
+
+def to_outside(seconds, reason, rcpt=CAROL, **extra):
+    """alice's message for an outside address, failed on mta.ex1 for `reason`; its NDR reaches her."""
+    return [at(0.0, "mta.ex1", "mta.accepted", msg_id="m1", sender="alice", rcpts=[rcpt], alt_of={}),
+            at(seconds, "mta.ex1", "mta.failed", msg_id="m1", rcpt=rcpt, reason=reason, report="ndr",
+               ndr_id="m1~ndr~1", cache_usn=3, **extra),
+            at(seconds, "mta.ex1", "mta.ndr_queued", msg_id="m1~ndr~1", ndr_for="m1", rcpts=[rcpt], to="alice"),
+            at(seconds + 0.1, "store.ex1", "store.delivered", msg_id="m1~ndr~1", mailbox="alice", ndr_for="m1",
+               ndr_rcpts=[rcpt])]
+
+
+def test_no_route_is_owed_for_a_server_the_organisation_lacks_or_outside_mail_with_no_ims():
+    stray = at(0.5, "directory", "directory.modified", alias="bob", usn=4, home_server="ex9",
+               changes={"home_server": "ex9"})
+    assert verdict([accepted(), stray, *failed(1.0, "no_route")])[0] == []
+    for events in ([accepted(), moved(0.5, 4), *failed(1.0, "no_route")], [accepted(), *failed(1.0, "no_route")]):
+        assert verdict(events)[0] == [("unjustified_ndr", "no_route: every entry for bob names a server of the "
+                                                          "organisation")]
+    assert verdict(to_outside(1.0, "no_route"))[0] == [], "no IMS: an outside address has no route"
+    assert verdict(to_outside(1.0, "no_route"), SMTP)[0] == [
+        ("unjustified_ndr", "no_route: the organisation has an IMS for outside addresses")]
+
+
+def test_refused_is_owed_only_where_an_ims_handed_the_pair_back_as_refused():
+    def handed(reason):
+        return at(0.9, "mta.ex1", "mta.relay_failed", msg_id="m1", rcpt=CAROL, reason=reason)
+
+    first, *rest = to_outside(1.0, "refused")
+    assert verdict([first, handed("refused"), *rest], SMTP)[0] == []
+    for said in ([handed("expired")], []):
+        assert verdict([first, *said, *rest], SMTP)[0] == [
+            ("unjustified_ndr", "refused: no IMS handed the pair back as refused")]
+
+
+def test_moved_needs_a_newer_entry_homing_the_recipient_elsewhere_than_the_failing_mta_before_it_failed():
+    here = [accepted(), moved(0.5, 4, home="ex1"), not_homed(1.0, 3), *failed(1.0, "moved")]
+    (outcome, why), = verdict(here)[0]
+    assert outcome == "unjustified_ndr", "an entry homing bob on ex1 itself does not make mta.ex1's 'moved' right"
+    assert why == ("moved: no entry newer than USN 3 (the one mta.ex1 routed on) homed bob elsewhere before it "
+                   "failed: the cache was not behind")
+    assert verdict([accepted(), moved(1.0, 4), not_homed(1.0, 3), *failed(1.0, "moved")])[0][0][0] == \
+        "unjustified_ndr", "a change of the failure's own instant is not before it"
+    assert verdict([accepted(), not_homed(1.0, 3), *failed(1.0, "soft_deleted")])[0][0][0] == "unjustified_ndr"
+    assert verdict([accepted(), moved(0.5, 4), not_homed(1.0, 3), *failed(1.0, "soft_deleted")])[0] == []
+
+
+def test_unknown_at_the_usn_the_mta_read_counts_an_entry_added_at_that_very_usn():
+    added = at(0.5, "directory", "directory.added", alias="bob", usn=3, home_server="ex1")
+    (outcome, why), = verdict([accepted(), added, *failed(1.0, "unknown")])[0]
+    assert (outcome, why) == ("unjustified_ndr", "unknown: bob had a directory entry at USN 3, the one the MTA read")
+
+
+def test_a_restriction_finding_shows_the_newest_restriction_the_mta_could_have_read_and_its_own_line():
+    def restrict(usn, who):
+        return at(0.1 * usn, "directory", "directory.modified", alias="bob", usn=usn, home_server="ex1",
+                  changes={"reject_from": [who]})
+
+    read = at(1.0, "mta.ex1", "mta.restricted", msg_id="m1", rcpt="bob", sender="alice", entry_usn=6, cache_usn=6)
+    events = [accepted(), restrict(4, "carol"), restrict(5, "dave"), restrict(6, "erin"), read,
+              *failed(1.0, "restricted")]
+    [(outcome, why)], report = verdict(events)
+    assert (outcome, why) == ("unjustified_ndr", "restricted: the entry at USN 6 did not reject mail from alice")
+    hlc_of = lambda s: [int((T0 + s) * 1000), 0]  # noqa: E731
+    assert report.violations[0].evidence == [
+        {"ts": T0 + 0.6000000000000001, "node": "directory", "event": "directory.modified",
+         "hlc": hlc_of(0.6000000000000001), "alias": "bob", "usn": 6, "home_server": "ex1",
+         "changes": {"reject_from": ["erin"]}},
+        {"ts": T0 + 1.0, "node": "mta.ex1", "event": "mta.restricted", "hlc": hlc_of(1.0), "msg_id": "m1",
+         "rcpt": "bob", "cache_usn": 6, "entry_usn": 6, "sender": "alice"},
+        {"ts": T0 + 1.0, "node": "mta.ex1", "event": "mta.failed", "hlc": hlc_of(1.0), "msg_id": "m1",
+         "rcpt": "bob", "reason": "restricted", "report": "ndr", "cache_usn": 6 - 3}], "the brief: no ndr_id"
+    assert verdict([accepted(), restrict(1, "alice"), *failed(1.0, "restricted")])[0] == [
+        ("unjustified_ndr", "restricted: the entry at USN 0 did not reject mail from None")], "no line: no entry"
+    unnumbered = dict(read, entry_usn=None)
+    del unnumbered["entry_usn"]
+    assert verdict([accepted(), restrict(1, "alice"), unnumbered, *failed(1.0, "restricted")])[0][0][0] == \
+        "unjustified_ndr", "a line without the entry's USN names none: no restriction was read"
+    assert verdict([accepted(), *failed(1.0, "restricted")])[0][0][0] == "unjustified_ndr", "bob never changed"
+
+
+def test_a_failure_with_no_reason_and_a_postmaster_copy_for_a_reason_that_allows_none_say_so():
+    no_reason = [accepted(), *failed(1.0, "")]
+    del no_reason[1]["reason"]
+    [(outcome, why)], report = verdict(no_reason)
+    assert (outcome, why) == ("unjustified_ndr", "no rule allows a failure for the reason ''")
+    assert [e["event"] for e in report.violations[0].evidence] == ["mta.failed"]
+    pm = at(12.0, "mta.ex1", "mta.failed", msg_id="m1~ndr~1", rcpt="alice", report="postmaster",
+            postmaster_id="m1~ndr~1~pm", ndr_for="m1", ndr_rcpts=["bob"], cache_usn=3)
+    [(outcome, why)], _ = verdict([accepted(), *failed(10.0, "expired")[:2], pm,
+                                   at(12.1, "store.ex1", "store.delivered", msg_id="m1~ndr~1~pm",
+                                      mailbox="postmaster", ndr_for="m1", ndr_rcpts=["bob"])])
+    assert outcome == "early_postmaster" and "(unknown, expired, refused); this one's reason was ''" in why
+
+
+def test_a_declined_failure_is_judged_as_a_report_is():
+    """NOTIFY=NEVER (over SMTP): no report, and the failure still needs its reason to hold."""
+    declined = at(1.0, "mta.ex1", "mta.failed", msg_id="m1", rcpt="bob", reason="moved", report="none",
+                  notify=["NEVER"], cache_usn=3)
+    assert verdict([accepted(), not_homed(1.0, 3), declined])[0][0][0] == "unjustified_ndr"
+    assert verdict([accepted(), moved(0.5, 4), not_homed(1.0, 3), declined])[0] == []
+
+
+def test_expiry_is_timed_from_the_first_acceptance_that_is_no_repeat_with_its_slack():
+    assert verdict([accepted(5.0, repeated=True), accepted(), *failed(10.0, "expired")])[0] == [], \
+        "a retransmission's line first, the message's own acceptance after it: the time-out runs from 0"
+    assert verdict([accepted(), accepted(5.0), *failed(10.0, "expired")])[0] == [], "the first one counts"
+    assert verdict([accepted(5.0, accepted_at=T0), *failed(10.0, "expired")])[0] == [], \
+        "accepted_at: when the first MTA took it, carried with it"
+    edge = T0 + 10.0 - 0.05 - 0.01 * 10.0  # the deadline as the judge computes it: SLACK_S, EXPIRY_SLACK
+    on_time = failed(0.0, "expired")
+    on_time[0] = dict(on_time[0], ts=edge)
+    assert verdict([accepted(), *on_time])[0] == [], "at its deadline, to the microsecond"
+    (outcome, why), = verdict([accepted(), *failed(9.8, "expired")])[0]
+    assert why == "expired: 0.200 s before its time-out of 10 s from mta.ex1's acceptance"
+    [(_, why)], report = verdict([accepted(priority="urgent"), *failed(1.0, "expired")])
+    assert why.startswith("expired: 1.857 s before its time-out of 2.85714")
+    assert report.violations[0].evidence[0] == {"ts": T0, "node": "mta.ex1", "event": "mta.accepted",
+                                                "hlc": [int(T0 * 1000), 0], "msg_id": "m1", "sender": "alice",
+                                                "priority": "urgent"}
+
+
+def test_an_outside_pair_handed_back_expired_is_judged_on_the_ims_clock():
+    first, *rest = to_outside(9.0, "expired")
+    by_ims = at(10.2, "ims.ex1", "ims.relay_failed", msg_id="m1", rcpt=CAROL, reason="expired")
+    assert verdict([first, by_ims, *rest], SMTP)[0] == []
+    assert verdict([first, *rest], SMTP)[0][0][0] == "unjustified_ndr"
+
+
+def test_a_loop_needs_the_directory_to_go_back_below_its_highest_usn_before_the_failure():
+    fresh = [at(0.1, "directory", "directory.loaded", usn=0), at(0.2, "directory", "directory.loaded", usn=0)]
+    assert verdict([accepted(), *fresh, *failed(1.0, "loop")])[0] == [
+        ("unjustified_ndr", "loop: the directory's USNs never went backwards before it")], "a fresh directory twice"
+    same = [at(0.1, "directory", "directory.loaded", usn=4), at(0.2, "directory", "directory.loaded", usn=4)]
+    assert verdict([accepted(), *same, *failed(1.0, "loop")])[0][0][0] == "unjustified_ndr", "restarted, not restored"
+    behind = [moved(0.1, 9), at(0.5, "directory", "directory.loaded", usn=4)]
+    assert verdict([accepted(), *behind, *failed(1.0, "loop")])[0] == [], "its commits count toward its highest USN"
+    at_once = [at(0.1, "directory", "directory.loaded", usn=9), at(1.0, "directory", "directory.loaded", usn=4)]
+    assert verdict([accepted(), *at_once, *failed(1.0, "loop")])[0][0][0] == "unjustified_ndr", \
+        "a restore at the failure's own instant is not before it"
