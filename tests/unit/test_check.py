@@ -267,3 +267,76 @@ def test_an_item_an_ims_took_that_nothing_ended_and_no_queue_holds_is_lost_not_p
     (lost,) = check(events, state=EndState({})).violations
     assert lost.outcome == "lost" and "ims.ex1 took it to relay" in lost.why and "ims/ex1/outbound" in lost.why
     assert check(events).counts["pending"] == 1, "from the logs alone, it may still be on its way"
+
+
+# --- what mutation testing of the oracle found unheld (session 16) ----------------------------
+
+def relayed(msg, rcpt, ndr_for=None, ndr_rcpts=None):
+    """An IMS's relay to the smarthost: an outside address's delivery, or a DSN to an outside originator."""
+    return {"event": "ims.relayed", "node": "ims.ex1", "msg_id": msg, "rcpt": rcpt, "ndr_for": ndr_for,
+            "ndr_rcpts": ndr_rcpts}
+
+
+def test_an_outside_delivery_is_the_ims_s_relay_once_and_a_dsn_to_an_outside_sender_its_report():
+    carol = "carol@example.org"
+    outside_sender = {**accepted("m2", ["bob"]), "sender": carol}
+    events = [accepted("m1", [carol]), relayed("m1", carol),
+              outside_sender, failed("m2", "bob"), relayed("m2.ndr", carol, ndr_for="m2", ndr_rcpts=["bob"]),
+              accepted("m3", [carol]), relayed("m3", carol), relayed("m3", carol),
+              {**accepted("m4", ["dave"]), "sender": carol}, failed("m4", "dave"),
+              relayed("m4.ndr", carol, ndr_for="m4", ndr_rcpts=["dave"]),
+              relayed("m4.ndr", carol, ndr_for="m4", ndr_rcpts=["dave"])]
+    report = check(events)
+    assert (report.counts["delivered"], report.counts["ndr"], report.counts["duplicated"]) == (1, 1, 2)
+    assert {(v.msg_id, v.rcpt): v.outcome for v in report.violations} == {
+        ("m3", carol): "duplicated", ("m4", "dave"): "duplicated"}, "relayed twice, reported twice"
+    end = EndState({"bob": "ex1", "dave": "ex1"}, relayed=Counter({("m1", carol): 1, ("m2.ndr", carol): 1,
+                                                                     ("m3", carol): 1, ("m4.ndr", carol): 1}))
+    audited = check(events, state=end)
+    assert audited.ok and (audited.counts["delivered"], audited.counts["ndr"]) == (2, 2), \
+        "the smarthost's count decides: each left once"
+
+
+def test_a_report_delivered_twice_is_duplicated_and_the_end_state_counts_reports_by_their_ids():
+    events = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr("m1", ["bob"]), ndr("m1", ["bob"])]
+    assert [v.outcome for v in check(events).violations] == ["duplicated"]
+    end = state({"alice": ["m1.ndr"], "bob": []})
+    assert check(events, state=end).ok, "the mailbox holds one: the logs' second line was a repeat"
+    pm_end = state({"alice": [], "bob": []})
+    pm_end.boxes[("ex1", "postmaster")] = Counter(["m1.ndr"])
+    assert not check(events, state=pm_end).ok, "an NDR's id found in a postmaster mailbox is not alice's report"
+
+
+def test_a_pair_known_only_from_a_repeated_acceptance_is_judged_and_a_repeat_keeps_the_first_sender():
+    repeat = {**accepted("m1", ["bob"]), "repeated": True}
+    assert check([repeat]).pairs == 1 and [v.outcome for v in check([repeat]).violations] == ["pending"]
+    first = accepted("m2", ["carol"], {"carol": "bob"})
+    again = {**accepted("m2", ["carol"]), "sender": "mallory", "repeated": True}
+    (v,) = check([first, again]).violations
+    assert (v.sender, v.alt_of) == ("alice", "bob"), "the repeat's line changes nothing of the pair"
+    assert v.headline() == "PENDING m2 -> carol (alternate of bob), from alice"
+    nameless = {k: x for k, x in accepted("m3", ["dave"]).items() if k != "sender"}
+    assert check([nameless]).violations[0].headline() == "PENDING m3 -> dave, from ?"
+
+
+def test_a_pair_delivered_twice_by_an_mta_acting_after_its_damage_counts_as_damaged_not_duplicated():
+    routed_again = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "hlc": [0, 100]}
+    events = [accepted("m1", ["bob"]), delivered("m1", "bob"), accepted("m2", ["carol"]), delivered("m2", "carol"),
+              delivered("m2", "carol"), damaged(), routed_again, delivered("m1", "bob")]
+    report = check(events)
+    assert {(v.msg_id, v.outcome) for v in report.violations} == {("m1", "damaged"), ("m2", "duplicated")}
+    assert (report.counts["damaged"], report.counts["duplicated"]) == (1, 1), report.counts
+    (blamed,) = [v for v in report.violations if v.outcome == "damaged"]
+    assert "its latest record may have been in" in blamed.why
+
+
+def test_a_pair_the_mailboxes_lack_says_where_it_was_looked_for_and_whose_entry_is_missing():
+    events = [accepted("m1", ["bob"]), delivered("m1", "bob"),
+              accepted("m2", ["carol"]), failed("m2", "carol"), ndr_queued("m2", ["carol"]), ndr("m2", ["carol"])]
+    whys = {v.msg_id: v.why for v in check(events, state=EndState({"alice": "ex1", "carol": "ex1"})).violations}
+    assert whys == {"m1": "the logs say delivered, but it is not in bob's mailbox on its home server (the directory "
+                          "has no entry for bob: no mailbox counts as theirs)",
+                    "m2": "the logs say reported, but it is not in alice's mailbox on its home server"}
+    gone_sender = {v.msg_id: v.why for v in check(events, state=EndState({"bob": "ex1"})).violations}
+    assert gone_sender["m2"].endswith("(the directory has no entry for alice: no mailbox counts as theirs)")
+    assert gone_sender["m1"] == "the logs say delivered, but it is not in bob's mailbox on its home server"
