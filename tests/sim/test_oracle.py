@@ -38,3 +38,20 @@ def test_a_planted_unjustified_outcome_is_named(name, seed, rule):
     assert rule in found[0]["why"] and found[0]["evidence"], found[0]
     clean = chaos.run_trial(world, Path("/nonexistent/oracle"), sim=Network(), dump=False)
     assert not clean.broken and clean.counts[finding] == 0, clean.violations
+
+
+def test_xcon_check_of_the_dumped_run_names_the_same_finding(tmp_path):
+    """`xcon check` (check_run) judges a run-dir with the run's own settings: a mutant that gave it
+    none (every report taken as owed) lived, since the campaigns judge through the simulator's own
+    verdict. The planted run dumped as a real one is judged the same."""
+    name, seed = "early-postmaster", 1716087199
+    build, finding, _ = PLANTS[name]
+    world = draw_world(seed, build, FAULTS)
+    with plant(name):
+        broken = chaos.run_trial(world, tmp_path / "run", sim=Network(), dump=True)
+    from orchestrator.inspect.check import check_run
+
+    report = check_run(Path(broken.run_dir))
+    assert report.audited and report.counts[finding] == broken.counts[finding] > 0, report.counts
+    assert sorted((v.msg_id, v.rcpt, v.outcome) for v in report.violations) == sorted(
+        (v["msg_id"], v["rcpt"], v["outcome"]) for v in broken.violations)
