@@ -340,3 +340,25 @@ def test_a_pair_the_mailboxes_lack_says_where_it_was_looked_for_and_whose_entry_
     gone_sender = {v.msg_id: v.why for v in check(events, state=EndState({"bob": "ex1"})).violations}
     assert gone_sender["m2"].endswith("(the directory has no entry for alice: no mailbox counts as theirs)")
     assert gone_sender["m1"] == "the logs say delivered, but it is not in bob's mailbox on its home server"
+
+
+def test_a_copy_a_rollback_removed_is_lost_with_the_step_and_the_verdict_reads_whole():
+    """What `xcon check` prints of a broken pair (headline, decisive lines) and its --json keys."""
+    into = {"event": "store.delivered", "node": "store.ex2", "msg_id": "m1", "mailbox": "bob", "ndr_for": None,
+            "hlc": [5, 0], "ts": 5.0}
+    rollback = {"event": "move.step", "node": "orchestrator", "move_id": "move.b.1", "step": "rollback_target",
+                "target": "ex2", "mailbox": "bob", "hlc": [6, 0], "ts": 6.0}
+    other = dict(rollback, target="ex1")
+    events = [accepted("m1", ["bob"], {"bob": "carol"}), into, other, rollback]
+    report = check(events, state=EndState({"bob": "ex2", "alice": "ex1"}, {("ex2", "bob"): Counter()}))
+    (lost,) = report.violations
+    assert lost.headline() == ("LOST m1 -> bob (alternate of carol), from alice: the logs say delivered, but it is "
+                               "not in bob's mailbox on its home server")
+    assert lost.decisive() == ["store.ex2: store.delivered",
+                               "removed by orchestrator: move.step step=rollback_target, move_id=move.b.1"]
+    assert list(report.to_json()) == ["pairs", "counts", "ok", "audited", "unlogged", "stale_locks", "by_users",
+                                      "violations"]
+    assert (report.to_json()["pairs"], report.to_json()["ok"], report.to_json()["audited"]) == (1, False, True)
+    assert report.to_json()["violations"][0]["removed_by"] == [
+        {"ts": 6.0, "node": "orchestrator", "event": "move.step", "hlc": [6, 0], "step": "rollback_target",
+         "move_id": "move.b.1"}]
