@@ -322,11 +322,13 @@ def test_a_pair_known_only_from_a_repeated_acceptance_is_judged_and_a_repeat_kee
 def test_a_pair_delivered_twice_by_an_mta_acting_after_its_damage_counts_as_damaged_not_duplicated():
     routed_again = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m1", "rcpt": "bob", "hlc": [0, 100]}
     events = [accepted("m1", ["bob"]), delivered("m1", "bob"), accepted("m2", ["carol"]), delivered("m2", "carol"),
-              delivered("m2", "carol"), damaged(), routed_again, delivered("m1", "bob")]
+              delivered("m2", "carol"), accepted("m3", ["dave"]), delivered("m3", "dave"), delivered("m3", "dave"),
+              accepted("m4", ["erin"]), damaged("m4"), routed_again, delivered("m1", "bob")]
     report = check(events)
-    assert {(v.msg_id, v.outcome) for v in report.violations} == {("m1", "damaged"), ("m2", "duplicated")}
-    assert (report.counts["damaged"], report.counts["duplicated"]) == (1, 1), report.counts
-    (blamed,) = [v for v in report.violations if v.outcome == "damaged"]
+    assert {(v.msg_id, v.outcome) for v in report.violations} == {
+        ("m1", "damaged"), ("m2", "duplicated"), ("m3", "duplicated"), ("m4", "damaged")}
+    assert (report.counts["damaged"], report.counts["duplicated"]) == (2, 2), report.counts
+    (blamed,) = [v for v in report.violations if v.msg_id == "m1"]
     assert "its latest record may have been in" in blamed.why
 
 
@@ -362,3 +364,33 @@ def test_a_copy_a_rollback_removed_is_lost_with_the_step_and_the_verdict_reads_w
     assert report.to_json()["violations"][0]["removed_by"] == [
         {"ts": 6.0, "node": "orchestrator", "event": "move.step", "hlc": [6, 0], "step": "rollback_target",
          "move_id": "move.b.1"}]
+
+
+def test_the_end_state_counts_a_report_and_a_postmaster_copy_whose_delivery_lines_died_with_their_store():
+    """A store killed after writing a report and before its log line: the MTA's lines name the
+    report (mta.ndr_queued) and the postmaster copy (mta.failed, report=postmaster) by id."""
+    pm_failed = {"event": "mta.failed", "node": "mta.ex1", "msg_id": "m2.ndr", "rcpt": "alice", "reason": "expired",
+                 "report": "postmaster", "postmaster_id": "m2.ndr~pm", "ndr_for": "m2", "ndr_rcpts": ["carol"]}
+    events = [accepted("m1", ["bob"]), failed("m1", "bob"), ndr_queued("m1", ["bob"]),
+              accepted("m2", ["carol"]), failed("m2", "carol"), ndr_queued("m2", ["carol"]), pm_failed]
+    end = state({"alice": ["m1.ndr"], "bob": [], "carol": []})
+    end.boxes[("ex1", "postmaster")] = Counter(["m2.ndr~pm"])
+    report = check(events, state=end)
+    assert report.ok and (report.counts["ndr"], report.counts["postmaster"]) == (1, 1), report.violations
+
+
+def test_a_failed_pair_whose_report_is_still_queued_is_pending_not_lost():
+    events = [accepted("m1", ["bob"]), {**failed("m1", "bob"), "ndr_id": "m1.ndr"}, accepted("m2", ["carol"]),
+              {**failed("m2", "carol"), "ndr_id": "m2.ndr"}]
+    end = state({"alice": [], "bob": [], "carol": []})
+    end.waiting = {"m1.ndr"}
+    assert {v.msg_id: v.outcome for v in check(events, state=end).violations} == {"m1": "pending", "m2": "lost"}
+
+
+def test_every_pair_s_outcome_is_handed_back_and_the_second_pass_reads_again():
+    events = [accepted("m1", ["bob"]), delivered("m1", "bob"), {**accepted("m2", ["carol"]), "sender": None},
+              failed("m2", "carol")]
+    every: dict = {}
+    report = check(iter(events), again=lambda: iter(events), every=every)
+    assert every == {("m1", "bob"): ("alice", "delivered"), ("m2", "carol"): ("", "lost")}
+    assert [e["event"] for e in report.violations[0].last_events] == ["mta.failed"], "read again from `again`"

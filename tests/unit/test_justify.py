@@ -274,3 +274,9 @@ def test_a_loop_needs_the_directory_to_go_back_below_its_highest_usn_before_the_
     at_once = [at(0.1, "directory", "directory.loaded", usn=9), at(1.0, "directory", "directory.loaded", usn=4)]
     assert verdict([accepted(), *at_once, *failed(1.0, "loop")])[0][0][0] == "unjustified_ndr", \
         "a restore at the failure's own instant is not before it"
+
+
+def test_an_unjustified_failure_whose_report_never_arrived_is_lost_not_a_finding():
+    """A finding names a report or decline that was made; a pair with none is lost, as before."""
+    events = [accepted(), *failed(1.0, "moved")[:2]]
+    assert [o for o, _ in verdict(events)[0]] == ["lost"]
