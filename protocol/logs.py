@@ -63,7 +63,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     "mta.deferred": ("msg_id rcpt reason retry_in_ms", ""),
     "mta.delivered": ("msg_id rcpt duplicate", ""),
     "mta.directory_regressed": ("received_usn directory_usn why", ""),
-    "mta.failed": ("msg_id rcpt reason report", "cache_usn ndr_for ndr_id ndr_rcpts notify postmaster_id why"),
+    "mta.failed": ("msg_id rcpt reason report cache_usn", "ndr_for ndr_id ndr_rcpts notify postmaster_id why"),
     "mta.feed_gap": ("received_usn directory_usn", ""),
     "mta.late_answer": ("re type", ""),
     "mta.ndr_queued": ("msg_id ndr_for rcpts to", ""),

@@ -100,5 +100,6 @@ class Reporter:
             actions.append(PersistMessage(pm_id, copy.to_record()))
         actions.append(log("mta.failed", level="warning", msg_id=report.msg_id, rcpt=pair.rcpt, reason=reason,
                            report="postmaster", postmaster_id=pm_id, ndr_for=report.ndr_for,
-                           ndr_rcpts=report.ndr_rcpts, why="a report that cannot be delivered goes to the postmaster"))
+                           ndr_rcpts=report.ndr_rcpts, cache_usn=self.cache.usn,
+                           why="a report that cannot be delivered goes to the postmaster"))
         return Failure(actions, copy, self.queue.progress(report))

@@ -280,3 +280,28 @@ def test_an_unjustified_failure_whose_report_never_arrived_is_lost_not_a_finding
     """A finding names a report or decline that was made; a pair with none is lost, as before."""
     events = [accepted(), *failed(1.0, "moved")[:2]]
     assert [o for o, _ in verdict(events)[0]] == ["lost"]
+
+
+def test_of_two_repeated_acceptance_lines_the_first_times_the_expiry():
+    events = [accepted(5.0, repeated=True), accepted(7.0, repeated=True), *failed(15.0, "expired")]
+    assert verdict(events)[0] == [], "the time-out runs from the first line: 15 s is past 5 + 10"
+
+
+def test_a_postmaster_copy_for_an_unknown_originator_is_early_if_the_mta_s_cache_held_the_originator():
+    """The postmaster failure's line carries the USN its MTA read (it did not, and an originator
+    added at any USN passed as unknown at USN 0)."""
+    def to_pm(cache_usn):
+        return [at(10.0, "mta.ex1", "mta.failed", msg_id="m1", rcpt="bob", reason="expired", report="ndr",
+                   ndr_id="m1~ndr~1", cache_usn=3),
+                at(10.0, "mta.ex1", "mta.ndr_queued", msg_id="m1~ndr~1", ndr_for="m1", rcpts=["bob"], to="alice"),
+                at(11.0, "mta.ex1", "mta.failed", msg_id="m1~ndr~1", rcpt="alice", reason="unknown",
+                   report="postmaster", postmaster_id="m1~ndr~1~pm", ndr_for="m1", ndr_rcpts=["bob"],
+                   cache_usn=cache_usn),
+                at(11.1, "store.ex1", "store.delivered", msg_id="m1~ndr~1~pm", mailbox="postmaster",
+                   ndr_for="m1", ndr_rcpts=["bob"])]
+
+    alice = at(0.0, "directory", "directory.added", alias="alice", usn=1, home_server="ex1")
+    assert verdict([alice, accepted(), *to_pm(0)])[0] == [], "a cache that had not heard of alice yet"
+    (outcome, why), = verdict([alice, accepted(), *to_pm(1)])[0]
+    assert outcome == "early_postmaster" and why == ("unknown: alice had a directory entry at USN 1, the one the MTA "
+                                                     "read")

@@ -77,8 +77,9 @@ def test_a_report_given_to_the_postmaster_is_durable_whole_made_once_and_the_rep
     pm_id = f"{report}~pm"
     assert failure_line(first) == ("warning", {
         "msg_id": report, "rcpt": "ann@outside.test", "reason": "expired", "report": "postmaster",
-        "postmaster_id": pm_id, "ndr_for": "m-9", "ndr_rcpts": ["bob"],
+        "postmaster_id": pm_id, "ndr_for": "m-9", "ndr_rcpts": ["bob"], "cache_usn": mta.cache.usn,
         "why": "a report that cannot be delivered goes to the postmaster"})
+    assert mta.cache.usn > 0, "the USN the oracle judges an unknown originator by (inspect.justify)"
     persisted = [a for a in first if isinstance(a, PersistMessage)]
     assert persisted[0].msg_id == pm_id, "the copy is durable before anything else"
     durable = QueuedMessage.from_record(persisted[0].record)
