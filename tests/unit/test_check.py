@@ -394,3 +394,21 @@ def test_every_pair_s_outcome_is_handed_back_and_the_second_pass_reads_again():
     report = check(iter(events), again=lambda: iter(events), every=every)
     assert every == {("m1", "bob"): ("alice", "delivered"), ("m2", "carol"): ("", "lost")}
     assert [e["event"] for e in report.violations[0].last_events] == ["mta.failed"], "read again from `again`"
+
+
+def test_a_broken_pair_keeps_its_events_brief_and_a_damaged_one_says_whose_damage_whole():
+    gave_up = {"event": "mta.failed", "node": "mta.ex1", "msg_id": "m1", "rcpt": "bob", "reason": "moved",
+               "report": "none", "why": "w", "cache_usn": 3, "directory_usn": 4, "home_server": "ex2", "to": "mta.ex2",
+               "outcome": "o", "step": "s", "move_id": "mv", "owner": "ow", "deleted": 1, "messages": 2,
+               "ts": 1.0, "hlc": [1, 0], "level": "warning", "extra": "dropped"}
+    (lost,) = check([accepted("m1", ["bob"]), gave_up]).violations
+    assert lost.last_events == [{k: v for k, v in gave_up.items() if k not in ("msg_id", "rcpt", "level", "extra")}]
+    (hit,) = check([accepted("m2", ["carol"]), damaged("m2")]).violations
+    assert hit.why == ("its only record was in the damaged part of mta/ex2/queue.wal (kept aside as queue.wal.d), "
+                       "which mta.ex2 could not read at its restart")
+    routed_again = {"event": "mta.routed", "node": "mta.ex2", "msg_id": "m3", "rcpt": "dave", "hlc": [0, 100]}
+    (again,) = check([accepted("m3", ["dave"]), delivered("m3", "dave"), damaged(), routed_again,
+                      delivered("m3", "dave")]).violations
+    assert again.why == ("its latest record may have been in the damaged part of mta/ex2/queue.wal (kept aside as "
+                         "queue.wal.d), which mta.ex2 could not read at its restart; it took up an earlier state and "
+                         "acted on it again")
