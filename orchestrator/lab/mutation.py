@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 CORES = {"mta": "nodes/mta/", "store": "nodes/store/", "directory": "nodes/directory/",
-         "move": "orchestrator/move", "ims": "nodes/ims/"}
+         "move": "orchestrator/move", "ims": "nodes/ims/", "oracle": "orchestrator/inspect/"}
 KILLED = {1, 3, 36, 24, -24, 152, 255}  # mutmut's "killed" and "timeout" exit codes (mutmut.stats)
 EQUIVALENT = Path("tests/mutation/equivalent.txt")
 

@@ -412,3 +412,14 @@ def test_a_broken_pair_keeps_its_events_brief_and_a_damaged_one_says_whose_damag
     assert again.why == ("its latest record may have been in the damaged part of mta/ex2/queue.wal (kept aside as "
                          "queue.wal.d), which mta.ex2 could not read at its restart; it took up an earlier state and "
                          "acted on it again")
+
+
+def test_damage_an_ims_found_and_a_suspect_message_are_the_damage_s():
+    by_ims = {**damaged("m1"), "node": "ims.ex1", "file": "ims/ex1/outbound.log"}
+    suspect = {**damaged(), "suspect": ["m2"]}
+    report = check([accepted("m1", ["bob"]), by_ims, accepted("m2", ["carol"]), suspect])
+    assert {v.msg_id: (v.outcome, v.why.split(" the damaged part")[0]) for v in report.violations} == {
+        "m1": ("damaged", "its only record was in"), "m2": ("damaged", "its latest record may have been in")}
+    store = {**damaged("m3"), "node": "store.ex1"}
+    assert [v.outcome for v in check([accepted("m3", ["dave"]), store]).violations] == ["pending"], \
+        "a store's damage is no MTA's or IMS's queue: it explains no pair"
