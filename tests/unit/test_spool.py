@@ -309,22 +309,28 @@ def test_a_last_record_whose_bytes_are_all_there_but_do_not_read_is_damage_not_a
     assert sorted(m.msg_id for m in recovered.queued) == ["m1", "m2", "m3", "m4"]
 
 
+def first_retired(folder, first, second, third):
+    """A queue log: `first` (for bob) and `second` (carol) in one batch, `first` retired, then
+    `third` (dave); its bytes."""
+    s = Spool(folder)
+    s.load()
+    s.persist(first, message(first, "bob").to_record())
+    s.persist(second, message(second, "carol").to_record())
+    s.sync()
+    s.retire(first, {"bob": 1}, 100.0)
+    s.sync()
+    s.persist(third, message(third, "dave").to_record())
+    s.sync()
+    return (folder / "queue.wal").read_bytes()
+
+
 def test_damage_whose_record_start_does_not_read_names_the_queued_messages_it_may_have_held(tmp_path):
     """Simulated campaign trial 1627879872 (sp4, every fault kind): m1's retirement was hit in its
     first bytes, so the damage named no id; m1 came back queued as its older record left it, was
     delivered as well as reported, and the verdict called that a break, not the damage's cost. Now
     the messages whose every readable record precedes such damage are `suspect`; damage that
     names its record (`lost`, `older_state`) adds no suspects."""
-    s = Spool(tmp_path)
-    s.load()
-    s.persist("m1", message("m1", "bob").to_record())
-    s.persist("m2", message("m2", "carol").to_record())
-    s.sync()
-    s.retire("m1", {"bob": 1}, 100.0)
-    s.sync()
-    s.persist("m3", message("m3", "dave").to_record())
-    s.sync()
-    data = (tmp_path / "queue.wal").read_bytes()
+    data = first_retired(tmp_path, "m1", "m2", "m3")
     at = data.index(wal.frame(Retired("m1", {"bob": 1}, 100.0))) + wal.HEADER.size  # the body's first byte
     (tmp_path / "queue.wal").write_bytes(data[:at] + b"\x00" + data[at + 1:])
     recovered = Spool(tmp_path).load()
@@ -344,16 +350,7 @@ def test_damage_that_shows_an_id_a_byte_from_a_queued_one_names_that_one_suspect
     back queued named nowhere (sessions 12-15 left this). Now a queued message whose id is a byte
     from an id the damage shows, and that no readable record has, is `suspect`; an id the damage
     shows that is a readable record's, or is no byte from a queued one, sets back nothing."""
-    s = Spool(tmp_path)
-    s.load()
-    for msg_id, rcpt in (("mx1", "bob"), ("mz2", "carol")):
-        s.persist(msg_id, message(msg_id, rcpt).to_record())
-    s.sync()
-    s.retire("mx1", {"bob": 1}, 100.0)
-    s.sync()
-    s.persist("mx3", message("mx3", "dave").to_record())
-    s.sync()
-    data = (tmp_path / "queue.wal").read_bytes()
+    data = first_retired(tmp_path, "mx1", "mz2", "mx3")
     retired = wal.frame(Retired("mx1", {"bob": 1}, 100.0))
     at = data.index(retired) + retired.index(b"mx1") + 1
     (tmp_path / "queue.wal").write_bytes(data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1:])
