@@ -214,13 +214,13 @@ def suspects(data: bytes, scan: Scan, queued: list[QueuedMessage]) -> list[str]:
     delivered as well as reported. A byte flipped inside an id can leave an id still ("mx1" to
     "mX1"): a later state (a step, a retirement) of an id no readable record has names, as well,
     the queued messages a byte from it. (A first record of an unknown id is a message of its own.)"""
-    known = {r.msg_id for r in scan.records if type(r) is not Commit}
     newest = {r.msg_id: end for r, end in zip(scan.records, scan.ends) if type(r) is not Commit}
     named = set(scan.ids)
     found: dict[str, None] = {}
     for start, end in scan.damage:
-        shown = ids_in(data[start:end])
-        strangers = [i for i in ids_in(data[start:end], later=True) if i not in known]
+        run = data[start:end]
+        shown = ids_in(run)
+        strangers = [i for i in ids_in(run, later=True) if i not in newest]  # in no readable record
         for m in queued:
             if m.msg_id not in named and newest.get(m.msg_id, 0) <= start and (
                     not shown or any(_a_byte_apart(m.msg_id, i) for i in strangers)):

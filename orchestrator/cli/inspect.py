@@ -66,7 +66,7 @@ def logs(run_dir: Path, node: str | None, msg: str | None, pattern: str | None, 
     if not files:
         raise ClusterError(f"no logs in {run_dir}/logs (start a cluster with `xcon up`)")
     names = [f.stem for f in files]
-    if node and not until and not fnmatch.filter(names, node):  # a typo, not a node that was quiet
+    if node and not until and not any(fnmatch.fnmatchcase(n, node) for n in names):  # a typo, not a quiet node
         raise click.UsageError(f"no node {node!r} has a log here (these do: {', '.join(names)})")
     if until:
         deadline = time.time() + timeout
